@@ -1,0 +1,56 @@
+# Trellis build. `make demo` runs the demo mesh; `make test` runs every test
+# (installing what the tests need first when running as root).
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/trellis
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
+# Debian packages the tests need.
+TEST_PACKAGES := protobuf-compiler
+
+.PHONY: all build test test-short demo generate generate-check lint deps bench-go fuzz clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/trellis
+
+# deps installs the Debian packages the tests need, when missing and root.
+deps:
+	@missing=""; for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (run make deps as root)"; exit 1; fi; \
+	fi
+
+# TRELLIS_REQUIRE_ALL turns "tool missing" skips into failures: under
+# make test everything must run.
+test: deps build
+	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
+	$(GO) vet ./...
+	TRELLIS_REQUIRE_ALL=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+demo: build
+	./$(BIN) up
+
+generate:
+	./scripts/genproto.sh api
+
+lint:
+	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
+	$(GO) vet ./...
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/resource/
+	$(GO) test -run '^$$' -fuzz FuzzSignCSR -fuzztime 30s ./internal/identity/
+
+clean:
+	rm -rf bin .trellis

@@ -1,0 +1,4 @@
+// Package trellisv1alpha1 is the Go code generated from the Trellis
+// proxy/control-plane protocol (identity.proto, config.proto). Do not edit
+// the generated files; edit the .proto and run `make generate`.
+package trellisv1alpha1

@@ -1,0 +1,81 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/logging"
+)
+
+// logFlags are --log-level and --log-format, on every long-running role.
+type logFlags struct{ level, format string }
+
+func (l *logFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&l.level, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&l.format, "log-format", "text", "log format: text or json")
+}
+
+func newControlCmd() *cobra.Command {
+	var cfg controlplane.Config
+	var lf logFlags
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run the control plane (store, CA, join tokens, admin API)",
+		Args:  cobra.NoArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("trust-domain") {
+				cfg.TrustDomain = ""
+			}
+			return runControl(cmd, cfg, lf, nil)
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the store, CA keys, admin.token and ca.crt (required; created 0700)")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", controlplane.DefaultGRPCAddr, "gRPC listen address for proxies (TLS)")
+	f.StringVar(&cfg.APIAddr, "api-addr", controlplane.DefaultAPIAddr, "admin API listen address (TLS unless loopback)")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", controlplane.DefaultTrustDomain, "SPIFFE trust domain, fixed at first start")
+	f.StringVar(&cfg.CACertFile, "ca-cert", "", "PEM file: an intermediate from your own PKI followed by its chain up to the root")
+	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "PEM file (mode 0600): the key of --ca-cert's intermediate")
+	lf.register(cmd)
+	return cmd
+}
+
+// runControl runs a control plane until the command's context ends.
+// started, when set, is called once it listens.
+func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, started func(*controlplane.Server)) error {
+	log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
+	if err != nil {
+		return userError("%v", err)
+	}
+	cfg.Logger = log
+	ctx := cmd.Context()
+	srv, err := controlplane.New(ctx, cfg)
+	if err != nil {
+		return userError("control: %v", err)
+	}
+	if err := srv.Start(); err != nil {
+		_ = srv.Close(context.Background())
+		return userError("control: %v", err)
+	}
+	if started != nil {
+		started(srv)
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-srv.Err():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Close(shutdown); err != nil {
+		return fmt.Errorf("control: %w", err)
+	}
+	if serveErr != nil {
+		return fmt.Errorf("control: %w", serveErr)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitUser     = 1 // bad input; the message says what to fix
+	ExitInternal = 2 // server unreachable or internal error
+)
+
+// exitError carries an exit code with the message.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func userError(format string, args ...any) error {
+	return &exitError{code: ExitUser, err: fmt.Errorf(format, args...)}
+}
+
+// exitCode picks the exit code. Errors from commands are classified by
+// runE; anything else comes from cobra's own parsing (unknown command, bad
+// arguments) and is the user's.
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	default:
+		return ExitUser
+	}
+}
+
+// runE wraps a command body so its errors carry an exit code: bad input
+// and 4xx answers are the user's (1); an unreachable server, 5xx answers and
+// anything unexpected are 2.
+func runE(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd, args)
+		var ee *exitError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &ee):
+			return err
+		case adminapi.IsUserError(err):
+			return &exitError{code: ExitUser, err: err}
+		default:
+			return &exitError{code: ExitInternal, err: err}
+		}
+	}
+}
+
+// globals are the flags every API-using command shares.
+type globals struct {
+	api       string
+	tokenFile string
+	token     string
+	caFile    string
+	stdin     io.Reader
+}
+
+// Main runs the CLI and returns the process exit code.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "error:", err)
+	}
+	return exitCode(err)
+}
+
+func newRoot(stdin io.Reader) *cobra.Command {
+	g := &globals{stdin: stdin}
+	root := &cobra.Command{
+		Use:           "trellis",
+		Short:         "Trellis: a zero-trust service mesh",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	// Flag errors are user errors.
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: ExitUser, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.api, "api", envOr("TRELLIS_API", "http://127.0.0.1:15014"), "control plane admin API URL (env TRELLIS_API)")
+	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("TRELLIS_TOKEN_FILE"), "file holding the admin token, e.g. DATA_DIR/admin.token (env TRELLIS_TOKEN_FILE)")
+	pf.StringVar(&g.token, "token", os.Getenv("TRELLIS_TOKEN"), "admin token (env TRELLIS_TOKEN); prefer --token-file")
+	pf.StringVar(&g.caFile, "ca-file", os.Getenv("TRELLIS_CA_FILE"), "PEM roots to trust for an https --api, e.g. DATA_DIR/ca.crt (env TRELLIS_CA_FILE)")
+
+	root.AddCommand(
+		newControlCmd(),
+		newUpCmd(),
+		newApplyCmd(g),
+		newGetCmd(g),
+		newDeleteCmd(g),
+		newTokenCmd(g),
+		newVersionCmd(),
+	)
+	return root
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// client builds an admin API client from the global flags.
+func (g *globals) client() (*adminapi.Client, error) {
+	tok := g.token
+	if g.tokenFile != "" {
+		data, err := os.ReadFile(g.tokenFile)
+		if err != nil {
+			return nil, userError("--token-file: %v", err)
+		}
+		tok = strings.TrimSpace(string(data))
+	}
+	if tok == "" {
+		return nil, userError("no admin token: pass --token-file DATA_DIR/admin.token (or set TRELLIS_TOKEN_FILE)")
+	}
+	c, err := adminapi.NewClient(g.api, tok, g.caFile)
+	if err != nil {
+		return nil, userError("%v", err)
+	}
+	return c, nil
+}

@@ -1,0 +1,338 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/resource"
+)
+
+// maxBodyBytes bounds admin API request bodies.
+const maxBodyBytes = 8 << 20
+
+// routes builds the admin API handler. Every path under /api/ (and any
+// unknown path) requires the bearer token; /healthz, /readyz and /metrics
+// do not.
+func (s *Server) routes() http.Handler {
+	api := http.NewServeMux()
+	api.HandleFunc("POST "+adminapi.PathApply, s.handleApply)
+	api.HandleFunc("GET "+adminapi.PathResource+"/{plural}", s.handleList)
+	api.HandleFunc("GET "+adminapi.PathResource+"/{plural}/{name}", s.handleGet)
+	api.HandleFunc("GET "+adminapi.PathResource+"/{plural}/{namespace}/{name}", s.handleGet)
+	api.HandleFunc("DELETE "+adminapi.PathResource+"/{plural}/{name}", s.handleDelete)
+	api.HandleFunc("DELETE "+adminapi.PathResource+"/{plural}/{namespace}/{name}", s.handleDelete)
+	api.HandleFunc("POST "+adminapi.PathTokens, s.handleCreateToken)
+	api.HandleFunc("GET "+adminapi.PathTokens, s.handleListTokens)
+	api.HandleFunc("DELETE "+adminapi.PathTokens+"/{id}", s.handleRevokeToken)
+	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+
+	open := http.NewServeMux()
+	open.HandleFunc("GET "+adminapi.PathHealthz, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	open.HandleFunc("GET "+adminapi.PathReadyz, s.handleReadyz)
+	open.Handle("GET "+adminapi.PathMetrics, s.metricsHandler())
+
+	authed := s.requireToken(api)
+	return s.countRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case adminapi.PathHealthz, adminapi.PathReadyz, adminapi.PathMetrics:
+			open.ServeHTTP(w, r)
+		default:
+			authed.ServeHTTP(w, r)
+		}
+	}))
+}
+
+// requireToken answers 401 unless the request carries the admin bearer
+// token. It runs before routing, so unknown paths reveal nothing.
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Get("Authorization")
+		tok, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || !s.adminToken.matches(strings.TrimSpace(tok)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="trellis"`)
+			writeError(w, http.StatusUnauthorized, errors.New("unauthorized: send Authorization: Bearer <token> with the token from the control plane's DATA_DIR/admin.token"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) countRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		s.metrics.apiRequests.WithLabelValues(r.Method, strconv.Itoa(rec.code)).Inc()
+	})
+}
+
+func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.store.Revision(r.Context()); err != nil {
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("store: %w", err))
+		return
+	}
+	if !s.cfg.Now().Before(s.ca.IntermediateExpiry()) {
+		writeError(w, http.StatusServiceUnavailable, errors.New("ca: intermediate expired"))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
+	var req adminapi.ApplyRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if len(req.Objects) == 0 {
+		writeError(w, http.StatusBadRequest, errors.New("apply: no objects in request"))
+		return
+	}
+	var details []adminapi.ErrorDetail
+	for i := range req.Objects {
+		if err := resource.Validate(&req.Objects[i]); err != nil {
+			details = append(details, validationDetails(i, &req.Objects[i], err)...)
+		}
+	}
+	if len(details) > 0 {
+		writeJSON(w, http.StatusUnprocessableEntity, adminapi.ErrorBody{
+			Error:   fmt.Sprintf("apply: %d problem(s) found; nothing was applied", len(details)),
+			Details: details,
+		})
+		return
+	}
+	results, err := s.res.apply(r.Context(), req.Objects, req.DryRun)
+	if err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	if !req.DryRun {
+		for _, res := range results {
+			s.metrics.applied.WithLabelValues(res.Kind, res.Result).Inc()
+			if res.Result != adminapi.ResultUnchanged {
+				s.log.Info("resource applied", "kind", res.Kind, "namespace", res.Namespace, "name", res.Name, "result", res.Result, "resource_version", res.ResourceVersion)
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, adminapi.ApplyResponse{Results: results})
+}
+
+func validationDetails(i int, o *resource.Object, err error) []adminapi.ErrorDetail {
+	var ve *resource.ValidationError
+	if errors.As(err, &ve) {
+		out := make([]adminapi.ErrorDetail, 0, len(ve.Errors))
+		for _, fe := range ve.Errors {
+			out = append(out, adminapi.ErrorDetail{Index: i, Resource: ve.Resource, Field: fe.Field, Message: fe.Message})
+		}
+		return out
+	}
+	return []adminapi.ErrorDetail{{Index: i, Resource: o.Ref(), Message: err.Error()}}
+}
+
+func (s *Server) lookupKind(w http.ResponseWriter, r *http.Request) (resource.KindInfo, bool) {
+	name := r.PathValue("plural")
+	kind, ok := resource.LookupKind(name)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Errorf("unknown resource kind %q; known kinds: %s", name, knownKinds()))
+		return resource.KindInfo{}, false
+	}
+	return kind, true
+}
+
+// pathNamespace returns the namespace for a single-resource path: namespaced
+// kinds need one ("default" when the path has none), cluster-scoped kinds
+// must not have one.
+func pathNamespace(w http.ResponseWriter, r *http.Request, kind resource.KindInfo) (string, bool) {
+	ns := r.PathValue("namespace")
+	if !kind.Namespaced && ns != "" {
+		writeError(w, http.StatusNotFound, fmt.Errorf("%s is cluster-scoped; drop the namespace from the path", kind.Kind))
+		return "", false
+	}
+	if kind.Namespaced && ns == "" {
+		ns = "default"
+	}
+	return ns, true
+}
+
+func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
+	kind, ok := s.lookupKind(w, r)
+	if !ok {
+		return
+	}
+	items, err := s.res.list(r.Context(), kind, r.URL.Query().Get("namespace"))
+	if err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, adminapi.ListResponse{Items: items})
+}
+
+func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
+	kind, ok := s.lookupKind(w, r)
+	if !ok {
+		return
+	}
+	// GET /resources/{plural}/{namespace} on a namespaced kind lists a namespace.
+	if kind.Namespaced && r.PathValue("namespace") == "" {
+		items, err := s.res.list(r.Context(), kind, r.PathValue("name"))
+		if err != nil {
+			s.writeResourceError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, adminapi.ListResponse{Items: items})
+		return
+	}
+	ns, ok := pathNamespace(w, r, kind)
+	if !ok {
+		return
+	}
+	o, err := s.res.get(r.Context(), kind, ns, r.PathValue("name"))
+	if err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, o)
+}
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	kind, ok := s.lookupKind(w, r)
+	if !ok {
+		return
+	}
+	ns, ok := pathNamespace(w, r, kind)
+	if !ok {
+		return
+	}
+	name := r.PathValue("name")
+	if err := s.res.delete(r.Context(), kind, ns, name); err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	s.log.Info("resource deleted", "kind", kind.Kind, "namespace", ns, "name", name)
+	out := adminapi.DeleteResponse{Kind: kind.Kind, Name: name}
+	if kind.Namespaced {
+		out.Namespace = ns
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
+	var req adminapi.CreateTokenRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	resp, err := s.tokens.create(r.Context(), req)
+	if err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	s.metrics.tokensIssued.Inc()
+	s.log.Info("join token issued", "token_id", resp.Info.ID, "spiffe_id", resp.Info.SPIFFEID, "expires", resp.Info.ExpiresAt)
+	writeJSON(w, http.StatusCreated, resp)
+}
+
+func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
+	items, err := s.tokens.list(r.Context())
+	if err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, adminapi.TokenListResponse{Items: items})
+}
+
+func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+	info, err := s.tokens.revoke(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeResourceError(w, err)
+		return
+	}
+	s.metrics.tokensRevoked.Inc()
+	s.log.Info("join token revoked", "token_id", info.ID, "spiffe_id", info.SPIFFEID)
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
+	var ae *applyError
+	var fe *fieldError
+	switch {
+	case errors.As(err, &fe):
+		writeJSON(w, http.StatusBadRequest, adminapi.ErrorBody{Error: err.Error(), Details: []adminapi.ErrorDetail{{Index: -1, Field: fe.field, Message: fe.msg}}})
+	case errors.As(err, &ae):
+		writeJSON(w, statusFor(ae.err), adminapi.ErrorBody{
+			Error:   "apply: nothing was applied: " + err.Error(),
+			Details: []adminapi.ErrorDetail{{Index: ae.index, Resource: ae.ref, Message: ae.err.Error()}},
+		})
+	default:
+		code := statusFor(err)
+		if code == http.StatusInternalServerError {
+			s.log.Error("admin api", "err", err)
+		}
+		writeError(w, code, err)
+	}
+}
+
+func statusFor(err error) int {
+	switch {
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, errConflict):
+		return http.StatusConflict
+	case errors.Is(err, errForbidden):
+		return http.StatusBadRequest
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("request body: unexpected data after the JSON value")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, adminapi.ErrorBody{Error: err.Error()})
+}
+
+func knownKinds() string {
+	var names []string
+	for _, k := range resource.Kinds() {
+		names = append(names, k.Plural)
+	}
+	return strings.Join(names, ", ")
+}

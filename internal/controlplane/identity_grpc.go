@@ -1,0 +1,139 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
+)
+
+// maxCSRBytes bounds the CSR accepted by Certify.
+const maxCSRBytes = 16 << 10
+
+// identityServer implements the Identity gRPC service.
+type identityServer struct {
+	pb.UnimplementedIdentityServer
+	ca      *identity.CA
+	tokens  *tokens
+	res     *resources
+	log     *slog.Logger
+	metrics *metrics
+}
+
+func (s *identityServer) Certify(ctx context.Context, req *pb.CertifyRequest) (*pb.CertifyResponse, error) {
+	resp, via, id, err := s.certify(ctx, req)
+	if err != nil {
+		st, _ := status.FromError(err)
+		s.metrics.certifyFailures.WithLabelValues(st.Code().String()).Inc()
+		s.log.Warn("certify refused", "code", st.Code().String(), "reason", st.Message(), "peer", peerAddr(ctx), "spiffe_id", id)
+		return nil, err
+	}
+	s.metrics.certsIssued.WithLabelValues(via).Inc()
+	return resp, nil
+}
+
+func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_ *pb.CertifyResponse, via, id string, _ error) {
+	if len(req.GetCsr()) == 0 {
+		return nil, "", "", status.Error(codes.InvalidArgument, "csr is empty: send a DER-encoded PKCS#10 request")
+	}
+	if len(req.GetCsr()) > maxCSRBytes {
+		return nil, "", "", status.Errorf(codes.InvalidArgument, "csr is %d bytes, more than the %d allowed", len(req.GetCsr()), maxCSRBytes)
+	}
+	var want spiffeid.ID
+	var tokenID string
+	if req.GetToken() != "" {
+		via = "token"
+		claims, err := s.tokens.verify(ctx, req.GetToken())
+		switch {
+		case errors.Is(err, identity.ErrTokenExpired):
+			return nil, via, "", status.Errorf(codes.Unauthenticated, "join token expired or not yet valid: %v; create a new one with `trellis token create`", err)
+		case errors.Is(err, identity.ErrTokenInvalid):
+			return nil, via, "", status.Errorf(codes.Unauthenticated, "join token rejected: %v", err)
+		case errors.Is(err, errTokenRevoked):
+			return nil, via, "", status.Errorf(codes.PermissionDenied, "%v", err)
+		case err != nil:
+			return nil, via, "", status.Errorf(codes.Internal, "check join token: %v", err)
+		}
+		want, tokenID = claims.SPIFFEID, claims.ID
+	} else {
+		via = "renewal"
+		got, err := s.peerWorkloadID(ctx)
+		if err != nil {
+			return nil, via, "", err
+		}
+		want = got
+	}
+	mesh, err := s.res.mesh(ctx)
+	if err != nil {
+		return nil, via, want.String(), status.Errorf(codes.Unavailable, "read mesh settings: %v", err)
+	}
+	leaf, err := s.ca.SignCSR(req.GetCsr(), want, mesh.Certificates.WorkloadTTL.Duration)
+	switch {
+	case errors.Is(err, identity.ErrBadCSR):
+		return nil, via, want.String(), status.Errorf(codes.InvalidArgument, "%v", err)
+	case errors.Is(err, identity.ErrWrongIdentity):
+		return nil, via, want.String(), status.Errorf(codes.PermissionDenied, "%v", err)
+	case errors.Is(err, identity.ErrCAUnavailable):
+		return nil, via, want.String(), status.Errorf(codes.FailedPrecondition, "%v", err)
+	case err != nil:
+		return nil, via, want.String(), status.Errorf(codes.Internal, "sign: %v", err)
+	}
+	resp := &pb.CertifyResponse{
+		Leaf:      leaf.Cert.Raw,
+		ExpiresAt: timestamppb.New(leaf.Cert.NotAfter),
+		SpiffeId:  want.String(),
+	}
+	for _, c := range leaf.Intermediates {
+		resp.Intermediates = append(resp.Intermediates, c.Raw)
+	}
+	for _, c := range leaf.Roots {
+		resp.TrustBundle = append(resp.TrustBundle, c.Raw)
+	}
+	s.log.Info("certificate issued", "spiffe_id", want.String(), "via", via, "token_id", tokenID,
+		"serial", leaf.Cert.SerialNumber.Text(16), "expires", leaf.Cert.NotAfter.UTC().Format(time.RFC3339), "peer", peerAddr(ctx))
+	return resp, via, want.String(), nil
+}
+
+// peerWorkloadID returns the workload identity in the verified TLS client
+// certificate, for renewal.
+func (s *identityServer) peerWorkloadID(ctx context.Context) (spiffeid.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no join token and no client certificate")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return spiffeid.ID{}, status.Error(codes.Unauthenticated, "no join token and no client certificate: send a token from `trellis token create`, or renew with your current certificate")
+	}
+	id, err := identity.SPIFFEIDFromCert(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+	}
+	if id.TrustDomain() != s.ca.TrustDomain() {
+		return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "client certificate names trust domain %s, not %s", id.TrustDomain(), s.ca.TrustDomain())
+	}
+	if id == identity.ControlPlaneID(s.ca.TrustDomain()) {
+		return spiffeid.ID{}, status.Error(codes.PermissionDenied, "the control plane's own identity cannot be renewed through Certify")
+	}
+	if _, _, _, err := identity.ParseWorkloadID(id.String()); err != nil {
+		return spiffeid.ID{}, status.Errorf(codes.PermissionDenied, "client certificate: %v", err)
+	}
+	return id, nil
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

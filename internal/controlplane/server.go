@@ -1,0 +1,224 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/store"
+	"github.com/trellismesh/trellis/internal/store/bolt"
+)
+
+// Server is one control plane. Create it with New, then Start; Close stops
+// it. Its methods are safe for concurrent use.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	store      store.Store
+	ca         *identity.CA
+	res        *resources
+	tokens     *tokens
+	adminToken adminToken
+	metrics    *metrics
+	serving    *servingCert
+
+	grpcSrv  *grpc.Server
+	httpSrv  *http.Server
+	grpcLis  net.Listener
+	apiLis   net.Listener
+	apiTLS   bool
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+	serveErr chan error
+}
+
+// New prepares a control plane: data dir, store, trust domain, CA, token
+// authority and admin token. It does not listen yet.
+func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := prepareDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	st, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	td, err := fixTrustDomain(ctx, st, cfg.DataDir, cfg.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	caOpts := identity.CAOptions{Now: cfg.Now}
+	var ca *identity.CA
+	if cfg.CACertFile != "" {
+		ca, err = identity.LoadExternalCA(cfg.CACertFile, cfg.CAKeyFile, td, caOpts)
+		if err == nil {
+			err = identity.WriteFileAtomic(filepath.Join(cfg.DataDir, identity.RootCertFile), identity.EncodeCertsPEM(ca.Roots()...), 0o644)
+		}
+	} else {
+		var created bool
+		ca, created, err = identity.LoadOrCreateCA(cfg.DataDir, td, caOpts)
+		if created {
+			cfg.Logger.Info("created mesh CA", "trust_domain", td.Name(), "root", filepath.Join(cfg.DataDir, identity.RootCertFile))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	auth, err := identity.LoadOrCreateTokenAuthority(cfg.DataDir, td, caOpts)
+	if err != nil {
+		return nil, err
+	}
+	at, err := loadOrCreateAdminToken(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		store:      st,
+		ca:         ca,
+		res:        &resources{st: st, now: cfg.Now},
+		tokens:     &tokens{st: st, auth: auth, now: cfg.Now},
+		adminToken: at,
+		metrics:    newMetrics(),
+		serveErr:   make(chan error, 2),
+	}
+	if err := s.res.ensureDefaultMesh(ctx); err != nil {
+		return nil, err
+	}
+	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
+	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Start listens on the gRPC and admin addresses and serves in the
+// background. It returns once both listeners are bound.
+func (s *Server) Start() error {
+	grpcLis, err := net.Listen("tcp", s.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("--grpc-addr %s: %w", s.cfg.GRPCAddr, err)
+	}
+	apiLis, err := net.Listen("tcp", s.cfg.APIAddr)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("--api-addr %s: %w", s.cfg.APIAddr, err)
+	}
+	s.grpcLis, s.apiLis = grpcLis, apiLis
+
+	s.grpcSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.serving.tlsConfig(true))))
+	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics})
+
+	s.httpSrv = &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	// A non-loopback admin API is served with TLS: the bearer token must
+	// never cross a network in the clear.
+	if !isLoopbackAddr(s.cfg.APIAddr) {
+		s.apiTLS = true
+		s.httpSrv.TLSConfig = s.serving.tlsConfig(false)
+	}
+
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			s.serveErr <- fmt.Errorf("grpc server: %w", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		var err error
+		if s.apiTLS {
+			err = s.httpSrv.ServeTLS(apiLis, "", "")
+		} else {
+			err = s.httpSrv.Serve(apiLis)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.serveErr <- fmt.Errorf("admin api: %w", err)
+		}
+	}()
+	s.log.Info("control plane started", "grpc_addr", grpcLis.Addr().String(), "api_addr", apiLis.Addr().String(),
+		"api_tls", s.apiTLS, "trust_domain", s.ca.TrustDomain().Name(), "data_dir", s.cfg.DataDir)
+	return nil
+}
+
+// Err delivers the first fatal serving error, if any.
+func (s *Server) Err() <-chan error { return s.serveErr }
+
+// GRPCAddr is the bound gRPC address (useful with port 0).
+func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }
+
+// APIAddr is the bound admin API address.
+func (s *Server) APIAddr() string { return s.apiLis.Addr().String() }
+
+// APIURL is the admin API's base URL.
+func (s *Server) APIURL() string {
+	if s.apiTLS {
+		return "https://" + s.APIAddr()
+	}
+	return "http://" + s.APIAddr()
+}
+
+// TrustDomain is the mesh's trust domain.
+func (s *Server) TrustDomain() string { return s.ca.TrustDomain().Name() }
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// Close stops serving (gracefully, bounded by ctx) and closes the store.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Shutdown(ctx)
+	}
+	if s.grpcSrv != nil {
+		done := make(chan struct{})
+		go func() { s.grpcSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpcSrv.Stop()
+		}
+	}
+	s.wg.Wait()
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	s.log.Info("control plane stopped")
+	return nil
+}

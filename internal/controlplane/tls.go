@@ -1,0 +1,96 @@
+package controlplane
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/identity"
+)
+
+// servingTTL is the lifetime of the control plane's own serving
+// certificate; it is reissued in memory at half its life.
+const servingTTL = 30 * 24 * time.Hour
+
+// servingCert issues and caches the control plane's serving certificate,
+// reissuing it when half its life has passed. Safe for concurrent use.
+type servingCert struct {
+	ca    *identity.CA
+	now   func() time.Time
+	dns   []string
+	ips   []net.IP
+	mu    sync.Mutex
+	cert  *tls.Certificate
+	renew time.Time
+}
+
+func newServingCert(ca *identity.CA, now func() time.Time, addrs ...string) (*servingCert, error) {
+	sc := &servingCert{ca: ca, now: now, dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
+	for _, a := range addrs {
+		host, _, err := net.SplitHostPort(a)
+		if err != nil {
+			continue
+		}
+		ip := net.ParseIP(host)
+		switch {
+		case ip == nil && host != "":
+			sc.dns = append(sc.dns, host)
+		case ip != nil && ip.IsUnspecified():
+			// Listening everywhere: name every local address.
+			if ifAddrs, err := net.InterfaceAddrs(); err == nil {
+				for _, ia := range ifAddrs {
+					if n, ok := ia.(*net.IPNet); ok {
+						sc.ips = append(sc.ips, n.IP)
+					}
+				}
+			}
+		case ip != nil:
+			sc.ips = append(sc.ips, ip)
+		}
+	}
+	if _, err := sc.get(); err != nil {
+		return nil, err
+	}
+	return sc, nil
+}
+
+func (sc *servingCert) get() (*tls.Certificate, error) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.cert != nil && sc.now().Before(sc.renew) {
+		return sc.cert, nil
+	}
+	c, err := sc.ca.IssueServing(identity.ControlPlaneID(sc.ca.TrustDomain()), servingTTL, sc.dns, sc.ips)
+	if err != nil {
+		if sc.cert != nil {
+			return sc.cert, nil
+		}
+		return nil, fmt.Errorf("control plane serving certificate: %w", err)
+	}
+	sc.cert = c
+	sc.renew = c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore) / 2)
+	return c, nil
+}
+
+// tlsConfig serves with the rotating certificate. Client certificates are
+// requested and, when given, verified against the mesh roots (proxies renew
+// with their current certificate); they are not required, because a
+// joining proxy has none yet.
+func (sc *servingCert) tlsConfig(withClientCerts bool) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
+	}
+	if withClientCerts {
+		pool := x509.NewCertPool()
+		for _, r := range sc.ca.Roots() {
+			pool.AddCert(r)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg
+}

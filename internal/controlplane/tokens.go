@@ -1,0 +1,169 @@
+package controlplane
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/store"
+)
+
+const tokenPrefix = "/tokens/"
+
+// DefaultTokenTTL is a join token's lifetime when none is asked for.
+const DefaultTokenTTL = 24 * time.Hour
+
+// tokens issues join tokens and records each one (never the token itself)
+// under /tokens/<id>, so it can be listed and revoked.
+type tokens struct {
+	st   store.Store
+	auth *identity.TokenAuthority
+	now  func() time.Time
+}
+
+func (t *tokens) create(ctx context.Context, req adminapi.CreateTokenRequest) (adminapi.CreateTokenResponse, error) {
+	if req.Namespace == "" {
+		req.Namespace = "default"
+	}
+	if req.ServiceAccount == "" {
+		req.ServiceAccount = req.Service
+	}
+	ttl := DefaultTokenTTL
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil {
+			return adminapi.CreateTokenResponse{}, &fieldError{field: "ttl", msg: fmt.Sprintf("%q is not a duration; use e.g. 24h or 30m", req.TTL)}
+		}
+		ttl = d
+	}
+	if ttl <= 0 || ttl > identity.MaxTokenTTL {
+		return adminapi.CreateTokenResponse{}, &fieldError{field: "ttl", msg: fmt.Sprintf("%s is out of range; use a duration between 1s and %s", ttl, identity.MaxTokenTTL)}
+	}
+	for _, f := range []struct{ field, val string }{{"service", req.Service}, {"namespace", req.Namespace}, {"serviceAccount", req.ServiceAccount}} {
+		if !isDNSLabel(f.val) {
+			return adminapi.CreateTokenResponse{}, &fieldError{field: f.field, msg: fmt.Sprintf("%q must be a DNS label (lowercase letters, digits and '-', at most 63 characters)", f.val)}
+		}
+	}
+	tok, claims, err := t.auth.Issue(req.Service, req.Namespace, req.ServiceAccount, ttl)
+	if err != nil {
+		return adminapi.CreateTokenResponse{}, err
+	}
+	info := adminapi.TokenInfo{
+		ID: claims.ID, SPIFFEID: claims.SPIFFEID.String(), Service: claims.Service, Namespace: claims.Namespace,
+		ServiceAccount: claims.ServiceAccount, IssuedAt: claims.IssuedAt.UTC(), ExpiresAt: claims.ExpiresAt.UTC(),
+	}
+	val, err := json.Marshal(info)
+	if err != nil {
+		return adminapi.CreateTokenResponse{}, fmt.Errorf("record token: %w", err)
+	}
+	if _, err := t.st.Txn(ctx, store.Op{Type: store.OpPut, Key: tokenPrefix + info.ID, Value: val, IfModRevision: 0}); err != nil {
+		return adminapi.CreateTokenResponse{}, fmt.Errorf("record token: %w", err)
+	}
+	return adminapi.CreateTokenResponse{Token: tok, Info: info}, nil
+}
+
+func (t *tokens) info(ctx context.Context, id string) (adminapi.TokenInfo, int64, error) {
+	kv, err := t.st.Get(ctx, tokenPrefix+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return adminapi.TokenInfo{}, 0, fmt.Errorf("%w: token %q", errNotFound, id)
+	}
+	if err != nil {
+		return adminapi.TokenInfo{}, 0, fmt.Errorf("read token %q: %w", id, err)
+	}
+	var info adminapi.TokenInfo
+	if err := json.Unmarshal(kv.Value, &info); err != nil {
+		return adminapi.TokenInfo{}, 0, fmt.Errorf("decode token %q: %w", id, err)
+	}
+	return info, kv.ModRevision, nil
+}
+
+// revoke marks a token revoked. Revoking twice is not an error.
+func (t *tokens) revoke(ctx context.Context, id string) (adminapi.TokenInfo, error) {
+	for attempt := 0; ; attempt++ {
+		info, rev, err := t.info(ctx, id)
+		if err != nil {
+			return adminapi.TokenInfo{}, err
+		}
+		if info.RevokedAt != nil {
+			return info, nil
+		}
+		now := t.now().UTC().Truncate(time.Second)
+		info.RevokedAt = &now
+		val, err := json.Marshal(info)
+		if err != nil {
+			return adminapi.TokenInfo{}, fmt.Errorf("revoke token: %w", err)
+		}
+		_, err = t.st.Txn(ctx, store.Op{Type: store.OpPut, Key: tokenPrefix + id, Value: val, IfModRevision: rev})
+		if errors.Is(err, store.ErrConflict) && attempt < 4 {
+			continue
+		}
+		if err != nil {
+			return adminapi.TokenInfo{}, fmt.Errorf("revoke token: %w", err)
+		}
+		return info, nil
+	}
+}
+
+func (t *tokens) list(ctx context.Context) ([]adminapi.TokenInfo, error) {
+	kvs, _, err := t.st.List(ctx, tokenPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	out := make([]adminapi.TokenInfo, 0, len(kvs))
+	for _, kv := range kvs {
+		var info adminapi.TokenInfo
+		if err := json.Unmarshal(kv.Value, &info); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, info)
+	}
+	return out, nil
+}
+
+// errTokenRevoked: the token was revoked, or was never recorded here.
+var errTokenRevoked = errors.New("join token revoked")
+
+// verify checks a join token fully: signature and validity window, then
+// that it is recorded and not revoked.
+func (t *tokens) verify(ctx context.Context, token string) (identity.TokenClaims, error) {
+	claims, err := t.auth.Verify(token)
+	if err != nil {
+		return identity.TokenClaims{}, err
+	}
+	info, _, err := t.info(ctx, claims.ID)
+	if errors.Is(err, errNotFound) {
+		return identity.TokenClaims{}, fmt.Errorf("%w: token %s is not known to this control plane", errTokenRevoked, claims.ID)
+	}
+	if err != nil {
+		return identity.TokenClaims{}, err
+	}
+	if info.RevokedAt != nil {
+		return identity.TokenClaims{}, fmt.Errorf("%w: token %s was revoked at %s", errTokenRevoked, claims.ID, info.RevokedAt.Format(time.RFC3339))
+	}
+	return claims, nil
+}
+
+// fieldError is a bad field in an API request body.
+type fieldError struct{ field, msg string }
+
+func (e *fieldError) Error() string { return e.field + ": " + e.msg }
+
+func isDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,40 @@
+package identity
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// ControlPlaneNamespace is the namespace of the control plane's own identity
+// and of mesh-wide policies.
+const ControlPlaneNamespace = "trellis-system"
+
+// WorkloadID returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
+func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
+	id, err := spiffeid.FromSegments(td, "ns", namespace, "sa", serviceAccount)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("workload id for ns %q sa %q: %w", namespace, serviceAccount, err)
+	}
+	return id, nil
+}
+
+// ControlPlaneID is the SPIFFE ID in the control plane's serving certificate.
+func ControlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "ns", ControlPlaneNamespace, "sa", "control")
+}
+
+// ParseWorkloadID parses a workload SPIFFE ID of the form
+// spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
+func ParseWorkloadID(s string) (id spiffeid.ID, namespace, serviceAccount string, err error) {
+	id, err = spiffeid.FromString(s)
+	if err != nil {
+		return spiffeid.ID{}, "", "", fmt.Errorf("parse spiffe id %q: %w", s, err)
+	}
+	segs := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(segs) != 4 || segs[0] != "ns" || segs[2] != "sa" {
+		return spiffeid.ID{}, "", "", fmt.Errorf("parse spiffe id %q: path must be /ns/<namespace>/sa/<service-account>", s)
+	}
+	return id, segs[1], segs[3], nil
+}

@@ -1,0 +1,109 @@
+package resource
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Mesh settings. The defaults are the zero-trust ones: mutual TLS required
+// and every call denied unless a policy allows it.
+const (
+	MTLSStrict     = "STRICT"     // proxies accept only mutual TLS
+	MTLSPermissive = "PERMISSIVE" // proxies also accept plain text, for onboarding
+
+	AuthorizationDeny  = "deny"  // a call no ALLOW policy covers is denied
+	AuthorizationAllow = "allow" // a workload no ALLOW policy selects accepts every call
+
+	DefaultWorkloadTTL = 24 * time.Hour
+	MinWorkloadTTL     = 5 * time.Minute
+	MaxWorkloadTTL     = 30 * 24 * time.Hour
+)
+
+// MeshSpec is the spec of the Mesh resource, of which there is one, named
+// "default".
+type MeshSpec struct {
+	MTLS          MeshMTLS          `json:"mtls"`
+	Authorization MeshAuthorization `json:"authorization"`
+	Certificates  MeshCertificates  `json:"certificates"`
+}
+
+// MeshMTLS says whether proxies require mutual TLS.
+type MeshMTLS struct {
+	Mode string `json:"mode,omitempty"` // MTLSStrict (default) or MTLSPermissive
+}
+
+// MeshAuthorization holds the mesh-wide authorization default.
+type MeshAuthorization struct {
+	// Default decides calls to a workload that no ALLOW policy selects:
+	// AuthorizationDeny (default) or AuthorizationAllow.
+	Default string `json:"default,omitempty"`
+}
+
+// MeshCertificates holds workload certificate settings.
+type MeshCertificates struct {
+	// WorkloadTTL is the lifetime of workload certificates,
+	// DefaultWorkloadTTL by default, from MinWorkloadTTL to MaxWorkloadTTL.
+	WorkloadTTL Duration `json:"workloadTTL,omitempty"`
+}
+
+// DefaultMesh returns the Mesh a mesh has when nobody wrote one: named
+// "default", every setting at its default.
+func DefaultMesh() Object {
+	var errs errorList
+	spec, err := json.Marshal(meshSpec(&errs, nil))
+	if err != nil {
+		panic("resource: marshaling the default mesh: " + err.Error())
+	}
+	return Object{
+		APIVersion: APIVersion,
+		Kind:       KindMesh,
+		Metadata:   Metadata{Name: "default"},
+		Spec:       spec,
+	}
+}
+
+// MeshSpecOf decodes, defaults and checks the spec of a Mesh. It does not
+// check the envelope (see Validate) and does not change o.
+func MeshSpecOf(o *Object) (MeshSpec, error) {
+	if o.Kind != KindMesh {
+		return MeshSpec{}, fmt.Errorf("resource.MeshSpecOf: %s is not a %s", o.Ref(), KindMesh)
+	}
+	var errs errorList
+	spec := meshSpec(&errs, o.Spec)
+	if err := errs.err(o.Source, o.Ref()); err != nil {
+		return MeshSpec{}, err
+	}
+	return spec, nil
+}
+
+func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
+	var s MeshSpec
+	decodeSpec(errs, raw, &s)
+	if s.MTLS.Mode == "" {
+		s.MTLS.Mode = MTLSStrict
+	}
+	if s.Authorization.Default == "" {
+		s.Authorization.Default = AuthorizationDeny
+	}
+	if s.Certificates.WorkloadTTL.Duration == 0 {
+		s.Certificates.WorkloadTTL.Duration = DefaultWorkloadTTL
+	}
+
+	checkEnum(errs, "spec.mtls.mode", s.MTLS.Mode, MTLSStrict, MTLSPermissive)
+	checkEnum(errs, "spec.authorization.default", s.Authorization.Default, AuthorizationDeny, AuthorizationAllow)
+	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
+		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",
+			formatDuration(MinWorkloadTTL), formatDuration(MaxWorkloadTTL), formatDuration(ttl))
+	}
+	return s
+}
+
+// checkEnum checks that v is exactly one of allowed.
+func checkEnum(errs *errorList, field, v string, allowed ...string) {
+	if !slices.Contains(allowed, v) {
+		errs.add(field, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(v))
+	}
+}
