@@ -150,7 +150,10 @@ func tableColumns(kind resource.KindInfo) []column {
 		return []column{
 			{"MTLS", func(o *resource.Object) string { return spec(o).MTLS.Mode }},
 			{"DEFAULT-AUTHZ", func(o *resource.Object) string { return spec(o).Authorization.Default }},
-			{"WORKLOAD-TTL", func(o *resource.Object) string { return spec(o).Certificates.WorkloadTTL.String() }},
+			{"WORKLOAD-TTL", func(o *resource.Object) string {
+				b, _ := spec(o).Certificates.WorkloadTTL.MarshalJSON()
+				return strings.Trim(string(b), `"`)
+			}},
 		}
 	case "AuthorizationPolicy":
 		spec := func(o *resource.Object) resource.AuthorizationPolicySpec {

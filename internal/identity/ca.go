@@ -10,8 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 

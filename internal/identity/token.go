@@ -148,14 +148,21 @@ func (a *TokenAuthority) Verify(token string) (TokenClaims, error) {
 		jwt.WithIssuer(tokenIssuer),
 		jwt.WithAudience(tokenAudience),
 		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(a.now),
 	)
 	if err != nil {
-		if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) || errors.Is(err, jwt.ErrTokenUsedBeforeIssued) {
+		if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) {
 			return TokenClaims{}, fmt.Errorf("%w: %v", ErrTokenExpired, err)
 		}
 		return TokenClaims{}, fmt.Errorf("%w: %v", ErrTokenInvalid, err)
+	}
+	// iat is checked here, not with jwt.WithIssuedAt: that allows no skew,
+	// defeating the MaxBackdate that nbf is backdated by.
+	if c.IssuedAt == nil {
+		return TokenClaims{}, fmt.Errorf("%w: no iat claim", ErrTokenInvalid)
+	}
+	if c.IssuedAt.After(a.now().Add(MaxBackdate)) {
+		return TokenClaims{}, fmt.Errorf("%w: issued in the future, at %s", ErrTokenExpired, c.IssuedAt.Format(time.RFC3339))
 	}
 	id, ns, sa, err := ParseWorkloadID(c.Subject)
 	if err != nil || id.TrustDomain() != a.td || ns != c.Namespace || sa != c.ServiceAccount || c.ID == "" || c.Service == "" {

@@ -335,6 +335,7 @@ func TestTokenRejects(t *testing.T) {
 		{"exp not a number", edit(func(c jwt.MapClaims) { c["exp"] = "tomorrow" }), identity.ErrTokenInvalid},
 		{"expired", edit(func(c jwt.MapClaims) { c["exp"] = t0.Add(-time.Second).Unix() }), identity.ErrTokenExpired},
 		{"not yet valid", edit(func(c jwt.MapClaims) { c["nbf"] = t0.Add(time.Hour).Unix() }), identity.ErrTokenExpired},
+		{"issued in the future beyond MaxBackdate", edit(func(c jwt.MapClaims) { c["iat"] = t0.Add(identity.MaxBackdate + time.Second).Unix() }), identity.ErrTokenExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := a.Verify(tc.tok)
@@ -349,9 +350,18 @@ func TestTokenRejects(t *testing.T) {
 	}
 
 	// The edited-claims cases are only meaningful if the unedited claims
-	// verify.
-	if _, err := a.Verify(edit(func(jwt.MapClaims) {})); err != nil {
-		t.Errorf("Verify of the unedited validClaims: %v", err)
+	// verify; so do those whose iat lies within the allowed skew.
+	for _, tc := range []struct {
+		name string
+		tok  string
+	}{
+		{"unedited validClaims", edit(func(jwt.MapClaims) {})},
+		{"iat MaxBackdate in the future", edit(func(c jwt.MapClaims) { c["iat"] = t0.Add(identity.MaxBackdate).Unix() })},
+		{"no nbf", edit(func(c jwt.MapClaims) { delete(c, "nbf") })},
+	} {
+		if _, err := a.Verify(tc.tok); err != nil {
+			t.Errorf("Verify of %s: %v, want nil", tc.name, err)
+		}
 	}
 }
 

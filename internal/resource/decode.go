@@ -170,10 +170,10 @@ func documents(data []byte) []document {
 		return yamlDocuments(data)
 	}
 	docs, ok := jsonDocuments(data)
-	if ok {
+	if ok || len(splitYAML(data)) == 1 {
 		return docs
 	}
-	// JSON documents are YAML too, and YAML allows "---" between them.
+	// JSON documents are YAML too, and may be separated by "---" lines.
 	if ydocs := yamlDocuments(data); !hasError(ydocs) {
 		return ydocs
 	}
@@ -223,7 +223,7 @@ func jsonError(err error, data []byte) string {
 	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
 		before := data[:min(int(se.Offset), len(data))]
 		line := bytes.Count(before, []byte("\n")) + 1
-		col := len(before) - bytes.LastIndexByte(before, '\n')
+		col := len(before) - bytes.LastIndexByte(before, '\n') - 1
 		return fmt.Sprintf("invalid JSON at line %d, column %d: %v", line, col, se)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
