@@ -89,7 +89,8 @@ type Store interface {
 	List(ctx context.Context, prefix string) ([]KV, int64, error)
 	// Txn applies all ops atomically or none of them. It returns the new
 	// revision, or ErrConflict if a condition failed. A transaction with no
-	// effective writes still consumes a revision only if it wrote something.
+	// effective writes (no ops, or only deletes of missing keys) consumes no
+	// revision and returns the current one.
 	Txn(ctx context.Context, ops ...Op) (int64, error)
 	// Watch delivers, in revision order, every event on keys with the prefix
 	// whose revision is greater than fromRevision. fromRevision 0 means

@@ -413,7 +413,9 @@ func (w *watcher) sendLocked(events []store.Event) bool {
 			continue
 		}
 		select {
-		case w.ch <- ev:
+		case w.ch <- cloneEvent(ev):
+		default:
+			return false
 		}
 	}
 	return true

@@ -196,28 +196,26 @@ func TestSlowWatcherIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The fast watcher reads after every write, so only the slow one lags.
 	const writes = 20
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := range writes {
-			if _, err := s.Txn(t.Context(), put("k", fmt.Sprint(i))); err != nil {
-				t.Errorf("Txn: %v", err)
-				return
-			}
-		}
-	}()
 	for i := range writes {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := s.Txn(t.Context(), put("k", fmt.Sprint(i)))
+			errc <- err
+		}()
 		select {
-		case ev, ok := <-fast:
-			if !ok || ev.Revision != int64(i+1) {
-				t.Fatalf("fast watcher got %+v (open %v), want revision %d", ev, ok, i+1)
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("Txn: %v", err)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatal("writers blocked by a slow watcher")
+			t.Fatal("Txn blocked by a slow watcher")
+		}
+		if ev, ok := <-fast; !ok || ev.Revision != int64(i+1) {
+			t.Fatalf("fast watcher got %+v (open %v), want revision %d", ev, ok, i+1)
 		}
 	}
-	<-done
 
 	// The slow watcher keeps what fitted in its buffer, then sees the close.
 	var got []int64

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"WatchFromPast", testWatchFromPast},
 		{"WatchFromCurrent", testWatchFromCurrent},
 		{"WatchFromListRevision", testWatchFromListRevision},
+		{"WatchWhileWriting", testWatchWhileWriting},
 		{"WatchCompacted", testWatchCompacted},
 		{"WatchPrefix", testWatchPrefix},
 		{"WatchCancel", testWatchCancel},
@@ -503,6 +504,63 @@ func testWatchFromListRevision(t *testing.T, s store.Store) {
 	for want := rev + 1; want <= writes+1; want++ {
 		wantEvent(t, ch, store.EventPut, "w/k", fmt.Sprint(want-1), want)
 	}
+}
+
+// testWatchWhileWriting starts watches from recent revisions while writers
+// run; each must see every later revision exactly once, in order, whether it
+// came from history or live.
+func testWatchWhileWriting(t *testing.T, s store.Store) {
+	const (
+		writers  = 4
+		txns     = 50
+		total    = writers * txns
+		watchers = 20
+	)
+	ctx := t.Context()
+	mustTxn(t, s, put("k/start", ""))
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range txns {
+				if _, err := s.Txn(ctx, put(fmt.Sprintf("k/%d", w), fmt.Sprint(i))); err != nil {
+					t.Errorf("Txn: %v", err)
+					return
+				}
+			}
+		})
+	}
+	for i := range watchers {
+		wg.Go(func() {
+			rev, err := s.Revision(ctx)
+			if err != nil {
+				t.Errorf("Revision: %v", err)
+				return
+			}
+			from := max(rev-int64(i%4), 1)
+			ch, err := s.Watch(ctx, "k/", from)
+			if err != nil {
+				t.Errorf("Watch(from %d): %v", from, err)
+				return
+			}
+			for want := from + 1; want <= total+1; want++ {
+				select {
+				case ev, ok := <-ch:
+					if !ok {
+						t.Errorf("watch from %d closed before revision %d", from, want)
+						return
+					}
+					if ev.Revision != want {
+						t.Errorf("watch from %d: got revision %d, want %d", from, ev.Revision, want)
+						return
+					}
+				case <-time.After(waitTimeout):
+					t.Errorf("watch from %d: no revision %d after %v", from, want, waitTimeout)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func testWatchCompacted(t *testing.T, s store.Store) {
