@@ -227,7 +227,11 @@ type Hello struct {
 	RunningVersion string `protobuf:"bytes,6,opt,name=running_version,json=runningVersion,proto3" json:"running_version,omitempty"`
 	RunningHash    string `protobuf:"bytes,7,opt,name=running_hash,json=runningHash,proto3" json:"running_hash,omitempty"`
 	// Proxy build version, for `trellis status`.
-	ProxyVersion  string `protobuf:"bytes,8,opt,name=proxy_version,json=proxyVersion,proto3" json:"proxy_version,omitempty"`
+	ProxyVersion string `protobuf:"bytes,8,opt,name=proxy_version,json=proxyVersion,proto3" json:"proxy_version,omitempty"`
+	// Instance identifies this proxy process across reconnects: a random
+	// value the proxy generates at start and keeps until it exits. A new
+	// stream with the same instance replaces the older stream. Required.
+	Instance      string `protobuf:"bytes,9,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -314,6 +318,13 @@ func (x *Hello) GetRunningHash() string {
 func (x *Hello) GetProxyVersion() string {
 	if x != nil {
 		return x.ProxyVersion
+	}
+	return ""
+}
+
+func (x *Hello) GetInstance() string {
+	if x != nil {
+		return x.Instance
 	}
 	return ""
 }
@@ -779,7 +790,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\amessage\"U\n" +
 	"\x0eControlMessage\x128\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x1a.trellis.v1alpha1.SnapshotH\x00R\bsnapshotB\t\n" +
-	"\amessage\"\xeb\x02\n" +
+	"\amessage\"\x87\x03\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12%\n" +
@@ -788,7 +799,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v2#.trellis.v1alpha1.Hello.LabelsEntryR\x06labels\x12'\n" +
 	"\x0frunning_version\x18\x06 \x01(\tR\x0erunningVersion\x12!\n" +
 	"\frunning_hash\x18\a \x01(\tR\vrunningHash\x12#\n" +
-	"\rproxy_version\x18\b \x01(\tR\fproxyVersion\x1a9\n" +
+	"\rproxy_version\x18\b \x01(\tR\fproxyVersion\x12\x1a\n" +
+	"\binstance\x18\t \x01(\tR\binstance\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
