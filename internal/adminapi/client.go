@@ -104,6 +104,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			return fmt.Errorf("%w at %s: %v (pass --ca-file with the control plane's DATA_DIR/ca.crt)", ErrUnreachable, c.BaseURL, err)
+		}
 		return fmt.Errorf("%w at %s: %v", ErrUnreachable, c.BaseURL, err)
 	}
 	defer resp.Body.Close()
@@ -115,6 +119,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		se := &StatusError{Status: resp.StatusCode}
 		if json.Unmarshal(data, &se.Body) != nil || se.Body.Error == "" {
 			se.Body.Error = fmt.Sprintf("%s %s: %s", method, path, resp.Status)
+			// Go's TLS server answers plain HTTP with this text.
+			if strings.Contains(string(data), "HTTP request to an HTTPS server") {
+				se.Body.Error += " (this admin API serves TLS: use an https:// --api URL with --ca-file DATA_DIR/ca.crt)"
+			}
 		}
 		return se
 	}
@@ -184,5 +192,29 @@ func (c *Client) RevokeToken(ctx context.Context, id string) (TokenInfo, error) 
 func (c *Client) ListTokens(ctx context.Context) ([]TokenInfo, error) {
 	var out TokenListResponse
 	err := c.do(ctx, http.MethodGet, PathTokens, nil, &out)
+	return out.Items, err
+}
+
+// namespaceQuery is "?namespace=NS", or "" for all namespaces.
+func namespaceQuery(namespace string) string {
+	if namespace == "" {
+		return ""
+	}
+	return "?" + url.Values{"namespace": {namespace}}.Encode()
+}
+
+// ListProxies lists the proxies the control plane knows with their sync
+// state; namespace "" lists all namespaces.
+func (c *Client) ListProxies(ctx context.Context, namespace string) ([]ProxyInfo, error) {
+	var out ProxyListResponse
+	err := c.do(ctx, http.MethodGet, PathProxies+namespaceQuery(namespace), nil, &out)
+	return out.Items, err
+}
+
+// ListServices lists mesh services with their endpoint counts; namespace
+// "" lists all namespaces.
+func (c *Client) ListServices(ctx context.Context, namespace string) ([]ServiceInfo, error) {
+	var out ServiceListResponse
+	err := c.do(ctx, http.MethodGet, PathServices+namespaceQuery(namespace), nil, &out)
 	return out.Items, err
 }

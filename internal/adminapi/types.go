@@ -11,6 +11,8 @@ const (
 	PathApply    = "/api/v1/apply"
 	PathTokens   = "/api/v1/tokens"
 	PathResource = "/api/v1/resources" // /{plural}[/{namespace}]/{name}
+	PathProxies  = "/api/v1/proxies"   // ?namespace=NS
+	PathServices = "/api/v1/services"  // ?namespace=NS
 	PathHealthz  = "/healthz"
 	PathReadyz   = "/readyz"
 	PathMetrics  = "/metrics"
@@ -102,4 +104,86 @@ type ErrorDetail struct {
 type ErrorBody struct {
 	Error   string        `json:"error"`
 	Details []ErrorDetail `json:"details,omitempty"`
+}
+
+// Proxy sync states, as `trellis status` shows them.
+const (
+	// ProxySynced: the proxy acknowledged the content last sent to it.
+	ProxySynced = "SYNCED"
+	// ProxyStale: a snapshot was sent and not acknowledged (yet).
+	ProxyStale = "STALE"
+	// ProxyNacked: the proxy rejected the snapshot last sent to it and
+	// keeps serving its last good one; Error says why.
+	ProxyNacked = "NACKED"
+	// ProxyDisconnected: the proxy's config stream is down; its endpoint
+	// stays in other proxies' snapshots until the grace period ends.
+	ProxyDisconnected = "DISCONNECTED"
+)
+
+// ConfigVersion names one snapshot content and when it was sent,
+// acknowledged or reported.
+type ConfigVersion struct {
+	Version string    `json:"version"`
+	Hash    string    `json:"hash,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// NackInfo is the last snapshot version a proxy rejected.
+type NackInfo struct {
+	Version string    `json:"version"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// ProxyInfo is one proxy instance the control plane knows: connected, or
+// disconnected within the endpoint grace period.
+type ProxyInfo struct {
+	// Instance identifies the proxy process across reconnects.
+	Instance      string            `json:"instance"`
+	SPIFFEID      string            `json:"spiffeID"`
+	Service       string            `json:"service"`
+	Namespace     string            `json:"namespace"`
+	AdvertiseAddr string            `json:"advertiseAddr,omitempty"`
+	Protocol      string            `json:"protocol"`
+	Labels        map[string]string `json:"labels,omitempty"`
+	ProxyVersion  string            `json:"proxyVersion,omitempty"`
+	Connected     bool              `json:"connected"`
+	// ConnectedAt is when the current (or last) stream opened.
+	ConnectedAt    time.Time  `json:"connectedAt"`
+	DisconnectedAt *time.Time `json:"disconnectedAt,omitempty"`
+	// State is ProxySynced, ProxyStale, ProxyNacked or ProxyDisconnected,
+	// and Since when it holds (absent when not known).
+	State string     `json:"state"`
+	Since *time.Time `json:"since,omitempty"`
+	// Error is the NACK error when State is ProxyNacked.
+	Error string `json:"error,omitempty"`
+	// Desired is the snapshot last sent, Acked the last one the proxy
+	// acknowledged, Running what it last reported running.
+	Desired  *ConfigVersion `json:"desired,omitempty"`
+	Acked    *ConfigVersion `json:"acked,omitempty"`
+	Running  *ConfigVersion `json:"running,omitempty"`
+	LastNack *NackInfo      `json:"lastNack,omitempty"`
+}
+
+// ProxyListResponse lists proxies by namespace, service and instance.
+type ProxyListResponse struct {
+	Items []ProxyInfo `json:"items"`
+}
+
+// ServiceInfo is one mesh service as proxies see it in their snapshots.
+type ServiceInfo struct {
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	Protocol  string `json:"protocol"`
+	// Endpoints is how many addresses callers may dial.
+	Endpoints int `json:"endpoints"`
+	// Instances counts the proxies registered for the service, Connected
+	// those whose stream is up (the others are within their grace period).
+	Instances int `json:"instances"`
+	Connected int `json:"connected"`
+}
+
+// ServiceListResponse lists services by namespace and name.
+type ServiceListResponse struct {
+	Items []ServiceInfo `json:"items"`
 }

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -175,8 +177,9 @@ func selectorString(sel resource.Selector) string {
 	if sel.Service != "" {
 		parts = append(parts, "service="+sel.Service)
 	}
-	for k, v := range sel.MatchLabels {
-		parts = append(parts, k+"="+v)
+	// Sorted: map order would make the table differ from run to run.
+	for _, k := range slices.Sorted(maps.Keys(sel.MatchLabels)) {
+		parts = append(parts, k+"="+sel.MatchLabels[k])
 	}
 	if len(parts) == 0 {
 		return "<namespace>"
@@ -188,7 +191,7 @@ func age(t *time.Time) string {
 	if t == nil {
 		return "<unknown>"
 	}
-	d := time.Since(*t)
+	d := max(time.Since(*t), 0) // a server clock ahead of ours is not a negative age
 	switch {
 	case d < 2*time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))

@@ -104,8 +104,11 @@ func newRoot(stdin io.Reader) *cobra.Command {
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.api, "api", envOr("TRELLIS_API", "http://127.0.0.1:15014"), "control plane admin API URL (env TRELLIS_API)")
-	pf.StringVar(&g.tokenFile, "token-file", os.Getenv("TRELLIS_TOKEN_FILE"), "file holding the admin token, e.g. DATA_DIR/admin.token (env TRELLIS_TOKEN_FILE)")
-	pf.StringVar(&g.token, "token", os.Getenv("TRELLIS_TOKEN"), "admin token (env TRELLIS_TOKEN); prefer --token-file")
+	// The token flags take no default from the environment: --help would
+	// print the token, and a --token given on the command line must beat a
+	// TRELLIS_TOKEN_FILE set in the shell. client() reads the environment.
+	pf.StringVar(&g.tokenFile, "token-file", "", "file holding the admin token, e.g. DATA_DIR/admin.token (env TRELLIS_TOKEN_FILE)")
+	pf.StringVar(&g.token, "token", "", "admin token (env TRELLIS_TOKEN); prefer --token-file")
 	pf.StringVar(&g.caFile, "ca-file", os.Getenv("TRELLIS_CA_FILE"), "PEM roots to trust for an https --api, e.g. DATA_DIR/ca.crt (env TRELLIS_CA_FILE)")
 
 	root.AddCommand(
@@ -127,11 +130,16 @@ func envOr(key, def string) string {
 	return def
 }
 
-// client builds an admin API client from the global flags.
+// client builds an admin API client from the global flags. The token comes
+// from the flags if either is given, else from the environment; within one
+// source a token file wins over a token.
 func (g *globals) client() (*adminapi.Client, error) {
-	tok := g.token
-	if g.tokenFile != "" {
-		data, err := os.ReadFile(g.tokenFile)
+	tokenFile, tok := g.tokenFile, g.token
+	if tokenFile == "" && tok == "" {
+		tokenFile, tok = os.Getenv("TRELLIS_TOKEN_FILE"), os.Getenv("TRELLIS_TOKEN")
+	}
+	if tokenFile != "" {
+		data, err := os.ReadFile(tokenFile)
 		if err != nil {
 			return nil, userError("--token-file: %v", err)
 		}

@@ -260,7 +260,8 @@ type chunk struct {
 // splitYAML splits data at "---" (document start) and "..." (document end)
 // lines. YAML forbids those markers at the start of a line inside a
 // document, so no parser is needed to find them. Text after "---" on the
-// same line belongs to the next document.
+// same line belongs to the next document. Directives ("%YAML 1.1") are
+// dropped: the parser would want them followed by "---" in the same text.
 func splitYAML(data []byte) []chunk {
 	var chunks []chunk
 	cur := chunk{line: 1}
@@ -278,6 +279,11 @@ func splitYAML(data []byte) []chunk {
 		if _, ok := marker(l, "..."); ok {
 			chunks = append(chunks, cur)
 			cur = chunk{line: line + 1}
+			continue
+		}
+		if l[0] == '%' {
+			// A directive such as "%YAML 1.1"; keep the line count.
+			cur.text = append(cur.text, '\n')
 			continue
 		}
 		cur.text = append(cur.text, l...)

@@ -48,6 +48,16 @@ metadata: {name: b}
 			want: []string{"f#1 Mesh default", "f#2 Mesh two"},
 		},
 		{
+			name: "directive",
+			in:   "%YAML 1.1\n---\napiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\n",
+			want: []string{"f#1 Mesh default"},
+		},
+		{
+			name: "anchors and aliases",
+			in:   "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: a}\nspec:\n  rules:\n  - from: &ops [{namespaces: [ops]}]\n    to: [{methods: [GET]}]\n  - from: *ops\n    to: [{methods: [POST]}]\n",
+			want: []string{"f#1 AuthorizationPolicy default/a"},
+		},
+		{
 			name: "JSON object",
 			in:   "{\n\t\"apiVersion\": \"trellis.dev/v1alpha1\",\n\t\"kind\": \"AuthorizationPolicy\",\n\t\"metadata\": {\"name\": \"a\", \"namespace\": \"shop\"},\n\t\"spec\": {\"rules\": []}\n}\n",
 			want: []string{"f#1 AuthorizationPolicy shop/a"},

@@ -3,6 +3,7 @@ package resource
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"testing"
 	"time"
@@ -38,6 +39,8 @@ spec: {mtls: {mode: PERMISSIVE}, authorization: {default: allow}, certificates: 
 	"a: [\n",
 	"kind: List\nitems: [null, 1, {kind: List}]\n",
 	"apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default, creationTimestamp: 2024-01-02T03:04:05Z, generation: 9}\nspec: null\n",
+	"apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata:\n  name: default\n  uid: 6e0c\n  resourceVersion: \"12\"\n  updateTimestamp: \"2024-01-02T03:04:05.123+01:00\"\n  annotations:\n    a: \"x\\ty\"\n    b: \" lead\"\n    c: |\n      two\n      lines\n",
+	`{"apiVersion":"trellis.dev/v1alpha1","kind":"AuthorizationPolicy","metadata":{"name":"a","annotations":{"n":"yes","m":"\u00e9\n"}},"spec":{"rules":[{"when":[{"key":"request.headers[x]","values":[" a ","no","*"]}]}]}}`,
 }
 
 // FuzzDecode checks that nothing Decode accepts makes Validate panic, and
@@ -160,4 +163,49 @@ func equalTimes(a, b *time.Time) bool {
 		return a == b
 	}
 	return a.Equal(*b)
+}
+
+// TestRoundTripYAMLScalars writes values that YAML would read as something
+// other than strings unless quoted, and checks they come back as written.
+func TestRoundTripYAMLScalars(t *testing.T) {
+	words := []string{"y", "n", "yes", "no", "on", "off", "true", "null", "1", "0x1f", "1e3", "1.0", "08"}
+	labels := map[string]string{}
+	var values []string
+	for _, w := range words {
+		labels[w] = w
+		values = append(values, w)
+	}
+	values = append(values, "*", "*.a", "&x", "!x", "@x", "`x", "- x", "a: b", "#x", "%x", "|", ">", "'", `"`, "{", "[", "x # y", "x\ty",
+		" a", "a ", "---", "...", "--- a", "\\", "é", "\U0001F600", "\u00a0", "\u2028", "\ufeff", "<<", "=", "!!str", "0o17", ".inf", ".nan",
+		"+1", "1_000", "60:30", "2001-12-14", "2001-12-14t21:59:43.10-05:00", "~", "Null", "Y", "OFF")
+	annotations := map[string]string{}
+	for i, v := range append(values, "a\n", "\n", "a\n ", " \n a", "\r", "a\r\n", "\t") {
+		annotations[fmt.Sprintf("a%d", i)] = v
+	}
+	spec, err := json.Marshal(AuthorizationPolicySpec{
+		Selector: Selector{MatchLabels: labels},
+		Rules: []Rule{{
+			From: []Source{{Principals: []string{"*", "*/sa/a", "spiffe://a/*"}}},
+			To:   []Operation{{Hosts: []string{"*", "*.shop", "shop.*"}, Paths: []string{"*", "/a*", "*.json"}}},
+			When: []Condition{{Key: "request.headers[x]", Values: values}},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Object{APIVersion: APIVersion, Kind: KindAuthorizationPolicy,
+		Metadata: Metadata{Name: "a", Labels: labels, Annotations: annotations}, Spec: spec}
+	if err := Validate(&o); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	j, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRoundTrip(t, o, j, "json")
+	checkRoundTrip(t, o, y, "yaml")
 }

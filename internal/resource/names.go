@@ -96,6 +96,14 @@ func hasSpaceOrControl(s string) bool {
 	return strings.ContainsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
 }
 
+// hasControl reports whether s contains control characters other than
+// those in allowed. YAML cannot carry some of them faithfully (U+0085 is a
+// line break to YAML 1.1), so values with them would not survive
+// "get -o yaml" and apply.
+func hasControl(s, allowed string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) && !strings.ContainsRune(allowed, r) })
+}
+
 // checkLabels checks a map of labels, reporting each bad key or value at
 // field[key].
 func checkLabels(errs *errorList, field string, labels map[string]string) {

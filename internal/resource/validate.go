@@ -92,9 +92,19 @@ func checkMetadata(errs *errorList, m *Metadata, k kind, known bool) {
 	}
 	checkLabels(errs, "metadata.labels", m.Labels)
 	for _, key := range sortedKeys(m.Annotations) {
+		f := "metadata.annotations[" + key + "]"
 		if !isLabelKey(key) {
-			errs.add("metadata.annotations["+key+"]", "invalid annotation key %s: %s", quote(key), labelKeyRule)
+			errs.add(f, "invalid annotation key %s: %s", quote(key), labelKeyRule)
 		}
+		if hasControl(m.Annotations[key], "\t\n\r") {
+			errs.add(f, "annotation values must not contain control characters other than tab and line breaks")
+		}
+	}
+	if hasControl(m.UID, "") {
+		errs.add("metadata.uid", "must not contain control characters")
+	}
+	if hasControl(m.ResourceVersion, "") {
+		errs.add("metadata.resourceVersion", "must not contain control characters")
 	}
 	if m.Generation < 0 {
 		errs.add("metadata.generation", "must not be negative, got %d", m.Generation)

@@ -81,6 +81,9 @@ func TestValidateErrors(t *testing.T) {
 		{name: "label value", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.Labels = map[string]string{"tier": "-web"} }), field: "metadata.labels[tier]", msg: `invalid label value "-web"`},
 		{name: "label value too long", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.Labels = map[string]string{"tier": long} }), field: "metadata.labels[tier]", msg: "at most 63"},
 		{name: "annotation key", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.Annotations = map[string]string{"a/b/c": "x"} }), field: "metadata.annotations[a/b/c]", msg: "invalid annotation key"},
+		{name: "annotation value", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.Annotations = map[string]string{"a": "x\u0085"} }), field: "metadata.annotations[a]", msg: "must not contain control characters other than tab and line breaks"},
+		{name: "uid", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.UID = "\x00" }), field: "metadata.uid", msg: "control characters"},
+		{name: "resourceVersion", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.ResourceVersion = "1\x7f" }), field: "metadata.resourceVersion", msg: "control characters"},
 		{name: "generation", in: withMeta(policy("{}"), func(o *Object) { o.Metadata.Generation = -1 }), field: "metadata.generation", msg: "must not be negative"},
 
 		// Strict decoding of the spec.
