@@ -138,12 +138,14 @@ func loadCA(certFile, keyFile, rootFile string, td spiffeid.TrustDomain, now fun
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
+	// Our own CA keeps its roots in ca.crt, which holds every root of the
+	// trust bundle (more than one while a root rotation is in progress).
+	var bundle []*x509.Certificate
 	if rootFile != "" {
-		roots, err := ReadCertsFile(rootFile)
-		if err != nil {
+		if bundle, err = ReadCertsFile(rootFile); err != nil {
 			return nil, fmt.Errorf("load ca: %w", err)
 		}
-		chain = append(chain, roots...)
+		chain = append(chain, bundle[len(bundle)-1])
 	}
 	key, err := ReadKeyFile(keyFile)
 	if err != nil {
@@ -162,8 +164,11 @@ func loadCA(certFile, keyFile, rootFile string, td spiffeid.TrustDomain, now fun
 	}
 	roots := []*x509.Certificate{last}
 	inters := chain[:len(chain)-1]
+	if bundle != nil {
+		roots = bundle
+	}
 	if err := verifyChain(issuer, inters[1:], roots, now()); err != nil {
-		return nil, fmt.Errorf("load ca %s: %w", certFile, err)
+		return nil, fmt.Errorf("load ca %s: %w; if the intermediate expired, issue a new one (or start from a new --data-dir)", certFile, err)
 	}
 	return &CA{td: td, now: now, issuer: issuer, key: key, intermediates: inters, roots: roots}, nil
 }

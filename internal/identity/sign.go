@@ -42,6 +42,9 @@ type Leaf struct {
 // valid for ttl (capped at the intermediate's expiry), backdated by
 // MaxBackdate for clock skew.
 func (ca *CA) SignCSR(csrDER []byte, want spiffeid.ID, ttl time.Duration) (*Leaf, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("%w: leaf lifetime %s must be positive", ErrCAUnavailable, ttl)
+	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCSR, err)
@@ -130,6 +133,9 @@ func checkLeafKey(pub crypto.PublicKey) error {
 // given SPIFFE ID plus DNS names and IP addresses, so clients can verify it
 // by hostname as well as by identity.
 func (ca *CA) IssueServing(id spiffeid.ID, ttl time.Duration, dnsNames []string, ips []net.IP) (*tls.Certificate, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("issue serving certificate: lifetime %s must be positive", ttl)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("issue serving certificate: %w", err)

@@ -13,6 +13,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"slices"
@@ -33,6 +34,9 @@ func TestSignCSR(t *testing.T) {
 	roots := readRoots(t, dir)
 	clk.Add(3 * time.Hour) // well past the CA's own NotBefore, so no clamping
 	now := clk.Now()
+	if identity.MaxBackdate != time.Minute {
+		t.Errorf("MaxBackdate = %v, want 1m", identity.MaxBackdate)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -285,10 +289,10 @@ func TestSignCSRRejects(t *testing.T) {
 	webURL := webID.URL()
 
 	for _, tc := range []struct {
-		name string
-		csr  []byte
-		want spiffeid.ID
-		err  error
+		name     string
+		csr      []byte
+		zeroWant bool // call SignCSR with the zero ID instead of webID
+		err      error
 	}{
 		{name: "nil", csr: nil, err: identity.ErrBadCSR},
 		{name: "empty", csr: []byte{}, err: identity.ErrBadCSR},
@@ -314,12 +318,12 @@ func TestSignCSRRejects(t *testing.T) {
 		{name: "extra email SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, EmailAddresses: []string{"web@example.org"}}), err: identity.ErrWrongIdentity},
 		{name: "DNS SAN only", csr: with(x509.CertificateRequest{DNSNames: []string{"web.shop.svc"}}), err: identity.ErrWrongIdentity},
 		{name: "no SAN", csr: with(x509.CertificateRequest{Subject: pkix.Name{CommonName: webID.String()}}), err: identity.ErrWrongIdentity},
-		{name: "zero entitled identity", csr: valid, want: spiffeid.ID{}, err: identity.ErrWrongIdentity},
+		{name: "zero entitled identity", csr: valid, zeroWant: true, err: identity.ErrWrongIdentity},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := webID
-			if tc.name == "zero entitled identity" {
-				want = tc.want
+			if tc.zeroWant {
+				want = spiffeid.ID{}
 			}
 			leaf, err := ca.SignCSR(tc.csr, want, time.Hour)
 			if leaf != nil {
@@ -435,7 +439,16 @@ func TestIssueServing(t *testing.T) {
 
 	// A real handshake: the client sends only the leaf's chain and trusts
 	// only ca.crt.
-	handshake(t, cert, &tls.Config{RootCAs: roots, ServerName: "localhost", Time: clk.Now})
+	state, err := handshake(t, cert, &tls.Config{RootCAs: roots, ServerName: "localhost", Time: clk.Now})
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	if got := len(state.PeerCertificates); got != 2 {
+		t.Errorf("client saw %d peer certificates, want 2 (leaf, intermediate)", got)
+	}
+	if _, err := handshake(t, cert, &tls.Config{RootCAs: roots, ServerName: "evil.example", Time: clk.Now}); err == nil {
+		t.Errorf("handshake for a host the certificate does not name succeeded")
+	}
 }
 
 func TestIssueServingIntermediateExpired(t *testing.T) {
@@ -445,31 +458,50 @@ func TestIssueServingIntermediateExpired(t *testing.T) {
 	checkSentinel(t, err, identity.ErrCAUnavailable, signErrs...)
 }
 
-// handshake runs a TLS handshake between a server presenting cert and a
-// client with cfg, over an in-memory pipe, and fails t if it fails.
-func handshake(t *testing.T, cert *tls.Certificate, cfg *tls.Config) {
+// handshake runs a TLS handshake over loopback TCP between a server
+// presenting cert and a client with cfg. It returns the client's view and
+// error; a server-side failure with a successful client fails t.
+func handshake(t *testing.T, cert *tls.Certificate, cfg *tls.Config) (tls.ConnectionState, error) {
 	t.Helper()
-	sc, cc := net.Pipe()
-	defer sc.Close()
-	defer cc.Close()
-	srv := tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS13})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	deadline := time.Now().Add(10 * time.Second)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Handshake() }()
-	cli := tls.Client(cc, cfg)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(deadline)
+		srv := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: tls.VersionTLS13})
+		err = srv.Handshake()
+		if err == nil {
+			// Wait for the client to finish reading our flight.
+			_, err = srv.Read(make([]byte, 1))
+			if err == io.EOF {
+				err = nil
+			}
+		}
+		errc <- err
+	}()
+	conn, err := net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(deadline)
+	cli := tls.Client(conn, cfg)
 	cerr := cli.Handshake()
-	if cerr != nil {
-		t.Errorf("client handshake: %v", cerr)
-		sc.Close()
+	state := cli.ConnectionState()
+	cli.Close()
+	if serr := <-errc; serr != nil && cerr == nil {
+		t.Errorf("server handshake: %v", serr)
 	}
-	if err := <-errc; err != nil && cerr == nil {
-		t.Errorf("server handshake: %v", err)
-	}
-	if cerr != nil {
-		return
-	}
-	if got, want := len(cli.ConnectionState().PeerCertificates), len(cert.Certificate); got != want {
-		t.Errorf("client saw %d peer certificates, want %d", got, want)
-	}
+	return state, cerr
 }
 
 // verifySPIFFE returns a VerifyPeerCertificate that checks the chain to roots
@@ -520,27 +552,27 @@ func TestLeafTLSCertificate(t *testing.T) {
 	if tc.Leaf != leaf.Cert || tc.PrivateKey != key {
 		t.Errorf("TLSCertificate Leaf/PrivateKey not set from the leaf and key")
 	}
-	// InsecureSkipVerify only disables the hostname-based check;
-	// verifySPIFFE does the chain and identity.
-	handshake(t, tc, &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: verifySPIFFE(certPool(pki.root), webID, now)})
-	// The mesh root does not trust a leaf of the user's PKI.
+	// Workload leaves carry no DNS name, so mesh peers replace the default
+	// verification with verifySPIFFE: chain to the roots, then SPIFFE ID.
 	other, _ := testutil.NewCA(t, "example.org")
-	sc, cc := net.Pipe()
-	defer sc.Close()
-	defer cc.Close()
-	go tls.Server(sc, &tls.Config{Certificates: []tls.Certificate{*tc}}).Handshake()
-	err = tls.Client(cc, &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: verifySPIFFE(certPool(other.Roots()...), webID, now)}).Handshake()
-	if err == nil {
-		t.Errorf("handshake succeeded against an unrelated root")
-	}
-	sc2, cc2 := net.Pipe()
-	defer sc2.Close()
-	defer cc2.Close()
-	go tls.Server(sc2, &tls.Config{Certificates: []tls.Certificate{*tc}}).Handshake()
 	adminID := spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/admin")
-	err = tls.Client(cc2, &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: verifySPIFFE(certPool(pki.root), adminID, now)}).Handshake()
-	if err == nil {
-		t.Errorf("handshake succeeded expecting peer %s, but the leaf is %s", adminID, webID)
+	for _, hc := range []struct {
+		name    string
+		roots   *x509.CertPool
+		peer    spiffeid.ID
+		wantErr bool
+	}{
+		{"user root, right peer", certPool(pki.root), webID, false},
+		{"unrelated root", certPool(other.Roots()...), webID, true},
+		{"user root, other peer expected", certPool(pki.root), adminID, true},
+	} {
+		state, err := handshake(t, tc, &tls.Config{InsecureSkipVerify: true, VerifyPeerCertificate: verifySPIFFE(hc.roots, hc.peer, now)})
+		if gotErr := err != nil; gotErr != hc.wantErr {
+			t.Errorf("%s: handshake err = %v, want error: %v", hc.name, err, hc.wantErr)
+		}
+		if err == nil && len(state.PeerCertificates) != 3 {
+			t.Errorf("%s: client saw %d peer certificates, want 3", hc.name, len(state.PeerCertificates))
+		}
 	}
 }
 

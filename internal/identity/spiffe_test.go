@@ -30,6 +30,8 @@ func TestParseWorkloadID(t *testing.T) {
 		{"spiffe://example.org/ns/shop/sa/web/extra", "", ""},
 		{"spiffe://example.org/sa/web/ns/shop", "", ""},
 		{"spiffe://example.org/NS/shop/SA/web", "", ""},
+		{"spiffe://example.org/ns/shop/account/web", "", ""},
+		{"spiffe://example.org/namespace/shop/sa/web", "", ""},
 		{"spiffe://example.org/ns//sa/web", "", ""},
 		{"spiffe://example.org/ns/../sa/web", "", ""},
 		{"spiffe://example.org/ns/./sa/web", "", ""},

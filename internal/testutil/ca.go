@@ -1,4 +1,5 @@
-// Package testutil holds shared test fixtures: a test CA and workload CSRs;
+// Package testutil holds shared test fixtures: a test CA and workload CSRs, a
+// real control plane on loopback ports, a settable clock and a t-bound logger;
 // only tests import it.
 package testutil
 

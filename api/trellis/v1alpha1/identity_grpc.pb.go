@@ -49,7 +49,7 @@ type IdentityClient interface {
 	//     entitled to the SPIFFE ID in that certificate.
 	//
 	// The CSR MUST be DER, self-signed by the key to be certified (ECDSA P-256
-	// or Ed25519, or RSA >= 2048), and MUST ask for nothing but the entitled
+	// or P-384, Ed25519, or RSA >= 2048), and MUST ask for nothing but the entitled
 	// SPIFFE ID: exactly one URI SAN equal to it, no DNS names, IP addresses or
 	// e-mail addresses. The subject is ignored.
 	//
@@ -102,7 +102,7 @@ type IdentityServer interface {
 	//     entitled to the SPIFFE ID in that certificate.
 	//
 	// The CSR MUST be DER, self-signed by the key to be certified (ECDSA P-256
-	// or Ed25519, or RSA >= 2048), and MUST ask for nothing but the entitled
+	// or P-384, Ed25519, or RSA >= 2048), and MUST ask for nothing but the entitled
 	// SPIFFE ID: exactly one URI SAN equal to it, no DNS names, IP addresses or
 	// e-mail addresses. The subject is ignored.
 	//
