@@ -114,6 +114,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 	root.AddCommand(
 		newControlCmd(),
 		newUpCmd(),
+		newProxyCmd(),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),

@@ -1,39 +1,85 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
+	"sort"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/demo"
+	"github.com/trellismesh/trellis/internal/logging"
 )
 
 func newUpCmd() *cobra.Command {
-	var cfg controlplane.Config
+	var opts demo.Options
 	var lf logFlags
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Run a local demo mesh (for now: the control plane alone)",
-		Long: "up runs a local demo mesh on an embedded store until interrupted.\n" +
-			"Until the sidecar proxy lands, it runs the control plane alone and prints how to drive it with the CLI.",
-		Args: cobra.NoArgs,
+		Short: "Run a demo mesh on this machine until Ctrl-C",
+		Long: "up runs a whole demo mesh in one process: a control plane on a temporary data dir, three demo\n" +
+			"services (frontend calling catalog and payments in namespace shop), a sidecar proxy beside each,\n" +
+			"the policies for exactly those calls, and a light traffic generator.",
+		Args: noArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
-			return runControl(cmd, cfg, lf, func(srv *controlplane.Server) {
-				dir, _ := filepath.Abs(cfg.DataDir)
-				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "Trellis demo: control plane running (the demo runs the control plane alone until the sidecar proxy lands).\n\n")
-				fmt.Fprintf(out, "  trust domain  %s\n  admin API     %s\n  proxy gRPC    %s\n  mesh root     %s\n\n", srv.TrustDomain(), srv.APIURL(), srv.GRPCAddr(), filepath.Join(dir, identity.RootCertFile))
-				fmt.Fprintf(out, "In another shell:\n  export TRELLIS_API=%s TRELLIS_TOKEN_FILE=%s\n", srv.APIURL(), filepath.Join(dir, controlplane.AdminTokenFile))
-				fmt.Fprintf(out, "  bin/trellis get mesh\n  bin/trellis apply -f examples/\n  bin/trellis get authz -A\n  bin/trellis token create --service web --namespace shop\n\nPress Ctrl-C to stop.\n")
-			})
+			log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
+			if err != nil {
+				return userError("%v", err)
+			}
+			opts.Logger = log
+			ctx := cmd.Context()
+			m, err := demo.Start(ctx, opts)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return userError("up: %v", err)
+			}
+			printBanner(cmd, m)
+			<-ctx.Done()
+			fmt.Fprintln(cmd.OutOrStdout(), "\nstopping the demo mesh...")
+			shutdown, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			return m.Stop(shutdown)
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.DataDir, "data-dir", ".trellis/demo", "directory for the demo's state")
-	f.StringVar(&cfg.GRPCAddr, "grpc-addr", controlplane.DefaultGRPCAddr, "gRPC listen address for proxies")
-	f.StringVar(&cfg.APIAddr, "api-addr", controlplane.DefaultAPIAddr, "admin API listen address")
-	lf.register(cmd)
+	f.IntVar(&opts.BasePort, "base-port", demo.DefaultBasePort, "move every demo port: control plane base+12/base+14, workloads base+100 and up")
+	f.StringVar(&opts.DataDir, "data-dir", "", "control plane data dir (default: a temporary dir removed on exit)")
+	f.DurationVar(&opts.TrafficInterval, "traffic-interval", time.Second, "interval of the demo traffic generator (negative disables it)")
+	cmd.Flags().StringVar(&lf.level, "log-level", "warn", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&lf.format, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+func printBanner(cmd *cobra.Command, m *demo.Mesh) {
+	out := cmd.OutOrStdout()
+	token := filepath.Join(m.DataDir, controlplane.AdminTokenFile)
+	fmt.Fprintf(out, "Trellis demo mesh is up (trust domain %s).\n\n", m.Control.TrustDomain())
+	fmt.Fprintf(out, "  control plane   gRPC %s   admin API %s\n", m.Control.GRPCAddr(), m.Control.APIURL())
+	names := make([]string, 0, len(m.Proxies))
+	for n := range m.Proxies {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		p := m.Proxies[n]
+		fmt.Fprintf(out, "  %-9s proxy   inbound %s   admin http://%s\n", n, p.InboundAddr(), p.AdminAddr())
+	}
+	fmt.Fprintf(out, "\nThe frontend (calls catalog and payments through its sidecar, mTLS on the wire):\n  curl %s\n\n", m.Frontend)
+	fmt.Fprintf(out, "Look around, in another shell:\n")
+	fmt.Fprintf(out, "  export TRELLIS_API=%s TRELLIS_TOKEN_FILE=%s\n", m.Control.APIURL(), token)
+	fmt.Fprintf(out, "  bin/trellis get authz -n shop              # the policies that let exactly these calls through\n")
+	fmt.Fprintf(out, "  bin/trellis get mesh\n")
+	if p, ok := m.Proxies["frontend"]; ok {
+		fmt.Fprintf(out, "  curl http://%s/config                 # what the frontend's proxy knows\n", p.AdminAddr())
+		fmt.Fprintf(out, "  curl -s http://%s/metrics | grep trellis_requests_total\n", p.AdminAddr())
+		if a := p.HTTPProxyAddr(); a != "" {
+			fmt.Fprintf(out, "  curl -x http://%s http://catalog.shop/items   # through the frontend's HTTP proxy port\n", a)
+		}
+	}
+	fmt.Fprintf(out, "\nPress Ctrl-C to stop everything.\n")
 }

@@ -13,6 +13,16 @@ const (
 	DefaultGRPCAddr    = "127.0.0.1:15012"
 	DefaultAPIAddr     = "127.0.0.1:15014"
 	DefaultTrustDomain = "trellis.local"
+
+	// DefaultEndpointGracePeriod is how long a workload whose config stream
+	// ended stays an endpoint: long enough for a proxy restart or a
+	// control plane failover not to flap every caller's endpoint list.
+	DefaultEndpointGracePeriod = 15 * time.Second
+	// DefaultReportInterval is how often proxies report what they run.
+	DefaultReportInterval = 30 * time.Second
+	// DefaultPushDebounce gathers a burst of changes (an apply of many
+	// policies, many proxies joining) into one push round.
+	DefaultPushDebounce = 25 * time.Millisecond
 )
 
 // Config configures a Server. Zero values mean the documented defaults.
@@ -37,6 +47,17 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// EndpointGracePeriod is how long a workload stays in other proxies'
+	// snapshots after its config stream ended (0 means
+	// DefaultEndpointGracePeriod). A reconnect within it is seamless.
+	EndpointGracePeriod time.Duration
+	// ReportInterval is the Snapshot.report_interval_seconds proxies are
+	// told (0 means DefaultReportInterval; rounded up to whole seconds).
+	ReportInterval time.Duration
+	// PushDebounce is how long a change waits for more changes before
+	// snapshots are rebuilt (0 means DefaultPushDebounce). It bounds the
+	// added propagation delay; it is never extended by further changes.
+	PushDebounce time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -52,6 +73,15 @@ func (c *Config) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.EndpointGracePeriod == 0 {
+		c.EndpointGracePeriod = DefaultEndpointGracePeriod
+	}
+	if c.ReportInterval == 0 {
+		c.ReportInterval = DefaultReportInterval
+	}
+	if c.PushDebounce == 0 {
+		c.PushDebounce = DefaultPushDebounce
+	}
 }
 
 func (c *Config) validate() error {
@@ -65,6 +95,14 @@ func (c *Config) validate() error {
 	}
 	if (c.CACertFile == "") != (c.CAKeyFile == "") {
 		return errors.New("--ca-cert and --ca-key go together: give both to use your own intermediate, or neither to let Trellis create a CA")
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--endpoint-grace-period", c.EndpointGracePeriod}, {"--report-interval", c.ReportInterval}, {"--push-debounce", c.PushDebounce}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s: must not be negative", d.flag, d.v)
+		}
 	}
 	return nil
 }

@@ -30,6 +30,8 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("POST "+adminapi.PathTokens, s.handleCreateToken)
 	api.HandleFunc("GET "+adminapi.PathTokens, s.handleListTokens)
 	api.HandleFunc("DELETE "+adminapi.PathTokens+"/{id}", s.handleRevokeToken)
+	api.HandleFunc("GET "+adminapi.PathProxies, s.handleListProxies)
+	api.HandleFunc("GET "+adminapi.PathServices, s.handleListServices)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})

@@ -16,6 +16,13 @@ type metrics struct {
 	tokensIssued    prometheus.Counter
 	tokensRevoked   prometheus.Counter
 	intermediateExp prometheus.Gauge
+
+	connectedProxies prometheus.Gauge
+	snapshotPushes   prometheus.Counter
+	acks             prometheus.Counter
+	nacks            prometheus.Counter
+	pushDuration     prometheus.Histogram
+	streamErrors     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -49,8 +56,34 @@ func newMetrics() *metrics {
 			Name: "trellis_ca_intermediate_expiry_timestamp_seconds",
 			Help: "When the CA's signing intermediate expires (Unix seconds).",
 		}),
+		connectedProxies: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "trellis_control_connected_proxies",
+			Help: "Proxies with an open config stream.",
+		}),
+		snapshotPushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_snapshot_pushes_total",
+			Help: "Config snapshots sent to proxies.",
+		}),
+		acks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_acks_total",
+			Help: "Snapshot ACKs received from proxies.",
+		}),
+		nacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_nacks_total",
+			Help: "Snapshot NACKs received from proxies (a proxy could not apply a snapshot).",
+		}),
+		pushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "trellis_control_push_duration_seconds",
+			Help:    "Time of one push round that changed some proxy's snapshot: rebuilding every affected snapshot and queueing it to its stream.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_control_config_stream_errors_total",
+			Help: "Config streams refused or ended with an error, by gRPC status code.",
+		}, []string{"code"}),
 	}
 	m.reg.MustRegister(m.certsIssued, m.certifyFailures, m.apiRequests, m.applied, m.tokensIssued, m.tokensRevoked, m.intermediateExp,
+		m.connectedProxies, m.snapshotPushes, m.acks, m.nacks, m.pushDuration, m.streamErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

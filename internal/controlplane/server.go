@@ -14,12 +14,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 )
+
+// streamDrainTimeout bounds how long Close waits for RPCs to finish after
+// ending the config streams.
+const streamDrainTimeout = 5 * time.Second
 
 // Server is one control plane. Create it with New, then Start; Close stops
 // it. Its methods are safe for concurrent use.
@@ -33,6 +38,10 @@ type Server struct {
 	adminToken adminToken
 	metrics    *metrics
 	serving    *servingCert
+	push       *pusher
+	resCache   *resourceCache
+	resRev     int64 // store revision resCache was loaded at
+	stopPush   context.CancelFunc
 
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
@@ -107,6 +116,11 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.res.ensureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}
+	s.resCache = newResourceCache(cfg.Logger)
+	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
+		return nil, err
+	}
+	s.push = newPusher(s.resCache, s.rootsDER, &s.cfg, s.metrics)
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {
@@ -129,8 +143,19 @@ func (s *Server) Start() error {
 	}
 	s.grpcLis, s.apiLis = grpcLis, apiLis
 
-	s.grpcSrv = grpc.NewServer(grpc.Creds(credentials.NewTLS(s.serving.tlsConfig(true))))
+	s.grpcSrv = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(s.serving.tlsConfig(true))),
+		// Ping idle connections so a proxy that vanished without closing
+		// its connection (host gone, partition) ends its config stream and
+		// its endpoint leaves the mesh after the grace period. Proxies may
+		// ping as often as every 5s to detect a dead control plane.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
 	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics})
+	pushCtx, stopPush := context.WithCancel(context.Background())
+	s.stopPush = stopPush
+	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, log: s.log, metrics: s.metrics, base: pushCtx})
 
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
@@ -147,7 +172,15 @@ func (s *Server) Start() error {
 		s.httpSrv.TLSConfig = s.serving.tlsConfig(false)
 	}
 
-	s.wg.Add(2)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.push.run(pushCtx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.resCache.watch(pushCtx, s.store, s.resRev, s.push.kick)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcSrv.Serve(grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -191,6 +224,16 @@ func (s *Server) APIURL() string {
 // TrustDomain is the mesh's trust domain.
 func (s *Server) TrustDomain() string { return s.ca.TrustDomain().Name() }
 
+// rootsDER is the trust bundle pushed to proxies.
+func (s *Server) rootsDER() [][]byte {
+	roots := s.ca.Roots()
+	out := make([][]byte, len(roots))
+	for i, r := range roots {
+		out[i] = r.Raw
+	}
+	return out
+}
+
 func (s *Server) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 }
@@ -203,15 +246,27 @@ func (s *Server) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
+	// Config streams never end on their own, and GracefulStop waits for
+	// every open stream: end them first (proxies reconnect elsewhere or
+	// later, and keep serving meanwhile).
+	if s.stopPush != nil {
+		s.stopPush()
+	}
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx)
 	}
 	if s.grpcSrv != nil {
 		done := make(chan struct{})
 		go func() { s.grpcSrv.GracefulStop(); close(done) }()
+		// A stream handler stuck sending to a proxy that stopped reading
+		// only returns when its connection closes, so do not wait long.
+		drain := time.NewTimer(streamDrainTimeout)
+		defer drain.Stop()
 		select {
 		case <-done:
 		case <-ctx.Done():
+			s.grpcSrv.Stop()
+		case <-drain.C:
 			s.grpcSrv.Stop()
 		}
 	}

@@ -1,0 +1,50 @@
+package controlplane
+
+import (
+	"net/http"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+)
+
+// handleListProxies answers GET /api/v1/proxies[?namespace=NS]: every
+// proxy the registry holds with its sync state.
+func (s *Server) handleListProxies(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, adminapi.ProxyListResponse{Items: s.push.reg.proxies(r.URL.Query().Get("namespace"))})
+}
+
+// handleListServices answers GET /api/v1/services[?namespace=NS]: the
+// services proxies see, counted the way their snapshots list them.
+func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
+	ws, _ := s.push.reg.workloads()
+	writeJSON(w, http.StatusOK, adminapi.ServiceListResponse{Items: serviceInfos(ws, r.URL.Query().Get("namespace"))})
+}
+
+// serviceInfos summarizes servicesOf(ws) with instance counts; namespace
+// "" means all.
+func serviceInfos(ws []workload, namespace string) []adminapi.ServiceInfo {
+	type key struct{ ns, name string }
+	instances, connected := map[key]int{}, map[key]int{}
+	for _, w := range ws {
+		k := key{w.Namespace, w.Service}
+		instances[k]++
+		if w.Connected {
+			connected[k]++
+		}
+	}
+	out := []adminapi.ServiceInfo{}
+	for _, svc := range servicesOf(ws) {
+		if namespace != "" && svc.GetNamespace() != namespace {
+			continue
+		}
+		k := key{svc.GetNamespace(), svc.GetName()}
+		out = append(out, adminapi.ServiceInfo{
+			Name:      svc.GetName(),
+			Namespace: svc.GetNamespace(),
+			Protocol:  svc.GetProtocol(),
+			Endpoints: len(svc.GetEndpoints()),
+			Instances: instances[k],
+			Connected: connected[k],
+		})
+	}
+	return out
+}

@@ -1,0 +1,178 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/store"
+)
+
+// Store keys the snapshot builder reads.
+var (
+	meshKey        = resourcePrefix + "meshes/default"
+	policiesPrefix = resourcePrefix + "authorizationpolicies/"
+)
+
+// resourceCache is the decoded view of the stored resources snapshots are
+// built from, kept current by watch. Decoding happens once per change, not
+// once per push round. Safe for concurrent use.
+type resourceCache struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	gen      uint64
+	mesh     resource.MeshSpec
+	policies map[string]policy // by store key
+}
+
+func newResourceCache(log *slog.Logger) *resourceCache {
+	c := &resourceCache{log: log, policies: map[string]policy{}}
+	c.mesh = defaultMeshSpec()
+	return c
+}
+
+func defaultMeshSpec() resource.MeshSpec {
+	m := resource.DefaultMesh()
+	spec, err := resource.MeshSpecOf(&m)
+	if err != nil {
+		panic("controlplane: the default mesh does not decode: " + err.Error())
+	}
+	return spec
+}
+
+// state returns the mesh settings, the policies (in no order; the builder
+// sorts) and the generation they reflect.
+func (c *resourceCache) state() (resource.MeshSpec, []policy, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := make([]policy, 0, len(c.policies))
+	for _, p := range c.policies {
+		ps = append(ps, p)
+	}
+	return c.mesh, ps, c.gen
+}
+
+// load lists the resources and replaces the cache with them. It returns the
+// store revision to watch from.
+func (c *resourceCache) load(ctx context.Context, st store.Store) (int64, error) {
+	kvs, rev, err := st.List(ctx, resourcePrefix)
+	if err != nil {
+		return 0, fmt.Errorf("load resources for config push: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mesh = defaultMeshSpec()
+	clear(c.policies)
+	for _, kv := range kvs {
+		c.putLocked(kv)
+	}
+	c.gen++
+	return rev, nil
+}
+
+// apply folds one watch event into the cache.
+func (c *resourceCache) apply(ev store.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch ev.Type {
+	case store.EventPut:
+		c.putLocked(ev.KV)
+	case store.EventDelete:
+		switch {
+		case ev.KV.Key == meshKey:
+			c.mesh = defaultMeshSpec()
+		case strings.HasPrefix(ev.KV.Key, policiesPrefix):
+			delete(c.policies, ev.KV.Key)
+		}
+	}
+	c.gen++
+}
+
+// putLocked decodes one stored resource. A value that does not decode
+// (it passed validation when applied, so this means a bug or a hand-edited
+// store) is left out and logged, rather than stopping every push.
+func (c *resourceCache) putLocked(kv store.KV) {
+	switch {
+	case kv.Key == meshKey:
+		o, err := decodeStored(kv)
+		if err == nil {
+			var spec resource.MeshSpec
+			if spec, err = resource.MeshSpecOf(&o); err == nil {
+				c.mesh = spec
+				return
+			}
+		}
+		c.log.Error("config push: stored mesh ignored; keeping the previous settings", "key", kv.Key, "err", err)
+	case strings.HasPrefix(kv.Key, policiesPrefix):
+		o, err := decodeStored(kv)
+		if err == nil {
+			var p policy
+			if p, err = policyFromObject(&o); err == nil {
+				c.policies[kv.Key] = p
+				return
+			}
+		}
+		delete(c.policies, kv.Key)
+		c.log.Error("config push: stored policy ignored", "key", kv.Key, "err", err)
+	}
+}
+
+// watch keeps the cache current from revision rev on, calling changed after
+// every change, until ctx is done. When the store cannot replay from where
+// it stopped (compacted history, a watcher that fell behind), it lists
+// again and watches from the listing's revision.
+func (c *resourceCache) watch(ctx context.Context, st store.Store, rev int64, changed func()) {
+	const retry = time.Second
+	for ctx.Err() == nil {
+		if rev < 0 {
+			r, err := c.load(ctx, st)
+			if err != nil {
+				if ctx.Err() != nil || errors.Is(err, store.ErrClosed) {
+					return
+				}
+				c.log.Error("config push: resource watch", "err", err)
+				sleepCtx(ctx, retry)
+				continue
+			}
+			rev = r
+			changed()
+		}
+		events, err := st.Watch(ctx, resourcePrefix, rev)
+		switch {
+		case err == nil:
+		case errors.Is(err, store.ErrClosed) || ctx.Err() != nil:
+			return
+		case errors.Is(err, store.ErrCompacted):
+			rev = -1
+			continue
+		default:
+			c.log.Error("config push: resource watch", "err", err)
+			rev = -1
+			sleepCtx(ctx, retry)
+			continue
+		}
+		for ev := range events {
+			c.apply(ev)
+			rev = ev.Revision
+			changed()
+		}
+		// Closed by the store: ctx is done, the store closed, or we fell
+		// behind and events were dropped; only a fresh listing is safe.
+		rev = -1
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

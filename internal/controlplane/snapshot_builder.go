@@ -1,0 +1,266 @@
+package controlplane
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"slices"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/resource"
+)
+
+// deterministic is the marshaling the snapshot hash is defined on.
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// policy is one stored AuthorizationPolicy, decoded once when it changes.
+type policy struct {
+	Namespace string
+	Name      string
+	Selector  resource.Selector
+	// JSON is what proxies receive: canonical JSON of the resource.
+	JSON []byte
+}
+
+// policyFromObject decodes a stored AuthorizationPolicy. The JSON sent to
+// proxies keeps only apiVersion, kind, name, namespace and the defaulted
+// spec: labels, annotations, uid and timestamps do not change what a proxy
+// enforces, so they must not change the snapshot hash either.
+func policyFromObject(o *resource.Object) (policy, error) {
+	spec, err := resource.AuthorizationPolicySpecOf(o)
+	if err != nil {
+		return policy{}, err
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+	}
+	out, err := json.Marshal(resource.Object{
+		APIVersion: resource.APIVersion,
+		Kind:       resource.KindAuthorizationPolicy,
+		Metadata:   resource.Metadata{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace},
+		Spec:       specJSON,
+	})
+	if err != nil {
+		return policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+	}
+	return policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+}
+
+// selects reports whether p applies to w's inbound side. A policy selects
+// workloads of its own namespace: an empty selector all of them, otherwise
+// every field given must match (service equal, matchLabels a subset of the
+// workload's labels). A policy with an empty selector in trellis-system
+// selects every workload of the mesh.
+func selects(p *policy, w *workload) bool {
+	emptySelector := p.Selector.Service == "" && len(p.Selector.MatchLabels) == 0
+	if emptySelector && p.Namespace == identity.ControlPlaneNamespace {
+		return true
+	}
+	if p.Namespace != w.Namespace {
+		return false
+	}
+	if p.Selector.Service != "" && p.Selector.Service != w.Service {
+		return false
+	}
+	for k, v := range p.Selector.MatchLabels {
+		if got, ok := w.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// snapshotInput is everything snapshots are built from at one moment.
+type snapshotInput struct {
+	Mesh resource.MeshSpec
+	// TrustBundle holds the DER roots.
+	TrustBundle [][]byte
+	// Workloads are the connected and in-grace workloads.
+	Workloads []workload
+	Policies  []policy
+	// ReportInterval is rounded up to whole seconds, at least one.
+	ReportInterval time.Duration
+}
+
+// meshView is the part of every proxy's snapshot that all proxies share,
+// built once per change. Its messages are shared by the snapshots built
+// from it and must never be modified: they are marshaled concurrently by
+// every stream that sends them.
+type meshView struct {
+	mesh        *pb.MeshConfig
+	trustBundle [][]byte
+	services    []*pb.Service
+	policies    []policy // sorted by namespace, name
+	reportSecs  uint32
+	// prefix is the SHA-256 state after the shared fields. Deterministic
+	// marshaling writes fields in number order, and mesh (3), trust_bundle
+	// (4) and services (5) come before the per-proxy policies (6), so a
+	// proxy's hash only costs its own policies, not the service list.
+	prefix hash.Cloner
+	// shared holds the shared fields' encoding when SHA-256 state cannot
+	// be cloned (GOFIPS140=v1.0.0).
+	shared []byte
+}
+
+// newMeshView builds the shared part of snapshots from in.
+func newMeshView(in snapshotInput) (*meshView, error) {
+	v := &meshView{
+		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default},
+		trustBundle: in.TrustBundle,
+		services:    servicesOf(in.Workloads),
+		policies:    slices.Clone(in.Policies),
+		reportSecs:  reportSeconds(in.ReportInterval),
+	}
+	slices.SortFunc(v.policies, func(a, b policy) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	shared, err := deterministic.Marshal(&pb.Snapshot{Mesh: v.mesh, TrustBundle: v.trustBundle, Services: v.services})
+	if err != nil {
+		return nil, fmt.Errorf("build snapshot: %w", err)
+	}
+	if h, ok := sha256.New().(hash.Cloner); ok {
+		h.Write(shared)
+		v.prefix = h
+	} else {
+		v.shared = shared
+	}
+	return v, nil
+}
+
+func reportSeconds(d time.Duration) uint32 {
+	s := (d + time.Second - 1) / time.Second
+	return uint32(max(s, 1))
+}
+
+// buildSnapshot builds w's snapshot from v, with its hash set and version
+// empty (the registry assigns versions). It does not modify v.
+func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
+	snap := &pb.Snapshot{
+		Mesh:                  v.mesh,
+		TrustBundle:           v.trustBundle,
+		Services:              v.services,
+		ReportIntervalSeconds: v.reportSecs,
+	}
+	for i := range v.policies {
+		if selects(&v.policies[i], w) {
+			snap.Policies = append(snap.Policies, v.policies[i].JSON)
+		}
+	}
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds})
+	if err != nil {
+		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
+	}
+	if snap.Hash, err = v.hash(own); err != nil {
+		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
+	}
+	return snap, nil
+}
+
+// hash finishes the snapshot hash from the shared prefix and one proxy's
+// own fields.
+func (v *meshView) hash(own []byte) (string, error) {
+	var h hash.Hash
+	if v.prefix != nil {
+		c, err := v.prefix.Clone()
+		if err != nil {
+			return "", err
+		}
+		h = c
+	} else {
+		h = sha256.New()
+		h.Write(v.shared)
+	}
+	h.Write(own)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// snapshotHash is the protocol's definition of Snapshot.hash: hex SHA-256
+// of the deterministic marshaling with version and hash cleared.
+func snapshotHash(s *pb.Snapshot) (string, error) {
+	c := proto.CloneOf(s)
+	c.Version, c.Hash = "", ""
+	b, err := deterministic.Marshal(c)
+	if err != nil {
+		return "", fmt.Errorf("hash snapshot: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// servicesOf groups workloads into services, sorted by namespace and name,
+// each with its endpoints sorted by address. A service whose workloads
+// advertise no address is listed without endpoints, so its callers fail
+// fast instead of not knowing the name.
+func servicesOf(ws []workload) []*pb.Service {
+	type key struct{ ns, name string }
+	groups := map[key][]*workload{}
+	for i := range ws {
+		k := key{ws[i].Namespace, ws[i].Service}
+		groups[k] = append(groups[k], &ws[i])
+	}
+	out := make([]*pb.Service, 0, len(groups))
+	for k, g := range groups {
+		out = append(out, &pb.Service{Name: k.name, Namespace: k.ns, Protocol: serviceProtocol(g), Endpoints: endpointsOf(g)})
+	}
+	slices.SortFunc(out, func(a, b *pb.Service) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// serviceProtocol is the protocol most of the service's workloads declare
+// (ties go to the lexically first), so one misconfigured instance does not
+// flip the whole service.
+func serviceProtocol(g []*workload) string {
+	counts := map[string]int{}
+	for _, w := range g {
+		counts[w.Protocol]++
+	}
+	best := ""
+	for p, n := range counts {
+		if best == "" || n > counts[best] || (n == counts[best] && p < best) {
+			best = p
+		}
+	}
+	return best
+}
+
+// endpointsOf lists one endpoint per advertised address. When two instances
+// claim the same address (a proxy restarted with a new instance while the
+// old one is still in its grace period), the connected, most recently
+// connected one wins: the address now belongs to it.
+func endpointsOf(g []*workload) []*pb.Endpoint {
+	byAddr := make(map[string]*workload, len(g))
+	for _, w := range g {
+		if w.AdvertiseAddr == "" {
+			continue
+		}
+		if cur, ok := byAddr[w.AdvertiseAddr]; !ok || newerClaim(w, cur) {
+			byAddr[w.AdvertiseAddr] = w
+		}
+	}
+	eps := make([]*pb.Endpoint, 0, len(byAddr))
+	for addr, w := range byAddr {
+		eps = append(eps, &pb.Endpoint{Address: addr, SpiffeId: w.SPIFFEID, Labels: w.Labels})
+	}
+	slices.SortFunc(eps, func(a, b *pb.Endpoint) int { return cmp.Compare(a.Address, b.Address) })
+	return eps
+}
+
+func newerClaim(a, b *workload) bool {
+	if a.Connected != b.Connected {
+		return a.Connected
+	}
+	if !a.ConnectedAt.Equal(b.ConnectedAt) {
+		return a.ConnectedAt.After(b.ConnectedAt)
+	}
+	return a.Instance < b.Instance
+}

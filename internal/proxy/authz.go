@@ -1,0 +1,50 @@
+package proxy
+
+import (
+	"net/http"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Request is what an authorization decision sees: a whole TCP connection or
+// one HTTP request.
+type Request struct {
+	// Source is the caller's SPIFFE ID; zero for a plaintext caller
+	// (PERMISSIVE mode).
+	Source spiffeid.ID
+	// Protocol is the inbound protocol: http, http2, grpc or tcp.
+	Protocol string
+	// HTTP fields; empty for TCP.
+	Method string
+	Path   string
+	Host   string
+	Header http.Header
+}
+
+// Decision is an authorization outcome.
+type Decision struct {
+	Allow bool
+	// Policy names the deciding policy ("namespace/name"), or "" when the
+	// mesh default decided.
+	Policy string
+	Reason string
+}
+
+// Authorizer decides inbound requests. This is where the policy engine plugs
+// in: it compiles snap.Policies once per snapshot and decides per request.
+// Implementations must be safe for concurrent use and must not block.
+type Authorizer interface {
+	Authorize(snap *Snapshot, req *Request) Decision
+}
+
+// MeshDefaultAuthorizer enforces only Mesh.spec.authorization.default: the
+// behaviour until the policy engine lands.
+type MeshDefaultAuthorizer struct{}
+
+// Authorize allows when the mesh default is allow.
+func (MeshDefaultAuthorizer) Authorize(snap *Snapshot, _ *Request) Decision {
+	if snap != nil && snap.AuthzDefault == "allow" {
+		return Decision{Allow: true, Reason: "mesh default allow"}
+	}
+	return Decision{Allow: false, Reason: "mesh default deny"}
+}

@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+)
+
+// CertManager obtains the workload certificate with a join token, renews
+// it at about half its life (with jitter) using the current certificate,
+// and swaps it in atomically: handshakes in flight keep the old one, new
+// ones get the new one, no connection is dropped. A fresh key is generated
+// for every certificate and never leaves the process.
+type CertManager struct {
+	id      spiffeid.ID
+	control string
+	roots   *x509.CertPool // verify the control plane
+	token   string
+	now     func() time.Time
+	log     *slog.Logger
+
+	cur    atomic.Pointer[tls.Certificate]
+	bundle atomic.Pointer[x509.CertPool]
+	roots0 atomic.Pointer[[]*x509.Certificate]
+
+	renewals atomic.Int64
+	failures atomic.Int64
+}
+
+// NewCertManager prepares a manager for id; nothing is requested yet.
+func NewCertManager(id spiffeid.ID, controlAddr string, controlRoots *x509.CertPool, token string, log *slog.Logger, now func() time.Time) *CertManager {
+	if now == nil {
+		now = time.Now
+	}
+	return &CertManager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, now: now}
+}
+
+// ID implements Identity.
+func (m *CertManager) ID() spiffeid.ID { return m.id }
+
+// Certificate implements Identity: the current leaf, or nil before the first.
+func (m *CertManager) Certificate() *tls.Certificate { return m.cur.Load() }
+
+// Bundle returns the trust bundle delivered with the last certificate.
+func (m *CertManager) Bundle() *x509.CertPool { return m.bundle.Load() }
+
+// Roots returns the roots delivered with the last certificate.
+func (m *CertManager) Roots() []*x509.Certificate {
+	if r := m.roots0.Load(); r != nil {
+		return *r
+	}
+	return nil
+}
+
+// Renewals and Failures count successful renewals and failed attempts.
+func (m *CertManager) Renewals() int64 { return m.renewals.Load() }
+
+// Failures counts failed certificate requests.
+func (m *CertManager) Failures() int64 { return m.failures.Load() }
+
+// Obtain gets the first certificate with the join token, retrying with
+// backoff until ctx ends. Refusals that will not change on retry (bad or
+// revoked token, wrong identity) end it at once.
+func (m *CertManager) Obtain(ctx context.Context) error {
+	b := newBackoff(250*time.Millisecond, 15*time.Second)
+	for {
+		err := m.request(ctx, m.token, nil)
+		if err == nil {
+			return nil
+		}
+		m.failures.Add(1)
+		switch status.Code(err) {
+		case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument:
+			return fmt.Errorf("obtain certificate for %s: %w", m.id, err)
+		}
+		d := b.next()
+		m.log.Warn("cannot obtain workload certificate; retrying", "spiffe_id", m.id.String(), "control", m.control, "err", err, "retry_in", d.Round(time.Millisecond).String())
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("obtain certificate for %s: %w", m.id, ctx.Err())
+		case <-time.After(d):
+		}
+	}
+}
+
+// Run renews the certificate until ctx ends. It keeps trying (with backoff)
+// when the control plane is away, and says so loudly as expiry nears.
+func (m *CertManager) Run(ctx context.Context) {
+	b := newBackoff(time.Second, 30*time.Second)
+	for {
+		cur := m.cur.Load()
+		wait := m.renewIn(cur.Leaf)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		for {
+			err := m.request(ctx, "", cur)
+			if err == nil {
+				m.renewals.Add(1)
+				b.reset()
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			m.failures.Add(1)
+			left := cur.Leaf.NotAfter.Sub(m.now())
+			d := min(b.next(), max(left/4, time.Second))
+			lvl := slog.LevelWarn
+			if left < time.Hour {
+				lvl = slog.LevelError
+			}
+			m.log.Log(ctx, lvl, "certificate renewal failed; retrying", "spiffe_id", m.id.String(), "expires_in", left.Round(time.Second).String(), "err", err, "retry_in", d.Round(time.Millisecond).String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}
+}
+
+// renewIn is the time until renewal: half the life, with ±10% jitter.
+func (m *CertManager) renewIn(leaf *x509.Certificate) time.Duration {
+	life := leaf.NotAfter.Sub(leaf.NotBefore)
+	at := leaf.NotBefore.Add(life / 2)
+	jitter := time.Duration((mrand.Float64()*0.2 - 0.1) * float64(life))
+	return max(at.Add(jitter).Sub(m.now()), 0)
+}
+
+// request runs one Certify call on a fresh connection: with the token, or
+// (renewal) presenting current as the TLS client certificate.
+func (m *CertManager) request(ctx context.Context, token string, current *tls.Certificate) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate key: %w", err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{m.id.URL()}}, key)
+	if err != nil {
+		return fmt.Errorf("create csr: %w", err)
+	}
+	tlsCfg := controlTLSConfig(m.roots, func() *tls.Certificate { return current })
+	conn, err := grpc.NewClient(m.control, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		return fmt.Errorf("dial control plane %s: %w", m.control, err)
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := pb.NewIdentityClient(conn).Certify(cctx, &pb.CertifyRequest{Csr: csr, Token: token})
+	if err != nil {
+		return err
+	}
+	leaf, err := x509.ParseCertificate(resp.GetLeaf())
+	if err != nil {
+		return fmt.Errorf("certify: leaf: %w", err)
+	}
+	if got, err := spiffeid.FromURI(firstURI(leaf)); err != nil || got != m.id {
+		return fmt.Errorf("certify: leaf names %v, want %s", leaf.URIs, m.id)
+	}
+	if !leaf.PublicKey.(*ecdsa.PublicKey).Equal(&key.PublicKey) {
+		return errors.New("certify: leaf is not for our key")
+	}
+	pool := x509.NewCertPool()
+	var roots []*x509.Certificate
+	for i, der := range resp.GetTrustBundle() {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("certify: trust_bundle[%d]: %w", i, err)
+		}
+		pool.AddCert(c)
+		roots = append(roots, c)
+	}
+	cert := &tls.Certificate{Certificate: [][]byte{resp.GetLeaf()}, PrivateKey: key, Leaf: leaf}
+	cert.Certificate = append(cert.Certificate, resp.GetIntermediates()...)
+	m.bundle.Store(pool)
+	m.roots0.Store(&roots)
+	m.cur.Store(cert)
+	m.log.Info("workload certificate obtained", "spiffe_id", m.id.String(), "serial", leaf.SerialNumber.Text(16),
+		"expires", leaf.NotAfter.UTC().Format(time.RFC3339), "renewal", current != nil)
+	return nil
+}
+
+func firstURI(c *x509.Certificate) *url.URL {
+	if len(c.URIs) == 0 {
+		return &url.URL{}
+	}
+	return c.URIs[0]
+}
+
+// backoff is exponential with full jitter between base and max.
+type backoff struct {
+	base, max, cur time.Duration
+}
+
+func newBackoff(base, max time.Duration) *backoff { return &backoff{base: base, max: max, cur: base} }
+
+func (b *backoff) next() time.Duration {
+	d := b.cur/2 + time.Duration(mrand.Int64N(int64(b.cur/2)+1))
+	b.cur = min(b.cur*2, b.max)
+	return d
+}
+
+func (b *backoff) reset() { b.cur = b.base }

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultControlAddr   = "127.0.0.1:15012"
+	DefaultInboundAddr   = "0.0.0.0:15006"
+	DefaultHTTPProxyAddr = "127.0.0.1:15001"
+	DefaultAdminAddr     = "127.0.0.1:15000"
+	DefaultDrainTimeout  = 10 * time.Second
+)
+
+// Upstream is an explicit outbound listener: a plain local address that
+// forwards to one mesh service.
+type Upstream struct {
+	Service   string
+	Namespace string
+	Listen    string
+}
+
+// ParseUpstream parses the --upstream flag form SERVICE.NAMESPACE=HOST:PORT.
+func ParseUpstream(s string) (Upstream, error) {
+	svc, addr, ok := strings.Cut(s, "=")
+	name, ns, ok2 := strings.Cut(svc, ".")
+	if !ok || !ok2 || name == "" || ns == "" || strings.Contains(ns, ".") {
+		return Upstream{}, fmt.Errorf("--upstream %q: want SERVICE.NAMESPACE=HOST:PORT, e.g. catalog.shop=127.0.0.1:9001", s)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return Upstream{}, fmt.Errorf("--upstream %q: listen address %q: want HOST:PORT", s, addr)
+	}
+	return Upstream{Service: name, Namespace: ns, Listen: addr}, nil
+}
+
+// Config configures a Proxy. Zero values mean the documented defaults.
+type Config struct {
+	ControlAddr    string // --control
+	CAFile         string // --ca-file: the control plane's ca.crt
+	Token          string // contents of --token-file
+	Service        string // --service (required)
+	Namespace      string // --namespace, default "default"
+	ServiceAccount string // --service-account, default the service
+	AppAddr        string // --app-addr
+	Protocol       string // --protocol http|http2|grpc|tcp, default http
+	InboundAddr    string // --inbound-addr, default 0.0.0.0:15006
+	AdvertiseAddr  string // --advertise-addr, default the inbound address when not unspecified
+	Upstreams      []Upstream
+	HTTPProxyAddr  string // --http-proxy-addr, default 127.0.0.1:15001; "off" disables
+	AdminAddr      string // --admin-addr, default 127.0.0.1:15000
+	Labels         map[string]string
+	DrainTimeout   time.Duration
+	Authorizer     Authorizer // nil = MeshDefaultAuthorizer
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+func (c *Config) setDefaults() {
+	if c.ControlAddr == "" {
+		c.ControlAddr = DefaultControlAddr
+	}
+	if c.Namespace == "" {
+		c.Namespace = "default"
+	}
+	if c.ServiceAccount == "" {
+		c.ServiceAccount = c.Service
+	}
+	if c.Protocol == "" {
+		c.Protocol = ProtocolHTTP
+	}
+	if c.InboundAddr == "" {
+		c.InboundAddr = DefaultInboundAddr
+	}
+	if c.HTTPProxyAddr == "" {
+		c.HTTPProxyAddr = DefaultHTTPProxyAddr
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.Authorizer == nil {
+		c.Authorizer = MeshDefaultAuthorizer{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Service == "" {
+		return errors.New("--service is required: the name of the service this proxy stands beside")
+	}
+	if c.CAFile == "" {
+		return errors.New("--ca-file is required: the control plane's DATA_DIR/ca.crt, to verify the control plane")
+	}
+	if c.Token == "" {
+		return errors.New("--token-file is required: a join token from `trellis token create --service " + c.Service + "`")
+	}
+	switch c.Protocol {
+	case ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP:
+	default:
+		return fmt.Errorf("--protocol %q: use http, http2, grpc or tcp", c.Protocol)
+	}
+	for _, a := range []struct{ flag, addr string }{
+		{"--control", c.ControlAddr}, {"--inbound-addr", c.InboundAddr}, {"--admin-addr", c.AdminAddr},
+	} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s %q: want HOST:PORT", a.flag, a.addr)
+		}
+	}
+	if c.AppAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AppAddr); err != nil {
+			return fmt.Errorf("--app-addr %q: want HOST:PORT", c.AppAddr)
+		}
+	}
+	if c.HTTPProxyAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.HTTPProxyAddr); err != nil {
+			return fmt.Errorf("--http-proxy-addr %q: want HOST:PORT, or off", c.HTTPProxyAddr)
+		}
+	}
+	if c.AdvertiseAddr != "" {
+		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
+			return fmt.Errorf("--advertise-addr %q: want HOST:PORT", c.AdvertiseAddr)
+		}
+	}
+	return nil
+}
+
+// advertise is the address other proxies dial: --advertise-addr, or the
+// bound inbound address when it is not unspecified.
+func advertise(flag string, bound net.Addr) string {
+	if flag != "" {
+		return flag
+	}
+	tcp, ok := bound.(*net.TCPAddr)
+	if !ok || tcp.IP.IsUnspecified() {
+		return ""
+	}
+	return tcp.String()
+}

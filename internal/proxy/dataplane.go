@@ -1,0 +1,157 @@
+package proxy
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// DataPlaneConfig configures the inbound and outbound data path. Zero values
+// mean the documented defaults.
+type DataPlaneConfig struct {
+	// Identity supplies the certificate presented on every handshake (read
+	// per handshake, so renewals apply to new connections without dropping
+	// old ones) and the trust bundle peers are verified against.
+	Identity Identity
+	// Snapshot returns the current compiled config; nil until the first
+	// config arrives, during which inbound refuses connections and outbound
+	// fails fast with 503.
+	Snapshot func() *Snapshot
+	// Authorizer decides inbound requests; nil means MeshDefaultAuthorizer.
+	Authorizer Authorizer
+	// Service, Namespace and Protocol describe this workload; Protocol is
+	// http (default), http2, grpc or tcp.
+	Service, Namespace, Protocol string
+	// AppAddr is where the local application listens.
+	AppAddr string
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Metrics may be nil (nothing is recorded).
+	Metrics *Metrics
+	// DrainTimeout, when positive, caps how long Shutdown waits for
+	// in-flight requests on top of its context.
+	DrainTimeout time.Duration
+	// DialTimeout bounds connecting to a peer proxy or the app, TLS
+	// handshake included. Zero means 2s.
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds an inbound connection's first bytes and TLS
+	// handshake. Zero means 10s.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long. Zero means
+	// 5 minutes.
+	IdleTimeout time.Duration
+	// NewBalancer builds the endpoint picker of one service for one
+	// snapshot. Nil means round robin.
+	NewBalancer func(svc *Service, eps []*PeerEndpoint) Balancer
+}
+
+// Defaults of DataPlaneConfig's zero values.
+const (
+	DefaultDialTimeout      = 2 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultIdleTimeout      = 5 * time.Minute
+)
+
+func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
+	if c.Authorizer == nil {
+		c.Authorizer = MeshDefaultAuthorizer{}
+	}
+	if c.Protocol == "" {
+		c.Protocol = ProtocolHTTP
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Snapshot == nil {
+		c.Snapshot = func() *Snapshot { return nil }
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.NewBalancer == nil {
+		c.NewBalancer = func(_ *Service, eps []*PeerEndpoint) Balancer { return NewRoundRobin(eps) }
+	}
+	return c
+}
+
+// ALPN protocols between proxies. h2 carries HTTP, multiplexed; http/1.1
+// carries only Upgrade requests (WebSocket), which h2 cannot; trellis-tcp/1
+// carries one opaque TCP stream per TLS connection.
+const (
+	alpnH2    = "h2"
+	alpnHTTP1 = "http/1.1"
+	alpnTCP   = "trellis-tcp/1"
+)
+
+// xfccHeader is the Envoy convention for telling the app who called.
+const xfccHeader = "X-Forwarded-Client-Cert"
+
+// peer is what the inbound side knows about the caller of one connection,
+// computed once per connection (or once per identity) rather than per
+// request.
+type peer struct {
+	id        spiffeid.ID // zero for a plaintext caller
+	mtls      bool
+	principal string   // id.String(), "" for plaintext
+	namespace string   // from /ns/<namespace>/..., "" when unknown
+	xfcc      []string // X-Forwarded-Client-Cert value; nil for plaintext
+	requests  *codeCounters
+}
+
+func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string) *peer {
+	p := &peer{id: id}
+	if !id.IsZero() {
+		p.mtls = true
+		p.principal = id.String()
+		p.namespace = namespaceOf(id)
+		p.xfcc = []string{"By=" + self.String() + ";URI=" + p.principal}
+	}
+	p.requests = m.forSource(p.principal, p.namespace, p.mtls, service, namespace)
+	return p
+}
+
+// namespaceOf extracts <ns> from a /ns/<ns>/sa/<sa> SPIFFE path.
+func namespaceOf(id spiffeid.ID) string {
+	rest, ok := strings.CutPrefix(id.Path(), "/ns/")
+	if !ok {
+		return ""
+	}
+	ns, _, _ := strings.Cut(rest, "/")
+	return ns
+}
+
+// closeQuietly closes c, ignoring the error: used on paths that are
+// already failing or finished.
+func closeQuietly(c io.Closer) { _ = c.Close() }
+
+// logLimiter lets one log line per key through per second: failures that
+// repeat per request (an endpoint down, a scanner hitting the inbound port)
+// must not flood the log.
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func (l *logLimiter) allow(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.last[key]) < time.Second {
+		return false
+	}
+	if l.last == nil {
+		l.last = make(map[string]time.Time)
+	}
+	l.last[key] = now
+	return true
+}

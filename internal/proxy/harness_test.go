@@ -1,0 +1,470 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
+)
+
+// The data path tests run a client proxy (outbound) and a server proxy
+// (inbound) in-process on loopback, with certificates from a test CA and a
+// hand-built snapshot:
+//
+//	test client -> outbound (upstream listener or HTTP proxy) == mTLS ==> inbound -> app
+
+const testTrustDomain = "trellis.test"
+
+var (
+	frontendID = mustID("shop", "frontend")
+	catalogID  = mustID("shop", "catalog")
+	evilID     = mustID("shop", "evil")
+)
+
+func mustID(ns, sa string) spiffeid.ID {
+	return spiffeid.RequireFromSegments(spiffeid.RequireTrustDomainFromString(testTrustDomain), "ns", ns, "sa", sa)
+}
+
+// pki is a test CA and its roots as a pool.
+type pki struct {
+	t     testing.TB
+	ca    *identity.CA
+	roots *x509.CertPool
+}
+
+func newPKI(t testing.TB) *pki {
+	t.Helper()
+	ca, _ := testutil.NewCA(t, testTrustDomain)
+	roots := x509.NewCertPool()
+	for _, r := range ca.Roots() {
+		roots.AddCert(r)
+	}
+	return &pki{t: t, ca: ca, roots: roots}
+}
+
+// cert issues a workload certificate for id, with the chain a peer needs
+// to reach the root.
+func (p *pki) cert(id spiffeid.ID) *tls.Certificate {
+	p.t.Helper()
+	c, err := p.ca.IssueServing(id, time.Hour, nil, nil)
+	if err != nil {
+		p.t.Fatalf("issue %s: %v", id, err)
+	}
+	if len(c.Certificate) == 1 {
+		for _, i := range p.ca.Intermediates() {
+			c.Certificate = append(c.Certificate, i.Raw)
+		}
+	}
+	return c
+}
+
+func (p *pki) identity(id spiffeid.ID) *proxy.StaticIdentity {
+	return &proxy.StaticIdentity{SPIFFEID: id, Cert: p.cert(id), Roots: p.roots}
+}
+
+// rotatingIdentity is an Identity whose certificate a test swaps.
+type rotatingIdentity struct {
+	id    spiffeid.ID
+	cert  atomic.Pointer[tls.Certificate]
+	roots *x509.CertPool
+}
+
+func (r *rotatingIdentity) ID() spiffeid.ID               { return r.id }
+func (r *rotatingIdentity) Certificate() *tls.Certificate { return r.cert.Load() }
+func (r *rotatingIdentity) Bundle() *x509.CertPool        { return r.roots }
+func (r *rotatingIdentity) swap(c *tls.Certificate)       { r.cert.Store(c) }
+
+func (p *pki) rotating(id spiffeid.ID) *rotatingIdentity {
+	r := &rotatingIdentity{id: id, roots: p.roots}
+	r.swap(p.cert(id))
+	return r
+}
+
+func serial(c *tls.Certificate) string { return c.Leaf.SerialNumber.String() }
+
+func svcKey(name, ns string) string { return proxy.ServiceKey(name, ns) }
+
+func idSet(ids ...spiffeid.ID) map[spiffeid.ID]bool {
+	m := map[spiffeid.ID]bool{}
+	for _, id := range ids {
+		m[id] = true
+	}
+	return m
+}
+
+// snapHolder is the atomically swapped current snapshot.
+type snapHolder struct {
+	p atomic.Pointer[proxy.Snapshot]
+}
+
+func (s *snapHolder) get() *proxy.Snapshot     { return s.p.Load() }
+func (s *snapHolder) set(snap *proxy.Snapshot) { s.p.Store(snap) }
+
+// service builds a snapshot service whose endpoints are proxies at addrs,
+// served by the identities ids.
+func service(name, ns, protocol string, ids []spiffeid.ID, addrs ...string) *proxy.Service {
+	s := &proxy.Service{Name: name, Namespace: ns, Protocol: protocol, IDs: idSet(ids...)}
+	for _, a := range addrs {
+		s.Endpoints = append(s.Endpoints, proxy.Endpoint{Addr: a, ID: ids[0]})
+	}
+	return s
+}
+
+func snapshot(mode, authz string, roots *x509.CertPool, svcs ...*proxy.Service) *proxy.Snapshot {
+	m := make(map[string]*proxy.Service, len(svcs))
+	for _, s := range svcs {
+		m[s.Key()] = s
+	}
+	return &proxy.Snapshot{Version: "1", MTLSMode: mode, AuthzDefault: authz, TrustBundle: roots, Services: m}
+}
+
+// meshOptions shapes a test mesh; zero values mean an HTTP app, STRICT,
+// allow by default, and correct identities.
+type meshOptions struct {
+	protocol string
+	mode     string
+	authz    string
+	// app serves HTTP requests; appAddr is used instead when set (gRPC,
+	// TCP echo).
+	app     http.Handler
+	appH2C  bool
+	appAddr string
+	// serverID is the identity the server proxy's certificate carries
+	// (default catalog, which the snapshot expects).
+	serverID     spiffeid.ID
+	clientIdent  proxy.Identity
+	serverIdent  proxy.Identity
+	extra        []*proxy.Service
+	drainTimeout time.Duration
+}
+
+// mesh is a client proxy and a server proxy for service catalog.shop.
+type mesh struct {
+	t             *testing.T
+	pki           *pki
+	snap          snapHolder
+	in            *proxy.Inbound
+	out           *proxy.Outbound
+	inboundAddr   string
+	upstreamAddr  string
+	proxyAddr     string
+	appAddr       string
+	clientMetrics *proxy.Metrics
+	serverMetrics *proxy.Metrics
+	logs          *logBuffer
+	svc           *proxy.Service
+	opts          meshOptions
+}
+
+func newMesh(t *testing.T, o meshOptions) *mesh {
+	t.Helper()
+	if o.protocol == "" {
+		o.protocol = proxy.ProtocolHTTP
+	}
+	if o.mode == "" {
+		o.mode = "STRICT"
+	}
+	if o.authz == "" {
+		o.authz = "allow"
+	}
+	if o.serverID.IsZero() {
+		o.serverID = catalogID
+	}
+	m := &mesh{t: t, pki: newPKI(t), clientMetrics: proxy.NewMetrics(), serverMetrics: proxy.NewMetrics(), opts: o}
+	m.logs = newLogBuffer(t)
+	if o.clientIdent == nil {
+		o.clientIdent = m.pki.identity(frontendID)
+	}
+	if o.serverIdent == nil {
+		o.serverIdent = m.pki.identity(o.serverID)
+	}
+	m.appAddr = o.appAddr
+	if m.appAddr == "" {
+		h := o.app
+		if h == nil {
+			h = echoApp()
+		}
+		m.appAddr = startHTTPApp(t, h, o.appH2C)
+	}
+	inL := listen(t)
+	m.inboundAddr = inL.Addr().String()
+	m.svc = service("catalog", "shop", o.protocol, []spiffeid.ID{catalogID}, m.inboundAddr)
+	m.snap.set(snapshot(o.mode, o.authz, m.pki.roots, append([]*proxy.Service{m.svc}, o.extra...)...))
+
+	m.in = proxy.NewInbound(proxy.DataPlaneConfig{
+		Identity: o.serverIdent, Snapshot: m.snap.get,
+		Service: "catalog", Namespace: "shop", Protocol: o.protocol, AppAddr: m.appAddr,
+		Logger: m.logs.logger.With("proxy", "server"), Metrics: m.serverMetrics, DrainTimeout: o.drainTimeout,
+	})
+	serve(t, "inbound", func() error { return m.in.Serve(inL) })
+	t.Cleanup(func() { shutdown(t, m.in.Shutdown) })
+
+	m.out = proxy.NewOutbound(proxy.DataPlaneConfig{
+		Identity: o.clientIdent, Snapshot: m.snap.get,
+		Service: "frontend", Namespace: "shop", Protocol: proxy.ProtocolHTTP, AppAddr: "127.0.0.1:1",
+		Logger: m.logs.logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout,
+	})
+	upL := listen(t)
+	m.upstreamAddr = upL.Addr().String()
+	serve(t, "upstream", func() error { return m.out.ServeUpstream(upL, svcKey("catalog", "shop")) })
+	pxL := listen(t)
+	m.proxyAddr = pxL.Addr().String()
+	serve(t, "http proxy", func() error { return m.out.ServeHTTPProxy(pxL) })
+	t.Cleanup(func() { shutdown(t, m.out.Shutdown) })
+	return m
+}
+
+// upstream serves an extra upstream listener for key on the client proxy.
+func (m *mesh) upstream(key string) string {
+	l := listen(m.t)
+	serve(m.t, "upstream "+key, func() error { return m.out.ServeUpstream(l, key) })
+	return l.Addr().String()
+}
+
+// url is an http:// URL on the client proxy's catalog.shop listener.
+func (m *mesh) url(path string) string { return "http://" + m.upstreamAddr + path }
+
+func listen(t testing.TB) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// serve runs a Serve loop and fails the test if it stops for any reason
+// other than shutdown.
+func serve(t testing.TB, what string, f func() error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := f(); err != nil && err != http.ErrServerClosed {
+			t.Errorf("%s: Serve: %v", what, err)
+		}
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: Serve did not return after shutdown", what)
+		}
+	})
+}
+
+func shutdown(t testing.TB, f func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f(ctx); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+}
+
+// startHTTPApp serves h on loopback with HTTP/1.1, and h2c when asked.
+func startHTTPApp(t testing.TB, h http.Handler, h2c bool) string {
+	t.Helper()
+	l := listen(t)
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(h2c)
+	srv := &http.Server{Handler: h, Protocols: &p}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return l.Addr().String()
+}
+
+// echoApp answers with what it saw: method, path, query, Host, the
+// X-Forwarded-Client-Cert header, and echoes the body.
+func echoApp() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Method", r.Method)
+		w.Header().Set("X-Path", r.URL.Path)
+		w.Header().Set("X-Query", r.URL.RawQuery)
+		w.Header().Set("X-Host", r.Host)
+		w.Header().Set("X-Proto", r.Proto)
+		w.Header()["X-Got-Xfcc"] = r.Header.Values("X-Forwarded-Client-Cert")
+		w.Header().Set("X-Got-Hop", r.Header.Get("X-Hop"))
+		w.Header().Set("X-Got-Custom", r.Header.Get("X-Custom"))
+		_, _ = io.Copy(w, r.Body)
+	})
+}
+
+// newClient is an HTTP/1.1 keep-alive client, the way an app talks to its
+// sidecar.
+func newClient(t testing.TB) *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// h2cClient speaks HTTP/2 with prior knowledge.
+func h2cClient(t testing.TB) *http.Client {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p, DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+func do(t testing.TB, c *http.Client, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", req.Method, req.URL, err)
+	}
+	return resp, string(b)
+}
+
+func get(t testing.TB, c *http.Client, url string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, c, req)
+}
+
+// counter counts requests reaching a handler.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { c.n.Add(1); h.ServeHTTP(w, r) })
+}
+
+// logBuffer keeps log output for assertions and passes it to t.Log.
+type logBuffer struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	t      testing.TB
+	logger *slog.Logger
+	done   atomic.Bool
+}
+
+func newLogBuffer(t testing.TB) *logBuffer {
+	b := &logBuffer{t: t}
+	b.logger = slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	t.Cleanup(func() { b.done.Store(true) })
+	return b
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	b.buf.Write(p)
+	b.mu.Unlock()
+	if !b.done.Load() {
+		b.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (b *logBuffer) contains(s string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Contains(b.buf.String(), s)
+}
+
+// waitLog waits for a log line containing all of parts.
+func (b *logBuffer) waitLog(t testing.TB, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b.mu.Lock()
+		ok := false
+		for line := range strings.SplitSeq(b.buf.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				if !strings.Contains(line, p) {
+					all = false
+					break
+				}
+			}
+			if all {
+				ok = true
+				break
+			}
+		}
+		b.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line containing %q", parts)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// metric returns the value of the series name{labels} (0 when absent);
+// counters and histograms (sample count) alike.
+func metric(t testing.TB, m *proxy.Metrics, name string, labels map[string]string) float64 {
+	t.Helper()
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			if matches(s, labels) {
+				switch {
+				case s.Counter != nil:
+					sum += s.GetCounter().GetValue()
+				case s.Histogram != nil:
+					sum += float64(s.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	return sum
+}
+
+func matches(s *dto.Metric, labels map[string]string) bool {
+	for k, v := range labels {
+		found := false
+		for _, l := range s.GetLabel() {
+			if l.GetName() == k && l.GetValue() == v {
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// eventually polls cond for up to 5s.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

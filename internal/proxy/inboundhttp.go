@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// inboundHandler is the per-request chain of the inbound side: caller
+// identity (from the connection) -> authorization -> X-Forwarded-Client-Cert
+// -> forward to the app -> telemetry.
+type inboundHandler struct{ in *Inbound }
+
+func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	in := h.in
+	p, _ := r.Context().Value(peerKey{}).(*peer)
+	if p == nil {
+		p = in.plainPeer
+	}
+	code, abort := in.serveHTTP(w, r, p)
+	in.dest.request(p.requests, code, start)
+	if abort {
+		// The response is already under way: abort it so the caller sees a
+		// broken stream, not a short but well-formed body.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// Status codes recorded for requests that got no upstream response.
+const statusClientClosed = 499
+
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (code int, abort bool) {
+	snap := in.cfg.Snapshot()
+	if snap == nil {
+		plainError(w, http.StatusServiceUnavailable, "trellis: inbound has no configuration yet\n")
+		return http.StatusServiceUnavailable, false
+	}
+	if !p.mtls && snap.MTLSMode != "PERMISSIVE" {
+		// A plaintext connection accepted while PERMISSIVE outlives a
+		// switch to STRICT; its requests stop here.
+		w.Header()["Connection"] = []string{"close"}
+		plainError(w, http.StatusForbidden, "trellis: mutual TLS required\n")
+		return http.StatusForbidden, false
+	}
+	dec := in.cfg.Authorizer.Authorize(snap, &Request{
+		Source: p.id, Protocol: in.cfg.Protocol,
+		Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header,
+	})
+	in.cfg.Metrics.decision(dec)
+	if !dec.Allow {
+		if in.log.Enabled(r.Context(), slog.LevelDebug) {
+			in.log.Debug("request denied", "source", p.principal, "method", r.Method, "path", r.URL.Path, "policy", dec.Policy, "reason", dec.Reason)
+		}
+		plainError(w, http.StatusForbidden, "trellis: access denied\n")
+		return http.StatusForbidden, false
+	}
+	// Only the proxy may speak for the caller: whatever a caller sent is
+	// replaced by what its certificate proved.
+	delete(r.Header, xfccHeader)
+	if p.xfcc != nil {
+		r.Header[xfccHeader] = p.xfcc
+	}
+	if up := upgradeType(r); up != "" {
+		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, up, &in.conns)
+		if err != nil {
+			return in.appFailed(w, r, err), false
+		}
+		return code, false
+	}
+	enableFullDuplex(w, r)
+	rt := in.appH1
+	if in.cfg.Protocol == ProtocolHTTP2 || in.cfg.Protocol == ProtocolGRPC {
+		rt = in.appH2
+	}
+	resp, err := rt.RoundTrip(newOutRequest(r, "http", in.cfg.AppAddr))
+	if err != nil {
+		return in.appFailed(w, r, err), false
+	}
+	defer resp.Body.Close()
+	if err := copyResponse(w, resp); err != nil {
+		var ue *upstreamBodyError
+		return resp.StatusCode, errors.As(err, &ue)
+	}
+	return resp.StatusCode, false
+}
+
+// appFailed answers a request the app could not take: 503 when it is not
+// listening, 502 when it broke the exchange.
+func (in *Inbound) appFailed(w http.ResponseWriter, r *http.Request, err error) int {
+	if r.Context().Err() != nil {
+		return statusClientClosed
+	}
+	code := http.StatusBadGateway
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		code = http.StatusServiceUnavailable
+	}
+	if in.logs.allow("app") {
+		in.log.Warn("app request failed", "app", in.cfg.AppAddr, "method", r.Method, "path", r.URL.Path, "err", err.Error())
+	}
+	plainError(w, code, "trellis: local app unavailable\n")
+	return code
+}

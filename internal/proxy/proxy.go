@@ -1,0 +1,344 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/version"
+)
+
+// Proxy is one sidecar. Create with New, then Start; Shutdown drains it.
+type Proxy struct {
+	cfg           Config
+	log           *slog.Logger
+	certs         *CertManager
+	controlRoots  []byte
+	snap          atomic.Pointer[Snapshot]
+	connected     atomic.Bool
+	ready         chan struct{}
+	readyOnce     sync.Once
+	advertiseAddr string
+	metrics       *Metrics
+
+	inbound  *Inbound
+	outbound *Outbound
+	admin    *http.Server
+
+	inboundLis, adminLis, httpProxyLis net.Listener
+	upstreamLis                        []net.Listener
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New validates cfg and prepares a proxy. It does not contact the control
+// plane or listen yet.
+func New(cfg Config) (*Proxy, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	id, err := workloadIDFromToken(cfg.Token)
+	if err != nil {
+		return nil, err
+	}
+	_, ns, sa, _ := identity.ParseWorkloadID(id.String())
+	if ns != cfg.Namespace || sa != cfg.ServiceAccount {
+		return nil, fmt.Errorf("--token-file: the join token is for %s, but --namespace %s --service-account %s ask for ns/%s/sa/%s; create a token with `trellis token create --service %s --namespace %s`",
+			id, cfg.Namespace, cfg.ServiceAccount, cfg.Namespace, cfg.ServiceAccount, cfg.Service, cfg.Namespace)
+	}
+	rootsPEM, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	roots, err := identity.ParseCertsPEM(rootsPEM)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
+	}
+	pool := poolOf(roots)
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM}
+	p.certs = NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
+	return p, nil
+}
+
+// workloadIDFromToken reads the SPIFFE ID a join token names (its subject)
+// without verifying it: the control plane verifies; the proxy only needs to
+// know which identity to ask for.
+func workloadIDFromToken(token string) (spiffeid.ID, error) {
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
+		return spiffeid.ID{}, fmt.Errorf("--token-file: not a Trellis join token (%v); create one with `trellis token create`", err)
+	}
+	id, _, _, err := identity.ParseWorkloadID(claims.Subject)
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("--token-file: the token's subject is not a workload identity: %w", err)
+	}
+	return id, nil
+}
+
+// snapshot is the current compiled config, nil before the first.
+func (p *Proxy) snapshot() *Snapshot { return p.snap.Load() }
+
+// Ready is closed once the proxy has a certificate and a first config.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// Identity is the proxy's workload identity: the current certificate, and
+// the trust bundle from the latest config (or from the certificate
+// response before the first config).
+func (p *Proxy) Identity() Identity { return proxyIdentity{p} }
+
+type proxyIdentity struct{ p *Proxy }
+
+func (i proxyIdentity) ID() spiffeid.ID { return i.p.certs.ID() }
+
+func (i proxyIdentity) Certificate() *tls.Certificate { return i.p.certs.Certificate() }
+
+func (i proxyIdentity) Bundle() *x509.CertPool {
+	if s := i.p.snapshot(); s != nil {
+		return s.TrustBundle
+	}
+	return i.p.certs.Bundle()
+}
+
+// Start binds every listener (so port errors surface at once), obtains the
+// workload certificate, opens the config stream and serves. It returns once
+// listening and certified; readiness (first config) follows, see Ready.
+func (p *Proxy) Start(ctx context.Context) error {
+	if err := p.listen(); err != nil {
+		p.closeListeners()
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.registerGauges()
+	p.admin = &http.Server{Handler: p.adminHandler(p.metrics.Registry()), ReadHeaderTimeout: 10 * time.Second}
+	p.goServe("admin", func() error { return p.admin.Serve(p.adminLis) })
+
+	if err := p.certs.Obtain(ctx); err != nil {
+		cancel()
+		p.closeListeners()
+		return err
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.certs.Run(rctx) }()
+
+	dp := DataPlaneConfig{
+		Identity:     p.Identity(),
+		Snapshot:     p.snapshot,
+		Authorizer:   p.cfg.Authorizer,
+		Service:      p.cfg.Service,
+		Namespace:    p.cfg.Namespace,
+		Protocol:     p.cfg.Protocol,
+		AppAddr:      p.cfg.AppAddr,
+		Logger:       p.log,
+		Metrics:      p.metrics,
+		DrainTimeout: p.cfg.DrainTimeout,
+	}
+	p.inbound = NewInbound(dp)
+	p.outbound = NewOutbound(dp)
+	p.goServe("inbound", func() error { return p.inbound.Serve(p.inboundLis) })
+	for i, l := range p.upstreamLis {
+		u := p.cfg.Upstreams[i]
+		l := l
+		p.goServe("upstream "+u.Service+"."+u.Namespace, func() error { return p.outbound.ServeUpstream(l, ServiceKey(u.Service, u.Namespace)) })
+	}
+	if p.httpProxyLis != nil {
+		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
+	}
+
+	instance := make([]byte, 8)
+	_, _ = rand.Read(instance)
+	cc := &ControlClient{
+		Addr:  p.cfg.ControlAddr,
+		Roots: p.certs.roots,
+		Certs: p.certs,
+		Hello: &pb.Hello{
+			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
+			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: hex.EncodeToString(instance),
+		},
+		Apply:        p.apply,
+		Running:      p.running,
+		Log:          p.log,
+		OnConnect:    func() { p.connected.Store(true) },
+		OnDisconnect: func(error) { p.connected.Store(false) },
+	}
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); cc.Run(rctx) }()
+	p.log.Info("proxy started", "service", p.cfg.Service, "namespace", p.cfg.Namespace, "protocol", p.cfg.Protocol,
+		"inbound", p.inboundLis.Addr().String(), "advertise", p.advertiseAddr, "app", p.cfg.AppAddr, "admin", p.adminLis.Addr().String())
+	return nil
+}
+
+func (p *Proxy) listen() error {
+	var err error
+	if p.adminLis, err = net.Listen("tcp", p.cfg.AdminAddr); err != nil {
+		return fmt.Errorf("--admin-addr %s: %w", p.cfg.AdminAddr, err)
+	}
+	if p.inboundLis, err = net.Listen("tcp", p.cfg.InboundAddr); err != nil {
+		return fmt.Errorf("--inbound-addr %s: %w", p.cfg.InboundAddr, err)
+	}
+	p.advertiseAddr = advertise(p.cfg.AdvertiseAddr, p.inboundLis.Addr())
+	if p.advertiseAddr == "" {
+		p.log.Warn("inbound listens on an unspecified address and --advertise-addr is not set: other proxies cannot reach this workload", "inbound", p.inboundLis.Addr().String())
+	}
+	for _, u := range p.cfg.Upstreams {
+		l, err := net.Listen("tcp", u.Listen)
+		if err != nil {
+			return fmt.Errorf("--upstream %s.%s=%s: %w", u.Service, u.Namespace, u.Listen, err)
+		}
+		p.upstreamLis = append(p.upstreamLis, l)
+	}
+	if p.cfg.HTTPProxyAddr != "off" {
+		if p.httpProxyLis, err = net.Listen("tcp", p.cfg.HTTPProxyAddr); err != nil {
+			return fmt.Errorf("--http-proxy-addr %s: %w", p.cfg.HTTPProxyAddr, err)
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) closeListeners() {
+	for _, l := range append([]net.Listener{p.adminLis, p.inboundLis, p.httpProxyLis}, p.upstreamLis...) {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+func (p *Proxy) goServe(what string, serve func() error) {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			p.log.Error("listener stopped", "listener", what, "err", err)
+		}
+	}()
+}
+
+// apply compiles a pushed snapshot and swaps it in; an error keeps the last
+// good one (the control client NACKs).
+func (p *Proxy) apply(s *pb.Snapshot) error {
+	snap, err := Compile(s)
+	if err != nil {
+		return err
+	}
+	p.snap.Store(snap)
+	p.readyOnce.Do(func() { close(p.ready) })
+	return nil
+}
+
+func (p *Proxy) running() (string, string) {
+	if s := p.snapshot(); s != nil {
+		return s.Version, s.Hash
+	}
+	return "", ""
+}
+
+func (p *Proxy) registerGauges() {
+	reg := p.metrics.Registry()
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trellis_certificate_expiry_timestamp_seconds",
+			Help: "When the proxy's workload certificate expires (Unix seconds); 0 before the first.",
+		}, func() float64 {
+			if c := p.certs.Certificate(); c != nil {
+				return float64(c.Leaf.NotAfter.Unix())
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "trellis_certificate_renewals_total",
+			Help: "Workload certificate renewals.",
+		}, func() float64 { return float64(p.certs.Renewals()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "trellis_certificate_request_failures_total",
+			Help: "Failed certificate requests (join or renewal).",
+		}, func() float64 { return float64(p.certs.Failures()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trellis_config_version",
+			Help: "Version of the config the proxy runs; 0 before the first.",
+		}, func() float64 {
+			if s := p.snapshot(); s != nil {
+				v, _ := strconv.ParseFloat(s.Version, 64)
+				return v
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "trellis_control_plane_connected",
+			Help: "1 while the config stream to the control plane is up.",
+		}, func() float64 {
+			if p.connected.Load() {
+				return 1
+			}
+			return 0
+		}),
+	)
+}
+
+// AdminAddr, InboundAddr: bound addresses (useful with port 0).
+func (p *Proxy) AdminAddr() string { return p.adminLis.Addr().String() }
+
+// InboundAddr is the bound inbound address.
+func (p *Proxy) InboundAddr() string { return p.inboundLis.Addr().String() }
+
+// UpstreamAddr is the bound address of the i-th --upstream listener.
+func (p *Proxy) UpstreamAddr(i int) string { return p.upstreamLis[i].Addr().String() }
+
+// HTTPProxyAddr is the bound HTTP proxy address ("" when off).
+func (p *Proxy) HTTPProxyAddr() string {
+	if p.httpProxyLis == nil {
+		return ""
+	}
+	return p.httpProxyLis.Addr().String()
+}
+
+// Shutdown stops accepting, drains in-flight requests up to the drain
+// timeout (or ctx), then stops the control stream and renewal.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
+	defer cancel()
+	var errs []error
+	if p.inbound != nil {
+		errs = append(errs, p.inbound.Shutdown(dctx))
+	}
+	if p.outbound != nil {
+		errs = append(errs, p.outbound.Shutdown(dctx))
+	}
+	if p.admin != nil {
+		errs = append(errs, p.admin.Shutdown(dctx))
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.closeListeners()
+	p.wg.Wait()
+	p.log.Info("proxy stopped")
+	return errors.Join(errs...)
+}
+
+func poolOf(certs []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
+	}
+	return p
+}

@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/resource"
+)
+
+// Application protocols.
+const (
+	ProtocolHTTP  = "http"
+	ProtocolHTTP2 = "http2"
+	ProtocolGRPC  = "grpc"
+	ProtocolTCP   = "tcp"
+)
+
+// IsHTTP reports whether the protocol is carried as HTTP between proxies.
+func IsHTTP(protocol string) bool { return protocol != ProtocolTCP }
+
+// Snapshot is one compiled configuration version. It is immutable once
+// built: the data path reads it concurrently without locks.
+type Snapshot struct {
+	Version string
+	Hash    string
+	// MTLSMode is STRICT or PERMISSIVE.
+	MTLSMode string
+	// AuthzDefault is deny or allow.
+	AuthzDefault string
+	// TrustBundle holds the roots peers are verified with.
+	TrustBundle *x509.CertPool
+	// Roots are the same roots, for reporting.
+	Roots []*x509.Certificate
+	// Services by "name.namespace".
+	Services map[string]*Service
+	// Policies select this proxy's workload (input for the policy engine).
+	Policies []resource.Object
+}
+
+// Service is a mesh service this proxy may call.
+type Service struct {
+	Name      string
+	Namespace string
+	Protocol  string
+	Endpoints []Endpoint
+	// IDs are the SPIFFE IDs allowed to serve the service (secure naming).
+	IDs map[spiffeid.ID]bool
+}
+
+// Key is "name.namespace".
+func (s *Service) Key() string { return s.Name + "." + s.Namespace }
+
+// Endpoint is one instance of a service: the address of its proxy's inbound
+// listener and the identity it must present.
+type Endpoint struct {
+	Addr   string
+	ID     spiffeid.ID
+	Labels map[string]string
+}
+
+// ServiceKey builds the map key of Snapshot.Services.
+func ServiceKey(name, namespace string) string { return name + "." + namespace }
+
+// Compile turns a pushed snapshot into an immutable Snapshot, or explains
+// why it cannot be applied (the proxy then NACKs and keeps its last good
+// one).
+func Compile(s *pb.Snapshot) (*Snapshot, error) {
+	if s.GetVersion() == "" {
+		return nil, fmt.Errorf("compile snapshot: empty version")
+	}
+	out := &Snapshot{
+		Version:      s.GetVersion(),
+		Hash:         s.GetHash(),
+		MTLSMode:     s.GetMesh().GetMtlsMode(),
+		AuthzDefault: s.GetMesh().GetAuthorizationDefault(),
+		TrustBundle:  x509.NewCertPool(),
+		Services:     make(map[string]*Service, len(s.GetServices())),
+	}
+	switch out.MTLSMode {
+	case "STRICT", "PERMISSIVE":
+	default:
+		return nil, fmt.Errorf("compile snapshot %s: mesh mtls mode %q is not STRICT or PERMISSIVE", s.GetVersion(), out.MTLSMode)
+	}
+	switch out.AuthzDefault {
+	case "deny", "allow":
+	default:
+		return nil, fmt.Errorf("compile snapshot %s: mesh authorization default %q is not deny or allow", s.GetVersion(), out.AuthzDefault)
+	}
+	if len(s.GetTrustBundle()) == 0 {
+		return nil, fmt.Errorf("compile snapshot %s: empty trust bundle", s.GetVersion())
+	}
+	for i, der := range s.GetTrustBundle() {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("compile snapshot %s: trust_bundle[%d]: %w", s.GetVersion(), i, err)
+		}
+		out.TrustBundle.AddCert(c)
+		out.Roots = append(out.Roots, c)
+	}
+	for i, svc := range s.GetServices() {
+		if svc.GetName() == "" || svc.GetNamespace() == "" {
+			return nil, fmt.Errorf("compile snapshot %s: services[%d]: empty name or namespace", s.GetVersion(), i)
+		}
+		cs := &Service{Name: svc.GetName(), Namespace: svc.GetNamespace(), Protocol: svc.GetProtocol(), IDs: map[spiffeid.ID]bool{}}
+		if cs.Protocol == "" {
+			cs.Protocol = ProtocolHTTP
+		}
+		for j, ep := range svc.GetEndpoints() {
+			id, err := spiffeid.FromString(ep.GetSpiffeId())
+			if err != nil {
+				return nil, fmt.Errorf("compile snapshot %s: services[%d].endpoints[%d]: %w", s.GetVersion(), i, j, err)
+			}
+			cs.Endpoints = append(cs.Endpoints, Endpoint{Addr: ep.GetAddress(), ID: id, Labels: ep.GetLabels()})
+			cs.IDs[id] = true
+		}
+		sort.Slice(cs.Endpoints, func(a, b int) bool { return cs.Endpoints[a].Addr < cs.Endpoints[b].Addr })
+		out.Services[cs.Key()] = cs
+	}
+	for i, raw := range s.GetPolicies() {
+		var o resource.Object
+		if err := json.Unmarshal(raw, &o); err != nil {
+			return nil, fmt.Errorf("compile snapshot %s: policies[%d]: %w", s.GetVersion(), i, err)
+		}
+		if err := resource.Validate(&o); err != nil {
+			return nil, fmt.Errorf("compile snapshot %s: policies[%d]: %w", s.GetVersion(), i, err)
+		}
+		out.Policies = append(out.Policies, o)
+	}
+	return out, nil
+}
