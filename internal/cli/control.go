@@ -30,7 +30,7 @@ func newControlCmd() *cobra.Command {
 			if !cmd.Flags().Changed("trust-domain") {
 				cfg.TrustDomain = ""
 			}
-			return runControl(cmd, cfg, lf, nil)
+			return runControl(cmd, cfg, lf)
 		}),
 	}
 	f := cmd.Flags()
@@ -40,13 +40,14 @@ func newControlCmd() *cobra.Command {
 	f.StringVar(&cfg.TrustDomain, "trust-domain", controlplane.DefaultTrustDomain, "SPIFFE trust domain, fixed at first start")
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "PEM file: an intermediate from your own PKI followed by its chain up to the root")
 	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "PEM file (mode 0600): the key of --ca-cert's intermediate")
+	f.DurationVar(&cfg.EndpointGracePeriod, "endpoint-grace-period", controlplane.DefaultEndpointGracePeriod, "how long a workload whose config stream dropped stays an endpoint")
+	f.DurationVar(&cfg.ReportInterval, "report-interval", controlplane.DefaultReportInterval, "how often proxies report the config they run")
 	lf.register(cmd)
 	return cmd
 }
 
 // runControl runs a control plane until the command's context ends.
-// started, when set, is called once it listens.
-func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, started func(*controlplane.Server)) error {
+func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags) error {
 	log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
 	if err != nil {
 		return userError("%v", err)
@@ -60,9 +61,6 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, starte
 	if err := srv.Start(); err != nil {
 		_ = srv.Close(context.Background())
 		return userError("control: %v", err)
-	}
-	if started != nil {
-		started(srv)
 	}
 	var serveErr error
 	select {

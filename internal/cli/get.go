@@ -30,6 +30,19 @@ func newGetCmd(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: runE(func(cmd *cobra.Command, args []string) error {
+			if output != "table" && output != "yaml" && output != "json" {
+				return userError("get: -o %q: use table, yaml or json", output)
+			}
+			if rk := registryKind(args[0]); rk != "" {
+				if len(args) == 2 {
+					return userError("get %s lists; drop %q and filter with -n", rk, args[1])
+				}
+				ns := namespace
+				if !cmd.Flags().Changed("namespace") {
+					ns = ""
+				}
+				return getRegistry(cmd.Context(), g, rk, ns, output, all, cmd.OutOrStdout())
+			}
 			kind, ok := resource.LookupKind(args[0])
 			if !ok {
 				return userError("get: unknown kind %q; known kinds: %s", args[0], kindNames())
@@ -86,6 +99,7 @@ func kindNames() string {
 	for _, k := range resource.Kinds() {
 		names = append(names, k.Plural)
 	}
+	names = append(names, "workloads", "services")
 	return strings.Join(names, ", ")
 }
 
