@@ -43,6 +43,9 @@ type Config struct {
 	// instead of generating a CA; set both or neither.
 	CACertFile string
 	CAKeyFile  string
+	// WorkloadTTL, when set, overrides Mesh.spec.certificates.workloadTTL
+	// (whose minimum is 5m): tests use seconds to exercise renewal.
+	WorkloadTTL time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.

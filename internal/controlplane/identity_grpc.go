@@ -28,6 +28,8 @@ type identityServer struct {
 	res     *resources
 	log     *slog.Logger
 	metrics *metrics
+	// ttlOverride replaces the mesh's workloadTTL when set (tests).
+	ttlOverride time.Duration
 }
 
 func (s *identityServer) Certify(ctx context.Context, req *pb.CertifyRequest) (*pb.CertifyResponse, error) {
@@ -77,7 +79,11 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 	if err != nil {
 		return nil, via, want.String(), status.Errorf(codes.Unavailable, "read mesh settings: %v", err)
 	}
-	leaf, err := s.ca.SignCSR(req.GetCsr(), want, mesh.Certificates.WorkloadTTL.Duration)
+	ttl := mesh.Certificates.WorkloadTTL.Duration
+	if s.ttlOverride > 0 {
+		ttl = s.ttlOverride
+	}
+	leaf, err := s.ca.SignCSR(req.GetCsr(), want, ttl)
 	switch {
 	case errors.Is(err, identity.ErrBadCSR):
 		return nil, via, want.String(), status.Errorf(codes.InvalidArgument, "%v", err)

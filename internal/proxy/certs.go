@@ -38,6 +38,7 @@ type CertManager struct {
 	log     *slog.Logger
 
 	cur    atomic.Pointer[tls.Certificate]
+	gotAt  atomic.Int64 // when cur arrived (UnixNano), for the renewal time
 	bundle atomic.Pointer[x509.CertPool]
 	roots0 atomic.Pointer[[]*x509.Certificate]
 
@@ -107,7 +108,7 @@ func (m *CertManager) Run(ctx context.Context) {
 	b := newBackoff(time.Second, 30*time.Second)
 	for {
 		cur := m.cur.Load()
-		wait := m.renewIn(cur.Leaf)
+		wait := m.renewIn(cur.Leaf, time.Unix(0, m.gotAt.Load()))
 		select {
 		case <-ctx.Done():
 			return
@@ -140,10 +141,12 @@ func (m *CertManager) Run(ctx context.Context) {
 	}
 }
 
-// renewIn is the time until renewal: half the life, with ±10% jitter.
-func (m *CertManager) renewIn(leaf *x509.Certificate) time.Duration {
-	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	at := leaf.NotBefore.Add(life / 2)
+// renewIn is the time until renewal: half the remaining life at receipt,
+// with ±10% jitter. NotBefore is not used: the CA backdates it for clock
+// skew, which would pull renewal early.
+func (m *CertManager) renewIn(leaf *x509.Certificate, gotAt time.Time) time.Duration {
+	life := leaf.NotAfter.Sub(gotAt)
+	at := gotAt.Add(life / 2)
 	jitter := time.Duration((mrand.Float64()*0.2 - 0.1) * float64(life))
 	return max(at.Add(jitter).Sub(m.now()), 0)
 }
@@ -195,6 +198,7 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	cert.Certificate = append(cert.Certificate, resp.GetIntermediates()...)
 	m.bundle.Store(pool)
 	m.roots0.Store(&roots)
+	m.gotAt.Store(m.now().UnixNano())
 	m.cur.Store(cert)
 	m.log.Info("workload certificate obtained", "spiffe_id", m.id.String(), "serial", leaf.SerialNumber.Text(16),
 		"expires", leaf.NotAfter.UTC().Format(time.RFC3339), "renewal", current != nil)

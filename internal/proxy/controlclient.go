@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
@@ -82,9 +83,9 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 	if err != nil {
 		return fmt.Errorf("open stream: %w", err)
 	}
-	hello := *c.Hello
+	hello := proto.Clone(c.Hello).(*pb.Hello)
 	hello.RunningVersion, hello.RunningHash = c.Running()
-	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: &hello}}); err != nil {
+	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
 	if c.OnConnect != nil {

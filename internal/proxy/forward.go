@@ -122,6 +122,9 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 	}
 	announced := len(resp.Trailer)
 	if announced > 0 {
+		// A hop that buffered the whole body may have added a length;
+		// HTTP/1.1 can only send trailers on a chunked body.
+		delete(h, "Content-Length")
 		keys := make([]string, 0, announced)
 		for k := range resp.Trailer {
 			keys = append(keys, k)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -290,9 +291,15 @@ func startHTTPApp(t testing.TB, h http.Handler, h2c bool) string {
 }
 
 // echoApp answers with what it saw: method, path, query, Host, the
-// X-Forwarded-Client-Cert header, and echoes the body.
+// X-Forwarded-Client-Cert header, and echoes the body (read whole first:
+// an HTTP/1 handler may not read the body once its response is flushed).
 func echoApp() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
 		w.Header().Set("X-Method", r.Method)
 		w.Header().Set("X-Path", r.URL.Path)
 		w.Header().Set("X-Query", r.URL.RawQuery)
@@ -301,7 +308,7 @@ func echoApp() http.Handler {
 		w.Header()["X-Got-Xfcc"] = r.Header.Values("X-Forwarded-Client-Cert")
 		w.Header().Set("X-Got-Hop", r.Header.Get("X-Hop"))
 		w.Header().Set("X-Got-Custom", r.Header.Get("X-Custom"))
-		_, _ = io.Copy(w, r.Body)
+		_, _ = w.Write(body)
 	})
 }
 
@@ -467,4 +474,13 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func mustParseURL(t testing.TB, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -167,4 +168,73 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// metricValue scrapes one un-labelled metric from a proxy's admin port.
+func metricValue(t *testing.T, p *proxy.Proxy, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
+}
+
+// TestRenewalUnderTraffic: with 3-second certificates, both proxies renew
+// several times while requests flow, and no request fails.
+func TestRenewalUnderTraffic(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
+	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	server := startProxy(t, cp, "catalog", app)
+	client := startProxy(t, cp, "frontend", "", proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"})
+	url := "http://" + client.UpstreamAddr(0) + "/"
+	hc := &http.Client{Timeout: 5 * time.Second}
+	waitFor(t, "catalog reachable", func() bool {
+		resp, err := hc.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	var ok, failed int
+	end := time.Now().Add(5 * time.Second)
+	for time.Now().Before(end) {
+		resp, err := hc.Get(url)
+		if err != nil {
+			failed++
+			t.Logf("request failed: %v", err)
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			failed++
+			t.Logf("request: %s", resp.Status)
+			continue
+		}
+		ok++
+		time.Sleep(2 * time.Millisecond)
+	}
+	if failed > 0 || ok < 100 {
+		t.Errorf("under renewal: %d ok, %d failed; want no failures", ok, failed)
+	}
+	for name, p := range map[string]*proxy.Proxy{"client": client, "server": server} {
+		if n := metricValue(t, p, "trellis_certificate_renewals_total"); n < 2 {
+			t.Errorf("%s proxy renewed %v times in 5s with 3s certificates, want at least 2", name, n)
+		}
+	}
 }

@@ -131,7 +131,8 @@ func (b *syncBuffer) String() string {
 
 // controlProcess is a `trellis control` subprocess.
 type controlProcess struct {
-	DataDir string
+	DataDir  string
+	GRPCAddr string
 	APIURL  string // what the CLI dials: 127.0.0.1 even when listening on 0.0.0.0
 	cmd     *exec.Cmd
 	stderr  syncBuffer // the logs
@@ -155,10 +156,12 @@ func startControl(t *testing.T, dataDir, apiAddr string, extra ...string) *contr
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		scheme = "http"
 	}
-	args := append([]string{"control", "--data-dir", dataDir, "--grpc-addr", freeAddr(t, "127.0.0.1"),
+	grpcAddr := freeAddr(t, "127.0.0.1")
+	args := append([]string{"control", "--data-dir", dataDir, "--grpc-addr", grpcAddr,
 		"--api-addr", apiAddr, "--log-format", "json"}, extra...)
 	p := &controlProcess{
-		DataDir: dataDir,
+		DataDir:  dataDir,
+		GRPCAddr: grpcAddr,
 		APIURL:  scheme + "://" + net.JoinHostPort("127.0.0.1", port),
 		cmd:     exec.Command(trellisBin, args...),
 		exited:  make(chan struct{}),

@@ -1,0 +1,86 @@
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/testutil"
+)
+
+// startDemo starts the demo on a random base port, retrying when a port
+// is taken.
+func startDemo(t *testing.T) *Mesh {
+	t.Helper()
+	var lastErr error
+	for range 5 {
+		base := 20000 + rand.IntN(400)*100
+		m, err := Start(context.Background(), Options{BasePort: base, TrafficInterval: 50 * time.Millisecond, Logger: testutil.Logger(t)})
+		if err == nil {
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				if err := m.Stop(ctx); err != nil {
+					t.Errorf("stop demo: %v", err)
+				}
+			})
+			return m
+		}
+		lastErr = err
+	}
+	t.Fatalf("start demo: %v", lastErr)
+	return nil
+}
+
+func TestDemoMesh(t *testing.T) {
+	m := startDemo(t)
+	resp, err := http.Get(m.Frontend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var got struct {
+		Catalog  map[string]any `json:"catalog"`
+		Payments map[string]any `json:"payments"`
+	}
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("frontend answered %s: %v", body, err)
+	}
+	const frontendID = "spiffe://trellis.local/ns/shop/sa/frontend"
+	if got.Catalog["caller"] != frontendID || got.Payments["caller"] != frontendID {
+		t.Errorf("catalog and payments saw callers %v and %v, want %s (over mTLS)", got.Catalog["caller"], got.Payments["caller"], frontendID)
+	}
+	// The traffic generator runs and its calls succeed.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ok, fail := m.Traffic()
+		if ok >= 3 {
+			if fail > 0 {
+				t.Errorf("traffic generator: %d ok, %d failed", ok, fail)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("traffic generator: %d ok, %d failed after 5s", ok, fail)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Every proxy serves /ready and metrics.
+	for name, p := range m.Proxies {
+		resp, err := http.Get("http://" + p.AdminAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), "trellis_certificate_expiry_timestamp_seconds") {
+			t.Errorf("%s metrics lack the certificate expiry", name)
+		}
+	}
+}
