@@ -133,10 +133,10 @@ func (b *syncBuffer) String() string {
 type controlProcess struct {
 	DataDir  string
 	GRPCAddr string
-	APIURL  string // what the CLI dials: 127.0.0.1 even when listening on 0.0.0.0
-	cmd     *exec.Cmd
-	stderr  syncBuffer // the logs
-	exited  chan struct{}
+	APIURL   string // what the CLI dials: 127.0.0.1 even when listening on 0.0.0.0
+	cmd      *exec.Cmd
+	stderr   syncBuffer // the logs
+	exited   chan struct{}
 }
 
 // startControl starts `trellis control` on dataDir with JSON logs, the gRPC
@@ -162,9 +162,9 @@ func startControl(t *testing.T, dataDir, apiAddr string, extra ...string) *contr
 	p := &controlProcess{
 		DataDir:  dataDir,
 		GRPCAddr: grpcAddr,
-		APIURL:  scheme + "://" + net.JoinHostPort("127.0.0.1", port),
-		cmd:     exec.Command(trellisBin, args...),
-		exited:  make(chan struct{}),
+		APIURL:   scheme + "://" + net.JoinHostPort("127.0.0.1", port),
+		cmd:      exec.Command(trellisBin, args...),
+		exited:   make(chan struct{}),
 	}
 	p.cmd.Env = cleanEnv()
 	p.cmd.Stderr = &p.stderr
