@@ -12,6 +12,9 @@ type Request struct {
 	// Source is the caller's SPIFFE ID; zero for a plaintext caller
 	// (PERMISSIVE mode).
 	Source spiffeid.ID
+	// Principal is Source as a string ("" for plaintext); set it to spare
+	// the decision a conversion.
+	Principal string
 	// Protocol is the inbound protocol: http, http2, grpc or tcp.
 	Protocol string
 	// HTTP fields; empty for TCP.
@@ -27,6 +30,8 @@ type Decision struct {
 	// Policy names the deciding policy ("namespace/name"), or "" when the
 	// mesh default decided.
 	Policy string
+	// Rule is the matching rule's index in Policy, or -1.
+	Rule   int
 	Reason string
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/policy"
 )
 
 // Defaults for Config's zero values.
@@ -56,7 +58,7 @@ type Config struct {
 	AdminAddr      string // --admin-addr, default 127.0.0.1:15000
 	Labels         map[string]string
 	DrainTimeout   time.Duration
-	Authorizer     Authorizer // nil = MeshDefaultAuthorizer
+	Authorizer     Authorizer // nil = PolicyAuthorizer for this workload
 	Logger         *slog.Logger
 	Now            func() time.Time
 }
@@ -86,11 +88,14 @@ func (c *Config) setDefaults() {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
 	}
-	if c.Authorizer == nil {
-		c.Authorizer = MeshDefaultAuthorizer{}
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Authorizer == nil {
+		c.Authorizer = &PolicyAuthorizer{
+			Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
+			Log:      c.Logger,
+		}
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -10,6 +10,22 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
+// The data path, end to end:
+//
+//	app -> Outbound (ServeUpstream / ServeHTTPProxy: HTTP/1.1, h2c, TCP)
+//	    -> balancer picks a PeerEndpoint -> mTLS dial with secure naming
+//	       (ALPN h2: pooled, multiplexed; http/1.1: Upgrade; trellis-tcp/1:
+//	       one tunnel per connection)
+//	    -> Inbound (sniff TLS or plaintext, verify the caller)
+//	    -> Authorizer per request or connection -> X-Forwarded-Client-Cert
+//	    -> app (HTTP/1.1 keep-alive pool, or h2c for http2/grpc; TCP)
+//
+// Files: inbound.go and inboundhttp.go (the server side), outbound.go and
+// httpproxy.go (the client side), pool.go and balancer.go (endpoints and
+// their connections), tlsconfig.go (mTLS and identity checks), forward.go,
+// upgrade.go and appclient.go (moving HTTP), tunnel.go (moving bytes),
+// metrics.go.
+
 // DataPlaneConfig configures the inbound and outbound data path. Zero values
 // mean the documented defaults.
 type DataPlaneConfig struct {

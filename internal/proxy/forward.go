@@ -120,6 +120,14 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) error {
 	if c, ok := resp.Header["Connection"]; ok {
 		removeConnectionTokens(h, c)
 	}
+	// The proxy's own server would add a sniffed Content-Type and a Date
+	// the upstream did not send; a nil value suppresses each.
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		h["Content-Type"] = nil
+	}
+	if _, ok := resp.Header["Date"]; !ok {
+		h["Date"] = nil
+	}
 	announced := len(resp.Trailer)
 	if announced > 0 {
 		// A hop that buffered the whole body may have added a length;
@@ -174,6 +182,12 @@ func copyBody(w http.ResponseWriter, body io.Reader, remaining int64) error {
 			return &upstreamBodyError{rerr}
 		}
 	}
+}
+
+// bodyless reports whether a server request carries no body (an HTTP/2
+// server request always has a Body, empty when the stream ended).
+func bodyless(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 }
 
 // enableFullDuplex lets an HTTP/1 handler keep reading the request body

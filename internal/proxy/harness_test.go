@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -153,11 +154,14 @@ type meshOptions struct {
 	serverIdent  proxy.Identity
 	extra        []*proxy.Service
 	drainTimeout time.Duration
+	// pki issues the default identities and is the trust bundle; a new
+	// one when nil.
+	pki *pki
 }
 
 // mesh is a client proxy and a server proxy for service catalog.shop.
 type mesh struct {
-	t             *testing.T
+	t             testing.TB
 	pki           *pki
 	snap          snapHolder
 	in            *proxy.Inbound
@@ -173,7 +177,7 @@ type mesh struct {
 	opts          meshOptions
 }
 
-func newMesh(t *testing.T, o meshOptions) *mesh {
+func newMesh(t testing.TB, o meshOptions) *mesh {
 	t.Helper()
 	if o.protocol == "" {
 		o.protocol = proxy.ProtocolHTTP
@@ -187,7 +191,10 @@ func newMesh(t *testing.T, o meshOptions) *mesh {
 	if o.serverID.IsZero() {
 		o.serverID = catalogID
 	}
-	m := &mesh{t: t, pki: newPKI(t), clientMetrics: proxy.NewMetrics(), serverMetrics: proxy.NewMetrics(), opts: o}
+	if o.pki == nil {
+		o.pki = newPKI(t)
+	}
+	m := &mesh{t: t, pki: o.pki, clientMetrics: proxy.NewMetrics(), serverMetrics: proxy.NewMetrics(), opts: o}
 	m.logs = newLogBuffer(t)
 	if o.clientIdent == nil {
 		o.clientIdent = m.pki.identity(frontendID)
@@ -235,6 +242,8 @@ func newMesh(t *testing.T, o meshOptions) *mesh {
 func (m *mesh) upstream(key string) string {
 	l := listen(m.t)
 	serve(m.t, "upstream "+key, func() error { return m.out.ServeUpstream(l, key) })
+	// Cleanups run last-in first-out: shut down before serve's check.
+	m.t.Cleanup(func() { shutdown(m.t, m.out.Shutdown) })
 	return l.Addr().String()
 }
 
@@ -256,9 +265,13 @@ func serve(t testing.TB, what string, f func() error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := f(); err != nil && err != http.ErrServerClosed {
-			t.Errorf("%s: Serve: %v", what, err)
-		}
+		// The label follows every goroutine the server starts, so CPU
+		// profiles of the benchmarks split by proxy side.
+		pprof.Do(context.Background(), pprof.Labels("serve", what), func(context.Context) {
+			if err := f(); err != nil && err != http.ErrServerClosed {
+				t.Errorf("%s: Serve: %v", what, err)
+			}
+		})
 	}()
 	t.Cleanup(func() {
 		select {

@@ -59,18 +59,25 @@ func TestHTTP1GetPostKeepAlive(t *testing.T) {
 		}
 	}
 
-	body := strings.Repeat("post body ", 1000)
-	req, _ := http.NewRequest(http.MethodPost, m.url("/orders"), strings.NewReader(body))
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	resp, got := do(t, c, req)
-	if resp.StatusCode != http.StatusOK || got != body || resp.Header.Get("X-Method") != "POST" {
-		t.Errorf("POST: got %d %s with %d body bytes, want 200 POST echoing %d bytes", resp.StatusCode, resp.Header.Get("X-Method"), len(got), len(body))
-	}
-	if got := reused.Load(); got != n {
-		t.Errorf("client connection reused %d times, want %d (keep-alive through the outbound listener)", got, n)
-	}
 	if got := appConns.Load(); got != 1 {
-		t.Errorf("app accepted %d connections for %d sequential requests, want 1 (keep-alive pool)", got, n+1)
+		t.Errorf("app accepted %d connections for %d sequential GETs, want 1 (keep-alive pool)", got, n)
+	}
+	// Requests with a body take the other pool to the app; it keeps its
+	// connection alive too.
+	body := strings.Repeat("post body ", 1000)
+	for i := range n {
+		req, _ := http.NewRequest(http.MethodPost, m.url("/orders"), strings.NewReader(body))
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+		resp, got := do(t, c, req)
+		if resp.StatusCode != http.StatusOK || got != body || resp.Header.Get("X-Method") != "POST" {
+			t.Errorf("POST %d: got %d %s with %d body bytes, want 200 POST echoing %d bytes", i, resp.StatusCode, resp.Header.Get("X-Method"), len(got), len(body))
+		}
+	}
+	if got := reused.Load(); got != 2*n-1 {
+		t.Errorf("client connection reused %d times, want %d (keep-alive through the outbound listener)", got, 2*n-1)
+	}
+	if got := appConns.Load(); got != 2 {
+		t.Errorf("app accepted %d connections for %d sequential GETs and POSTs, want 2 (two keep-alive pools)", got, 2*n)
 	}
 }
 
@@ -236,5 +243,37 @@ func TestRequestMetrics(t *testing.T) {
 	allow := map[string]string{"decision": "allow", "policy": ""}
 	if got := metric(t, m.serverMetrics, "trellis_authz_decisions_total", allow); got != 3 {
 		t.Errorf("trellis_authz_decisions_total%v = %v, want 3", allow, got)
+	}
+}
+
+// TestResponsePassesUnchanged: the proxies add no Content-Type or Date the
+// app did not send, and keep the ones it did.
+func TestResponsePassesUnchanged(t *testing.T) {
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/typed" {
+			w.Header().Set("Content-Type", "application/x-thing")
+			w.Header().Set("Date", "Mon, 02 Jan 2006 15:04:05 GMT")
+		} else {
+			w.Header()["Content-Type"] = nil
+			w.Header()["Date"] = nil
+		}
+		_, _ = io.WriteString(w, "<html>sniff me</html>")
+	})
+	m := newMesh(t, meshOptions{app: app})
+	for _, c := range []*http.Client{newClient(t), h2cClient(t)} {
+		resp, _ := get(t, c, m.url("/bare"))
+		if got, ok := resp.Header["Content-Type"]; ok {
+			t.Errorf("%s: Content-Type %q added, want none", resp.Proto, got)
+		}
+		if got, ok := resp.Header["Date"]; ok {
+			t.Errorf("%s: Date %q added, want none", resp.Proto, got)
+		}
+		resp, _ = get(t, c, m.url("/typed"))
+		if got := resp.Header.Get("Content-Type"); got != "application/x-thing" {
+			t.Errorf("%s: Content-Type %q, want the app's", resp.Proto, got)
+		}
+		if got := resp.Header.Get("Date"); got != "Mon, 02 Jan 2006 15:04:05 GMT" {
+			t.Errorf("%s: Date %q, want the app's", resp.Proto, got)
+		}
 	}
 }

@@ -111,9 +111,3 @@ func serviceKeyFromHost(host string) (string, bool) {
 	}
 	return host, true
 }
-
-// splitServiceKey splits "name.namespace" for metric labels.
-func splitServiceKey(key string) (string, string) {
-	name, ns, _ := strings.Cut(key, ".")
-	return name, ns
-}

@@ -26,6 +26,7 @@ type Inbound struct {
 	dialer  *net.Dialer
 	appH1   *http.Transport
 	appH2   *http.Transport // h2c, for http2 and grpc apps
+	app     *appClient      // fast path for bodyless requests to HTTP/1.1 apps
 	srv     *http.Server
 	httpLis *chanListener
 	started sync.Once
@@ -56,6 +57,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	}
 	in.appH1 = appTransport(in.dialer, false)
 	in.appH2 = appTransport(in.dialer, true)
+	in.app = newAppClient(cfg.AppAddr, in.dialer, in.appH1)
 	in.dest = cfg.Metrics.dest(directionInbound, cfg.Service, cfg.Namespace, "", "")
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace)
 	in.srv = newHTTPServer(inboundHandler{in}, cfg, true)
@@ -310,6 +312,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, <-connsDone)
 	in.appH1.CloseIdleConnections()
 	in.appH2.CloseIdleConnections()
+	in.app.CloseIdleConnections()
 	if err != nil {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}

@@ -45,6 +45,9 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 		plainError(w, http.StatusForbidden, "trellis: mutual TLS required\n")
 		return http.StatusForbidden, false
 	}
+	// Only the proxy may speak for the caller: whatever a caller sent is
+	// replaced by what its certificate proved (and policies never see it).
+	delete(r.Header, xfccHeader)
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
 		Source: p.id, Protocol: in.cfg.Protocol,
 		Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header,
@@ -57,9 +60,6 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 		plainError(w, http.StatusForbidden, "trellis: access denied\n")
 		return http.StatusForbidden, false
 	}
-	// Only the proxy may speak for the caller: whatever a caller sent is
-	// replaced by what its certificate proved.
-	delete(r.Header, xfccHeader)
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
@@ -71,7 +71,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 		return code, false
 	}
 	enableFullDuplex(w, r)
-	rt := in.appH1
+	var rt http.RoundTripper = in.app
 	if in.cfg.Protocol == ProtocolHTTP2 || in.cfg.Protocol == ProtocolGRPC {
 		rt = in.appH2
 	}

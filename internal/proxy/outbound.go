@@ -275,7 +275,7 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 // consumed nothing, and there is nothing to replay).
 func retryable(r *http.Request, err error) bool {
 	var de *dialError
-	return (r.Body == nil || r.Body == http.NoBody) && errors.As(err, &de)
+	return bodyless(r) && errors.As(err, &de)
 }
 
 // upstreamFailed answers a request no endpoint took: 503 when the peer
@@ -312,8 +312,9 @@ func (o *Outbound) refuse(w http.ResponseWriter, key string, rt *route, reason s
 	if rt != nil {
 		rt.dest.upstreamFailure(reason)
 	} else {
-		name, ns := splitServiceKey(key)
-		o.cfg.Metrics.upstreamFailure(name, ns, reason)
+		// Not a configured service: the name may be anything the app
+		// asked for, so it goes to the log, not into a label.
+		o.cfg.Metrics.upstreamFailure("", "", reason)
 	}
 	if o.logs.allow(key + " " + reason) {
 		o.log.Warn("outbound call refused", "service", key, "reason", reason, "detail", msg)

@@ -40,7 +40,16 @@ type PeerEndpoint struct {
 	// downUntil (Unix ns) ejects the endpoint after dial failures; 0 when
 	// healthy.
 	downUntil atomic.Int64
+	// lastFail (Unix ns) and lastErr: the most recent failed dial, replayed
+	// to dials attempted within failFastWindow of it.
+	lastFail atomic.Int64
+	lastErr  atomic.Pointer[dialError]
 }
+
+// failFastWindow: dials this soon after a failed one fail the same way
+// without trying, so calls that queued behind it do not each wait out a
+// dial timeout. Short, so a recovered endpoint is found again quickly.
+const failFastWindow = 250 * time.Millisecond
 
 // Addr is the endpoint's proxy address.
 func (e *PeerEndpoint) Addr() string { return e.addr }
@@ -60,7 +69,9 @@ const (
 	ejectMax  = 10 * time.Second
 )
 
-func (e *PeerEndpoint) dialFailed() {
+func (e *PeerEndpoint) dialFailed(err *dialError) {
+	e.lastErr.Store(err)
+	e.lastFail.Store(time.Now().UnixNano())
 	n := e.fails.Add(1)
 	d := ejectMax
 	if n < 8 {
@@ -73,6 +84,7 @@ func (e *PeerEndpoint) dialSucceeded() {
 	if e.fails.Load() != 0 {
 		e.fails.Store(0)
 		e.downUntil.Store(0)
+		e.lastFail.Store(0)
 	}
 }
 
@@ -95,11 +107,11 @@ func newPeerEndpoint(cfg DataPlaneConfig, addr string, want map[spiffeid.ID]bool
 		},
 		Protocols:          &p,
 		DisableCompression: true,
-		// MaxConnsPerHost stays unlimited although HTTP/2 needs one
-		// connection: with a limit, requests queue behind a dial to a
-		// blackholed endpoint one dial timeout each. Requests racing on a
-		// cold endpoint may dial in parallel; the HTTP/2 pool keeps one
-		// connection and closes the extras.
+		// One dial at a time: a burst of first calls waits for one
+		// connection instead of each handshaking its own. Calls queued
+		// behind a failed dial fail at once (see dialTLS), so a
+		// blackholed endpoint costs them one dial timeout, not one each.
+		MaxConnsPerHost: 1,
 		IdleConnTimeout: 2 * time.Minute,
 		HTTP2: &http.HTTP2Config{
 			SendPingTimeout:               30 * time.Second,
@@ -166,17 +178,22 @@ func (e *dialError) Unwrap() error { return e.err }
 // dialTLS connects to the endpoint's proxy and completes the mTLS handshake
 // with secure naming, all within the dial timeout.
 func (e *PeerEndpoint) dialTLS(ctx context.Context, conf *tls.Config) (*tls.Conn, error) {
+	if t := e.lastFail.Load(); t != 0 && time.Now().UnixNano()-t < int64(failFastWindow) {
+		if last := e.lastErr.Load(); last != nil {
+			return nil, last
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	raw, err := e.dialer.DialContext(ctx, "tcp", e.addr)
 	if err != nil {
-		e.dialFailed()
-		return nil, &dialError{addr: e.addr, reason: failDial, err: err}
+		de := &dialError{addr: e.addr, reason: failDial, err: err}
+		e.dialFailed(de)
+		return nil, de
 	}
 	tc := tls.Client(raw, conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		closeQuietly(raw)
-		e.dialFailed()
 		reason := failTLS
 		var ne *NamingError
 		switch {
@@ -185,7 +202,9 @@ func (e *PeerEndpoint) dialTLS(ctx context.Context, conf *tls.Config) (*tls.Conn
 		case errors.Is(err, errNoCertificate):
 			reason = failNoCertificate
 		}
-		return nil, &dialError{addr: e.addr, reason: reason, err: err}
+		de := &dialError{addr: e.addr, reason: reason, err: err}
+		e.dialFailed(de)
+		return nil, de
 	}
 	e.dialSucceeded()
 	return tc, nil

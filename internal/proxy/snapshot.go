@@ -9,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -40,6 +41,12 @@ type Snapshot struct {
 	Services map[string]*Service
 	// Policies select this proxy's workload (input for the policy engine).
 	Policies []resource.Object
+	// Engine decides inbound requests: Policies compiled with the mesh
+	// default.
+	Engine *policy.Engine
+	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
+	// serves exactly one service (for policies' `services` condition).
+	ServiceOf map[string]string
 }
 
 // Service is a mesh service this proxy may call.
@@ -130,6 +137,25 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 			return nil, fmt.Errorf("compile snapshot %s: policies[%d]: %w", s.GetVersion(), i, err)
 		}
 		out.Policies = append(out.Policies, o)
+	}
+	engine, err := policy.Compile(out.Policies, policy.Options{DefaultAllow: out.AuthzDefault == "allow"})
+	if err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	out.Engine = engine
+	out.ServiceOf = map[string]string{}
+	ambiguous := map[string]bool{}
+	for _, svc := range out.Services {
+		for id := range svc.IDs {
+			k := id.String()
+			if prev, seen := out.ServiceOf[k]; seen && prev != svc.Name {
+				ambiguous[k] = true
+			}
+			out.ServiceOf[k] = svc.Name
+		}
+	}
+	for k := range ambiguous {
+		delete(out.ServiceOf, k)
 	}
 	return out, nil
 }

@@ -237,6 +237,21 @@ func TestHTTPProxyRouting(t *testing.T) {
 			t.Errorf("%s: got %s %q, want %s with %q", tc.url, resp.Status, body, tc.code, tc.body)
 		}
 	}
+	// CONNECT to a name that is not a mesh service is an HTTP error, not a
+	// tunnel.
+	for _, host := range []string{"nope.shop:443", "catalog:443"} {
+		c, err := net.Dial("tcp", m.proxyAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "CONNECT "+host+" HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodConnect})
+		c.Close()
+		if err != nil || resp.StatusCode != http.StatusBadGateway {
+			t.Errorf("CONNECT %s: %v %v, want 502", host, resp, err)
+		}
+	}
 	m.logs.waitLog(t, "outbound call refused", "catalog.default", "unknown_service")
 	m.logs.waitLog(t, "host=catalog", "not SERVICE.NAMESPACE")
 	m.logs.waitLog(t, "outbound call refused", "orders.shop", "no_endpoints")

@@ -1,0 +1,9 @@
+//go:build !unix
+
+package proxy
+
+import "net"
+
+// connAlive cannot peek without blocking here; a dead connection is
+// caught by the replay of a failed exchange instead.
+func connAlive(net.Conn) bool { return true }

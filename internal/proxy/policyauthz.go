@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/trellismesh/trellis/internal/policy"
+)
+
+// PolicyAuthorizer decides with the policy engine compiled into each
+// Snapshot, for one workload. Every deny and every audit-mode would-deny is
+// logged as an audit event (JSON when the proxy logs JSON) until the
+// collector ships them.
+type PolicyAuthorizer struct {
+	Workload policy.Workload
+	Log      *slog.Logger
+	// Audits counts audit-mode would-deny events.
+	Audits atomic.Int64
+}
+
+// Authorize implements Authorizer.
+func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
+	if snap == nil || snap.Engine == nil {
+		return Decision{Allow: false, Rule: -1, Reason: "no configuration"}
+	}
+	principal := req.Principal
+	if principal == "" && !req.Source.IsZero() {
+		principal = req.Source.String()
+	}
+	pr := policy.Request{
+		Principal:     principal,
+		SourceService: snap.ServiceOf[principal],
+		HTTP:          req.Protocol != ProtocolTCP,
+		Method:        req.Method,
+		Path:          req.Path,
+		Host:          req.Host,
+	}
+	if req.Header != nil {
+		pr.Header = req.Header.Get
+	}
+	var audit func(policy.AuditResult)
+	if snap.Engine.Len() > 0 {
+		audit = func(ar policy.AuditResult) {
+			if ar.WouldAllow {
+				return
+			}
+			a.Audits.Add(1)
+			a.Log.Warn("audit: would deny", "event", "authz.audit_would_deny", "policy", ar.Policy, "rule", ar.Rule, "reason", ar.Reason,
+				"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
+				"method", req.Method, "path", req.Path)
+		}
+	}
+	d := snap.Engine.DecideAudit(&a.Workload, &pr, audit)
+	if !d.Allow {
+		a.Log.Info("authorization denied", "event", "authz.deny", "policy", d.Policy, "rule", d.Rule, "reason", d.Reason,
+			"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
+			"protocol", req.Protocol, "method", req.Method, "path", req.Path)
+	}
+	return Decision{Allow: d.Allow, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason}
+}
