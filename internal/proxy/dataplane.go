@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"strings"
@@ -73,6 +75,9 @@ const (
 )
 
 func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
+	if c.Identity == nil {
+		c.Identity = noIdentity{}
+	}
 	if c.Authorizer == nil {
 		c.Authorizer = MeshDefaultAuthorizer{}
 	}
@@ -99,6 +104,14 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 	}
 	return c
 }
+
+// noIdentity stands in for a missing Identity: every handshake fails with
+// "no workload certificate yet" rather than the proxy crashing.
+type noIdentity struct{}
+
+func (noIdentity) ID() spiffeid.ID               { return spiffeid.ID{} }
+func (noIdentity) Certificate() *tls.Certificate { return nil }
+func (noIdentity) Bundle() *x509.CertPool        { return nil }
 
 // ALPN protocols between proxies. h2 carries HTTP, multiplexed; http/1.1
 // carries only Upgrade requests (WebSocket), which h2 cannot; trellis-tcp/1

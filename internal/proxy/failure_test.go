@@ -320,3 +320,17 @@ func TestConfigPushKeepsConnections(t *testing.T) {
 		t.Errorf("inbound accepted %d more connections across 5 config pushes, want 0 (connection kept)", got-first)
 	}
 }
+
+// TestNoCertificateYet: before the proxy holds a certificate, calls fail
+// fast with a reason instead of hanging or crashing.
+func TestNoCertificateYet(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	out := proxy.NewOutbound(proxy.DataPlaneConfig{Snapshot: m.snap.get, Logger: m.logs.logger})
+	l := listen(t)
+	serve(t, "upstream", func() error { return out.ServeUpstream(l, m.svc.Key()) })
+	t.Cleanup(func() { shutdown(t, out.Shutdown) })
+	resp, body, took := timedGet(t, newClient(t), "http://"+l.Addr().String()+"/")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no workload certificate") || took > fast {
+		t.Errorf("got %d %q after %v, want a fast 503 naming the missing certificate", resp.StatusCode, body, took)
+	}
+}

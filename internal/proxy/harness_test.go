@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/identity"
@@ -435,8 +434,9 @@ func (b *logBuffer) waitLog(t testing.TB, parts ...string) {
 	}
 }
 
-// metric returns the value of the series name{labels} (0 when absent);
-// counters and histograms (sample count) alike.
+// metric returns the value of the series name{labels} (0 when absent),
+// summed over series that also carry other labels; counters and
+// histograms (sample count) alike.
 func metric(t testing.TB, m *proxy.Metrics, name string, labels map[string]string) float64 {
 	t.Helper()
 	fams, err := m.Registry().Gather()
@@ -449,32 +449,27 @@ func metric(t testing.TB, m *proxy.Metrics, name string, labels map[string]strin
 			continue
 		}
 		for _, s := range f.GetMetric() {
-			if matches(s, labels) {
-				switch {
-				case s.Counter != nil:
-					sum += s.GetCounter().GetValue()
-				case s.Histogram != nil:
-					sum += float64(s.GetHistogram().GetSampleCount())
+			have := map[string]string{}
+			for _, l := range s.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			match := true
+			for k, v := range labels {
+				if got, ok := have[k]; !ok || got != v {
+					match = false
 				}
+			}
+			if !match {
+				continue
+			}
+			if c := s.GetCounter(); c != nil {
+				sum += c.GetValue()
+			} else if h := s.GetHistogram(); h != nil {
+				sum += float64(h.GetSampleCount())
 			}
 		}
 	}
 	return sum
-}
-
-func matches(s *dto.Metric, labels map[string]string) bool {
-	for k, v := range labels {
-		found := false
-		for _, l := range s.GetLabel() {
-			if l.GetName() == k && l.GetValue() == v {
-				found = true
-			}
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
 }
 
 // eventually polls cond for up to 5s.

@@ -244,7 +244,7 @@ func (in *Inbound) reject(c net.Conn, reason string, err error) {
 
 // serveTCP authorizes one TCP connection and tunnels it to the app.
 func (in *Inbound) serveTCP(conn net.Conn, p *peer, snap *Snapshot) {
-	dec := in.cfg.Authorizer.Authorize(snap, &Request{Source: p.id, Protocol: ProtocolTCP})
+	dec := in.cfg.Authorizer.Authorize(snap, &Request{Source: p.id, Principal: p.principal, Protocol: ProtocolTCP})
 	in.cfg.Metrics.decision(dec)
 	if !dec.Allow {
 		in.log.Debug("tcp connection denied", "source", p.principal, "reason", dec.Reason, "policy", dec.Policy)

@@ -49,7 +49,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 	// replaced by what its certificate proved (and policies never see it).
 	delete(r.Header, xfccHeader)
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
-		Source: p.id, Protocol: in.cfg.Protocol,
+		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
 		Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header,
 	})
 	in.cfg.Metrics.decision(dec)

@@ -27,6 +27,7 @@ type PeerEndpoint struct {
 	wantList []spiffeid.ID
 	timeout  time.Duration
 	dialer   *net.Dialer
+	identity Identity
 
 	h2Conf, h1Conf, tcpConf *tls.Config
 	// h2 multiplexes HTTP requests over one connection.
@@ -95,6 +96,7 @@ func newPeerEndpoint(cfg DataPlaneConfig, addr string, want map[spiffeid.ID]bool
 		wantList: wantList,
 		timeout:  cfg.DialTimeout,
 		dialer:   &net.Dialer{Timeout: cfg.DialTimeout},
+		identity: cfg.Identity,
 	}
 	e.h2Conf = clientTLSConfig(cfg.Identity, alpnH2, addr, want, e.wantList)
 	e.h1Conf = clientTLSConfig(cfg.Identity, alpnHTTP1, addr, want, e.wantList)
@@ -182,6 +184,10 @@ func (e *PeerEndpoint) dialTLS(ctx context.Context, conf *tls.Config) (*tls.Conn
 		if last := e.lastErr.Load(); last != nil {
 			return nil, last
 		}
+	}
+	if e.identity.Certificate() == nil {
+		// Not the endpoint's fault: no failure recorded against it.
+		return nil, &dialError{addr: e.addr, reason: failNoCertificate, err: errNoCertificate}
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
