@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"github.com/trellismesh/trellis/internal/identity"
+	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -54,28 +54,10 @@ func policyFromObject(o *resource.Object) (policy, error) {
 	return policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
 }
 
-// selects reports whether p applies to w's inbound side. A policy selects
-// workloads of its own namespace: an empty selector all of them, otherwise
-// every field given must match (service equal, matchLabels a subset of the
-// workload's labels). A policy with an empty selector in trellis-system
-// selects every workload of the mesh.
+// selects reports whether p applies to w's inbound side, by the policy
+// engine's own selection rules (one definition for the whole mesh).
 func selects(p *policy, w *workload) bool {
-	emptySelector := p.Selector.Service == "" && len(p.Selector.MatchLabels) == 0
-	if emptySelector && p.Namespace == identity.ControlPlaneNamespace {
-		return true
-	}
-	if p.Namespace != w.Namespace {
-		return false
-	}
-	if p.Selector.Service != "" && p.Selector.Service != w.Service {
-		return false
-	}
-	for k, v := range p.Selector.MatchLabels {
-		if got, ok := w.Labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return authz.Selects(p.Namespace, p.Selector, &authz.Workload{Namespace: w.Namespace, Service: w.Service, Labels: w.Labels})
 }
 
 // snapshotInput is everything snapshots are built from at one moment.
@@ -113,7 +95,7 @@ type meshView struct {
 // newMeshView builds the shared part of snapshots from in.
 func newMeshView(in snapshotInput) (*meshView, error) {
 	v := &meshView{
-		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default},
+		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy},
 		trustBundle: in.TrustBundle,
 		services:    servicesOf(in.Workloads),
 		policies:    slices.Clone(in.Policies),

@@ -29,6 +29,10 @@ func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// deniedByHeader names the denying policy on a 403, unless the mesh hides
+// it (Mesh.spec.authorization.hidePolicy).
+const deniedByHeader = "X-Trellis-Denied-By"
+
 // Status codes recorded for requests that got no upstream response.
 const statusClientClosed = 499
 
@@ -57,7 +61,10 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 		if in.log.Enabled(r.Context(), slog.LevelDebug) {
 			in.log.Debug("request denied", "source", p.principal, "method", r.Method, "path", r.URL.Path, "policy", dec.Policy, "reason", dec.Reason)
 		}
-		plainError(w, http.StatusForbidden, "trellis: access denied\n")
+		if dec.Policy != "" && !snap.HidePolicy {
+			w.Header()[deniedByHeader] = []string{dec.Policy}
+		}
+		plainError(w, http.StatusForbidden, "RBAC: access denied\n")
 		return http.StatusForbidden, false
 	}
 	if p.xfcc != nil {

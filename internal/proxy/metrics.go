@@ -74,8 +74,8 @@ func NewMetrics() *Metrics {
 		}, []string{"direction", "destination_service", "destination_namespace"}),
 		authz: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_authz_decisions_total",
-			Help: "Inbound authorization decisions; policy is empty when the mesh default decided.",
-		}, []string{"decision", "policy"}),
+			Help: "Inbound authorization decisions; policy is empty when the mesh default decided. mode=audit counts what audit-mode policies would have decided.",
+		}, []string{"decision", "policy", "mode"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_inbound_rejected_total",
 			Help: "Inbound connections refused before any request, by reason.",
@@ -202,14 +202,26 @@ func (m *Metrics) reject(reason string) {
 	}
 }
 
+// auditDecision counts what an audit-mode policy would have decided.
+func (m *Metrics) auditDecision(policy string, allow bool) {
+	if m == nil {
+		return
+	}
+	decision := "deny"
+	if allow {
+		decision = "allow"
+	}
+	m.authz.WithLabelValues(decision, policy, "audit").Inc()
+}
+
 func (m *Metrics) decision(d Decision) {
 	if m == nil {
 		return
 	}
 	c := m.policies.get(d.Policy, func() *[2]prometheus.Counter {
 		return &[2]prometheus.Counter{
-			m.authz.WithLabelValues("deny", d.Policy),
-			m.authz.WithLabelValues("allow", d.Policy),
+			m.authz.WithLabelValues("deny", d.Policy, "enforce"),
+			m.authz.WithLabelValues("allow", d.Policy, "enforce"),
 		}
 	})
 	if d.Allow {

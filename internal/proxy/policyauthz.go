@@ -14,6 +14,8 @@ import (
 type PolicyAuthorizer struct {
 	Workload policy.Workload
 	Log      *slog.Logger
+	// Metrics, when set, counts audit-mode decisions.
+	Metrics *Metrics
 	// Audits counts audit-mode would-deny events.
 	Audits atomic.Int64
 }
@@ -41,6 +43,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 	var audit func(policy.AuditResult)
 	if snap.Engine.Len() > 0 {
 		audit = func(ar policy.AuditResult) {
+			a.Metrics.auditDecision(ar.Policy, ar.WouldAllow)
 			if ar.WouldAllow {
 				return
 			}

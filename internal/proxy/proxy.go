@@ -77,6 +77,9 @@ func New(cfg Config) (*Proxy, error) {
 	pool := poolOf(roots)
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM}
 	p.certs = NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
+	if pa, ok := cfg.Authorizer.(*PolicyAuthorizer); ok && pa.Metrics == nil {
+		pa.Metrics = p.metrics
+	}
 	return p, nil
 }
 

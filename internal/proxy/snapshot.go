@@ -33,6 +33,8 @@ type Snapshot struct {
 	MTLSMode string
 	// AuthzDefault is deny or allow.
 	AuthzDefault string
+	// HidePolicy keeps the denying policy's name out of 403 answers.
+	HidePolicy bool
 	// TrustBundle holds the roots peers are verified with.
 	TrustBundle *x509.CertPool
 	// Roots are the same roots, for reporting.
@@ -85,6 +87,7 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		Hash:         s.GetHash(),
 		MTLSMode:     s.GetMesh().GetMtlsMode(),
 		AuthzDefault: s.GetMesh().GetAuthorizationDefault(),
+		HidePolicy:   s.GetMesh().GetHidePolicy(),
 		TrustBundle:  x509.NewCertPool(),
 		Services:     make(map[string]*Service, len(s.GetServices())),
 	}

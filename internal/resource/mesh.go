@@ -40,6 +40,9 @@ type MeshAuthorization struct {
 	// Default decides calls to a workload that no ALLOW policy selects:
 	// AuthorizationDeny (default) or AuthorizationAllow.
 	Default string `json:"default,omitempty"`
+	// HidePolicy keeps the name of the denying policy out of 403 answers
+	// (the x-trellis-denied-by header); it is always in metrics and logs.
+	HidePolicy bool `json:"hidePolicy,omitempty"`
 }
 
 // MeshCertificates holds workload certificate settings.

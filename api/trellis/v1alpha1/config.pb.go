@@ -599,8 +599,10 @@ type MeshConfig struct {
 	MtlsMode string `protobuf:"bytes,1,opt,name=mtls_mode,json=mtlsMode,proto3" json:"mtls_mode,omitempty"`
 	// "deny" or "allow".
 	AuthorizationDefault string `protobuf:"bytes,2,opt,name=authorization_default,json=authorizationDefault,proto3" json:"authorization_default,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// When true, 403 answers do not name the denying policy.
+	HidePolicy    bool `protobuf:"varint,3,opt,name=hide_policy,json=hidePolicy,proto3" json:"hide_policy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
@@ -645,6 +647,13 @@ func (x *MeshConfig) GetAuthorizationDefault() string {
 		return x.AuthorizationDefault
 	}
 	return ""
+}
+
+func (x *MeshConfig) GetHidePolicy() bool {
+	if x != nil {
+		return x.HidePolicy
+	}
+	return false
 }
 
 type Service struct {
@@ -820,11 +829,13 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\ftrust_bundle\x18\x04 \x03(\fR\vtrustBundle\x125\n" +
 	"\bservices\x18\x05 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12\x1a\n" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
-	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\"^\n" +
+	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\"\x7f\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
-	"\x15authorization_default\x18\x02 \x01(\tR\x14authorizationDefault\"\x91\x01\n" +
+	"\x15authorization_default\x18\x02 \x01(\tR\x14authorizationDefault\x12\x1f\n" +
+	"\vhide_policy\x18\x03 \x01(\bR\n" +
+	"hidePolicy\"\x91\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +

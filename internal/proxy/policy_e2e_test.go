@@ -1,0 +1,320 @@
+package proxy_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
+)
+
+// startProxyCfg starts a proxy in namespace shop with cfg's fields filled
+// in from cp and a fresh join token for cfg.Service.
+func startProxyCfg(t *testing.T, cp *testutil.ControlPlane, cfg proxy.Config) *proxy.Proxy {
+	t.Helper()
+	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: cfg.Service, Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ControlAddr, cfg.CAFile, cfg.Token, cfg.Namespace = cp.GRPCAddr(), filepath.Join(cp.DataDir, identity.RootCertFile), tok.Token, "shop"
+	cfg.InboundAddr, cfg.AdminAddr, cfg.HTTPProxyAddr = "127.0.0.1:0", "127.0.0.1:0", "off"
+	cfg.DrainTimeout = 2 * time.Second
+	cfg.Logger = testutil.Logger(t).With("proxy", cfg.Service)
+	p, err := proxy.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	select {
+	case <-p.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("proxy %s not ready", cfg.Service)
+	}
+	return p
+}
+
+type answer struct {
+	code     int
+	body     string
+	deniedBy string
+}
+
+// call makes one request through a client proxy's upstream listener.
+func call(t *testing.T, hc *http.Client, upstream, method, path string, header ...string) answer {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+upstream+path, nil)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return answer{code: -1, body: err.Error()}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, string(b), resp.Header.Get("X-Trellis-Denied-By")}
+}
+
+// expect polls until the call answers want (policies propagate
+// asynchronously), then checks body and deny header.
+func expect(t *testing.T, hc *http.Client, upstream, method, path string, want answer, header ...string) {
+	t.Helper()
+	var got answer
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got = call(t, hc, upstream, method, path, header...)
+		if got.code == want.code && got.deniedBy == want.deniedBy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: got %d %q denied-by %q, want %d denied-by %q", method, path, got.code, got.body, got.deniedBy, want.code, want.deniedBy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if want.body != "" && got.body != want.body {
+		t.Errorf("%s %s: body %q, want %q", method, path, got.body, want.body)
+	}
+}
+
+const denied = "RBAC: access denied\n"
+
+func TestPoliciesThroughProxies(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	up := proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}
+	frontend := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{up}})
+	admin := startProxyCfg(t, cp, proxy.Config{Service: "admin", Upstreams: []proxy.Upstream{up}})
+	hc := &http.Client{Timeout: 5 * time.Second}
+	fe, ad := frontend.UpstreamAddr(0), admin.UpstreamAddr(0)
+
+	// Zero trust by default: no policy, mesh default deny.
+	expect(t, hc, fe, "GET", "/items", answer{code: 403, body: denied})
+
+	// ALLOW by principal, method and path.
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: frontend-reads, namespace: shop}
+spec:
+  selector: {service: catalog}
+  rules:
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
+    to: [{methods: [GET], paths: ["/items", "/items/*"]}]
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/admin"]}]
+    when: [{key: "request.headers[x-tenant]", values: [acme]}]
+`)
+	expect(t, hc, fe, "GET", "/items", answer{code: 200, body: "ok"})
+	expect(t, hc, fe, "GET", "/items/7", answer{code: 200})
+	expect(t, hc, fe, "POST", "/items", answer{code: 403, body: denied})
+	expect(t, hc, fe, "GET", "/admin", answer{code: 403})
+	// Header condition: admin gets in only as tenant acme.
+	expect(t, hc, ad, "GET", "/items", answer{code: 403})
+	expect(t, hc, ad, "GET", "/items", answer{code: 403}, "X-Tenant", "other")
+	expect(t, hc, ad, "DELETE", "/items", answer{code: 200}, "X-Tenant", "acme")
+
+	// DENY overrides ALLOW, and the 403 names the policy.
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: no-secrets, namespace: shop}
+spec:
+  selector: {service: catalog}
+  action: DENY
+  rules:
+  - to: [{paths: ["/items/secret*"]}]
+`)
+	expect(t, hc, fe, "GET", "/items/secret", answer{code: 403, body: denied, deniedBy: "shop/no-secrets"})
+	expect(t, hc, fe, "GET", "/items/7", answer{code: 200})
+
+	// The mesh can hide the policy name.
+	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {hidePolicy: true}}\n")
+	expect(t, hc, fe, "GET", "/items/secret", answer{code: 403, body: denied, deniedBy: ""})
+
+	// Audit mode: the would-be deny is recorded, the request goes through.
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: trial-deny, namespace: shop}
+spec:
+  selector: {service: catalog}
+  action: DENY
+  enforcement: audit
+  rules:
+  - to: [{paths: ["/items/7"]}]
+`)
+	series := `trellis_authz_decisions_total{decision="deny",mode="audit",policy="shop/trial-deny"}`
+	waitFor(t, "the audit-mode would-deny to be counted", func() bool {
+		if a := call(t, hc, fe, "GET", "/items/7"); a.code != 200 {
+			t.Fatalf("an audit-mode DENY changed the decision: %d %q", a.code, a.body)
+		}
+		return scrape(t, catalog, series) > 0
+	})
+}
+
+// scrape returns the value of one exact series on a proxy's /metrics, or 0.
+func scrape(t *testing.T, p *proxy.Proxy, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// TestPoliciesOnTCP: HTTP-only conditions never open a TCP port; a rule
+// without them does.
+func TestPoliciesOnTCP(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	startProxyCfg(t, cp, proxy.Config{Service: "db", Protocol: proxy.ProtocolTCP, AppAddr: l.Addr().String()})
+	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "db", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	echo := func() bool {
+		c, err := net.DialTimeout("tcp", client.UpstreamAddr(0), 2*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, "ping\n"); err != nil {
+			return false
+		}
+		line, err := bufio.NewReader(c).ReadString('\n')
+		return err == nil && line == "ping\n"
+	}
+	// An ALLOW whose only rule needs a path must not open the TCP port.
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: db-http-only, namespace: shop}
+spec:
+  selector: {service: db}
+  rules:
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
+    to: [{paths: ["/x"]}]
+`)
+	waitFor(t, "db to be known to the client proxy", func() bool { return configHas(t, client, `"name": "db"`) })
+	time.Sleep(200 * time.Millisecond)
+	if echo() {
+		t.Fatal("a path-only ALLOW rule let a TCP connection through")
+	}
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: db-http-only, namespace: shop}
+spec:
+  selector: {service: db}
+  rules:
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
+`)
+	waitFor(t, "TCP echo through the mesh once allowed", echo)
+}
+
+func configHas(t *testing.T, p *proxy.Proxy, s string) bool {
+	t.Helper()
+	resp, err := http.Get("http://" + p.AdminAddr() + "/config")
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.Contains(string(b), s)
+}
+
+// TestPolicyChangeUnderTraffic: a policy change applied while requests flow
+// over kept-alive connections takes effect without dropping any of them.
+func TestPolicyChangeUnderTraffic(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	policy := func(methods string) string {
+		return `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: frontend-calls, namespace: shop}
+spec:
+  selector: {service: catalog}
+  rules:
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
+    to: [{methods: [` + methods + `]}]
+`
+	}
+	apply(t, cp, policy("GET"))
+	hc := &http.Client{Timeout: 5 * time.Second}
+	up := client.UpstreamAddr(0)
+	expect(t, hc, up, "GET", "/", answer{code: 200})
+	expect(t, hc, up, "POST", "/", answer{code: 403})
+
+	var gets, failures atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if a := call(t, hc, up, "GET", "/"); a.code != 200 {
+					failures.Add(1)
+					t.Logf("GET during policy change: %d %q", a.code, a.body)
+				}
+				gets.Add(1)
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	apply(t, cp, policy("GET, POST"))
+	expect(t, hc, up, "POST", "/", answer{code: 200})
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if failures.Load() > 0 || gets.Load() < 50 {
+		t.Errorf("GETs during the change: %d, failed %d; want none failed", gets.Load(), failures.Load())
+	}
+}
