@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -113,6 +114,14 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 	for i := range req.Objects {
 		if err := resource.Validate(&req.Objects[i]); err != nil {
 			details = append(details, validationDetails(i, &req.Objects[i], err)...)
+			continue
+		}
+		// A policy must also compile in the engine every proxy runs, so
+		// nothing is stored that a proxy would NACK.
+		if req.Objects[i].Kind == resource.KindAuthorizationPolicy {
+			if _, err := authz.Compile(req.Objects[i:i+1], authz.Options{}); err != nil {
+				details = append(details, adminapi.ErrorDetail{Index: i, Resource: req.Objects[i].Ref(), Message: err.Error()})
+			}
 		}
 	}
 	if len(details) > 0 {
