@@ -1,6 +1,5 @@
 // Command trellis is the one Trellis binary: every role (control plane,
-// demo, and later proxy and collector) and every CLI command is a
-// subcommand. See internal/cli.
+// proxy, demo) and every CLI command is a subcommand. See internal/cli.
 package main
 
 import (

@@ -72,6 +72,8 @@ func (p *Proxy) adminHandler(reg *prometheus.Registry) http.Handler {
 func (p *Proxy) notReady() string {
 	c := p.certs.Certificate()
 	switch {
+	case p.draining.Load():
+		return "draining: shutting down"
 	case c == nil:
 		return "no workload certificate yet"
 	case !p.cfg.Now().Before(c.Leaf.NotAfter):

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -92,10 +93,14 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	if c.Authorizer == nil {
-		c.Authorizer = &PolicyAuthorizer{
+		pa := &PolicyAuthorizer{
 			Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
 			Log:      c.Logger,
 		}
+		if _, port, err := net.SplitHostPort(c.AppAddr); err == nil {
+			pa.Port, _ = strconv.Atoi(port)
+		}
+		c.Authorizer = pa
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
+	"strings"
 	"time"
 )
 
@@ -52,6 +54,11 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 	// Only the proxy may speak for the caller: whatever a caller sent is
 	// replaced by what its certificate proved (and policies never see it).
 	delete(r.Header, xfccHeader)
+	// Policies see, and the app receives, one canonical path: no dot
+	// segments or doubled slashes that could dodge a path rule.
+	if clean := normalizePath(r.URL.Path); clean != r.URL.Path {
+		r.URL.Path, r.URL.RawPath = clean, ""
+	}
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
 		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
 		Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header,
@@ -110,4 +117,21 @@ func (in *Inbound) appFailed(w http.ResponseWriter, r *http.Request, err error) 
 	}
 	plainError(w, code, "trellis: local app unavailable\n")
 	return code
+}
+
+// normalizePath resolves dot segments and merges doubled slashes (the path
+// is already percent-decoded, so %2e%2e is a dot segment here too). A
+// trailing slash is kept; an empty or relative path becomes absolute.
+func normalizePath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && p[0] == '/' {
+		return p // the common case allocates nothing
+	}
+	clean := path.Clean("/" + p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean
 }

@@ -318,3 +318,54 @@ spec:
 		t.Errorf("GETs during the change: %d, failed %d; want none failed", gets.Load(), failures.Load())
 	}
 }
+
+func TestNormalizePathForPolicies(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	var seen sync.Map
+	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.URL.Path, true)
+		io.WriteString(w, "ok")
+	}))
+	startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: open, namespace: shop}
+spec:
+  selector: {service: catalog}
+  rules: [{}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: shop}
+spec:
+  selector: {service: catalog}
+  action: DENY
+  rules:
+  - to: [{paths: ["/admin", "/admin/*"]}]
+`)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	up := client.UpstreamAddr(0)
+	expect(t, hc, up, "GET", "/items", answer{code: 200})
+	// Raw request lines, so no client cleans them first.
+	for _, target := range []string{"/items/../admin", "//admin", "/./admin/x", "/items/%2e%2e/admin", "/admin/"} {
+		c, err := net.Dial("tcp", up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("GET %s: %d, want 403 (a dot segment or doubled slash must not dodge the DENY on /admin)", target, resp.StatusCode)
+		}
+	}
+	if _, ok := seen.Load("/admin"); ok {
+		t.Error("the app was reached at /admin")
+	}
+}

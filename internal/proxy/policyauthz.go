@@ -14,6 +14,9 @@ import (
 type PolicyAuthorizer struct {
 	Workload policy.Workload
 	Log      *slog.Logger
+	// Port is the application's port, the destination port policies'
+	// `ports` conditions match.
+	Port int
 	// Metrics, when set, counts audit-mode decisions.
 	Metrics *Metrics
 	// Audits counts audit-mode would-deny events.
@@ -33,6 +36,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 		Principal:     principal,
 		SourceService: snap.ServiceOf[principal],
 		HTTP:          req.Protocol != ProtocolTCP,
+		Port:          a.Port,
 		Method:        req.Method,
 		Path:          req.Path,
 		Host:          req.Host,

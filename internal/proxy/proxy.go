@@ -34,6 +34,7 @@ type Proxy struct {
 	controlRoots  []byte
 	snap          atomic.Pointer[Snapshot]
 	connected     atomic.Bool
+	draining      atomic.Bool
 	ready         chan struct{}
 	readyOnce     sync.Once
 	advertiseAddr string
@@ -317,6 +318,7 @@ func (p *Proxy) HTTPProxyAddr() string {
 // Shutdown stops accepting, drains in-flight requests up to the drain
 // timeout (or ctx), then stops the control stream and renewal.
 func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.draining.Store(true)
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
 	defer cancel()
 	var errs []error
