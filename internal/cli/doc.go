@@ -1,4 +1,4 @@
 // Package cli is the trellis command line: flag parsing and wiring for every
-// role (control, up) and every user command (apply, get, delete, token,
-// version). main only calls Main.
+// role (control, proxy, up) and every user command (apply, get, delete,
+// token, policy, version). main only calls Main.
 package cli

@@ -119,6 +119,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newTokenCmd(g),
+		newPolicyCmd(g),
 		newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/resource"
+)
+
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:                        "policy",
+		Short:                      "Check what the live authorization policies decide, and lint policies",
+		SuggestionsMinimumDistance: 2,
+		// As for token: without a RunE a mistyped subcommand would print
+		// help and exit 0.
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			hint := "use check or lint"
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				hint = fmt.Sprintf("did you mean %q?", s[0])
+			}
+			return userError("policy: unknown subcommand %q; %s", args[0], hint)
+		},
+	}
+	cmd.AddCommand(newPolicyCheckCmd(g), newPolicyLintCmd(g))
+	return cmd
+}
+
+// liveState is what policy check and lint read from the control plane.
+type liveState struct {
+	mesh     resource.MeshSpec
+	policies []resource.Object // every namespace
+	proxies  []adminapi.ProxyInfo
+	services []adminapi.ServiceInfo // only when asked for
+}
+
+// fetchLive reads the Mesh, every AuthorizationPolicy and the registered
+// proxies (and services, withServices). A mesh nobody configured has the
+// default Mesh.
+func fetchLive(ctx context.Context, c *adminapi.Client, withServices bool) (*liveState, error) {
+	meshKind, _ := resource.LookupKind(resource.KindMesh)
+	policyKind, _ := resource.LookupKind(resource.KindAuthorizationPolicy)
+	var s liveState
+	meshObj, err := c.Get(ctx, meshKind, "", "default")
+	var se *adminapi.StatusError
+	if errors.As(err, &se) && se.Status == 404 {
+		meshObj, err = resource.DefaultMesh(), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.mesh, err = resource.MeshSpecOf(&meshObj); err != nil {
+		return nil, err
+	}
+	if s.policies, err = c.List(ctx, policyKind, ""); err != nil {
+		return nil, err
+	}
+	if s.proxies, err = c.ListProxies(ctx, ""); err != nil {
+		return nil, err
+	}
+	if withServices {
+		if s.services, err = c.ListServices(ctx, ""); err != nil {
+			return nil, err
+		}
+	}
+	return &s, nil
+}
+
+// trustDomain is the mesh's trust domain as its registered proxies show
+// it. The admin API does not publish it, so without proxies it is flagTD
+// (the --trust-domain flag); a flag that contradicts the proxies is an
+// error rather than a silently different answer.
+func trustDomain(op string, proxies []adminapi.ProxyInfo, flagTD string, flagSet bool) (string, error) {
+	seen := map[string]bool{}
+	for _, p := range proxies {
+		if id, err := spiffeid.FromString(p.SPIFFEID); err == nil {
+			seen[id.TrustDomain().Name()] = true
+		}
+	}
+	tds := slices.Sorted(maps.Keys(seen))
+	switch {
+	case len(tds) == 0:
+		return flagTD, nil
+	case flagSet && !seen[flagTD]:
+		return "", userError("%s: --trust-domain %q: the mesh's proxies are in trust domain %s; drop the flag", op, flagTD, strings.Join(tds, ", "))
+	case flagSet:
+		return flagTD, nil
+	}
+	return tds[0], nil
+}
+
+func addTrustDomainFlag(cmd *cobra.Command, td *string) {
+	cmd.Flags().StringVar(td, "trust-domain", controlplane.DefaultTrustDomain,
+		"the mesh's trust domain, used only when no proxy is registered to show it")
+}
+
+// tokenConfigured reports whether client() has a token to send, so that
+// lint -f can run offline where no control plane is configured.
+func (g *globals) tokenConfigured() bool {
+	return g.tokenFile != "" || g.token != "" || os.Getenv("TRELLIS_TOKEN_FILE") != "" || os.Getenv("TRELLIS_TOKEN") != ""
+}

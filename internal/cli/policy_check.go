@@ -1,0 +1,516 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/policy"
+	"github.com/trellismesh/trellis/internal/resource"
+)
+
+const policyCheckHelp = `Decide one request against the live authorization policies, as a proxy of
+the --to service would: the Mesh default, every AuthorizationPolicy (audit-mode
+ones reported separately) and the registered proxies, read from the control
+plane.
+
+--from is the caller: a SPIFFE ID, or SERVICE.NAMESPACE, which names the
+identity of that service's registered proxies (or, when none is registered,
+spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE). The caller's service is known
+when --from names it, or when the SPIFFE ID serves exactly one service.
+--to is the called service; its workload labels are those of its registered
+proxies unless --label is given.
+
+The request is HTTP (GET / unless --method or --path say otherwise), or with
+--tcp an opaque TCP connection, which HTTP conditions never let in. Give
+--port when policies name ports: a request without a port matches no port.
+
+Exit status: 0 whatever the decision; 1 for bad flags; 2 when the control
+plane cannot be reached. In -o json, "decision", "policy" ("" unless one
+policy decided), "rule" (-1 unless a rule decided) and "reason" are stable.`
+
+type checkFlags struct {
+	from, to, method, path, host, trustDomain, output string
+	port                                              int
+	headers, labels                                   []string
+	tcp                                               bool
+}
+
+// checkQuery is a validated `policy check`, before names are resolved
+// against the live mesh.
+type checkQuery struct {
+	fromID          string // set when --from is a SPIFFE ID
+	fromSvc, fromNS string // set when --from is SERVICE.NAMESPACE
+	toSvc, toNS     string
+	req             policy.Request // without Principal and SourceService
+	header          http.Header
+	labels          map[string]string // from --label; nil means from the proxies
+}
+
+func newPolicyCheckCmd(g *globals) *cobra.Command {
+	var f checkFlags
+	cmd := &cobra.Command{
+		Use:   "check --from SPIFFE_ID|SERVICE.NS --to SERVICE.NS [--port N] [--method M] [--path P] [--header k=v]... [--tcp] [-o text|json]",
+		Short: "Show what the live policies decide for one request (ALLOW or DENY, by which policy and rule)",
+		Long:  policyCheckHelp,
+		Example: `  trellis policy check --from frontend.shop --to catalog.shop --method GET --path /items/42
+  trellis policy check --from spiffe://trellis.local/ns/shop/sa/frontend --to catalog.shop --header x-tenant=a -o json
+  trellis policy check --from billing.pay --to db.shop --tcp --port 5432`,
+		Args: noArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			q, err := parseCheck(&f, cmd.Flags().Changed)
+			if err != nil {
+				return err
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			live, err := fetchLive(cmd.Context(), c, false)
+			if err != nil {
+				return fmt.Errorf("policy check: %w", err)
+			}
+			td, err := trustDomain("policy check", live.proxies, f.trustDomain, cmd.Flags().Changed("trust-domain"))
+			if err != nil {
+				return err
+			}
+			res, notes, err := decideCheck(q, live, td)
+			if err != nil {
+				return err
+			}
+			for _, n := range notes {
+				fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
+			}
+			if f.output == "json" {
+				data, err := json.MarshalIndent(res, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", data)
+				return err
+			}
+			return printCheck(cmd.OutOrStdout(), res)
+		}),
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.from, "from", "", "caller: SPIFFE ID (spiffe://TD/ns/NS/sa/SA) or SERVICE.NAMESPACE")
+	fl.StringVar(&f.to, "to", "", "called service: SERVICE.NAMESPACE")
+	fl.IntVar(&f.port, "port", 0, "destination port the caller dials")
+	fl.StringVar(&f.method, "method", "", "HTTP method (default GET)")
+	fl.StringVar(&f.path, "path", "", "HTTP path (default /); the query is ignored, dot segments are resolved as the proxy does")
+	fl.StringVar(&f.host, "host", "", "HTTP Host header, as the client sends it")
+	fl.StringArrayVar(&f.headers, "header", nil, "HTTP request header NAME=VALUE; repeatable")
+	fl.BoolVar(&f.tcp, "tcp", false, "an opaque TCP connection instead of an HTTP request")
+	fl.StringArrayVar(&f.labels, "label", nil, "workload label KEY=VALUE of the --to service, instead of its proxies' labels; repeatable")
+	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+	addTrustDomainFlag(cmd, &f.trustDomain)
+	return cmd
+}
+
+func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
+	const op = "policy check"
+	if f.output != "text" && f.output != "json" {
+		return nil, userError("%s: -o %q: use text or json", op, f.output)
+	}
+	if f.from == "" || f.to == "" {
+		return nil, userError("%s: --from and --to are required, e.g. --from frontend.shop --to catalog.shop", op)
+	}
+	q := &checkQuery{header: http.Header{}}
+	if strings.HasPrefix(f.from, "spiffe://") {
+		if _, err := spiffeid.FromString(f.from); err != nil {
+			return nil, userError("%s: --from %q: %v; write spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT or SERVICE.NAMESPACE", op, f.from, err)
+		}
+		q.fromID = f.from
+	} else {
+		var ok bool
+		if q.fromSvc, q.fromNS, ok = parseServiceRef(f.from); !ok {
+			return nil, userError("%s: --from %q: want a SPIFFE ID (spiffe://trellis.local/ns/shop/sa/frontend) or SERVICE.NAMESPACE (frontend.shop)", op, f.from)
+		}
+	}
+	var ok bool
+	if q.toSvc, q.toNS, ok = parseServiceRef(f.to); !ok {
+		return nil, userError("%s: --to %q: want SERVICE.NAMESPACE, e.g. --to catalog.shop", op, f.to)
+	}
+	if changed("port") && (f.port < 1 || f.port > 65535) {
+		return nil, userError("%s: --port %d: want a port number from 1 to 65535", op, f.port)
+	}
+	q.req.Port = f.port
+	if f.tcp {
+		for _, name := range []string{"method", "path", "host", "header"} {
+			if changed(name) {
+				return nil, userError("%s: --%s is an HTTP attribute and --tcp checks an opaque TCP connection; drop one of them", op, name)
+			}
+		}
+		return q, parseLabels(op, f.labels, q)
+	}
+	q.req.HTTP = true
+	q.req.Method = "GET"
+	if f.method != "" {
+		if !isHTTPToken(f.method) {
+			return nil, userError("%s: --method %q: want an HTTP method such as GET or POST", op, f.method)
+		}
+		q.req.Method = strings.ToUpper(f.method)
+	}
+	q.req.Path = "/"
+	if changed("path") {
+		p, _, _ := strings.Cut(f.path, "?")
+		p, _, _ = strings.Cut(p, "#")
+		if !strings.HasPrefix(p, "/") {
+			return nil, userError("%s: --path %q: want an absolute path such as /items/42", op, f.path)
+		}
+		q.req.Path = cleanPath(p)
+	}
+	q.req.Host = f.host
+	for _, h := range f.headers {
+		name, value, ok := strings.Cut(h, "=")
+		if !ok || !isHTTPToken(name) {
+			return nil, userError("%s: --header %q: want NAME=VALUE, e.g. --header x-tenant=a", op, h)
+		}
+		if value == "" {
+			return nil, userError("%s: --header %q: an empty value is the same as no header; drop the flag or give a value", op, h)
+		}
+		q.header.Add(name, value)
+	}
+	q.req.Header = q.header.Get
+	return q, parseLabels(op, f.labels, q)
+}
+
+func parseLabels(op string, labels []string, q *checkQuery) error {
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return userError("%s: --label %q: want KEY=VALUE, e.g. --label version=v2", op, l)
+		}
+		if q.labels == nil {
+			q.labels = map[string]string{}
+		}
+		q.labels[k] = v
+	}
+	return nil
+}
+
+// parseServiceRef splits "service.namespace"; both are DNS labels.
+func parseServiceRef(s string) (svc, ns string, ok bool) {
+	svc, ns, ok = strings.Cut(s, ".")
+	return svc, ns, ok && isDNSLabel(svc) && isDNSLabel(ns)
+}
+
+func isDNSLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func isHTTPToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// cleanPath resolves dot segments and duplicate slashes, keeping a trailing
+// slash, as docs/policy.md requires of the path a proxy decides on.
+func cleanPath(p string) string {
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
+}
+
+// checkResult is the JSON form of `policy check`. Decision, Policy, Rule
+// and Reason are an interface scripts rely on.
+type checkResult struct {
+	Decision    string       `json:"decision"` // ALLOW or DENY
+	Policy      string       `json:"policy"`   // namespace/name, or ""
+	Rule        int          `json:"rule"`     // index into the policy's spec.rules, or -1
+	Reason      string       `json:"reason"`
+	Cause       string       `json:"cause"`
+	Audit       []checkAudit `json:"audit"`
+	From        string       `json:"from"`                  // the caller's principal
+	FromService string       `json:"fromService,omitempty"` // service.namespace, when known
+	To          string       `json:"to"`                    // service.namespace
+	Labels      labelSet     `json:"labels"`                // the --to workload's labels decided with
+	Selecting   []string     `json:"selecting"`             // policies selecting the --to workload
+	Request     checkRequest `json:"request"`
+	decision    policy.Decision
+}
+
+type checkAudit struct {
+	Policy     string `json:"policy"`
+	Action     string `json:"action"` // ALLOW or DENY
+	Rule       int    `json:"rule"`
+	Matched    bool   `json:"matched"`
+	WouldAllow bool   `json:"wouldAllow"`
+	Decision   string `json:"decision"` // would-be decision, ALLOW or DENY
+	Reason     string `json:"reason"`
+}
+
+type checkRequest struct {
+	Protocol string            `json:"protocol"` // HTTP or TCP
+	Port     int               `json:"port,omitempty"`
+	Method   string            `json:"method,omitempty"`
+	Path     string            `json:"path,omitempty"`
+	Host     string            `json:"host,omitempty"`
+	Headers  map[string]string `json:"headers,omitempty"`
+}
+
+type labelSet map[string]string
+
+// MarshalJSON writes {} rather than null for no labels.
+func (l labelSet) MarshalJSON() ([]byte, error) {
+	if l == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(map[string]string(l))
+}
+
+func (l labelSet) String() string {
+	if len(l) == 0 {
+		return "{}"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+func verdict(allow bool) string {
+	if allow {
+		return "ALLOW"
+	}
+	return "DENY"
+}
+
+// decideCheck resolves q's names against the live mesh, compiles the live
+// policies and decides. notes explain assumptions the user may want to
+// change.
+func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []string, error) {
+	var notes []string
+	req := q.req
+	to := q.toSvc + "." + q.toNS
+	res := &checkResult{To: to, Audit: []checkAudit{}}
+
+	// The caller.
+	idServices := map[string]map[string]bool{} // SPIFFE ID -> service.namespace
+	var fromIDs []string
+	for _, p := range live.proxies {
+		if idServices[p.SPIFFEID] == nil {
+			idServices[p.SPIFFEID] = map[string]bool{}
+		}
+		idServices[p.SPIFFEID][p.Service+"."+p.Namespace] = true
+		if p.Service == q.fromSvc && p.Namespace == q.fromNS && !slices.Contains(fromIDs, p.SPIFFEID) {
+			fromIDs = append(fromIDs, p.SPIFFEID)
+		}
+	}
+	slices.Sort(fromIDs)
+	switch {
+	case q.fromID != "":
+		req.Principal = q.fromID
+		// As the proxy does: a caller's service is known when its
+		// identity serves exactly one service.
+		if svcs := idServices[q.fromID]; len(svcs) == 1 {
+			res.FromService = slices.Collect(maps.Keys(svcs))[0]
+			req.SourceService, _, _ = strings.Cut(res.FromService, ".")
+		}
+	case len(fromIDs) == 0:
+		req.Principal = fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", td, q.fromNS, q.fromSvc)
+		notes = append(notes, fmt.Sprintf("no proxy of %s.%s is registered; assuming its identity is %s", q.fromSvc, q.fromNS, req.Principal))
+	default:
+		req.Principal = fromIDs[0]
+		if len(fromIDs) > 1 {
+			notes = append(notes, fmt.Sprintf("proxies of %s.%s run as %s; checking %s (pass --from with a SPIFFE ID to pick another)",
+				q.fromSvc, q.fromNS, strings.Join(fromIDs, ", "), req.Principal))
+		}
+	}
+	if q.fromSvc != "" {
+		req.SourceService = q.fromSvc
+		res.FromService = q.fromSvc + "." + q.fromNS
+	}
+	res.From = req.Principal
+
+	// The called workload: one label set per distinct labeling of its
+	// proxies.
+	var labelSets []labelSet
+	if q.labels != nil {
+		labelSets = []labelSet{q.labels}
+	} else {
+		seen := map[string]bool{}
+		for _, p := range live.proxies {
+			if p.Service != q.toSvc || p.Namespace != q.toNS {
+				continue
+			}
+			if k := labelSet(p.Labels).String(); !seen[k] {
+				seen[k] = true
+				labelSets = append(labelSets, p.Labels)
+			}
+		}
+		slices.SortFunc(labelSets, func(a, b labelSet) int { return strings.Compare(a.String(), b.String()) })
+		if len(labelSets) == 0 {
+			labelSets = []labelSet{nil}
+			notes = append(notes, fmt.Sprintf("no proxy of %s is registered; deciding for a workload without labels (pass --label to give some)", to))
+		}
+	}
+
+	e, err := policy.Compile(live.policies, policy.Options{
+		DefaultAllow: live.mesh.Authorization.Default == resource.AuthorizationAllow,
+		TrustDomain:  td,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("policy check: the live policies do not compile: %w", err)
+	}
+	w := policy.Workload{Namespace: q.toNS, Service: q.toSvc, Labels: labelSets[0]}
+	d := e.DecideAudit(&w, &req, func(a policy.AuditResult) {
+		action := "ALLOW"
+		if a.Deny {
+			action = "DENY"
+		}
+		res.Audit = append(res.Audit, checkAudit{Policy: a.Policy, Action: action, Rule: a.Rule, Matched: a.Matched,
+			WouldAllow: a.WouldAllow, Decision: verdict(a.WouldAllow), Reason: a.Reason})
+	})
+	res.decision = d
+	res.Decision, res.Policy, res.Rule, res.Reason, res.Cause = verdict(d.Allow), d.Policy, d.Rule, d.Reason, d.Cause.String()
+	res.Labels = labelSets[0]
+	res.Selecting = e.Selecting(&w)
+	if res.Selecting == nil {
+		res.Selecting = []string{}
+	}
+	res.Request = checkRequest{Protocol: "TCP", Port: req.Port}
+	if req.HTTP {
+		res.Request = checkRequest{Protocol: "HTTP", Port: req.Port, Method: req.Method, Path: req.Path, Host: req.Host}
+		for k := range q.header {
+			if res.Request.Headers == nil {
+				res.Request.Headers = map[string]string{}
+			}
+			res.Request.Headers[strings.ToLower(k)] = q.header.Get(k)
+		}
+	}
+
+	if len(labelSets) > 1 {
+		differ := false
+		var each []string
+		for _, ls := range labelSets {
+			dd := e.Decide(&policy.Workload{Namespace: q.toNS, Service: q.toSvc, Labels: ls}, &req)
+			differ = differ || dd != d
+			each = append(each, fmt.Sprintf("%s: %s", ls, describeDecision(dd)))
+		}
+		if differ {
+			notes = append(notes, fmt.Sprintf("proxies of %s carry different labels and get different decisions (%s); shown: %s; pass --label to pick one",
+				to, strings.Join(each, "; "), labelSets[0]))
+		}
+	}
+	if req.Port == 0 {
+		if named := portPolicies(live.policies, res.Selecting); len(named) > 0 {
+			notes = append(notes, fmt.Sprintf("no --port given, and %s name ports: their port conditions never match a request without a port", strings.Join(named, ", ")))
+		}
+	}
+	return res, notes, nil
+}
+
+func describeDecision(d policy.Decision) string {
+	if d.Policy != "" {
+		return fmt.Sprintf("%s by %s rule %d", verdict(d.Allow), d.Policy, d.Rule)
+	}
+	return fmt.Sprintf("%s (%s)", verdict(d.Allow), d.Reason)
+}
+
+// portPolicies returns those of refs whose rules have port conditions.
+func portPolicies(policies []resource.Object, refs []string) []string {
+	var out []string
+	for i := range policies {
+		o := &policies[i]
+		if !slices.Contains(refs, o.Metadata.Namespace+"/"+o.Metadata.Name) {
+			continue
+		}
+		spec, err := resource.AuthorizationPolicySpecOf(o)
+		if err != nil {
+			continue
+		}
+		if slices.ContainsFunc(spec.Rules, func(r resource.Rule) bool {
+			return slices.ContainsFunc(r.To, func(op resource.Operation) bool { return len(op.Ports) > 0 || len(op.NotPorts) > 0 })
+		}) {
+			out = append(out, o.Metadata.Namespace+"/"+o.Metadata.Name)
+		}
+	}
+	return out
+}
+
+func printCheck(w io.Writer, res *checkResult) error {
+	var b strings.Builder
+	line := func(key, format string, args ...any) {
+		fmt.Fprintf(&b, "%-11s%s\n", key, fmt.Sprintf(format, args...))
+	}
+	line("decision:", "%s", res.Decision)
+	switch res.decision.Cause {
+	case policy.CauseMeshDefault:
+		line("policy:", "mesh default")
+	case policy.CauseDeny, policy.CauseAllow:
+		line("policy:", "%s rule %d", res.Policy, res.Rule)
+	default:
+		line("policy:", "none")
+	}
+	line("reason:", "%s", res.Reason)
+	from := res.From
+	if res.FromService != "" {
+		from += " (" + res.FromService + ")"
+	}
+	line("from:", "%s", from)
+	to := res.To
+	if len(res.Labels) > 0 {
+		to += " " + res.Labels.String()
+	}
+	line("to:", "%s", to)
+	r := res.Request
+	desc := r.Protocol
+	if r.Protocol == "HTTP" {
+		desc += " " + r.Method + " " + r.Path
+	}
+	if r.Port != 0 {
+		desc += fmt.Sprintf(" port %d", r.Port)
+	}
+	if r.Host != "" {
+		desc += " host " + r.Host
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Headers)) {
+		desc += " header " + k + "=" + r.Headers[k]
+	}
+	line("request:", "%s", desc)
+	if len(res.Selecting) == 0 {
+		line("selecting:", "no policy")
+	} else {
+		line("selecting:", "%s", strings.Join(res.Selecting, ", "))
+	}
+	for i, a := range res.Audit {
+		key := ""
+		if i == 0 {
+			key = "audit:"
+		}
+		rule := ""
+		if a.Rule >= 0 {
+			rule = fmt.Sprintf(", rule %d", a.Rule)
+		}
+		line(key, "%s would %s (%s%s)", a.Policy, a.Decision, a.Reason, rule)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,284 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/policy"
+	"github.com/trellismesh/trellis/internal/resource"
+)
+
+const policyLintHelp = `Find authorization policies that cannot do what their author meant: rules
+shadowed by broader ALLOW rules, DENY rules made dead by broader DENY rules,
+ALLOW rules a DENY fully covers, selectors that match no registered workload,
+principals outside the mesh's trust domain, policies in audit mode for more
+than a week, and policies that do not compile. Each finding names the policy
+and rule, and the other policy and rule involved.
+
+Without -f, lints the live policies. With -f, lints the policies in the files
+in the context of the live mesh: the live policies the files do not replace
+(same namespace and name) take part, so a file rule shadowed by a live one is
+found; only findings that involve a policy of the files are shown. When no
+control plane is configured (no token) or reachable, or with --local, the
+files are linted alone.
+
+The no-workload check needs registered workloads: it is skipped offline and
+while no proxy has registered.
+
+Exit status: 0 when there is no finding; 1 when there are findings or the
+input is bad; 2 when the control plane cannot be reached or fails (with -f,
+an unreachable control plane only means the files are linted alone).`
+
+func newPolicyLintCmd(g *globals) *cobra.Command {
+	var (
+		files      []string
+		local      bool
+		td, output string
+	)
+	cmd := &cobra.Command{
+		Use:   "lint [-f FILE|DIR|-]... [--local] [-o text|json]",
+		Short: "Find shadowed, dead and conflicting policy rules; exit 1 when there are findings",
+		Long:  policyLintHelp,
+		Example: `  trellis policy lint
+  trellis policy lint -f policies/
+  trellis policy lint -f new-policy.yaml --local -o json`,
+		Args: noArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			const op = "policy lint"
+			if output != "text" && output != "json" {
+				return userError("%s: -o %q: use text or json", op, output)
+			}
+			if local && len(files) == 0 {
+				return userError("%s: --local lints files: add -f FILE", op)
+			}
+			var fromFiles []resource.Object
+			if len(files) > 0 {
+				var err error
+				if fromFiles, err = readPolicyFiles(files, g.stdin); err != nil {
+					return err
+				}
+			}
+			stderr := cmd.ErrOrStderr()
+			var live *liveState
+			switch {
+			case local:
+			case len(files) > 0 && !g.tokenConfigured():
+				fmt.Fprintln(stderr, "note: no admin token configured; linting the files alone (pass --token-file to lint them against the live mesh)")
+			default:
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				live, err = fetchLive(cmd.Context(), c, true)
+				if len(files) > 0 && errors.Is(err, adminapi.ErrUnreachable) {
+					fmt.Fprintf(stderr, "note: linting the files alone: %v\n", err)
+					live, err = nil, nil
+				}
+				if err != nil {
+					return fmt.Errorf("%s: %w", op, err)
+				}
+			}
+			var proxies []adminapi.ProxyInfo
+			if live != nil {
+				proxies = live.proxies
+			}
+			trust, err := trustDomain(op, proxies, td, cmd.Flags().Changed("trust-domain"))
+			if err != nil {
+				return err
+			}
+
+			set := lintSet(fromFiles, live, len(files) > 0)
+			findings := policy.Lint(set.policies, knownWorkloads(live), time.Now(), trust)
+			var shown []policy.Finding
+			hidden := 0
+			for _, f := range findings {
+				if set.fromFiles == nil || set.fromFiles[f.Policy] || set.fromFiles[f.OtherPolicy] {
+					shown = append(shown, f)
+				} else {
+					hidden++
+				}
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				err = printFindingsJSON(out, shown)
+			} else {
+				err = printFindings(out, shown, set, hidden)
+			}
+			if err != nil {
+				return err
+			}
+			if len(shown) > 0 {
+				return userError("%s: %s", op, plural(len(shown), "finding"))
+			}
+			return nil
+		}),
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&files, "filename", "f", nil, "file, directory or - (stdin) of policies to lint; repeatable")
+	f.BoolVar(&local, "local", false, "lint the -f files alone, without reading the live mesh")
+	f.StringVarP(&output, "output", "o", "text", "output format: text or json (the findings array)")
+	addTrustDomainFlag(cmd, &td)
+	return cmd
+}
+
+// readPolicyFiles decodes and validates the objects of files, as apply
+// would store them.
+func readPolicyFiles(files []string, stdin io.Reader) ([]resource.Object, error) {
+	objs, err := readObjects(files, stdin)
+	if err != nil {
+		return nil, userError("policy lint: %s", strings.TrimPrefix(err.Error(), "apply: "))
+	}
+	var problems []string
+	for i := range objs {
+		if err := resource.Validate(&objs[i]); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	if len(problems) > 0 {
+		return nil, userError("policy lint: the files are not valid:\n%s", strings.Join(problems, "\n"))
+	}
+	return objs, nil
+}
+
+// policySet is what one lint run checks.
+type policySet struct {
+	policies  []resource.Object
+	fromFiles map[string]bool // namespace/name of the files' policies; nil without -f
+	offline   bool            // files without the live mesh
+	nFiles    int
+	nLive     int
+}
+
+// lintSet combines the files' policies with the live ones they do not
+// replace.
+func lintSet(fromFiles []resource.Object, live *liveState, withFiles bool) policySet {
+	var s policySet
+	if withFiles {
+		s.fromFiles = map[string]bool{}
+		s.offline = live == nil
+	}
+	for _, o := range fromFiles {
+		if o.Kind != resource.KindAuthorizationPolicy {
+			continue
+		}
+		s.fromFiles[o.Metadata.Namespace+"/"+o.Metadata.Name] = true
+		s.policies = append(s.policies, o)
+		s.nFiles++
+	}
+	if live != nil {
+		for _, o := range live.policies {
+			if !s.fromFiles[o.Metadata.Namespace+"/"+o.Metadata.Name] {
+				s.policies = append(s.policies, o)
+				s.nLive++
+			}
+		}
+	}
+	return s
+}
+
+// knownWorkloads lists the registered workloads: each proxy with its
+// labels, and services whose proxies are gone without labels. Nil (the
+// check skipped) when nothing is registered: a mesh being set up would
+// otherwise see every policy reported.
+func knownWorkloads(live *liveState) []policy.Workload {
+	if live == nil {
+		return nil
+	}
+	var known []policy.Workload
+	seen := map[string]bool{}
+	for _, p := range live.proxies {
+		known = append(known, policy.Workload{Namespace: p.Namespace, Service: p.Service, Labels: p.Labels})
+		seen[p.Service+"."+p.Namespace] = true
+	}
+	for _, s := range live.services {
+		if !seen[s.Name+"."+s.Namespace] {
+			known = append(known, policy.Workload{Namespace: s.Namespace, Service: s.Name})
+		}
+	}
+	return known
+}
+
+// findingLine is KIND: POLICY [rule N]: MESSAGE [(other: POLICY2 [rule M])].
+func findingLine(f policy.Finding) string {
+	var b strings.Builder
+	b.WriteString(f.Kind + ": " + ruleRef(f.Policy, f.Rule) + ": " + f.Message)
+	if f.OtherPolicy != "" {
+		b.WriteString(" (other: " + ruleRef(f.OtherPolicy, f.OtherRule) + ")")
+	}
+	return b.String()
+}
+
+func ruleRef(policy string, rule int) string {
+	if rule < 0 {
+		return policy
+	}
+	return fmt.Sprintf("%s rule %d", policy, rule)
+}
+
+func printFindings(w io.Writer, shown []policy.Finding, set policySet, hidden int) error {
+	var b strings.Builder
+	for _, f := range shown {
+		b.WriteString(findingLine(f) + "\n")
+	}
+	summary := "no findings"
+	if len(shown) > 0 {
+		summary = plural(len(shown), "finding")
+	}
+	summary += " in " + plural(len(set.policies), "policy")
+	switch {
+	case set.offline:
+		summary += " (the files alone)"
+	case set.fromFiles != nil:
+		summary += fmt.Sprintf(" (%d from files, %d live)", set.nFiles, set.nLive)
+	}
+	if hidden > 0 {
+		summary += fmt.Sprintf("; %s among live policies alone not shown (trellis policy lint shows them)", plural(hidden, "finding"))
+	}
+	b.WriteString(summary + "\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// findingJSON is one finding in -o json.
+type findingJSON struct {
+	Kind        string `json:"kind"`
+	Policy      string `json:"policy"`
+	Rule        int    `json:"rule"`
+	OtherPolicy string `json:"otherPolicy"`
+	OtherRule   int    `json:"otherRule"`
+	Message     string `json:"message"`
+}
+
+func printFindingsJSON(w io.Writer, shown []policy.Finding) error {
+	out := make([]findingJSON, 0, len(shown))
+	for _, f := range shown {
+		other := f.OtherRule
+		if f.OtherPolicy == "" {
+			other = -1
+		}
+		out = append(out, findingJSON{Kind: f.Kind, Policy: f.Policy, Rule: f.Rule, OtherPolicy: f.OtherPolicy, OtherRule: other, Message: f.Message})
+	}
+	data, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", data)
+	return err
+}
+
+func plural(n int, noun string) string {
+	switch {
+	case n == 1:
+		return "1 " + noun
+	case strings.HasSuffix(noun, "y"):
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
