@@ -199,3 +199,32 @@ func TestCertifyRefusals(t *testing.T) {
 		})
 	}
 }
+
+func TestControlPlaneIdentityIsNeverIssued(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	_, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "x", Namespace: "trellis-system", ServiceAccount: "control"})
+	if !adminapi.IsUserError(err) || !strings.Contains(err.Error(), "control plane's own identity") {
+		t.Errorf("token for the control plane's identity: %v, want 400", err)
+	}
+}
+
+func TestRenewalStopsOnceTokensAreRevoked(t *testing.T) {
+	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	ctx := context.Background()
+	tok, err := cp.Client(t).CreateToken(ctx, adminapi.CreateTokenRequest{Service: "web", Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := certify(t, cp, tok.Token, tok.Info.SPIFFEID)
+	csr, _ := testutil.NewCSR(t, tok.Info.SPIFFEID)
+	if _, err := dialIdentity(t, cp, leaf).Certify(ctx, &pb.CertifyRequest{Csr: csr}); err != nil {
+		t.Fatalf("renewal with a live token: %v", err)
+	}
+	if _, err := cp.Client(t).RevokeToken(ctx, tok.Info.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err = dialIdentity(t, cp, leaf).Certify(ctx, &pb.CertifyRequest{Csr: csr})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "revoked") {
+		t.Errorf("renewal after revoking the only token: %v, want PermissionDenied naming revocation", err)
+	}
+}

@@ -27,6 +27,7 @@ type configServer struct {
 	pb.UnimplementedConfigServer
 	td      spiffeid.TrustDomain
 	push    *pusher
+	tokens  *tokens
 	log     *slog.Logger
 	metrics *metrics
 	// base is cancelled when the server closes; every stream ends with it.
@@ -65,6 +66,14 @@ func (s *configServer) stream(stream pb.Config_StreamServer) error {
 		return err
 	}
 
+	// The service is not in the certificate (only namespace and service
+	// account are): it must be one a join token for this identity named,
+	// so no workload can register under another service's name.
+	if err := s.tokens.entitled(ctx, id.String(), w.Service); err != nil {
+		s.log.Warn("config stream refused", "err", err, "spiffe_id", id.String(), "service", w.Service, "peer", peerAddr(ctx))
+		return status.Errorf(codes.PermissionDenied, "hello: %v", err)
+	}
+
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopOnClose := context.AfterFunc(s.base, func() { cancel(errShuttingDown) })
@@ -72,6 +81,9 @@ func (s *configServer) stream(stream pb.Config_StreamServer) error {
 	ps := newProxyStream(cancel)
 	if err := s.push.reg.connect(w, hello.GetProxyVersion(), hello.GetRunningVersion(), hello.GetRunningHash(), ps); err != nil {
 		s.log.Warn("config stream refused", "err", err, "spiffe_id", id.String(), "peer", peerAddr(ctx))
+		if errors.Is(err, errTooManyInstances) {
+			return status.Errorf(codes.ResourceExhausted, "hello: %v", err)
+		}
 		return status.Errorf(codes.PermissionDenied, "hello: %v; generate a new instance value", err)
 	}
 	defer s.push.reg.disconnect(w.Instance, ps)

@@ -49,7 +49,8 @@ func TestConfigStreamRefusals(t *testing.T) {
 		{"unknown protocol", shop, hello(&pb.Hello{Instance: "i", Service: "frontend", Namespace: "shop", Protocol: "udp"}), codes.InvalidArgument, "protocol"},
 		{"advertise address without port", shop, hello(&pb.Hello{Instance: "i", Service: "frontend", Namespace: "shop", AdvertiseAddr: "10.0.0.1"}), codes.InvalidArgument, "advertise_addr"},
 		{"unspecified advertise address", shop, hello(&pb.Hello{Instance: "i", Service: "frontend", Namespace: "shop", AdvertiseAddr: "0.0.0.0:15006"}), codes.InvalidArgument, "not dialable"},
-		{"instance of another identity", other, hello(&pb.Hello{Instance: "catalog-1", Service: "catalog", Namespace: "shop"}), codes.PermissionDenied, "another identity"},
+		{"instance of another identity", other, hello(&pb.Hello{Instance: "catalog-1", Service: "intruder", Namespace: "shop"}), codes.PermissionDenied, "another identity"},
+		{"service no join token named for this identity", other, hello(&pb.Hello{Instance: "i2", Service: "catalog", Namespace: "shop"}), codes.PermissionDenied, `was not issued a join token for service "catalog"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := openStream(t, tc.client, tc.first)

@@ -84,7 +84,7 @@ func (s *Server) countRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		s.metrics.apiRequests.WithLabelValues(r.Method, strconv.Itoa(rec.code)).Inc()
+		s.metrics.apiRequests.WithLabelValues(methodLabel(r.Method), strconv.Itoa(rec.code)).Inc()
 	})
 }
 
@@ -346,4 +346,14 @@ func knownKinds() string {
 		names = append(names, k.Plural)
 	}
 	return strings.Join(names, ", ")
+}
+
+// methodLabel bounds the metric's label values: callers choose the method,
+// and unauthenticated ones must not grow the series set.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }

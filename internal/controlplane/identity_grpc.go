@@ -73,7 +73,15 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 		if err != nil {
 			return nil, via, "", err
 		}
+		// Renewal lasts only as long as the identity's tokens: once every
+		// token for it is revoked, its certificates are not renewed.
+		if err := s.tokens.entitled(ctx, got.String(), ""); err != nil {
+			return nil, via, got.String(), status.Errorf(codes.PermissionDenied, "renewal refused: %v", err)
+		}
 		want = got
+	}
+	if want == identity.ControlPlaneID(s.ca.TrustDomain()) {
+		return nil, via, want.String(), status.Error(codes.PermissionDenied, "the control plane's own identity is never issued through Certify")
 	}
 	mesh, err := s.res.mesh(ctx)
 	if err != nil {

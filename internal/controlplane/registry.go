@@ -69,6 +69,11 @@ type proxyEntry struct {
 
 // registry holds every proxy instance that is connected or within its
 // endpoint grace period. Safe for concurrent use.
+// maxInstancesPerIdentity bounds the proxies one SPIFFE ID may register.
+const maxInstancesPerIdentity = 256
+
+var errTooManyInstances = errors.New("too many instances")
+
 type registry struct {
 	now   func() time.Time
 	grace time.Duration
@@ -101,6 +106,18 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 		return fmt.Errorf("%w: %q is held by %s", errInstanceTaken, w.Instance, e.w.SPIFFEID)
 	}
 	if e == nil {
+		// One identity may run many replicas, but not flood every proxy's
+		// snapshot: cap its registered instances (live or in grace).
+		n := 0
+		for _, other := range r.entries {
+			if other.w.SPIFFEID == w.SPIFFEID {
+				n++
+			}
+		}
+		if n >= maxInstancesPerIdentity {
+			r.mu.Unlock()
+			return fmt.Errorf("%w: %s already has %d registered instances", errTooManyInstances, w.SPIFFEID, n)
+		}
 		e = &proxyEntry{}
 		r.entries[w.Instance] = e
 	}

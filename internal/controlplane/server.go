@@ -155,7 +155,7 @@ func (s *Server) Start() error {
 	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics, ttlOverride: s.cfg.WorkloadTTL})
 	pushCtx, stopPush := context.WithCancel(context.Background())
 	s.stopPush = stopPush
-	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, log: s.log, metrics: s.metrics, base: pushCtx})
+	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, tokens: s.tokens, log: s.log, metrics: s.metrics, base: pushCtx})
 
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),

@@ -43,6 +43,9 @@ func (t *tokens) create(ctx context.Context, req adminapi.CreateTokenRequest) (a
 	if ttl <= 0 || ttl > identity.MaxTokenTTL {
 		return adminapi.CreateTokenResponse{}, &fieldError{field: "ttl", msg: fmt.Sprintf("%s is out of range; use a duration between 1s and %s", ttl, identity.MaxTokenTTL)}
 	}
+	if req.Namespace == identity.ControlPlaneNamespace && req.ServiceAccount == "control" {
+		return adminapi.CreateTokenResponse{}, &fieldError{field: "serviceAccount", msg: "trellis-system/control is the control plane's own identity; no workload may hold it"}
+	}
 	for _, f := range []struct{ field, val string }{{"service", req.Service}, {"namespace", req.Namespace}, {"serviceAccount", req.ServiceAccount}} {
 		if !isDNSLabel(f.val) {
 			return adminapi.CreateTokenResponse{}, &fieldError{field: f.field, msg: fmt.Sprintf("%q must be a DNS label (lowercase letters, digits and '-', at most 63 characters)", f.val)}
@@ -166,4 +169,28 @@ func isDNSLabel(s string) bool {
 		}
 	}
 	return true
+}
+
+// entitled reports (nil) whether some join token that was not revoked named
+// spiffeID with service: the binding of a service name to an identity, which
+// the certificate alone does not carry.
+func (t *tokens) entitled(ctx context.Context, spiffeID, service string) error {
+	infos, err := t.list(ctx)
+	if err != nil {
+		return err
+	}
+	named := false
+	for _, info := range infos {
+		if info.SPIFFEID != spiffeID || info.RevokedAt != nil {
+			continue
+		}
+		if service == "" || info.Service == service {
+			return nil
+		}
+		named = true
+	}
+	if named {
+		return fmt.Errorf("%s was not issued a join token for service %q; create one with `trellis token create --service %s`", spiffeID, service, service)
+	}
+	return fmt.Errorf("%w: every join token for %s is revoked (or none was issued); create a new one with `trellis token create`", errTokenRevoked, spiffeID)
 }

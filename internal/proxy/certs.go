@@ -181,7 +181,7 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	if got, err := spiffeid.FromURI(firstURI(leaf)); err != nil || got != m.id {
 		return fmt.Errorf("certify: leaf names %v, want %s", leaf.URIs, m.id)
 	}
-	if !leaf.PublicKey.(*ecdsa.PublicKey).Equal(&key.PublicKey) {
+	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&key.PublicKey) {
 		return errors.New("certify: leaf is not for our key")
 	}
 	pool := x509.NewCertPool()

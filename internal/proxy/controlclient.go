@@ -17,6 +17,9 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
 
+// maxSnapshotBytes bounds one pushed snapshot.
+const maxSnapshotBytes = 64 << 20
+
 // ControlClient keeps one Config stream open to the control plane: it sends
 // Hello, applies every Snapshot through Apply (ACK on success, NACK with the
 // error otherwise, keeping the last good config), reports what it runs, and
@@ -44,6 +47,8 @@ func (c *ControlClient) Run(ctx context.Context) {
 	conn, err := grpc.NewClient(c.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Snapshots of large meshes exceed gRPC's 4 MiB default.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotBytes)),
 	)
 	if err != nil {
 		c.Log.Error("config stream: bad control plane address", "control", c.Addr, "err", err)

@@ -93,6 +93,9 @@ func newOutRequest(r *http.Request, scheme, host string) *http.Request {
 		o.req.Header = make(http.Header)
 	}
 	removeHopHeaders(o.req.Header)
+	// The authority travels in URL/Host; a second Host header field (which
+	// HTTP/2 leaves in the header map) must not reach the app.
+	delete(o.req.Header, "Host")
 	return &o.req
 }
 

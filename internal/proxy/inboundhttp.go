@@ -53,7 +53,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 	}
 	// Only the proxy may speak for the caller: whatever a caller sent is
 	// replaced by what its certificate proved (and policies never see it).
-	delete(r.Header, xfccHeader)
+	stripCallerXFCC(r.Header)
 	// Policies see, and the app receives, one canonical path: no dot
 	// segments or doubled slashes that could dodge a path rule.
 	if clean := normalizePath(r.URL.Path); clean != r.URL.Path {
@@ -134,4 +134,36 @@ func normalizePath(p string) string {
 		clean += "/"
 	}
 	return clean
+}
+
+// stripCallerXFCC removes every caller-supplied copy of the client-cert
+// header: the header itself, look-alikes that frameworks fold onto it
+// (x_forwarded_client_cert), and a Connection token naming it (which would
+// make the hop-by-hop pass delete the proxy's own header after it is set).
+func stripCallerXFCC(h http.Header) {
+	delete(h, xfccHeader)
+	for k := range h {
+		if len(k) == len(xfccHeader) && strings.EqualFold(strings.ReplaceAll(k, "_", "-"), xfccHeader) {
+			delete(h, k)
+		}
+	}
+	if conn, ok := h["Connection"]; ok {
+		kept := conn[:0:0]
+		for _, v := range conn {
+			var tokens []string
+			for _, tok := range strings.Split(v, ",") {
+				if !strings.EqualFold(strings.TrimSpace(tok), xfccHeader) {
+					tokens = append(tokens, tok)
+				}
+			}
+			if len(tokens) > 0 {
+				kept = append(kept, strings.Join(tokens, ","))
+			}
+		}
+		if len(kept) == 0 {
+			delete(h, "Connection")
+		} else {
+			h["Connection"] = kept
+		}
+	}
 }

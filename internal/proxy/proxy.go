@@ -321,13 +321,19 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.draining.Store(true)
 	dctx, cancel := context.WithTimeout(ctx, p.cfg.DrainTimeout)
 	defer cancel()
+	// Both directions drain at once, each within the same budget: a long
+	// inbound tunnel must not eat the outbound side's drain time.
 	var errs []error
+	var inErr, outErr error
+	var dw sync.WaitGroup
 	if p.inbound != nil {
-		errs = append(errs, p.inbound.Shutdown(dctx))
+		dw.Go(func() { inErr = p.inbound.Shutdown(dctx) })
 	}
 	if p.outbound != nil {
-		errs = append(errs, p.outbound.Shutdown(dctx))
+		dw.Go(func() { outErr = p.outbound.Shutdown(dctx) })
 	}
+	dw.Wait()
+	errs = append(errs, inErr, outErr)
 	if p.admin != nil {
 		errs = append(errs, p.admin.Shutdown(dctx))
 	}
