@@ -306,9 +306,10 @@ func (a *attrs) init(r *Request, trustDomain string) {
 	}
 	if r.HTTP {
 		a.method, a.host, a.header = r.Method, r.Host, r.Header
-		// The path is taken as given: callers pass the decoded path without
-		// the query (an encoded '?' or '#' is part of the path, not a cut).
 		a.path = r.Path
+		if i := strings.IndexAny(a.path, "?#"); i >= 0 {
+			a.path = a.path[:i]
+		}
 	}
 }
 

@@ -54,6 +54,12 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 	// Only the proxy may speak for the caller: whatever a caller sent is
 	// replaced by what its certificate proved (and policies never see it).
 	stripCallerXFCC(r.Header)
+	// An encoded '?' or '#' inside the path would let the path a policy
+	// sees (cut there) differ from the one the app serves: refuse it.
+	if strings.ContainsAny(r.URL.Path, "?#") {
+		plainError(w, http.StatusBadRequest, "trellis: encoded '?' or '#' in the request path\n")
+		return http.StatusBadRequest, false
+	}
 	// Policies see, and the app receives, one canonical path: no dot
 	// segments or doubled slashes that could dodge a path rule.
 	if clean := normalizePath(r.URL.Path); clean != r.URL.Path {

@@ -365,6 +365,22 @@ spec:
 			t.Errorf("GET %s: %d, want 403 (a dot segment or doubled slash must not dodge the DENY on /admin)", target, resp.StatusCode)
 		}
 	}
+	for _, target := range []string{"/items%3F/../admin", "/items%23x"} {
+		c, err := net.Dial("tcp", up)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, "GET "+target+" HTTP/1.1\r\nHost: catalog\r\nConnection: close\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", target, err)
+		}
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s: %d, want 400 (an encoded ? or # in the path is refused)", target, resp.StatusCode)
+		}
+	}
 	if _, ok := seen.Load("/admin"); ok {
 		t.Error("the app was reached at /admin")
 	}
