@@ -18,7 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/resource"
-	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
@@ -55,7 +55,7 @@ func run(t *testing.T, stdin string, args ...string) result {
 // mesh is a real control plane on loopback and an admin API client for
 // checking what the CLI stored.
 type mesh struct {
-	*testutil.ControlPlane
+	*cptest.ControlPlane
 	client *adminapi.Client
 }
 
@@ -63,7 +63,7 @@ type mesh struct {
 func startMesh(t *testing.T) *mesh {
 	t.Helper()
 	clearEnv(t)
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	return &mesh{ControlPlane: cp, client: cp.Client(t)}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 // checkOutput is `policy check -o json`.
@@ -301,7 +302,7 @@ func TestPolicyCheckUnreachable(t *testing.T) {
 
 // startProxy registers a real proxy for service.namespace, running as
 // service account sa, with labels.
-func startProxy(t *testing.T, cp *testutil.ControlPlane, service, namespace, sa string, labels map[string]string) {
+func startProxy(t *testing.T, cp *cptest.ControlPlane, service, namespace, sa string, labels map[string]string) {
 	t.Helper()
 	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: namespace, ServiceAccount: sa})
 	if err != nil {
@@ -341,7 +342,7 @@ func startProxy(t *testing.T, cp *testutil.ControlPlane, service, namespace, sa 
 func startMeshWithProxies(t *testing.T) *mesh {
 	t.Helper()
 	clearEnv(t)
-	cp := testutil.StartControlPlane(t, controlplane.Config{TrustDomain: "corp.test"})
+	cp := cptest.StartControlPlane(t, controlplane.Config{TrustDomain: "corp.test"})
 	m := &mesh{ControlPlane: cp, client: cp.Client(t)}
 	startProxy(t, cp, "frontend", "shop", "web", nil)
 	startProxy(t, cp, "catalog", "shop", "catalog", map[string]string{"version": "v2"})

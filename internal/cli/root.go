@@ -120,6 +120,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newDeleteCmd(g),
 		newTokenCmd(g),
 		newPolicyCmd(g),
+		newAuditCmd(),
 		newVersionCmd(),
 	)
 	return root

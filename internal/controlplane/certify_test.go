@@ -20,12 +20,13 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 // dialIdentity connects to the control plane's gRPC port verifying it with
 // ca.crt only (as a proxy given --ca-file does), optionally presenting a
 // client certificate.
-func dialIdentity(t *testing.T, cp *testutil.ControlPlane, clientCert *tls.Certificate) pb.IdentityClient {
+func dialIdentity(t *testing.T, cp *cptest.ControlPlane, clientCert *tls.Certificate) pb.IdentityClient {
 	t.Helper()
 	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
 	if err != nil {
@@ -49,7 +50,7 @@ func dialIdentity(t *testing.T, cp *testutil.ControlPlane, clientCert *tls.Certi
 
 // certify obtains a leaf for want with token and checks its chain up to
 // ca.crt. It returns the leaf as a TLS certificate with its key.
-func certify(t *testing.T, cp *testutil.ControlPlane, token, want string) *tls.Certificate {
+func certify(t *testing.T, cp *cptest.ControlPlane, token, want string) *tls.Certificate {
 	t.Helper()
 	csr, key := testutil.NewCSR(t, want)
 	resp, err := dialIdentity(t, cp, nil).Certify(context.Background(), &pb.CertifyRequest{Csr: csr, Token: token})
@@ -59,7 +60,7 @@ func certify(t *testing.T, cp *testutil.ControlPlane, token, want string) *tls.C
 	return checkLeaf(t, cp, resp, want, key)
 }
 
-func checkLeaf(t *testing.T, cp *testutil.ControlPlane, resp *pb.CertifyResponse, want string, key crypto.Signer) *tls.Certificate {
+func checkLeaf(t *testing.T, cp *cptest.ControlPlane, resp *pb.CertifyResponse, want string, key crypto.Signer) *tls.Certificate {
 	t.Helper()
 	leaf, err := x509.ParseCertificate(resp.GetLeaf())
 	if err != nil {
@@ -94,7 +95,7 @@ func checkLeaf(t *testing.T, cp *testutil.ControlPlane, resp *pb.CertifyResponse
 }
 
 func TestCertifyWithJoinToken(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
 	// The mesh's workloadTTL sets the leaf lifetime.
 	if _, err := cp.Client(t).Apply(ctx, decode(t, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {certificates: {workloadTTL: 2h}}\n"), false); err != nil {
@@ -137,8 +138,8 @@ func TestCertifyWithJoinToken(t *testing.T) {
 
 func TestCertifyRefusals(t *testing.T) {
 	clock := testutil.NewClock(time.Now())
-	cp := testutil.StartControlPlane(t, controlplane.Config{Now: clock.Now})
-	other := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{Now: clock.Now})
+	other := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
 	c := cp.Client(t)
 	newToken := func(ttl string) adminapi.CreateTokenResponse {
@@ -201,7 +202,7 @@ func TestCertifyRefusals(t *testing.T) {
 }
 
 func TestControlPlaneIdentityIsNeverIssued(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	_, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "x", Namespace: "trellis-system", ServiceAccount: "control"})
 	if !adminapi.IsUserError(err) || !strings.Contains(err.Error(), "control plane's own identity") {
 		t.Errorf("token for the control plane's identity: %v, want 400", err)
@@ -209,7 +210,7 @@ func TestControlPlaneIdentityIsNeverIssued(t *testing.T) {
 }
 
 func TestRenewalStopsOnceTokensAreRevoked(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
 	tok, err := cp.Client(t).CreateToken(ctx, adminapi.CreateTokenRequest{Service: "web", Namespace: "shop"})
 	if err != nil {

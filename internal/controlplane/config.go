@@ -46,6 +46,9 @@ type Config struct {
 	// WorkloadTTL, when set, overrides Mesh.spec.certificates.workloadTTL
 	// (whose minimum is 5m): tests use seconds to exercise renewal.
 	WorkloadTTL time.Duration
+	// AuditSinks are --audit-sink URLs: every event in the log is delivered
+	// to each at least once (syslog+tcp://, syslog+tls://, file://, http(s)://).
+	AuditSinks []string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.

@@ -17,7 +17,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 // waitFor bounds every wait for something the control plane should do
@@ -26,7 +26,7 @@ const waitFor = 5 * time.Second
 
 // workloadCert gets a workload certificate for service in ns the way a
 // proxy does: a join token, then Identity.Certify.
-func workloadCert(t *testing.T, cp *testutil.ControlPlane, ns, service string) *tls.Certificate {
+func workloadCert(t *testing.T, cp *cptest.ControlPlane, ns, service string) *tls.Certificate {
 	t.Helper()
 	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: ns})
 	if err != nil {
@@ -37,7 +37,7 @@ func workloadCert(t *testing.T, cp *testutil.ControlPlane, ns, service string) *
 
 // dialConfig connects to the Config service verifying the control plane
 // with ca.crt, presenting cert when given.
-func dialConfig(t *testing.T, cp *testutil.ControlPlane, cert *tls.Certificate) pb.ConfigClient {
+func dialConfig(t *testing.T, cp *cptest.ControlPlane, cert *tls.Certificate) pb.ConfigClient {
 	t.Helper()
 	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
 	if err != nil {
@@ -100,7 +100,7 @@ func openStream(t *testing.T, client pb.ConfigClient, first *pb.ProxyMessage) *t
 
 // connect opens a stream for a workload with its own certificate and waits
 // for the first snapshot.
-func connect(t *testing.T, cp *testutil.ControlPlane, cert *tls.Certificate, hello *pb.Hello) (*testProxy, *pb.Snapshot) {
+func connect(t *testing.T, cp *cptest.ControlPlane, cert *tls.Certificate, hello *pb.Hello) (*testProxy, *pb.Snapshot) {
 	t.Helper()
 	p := openStream(t, dialConfig(t, cp, cert), helloMsg(hello))
 	return p, p.next(t)
@@ -190,7 +190,7 @@ func eventually(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // proxyInfo returns the admin API's entry for instance.
-func proxyInfo(t *testing.T, cp *testutil.ControlPlane, instance string) (adminapi.ProxyInfo, bool) {
+func proxyInfo(t *testing.T, cp *cptest.ControlPlane, instance string) (adminapi.ProxyInfo, bool) {
 	t.Helper()
 	items, err := cp.Client(t).ListProxies(context.Background(), "")
 	if err != nil {

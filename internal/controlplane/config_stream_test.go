@@ -19,11 +19,11 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 func TestConfigStreamRefusals(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	shop := dialConfig(t, cp, workloadCert(t, cp, "shop", "frontend"))
 	other := dialConfig(t, cp, workloadCert(t, cp, "shop", "intruder"))
 	// Hold an instance so another identity cannot take it over.
@@ -71,7 +71,7 @@ func TestConfigStreamRefusals(t *testing.T) {
 }
 
 func TestConfigStreamFirstSnapshot(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	cert := workloadCert(t, cp, "shop", "frontend")
 	p, snap := connect(t, cp, cert, &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16006", ProxyVersion: "test"})
 
@@ -118,7 +118,7 @@ func TestConfigStreamFirstSnapshot(t *testing.T) {
 }
 
 func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
 	front, fs := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001"})
 	cat, cs := connect(t, cp, workloadCert(t, cp, "shop", "catalog"), &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002", Labels: map[string]string{"version": "v1"}})
@@ -193,7 +193,7 @@ func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
 }
 
 func TestConfigStreamAckNack(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
 	cat, s1 := connect(t, cp, workloadCert(t, cp, "shop", "catalog"), &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002"})
 	cat.ack(t, s1)
@@ -250,7 +250,7 @@ func TestConfigStreamAckNack(t *testing.T) {
 
 func TestConfigStreamGracePeriod(t *testing.T) {
 	const grace = 300 * time.Millisecond
-	cp := testutil.StartControlPlane(t, controlplane.Config{EndpointGracePeriod: grace})
+	cp := cptest.StartControlPlane(t, controlplane.Config{EndpointGracePeriod: grace})
 	ctx := context.Background()
 	front, _ := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001"})
 	catCert := workloadCert(t, cp, "shop", "catalog")
@@ -294,7 +294,7 @@ func TestConfigStreamGracePeriod(t *testing.T) {
 }
 
 func TestConfigStreamReplacedBySameInstance(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	cert := workloadCert(t, cp, "shop", "frontend")
 	hello := &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001"}
 	old, s1 := connect(t, cp, cert, hello)
@@ -321,7 +321,7 @@ func TestConfigStreamReplacedBySameInstance(t *testing.T) {
 }
 
 func TestConfigStreamVersionsSurviveRestart(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	cert := workloadCert(t, cp, "shop", "frontend")
 	_, s1 := connect(t, cp, cert, &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop"})
 	// Proxies coming from an earlier control plane life: one runs what we
@@ -337,7 +337,7 @@ func TestConfigStreamVersionsSurviveRestart(t *testing.T) {
 }
 
 func TestCloseWithOpenStreams(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	var streams []*testProxy
 	for _, svc := range []string{"frontend", "catalog"} {
 		p, _ := connect(t, cp, workloadCert(t, cp, "shop", svc), &pb.Hello{Instance: svc + "-1", Service: svc, Namespace: "shop"})

@@ -17,6 +17,7 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 func mustKind(t *testing.T, name string) resource.KindInfo {
@@ -50,7 +51,7 @@ spec:
 `
 
 func TestFirstStartWritesDataDir(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	for _, tc := range []struct {
 		path string
 		mode os.FileMode
@@ -101,7 +102,7 @@ func TestFirstStartWritesDataDir(t *testing.T) {
 }
 
 func TestAdminAPIAuth(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	base := cp.APIURL()
 	for _, tc := range []struct {
 		path, token string
@@ -150,7 +151,7 @@ func TestAdminAPIAuth(t *testing.T) {
 }
 
 func TestApplyGetListDelete(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	c := cp.Client(t)
 	ctx := context.Background()
 	authz := mustKind(t, "authz")
@@ -224,7 +225,7 @@ func TestApplyGetListDelete(t *testing.T) {
 }
 
 func TestApplyBatchIsAllOrNothing(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	c := cp.Client(t)
 	ctx := context.Background()
 	good := decode(t, policyYAML)[0]
@@ -280,7 +281,7 @@ func TestApplyBatchIsAllOrNothing(t *testing.T) {
 
 func TestRestartKeepsState(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cp")
-	cp := testutil.StartControlPlane(t, controlplane.Config{DataDir: dir, TrustDomain: "example.org"})
+	cp := cptest.StartControlPlane(t, controlplane.Config{DataDir: dir, TrustDomain: "example.org"})
 	ctx := context.Background()
 	if _, err := cp.Client(t).Apply(ctx, decode(t, policyYAML), false); err != nil {
 		t.Fatal(err)
@@ -293,7 +294,7 @@ func TestRestartKeepsState(t *testing.T) {
 	adminBefore := cp.Token
 	cp.Stop(t)
 
-	cp2 := testutil.StartControlPlane(t, controlplane.Config{DataDir: dir})
+	cp2 := cptest.StartControlPlane(t, controlplane.Config{DataDir: dir})
 	if cp2.TrustDomain() != "example.org" {
 		t.Errorf("trust domain after restart %q, want example.org", cp2.TrustDomain())
 	}
@@ -321,7 +322,7 @@ func TestRestartKeepsState(t *testing.T) {
 
 func TestTrustDomainIsFixed(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cp")
-	cp := testutil.StartControlPlane(t, controlplane.Config{DataDir: dir, TrustDomain: "a.example"})
+	cp := cptest.StartControlPlane(t, controlplane.Config{DataDir: dir, TrustDomain: "a.example"})
 	cp.Stop(t)
 	_, err := controlplane.New(context.Background(), controlplane.Config{DataDir: dir, TrustDomain: "b.example", GRPCAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Logger: testutil.Logger(t)})
 	if err == nil || !strings.Contains(err.Error(), `"b.example"`) || !strings.Contains(err.Error(), `"a.example"`) || !strings.Contains(err.Error(), "--trust-domain") {
@@ -349,7 +350,7 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestCreateTokenErrors(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	c := cp.Client(t)
 	for _, tc := range []struct {
 		req   adminapi.CreateTokenRequest

@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -141,6 +143,9 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 			s.metrics.applied.WithLabelValues(res.Kind, res.Result).Inc()
 			if res.Result != adminapi.ResultUnchanged {
 				s.log.Info("resource applied", "kind", res.Kind, "namespace", res.Namespace, "name", res.Name, "result", res.Result, "resource_version", res.ResourceVersion)
+				s.audit.record(adminEvent(r, "resource.applied", map[string]string{
+					"resource_kind": res.Kind, "namespace": res.Namespace, "name": res.Name, "result": res.Result, "resource_version": res.ResourceVersion,
+				}))
 			}
 		}
 	}
@@ -239,6 +244,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("resource deleted", "kind", kind.Kind, "namespace", ns, "name", name)
+	s.audit.record(adminEvent(r, "resource.deleted", map[string]string{"resource_kind": kind.Kind, "namespace": ns, "name": name}))
 	out := adminapi.DeleteResponse{Kind: kind.Kind, Name: name}
 	if kind.Namespaced {
 		out.Namespace = ns
@@ -259,6 +265,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.tokensIssued.Inc()
 	s.log.Info("join token issued", "token_id", resp.Info.ID, "spiffe_id", resp.Info.SPIFFEID, "expires", resp.Info.ExpiresAt)
+	s.audit.record(adminEvent(r, "token.created", map[string]string{"token_id": resp.Info.ID, "spiffe_id": resp.Info.SPIFFEID, "service": resp.Info.Service, "expires": resp.Info.ExpiresAt.Format(time.RFC3339)}))
 	writeJSON(w, http.StatusCreated, resp)
 }
 
@@ -279,6 +286,7 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.tokensRevoked.Inc()
 	s.log.Info("join token revoked", "token_id", info.ID, "spiffe_id", info.SPIFFEID)
+	s.audit.record(adminEvent(r, "token.revoked", map[string]string{"token_id": info.ID, "spiffe_id": info.SPIFFEID}))
 	writeJSON(w, http.StatusOK, info)
 }
 
@@ -356,4 +364,13 @@ func methodLabel(m string) string {
 		return m
 	}
 	return "other"
+}
+
+// adminEvent is an audit event for a change made through the admin API.
+// The admin bearer token is the only credential, so the actor is "admin"
+// and the caller's address is recorded with it.
+func adminEvent(r *http.Request, kind string, attrs map[string]string) *pb.Event {
+	attrs["actor"] = "admin"
+	attrs["remote_addr"] = r.RemoteAddr
+	return &pb.Event{Kind: kind, Attributes: attrs}
 }

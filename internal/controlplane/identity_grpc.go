@@ -30,6 +30,7 @@ type identityServer struct {
 	metrics *metrics
 	// ttlOverride replaces the mesh's workloadTTL when set (tests).
 	ttlOverride time.Duration
+	audit       *audit
 }
 
 func (s *identityServer) Certify(ctx context.Context, req *pb.CertifyRequest) (*pb.CertifyResponse, error) {
@@ -113,6 +114,9 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 	for _, c := range leaf.Roots {
 		resp.TrustBundle = append(resp.TrustBundle, c.Raw)
 	}
+	s.audit.record(&pb.Event{Kind: "cert.issued", SourceId: want.String(), Attributes: map[string]string{
+		"via": via, "token_id": tokenID, "serial": leaf.Cert.SerialNumber.Text(16), "expires": leaf.Cert.NotAfter.UTC().Format(time.RFC3339), "peer": peerAddr(ctx),
+	}})
 	s.log.Info("certificate issued", "spiffe_id", want.String(), "via", via, "token_id", tokenID,
 		"serial", leaf.Cert.SerialNumber.Text(16), "expires", leaf.Cert.NotAfter.UTC().Format(time.RFC3339), "peer", peerAddr(ctx))
 	return resp, via, want.String(), nil

@@ -38,6 +38,7 @@ type Server struct {
 	adminToken adminToken
 	metrics    *metrics
 	serving    *servingCert
+	audit      *audit
 	push       *pusher
 	resCache   *resourceCache
 	resRev     int64 // store revision resCache was loaded at
@@ -116,6 +117,10 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.res.ensureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}
+	if s.audit, err = openAudit(cfg, identity.ControlPlaneID(td)); err != nil {
+		return nil, err
+	}
+	s.metrics.reg.MustRegister(s.audit.collector)
 	s.resCache = newResourceCache(cfg.Logger)
 	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
 		return nil, err
@@ -124,6 +129,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {
+		s.audit.close()
 		return nil, err
 	}
 	return s, nil
@@ -152,10 +158,12 @@ func (s *Server) Start() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics, ttlOverride: s.cfg.WorkloadTTL})
+	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics, ttlOverride: s.cfg.WorkloadTTL, audit: s.audit})
 	pushCtx, stopPush := context.WithCancel(context.Background())
 	s.stopPush = stopPush
 	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, tokens: s.tokens, log: s.log, metrics: s.metrics, base: pushCtx})
+	s.audit.collector.Register(s.grpcSrv)
+	s.audit.start()
 
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),
@@ -271,6 +279,9 @@ func (s *Server) Close(ctx context.Context) error {
 		}
 	}
 	s.wg.Wait()
+	if err := s.audit.close(); err != nil {
+		s.log.Error("close audit log", "err", err)
+	}
 	if err := s.store.Close(); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

@@ -21,10 +21,11 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 func TestAdminAPIServesTLSWhenNotLoopback(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{APIAddr: "0.0.0.0:0"})
+	cp := cptest.StartControlPlane(t, controlplane.Config{APIAddr: "0.0.0.0:0"})
 	if !strings.HasPrefix(cp.APIURL(), "https://") {
 		t.Fatalf("APIURL %q, want https for a non-loopback --api-addr", cp.APIURL())
 	}
@@ -92,7 +93,7 @@ func writeUserPKI(t *testing.T, dir string) (certFile, keyFile string, root *x50
 
 func TestExternalIntermediate(t *testing.T) {
 	certFile, keyFile, root := writeUserPKI(t, t.TempDir())
-	cp := testutil.StartControlPlane(t, controlplane.Config{CACertFile: certFile, CAKeyFile: keyFile})
+	cp := cptest.StartControlPlane(t, controlplane.Config{CACertFile: certFile, CAKeyFile: keyFile})
 	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
 	if err != nil {
 		t.Fatal(err)

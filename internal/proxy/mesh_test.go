@@ -18,6 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 // startApp serves h on a free loopback port.
@@ -34,7 +35,7 @@ func startApp(t *testing.T, h http.Handler) string {
 }
 
 // startProxy starts a real proxy against cp for service in namespace shop.
-func startProxy(t *testing.T, cp *testutil.ControlPlane, service, appAddr string, upstreams ...proxy.Upstream) *proxy.Proxy {
+func startProxy(t *testing.T, cp *cptest.ControlPlane, service, appAddr string, upstreams ...proxy.Upstream) *proxy.Proxy {
 	t.Helper()
 	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
 	if err != nil {
@@ -69,7 +70,7 @@ func startProxy(t *testing.T, cp *testutil.ControlPlane, service, appAddr string
 	return p
 }
 
-func apply(t *testing.T, cp *testutil.ControlPlane, docs string) {
+func apply(t *testing.T, cp *cptest.ControlPlane, docs string) {
 	t.Helper()
 	objs, err := resource.Decode([]byte(docs), "test.yaml")
 	if err != nil {
@@ -95,7 +96,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // TestMeshEndToEnd runs a control plane and two real proxies: frontend
 // calls catalog through its --upstream listener and its HTTP proxy port.
 func TestMeshEndToEnd(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	var gotXFCC string
 	catalogApp := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -195,7 +196,7 @@ func metricValue(t *testing.T, p *proxy.Proxy, name string) float64 {
 // TestRenewalUnderTraffic: with 3-second certificates, both proxies renew
 // several times while requests flow, and no request fails.
 func TestRenewalUnderTraffic(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
+	cp := cptest.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
 	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	server := startProxy(t, cp, "catalog", app)

@@ -19,11 +19,12 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 // startProxyCfg starts a proxy in namespace shop with cfg's fields filled
 // in from cp and a fresh join token for cfg.Service.
-func startProxyCfg(t *testing.T, cp *testutil.ControlPlane, cfg proxy.Config) *proxy.Proxy {
+func startProxyCfg(t *testing.T, cp *cptest.ControlPlane, cfg proxy.Config) *proxy.Proxy {
 	t.Helper()
 	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: cfg.Service, Namespace: "shop"})
 	if err != nil {
@@ -95,7 +96,7 @@ func expect(t *testing.T, hc *http.Client, upstream, method, path string, want a
 const denied = "RBAC: access denied\n"
 
 func TestPoliciesThroughProxies(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
 	up := proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}
@@ -193,7 +194,7 @@ func scrape(t *testing.T, p *proxy.Proxy, series string) float64 {
 // TestPoliciesOnTCP: HTTP-only conditions never open a TCP port; a rule
 // without them does.
 func TestPoliciesOnTCP(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -265,7 +266,7 @@ func configHas(t *testing.T, p *proxy.Proxy, s string) bool {
 // TestPolicyChangeUnderTraffic: a policy change applied while requests flow
 // over kept-alive connections takes effect without dropping any of them.
 func TestPolicyChangeUnderTraffic(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
 	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
@@ -320,7 +321,7 @@ spec:
 }
 
 func TestNormalizePathForPolicies(t *testing.T) {
-	cp := testutil.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	var seen sync.Map
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen.Store(r.URL.Path, true)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/resource"
-	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 const policiesYAML = `apiVersion: trellis.dev/v1alpha1
@@ -56,7 +56,7 @@ var (
 func TestScenario(t *testing.T) {
 	skipIfShort(t)
 	t.Run("in-process", func(t *testing.T) {
-		cp := testutil.StartControlPlane(t, controlplane.Config{})
+		cp := cptest.StartControlPlane(t, controlplane.Config{})
 		env := []string{"TRELLIS_API=" + cp.APIURL(), "TRELLIS_TOKEN_FILE=" + filepath.Join(cp.DataDir, controlplane.AdminTokenFile)}
 		scenario(t, runInProcess, env)
 	})

@@ -1,8 +1,10 @@
-package testutil
+// Package cptest starts real control planes on loopback ports for tests
+// (kept apart from testutil so that packages the control plane imports can
+// still use testutil's fixtures in their tests). Only tests import it.
+package cptest
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // ControlPlane is a real control plane on loopback ports for a test.
@@ -35,7 +38,7 @@ func StartControlPlane(t testing.TB, cfg controlplane.Config) *ControlPlane {
 		cfg.APIAddr = "127.0.0.1:0"
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = Logger(t)
+		cfg.Logger = testutil.Logger(t)
 	}
 	srv, err := controlplane.New(context.Background(), cfg)
 	if err != nil {
@@ -77,18 +80,4 @@ func (cp *ControlPlane) Client(t testing.TB) *adminapi.Client {
 		t.Fatal(err)
 	}
 	return c
-}
-
-// Logger returns a logger that writes through t.Log, so output shows only
-// for failing tests.
-func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -1,0 +1,299 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/telemetry"
+)
+
+// maxInstanceLen bounds hello_instance (proxies send 16 hex digits).
+const maxInstanceLen = 128
+
+// Server receives event streams from proxies and appends them to the
+// event log. It implements Telemetry.Stream (rules in telemetry.proto) and
+// is a prometheus.Collector for its metrics. Safe for concurrent use.
+type Server struct {
+	app     telemetry.Appender
+	log     *slog.Logger
+	marks   *highWater
+	metrics *metrics
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New returns a Server appending to app, which must be safe for
+// concurrent use (streams append in parallel). stateDir holds the
+// per-instance high-water marks that make resent events drop as
+// duplicates across collector restarts; it is created when missing and
+// must belong to one Server at a time. Call Close when done.
+func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, error) {
+	if app == nil {
+		return nil, errors.New("collector: no event log to append to")
+	}
+	if stateDir == "" {
+		return nil, errors.New("collector: no state dir: set the collector's data dir")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{app: app, log: log, metrics: newMetrics()}
+	marks, err := loadHighWater(stateDir, time.Now, func(err error) {
+		log.Error("cannot persist telemetry high-water marks; a collector restart may duplicate resent events", "err", err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.marks = marks
+	return s, nil
+}
+
+// Register adds the Telemetry service to a gRPC server. The server's TLS
+// configuration must request client certificates and verify them against
+// the mesh roots (tls.VerifyClientCertIfGiven is enough: streams without
+// a verified certificate are refused here).
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	pb.RegisterTelemetryServer(r, &telemetryService{s: s})
+}
+
+// Close writes the high-water marks a last time. Stop the gRPC server
+// first; appends after Close still work but their marks may not be
+// persisted. Calling it again returns the first result.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.marks.close() })
+	return s.closeErr
+}
+
+// AppendLocal appends events the collector's own process makes (control
+// plane events) with one Append call, reporter set to reporter (the
+// control plane's SPIFFE ID) and seq to 0, since the log numbers them. A
+// missing time is set to now. The events are copied; the caller keeps
+// ownership.
+func (s *Server) AppendLocal(reporter spiffeid.ID, events ...*pb.Event) error {
+	if reporter.IsZero() {
+		return errors.New("collector: append local events: no reporter; pass the control plane's SPIFFE ID")
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	now := timestamppb.Now()
+	evs := make([]*pb.Event, len(events))
+	for i, ev := range events {
+		c := proto.Clone(ev).(*pb.Event)
+		c.Seq = 0
+		c.Reporter = reporter.String()
+		if c.Time == nil {
+			c.Time = now
+		}
+		evs[i] = c
+	}
+	if _, err := s.app.Append(evs...); err != nil {
+		s.metrics.appendErrors.Inc()
+		return fmt.Errorf("collector: append local events: %w", err)
+	}
+	for _, ev := range evs {
+		s.metrics.kind(ev.GetKind()).appended.Inc()
+	}
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (s *Server) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range s.metrics.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (s *Server) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range s.metrics.collectors() {
+		c.Collect(ch)
+	}
+}
+
+// telemetryService keeps the generated server plumbing off Server's API.
+type telemetryService struct {
+	pb.UnimplementedTelemetryServer
+	s *Server
+}
+
+func (t *telemetryService) Stream(stream pb.Telemetry_StreamServer) error {
+	err := t.s.stream(stream)
+	if code := status.Code(err); code != codes.OK && code != codes.Canceled {
+		t.s.metrics.refused.WithLabelValues(code.String()).Inc()
+	}
+	return err
+}
+
+func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
+	ctx := stream.Context()
+	reporter, err := peerID(ctx)
+	if err != nil {
+		s.log.Warn("telemetry stream refused", "err", err, "peer", peerAddr(ctx))
+		return err
+	}
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return status.Error(codes.InvalidArgument, "telemetry stream closed before hello")
+	}
+	if err != nil {
+		return err
+	}
+	instance := first.GetHelloInstance()
+	if err := checkInstance(instance); err != nil {
+		s.log.Warn("telemetry stream refused", "err", err, "spiffe_id", reporter, "peer", peerAddr(ctx))
+		return err
+	}
+	log := s.log.With("spiffe_id", reporter, "instance", instance)
+	st := s.marks.acquire(instanceKey{reporter: reporter, instance: instance})
+	defer s.marks.release(st)
+	s.metrics.streams.Inc()
+	defer s.metrics.streams.Dec()
+
+	// The first ack tells the proxy what is already stored, so it skips it.
+	through := st.seq.Load()
+	if err := stream.Send(&pb.EventAck{Through: through}); err != nil {
+		return err
+	}
+	log.Debug("telemetry stream open", "through", through, "peer", peerAddr(ctx))
+
+	batch := first
+	for {
+		if len(batch.GetEvents()) > 0 {
+			through, err := s.appendBatch(st, reporter, batch.GetEvents(), log)
+			if err != nil {
+				return err
+			}
+			if err := stream.Send(&pb.EventAck{Through: through}); err != nil {
+				return err
+			}
+		}
+		batch, err = stream.Recv()
+		if errors.Is(err, io.EOF) {
+			log.Debug("telemetry stream closed by the proxy")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if batch.GetHelloInstance() != "" {
+			return status.Error(codes.InvalidArgument, "hello_instance may only be set on the first batch; open a new stream to say hello again")
+		}
+	}
+}
+
+// appendBatch appends the events of one batch not yet in the log, with
+// the stream's identity as reporter, and returns the new high-water mark.
+func (s *Server) appendBatch(st *instanceState, reporter string, events []*pb.Event, log *slog.Logger) (uint64, error) {
+	var prev uint64
+	for _, ev := range events {
+		seq := ev.GetSeq()
+		if seq == 0 {
+			return 0, status.Error(codes.InvalidArgument, "event with seq 0: proxy sequence numbers start at 1")
+		}
+		if seq <= prev {
+			return 0, status.Errorf(codes.InvalidArgument, "seq %d follows seq %d in one batch: sequence numbers must grow", seq, prev)
+		}
+		prev = seq
+	}
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	hw := st.seq.Load()
+	last := hw
+	var gaps uint64
+	keep := make([]*pb.Event, 0, len(events))
+	for _, ev := range events {
+		kc := s.metrics.kind(ev.GetKind())
+		kc.received.Inc()
+		if ev.Seq <= last {
+			kc.duplicates.Inc()
+			continue
+		}
+		// With no mark (a new instance, or lost collector state) a first
+		// seq above 1 is not known to be a gap.
+		if last > 0 && ev.Seq > last+1 {
+			gaps += ev.Seq - last - 1
+		}
+		ev.Reporter = reporter
+		keep = append(keep, ev)
+		last = ev.Seq
+	}
+	if gaps > 0 {
+		s.metrics.gaps.Add(float64(gaps))
+		log.Warn("proxy skipped sequence numbers: it dropped events (see its trellis_telemetry_events_dropped_total) or lost them in a crash", "missing", gaps, "through", last)
+	}
+	if len(keep) == 0 {
+		return hw, nil
+	}
+	if _, err := s.app.Append(keep...); err != nil {
+		s.metrics.appendErrors.Inc()
+		log.Error("cannot append events to the log; the proxy will resend them", "events", len(keep), "err", err)
+		return 0, status.Errorf(codes.Unavailable, "append to event log: %v; resend after reconnecting", err)
+	}
+	st.seq.Store(last)
+	s.marks.changed()
+	for _, ev := range keep {
+		s.metrics.kind(ev.GetKind()).appended.Inc()
+	}
+	return last, nil
+}
+
+// peerID returns the SPIFFE ID in the stream's verified client
+// certificate: the stream and everything it reports are bound to it.
+func peerID(ctx context.Context) (string, error) {
+	p, ok := peer.FromContext(ctx)
+	var info credentials.TLSInfo
+	if ok {
+		info, ok = p.AuthInfo.(credentials.TLSInfo)
+	}
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return "", status.Error(codes.Unauthenticated, "telemetry stream needs a client certificate: connect with the workload certificate")
+	}
+	id, err := identity.SPIFFEIDFromCert(info.State.VerifiedChains[0][0])
+	if err != nil {
+		return "", status.Errorf(codes.Unauthenticated, "client certificate: %v", err)
+	}
+	return id.String(), nil
+}
+
+func checkInstance(instance string) error {
+	if instance == "" {
+		return status.Error(codes.InvalidArgument, "the first batch on a telemetry stream must set hello_instance (the proxy instance id)")
+	}
+	if len(instance) > maxInstanceLen {
+		return status.Errorf(codes.InvalidArgument, "hello_instance is %d bytes; at most %d allowed", len(instance), maxInstanceLen)
+	}
+	for _, r := range instance {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return status.Errorf(codes.InvalidArgument, "hello_instance %q: only printable characters without spaces are allowed", instance)
+		}
+	}
+	return nil
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}
