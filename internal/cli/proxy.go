@@ -69,6 +69,8 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.HTTPProxyAddr, "http-proxy-addr", proxy.DefaultHTTPProxyAddr, "HTTP forward proxy for http://SERVICE.NAMESPACE/... (off to disable)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")
+	f.StringVar(&cfg.CollectorAddr, "collector", "", "collector gRPC address for audit events (default: --control, which embeds the collector)")
+	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory keeping unacknowledged audit events across restarts (default: memory only)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long SIGTERM waits for in-flight requests")
 	lf.register(cmd)
 	return cmd

@@ -44,6 +44,10 @@ type CertManager struct {
 
 	renewals atomic.Int64
 	failures atomic.Int64
+
+	// OnIssued, when set, is told of every certificate obtained (renewal
+	// false for the first). Set it before Obtain.
+	OnIssued func(leaf *x509.Certificate, renewal bool)
 }
 
 // NewCertManager prepares a manager for id; nothing is requested yet.
@@ -200,6 +204,9 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	m.roots0.Store(&roots)
 	m.gotAt.Store(m.now().UnixNano())
 	m.cur.Store(cert)
+	if m.OnIssued != nil {
+		m.OnIssued(leaf, current != nil)
+	}
 	m.log.Info("workload certificate obtained", "spiffe_id", m.id.String(), "serial", leaf.SerialNumber.Text(16),
 		"expires", leaf.NotAfter.UTC().Format(time.RFC3339), "renewal", current != nil)
 	return nil

@@ -59,9 +59,16 @@ type Config struct {
 	AdminAddr      string // --admin-addr, default 127.0.0.1:15000
 	Labels         map[string]string
 	DrainTimeout   time.Duration
-	Authorizer     Authorizer // nil = PolicyAuthorizer for this workload
-	Logger         *slog.Logger
-	Now            func() time.Time
+	// CollectorAddr receives audit events (--collector); empty means the
+	// control plane, which embeds the collector by default.
+	CollectorAddr string
+	// SpoolDir keeps audit events the collector has not acknowledged on
+	// disk (--spool-dir), so none is lost across proxy restarts; empty
+	// means memory only.
+	SpoolDir   string
+	Authorizer Authorizer // nil = PolicyAuthorizer for this workload
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -85,6 +92,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AdminAddr == "" {
 		c.AdminAddr = DefaultAdminAddr
+	}
+	if c.CollectorAddr == "" {
+		c.CollectorAddr = c.ControlAddr
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout

@@ -3,9 +3,11 @@ package proxy_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -384,5 +386,68 @@ spec:
 	}
 	if _, ok := seen.Load("/admin"); ok {
 		t.Error("the app was reached at /admin")
+	}
+}
+
+// TestDenialsReachTheAuditSink: every denied request becomes an authz.deny
+// event from the catalog proxy, through the collector embedded in the
+// control plane, into a file sink; the count matches the proxy's counter.
+func TestDenialsReachTheAuditSink(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "audit.jsonl")
+	cp := cptest.StartControlPlane(t, controlplane.Config{AuditSinks: []string{"file://" + out}})
+	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: reads-only, namespace: shop}
+spec:
+  selector: {service: catalog}
+  rules:
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
+    to: [{methods: [GET]}]
+`)
+	hc := &http.Client{Timeout: 5 * time.Second}
+	up := client.UpstreamAddr(0)
+	expect(t, hc, up, "GET", "/", answer{code: 200})
+	const denials = 25
+	for i := range denials {
+		if a := call(t, hc, up, "DELETE", "/items/"+strconv.Itoa(i)); a.code != 403 {
+			t.Fatalf("DELETE: %d, want 403", a.code)
+		}
+	}
+	// Denials before the policy arrived (mesh default deny) count too: the
+	// sink must hold exactly what the proxy counted, DELETEs included.
+	var deny, deletes []map[string]any
+	waitFor(t, "every denial in the audit sink", func() bool {
+		deny, deletes = deny[:0], deletes[:0]
+		data, _ := os.ReadFile(out)
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var ev map[string]any
+			if json.Unmarshal([]byte(line), &ev) == nil && ev["kind"] == "authz.deny" {
+				deny = append(deny, ev)
+				if ev["method"] == "DELETE" {
+					deletes = append(deletes, ev)
+				}
+			}
+		}
+		return len(deletes) >= denials
+	})
+	if len(deletes) != denials {
+		t.Errorf("sink has %d DELETE denials, want %d", len(deletes), denials)
+	}
+	counted := scrape(t, catalog, `trellis_authz_decisions_total{decision="deny",mode="enforce",policy=""}`)
+	if int(counted) != len(deny) {
+		t.Errorf("catalog proxy counted %v denials, the sink has %d", counted, len(deny))
+	}
+	ev := deletes[0]
+	for k, want := range map[string]string{
+		"reporter": "spiffe://trellis.local/ns/shop/sa/catalog", "source_id": "spiffe://trellis.local/ns/shop/sa/frontend",
+		"destination_service": "catalog", "method": "DELETE", "decision": "deny",
+	} {
+		if got, _ := ev[k].(string); got != want {
+			t.Errorf("event %s = %q, want %q (event %v)", k, got, want, ev)
+		}
 	}
 }

@@ -3,6 +3,10 @@ package proxy
 import (
 	"log/slog"
 	"strings"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"sync/atomic"
 
 	"github.com/trellismesh/trellis/internal/policy"
@@ -18,6 +22,9 @@ type PolicyAuthorizer struct {
 	// Port is the application's port, the destination port policies'
 	// `ports` conditions match.
 	Port int
+	// Events, when set, receives an audit event for every deny and every
+	// audit-mode would-deny. It must not block.
+	Events func(*pb.Event)
 	// Metrics, when set, counts audit-mode decisions.
 	Metrics *Metrics
 	// Audits counts audit-mode would-deny events.
@@ -53,6 +60,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 				return
 			}
 			a.Audits.Add(1)
+			a.emit("authz.audit_would_deny", principal, pr.SourceService, req, ar.Policy, ar.Rule, ar.Reason)
 			a.Log.Warn("audit: would deny", "event", "authz.audit_would_deny", "policy", ar.Policy, "rule", ar.Rule, "reason", ar.Reason,
 				"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
 				"method", req.Method, "path", req.Path)
@@ -60,6 +68,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 	}
 	d := snap.Engine.DecideAudit(&a.Workload, &pr, audit)
 	if !d.Allow {
+		a.emit("authz.deny", principal, pr.SourceService, req, d.Policy, d.Rule, d.Reason)
 		a.Log.Info("authorization denied", "event", "authz.deny", "policy", d.Policy, "rule", d.Rule, "reason", d.Reason,
 			"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
 			"protocol", req.Protocol, "method", req.Method, "path", req.Path)
@@ -76,4 +85,60 @@ func upperMethod(m string) string {
 		}
 	}
 	return m
+}
+
+func (a *PolicyAuthorizer) emit(kind, principal, sourceService string, req *Request, policy string, rule int, reason string) {
+	if a.Events == nil {
+		return
+	}
+	decision := "deny"
+	a.Events(&pb.Event{
+		Time:                 timestamppb.Now(),
+		Kind:                 kind,
+		SourceId:             principal,
+		SourceService:        sourceService,
+		SourceNamespace:      namespaceOfID(principal),
+		DestinationService:   a.Workload.Service,
+		DestinationNamespace: a.Workload.Namespace,
+		Protocol:             req.Protocol,
+		Method:               req.Method,
+		Path:                 req.Path,
+		ResponseCode:         responseCodeFor(req.Protocol),
+		Decision:             decision,
+		Policy:               policy,
+		Rule:                 int32(rule),
+		Reason:               reason,
+		TraceId:              traceID(req),
+	})
+}
+
+// responseCodeFor is what a deny answers: 403 for HTTP, 0 (connection
+// closed) for TCP.
+func responseCodeFor(protocol string) uint32 {
+	if protocol == ProtocolTCP {
+		return 0
+	}
+	return 403
+}
+
+// traceID takes a W3C traceparent's trace id, when the request has one.
+func traceID(req *Request) string {
+	if req.Header == nil {
+		return ""
+	}
+	tp := req.Header.Get("Traceparent")
+	if len(tp) >= 35 && tp[2] == '-' {
+		return tp[3:35]
+	}
+	return ""
+}
+
+// namespaceOfID returns NS of spiffe://TD/ns/NS/sa/SA, or "".
+func namespaceOfID(id string) string {
+	_, rest, ok := strings.Cut(id, "/ns/")
+	if !ok {
+		return ""
+	}
+	ns, _, _ := strings.Cut(rest, "/")
+	return ns
 }

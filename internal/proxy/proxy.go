@@ -23,6 +23,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 	"github.com/trellismesh/trellis/internal/version"
 )
 
@@ -39,6 +40,8 @@ type Proxy struct {
 	readyOnce     sync.Once
 	advertiseAddr string
 	metrics       *Metrics
+	instance      string
+	events        *emitter.Emitter
 
 	inbound  *Inbound
 	outbound *Outbound
@@ -78,8 +81,38 @@ func New(cfg Config) (*Proxy, error) {
 	pool := poolOf(roots)
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM}
 	p.certs = NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
-	if pa, ok := cfg.Authorizer.(*PolicyAuthorizer); ok && pa.Metrics == nil {
-		pa.Metrics = p.metrics
+	instance := make([]byte, 8)
+	_, _ = rand.Read(instance)
+	p.instance = hex.EncodeToString(instance)
+	// Audit events go to the collector (the control plane by default) over
+	// mTLS with the workload certificate; queued in memory, then on disk.
+	p.events, err = emitter.New(emitter.Options{
+		Addr:     cfg.CollectorAddr,
+		TLS:      func() *tls.Config { return controlTLSConfig(pool, p.certs.Certificate) },
+		Instance: p.instance,
+		SpoolDir: cfg.SpoolDir,
+		Logger:   p.log,
+		Now:      cfg.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--spool-dir: %w", err)
+	}
+	p.metrics.Registry().MustRegister(p.events)
+	p.certs.OnIssued = func(leaf *x509.Certificate, renewal bool) {
+		kind := "cert.issued"
+		if renewal {
+			kind = "cert.renewed"
+		}
+		p.events.Emit(&pb.Event{Kind: kind, SourceId: id.String(), SourceService: cfg.Service, SourceNamespace: cfg.Namespace,
+			Attributes: map[string]string{"serial": leaf.SerialNumber.Text(16), "expires": leaf.NotAfter.UTC().Format(time.RFC3339)}})
+	}
+	if pa, ok := cfg.Authorizer.(*PolicyAuthorizer); ok {
+		if pa.Metrics == nil {
+			pa.Metrics = p.metrics
+		}
+		if pa.Events == nil {
+			pa.Events = p.events.Emit
+		}
 	}
 	return p, nil
 }
@@ -137,6 +170,8 @@ func (p *Proxy) Start(ctx context.Context) error {
 	p.admin = &http.Server{Handler: p.adminHandler(p.metrics.Registry()), ReadHeaderTimeout: 10 * time.Second}
 	p.goServe("admin", func() error { return p.admin.Serve(p.adminLis) })
 
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.events.Run(rctx) }()
 	if err := p.certs.Obtain(ctx); err != nil {
 		cancel()
 		p.closeListeners()
@@ -169,15 +204,13 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
 	}
 
-	instance := make([]byte, 8)
-	_, _ = rand.Read(instance)
 	cc := &ControlClient{
 		Addr:  p.cfg.ControlAddr,
 		Roots: p.certs.roots,
 		Certs: p.certs,
 		Hello: &pb.Hello{
 			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
-			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: hex.EncodeToString(instance),
+			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: p.instance,
 		},
 		Apply:        p.apply,
 		Running:      p.running,
@@ -342,6 +375,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.closeListeners()
 	p.wg.Wait()
+	// Unacknowledged audit events go to the spool (or are counted lost).
+	errs = append(errs, p.events.Close())
 	p.log.Info("proxy stopped")
 	return errors.Join(errs...)
 }
