@@ -49,7 +49,7 @@ func openAudit(cfg Config, self spiffeid.ID) (*audit, error) {
 			a.close()
 			return nil, err
 		}
-		d, err := sink.NewDeliverer(sink.DelivererConfig{Name: u, Sink: s, Log: events, Dir: filepath.Join(cfg.DataDir, "collector"), Logger: cfg.Logger.With("sink", sink.Display(u))})
+		d, err := sink.NewDeliverer(sink.DelivererConfig{Name: u, Sink: s, Log: events, Dir: filepath.Join(cfg.DataDir, "collector"), Logger: cfg.Logger})
 		if err != nil {
 			a.close()
 			return nil, fmt.Errorf("--audit-sink %s: %w", sink.Display(u), err)

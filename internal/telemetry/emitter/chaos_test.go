@@ -11,8 +11,9 @@ import (
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 )
 
-// Random sequences of traffic bursts, collector outages and proxy
-// restarts (all graceful) deliver every event exactly once, in order.
+// Random sequences of traffic bursts, collector outages, a stuck collector
+// (accepting streams, never acknowledging) and proxy restarts (all
+// graceful) deliver every event exactly once, in order.
 func TestRandomOutagesAndRestarts(t *testing.T) {
 	for seed := range uint64(4) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -20,6 +21,7 @@ func TestRandomOutagesAndRestarts(t *testing.T) {
 			pki := collectortest.NewPKI(t)
 			cfg := collectortest.Config{Addr: freeAddr(t), StateDir: filepath.Join(t.TempDir(), "state"), LogDir: filepath.Join(t.TempDir(), "log")}
 			var c *collectortest.Collector
+			var stuck *blockingAppender
 			opts := emitter.Options{SpoolDir: filepath.Join(t.TempDir(), "spool"), MemoryLimit: 40 + rng.IntN(200), SpoolLimitBytes: 8 << 20}
 			p := startProxy(t, pki, cfg.Addr, opts)
 			var emitted, dropped uint64
@@ -33,11 +35,22 @@ func TestRandomOutagesAndRestarts(t *testing.T) {
 					emitPaced(t, p, next, next+n, int64(opts.MemoryLimit*3/4))
 					next += n
 				case 3:
-					if c == nil {
+					switch {
+					case c == nil && rng.IntN(3) == 0:
+						log = append(log, "collector stuck")
+						stuck = newBlockingAppender(t)
+						stuckCfg := cfg
+						stuckCfg.App = stuck
+						c = pki.StartCollector(t, stuckCfg)
+					case c == nil:
 						log = append(log, "collector up")
 						c = pki.StartCollector(t, cfg)
-					} else {
+					default:
 						log = append(log, "collector down")
+						if stuck != nil {
+							stuck.unblock()
+							stuck = nil
+						}
 						c.Stop(t)
 						c = nil
 					}
@@ -54,6 +67,11 @@ func TestRandomOutagesAndRestarts(t *testing.T) {
 					log = append(log, fmt.Sprint("sleep ", d))
 					time.Sleep(d)
 				}
+			}
+			if stuck != nil {
+				stuck.unblock()
+				c.Stop(t)
+				c = nil
 			}
 			if c == nil {
 				c = pki.StartCollector(t, cfg)

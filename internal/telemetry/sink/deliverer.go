@@ -152,10 +152,10 @@ func (d *Deliverer) Stats() Stats {
 	}
 }
 
-// Run delivers until ctx is done, then returns nil. It returns an error
-// only when going on could skip records: the log has a gap, or the cursor
-// cannot be read back. Failed sends, reads and cursor writes are retried;
-// Run is not safe to call twice at once.
+// Run delivers until ctx is done, then returns nil. Failed sends, log
+// reads and cursor writes are retried without end; Run returns an error
+// only when going on would skip records (the log returned one out of
+// order). It is not safe to call twice at once.
 func (d *Deliverer) Run(ctx context.Context) error {
 	b := backoff{min: d.cfg.MinBackoff, max: d.cfg.MaxBackoff}
 	for ctx.Err() == nil {

@@ -22,8 +22,9 @@
 // The cursor is written (atomically, fsynced) after the sink confirmed a
 // batch, so a crash between the two sends that batch again after a
 // restart, and a batch whose confirmation was lost (a timeout, a dropped
-// connection) is sent again too: a destination may see a record twice, never
-// zero times. Each record carries its log index (index in JSON, index in
+// connection) is sent again too: a destination may see a record twice, and
+// sees it at least once as far as its protocol lets the sender know (see
+// below). Each record carries its log index (index in JSON, index in
 // the syslog structured data); consumers that want exactly once drop
 // indexes they have already seen.
 //
@@ -34,11 +35,18 @@
 //   - syslog: plain syslog has no acknowledgement. A batch counts as
 //     delivered once the server's TCP stack has acknowledged every byte and
 //     the connection is still open Options.SyslogSettle later; a server that
-//     closes or resets the connection (a restart, a rejected client
-//     certificate) makes the batch fail. Before each batch the connection is
-//     checked again and re-dialed if the server went away. A server that
-//     crashes after reading a batch but before storing it can still lose it;
-//     no plain-syslog client can tell.
+//     closes or resets the connection meanwhile (a restart, a refused client
+//     certificate) makes the batch fail. Before each batch the connection's
+//     TCP state is checked and the sink re-dials if the server went away.
+//     A server that closes a connection with data unread makes its TCP
+//     stack reset it; when the sink sees a reset, it also sends the batch it
+//     last confirmed on that connection again, in case the server had
+//     stopped reading before it. So a server restart duplicates at most
+//     two batches. What remains possible: a server that stops reading and
+//     stays open long enough for two batches to be confirmed, or crashes
+//     after reading a batch but before storing it, loses that batch; so
+//     does a collector restart that coincides with either. No plain-syslog
+//     client can do better; the file and HTTP sinks have no such gap.
 //
 // # JSON form
 //

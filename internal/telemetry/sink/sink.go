@@ -40,14 +40,15 @@ type Options struct {
 	// server's TCP acknowledgement; 0 means 10s.
 	Timeout time.Duration
 	// SyslogSettle is how long a syslog sink watches the connection after
-	// the server acknowledged a batch before it reports the batch delivered,
-	// so that a server going away with the batch unread makes it fail
-	// instead; 0 means 20ms. It bounds a syslog sink to one batch per
-	// SyslogSettle.
+	// the server's TCP stack acknowledged a batch before it reports the
+	// batch delivered, so that a server going away with the batch unread
+	// makes it fail instead; 0 means 20ms. A syslog sink sends at most one
+	// batch per SyslogSettle, so raise MaxBatch with it.
 	SyslogSettle time.Duration
 	// SyslogMaxMessage is the largest syslog message (without the framing)
 	// a sink sends, shortening field values to fit; 0 means 8000 bytes,
-	// under rsyslog's default limit of 8096.
+	// under rsyslog's default limit of 8096, and less than 2048 means 2048
+	// (what RFC 5425 receivers must accept).
 	SyslogMaxMessage int
 	// HTTPClient sends the POSTs; nil means a client with Timeout. Parse
 	// uses a copy that does not follow redirects.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/telemetry"
@@ -28,7 +29,12 @@ type syslogSink struct {
 	conn    net.Conn     // the TLS or TCP connection
 	tcp     *net.TCPConn // the TCP connection under conn
 	batches int          // delivered on conn
-	buf     []byte
+	reset   bool         // conn was reset by the server
+
+	buf     []byte // the frames of the batch being sent
+	out     []byte // what is written: resend, then buf
+	last    []byte // the frames of the batch last confirmed on conn
+	resend  []byte // frames to send again ahead of the next batch
 	scratch []byte
 }
 
@@ -141,8 +147,8 @@ func (s *syslogSink) Send(ctx context.Context, recs []telemetry.Record) error {
 	if s.conn != nil {
 		// The server may have gone away since the last batch; writing into
 		// a connection it closed would succeed and lose the batch.
-		if err := s.check(ctx, time.Millisecond); err != nil {
-			s.Close()
+		if err := s.watch(ctx, 0); err != nil {
+			s.drop()
 		}
 	}
 	if s.conn == nil {
@@ -151,15 +157,31 @@ func (s *syslogSink) Send(ctx context.Context, recs []telemetry.Record) error {
 		}
 	}
 	fresh := s.batches == 0
-	if err := s.deliver(ctx); err != nil {
-		s.Close()
+	s.out = append(append(s.out[:0], s.resend...), s.buf...)
+	if err := s.deliver(ctx, s.out); err != nil {
+		s.drop()
 		if fresh && s.tls != nil && ctx.Err() == nil {
 			return fmt.Errorf("syslog sink %s: %w (when this repeats, the server may be refusing our client certificate: see its log)", s.display, err)
 		}
 		return fmt.Errorf("syslog sink %s: %w", s.display, err)
 	}
 	s.batches++
+	s.resend = s.resend[:0]
+	s.last = append(s.last[:0], s.buf...)
 	return nil
+}
+
+// drop closes a connection that failed. A server that closes a connection
+// with data unread makes its TCP stack reset it; then the batch last
+// confirmed on it may not have been read (the server stopped reading and
+// took longer than s.settle to close), so it goes out again ahead of the
+// next one.
+func (s *syslogSink) drop() {
+	if _, reset, _ := tcpState(s.tcp); (reset || s.reset) && len(s.last) > 0 && len(s.resend) == 0 {
+		s.resend = append(s.resend, s.last...)
+	}
+	s.last, s.reset = s.last[:0], false
+	s.Close()
 }
 
 func (s *syslogSink) dial(ctx context.Context) error {
@@ -189,20 +211,23 @@ func (s *syslogSink) dial(ctx context.Context) error {
 	return nil
 }
 
-// deliver writes the batch, waits until the server's TCP stack has
-// acknowledged it, and watches the connection for s.settle.
-func (s *syslogSink) deliver(ctx context.Context) error {
+// deliver writes b, waits until the server's TCP stack has acknowledged
+// it, and watches the connection for s.settle.
+func (s *syslogSink) deliver(ctx context.Context, b []byte) error {
 	// Cancelling ctx unblocks a write or wait in progress.
 	stop := context.AfterFunc(ctx, func() { s.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	s.conn.SetWriteDeadline(time.Now().Add(s.timeout))
-	if _, err := s.conn.Write(s.buf); err != nil {
+	if _, err := s.conn.Write(b); err != nil {
+		if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+			s.reset = true
+		}
 		return fmt.Errorf("write: %w", orCtx(ctx, err))
 	}
 	if err := s.awaitAcked(ctx); err != nil {
 		return fmt.Errorf("%w; the batch will be sent again", err)
 	}
-	if err := s.check(ctx, s.settle); err != nil {
+	if err := s.watch(ctx, s.settle); err != nil {
 		return fmt.Errorf("%w; the batch will be sent again", err)
 	}
 	return nil
@@ -211,8 +236,7 @@ func (s *syslogSink) deliver(ctx context.Context) error {
 // awaitAcked waits until the server's TCP stack has acknowledged every
 // byte written: bytes still in our send queue are not delivered, and a
 // server that vanished without a reset never acknowledges them. It watches
-// the connection meanwhile, since a server that closed or reset it never
-// will either.
+// the connection meanwhile, since a server that closed it never will.
 func (s *syslogSink) awaitAcked(ctx context.Context) error {
 	deadline := time.Now().Add(s.timeout)
 	pause := 100 * time.Microsecond
@@ -224,31 +248,59 @@ func (s *syslogSink) awaitAcked(ctx context.Context) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("server has not acknowledged %d bytes after %v", n, s.timeout)
 		}
-		if err := s.check(ctx, pause); err != nil {
+		if err := s.watch(ctx, pause); err != nil {
 			return err
 		}
 		pause = min(2*pause, 5*time.Millisecond)
 	}
 }
 
-// check reads from the connection for d: syslog servers send nothing, so
-// end of file, a reset or a TLS alert means the server closed it.
-func (s *syslogSink) check(ctx context.Context, d time.Duration) error {
+// watch returns an error if the server closes the connection within d (or
+// closed it before). Syslog servers send nothing, so a read that ends
+// other than by its deadline is the server closing or resetting the
+// connection, or a TLS alert. The TCP state is checked last, so that a
+// deadline that passed while this process was not running does not hide a
+// close. It sets s.reset when the connection was reset.
+func (s *syslogSink) watch(ctx context.Context, d time.Duration) error {
+	_, _, stateKnown := tcpState(s.tcp)
+	if d > 0 || !stateKnown {
+		if err := s.read(ctx, max(d, time.Millisecond)); err != nil {
+			if errors.Is(err, syscall.ECONNRESET) {
+				s.reset = true
+			}
+			return err
+		}
+	}
+	switch gone, reset, _ := tcpState(s.tcp); {
+	case reset:
+		s.reset = true
+		return errors.New("server reset the connection")
+	case gone:
+		return errors.New("server closed the connection")
+	}
+	return nil
+}
+
+// read reads from the connection until the server closes it or d passes,
+// returning nil in the second case.
+func (s *syslogSink) read(ctx context.Context, d time.Duration) error {
 	s.conn.SetReadDeadline(time.Now().Add(d))
 	defer s.conn.SetReadDeadline(time.Time{})
 	var b [512]byte
 	for {
 		_, err := s.conn.Read(b[:])
-		if err == nil {
-			continue // unexpected data (a TLS ticket is consumed inside Read)
-		}
-		if ne, ok := err.(net.Error); ok && ne.Timeout() && ctx.Err() == nil {
+		switch {
+		case err == nil:
+			continue // unexpected data; a TLS ticket is handled inside Read
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil
-		}
-		if err == io.EOF {
+		case err == io.EOF:
 			return errors.New("server closed the connection")
+		default:
+			return fmt.Errorf("connection lost: %w", err)
 		}
-		return fmt.Errorf("connection lost: %w", orCtx(ctx, err))
 	}
 }
 

@@ -19,8 +19,9 @@ const (
 	severityWarning  = 4
 	severityNotice   = 5
 
-	// minSyslogMessage leaves room for every field at the shortest cut.
-	minSyslogMessage = 1024
+	// minSyslogMessage is what RFC 5425 receivers must accept, and room
+	// for every field at the shortest cut.
+	minSyslogMessage = 2048
 )
 
 var facilities = map[string]int{
@@ -137,12 +138,12 @@ func severity(rec telemetry.Record) int {
 }
 
 // appendHeaderField appends s restricted to printable US-ASCII without
-// space and cut to max bytes, or "-" (NILVALUE) for "".
-func appendHeaderField(b []byte, s string, max int) []byte {
+// space and cut to limit bytes, or "-" (NILVALUE) for "".
+func appendHeaderField(b []byte, s string, limit int) []byte {
 	if s == "" {
 		return append(b, '-')
 	}
-	for i := 0; i < len(s) && i < max; i++ {
+	for i := 0; i < len(s) && i < limit; i++ {
 		c := s[i]
 		if c < 33 || c > 126 {
 			c = '_'
@@ -230,14 +231,14 @@ func orElse(s, fallback string) string {
 	return fallback
 }
 
-// cut shortens valid UTF-8 s to at most max bytes (when max > 0) without
-// splitting a character.
-func cut(s string, max int) string {
-	if max <= 0 || len(s) <= max {
+// cut shortens valid UTF-8 s to at most limit bytes (when limit > 0)
+// without splitting a character.
+func cut(s string, limit int) string {
+	if limit <= 0 || len(s) <= limit {
 		return s
 	}
-	for max > 0 && !utf8.RuneStart(s[max]) {
-		max--
+	for limit > 0 && !utf8.RuneStart(s[limit]) {
+		limit--
 	}
-	return s[:max]
+	return s[:limit]
 }

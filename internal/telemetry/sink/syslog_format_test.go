@@ -73,7 +73,7 @@ func TestSyslogSeverity(t *testing.T) {
 // TestSyslogLongValues: a message that would exceed the limit is shortened
 // to fit, values cut on character boundaries, the framing still exact.
 func TestSyslogLongValues(t *testing.T) {
-	f := syslogFormat{facility: facilityAuthpriv, hostname: "h", maxMsg: 2000}
+	f := syslogFormat{facility: facilityAuthpriv, hostname: "h", maxMsg: 2048}
 	e := testEvent(3)
 	e.Path = "/" + strings.Repeat("日", 5000)
 	e.Reason = strings.Repeat(`"]\`, 3000)
@@ -82,8 +82,8 @@ func TestSyslogLongValues(t *testing.T) {
 		e.Attributes["k"+strconv.Itoa(i)] = strings.Repeat("v", 100)
 	}
 	frame, msg := f.appendFrame(nil, nil, telemetry.Record{Index: 9, Event: e})
-	if len(msg) > 2000 {
-		t.Errorf("message is %d bytes, want at most 2000", len(msg))
+	if len(msg) > 2048 {
+		t.Errorf("message is %d bytes, want at most 2048", len(msg))
 	}
 	if !utf8.Valid(msg) {
 		t.Errorf("message is not valid UTF-8")
