@@ -137,7 +137,7 @@ type peer struct {
 	requests  *codeCounters
 }
 
-func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string) *peer {
+func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace, srcService string) *peer {
 	p := &peer{id: id}
 	if !id.IsZero() {
 		p.mtls = true
@@ -145,7 +145,7 @@ func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string) *peer 
 		p.namespace = namespaceOf(id)
 		p.xfcc = []string{"By=" + self.String() + ";URI=" + p.principal}
 	}
-	p.requests = m.forSource(p.principal, p.namespace, p.mtls, service, namespace)
+	p.requests = m.forSource(srcService, p.principal, p.namespace, p.mtls, service, namespace)
 	return p
 }
 

@@ -58,8 +58,8 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in.appH1 = appTransport(in.dialer, false)
 	in.appH2 = appTransport(in.dialer, true)
 	in.app = newAppClient(cfg.AppAddr, in.dialer, in.appH1)
-	in.dest = cfg.Metrics.dest(directionInbound, cfg.Service, cfg.Namespace, "", "")
-	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace)
+	in.dest = cfg.Metrics.dest(directionInbound, cfg.Service, cfg.Namespace, "", "", "")
+	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, "")
 	in.srv = newHTTPServer(inboundHandler{in}, cfg, true)
 	in.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if ic, ok := c.(*inboundConn); ok {
@@ -196,7 +196,11 @@ func (in *Inbound) handleConn(c net.Conn) {
 		}
 		conn, alpn = tc, cs.NegotiatedProtocol
 		p = in.peers.get(id, func() *peer {
-			return newPeer(in.cfg.Identity.ID(), id, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
+			var srcService string
+			if snap := in.cfg.Snapshot(); snap != nil {
+				srcService = snap.ServiceOf[id.String()]
+			}
+			return newPeer(in.cfg.Identity.ID(), id, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace, srcService)
 		})
 	}
 	_ = c.SetDeadline(time.Time{})

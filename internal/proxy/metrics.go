@@ -54,7 +54,7 @@ func NewMetrics() *Metrics {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_requests_total",
 			Help: "HTTP requests handled, by caller, destination and response code.",
-		}, []string{"direction", "source_namespace", "source_principal", "destination_service", "destination_namespace", "response_code", "mtls"}),
+		}, []string{"direction", "source_service", "source_namespace", "source_principal", "destination_service", "destination_namespace", "response_code", "mtls"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "trellis_request_duration_seconds",
 			Help:    "Time from receiving an HTTP request to the end of its response body.",
@@ -93,10 +93,10 @@ func NewMetrics() *Metrics {
 // serves it and the proxy may add its own gauges.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-type destKey struct{ direction, service, namespace, srcNamespace, srcPrincipal string }
+type destKey struct{ direction, service, namespace, srcService, srcNamespace, srcPrincipal string }
 
 type sourceKey struct {
-	namespace, principal, service, destNamespace string
+	srcService, namespace, principal, service, destNamespace string
 	mtls                                         bool
 }
 
@@ -115,11 +115,11 @@ type destMetrics struct {
 
 // dest returns the cached children for a destination. srcNamespace and
 // srcPrincipal fill trellis_requests_total for outbound traffic.
-func (m *Metrics) dest(direction, service, namespace, srcNamespace, srcPrincipal string) *destMetrics {
+func (m *Metrics) dest(direction, service, namespace, srcService, srcNamespace, srcPrincipal string) *destMetrics {
 	if m == nil {
 		return nil
 	}
-	k := destKey{direction, service, namespace, srcNamespace, srcPrincipal}
+	k := destKey{direction, service, namespace, srcService, srcNamespace, srcPrincipal}
 	return m.dests.get(k, func() *destMetrics {
 		d := &destMetrics{
 			m: m, service: service, ns: namespace,
@@ -130,7 +130,7 @@ func (m *Metrics) dest(direction, service, namespace, srcNamespace, srcPrincipal
 		}
 		if direction == directionOutbound {
 			d.requests = newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
-				"direction": direction, "source_namespace": srcNamespace, "source_principal": srcPrincipal,
+				"direction": direction, "source_service": srcService, "source_namespace": srcNamespace, "source_principal": srcPrincipal,
 				"destination_service": service, "destination_namespace": namespace, "mtls": "true",
 			}))
 		}
@@ -139,11 +139,11 @@ func (m *Metrics) dest(direction, service, namespace, srcNamespace, srcPrincipal
 }
 
 // forSource returns inbound request counters for one caller.
-func (m *Metrics) forSource(principal, namespace string, mtls bool, service, destNamespace string) *codeCounters {
+func (m *Metrics) forSource(srcService, principal, namespace string, mtls bool, service, destNamespace string) *codeCounters {
 	if m == nil {
 		return nil
 	}
-	k := sourceKey{namespace, principal, service, destNamespace, mtls}
+	k := sourceKey{srcService, namespace, principal, service, destNamespace, mtls}
 	return m.sources.get(k, func() *codeCounters {
 		if principal == "" {
 			principal = "unknown"
@@ -151,8 +151,11 @@ func (m *Metrics) forSource(principal, namespace string, mtls bool, service, des
 		if namespace == "" {
 			namespace = "unknown"
 		}
+		if srcService == "" {
+			srcService = "unknown"
+		}
 		return newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
-			"direction": directionInbound, "source_namespace": namespace, "source_principal": principal,
+			"direction": directionInbound, "source_service": srcService, "source_namespace": namespace, "source_principal": principal,
 			"destination_service": service, "destination_namespace": destNamespace, "mtls": strconv.FormatBool(mtls),
 		}))
 	})

@@ -116,7 +116,7 @@ func (o *Outbound) rebuild(snap *Snapshot) *routeTable {
 		t.routes[key] = &route{
 			key: key, svc: svc, tcp: svc.Protocol == ProtocolTCP,
 			bal:  o.cfg.NewBalancer(svc, eps),
-			dest: o.cfg.Metrics.dest(directionOutbound, svc.Name, svc.Namespace, o.namespace, o.principal),
+			dest: o.cfg.Metrics.dest(directionOutbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
 		}
 	}
 	for k, e := range o.pool {
