@@ -259,6 +259,9 @@ func (s *Server) Close(ctx context.Context) error {
 	// later, and keep serving meanwhile).
 	if s.stopPush != nil {
 		s.stopPush()
+		if s.audit != nil {
+			s.audit.collector.Shutdown()
+		}
 	}
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx)

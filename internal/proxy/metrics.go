@@ -97,7 +97,7 @@ type destKey struct{ direction, service, namespace, srcService, srcNamespace, sr
 
 type sourceKey struct {
 	srcService, namespace, principal, service, destNamespace string
-	mtls                                         bool
+	mtls                                                     bool
 }
 
 // destMetrics are the children for one direction and destination. For

@@ -480,3 +480,34 @@ func TestNewValidates(t *testing.T) {
 		t.Error("New without a state dir: got nil error")
 	}
 }
+
+func TestShutdownEndsStreamsAndCloseSavesMarks(t *testing.T) {
+	pki := collectortest.NewPKI(t)
+	c := pki.StartCollector(t, collectortest.Config{})
+	client := dial(t, c.Addr, pki.ClientTLS(t, pki.WorkloadID(t, "shop", "frontend")))
+	st, _ := hello(t, client, "inst")
+	send(t, st, events("access", 1, 2, 3)...)
+
+	c.Shutdown()
+	if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("open stream after Shutdown: got %v, want Unavailable", err)
+	}
+	st2, err := client.Stream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st2.Send(&pb.EventBatch{HelloInstance: "inst"})
+	if _, err := st2.Recv(); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("new stream after Shutdown: got %v, want Unavailable saying the collector is shutting down", err)
+	}
+	if err := c.Server.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(c.Config.StateDir, "highwater.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"instance":"inst","seq":3`) {
+		t.Errorf("marks after Close: got %s, want instance inst at seq 3", data)
+	}
+}

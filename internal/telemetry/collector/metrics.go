@@ -59,7 +59,7 @@ func newMetrics() *metrics {
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_collector_streams_refused_total",
-			Help: "Telemetry streams ended by a protocol or authentication error, by gRPC status code.",
+			Help: "Telemetry streams ended with an error, by gRPC status code: Unauthenticated and InvalidArgument are refused proxies, Unavailable a failed append or a shutdown.",
 		}, []string{"code"}),
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "trellis_collector_streams",

@@ -37,9 +37,20 @@ type Server struct {
 	marks   *highWater
 	metrics *metrics
 
+	// base ends every stream on Shutdown; handlers counts running ones.
+	base     context.Context
+	shutdown context.CancelFunc
+	mu       sync.Mutex
+	down     bool
+	handlers sync.WaitGroup
+
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// errShuttingDown ends streams on Shutdown; proxies keep their events and
+// reconnect.
+var errShuttingDown = status.Error(codes.Unavailable, "collector shutting down; reconnect with backoff")
 
 // New returns a Server appending to app, which must be safe for
 // concurrent use (streams append in parallel). stateDir holds the
@@ -57,6 +68,7 @@ func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{app: app, log: log, metrics: newMetrics()}
+	s.base, s.shutdown = context.WithCancel(context.Background())
 	marks, err := loadHighWater(stateDir, time.Now, func(err error) {
 		log.Error("cannot persist telemetry high-water marks; a collector restart may duplicate resent events", "err", err)
 	})
@@ -75,11 +87,29 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 	pb.RegisterTelemetryServer(r, &telemetryService{s: s})
 }
 
-// Close writes the high-water marks a last time. Stop the gRPC server
-// first; appends after Close still work but their marks may not be
-// persisted. Calling it again returns the first result.
+// Shutdown ends every open stream (after the batch it is appending, if
+// any) with Unavailable and refuses new ones, so that a GracefulStop of
+// the gRPC server need not wait for proxies to hang up. It does not wait;
+// Close does.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	s.down = true
+	s.mu.Unlock()
+	s.shutdown()
+}
+
+// Close shuts down (see Shutdown), waits for the stream handlers to
+// return, and writes the high-water marks a last time, so that a restart
+// drops every resend of what was appended. A handler blocked sending an
+// ack to a proxy that stopped reading returns only when its connection
+// closes: stop the gRPC server before Close. AppendLocal still works
+// after Close. Calling it again returns the first result.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() { s.closeErr = s.marks.close() })
+	s.closeOnce.Do(func() {
+		s.Shutdown()
+		s.handlers.Wait()
+		s.closeErr = s.marks.close()
+	})
 	return s.closeErr
 }
 
@@ -145,6 +175,15 @@ func (t *telemetryService) Stream(stream pb.Telemetry_StreamServer) error {
 }
 
 func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
+	s.mu.Lock()
+	if s.down {
+		s.mu.Unlock()
+		return errShuttingDown
+	}
+	s.handlers.Add(1)
+	s.mu.Unlock()
+	defer s.handlers.Done()
+
 	ctx := stream.Context()
 	reporter, err := peerID(ctx)
 	if err != nil {
@@ -176,6 +215,27 @@ func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
 	}
 	log.Debug("telemetry stream open", "through", through, "peer", peerAddr(ctx))
 
+	// Receive on a goroutine of its own so that Shutdown can end the
+	// stream between batches. When this handler returns, gRPC ends the
+	// stream and the pending Recv returns.
+	batches := make(chan *pb.EventBatch)
+	recvErr := make(chan error, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			b, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case batches <- b:
+			case <-done:
+				return
+			}
+		}
+	}()
 	batch := first
 	for {
 		if len(batch.GetEvents()) > 0 {
@@ -187,13 +247,16 @@ func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
 				return err
 			}
 		}
-		batch, err = stream.Recv()
-		if errors.Is(err, io.EOF) {
-			log.Debug("telemetry stream closed by the proxy")
-			return nil
-		}
-		if err != nil {
+		select {
+		case batch = <-batches:
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				log.Debug("telemetry stream closed by the proxy")
+				return nil
+			}
 			return err
+		case <-s.base.Done():
+			return errShuttingDown
 		}
 		if batch.GetHelloInstance() != "" {
 			return status.Error(codes.InvalidArgument, "hello_instance may only be set on the first batch; open a new stream to say hello again")

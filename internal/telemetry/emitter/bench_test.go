@@ -27,11 +27,12 @@ func BenchmarkEmit(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			pki := collectortest.NewPKI(b)
-			cfg := collectortest.Config{}
+			var c *collectortest.Collector
 			if bc.stuck {
-				cfg.App = newBlockingAppender(b)
+				c, _ = startStuckCollector(b, pki, collectortest.Config{})
+			} else {
+				c = pki.StartCollector(b, collectortest.Config{})
 			}
-			c := pki.StartCollector(b, cfg)
 			opts := emitter.Options{}
 			if bc.spool {
 				opts.SpoolDir = filepath.Join(b.TempDir(), "spool")

@@ -38,10 +38,7 @@ func TestRandomOutagesAndRestarts(t *testing.T) {
 					switch {
 					case c == nil && rng.IntN(3) == 0:
 						log = append(log, "collector stuck")
-						stuck = newBlockingAppender(t)
-						stuckCfg := cfg
-						stuckCfg.App = stuck
-						c = pki.StartCollector(t, stuckCfg)
+						c, stuck = startStuckCollector(t, pki, cfg)
 					case c == nil:
 						log = append(log, "collector up")
 						c = pki.StartCollector(t, cfg)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -58,7 +59,9 @@ type Options struct {
 	// to one proxy. Empty means memory only: events not acknowledged when
 	// the process exits are lost (Close counts them as dropped).
 	SpoolDir string
-	// MemoryLimit is how many events wait in memory (default 10,000).
+	// MemoryLimit is how many events wait in memory (default 10,000; at
+	// least 4). A quarter of it may be in flight; half of it full starts
+	// spilling to the spool.
 	MemoryLimit int
 	// SpoolLimitBytes caps the spool's size on disk (default 64 MiB).
 	SpoolLimitBytes int64
@@ -152,6 +155,9 @@ func New(opts Options) (*Emitter, error) {
 	if opts.TLS == nil {
 		return nil, errors.New("telemetry emitter: no TLS configuration: the collector requires the workload certificate")
 	}
+	if err := checkInstance(opts.Instance); err != nil {
+		return nil, err
+	}
 	if opts.MemoryLimit < 0 || opts.SpoolLimitBytes < 0 {
 		return nil, fmt.Errorf("telemetry emitter: negative limits (memory %d events, spool %d bytes)", opts.MemoryLimit, opts.SpoolLimitBytes)
 	}
@@ -222,6 +228,15 @@ func New(opts Options) (*Emitter, error) {
 		e.instance = randomInstance()
 	}
 	return e, nil
+}
+
+// checkInstance applies the collector's rule for hello_instance, so a bad
+// value fails at start rather than on every stream.
+func checkInstance(s string) error {
+	if len(s) > 128 || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) || unicode.IsSpace(r) }) >= 0 {
+		return fmt.Errorf("telemetry emitter: instance %q: use at most 128 printable characters without spaces", s)
+	}
+	return nil
 }
 
 func randomInstance() string {
@@ -310,8 +325,11 @@ func (e *Emitter) Stats() Stats {
 // (or dropped), or ctx ends. Run must be running for it to finish.
 func (e *Emitter) Flush(ctx context.Context) error {
 	e.mu.Lock()
-	target := e.next - 1
+	target, closed := e.next-1, e.closed
 	e.mu.Unlock()
+	if closed {
+		return errors.New("telemetry flush: emitter closed")
+	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {

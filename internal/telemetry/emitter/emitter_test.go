@@ -103,16 +103,13 @@ func event(i int) *pb.Event {
 	}
 }
 
-// emitPaced emits events [from, to) and, every few events, waits until the
-// memory queue is at most max, so a test that must not drop does not
-// outrun the spool writer.
+// emitPaced emits events [from, to), each once the memory queue holds at
+// most max, so a test that must not drop does not outrun the spool writer.
 func emitPaced(t testing.TB, p *proxy, from, to int, max int64) {
 	t.Helper()
 	for i := from; i < to; i++ {
+		waitFor(t, fmt.Sprintf("queue <= %d", max), func() bool { return p.Stats().Queued <= max })
 		p.Emit(event(i))
-		if i%10 == 0 {
-			waitFor(t, fmt.Sprintf("queue <= %d", max), func() bool { return p.Stats().Queued <= max })
-		}
 	}
 }
 
@@ -303,16 +300,26 @@ func TestProxyRestartResumesSequence(t *testing.T) {
 }
 
 // blockingAppender stands for a collector whose log is stuck: Append
-// waits until release, then fails.
+// waits until release, then fails. Stopping its collector waits for
+// Append to return, so it must be released first: startStuckCollector
+// arranges that at cleanup.
 type blockingAppender struct {
 	release chan struct{}
 	once    sync.Once
 }
 
-func newBlockingAppender(t testing.TB) *blockingAppender {
-	b := &blockingAppender{release: make(chan struct{})}
-	t.Cleanup(b.unblock)
-	return b
+func newBlockingAppender() *blockingAppender {
+	return &blockingAppender{release: make(chan struct{})}
+}
+
+// startStuckCollector starts a collector with a blockingAppender.
+func startStuckCollector(t testing.TB, pki *collectortest.PKI, cfg collectortest.Config) (*collectortest.Collector, *blockingAppender) {
+	t.Helper()
+	stuck := newBlockingAppender()
+	cfg.App = stuck
+	c := pki.StartCollector(t, cfg)
+	t.Cleanup(stuck.unblock) // runs before the collector's Stop
+	return c, stuck
 }
 
 func (b *blockingAppender) Append(...*pb.Event) (uint64, error) {
@@ -326,8 +333,7 @@ func (b *blockingAppender) unblock() { b.once.Do(func() { close(b.release) }) }
 // memory when a proxy stops all come back, in order, after its restart.
 func TestProxyRestartWithEventsInFlight(t *testing.T) {
 	pki := collectortest.NewPKI(t)
-	stuck := newBlockingAppender(t)
-	c := pki.StartCollector(t, collectortest.Config{App: stuck})
+	c, stuck := startStuckCollector(t, pki, collectortest.Config{})
 	spool := filepath.Join(t.TempDir(), "spool")
 	p := startProxy(t, pki, c.Addr, emitter.Options{SpoolDir: spool, MemoryLimit: 400})
 	emitPaced(t, p, 0, 1000, 300)
@@ -469,6 +475,7 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"no address", emitter.Options{TLS: tlsCfg}, "no collector address"},
 		{"no tls", emitter.Options{Addr: "127.0.0.1:1"}, "no TLS"},
+		{"bad instance", emitter.Options{Addr: "127.0.0.1:1", TLS: tlsCfg, Instance: "a b"}, "printable"},
 		{"negative memory", emitter.Options{Addr: "127.0.0.1:1", TLS: tlsCfg, MemoryLimit: -1}, "negative"},
 		{"corrupt spool state", emitter.Options{Addr: "127.0.0.1:1", TLS: tlsCfg, SpoolDir: corruptSpool(t)}, "corrupt"},
 	} {

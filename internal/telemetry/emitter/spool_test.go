@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -22,6 +24,7 @@ func newOffline(t *testing.T, dir string, memory int) *Emitter {
 	return e
 }
 
+// nil2tls satisfies New; these tests never dial.
 var nil2tls = func() *tls.Config { return nil }
 
 func emitN(e *Emitter, n int) {
@@ -122,5 +125,49 @@ func TestCrashKeepsSpooledEventsAndNeverReusesSeqs(t *testing.T) {
 	}
 	if got, want := drain(e2), []uint64{1, 2, 3, 4, 5, 6, 1 + reserveBlock}; !slices.Equal(got, want) {
 		t.Fatalf("after the crash the sender sends %v, want %v", got, want)
+	}
+}
+
+// A segment damaged after it was written costs its unread events, which
+// are counted; the segments after it are still delivered.
+func TestDamagedSegmentIsSkippedAndCounted(t *testing.T) {
+	dir := t.TempDir()
+	e := newOffline(t, dir, 8)
+	defer e.Close()
+	e.spool.segMax = 1 // a segment per spill
+	emitN(e, 4)
+	mustSpill(t, e)
+	emitN(e, 4)
+	mustSpill(t, e)
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
+	if len(segs) != 2 {
+		t.Fatalf("segments: got %v, want two", segs)
+	}
+	f, err := os.OpenFile(segs[0], os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("garbage"), 20)
+	f.Close()
+
+	if got, want := drain(e), []uint64{5, 6, 7, 8}; !slices.Equal(got, want) {
+		t.Fatalf("sent %v, want %v", got, want)
+	}
+	if got := e.dropped[dropSpool].Load(); got != 4 {
+		t.Errorf("dropped{reason=spool_error}: got %d, want 4", got)
+	}
+}
+
+func TestSanitizeRepairsInvalidUTF8(t *testing.T) {
+	ev := &pb.Event{Kind: "access", Path: "/a\xffb", Method: "G\xc3", Attributes: map[string]string{"k\xfe": "v", "ok": "x\xff"}}
+	if _, err := proto.Marshal(ev); err == nil {
+		t.Fatal("proto.Marshal accepted invalid UTF-8; this test no longer tests anything")
+	}
+	sanitize(ev)
+	if _, err := proto.Marshal(ev); err != nil {
+		t.Fatalf("after sanitize: %v", err)
+	}
+	if ev.Path != "/a\uFFFDb" || ev.Method != "G\uFFFD" || ev.Attributes["k\uFFFD"] != "v" || ev.Attributes["ok"] != "x\uFFFD" || len(ev.Attributes) != 2 {
+		t.Errorf("sanitized event: got %v", ev)
 	}
 }

@@ -21,12 +21,17 @@ import (
 // Run delivers events until ctx ends or Close is called: it keeps one
 // Telemetry stream to the collector, reconnecting with exponential backoff
 // and jitter, and with a spool moves events to and from disk. While it is
-// disconnected events wait in memory and then in the spool. Call it once.
+// disconnected events wait in memory and then in the spool. Call it once;
+// after Close it returns at once.
 func (e *Emitter) Run(ctx context.Context) {
 	e.mu.Lock()
-	if e.closed || e.runDone != nil {
+	if e.closed {
 		e.mu.Unlock()
-		e.log.Error("telemetry emitter: Run called twice or after Close; ignoring")
+		return
+	}
+	if e.runDone != nil {
+		e.mu.Unlock()
+		e.log.Error("telemetry emitter: Run called twice; ignoring")
 		return
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -125,7 +130,7 @@ func (e *Emitter) stream(ctx context.Context) error {
 }
 
 // recvCause returns the stream's status after a failed Send (which only
-// says io.EOF).
+// says io.EOF). Only for use while no other goroutine receives.
 func recvCause(st eventStream, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
@@ -231,8 +236,10 @@ func (e *Emitter) sendBatch(st eventStream) error {
 	}
 	e.sent += n
 	e.mu.Unlock()
+	// On failure the receiving goroutine learns the stream's status: only
+	// one goroutine may call Recv.
 	if err := st.Send(&pb.EventBatch{Events: evs}); err != nil {
-		return fmt.Errorf("send: %w", recvCause(st, err))
+		return fmt.Errorf("send: %w", err)
 	}
 	return nil
 }
@@ -265,18 +272,33 @@ func (e *Emitter) refill() {
 			return
 		}
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for room > 0 && e.pending.len() > 0 {
-		ev := e.pending.pop()
-		if ev.Seq <= e.acked {
-			continue
+	// In chunks, and sanitizing outside the lock, so Emit never waits
+	// long. The chunk is in neither queue meanwhile; everything that
+	// looks at both holds spoolMu, as we do.
+	var chunk [256]*pb.Event
+	for room > 0 {
+		e.mu.Lock()
+		n := min(room, e.pending.len(), len(chunk))
+		for i := range n {
+			chunk[i] = e.pending.pop()
 		}
-		sanitize(ev)
-		e.inflight.push(entry{ev: ev})
-		room--
+		e.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		for _, ev := range chunk[:n] {
+			sanitize(ev)
+		}
+		e.mu.Lock()
+		for _, ev := range chunk[:n] {
+			if ev.Seq > e.acked {
+				e.inflight.push(entry{ev: ev})
+			}
+		}
+		e.queued.Store(int64(e.inflight.len() + e.pending.len()))
+		e.mu.Unlock()
+		room -= n
 	}
-	e.queued.Store(int64(e.inflight.len() + e.pending.len()))
 }
 
 // spoolLoop writes pending to the spool when it grows, deletes
