@@ -13,9 +13,10 @@ import (
 )
 
 // PolicyAuthorizer decides with the policy engine compiled into each
-// Snapshot, for one workload. Every deny and every audit-mode would-deny is
-// logged as an audit event (JSON when the proxy logs JSON) until the
-// collector ships them.
+// Snapshot, for one workload. Every deny and every audit-mode would-deny
+// becomes an audit event (Events, shipped to the collector); the log line
+// is at debug level, since a log line per denied request at info would
+// flood logs under attack.
 type PolicyAuthorizer struct {
 	Workload policy.Workload
 	Log      *slog.Logger
@@ -61,7 +62,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 			}
 			a.Audits.Add(1)
 			a.emit("authz.audit_would_deny", principal, pr.SourceService, req, ar.Policy, ar.Rule, ar.Reason)
-			a.Log.Warn("audit: would deny", "event", "authz.audit_would_deny", "policy", ar.Policy, "rule", ar.Rule, "reason", ar.Reason,
+			a.Log.Debug("audit: would deny", "event", "authz.audit_would_deny", "policy", ar.Policy, "rule", ar.Rule, "reason", ar.Reason,
 				"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
 				"method", req.Method, "path", req.Path)
 		}
@@ -69,7 +70,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 	d := snap.Engine.DecideAudit(&a.Workload, &pr, audit)
 	if !d.Allow {
 		a.emit("authz.deny", principal, pr.SourceService, req, d.Policy, d.Rule, d.Reason)
-		a.Log.Info("authorization denied", "event", "authz.deny", "policy", d.Policy, "rule", d.Rule, "reason", d.Reason,
+		a.Log.Debug("authorization denied", "event", "authz.deny", "policy", d.Policy, "rule", d.Rule, "reason", d.Reason,
 			"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
 			"protocol", req.Protocol, "method", req.Method, "path", req.Path)
 	}
