@@ -600,9 +600,13 @@ type MeshConfig struct {
 	// "deny" or "allow".
 	AuthorizationDefault string `protobuf:"bytes,2,opt,name=authorization_default,json=authorizationDefault,proto3" json:"authorization_default,omitempty"`
 	// When true, 403 answers do not name the denying policy.
-	HidePolicy    bool `protobuf:"varint,3,opt,name=hide_policy,json=hidePolicy,proto3" json:"hide_policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HidePolicy bool `protobuf:"varint,3,opt,name=hide_policy,json=hidePolicy,proto3" json:"hide_policy,omitempty"`
+	// Where proxies send telemetry (Telemetry.Stream), host:port. Empty: the
+	// control plane's own address (it embeds the collector). The collector
+	// presents spiffe://<td>/ns/trellis-system/sa/collector when external.
+	CollectorAddress string `protobuf:"bytes,4,opt,name=collector_address,json=collectorAddress,proto3" json:"collector_address,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
@@ -654,6 +658,13 @@ func (x *MeshConfig) GetHidePolicy() bool {
 		return x.HidePolicy
 	}
 	return false
+}
+
+func (x *MeshConfig) GetCollectorAddress() string {
+	if x != nil {
+		return x.CollectorAddress
+	}
+	return ""
 }
 
 type Service struct {
@@ -829,13 +840,14 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\ftrust_bundle\x18\x04 \x03(\fR\vtrustBundle\x125\n" +
 	"\bservices\x18\x05 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12\x1a\n" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
-	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\"\x7f\n" +
+	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\"\xac\x01\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
 	"\x15authorization_default\x18\x02 \x01(\tR\x14authorizationDefault\x12\x1f\n" +
 	"\vhide_policy\x18\x03 \x01(\bR\n" +
-	"hidePolicy\"\x91\x01\n" +
+	"hidePolicy\x12+\n" +
+	"\x11collector_address\x18\x04 \x01(\tR\x10collectorAddress\"\x91\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +

@@ -31,10 +31,16 @@ const (
 
 type EventBatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Set on the first batch only: the proxy instance (Hello.instance of the
-	// config stream).
+	// Set on the first batch only: the sender's sequence space. A proxy
+	// without a spool uses its config stream's Hello.instance; with a spool
+	// it keeps the instance the spool was created with across restarts, so
+	// the two may differ.
 	HelloInstance string   `protobuf:"bytes,1,opt,name=hello_instance,json=helloInstance,proto3" json:"hello_instance,omitempty"`
 	Events        []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Traffic counters, sent periodically on their own (a batch with stats
+	// has no events). Not acknowledged and not logged: they are cumulative,
+	// so a lost one costs nothing.
+	Stats         *TrafficStats `protobuf:"bytes,3,opt,name=stats,proto3" json:"stats,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -83,6 +89,215 @@ func (x *EventBatch) GetEvents() []*Event {
 	return nil
 }
 
+func (x *EventBatch) GetStats() *TrafficStats {
+	if x != nil {
+		return x.Stats
+	}
+	return nil
+}
+
+// TrafficStats are a proxy's cumulative inbound HTTP counters per edge
+// (caller service -> this proxy's service) since counters_since. The
+// collector derives rates and latency percentiles over a sliding window
+// from successive reports (the service graph) and sums them across proxies
+// (its mesh-wide metrics).
+type TrafficStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reporting proxy's service, so that idle services still appear.
+	Service   string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// When the counters started (the proxy's start): a report whose
+	// counters_since falls inside the window counts from zero.
+	CountersSince *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=counters_since,json=countersSince,proto3" json:"counters_since,omitempty"`
+	// Upper bounds of the latency buckets, in seconds, ascending; a last
+	// +Inf bucket is implied.
+	LatencyBoundsSeconds []float64    `protobuf:"fixed64,4,rep,packed,name=latency_bounds_seconds,json=latencyBoundsSeconds,proto3" json:"latency_bounds_seconds,omitempty"`
+	Edges                []*EdgeStats `protobuf:"bytes,5,rep,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *TrafficStats) Reset() {
+	*x = TrafficStats{}
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TrafficStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TrafficStats) ProtoMessage() {}
+
+func (x *TrafficStats) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TrafficStats.ProtoReflect.Descriptor instead.
+func (*TrafficStats) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TrafficStats) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *TrafficStats) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TrafficStats) GetCountersSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CountersSince
+	}
+	return nil
+}
+
+func (x *TrafficStats) GetLatencyBoundsSeconds() []float64 {
+	if x != nil {
+		return x.LatencyBoundsSeconds
+	}
+	return nil
+}
+
+func (x *TrafficStats) GetEdges() []*EdgeStats {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+// EdgeStats are cumulative counters for one caller service. The source is
+// "unknown" when the caller's identity serves no single known service
+// (or the caller spoke plaintext under PERMISSIVE).
+type EdgeStats struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	SourceService        string                 `protobuf:"bytes,1,opt,name=source_service,json=sourceService,proto3" json:"source_service,omitempty"`
+	SourceNamespace      string                 `protobuf:"bytes,2,opt,name=source_namespace,json=sourceNamespace,proto3" json:"source_namespace,omitempty"`
+	DestinationService   string                 `protobuf:"bytes,3,opt,name=destination_service,json=destinationService,proto3" json:"destination_service,omitempty"`
+	DestinationNamespace string                 `protobuf:"bytes,4,opt,name=destination_namespace,json=destinationNamespace,proto3" json:"destination_namespace,omitempty"`
+	Requests             uint64                 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Requests answered 5xx.
+	Failures uint64 `protobuf:"varint,6,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Requests that arrived over mutual TLS.
+	MtlsRequests uint64 `protobuf:"varint,7,opt,name=mtls_requests,json=mtlsRequests,proto3" json:"mtls_requests,omitempty"`
+	// Requests refused by authorization (403 from the proxy).
+	Denied uint64 `protobuf:"varint,8,opt,name=denied,proto3" json:"denied,omitempty"`
+	// Requests per latency bucket (not cumulative): one count per bound,
+	// then the +Inf bucket.
+	LatencyCounts []uint64 `protobuf:"varint,9,rep,packed,name=latency_counts,json=latencyCounts,proto3" json:"latency_counts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EdgeStats) Reset() {
+	*x = EdgeStats{}
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EdgeStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EdgeStats) ProtoMessage() {}
+
+func (x *EdgeStats) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EdgeStats.ProtoReflect.Descriptor instead.
+func (*EdgeStats) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EdgeStats) GetSourceService() string {
+	if x != nil {
+		return x.SourceService
+	}
+	return ""
+}
+
+func (x *EdgeStats) GetSourceNamespace() string {
+	if x != nil {
+		return x.SourceNamespace
+	}
+	return ""
+}
+
+func (x *EdgeStats) GetDestinationService() string {
+	if x != nil {
+		return x.DestinationService
+	}
+	return ""
+}
+
+func (x *EdgeStats) GetDestinationNamespace() string {
+	if x != nil {
+		return x.DestinationNamespace
+	}
+	return ""
+}
+
+func (x *EdgeStats) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *EdgeStats) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *EdgeStats) GetMtlsRequests() uint64 {
+	if x != nil {
+		return x.MtlsRequests
+	}
+	return 0
+}
+
+func (x *EdgeStats) GetDenied() uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *EdgeStats) GetLatencyCounts() []uint64 {
+	if x != nil {
+		return x.LatencyCounts
+	}
+	return nil
+}
+
 type EventAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every event with seq <= through is durable in the collector's log.
@@ -93,7 +308,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[1]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +320,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[1]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +333,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{1}
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EventAck) GetThrough() uint64 {
@@ -169,7 +384,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[2]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +396,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[2]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +409,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{2}
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -348,11 +563,28 @@ var File_trellis_v1alpha1_telemetry_proto protoreflect.FileDescriptor
 
 const file_trellis_v1alpha1_telemetry_proto_rawDesc = "" +
 	"\n" +
-	" trellis/v1alpha1/telemetry.proto\x12\x10trellis.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n" +
+	" trellis/v1alpha1/telemetry.proto\x12\x10trellis.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n" +
 	"\n" +
 	"EventBatch\x12%\n" +
 	"\x0ehello_instance\x18\x01 \x01(\tR\rhelloInstance\x12/\n" +
-	"\x06events\x18\x02 \x03(\v2\x17.trellis.v1alpha1.EventR\x06events\"$\n" +
+	"\x06events\x18\x02 \x03(\v2\x17.trellis.v1alpha1.EventR\x06events\x124\n" +
+	"\x05stats\x18\x03 \x01(\v2\x1e.trellis.v1alpha1.TrafficStatsR\x05stats\"\xf2\x01\n" +
+	"\fTrafficStats\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12A\n" +
+	"\x0ecounters_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rcountersSince\x124\n" +
+	"\x16latency_bounds_seconds\x18\x04 \x03(\x01R\x14latencyBoundsSeconds\x121\n" +
+	"\x05edges\x18\x05 \x03(\v2\x1b.trellis.v1alpha1.EdgeStatsR\x05edges\"\xdf\x02\n" +
+	"\tEdgeStats\x12%\n" +
+	"\x0esource_service\x18\x01 \x01(\tR\rsourceService\x12)\n" +
+	"\x10source_namespace\x18\x02 \x01(\tR\x0fsourceNamespace\x12/\n" +
+	"\x13destination_service\x18\x03 \x01(\tR\x12destinationService\x123\n" +
+	"\x15destination_namespace\x18\x04 \x01(\tR\x14destinationNamespace\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x04R\brequests\x12\x1a\n" +
+	"\bfailures\x18\x06 \x01(\x04R\bfailures\x12#\n" +
+	"\rmtls_requests\x18\a \x01(\x04R\fmtlsRequests\x12\x16\n" +
+	"\x06denied\x18\b \x01(\x04R\x06denied\x12%\n" +
+	"\x0elatency_counts\x18\t \x03(\x04R\rlatencyCounts\"$\n" +
 	"\bEventAck\x12\x18\n" +
 	"\athrough\x18\x01 \x01(\x04R\athrough\"\x8e\x06\n" +
 	"\x05Event\x12\x10\n" +
@@ -398,25 +630,30 @@ func file_trellis_v1alpha1_telemetry_proto_rawDescGZIP() []byte {
 	return file_trellis_v1alpha1_telemetry_proto_rawDescData
 }
 
-var file_trellis_v1alpha1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_trellis_v1alpha1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_trellis_v1alpha1_telemetry_proto_goTypes = []any{
 	(*EventBatch)(nil),            // 0: trellis.v1alpha1.EventBatch
-	(*EventAck)(nil),              // 1: trellis.v1alpha1.EventAck
-	(*Event)(nil),                 // 2: trellis.v1alpha1.Event
-	nil,                           // 3: trellis.v1alpha1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*TrafficStats)(nil),          // 1: trellis.v1alpha1.TrafficStats
+	(*EdgeStats)(nil),             // 2: trellis.v1alpha1.EdgeStats
+	(*EventAck)(nil),              // 3: trellis.v1alpha1.EventAck
+	(*Event)(nil),                 // 4: trellis.v1alpha1.Event
+	nil,                           // 5: trellis.v1alpha1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_telemetry_proto_depIdxs = []int32{
-	2, // 0: trellis.v1alpha1.EventBatch.events:type_name -> trellis.v1alpha1.Event
-	4, // 1: trellis.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	3, // 2: trellis.v1alpha1.Event.attributes:type_name -> trellis.v1alpha1.Event.AttributesEntry
-	0, // 3: trellis.v1alpha1.Telemetry.Stream:input_type -> trellis.v1alpha1.EventBatch
-	1, // 4: trellis.v1alpha1.Telemetry.Stream:output_type -> trellis.v1alpha1.EventAck
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4, // 0: trellis.v1alpha1.EventBatch.events:type_name -> trellis.v1alpha1.Event
+	1, // 1: trellis.v1alpha1.EventBatch.stats:type_name -> trellis.v1alpha1.TrafficStats
+	6, // 2: trellis.v1alpha1.TrafficStats.counters_since:type_name -> google.protobuf.Timestamp
+	2, // 3: trellis.v1alpha1.TrafficStats.edges:type_name -> trellis.v1alpha1.EdgeStats
+	6, // 4: trellis.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	5, // 5: trellis.v1alpha1.Event.attributes:type_name -> trellis.v1alpha1.Event.AttributesEntry
+	0, // 6: trellis.v1alpha1.Telemetry.Stream:input_type -> trellis.v1alpha1.EventBatch
+	3, // 7: trellis.v1alpha1.Telemetry.Stream:output_type -> trellis.v1alpha1.EventAck
+	7, // [7:8] is the sub-list for method output_type
+	6, // [6:7] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_telemetry_proto_init() }
@@ -430,7 +667,7 @@ func file_trellis_v1alpha1_telemetry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trellis_v1alpha1_telemetry_proto_rawDesc), len(file_trellis_v1alpha1_telemetry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
