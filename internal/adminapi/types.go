@@ -13,6 +13,7 @@ const (
 	PathResource = "/api/v1/resources" // /{plural}[/{namespace}]/{name}
 	PathProxies  = "/api/v1/proxies"   // ?namespace=NS
 	PathServices = "/api/v1/services"  // ?namespace=NS
+	PathGraph    = "/api/v1/graph"     // ?window=1m
 	PathHealthz  = "/healthz"
 	PathReadyz   = "/readyz"
 	PathMetrics  = "/metrics"
