@@ -41,6 +41,7 @@ func newControlCmd() *cobra.Command {
 	f.StringVar(&cfg.CACertFile, "ca-cert", "", "PEM file: an intermediate from your own PKI followed by its chain up to the root")
 	f.StringVar(&cfg.CAKeyFile, "ca-key", "", "PEM file (mode 0600): the key of --ca-cert's intermediate")
 	f.StringArrayVar(&cfg.AuditSinks, "audit-sink", nil, "deliver every audit event at least once to this sink (repeatable): syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT?ca=CA.pem, file:///PATH.jsonl, http(s)://URL")
+	f.StringVar(&cfg.CollectorAddr, "collector-addr", "", "HOST:PORT of an external `trellis collector`: proxies and the control plane send telemetry there instead of to the embedded collector")
 	f.DurationVar(&cfg.EndpointGracePeriod, "endpoint-grace-period", controlplane.DefaultEndpointGracePeriod, "how long a workload whose config stream dropped stays an endpoint")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", controlplane.DefaultReportInterval, "how often proxies report the config they run")
 	lf.register(cmd)

@@ -113,6 +113,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 
 	root.AddCommand(
 		newControlCmd(),
+		newCollectorCmd(),
 		newUpCmd(),
 		newProxyCmd(),
 		newApplyCmd(g),
@@ -121,6 +122,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newTokenCmd(g),
 		newPolicyCmd(g),
 		newAuditCmd(),
+		newTopCmd(g),
 		newVersionCmd(),
 	)
 	return root

@@ -49,6 +49,13 @@ type Config struct {
 	// AuditSinks are --audit-sink URLs: every event in the log is delivered
 	// to each at least once (syslog+tcp://, syslog+tls://, file://, http(s)://).
 	AuditSinks []string
+	// CollectorAddr, when set, is an external collector (`trellis
+	// collector`), host:port: proxies are told to stream telemetry there,
+	// and the control plane sends its own events there too (spooled under
+	// DATA_DIR/telemetry-spool while it is unreachable) instead of
+	// embedding a collector. AuditSinks must then be empty: sinks belong
+	// to the process that runs the collector.
+	CollectorAddr string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -97,6 +104,14 @@ func (c *Config) validate() error {
 	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", c.GRPCAddr}, {"--api-addr", c.APIAddr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return fmt.Errorf("%s %q: want HOST:PORT: %w", a.flag, a.addr, err)
+		}
+	}
+	if c.CollectorAddr != "" {
+		if _, _, err := net.SplitHostPort(c.CollectorAddr); err != nil {
+			return fmt.Errorf("--collector-addr %q: want HOST:PORT of a `trellis collector`: %w", c.CollectorAddr, err)
+		}
+		if len(c.AuditSinks) > 0 {
+			return errors.New("--audit-sink and --collector-addr do not go together: sinks belong to the process that runs the collector; give --audit-sink to `trellis collector`")
 		}
 	}
 	if (c.CACertFile == "") != (c.CAKeyFile == "") {

@@ -2,25 +2,19 @@ package controlplane
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
 // Files in the data dir.
 const (
-	AdminTokenFile = "admin.token"
+	AdminTokenFile = adminhttp.TokenFile
 	storeFile      = "state.db"
 	trustDomainKey = "/meta/trust-domain"
 )
@@ -71,44 +65,5 @@ func fixTrustDomain(ctx context.Context, st store.Store, dataDir, want string) (
 		return td, nil
 	default:
 		return spiffeid.TrustDomain{}, fmt.Errorf("read trust domain: %w", err)
-	}
-}
-
-// adminToken holds the SHA-256 of the admin bearer token, so comparison is
-// constant-time regardless of the presented token's length.
-type adminToken struct{ sum [32]byte }
-
-func (t adminToken) matches(presented string) bool {
-	s := sha256.Sum256([]byte(presented))
-	return subtle.ConstantTimeCompare(s[:], t.sum[:]) == 1
-}
-
-// loadOrCreateAdminToken reads DIR/admin.token, creating it at first start
-// with 256 random bits (hex), mode 0600.
-func loadOrCreateAdminToken(dir string) (adminToken, error) {
-	path := filepath.Join(dir, AdminTokenFile)
-	data, err := os.ReadFile(path)
-	switch {
-	case err == nil:
-		tok := strings.TrimSpace(string(data))
-		if len(tok) < 32 {
-			return adminToken{}, fmt.Errorf("admin token %s: too short (%d characters); delete it to have a new one generated", path, len(tok))
-		}
-		if err := os.Chmod(path, 0o600); err != nil {
-			return adminToken{}, fmt.Errorf("admin token %s: %w", path, err)
-		}
-		return adminToken{sum: sha256.Sum256([]byte(tok))}, nil
-	case errors.Is(err, os.ErrNotExist):
-		var raw [32]byte
-		if _, err := rand.Read(raw[:]); err != nil {
-			return adminToken{}, fmt.Errorf("admin token: %w", err)
-		}
-		tok := hex.EncodeToString(raw[:])
-		if err := identity.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
-			return adminToken{}, fmt.Errorf("admin token: %w", err)
-		}
-		return adminToken{sum: sha256.Sum256([]byte(tok))}, nil
-	default:
-		return adminToken{}, fmt.Errorf("admin token: %w", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminhttp"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -35,6 +36,7 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("DELETE "+adminapi.PathTokens+"/{id}", s.handleRevokeToken)
 	api.HandleFunc("GET "+adminapi.PathProxies, s.handleListProxies)
 	api.HandleFunc("GET "+adminapi.PathServices, s.handleListServices)
+	api.Handle("GET "+adminapi.PathGraph, s.graphHandler())
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
@@ -46,7 +48,7 @@ func (s *Server) routes() http.Handler {
 	open.HandleFunc("GET "+adminapi.PathReadyz, s.handleReadyz)
 	open.Handle("GET "+adminapi.PathMetrics, s.metricsHandler())
 
-	authed := s.requireToken(api)
+	authed := s.adminToken.Require("control plane", api)
 	return s.countRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case adminapi.PathHealthz, adminapi.PathReadyz, adminapi.PathMetrics:
@@ -55,21 +57,6 @@ func (s *Server) routes() http.Handler {
 			authed.ServeHTTP(w, r)
 		}
 	}))
-}
-
-// requireToken answers 401 unless the request carries the admin bearer
-// token. It runs before routing, so unknown paths reveal nothing.
-func (s *Server) requireToken(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Get("Authorization")
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || !s.adminToken.matches(strings.TrimSpace(tok)) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="trellis"`)
-			writeError(w, http.StatusUnauthorized, errors.New("unauthorized: send Authorization: Bearer <token> with the token from the control plane's DATA_DIR/admin.token"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 type statusRecorder struct {
@@ -335,18 +322,9 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	return nil
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
+func writeJSON(w http.ResponseWriter, code int, v any) { adminhttp.WriteJSON(w, code, v) }
 
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, adminapi.ErrorBody{Error: err.Error()})
-}
+func writeError(w http.ResponseWriter, code int, err error) { adminhttp.WriteError(w, code, err) }
 
 func knownKinds() string {
 	var names []string

@@ -47,6 +47,7 @@ type pusher struct {
 	res            *resourceCache
 	roots          func() [][]byte
 	reportInterval time.Duration
+	collectorAddr  string
 	debounce       time.Duration
 	sweepEvery     time.Duration
 	log            *slog.Logger
@@ -65,6 +66,7 @@ func newPusher(res *resourceCache, roots func() [][]byte, cfg *Config, m *metric
 		res:            res,
 		roots:          roots,
 		reportInterval: cfg.ReportInterval,
+		collectorAddr:  cfg.CollectorAddr,
 		debounce:       cfg.PushDebounce,
 		sweepEvery:     min(max(cfg.EndpointGracePeriod/4, 5*time.Millisecond), time.Second),
 		log:            cfg.Logger,
@@ -162,6 +164,7 @@ func (p *pusher) currentView() (*meshView, error) {
 		Workloads:      ws,
 		Policies:       policies,
 		ReportInterval: p.reportInterval,
+		CollectorAddr:  p.collectorAddr,
 	})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
@@ -35,7 +37,7 @@ type Server struct {
 	ca         *identity.CA
 	res        *resources
 	tokens     *tokens
-	adminToken adminToken
+	adminToken adminhttp.Token
 	metrics    *metrics
 	serving    *servingCert
 	audit      *audit
@@ -99,7 +101,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	at, err := loadOrCreateAdminToken(cfg.DataDir)
+	at, err := adminhttp.LoadOrCreate(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +119,6 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.res.ensureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}
-	if s.audit, err = openAudit(cfg, identity.ControlPlaneID(td)); err != nil {
-		return nil, err
-	}
-	s.metrics.reg.MustRegister(s.audit.collector)
 	s.resCache = newResourceCache(cfg.Logger)
 	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
 		return nil, err
@@ -129,8 +127,15 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {
-		s.audit.close()
 		return nil, err
+	}
+	if s.audit, err = openAudit(cfg, identity.ControlPlaneID(td), s.rootPool, s.serving.get); err != nil {
+		return nil, err
+	}
+	if s.audit.pipe != nil {
+		s.metrics.reg.MustRegister(s.audit.pipe)
+	} else {
+		s.metrics.reg.MustRegister(s.audit.events)
 	}
 	return s, nil
 }
@@ -162,7 +167,7 @@ func (s *Server) Start() error {
 	pushCtx, stopPush := context.WithCancel(context.Background())
 	s.stopPush = stopPush
 	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, tokens: s.tokens, log: s.log, metrics: s.metrics, base: pushCtx})
-	s.audit.collector.Register(s.grpcSrv)
+	s.audit.register(s.grpcSrv)
 	s.audit.start()
 
 	s.httpSrv = &http.Server{
@@ -232,6 +237,15 @@ func (s *Server) APIURL() string {
 // TrustDomain is the mesh's trust domain.
 func (s *Server) TrustDomain() string { return s.ca.TrustDomain().Name() }
 
+// rootPool is the trust bundle as a pool.
+func (s *Server) rootPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, r := range s.ca.Roots() {
+		pool.AddCert(r)
+	}
+	return pool
+}
+
 // rootsDER is the trust bundle pushed to proxies.
 func (s *Server) rootsDER() [][]byte {
 	roots := s.ca.Roots()
@@ -259,9 +273,7 @@ func (s *Server) Close(ctx context.Context) error {
 	// later, and keep serving meanwhile).
 	if s.stopPush != nil {
 		s.stopPush()
-		if s.audit != nil {
-			s.audit.collector.Shutdown()
-		}
+		s.audit.shutdown()
 	}
 	if s.httpSrv != nil {
 		_ = s.httpSrv.Shutdown(ctx)

@@ -70,6 +70,8 @@ type snapshotInput struct {
 	Policies  []policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
+	// CollectorAddr is an external collector's address ("" when embedded).
+	CollectorAddr string
 }
 
 // meshView is the part of every proxy's snapshot that all proxies share,
@@ -95,7 +97,7 @@ type meshView struct {
 // newMeshView builds the shared part of snapshots from in.
 func newMeshView(in snapshotInput) (*meshView, error) {
 	v := &meshView{
-		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy},
+		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr},
 		trustBundle: in.TrustBundle,
 		services:    servicesOf(in.Workloads),
 		policies:    slices.Clone(in.Policies),

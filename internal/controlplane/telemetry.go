@@ -2,75 +2,125 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry/collector"
-	"github.com/trellismesh/trellis/internal/telemetry/eventlog"
-	"github.com/trellismesh/trellis/internal/telemetry/sink"
+	"github.com/trellismesh/trellis/internal/telemetry/emitter"
+	"github.com/trellismesh/trellis/internal/telemetry/pipeline"
 )
 
-// audit is the collector embedded in the control plane: the durable event
-// log under DATA_DIR/events, the Telemetry gRPC service proxies stream to,
-// and one Deliverer per --audit-sink. Control-plane events (resources,
-// tokens, certificates) go through the same log.
+// spoolDir holds control-plane events not yet acknowledged by an external
+// collector.
+const spoolDir = "telemetry-spool"
+
+// audit is where control-plane events (resources, tokens, certificates)
+// go. By default the control plane embeds the collector (pipe): the
+// durable event log under DATA_DIR/events, the Telemetry gRPC service
+// proxies stream to, and one Deliverer per --audit-sink. With
+// --collector-addr it streams its events to that collector like a proxy
+// does (events), spooled on disk while the collector is unreachable.
 type audit struct {
-	log        *slog.Logger
-	events     *eventlog.Log
-	collector  *collector.Server
-	deliverers []*sink.Deliverer
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	log    *slog.Logger
+	pipe   *pipeline.Pipeline
+	events *emitter.Emitter
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 	// self is the control plane's identity, the reporter of its events.
 	self spiffeid.ID
 }
 
-func openAudit(cfg Config, self spiffeid.ID) (*audit, error) {
-	events, err := eventlog.Open(filepath.Join(cfg.DataDir, eventlog.DirName), eventlog.Options{Logger: cfg.Logger})
-	if err != nil {
-		return nil, fmt.Errorf("event log: %w", err)
-	}
-	col, err := collector.New(events, filepath.Join(cfg.DataDir, "collector"), cfg.Logger)
-	if err != nil {
-		events.Close()
-		return nil, fmt.Errorf("collector: %w", err)
-	}
-	a := &audit{log: cfg.Logger, events: events, collector: col, self: self}
-	for _, u := range cfg.AuditSinks {
-		s, err := sink.Parse(u, sink.Options{})
+// openAudit opens the embedded collector, or with cfg.CollectorAddr the
+// emitter to the external one (roots and cert serve its mTLS).
+func openAudit(cfg Config, self spiffeid.ID, roots func() *x509.CertPool, cert func() (*tls.Certificate, error)) (*audit, error) {
+	a := &audit{log: cfg.Logger, self: self}
+	if cfg.CollectorAddr != "" {
+		want := identity.CollectorID(self.TrustDomain())
+		ev, err := emitter.New(emitter.Options{
+			Addr: cfg.CollectorAddr,
+			TLS: func() *tls.Config {
+				return &tls.Config{
+					MinVersion:           tls.VersionTLS13,
+					InsecureSkipVerify:   true, // VerifyConnection checks the chain and the SPIFFE ID
+					VerifyConnection:     identity.VerifyPeer("collector at --collector-addr", roots, identity.ExactID(want)),
+					GetClientCertificate: identity.ClientCert(cert),
+				}
+			},
+			SpoolDir: filepath.Join(cfg.DataDir, spoolDir),
+			Logger:   cfg.Logger.With("component", "telemetry"),
+			Now:      cfg.Now,
+		})
 		if err != nil {
-			a.close()
-			return nil, err
+			return nil, fmt.Errorf("telemetry spool: %w", err)
 		}
-		d, err := sink.NewDeliverer(sink.DelivererConfig{Name: u, Sink: s, Log: events, Dir: filepath.Join(cfg.DataDir, "collector"), Logger: cfg.Logger})
-		if err != nil {
-			a.close()
-			return nil, fmt.Errorf("--audit-sink %s: %w", sink.Display(u), err)
-		}
-		a.deliverers = append(a.deliverers, d)
+		a.events = ev
+		return a, nil
 	}
+	p, err := pipeline.Open(pipeline.Options{DataDir: cfg.DataDir, Sinks: cfg.AuditSinks, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	a.pipe = p
 	return a, nil
 }
 
-// start runs the deliverers.
+// collector is the embedded collector, nil with an external one.
+func (a *audit) collector() *collector.Server {
+	if a == nil || a.pipe == nil {
+		return nil
+	}
+	return a.pipe.Collector
+}
+
+// graphHandler serves the service graph from the embedded collector, or
+// says where the external one is.
+func (s *Server) graphHandler() http.Handler {
+	if s.audit.pipe != nil {
+		return s.audit.pipe.GraphHandler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no service graph here: telemetry goes to the collector at %s (--collector-addr); ask its admin API, e.g. `trellis top --api http://COLLECTOR_API_ADDR --token-file COLLECTOR_DATA_DIR/admin.token`", s.cfg.CollectorAddr))
+	})
+}
+
+// register adds the Telemetry service when the collector is embedded.
+func (a *audit) register(r grpc.ServiceRegistrar) {
+	if c := a.collector(); c != nil {
+		c.Register(r)
+	}
+}
+
+// start runs the deliverers, or the stream to the external collector.
 func (a *audit) start() {
+	if a.pipe != nil {
+		a.pipe.Start()
+		return
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	for _, d := range a.deliverers {
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			if err := d.Run(ctx); err != nil && ctx.Err() == nil {
-				a.log.Error("audit sink stopped", "err", err)
-			}
-		}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.events.Run(ctx)
+	}()
+}
+
+// shutdown ends the embedded collector's streams (before GracefulStop).
+func (a *audit) shutdown() {
+	if c := a.collector(); c != nil {
+		c.Shutdown()
 	}
 }
 
@@ -83,7 +133,12 @@ func (a *audit) record(ev *pb.Event) {
 	if ev.Time == nil {
 		ev.Time = timestamppb.New(time.Now())
 	}
-	if err := a.collector.AppendLocal(a.self, ev); err != nil {
+	if a.events != nil {
+		// The collector sets the reporter from this stream's certificate.
+		a.events.Emit(ev)
+		return
+	}
+	if err := a.pipe.Collector.AppendLocal(a.self, ev); err != nil {
 		a.log.Error("audit event not recorded", "kind", ev.GetKind(), "err", err)
 	}
 }
@@ -92,13 +147,13 @@ func (a *audit) close() error {
 	if a == nil {
 		return nil
 	}
-	if a.cancel != nil {
-		a.cancel()
+	if a.events != nil {
+		if a.cancel != nil {
+			a.cancel()
+		}
+		a.wg.Wait()
+		// Close spools what the collector has not acknowledged.
+		return a.events.Close()
 	}
-	a.wg.Wait()
-	err := a.collector.Close()
-	if cerr := a.events.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return a.pipe.Close()
 }

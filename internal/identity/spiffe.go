@@ -25,6 +25,18 @@ func ControlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
 	return spiffeid.RequireFromSegments(td, "ns", ControlPlaneNamespace, "sa", "control")
 }
 
+// CollectorID is the SPIFFE ID an external collector (`trellis collector`)
+// holds: proxies and the control plane stream telemetry only to a peer
+// proving it.
+func CollectorID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "ns", ControlPlaneNamespace, "sa", CollectorServiceAccount)
+}
+
+// CollectorServiceAccount is the service account of CollectorID: create
+// its join token with `trellis token create --service collector
+// --namespace trellis-system`.
+const CollectorServiceAccount = "collector"
+
 // ParseWorkloadID parses a workload SPIFFE ID of the form
 // spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
 func ParseWorkloadID(s string) (id spiffeid.ID, namespace, serviceAccount string, err error) {

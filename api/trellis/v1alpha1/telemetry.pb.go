@@ -377,7 +377,11 @@ type Event struct {
 	// Duration of the request, for access events.
 	DurationMicros uint64 `protobuf:"varint,20,opt,name=duration_micros,json=durationMicros,proto3" json:"duration_micros,omitempty"`
 	// Extra fields (resource kind/name, token id, certificate serial...).
-	Attributes    map[string]string `protobuf:"bytes,21,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attributes map[string]string `protobuf:"bytes,21,rep,name=attributes,proto3" json:"attributes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The reporter's sequence space (EventBatch.hello_instance), set by the
+	// collector: (reporter, instance, seq) names an event uniquely, so a
+	// sink consumer can drop at-least-once duplicates.
+	Instance      string `protobuf:"bytes,22,opt,name=instance,proto3" json:"instance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -559,6 +563,13 @@ func (x *Event) GetAttributes() map[string]string {
 	return nil
 }
 
+func (x *Event) GetInstance() string {
+	if x != nil {
+		return x.Instance
+	}
+	return ""
+}
+
 var File_trellis_v1alpha1_telemetry_proto protoreflect.FileDescriptor
 
 const file_trellis_v1alpha1_telemetry_proto_rawDesc = "" +
@@ -586,7 +597,7 @@ const file_trellis_v1alpha1_telemetry_proto_rawDesc = "" +
 	"\x06denied\x18\b \x01(\x04R\x06denied\x12%\n" +
 	"\x0elatency_counts\x18\t \x03(\x04R\rlatencyCounts\"$\n" +
 	"\bEventAck\x12\x18\n" +
-	"\athrough\x18\x01 \x01(\x04R\athrough\"\x8e\x06\n" +
+	"\athrough\x18\x01 \x01(\x04R\athrough\"\xaa\x06\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -611,7 +622,8 @@ const file_trellis_v1alpha1_telemetry_proto_rawDesc = "" +
 	"\x0fduration_micros\x18\x14 \x01(\x04R\x0edurationMicros\x12G\n" +
 	"\n" +
 	"attributes\x18\x15 \x03(\v2'.trellis.v1alpha1.Event.AttributesEntryR\n" +
-	"attributes\x1a=\n" +
+	"attributes\x12\x1a\n" +
+	"\binstance\x18\x16 \x01(\tR\binstance\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012S\n" +

@@ -203,6 +203,7 @@ func TestStreamDropsResendsAndOverwritesReporter(t *testing.T) {
 	forged := events("authz.deny", seqRange(1, 10)...)
 	for _, ev := range forged {
 		ev.Reporter = "spiffe://trellis.local/ns/trellis-system/sa/control"
+		ev.Instance = "someone-else"
 	}
 	if got := send(t, st, forged[:4]...); got != 4 {
 		t.Fatalf("ack: got %d, want 4", got)
@@ -226,6 +227,11 @@ func TestStreamDropsResendsAndOverwritesReporter(t *testing.T) {
 
 	if got, w := stored(t, c), want(id.String(), seqRange(1, 12)...); !equal(got, w) {
 		t.Fatalf("stored:\n got %v\nwant %v", got, w)
+	}
+	for _, r := range c.Records(t) {
+		if got := r.Event.GetInstance(); got != "inst-1" {
+			t.Fatalf("seq %d: instance %q, want the stream's hello_instance inst-1", r.Event.GetSeq(), got)
+		}
 	}
 	for _, m := range []struct {
 		name string

@@ -14,17 +14,25 @@ var kinds = []string{
 
 const otherKind = "other"
 
+// Reasons of trellis_collector_stats_rejected_total.
+const (
+	rejectInvalid          = "invalid"
+	rejectTooManyInstances = "too_many_instances"
+)
+
 // metrics are one Server's collectors. The Server is itself a
 // prometheus.Collector, so they land on whichever registry it is
 // registered with.
 type metrics struct {
-	received     *prometheus.CounterVec
-	appended     *prometheus.CounterVec
-	duplicates   *prometheus.CounterVec
-	gaps         prometheus.Counter
-	appendErrors prometheus.Counter
-	refused      *prometheus.CounterVec
-	streams      prometheus.Gauge
+	received      *prometheus.CounterVec
+	appended      *prometheus.CounterVec
+	duplicates    *prometheus.CounterVec
+	gaps          prometheus.Counter
+	appendErrors  prometheus.Counter
+	refused       *prometheus.CounterVec
+	streams       prometheus.Gauge
+	statsReports  prometheus.Counter
+	statsRejected *prometheus.CounterVec
 
 	// Children per kind, resolved once: the per-event path does a map
 	// lookup, not a label hash.
@@ -65,7 +73,18 @@ func newMetrics() *metrics {
 			Name: "trellis_collector_streams",
 			Help: "Telemetry streams open now.",
 		}),
+		statsReports: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_collector_stats_reports_total",
+			Help: "Traffic counter reports from proxies recorded in the service graph and the mesh metrics.",
+		}),
+		statsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_collector_stats_rejected_total",
+			Help: "Traffic counter reports refused, by reason: invalid (a proxy breaking the rules of TrafficStats), too_many_instances (more proxy instances than the collector tracks).",
+		}, []string{"reason"}),
 		byKind: make(map[string]*kindCounters, len(kinds)+1),
+	}
+	for _, r := range []string{rejectInvalid, rejectTooManyInstances} {
+		m.statsRejected.WithLabelValues(r)
 	}
 	for _, k := range append(kinds, otherKind) {
 		m.byKind[k] = &kindCounters{
@@ -85,5 +104,5 @@ func (m *metrics) kind(k string) *kindCounters {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.gaps, m.appendErrors, m.refused, m.streams}
+	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.gaps, m.appendErrors, m.refused, m.streams, m.statsReports, m.statsRejected}
 }

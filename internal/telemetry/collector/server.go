@@ -23,19 +23,23 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry"
+	"github.com/trellismesh/trellis/internal/telemetry/graph"
 )
 
 // maxInstanceLen bounds hello_instance (proxies send 16 hex digits).
 const maxInstanceLen = 128
 
 // Server receives event streams from proxies and appends them to the
-// event log. It implements Telemetry.Stream (rules in telemetry.proto) and
-// is a prometheus.Collector for its metrics. Safe for concurrent use.
+// event log, and records their traffic counters in a service graph. It
+// implements Telemetry.Stream (rules in telemetry.proto) and is a
+// prometheus.Collector for its metrics and the graph's mesh-wide ones.
+// Safe for concurrent use.
 type Server struct {
 	app     telemetry.Appender
 	log     *slog.Logger
 	marks   *highWater
 	metrics *metrics
+	graph   *graph.Graph
 
 	// base ends every stream on Shutdown; handlers counts running ones.
 	base     context.Context
@@ -67,7 +71,7 @@ func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{app: app, log: log, metrics: newMetrics()}
+	s := &Server{app: app, log: log, metrics: newMetrics(), graph: graph.New(graph.Options{})}
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	marks, err := loadHighWater(stateDir, time.Now, func(err error) {
 		log.Error("cannot persist telemetry high-water marks; a collector restart may duplicate resent events", "err", err)
@@ -77,6 +81,12 @@ func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, er
 	}
 	s.marks = marks
 	return s, nil
+}
+
+// Graph returns the service graph the proxies' traffic counters feed.
+// Its metrics are the Server's: register the Server, not the Graph.
+func (s *Server) Graph() *graph.Graph {
+	return s.graph
 }
 
 // Register adds the Telemetry service to a gRPC server. The server's TLS
@@ -151,6 +161,7 @@ func (s *Server) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range s.metrics.collectors() {
 		c.Describe(ch)
 	}
+	s.graph.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -158,6 +169,7 @@ func (s *Server) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range s.metrics.collectors() {
 		c.Collect(ch)
 	}
+	s.graph.Collect(ch)
 }
 
 // telemetryService keeps the generated server plumbing off Server's API.
@@ -236,10 +248,15 @@ func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
 			}
 		}
 	}()
+	// Stats on the hello batch count like any other.
+	var warned bool
 	batch := first
 	for {
+		if stats := batch.GetStats(); stats != nil {
+			s.recordStats(ctx, reporter, instance, stats, &warned, log)
+		}
 		if len(batch.GetEvents()) > 0 {
-			through, err := s.appendBatch(st, reporter, batch.GetEvents(), log)
+			through, err := s.appendBatch(st, reporter, instance, batch.GetEvents(), log)
 			if err != nil {
 				return err
 			}
@@ -264,9 +281,31 @@ func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
 	}
 }
 
+// recordStats records a batch's traffic counters in the graph. A refused
+// report leaves the stream open: counters are cumulative, so the next
+// good one makes up for it. Only the stream's first refusal is a warning.
+func (s *Server) recordStats(ctx context.Context, reporter, instance string, stats *pb.TrafficStats, warned *bool, log *slog.Logger) {
+	err := s.graph.Record(reporter, instance, stats)
+	if err == nil {
+		s.metrics.statsReports.Inc()
+		return
+	}
+	reason := rejectInvalid
+	if errors.Is(err, graph.ErrTooManyInstances) {
+		reason = rejectTooManyInstances
+	}
+	s.metrics.statsRejected.WithLabelValues(reason).Inc()
+	level := slog.LevelDebug
+	if !*warned {
+		level, *warned = slog.LevelWarn, true
+	}
+	log.Log(ctx, level, "traffic stats refused; later refusals on this stream log at debug", "err", err)
+}
+
 // appendBatch appends the events of one batch not yet in the log, with
-// the stream's identity as reporter, and returns the new high-water mark.
-func (s *Server) appendBatch(st *instanceState, reporter string, events []*pb.Event, log *slog.Logger) (uint64, error) {
+// the stream's identity as reporter and its hello_instance as instance,
+// and returns the new high-water mark.
+func (s *Server) appendBatch(st *instanceState, reporter, instance string, events []*pb.Event, log *slog.Logger) (uint64, error) {
 	var prev uint64
 	for _, ev := range events {
 		seq := ev.GetSeq()
@@ -298,6 +337,7 @@ func (s *Server) appendBatch(st *instanceState, reporter string, events []*pb.Ev
 			gaps += ev.Seq - last - 1
 		}
 		ev.Reporter = reporter
+		ev.Instance = instance
 		keep = append(keep, ev)
 		last = ev.Seq
 	}

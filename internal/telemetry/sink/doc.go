@@ -55,7 +55,8 @@
 // log index:
 //
 //	{"index":42,"seq":7,"time":"2026-01-02T03:04:05.123456789Z",
-//	 "kind":"authz.deny","reporter":"spiffe://td/ns/shop/sa/web", ...,
+//	 "kind":"authz.deny","reporter":"spiffe://td/ns/shop/sa/web",
+//	 "instance":"3f9c0a1b2c3d4e5f", ...,
 //	 "response_code":403,"decision":"deny","policy":"shop/deny-admin",
 //	 "rule":0,"reason":"...","trace_id":"","duration_micros":0,
 //	 "attributes":{}}

@@ -150,6 +150,7 @@ func wantJSON(index uint64, e *pb.Event) map[string]any {
 		"time":                  tm,
 		"kind":                  e.GetKind(),
 		"reporter":              e.GetReporter(),
+		"instance":              e.GetInstance(),
 		"source_id":             e.GetSourceId(),
 		"source_service":        e.GetSourceService(),
 		"source_namespace":      e.GetSourceNamespace(),

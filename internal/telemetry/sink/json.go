@@ -29,6 +29,7 @@ func appendJSON(b []byte, rec telemetry.Record) []byte {
 	}
 	b = appendJSONField(b, "kind", e.GetKind())
 	b = appendJSONField(b, "reporter", e.GetReporter())
+	b = appendJSONField(b, "instance", e.GetInstance())
 	b = appendJSONField(b, "source_id", e.GetSourceId())
 	b = appendJSONField(b, "source_service", e.GetSourceService())
 	b = appendJSONField(b, "source_namespace", e.GetSourceNamespace())

@@ -78,6 +78,7 @@ func (f *syslogFormat) appendMessage(b []byte, rec telemetry.Record, maxValue in
 	b = appendParam(b, "kind", e.GetKind(), maxValue)
 	for _, p := range [...]struct{ name, value string }{
 		{"reporter", e.GetReporter()},
+		{"instance", e.GetInstance()},
 		{"source_id", e.GetSourceId()},
 		{"source_service", e.GetSourceService()},
 		{"source_namespace", e.GetSourceNamespace()},

@@ -208,7 +208,7 @@ func wantSD(r telemetry.Record) map[string]string {
 		"kind":  e.Kind,
 	}
 	for k, v := range map[string]string{
-		"reporter": e.Reporter, "source_id": e.SourceId, "source_service": e.SourceService,
+		"reporter": e.Reporter, "instance": e.Instance, "source_id": e.SourceId, "source_service": e.SourceService,
 		"source_namespace": e.SourceNamespace, "destination_id": e.DestinationId,
 		"destination_service": e.DestinationService, "destination_namespace": e.DestinationNamespace,
 		"protocol": e.Protocol, "method": e.Method, "path": e.Path, "decision": e.Decision,

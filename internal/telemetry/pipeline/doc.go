@@ -1,0 +1,6 @@
+// Package pipeline assembles the durable half of a collector: the
+// hash-chained event log under DATA_DIR/events, the Telemetry gRPC service
+// (collector.Server) appending to it, and one sink.Deliverer per
+// --audit-sink URL reading from it. The control plane embeds one; `trellis
+// collector` runs one on its own.
+package pipeline
