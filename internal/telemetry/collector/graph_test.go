@@ -104,10 +104,19 @@ func TestStatsRejectedKeepStreamOpen(t *testing.T) {
 	bad.Edges[0].Failures = 11
 	sendStats(t, st, 1, bad)
 	sendStats(t, st, 2, &pb.TrafficStats{Service: "catalog"})
-	sendStats(t, st, 3, trafficStats(12))
+	// A proxy reports only its own traffic: not another namespace's, and
+	// no edge ending at another service.
+	otherNS := trafficStats(50)
+	otherNS.Namespace = "billing"
+	otherNS.Edges[0].DestinationNamespace = "billing"
+	sendStats(t, st, 3, otherNS)
+	otherDest := trafficStats(50)
+	otherDest.Edges[0].DestinationService = "payments"
+	sendStats(t, st, 4, otherDest)
+	sendStats(t, st, 5, trafficStats(12))
 
-	if got := c.Metric(t, "trellis_collector_stats_rejected_total", "reason=invalid"); got != 2 {
-		t.Errorf("rejected: got %v, want 2", got)
+	if got := c.Metric(t, "trellis_collector_stats_rejected_total", "reason=invalid"); got != 4 {
+		t.Errorf("rejected: got %v, want 4", got)
 	}
 	if got := c.Metric(t, "trellis_collector_stats_reports_total"); got != 2 {
 		t.Errorf("reports: got %v, want 2 (hello's and the last)", got)

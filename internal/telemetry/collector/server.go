@@ -285,7 +285,10 @@ func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
 // report leaves the stream open: counters are cumulative, so the next
 // good one makes up for it. Only the stream's first refusal is a warning.
 func (s *Server) recordStats(ctx context.Context, reporter, instance string, stats *pb.TrafficStats, warned *bool, log *slog.Logger) {
-	err := s.graph.Record(reporter, instance, stats)
+	err := graph.CheckBinding(reporter, stats)
+	if err == nil {
+		err = s.graph.Record(reporter, instance, stats)
+	}
 	if err == nil {
 		s.metrics.statsReports.Inc()
 		return

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -142,6 +143,32 @@ func nameError(s string) error {
 	for _, r := range s {
 		if unicode.IsControl(r) {
 			return fmt.Errorf("%q holds a control character", s)
+		}
+	}
+	return nil
+}
+
+// CheckBinding keeps a proxy to its own traffic: the report's namespace
+// is the one in the reporter's SPIFFE ID (spiffe://TD/ns/NS/sa/SA), and
+// every edge ends at the report's service. Without it an authenticated
+// proxy could invent traffic for any service. The service name itself is
+// bound to the identity by the control plane's join token, not here. The
+// collector calls it before Record; Record itself takes any reporter.
+func CheckBinding(reporter string, st *pb.TrafficStats) error {
+	if rest, ok := strings.CutPrefix(reporter, "spiffe://"); ok {
+		if _, path, ok := strings.Cut(rest, "/"); ok {
+			if ns, ok := strings.CutPrefix(path, "ns/"); ok {
+				ns, _, _ = strings.Cut(ns, "/")
+				if ns != st.GetNamespace() {
+					return fmt.Errorf("%w: namespace %q is not the reporter's namespace %q", ErrInvalidStats, st.GetNamespace(), ns)
+				}
+			}
+		}
+	}
+	for i, e := range st.GetEdges() {
+		if e.GetDestinationService() != st.GetService() || e.GetDestinationNamespace() != st.GetNamespace() {
+			return fmt.Errorf("%w: edge %d ends at %s.%s, not at the reporting service %s.%s", ErrInvalidStats, i,
+				e.GetDestinationService(), e.GetDestinationNamespace(), st.GetService(), st.GetNamespace())
 		}
 	}
 	return nil
