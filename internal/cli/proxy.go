@@ -69,8 +69,10 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.HTTPProxyAddr, "http-proxy-addr", proxy.DefaultHTTPProxyAddr, "HTTP forward proxy for http://SERVICE.NAMESPACE/... (off to disable)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")
-	f.StringVar(&cfg.CollectorAddr, "collector", "", "collector gRPC address for audit events (default: --control, which embeds the collector)")
-	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory keeping unacknowledged audit events across restarts (default: memory only)")
+	f.StringVar(&cfg.CollectorAddr, "collector", "", "collector gRPC address for telemetry: the control plane or a trellis collector (default: the mesh's collector address, else --control, which embeds the collector)")
+	f.Float64Var(&cfg.AccessLogSampleRate, "access-log-sample-rate", 0, "fraction of inbound HTTP requests sent to the collector as access events, 0 (off) to 1 (every request)")
+	f.DurationVar(&cfg.StatsInterval, "stats-interval", proxy.DefaultStatsInterval, "how often traffic stats (for the service graph) go to the collector; at least 1s")
+	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory keeping unacknowledged telemetry events across restarts (default: memory only)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long SIGTERM waits for in-flight requests")
 	lf.register(cmd)
 	return cmd

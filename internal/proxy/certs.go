@@ -166,7 +166,7 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	if err != nil {
 		return fmt.Errorf("create csr: %w", err)
 	}
-	tlsCfg := controlTLSConfig(m.roots, func() *tls.Certificate { return current })
+	tlsCfg := controlTLSConfig(m.roots, func() *tls.Certificate { return current }, saControl)
 	conn, err := grpc.NewClient(m.control, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		return fmt.Errorf("dial control plane %s: %w", m.control, err)

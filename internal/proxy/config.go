@@ -19,6 +19,10 @@ const (
 	DefaultHTTPProxyAddr = "127.0.0.1:15001"
 	DefaultAdminAddr     = "127.0.0.1:15000"
 	DefaultDrainTimeout  = 10 * time.Second
+	DefaultStatsInterval = 10 * time.Second
+	// MinStatsInterval bounds --stats-interval from below: each report
+	// costs the collector a merge per proxy.
+	MinStatsInterval = time.Second
 )
 
 // Upstream is an explicit outbound listener: a plain local address that
@@ -59,9 +63,19 @@ type Config struct {
 	AdminAddr      string // --admin-addr, default 127.0.0.1:15000
 	Labels         map[string]string
 	DrainTimeout   time.Duration
-	// CollectorAddr receives audit events (--collector); empty means the
-	// control plane, which embeds the collector by default.
+	// CollectorAddr receives telemetry (--collector): audit and access
+	// events, traffic stats. Empty means the mesh's collector_address
+	// from the config stream, or else the control plane, which embeds the
+	// collector by default; telemetry waits in memory until the first
+	// config says which.
 	CollectorAddr string
+	// AccessLogSampleRate is the fraction of inbound HTTP requests
+	// reported as access events (--access-log-sample-rate): 0 (off, the
+	// default) to 1 (every request).
+	AccessLogSampleRate float64
+	// StatsInterval is how often traffic stats go to the collector
+	// (--stats-interval); zero means 10s, and at least 1s.
+	StatsInterval time.Duration
 	// SpoolDir keeps audit events the collector has not acknowledged on
 	// disk (--spool-dir), so none is lost across proxy restarts; empty
 	// means memory only.
@@ -93,8 +107,8 @@ func (c *Config) setDefaults() {
 	if c.AdminAddr == "" {
 		c.AdminAddr = DefaultAdminAddr
 	}
-	if c.CollectorAddr == "" {
-		c.CollectorAddr = c.ControlAddr
+	if c.StatsInterval == 0 {
+		c.StatsInterval = DefaultStatsInterval
 	}
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = DefaultDrainTimeout
@@ -153,6 +167,18 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
 			return fmt.Errorf("--advertise-addr %q: want HOST:PORT", c.AdvertiseAddr)
 		}
+	}
+	if c.CollectorAddr != "" {
+		if _, _, err := net.SplitHostPort(c.CollectorAddr); err != nil {
+			return fmt.Errorf("--collector %q: want HOST:PORT, or leave it unset to use the mesh's collector (the control plane by default)", c.CollectorAddr)
+		}
+	}
+	// Written so that NaN fails too.
+	if !(c.AccessLogSampleRate >= 0 && c.AccessLogSampleRate <= 1) {
+		return fmt.Errorf("--access-log-sample-rate %v: want a fraction from 0 (off) to 1 (every request), e.g. 0.01", c.AccessLogSampleRate)
+	}
+	if c.StatsInterval < MinStatsInterval {
+		return fmt.Errorf("--stats-interval %v: want at least %v", c.StatsInterval, MinStatsInterval)
 	}
 	return nil
 }

@@ -43,7 +43,7 @@ type ControlClient struct {
 
 // Run keeps the stream up until ctx ends.
 func (c *ControlClient) Run(ctx context.Context) {
-	tlsCfg := controlTLSConfig(c.Roots, c.Certs.Certificate)
+	tlsCfg := controlTLSConfig(c.Roots, c.Certs.Certificate, saControl)
 	conn, err := grpc.NewClient(c.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

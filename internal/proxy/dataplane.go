@@ -7,9 +7,12 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
 
 // The data path, end to end:
@@ -50,6 +53,12 @@ type DataPlaneConfig struct {
 	Logger *slog.Logger
 	// Metrics may be nil (nothing is recorded).
 	Metrics *Metrics
+	// Events receives the inbound side's access events (kind "access");
+	// it must not block. Nil means none.
+	Events func(*pb.Event)
+	// AccessLogSampleRate is the fraction of inbound HTTP requests that
+	// become access events: 0 (none, the default) to 1 (every one).
+	AccessLogSampleRate float64
 	// DrainTimeout, when positive, caps how long Shutdown waits for
 	// in-flight requests on top of its context.
 	DrainTimeout time.Duration
@@ -134,10 +143,22 @@ type peer struct {
 	principal string   // id.String(), "" for plaintext
 	namespace string   // from /ns/<namespace>/..., "" when unknown
 	xfcc      []string // X-Forwarded-Client-Cert value; nil for plaintext
-	requests  *codeCounters
+	// source is the caller's metrics entry for the service the config
+	// names it by; see sourceFor.
+	source atomic.Pointer[sourceBinding]
 }
 
-func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace, srcService string) *peer {
+// sourceBinding ties a caller's metrics entry to the snapshot that named
+// its service (snap.ServiceOf).
+type sourceBinding struct {
+	snap    *Snapshot
+	service string
+	metrics *sourceMetrics
+}
+
+// newPeer describes the caller id (zero for plaintext) under snap (nil
+// before the first config).
+func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *Snapshot) *peer {
 	p := &peer{id: id}
 	if !id.IsZero() {
 		p.mtls = true
@@ -145,8 +166,37 @@ func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace, srcService st
 		p.namespace = namespaceOf(id)
 		p.xfcc = []string{"By=" + self.String() + ";URI=" + p.principal}
 	}
-	p.requests = m.forSource(srcService, p.principal, p.namespace, p.mtls, service, namespace)
+	b := &sourceBinding{snap: snap, service: p.serviceIn(snap)}
+	b.metrics = m.forSource(b.service, p.principal, p.namespace, p.mtls, service, namespace)
+	p.source.Store(b)
 	return p
+}
+
+// serviceIn is the caller's service under snap, "" when none or several.
+func (p *peer) serviceIn(snap *Snapshot) string {
+	if snap == nil || p.principal == "" {
+		return ""
+	}
+	return snap.ServiceOf[p.principal]
+}
+
+// sourceFor returns the caller's metrics entry under snap. Peers are
+// cached per identity for the process's life, and a caller may connect
+// before the config names its service (or its service may change): the
+// entry follows the config. While the snapshot stays the same this is an
+// atomic load and a comparison.
+func (p *peer) sourceFor(snap *Snapshot, m *Metrics, service, namespace string) *sourceMetrics {
+	b := p.source.Load()
+	if b.snap == snap || snap == nil {
+		return b.metrics
+	}
+	nb := &sourceBinding{snap: snap, service: p.serviceIn(snap), metrics: b.metrics}
+	if nb.service != b.service {
+		nb.metrics = m.forSource(nb.service, p.principal, p.namespace, p.mtls, service, namespace)
+	}
+	// Concurrent requests may race to store: their bindings are equal.
+	p.source.Store(nb)
+	return nb.metrics
 }
 
 // namespaceOf extracts <ns> from a /ns/<ns>/sa/<sa> SPIFFE path.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -153,6 +154,15 @@ type meshOptions struct {
 	serverIdent  proxy.Identity
 	extra        []*proxy.Service
 	drainTimeout time.Duration
+	// authorizer decides on the server proxy (default: the mesh default).
+	authorizer proxy.Authorizer
+	// serviceOf is the snapshot's SPIFFE ID -> service map (default none:
+	// every caller's service is unknown).
+	serviceOf map[string]string
+	// events receives the server proxy's access events, a fraction
+	// accessLogRate of its requests.
+	events        func(*pb.Event)
+	accessLogRate float64
 	// pki issues the default identities and is the trust bundle; a new
 	// one when nil.
 	pki *pki
@@ -212,12 +222,15 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	inL := listen(t)
 	m.inboundAddr = inL.Addr().String()
 	m.svc = service("catalog", "shop", o.protocol, []spiffeid.ID{catalogID}, m.inboundAddr)
-	m.snap.set(snapshot(o.mode, o.authz, m.pki.roots, append([]*proxy.Service{m.svc}, o.extra...)...))
+	snap := snapshot(o.mode, o.authz, m.pki.roots, append([]*proxy.Service{m.svc}, o.extra...)...)
+	snap.ServiceOf = o.serviceOf
+	m.snap.set(snap)
 
 	m.in = proxy.NewInbound(proxy.DataPlaneConfig{
-		Identity: o.serverIdent, Snapshot: m.snap.get,
+		Identity: o.serverIdent, Snapshot: m.snap.get, Authorizer: o.authorizer,
 		Service: "catalog", Namespace: "shop", Protocol: o.protocol, AppAddr: m.appAddr,
 		Logger: m.logs.logger.With("proxy", "server"), Metrics: m.serverMetrics, DrainTimeout: o.drainTimeout,
+		Events: o.events, AccessLogSampleRate: o.accessLogRate,
 	})
 	serve(t, "inbound", func() error { return m.in.Serve(inL) })
 	t.Cleanup(func() { shutdown(t, m.in.Shutdown) })

@@ -31,10 +31,12 @@ type Inbound struct {
 	httpLis *chanListener
 	started sync.Once
 
-	dest      *destMetrics
-	peers     cowMap[spiffeid.ID, *peer]
-	plainPeer *peer
-	logs      logLimiter
+	dest *destMetrics
+	// accessRate is AccessLogSampleRate, 0 without Events.
+	accessRate float64
+	peers      cowMap[spiffeid.ID, *peer]
+	plainPeer  *peer
+	logs       logLimiter
 
 	// conns holds connections the http.Server does not track: those in
 	// their TLS handshake, TCP tunnels and upgraded (WebSocket) ones.
@@ -59,7 +61,10 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in.appH2 = appTransport(in.dialer, true)
 	in.app = newAppClient(cfg.AppAddr, in.dialer, in.appH1)
 	in.dest = cfg.Metrics.dest(directionInbound, cfg.Service, cfg.Namespace, "", "", "")
-	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, "")
+	if cfg.Events != nil {
+		in.accessRate = cfg.AccessLogSampleRate
+	}
+	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
 	in.srv = newHTTPServer(inboundHandler{in}, cfg, true)
 	in.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if ic, ok := c.(*inboundConn); ok {
@@ -196,11 +201,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 		}
 		conn, alpn = tc, cs.NegotiatedProtocol
 		p = in.peers.get(id, func() *peer {
-			var srcService string
-			if snap := in.cfg.Snapshot(); snap != nil {
-				srcService = snap.ServiceOf[id.String()]
-			}
-			return newPeer(in.cfg.Identity.ID(), id, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace, srcService)
+			return newPeer(in.cfg.Identity.ID(), id, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace, in.cfg.Snapshot())
 		})
 	}
 	_ = c.SetDeadline(time.Time{})

@@ -3,16 +3,22 @@ package proxy
 import (
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"path"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
 
 // inboundHandler is the per-request chain of the inbound side: caller
 // identity (from the connection) -> authorization -> X-Forwarded-Client-Cert
-// -> forward to the app -> telemetry.
+// -> forward to the app -> telemetry (metrics, edge stats, sampled access
+// events).
 type inboundHandler struct{ in *Inbound }
 
 func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -22,13 +28,61 @@ func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p == nil {
 		p = in.plainPeer
 	}
-	code, abort := in.serveHTTP(w, r, p)
-	in.dest.request(p.requests, code, start)
-	if abort {
+	snap := in.cfg.Snapshot()
+	o := in.serveHTTP(w, r, p, snap)
+	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
+	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
+	// Off (rate 0, the default), this is one predictable branch.
+	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
+		in.accessEvent(r, p, snap, &o, start)
+	}
+	if o.abort {
 		// The response is already under way: abort it so the caller sees a
 		// broken stream, not a short but well-formed body.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// outcome is how one inbound request ended.
+type outcome struct {
+	code int
+	// abort says the response broke off after it started.
+	abort bool
+	// authorized says authorization ran (the request got past the mTLS
+	// and path checks); dec is then its decision.
+	authorized bool
+	dec        Decision
+}
+
+// accessEvent emits an "access" event for one finished request.
+func (in *Inbound) accessEvent(r *http.Request, p *peer, snap *Snapshot, o *outcome, start time.Time) {
+	ev := &pb.Event{
+		Time:                 timestamppb.New(start),
+		Kind:                 "access",
+		SourceId:             p.principal,
+		SourceService:        p.serviceIn(snap),
+		SourceNamespace:      p.namespace,
+		DestinationId:        in.cfg.Identity.ID().String(),
+		DestinationService:   in.cfg.Service,
+		DestinationNamespace: in.cfg.Namespace,
+		Protocol:             in.cfg.Protocol,
+		Method:               r.Method,
+		Path:                 r.URL.Path,
+		ResponseCode:         uint32(o.code),
+		DurationMicros:       uint64(time.Since(start).Microseconds()),
+		TraceId:              traceID(r.Header),
+		Rule:                 -1,
+	}
+	if o.authorized {
+		ev.Decision = "allow"
+		if !o.dec.Allow {
+			ev.Decision, ev.Reason = "deny", o.dec.Reason
+		}
+		if o.dec.Policy != "" {
+			ev.Policy, ev.Rule = o.dec.Policy, int32(o.dec.Rule)
+		}
+	}
+	in.cfg.Events(ev)
 }
 
 // deniedByHeader names the denying policy on a 403, unless the mesh hides
@@ -38,18 +92,17 @@ const deniedByHeader = "X-Trellis-Denied-By"
 // Status codes recorded for requests that got no upstream response.
 const statusClientClosed = 499
 
-func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (code int, abort bool) {
-	snap := in.cfg.Snapshot()
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *Snapshot) outcome {
 	if snap == nil {
 		plainError(w, http.StatusServiceUnavailable, "trellis: inbound has no configuration yet\n")
-		return http.StatusServiceUnavailable, false
+		return outcome{code: http.StatusServiceUnavailable}
 	}
 	if !p.mtls && snap.MTLSMode != "PERMISSIVE" {
 		// A plaintext connection accepted while PERMISSIVE outlives a
 		// switch to STRICT; its requests stop here.
 		w.Header()["Connection"] = []string{"close"}
 		plainError(w, http.StatusForbidden, "trellis: mutual TLS required\n")
-		return http.StatusForbidden, false
+		return outcome{code: http.StatusForbidden}
 	}
 	// Only the proxy may speak for the caller: whatever a caller sent is
 	// replaced by what its certificate proved (and policies never see it).
@@ -58,7 +111,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 	// sees (cut there) differ from the one the app serves: refuse it.
 	if strings.ContainsAny(r.URL.Path, "?#") {
 		plainError(w, http.StatusBadRequest, "trellis: encoded '?' or '#' in the request path\n")
-		return http.StatusBadRequest, false
+		return outcome{code: http.StatusBadRequest}
 	}
 	// Policies see, and the app receives, one canonical path: no dot
 	// segments or doubled slashes that could dodge a path rule.
@@ -78,17 +131,19 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 			w.Header()[deniedByHeader] = []string{dec.Policy}
 		}
 		plainError(w, http.StatusForbidden, "RBAC: access denied\n")
-		return http.StatusForbidden, false
+		return outcome{code: http.StatusForbidden, authorized: true, dec: dec}
 	}
+	o := outcome{authorized: true, dec: dec}
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
 	if up := upgradeType(r); up != "" {
 		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, up, &in.conns)
 		if err != nil {
-			return in.appFailed(w, r, err), false
+			code = in.appFailed(w, r, err)
 		}
-		return code, false
+		o.code = code
+		return o
 	}
 	enableFullDuplex(w, r)
 	var rt http.RoundTripper = in.app
@@ -97,14 +152,16 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer) (c
 	}
 	resp, err := rt.RoundTrip(newOutRequest(r, "http", in.cfg.AppAddr))
 	if err != nil {
-		return in.appFailed(w, r, err), false
+		o.code = in.appFailed(w, r, err)
+		return o
 	}
 	defer resp.Body.Close()
+	o.code = resp.StatusCode
 	if err := copyResponse(w, resp); err != nil {
 		var ue *upstreamBodyError
-		return resp.StatusCode, errors.As(err, &ue)
+		o.abort = errors.As(err, &ue)
 	}
-	return resp.StatusCode, false
+	return o
 }
 
 // appFailed answers a request the app could not take: 503 when it is not

@@ -43,7 +43,7 @@ type Metrics struct {
 	upstreamFailures *prometheus.CounterVec
 
 	dests    cowMap[destKey, *destMetrics]
-	sources  cowMap[sourceKey, *codeCounters]
+	sources  cowMap[sourceKey, *sourceMetrics]
 	policies cowMap[string, *[2]prometheus.Counter] // [deny, allow]
 }
 
@@ -58,7 +58,7 @@ func NewMetrics() *Metrics {
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "trellis_request_duration_seconds",
 			Help:    "Time from receiving an HTTP request to the end of its response body.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: durationBounds[:],
 		}, []string{"direction", "destination_service", "destination_namespace"}),
 		tcpConns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_tcp_connections_total",
@@ -88,6 +88,10 @@ func NewMetrics() *Metrics {
 	m.reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.upstreamFailures)
 	return m
 }
+
+// durationBounds are the buckets of trellis_request_duration_seconds and of
+// the edge stats' latency counts (edgestats.go), in seconds.
+var durationBounds = [...]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
 // Registry is where the collectors are registered; the admin endpoint
 // serves it and the proxy may add its own gauges.
@@ -138,13 +142,14 @@ func (m *Metrics) dest(direction, service, namespace, srcService, srcNamespace, 
 	})
 }
 
-// forSource returns inbound request counters for one caller.
-func (m *Metrics) forSource(srcService, principal, namespace string, mtls bool, service, destNamespace string) *codeCounters {
+// forSource returns the inbound request counters and edge stats for one
+// caller.
+func (m *Metrics) forSource(srcService, principal, namespace string, mtls bool, service, destNamespace string) *sourceMetrics {
 	if m == nil {
 		return nil
 	}
 	k := sourceKey{srcService, namespace, principal, service, destNamespace, mtls}
-	return m.sources.get(k, func() *codeCounters {
+	return m.sources.get(k, func() *sourceMetrics {
 		if principal == "" {
 			principal = "unknown"
 		}
@@ -154,20 +159,25 @@ func (m *Metrics) forSource(srcService, principal, namespace string, mtls bool, 
 		if srcService == "" {
 			srcService = "unknown"
 		}
-		return newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
+		return &sourceMetrics{codes: newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
 			"direction": directionInbound, "source_service": srcService, "source_namespace": namespace, "source_principal": principal,
 			"destination_service": service, "destination_namespace": destNamespace, "mtls": strconv.FormatBool(mtls),
-		}))
+		}))}
 	})
 }
 
-// request records one finished HTTP request.
-func (d *destMetrics) request(c *codeCounters, code int, start time.Time) {
+// request records one finished inbound HTTP request from caller s; denied
+// says the proxy's authorization refused it.
+func (d *destMetrics) request(s *sourceMetrics, code int, denied bool, start time.Time) {
 	if d == nil {
 		return
 	}
-	c.inc(code)
-	d.duration.Observe(time.Since(start).Seconds())
+	elapsed := time.Since(start)
+	if s != nil {
+		s.codes.inc(code)
+		s.edge.record(code, denied, elapsed)
+	}
+	d.duration.Observe(elapsed.Seconds())
 }
 
 // outboundRequest records one finished outbound HTTP request.
@@ -285,6 +295,9 @@ func (c *codeCounters) inc(code int) {
 type cowMap[K comparable, V any] struct {
 	mu sync.Mutex
 	m  atomic.Pointer[map[K]V]
+	// startedOver is when the map last started over (Unix nanoseconds),
+	// 0 if never.
+	startedOver atomic.Int64
 }
 
 // maxCowEntries bounds a cache fed by peers (caller identities); past it
@@ -308,12 +321,18 @@ func (c *cowMap[K, V]) get(k K, create func() V) V {
 	}
 	v := create()
 	next := make(map[K]V, len(old)+1)
-	if len(old) < maxCowEntries {
+	startOver := len(old) >= maxCowEntries
+	if !startOver {
 		for ok, ov := range old {
 			next[ok] = ov
 		}
 	}
 	next[k] = v
 	c.m.Store(&next)
+	if startOver {
+		// After the swap: a reader that loads startedOver first and
+		// sees this time also sees the new map.
+		c.startedOver.Store(time.Now().UnixNano())
+	}
 	return v
 }

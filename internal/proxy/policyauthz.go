@@ -2,13 +2,13 @@ package proxy
 
 import (
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync/atomic"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"sync/atomic"
-
 	"github.com/trellismesh/trellis/internal/policy"
 )
 
@@ -109,7 +109,7 @@ func (a *PolicyAuthorizer) emit(kind, principal, sourceService string, req *Requ
 		Policy:               policy,
 		Rule:                 int32(rule),
 		Reason:               reason,
-		TraceId:              traceID(req),
+		TraceId:              traceID(req.Header),
 	})
 }
 
@@ -123,11 +123,11 @@ func responseCodeFor(protocol string) uint32 {
 }
 
 // traceID takes a W3C traceparent's trace id, when the request has one.
-func traceID(req *Request) string {
-	if req.Header == nil {
+func traceID(h http.Header) string {
+	if h == nil {
 		return ""
 	}
-	tp := req.Header.Get("Traceparent")
+	tp := h.Get("Traceparent")
 	if len(tp) >= 35 && tp[2] == '-' {
 		return tp[3:35]
 	}

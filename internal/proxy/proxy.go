@@ -42,6 +42,7 @@ type Proxy struct {
 	metrics       *Metrics
 	instance      string
 	events        *emitter.Emitter
+	started       time.Time // when the counters started, for traffic stats
 
 	inbound  *Inbound
 	outbound *Outbound
@@ -79,20 +80,25 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
 	}
 	pool := poolOf(roots)
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Now()}
 	p.certs = NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
 	instance := make([]byte, 8)
 	_, _ = rand.Read(instance)
 	p.instance = hex.EncodeToString(instance)
-	// Audit events go to the collector (the control plane by default) over
-	// mTLS with the workload certificate; queued in memory, then on disk.
+	// Audit and access events and traffic stats go to the collector (see
+	// collectorAddr) over mTLS with the workload certificate; events are
+	// queued in memory, then on disk.
 	p.events, err = emitter.New(emitter.Options{
-		Addr:     cfg.CollectorAddr,
-		TLS:      func() *tls.Config { return controlTLSConfig(pool, p.certs.Certificate) },
-		Instance: p.instance,
-		SpoolDir: cfg.SpoolDir,
-		Logger:   p.log,
-		Now:      cfg.Now,
+		Resolve: p.collectorAddr,
+		TLSFor: func(addr string) *tls.Config {
+			return controlTLSConfig(pool, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, cfg.ControlAddr, addr)...)
+		},
+		Instance:      p.instance,
+		SpoolDir:      cfg.SpoolDir,
+		Logger:        p.log,
+		Now:           cfg.Now,
+		Stats:         func() *pb.TrafficStats { return p.metrics.TrafficStats(cfg.Service, cfg.Namespace, p.started) },
+		StatsInterval: cfg.StatsInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--spool-dir: %w", err)
@@ -134,6 +140,25 @@ func workloadIDFromToken(token string) (spiffeid.ID, error) {
 
 // snapshot is the current compiled config, nil before the first.
 func (p *Proxy) snapshot() *Snapshot { return p.snap.Load() }
+
+// collectorAddr is where telemetry goes: --collector when given, else the
+// mesh's collector_address, else the control plane (which embeds the
+// collector). Before the first config it is "": the emitter waits, since
+// the mesh may name an external collector.
+func (p *Proxy) collectorAddr() string {
+	if p.cfg.CollectorAddr != "" {
+		return p.cfg.CollectorAddr
+	}
+	s := p.snapshot()
+	switch {
+	case s == nil:
+		return ""
+	case s.CollectorAddr != "":
+		return s.CollectorAddr
+	default:
+		return p.cfg.ControlAddr
+	}
+}
 
 // Ready is closed once the proxy has a certificate and a first config.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
@@ -181,16 +206,18 @@ func (p *Proxy) Start(ctx context.Context) error {
 	go func() { defer p.wg.Done(); p.certs.Run(rctx) }()
 
 	dp := DataPlaneConfig{
-		Identity:     p.Identity(),
-		Snapshot:     p.snapshot,
-		Authorizer:   p.cfg.Authorizer,
-		Service:      p.cfg.Service,
-		Namespace:    p.cfg.Namespace,
-		Protocol:     p.cfg.Protocol,
-		AppAddr:      p.cfg.AppAddr,
-		Logger:       p.log,
-		Metrics:      p.metrics,
-		DrainTimeout: p.cfg.DrainTimeout,
+		Identity:            p.Identity(),
+		Snapshot:            p.snapshot,
+		Authorizer:          p.cfg.Authorizer,
+		Service:             p.cfg.Service,
+		Namespace:           p.cfg.Namespace,
+		Protocol:            p.cfg.Protocol,
+		AppAddr:             p.cfg.AppAddr,
+		Logger:              p.log,
+		Metrics:             p.metrics,
+		DrainTimeout:        p.cfg.DrainTimeout,
+		Events:              p.events.Emit,
+		AccessLogSampleRate: p.cfg.AccessLogSampleRate,
 	}
 	p.inbound = NewInbound(dp)
 	p.outbound = NewOutbound(dp)

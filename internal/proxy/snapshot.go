@@ -35,6 +35,9 @@ type Snapshot struct {
 	AuthzDefault string
 	// HidePolicy keeps the denying policy's name out of 403 answers.
 	HidePolicy bool
+	// CollectorAddr is where telemetry goes (MeshConfig.collector_address),
+	// an external collector; empty means the control plane.
+	CollectorAddr string
 	// TrustBundle holds the roots peers are verified with.
 	TrustBundle *x509.CertPool
 	// Roots are the same roots, for reporting.
@@ -83,13 +86,14 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot: empty version")
 	}
 	out := &Snapshot{
-		Version:      s.GetVersion(),
-		Hash:         s.GetHash(),
-		MTLSMode:     s.GetMesh().GetMtlsMode(),
-		AuthzDefault: s.GetMesh().GetAuthorizationDefault(),
-		HidePolicy:   s.GetMesh().GetHidePolicy(),
-		TrustBundle:  x509.NewCertPool(),
-		Services:     make(map[string]*Service, len(s.GetServices())),
+		Version:       s.GetVersion(),
+		Hash:          s.GetHash(),
+		MTLSMode:      s.GetMesh().GetMtlsMode(),
+		AuthzDefault:  s.GetMesh().GetAuthorizationDefault(),
+		HidePolicy:    s.GetMesh().GetHidePolicy(),
+		CollectorAddr: s.GetMesh().GetCollectorAddress(),
+		TrustBundle:   x509.NewCertPool(),
+		Services:      make(map[string]*Service, len(s.GetServices())),
 	}
 	switch out.MTLSMode {
 	case "STRICT", "PERMISSIVE":

@@ -3,6 +3,7 @@
 // events, queues them without ever blocking the request path (in memory,
 // then in an on-disk spool, then dropping and counting), and delivers them
 // to the collector over mutual TLS with resends until each is
-// acknowledged. The proxy imports it; it must not import the control
+// acknowledged. On the same stream it sends the proxy's traffic stats
+// periodically. The proxy imports it; it must not import the control
 // plane, the collector or the CA.
 package emitter

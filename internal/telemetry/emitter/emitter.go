@@ -24,6 +24,7 @@ import (
 const (
 	DefaultMemoryLimit     = 10_000
 	DefaultSpoolLimitBytes = 64 << 20
+	DefaultStatsInterval   = 10 * time.Second
 )
 
 const (
@@ -40,13 +41,32 @@ const (
 
 // Options configure an Emitter. Zero values mean the documented defaults.
 type Options struct {
-	// Addr is the collector's gRPC address, host:port. Required.
+	// Addr is the collector's gRPC address, host:port. Required unless
+	// Resolve is set.
 	Addr string
+	// Resolve, when set, is called before every connection attempt
+	// instead of using Addr. An empty result means the address is not
+	// known yet: Run asks again a little later, without counting it as a
+	// failure. While a stream is up Run asks every few seconds too, and
+	// moves to a new address when the answer changes. It must not block.
+	Resolve func() string
 	// TLS returns the client configuration for a new connection: it must
 	// present the current workload certificate (GetClientCertificate) and
 	// verify the collector by its SPIFFE ID, as the proxy verifies the
-	// control plane. It is called for every connection attempt. Required.
+	// control plane. It is called for every connection attempt. Required
+	// unless TLSFor is set.
 	TLS func() *tls.Config
+	// TLSFor, when set, is used instead of TLS, with the address being
+	// dialed: which identity to verify may depend on it (the control
+	// plane, or an external collector).
+	TLSFor func(addr string) *tls.Config
+	// Stats, when set, returns the traffic counters to report. They go on
+	// the stream right after it is established and then every
+	// StatsInterval, in a batch of their own; a nil result sends nothing.
+	// It is called from Run's goroutine and must not block.
+	Stats func() *pb.TrafficStats
+	// StatsInterval is how often Stats are sent (default 10s).
+	StatsInterval time.Duration
 	// Instance names this proxy's sequence space at the collector (use the
 	// config stream's Hello.instance). Empty means a random one. With a
 	// SpoolDir the spool remembers the instance it was created with and
@@ -108,8 +128,11 @@ type Emitter struct {
 	batchMax int
 	spillAt  int
 	linger   time.Duration
-	minWait  time.Duration // reconnect backoff bounds
+	minWait  time.Duration // reconnect backoff bounds; also the wait for an address
 	maxWait  time.Duration
+	// recheck is how often an established stream asks Resolve whether
+	// the collector moved.
+	recheck time.Duration
 
 	notify   chan struct{} // wakes the sender
 	spillC   chan struct{} // wakes the spool loop to spill or reserve
@@ -149,11 +172,17 @@ type Emitter struct {
 // directory, cuts off a torn tail left by a crash, and continues the
 // spool's instance and sequence. Nothing is sent until Run.
 func New(opts Options) (*Emitter, error) {
-	if opts.Addr == "" {
+	if opts.Addr == "" && opts.Resolve == nil {
 		return nil, errors.New("telemetry emitter: no collector address")
 	}
-	if opts.TLS == nil {
+	if opts.TLS == nil && opts.TLSFor == nil {
 		return nil, errors.New("telemetry emitter: no TLS configuration: the collector requires the workload certificate")
+	}
+	if opts.StatsInterval < 0 {
+		return nil, fmt.Errorf("telemetry emitter: negative stats interval %v", opts.StatsInterval)
+	}
+	if opts.StatsInterval == 0 {
+		opts.StatsInterval = DefaultStatsInterval
 	}
 	if err := checkInstance(opts.Instance); err != nil {
 		return nil, err
@@ -187,6 +216,7 @@ func New(opts Options) (*Emitter, error) {
 		linger:   linger,
 		minWait:  250 * time.Millisecond,
 		maxWait:  30 * time.Second,
+		recheck:  5 * time.Second,
 		notify:   make(chan struct{}, 1),
 		spillC:   make(chan struct{}, 1),
 		compactC: make(chan struct{}, 1),

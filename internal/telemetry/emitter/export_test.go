@@ -6,4 +6,5 @@ import "time"
 // it before Run.
 func SetTimings(e *Emitter, minWait, maxWait, linger time.Duration) {
 	e.minWait, e.maxWait, e.linger = minWait, maxWait, linger
+	e.recheck = minWait
 }

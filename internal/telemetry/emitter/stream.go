@@ -2,6 +2,7 @@ package emitter
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -51,11 +52,36 @@ func (e *Emitter) Run(ctx context.Context) {
 		}()
 	}
 	b := newBackoff(e.minWait, e.maxWait)
+	waiting := false // for an address
 	for ctx.Err() == nil {
+		addr := e.opts.Addr
+		if e.opts.Resolve != nil {
+			addr = e.opts.Resolve()
+		}
+		if addr == "" {
+			// Not a failure (the proxy has no config yet, say): no
+			// warning, no backoff; events wait in memory meanwhile.
+			if !waiting {
+				e.log.Debug("telemetry: collector address not known yet; events wait until it is")
+				waiting = true
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(e.minWait):
+			}
+			continue
+		}
+		waiting = false
 		start := time.Now()
-		err := e.stream(ctx)
+		err := e.stream(ctx, addr)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errMoved) {
+			e.log.Info("telemetry collector address changed; reconnecting", "from", addr)
+			b.reset()
+			continue
 		}
 		// A stream that stayed up a while was healthy: back off from the
 		// bottom again.
@@ -64,7 +90,7 @@ func (e *Emitter) Run(ctx context.Context) {
 		}
 		d := b.next()
 		st := e.Stats()
-		e.log.Warn("telemetry stream down; events wait in memory and the spool", "collector", e.opts.Addr, "err", err,
+		e.log.Warn("telemetry stream down; events wait in memory and the spool", "collector", addr, "err", err,
 			"retry_in", d.Round(time.Millisecond).String(), "queued", st.Queued, "spool_bytes", st.SpoolBytes)
 		select {
 		case <-ctx.Done():
@@ -76,14 +102,23 @@ func (e *Emitter) Run(ctx context.Context) {
 
 type eventStream = grpc.BidiStreamingClient[pb.EventBatch, pb.EventAck]
 
-// stream runs one Telemetry stream until it fails or ctx ends.
-func (e *Emitter) stream(ctx context.Context) error {
-	conn, err := grpc.NewClient(e.opts.Addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(e.opts.TLS())),
+// errMoved ends a stream whose collector address Resolve no longer gives.
+var errMoved = errors.New("collector address changed")
+
+// stream runs one Telemetry stream to addr until it fails or ctx ends.
+func (e *Emitter) stream(ctx context.Context, addr string) error {
+	var tlsCfg *tls.Config
+	if e.opts.TLSFor != nil {
+		tlsCfg = e.opts.TLSFor(addr)
+	} else {
+		tlsCfg = e.opts.TLS()
+	}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	)
 	if err != nil {
-		return fmt.Errorf("collector address %s: %w", e.opts.Addr, err)
+		return fmt.Errorf("collector address %s: %w", addr, err)
 	}
 	defer conn.Close()
 	sctx, cancel := context.WithCancel(ctx)
@@ -103,7 +138,7 @@ func (e *Emitter) stream(ctx context.Context) error {
 	e.up.Store(true)
 	e.connects.Add(1)
 	defer e.up.Store(false)
-	e.log.Debug("telemetry stream up", "collector", e.opts.Addr, "instance", e.instance, "collector_has_through", first.GetThrough())
+	e.log.Debug("telemetry stream up", "collector", addr, "instance", e.instance, "collector_has_through", first.GetThrough())
 
 	recvErr := make(chan error, 1)
 	go func() {
@@ -117,7 +152,7 @@ func (e *Emitter) stream(ctx context.Context) error {
 			e.ack(a.GetThrough())
 		}
 	}()
-	serr := e.sendLoop(sctx, st)
+	serr := e.sendLoop(sctx, st, addr)
 	cancel()
 	rerr := <-recvErr
 	switch {
@@ -180,15 +215,51 @@ func (e *Emitter) ack(through uint64) {
 	}
 }
 
-// sendLoop sends in-flight events in batches until ctx ends or a send
-// fails. A batch goes out when it is full, when nothing else is awaiting
-// an ack, or when its oldest event has waited e.linger.
-func (e *Emitter) sendLoop(ctx context.Context, st eventStream) error {
+// sendLoop sends in-flight events in batches until ctx ends, a send
+// fails or the collector moves (errMoved). A batch goes out when it is
+// full, when nothing else is awaiting an ack, or when its oldest event has
+// waited e.linger. With Options.Stats it also sends the stats, at once and
+// then every StatsInterval: it is the stream's only sender after hello.
+func (e *Emitter) sendLoop(ctx context.Context, st eventStream, addr string) error {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	var statsC, recheckC <-chan time.Time
+	statsDue, recheckDue := e.opts.Stats != nil, false
+	if statsDue {
+		t := time.NewTicker(e.opts.StatsInterval)
+		defer t.Stop()
+		statsC = t.C
+	}
+	if e.opts.Resolve != nil {
+		t := time.NewTicker(e.recheck)
+		defer t.Stop()
+		recheckC = t.C
+	}
 	var since time.Time // when the oldest unsent event was first seen
 	for {
+		// Checked on every turn too, so that a steady flow of batches
+		// cannot hold them back.
+		select {
+		case <-statsC:
+			statsDue = true
+		case <-recheckC:
+			recheckDue = true
+		default:
+		}
+		if statsDue {
+			statsDue = false
+			if err := e.sendStats(st); err != nil {
+				return err
+			}
+		}
+		if recheckDue {
+			recheckDue = false
+			// Unacknowledged events go out again on the next stream.
+			if a := e.opts.Resolve(); a != "" && a != addr {
+				return errMoved
+			}
+		}
 		e.refill()
 		e.mu.Lock()
 		unsent := e.inflight.len() - e.sent
@@ -223,8 +294,24 @@ func (e *Emitter) sendLoop(ctx context.Context, st eventStream) error {
 			return ctx.Err()
 		case <-e.notify:
 		case <-wait:
+		case <-statsC:
+			statsDue = true
+		case <-recheckC:
+			recheckDue = true
 		}
 	}
+}
+
+// sendStats sends the current traffic stats, if any.
+func (e *Emitter) sendStats(st eventStream) error {
+	s := e.opts.Stats()
+	if s == nil {
+		return nil
+	}
+	if err := st.Send(&pb.EventBatch{Stats: s}); err != nil {
+		return fmt.Errorf("send stats: %w", err)
+	}
+	return nil
 }
 
 func (e *Emitter) sendBatch(st eventStream) error {
