@@ -48,9 +48,16 @@ lint:
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
+# Every fuzzer of untrusted input, 30 s each (FUZZTIME=2m make fuzz for longer).
+FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 30s ./internal/resource/
-	$(GO) test -run '^$$' -fuzz FuzzSignCSR -fuzztime 30s ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/resource/
+	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/resource/
+	$(GO) test -run '^$$' -fuzz '^FuzzSignCSR$$' -fuzztime $(FUZZTIME) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyToken$$' -fuzztime $(FUZZTIME) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzCompileDecide$$' -fuzztime $(FUZZTIME) ./internal/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./internal/telemetry/graph/
+	$(GO) test -run '^$$' -fuzz '^FuzzFormats$$' -fuzztime $(FUZZTIME) ./internal/telemetry/sink/
 
 clean:
 	rm -rf bin .trellis
