@@ -74,6 +74,7 @@ func printBanner(cmd *cobra.Command, m *demo.Mesh) {
 	fmt.Fprintf(out, "  export TRELLIS_API=%s TRELLIS_TOKEN_FILE=%s\n", m.Control.APIURL(), token)
 	fmt.Fprintf(out, "  bin/trellis get authz -n shop              # the policies that let exactly these calls through\n")
 	fmt.Fprintf(out, "  bin/trellis get mesh\n")
+	fmt.Fprintf(out, "  bin/trellis top --watch 2s                 # live traffic per service and per edge\n")
 	if p, ok := m.Proxies["frontend"]; ok {
 		fmt.Fprintf(out, "  curl http://%s/config                 # what the frontend's proxy knows\n", p.AdminAddr())
 		fmt.Fprintf(out, "  curl -s http://%s/metrics | grep trellis_requests_total\n", p.AdminAddr())

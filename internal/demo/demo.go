@@ -184,6 +184,8 @@ func (m *Mesh) startWorkload(ctx context.Context, client *adminapi.Client, w wor
 		AdminAddr:     m.port(w.offset + 10),
 		HTTPProxyAddr: "off",
 		DrainTimeout:  3 * time.Second,
+		// `trellis top` on the demo should come alive within seconds.
+		StatsInterval: 2 * time.Second,
 		Logger:        m.opts.Logger.With("component", "proxy", "service", w.name),
 	}
 	if len(w.upstreams) > 0 {

@@ -71,6 +71,29 @@ func TestDemoMesh(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// The service graph (what `trellis top` shows) has the demo's edges.
+	client, err := m.adminClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		g, err := client.Graph(context.Background(), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edges := map[string]uint64{}
+		for _, e := range g.Edges {
+			edges[e.Source.Service+"->"+e.Destination.Service] = e.Requests
+		}
+		if edges["frontend->catalog"] > 0 && edges["frontend->payments"] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service graph after 10s has edges %v, want frontend->catalog and frontend->payments", edges)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	// Every proxy serves /ready and metrics.
 	for name, p := range m.Proxies {
 		resp, err := http.Get("http://" + p.AdminAddr() + "/metrics")

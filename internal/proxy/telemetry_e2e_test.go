@@ -262,8 +262,8 @@ func TestAuditToRsyslogOverTLS(t *testing.T) {
 const prometheusPath = "/usr/bin/prometheus"
 
 // TestPrometheusScrapesProxyAndControlPlane: a real Prometheus scrapes a
-// proxy's admin port and the control plane's API port, and its query API
-// returns their series.
+// proxy's admin port and the control plane's API port (with the embedded
+// collector's mesh-wide metrics), and its query API returns their series.
 func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 	if _, err := os.Stat(prometheusPath); err != nil {
 		if os.Getenv("TRELLIS_REQUIRE_ALL") != "" {
@@ -273,7 +273,7 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 	}
 	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app, StatsInterval: time.Second})
 	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	hc := &http.Client{Timeout: 5 * time.Second}
@@ -316,6 +316,20 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 		got = promQuery(t, api, `trellis_collector_events_appended_total{job="control"}`)
 		return sumValues(got) > 0
 	})
+	// The collector's mesh-wide metrics, from the proxies' traffic stats:
+	// the frontend -> catalog edge with every request, and its latency
+	// histogram usable by histogram_quantile.
+	waitForLong(t, 20*time.Second, "Prometheus to have trellis_mesh_requests_total for frontend -> catalog", func() bool {
+		got = promQuery(t, api, `trellis_mesh_requests_total{job="control",source_service="frontend",destination_service="catalog",destination_namespace="shop"}`)
+		return sumValues(got) >= gets+1
+	})
+	if v := sumValues(got); v > gets+20 {
+		t.Errorf("trellis_mesh_requests_total for frontend -> catalog = %v, want about %d", v, gets+1)
+	}
+	got = promQuery(t, api, `histogram_quantile(0.5, sum by (le) (trellis_mesh_request_duration_seconds_bucket{job="control",destination_service="catalog"}))`)
+	if len(got) != 1 || !(got[0].Value > 0 && got[0].Value < 10) {
+		t.Errorf("median from trellis_mesh_request_duration_seconds = %v, want one value between 0 and 10 s", got)
+	}
 	// Both targets are up.
 	got = promQuery(t, api, `up`)
 	if len(got) != 2 || sumValues(got) != 2 {
