@@ -17,7 +17,7 @@ import (
 // external collector (`trellis collector`).
 const (
 	saControl   = "control"
-	saCollector = "collector"
+	saCollector = identity.CollectorServiceAccount
 )
 
 // controlTLSConfig verifies a Trellis system server (the control plane, an
