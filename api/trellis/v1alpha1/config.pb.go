@@ -16,6 +16,7 @@ package trellisv1alpha1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -436,13 +437,24 @@ func (x *Nack) GetError() string {
 	return ""
 }
 
-// Report carries what the proxy is actually running.
+// Report carries what the proxy is actually running. The proxy SHOULD send
+// one right after Hello, then every report_interval, and at once after its
+// certificate changes.
 type Report struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	RunningVersion string                 `protobuf:"bytes,1,opt,name=running_version,json=runningVersion,proto3" json:"running_version,omitempty"`
 	RunningHash    string                 `protobuf:"bytes,2,opt,name=running_hash,json=runningHash,proto3" json:"running_hash,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The proxy's current workload certificate: its expiry, and the hex
+	// SHA-256 of the DER of the CA certificate that issued it (the
+	// intermediate), so the control plane knows which proxies still depend
+	// on an old CA during a rotation.
+	CertNotAfter *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=cert_not_after,json=certNotAfter,proto3" json:"cert_not_after,omitempty"`
+	CertIssuer   string                 `protobuf:"bytes,4,opt,name=cert_issuer,json=certIssuer,proto3" json:"cert_issuer,omitempty"`
+	// Hex SHA-256 of the DER of each trust anchor the proxy verifies peers
+	// with now (the applied snapshot's trust_bundle).
+	TrustRoots    []string `protobuf:"bytes,5,rep,name=trust_roots,json=trustRoots,proto3" json:"trust_roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Report) Reset() {
@@ -489,6 +501,27 @@ func (x *Report) GetRunningHash() string {
 	return ""
 }
 
+func (x *Report) GetCertNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CertNotAfter
+	}
+	return nil
+}
+
+func (x *Report) GetCertIssuer() string {
+	if x != nil {
+		return x.CertIssuer
+	}
+	return ""
+}
+
+func (x *Report) GetTrustRoots() []string {
+	if x != nil {
+		return x.TrustRoots
+	}
+	return nil
+}
+
 // Snapshot is everything one proxy needs, complete and immutable.
 type Snapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -510,8 +543,13 @@ type Snapshot struct {
 	Policies [][]byte `protobuf:"bytes,6,rep,name=policies,proto3" json:"policies,omitempty"`
 	// How often the proxy should send Report, in seconds. 0 means 30.
 	ReportIntervalSeconds uint32 `protobuf:"varint,7,opt,name=report_interval_seconds,json=reportIntervalSeconds,proto3" json:"report_interval_seconds,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// Hex SHA-256 of the DER of the CA certificate that issues workload
+	// certificates now. When it differs from the issuer of the proxy's
+	// current certificate (after a CA rotation), the proxy MUST renew its
+	// certificate at once rather than at half its life. Empty: no opinion.
+	Issuer        string `protobuf:"bytes,8,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -591,6 +629,13 @@ func (x *Snapshot) GetReportIntervalSeconds() uint32 {
 		return x.ReportIntervalSeconds
 	}
 	return 0
+}
+
+func (x *Snapshot) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
 }
 
 type MeshConfig struct {
@@ -801,7 +846,7 @@ var File_trellis_v1alpha1_config_proto protoreflect.FileDescriptor
 
 const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1dtrellis/v1alpha1/config.proto\x12\x10trellis.v1alpha1\"\xd7\x01\n" +
+	"\x1dtrellis/v1alpha1/config.proto\x12\x10trellis.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n" +
 	"\fProxyMessage\x12/\n" +
 	"\x05hello\x18\x01 \x01(\v2\x17.trellis.v1alpha1.HelloH\x00R\x05hello\x12)\n" +
 	"\x03ack\x18\x02 \x01(\v2\x15.trellis.v1alpha1.AckH\x00R\x03ack\x12,\n" +
@@ -829,10 +874,15 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\"6\n" +
 	"\x04Nack\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"T\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xd8\x01\n" +
 	"\x06Report\x12'\n" +
 	"\x0frunning_version\x18\x01 \x01(\tR\x0erunningVersion\x12!\n" +
-	"\frunning_hash\x18\x02 \x01(\tR\vrunningHash\"\x98\x02\n" +
+	"\frunning_hash\x18\x02 \x01(\tR\vrunningHash\x12@\n" +
+	"\x0ecert_not_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fcertNotAfter\x12\x1f\n" +
+	"\vcert_issuer\x18\x04 \x01(\tR\n" +
+	"certIssuer\x12\x1f\n" +
+	"\vtrust_roots\x18\x05 \x03(\tR\n" +
+	"trustRoots\"\xb0\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -840,7 +890,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\ftrust_bundle\x18\x04 \x03(\fR\vtrustBundle\x125\n" +
 	"\bservices\x18\x05 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12\x1a\n" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
-	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\"\xac\x01\n" +
+	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\x12\x16\n" +
+	"\x06issuer\x18\b \x01(\tR\x06issuer\"\xac\x01\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
@@ -877,18 +928,19 @@ func file_trellis_v1alpha1_config_proto_rawDescGZIP() []byte {
 
 var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_trellis_v1alpha1_config_proto_goTypes = []any{
-	(*ProxyMessage)(nil),   // 0: trellis.v1alpha1.ProxyMessage
-	(*ControlMessage)(nil), // 1: trellis.v1alpha1.ControlMessage
-	(*Hello)(nil),          // 2: trellis.v1alpha1.Hello
-	(*Ack)(nil),            // 3: trellis.v1alpha1.Ack
-	(*Nack)(nil),           // 4: trellis.v1alpha1.Nack
-	(*Report)(nil),         // 5: trellis.v1alpha1.Report
-	(*Snapshot)(nil),       // 6: trellis.v1alpha1.Snapshot
-	(*MeshConfig)(nil),     // 7: trellis.v1alpha1.MeshConfig
-	(*Service)(nil),        // 8: trellis.v1alpha1.Service
-	(*Endpoint)(nil),       // 9: trellis.v1alpha1.Endpoint
-	nil,                    // 10: trellis.v1alpha1.Hello.LabelsEntry
-	nil,                    // 11: trellis.v1alpha1.Endpoint.LabelsEntry
+	(*ProxyMessage)(nil),          // 0: trellis.v1alpha1.ProxyMessage
+	(*ControlMessage)(nil),        // 1: trellis.v1alpha1.ControlMessage
+	(*Hello)(nil),                 // 2: trellis.v1alpha1.Hello
+	(*Ack)(nil),                   // 3: trellis.v1alpha1.Ack
+	(*Nack)(nil),                  // 4: trellis.v1alpha1.Nack
+	(*Report)(nil),                // 5: trellis.v1alpha1.Report
+	(*Snapshot)(nil),              // 6: trellis.v1alpha1.Snapshot
+	(*MeshConfig)(nil),            // 7: trellis.v1alpha1.MeshConfig
+	(*Service)(nil),               // 8: trellis.v1alpha1.Service
+	(*Endpoint)(nil),              // 9: trellis.v1alpha1.Endpoint
+	nil,                           // 10: trellis.v1alpha1.Hello.LabelsEntry
+	nil,                           // 11: trellis.v1alpha1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
 	2,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
@@ -897,17 +949,18 @@ var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
 	5,  // 3: trellis.v1alpha1.ProxyMessage.report:type_name -> trellis.v1alpha1.Report
 	6,  // 4: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
 	10, // 5: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
-	7,  // 6: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
-	8,  // 7: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
-	9,  // 8: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
-	11, // 9: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
-	0,  // 10: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
-	1,  // 11: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 6: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
+	7,  // 7: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
+	8,  // 8: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
+	9,  // 9: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
+	11, // 10: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
+	0,  // 11: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
+	1,  // 12: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
+	12, // [12:13] is the sub-list for method output_type
+	11, // [11:12] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_config_proto_init() }
