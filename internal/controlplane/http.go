@@ -37,6 +37,8 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("GET "+adminapi.PathProxies, s.handleListProxies)
 	api.HandleFunc("GET "+adminapi.PathServices, s.handleListServices)
 	api.Handle("GET "+adminapi.PathGraph, s.graphHandler())
+	s.statusRoutes(api)
+	s.caRoutes(api)
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
