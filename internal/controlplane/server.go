@@ -124,6 +124,12 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.push = newPusher(s.resCache, s.rootsDER, &s.cfg, s.metrics)
+	if ws, err := loadRegistry(ctx, st); err != nil {
+		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
+	} else if n := s.push.reg.restore(ws); n > 0 {
+		cfg.Logger.Info("restored registered workloads; they stay endpoints for the grace period unless their proxies reconnect",
+			"workloads", n, "grace_period", cfg.EndpointGracePeriod.String())
+	}
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {
@@ -185,10 +191,14 @@ func (s *Server) Start() error {
 		s.httpSrv.TLSConfig = s.serving.tlsConfig(false)
 	}
 
-	s.wg.Add(4)
+	s.wg.Add(5)
 	go func() {
 		defer s.wg.Done()
 		s.push.run(pushCtx)
+	}()
+	go func() {
+		defer s.wg.Done()
+		saveRegistry(pushCtx, s.store, s.push.reg, s.log)
 	}()
 	go func() {
 		defer s.wg.Done()

@@ -134,6 +134,7 @@ type controlProcess struct {
 	DataDir  string
 	GRPCAddr string
 	APIURL   string // what the CLI dials: 127.0.0.1 even when listening on 0.0.0.0
+	args     []string
 	cmd      *exec.Cmd
 	stderr   syncBuffer // the logs
 	exited   chan struct{}
@@ -159,10 +160,28 @@ func startControl(t *testing.T, dataDir, apiAddr string, extra ...string) *contr
 	grpcAddr := freeAddr(t, "127.0.0.1")
 	args := append([]string{"control", "--data-dir", dataDir, "--grpc-addr", grpcAddr,
 		"--api-addr", apiAddr, "--log-format", "json"}, extra...)
+	return runControlProcess(t, dataDir, grpcAddr, scheme+"://"+net.JoinHostPort("127.0.0.1", port), args)
+}
+
+// restart starts the control plane again with the same arguments (same
+// data dir and ports) after it exited.
+func (p *controlProcess) restart(t *testing.T) *controlProcess {
+	t.Helper()
+	select {
+	case <-p.exited:
+	default:
+		t.Fatal("restart: the control plane is still running")
+	}
+	return runControlProcess(t, p.DataDir, p.GRPCAddr, p.APIURL, p.args)
+}
+
+func runControlProcess(t *testing.T, dataDir, grpcAddr, apiURL string, args []string) *controlProcess {
+	t.Helper()
 	p := &controlProcess{
 		DataDir:  dataDir,
 		GRPCAddr: grpcAddr,
-		APIURL:   scheme + "://" + net.JoinHostPort("127.0.0.1", port),
+		APIURL:   apiURL,
+		args:     args,
 		cmd:      exec.Command(trellisBin, args...),
 		exited:   make(chan struct{}),
 	}
