@@ -154,6 +154,10 @@ type sourceBinding struct {
 	snap    *Snapshot
 	service string
 	metrics *sourceMetrics
+	// gen is the metrics cache generation metrics came from: after the
+	// cache starts over, the entry is no longer reported and must be
+	// looked up again.
+	gen uint64
 }
 
 // newPeer describes the caller id (zero for plaintext) under snap (nil
@@ -166,7 +170,7 @@ func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *
 		p.namespace = namespaceOf(id)
 		p.xfcc = []string{"By=" + self.String() + ";URI=" + p.principal}
 	}
-	b := &sourceBinding{snap: snap, service: p.serviceIn(snap)}
+	b := &sourceBinding{snap: snap, service: p.serviceIn(snap), gen: m.sourcesGen()}
 	b.metrics = m.forSource(b.service, p.principal, p.namespace, p.mtls, service, namespace)
 	p.source.Store(b)
 	return p
@@ -183,15 +187,20 @@ func (p *peer) serviceIn(snap *Snapshot) string {
 // sourceFor returns the caller's metrics entry under snap. Peers are
 // cached per identity for the process's life, and a caller may connect
 // before the config names its service (or its service may change): the
-// entry follows the config. While the snapshot stays the same this is an
-// atomic load and a comparison.
+// entry follows the config, and the metrics cache (which starts over past
+// maxCowEntries callers). While neither changes this is two atomic loads
+// and two comparisons.
 func (p *peer) sourceFor(snap *Snapshot, m *Metrics, service, namespace string) *sourceMetrics {
 	b := p.source.Load()
-	if b.snap == snap || snap == nil {
+	gen := m.sourcesGen()
+	if (b.snap == snap || snap == nil) && b.gen == gen {
 		return b.metrics
 	}
-	nb := &sourceBinding{snap: snap, service: p.serviceIn(snap), metrics: b.metrics}
-	if nb.service != b.service {
+	nb := &sourceBinding{snap: b.snap, service: b.service, metrics: b.metrics, gen: gen}
+	if snap != nil {
+		nb.snap, nb.service = snap, p.serviceIn(snap)
+	}
+	if nb.service != b.service || b.gen != gen {
 		nb.metrics = m.forSource(nb.service, p.principal, p.namespace, p.mtls, service, namespace)
 	}
 	// Concurrent requests may race to store: their bindings are equal.

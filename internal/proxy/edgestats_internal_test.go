@@ -106,6 +106,36 @@ func TestTrafficStatsAfterCacheStartsOver(t *testing.T) {
 	}
 }
 
+// A peer cached from before the start-over (a long-lived connection, the
+// plaintext peer) is looked up again: its traffic is reported after it.
+func TestPeerRebindsAfterCacheStartsOver(t *testing.T) {
+	m := NewMetrics()
+	snap := &Snapshot{ServiceOf: map[string]string{"spiffe://td/ns/shop/sa/frontend": "frontend"}}
+	p := newPeer(spiffeid.RequireFromString("spiffe://td/ns/shop/sa/catalog"), spiffeid.RequireFromString("spiffe://td/ns/shop/sa/frontend"), m, "catalog", "shop", snap)
+	old := p.sourceFor(snap, m, "catalog", "shop")
+	full := maps.Clone(*m.sources.m.Load())
+	for i := len(full); i < maxCowEntries; i++ {
+		full[sourceKey{principal: fmt.Sprintf("spiffe://td/ns/shop/sa/c%d", i), mtls: true}] = &sourceMetrics{}
+	}
+	m.sources.m.Store(&full)
+	m.forSource("web", "spiffe://td/ns/shop/sa/web", "shop", true, "catalog", "shop")
+	cur := p.sourceFor(snap, m, "catalog", "shop")
+	if cur == old {
+		t.Fatal("peer kept its entry from before the start-over")
+	}
+	cur.edge.record(200, false, time.Millisecond)
+	found := false
+	for _, e := range m.TrafficStats("catalog", "shop", time.Now().Add(-time.Hour)).GetEdges() {
+		found = found || e.GetSourceService() == "frontend" && e.GetRequests() == 1
+	}
+	if !found {
+		t.Error("traffic of a peer cached before the start-over is not reported")
+	}
+	if again := p.sourceFor(snap, m, "catalog", "shop"); again != cur {
+		t.Error("peer rebinds on every request; it should once per start-over")
+	}
+}
+
 func TestRecordAllocatesNothing(t *testing.T) {
 	m := NewMetrics()
 	d := m.dest(directionInbound, "catalog", "shop", "", "", "")

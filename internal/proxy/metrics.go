@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/trellismesh/trellis/internal/telemetry"
 )
 
 // Metric label values.
@@ -91,7 +93,7 @@ func NewMetrics() *Metrics {
 
 // durationBounds are the buckets of trellis_request_duration_seconds and of
 // the edge stats' latency counts (edgestats.go), in seconds.
-var durationBounds = [...]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+var durationBounds = telemetry.LatencyBounds
 
 // Registry is where the collectors are registered; the admin endpoint
 // serves it and the proxy may add its own gauges.
@@ -296,8 +298,17 @@ type cowMap[K comparable, V any] struct {
 	mu sync.Mutex
 	m  atomic.Pointer[map[K]V]
 	// startedOver is when the map last started over (Unix nanoseconds),
-	// 0 if never.
+	// 0 if never; gen counts the start-overs.
 	startedOver atomic.Int64
+	gen         atomic.Uint64
+}
+
+// sourcesGen is the generation of the per-caller cache (see sourceFor).
+func (m *Metrics) sourcesGen() uint64 {
+	if m == nil {
+		return 0
+	}
+	return m.sources.gen.Load()
 }
 
 // maxCowEntries bounds a cache fed by peers (caller identities); past it
@@ -333,6 +344,7 @@ func (c *cowMap[K, V]) get(k K, create func() V) V {
 		// After the swap: a reader that loads startedOver first and
 		// sees this time also sees the new map.
 		c.startedOver.Store(time.Now().UnixNano())
+		c.gen.Add(1)
 	}
 	return v
 }

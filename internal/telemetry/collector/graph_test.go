@@ -8,19 +8,32 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/telemetry"
+	"github.com/trellismesh/trellis/internal/telemetry/collector"
 	"github.com/trellismesh/trellis/internal/telemetry/collector/collectortest"
 )
 
 func trafficStats(requests uint64) *pb.TrafficStats {
 	return &pb.TrafficStats{
 		Service: "catalog", Namespace: "shop",
-		CountersSince:        timestamppb.New(time.Now().Add(-5 * time.Second)),
-		LatencyBoundsSeconds: []float64{0.01, 0.1, 1},
+		CountersSince:        timestamppb.New(countersSince),
+		LatencyBoundsSeconds: telemetry.LatencyBounds[:],
 		Edges: []*pb.EdgeStats{{
 			SourceService: "frontend", SourceNamespace: "shop", DestinationService: "catalog", DestinationNamespace: "shop",
-			Requests: requests, Failures: 1, MtlsRequests: requests, LatencyCounts: []uint64{requests - 2, 2, 0, 0},
+			Requests: requests, Failures: 1, MtlsRequests: requests, LatencyCounts: latency(requests),
 		}},
 	}
+}
+
+// countersSince is the simulated proxy's start: one for every report, or
+// the collector would take each report for a restart.
+var countersSince = time.Now().Add(-5 * time.Second)
+
+// latency puts all but two requests in the first bucket, two in the second.
+func latency(requests uint64) []uint64 {
+	c := make([]uint64, len(telemetry.LatencyBounds)+1)
+	c[0], c[1] = requests-2, 2
+	return c
 }
 
 var frontendToCatalog = []string{"source_service=frontend", "source_namespace=shop", "destination_service=catalog", "destination_namespace=shop"}
@@ -41,6 +54,7 @@ func sendStats(t *testing.T, st stream, seq uint64, stats *pb.TrafficStats) {
 func TestStatsFeedGraphAndMeshMetrics(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	c := pki.StartCollector(t, collectortest.Config{})
+	collector.SetStatsGap(c.Server, 0)
 	id := pki.WorkloadID(t, "shop", "catalog")
 	st, _ := hello(t, dial(t, c.Addr, pki.ClientTLS(t, id)), "inst-1")
 	sendStats(t, st, 1, trafficStats(10))
@@ -89,6 +103,7 @@ func TestStatsFeedGraphAndMeshMetrics(t *testing.T) {
 func TestStatsRejectedKeepStreamOpen(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	c := pki.StartCollector(t, collectortest.Config{})
+	collector.SetStatsGap(c.Server, 0)
 	client := dial(t, c.Addr, pki.ClientTLS(t, pki.WorkloadID(t, "shop", "catalog")))
 	st, err := client.Stream(t.Context())
 	if err != nil {
@@ -142,4 +157,21 @@ func hasHistogram(t *testing.T, c *collectortest.Collector, name string) bool {
 		}
 	}
 	return false
+}
+
+// Stats faster than a proxy may send them are dropped unread.
+func TestStatsTooFrequentDropped(t *testing.T) {
+	pki := collectortest.NewPKI(t)
+	c := pki.StartCollector(t, collectortest.Config{})
+	collector.SetStatsGap(c.Server, time.Hour)
+	st, _ := hello(t, dial(t, c.Addr, pki.ClientTLS(t, pki.WorkloadID(t, "shop", "catalog"))), "inst-1")
+	sendStats(t, st, 1, trafficStats(10))
+	sendStats(t, st, 2, trafficStats(20))
+	sendStats(t, st, 3, trafficStats(30))
+	if got := c.Metric(t, "trellis_collector_stats_rejected_total", "reason=too_frequent"); got != 2 {
+		t.Errorf("too_frequent: got %v, want 2", got)
+	}
+	if got := c.Metric(t, "trellis_mesh_requests_total", frontendToCatalog...); got != 10 {
+		t.Errorf("trellis_mesh_requests_total: got %v, want 10 (only the first report counts)", got)
+	}
 }

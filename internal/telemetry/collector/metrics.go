@@ -18,6 +18,7 @@ const otherKind = "other"
 const (
 	rejectInvalid          = "invalid"
 	rejectTooManyInstances = "too_many_instances"
+	rejectTooFrequent      = "too_frequent"
 )
 
 // metrics are one Server's collectors. The Server is itself a
@@ -83,7 +84,7 @@ func newMetrics() *metrics {
 		}, []string{"reason"}),
 		byKind: make(map[string]*kindCounters, len(kinds)+1),
 	}
-	for _, r := range []string{rejectInvalid, rejectTooManyInstances} {
+	for _, r := range []string{rejectInvalid, rejectTooManyInstances, rejectTooFrequent} {
 		m.statsRejected.WithLabelValues(r)
 	}
 	for _, k := range append(kinds, otherKind) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -26,6 +27,10 @@ import (
 	"github.com/trellismesh/trellis/internal/telemetry/graph"
 )
 
+// minStatsGap is the shortest interval between two stats reports of one
+// stream that both count (proxies refuse --stats-interval below 1s).
+const minStatsGap = 900 * time.Millisecond
+
 // maxInstanceLen bounds hello_instance (proxies send 16 hex digits).
 const maxInstanceLen = 128
 
@@ -35,11 +40,13 @@ const maxInstanceLen = 128
 // prometheus.Collector for its metrics and the graph's mesh-wide ones.
 // Safe for concurrent use.
 type Server struct {
-	app     telemetry.Appender
-	log     *slog.Logger
-	marks   *highWater
-	metrics *metrics
-	graph   *graph.Graph
+	// statsGap is minStatsGap; tests shorten it.
+	statsGap atomic.Int64
+	app      telemetry.Appender
+	log      *slog.Logger
+	marks    *highWater
+	metrics  *metrics
+	graph    *graph.Graph
 
 	// base ends every stream on Shutdown; handlers counts running ones.
 	base     context.Context
@@ -72,6 +79,7 @@ func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{app: app, log: log, metrics: newMetrics(), graph: graph.New(graph.Options{})}
+	s.statsGap.Store(int64(minStatsGap))
 	s.base, s.shutdown = context.WithCancel(context.Background())
 	marks, err := loadHighWater(stateDir, time.Now, func(err error) {
 		log.Error("cannot persist telemetry high-water marks; a collector restart may duplicate resent events", "err", err)
@@ -248,12 +256,20 @@ func (s *Server) stream(stream pb.Telemetry_StreamServer) error {
 			}
 		}
 	}()
-	// Stats on the hello batch count like any other.
+	// Stats on the hello batch count like any other. Proxies send them
+	// every few seconds (at least 1s apart): faster ones are dropped
+	// unread, so a stream cannot keep the graph busy.
 	var warned bool
+	var lastStats time.Time
 	batch := first
 	for {
 		if stats := batch.GetStats(); stats != nil {
-			s.recordStats(ctx, reporter, instance, stats, &warned, log)
+			if now := time.Now(); now.Sub(lastStats) >= time.Duration(s.statsGap.Load()) {
+				lastStats = now
+				s.recordStats(ctx, reporter, instance, stats, &warned, log)
+			} else {
+				s.metrics.statsRejected.WithLabelValues(rejectTooFrequent).Inc()
+			}
 		}
 		if len(batch.GetEvents()) > 0 {
 			through, err := s.appendBatch(st, reporter, instance, batch.GetEvents(), log)

@@ -10,7 +10,7 @@ import (
 )
 
 // maxSamples bounds the samples kept per (instance, edge).
-const maxSamples = 256
+const maxSamples = 128
 
 // edgeKey names an edge: caller service -> called service.
 type edgeKey struct {
@@ -83,6 +83,16 @@ func addSat(a, b uint64) uint64 {
 		return math.MaxUint64
 	}
 	return a + b
+}
+
+// sampleGrowth is growth between two samples of one edge: a changed
+// counters_since means the proxy's counters started again, so all of
+// cur is growth, even if it already exceeds prev.
+func sampleGrowth(prev, cur sample) counters {
+	if !prev.since.IsZero() && !cur.since.Equal(prev.since) {
+		return cur.c.clone()
+	}
+	return growth(prev.c, cur.c)
 }
 
 // growth is how much the counters grew from prev to cur. A counter lower
@@ -190,7 +200,7 @@ func (e *edgeSamples) delta(start time.Time) (d counters, ok bool) {
 		d = s[base].c.clone()
 	}
 	for i := base + 1; i < len(s); i++ {
-		d.add(growth(s[i-1].c, s[i].c))
+		d.add(sampleGrowth(s[i-1], s[i]))
 	}
 	// Growth across a reset need not keep these below requests.
 	d.failures = min(d.failures, d.requests)

@@ -9,18 +9,25 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/telemetry"
 )
 
 // Defaults of Options.
 const (
-	defaultMaxWindow    = 10 * time.Minute
-	defaultMaxInstances = 10000
+	defaultMaxWindow      = 10 * time.Minute
+	defaultMaxInstances   = 10000
+	defaultMaxPerReporter = 64
 )
 
 const (
 	// maxInstanceEdges bounds the edges kept per instance: above it, the
 	// edges its latest report left out are forgotten.
 	maxInstanceEdges = 2 * maxEdges
+	// maxReporterEdges bounds the edges of one SPIFFE ID's reports across
+	// its instances, so one compromised workload costs the collector at
+	// most about (maxReporterEdges + maxInstanceEdges) * maxSamples
+	// samples (a few hundred MB, against unbounded before).
+	maxReporterEdges = maxEdges
 	// defaultMaxTotals is the number of edges with mesh totals above
 	// which totals no live instance reports are dropped.
 	defaultMaxTotals = 100000
@@ -46,6 +53,14 @@ type Options struct {
 	// MaxInstances bounds the instances known at once: reports from new
 	// ones beyond it are refused. Default 10000.
 	MaxInstances int
+	// MaxInstancesPerReporter bounds the instances one SPIFFE ID may
+	// have: a new one beyond it replaces that reporter's least recently
+	// heard instance (a crash-looping proxy, or a hostile one inventing
+	// instances, cannot crowd out the rest). Default 64.
+	MaxInstancesPerReporter int
+	// LatencyBounds are the bucket bounds latency counts must come with to
+	// count (default telemetry.LatencyBounds, what proxies use).
+	LatencyBounds []float64
 }
 
 // Graph holds recent traffic counters of every proxy instance and derives
@@ -56,10 +71,11 @@ type Graph struct {
 	maxWindow    time.Duration
 	expire       time.Duration
 	maxInstances int
+	maxPerRep    int
 	maxTotals    int
 
 	mu        sync.Mutex
-	bounds    []float64 // latency bounds of the first report with any
+	bounds    []float64 // latency bounds reports must use for latency to count
 	instances map[instanceKey]*instanceState
 	totals    map[edgeKey]*total
 	lastSweep time.Time
@@ -112,6 +128,14 @@ func New(opts Options) *Graph {
 	if g.maxInstances <= 0 {
 		g.maxInstances = defaultMaxInstances
 	}
+	g.maxPerRep = opts.MaxInstancesPerReporter
+	if g.maxPerRep <= 0 {
+		g.maxPerRep = defaultMaxPerReporter
+	}
+	g.bounds = slices.Clone(opts.LatencyBounds)
+	if len(g.bounds) == 0 {
+		g.bounds = slices.Clone(telemetry.LatencyBounds[:])
+	}
 	return g
 }
 
@@ -127,7 +151,6 @@ func (g *Graph) Record(reporter, instance string, st *pb.TrafficStats) error {
 	if cs := st.GetCountersSince(); cs != nil {
 		since = cs.AsTime()
 	}
-	bounds := st.GetLatencyBoundsSeconds()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -137,6 +160,7 @@ func (g *Graph) Record(reporter, instance string, st *pb.TrafficStats) error {
 	key := instanceKey{reporter: reporter, instance: instance}
 	in := g.instances[key]
 	if in == nil {
+		g.evictOldestOf(reporter)
 		if len(g.instances) >= g.maxInstances {
 			g.sweep(now)
 		}
@@ -146,14 +170,51 @@ func (g *Graph) Record(reporter, instance string, st *pb.TrafficStats) error {
 		in = &instanceState{edges: make(map[edgeKey]*edgeSamples)}
 		g.instances[key] = in
 	}
+	if n := g.reporterEdges(reporter, in, st); n > maxReporterEdges {
+		if in.gen == 0 {
+			delete(g.instances, key)
+		}
+		return fmt.Errorf("graph: record %s of %s: %w: its instances would hold %d edges; at most %d per identity", instance, reporter, ErrInvalidStats, n, maxReporterEdges)
+	}
 	if now.Before(in.last) {
 		now = in.last // keep samples in order if the clock steps back
 	}
-	if g.bounds == nil && len(bounds) > 0 {
-		g.bounds = slices.Clone(bounds)
-	}
 	g.update(in, st, since, now)
 	return nil
+}
+
+// reporterEdges is how many edges reporter's other instances hold plus
+// the edges of st (in's edges missing from st are pruned past
+// maxInstanceEdges). The caller holds g.mu.
+func (g *Graph) reporterEdges(reporter string, in *instanceState, st *pb.TrafficStats) int {
+	n := len(st.GetEdges())
+	for k, other := range g.instances {
+		if k.reporter == reporter && other != in {
+			n += len(other.edges)
+		}
+	}
+	return n
+}
+
+// evictOldestOf makes room for a new instance of reporter: at
+// maxPerRep instances, its least recently heard one is forgotten (its
+// counts stay in the mesh totals). The caller holds g.mu.
+func (g *Graph) evictOldestOf(reporter string) {
+	n := 0
+	var oldest instanceKey
+	var oldestAt time.Time
+	for k, in := range g.instances {
+		if k.reporter != reporter {
+			continue
+		}
+		n++
+		if oldestAt.IsZero() || in.last.Before(oldestAt) {
+			oldest, oldestAt = k, in.last
+		}
+	}
+	if n >= g.maxPerRep {
+		delete(g.instances, oldest)
+	}
 }
 
 // update stores a valid report of in taken now.
@@ -171,7 +232,7 @@ func (g *Graph) update(in *instanceState, st *pb.TrafficStats, since, now time.T
 		k := keyOf(e)
 		cur := sample{at: now, since: since, c: countersOf(e, withLatency)}
 		es := in.edges[k]
-		var prev counters
+		var prev sample
 		if es == nil {
 			es = &edgeSamples{}
 			in.edges[k] = es
@@ -179,9 +240,9 @@ func (g *Graph) update(in *instanceState, st *pb.TrafficStats, since, now time.T
 				es.samples = append(es.samples, sample{at: zeroAt, since: since})
 			}
 		} else {
-			prev = es.latest().c
+			prev = *es.latest()
 		}
-		g.addTotal(k, growth(prev, cur.c), now)
+		g.addTotal(k, sampleGrowth(prev, cur), now)
 		es.samples = append(es.samples, cur)
 		es.gen = in.gen
 	}

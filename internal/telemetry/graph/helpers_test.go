@@ -38,6 +38,9 @@ func newRig(t *testing.T, opts graph.Options) *rig {
 	t.Helper()
 	r := &rig{clock: testutil.NewClock(t0), reg: prometheus.NewPedanticRegistry()}
 	opts.Now = r.clock.Now
+	if opts.LatencyBounds == nil {
+		opts.LatencyBounds = bounds
+	}
 	r.g = graph.New(opts)
 	r.reg.MustRegister(r.g)
 	return r

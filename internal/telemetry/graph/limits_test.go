@@ -37,16 +37,17 @@ func TestSamplesAreThinned(t *testing.T) {
 		clock.Advance(5 * time.Millisecond)
 	}
 	es := g.instances[instanceKey{"spiffe://trellis.local/ns/shop/sa/catalog", "a1"}].edges[edgeKey{src: ref("frontend"), dst: ref("catalog")}]
-	if n := len(es.samples); n > maxSamples || n < maxSamples/2 {
-		t.Errorf("samples: got %d, want between %d and %d", n, maxSamples/2, maxSamples)
+	if n := len(es.samples); n > maxSamples || n < maxSamples/3 {
+		t.Errorf("samples: got %d, want between %d and %d", n, maxSamples/3, maxSamples)
 	}
 	if first, last := es.samples[0].at, es.latest().at; !first.Equal(start) || !last.Equal(start.Add(9999*5*time.Millisecond)) {
 		t.Errorf("samples span %v .. %v, want the first and the latest report", first, last)
 	}
 	// 200 requests a second; the baseline is the sample nearest before
-	// the window, at most two gaps of 50s/128 before it.
-	if got := g.Snapshot(10 * time.Second).Edges; len(got) != 1 || got[0].Requests < 2000 || got[0].Requests > 2160 {
-		t.Errorf("10s window: got %+v, want 2000 requests and at most 160 more", got)
+	// the window, at most two gaps of 50s/(maxSamples/3) before it.
+	slack := uint64(2 * 50 * 200 / (maxSamples / 3))
+	if got := g.Snapshot(10 * time.Second).Edges; len(got) != 1 || got[0].Requests < 2000 || got[0].Requests > 2000+slack {
+		t.Errorf("10s window: got %+v, want 2000 requests and at most %d more", got, slack)
 	}
 }
 
@@ -86,6 +87,28 @@ func TestEdgesPerInstanceAreBounded(t *testing.T) {
 		if in.edges[edgeKey{src: ref(fmt.Sprintf("s4-%d", i)), dst: ref("catalog")}] == nil {
 			t.Fatalf("edge s4-%d of the latest report was dropped", i)
 		}
+	}
+}
+
+// One identity's instances together hold at most maxReporterEdges edges
+// from their reports: a report that would pass it is refused.
+func TestEdgesPerReporterAreBounded(t *testing.T) {
+	clock := testutil.NewClock(start)
+	g := New(Options{Now: clock.Now})
+	var srcs []string
+	for i := range maxEdges {
+		srcs = append(srcs, fmt.Sprintf("s%d", i))
+	}
+	mustRecord(t, g, "a1", report(1, srcs...))
+	err := g.Record("spiffe://trellis.local/ns/shop/sa/catalog", "a2", report(1, "one-more"))
+	if err == nil {
+		t.Fatal("a second instance's edge beyond the identity's bound was accepted")
+	}
+	if len(g.instances) != 1 {
+		t.Errorf("the refused instance was kept: %d instances", len(g.instances))
+	}
+	if err := g.Record("spiffe://trellis.local/ns/shop/sa/frontend", "b1", report(1, "x")); err != nil {
+		t.Errorf("another identity is not limited by the first: %v", err)
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
@@ -15,7 +13,7 @@ import (
 const (
 	maxEdges   = 4096
 	maxBounds  = 64
-	maxNameLen = 253
+	maxNameLen = 63
 	// maxBound (seconds, about 11 days) keeps latencies in milliseconds
 	// and histogram sums finite.
 	maxBound = 1e6
@@ -137,12 +135,14 @@ func nameError(s string) error {
 	if len(s) > maxNameLen {
 		return fmt.Errorf("%d bytes; at most %d allowed", len(s), maxNameLen)
 	}
-	if !utf8.ValidString(s) {
-		return fmt.Errorf("%q is not valid UTF-8", s)
-	}
-	for _, r := range s {
-		if unicode.IsControl(r) {
-			return fmt.Errorf("%q holds a control character", s)
+	// Services and namespaces are DNS labels (the control plane issues
+	// nothing else), which also keeps look-alike or reordering characters
+	// out of `trellis top`.
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' && i > 0 && i < len(s)-1
+		if !ok {
+			return fmt.Errorf("%q is not a DNS label (lowercase letters, digits and inner '-')", s)
 		}
 	}
 	return nil
@@ -151,19 +151,25 @@ func nameError(s string) error {
 // CheckBinding keeps a proxy to its own traffic: the report's namespace
 // is the one in the reporter's SPIFFE ID (spiffe://TD/ns/NS/sa/SA), and
 // every edge ends at the report's service. Without it an authenticated
-// proxy could invent traffic for any service. The service name itself is
-// bound to the identity by the control plane's join token, not here. The
+// proxy could invent traffic for any namespace. Within its namespace the
+// service name is the proxy's word: the certificate names a service
+// account, not a service, so a compromised workload can misreport its
+// neighbours' traffic (never another namespace's, and never events). The
 // collector calls it before Record; Record itself takes any reporter.
 func CheckBinding(reporter string, st *pb.TrafficStats) error {
+	ns := ""
 	if rest, ok := strings.CutPrefix(reporter, "spiffe://"); ok {
 		if _, path, ok := strings.Cut(rest, "/"); ok {
-			if ns, ok := strings.CutPrefix(path, "ns/"); ok {
-				ns, _, _ = strings.Cut(ns, "/")
-				if ns != st.GetNamespace() {
-					return fmt.Errorf("%w: namespace %q is not the reporter's namespace %q", ErrInvalidStats, st.GetNamespace(), ns)
-				}
+			if n, ok := strings.CutPrefix(path, "ns/"); ok {
+				ns, _, _ = strings.Cut(n, "/")
 			}
 		}
+	}
+	if ns == "" {
+		return fmt.Errorf("%w: reporter %q names no namespace (spiffe://TD/ns/NS/sa/SA); only workloads report traffic", ErrInvalidStats, reporter)
+	}
+	if ns != st.GetNamespace() {
+		return fmt.Errorf("%w: namespace %q is not the reporter's namespace %q", ErrInvalidStats, st.GetNamespace(), ns)
 	}
 	for i, e := range st.GetEdges() {
 		if e.GetDestinationService() != st.GetService() || e.GetDestinationNamespace() != st.GetNamespace() {

@@ -38,7 +38,8 @@ type Pipeline struct {
 
 	log        *slog.Logger
 	deliverers []*sink.Deliverer
-	sinkNames  []string // sink.Display of each URL: no credentials
+	sinks      []sink.Sink // closed by Close, after the deliverers stopped
+	sinkNames  []string    // sink.Display of each URL: no credentials
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
@@ -66,12 +67,18 @@ func Open(opts Options) (*Pipeline, error) {
 		return nil, fmt.Errorf("collector: %w", err)
 	}
 	p := &Pipeline{Events: events, Collector: col, log: opts.Logger}
-	for _, u := range opts.Sinks {
+	for i, u := range opts.Sinks {
+		// Two deliverers of one URL would share its cursor file.
+		if slices.Contains(opts.Sinks[:i], u) {
+			p.Close()
+			return nil, fmt.Errorf("--audit-sink %s is given twice; give each sink once", sink.Display(u))
+		}
 		s, err := sink.Parse(u, sink.Options{})
 		if err != nil {
 			p.Close()
 			return nil, err
 		}
+		p.sinks = append(p.sinks, s)
 		d, err := sink.NewDeliverer(sink.DelivererConfig{Name: u, Sink: s, Log: events, Dir: state, Logger: opts.Logger})
 		if err != nil {
 			p.Close()
@@ -113,6 +120,11 @@ func (p *Pipeline) Close() error {
 		}
 		p.wg.Wait()
 		err := p.Collector.Close()
+		for _, s := range p.sinks {
+			if cerr := s.Close(); cerr != nil {
+				p.log.Warn("close audit sink", "err", cerr)
+			}
+		}
 		if cerr := p.Events.Close(); err == nil {
 			err = cerr
 		}

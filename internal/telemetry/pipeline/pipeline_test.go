@@ -91,6 +91,16 @@ func TestOpenBadSinkLeavesNothingOpen(t *testing.T) {
 	}
 }
 
+// TestOpenRefusesDuplicateSink: one URL twice would share a cursor.
+func TestOpenRefusesDuplicateSink(t *testing.T) {
+	dir := t.TempDir()
+	u := "file://" + filepath.Join(dir, "a.jsonl")
+	_, err := pipeline.Open(pipeline.Options{DataDir: dir, Sinks: []string{u, u}, Logger: testutil.Logger(t)})
+	if err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("Open with a sink given twice: %v, want an error saying so", err)
+	}
+}
+
 // TestGraphHandler: the window parameter is checked, and the answer is
 // the graph's JSON.
 func TestGraphHandler(t *testing.T) {
