@@ -211,6 +211,14 @@ func (c *Client) ListProxies(ctx context.Context, namespace string) ([]ProxyInfo
 	return out.Items, err
 }
 
+// GetProxy fetches one proxy instance in detail: its state, and its
+// desired and acknowledged configs with their diff.
+func (c *Client) GetProxy(ctx context.Context, instance string) (ProxyStatus, error) {
+	var out ProxyStatus
+	err := c.do(ctx, http.MethodGet, PathProxies+"/"+url.PathEscape(instance), nil, &out)
+	return out, err
+}
+
 // ListServices lists mesh services with their endpoint counts; namespace
 // "" lists all namespaces.
 func (c *Client) ListServices(ctx context.Context, namespace string) ([]ServiceInfo, error) {

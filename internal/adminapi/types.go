@@ -1,6 +1,7 @@
 package adminapi
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/resource"
@@ -11,7 +12,7 @@ const (
 	PathApply    = "/api/v1/apply"
 	PathTokens   = "/api/v1/tokens"
 	PathResource = "/api/v1/resources" // /{plural}[/{namespace}]/{name}
-	PathProxies  = "/api/v1/proxies"   // ?namespace=NS
+	PathProxies  = "/api/v1/proxies"   // ?namespace=NS; /{instance} for one
 	PathServices = "/api/v1/services"  // ?namespace=NS
 	PathGraph    = "/api/v1/graph"     // ?window=1m
 	PathHealthz  = "/healthz"
@@ -107,19 +108,37 @@ type ErrorBody struct {
 	Details []ErrorDetail `json:"details,omitempty"`
 }
 
-// Proxy sync states, as `trellis status` shows them.
+// Proxy sync states, as `trellis status` shows them. Only ProxySynced is
+// healthy; ProxySyncing is a transition that either settles or turns into
+// ProxyStale or ProxyDrifted.
 const (
-	// ProxySynced: the proxy acknowledged the content last sent to it.
+	// ProxySynced: the proxy acknowledged the content last sent to it and,
+	// if it reported since, runs that content.
 	ProxySynced = "SYNCED"
-	// ProxyStale: a snapshot was sent and not acknowledged (yet).
+	// ProxySyncing: a snapshot was sent and is not answered yet, but only
+	// for less than the control plane's ack timeout; or the proxy
+	// acknowledged it but reports running something else, for less than
+	// the drift grace period.
+	ProxySyncing = "SYNCING"
+	// ProxyStale: a snapshot was sent and not answered within the ack
+	// timeout.
 	ProxyStale = "STALE"
 	// ProxyNacked: the proxy rejected the snapshot last sent to it and
 	// keeps serving its last good one; Error says why.
 	ProxyNacked = "NACKED"
+	// ProxyDrifted: the proxy acknowledged the desired snapshot but has
+	// reported running other content for longer than the drift grace
+	// period; the control plane re-sends the snapshot (DriftRepairs).
+	ProxyDrifted = "DRIFTED"
 	// ProxyDisconnected: the proxy's config stream is down; its endpoint
 	// stays in other proxies' snapshots until the grace period ends.
 	ProxyDisconnected = "DISCONNECTED"
 )
+
+// ProxyStates lists every proxy state, healthiest first.
+func ProxyStates() []string {
+	return []string{ProxySynced, ProxySyncing, ProxyStale, ProxyNacked, ProxyDrifted, ProxyDisconnected}
+}
 
 // ConfigVersion names one snapshot content and when it was sent,
 // acknowledged or reported.
@@ -152,18 +171,49 @@ type ProxyInfo struct {
 	// ConnectedAt is when the current (or last) stream opened.
 	ConnectedAt    time.Time  `json:"connectedAt"`
 	DisconnectedAt *time.Time `json:"disconnectedAt,omitempty"`
-	// State is ProxySynced, ProxyStale, ProxyNacked or ProxyDisconnected,
-	// and Since when it holds (absent when not known).
+	// State is one of ProxyStates, and Since when it holds (absent when
+	// not known): for ProxyDrifted, since when the reports differ.
 	State string     `json:"state"`
 	Since *time.Time `json:"since,omitempty"`
 	// Error is the NACK error when State is ProxyNacked.
 	Error string `json:"error,omitempty"`
 	// Desired is the snapshot last sent, Acked the last one the proxy
-	// acknowledged, Running what it last reported running.
+	// acknowledged, Running what it last said it runs: its latest Report,
+	// or the version of an ACK that came after it.
 	Desired  *ConfigVersion `json:"desired,omitempty"`
 	Acked    *ConfigVersion `json:"acked,omitempty"`
 	Running  *ConfigVersion `json:"running,omitempty"`
 	LastNack *NackInfo      `json:"lastNack,omitempty"`
+	// CertExpiry and CertIssuer describe the proxy's workload certificate
+	// as it last reported it: expiry, and the hex SHA-256 of the DER of
+	// the CA certificate that issued it. TrustRoots are the hex SHA-256 of
+	// each trust anchor it verifies peers with. Empty until a report.
+	CertExpiry *time.Time `json:"certExpiry,omitempty"`
+	CertIssuer string     `json:"certIssuer,omitempty"`
+	TrustRoots []string   `json:"trustRoots,omitempty"`
+	// DriftRepairs counts the times the control plane re-sent the desired
+	// snapshot because the proxy had drifted; LastDriftRepair is the
+	// latest.
+	DriftRepairs    int        `json:"driftRepairs"`
+	LastDriftRepair *time.Time `json:"lastDriftRepair,omitempty"`
+}
+
+// ProxyStatus is one proxy in detail (GET /api/v1/proxies/{instance}):
+// its ProxyInfo, the desired and the last acknowledged config, and how
+// they differ.
+type ProxyStatus struct {
+	ProxyInfo
+	// DesiredConfig and AckedConfig are the snapshots rendered as indented
+	// JSON (policies decoded, trust anchors by SHA-256 and subject).
+	// Absent when the control plane does not hold that content (the
+	// proxy acknowledged it before this control plane started, or never).
+	DesiredConfig json.RawMessage `json:"desiredConfig,omitempty"`
+	AckedConfig   json.RawMessage `json:"ackedConfig,omitempty"`
+	// Diff is a unified-style line diff from AckedConfig to
+	// DesiredConfig; empty when they are equal or one is absent.
+	Diff string `json:"diff,omitempty"`
+	// Note says why a config or the diff is missing.
+	Note string `json:"note,omitempty"`
 }
 
 // ProxyListResponse lists proxies by namespace, service and instance.

@@ -43,6 +43,8 @@ func newControlCmd() *cobra.Command {
 	f.StringArrayVar(&cfg.AuditSinks, "audit-sink", nil, "deliver every audit event at least once to this sink (repeatable): syslog+tcp://HOST:PORT, syslog+tls://HOST:PORT?ca=CA.pem, file:///PATH.jsonl, http(s)://URL")
 	f.StringVar(&cfg.CollectorAddr, "collector-addr", "", "HOST:PORT of an external `trellis collector`: proxies and the control plane send telemetry there instead of to the embedded collector")
 	f.DurationVar(&cfg.EndpointGracePeriod, "endpoint-grace-period", controlplane.DefaultEndpointGracePeriod, "how long a workload whose config stream dropped stays an endpoint")
+	f.DurationVar(&cfg.AckTimeout, "ack-timeout", controlplane.DefaultAckTimeout, "a proxy that has not acknowledged a snapshot this long after it was sent is STALE")
+	f.DurationVar(&cfg.DriftGrace, "drift-grace", controlplane.DefaultDriftGrace, "a proxy running another config than it acknowledged this long is DRIFTED and is sent its config again")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", controlplane.DefaultReportInterval, "how often proxies report the config they run")
 	lf.register(cmd)
 	return cmd

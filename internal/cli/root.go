@@ -120,9 +120,12 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newTokenCmd(g),
+		newCACmd(g),
 		newPolicyCmd(g),
 		newAuditCmd(),
 		newTopCmd(g),
+		newCheckCmd(g),
+		newStatusCmd(g),
 		newVersionCmd(),
 	)
 	return root

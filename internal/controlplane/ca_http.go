@@ -1,6 +1,36 @@
 package controlplane
 
-import "net/http"
+import (
+	"errors"
+	"net/http"
 
-// caRoutes adds the CA lifecycle endpoints (trellis ca rotate|retire-old).
-func (s *Server) caRoutes(api *http.ServeMux) {}
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/identity"
+)
+
+// caRoutes adds the CA lifecycle endpoints (trellis ca rotate|retire-old|status).
+func (s *Server) caRoutes(api *http.ServeMux) {
+	api.HandleFunc("GET "+adminapi.PathCA, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.caStatus())
+	})
+	api.HandleFunc("POST "+adminapi.PathCARotate, func(w http.ResponseWriter, r *http.Request) {
+		ch, err := s.rotateCA(r)
+		s.writeCAChange(w, ch, err)
+	})
+	api.HandleFunc("POST "+adminapi.PathCARetireOld, func(w http.ResponseWriter, r *http.Request) {
+		ch, err := s.retireOldCA(r)
+		s.writeCAChange(w, ch, err)
+	})
+}
+
+func (s *Server) writeCAChange(w http.ResponseWriter, ch caChange, err error) {
+	switch {
+	case errors.Is(err, identity.ErrExternalCA), errors.Is(err, identity.ErrNotRotating), errors.Is(err, errRetireRefused):
+		writeError(w, http.StatusConflict, err)
+	case err != nil:
+		s.log.Error("ca lifecycle", "err", err)
+		writeError(w, http.StatusInternalServerError, err)
+	default:
+		writeJSON(w, http.StatusOK, adminapi.CAChangeResponse{Added: ch.added, Retired: ch.retired, Status: ch.status})
+	}
+}

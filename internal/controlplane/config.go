@@ -23,6 +23,13 @@ const (
 	// DefaultPushDebounce gathers a burst of changes (an apply of many
 	// policies, many proxies joining) into one push round.
 	DefaultPushDebounce = 25 * time.Millisecond
+	// DefaultAckTimeout is how long a sent snapshot may go unanswered
+	// before its proxy counts as STALE.
+	DefaultAckTimeout = 5 * time.Second
+	// DefaultDriftGrace is how long a proxy may report running other
+	// content than it acknowledged before it counts as DRIFTED and is
+	// sent its snapshot again.
+	DefaultDriftGrace = 10 * time.Second
 )
 
 // Config configures a Server. Zero values mean the documented defaults.
@@ -71,6 +78,15 @@ type Config struct {
 	// snapshots are rebuilt (0 means DefaultPushDebounce). It bounds the
 	// added propagation delay; it is never extended by further changes.
 	PushDebounce time.Duration
+	// AckTimeout is how long a sent snapshot may go without an ACK or
+	// NACK: a proxy is SYNCING until then, STALE after (0 means
+	// DefaultAckTimeout).
+	AckTimeout time.Duration
+	// DriftGrace is how long a proxy may report running other content
+	// than the snapshot it acknowledged before it is DRIFTED and the
+	// snapshot is re-sent, at most once per DriftGrace (0 means
+	// DefaultDriftGrace).
+	DriftGrace time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -94,6 +110,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.PushDebounce == 0 {
 		c.PushDebounce = DefaultPushDebounce
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.DriftGrace == 0 {
+		c.DriftGrace = DefaultDriftGrace
 	}
 }
 
@@ -120,7 +142,8 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		flag string
 		v    time.Duration
-	}{{"--endpoint-grace-period", c.EndpointGracePeriod}, {"--report-interval", c.ReportInterval}, {"--push-debounce", c.PushDebounce}} {
+	}{{"--endpoint-grace-period", c.EndpointGracePeriod}, {"--report-interval", c.ReportInterval}, {"--push-debounce", c.PushDebounce},
+		{"--ack-timeout", c.AckTimeout}, {"--drift-grace", c.DriftGrace}} {
 		if d.v < 0 {
 			return fmt.Errorf("%s %s: must not be negative", d.flag, d.v)
 		}

@@ -86,7 +86,11 @@ func (s *configServer) stream(stream pb.Config_StreamServer) error {
 		}
 		return status.Errorf(codes.PermissionDenied, "hello: %v; generate a new instance value", err)
 	}
-	defer s.push.reg.disconnect(w.Instance, ps)
+	defer func() {
+		if s.push.reg.disconnect(w.Instance, ps) {
+			s.push.conv.gone(w.Instance)
+		}
+	}()
 	s.push.kickJoined()
 	log := s.log.With("instance", w.Instance, "spiffe_id", w.SPIFFEID, "service", w.Service, "namespace", w.Namespace)
 	log.Info("proxy connected", "advertise_addr", w.AdvertiseAddr, "protocol", w.Protocol, "proxy_version", hello.GetProxyVersion(),
@@ -148,6 +152,9 @@ func (s *configServer) receive(stream pb.Config_StreamServer, instance string, p
 			reg.nack(instance, ps, m.Nack)
 			log.Warn("snapshot rejected by proxy", "version", m.Nack.GetVersion(), "error", m.Nack.GetError())
 		case *pb.ProxyMessage_Report:
+			if err := checkReport(m.Report); err != nil {
+				return status.Errorf(codes.InvalidArgument, "report: %v", err)
+			}
 			reg.report(instance, ps, m.Report)
 		case *pb.ProxyMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello may only be the first message; open a new stream to register again")

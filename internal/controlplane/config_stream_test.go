@@ -71,7 +71,8 @@ func TestConfigStreamRefusals(t *testing.T) {
 }
 
 func TestConfigStreamFirstSnapshot(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	// An ack timeout no test run reaches: unanswered means SYNCING here.
+	cp := cptest.StartControlPlane(t, controlplane.Config{AckTimeout: time.Hour})
 	cert := workloadCert(t, cp, "shop", "frontend")
 	p, snap := connect(t, cp, cert, &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16006", ProxyVersion: "test"})
 
@@ -105,9 +106,9 @@ func TestConfigStreamFirstSnapshot(t *testing.T) {
 	}
 
 	info, ok := proxyInfo(t, cp, "f-1")
-	if !ok || info.State != adminapi.ProxyStale || info.Desired == nil || info.Desired.Version != "1" || info.SPIFFEID != "spiffe://trellis.local/ns/shop/sa/frontend" ||
+	if !ok || info.State != adminapi.ProxySyncing || info.Desired == nil || info.Desired.Version != "1" || info.SPIFFEID != "spiffe://trellis.local/ns/shop/sa/frontend" ||
 		info.ProxyVersion != "test" || info.Protocol != "http" || !info.Connected {
-		t.Errorf("proxy before ack: %+v, want STALE, desired 1, http, connected", info)
+		t.Errorf("proxy before ack: %+v, want SYNCING, desired 1, http, connected", info)
 	}
 	p.ack(t, snap)
 	eventually(t, "state after ack", func() (bool, string) {
@@ -193,7 +194,7 @@ func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
 }
 
 func TestConfigStreamAckNack(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := cptest.StartControlPlane(t, controlplane.Config{AckTimeout: time.Hour})
 	ctx := context.Background()
 	cat, s1 := connect(t, cp, workloadCert(t, cp, "shop", "catalog"), &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002"})
 	cat.ack(t, s1)
@@ -206,14 +207,36 @@ func TestConfigStreamAckNack(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := cat.next(t)
-	if info, _ := proxyInfo(t, cp, "c-1"); info.State != adminapi.ProxyStale || info.Desired.Version != s2.GetVersion() || info.Acked.Version != s1.GetVersion() {
-		t.Errorf("before answering %s: %+v, want STALE, desired %s, acked %s", s2.GetVersion(), info, s2.GetVersion(), s1.GetVersion())
+	if info, _ := proxyInfo(t, cp, "c-1"); info.State != adminapi.ProxySyncing || info.Desired.Version != s2.GetVersion() || info.Acked.Version != s1.GetVersion() {
+		t.Errorf("before answering %s: %+v, want SYNCING, desired %s, acked %s", s2.GetVersion(), info, s2.GetVersion(), s1.GetVersion())
 	}
 	cat.nack(t, s2, "policy engine: boom")
 	eventually(t, "state after nack", func() (bool, string) {
 		info, _ := proxyInfo(t, cp, "c-1")
 		return info.State == adminapi.ProxyNacked && info.Error == "policy engine: boom" && info.LastNack != nil && info.LastNack.Version == s2.GetVersion(), info.State
 	})
+	// The last good config stays the acknowledged one, and the detail
+	// shows what the proxy refused: the policy it does not run.
+	detail, err := cp.Client(t).GetProxy(ctx, "c-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if detail.State != adminapi.ProxyNacked || detail.Acked.Version != s1.GetVersion() || detail.Desired.Version != s2.GetVersion() {
+		t.Errorf("detail: state %s, acked %v, desired %v; want NACKED, acked %s, desired %s", detail.State, detail.Acked, detail.Desired, s1.GetVersion(), s2.GetVersion())
+	}
+	if !strings.Contains(string(detail.DesiredConfig), `"frontend-reads-catalog"`) || strings.Contains(string(detail.AckedConfig), `"frontend-reads-catalog"`) {
+		t.Errorf("desired config should hold the policy and the acknowledged one not:\ndesired %s\nacked %s", detail.DesiredConfig, detail.AckedConfig)
+	}
+	for _, want := range []string{
+		"--- acked (version 1, hash " + s1.GetHash()[:12] + ")\n+++ desired (version 2, hash " + s2.GetHash()[:12] + ")\n",
+		`-  "hash": "` + s1.GetHash() + `",`,
+		`+  "hash": "` + s2.GetHash() + `",`,
+		`+        "name": "frontend-reads-catalog",`,
+	} {
+		if !strings.Contains(detail.Diff, want) {
+			t.Errorf("diff lacks %q:\n%s", want, detail.Diff)
+		}
+	}
 	// The proxy still runs s1 and says so.
 	cat.send(t, &pb.ProxyMessage{Message: &pb.ProxyMessage_Report{Report: &pb.Report{RunningVersion: s1.GetVersion(), RunningHash: s1.GetHash()}}})
 	eventually(t, "running after report", func() (bool, string) {

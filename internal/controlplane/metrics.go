@@ -3,6 +3,8 @@ package controlplane
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
 )
 
 // metrics are one Server's Prometheus collectors, on a registry of its own
@@ -23,6 +25,10 @@ type metrics struct {
 	nacks            prometheus.Counter
 	pushDuration     prometheus.Histogram
 	streamErrors     *prometheus.CounterVec
+
+	convergence          prometheus.Histogram
+	convergenceAbandoned prometheus.Counter
+	driftRepairs         prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -81,9 +87,47 @@ func newMetrics() *metrics {
 			Name: "trellis_control_config_stream_errors_total",
 			Help: "Config streams refused or ended with an error, by gRPC status code.",
 		}, []string{"code"}),
+		convergence: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "trellis_control_config_convergence_seconds",
+			Help: "Time from a change (resource stored or registry change) to the last ACK of every proxy whose snapshot the change altered; one sample per push round.",
+			// 1 ms to about 65 s.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 17),
+		}),
+		convergenceAbandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_config_convergence_abandoned_total",
+			Help: "Push rounds superseded by a newer round before every affected proxy ACKed (not in the convergence histogram).",
+		}),
+		driftRepairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_drift_repairs_total",
+			Help: "Snapshots re-sent because a proxy reported running other content than it acknowledged for longer than the drift grace period.",
+		}),
 	}
 	m.reg.MustRegister(m.certsIssued, m.certifyFailures, m.apiRequests, m.applied, m.tokensIssued, m.tokensRevoked, m.intermediateExp,
 		m.connectedProxies, m.snapshotPushes, m.acks, m.nacks, m.pushDuration, m.streamErrors,
+		m.convergence, m.convergenceAbandoned, m.driftRepairs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchProxyStates exports trellis_control_proxies{state}, counted from
+// counts at every scrape (every state is always present, 0 when none).
+func (m *metrics) watchProxyStates(counts func() map[string]int) {
+	m.reg.MustRegister(&proxyStatesCollector{
+		desc:   prometheus.NewDesc("trellis_control_proxies", "Registered proxies (connected or within the endpoint grace period) by config sync state.", []string{"state"}, nil),
+		counts: counts,
+	})
+}
+
+type proxyStatesCollector struct {
+	desc   *prometheus.Desc
+	counts func() map[string]int
+}
+
+func (c *proxyStatesCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *proxyStatesCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.counts()
+	for _, st := range adminapi.ProxyStates() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[st]), st)
+	}
 }

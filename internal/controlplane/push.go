@@ -46,6 +46,7 @@ type pusher struct {
 	reg            *registry
 	res            *resourceCache
 	roots          func() [][]byte
+	issuer         func() string // the CA's active issuer (Snapshot.issuer); see trust
 	reportInterval time.Duration
 	collectorAddr  string
 	debounce       time.Duration
@@ -55,10 +56,12 @@ type pusher struct {
 
 	changed chan struct{} // something changed for possibly every proxy
 	joined  chan struct{} // a stream waits for its first snapshot
+	conv    *convergence
 
 	// Owned by run.
 	view             *meshView
 	viewReg, viewRes uint64
+	rounds           uint64 // debounced rounds so far
 }
 
 func newPusher(res *resourceCache, roots func() [][]byte, cfg *Config, m *metrics) *pusher {
@@ -68,13 +71,21 @@ func newPusher(res *resourceCache, roots func() [][]byte, cfg *Config, m *metric
 		reportInterval: cfg.ReportInterval,
 		collectorAddr:  cfg.CollectorAddr,
 		debounce:       cfg.PushDebounce,
-		sweepEvery:     min(max(cfg.EndpointGracePeriod/4, 5*time.Millisecond), time.Second),
-		log:            cfg.Logger,
-		metrics:        m,
-		changed:        make(chan struct{}, 1),
-		joined:         make(chan struct{}, 1),
+		// The sweep expires workloads and repairs drift.
+		sweepEvery: min(max(min(cfg.EndpointGracePeriod, cfg.DriftGrace)/4, 5*time.Millisecond), time.Second),
+		log:        cfg.Logger,
+		metrics:    m,
+		changed:    make(chan struct{}, 1),
+		joined:     make(chan struct{}, 1),
+		conv: &convergence{
+			observe: func(d time.Duration) { m.convergence.Observe(d.Seconds()) },
+			abandon: m.convergenceAbandoned.Inc,
+		},
 	}
 	p.reg = newRegistry(cfg.Now, cfg.EndpointGracePeriod, p.kick, m.connectedProxies.Set)
+	p.reg.ackTimeout, p.reg.driftGrace = cfg.AckTimeout, cfg.DriftGrace
+	p.reg.onAck = p.conv.acked
+	m.watchProxyStates(p.reg.stateCounts)
 	return p
 }
 
@@ -101,35 +112,44 @@ func (p *pusher) run(ctx context.Context) {
 	sweep := time.NewTicker(p.sweepEvery)
 	defer sweep.Stop()
 	pending := false
+	var changedAt time.Time // first change of the pending round
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.joined:
-			p.round(true)
+			p.round(true, time.Time{})
 		case <-p.changed:
 			if !pending {
-				pending = true
+				pending, changedAt = true, time.Now()
 				debounce.Reset(p.debounce)
 			}
 		case <-debounce.C:
 			pending = false
-			p.round(false)
+			p.round(false, changedAt)
 		case <-sweep.C:
 			p.reg.expire()
+			p.repairDrift()
 		}
 	}
 }
 
 // round builds the snapshot of every connected proxy (with initialOnly,
 // of the streams still waiting for their first one) and offers those whose
-// content changed.
-func (p *pusher) round(initialOnly bool) {
+// content changed. A debounced round (not initialOnly) is timed for the
+// convergence metric from changedAt.
+func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	start := time.Now()
 	v, err := p.currentView()
 	if err != nil {
 		p.log.Error("config push: build snapshots", "err", err)
 		return
+	}
+	var id uint64
+	if !initialOnly {
+		p.rounds++
+		id = p.rounds
+		defer p.conv.seal(id)
 	}
 	targets := p.reg.targets(initialOnly)
 	sent := 0
@@ -140,9 +160,14 @@ func (p *pusher) round(initialOnly bool) {
 			p.log.Error("config push", "instance", t.w.Instance, "err", err)
 			continue
 		}
-		if p.reg.offer(t.w.Instance, t.stream, snap) {
-			sent++
+		if !p.reg.offer(t.w.Instance, t.stream, snap) {
+			continue
 		}
+		if !initialOnly {
+			p.conv.offered(id, changedAt, t.w.Instance, snap.GetVersion())
+		}
+		t.stream.offer(snap)
+		sent++
 	}
 	if sent > 0 {
 		p.metrics.pushDuration.Observe(time.Since(start).Seconds())
@@ -150,17 +175,43 @@ func (p *pusher) round(initialOnly bool) {
 	}
 }
 
+// repairDrift re-sends the desired snapshot to every proxy DRIFTED past
+// the drift grace period (at most once per period per proxy). It runs on
+// the push loop, so a repair never overtakes a newer snapshot in a
+// stream's slot.
+func (p *pusher) repairDrift() {
+	now := p.reg.now()
+	for _, d := range p.reg.driftRepairs() {
+		p.metrics.driftRepairs.Inc()
+		p.log.Warn("config drift: proxy reports running other content than it acknowledged; re-sending its snapshot",
+			"instance", d.w.Instance, "spiffe_id", d.w.SPIFFEID, "service", d.w.Service, "namespace", d.w.Namespace,
+			"desired_version", d.snap.GetVersion(), "desired_hash", shortHash(d.snap.GetHash()),
+			"running_version", d.running.Version, "running_hash", shortHash(d.running.Hash),
+			"drifted_for", now.Sub(d.since).Round(time.Millisecond).String(), "repairs", d.count)
+		d.stream.offer(d.snap)
+	}
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*meshView, error) {
 	ws, regGen := p.reg.workloads()
 	mesh, policies, resGen := p.res.state()
-	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes {
+	roots, issuer := p.trust()
+	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.sameTrust(roots, issuer) {
 		return p.view, nil
 	}
 	v, err := newMeshView(snapshotInput{
 		Mesh:           mesh,
-		TrustBundle:    p.roots(),
+		TrustBundle:    roots,
+		Issuer:         issuer,
 		Workloads:      ws,
 		Policies:       policies,
 		ReportInterval: p.reportInterval,

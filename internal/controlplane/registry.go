@@ -41,6 +41,10 @@ type versionHash struct {
 	At      time.Time
 }
 
+// maxUnacked bounds the snapshots kept per proxy between ACKs, so that an
+// ACK for a version a newer push superseded still finds its content.
+const maxUnacked = 4
+
 // proxyEntry is the registry's record of one proxy instance. Guarded by
 // registry.mu.
 type proxyEntry struct {
@@ -58,7 +62,32 @@ type proxyEntry struct {
 		Version, Error string
 		At             time.Time
 	}
-	running versionHash // reported by the proxy
+	running versionHash // what the proxy last said it runs: its latest Report or a later ACK
+
+	// desiredSnap and ackedSnap are the content behind desired and acked
+	// (nil when unknown, e.g. acknowledged before a control plane
+	// restart); unacked are those offered since the last ACK, oldest
+	// first. Snapshots are immutable once offered, so keeping the
+	// pointers is safe (and cheap: they share the mesh view's services).
+	desiredSnap, ackedSnap *pb.Snapshot
+	unacked                []*pb.Snapshot
+
+	// seq numbers the proxy's answers and reports in arrival order;
+	// ackSeq, nackSeq and reportSeq are those of the latest of each, so
+	// the state knows which is newer even when times are equal.
+	seq, ackSeq, nackSeq, reportSeq uint64
+	// driftSince is when the proxy, having acknowledged the desired
+	// content, first reported running something else (zero: no drift).
+	driftSince   time.Time
+	driftRepairs int
+	lastRepair   time.Time
+
+	// cert is the certificate and trust anchors the proxy last reported.
+	cert struct {
+		NotAfter   time.Time
+		Issuer     string
+		TrustRoots []string
+	}
 
 	stream *proxyStream // nil while disconnected
 	// initial: the current stream has not been sent a snapshot yet. The
@@ -77,12 +106,19 @@ var errTooManyInstances = errors.New("too many instances")
 type registry struct {
 	now   func() time.Time
 	grace time.Duration
+	// ackTimeout and driftGrace decide the SYNCING/STALE and
+	// SYNCING/DRIFTED boundaries (Config.AckTimeout, Config.DriftGrace).
+	ackTimeout time.Duration
+	driftGrace time.Duration
 	// changed is called (without mu held) after any change that may alter
 	// some proxy's snapshot.
 	changed func()
 	// connectedGauge follows the number of connected proxies; called with
 	// mu held so updates land in order.
 	connectedGauge func(float64)
+	// onAck, when set, is told of every recorded ACK (instance, version)
+	// with mu held, so it has seen an ACK before any state shows it.
+	onAck func(instance, version string)
 
 	mu        sync.Mutex
 	entries   map[string]*proxyEntry // by instance
@@ -91,7 +127,8 @@ type registry struct {
 }
 
 func newRegistry(now func() time.Time, grace time.Duration, changed func(), connectedGauge func(float64)) *registry {
-	return &registry{now: now, grace: grace, changed: changed, connectedGauge: connectedGauge, entries: map[string]*proxyEntry{}}
+	return &registry{now: now, grace: grace, ackTimeout: DefaultAckTimeout, driftGrace: DefaultDriftGrace,
+		changed: changed, connectedGauge: connectedGauge, entries: map[string]*proxyEntry{}}
 }
 
 // connect registers w with its new stream, replacing (and closing) an older
@@ -131,8 +168,11 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 	if n, err := strconv.ParseUint(runningVersion, 10, 64); err == nil && n > e.counter {
 		e.counter = n
 	}
+	e.driftSince = time.Time{}
 	if runningHash != "" {
 		e.running = versionHash{Version: runningVersion, Hash: runningHash, At: now}
+		e.seq++
+		e.reportSeq = e.seq
 		// Unknown to us (a control plane restart, or after the grace
 		// period): start from what the proxy runs, so unchanged content
 		// keeps its version instead of every proxy getting a new one.
@@ -152,14 +192,14 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 }
 
 // disconnect marks the instance's workload disconnected if s is still its
-// stream (a replaced stream's end changes nothing). The workload stays an
-// endpoint until expire removes it.
-func (r *registry) disconnect(instance string, s *proxyStream) {
+// stream (a replaced stream's end changes nothing) and reports whether it
+// did. The workload stays an endpoint until expire removes it.
+func (r *registry) disconnect(instance string, s *proxyStream) bool {
 	r.mu.Lock()
 	e := r.entries[instance]
 	if e == nil || e.stream != s {
 		r.mu.Unlock()
-		return
+		return false
 	}
 	e.stream, e.initial = nil, false
 	e.w.Connected = false
@@ -169,6 +209,7 @@ func (r *registry) disconnect(instance string, s *proxyStream) {
 	r.connectedGauge(float64(r.connected))
 	r.mu.Unlock()
 	r.changed()
+	return true
 }
 
 // expire removes workloads whose stream has been down for the grace period.
@@ -226,48 +267,80 @@ func (r *registry) targets(initialOnly bool) []pushTarget {
 	return out
 }
 
-// offer gives snap (hash set, version empty) to the proxy behind s if its
-// content differs from what was last sent, or if s has had no snapshot yet.
-// It assigns the version and records it as desired. It reports whether the
-// snapshot was queued.
+// offer prepares snap (hash set, version empty) for the proxy behind s if
+// its content differs from what was last sent, or if s has had no snapshot
+// yet: it assigns the version, records snap as desired and reports whether
+// the caller should queue it (s.offer). Deciding and queueing are two
+// steps so the caller can note the version before the proxy can answer;
+// only the push loop calls offer, so queued snapshots keep their order.
 func (r *registry) offer(instance string, s *proxyStream, snap *pb.Snapshot) bool {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	e := r.entries[instance]
 	if e == nil || e.stream != s {
-		r.mu.Unlock()
 		return false
 	}
 	if snap.GetHash() == e.desired.Hash && !e.initial {
-		r.mu.Unlock()
 		return false
 	}
 	if snap.GetHash() != e.desired.Hash || e.desired.Version == "" {
 		e.counter++
 		e.desired = versionHash{Version: strconv.FormatUint(e.counter, 10), Hash: snap.GetHash()}
+		e.driftSince = time.Time{}
 	}
 	e.desired.At = r.now()
 	e.initial = false
 	snap.Version = e.desired.Version
-	r.mu.Unlock()
-	s.offer(snap)
+	e.desiredSnap = snap
+	e.unacked = append(e.unacked, snap)
+	if len(e.unacked) > maxUnacked {
+		e.unacked = slices.Delete(e.unacked, 0, len(e.unacked)-maxUnacked)
+	}
 	return true
 }
 
-// ack records an Ack. An Ack for a version we never sent is recorded as
-// the proxy says it; it is not an error (the proxy may answer a version
-// from an earlier stream or control plane).
-func (r *registry) ack(instance string, s *proxyStream, a *pb.Ack) {
+// ack records an Ack and returns it as recorded (false: not for the
+// instance's current stream). An Ack for a version we never sent is
+// recorded as the proxy says it; it is not an error (the proxy may answer
+// a version from an earlier stream or control plane).
+func (r *registry) ack(instance string, s *proxyStream, a *pb.Ack) (versionHash, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[instance]
 	if e == nil || e.stream != s {
-		return
+		return versionHash{}, false
 	}
 	hash := a.GetHash()
 	if hash == "" && a.GetVersion() == e.desired.Version {
 		hash = e.desired.Hash
 	}
 	e.acked = versionHash{Version: a.GetVersion(), Hash: hash, At: r.now()}
+	// An ACK says the version was swapped in: it is what runs now, until
+	// a later Report says otherwise.
+	e.running = e.acked
+	e.seq++
+	e.ackSeq = e.seq
+	e.driftSince = time.Time{}
+	// Find the content: among the snapshots offered since the last ACK
+	// (this one and older ones are then answered), else keep what we
+	// had if it is the same content.
+	found := false
+	for i := len(e.unacked) - 1; i >= 0; i-- {
+		if u := e.unacked[i]; u.GetVersion() == a.GetVersion() && (a.GetHash() == "" || u.GetHash() == a.GetHash()) {
+			e.ackedSnap, e.acked.Hash = u, u.GetHash()
+			e.unacked = slices.Delete(e.unacked, 0, i+1)
+			found = true
+			break
+		}
+	}
+	if !found && (e.ackedSnap == nil || e.ackedSnap.GetHash() != hash) {
+		e.ackedSnap = nil
+	}
+	e.running.Hash = e.acked.Hash
+	if r.onAck != nil {
+		r.onAck(instance, e.acked.Version)
+	}
+	return e.acked, true
 }
 
 // nack records a Nack.
@@ -279,9 +352,11 @@ func (r *registry) nack(instance string, s *proxyStream, n *pb.Nack) {
 		return
 	}
 	e.nack.Version, e.nack.Error, e.nack.At = n.GetVersion(), n.GetError(), r.now()
+	e.seq++
+	e.nackSeq = e.seq
 }
 
-// report records what the proxy says it runs.
+// report records what the proxy says it runs, and its certificate.
 func (r *registry) report(instance string, s *proxyStream, rep *pb.Report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -289,17 +364,126 @@ func (r *registry) report(instance string, s *proxyStream, rep *pb.Report) {
 	if e == nil || e.stream != s {
 		return
 	}
-	e.running = versionHash{Version: rep.GetRunningVersion(), Hash: rep.GetRunningHash(), At: r.now()}
+	now := r.now()
+	e.running = versionHash{Version: rep.GetRunningVersion(), Hash: rep.GetRunningHash(), At: now}
+	e.seq++
+	e.reportSeq = e.seq
+	switch {
+	case !e.ackedDesired() || rep.GetRunningHash() == e.desired.Hash:
+		// Not drift: either in sync, or the desired content is not
+		// acknowledged yet (that is SYNCING, STALE or NACKED).
+		e.driftSince = time.Time{}
+	case e.driftSince.IsZero():
+		e.driftSince = now
+	}
+	e.cert.NotAfter = time.Time{}
+	if ts := rep.GetCertNotAfter(); ts != nil {
+		e.cert.NotAfter = ts.AsTime()
+	}
+	e.cert.Issuer = rep.GetCertIssuer()
+	e.cert.TrustRoots = slices.Clone(rep.GetTrustRoots())
+}
+
+// ackedDesired reports whether the latest answer to the desired content is
+// an ACK of it.
+func (e *proxyEntry) ackedDesired() bool {
+	if e.desired.Hash == "" || e.acked.Hash != e.desired.Hash {
+		return false
+	}
+	return !(e.nack.Version == e.desired.Version && e.nackSeq > e.ackSeq)
+}
+
+// drifted reports whether the proxy has reported running other content
+// than the desired one it acknowledged, and since when.
+func (e *proxyEntry) drifted() (time.Time, bool) {
+	if e.stream == nil || e.driftSince.IsZero() || !e.ackedDesired() || e.reportSeq < e.ackSeq {
+		return time.Time{}, false
+	}
+	return e.driftSince, true
+}
+
+// driftRepair is one re-send the push loop owes a drifted proxy.
+type driftRepair struct {
+	w       workload
+	stream  *proxyStream
+	snap    *pb.Snapshot
+	running versionHash
+	since   time.Time
+	count   int
+}
+
+// driftRepairs finds the proxies DRIFTED for longer than the drift grace
+// period and not repaired within the last one, records a repair for each
+// and returns what to re-send: the desired snapshot itself, same version
+// and hash (the proxy re-applies it and ACKs).
+func (r *registry) driftRepairs() []driftRepair {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var out []driftRepair
+	for _, e := range r.entries {
+		since, ok := e.drifted()
+		if !ok || e.desiredSnap == nil || now.Sub(since) < r.driftGrace {
+			continue
+		}
+		if !e.lastRepair.IsZero() && now.Sub(e.lastRepair) < r.driftGrace {
+			continue
+		}
+		e.driftRepairs++
+		e.lastRepair = now
+		out = append(out, driftRepair{w: e.w, stream: e.stream, snap: e.desiredSnap, running: e.running, since: since, count: e.driftRepairs})
+	}
+	return out
+}
+
+// state is the entry's sync state at now, since when it holds, and the
+// NACK error when NACKED.
+func (r *registry) state(e *proxyEntry, now time.Time) (state string, since time.Time, nackErr string) {
+	switch {
+	case e.stream == nil:
+		return adminapi.ProxyDisconnected, e.disconnectedAt, ""
+	case e.ackedDesired():
+		if d, ok := e.drifted(); ok {
+			if now.Sub(d) >= r.driftGrace {
+				return adminapi.ProxyDrifted, d, ""
+			}
+			return adminapi.ProxySyncing, d, ""
+		}
+		return adminapi.ProxySynced, e.acked.At, ""
+	case e.desired.Version != "" && e.nack.Version == e.desired.Version:
+		return adminapi.ProxyNacked, e.nack.At, e.nack.Error
+	case e.desired.Version == "" || e.desired.At.IsZero():
+		// Registered, first snapshot not built yet.
+		return adminapi.ProxySyncing, e.w.ConnectedAt, ""
+	case now.Sub(e.desired.At) >= r.ackTimeout:
+		return adminapi.ProxyStale, e.desired.At, ""
+	default:
+		return adminapi.ProxySyncing, e.desired.At, ""
+	}
+}
+
+// stateCounts counts registered proxies by state.
+func (r *registry) stateCounts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	out := make(map[string]int, 6)
+	for _, e := range r.entries {
+		st, _, _ := r.state(e, now)
+		out[st]++
+	}
+	return out
 }
 
 // proxies describes every registered proxy for the admin API, sorted by
 // namespace, service and instance. namespace "" means all.
 func (r *registry) proxies(namespace string) []adminapi.ProxyInfo {
 	r.mu.Lock()
+	now := r.now()
 	out := make([]adminapi.ProxyInfo, 0, len(r.entries))
 	for _, e := range r.entries {
 		if namespace == "" || e.w.Namespace == namespace {
-			out = append(out, e.info())
+			out = append(out, r.info(e, now))
 		}
 	}
 	r.mu.Unlock()
@@ -309,22 +493,39 @@ func (r *registry) proxies(namespace string) []adminapi.ProxyInfo {
 	return out
 }
 
-// info renders the entry; the caller holds registry.mu.
-func (e *proxyEntry) info() adminapi.ProxyInfo {
+// proxy describes one instance with the content of its desired and last
+// acknowledged snapshots (nil when not known).
+func (r *registry) proxy(instance string) (info adminapi.ProxyInfo, desired, acked *pb.Snapshot, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e := r.entries[instance]
+	if e == nil {
+		return adminapi.ProxyInfo{}, nil, nil, false
+	}
+	return r.info(e, r.now()), e.desiredSnap, e.ackedSnap, true
+}
+
+// info renders the entry; the caller holds r.mu.
+func (r *registry) info(e *proxyEntry, now time.Time) adminapi.ProxyInfo {
 	p := adminapi.ProxyInfo{
-		Instance:      e.w.Instance,
-		SPIFFEID:      e.w.SPIFFEID,
-		Service:       e.w.Service,
-		Namespace:     e.w.Namespace,
-		AdvertiseAddr: e.w.AdvertiseAddr,
-		Protocol:      e.w.Protocol,
-		Labels:        maps.Clone(e.w.Labels),
-		ProxyVersion:  e.proxyVersion,
-		Connected:     e.w.Connected,
-		ConnectedAt:   e.w.ConnectedAt,
-		Desired:       configVersion(e.desired),
-		Acked:         configVersion(e.acked),
-		Running:       configVersion(e.running),
+		Instance:        e.w.Instance,
+		SPIFFEID:        e.w.SPIFFEID,
+		Service:         e.w.Service,
+		Namespace:       e.w.Namespace,
+		AdvertiseAddr:   e.w.AdvertiseAddr,
+		Protocol:        e.w.Protocol,
+		Labels:          maps.Clone(e.w.Labels),
+		ProxyVersion:    e.proxyVersion,
+		Connected:       e.w.Connected,
+		ConnectedAt:     e.w.ConnectedAt,
+		Desired:         configVersion(e.desired),
+		Acked:           configVersion(e.acked),
+		Running:         configVersion(e.running),
+		CertExpiry:      timePtr(e.cert.NotAfter),
+		CertIssuer:      e.cert.Issuer,
+		TrustRoots:      slices.Clone(e.cert.TrustRoots),
+		DriftRepairs:    e.driftRepairs,
+		LastDriftRepair: timePtr(e.lastRepair),
 	}
 	if !e.w.Connected {
 		t := e.disconnectedAt
@@ -333,19 +534,9 @@ func (e *proxyEntry) info() adminapi.ProxyInfo {
 	if e.nack.Version != "" || e.nack.Error != "" {
 		p.LastNack = &adminapi.NackInfo{Version: e.nack.Version, Error: e.nack.Error, At: e.nack.At}
 	}
-	switch {
-	case !e.w.Connected:
-		p.State, p.Since = adminapi.ProxyDisconnected, p.DisconnectedAt
-	case e.desired.Hash != "" && e.acked.Hash == e.desired.Hash:
-		p.State = adminapi.ProxySynced
-		p.Since = timePtr(e.acked.At)
-	case e.desired.Version != "" && e.nack.Version == e.desired.Version:
-		p.State, p.Error = adminapi.ProxyNacked, e.nack.Error
-		p.Since = timePtr(e.nack.At)
-	default:
-		p.State = adminapi.ProxyStale
-		p.Since = timePtr(e.desired.At)
-	}
+	var since time.Time
+	p.State, since, p.Error = r.state(e, now)
+	p.Since = timePtr(since)
 	return p
 }
 

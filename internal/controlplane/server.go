@@ -35,6 +35,7 @@ type Server struct {
 	log        *slog.Logger
 	store      store.Store
 	ca         *identity.CA
+	caMu       sync.Mutex // serializes CA rotation and retirement with their checks
 	res        *resources
 	tokens     *tokens
 	adminToken adminhttp.Token
@@ -124,6 +125,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s.push = newPusher(s.resCache, s.rootsDER, &s.cfg, s.metrics)
+	s.push.issuer = s.ca.IssuerID
 	if ws, err := loadRegistry(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
 	} else if n := s.push.reg.restore(ws); n > 0 {

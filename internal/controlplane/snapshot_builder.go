@@ -72,6 +72,8 @@ type snapshotInput struct {
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
 	CollectorAddr string
+	// Issuer is the CA's active issuer (Snapshot.issuer).
+	Issuer string
 }
 
 // meshView is the part of every proxy's snapshot that all proxies share,
@@ -84,6 +86,7 @@ type meshView struct {
 	services    []*pb.Service
 	policies    []policy // sorted by namespace, name
 	reportSecs  uint32
+	issuer      string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
 	// marshaling writes fields in number order, and mesh (3), trust_bundle
 	// (4) and services (5) come before the per-proxy policies (6), so a
@@ -102,6 +105,7 @@ func newMeshView(in snapshotInput) (*meshView, error) {
 		services:    servicesOf(in.Workloads),
 		policies:    slices.Clone(in.Policies),
 		reportSecs:  reportSeconds(in.ReportInterval),
+		issuer:      in.Issuer,
 	}
 	slices.SortFunc(v.policies, func(a, b policy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
@@ -132,13 +136,14 @@ func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
 		TrustBundle:           v.trustBundle,
 		Services:              v.services,
 		ReportIntervalSeconds: v.reportSecs,
+		Issuer:                v.issuer,
 	}
 	for i := range v.policies {
 		if selects(&v.policies[i], w) {
 			snap.Policies = append(snap.Policies, v.policies[i].JSON)
 		}
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds})
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}

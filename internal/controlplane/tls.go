@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"sync"
@@ -75,22 +74,36 @@ func (sc *servingCert) get() (*tls.Certificate, error) {
 	return c, nil
 }
 
+// invalidate makes the next handshake reissue the certificate, from the
+// CA's current intermediate (after a rotation or retirement). Until the
+// reissue succeeds the old certificate is served.
+func (sc *servingCert) invalidate() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.renew = time.Time{}
+}
+
 // tlsConfig serves with the rotating certificate. Client certificates are
-// requested and, when given, verified against the mesh roots (proxies renew
-// with their current certificate); they are not required, because a
-// joining proxy has none yet.
+// requested and, when given, verified against the mesh roots of the moment
+// (every root of the trust bundle, so during a root rotation proxies still
+// holding a certificate from the old intermediate can renew); they are not
+// required, because a joining proxy has none yet.
 func (sc *servingCert) tlsConfig(withClientCerts bool) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
 	}
 	if withClientCerts {
-		pool := x509.NewCertPool()
-		for _, r := range sc.ca.Roots() {
-			pool.AddCert(r)
-		}
-		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		cfg.ClientCAs = sc.ca.RootPool()
+		base := cfg.Clone()
+		// The bundle changes with a rotation: each handshake takes the
+		// current one.
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := base.Clone()
+			c.ClientCAs = sc.ca.RootPool()
+			return c, nil
+		}
 	}
 	return cfg
 }

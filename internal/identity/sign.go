@@ -69,17 +69,18 @@ func (ca *CA) SignCSR(csrDER []byte, want spiffeid.ID, ttl time.Duration) (*Leaf
 }
 
 func (ca *CA) sign(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, dnsNames []string, ips []net.IP) (*Leaf, error) {
+	st := ca.current()
 	now := ca.now()
 	notAfter := now.Add(ttl)
-	if notAfter.After(ca.issuer.NotAfter) {
-		notAfter = ca.issuer.NotAfter
+	if notAfter.After(st.issuer.NotAfter) {
+		notAfter = st.issuer.NotAfter
 	}
-	if !now.Before(ca.issuer.NotAfter) {
-		return nil, fmt.Errorf("%w: intermediate expired at %s", ErrCAUnavailable, ca.issuer.NotAfter.Format(time.RFC3339))
+	if !now.Before(st.issuer.NotAfter) {
+		return nil, fmt.Errorf("%w: intermediate expired at %s", ErrCAUnavailable, st.issuer.NotAfter.Format(time.RFC3339))
 	}
 	notBefore := now.Add(-MaxBackdate)
-	if notBefore.Before(ca.issuer.NotBefore) {
-		notBefore = ca.issuer.NotBefore
+	if notBefore.Before(st.issuer.NotBefore) {
+		notBefore = st.issuer.NotBefore
 	}
 	serial, err := randomSerial()
 	if err != nil {
@@ -100,7 +101,7 @@ func (ca *CA) sign(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, dnsN
 		DNSNames:              dnsNames,
 		IPAddresses:           ips,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.issuer, pub, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, st.issuer, pub, st.key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCAUnavailable, err)
 	}
@@ -108,7 +109,7 @@ func (ca *CA) sign(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, dnsN
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCAUnavailable, err)
 	}
-	return &Leaf{Cert: cert, Intermediates: ca.intermediates, Roots: ca.roots}, nil
+	return &Leaf{Cert: cert, Intermediates: st.intermediates, Roots: st.roots}, nil
 }
 
 func checkLeafKey(pub crypto.PublicKey) error {

@@ -5,8 +5,10 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,11 +30,13 @@ import (
 // it at about half its life (with jitter) using the current certificate,
 // and swaps it in atomically: handshakes in flight keep the old one, new
 // ones get the new one, no connection is dropped. A fresh key is generated
-// for every certificate and never leaves the process.
+// for every certificate and never leaves the process. After a CA rotation
+// (a snapshot naming another issuer, see FollowSnapshot) or on RenewNow it
+// renews at once.
 type CertManager struct {
 	id      spiffeid.ID
 	control string
-	roots   *x509.CertPool // verify the control plane
+	roots   *x509.CertPool // --ca-file: verify the control plane (see ControlRoots)
 	token   string
 	now     func() time.Time
 	log     *slog.Logger
@@ -41,6 +45,14 @@ type CertManager struct {
 	gotAt  atomic.Int64 // when cur arrived (UnixNano), for the renewal time
 	bundle atomic.Pointer[x509.CertPool]
 	roots0 atomic.Pointer[[]*x509.Certificate]
+	// learned is the latest snapshot's trust bundle (FollowSnapshot).
+	learned atomic.Pointer[[]*x509.Certificate]
+
+	// renew wakes Run for an early renewal: forced (RenewNow), or when
+	// the certificate is not from wantIssuer (the latest snapshot's).
+	renew      chan struct{}
+	forced     atomic.Bool
+	wantIssuer atomic.Pointer[string]
 
 	renewals atomic.Int64
 	failures atomic.Int64
@@ -55,7 +67,7 @@ func NewCertManager(id spiffeid.ID, controlAddr string, controlRoots *x509.CertP
 	if now == nil {
 		now = time.Now
 	}
-	return &CertManager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, now: now}
+	return &CertManager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, now: now, renew: make(chan struct{}, 1)}
 }
 
 // ID implements Identity.
@@ -73,6 +85,90 @@ func (m *CertManager) Roots() []*x509.Certificate {
 		return *r
 	}
 	return nil
+}
+
+// Issuer is the hex SHA-256 of the DER of the CA certificate that issued
+// the current certificate (Snapshot.issuer's form), "" before the first.
+func (m *CertManager) Issuer() string {
+	if c := m.cur.Load(); c != nil {
+		return leafIssuer(c)
+	}
+	return ""
+}
+
+// leafIssuer is the hex SHA-256 of the first intermediate in c's chain
+// (the CA certificate that signed the leaf), "" without one.
+func leafIssuer(c *tls.Certificate) string {
+	if len(c.Certificate) < 2 {
+		return ""
+	}
+	sum := sha256.Sum256(c.Certificate[1])
+	return hex.EncodeToString(sum[:])
+}
+
+// RenewNow asks Run to renew at once instead of at half the certificate's
+// life. It never blocks; requests made before Run picks one up coalesce.
+func (m *CertManager) RenewNow() {
+	m.forced.Store(true)
+	m.wakeRun()
+}
+
+// wakeRun signals Run without blocking; a pending signal suffices.
+func (m *CertManager) wakeRun() {
+	select {
+	case m.renew <- struct{}{}:
+	default:
+	}
+}
+
+// FollowSnapshot takes what the certificate manager needs from an applied
+// snapshot: its trust bundle (trusted for the control plane too, see
+// ControlRoots) and its issuer: when the current certificate comes from
+// another intermediate (the CA rotated), it renews at once. Renewal still
+// presents the current certificate, which chains to a root the control
+// plane keeps trusting until the rotation ends.
+func (m *CertManager) FollowSnapshot(s *Snapshot) {
+	roots := s.Roots
+	m.learned.Store(&roots)
+	if s.Issuer == "" {
+		return
+	}
+	issuer := s.Issuer
+	m.wantIssuer.Store(&issuer)
+	if c := m.cur.Load(); c != nil && leafIssuer(c) != issuer {
+		m.log.Info("the CA signs with a new intermediate; renewing the workload certificate now",
+			"spiffe_id", m.id.String(), "issuer", short(issuer), "current_issuer", short(leafIssuer(c)))
+		m.wakeRun()
+	}
+}
+
+// staleIssuer reports whether c is not from the issuer the latest
+// snapshot names.
+func (m *CertManager) staleIssuer(c *tls.Certificate) bool {
+	want := m.wantIssuer.Load()
+	return want != nil && *want != leafIssuer(c)
+}
+
+// ControlRoots are the roots the control plane (and an external
+// collector) are verified with: --ca-file's, plus the trust bundles of the
+// latest certificate response and snapshot. A proxy started with the
+// ca.crt from before a root rotation so keeps connecting after the control
+// plane's certificate moves to the new root.
+func (m *CertManager) ControlRoots() *x509.CertPool { return m.controlRootsWith(m.roots) }
+
+func (m *CertManager) controlRootsWith(base *x509.CertPool) *x509.CertPool {
+	pool := x509.NewCertPool()
+	if base != nil {
+		pool = base.Clone()
+	}
+	for _, rs := range []*[]*x509.Certificate{m.roots0.Load(), m.learned.Load()} {
+		if rs != nil {
+			for _, r := range *rs {
+				pool.AddCert(r)
+			}
+		}
+	}
+	return pool
 }
 
 // Renewals and Failures count successful renewals and failed attempts.
@@ -112,11 +208,19 @@ func (m *CertManager) Run(ctx context.Context) {
 	b := newBackoff(time.Second, 30*time.Second)
 	for {
 		cur := m.cur.Load()
-		wait := m.renewIn(cur.Leaf, time.Unix(0, m.gotAt.Load()))
+		timer := time.NewTimer(m.renewIn(cur.Leaf, time.Unix(0, m.gotAt.Load())))
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(wait):
+		case <-timer.C:
+		case <-m.renew:
+			timer.Stop()
+			// A request that came while the last renewal ran may be
+			// answered already.
+			if !m.forced.Swap(false) && !m.staleIssuer(cur) {
+				continue
+			}
 		}
 		for {
 			err := m.request(ctx, "", cur)
@@ -166,7 +270,7 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	if err != nil {
 		return fmt.Errorf("create csr: %w", err)
 	}
-	tlsCfg := controlTLSConfig(m.roots, func() *tls.Certificate { return current }, saControl)
+	tlsCfg := controlTLSConfigFrom(m.ControlRoots, func() *tls.Certificate { return current }, saControl)
 	conn, err := grpc.NewClient(m.control, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		return fmt.Errorf("dial control plane %s: %w", m.control, err)

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -25,6 +27,12 @@ const maxSnapshotBytes = 64 << 20
 // error otherwise, keeping the last good config), reports what it runs, and
 // reconnects with exponential backoff and jitter. While disconnected the
 // proxy keeps serving with its last good config.
+//
+// Reports go out right after Hello, every Snapshot.report_interval_seconds,
+// whenever ReportNow delivers, and after applying a snapshot whose trust
+// bundle differs from the last one applied (a CA rotation waits on them).
+// Each is built when it is sent, so a report never names an older config
+// than an ACK sent before it.
 type ControlClient struct {
 	Addr  string
 	Roots *x509.CertPool // verify the control plane
@@ -32,18 +40,30 @@ type ControlClient struct {
 	Hello *pb.Hello      // sent first on every stream; running_* are filled in
 	// Apply compiles and swaps in a snapshot; an error NACKs it.
 	Apply func(*pb.Snapshot) error
-	// Running returns the version and hash in use ("" before the first).
+	// Running returns the version and hash in use ("" before the first),
+	// for Hello.
 	Running func() (version, hash string)
-	Log     *slog.Logger
+	// Report, when set, builds every Report (running config, certificate,
+	// trust anchors); nil reports only Running.
+	Report func() *pb.Report
+	// ReportNow, when set, asks for a report at once (the certificate
+	// changed). A signal while disconnected is covered by the report that
+	// follows the next Hello.
+	ReportNow <-chan struct{}
+	Log       *slog.Logger
 
 	// OnConnect/OnDisconnect, when set, observe the stream's state.
 	OnConnect    func()
 	OnDisconnect func(error)
+
+	// bundle is the trust bundle of the last snapshot applied (owned by
+	// the stream goroutine): a change is reported at once.
+	bundle [][]byte
 }
 
 // Run keeps the stream up until ctx ends.
 func (c *ControlClient) Run(ctx context.Context) {
-	tlsCfg := controlTLSConfig(c.Roots, c.Certs.Certificate, saControl)
+	tlsCfg := controlTLSConfigFrom(c.controlRoots, c.Certs.Certificate, saControl)
 	conn, err := grpc.NewClient(c.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -93,35 +113,47 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
+	// The report right after Hello covers any pending ReportNow signal.
+	select {
+	case <-c.ReportNow:
+	default:
+	}
+	if err := st.Send(c.reportMessage()); err != nil {
+		return fmt.Errorf("send report: %w", err)
+	}
 	if c.OnConnect != nil {
 		c.OnConnect()
 	}
-	// Receiving runs here; reports go out from a ticker goroutine. Sends
-	// are serialized through sendMu-free ownership: only this goroutine
-	// sends acks, the reporter sends through the same channel.
+	// Receiving runs here; one goroutine sends: acks and nacks come from
+	// here through out, reports are asked for through reportDue and built
+	// just before sending.
 	out := make(chan *pb.ProxyMessage, 4)
+	reportDue := make(chan struct{}, 1)
 	errc := make(chan error, 1)
 	go func() {
 		for {
+			var m *pb.ProxyMessage
 			select {
 			case <-sctx.Done():
 				return
-			case m := <-out:
-				if err := st.Send(m); err != nil {
-					select {
-					case errc <- fmt.Errorf("send: %w", err):
-					default:
-					}
-					cancel()
-					return
+			case m = <-out:
+			case <-reportDue:
+				m = c.reportMessage()
+			}
+			if err := st.Send(m); err != nil {
+				select {
+				case errc <- fmt.Errorf("send: %w", err):
+				default:
 				}
+				cancel()
+				return
 			}
 		}
 	}()
 	interval := 30 * time.Second
 	reportC := make(chan time.Duration, 1)
-	go func() {
-		t := time.NewTicker(interval)
+	go func(d time.Duration) {
+		t := time.NewTicker(d)
 		defer t.Stop()
 		for {
 			select {
@@ -130,15 +162,12 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 			case d := <-reportC:
 				t.Reset(d)
 			case <-t.C:
-				v, h := c.Running()
-				select {
-				case out <- &pb.ProxyMessage{Message: &pb.ProxyMessage_Report{Report: &pb.Report{RunningVersion: v, RunningHash: h}}}:
-				case <-sctx.Done():
-					return
-				}
+				wake(reportDue)
+			case <-c.ReportNow:
+				wake(reportDue)
 			}
 		}
-	}()
+	}(interval)
 	for {
 		msg, err := st.Recv()
 		if err != nil {
@@ -176,6 +205,30 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 		case <-sctx.Done():
 			return sctx.Err()
 		}
+		if reply.GetAck() != nil && !slices.EqualFunc(c.bundle, snap.GetTrustBundle(), bytes.Equal) {
+			c.bundle = snap.GetTrustBundle()
+			wake(reportDue)
+		}
+	}
+}
+
+// reportMessage wraps the current Report.
+func (c *ControlClient) reportMessage() *pb.ProxyMessage {
+	var r *pb.Report
+	if c.Report != nil {
+		r = c.Report()
+	} else {
+		r = &pb.Report{}
+		r.RunningVersion, r.RunningHash = c.Running()
+	}
+	return &pb.ProxyMessage{Message: &pb.ProxyMessage_Report{Report: r}}
+}
+
+// wake sends on c without blocking; a pending signal suffices.
+func wake(c chan<- struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 

@@ -26,6 +26,13 @@ const (
 // roots, not by hostname, so any address of it works. client returns the
 // certificate to present (nil for none).
 func controlTLSConfig(roots *x509.CertPool, client func() *tls.Certificate, accounts ...string) *tls.Config {
+	return controlTLSConfigFrom(func() *x509.CertPool { return roots }, client, accounts...)
+}
+
+// controlTLSConfigFrom is controlTLSConfig with the roots read at every
+// handshake: they grow when a root rotation brings a new root (see
+// CertManager.ControlRoots).
+func controlTLSConfigFrom(roots func() *x509.CertPool, client func() *tls.Certificate, accounts ...string) *tls.Config {
 	if len(accounts) == 0 {
 		panic("controlTLSConfig: no service account to accept")
 	}
@@ -44,7 +51,7 @@ func controlTLSConfig(roots *x509.CertPool, client func() *tls.Certificate, acco
 				inter.AddCert(c)
 			}
 			leaf := cs.PeerCertificates[0]
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots(), Intermediates: inter}); err != nil {
 				return fmt.Errorf("%s certificate: %w (is --ca-file the control plane's ca.crt?)", what, err)
 			}
 			if len(leaf.URIs) != 1 {
@@ -64,6 +71,15 @@ func controlTLSConfig(roots *x509.CertPool, client func() *tls.Certificate, acco
 			return &tls.Certificate{}, nil
 		},
 	}
+}
+
+// controlRoots verifies the control plane: Roots (--ca-file) and the roots
+// the certificate manager learned since (see CertManager.ControlRoots).
+func (c *ControlClient) controlRoots() *x509.CertPool {
+	if c.Certs == nil {
+		return c.Roots
+	}
+	return c.Certs.controlRootsWith(c.Roots)
 }
 
 // acceptsSystemID reports whether id is /ns/trellis-system/sa/<one of

@@ -43,6 +43,7 @@ type Proxy struct {
 	instance      string
 	events        *emitter.Emitter
 	started       time.Time // when the counters started, for traffic stats
+	reports       reporter  // builds the config stream's Reports
 
 	inbound  *Inbound
 	outbound *Outbound
@@ -91,7 +92,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.events, err = emitter.New(emitter.Options{
 		Resolve: p.collectorAddr,
 		TLSFor: func(addr string) *tls.Config {
-			return controlTLSConfig(pool, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, cfg.ControlAddr, addr)...)
+			return controlTLSConfigFrom(p.certs.ControlRoots, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, cfg.ControlAddr, addr)...)
 		},
 		Instance:      p.instance,
 		SpoolDir:      cfg.SpoolDir,
@@ -197,6 +198,18 @@ func (p *Proxy) Start(ctx context.Context) error {
 
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.events.Run(rctx) }()
+	// A new certificate is reported on the config stream at once (the
+	// control plane tracks issuers during a CA rotation); the telemetry
+	// hook set in New keeps running first.
+	reportNow := make(chan struct{}, 1)
+	issued := p.certs.OnIssued
+	p.certs.OnIssued = func(leaf *x509.Certificate, renewal bool) {
+		if issued != nil {
+			issued(leaf, renewal)
+		}
+		wake(reportNow)
+	}
+	p.reports.snapshot, p.reports.cert, p.reports.bundle = p.snapshot, p.certs.Certificate, p.certs.Roots
 	if err := p.certs.Obtain(ctx); err != nil {
 		cancel()
 		p.closeListeners()
@@ -241,6 +254,8 @@ func (p *Proxy) Start(ctx context.Context) error {
 		},
 		Apply:        p.apply,
 		Running:      p.running,
+		Report:       p.reports.report,
+		ReportNow:    reportNow,
 		Log:          p.log,
 		OnConnect:    func() { p.connected.Store(true) },
 		OnDisconnect: func(error) { p.connected.Store(false) },
@@ -305,6 +320,7 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 		return err
 	}
 	p.snap.Store(snap)
+	p.certs.FollowSnapshot(snap) // after a CA rotation: trust the new root, renew now
 	p.readyOnce.Do(func() { close(p.ready) })
 	return nil
 }

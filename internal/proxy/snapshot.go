@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -42,6 +44,10 @@ type Snapshot struct {
 	TrustBundle *x509.CertPool
 	// Roots are the same roots, for reporting.
 	Roots []*x509.Certificate
+	// Issuer is the hex SHA-256 of the CA certificate that issues
+	// workload certificates now ("" when the control plane does not say);
+	// a certificate from another one is renewed at once.
+	Issuer string
 	// Services by "name.namespace".
 	Services map[string]*Service
 	// Policies select this proxy's workload (input for the policy engine).
@@ -93,6 +99,7 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		HidePolicy:    s.GetMesh().GetHidePolicy(),
 		CollectorAddr: s.GetMesh().GetCollectorAddress(),
 		TrustBundle:   x509.NewCertPool(),
+		Issuer:        s.GetIssuer(),
 		Services:      make(map[string]*Service, len(s.GetServices())),
 	}
 	switch out.MTLSMode {
@@ -104,6 +111,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	case "deny", "allow":
 	default:
 		return nil, fmt.Errorf("compile snapshot %s: mesh authorization default %q is not deny or allow", s.GetVersion(), out.AuthzDefault)
+	}
+	if b, err := hex.DecodeString(out.Issuer); err != nil || (out.Issuer != "" && len(b) != sha256.Size) {
+		return nil, fmt.Errorf("compile snapshot %s: issuer %q is not a hex SHA-256", s.GetVersion(), out.Issuer)
 	}
 	if len(s.GetTrustBundle()) == 0 {
 		return nil, fmt.Errorf("compile snapshot %s: empty trust bundle", s.GetVersion())

@@ -1,0 +1,4 @@
+package cli
+
+// WriteCAStatus renders `trellis ca status` (table) for golden tests.
+var WriteCAStatus = writeCAStatus

@@ -1,0 +1,295 @@
+package controlplane_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/cptest"
+)
+
+// simProxy is one lightweight simulated proxy: a config stream that acks
+// every snapshot at once and remembers when it acked which policy
+// revision.
+type simProxy struct {
+	stream pb.Config_StreamClient
+	// acked[marker] is when the proxy acked the first snapshot carrying
+	// the marker (a path in the benchmark's policy).
+	mu    sync.Mutex
+	acked map[string]time.Time
+	first chan struct{}
+}
+
+// BenchmarkConvergence connects many simulated proxies (config streams in
+// this process, instancesPerService per service, the instances of one
+// service sharing one certificate and one HTTP/2 connection, as replicas
+// of one identity do) to one control plane, then applies one
+// AuthorizationPolicy change per iteration and times it from the apply
+// call until each affected proxy has acked the snapshot carrying it:
+// p50/p99/max over proxies. Two shapes: a policy selecting one service
+// (the common change) and a mesh-wide policy (namespace trellis-system, no
+// selector: every proxy gets a new snapshot). heap-MB/proxy is the heap
+// growth from connecting the proxies, divided by their number; it counts
+// the simulated proxies' own memory too, so it bounds the control plane's
+// share from above. TRELLIS_BENCH_PROXIES (default 1000) sets the scale.
+func BenchmarkConvergence(b *testing.B) {
+	n := 1000
+	if v := os.Getenv("TRELLIS_BENCH_PROXIES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 10 {
+			b.Fatalf("TRELLIS_BENCH_PROXIES=%q: want a number >= 10", v)
+		}
+	}
+	const instancesPerService = 10
+	services := (n + instancesPerService - 1) / instancesPerService
+	cp := cptest.StartControlPlane(b, controlplane.Config{Logger: slog.New(slog.DiscardHandler)})
+	client := cp.Client(b)
+	ctx := context.Background()
+	apply := func(objs ...resource.Object) {
+		if _, err := client.Apply(ctx, objs, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	apply(decodeOne(b, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n"))
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	proxies := make([]*simProxy, 0, n)
+	for s := range services {
+		svc := fmt.Sprintf("svc-%04d", s)
+		conn := dialAs(b, cp, certFor(b, cp, client, svc))
+		for i := range instancesPerService {
+			if len(proxies) == n {
+				break
+			}
+			proxies = append(proxies, startSim(b, conn, svc, fmt.Sprintf("%s-%02d", svc, i), fmt.Sprintf("10.%d.%d.%d:15006", s/250, s%250, i)))
+		}
+	}
+	for _, p := range proxies {
+		<-p.first
+	}
+	b.Logf("%d proxies (%d services) connected and configured in %s", n, services, time.Since(start).Round(time.Millisecond))
+	// Let the join-time push rounds settle before measuring memory.
+	time.Sleep(time.Second)
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	perProxy := float64(after.HeapAlloc-min(before.HeapAlloc, after.HeapAlloc)) / float64(n) / (1 << 20)
+
+	for _, shape := range []struct {
+		name      string
+		namespace string
+		selector  string
+		affected  func(i int) bool
+	}{
+		{"one_service", "default", "{service: svc-0007}", func(i int) bool { return i/instancesPerService == 7 }},
+		{"mesh_wide", identity.ControlPlaneNamespace, "{}", func(int) bool { return true }},
+	} {
+		b.Run(fmt.Sprintf("proxies=%d/%s", n, shape.name), func(b *testing.B) {
+			var p50s, p99s, maxes []float64
+			iter := 0
+			for b.Loop() {
+				iter++
+				marker := fmt.Sprintf("/%s/%d", shape.name, iter)
+				pol := decodeOne(b, fmt.Sprintf("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n"+
+					"metadata: {name: bench-%s, namespace: %s}\nspec: {selector: %s, action: DENY, rules: [{to: [{paths: [%q]}]}]}\n",
+					strings.ReplaceAll(shape.name, "_", "-"), shape.namespace, shape.selector, marker))
+				t0 := time.Now()
+				apply(pol)
+				var lat []float64
+				deadline := time.Now().Add(2 * time.Minute)
+				for i, p := range proxies {
+					if !shape.affected(i) {
+						continue
+					}
+					at, ok := p.await(marker, deadline)
+					if !ok {
+						b.Fatalf("proxy %d never acked the change %s", i, marker)
+					}
+					lat = append(lat, at.Sub(t0).Seconds()*1000)
+				}
+				slices.Sort(lat)
+				p50s = append(p50s, lat[len(lat)/2])
+				p99s = append(p99s, lat[min(len(lat)-1, len(lat)*99/100)])
+				maxes = append(maxes, lat[len(lat)-1])
+			}
+			b.ReportMetric(median(p50s), "p50-ms")
+			b.ReportMetric(median(p99s), "p99-ms")
+			b.ReportMetric(median(maxes), "max-ms")
+			b.ReportMetric(perProxy, "heap-MB/proxy")
+		})
+	}
+}
+
+func decodeOne(b testing.TB, yaml string) resource.Object {
+	b.Helper()
+	objs, err := resource.Decode([]byte(yaml), "bench")
+	if err != nil || len(objs) != 1 {
+		b.Fatalf("decode %q: %v", yaml, err)
+	}
+	return objs[0]
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// certFor obtains a workload certificate for svc through a join token and
+// Identity.Certify, as a proxy does.
+func certFor(b testing.TB, cp *cptest.ControlPlane, client *adminapi.Client, svc string) *tls.Certificate {
+	b.Helper()
+	tok, err := client.CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: svc, Namespace: "default"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return certifyTB(b, cp, tok.Token, tok.Info.SPIFFEID)
+}
+
+// certifyTB signs a fresh key for want with the join token.
+func certifyTB(b testing.TB, cp *cptest.ControlPlane, token, want string) *tls.Certificate {
+	b.Helper()
+	csr, key := testutil.NewCSR(b, want)
+	conn := dialAs(b, cp, nil)
+	resp, err := pb.NewIdentityClient(conn).Certify(context.Background(), &pb.CertifyRequest{Csr: csr, Token: token})
+	if err != nil {
+		b.Fatalf("certify %s: %v", want, err)
+	}
+	conn.Close()
+	chain := append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...)
+	leaf, err := x509.ParseCertificate(resp.GetLeaf())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf}
+}
+
+func dialAs(b testing.TB, cp *cptest.ControlPlane, cert *tls.Certificate) *grpc.ClientConn {
+	b.Helper()
+	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
+	if err != nil {
+		b.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(cp.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func startSim(b testing.TB, conn *grpc.ClientConn, svc, instance, addr string) *simProxy {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	st, err := pb.NewConfigClient(conn).Stream(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &simProxy{stream: st, acked: map[string]time.Time{}, first: make(chan struct{})}
+	hello := &pb.Hello{Service: svc, Namespace: "default", AdvertiseAddr: addr, Protocol: "http", Instance: instance}
+	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		var once sync.Once
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				return
+			}
+			snap := m.GetSnapshot()
+			if snap == nil {
+				continue
+			}
+			markers := policyPaths(snap)
+			if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Ack{Ack: &pb.Ack{Version: snap.GetVersion(), Hash: snap.GetHash()}}}); err != nil {
+				return
+			}
+			now := time.Now()
+			p.mu.Lock()
+			for _, mk := range markers {
+				if _, ok := p.acked[mk]; !ok {
+					p.acked[mk] = now
+				}
+			}
+			p.mu.Unlock()
+			once.Do(func() { close(p.first) })
+		}
+	}()
+	return p
+}
+
+// await returns when the proxy acked the snapshot carrying marker.
+func (p *simProxy) await(marker string, deadline time.Time) (time.Time, bool) {
+	for {
+		p.mu.Lock()
+		at, ok := p.acked[marker]
+		p.mu.Unlock()
+		if ok {
+			return at, true
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// policyPaths finds the benchmark's markers (the paths of its rules) in a
+// snapshot's policies without a full decode.
+func policyPaths(s *pb.Snapshot) []string {
+	var out []string
+	for _, raw := range s.GetPolicies() {
+		var pol struct {
+			Spec struct {
+				Rules []struct {
+					To []struct {
+						Paths []string `json:"paths"`
+					} `json:"to"`
+				} `json:"rules"`
+			} `json:"spec"`
+		}
+		if json.Unmarshal(raw, &pol) != nil {
+			continue
+		}
+		for _, r := range pol.Spec.Rules {
+			for _, to := range r.To {
+				out = append(out, to.Paths...)
+			}
+		}
+	}
+	return out
+}
