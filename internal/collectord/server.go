@@ -32,6 +32,12 @@ import (
 // drainTimeout bounds how long Close waits for streams to end.
 const drainTimeout = 5 * time.Second
 
+// bundleRefresh is how often the collector renews its certificate to
+// learn the current trust bundle: it has no config stream, and during a
+// CA rotation proxies' new certificates chain to a root it must trust
+// (the CA's cross-signature covers it until retire-old).
+const bundleRefresh = time.Minute
+
 // Server is a running standalone collector.
 type Server struct {
 	cfg   Config
@@ -147,8 +153,21 @@ func (s *Server) Start() {
 		WriteTimeout:      time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go func() { defer s.wg.Done(); s.certs.Run(ctx) }()
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(bundleRefresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.certs.RenewNow()
+			}
+		}
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.grpcSrv.Serve(s.grpcLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
