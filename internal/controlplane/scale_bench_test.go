@@ -56,7 +56,8 @@ type simProxy struct {
 // selector: every proxy gets a new snapshot). heap-MB/proxy is the heap
 // growth from connecting the proxies, divided by their number; it counts
 // the simulated proxies' own memory too, so it bounds the control plane's
-// share from above. TRELLIS_BENCH_PROXIES (default 1000) sets the scale.
+// share from above. TRELLIS_BENCH_PROXIES (default 1000) sets the scale;
+// TRELLIS_BENCH_NO_ENDPOINTS=1 leaves endpoints out (see below).
 func BenchmarkConvergence(b *testing.B) {
 	n := 1000
 	if v := os.Getenv("TRELLIS_BENCH_PROXIES"); v != "" {
@@ -65,6 +66,11 @@ func BenchmarkConvergence(b *testing.B) {
 			b.Fatalf("TRELLIS_BENCH_PROXIES=%q: want a number >= 10", v)
 		}
 	}
+	// TRELLIS_BENCH_NO_ENDPOINTS=1: proxies advertise no inbound address,
+	// so snapshots list services without endpoints (a few tens of kB at
+	// 1,000 services instead of one endpoint per proxy): it isolates the
+	// control plane's per-round cost from the size of full-mesh snapshots.
+	noEndpoints := os.Getenv("TRELLIS_BENCH_NO_ENDPOINTS") == "1"
 	const instancesPerService = 10
 	services := (n + instancesPerService - 1) / instancesPerService
 	cp := cptest.StartControlPlane(b, controlplane.Config{Logger: slog.New(slog.DiscardHandler)})
@@ -90,7 +96,11 @@ func BenchmarkConvergence(b *testing.B) {
 			if len(proxies) == n {
 				break
 			}
-			proxies = append(proxies, startSim(b, conn, svc, fmt.Sprintf("%s-%02d", svc, i), fmt.Sprintf("10.%d.%d.%d:15006", s/250, s%250, i)))
+			addr := fmt.Sprintf("10.%d.%d.%d:15006", s/250, s%250, i)
+			if noEndpoints {
+				addr = ""
+			}
+			proxies = append(proxies, startSim(b, conn, svc, fmt.Sprintf("%s-%02d", svc, i), addr))
 		}
 	}
 	for _, p := range proxies {

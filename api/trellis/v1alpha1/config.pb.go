@@ -650,8 +650,12 @@ type MeshConfig struct {
 	// control plane's own address (it embeds the collector). The collector
 	// presents spiffe://<td>/ns/trellis-system/sa/collector when external.
 	CollectorAddress string `protobuf:"bytes,4,opt,name=collector_address,json=collectorAddress,proto3" json:"collector_address,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// What a transparent proxy does with captured outbound connections to a
+	// destination that is no mesh service: "passthrough" (default: connect
+	// to the original destination) or "block" (refuse). Counted either way.
+	OutboundMode  string `protobuf:"bytes,5,opt,name=outbound_mode,json=outboundMode,proto3" json:"outbound_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
@@ -712,12 +716,26 @@ func (x *MeshConfig) GetCollectorAddress() string {
 	return ""
 }
 
+func (x *MeshConfig) GetOutboundMode() string {
+	if x != nil {
+		return x.OutboundMode
+	}
+	return ""
+}
+
 type Service struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Protocol      string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	Endpoints     []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Protocol  string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Endpoints []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Stable virtual IP of the service (mesh DNS answers SERVICE.NAMESPACE.mesh
+	// with it; transparent capture routes connections to it). Empty when the
+	// control plane assigns none.
+	VirtualIp string `protobuf:"bytes,5,opt,name=virtual_ip,json=virtualIp,proto3" json:"virtual_ip,omitempty"`
+	// Ports the service's workloads accept on their application (the port an
+	// application dials on the virtual IP). Empty: any port.
+	Ports         []uint32 `protobuf:"varint,6,rep,packed,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -776,6 +794,20 @@ func (x *Service) GetProtocol() string {
 func (x *Service) GetEndpoints() []*Endpoint {
 	if x != nil {
 		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Service) GetVirtualIp() string {
+	if x != nil {
+		return x.VirtualIp
+	}
+	return ""
+}
+
+func (x *Service) GetPorts() []uint32 {
+	if x != nil {
+		return x.Ports
 	}
 	return nil
 }
@@ -891,19 +923,23 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\bservices\x18\x05 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12\x1a\n" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
 	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\x12\x16\n" +
-	"\x06issuer\x18\b \x01(\tR\x06issuer\"\xac\x01\n" +
+	"\x06issuer\x18\b \x01(\tR\x06issuer\"\xd1\x01\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
 	"\x15authorization_default\x18\x02 \x01(\tR\x14authorizationDefault\x12\x1f\n" +
 	"\vhide_policy\x18\x03 \x01(\bR\n" +
 	"hidePolicy\x12+\n" +
-	"\x11collector_address\x18\x04 \x01(\tR\x10collectorAddress\"\x91\x01\n" +
+	"\x11collector_address\x18\x04 \x01(\tR\x10collectorAddress\x12#\n" +
+	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\"\xc6\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x128\n" +
-	"\tendpoints\x18\x04 \x03(\v2\x1a.trellis.v1alpha1.EndpointR\tendpoints\"\xbc\x01\n" +
+	"\tendpoints\x18\x04 \x03(\v2\x1a.trellis.v1alpha1.EndpointR\tendpoints\x12\x1d\n" +
+	"\n" +
+	"virtual_ip\x18\x05 \x01(\tR\tvirtualIp\x12\x14\n" +
+	"\x05ports\x18\x06 \x03(\rR\x05ports\"\xbc\x01\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12>\n" +
