@@ -732,10 +732,7 @@ type Service struct {
 	// Stable virtual IP of the service (mesh DNS answers SERVICE.NAMESPACE.mesh
 	// with it; transparent capture routes connections to it). Empty when the
 	// control plane assigns none.
-	VirtualIp string `protobuf:"bytes,5,opt,name=virtual_ip,json=virtualIp,proto3" json:"virtual_ip,omitempty"`
-	// Ports the service's workloads accept on their application (the port an
-	// application dials on the virtual IP). Empty: any port.
-	Ports         []uint32 `protobuf:"varint,6,rep,packed,name=ports,proto3" json:"ports,omitempty"`
+	VirtualIp     string `protobuf:"bytes,5,opt,name=virtual_ip,json=virtualIp,proto3" json:"virtual_ip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,13 +800,6 @@ func (x *Service) GetVirtualIp() string {
 		return x.VirtualIp
 	}
 	return ""
-}
-
-func (x *Service) GetPorts() []uint32 {
-	if x != nil {
-		return x.Ports
-	}
-	return nil
 }
 
 type Endpoint struct {
@@ -931,15 +921,14 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vhide_policy\x18\x03 \x01(\bR\n" +
 	"hidePolicy\x12+\n" +
 	"\x11collector_address\x18\x04 \x01(\tR\x10collectorAddress\x12#\n" +
-	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\"\xc6\x01\n" +
+	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\"\xb0\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x128\n" +
 	"\tendpoints\x18\x04 \x03(\v2\x1a.trellis.v1alpha1.EndpointR\tendpoints\x12\x1d\n" +
 	"\n" +
-	"virtual_ip\x18\x05 \x01(\tR\tvirtualIp\x12\x14\n" +
-	"\x05ports\x18\x06 \x03(\rR\x05ports\"\xbc\x01\n" +
+	"virtual_ip\x18\x05 \x01(\tR\tvirtualIp\"\xbc\x01\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12>\n" +
