@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # Debian packages the tests need.
 TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus
 
-.PHONY: all build test test-short demo generate generate-check lint deps bench-go fuzz clean
+.PHONY: all build test e2e-clean test-short demo generate generate-check lint deps bench-go fuzz clean
 
 all: build
 
@@ -31,6 +31,12 @@ test: deps build
 	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
 	TRELLIS_REQUIRE_ALL=1 $(GO) test -race -count=1 -timeout 15m ./...
+
+# e2e-clean removes network namespaces and /etc/netns entries that a killed
+# test run left behind (test/e2e/netlab_test.go names them trl-*).
+e2e-clean:
+	@for ns in $$(ip netns list 2>/dev/null | awk '{print $$1}' | grep '^trl-'); do ip netns del $$ns && echo "deleted netns $$ns"; done; \
+	rm -rf /etc/netns/trl-*
 
 test-short:
 	$(GO) test -short ./...

@@ -25,8 +25,8 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
-// trellisBin is the binary TestMain builds.
-var trellisBin string
+// trellisBin and testappBin are the binaries TestMain builds.
+var trellisBin, testappBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -39,7 +39,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	trellisBin = filepath.Join(dir, "trellis")
-	if err := build(trellisBin); err != nil {
+	testappBin = filepath.Join(dir, "testapp")
+	err = build(trellisBin, "./cmd/trellis")
+	if err == nil {
+		err = build(testappBin, "./test/e2e/testapp")
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
@@ -49,13 +54,13 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// build builds ./cmd/trellis of this module into out.
-func build(out string) error {
+// build builds pkg of this module into out.
+func build(out, pkg string) error {
 	root, err := moduleRoot()
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/trellis")
+	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	if output, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./cmd/trellis: %w\n%s", err, output)
