@@ -123,6 +123,7 @@ type registry struct {
 	mu        sync.Mutex
 	entries   map[string]*proxyEntry // by instance
 	gen       uint64                 // bumped on every change to the workload set
+	versions  uint64                 // bumped when a version number is handed out (saved with the registry)
 	connected int
 }
 
@@ -285,6 +286,7 @@ func (r *registry) offer(instance string, s *proxyStream, snap *pb.Snapshot) boo
 	}
 	if snap.GetHash() != e.desired.Hash || e.desired.Version == "" {
 		e.counter++
+		r.versions++
 		e.desired = versionHash{Version: strconv.FormatUint(e.counter, 10), Hash: snap.GetHash()}
 		e.driftSince = time.Time{}
 	}

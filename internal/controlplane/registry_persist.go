@@ -38,7 +38,9 @@ type savedWorkload struct {
 	Counter uint64 `json:"counter,omitempty"`
 }
 
-// saved returns every entry for storing, and the generation it reflects.
+// saved returns every entry for storing, and a generation that moves with
+// the workload set and with every version number handed out (so that a
+// crash never makes versions repeat).
 func (r *registry) saved() ([]savedWorkload, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -49,7 +51,7 @@ func (r *registry) saved() ([]savedWorkload, uint64) {
 			AdvertiseAddr: e.w.AdvertiseAddr, Protocol: e.w.Protocol, Labels: e.w.Labels, Counter: e.counter,
 		})
 	}
-	return out, r.gen
+	return out, r.gen + r.versions
 }
 
 // restore adds saved workloads as disconnected now: they stay endpoints for
