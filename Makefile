@@ -6,7 +6,7 @@ BIN := bin/trellis
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # Debian packages the tests need.
-TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus
+TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump
 
 .PHONY: all build test e2e-clean test-short demo generate generate-check lint deps bench-go fuzz clean
 

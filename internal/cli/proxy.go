@@ -2,12 +2,16 @@ package cli
 
 import (
 	"context"
+	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellismesh/trellis/internal/iptables"
 	"github.com/trellismesh/trellis/internal/logging"
 	"github.com/trellismesh/trellis/internal/proxy"
 )
@@ -16,6 +20,7 @@ func newProxyCmd() *cobra.Command {
 	var cfg proxy.Config
 	var lf logFlags
 	var tokenFile string
+	var skipIPTables bool
 	var upstreams, labels []string
 	cmd := &cobra.Command{
 		Use:   "proxy --service NAME --token-file PATH --ca-file PATH [--app-addr HOST:PORT] ...",
@@ -51,7 +56,18 @@ func newProxyCmd() *cobra.Command {
 					cfg.Labels[k] = v
 				}
 			}
-			return runProxy(cmd.Context(), cfg)
+			if cfg.Transparent && !cmd.Flags().Changed("dns-addr") {
+				cfg.DNSAddr = proxy.DefaultTransparentDNSAddr
+			}
+			var rules *iptables.Config
+			if cfg.Transparent && !skipIPTables {
+				r, err := captureRules(cfg, log)
+				if err != nil {
+					return err
+				}
+				rules = &r
+			}
+			return runProxy(cmd.Context(), cfg, rules)
 		}),
 	}
 	f := cmd.Flags()
@@ -67,7 +83,12 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address other proxies dial (default: --inbound-addr when not unspecified)")
 	f.StringArrayVar(&upstreams, "upstream", nil, "SERVICE.NAMESPACE=HOST:PORT: a local listener forwarding to that mesh service (repeatable)")
 	f.StringVar(&cfg.HTTPProxyAddr, "http-proxy-addr", proxy.DefaultHTTPProxyAddr, "HTTP forward proxy for http://SERVICE.NAMESPACE/... (off to disable)")
+	f.BoolVar(&cfg.Transparent, "transparent", false, "capture the workload's traffic with iptables rules in this network namespace: see docs/transparent.md")
+	f.StringVar(&cfg.OutboundCaptureAddr, "outbound-capture-addr", proxy.DefaultOutboundCaptureAddr, "with --transparent: where the workload's redirected outbound connections arrive (the HTTP proxy is then off unless --http-proxy-addr names another port)")
+	f.BoolVar(&skipIPTables, "skip-iptables", false, "with --transparent: do not install the capture rules (an init step with more privileges ran `trellis iptables apply`)")
+	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", proxy.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
+	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "mesh DNS server, UDP and TCP (e.g. 127.0.0.1:15053): answers SERVICE.NAMESPACE.mesh with virtual IPs, forwards other names to /etc/resolv.conf's nameservers (default: off)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")
 	f.StringVar(&cfg.CollectorAddr, "collector", "", "collector gRPC address for telemetry: the control plane or a trellis collector (default: the mesh's collector address, else --control, which embeds the collector)")
 	f.Float64Var(&cfg.AccessLogSampleRate, "access-log-sample-rate", 0, "fraction of inbound HTTP requests sent to the collector as access events, 0 (off) to 1 (every request)")
@@ -78,11 +99,72 @@ func newProxyCmd() *cobra.Command {
 	return cmd
 }
 
-// runProxy runs a proxy until ctx ends, then drains it.
-func runProxy(ctx context.Context, cfg proxy.Config) error {
+// captureRules are the iptables rules `trellis proxy --transparent`
+// installs: outbound to the capture listener, inbound for the app's port
+// to the inbound listener, DNS to the mesh DNS server.
+func captureRules(cfg proxy.Config, log *slog.Logger) (iptables.Config, error) {
+	port := func(flag, addr string) (uint16, error) {
+		if addr == "" {
+			return 0, nil
+		}
+		_, p, err := net.SplitHostPort(addr)
+		if err != nil {
+			return 0, userError("%s %q: want HOST:PORT: %v", flag, addr, err)
+		}
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil || n == 0 {
+			return 0, userError("%s %q: with --transparent the port must be fixed (not 0)", flag, addr)
+		}
+		return uint16(n), nil
+	}
+	r := iptables.Config{Logger: log}
+	var err error
+	capture := cfg.OutboundCaptureAddr
+	if capture == "" {
+		capture = proxy.DefaultOutboundCaptureAddr
+	}
+	if r.OutboundPort, err = port("--outbound-capture-addr", capture); err != nil {
+		return r, err
+	}
+	inbound := cfg.InboundAddr
+	if inbound == "" {
+		inbound = proxy.DefaultInboundAddr
+	}
+	if r.InboundPort, err = port("--inbound-addr", inbound); err != nil {
+		return r, err
+	}
+	if r.DNSPort, err = port("--dns-addr", cfg.DNSAddr); err != nil {
+		return r, err
+	}
+	if cfg.AppAddr != "" {
+		app, err := port("--app-addr", cfg.AppAddr)
+		if err != nil {
+			return r, err
+		}
+		r.InboundPorts = []uint16{app}
+	}
+	return r, nil
+}
+
+// runProxy runs a proxy until ctx ends, then drains it. With rules, it
+// installs the transparent-capture rules once the proxy is set up (New
+// checks it may mark its sockets) and removes them on the way out.
+func runProxy(ctx context.Context, cfg proxy.Config, rules *iptables.Config) error {
 	p, err := proxy.New(cfg)
 	if err != nil {
 		return userError("proxy: %v", err)
+	}
+	if rules != nil {
+		if err := iptables.Apply(ctx, *rules); err != nil {
+			return userError("proxy --transparent: %v", err)
+		}
+		defer func() {
+			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := iptables.Remove(rctx, *rules); err != nil {
+				cfg.Logger.Error("could not remove the capture rules; run `trellis iptables remove`", "err", err)
+			}
+		}()
 	}
 	if err := p.Start(ctx); err != nil {
 		if ctx.Err() != nil {

@@ -116,6 +116,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newCollectorCmd(),
 		newUpCmd(),
 		newProxyCmd(),
+		newIPTablesCmd(),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -31,6 +32,11 @@ const (
 	// sent its snapshot again.
 	DefaultDriftGrace = 10 * time.Second
 )
+
+// DefaultVIPRange is where services' virtual IPs come from: part of
+// 240.0.0.0/4, reserved and never routed, so a VIP never shadows a real
+// destination.
+var DefaultVIPRange = netip.MustParsePrefix("240.240.0.0/16")
 
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
@@ -87,6 +93,11 @@ type Config struct {
 	// snapshot is re-sent, at most once per DriftGrace (0 means
 	// DefaultDriftGrace).
 	DriftGrace time.Duration
+	// VIPRange is where services' stable virtual IPs come from (mesh DNS,
+	// transparent capture); zero means DefaultVIPRange. Assignments are
+	// kept forever, so the range must outgrow the number of services
+	// ever seen; when it is full, new services get no VIP.
+	VIPRange netip.Prefix
 }
 
 func (c *Config) setDefaults() {
@@ -116,6 +127,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.DriftGrace == 0 {
 		c.DriftGrace = DefaultDriftGrace
+	}
+	if c.VIPRange == (netip.Prefix{}) {
+		c.VIPRange = DefaultVIPRange
 	}
 }
 
@@ -147,6 +161,9 @@ func (c *Config) validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("%s %s: must not be negative", d.flag, d.v)
 		}
+	}
+	if err := validateVIPRange(c.VIPRange); err != nil {
+		return err
 	}
 	return nil
 }

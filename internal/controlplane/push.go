@@ -53,6 +53,8 @@ type pusher struct {
 	sweepEvery     time.Duration
 	log            *slog.Logger
 	metrics        *metrics
+	// vips assigns services' virtual IPs before each build (nil: none).
+	vips *vipAllocator
 
 	changed chan struct{} // something changed for possibly every proxy
 	joined  chan struct{} // a stream waits for its first snapshot
@@ -208,6 +210,10 @@ func (p *pusher) currentView() (*meshView, error) {
 	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.sameTrust(roots, issuer) {
 		return p.view, nil
 	}
+	var vips map[serviceKey]string
+	if p.vips != nil {
+		vips = p.vips.assign(serviceKeys(ws))
+	}
 	v, err := newMeshView(snapshotInput{
 		Mesh:           mesh,
 		TrustBundle:    roots,
@@ -216,6 +222,7 @@ func (p *pusher) currentView() (*meshView, error) {
 		Policies:       policies,
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
+		VIPs:           vips,
 	})
 	if err != nil {
 		return nil, err

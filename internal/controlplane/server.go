@@ -126,6 +126,9 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	s.push = newPusher(s.resCache, s.rootsDER, &s.cfg, s.metrics)
 	s.push.issuer = s.ca.IssuerID
+	if s.push.vips, err = loadVIPs(ctx, st, cfg.VIPRange, cfg.Logger); err != nil {
+		return nil, err
+	}
 	if ws, err := loadRegistry(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
 	} else if n := s.push.reg.restore(ws); n > 0 {

@@ -74,6 +74,9 @@ type snapshotInput struct {
 	CollectorAddr string
 	// Issuer is the CA's active issuer (Snapshot.issuer).
 	Issuer string
+	// VIPs are the services' virtual IPs (allocated before building; a
+	// service absent here has none).
+	VIPs map[serviceKey]string
 }
 
 // meshView is the part of every proxy's snapshot that all proxies share,
@@ -100,9 +103,9 @@ type meshView struct {
 // newMeshView builds the shared part of snapshots from in.
 func newMeshView(in snapshotInput) (*meshView, error) {
 	v := &meshView{
-		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr},
+		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode},
 		trustBundle: in.TrustBundle,
-		services:    servicesOf(in.Workloads),
+		services:    withVIPs(servicesOf(in.Workloads), in.VIPs),
 		policies:    slices.Clone(in.Policies),
 		reportSecs:  reportSeconds(in.ReportInterval),
 		issuer:      in.Issuer,

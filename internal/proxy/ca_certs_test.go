@@ -91,6 +91,12 @@ func TestCertManagerFollowsRotation(t *testing.T) {
 	if _, err := api.RetireOldCA(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The next snapshot carries only the new root: the retired one is no
+	// longer trusted for the control plane, whatever --ca-file held.
+	m.FollowSnapshot(&proxy.Snapshot{Issuer: newIssuer, Roots: both[1:]})
+	if _, err := both[0].Verify(x509.VerifyOptions{Roots: m.ControlRoots()}); err == nil {
+		t.Error("the retired root is still trusted for the control plane")
+	}
 	m.RenewNow()
 	waitFor(t, "renewal after the old root is retired", func() bool { return m.Renewals() == 2 })
 	if m.Issuer() != newIssuer {

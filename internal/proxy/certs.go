@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net"
 	"net/url"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,10 @@ type CertManager struct {
 	// OnIssued, when set, is told of every certificate obtained (renewal
 	// false for the first). Set it before Obtain.
 	OnIssued func(leaf *x509.Certificate, renewal bool)
+	// Dial, when set, opens the TCP connections to the control plane
+	// (transparent mode marks them); nil means gRPC's default dialer. Set
+	// it before Obtain.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // NewCertManager prepares a manager for id; nothing is requested yet.
@@ -150,18 +155,27 @@ func (m *CertManager) staleIssuer(c *tls.Certificate) bool {
 }
 
 // ControlRoots are the roots the control plane (and an external
-// collector) are verified with: --ca-file's, plus the trust bundles of the
-// latest certificate response and snapshot. A proxy started with the
+// collector) are verified with: once a snapshot was applied, exactly its
+// trust bundle (so a root retired with `trellis ca retire-old` is no
+// longer trusted, whatever --ca-file says); before that, --ca-file's plus
+// the bundle of the latest certificate response. A proxy started with the
 // ca.crt from before a root rotation so keeps connecting after the control
 // plane's certificate moves to the new root.
 func (m *CertManager) ControlRoots() *x509.CertPool { return m.controlRootsWith(m.roots) }
 
 func (m *CertManager) controlRootsWith(base *x509.CertPool) *x509.CertPool {
+	if learned := m.learned.Load(); learned != nil && len(*learned) > 0 {
+		pool := x509.NewCertPool()
+		for _, r := range *learned {
+			pool.AddCert(r)
+		}
+		return pool
+	}
 	pool := x509.NewCertPool()
 	if base != nil {
 		pool = base.Clone()
 	}
-	for _, rs := range []*[]*x509.Certificate{m.roots0.Load(), m.learned.Load()} {
+	for _, rs := range []*[]*x509.Certificate{m.roots0.Load()} {
 		if rs != nil {
 			for _, r := range *rs {
 				pool.AddCert(r)
@@ -271,7 +285,7 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 		return fmt.Errorf("create csr: %w", err)
 	}
 	tlsCfg := controlTLSConfigFrom(m.ControlRoots, func() *tls.Certificate { return current }, saControl)
-	conn, err := grpc.NewClient(m.control, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	conn, err := grpc.NewClient(m.control, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), grpc.WithContextDialer(m.Dial))
 	if err != nil {
 		return fmt.Errorf("dial control plane %s: %w", m.control, err)
 	}

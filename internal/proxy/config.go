@@ -79,7 +79,32 @@ type Config struct {
 	// SpoolDir keeps audit events the collector has not acknowledged on
 	// disk (--spool-dir), so none is lost across proxy restarts; empty
 	// means memory only.
-	SpoolDir   string
+	SpoolDir string
+	// Transparent captures the workload's traffic with iptables rules
+	// (--transparent): the proxy serves OutboundCaptureAddr and marks
+	// every socket it opens with netcap.ProxyMark so the rules let its own
+	// traffic through.
+	Transparent bool
+	// OutboundCaptureAddr receives the workload's redirected outbound
+	// connections in transparent mode (--outbound-capture-addr), default
+	// 0.0.0.0:15001. The HTTP proxy's default address shares its port, so
+	// in transparent mode the HTTP proxy is off unless
+	// --http-proxy-addr names another address.
+	OutboundCaptureAddr string
+	// ProtocolDetectTimeout bounds the wait for a captured connection's
+	// first bytes (--protocol-detect-timeout), default 100ms; after it the
+	// connection is an opaque tunnel.
+	ProtocolDetectTimeout time.Duration
+	// DNSAddr is where the mesh DNS server listens, UDP and TCP
+	// (--dns-addr, e.g. 127.0.0.1:15053); empty means off. It answers
+	// SERVICE.NAMESPACE.mesh and SERVICE.mesh (this namespace) with the
+	// services' virtual IPs and forwards other names.
+	DNSAddr string
+	// DNSUpstreams are the resolvers names outside .mesh are forwarded
+	// to, IP or IP:PORT (port 53 when absent); empty means the
+	// nameservers of /etc/resolv.conf.
+	DNSUpstreams []string
+
 	Authorizer Authorizer // nil = PolicyAuthorizer for this workload
 	Logger     *slog.Logger
 	Now        func() time.Time
@@ -104,6 +129,7 @@ func (c *Config) setDefaults() {
 	if c.HTTPProxyAddr == "" {
 		c.HTTPProxyAddr = DefaultHTTPProxyAddr
 	}
+	c.setTransparentDefaults()
 	if c.AdminAddr == "" {
 		c.AdminAddr = DefaultAdminAddr
 	}
@@ -177,10 +203,13 @@ func (c *Config) validate() error {
 	if !(c.AccessLogSampleRate >= 0 && c.AccessLogSampleRate <= 1) {
 		return fmt.Errorf("--access-log-sample-rate %v: want a fraction from 0 (off) to 1 (every request), e.g. 0.01", c.AccessLogSampleRate)
 	}
+	if err := c.validateDNS(); err != nil {
+		return err
+	}
 	if c.StatsInterval < MinStatsInterval {
 		return fmt.Errorf("--stats-interval %v: want at least %v", c.StatsInterval, MinStatsInterval)
 	}
-	return nil
+	return c.validateTransparent()
 }
 
 // advertise is the address other proxies dial: --advertise-addr, or the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"time"
 
@@ -38,6 +39,9 @@ type ControlClient struct {
 	Roots *x509.CertPool // verify the control plane
 	Certs *CertManager   // client certificate (required by the stream)
 	Hello *pb.Hello      // sent first on every stream; running_* are filled in
+	// Dial, when set, opens the TCP connection (transparent mode marks
+	// it); nil means gRPC's default dialer.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Apply compiles and swaps in a snapshot; an error NACKs it.
 	Apply func(*pb.Snapshot) error
 	// Running returns the version and hash in use ("" before the first),
@@ -69,6 +73,7 @@ func (c *ControlClient) Run(ctx context.Context) {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		// Snapshots of large meshes exceed gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotBytes)),
+		grpc.WithContextDialer(c.Dial),
 	)
 	if err != nil {
 		c.Log.Error("config stream: bad control plane address", "control", c.Addr, "err", err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -71,6 +72,11 @@ type DataPlaneConfig struct {
 	// IdleTimeout closes keep-alive connections idle this long. Zero means
 	// 5 minutes.
 	IdleTimeout time.Duration
+	// Control, when set, is the Control func of every socket the data path
+	// dials (peers, the app, passthrough destinations): transparent mode
+	// sets SO_MARK there so the iptables rules do not capture the proxy's
+	// own connections.
+	Control func(network, address string, c syscall.RawConn) error
 	// NewBalancer builds the endpoint picker of one service for one
 	// snapshot. Nil means round robin.
 	NewBalancer func(svc *Service, eps []*PeerEndpoint) Balancer

@@ -53,7 +53,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 		cfg:       cfg,
 		log:       cfg.Logger.With("side", "inbound"),
 		tlsConf:   serverTLSConfig(cfg.Identity),
-		dialer:    &net.Dialer{Timeout: cfg.DialTimeout},
+		dialer:    &net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control},
 		httpLis:   newChanListener(&net.TCPAddr{}),
 		listeners: make(map[net.Listener]struct{}),
 	}

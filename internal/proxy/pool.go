@@ -95,7 +95,7 @@ func newPeerEndpoint(cfg DataPlaneConfig, addr string, want map[spiffeid.ID]bool
 		want:     want,
 		wantList: wantList,
 		timeout:  cfg.DialTimeout,
-		dialer:   &net.Dialer{Timeout: cfg.DialTimeout},
+		dialer:   &net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control},
 		identity: cfg.Identity,
 	}
 	e.h2Conf = clientTLSConfig(cfg.Identity, alpnH2, addr, want, e.wantList)

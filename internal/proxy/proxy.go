@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -51,6 +52,12 @@ type Proxy struct {
 
 	inboundLis, adminLis, httpProxyLis net.Listener
 	upstreamLis                        []net.Listener
+	dns                                *dnsServer // nil unless DNSAddr
+
+	// Transparent mode (transparent.go): the capture listener, and the
+	// original destination lookup tests replace.
+	captureLis net.Listener
+	origDst    func(net.Conn) (netip.AddrPort, error)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -83,6 +90,7 @@ func New(cfg Config) (*Proxy, error) {
 	pool := poolOf(roots)
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Now()}
 	p.certs = NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
+	p.certs.Dial = cfg.contextDialer() // transparent mode
 	instance := make([]byte, 8)
 	_, _ = rand.Read(instance)
 	p.instance = hex.EncodeToString(instance)
@@ -100,6 +108,7 @@ func New(cfg Config) (*Proxy, error) {
 		Now:           cfg.Now,
 		Stats:         func() *pb.TrafficStats { return p.metrics.TrafficStats(cfg.Service, cfg.Namespace, p.started) },
 		StatsInterval: cfg.StatsInterval,
+		Dialer:        cfg.contextDialer(), // transparent mode
 	})
 	if err != nil {
 		return nil, fmt.Errorf("--spool-dir: %w", err)
@@ -231,6 +240,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		DrainTimeout:        p.cfg.DrainTimeout,
 		Events:              p.events.Emit,
 		AccessLogSampleRate: p.cfg.AccessLogSampleRate,
+		Control:             p.cfg.socketControl(), // transparent mode
 	}
 	p.inbound = NewInbound(dp)
 	p.outbound = NewOutbound(dp)
@@ -243,6 +253,14 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if p.httpProxyLis != nil {
 		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
 	}
+	if p.captureLis != nil {
+		cc := CaptureConfig{DetectTimeout: p.cfg.ProtocolDetectTimeout, origDst: p.origDst}
+		p.goServe("outbound capture", func() error { return p.outbound.ServeCapture(p.captureLis, cc) })
+	}
+
+	if p.dns != nil {
+		p.dns.serve()
+	}
 
 	cc := &ControlClient{
 		Addr:  p.cfg.ControlAddr,
@@ -252,6 +270,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
 			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: p.instance,
 		},
+		Dial:         p.cfg.contextDialer(), // transparent mode
 		Apply:        p.apply,
 		Running:      p.running,
 		Report:       p.reports.report,
@@ -291,14 +310,28 @@ func (p *Proxy) listen() error {
 			return fmt.Errorf("--http-proxy-addr %s: %w", p.cfg.HTTPProxyAddr, err)
 		}
 	}
+	if p.cfg.Transparent {
+		if p.captureLis, err = net.Listen("tcp", p.cfg.OutboundCaptureAddr); err != nil {
+			return fmt.Errorf("--outbound-capture-addr %s: %w", p.cfg.OutboundCaptureAddr, err)
+		}
+	}
+	if p.cfg.DNSAddr != "" {
+		p.dns = newDNSServer(&p.cfg, p.snapshot, p.log, p.metrics.Registry())
+		if err := p.dns.listen(p.cfg.DNSAddr); err != nil {
+			return fmt.Errorf("--dns-addr %s: %w", p.cfg.DNSAddr, err)
+		}
+	}
 	return nil
 }
 
 func (p *Proxy) closeListeners() {
-	for _, l := range append([]net.Listener{p.adminLis, p.inboundLis, p.httpProxyLis}, p.upstreamLis...) {
+	for _, l := range append([]net.Listener{p.adminLis, p.inboundLis, p.httpProxyLis, p.captureLis}, p.upstreamLis...) {
 		if l != nil {
 			l.Close()
 		}
+	}
+	if p.dns != nil {
+		p.dns.close()
 	}
 }
 
@@ -391,6 +424,23 @@ func (p *Proxy) HTTPProxyAddr() string {
 	return p.httpProxyLis.Addr().String()
 }
 
+// DNSAddr is the bound mesh DNS address, UDP and TCP ("" when off).
+func (p *Proxy) DNSAddr() string {
+	if p.dns == nil {
+		return ""
+	}
+	return p.dns.addr()
+}
+
+// CaptureAddr is the bound outbound capture address ("" unless
+// transparent).
+func (p *Proxy) CaptureAddr() string {
+	if p.captureLis == nil {
+		return ""
+	}
+	return p.captureLis.Addr().String()
+}
+
 // Shutdown stops accepting, drains in-flight requests up to the drain
 // timeout (or ctx), then stops the control stream and renewal.
 func (p *Proxy) Shutdown(ctx context.Context) error {
@@ -412,6 +462,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	errs = append(errs, inErr, outErr)
 	if p.admin != nil {
 		errs = append(errs, p.admin.Shutdown(dctx))
+	}
+	if p.dns != nil {
+		p.dns.shutdown(dctx)
 	}
 	if p.cancel != nil {
 		p.cancel()

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"sort"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -40,6 +41,12 @@ type Snapshot struct {
 	// CollectorAddr is where telemetry goes (MeshConfig.collector_address),
 	// an external collector; empty means the control plane.
 	CollectorAddr string
+
+	// OutboundMode is what a transparent proxy does with captured
+	// connections to no mesh service: OutboundPassthrough or
+	// OutboundBlock (transparent.go).
+	OutboundMode string
+
 	// TrustBundle holds the roots peers are verified with.
 	TrustBundle *x509.CertPool
 	// Roots are the same roots, for reporting.
@@ -58,6 +65,12 @@ type Snapshot struct {
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
+	// VIPs are the services' virtual IPs by "name.namespace" (mesh DNS);
+	// a service without one is absent.
+	VIPs map[string]netip.Addr
+	// ServiceByVIP is the reverse of VIPs: the "name.namespace" a
+	// connection captured to a virtual IP is for.
+	ServiceByVIP map[netip.Addr]string
 }
 
 // Service is a mesh service this proxy may call.
@@ -112,6 +125,13 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	default:
 		return nil, fmt.Errorf("compile snapshot %s: mesh authorization default %q is not deny or allow", s.GetVersion(), out.AuthzDefault)
 	}
+	// Transparent mode's outbound policy (transparent.go).
+	mode, err := outboundModeOf(s.GetMesh().GetOutboundMode())
+	if err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	out.OutboundMode = mode
+
 	if b, err := hex.DecodeString(out.Issuer); err != nil || (out.Issuer != "" && len(b) != sha256.Size) {
 		return nil, fmt.Errorf("compile snapshot %s: issuer %q is not a hex SHA-256", s.GetVersion(), out.Issuer)
 	}
@@ -145,6 +165,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		sort.Slice(cs.Endpoints, func(a, b int) bool { return cs.Endpoints[a].Addr < cs.Endpoints[b].Addr })
 		out.Services[cs.Key()] = cs
 	}
+	if err := compileVIPs(out, s); err != nil {
+		return nil, err
+	}
 	for i, raw := range s.GetPolicies() {
 		var o resource.Object
 		if err := json.Unmarshal(raw, &o); err != nil {
@@ -175,4 +198,27 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		delete(out.ServiceOf, k)
 	}
 	return out, nil
+}
+
+// compileVIPs fills out.VIPs and out.ServiceByVIP. A malformed address, or
+// one claimed by two services, rejects the snapshot: routing by it would
+// send connections to the wrong service.
+func compileVIPs(out *Snapshot, s *pb.Snapshot) error {
+	out.VIPs, out.ServiceByVIP = map[string]netip.Addr{}, map[netip.Addr]string{}
+	for i, svc := range s.GetServices() {
+		if svc.GetVirtualIp() == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(svc.GetVirtualIp())
+		if err != nil || ip.Zone() != "" {
+			return fmt.Errorf("compile snapshot %s: services[%d].virtual_ip %q: not an IP address", s.GetVersion(), i, svc.GetVirtualIp())
+		}
+		ip = ip.Unmap()
+		key := ServiceKey(svc.GetName(), svc.GetNamespace())
+		if other, dup := out.ServiceByVIP[ip]; dup && other != key {
+			return fmt.Errorf("compile snapshot %s: virtual IP %s belongs to both %s and %s", s.GetVersion(), ip, other, key)
+		}
+		out.VIPs[key], out.ServiceByVIP[ip] = ip, key
+	}
+	return nil
 }

@@ -17,6 +17,9 @@ const (
 	AuthorizationDeny  = "deny"  // a call no ALLOW policy covers is denied
 	AuthorizationAllow = "allow" // a workload no ALLOW policy selects accepts every call
 
+	OutboundPassthrough = "passthrough" // transparent proxies connect captured non-mesh traffic to its destination
+	OutboundBlock       = "block"       // transparent proxies refuse captured non-mesh traffic
+
 	DefaultWorkloadTTL = 24 * time.Hour
 	MinWorkloadTTL     = 5 * time.Minute
 	MaxWorkloadTTL     = 30 * 24 * time.Hour
@@ -28,6 +31,7 @@ type MeshSpec struct {
 	MTLS          MeshMTLS          `json:"mtls"`
 	Authorization MeshAuthorization `json:"authorization"`
 	Certificates  MeshCertificates  `json:"certificates"`
+	Outbound      MeshOutbound      `json:"outbound"`
 }
 
 // MeshMTLS says whether proxies require mutual TLS.
@@ -50,6 +54,12 @@ type MeshCertificates struct {
 	// WorkloadTTL is the lifetime of workload certificates,
 	// DefaultWorkloadTTL by default, from MinWorkloadTTL to MaxWorkloadTTL.
 	WorkloadTTL Duration `json:"workloadTTL,omitempty"`
+}
+
+// MeshOutbound says what transparent proxies do with captured outbound
+// connections to a destination that is no mesh service.
+type MeshOutbound struct {
+	Mode string `json:"mode,omitempty"` // OutboundPassthrough (default) or OutboundBlock
 }
 
 // DefaultMesh returns the Mesh a mesh has when nobody wrote one: named
@@ -91,12 +101,16 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 	if s.Authorization.Default == "" {
 		s.Authorization.Default = AuthorizationDeny
 	}
+	if s.Outbound.Mode == "" {
+		s.Outbound.Mode = OutboundPassthrough
+	}
 	if s.Certificates.WorkloadTTL.Duration == 0 {
 		s.Certificates.WorkloadTTL.Duration = DefaultWorkloadTTL
 	}
 
 	checkEnum(errs, "spec.mtls.mode", s.MTLS.Mode, MTLSStrict, MTLSPermissive)
 	checkEnum(errs, "spec.authorization.default", s.Authorization.Default, AuthorizationDeny, AuthorizationAllow)
+	checkEnum(errs, "spec.outbound.mode", s.Outbound.Mode, OutboundPassthrough, OutboundBlock)
 	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
 		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",
 			formatDuration(MinWorkloadTTL), formatDuration(MaxWorkloadTTL), formatDuration(ttl))

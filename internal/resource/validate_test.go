@@ -115,6 +115,7 @@ func TestValidateErrors(t *testing.T) {
 		{name: "mtls mode case", in: mesh("{mtls: {mode: strict}}"), field: "spec.mtls.mode", msg: `must be one of STRICT, PERMISSIVE, got "strict"`},
 		{name: "mtls mode", in: mesh("{mtls: {mode: DISABLE}}"), field: "spec.mtls.mode", msg: "must be one of STRICT, PERMISSIVE"},
 		{name: "authorization default", in: mesh("{authorization: {default: DENY}}"), field: "spec.authorization.default", msg: `must be one of deny, allow, got "DENY"`},
+		{name: "outbound mode", in: mesh("{outbound: {mode: drop}}"), field: "spec.outbound.mode", msg: `must be one of passthrough, block, got "drop"`},
 		{name: "workloadTTL short", in: mesh("{certificates: {workloadTTL: 4m59s}}"), field: "spec.certificates.workloadTTL", msg: "must be from 5m to 720h (30 days), got 4m59s"},
 		{name: "workloadTTL long", in: mesh("{certificates: {workloadTTL: 721h}}"), field: "spec.certificates.workloadTTL", msg: "must be from 5m to 720h (30 days), got 721h"},
 		{name: "workloadTTL negative", in: mesh("{certificates: {workloadTTL: -1h}}"), field: "spec.certificates.workloadTTL", msg: "got -1h"},
@@ -278,17 +279,17 @@ func TestValidateCanonical(t *testing.T) {
 		{
 			name: "mesh defaults",
 			in:   mesh("null"),
-			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"}}`,
+			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"},"outbound":{"mode":"passthrough"}}`,
 		},
 		{
 			name: "mesh partial",
 			in:   mesh("{certificates: {workloadTTL: 90m}, mtls: {mode: PERMISSIVE}}"),
-			spec: `{"mtls":{"mode":"PERMISSIVE"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"1h30m"}}`,
+			spec: `{"mtls":{"mode":"PERMISSIVE"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"1h30m"},"outbound":{"mode":"passthrough"}}`,
 		},
 		{
 			name: "mesh zero ttl means default",
 			in:   mesh("{certificates: {workloadTTL: 0s}}"),
-			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"}}`,
+			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"},"outbound":{"mode":"passthrough"}}`,
 		},
 		{
 			name:      "policy defaults and namespace",
@@ -358,6 +359,7 @@ func TestDefaultMesh(t *testing.T) {
 		MTLS:          MeshMTLS{Mode: MTLSStrict},
 		Authorization: MeshAuthorization{Default: AuthorizationDeny},
 		Certificates:  MeshCertificates{WorkloadTTL: Duration{DefaultWorkloadTTL}},
+		Outbound:      MeshOutbound{Mode: OutboundPassthrough},
 	}
 	if spec != want {
 		t.Errorf("got %+v, want %+v", spec, want)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,10 @@ type Options struct {
 	// dialed: which identity to verify may depend on it (the control
 	// plane, or an external collector).
 	TLSFor func(addr string) *tls.Config
+	// Dialer, when set, opens the TCP connections to the collector (a
+	// transparent proxy marks its sockets so they are not captured); nil
+	// means gRPC's default dialer.
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 	// Stats, when set, returns the traffic counters to report. They go on
 	// the stream right after it is established and then every
 	// StatsInterval, in a batch of their own; a nil result sends nothing.

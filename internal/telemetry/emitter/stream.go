@@ -116,6 +116,7 @@ func (e *Emitter) stream(ctx context.Context, addr string) error {
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.WithContextDialer(e.opts.Dialer), // nil: gRPC's own
 	)
 	if err != nil {
 		return fmt.Errorf("collector address %s: %w", addr, err)
