@@ -176,6 +176,22 @@ func TestTransparentMesh(t *testing.T) {
 		t.Errorf("outsider reached catalog's app port in STRICT mode: %q", out)
 	}
 
+	// The proxies' own connections (control plane, peers, DNS upstream)
+	// carry the mark and are never captured: so far nothing the frontend
+	// proxy's capture listener saw went anywhere but to mesh services.
+	metrics, err := frontend.Run(testappBin, "get", "http://127.0.0.1:15000/metrics")
+	if err != nil {
+		t.Fatalf("frontend metrics: %v", err)
+	}
+	if !strings.Contains(metrics, `trellis_outbound_captured_total{result="mesh"}`) {
+		t.Errorf("frontend proxy counted no captured mesh connections:\n%s", metrics)
+	}
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, "trellis_outbound_captured_total{") && !strings.Contains(line, `result="mesh"`) && !strings.HasSuffix(line, " 0") {
+			t.Errorf("the capture listener saw non-mesh traffic before any app sent some (a proxy connection looped?): %s", line)
+		}
+	}
+
 	// External destinations: passthrough by default...
 	if out, err := frontend.Run(testappBin, "get", "http://"+external.IP+":8080/out"); err != nil || !strings.HasPrefix(out, "external caller=none path=/out") {
 		t.Errorf("passthrough to a non-mesh destination: %v %q", err, out)
