@@ -20,7 +20,7 @@ func newProxyCmd() *cobra.Command {
 	var cfg proxy.Config
 	var lf logFlags
 	var tokenFile string
-	var skipIPTables bool
+	var skipIPTables, captureIPv6 bool
 	var upstreams, labels []string
 	cmd := &cobra.Command{
 		Use:   "proxy --service NAME --token-file PATH --ca-file PATH [--app-addr HOST:PORT] ...",
@@ -59,12 +59,17 @@ func newProxyCmd() *cobra.Command {
 			if cfg.Transparent && !cmd.Flags().Changed("dns-addr") {
 				cfg.DNSAddr = proxy.DefaultTransparentDNSAddr
 			}
+			if captureIPv6 && !cmd.Flags().Changed("outbound-capture-addr") {
+				// REDIRECT sends IPv6 to [::1]: listen dual-stack.
+				cfg.OutboundCaptureAddr = ":15001"
+			}
 			var rules *iptables.Config
 			if cfg.Transparent && !skipIPTables {
 				r, err := captureRules(cfg, log)
 				if err != nil {
 					return err
 				}
+				r.IPv6 = captureIPv6
 				rules = &r
 			}
 			return runProxy(cmd.Context(), cfg, rules)
@@ -85,6 +90,7 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.HTTPProxyAddr, "http-proxy-addr", proxy.DefaultHTTPProxyAddr, "HTTP forward proxy for http://SERVICE.NAMESPACE/... (off to disable)")
 	f.BoolVar(&cfg.Transparent, "transparent", false, "capture the workload's traffic with iptables rules in this network namespace: see docs/transparent.md")
 	f.StringVar(&cfg.OutboundCaptureAddr, "outbound-capture-addr", proxy.DefaultOutboundCaptureAddr, "with --transparent: where the workload's redirected outbound connections arrive (the HTTP proxy is then off unless --http-proxy-addr names another port)")
+	f.BoolVar(&captureIPv6, "ipv6", false, "with --transparent: also capture IPv6 (ip6tables, where the kernel allows; the capture listener then listens dual-stack on :15001)")
 	f.BoolVar(&skipIPTables, "skip-iptables", false, "with --transparent: do not install the capture rules (an init step with more privileges ran `trellis iptables apply`)")
 	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", proxy.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
