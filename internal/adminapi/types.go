@@ -232,6 +232,9 @@ type ServiceInfo struct {
 	// those whose stream is up (the others are within their grace period).
 	Instances int `json:"instances"`
 	Connected int `json:"connected"`
+	// VirtualIP is the service's stable virtual IP (mesh DNS answers
+	// SERVICE.NAMESPACE.mesh with it), "" when none is assigned.
+	VirtualIP string `json:"virtualIP,omitempty"`
 }
 
 // ServiceListResponse lists services by namespace and name.

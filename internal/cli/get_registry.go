@@ -59,9 +59,9 @@ func getRegistry(cmdCtx context.Context, g *globals, kind, namespace, output str
 			return fmt.Errorf("get: %w", err)
 		}
 		items = list
-		header = []string{"NAMESPACE", "NAME", "PROTOCOL", "ENDPOINTS", "INSTANCES", "CONNECTED"}
+		header = []string{"NAMESPACE", "NAME", "PROTOCOL", "VIRTUAL-IP", "ENDPOINTS", "INSTANCES", "CONNECTED"}
 		for _, s := range list {
-			rows = append(rows, []string{s.Namespace, s.Name, s.Protocol, strconv.Itoa(s.Endpoints), strconv.Itoa(s.Instances), strconv.Itoa(s.Connected)})
+			rows = append(rows, []string{s.Namespace, s.Name, s.Protocol, orNone(s.VirtualIP), strconv.Itoa(s.Endpoints), strconv.Itoa(s.Instances), strconv.Itoa(s.Connected)})
 		}
 	}
 	switch output {

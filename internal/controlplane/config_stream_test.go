@@ -181,6 +181,13 @@ func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every service has a virtual IP from the default range, each its own.
+	if len(services) != 2 || !strings.HasPrefix(services[0].VirtualIP, "240.240.") || !strings.HasPrefix(services[1].VirtualIP, "240.240.") || services[0].VirtualIP == services[1].VirtualIP {
+		t.Errorf("services %+v: want two distinct virtual IPs in 240.240.0.0/16", services)
+	}
+	for i := range services {
+		services[i].VirtualIP = ""
+	}
 	want := []adminapi.ServiceInfo{
 		{Name: "catalog", Namespace: "shop", Protocol: "http", Endpoints: 1, Instances: 1, Connected: 1},
 		{Name: "frontend", Namespace: "shop", Protocol: "http", Endpoints: 1, Instances: 1, Connected: 1},

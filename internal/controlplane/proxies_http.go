@@ -16,7 +16,11 @@ func (s *Server) handleListProxies(w http.ResponseWriter, r *http.Request) {
 // services proxies see, counted the way their snapshots list them.
 func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
 	ws, _ := s.push.reg.workloads()
-	writeJSON(w, http.StatusOK, adminapi.ServiceListResponse{Items: serviceInfos(ws, r.URL.Query().Get("namespace"))})
+	items := serviceInfos(ws, r.URL.Query().Get("namespace"))
+	for i := range items {
+		items[i].VirtualIP = s.push.vips.known(serviceKey{Namespace: items[i].Namespace, Name: items[i].Name})
+	}
+	writeJSON(w, http.StatusOK, adminapi.ServiceListResponse{Items: items})
 }
 
 // serviceInfos summarizes servicesOf(ws) with instance counts; namespace

@@ -212,6 +212,19 @@ func (a *vipAllocator) assign(keys []serviceKey) map[serviceKey]string {
 	return out
 }
 
+// known returns the assigned address of k without assigning one.
+func (a *vipAllocator) known(k serviceKey) string {
+	if a == nil {
+		return ""
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ip, ok := a.byKey[k]; ok {
+		return ip.String()
+	}
+	return ""
+}
+
 // allocate picks addresses for keys and stores them in one transaction.
 // On any error nothing is kept.
 func (a *vipAllocator) allocate(ctx context.Context, keys []serviceKey) (map[serviceKey]netip.Addr, error) {
