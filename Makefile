@@ -54,6 +54,16 @@ lint:
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
 
+# The data plane beside nginx and HAProxy pairs on loopback (docs/benchmarks.md):
+# installs nginx and haproxy when missing (as root). bench takes ~17 minutes,
+# bench-quick under 3.
+.PHONY: bench bench-quick
+bench: build
+	$(GO) run ./bench/cmd/meshbench -trellis $(BIN) -o bench/results/latest.md
+
+bench-quick: build
+	$(GO) run ./bench/cmd/meshbench -trellis $(BIN) -quick -o bench/results/quick.md
+
 # Every fuzzer of untrusted input, 30 s each (FUZZTIME=2m make fuzz for longer).
 FUZZTIME ?= 30s
 fuzz:

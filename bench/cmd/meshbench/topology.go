@@ -1,0 +1,480 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Which CPU each side runs on when pinning is possible.
+const (
+	proxyCPU = "0"
+	loadCPU  = "1"
+)
+
+// env is the run-wide setup: where files go and how processes are pinned.
+type env struct {
+	dir     string
+	self    string // this binary, re-executed for `load` and `upstream`
+	trellis string
+	pin     bool
+	procs   []*proc
+}
+
+// proc is one started process; its output goes to dir/NAME.log.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// start runs argv pinned to cpu (when pinning) with output to a log file.
+func (e *env) start(name, cpu string, argv []string, environ []string) (*proc, error) {
+	if e.pin && cpu != "" {
+		argv = append([]string{"taskset", "-c", cpu}, argv...)
+	}
+	logPath := filepath.Join(e.dir, name+".log")
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = append(os.Environ(), environ...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { cmd.Wait(); lf.Close(); close(p.done) }()
+	e.procs = append(e.procs, p)
+	return p, nil
+}
+
+// pid is the process's own id (taskset execs in place, so it is the
+// program's).
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) logTail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// stopAll ends every started process, newest first: SIGTERM, then SIGKILL
+// after 3 s.
+func (e *env) stopAll() {
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		p := e.procs[i]
+		if p.exited() {
+			continue
+		}
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(3 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	e.procs = nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func freePorts(n int) ([]string, error) {
+	var out []string
+	for range n {
+		a, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// awaitOK waits until GET http://addr/ answers 200 with a body of size
+// bytes, or p (any of them) exits.
+func awaitOK(ctx context.Context, addr string, size int, timeout time.Duration, ps ...*proc) error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		for _, p := range ps {
+			if p.exited() {
+				return fmt.Errorf("%s exited: %s", p.name, p.logTail())
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		resp, err := hc.Get("http://" + addr + "/")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && len(b) == size {
+				return nil
+			}
+			err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(b))
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not serving after %s: %v", addr, timeout, last)
+}
+
+// topology is one path from the load generator to the upstream.
+type topology struct {
+	name    string
+	front   string  // where the load generator connects
+	proxies []*proc // the proxy pair (client side first); none for direct
+}
+
+func (e *env) startUpstream() (string, error) {
+	addr, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	p, err := e.start("upstream", loadCPU, []string{e.self, "upstream", "-addr", addr}, []string{"GOMAXPROCS=1"})
+	if err != nil {
+		return "", err
+	}
+	return addr, awaitOK(context.Background(), addr, 1024, 10*time.Second, p)
+}
+
+// startTrellis runs a control plane (pinned with the load generator),
+// applies a Mesh with default allow, creates join tokens with the CLI, and
+// starts a server proxy in front of upstream and a client proxy with an
+// explicit --upstream listener.
+func (e *env) startTrellis(ctx context.Context, upstream string) (*topology, error) {
+	ports, err := freePorts(8)
+	if err != nil {
+		return nil, err
+	}
+	grpcAddr, apiAddr, srvIn, srvAdmin, cliIn, cliAdmin, front := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
+	data := filepath.Join(e.dir, "trellis-control")
+	cp, err := e.start("trellis-control", loadCPU, []string{e.trellis, "control", "--data-dir", data,
+		"--grpc-addr", grpcAddr, "--api-addr", apiAddr, "--log-level", "warn"}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := awaitStatus(ctx, "http://"+apiAddr+"/readyz", 15*time.Second, cp); err != nil {
+		return nil, fmt.Errorf("trellis control: %w", err)
+	}
+	cli := []string{"TRELLIS_API=http://" + apiAddr, "TRELLIS_TOKEN_FILE=" + filepath.Join(data, "admin.token")}
+	mesh := "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {mode: STRICT}, authorization: {default: allow}}\n"
+	if _, err := e.runCLI(cli, mesh, "apply", "-f", "-"); err != nil {
+		return nil, err
+	}
+	token := func(service string) (string, error) {
+		tok, err := e.runCLI(cli, "", "token", "create", "--service", service, "--namespace", "bench")
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(e.dir, service+".token")
+		return path, os.WriteFile(path, []byte(tok), 0o600)
+	}
+	srvTok, err := token("upstream")
+	if err != nil {
+		return nil, err
+	}
+	cliTok, err := token("client")
+	if err != nil {
+		return nil, err
+	}
+	common := []string{e.trellis, "proxy", "--control", grpcAddr, "--ca-file", filepath.Join(data, "ca.crt"),
+		"--namespace", "bench", "--http-proxy-addr", "off", "--log-level", "warn"}
+	srv, err := e.start("trellis-server", proxyCPU, append(common, "--service", "upstream", "--token-file", srvTok,
+		"--app-addr", upstream, "--inbound-addr", srvIn, "--admin-addr", srvAdmin), nil)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := e.start("trellis-client", proxyCPU, append(common, "--service", "client", "--token-file", cliTok,
+		"--inbound-addr", cliIn, "--admin-addr", cliAdmin, "--upstream", "upstream.bench="+front), nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range []string{srvAdmin, cliAdmin} {
+		if err := awaitStatus(ctx, "http://"+a+"/ready", 20*time.Second, srv, cl); err != nil {
+			return nil, fmt.Errorf("trellis proxy: %w", err)
+		}
+	}
+	if err := awaitOK(ctx, front, 1024, 20*time.Second, srv, cl, cp); err != nil {
+		return nil, fmt.Errorf("trellis: %w", err)
+	}
+	return &topology{name: "trellis", front: front, proxies: []*proc{cl, srv}}, nil
+}
+
+func (e *env) runCLI(environ []string, stdin string, args ...string) (string, error) {
+	cmd := exec.Command(e.trellis, args...)
+	cmd.Env = append(os.Environ(), environ...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("trellis %s: %w: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func awaitStatus(ctx context.Context, url string, timeout time.Duration, ps ...*proc) error {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, p := range ps {
+			if p.exited() {
+				return fmt.Errorf("%s exited: %s", p.name, p.logTail())
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if resp, err := hc.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not 200 after %s", url, timeout)
+}
+
+const nginxClientConf = `worker_processes 1;
+daemon off;
+user root;
+pid {{dir}}/nginx-client.pid;
+error_log {{dir}}/nginx-client.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path {{dir}}/nginx-client-tmp;
+  proxy_temp_path {{dir}}/nginx-client-tmp;
+  upstream peer {
+    server {{peer}};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen {{listen}};
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass https://peer;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_certificate {{cert}};
+      proxy_ssl_certificate_key {{key}};
+      proxy_ssl_trusted_certificate {{ca}};
+      proxy_ssl_verify on;
+      proxy_ssl_name {{servername}};
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+`
+
+const nginxServerConf = `worker_processes 1;
+daemon off;
+user root;
+pid {{dir}}/nginx-server.pid;
+error_log {{dir}}/nginx-server.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path {{dir}}/nginx-server-tmp;
+  proxy_temp_path {{dir}}/nginx-server-tmp;
+  upstream app {
+    server {{upstream}};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen {{listen}} ssl;
+    keepalive_requests 1000000;
+    ssl_certificate {{cert}};
+    ssl_certificate_key {{key}};
+    ssl_protocols TLSv1.3;
+    ssl_client_certificate {{ca}};
+    ssl_verify_client on;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`
+
+const haproxyClientConf = `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend plain
+  bind {{listen}}
+  default_backend peer
+backend peer
+  server b {{peer}} ssl verify required ca-file {{ca}} crt {{pem}} ssl-min-ver TLSv1.3
+`
+
+const haproxyServerConf = `global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend mtls
+  bind {{listen}} ssl crt {{pem}} ca-file {{ca}} verify required ssl-min-ver TLSv1.3
+  default_backend app
+backend app
+  server u {{upstream}}
+`
+
+func expand(tmpl string, vars map[string]string) string {
+	for k, v := range vars {
+		tmpl = strings.ReplaceAll(tmpl, "{{"+k+"}}", v)
+	}
+	return tmpl
+}
+
+func (e *env) writeConf(name, text string) (string, error) {
+	path := filepath.Join(e.dir, name)
+	return path, os.WriteFile(path, []byte(text), 0o644)
+}
+
+func (e *env) startNginx(ctx context.Context, upstream string, pc *peerCerts) (*topology, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	front, peer := ports[0], ports[1]
+	for _, d := range []string{"nginx-client-tmp", "nginx-server-tmp"} {
+		if err := os.MkdirAll(filepath.Join(e.dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	srvConf, err := e.writeConf("nginx-server.conf", expand(nginxServerConf, map[string]string{
+		"dir": e.dir, "listen": peer, "upstream": upstream, "cert": pc.ServerCert, "key": pc.ServerKey, "ca": pc.CA}))
+	if err != nil {
+		return nil, err
+	}
+	cliConf, err := e.writeConf("nginx-client.conf", expand(nginxClientConf, map[string]string{
+		"dir": e.dir, "listen": front, "peer": peer, "cert": pc.ClientCert, "key": pc.ClientKey, "ca": pc.CA,
+		"servername": pc.ServerName}))
+	if err != nil {
+		return nil, err
+	}
+	srv, err := e.start("nginx-server", proxyCPU, []string{"nginx", "-p", e.dir, "-c", srvConf}, nil)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := e.start("nginx-client", proxyCPU, []string{"nginx", "-p", e.dir, "-c", cliConf}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := awaitOK(ctx, front, 1024, 10*time.Second, srv, cl); err != nil {
+		b, _ := os.ReadFile(filepath.Join(e.dir, "nginx-client.error.log"))
+		return nil, fmt.Errorf("nginx: %w\n%s", err, b)
+	}
+	return &topology{name: "nginx", front: front, proxies: []*proc{cl, srv}}, nil
+}
+
+func (e *env) startHAProxy(ctx context.Context, upstream string, pc *peerCerts) (*topology, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	front, peer := ports[0], ports[1]
+	srvConf, err := e.writeConf("haproxy-server.cfg", expand(haproxyServerConf, map[string]string{
+		"listen": peer, "upstream": upstream, "pem": pc.ServerPEM, "ca": pc.CA}))
+	if err != nil {
+		return nil, err
+	}
+	cliConf, err := e.writeConf("haproxy-client.cfg", expand(haproxyClientConf, map[string]string{
+		"listen": front, "peer": peer, "pem": pc.ClientPEM, "ca": pc.CA}))
+	if err != nil {
+		return nil, err
+	}
+	srv, err := e.start("haproxy-server", proxyCPU, []string{"haproxy", "-db", "-f", srvConf}, nil)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := e.start("haproxy-client", proxyCPU, []string{"haproxy", "-db", "-f", cliConf}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := awaitOK(ctx, front, 1024, 10*time.Second, srv, cl); err != nil {
+		return nil, fmt.Errorf("haproxy: %w", err)
+	}
+	return &topology{name: "haproxy", front: front, proxies: []*proc{cl, srv}}, nil
+}
+
+// ensureTools installs nginx and HAProxy from Debian when missing (as
+// root), and stops any instance the package started as a service.
+func ensureTools() error {
+	var missing []string
+	for _, t := range []string{"nginx", "haproxy"} {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("install: %s missing; run as root or apt-get install %s", strings.Join(missing, ", "), strings.Join(missing, " "))
+	}
+	fmt.Fprintf(os.Stderr, "meshbench: installing %s\n", strings.Join(missing, " "))
+	for _, args := range [][]string{{"update", "-qq"}, append([]string{"install", "-y", "-qq"}, missing...)} {
+		cmd := exec.Command("apt-get", args...)
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("install: apt-get %s: %w: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	for _, t := range missing {
+		if _, err := exec.LookPath(t); err != nil {
+			return errors.New("install: " + t + " still missing after apt-get")
+		}
+	}
+	return nil
+}
