@@ -4,10 +4,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/trellismesh/trellis/internal/testutil/rsyslogtest"
 )
 
 func TestParse(t *testing.T) {
-	pki := newTestPKI(t)
+	pki := rsyslogtest.NewPKI(t)
 	dir := t.TempDir()
 	for _, tc := range []struct {
 		url  string

@@ -14,23 +14,25 @@ import (
 
 	"github.com/trellismesh/trellis/internal/telemetry"
 	"github.com/trellismesh/trellis/internal/telemetry/eventlog"
+
+	"github.com/trellismesh/trellis/internal/testutil/rsyslogtest"
 )
 
 func TestSyslogTCP(t *testing.T) {
 	t.Parallel()
-	srv := startRsyslogd(t, nil)
+	srv := rsyslogtest.Start(t, false)
 	testSyslogDelivery(t, srv, "syslog+tcp://"+srv.Addr())
 }
 
 func TestSyslogTLS(t *testing.T) {
 	t.Parallel()
-	pki := newTestPKI(t)
-	srv := startRsyslogd(t, &rsyslogTLS{CAFile: pki.CAFile, CertFile: pki.ServerCert, KeyFile: pki.ServerKey, AuthMode: "x509/certvalid"})
+	pki := rsyslogtest.NewPKI(t)
+	srv := rsyslogtest.StartTLS(t, pki, true)
 	base := "syslog+tls://" + srv.Addr() + "?ca=" + pki.CAFile
 
 	// Batches the server refuses must fail, or they would count as
 	// delivered. Their index never appears in the server's output.
-	other := newTestPKI(t)
+	other := rsyslogtest.NewPKI(t)
 	for _, tc := range []struct{ name, url, want string }{
 		// TLS 1.3 clients finish the handshake before the server checks
 		// their certificate: the refusal shows after the write.
@@ -60,7 +62,7 @@ const refusedIndex = 999999
 // then a stream during which the server is stopped and started again.
 // Every event must arrive, intact; only the batch in flight when the server
 // stopped, and the one before it, may arrive twice.
-func testSyslogDelivery(t *testing.T, srv *rsyslogServer, url string) {
+func testSyslogDelivery(t *testing.T, srv *rsyslogtest.Server, url string) {
 	log := openLog(t)
 	s, err := Parse(url, Options{Hostname: "trellis-test"})
 	if err != nil {
@@ -76,7 +78,7 @@ func testSyslogDelivery(t *testing.T, srv *rsyslogServer, url string) {
 	appendEvents(t, log, log, 100)
 	startDeliverer(t, d)
 	awaitCursor(t, d, 100, 15*time.Second)
-	msgs := srv.AwaitMessages(10*time.Second, func(m []rsyslogMessage) bool { return len(m) >= 100 })
+	msgs := srv.AwaitMessages(10*time.Second, func(m []rsyslogtest.Message) bool { return len(m) >= 100 })
 	counts := checkSyslogMessages(t, log, msgs)
 	if len(msgs) != 100 || len(counts) != 100 {
 		t.Fatalf("backlog: %d messages for %d distinct indexes, want 100 of each", len(msgs), len(counts))
@@ -110,7 +112,7 @@ func testSyslogDelivery(t *testing.T, srv *rsyslogServer, url string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	downTo := log.LastIndex()
-	srv.Start()
+	srv.Restart()
 	time.Sleep(150 * time.Millisecond)
 	close(stopAppending)
 	<-appending
@@ -120,7 +122,7 @@ func testSyslogDelivery(t *testing.T, srv *rsyslogServer, url string) {
 	}
 
 	awaitCursor(t, d, total, 30*time.Second)
-	msgs = srv.AwaitMessages(10*time.Second, func(m []rsyslogMessage) bool { return distinctIndexes(m) >= int(total) })
+	msgs = srv.AwaitMessages(10*time.Second, func(m []rsyslogtest.Message) bool { return distinctIndexes(m) >= int(total) })
 	counts = checkSyslogMessages(t, log, msgs)
 	var missing, dups []uint64
 	for i := uint64(1); i <= total; i++ {
@@ -148,7 +150,7 @@ func testSyslogDelivery(t *testing.T, srv *rsyslogServer, url string) {
 		total, downTo-downFrom, d.Stats().FailedAttempts, len(dups), dups)
 }
 
-func distinctIndexes(msgs []rsyslogMessage) int {
+func distinctIndexes(msgs []rsyslogtest.Message) int {
 	seen := map[string]bool{}
 	for _, m := range msgs {
 		seen[m.SD[sdID]["index"]] = true
@@ -158,7 +160,7 @@ func distinctIndexes(msgs []rsyslogMessage) int {
 
 // checkSyslogMessages checks every message against the log record its
 // index names and returns how often each index arrived.
-func checkSyslogMessages(t *testing.T, log *eventlog.Log, msgs []rsyslogMessage) map[uint64]int {
+func checkSyslogMessages(t *testing.T, log *eventlog.Log, msgs []rsyslogtest.Message) map[uint64]int {
 	t.Helper()
 	counts := map[uint64]int{}
 	bad := 0

@@ -1,6 +1,6 @@
-// Package rsyslogtest runs a real rsyslogd on a loopback port for end to end
-// tests of the syslog audit sinks (copied from the harness in
-// internal/telemetry/sink's tests, exported). Only tests import it.
+// Package rsyslogtest runs a real rsyslogd on a loopback port for tests of
+// the syslog audit sinks (internal/telemetry/sink) and end to end tests of
+// audit delivery. Only tests import it.
 //
 // It needs the Debian packages rsyslog (and rsyslog-gnutls for TLS);
 // without them Start skips the test, or fails it when TRELLIS_REQUIRE_ALL
@@ -51,7 +51,8 @@ type Server struct {
 	// what a client trusts, ClientCert and ClientKey a certificate from it.
 	PKI *PKI
 
-	t       testing.TB
+	authMode string // gtls authentication mode with a PKI
+	t        testing.TB
 	dir     string
 	conf    string
 	out     string
@@ -91,18 +92,37 @@ func Require(t testing.TB, withTLS bool) {
 // when the test ends; its own log is shown if the test failed.
 func Start(t testing.TB, withTLS bool) *Server {
 	t.Helper()
-	Require(t, withTLS)
+	if !withTLS {
+		return start(t, nil, "")
+	}
+	p := NewPKI(t)
+	return start(t, &p, "anon")
+}
+
+// StartTLS starts a TLS server on pki's server certificate. With
+// requireClientCert it accepts only clients presenting a certificate from
+// pki's CA (gtls authMode x509/certvalid).
+func StartTLS(t testing.TB, pki PKI, requireClientCert bool) *Server {
+	t.Helper()
+	mode := "anon"
+	if requireClientCert {
+		mode = "x509/certvalid"
+	}
+	return start(t, &pki, mode)
+}
+
+func start(t testing.TB, pki *PKI, authMode string) *Server {
+	t.Helper()
+	Require(t, pki != nil)
 	dir := t.TempDir()
 	s := &Server{
-		t:       t,
-		dir:     dir,
-		conf:    filepath.Join(dir, "rsyslog.conf"),
-		out:     filepath.Join(dir, "messages.jsonl"),
-		logFile: filepath.Join(dir, "rsyslogd.log"),
-	}
-	if withTLS {
-		p := NewPKI(t)
-		s.PKI = &p
+		PKI:      pki,
+		authMode: authMode,
+		t:        t,
+		dir:      dir,
+		conf:     filepath.Join(dir, "rsyslog.conf"),
+		out:      filepath.Join(dir, "messages.jsonl"),
+		logFile:  filepath.Join(dir, "rsyslogd.log"),
 	}
 	t.Cleanup(func() {
 		s.Stop()
@@ -116,7 +136,7 @@ func Start(t testing.TB, withTLS bool) *Server {
 	var err error
 	for range 3 {
 		s.port = freePort(t)
-		if err = os.WriteFile(s.conf, []byte(config(dir, s.port, s.out, s.PKI)), 0o600); err != nil {
+		if err = os.WriteFile(s.conf, []byte(config(dir, s.port, s.out, s.PKI, s.authMode)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if err = s.start(); err == nil {
@@ -128,7 +148,7 @@ func Start(t testing.TB, withTLS bool) *Server {
 }
 
 // config is the whole server config.
-func config(dir string, port int, out string, pki *PKI) string {
+func config(dir string, port int, out string, pki *PKI, authMode string) string {
 	var c strings.Builder
 	fmt.Fprintf(&c, "global(workDirectory=%q net.enableDNS=\"off\"", dir)
 	if pki != nil {
@@ -137,7 +157,7 @@ func config(dir string, port int, out string, pki *PKI) string {
 	}
 	c.WriteString(")\n")
 	if pki != nil {
-		c.WriteString("module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n")
+		fmt.Fprintf(&c, "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=%q)\n", authMode)
 	} else {
 		c.WriteString("module(load=\"imtcp\")\n")
 	}
