@@ -53,11 +53,11 @@ type Server struct {
 
 	authMode string // gtls authentication mode with a PKI
 	t        testing.TB
-	dir     string
-	conf    string
-	out     string
-	logFile string
-	port    int
+	dir      string
+	conf     string
+	out      string
+	logFile  string
+	port     int
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
