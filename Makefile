@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # Debian packages the tests need.
 TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump
 
-.PHONY: all build test e2e-clean test-short demo generate generate-check lint deps bench-go fuzz clean
+.PHONY: all build test e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
 
 all: build
 
@@ -51,8 +51,15 @@ lint:
 	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
 
+# The Go micro-benchmarks that matter (bench/gobench.sh lists them), 6 runs
+# each, ~3 minutes: output to bench/results/go/<short HEAD>.txt. benchstat
+# compares two such files: OLD and NEW are commits; NEW defaults to HEAD, OLD
+# to the newest results file of an earlier commit.
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./internal/...
+	GO=$(GO) bench/gobench.sh run
+
+benchstat:
+	GO=$(GO) bench/gobench.sh compare "$(OLD)" "$(NEW)"
 
 # The data plane beside nginx and HAProxy pairs on loopback (docs/benchmarks.md):
 # installs nginx and haproxy when missing (as root). bench takes ~17 minutes,
