@@ -34,7 +34,9 @@ type loadResult struct {
 const measuringLine = "measuring"
 
 // loadMain runs the load generator: conns keep-alive HTTP/1.1 connections
-// to addr, each sending GET / in turn.
+// to addr, each sending GET / in turn; with -grpc, conns gRPC client
+// connections (one HTTP/2 connection each), each making one unary call
+// with a -req byte payload at a time.
 //
 // With -rate > 0 it is open loop, wrk2 style: every connection has its own
 // schedule (rate/conns per second, staggered so the sum is evenly spaced),
@@ -52,6 +54,8 @@ func loadMain(args []string) error {
 	warmup := fs.Duration("warmup", time.Second, "warmup, not recorded")
 	dur := fs.Duration("d", 5*time.Second, "measurement window")
 	bodySize := fs.Int("body", 1024, "expected response body size; other sizes count as errors")
+	useGRPC := fs.Bool("grpc", false, "gRPC unary calls (meshbench.Bench/Unary) instead of HTTP/1.1 GET /")
+	reqSize := fs.Int("req", 1024, "with -grpc: request payload size")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,11 +68,21 @@ func loadMain(args []string) error {
 
 	workers := make([]*loadWorker, *conns)
 	for i := range workers {
-		w := &loadWorker{addr: *addr, body: *bodySize}
-		if err := w.dial(); err != nil {
-			return fmt.Errorf("load: %w", err)
+		var c requester
+		if *useGRPC {
+			g, err := dialGRPC(*addr, *reqSize, *bodySize, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("load: %w", err)
+			}
+			c = g
+		} else {
+			h := &httpConn{addr: *addr, body: *bodySize}
+			if err := h.dial(); err != nil {
+				return fmt.Errorf("load: %w", err)
+			}
+			c = h
 		}
-		workers[i] = w
+		workers[i] = &loadWorker{conn: c}
 	}
 	var wg sync.WaitGroup
 	for i, w := range workers {
@@ -93,7 +107,7 @@ func loadMain(args []string) error {
 	for _, w := range workers {
 		all = append(all, w.lat...)
 		res.Errors += w.errors
-		w.close()
+		w.conn.close()
 	}
 	slices.Sort(all)
 	res.Requests = int64(len(all))
@@ -116,18 +130,32 @@ func pct(sorted []int64, p float64) float64 {
 	return float64(sorted[rank]) / 1e6
 }
 
+// requester is one connection of the generator: do makes one request and
+// waits for the whole response.
+type requester interface {
+	do() error
+	close()
+}
+
+// loadWorker drives one connection and records its latencies.
 type loadWorker struct {
-	addr   string
-	body   int
-	conn   net.Conn
-	br     *bufio.Reader
+	conn   requester
 	lat    []int64 // ns, requests of the window only
 	errors int64
 }
 
+// httpConn is one keep-alive HTTP/1.1 connection; it dials again after a
+// failure.
+type httpConn struct {
+	addr string
+	body int
+	conn net.Conn
+	br   *bufio.Reader
+}
+
 var request = []byte("GET / HTTP/1.1\r\nHost: upstream.bench\r\nUser-Agent: meshbench\r\n\r\n")
 
-func (w *loadWorker) dial() error {
+func (w *httpConn) dial() error {
 	c, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
 	if err != nil {
 		return err
@@ -137,14 +165,14 @@ func (w *loadWorker) dial() error {
 	return nil
 }
 
-func (w *loadWorker) close() {
+func (w *httpConn) close() {
 	if w.conn != nil {
 		w.conn.Close()
 	}
 }
 
 // do sends one request and reads the whole response.
-func (w *loadWorker) do() error {
+func (w *httpConn) do() error {
 	if w.conn == nil {
 		if err := w.dial(); err != nil {
 			time.Sleep(10 * time.Millisecond)
@@ -177,7 +205,7 @@ func (w *loadWorker) do() error {
 }
 
 // fail drops the connection; the next request dials again.
-func (w *loadWorker) fail(err error) error {
+func (w *httpConn) fail(err error) error {
 	w.close()
 	w.conn = nil
 	return err
@@ -207,7 +235,7 @@ func (w *loadWorker) runOpen(first time.Time, interval time.Duration, winStart, 
 		if prevDone.After(intended) {
 			queued = prevDone.Sub(intended)
 		}
-		err := w.do()
+		err := w.conn.do()
 		prevDone = time.Now()
 		w.record(intended, prevDone.Sub(sent)+queued, err, winStart, winEnd)
 	}
@@ -220,7 +248,7 @@ func (w *loadWorker) runClosed(start, winStart, winEnd time.Time) {
 		if !sent.Before(winEnd) {
 			return
 		}
-		err := w.do()
+		err := w.conn.do()
 		w.record(sent, time.Since(sent), err, winStart, winEnd)
 	}
 }

@@ -2,8 +2,10 @@
 // through no proxy (direct), a Trellis proxy pair with a real control
 // plane, an nginx pair and an HAProxy pair (both mutual TLS with SPIFFE
 // certificates), interleaved round by round, and prints a markdown table
-// of latency percentiles, rate, CPU and memory. docs/benchmarks.md
-// describes the method; `make bench` and `make bench-quick` run it.
+// of latency percentiles, rate, CPU and memory. A gRPC unary load runs
+// the same way directly (direct-grpc) and through a second Trellis pair
+// (trellis-grpc) in the same rounds. docs/benchmarks.md describes the
+// method; `make bench` and `make bench-quick` run it.
 //
 // It re-executes itself for the load generator (`meshbench load`) and the
 // upstream (`meshbench upstream`), so that they can be pinned to a CPU.
@@ -57,6 +59,7 @@ type options struct {
 	quick   bool
 	rounds  int
 	dur     time.Duration
+	grpcDur time.Duration // window of the gRPC runs
 	warmup  time.Duration
 	conns   int
 	levels  []level
@@ -71,9 +74,10 @@ func benchMain(args []string) error {
 	fs := flag.NewFlagSet("meshbench", flag.ContinueOnError)
 	var o options
 	var levels, only string
-	fs.BoolVar(&o.quick, "quick", false, "quick variant: 5 s x 3 rounds at 1000 rps and max only")
+	fs.BoolVar(&o.quick, "quick", false, "quick variant: 5 s x 3 rounds (gRPC 2 s) at 1000 rps and max only")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds (default 5, quick 3)")
 	fs.DurationVar(&o.dur, "d", 0, "measurement window per run (default 15s, quick 5s)")
+	fs.DurationVar(&o.grpcDur, "grpc-d", 0, "measurement window of the gRPC runs (default: -d; quick 2s)")
 	fs.DurationVar(&o.warmup, "warmup", 0, "warmup before each run's window (default 1s, quick 500ms)")
 	fs.IntVar(&o.conns, "c", 16, "connections")
 	fs.StringVar(&levels, "levels", "", "comma-separated rates, max = closed loop (default 1000,5000,max; quick 1000,max)")
@@ -81,7 +85,7 @@ func benchMain(args []string) error {
 	fs.StringVar(&o.trellis, "trellis", "", "trellis binary (default: go build -o bin/trellis ./cmd/trellis)")
 	fs.BoolVar(&o.noPin, "no-pin", false, "do not pin processes to CPUs with taskset")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs)")
-	fs.StringVar(&only, "only", "", "comma-separated topologies to run (default all: direct,trellis,nginx,haproxy)")
+	fs.StringVar(&only, "only", "", "comma-separated topologies to run (default all: "+strings.Join(allTopologies, ",")+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -93,34 +97,61 @@ func benchMain(args []string) error {
 	if o.dur == 0 {
 		o.dur = pick(full, 15*time.Second, 5*time.Second)
 	}
+	if o.grpcDur == 0 {
+		// Quick: the gRPC runs fit in the 3-minute budget only with a
+		// shorter window.
+		o.grpcDur = pick(full, o.dur, min(o.dur, 2*time.Second))
+	}
 	if o.warmup == 0 {
 		o.warmup = pick(full, time.Second, 500*time.Millisecond)
 	}
 	if levels == "" {
 		levels = pick(full, "1000,5000,max", "1000,max")
 	}
-	for _, l := range strings.Split(levels, ",") {
-		if l == "max" {
-			o.levels = append(o.levels, level{name: "max", rate: 0})
-			continue
-		}
-		r, err := strconv.Atoi(l)
-		if err != nil || r <= 0 {
-			return fmt.Errorf("-levels: %q is not a rate or max", l)
-		}
-		o.levels = append(o.levels, level{name: l, rate: r})
+	var err error
+	if o.levels, err = parseLevels(levels); err != nil {
+		return err
 	}
-	if only != "" {
-		o.only = strings.Split(only, ",")
-		for _, n := range o.only {
-			if !slices.Contains([]string{"direct", "trellis", "nginx", "haproxy"}, n) {
-				return fmt.Errorf("-only: unknown topology %q (direct, trellis, nginx, haproxy)", n)
-			}
-		}
+	if o.only, err = parseOnly(only); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return run(ctx, o)
+}
+
+// allTopologies in report order.
+var allTopologies = []string{"direct", "trellis", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
+
+// parseLevels reads -levels: rates and "max" (closed loop).
+func parseLevels(s string) ([]level, error) {
+	var out []level
+	for _, l := range strings.Split(s, ",") {
+		if l == "max" {
+			out = append(out, level{name: "max", rate: 0})
+			continue
+		}
+		r, err := strconv.Atoi(l)
+		if err != nil || r <= 0 {
+			return nil, fmt.Errorf("-levels: %q is not a rate or max", l)
+		}
+		out = append(out, level{name: l, rate: r})
+	}
+	return out, nil
+}
+
+// parseOnly reads -only; empty means every topology (nil).
+func parseOnly(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	out := strings.Split(s, ",")
+	for _, n := range out {
+		if !slices.Contains(allTopologies, n) {
+			return nil, fmt.Errorf("-only: unknown topology %q (%s)", n, strings.Join(allTopologies, ", "))
+		}
+	}
+	return out, nil
 }
 
 func pick[T any](full bool, ifFull, ifQuick T) T {
@@ -172,20 +203,35 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	upstream, err := e.startUpstream()
-	if err != nil {
-		return fmt.Errorf("upstream: %w", err)
-	}
 	want := func(name string) bool { return len(o.only) == 0 || slices.Contains(o.only, name) }
+	wantHTTP := want("direct") || want("trellis") || want("nginx") || want("haproxy")
+	wantGRPC := want("direct-grpc") || want("trellis-grpc")
+	var upstream, grpcUpstream string
+	if wantHTTP {
+		if upstream, err = e.startUpstream(false); err != nil {
+			return fmt.Errorf("upstream: %w", err)
+		}
+	}
+	if wantGRPC {
+		if grpcUpstream, err = e.startUpstream(true); err != nil {
+			return fmt.Errorf("gRPC upstream: %w", err)
+		}
+	}
 	var topos []*topology
 	if want("direct") {
 		topos = append(topos, &topology{name: "direct", front: upstream})
+	}
+	if want("trellis") || want("trellis-grpc") {
+		tt, err := e.startTrellis(ctx, upstream, grpcUpstream, want("trellis"), want("trellis-grpc"))
+		if err != nil {
+			return err
+		}
+		topos = append(topos, tt...)
 	}
 	starters := []struct {
 		name  string
 		start func() (*topology, error)
 	}{
-		{"trellis", func() (*topology, error) { return e.startTrellis(ctx, upstream) }},
 		{"nginx", func() (*topology, error) { return e.startNginx(ctx, upstream, pc) }},
 		{"haproxy", func() (*topology, error) { return e.startHAProxy(ctx, upstream, pc) }},
 	}
@@ -199,6 +245,13 @@ func run(ctx context.Context, o options) error {
 		}
 		topos = append(topos, t)
 	}
+	if want("direct-grpc") {
+		topos = append(topos, &topology{name: "direct-grpc", front: grpcUpstream, grpc: true})
+	}
+	// Report order, whatever the start order.
+	slices.SortStableFunc(topos, func(a, b *topology) int {
+		return slices.Index(allTopologies, a.name) - slices.Index(allTopologies, b.name)
+	})
 
 	res := newResults(o, topos)
 	total := o.rounds * len(o.levels) * len(topos)
@@ -217,7 +270,7 @@ func run(ctx context.Context, o options) error {
 				if err != nil {
 					return fmt.Errorf("round %d, %s at %s: %w", r+1, t.name, l.name, err)
 				}
-				fmt.Fprintf(os.Stderr, "meshbench: [%d/%d] round %d %-7s %-5s p50 %.3f p99 %.3f ms, %.0f rps, cpu %.0f%%, errors %d\n",
+				fmt.Fprintf(os.Stderr, "meshbench: [%d/%d] round %d %-12s %-5s p50 %.3f p99 %.3f ms, %.0f rps, cpu %.0f%%, errors %d\n",
 					n, total, r+1, t.name, l.name, rr.P50, rr.P99, rr.Rate, rr.CPUPct, rr.Errors)
 				res.add(t.name, l.name, rr)
 			}
@@ -247,8 +300,15 @@ type runResult struct {
 // measure runs the load generator against t and samples the proxies' CPU
 // and RSS over the measurement window.
 func (e *env) measure(ctx context.Context, t *topology, l level, o options) (runResult, error) {
+	dur := o.dur
+	if t.grpc {
+		dur = o.grpcDur
+	}
 	argv := []string{e.self, "load", "-addr", t.front, "-rate", strconv.Itoa(l.rate), "-c", strconv.Itoa(o.conns),
-		"-d", o.dur.String(), "-warmup", o.warmup.String()}
+		"-d", dur.String(), "-warmup", o.warmup.String()}
+	if t.grpc {
+		argv = append(argv, "-grpc")
+	}
 	if e.pin {
 		argv = append([]string{"taskset", "-c", loadCPU}, argv...)
 	}
@@ -350,8 +410,16 @@ func machineInfo(pinned bool, o options) string {
 	if o.quick {
 		variant = "quick"
 	}
-	fmt.Fprintf(&b, "Run %s UTC, %s variant: %d rounds x %s per topology and level (after %s warmup), %d connections, HTTP/1.1, 1 kB responses.\n\n",
+	fmt.Fprintf(&b, "Run %s UTC, %s variant: %d rounds x %s per topology and level (after %s warmup), %d connections, HTTP/1.1, 1 kB responses.",
 		time.Now().UTC().Format("2006-01-02 15:04"), variant, o.rounds, o.dur, o.warmup, o.conns)
+	if len(o.only) == 0 || slices.Contains(o.only, "direct-grpc") || slices.Contains(o.only, "trellis-grpc") {
+		fmt.Fprintf(&b, " gRPC unary runs (direct-grpc, trellis-grpc) in the same rounds: %s windows", o.grpcDur)
+		if o.grpcDur != o.dur {
+			b.WriteString(" (shorter, to keep the variant's time budget)")
+		}
+		fmt.Fprintf(&b, ", %d HTTP/2 connections with one call in flight each, 1 kB request and response payloads.", o.conns)
+	}
+	b.WriteString("\n\n")
 	fmt.Fprintf(&b, "Machine: %s, %d CPUs, Linux %s, %s; %s; %s.\n\n", model, runtime.NumCPU(), strings.TrimSpace(string(kernel)),
 		runtime.Version(), version("nginx", "-v"), version("haproxy", "-v"))
 	if pinned {

@@ -83,7 +83,45 @@ func added(topo, direct []runResult, get func(runResult) float64) spread {
 	return spreadOf(xs)
 }
 
-var peers = []string{"nginx", "haproxy"}
+// family is a group of topologies under the same load, reported in its own
+// tables: latency is added over base, and subject is compared with others
+// (CPU per request, and rate at maximum).
+type family struct {
+	title   string // prefix of the level headings
+	base    string
+	subject string
+	label   string   // the subject in prose
+	peers   []string // whose added latency subject's is divided by
+	others  []other
+}
+
+// other is a topology subject's CPU and rate are compared with, possibly
+// of another family (same level).
+type other struct{ name, label string }
+
+var families = []family{
+	{
+		base: "direct", subject: "trellis", label: "Trellis", peers: []string{"nginx", "haproxy"},
+		others: []other{{"nginx", "nginx's"}, {"haproxy", "haproxy's"}},
+	},
+	{
+		title: "gRPC unary: ", base: "direct-grpc", subject: "trellis-grpc", label: "Trellis (gRPC)",
+		others: []other{{"trellis", "trellis's over HTTP/1.1"}},
+	},
+}
+
+// familyOf is the family topology t is reported in.
+func familyOf(t string) *family {
+	for i := range families {
+		f := &families[i]
+		if t == f.base || t == f.subject || slices.Contains(f.peers, t) {
+			return f
+		}
+	}
+	return &families[0]
+}
+
+func isBase(t string) bool { return familyOf(t).base == t }
 
 // perProxy formats the median of a per-proxy figure, client / server.
 func perProxy(rs []runResult, get func(runResult) []float64) string {
@@ -107,58 +145,79 @@ func (r *results) markdown(header string) string {
 		"RSS: peak VmRSS sampled every 100 ms during the window, client-side / server-side proxy, MB " +
 		"(nginx: master plus worker, so the ~7 MB of binary and libraries they share count twice); anon RSS: the same for RssAnon " +
 		"(heap and stacks, no file-backed pages).\n\n")
-	for _, l := range r.levels {
-		runs := r.runs[l.name]
-		title := fmt.Sprintf("%s rps, %d connections (open loop)", thousands(l.rate), r.o.conns)
-		if l.rate == 0 {
-			title = fmt.Sprintf("maximum rate, %d connections (closed loop)", r.o.conns)
-		}
-		fmt.Fprintf(&b, "### %s\n\n", title)
-		b.WriteString("| topology | p50 | p90 | p99 | p99.9 | rate (rps) | errors | CPU % | CPU/1k (ms) | RSS (MB) | anon RSS (MB) |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for fi := range families {
+		f := &families[fi]
+		var topos []string
 		for _, t := range r.topos {
-			rs := runs[t]
-			fmt.Fprintf(&b, "| %s |", t)
-			for _, p := range percentiles {
-				fmt.Fprintf(&b, " %s |", collect(rs, p.get).format(3))
+			if familyOf(t) == f {
+				topos = append(topos, t)
 			}
-			fmt.Fprintf(&b, " %s |", collect(rs, func(x runResult) float64 { return x.Rate }).format(0))
-			var errs int64
-			for _, x := range rs {
-				errs += x.Errors
-			}
-			fmt.Fprintf(&b, " %d |", errs)
-			if t == "direct" {
-				b.WriteString(" - | - | - | - |\n")
-				continue
-			}
-			fmt.Fprintf(&b, " %s |", collect(rs, func(x runResult) float64 { return x.CPUPct }).format(0))
-			fmt.Fprintf(&b, " %s |", collect(rs, func(x runResult) float64 {
-				if x.Rate == 0 {
-					return 0
-				}
-				return x.CPUPct / 100 / x.Rate * 1e6
-			}).format(1))
-			fmt.Fprintf(&b, " %s | %s |\n", perProxy(rs, func(x runResult) []float64 { return x.RSS }),
-				perProxy(rs, func(x runResult) []float64 { return x.Anon }))
 		}
-		b.WriteString("\n")
-		r.comparison(&b, l)
+		if len(topos) == 0 {
+			continue
+		}
+		for _, l := range r.levels {
+			r.table(&b, f, topos, l)
+		}
 	}
 	return b.String()
 }
 
-// comparison writes the latency added over direct and Trellis's ratio to
-// the better peer; at maximum rate, the ratio of rates and CPU.
-func (r *results) comparison(b *strings.Builder, l level) {
+// table writes one family's table at one level, and its comparisons.
+func (r *results) table(b *strings.Builder, f *family, topos []string, l level) {
 	runs := r.runs[l.name]
-	direct, ok := runs["direct"]
+	title := fmt.Sprintf("%s rps, %d connections (open loop)", thousands(l.rate), r.o.conns)
+	if l.rate == 0 {
+		title = fmt.Sprintf("maximum rate, %d connections (closed loop)", r.o.conns)
+	}
+	fmt.Fprintf(b, "### %s%s\n\n", f.title, title)
+	b.WriteString("| topology | p50 | p90 | p99 | p99.9 | rate (rps) | errors | CPU % | CPU/1k (ms) | RSS (MB) | anon RSS (MB) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, t := range topos {
+		rs := runs[t]
+		fmt.Fprintf(b, "| %s |", t)
+		for _, p := range percentiles {
+			fmt.Fprintf(b, " %s |", collect(rs, p.get).format(3))
+		}
+		fmt.Fprintf(b, " %s |", collect(rs, func(x runResult) float64 { return x.Rate }).format(0))
+		var errs int64
+		for _, x := range rs {
+			errs += x.Errors
+		}
+		fmt.Fprintf(b, " %d |", errs)
+		if isBase(t) {
+			b.WriteString(" - | - | - | - |\n")
+			continue
+		}
+		fmt.Fprintf(b, " %s |", collect(rs, func(x runResult) float64 { return x.CPUPct }).format(0))
+		fmt.Fprintf(b, " %s |", collect(rs, cpuPer1k).format(1))
+		fmt.Fprintf(b, " %s | %s |\n", perProxy(rs, func(x runResult) []float64 { return x.RSS }),
+			perProxy(rs, func(x runResult) []float64 { return x.Anon }))
+	}
+	b.WriteString("\n")
+	r.comparison(b, f, topos, l)
+}
+
+// cpuPer1k is ms of proxy CPU per 1,000 requests.
+func cpuPer1k(x runResult) float64 {
+	if x.Rate == 0 {
+		return 0
+	}
+	return x.CPUPct / 100 / x.Rate * 1e6
+}
+
+// comparison writes the latency added over the family's base and the
+// subject's ratio to the better peer; at maximum rate, the ratio of rates
+// and CPU.
+func (r *results) comparison(b *strings.Builder, f *family, topos []string, l level) {
+	runs := r.runs[l.name]
+	direct, ok := runs[f.base]
 	if !ok {
 		return
 	}
 	var proxied []string
-	for _, t := range r.topos {
-		if t != "direct" {
+	for _, t := range topos {
+		if t != f.base {
 			proxied = append(proxied, t)
 		}
 	}
@@ -168,10 +227,10 @@ func (r *results) comparison(b *strings.Builder, l level) {
 	if l.rate == 0 {
 		// Closed loop: each topology runs at its own rate, so latencies
 		// are not comparable with direct's; rate and CPU are.
-		r.rateComparison(b, l)
+		r.rateComparison(b, f, l)
 		return
 	}
-	b.WriteString("Added over direct (ms, per-round difference, median (min-max)):\n\n")
+	fmt.Fprintf(b, "Added over %s (ms, per-round difference, median (min-max)):\n\n", f.base)
 	b.WriteString("| topology | p50 | p90 | p99 | p99.9 |\n|---|---|---|---|---|\n")
 	add := map[string][]spread{}
 	for _, t := range proxied {
@@ -183,11 +242,11 @@ func (r *results) comparison(b *strings.Builder, l level) {
 		}
 		b.WriteString("\n")
 	}
-	if _, ok := runs["trellis"]; ok {
-		fmt.Fprintf(b, "| **trellis / best peer** |")
+	if _, ok := runs[f.subject]; ok && len(f.peers) > 0 {
+		fmt.Fprintf(b, "| **%s / best peer** |", f.subject)
 		for i := range percentiles {
 			best, bestName := 0.0, ""
-			for _, p := range peers {
+			for _, p := range f.peers {
 				if s, ok := add[p]; ok && (bestName == "" || s[i].med < best) {
 					best, bestName = s[i].med, p
 				}
@@ -196,43 +255,36 @@ func (r *results) comparison(b *strings.Builder, l level) {
 				b.WriteString(" - |")
 				continue
 			}
-			fmt.Fprintf(b, " %.2fx (%s) |", add["trellis"][i].med/best, bestName)
+			fmt.Fprintf(b, " %.2fx (%s) |", add[f.subject][i].med/best, bestName)
 		}
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")
-	r.rateComparison(b, l)
+	r.rateComparison(b, f, l)
 }
 
-// rateComparison writes Trellis's rate (at maximum) and CPU per request
-// relative to each peer.
-func (r *results) rateComparison(b *strings.Builder, l level) {
+// rateComparison writes the subject's rate (at maximum) and CPU per
+// request relative to each of the family's others.
+func (r *results) rateComparison(b *strings.Builder, f *family, l level) {
 	runs := r.runs[l.name]
-	if _, ok := runs["trellis"]; !ok {
+	if _, ok := runs[f.subject]; !ok {
 		return
 	}
 	rate := func(t string) float64 { return collect(runs[t], func(x runResult) float64 { return x.Rate }).med }
-	cpuK := func(t string) float64 {
-		return collect(runs[t], func(x runResult) float64 {
-			if x.Rate == 0 {
-				return 0
-			}
-			return x.CPUPct / 100 / x.Rate * 1e6
-		}).med
-	}
+	cpuK := func(t string) float64 { return collect(runs[t], cpuPer1k).med }
 	var lines []string
-	for _, p := range peers {
-		if _, ok := runs[p]; !ok {
+	for _, o := range f.others {
+		if _, ok := runs[o.name]; !ok {
 			continue
 		}
-		s := fmt.Sprintf("CPU per request %.2fx %s's", cpuK("trellis")/cpuK(p), p)
+		s := fmt.Sprintf("CPU per request %.2fx %s", cpuK(f.subject)/cpuK(o.name), o.label)
 		if l.rate == 0 {
-			s = fmt.Sprintf("rate %.2fx %s's, ", rate("trellis")/rate(p), p) + s
+			s = fmt.Sprintf("rate %.2fx %s, ", rate(f.subject)/rate(o.name), o.label) + s
 		}
 		lines = append(lines, s)
 	}
 	if len(lines) > 0 {
-		fmt.Fprintf(b, "Trellis: %s.\n\n", strings.Join(lines, "; "))
+		fmt.Fprintf(b, "%s: %s.\n\n", f.label, strings.Join(lines, "; "))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -159,30 +160,41 @@ type topology struct {
 	name    string
 	front   string  // where the load generator connects
 	proxies []*proc // the proxy pair (client side first); none for direct
+	grpc    bool    // gRPC unary load instead of HTTP/1.1
 }
 
-func (e *env) startUpstream() (string, error) {
+// startUpstream runs `meshbench upstream` (with -grpc: the gRPC one)
+// pinned with the load generator.
+func (e *env) startUpstream(useGRPC bool) (string, error) {
 	addr, err := freePort()
 	if err != nil {
 		return "", err
 	}
-	p, err := e.start("upstream", loadCPU, []string{e.self, "upstream", "-addr", addr}, []string{"GOMAXPROCS=1"})
+	name, argv := "upstream", []string{e.self, "upstream", "-addr", addr}
+	if useGRPC {
+		name, argv = "upstream-grpc", append(argv, "-grpc")
+	}
+	p, err := e.start(name, loadCPU, argv, []string{"GOMAXPROCS=1"})
 	if err != nil {
 		return "", err
+	}
+	if useGRPC {
+		return addr, awaitGRPC(context.Background(), addr, 1024, 10*time.Second, p)
 	}
 	return addr, awaitOK(context.Background(), addr, 1024, 10*time.Second, p)
 }
 
 // startTrellis runs a control plane (pinned with the load generator),
-// applies a Mesh with default allow, creates join tokens with the CLI, and
-// starts a server proxy in front of upstream and a client proxy with an
-// explicit --upstream listener.
-func (e *env) startTrellis(ctx context.Context, upstream string) (*topology, error) {
-	ports, err := freePorts(8)
+// applies a Mesh with default allow, and starts the proxy pairs asked for:
+// "trellis" (HTTP service "upstream" in front of upstream, called by
+// service "client") and "trellis-grpc" (service "upstream-grpc" with
+// protocol grpc in front of grpcUpstream, called by "client-grpc").
+func (e *env) startTrellis(ctx context.Context, upstream, grpcUpstream string, wantHTTP, wantGRPC bool) ([]*topology, error) {
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	grpcAddr, apiAddr, srvIn, srvAdmin, cliIn, cliAdmin, front := ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6]
+	grpcAddr, apiAddr := ports[0], ports[1]
 	data := filepath.Join(e.dir, "trellis-control")
 	cp, err := e.start("trellis-control", loadCPU, []string{e.trellis, "control", "--data-dir", data,
 		"--grpc-addr", grpcAddr, "--api-addr", apiAddr, "--log-level", "warn"}, nil)
@@ -197,43 +209,90 @@ func (e *env) startTrellis(ctx context.Context, upstream string) (*topology, err
 	if _, err := e.runCLI(cli, mesh, "apply", "-f", "-"); err != nil {
 		return nil, err
 	}
+	tp := &trellisPairs{e: e, cp: cp, cli: cli, data: data, control: grpcAddr}
+	var out []*topology
+	if wantHTTP {
+		t, err := tp.start(ctx, "trellis", "upstream", "client", "http", upstream)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if wantGRPC {
+		t, err := tp.start(ctx, "trellis-grpc", "upstream-grpc", "client-grpc", "grpc", grpcUpstream)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// trellisPairs starts proxy pairs against one control plane.
+type trellisPairs struct {
+	e       *env
+	cp      *proc
+	cli     []string // environment for the CLI
+	data    string   // the control plane's data directory
+	control string   // its gRPC address
+}
+
+// start registers service (with protocol) through a server proxy in front
+// of app, and a client proxy for service client with an explicit
+// --upstream listener for it, the load generator's front.
+func (tp *trellisPairs) start(ctx context.Context, name, service, client, protocol, app string) (*topology, error) {
+	e := tp.e
+	ports, err := freePorts(5)
+	if err != nil {
+		return nil, err
+	}
+	srvIn, srvAdmin, cliIn, cliAdmin, front := ports[0], ports[1], ports[2], ports[3], ports[4]
 	token := func(service string) (string, error) {
-		tok, err := e.runCLI(cli, "", "token", "create", "--service", service, "--namespace", "bench")
+		tok, err := e.runCLI(tp.cli, "", "token", "create", "--service", service, "--namespace", "bench")
 		if err != nil {
 			return "", err
 		}
 		path := filepath.Join(e.dir, service+".token")
 		return path, os.WriteFile(path, []byte(tok), 0o600)
 	}
-	srvTok, err := token("upstream")
+	srvTok, err := token(service)
 	if err != nil {
 		return nil, err
 	}
-	cliTok, err := token("client")
+	cliTok, err := token(client)
 	if err != nil {
 		return nil, err
 	}
-	common := []string{e.trellis, "proxy", "--control", grpcAddr, "--ca-file", filepath.Join(data, "ca.crt"),
+	common := []string{e.trellis, "proxy", "--control", tp.control, "--ca-file", filepath.Join(tp.data, "ca.crt"),
 		"--namespace", "bench", "--http-proxy-addr", "off", "--log-level", "warn"}
-	srv, err := e.start("trellis-server", proxyCPU, append(common, "--service", "upstream", "--token-file", srvTok,
-		"--app-addr", upstream, "--inbound-addr", srvIn, "--admin-addr", srvAdmin), nil)
+	srvArgs := append(slices.Clone(common), "--service", service, "--token-file", srvTok,
+		"--app-addr", app, "--inbound-addr", srvIn, "--admin-addr", srvAdmin)
+	if protocol != "http" {
+		srvArgs = append(srvArgs, "--protocol", protocol)
+	}
+	srv, err := e.start(name+"-server", proxyCPU, srvArgs, nil)
 	if err != nil {
 		return nil, err
 	}
-	cl, err := e.start("trellis-client", proxyCPU, append(common, "--service", "client", "--token-file", cliTok,
-		"--inbound-addr", cliIn, "--admin-addr", cliAdmin, "--upstream", "upstream.bench="+front), nil)
+	cl, err := e.start(name+"-client", proxyCPU, append(slices.Clone(common), "--service", client, "--token-file", cliTok,
+		"--inbound-addr", cliIn, "--admin-addr", cliAdmin, "--upstream", service+".bench="+front), nil)
 	if err != nil {
 		return nil, err
 	}
 	for _, a := range []string{srvAdmin, cliAdmin} {
 		if err := awaitStatus(ctx, "http://"+a+"/ready", 20*time.Second, srv, cl); err != nil {
-			return nil, fmt.Errorf("trellis proxy: %w", err)
+			return nil, fmt.Errorf("%s proxy: %w", name, err)
 		}
 	}
-	if err := awaitOK(ctx, front, 1024, 20*time.Second, srv, cl, cp); err != nil {
-		return nil, fmt.Errorf("trellis: %w", err)
+	if protocol == "grpc" {
+		err = awaitGRPC(ctx, front, 1024, 20*time.Second, srv, cl, tp.cp)
+	} else {
+		err = awaitOK(ctx, front, 1024, 20*time.Second, srv, cl, tp.cp)
 	}
-	return &topology{name: "trellis", front: front, proxies: []*proc{cl, srv}}, nil
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &topology{name: name, front: front, proxies: []*proc{cl, srv}, grpc: protocol == "grpc"}, nil
 }
 
 func (e *env) runCLI(environ []string, stdin string, args ...string) (string, error) {
