@@ -7,7 +7,9 @@ import (
 
 // WriteRequestHead writes h's request line and forwarded fields, then
 // extra fields, then the framing of its body: the Content-Length it had
-// (including 0) or chunked. The caller flushes.
+// (including 0) or chunked. A bodiless request other than GET or HEAD
+// says "Content-Length: 0", as net/http does, since some servers insist
+// on a length for POST and PUT. The caller flushes.
 func WriteRequestHead(w *bufio.Writer, h *Head, extra []Field) {
 	w.WriteString(h.Method)
 	w.WriteByte(' ')
@@ -19,6 +21,8 @@ func WriteRequestHead(w *bufio.Writer, h *Head, extra []Field) {
 		w.WriteString("Transfer-Encoding: chunked\r\n")
 	case h.ContentLength >= 0:
 		writeContentLength(w, h.ContentLength)
+	case h.Method != "GET" && h.Method != "HEAD":
+		writeContentLength(w, 0)
 	}
 	w.WriteString("\r\n")
 }

@@ -22,6 +22,22 @@ type Request struct {
 	Path   string
 	Host   string
 	Header http.Header
+	// GetHeader, when Header is nil, looks a header up (the HTTP/1.1 fast
+	// path's parsed fields). Either is valid during Authorize only; use
+	// HeaderValue.
+	GetHeader func(name string) string
+}
+
+// HeaderValue returns the first value of a request header, from Header
+// or GetHeader.
+func (r *Request) HeaderValue(name string) string {
+	if r.Header != nil {
+		return r.Header.Get(name)
+	}
+	if r.GetHeader != nil {
+		return r.GetHeader(name)
+	}
+	return ""
 }
 
 // Decision is an authorization outcome.

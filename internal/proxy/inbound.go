@@ -27,6 +27,10 @@ type Inbound struct {
 	appH1   *http.Transport
 	appH2   *http.Transport // h2c, for http2 and grpc apps
 	app     *appClient      // fast path for bodyless requests to HTTP/1.1 apps
+	// fast serves HTTP/1.1 callers of HTTP/1.1 apps (fastpath.go); nil
+	// for other app protocols. fastApp pools its app connections.
+	fast    *fastServer
+	fastApp *upPool
 	srv     *http.Server
 	httpLis *chanListener
 	started sync.Once
@@ -64,6 +68,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
+	in.newInboundFast()
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
 	in.srv = newHTTPServer(inboundHandler{in}, cfg, true)
 	in.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -213,6 +218,10 @@ func (in *Inbound) handleConn(c net.Conn) {
 		in.serveTCP(conn, p, snap)
 		return
 	}
+	if in.fast != nil && alpn != alpnH2 && alpn != alpnTCP {
+		in.fast.serve(conn, p)
+		return
+	}
 	// HTTP workloads take h2, http/1.1, and trellis-tcp/1 too (a CONNECT
 	// tunnel from an app): all are parsed as HTTP, so every request is
 	// still authorized and gets a trustworthy X-Forwarded-Client-Cert.
@@ -318,6 +327,9 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.appH1.CloseIdleConnections()
 	in.appH2.CloseIdleConnections()
 	in.app.CloseIdleConnections()
+	if in.fastApp != nil {
+		in.fastApp.closeIdle(true)
+	}
 	if err != nil {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}

@@ -34,7 +34,7 @@ func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
 	// Off (rate 0, the default), this is one predictable branch.
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
-		in.accessEvent(r, p, snap, &o, start)
+		in.accessEvent(r.Method, r.URL.Path, traceID(r.Header), p, snap, &o, start)
 	}
 	if o.abort {
 		// The response is already under way: abort it so the caller sees a
@@ -55,7 +55,7 @@ type outcome struct {
 }
 
 // accessEvent emits an "access" event for one finished request.
-func (in *Inbound) accessEvent(r *http.Request, p *peer, snap *Snapshot, o *outcome, start time.Time) {
+func (in *Inbound) accessEvent(method, path, trace string, p *peer, snap *Snapshot, o *outcome, start time.Time) {
 	ev := &pb.Event{
 		Time:                 timestamppb.New(start),
 		Kind:                 "access",
@@ -66,11 +66,11 @@ func (in *Inbound) accessEvent(r *http.Request, p *peer, snap *Snapshot, o *outc
 		DestinationService:   in.cfg.Service,
 		DestinationNamespace: in.cfg.Namespace,
 		Protocol:             in.cfg.Protocol,
-		Method:               r.Method,
-		Path:                 r.URL.Path,
+		Method:               method,
+		Path:                 path,
 		ResponseCode:         uint32(o.code),
 		DurationMicros:       uint64(time.Since(start).Microseconds()),
-		TraceId:              traceID(r.Header),
+		TraceId:              trace,
 		Rule:                 -1,
 	}
 	if o.authorized {
@@ -170,13 +170,18 @@ func (in *Inbound) appFailed(w http.ResponseWriter, r *http.Request, err error) 
 	if r.Context().Err() != nil {
 		return statusClientClosed
 	}
+	return in.appFailedFor(w, r.Method, r.URL.Path, err)
+}
+
+// appFailedFor is appFailed for a request that is still wanted.
+func (in *Inbound) appFailedFor(w http.ResponseWriter, method, path string, err error) int {
 	code := http.StatusBadGateway
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
 		code = http.StatusServiceUnavailable
 	}
 	if in.logs.allow("app") {
-		in.log.Warn("app request failed", "app", in.cfg.AppAddr, "method", r.Method, "path", r.URL.Path, "err", err.Error())
+		in.log.Warn("app request failed", "app", in.cfg.AppAddr, "method", method, "path", path, "err", err.Error())
 	}
 	plainError(w, code, "trellis: local app unavailable\n")
 	return code

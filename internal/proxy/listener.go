@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -60,9 +61,39 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 type connSet struct {
 	mu     sync.Mutex
 	conns  map[io.Closer]struct{}
+	idlers map[idleCloser]struct{}
 	closed bool
-	wg     sync.WaitGroup
+	// closing mirrors closed for lock-free checks per request.
+	closing atomic.Bool
+	wg      sync.WaitGroup
 }
+
+// idleCloser is a tracked connection that serves requests one after the
+// other (the HTTP/1.1 fast path): shutdown closes it while it waits
+// between requests.
+type idleCloser interface{ closeIfIdle() }
+
+func (s *connSet) addIdler(c idleCloser) {
+	s.mu.Lock()
+	if s.idlers == nil {
+		s.idlers = make(map[idleCloser]struct{})
+	}
+	s.idlers[c] = struct{}{}
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		c.closeIfIdle()
+	}
+}
+
+func (s *connSet) removeIdler(c idleCloser) {
+	s.mu.Lock()
+	delete(s.idlers, c)
+	s.mu.Unlock()
+}
+
+// isClosed reports whether shutdown has begun.
+func (s *connSet) isClosed() bool { return s.closing.Load() }
 
 // add tracks c; false means shutdown has begun and c must not be served.
 func (s *connSet) add(c io.Closer) bool {
@@ -94,7 +125,15 @@ func (s *connSet) remove(c io.Closer) {
 func (s *connSet) shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	s.closing.Store(true)
+	idle := make([]idleCloser, 0, len(s.idlers))
+	for c := range s.idlers {
+		idle = append(idle, c)
+	}
 	s.mu.Unlock()
+	for _, c := range idle {
+		c.closeIfIdle()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

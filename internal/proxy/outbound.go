@@ -158,35 +158,56 @@ func (o *Outbound) ServeUpstream(l net.Listener, serviceKey string) error {
 		closeQuietly(l)
 		return http.ErrServerClosed
 	}
-	return srv.Serve(&upstreamListener{Listener: l, o: o, key: serviceKey})
+	ul := &upstreamListener{Listener: l, ch: make(chan net.Conn), done: make(chan struct{})}
+	fast := o.newUpstreamFast(serviceKey, ul)
+	go func() {
+		ul.err = acceptLoop(l, func(c net.Conn) {
+			if !o.conns.add(c) {
+				closeQuietly(c)
+				return
+			}
+			go func() {
+				defer o.conns.remove(c)
+				if rt := o.route(serviceKey); rt != nil && rt.tcp {
+					o.serveTCP(c, rt)
+					return
+				}
+				fast.serve(c, nil)
+			}()
+		})
+		close(ul.done)
+	}()
+	return srv.Serve(ul)
 }
 
-// upstreamListener diverts connections for tcp services to tunnels and
-// passes the rest to the HTTP server.
+// upstreamListener is what the net/http server of an upstream listener
+// accepts from: connections the fast path handed off. Closing it closes
+// the real listener, whose accept loop (in ServeUpstream) diverts tcp
+// services to tunnels and the rest to the fast path.
 type upstreamListener struct {
 	net.Listener
-	o   *Outbound
-	key string
+	ch   chan net.Conn
+	done chan struct{}
+	err  error // the accept loop's, once done is closed
 }
 
 func (l *upstreamListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		rt := l.o.route(l.key)
-		if rt == nil || !rt.tcp {
-			return c, nil
-		}
-		if !l.o.conns.add(c) {
-			closeQuietly(c)
-			continue
-		}
-		go func() {
-			defer l.o.conns.remove(c)
-			l.o.serveTCP(c, rt)
-		}()
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
+	}
+}
+
+// deliver hands c to the net/http server; false means the listener is
+// closed and the caller still owns c.
+func (l *upstreamListener) deliver(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
 	}
 }
 
@@ -285,6 +306,11 @@ func (o *Outbound) upstreamFailed(w http.ResponseWriter, r *http.Request, rt *ro
 	if r.Context().Err() != nil {
 		return statusClientClosed
 	}
+	return o.upstreamFailedFor(w, rt, e, err)
+}
+
+// upstreamFailedFor is upstreamFailed for a request that is still wanted.
+func (o *Outbound) upstreamFailedFor(w http.ResponseWriter, rt *route, e *PeerEndpoint, err error) int {
 	reason, code := failUpstream, http.StatusBadGateway
 	var de *dialError
 	if errors.As(err, &de) {

@@ -52,6 +52,8 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 	}
 	if req.Header != nil {
 		pr.Header = req.Header.Get
+	} else {
+		pr.Header = req.GetHeader
 	}
 	var audit func(policy.AuditResult)
 	if snap.Engine.Len() > 0 {
@@ -109,7 +111,7 @@ func (a *PolicyAuthorizer) emit(kind, principal, sourceService string, req *Requ
 		Policy:               policy,
 		Rule:                 int32(rule),
 		Reason:               reason,
-		TraceId:              traceID(req.Header),
+		TraceId:              req.traceID(),
 	})
 }
 
@@ -127,7 +129,22 @@ func traceID(h http.Header) string {
 	if h == nil {
 		return ""
 	}
-	tp := h.Get("Traceparent")
+	return traceIDFrom(h.Get)
+}
+
+func (req *Request) traceID() string {
+	if req.Header != nil {
+		return traceID(req.Header)
+	}
+	return traceIDFrom(req.GetHeader)
+}
+
+// traceIDFrom is traceID with a header lookup.
+func traceIDFrom(get func(string) string) string {
+	if get == nil {
+		return ""
+	}
+	tp := get("Traceparent")
 	if len(tp) >= 35 && tp[2] == '-' {
 		return tp[3:35]
 	}

@@ -32,6 +32,8 @@ type PeerEndpoint struct {
 	h2Conf, h1Conf, tcpConf *tls.Config
 	// h2 multiplexes HTTP requests over one connection.
 	h2 *http.Transport
+	// fast carries the HTTP/1.1 fast path's requests (fastpath.go).
+	fast *upPool
 	// h1 carries Upgrade requests only; made on first use.
 	h1     *http.Transport
 	h1Once sync.Once
@@ -101,6 +103,7 @@ func newPeerEndpoint(cfg DataPlaneConfig, addr string, want map[spiffeid.ID]bool
 	e.h2Conf = clientTLSConfig(cfg.Identity, alpnH2, addr, want, e.wantList)
 	e.h1Conf = clientTLSConfig(cfg.Identity, alpnHTTP1, addr, want, e.wantList)
 	e.tcpConf = clientTLSConfig(cfg.Identity, alpnTCP, addr, want, e.wantList)
+	e.fast = newFastPeerPool(e)
 	var p http.Protocols
 	p.SetHTTP2(true)
 	e.h2 = &http.Transport{
@@ -146,6 +149,7 @@ func (e *PeerEndpoint) upgradeTransport() *http.Transport {
 // retire closes idle connections of an endpoint no snapshot lists any more;
 // busy ones finish their requests and are closed by the peer's idle timeout.
 func (e *PeerEndpoint) retire() {
+	e.fast.closeIdle(true)
 	e.h2.CloseIdleConnections()
 	if t := e.h1; t != nil {
 		t.CloseIdleConnections()

@@ -216,8 +216,11 @@ func TestMeshDefaultDeny(t *testing.T) {
 func TestAuthorizerSeesRequest(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 	seen := make(chan proxy.Request, 10)
+	agents := make(chan string, 10)
 	auth := authorizerFunc(func(_ *proxy.Snapshot, r *proxy.Request) proxy.Decision {
 		seen <- *r
+		// Headers are valid during the decision only.
+		agents <- r.HeaderValue("User-Agent")
 		return proxy.Decision{Allow: r.Method == http.MethodGet, Policy: "shop/readers"}
 	})
 	// A second inbound with the custom authorizer, swapped into the
@@ -239,7 +242,7 @@ func TestAuthorizerSeesRequest(t *testing.T) {
 		t.Errorf("GET: %d, want 200", resp.StatusCode)
 	}
 	r := <-seen
-	if r.Source != frontendID || r.Method != "GET" || r.Path != "/items" || r.Protocol != "http" || r.Header == nil {
+	if ua := <-agents; r.Source != frontendID || r.Method != "GET" || r.Path != "/items" || r.Protocol != "http" || ua == "" {
 		t.Errorf("authorizer saw %+v, want source %s GET /items over http with headers", r, frontendID)
 	}
 	req, _ := http.NewRequest(http.MethodPost, m.url("/items"), strings.NewReader("x"))

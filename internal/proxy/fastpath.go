@@ -1,0 +1,229 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/h1"
+)
+
+// The HTTP/1.1 fast path. Plain HTTP/1.1 requests (most service traffic)
+// are read, authorized and forwarded by internal/h1 in the connection's
+// own goroutine: one buffered write per request and per response on each
+// hop, no goroutine handoffs, pooled keep-alive connections to the peer
+// proxy (ALPN http/1.1 over mTLS) and to the app. A connection whose next
+// request the fast path does not take (HTTP/2, Upgrade, Expect, trailers,
+// odd framing, a target that needs normalizing...) is handed, with the
+// bytes already buffered, to the side's net/http server, which serves the
+// rest of it. Both paths apply the same checks and policies.
+
+// Buffer sizes: a request head must fit fastReadBuf to take the fast
+// path; response heads up to upReadBuf.
+const (
+	fastReadBuf  = 16 << 10
+	fastWriteBuf = 8 << 10
+	upReadBuf    = 16 << 10
+	upWriteBuf   = 8 << 10
+	// inlineBody: a request body this small that already arrived is
+	// written with the head; larger ones stream from a goroutine while
+	// the response is read, so neither side can block the other.
+	inlineBody = 8 << 10
+)
+
+var (
+	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBuf) }}
+	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, fastWriteBuf) }}
+	fastHeads   = sync.Pool{New: func() any { return &h1.Head{Fields: make([]h1.Field, 0, 16)} }}
+)
+
+// fastServer is one side's fast path: handle serves a parsed request and
+// says whether the connection may carry another; handoff gives a
+// connection to the net/http server.
+type fastServer struct {
+	// accept, when set, may leave a parsed request to net/http.
+	accept      func(req *h1.Head) bool
+	handle      func(fc *fastConn, req *h1.Head) (keepAlive bool)
+	handoff     func(c net.Conn, p *peer) bool
+	idleTimeout time.Duration
+	conns       *connSet
+}
+
+// fastConn is a downstream connection on the fast path.
+type fastConn struct {
+	c     net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	state atomic.Int32
+	peer  *peer // inbound only
+}
+
+const (
+	connActive int32 = iota
+	connIdle
+	connClosed
+)
+
+// closeIfIdle closes the connection when it waits between requests
+// (shutdown); an active one closes after its response.
+func (fc *fastConn) closeIfIdle() {
+	if fc.state.CompareAndSwap(connIdle, connClosed) {
+		closeQuietly(fc.c)
+	}
+}
+
+// serve runs the fast path on c until the connection ends or is handed
+// off. The caller tracks c in s.conns.
+func (s *fastServer) serve(c net.Conn, p *peer) {
+	fc := &fastConn{c: c, peer: p}
+	fc.state.Store(connIdle)
+	fc.br = fastReaders.Get().(*bufio.Reader)
+	fc.br.Reset(c)
+	fc.bw = fastWriters.Get().(*bufio.Writer)
+	fc.bw.Reset(c)
+	req := fastHeads.Get().(*h1.Head)
+	s.conns.addIdler(fc)
+	handedOff := false
+	defer func() {
+		s.conns.removeIdler(fc)
+		fastHeads.Put(req)
+		fc.bw.Reset(nil)
+		fastWriters.Put(fc.bw)
+		if !handedOff {
+			closeQuietly(c)
+			fc.br.Reset(nil)
+			fastReaders.Put(fc.br)
+		}
+	}()
+	for {
+		if s.idleTimeout > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(s.idleTimeout))
+		}
+		if _, err := fc.br.Peek(1); err != nil {
+			return
+		}
+		if !fc.state.CompareAndSwap(connIdle, connActive) {
+			return // closed by shutdown
+		}
+		_ = c.SetReadDeadline(time.Now().Add(readHeaderTimeout))
+		n, err := h1.ParseRequest(fc.br, req)
+		if err == nil && s.accept != nil && !s.accept(req) {
+			err = h1.ErrUnsupported
+		}
+		if err != nil {
+			if errors.Is(err, h1.ErrUnsupported) {
+				_ = c.SetReadDeadline(time.Time{})
+				handedOff = s.handoff(&replayConn{Conn: c, r: fc.br}, p)
+			}
+			return
+		}
+		_, _ = fc.br.Discard(n)
+		_ = c.SetReadDeadline(time.Time{})
+		if !s.handle(fc, req) || req.Close || s.conns.isClosed() {
+			_ = fc.bw.Flush()
+			return
+		}
+		if !fc.state.CompareAndSwap(connActive, connIdle) {
+			return
+		}
+	}
+}
+
+// readHeaderTimeout matches the net/http servers' ReadHeaderTimeout.
+const readHeaderTimeout = 30 * time.Second
+
+// replayConn is a connection handed to net/http with the bytes the fast
+// path already buffered.
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn exposes the socket for half-closing.
+func (c *replayConn) NetConn() net.Conn { return c.Conn }
+
+// errorResponse is an http.ResponseWriter for answers the proxy makes up
+// itself (refusals, failures), so the fast path shares them with the
+// net/http path.
+type errorResponse struct {
+	h    http.Header
+	code int
+	body bytes.Buffer
+}
+
+func newErrorResponse() *errorResponse { return &errorResponse{h: make(http.Header)} }
+
+func (e *errorResponse) Header() http.Header { return e.h }
+
+func (e *errorResponse) WriteHeader(code int) {
+	if e.code == 0 {
+		e.code = code
+	}
+}
+
+func (e *errorResponse) Write(b []byte) (int, error) {
+	if e.code == 0 {
+		e.code = http.StatusOK
+	}
+	return e.body.Write(b)
+}
+
+// writeTo writes the response on w with a Content-Length; close adds
+// "Connection: close".
+func (e *errorResponse) writeTo(w *bufio.Writer, close bool) error {
+	if e.code == 0 {
+		e.code = http.StatusOK
+	}
+	w.WriteString("HTTP/1.1 ")
+	w.WriteString(strconv.Itoa(e.code))
+	w.WriteByte(' ')
+	w.WriteString(http.StatusText(e.code))
+	w.WriteString("\r\n")
+	for k, vv := range e.h {
+		for _, v := range vv {
+			if !h1.ValidField(h1.Field{Name: k, Value: v}) {
+				continue
+			}
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+	if close {
+		w.WriteString("Connection: close\r\n")
+	}
+	w.WriteString("Content-Length: ")
+	w.WriteString(strconv.Itoa(e.body.Len()))
+	w.WriteString("\r\n\r\n")
+	w.Write(e.body.Bytes())
+	return w.Flush()
+}
+
+// discardBody reads a request body the proxy answered without forwarding,
+// so the connection can carry the next request; false means it could not
+// (too large or broken) and the connection must close.
+func discardBody(br *bufio.Reader, req *h1.Head) bool {
+	switch req.RequestBody() {
+	case h1.BodyNone:
+		return true
+	case h1.BodyLength:
+		if req.ContentLength > 64<<10 {
+			return false
+		}
+		_, err := br.Discard(int(req.ContentLength))
+		return err == nil
+	}
+	return false
+}
+
+var _ io.Reader = (*replayConn)(nil)

@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/h1"
+)
+
+// newInboundFast sets up the inbound side's HTTP/1.1 fast path (HTTP/1.1
+// apps only; http2 and grpc apps take net/http, which speaks h2c to them).
+func (in *Inbound) newInboundFast() {
+	if in.cfg.Protocol != ProtocolHTTP {
+		return
+	}
+	in.fastApp = newUpPool(func(ctx context.Context) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
+		defer cancel()
+		return in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
+	}, 256, 30*time.Second)
+	in.fast = &fastServer{
+		accept:      inboundFastAccepts,
+		handle:      in.serveFast,
+		idleTimeout: in.cfg.IdleTimeout,
+		conns:       &in.conns,
+		handoff: func(c net.Conn, p *peer) bool {
+			return in.httpLis.deliver(&inboundConn{Conn: c, peer: p})
+		},
+	}
+}
+
+// inboundFastAccepts leaves to net/http the requests whose path it would
+// rewrite before authorization: percent-encoded ones (decoded first) and
+// ones with dot segments or doubled slashes (normalized), so policies see
+// exactly what the app will.
+func inboundFastAccepts(req *h1.Head) bool {
+	path, _, _ := strings.Cut(req.Target, "?")
+	return strings.IndexByte(path, '%') < 0 && normalizePath(path) == path
+}
+
+// serveFast is inboundHandler.ServeHTTP for the fast path.
+func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
+	start := time.Now()
+	p := fc.peer
+	snap := in.cfg.Snapshot()
+	var resp h1.Head
+	o, keep := in.exchangeFast(fc, req, p, snap, &resp)
+	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
+	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
+	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
+		path, _, _ := strings.Cut(req.Target, "?")
+		in.accessEvent(req.Method, path, traceIDFrom(req.Get), p, snap, &o, start)
+	}
+	return keep
+}
+
+func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snapshot, resp *h1.Head) (outcome, bool) {
+	answer := func(ew *errorResponse, forceClose bool) bool {
+		keep := !forceClose && discardBody(fc.br, req)
+		return ew.writeTo(fc.bw, !keep) == nil && keep
+	}
+	if snap == nil {
+		ew := newErrorResponse()
+		plainError(ew, http.StatusServiceUnavailable, "trellis: inbound has no configuration yet\n")
+		return outcome{code: http.StatusServiceUnavailable}, answer(ew, false)
+	}
+	if !p.mtls && snap.MTLSMode != "PERMISSIVE" {
+		ew := newErrorResponse()
+		plainError(ew, http.StatusForbidden, "trellis: mutual TLS required\n")
+		return outcome{code: http.StatusForbidden}, answer(ew, true)
+	}
+	// Only the proxy may speak for the caller (see stripCallerXFCC; a
+	// Connection header naming fields never takes the fast path).
+	for i := range req.Fields {
+		if f := &req.Fields[i]; len(f.Name) == len(xfccHeader) && strings.EqualFold(strings.ReplaceAll(f.Name, "_", "-"), xfccHeader) {
+			f.Drop = true
+		}
+	}
+	path, _, _ := strings.Cut(req.Target, "?")
+	dec := in.cfg.Authorizer.Authorize(snap, &Request{
+		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
+		Method: req.Method, Path: path, Host: req.Host, GetHeader: req.Get,
+	})
+	in.cfg.Metrics.decision(dec)
+	if !dec.Allow {
+		ew := newErrorResponse()
+		if dec.Policy != "" && !snap.HidePolicy {
+			ew.h[deniedByHeader] = []string{dec.Policy}
+		}
+		plainError(ew, http.StatusForbidden, "RBAC: access denied\n")
+		return outcome{code: http.StatusForbidden, authorized: true, dec: dec}, answer(ew, false)
+	}
+	o := outcome{authorized: true, dec: dec}
+	var extra []h1.Field
+	var xf [1]h1.Field
+	if len(p.xfcc) > 0 {
+		xf[0] = h1.Field{Name: xfccHeader, Value: p.xfcc[0]}
+		extra = xf[:]
+	}
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := in.fastApp.get(context.Background())
+		if err != nil {
+			ew := newErrorResponse()
+			o.code = in.appFailedFor(ew, req.Method, path, err)
+			return o, answer(ew, false)
+		}
+		res := forwardH1(fc, req, uc, extra, resp)
+		switch res.stage {
+		case fwdDone:
+			if res.upReusable {
+				in.fastApp.put(uc)
+			} else {
+				closeQuietly(uc.c)
+			}
+			o.code = res.code
+			return o, res.downKeep
+		case fwdNoResponse:
+			closeQuietly(uc.c)
+			if reused && res.nothingRead && attempt < 2 && replayableH1(req) {
+				continue
+			}
+			ew := newErrorResponse()
+			o.code = in.appFailedFor(ew, req.Method, path, res.err)
+			return o, answer(ew, !res.downKeep && req.RequestBody() != h1.BodyNone)
+		case fwdUpstreamBroke:
+			closeQuietly(uc.c)
+			o.code, o.abort = res.code, true
+			return o, false
+		default: // the caller went away
+			closeQuietly(uc.c)
+			o.code = res.code
+			return o, false
+		}
+	}
+}

@@ -1,0 +1,97 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"sync"
+	"time"
+)
+
+// upConn is a pooled keep-alive HTTP/1.1 connection to a peer proxy or
+// the app.
+type upConn struct {
+	c         net.Conn
+	br        *bufio.Reader
+	bw        *bufio.Writer
+	idleSince time.Time
+}
+
+// upPool keeps idle upstream connections, most recently used last.
+type upPool struct {
+	dial        func(ctx context.Context) (net.Conn, error)
+	maxIdle     int
+	idleTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   []*upConn
+	closed bool
+}
+
+func newUpPool(dial func(ctx context.Context) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *upPool {
+	return &upPool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout}
+}
+
+// get returns an idle connection (reused) or dials one.
+func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
+	now := time.Now()
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
+		uc = p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		idle := now.Sub(uc.idleSince)
+		raw := uc.c
+		if nc, ok := raw.(interface{ NetConn() net.Conn }); ok {
+			raw = nc.NetConn() // the socket under TLS
+		}
+		if idle < p.idleTimeout && (idle < checkIdleAfter || connAlive(raw)) {
+			return uc, true, nil
+		}
+		closeQuietly(uc.c)
+	}
+	c, err := p.dial(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	return &upConn{c: c, br: bufio.NewReaderSize(c, upReadBuf), bw: bufio.NewWriterSize(c, upWriteBuf)}, false, nil
+}
+
+// put returns a connection whose exchange ended cleanly; anything still
+// buffered from it means a protocol error, and it is closed.
+func (p *upPool) put(uc *upConn) {
+	if uc.br.Buffered() > 0 {
+		closeQuietly(uc.c)
+		return
+	}
+	uc.idleSince = time.Now()
+	p.mu.Lock()
+	if !p.closed && len(p.idle) < p.maxIdle {
+		p.idle = append(p.idle, uc)
+		p.mu.Unlock()
+		return
+	}
+	p.mu.Unlock()
+	closeQuietly(uc.c)
+}
+
+// closeIdle closes the idle connections; closing also refuses to keep
+// any more (shutdown, or an endpoint no snapshot lists).
+func (p *upPool) closeIdle(closing bool) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	if closing {
+		p.closed = true
+	}
+	p.mu.Unlock()
+	for _, uc := range idle {
+		closeQuietly(uc.c)
+	}
+}
