@@ -299,7 +299,7 @@ func FuzzParseResponse(f *testing.F) {
 
 		var out bytes.Buffer
 		bw := bufio.NewWriter(&out)
-		WriteResponseHead(bw, &h, kind)
+		WriteResponseHead(bw, &h, kind, nil)
 		if err := CopyBody(bw, br, kind, h.ContentLength, true); err != nil {
 			var re *ReadError
 			if !errors.As(err, &re) {

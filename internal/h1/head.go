@@ -68,11 +68,11 @@ func (h *Head) reset() {
 }
 
 // Get returns the first value of the named field (case-insensitive),
-// ignoring dropped fields.
+// forwarded or not.
 func (h *Head) Get(name string) string {
 	for i := range h.Fields {
 		f := &h.Fields[i]
-		if !f.Drop && len(f.Name) == len(name) && strings.EqualFold(f.Name, name) {
+		if len(f.Name) == len(name) && strings.EqualFold(f.Name, name) {
 			return f.Value
 		}
 	}
@@ -135,6 +135,13 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// HeadBuffered reports whether br's buffer already holds a whole head,
+// so parsing it will not read (and no read deadline is needed for it).
+func HeadBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, crlf2)
 }
 
 // ParseRequest parses the request head at the start of br (reading as

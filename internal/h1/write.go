@@ -30,8 +30,9 @@ func WriteRequestHead(w *bufio.Writer, h *Head, extra []Field) {
 // WriteResponseHead writes an HTTP/1.1 status line with h's status and
 // reason, its forwarded fields, and framing for a body of the given kind
 // (BodyUntilClose leaves chunked; a bodiless response keeps the
-// Content-Length it announced, as a response to HEAD does).
-func WriteResponseHead(w *bufio.Writer, h *Head, kind BodyKind) {
+// Content-Length it announced, as a response to HEAD does). extra fields
+// follow h's (a proxy's "Connection: close").
+func WriteResponseHead(w *bufio.Writer, h *Head, kind BodyKind, extra []Field) {
 	w.WriteString("HTTP/1.1 ")
 	var code [3]byte
 	code[0], code[1], code[2] = byte('0'+h.Status/100), byte('0'+h.Status/10%10), byte('0'+h.Status%10)
@@ -39,7 +40,7 @@ func WriteResponseHead(w *bufio.Writer, h *Head, kind BodyKind) {
 	w.WriteByte(' ')
 	w.WriteString(h.Reason)
 	w.WriteString("\r\n")
-	writeFields(w, h.Fields, nil)
+	writeFields(w, h.Fields, extra)
 	switch kind {
 	case BodyChunked, BodyUntilClose:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
@@ -70,11 +71,13 @@ func writeField(w *bufio.Writer, f *Field) {
 }
 
 func writeContentLength(w *bufio.Writer, n int64) {
-	var b [40]byte
-	out := append(b[:0], "Content-Length: "...)
-	out = strconv.AppendInt(out, n, 10)
-	out = append(out, '\r', '\n')
-	w.Write(out)
+	w.WriteString("Content-Length: ")
+	if w.Available() < 20 {
+		w.WriteString(strconv.FormatInt(n, 10))
+	} else {
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
+	}
+	w.WriteString("\r\n")
 }
 
 // ValidField reports whether a field built by a caller (not parsed) is

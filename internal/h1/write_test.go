@@ -144,7 +144,7 @@ func TestWriteResponseHead(t *testing.T) {
 			kind := h.ResponseBody(method)
 			var b bytes.Buffer
 			w := bufio.NewWriter(&b)
-			WriteResponseHead(w, &h, kind)
+			WriteResponseHead(w, &h, kind, nil)
 			w.Flush()
 			if b.String() != tt.out {
 				t.Fatalf("wrote %q, want %q", b.String(), tt.out)

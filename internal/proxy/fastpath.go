@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -63,6 +64,21 @@ type fastConn struct {
 	bw    *bufio.Writer
 	state atomic.Int32
 	peer  *peer // inbound only
+	isTLS bool
+	srv   *fastServer
+	// streaming: a request body is being read from c by another
+	// goroutine, so data on the socket says nothing about the caller.
+	streaming atomic.Bool
+}
+
+// closing: the connection closes after the current response (shutdown).
+func (fc *fastConn) closing() bool { return fc.srv.conns.isClosed() }
+
+// gone reports whether the caller closed or reset the connection, or a
+// shutdown closed it. An encrypted alert is recognized by its size only
+// while no body streams (a 2-byte body piece has the same size).
+func (fc *fastConn) gone() bool {
+	return peerGone(fc.c, fc.isTLS && !fc.streaming.Load())
 }
 
 const (
@@ -82,7 +98,8 @@ func (fc *fastConn) closeIfIdle() {
 // serve runs the fast path on c until the connection ends or is handed
 // off. The caller tracks c in s.conns.
 func (s *fastServer) serve(c net.Conn, p *peer) {
-	fc := &fastConn{c: c, peer: p}
+	fc := &fastConn{c: c, peer: p, srv: s}
+	_, fc.isTLS = c.(*tls.Conn)
 	fc.state.Store(connIdle)
 	fc.br = fastReaders.Get().(*bufio.Reader)
 	fc.br.Reset(c)
@@ -112,7 +129,11 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 		if !fc.state.CompareAndSwap(connIdle, connActive) {
 			return // closed by shutdown
 		}
-		_ = c.SetReadDeadline(time.Now().Add(readHeaderTimeout))
+		// Deadlines cost timer work: a head that arrived whole keeps the
+		// idle deadline; one that trickles in gets readHeaderTimeout.
+		if !h1.HeadBuffered(fc.br) {
+			_ = c.SetReadDeadline(time.Now().Add(readHeaderTimeout))
+		}
 		n, err := h1.ParseRequest(fc.br, req)
 		if err == nil && s.accept != nil && !s.accept(req) {
 			err = h1.ErrUnsupported
@@ -125,7 +146,12 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 			return
 		}
 		_, _ = fc.br.Discard(n)
-		_ = c.SetReadDeadline(time.Time{})
+		if req.RequestBody() != h1.BodyNone {
+			// Bodies stream at their own pace; without one, nothing
+			// reads c again before the next idle deadline is set
+			// (peerGone peeks at the socket, past deadlines).
+			_ = c.SetReadDeadline(time.Time{})
+		}
 		if !s.handle(fc, req) || req.Close || s.conns.isClosed() {
 			_ = fc.bw.Flush()
 			return
@@ -212,7 +238,7 @@ func (e *errorResponse) writeTo(w *bufio.Writer, close bool) error {
 // discardBody reads a request body the proxy answered without forwarding,
 // so the connection can carry the next request; false means it could not
 // (too large or broken) and the connection must close.
-func discardBody(br *bufio.Reader, req *h1.Head) bool {
+func discardBody(fc *fastConn, req *h1.Head) bool {
 	switch req.RequestBody() {
 	case h1.BodyNone:
 		return true
@@ -220,10 +246,15 @@ func discardBody(br *bufio.Reader, req *h1.Head) bool {
 		if req.ContentLength > 64<<10 {
 			return false
 		}
-		_, err := br.Discard(int(req.ContentLength))
+		_ = fc.c.SetReadDeadline(time.Now().Add(discardTimeout))
+		_, err := fc.br.Discard(int(req.ContentLength))
+		_ = fc.c.SetReadDeadline(time.Time{})
 		return err == nil
 	}
 	return false
 }
+
+// discardTimeout bounds the wait for the rest of a refused request's body.
+const discardTimeout = 5 * time.Second
 
 var _ io.Reader = (*replayConn)(nil)

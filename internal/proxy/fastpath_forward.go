@@ -1,11 +1,13 @@
 package proxy
 
 import (
-	"crypto/tls"
+	"bufio"
 	"errors"
 	"io"
 	"net"
-	"os"
+	"net/http"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,6 +46,11 @@ type fwdResult struct {
 // extra fields over uc and copies the response to fc. resp is scratch
 // space for the response head.
 func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h1.Head) fwdResult {
+	// One deadline per exchange: it rolls on in watchedConn while the
+	// exchange waits, and a pooled connection gets a new one next time.
+	uc.wc.caller = fc
+	defer func() { uc.wc.caller = nil }()
+	_ = uc.c.SetReadDeadline(time.Now().Add(watchInterval))
 	kind := req.RequestBody()
 	h1.WriteRequestHead(uc.bw, req, extra)
 	var bodyDone chan error
@@ -61,6 +68,7 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: true}
 		}
 		bodyDone = make(chan error, 1)
+		fc.streaming.Store(true)
 		go func() { bodyDone <- h1.CopyBody(uc.bw, fc.br, kind, req.ContentLength, false) }()
 	}
 	if bodyDone == nil {
@@ -83,71 +91,113 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 			<-bodyDone
 			res.upReusable, res.downKeep = false, false
 		}
+		fc.streaming.Store(false)
 	}
 	return res
 }
 
-// watchInterval: while a response is awaited, this often the caller's
-// connection is checked; a caller that went away (or a shutdown that
-// closed it) closes the upstream request, as net/http's canceled request
-// context does.
-const watchInterval = 250 * time.Millisecond
+// max1xx bounds the informational responses before the final one, as
+// net/http does.
+const max1xx = 5
 
-// awaitResponse waits for the first byte of a response.
-func awaitResponse(fc *fastConn, uc *upConn) (gone bool, err error) {
-	if uc.br.Buffered() > 0 {
-		return false, nil
-	}
-	_, isTLS := fc.c.(*tls.Conn)
-	for {
-		_ = uc.c.SetReadDeadline(time.Now().Add(watchInterval))
-		_, err = uc.br.Peek(1)
-		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
-			_ = uc.c.SetReadDeadline(time.Time{})
-			return false, err
-		}
-		if peerGone(fc.c, isTLS) {
-			return true, nil
-		}
-	}
-}
+// connectionClose is the field a response carries when the proxy closes
+// the caller's connection after it.
+var connectionClose = []h1.Field{{Name: "Connection", Value: "close"}}
 
 func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) fwdResult {
-	for {
-		gone, err := awaitResponse(fc, uc)
-		if gone {
-			return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: errClientGone}
-		}
-		if err != nil {
+	for n := 0; ; n++ {
+		if _, err := uc.br.Peek(1); err != nil {
+			if errors.Is(err, errClientGone) {
+				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
+			}
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: closedBeforeResponse(err)}
 		}
-		if err := h1.ParseResponse(uc.br, resp); err != nil {
+		if err := parseResponseHead(uc.br, resp); err != nil {
+			if errors.Is(err, errClientGone) {
+				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
+			}
 			return fwdResult{stage: fwdNoResponse, err: err}
 		}
-		if resp.Status == 101 {
+		switch {
+		case resp.Status == 101:
 			return fwdResult{stage: fwdNoResponse, err: errors.New("upstream switched protocols without an Upgrade request")}
+		case resp.Status >= 200:
+		case n == max1xx:
+			return fwdResult{stage: fwdNoResponse, err: errors.New("too many 1xx responses")}
+		default:
+			// 1xx answers (103 Early Hints, a stray 100 Continue)
+			// precede the real one.
+			continue
 		}
-		// 1xx answers (103 Early Hints, a stray 100 Continue) precede the
-		// real one.
-		if resp.Status >= 200 {
-			break
-		}
+		break
 	}
 	kind := resp.ResponseBody(req.Method)
-	h1.WriteResponseHead(fc.bw, resp, kind)
+	var extra []h1.Field
+	if req.Close || fc.closing() {
+		extra = connectionClose
+	}
+	h1.WriteResponseHead(fc.bw, resp, kind, extra)
 	err := h1.CopyBody(fc.bw, uc.br, kind, resp.ContentLength, true)
 	res := fwdResult{code: resp.Status}
 	var we *h1.WriteError
 	switch {
 	case err == nil:
 		res.upReusable = !resp.Close && kind != h1.BodyUntilClose
-		res.downKeep = true
-	case errors.As(err, &we):
+		res.downKeep = extra == nil
+	case errors.As(err, &we), errors.Is(err, errClientGone):
 		res.stage, res.err = fwdDownstreamGone, err
 	default:
 		res.stage, res.err = fwdUpstreamBroke, err
 	}
 	return res
+}
+
+// parseResponseHead parses a response head; one too large for the fast
+// path's buffer is read by net/http (up to its limits) instead.
+func parseResponseHead(br *bufio.Reader, resp *h1.Head) error {
+	err := h1.ParseResponse(br, resp)
+	if !errors.Is(err, h1.ErrTooLarge) {
+		return err
+	}
+	r, err := http.ReadResponse(br, nil) // reads the head only
+	if err != nil {
+		return err
+	}
+	return fromHTTPResponse(r, resp)
+}
+
+// fromHTTPResponse fills h from a response head net/http parsed.
+func fromHTTPResponse(r *http.Response, h *h1.Head) error {
+	*h = h1.Head{Fields: h.Fields[:0], Status: r.StatusCode, Minor: r.ProtoMinor, ContentLength: -1, Close: r.Close}
+	h.Reason = strings.TrimPrefix(r.Status, strconv.Itoa(r.StatusCode))
+	h.Reason = strings.TrimPrefix(h.Reason, " ")
+	switch {
+	case len(r.TransferEncoding) == 1 && r.TransferEncoding[0] == "chunked":
+		h.Chunked = true
+	case len(r.TransferEncoding) > 0:
+		return h1.ErrMalformed
+	case r.Header.Get("Content-Length") != "":
+		h.ContentLength = r.ContentLength
+	}
+	conn := r.Header["Connection"]
+	for name, values := range r.Header {
+		drop := isHopHeader(name) || name == "Content-Length"
+		if !drop {
+			for _, c := range conn {
+				if headerHasToken([]string{c}, name) {
+					drop = true
+				}
+			}
+		}
+		for _, v := range values {
+			f := h1.Field{Name: name, Value: v, Drop: drop}
+			if !h1.ValidField(f) {
+				return h1.ErrMalformed
+			}
+			h.Fields = append(h.Fields, f)
+		}
+	}
+	return nil
 }
 
 // closedBeforeResponse: the connection ended cleanly or was reset before

@@ -47,8 +47,9 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 	start := time.Now()
 	p := fc.peer
 	snap := in.cfg.Snapshot()
-	var resp h1.Head
-	o, keep := in.exchangeFast(fc, req, p, snap, &resp)
+	resp := fastHeads.Get().(*h1.Head)
+	o, keep := in.exchangeFast(fc, req, p, snap, resp)
+	fastHeads.Put(resp)
 	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
 	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
@@ -60,7 +61,7 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 
 func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snapshot, resp *h1.Head) (outcome, bool) {
 	answer := func(ew *errorResponse, forceClose bool) bool {
-		keep := !forceClose && discardBody(fc.br, req)
+		keep := !forceClose && discardBody(fc, req)
 		return ew.writeTo(fc.bw, !keep) == nil && keep
 	}
 	if snap == nil {
@@ -75,11 +76,13 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 	}
 	// Only the proxy may speak for the caller (see stripCallerXFCC; a
 	// Connection header naming fields never takes the fast path).
-	for i := range req.Fields {
-		if f := &req.Fields[i]; len(f.Name) == len(xfccHeader) && strings.EqualFold(strings.ReplaceAll(f.Name, "_", "-"), xfccHeader) {
-			f.Drop = true
+	kept := req.Fields[:0]
+	for _, f := range req.Fields {
+		if len(f.Name) != len(xfccHeader) || !strings.EqualFold(strings.ReplaceAll(f.Name, "_", "-"), xfccHeader) {
+			kept = append(kept, f)
 		}
 	}
+	req.Fields = kept
 	path, _, _ := strings.Cut(req.Target, "?")
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
 		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,

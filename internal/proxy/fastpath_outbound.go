@@ -31,7 +31,7 @@ func newFastPeerPool(e *PeerEndpoint) *upPool {
 func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	start := time.Now()
 	answer := func(ew *errorResponse, forceClose bool) bool {
-		keep := !forceClose && discardBody(fc.br, req)
+		keep := !forceClose && discardBody(fc, req)
 		return ew.writeTo(fc.bw, !keep) == nil && keep
 	}
 	t := o.routes()
@@ -67,7 +67,8 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 	e.inflight.Add(1)
 	defer func() { e.inflight.Add(-1) }()
 	bodyless := req.RequestBody() == h1.BodyNone
-	var resp h1.Head
+	resp := fastHeads.Get().(*h1.Head)
+	defer fastHeads.Put(resp)
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := e.fast.get(context.Background())
 		if err != nil {
@@ -85,7 +86,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			code := o.upstreamFailedFor(ew, rt, e, err)
 			return code, answer(ew, false)
 		}
-		res := forwardH1(fc, req, uc, nil, &resp)
+		res := forwardH1(fc, req, uc, nil, resp)
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {

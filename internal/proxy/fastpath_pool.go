@@ -3,7 +3,9 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -11,7 +13,9 @@ import (
 // upConn is a pooled keep-alive HTTP/1.1 connection to a peer proxy or
 // the app.
 type upConn struct {
-	c         net.Conn
+	c net.Conn
+	// wc is the reader under br (see watchedConn).
+	wc        *watchedConn
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
@@ -60,7 +64,8 @@ func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, upReadBuf), bw: bufio.NewWriterSize(c, upWriteBuf)}, false, nil
+	wc := &watchedConn{Conn: c}
+	return &upConn{c: c, wc: wc, br: bufio.NewReaderSize(wc, upReadBuf), bw: bufio.NewWriterSize(c, upWriteBuf)}, false, nil
 }
 
 // put returns a connection whose exchange ended cleanly; anything still
@@ -93,5 +98,32 @@ func (p *upPool) closeIdle(closing bool) {
 	p.mu.Unlock()
 	for _, uc := range idle {
 		closeQuietly(uc.c)
+	}
+}
+
+// watchedConn is the reader under an upstream connection's bufio.Reader.
+// During an exchange the connection has a rolling read deadline: a read
+// that waits longer than watchInterval checks the caller and gives up
+// (errClientGone) when the caller went away or a shutdown closed it, as a
+// canceled request context does in net/http, without a goroutine per
+// request. Only the exchange's goroutine reads, so caller needs no lock.
+type watchedConn struct {
+	net.Conn
+	caller *fastConn
+}
+
+// watchInterval is how often a waiting exchange checks its caller.
+const watchInterval = 250 * time.Millisecond
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	for {
+		n, err := w.Conn.Read(p)
+		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		if fc := w.caller; fc == nil || fc.gone() {
+			return 0, errClientGone
+		}
+		_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
 	}
 }
