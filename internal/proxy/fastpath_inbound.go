@@ -20,7 +20,11 @@ func (in *Inbound) newInboundFast() {
 	in.fastApp = newUpPool(func(ctx context.Context) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
 		defer cancel()
-		return in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
+		c, err := in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
+		if err != nil {
+			return nil, err
+		}
+		return rawIO(c), nil
 	}, 256, 30*time.Second)
 	in.fast = &fastServer{
 		accept:      inboundFastAccepts,

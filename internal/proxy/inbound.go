@@ -173,7 +173,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(in.cfg.HandshakeTimeout))
-	first, pc, err := peekByte(c)
+	first, pc, err := peekByte(rawIO(c))
 	if err != nil {
 		// Port probes and health checks connect and close; not worth a
 		// metric.

@@ -172,7 +172,7 @@ func (o *Outbound) ServeUpstream(l net.Listener, serviceKey string) error {
 					o.serveTCP(c, rt)
 					return
 				}
-				fast.serve(c, nil)
+				fast.serve(rawIO(c), nil)
 			}()
 		})
 		close(ul.done)

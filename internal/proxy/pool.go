@@ -201,7 +201,7 @@ func (e *PeerEndpoint) dialTLS(ctx context.Context, conf *tls.Config) (*tls.Conn
 		e.dialFailed(de)
 		return nil, de
 	}
-	tc := tls.Client(raw, conf)
+	tc := tls.Client(rawIO(raw), conf)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		closeQuietly(raw)
 		reason := failTLS
