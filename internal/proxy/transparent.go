@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/netcap"
 )
 
@@ -320,7 +321,7 @@ func (cp *capture) serveMesh(c net.Conn, dst netip.AddrPort, rt *route) {
 		cp.o.serveTCP(c, rt)
 		return
 	}
-	isHTTP, pc, err := cp.detect(c)
+	isHTTP, pc, err := cp.detect(rawIO(c))
 	if err != nil {
 		closeQuietly(c)
 		return
@@ -332,9 +333,17 @@ func (cp *capture) serveMesh(c net.Conn, dst netip.AddrPort, rt *route) {
 		cp.o.serveTCP(pc, rt)
 		return
 	}
-	if !cp.httpLis.deliver(&capturedConn{Conn: pc, key: rt.key}) {
-		closeQuietly(c)
+	// HTTP/1.1 takes the fast path (fastpath.go); it hands anything else
+	// (h2c, upgrades, ...) to the capture's HTTP server.
+	fast := &fastServer{
+		handle:      func(fc *fastConn, req *h1.Head) bool { return cp.o.serveFast(fc, req, rt.key) },
+		idleTimeout: cp.o.cfg.IdleTimeout,
+		conns:       &cp.o.conns,
+		handoff: func(c net.Conn, _ *peer) bool {
+			return cp.httpLis.deliver(&capturedConn{Conn: c, key: rt.key})
+		},
 	}
+	fast.serve(pc, nil)
 }
 
 // detect reads c's first bytes, for at most DetectTimeout, until they show
