@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -21,6 +22,15 @@ import (
 type rawIOConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+
+	// The callbacks handed to rc are made once (a closure per call would
+	// be an allocation per read and write); their arguments and results
+	// travel in these fields, under the direction's lock.
+	readMu, writeMu sync.Mutex
+	readFn, writeFn func(fd uintptr) bool
+	rbuf, wbuf      []byte
+	rn, wn          int
+	rerr, werr      syscall.Errno
 }
 
 // rawIO wraps a TCP connection; other connections are returned as they
@@ -34,33 +44,38 @@ func rawIO(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawIOConn{TCPConn: tc, rc: rc}
+	r := &rawIOConn{TCPConn: tc, rc: rc}
+	r.readFn, r.writeFn = r.doRead, r.doWrite
+	return r
 }
 
 // NetConn exposes the socket (peeks, half-close).
 func (c *rawIOConn) NetConn() net.Conn { return c.TCPConn }
 
+func (c *rawIOConn) doRead(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rn, c.rerr = int(r), e
+		return true
+	}
+}
+
 func (c *rawIOConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	c.readMu.Lock()
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	err := c.rc.Read(c.readFn)
+	n, errno := c.rn, c.rerr
+	c.rbuf = nil
+	c.readMu.Unlock()
 	switch {
 	case err != nil:
 		return 0, c.opError("read", err)
@@ -72,27 +87,33 @@ func (c *rawIOConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *rawIOConn) Write(p []byte) (int, error) {
-	var (
-		nn    int
-		errno syscall.Errno
-	)
-	err := c.rc.Write(func(fd uintptr) bool {
-		for nn < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[nn])), uintptr(len(p)-nn))
-			switch e {
-			case 0:
-				nn += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+func (c *rawIOConn) doWrite(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn))
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
 		}
-		return true
-	})
+	}
+	return true
+}
+
+func (c *rawIOConn) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.writeMu.Lock()
+	c.wbuf, c.wn, c.werr = p, 0, 0
+	err := c.rc.Write(c.writeFn)
+	nn, errno := c.wn, c.werr
+	c.wbuf = nil
+	c.writeMu.Unlock()
 	switch {
 	case err != nil:
 		return nn, c.opError("write", err)
