@@ -26,13 +26,15 @@ import (
 // bytes already buffered, to the side's net/http server, which serves the
 // rest of it. Both paths apply the same checks and policies.
 
-// Buffer sizes: a request head must fit fastReadBuf to take the fast
-// path; response heads up to upReadBuf.
+// Buffer sizes, per connection: a request head must fit fastReadBuf to
+// take the fast path (larger ones go to net/http); response heads larger
+// than upReadBuf are parsed by net/http's reader. Larger writes bypass the
+// write buffers.
 const (
-	fastReadBuf  = 16 << 10
-	fastWriteBuf = 8 << 10
-	upReadBuf    = 16 << 10
-	upWriteBuf   = 8 << 10
+	fastReadBuf  = 8 << 10
+	fastWriteBuf = 4 << 10
+	upReadBuf    = 8 << 10
+	upWriteBuf   = 4 << 10
 	// inlineBody: a request body this small that already arrived is
 	// written with the head; larger ones stream from a goroutine while
 	// the response is read, so neither side can block the other.
