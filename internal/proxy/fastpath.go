@@ -237,6 +237,14 @@ func (e *errorResponse) writeTo(w *bufio.Writer, close bool) error {
 	return w.Flush()
 }
 
+// answer writes a response the proxy made up to req and says whether the
+// connection can carry another request: not when forceClose, when the
+// caller asked to close, or when req's body cannot be skipped.
+func (fc *fastConn) answer(req *h1.Head, ew *errorResponse, forceClose bool) bool {
+	keep := !forceClose && !req.Close && discardBody(fc, req)
+	return ew.writeTo(fc.bw, !keep) == nil && keep
+}
+
 // discardBody reads a request body the proxy answered without forwarding,
 // so the connection can carry the next request; false means it could not
 // (too large or broken) and the connection must close.

@@ -64,10 +64,7 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 }
 
 func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snapshot, resp *h1.Head) (outcome, bool) {
-	answer := func(ew *errorResponse, forceClose bool) bool {
-		keep := !forceClose && discardBody(fc, req)
-		return ew.writeTo(fc.bw, !keep) == nil && keep
-	}
+	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
 	if snap == nil {
 		ew := newErrorResponse()
 		plainError(ew, http.StatusServiceUnavailable, "trellis: inbound has no configuration yet\n")

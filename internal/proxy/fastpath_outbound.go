@@ -30,10 +30,7 @@ func newFastPeerPool(e *PeerEndpoint) *upPool {
 // serveFast is Outbound.serveHTTP for the fast path.
 func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	start := time.Now()
-	answer := func(ew *errorResponse, forceClose bool) bool {
-		keep := !forceClose && discardBody(fc, req)
-		return ew.writeTo(fc.bw, !keep) == nil && keep
-	}
+	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
 	t := o.routes()
 	if t == nil {
 		ew := newErrorResponse()

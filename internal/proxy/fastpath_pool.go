@@ -51,12 +51,20 @@ func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		idle := now.Sub(uc.idleSince)
-		raw := uc.c
-		if nc, ok := raw.(interface{ NetConn() net.Conn }); ok {
-			raw = nc.NetConn() // the socket under TLS
-		}
-		if idle < p.idleTimeout && (idle < checkIdleAfter || connAlive(raw)) {
+		if idle < checkIdleAfter {
 			return uc, true, nil
+		}
+		if idle < p.idleTimeout {
+			// The last exchange's watch deadline has passed by now, and
+			// an expired deadline fails the peek too: clear it first.
+			_ = uc.c.SetReadDeadline(time.Time{})
+			raw := uc.c
+			if nc, ok := raw.(interface{ NetConn() net.Conn }); ok {
+				raw = nc.NetConn() // the socket under TLS
+			}
+			if connAlive(raw) {
+				return uc, true, nil
+			}
 		}
 		closeQuietly(uc.c)
 	}

@@ -903,3 +903,29 @@ func TestFastConnectionCloseAnswered(t *testing.T) {
 		t.Errorf("connection still open after Connection: close (read %d bytes)", n)
 	}
 }
+
+// TestFastIdleConnectionsReusedAfterCheck: pooled connections idle for
+// over a second are checked before reuse, and a healthy one passes. (The
+// check once failed on the last exchange's expired watch deadline, so
+// every pause over a second cost a new mTLS handshake to the peer and a
+// new app connection.)
+func TestFastIdleConnectionsReusedAfterCheck(t *testing.T) {
+	addr, appConns := countingApp(t, echoApp())
+	m := newMesh(t, meshOptions{appAddr: addr})
+	c := dialRaw(t, m.upstreamAddr)
+	for i := range 3 {
+		if i > 0 {
+			time.Sleep(1300 * time.Millisecond) // past checkIdleAfter
+		}
+		c.send(getReq(fmt.Sprintf("/r%d", i)))
+		if resp, _ := c.read("GET"); resp.StatusCode != 200 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+	}
+	if n := appConns.Load(); n != 1 {
+		t.Errorf("3 requests 1.3 s apart opened %d app connections, want 1 (reused after the idle check)", n)
+	}
+	if n := metric(t, m.serverMetrics, "trellis_requests_total", nil); n != 3 {
+		t.Errorf("server proxy counted %v requests, want 3", n)
+	}
+}
