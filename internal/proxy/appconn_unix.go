@@ -9,7 +9,9 @@ import (
 
 // connAlive peeks at an idle keep-alive connection without blocking: the
 // app may have closed it (FIN pending) while it sat in the pool. Costs one
-// non-blocking recv, done only for connections idle for a while.
+// non-blocking recv, done only for connections idle for a while. It goes
+// through Control, not Read, so a read deadline that has passed does not
+// count against the connection.
 func connAlive(c net.Conn) bool {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -20,13 +22,12 @@ func connAlive(c net.Conn) bool {
 		return false
 	}
 	alive := false
-	err = rc.Read(func(fd uintptr) bool {
+	err = rc.Control(func(fd uintptr) {
 		var b [1]byte
 		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// EAGAIN: open and quiet. Otherwise the app closed it (0 bytes),
 		// sent a response nobody asked for, or it failed: not reusable.
 		alive = err == syscall.EAGAIN
-		return true
 	})
 	return err == nil && alive
 }
@@ -66,7 +67,7 @@ func peerGone(c net.Conn, isTLS bool) bool {
 		return true
 	}
 	gone := false
-	err = rc.Read(func(fd uintptr) bool {
+	err = rc.Control(func(fd uintptr) {
 		var b [5]byte
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
@@ -76,7 +77,6 @@ func peerGone(c net.Conn, isTLS bool) bool {
 		case isTLS:
 			gone = isTLSAlert(b[:n])
 		}
-		return true
 	})
 	return err != nil || gone
 }

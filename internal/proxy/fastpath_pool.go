@@ -55,9 +55,8 @@ func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
 			return uc, true, nil
 		}
 		if idle < p.idleTimeout {
-			// The last exchange's watch deadline has passed by now, and
-			// an expired deadline fails the peek too: clear it first.
-			_ = uc.c.SetReadDeadline(time.Time{})
+			// (The last exchange's watch deadline has passed by now;
+			// connAlive peeks past it.)
 			raw := uc.c
 			if nc, ok := raw.(interface{ NetConn() net.Conn }); ok {
 				raw = nc.NetConn() // the socket under TLS

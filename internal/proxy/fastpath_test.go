@@ -929,3 +929,19 @@ func TestFastIdleConnectionsReusedAfterCheck(t *testing.T) {
 		t.Errorf("server proxy counted %v requests, want 3", n)
 	}
 }
+
+// TestFastSlowResponseOutlivesIdleTimeout: a request whose response takes
+// longer than the idle timeout is not taken for a caller gone away (the
+// idle deadline left on the caller's connection once failed the caller
+// check, and such requests were cut with 499).
+func TestFastSlowResponseOutlivesIdleTimeout(t *testing.T) {
+	m := newMesh(t, meshOptions{idleTimeout: 300 * time.Millisecond, app: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Second)
+		_, _ = io.WriteString(w, "slow")
+	})})
+	c := dialRaw(t, m.upstreamAddr)
+	c.send(getReq("/slow"))
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "slow" {
+		t.Errorf("GET /slow: %d %q, want 200 \"slow\"", resp.StatusCode, body)
+	}
+}

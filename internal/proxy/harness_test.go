@@ -154,6 +154,8 @@ type meshOptions struct {
 	serverIdent  proxy.Identity
 	extra        []*proxy.Service
 	drainTimeout time.Duration
+	// idleTimeout is both proxies' IdleTimeout (0: the default).
+	idleTimeout time.Duration
 	// authorizer decides on the server proxy (default: the mesh default).
 	authorizer proxy.Authorizer
 	// serviceOf is the snapshot's SPIFFE ID -> service map (default none:
@@ -229,7 +231,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	m.in = proxy.NewInbound(proxy.DataPlaneConfig{
 		Identity: o.serverIdent, Snapshot: m.snap.get, Authorizer: o.authorizer,
 		Service: "catalog", Namespace: "shop", Protocol: o.protocol, AppAddr: m.appAddr,
-		Logger: m.logs.logger.With("proxy", "server"), Metrics: m.serverMetrics, DrainTimeout: o.drainTimeout,
+		Logger: m.logs.logger.With("proxy", "server"), Metrics: m.serverMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
 		Events: o.events, AccessLogSampleRate: o.accessLogRate,
 	})
 	serve(t, "inbound", func() error { return m.in.Serve(inL) })
@@ -238,7 +240,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	m.out = proxy.NewOutbound(proxy.DataPlaneConfig{
 		Identity: o.clientIdent, Snapshot: m.snap.get,
 		Service: "frontend", Namespace: "shop", Protocol: proxy.ProtocolHTTP, AppAddr: "127.0.0.1:1",
-		Logger: m.logs.logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout,
+		Logger: m.logs.logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
 	})
 	upL := listen(t)
 	m.upstreamAddr = upL.Addr().String()
