@@ -6,13 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -104,14 +107,35 @@ func (e *env) stopAll() {
 	e.procs = nil
 }
 
+// freePort returns a loopback address whose port is free now, taken
+// below Linux's ephemeral range (32768-60999 by default): a port from
+// that range can be handed to some process's outgoing connection between
+// this check and the server's bind ("address already in use"). Ports
+// already handed out by this process are not reused.
 func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsUsed[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		l.Close()
+		portsUsed[port] = true
+		return addr, nil
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("no free port in 20000-31999")
 }
+
+var (
+	portMu    sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 func freePorts(n int) ([]string, error) {
 	var out []string
