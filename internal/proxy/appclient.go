@@ -5,11 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -21,28 +19,21 @@ import (
 // goroutine and each response back from a reader goroutine. Requests with
 // a body, which may stream both ways at once, take the Transport.
 type appClient struct {
-	addr        string
-	dialer      *net.Dialer
-	fallback    http.RoundTripper
-	idleTimeout time.Duration
-	maxIdle     int
-
-	mu   sync.Mutex
-	idle []*appConn // most recently used last
+	// pool is the inbound side's pool of app connections, shared with
+	// the HTTP/1.1 fast path.
+	pool     *upPool
+	fallback http.RoundTripper
 }
 
 type appConn struct {
-	c         net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
+	*upConn
 	// stop unregisters the current request's cancellation; false means it
 	// already fired and closed c.
 	stop func() bool
 }
 
-func newAppClient(addr string, d *net.Dialer, fallback http.RoundTripper) *appClient {
-	return &appClient{addr: addr, dialer: d, fallback: fallback, idleTimeout: 30 * time.Second, maxIdle: 256}
+func newAppClient(pool *upPool, fallback http.RoundTripper) *appClient {
+	return &appClient{pool: pool, fallback: fallback}
 }
 
 // RoundTrip implements http.RoundTripper for requests built by
@@ -180,55 +171,19 @@ func validHeaderValue(v string) bool {
 
 // get returns an idle connection (reused=true) or dials a new one.
 func (a *appClient) get(ctx context.Context) (*appConn, bool, error) {
-	now := time.Now()
-	for {
-		a.mu.Lock()
-		n := len(a.idle)
-		if n == 0 {
-			a.mu.Unlock()
-			break
-		}
-		pc := a.idle[n-1]
-		a.idle = a.idle[:n-1]
-		a.mu.Unlock()
-		idle := now.Sub(pc.idleSince)
-		if idle < a.idleTimeout && (idle < checkIdleAfter || connAlive(pc.c)) {
-			return pc, true, nil
-		}
-		closeQuietly(pc.c)
-	}
-	c, err := a.dialer.DialContext(ctx, "tcp", a.addr)
+	uc, reused, err := a.pool.get(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	return &appConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, false, nil
+	return &appConn{upConn: uc}, reused, nil
 }
 
 func (a *appClient) release(pc *appConn, reuse bool) {
-	if !pc.stop() || !reuse || pc.br.Buffered() > 0 {
+	if !pc.stop() || !reuse {
 		closeQuietly(pc.c)
 		return
 	}
-	pc.idleSince = time.Now()
-	a.mu.Lock()
-	if len(a.idle) < a.maxIdle {
-		a.idle = append(a.idle, pc)
-		a.mu.Unlock()
-		return
-	}
-	a.mu.Unlock()
-	closeQuietly(pc.c)
-}
-
-// CloseIdleConnections closes pooled connections (shutdown).
-func (a *appClient) CloseIdleConnections() {
-	a.mu.Lock()
-	idle := a.idle
-	a.idle = nil
-	a.mu.Unlock()
-	for _, pc := range idle {
-		closeQuietly(pc.c)
-	}
+	a.pool.put(pc.upConn)
 }
 
 // appBody returns its connection to the pool once the body is read to

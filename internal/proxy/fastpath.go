@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -266,5 +265,3 @@ func discardBody(fc *fastConn, req *h1.Head) bool {
 
 // discardTimeout bounds the wait for the rest of a refused request's body.
 const discardTimeout = 5 * time.Second
-
-var _ io.Reader = (*replayConn)(nil)

@@ -181,14 +181,7 @@ func fromHTTPResponse(r *http.Response, h *h1.Head) error {
 	}
 	conn := r.Header["Connection"]
 	for name, values := range r.Header {
-		drop := isHopHeader(name) || name == "Content-Length"
-		if !drop {
-			for _, c := range conn {
-				if headerHasToken([]string{c}, name) {
-					drop = true
-				}
-			}
-		}
+		drop := isHopHeader(name) || name == "Content-Length" || headerHasToken(conn, name)
 		for _, v := range values {
 			f := h1.Field{Name: name, Value: v, Drop: drop}
 			if !h1.ValidField(f) {

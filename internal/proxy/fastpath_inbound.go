@@ -11,12 +11,10 @@ import (
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
-// newInboundFast sets up the inbound side's HTTP/1.1 fast path (HTTP/1.1
-// apps only; http2 and grpc apps take net/http, which speaks h2c to them).
+// newInboundFast sets up the pool of HTTP/1.1 connections to the app and
+// the inbound side's HTTP/1.1 fast path (HTTP/1.1 apps only; http2 and
+// grpc apps take net/http, which speaks h2c to them).
 func (in *Inbound) newInboundFast() {
-	if in.cfg.Protocol != ProtocolHTTP {
-		return
-	}
 	in.fastApp = newUpPool(func(ctx context.Context) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
 		defer cancel()
@@ -26,6 +24,9 @@ func (in *Inbound) newInboundFast() {
 		}
 		return rawIO(c), nil
 	}, 256, 30*time.Second)
+	if in.cfg.Protocol != ProtocolHTTP {
+		return
+	}
 	in.fast = &fastServer{
 		accept:      inboundFastAccepts,
 		handle:      in.serveFast,

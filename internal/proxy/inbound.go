@@ -28,7 +28,8 @@ type Inbound struct {
 	appH2   *http.Transport // h2c, for http2 and grpc apps
 	app     *appClient      // fast path for bodyless requests to HTTP/1.1 apps
 	// fast serves HTTP/1.1 callers of HTTP/1.1 apps (fastpath.go); nil
-	// for other app protocols. fastApp pools its app connections.
+	// for other app protocols. fastApp pools the HTTP/1.1 connections to
+	// the app, for the fast path and app.
 	fast    *fastServer
 	fastApp *upPool
 	srv     *http.Server
@@ -63,12 +64,12 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	}
 	in.appH1 = appTransport(in.dialer, false)
 	in.appH2 = appTransport(in.dialer, true)
-	in.app = newAppClient(cfg.AppAddr, in.dialer, in.appH1)
 	in.dest = cfg.Metrics.dest(directionInbound, cfg.Service, cfg.Namespace, "", "", "")
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
 	in.newInboundFast()
+	in.app = newAppClient(in.fastApp, in.appH1)
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
 	in.srv = newHTTPServer(inboundHandler{in}, cfg, true)
 	in.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -326,10 +327,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, <-connsDone)
 	in.appH1.CloseIdleConnections()
 	in.appH2.CloseIdleConnections()
-	in.app.CloseIdleConnections()
-	if in.fastApp != nil {
-		in.fastApp.closeIdle(true)
-	}
+	in.fastApp.closeIdle(true)
 	if err != nil {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}
