@@ -31,6 +31,19 @@ const MaxTrailerFields = 64
 // when keepTrailers, else dropped. dst is flushed whenever src has nothing
 // more buffered, so streams flow, and at the end.
 func CopyBody(dst *bufio.Writer, src *bufio.Reader, kind BodyKind, n int64, keepTrailers bool) error {
+	if err := CopyBodyBuffered(dst, src, kind, n, keepTrailers); err != nil {
+		return err
+	}
+	if err := dst.Flush(); err != nil {
+		return &WriteError{err}
+	}
+	return nil
+}
+
+// CopyBodyBuffered is CopyBody without the final flush: the end of the
+// body may stay in dst for the caller to flush (after its bookkeeping, or
+// with the next message).
+func CopyBodyBuffered(dst *bufio.Writer, src *bufio.Reader, kind BodyKind, n int64, keepTrailers bool) error {
 	var err error
 	switch kind {
 	case BodyNone:
@@ -41,13 +54,7 @@ func CopyBody(dst *bufio.Writer, src *bufio.Reader, kind BodyKind, n int64, keep
 	case BodyUntilClose:
 		err = copyUntilClose(dst, src)
 	}
-	if err != nil {
-		return err
-	}
-	if err := dst.Flush(); err != nil {
-		return &WriteError{err}
-	}
-	return nil
+	return err
 }
 
 // flush writes out what dst holds, before a read that may block.

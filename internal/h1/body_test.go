@@ -313,3 +313,20 @@ func TestCopyBodyOneWrite(t *testing.T) {
 		t.Errorf("%d writes, want 1", len(w))
 	}
 }
+
+// TestCopyBodyBufferedLeavesTheEnd: a body that arrived whole stays in
+// dst until the caller flushes.
+func TestCopyBodyBufferedLeavesTheEnd(t *testing.T) {
+	var out bytes.Buffer
+	dst := bufio.NewWriter(&out)
+	src := bufio.NewReader(strings.NewReader("hello"))
+	if err := CopyBodyBuffered(dst, src, BodyLength, 5, false); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != 0 || dst.Buffered() != 5 {
+		t.Fatalf("after CopyBodyBuffered: %d bytes written, %d buffered; want 0 and 5", out.Len(), dst.Buffered())
+	}
+	if err := dst.Flush(); err != nil || out.String() != "hello" {
+		t.Fatalf("after Flush: %q, %v", out.String(), err)
+	}
+}

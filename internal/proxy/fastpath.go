@@ -153,8 +153,10 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 			// (peerGone peeks at the socket, past deadlines).
 			_ = c.SetReadDeadline(time.Time{})
 		}
-		if !s.handle(fc, req) || req.Close || s.conns.isClosed() {
-			_ = fc.bw.Flush()
+		keep := s.handle(fc, req)
+		// Handlers leave the end of their response buffered, so that
+		// it goes out after their bookkeeping.
+		if err := fc.bw.Flush(); err != nil || !keep || req.Close || s.conns.isClosed() {
 			return
 		}
 		if !fc.state.CompareAndSwap(connActive, connIdle) {
@@ -204,9 +206,9 @@ func (e *errorResponse) Write(b []byte) (int, error) {
 	return e.body.Write(b)
 }
 
-// writeTo writes the response on w with a Content-Length; close adds
-// "Connection: close".
-func (e *errorResponse) writeTo(w *bufio.Writer, close bool) error {
+// writeTo writes the response into w with a Content-Length, leaving the
+// flush to the caller; close adds "Connection: close".
+func (e *errorResponse) writeTo(w *bufio.Writer, close bool) {
 	if e.code == 0 {
 		e.code = http.StatusOK
 	}
@@ -233,7 +235,6 @@ func (e *errorResponse) writeTo(w *bufio.Writer, close bool) error {
 	w.WriteString(strconv.Itoa(e.body.Len()))
 	w.WriteString("\r\n\r\n")
 	w.Write(e.body.Bytes())
-	return w.Flush()
 }
 
 // answer writes a response the proxy made up to req and says whether the
@@ -241,7 +242,8 @@ func (e *errorResponse) writeTo(w *bufio.Writer, close bool) error {
 // caller asked to close, or when req's body cannot be skipped.
 func (fc *fastConn) answer(req *h1.Head, ew *errorResponse, forceClose bool) bool {
 	keep := !forceClose && !req.Close && discardBody(fc, req)
-	return ew.writeTo(fc.bw, !keep) == nil && keep
+	ew.writeTo(fc.bw, !keep)
+	return keep
 }
 
 // discardBody reads a request body the proxy answered without forwarding,

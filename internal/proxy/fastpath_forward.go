@@ -87,6 +87,7 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 			// The response ended before the request body: neither
 			// connection can carry another exchange.
 			closeQuietly(uc.c)
+			_ = fc.bw.Flush()
 			closeQuietly(fc.c)
 			<-bodyDone
 			res.upReusable, res.downKeep = false, false
@@ -137,7 +138,10 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) 
 		extra = connectionClose
 	}
 	h1.WriteResponseHead(fc.bw, resp, kind, extra)
-	err := h1.CopyBody(fc.bw, uc.br, kind, resp.ContentLength, true)
+	// The end of the response stays buffered: the caller records the
+	// request first, then fastServer.serve flushes (so metrics never lag
+	// behind what the caller saw).
+	err := h1.CopyBodyBuffered(fc.bw, uc.br, kind, resp.ContentLength, true)
 	res := fwdResult{code: resp.Status}
 	var we *h1.WriteError
 	switch {
