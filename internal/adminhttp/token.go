@@ -64,12 +64,23 @@ func LoadOrCreate(dir string) (Token, error) {
 func (t Token) Require(who string, next http.Handler) http.Handler {
 	msg := errors.New("unauthorized: send Authorization: Bearer <token> with the token from the " + who + "'s DATA_DIR/admin.token")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !t.Matches(strings.TrimSpace(tok)) {
+		tok, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok || !t.Matches(tok) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="trellis"`)
 			WriteError(w, http.StatusUnauthorized, msg)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken returns the credentials of an Authorization header with the
+// Bearer scheme. Auth schemes are case-insensitive (RFC 7235 section 2.1):
+// "bearer" and "BEARER" are Bearer too.
+func bearerToken(header string) (string, bool) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
 }

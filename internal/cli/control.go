@@ -46,6 +46,7 @@ func newControlCmd() *cobra.Command {
 	f.DurationVar(&cfg.AckTimeout, "ack-timeout", controlplane.DefaultAckTimeout, "a proxy that has not acknowledged a snapshot this long after it was sent is STALE")
 	f.DurationVar(&cfg.DriftGrace, "drift-grace", controlplane.DefaultDriftGrace, "a proxy running another config than it acknowledged this long is DRIFTED and is sent its config again")
 	f.DurationVar(&cfg.ReportInterval, "report-interval", controlplane.DefaultReportInterval, "how often proxies report the config they run")
+	f.BoolVar(&cfg.MetricsRequireToken, "metrics-require-token", false, "serve /metrics only with the admin token (Authorization: Bearer), like /api/; by default it needs none")
 	f.TextVar(&cfg.VIPRange, "vip-range", controlplane.DefaultVIPRange, "prefix services' stable virtual IPs (mesh DNS names) are assigned from; kept forever, so leave room to grow")
 	lf.register(cmd)
 	return cmd

@@ -69,6 +69,10 @@ type Config struct {
 	// embedding a collector. AuditSinks must then be empty: sinks belong
 	// to the process that runs the collector.
 	CollectorAddr string
+	// MetricsRequireToken makes /metrics on the admin API need the admin
+	// bearer token like /api/; the default serves it without one, for
+	// scrapers on a trusted network.
+	MetricsRequireToken bool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.

@@ -21,8 +21,8 @@ import (
 const maxBodyBytes = 8 << 20
 
 // routes builds the admin API handler. Every path under /api/ (and any
-// unknown path) requires the bearer token; /healthz, /readyz and /metrics
-// do not.
+// unknown path) requires the bearer token; /healthz and /readyz do not, nor
+// does /metrics unless Config.MetricsRequireToken.
 func (s *Server) routes() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("POST "+adminapi.PathApply, s.handleApply)
@@ -51,10 +51,16 @@ func (s *Server) routes() http.Handler {
 	open.Handle("GET "+adminapi.PathMetrics, s.metricsHandler())
 
 	authed := s.adminToken.Require("control plane", api)
+	metrics := http.Handler(open)
+	if s.cfg.MetricsRequireToken {
+		metrics = s.adminToken.Require("control plane", open)
+	}
 	return s.countRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case adminapi.PathHealthz, adminapi.PathReadyz, adminapi.PathMetrics:
+		case adminapi.PathHealthz, adminapi.PathReadyz:
 			open.ServeHTTP(w, r)
+		case adminapi.PathMetrics:
+			metrics.ServeHTTP(w, r)
 		default:
 			authed.ServeHTTP(w, r)
 		}
