@@ -207,8 +207,8 @@ func TestApplyErrors(t *testing.T) {
 		{
 			name:       "invalid document on stdin",
 			args:       []string{"-f", "-"},
-			stdin:      "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {mode: strict}}\n",
-			wantStderr: []string{`<stdin>#1: Mesh default: spec.mtls.mode: must be one of STRICT, PERMISSIVE, got "strict"`},
+			stdin:      "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {mode: strikt}}\n",
+			wantStderr: []string{`<stdin>#1: Mesh default: spec.mtls.mode: must be one of STRICT, PERMISSIVE (in any case), got "strikt"`},
 		},
 		{
 			name: "unknown kind",
@@ -299,5 +299,44 @@ func TestApplyErrors(t *testing.T) {
 				t.Errorf("a failed apply changed the Mesh:\ngot  %+v\nwant %+v", meshAfter, meshBefore)
 			}
 		})
+	}
+}
+
+// TestApplyEnumCase applies enum values in other cases than their canonical
+// one: they are stored and printed canonically, and the canonical spelling
+// of the same file is no change.
+func TestApplyEnumCase(t *testing.T) {
+	m := startMesh(t)
+	doc := func(mtls, def, action, enforcement string) string {
+		return "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\n" +
+			"spec: {mtls: {mode: " + mtls + "}, authorization: {default: " + def + "}}\n---\n" +
+			"apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\n" +
+			"spec: {action: " + action + ", enforcement: " + enforcement + ", rules: [{}]}\n"
+	}
+	m.mustRun(t, doc("permissive", "Deny", "deny", "AUDIT"), "apply", "-f", "-")
+
+	_, ms := m.storedMesh(t)
+	o, _ := m.get(t, "authz", "shop", "p")
+	ps, err := resource.AuthorizationPolicySpecOf(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ field, got, want string }{
+		{"spec.mtls.mode", ms.MTLS.Mode, "PERMISSIVE"},
+		{"spec.authorization.default", ms.Authorization.Default, "deny"},
+		{"spec.action", ps.Action, "DENY"},
+		{"spec.enforcement", ps.Enforcement, "audit"},
+	} {
+		if c.got != c.want {
+			t.Errorf("stored %s: got %q, want %q", c.field, c.got, c.want)
+		}
+	}
+	if out := m.mustRun(t, "", "get", "authz", "p", "-n", "shop", "-o", "yaml"); !strings.Contains(out, "action: DENY\n") || !strings.Contains(out, "enforcement: audit\n") {
+		t.Errorf("get -o yaml:\n%s\nwant action: DENY and enforcement: audit", out)
+	}
+
+	r := m.run(t, doc("PERMISSIVE", "deny", "DENY", "audit"), "apply", "-f", "-")
+	if want := lines("Mesh/default unchanged", "AuthorizationPolicy/shop/p unchanged"); r.code != cli.ExitOK || r.stdout != want {
+		t.Errorf("canonical spelling of the same file: got %v\nwant exit 0, stdout:\n%s", r, want)
 	}
 }

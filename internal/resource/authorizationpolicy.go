@@ -104,8 +104,8 @@ func authorizationPolicySpec(errs *errorList, raw json.RawMessage) Authorization
 		errs.add("spec.selector.service", "%s %s", quote(sv), dnsLabelRule)
 	}
 	checkLabels(errs, "spec.selector.matchLabels", s.Selector.MatchLabels)
-	checkEnum(errs, "spec.action", s.Action, ActionAllow, ActionDeny)
-	checkEnum(errs, "spec.enforcement", s.Enforcement, EnforcementEnforce, EnforcementAudit)
+	canonicalEnum(errs, "spec.action", &s.Action, ActionAllow, ActionDeny)
+	canonicalEnum(errs, "spec.enforcement", &s.Enforcement, EnforcementEnforce, EnforcementAudit)
 	for i, r := range s.Rules {
 		rule := fmt.Sprintf("spec.rules[%d]", i)
 		for j, src := range r.From {

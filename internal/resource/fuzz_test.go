@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -31,6 +32,7 @@ kind: Mesh
 metadata: {name: default}
 spec: {mtls: {mode: PERMISSIVE}, authorization: {default: allow}, certificates: {workloadTTL: 90m}}
 `,
+	"apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {mtls: {mode: permissive}, authorization: {default: ALLOW}, outbound: {mode: Block}}\n",
 	`{"apiVersion":"trellis.dev/v1alpha1","kind":"Mesh","metadata":{"name":"default"},"spec":{"certificates":{"workloadTTL":"1h"}}}`,
 	`{"apiVersion":"trellis.dev/v1alpha1","kind":"Mesh","metadata":{"name":"default"}}{"apiVersion":"trellis.dev/v1alpha1","kind":"AuthorizationPolicy","metadata":{"name":"a"},"spec":{"rules":[{}]}}`,
 	"apiVersion: v1\nkind: List\nitems:\n- {apiVersion: trellis.dev/v1alpha1, kind: AuthorizationPolicy, metadata: {name: a}, spec: {action: DENY, rules: [{to: [{notPorts: [22]}]}]}}\n",
@@ -87,6 +89,7 @@ func FuzzValidate(f *testing.F) {
 	f.Add(APIVersion, KindMesh, "default", "x", []byte(`{"certificates":{"workloadTTL":5}}`))
 	f.Add(APIVersion, KindAuthorizationPolicy, "a", "shop", []byte(`{"rules":[{"from":[{"principals":["*"]}],"to":[{"ports":["80"]}],"when":[{"key":"request.headers[a]","values":["b"]}]}]}`))
 	f.Add(APIVersion, KindAuthorizationPolicy, "a.b", "", []byte(`{"selector":{"matchLabels":{"a":"b"}},"action":"DENY","rules":[]}`))
+	f.Add(APIVersion, KindAuthorizationPolicy, "a", "shop", []byte(`{"action":"deny","enforcement":"AUDIT"}`))
 	f.Add("v1", "Thing", "", "Bad", []byte(`[`))
 	f.Add(APIVersion, KindAuthorizationPolicy, "a", "shop", []byte(`{"rules":[{"to":[{"ports":[0, 1e99, "x", null]}]}],"x":1}`))
 	f.Fuzz(func(t *testing.T, apiVersion, kind, name, namespace string, spec []byte) {
@@ -105,7 +108,8 @@ func FuzzValidate(f *testing.F) {
 }
 
 // checkCanonical checks that valid object o is unchanged by a second
-// Validate and that its kind's accessor accepts it.
+// Validate, that its kind's accessor accepts it and that every enum value
+// is in its one canonical spelling.
 func checkCanonical(t *testing.T, o Object) {
 	t.Helper()
 	again := o
@@ -116,15 +120,38 @@ func checkCanonical(t *testing.T, o Object) {
 	if !bytes.Equal(again.Spec, o.Spec) || again.Metadata.Namespace != o.Metadata.Namespace {
 		t.Fatalf("second Validate: got %s, want %s", again.Spec, o.Spec)
 	}
-	var err error
+	type enum struct {
+		got     string
+		allowed []string
+	}
+	var (
+		err   error
+		enums []enum
+	)
 	switch o.Kind {
 	case KindMesh:
-		_, err = MeshSpecOf(&o)
+		var s MeshSpec
+		s, err = MeshSpecOf(&o)
+		enums = []enum{
+			{s.MTLS.Mode, []string{MTLSStrict, MTLSPermissive}},
+			{s.Authorization.Default, []string{AuthorizationDeny, AuthorizationAllow}},
+			{s.Outbound.Mode, []string{OutboundPassthrough, OutboundBlock}},
+		}
 	case KindAuthorizationPolicy:
-		_, err = AuthorizationPolicySpecOf(&o)
+		var s AuthorizationPolicySpec
+		s, err = AuthorizationPolicySpecOf(&o)
+		enums = []enum{
+			{s.Action, []string{ActionAllow, ActionDeny}},
+			{s.Enforcement, []string{EnforcementEnforce, EnforcementAudit}},
+		}
 	}
 	if err != nil {
 		t.Fatalf("spec accessor rejects a valid object: %v", err)
+	}
+	for _, e := range enums {
+		if !slices.Contains(e.allowed, e.got) {
+			t.Fatalf("valid object holds enum value %q, want one of %q: %s", e.got, e.allowed, o.Spec)
+		}
 	}
 }
 

@@ -3,7 +3,6 @@ package resource
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 )
@@ -108,9 +107,9 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 		s.Certificates.WorkloadTTL.Duration = DefaultWorkloadTTL
 	}
 
-	checkEnum(errs, "spec.mtls.mode", s.MTLS.Mode, MTLSStrict, MTLSPermissive)
-	checkEnum(errs, "spec.authorization.default", s.Authorization.Default, AuthorizationDeny, AuthorizationAllow)
-	checkEnum(errs, "spec.outbound.mode", s.Outbound.Mode, OutboundPassthrough, OutboundBlock)
+	canonicalEnum(errs, "spec.mtls.mode", &s.MTLS.Mode, MTLSStrict, MTLSPermissive)
+	canonicalEnum(errs, "spec.authorization.default", &s.Authorization.Default, AuthorizationDeny, AuthorizationAllow)
+	canonicalEnum(errs, "spec.outbound.mode", &s.Outbound.Mode, OutboundPassthrough, OutboundBlock)
 	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
 		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",
 			formatDuration(MinWorkloadTTL), formatDuration(MaxWorkloadTTL), formatDuration(ttl))
@@ -118,9 +117,17 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 	return s
 }
 
-// checkEnum checks that v is exactly one of allowed.
-func checkEnum(errs *errorList, field, v string, allowed ...string) {
-	if !slices.Contains(allowed, v) {
-		errs.add(field, "must be one of %s, got %s", strings.Join(allowed, ", "), quote(v))
+// canonicalEnum accepts *v if it is one of allowed in any case and rewrites
+// it to the allowed spelling, the one stored and printed. Each enum keeps the
+// case it has always been printed in (ALLOW, STRICT, enforce, deny), so files
+// and scripts written for that spelling keep working; consumers compare with
+// the constants and never see another case.
+func canonicalEnum(errs *errorList, field string, v *string, allowed ...string) {
+	for _, a := range allowed {
+		if strings.EqualFold(*v, a) {
+			*v = a
+			return
+		}
 	}
+	errs.add(field, "must be one of %s (in any case), got %s", strings.Join(allowed, ", "), quote(*v))
 }

@@ -112,17 +112,17 @@ func TestValidateErrors(t *testing.T) {
 		{name: "workloadTTL garbage", in: mesh("{certificates: {workloadTTL: 1 day}}"), field: "spec.certificates.workloadTTL", msg: `invalid duration "1 day"`},
 
 		// Mesh semantics.
-		{name: "mtls mode case", in: mesh("{mtls: {mode: strict}}"), field: "spec.mtls.mode", msg: `must be one of STRICT, PERMISSIVE, got "strict"`},
-		{name: "mtls mode", in: mesh("{mtls: {mode: DISABLE}}"), field: "spec.mtls.mode", msg: "must be one of STRICT, PERMISSIVE"},
-		{name: "authorization default", in: mesh("{authorization: {default: DENY}}"), field: "spec.authorization.default", msg: `must be one of deny, allow, got "DENY"`},
-		{name: "outbound mode", in: mesh("{outbound: {mode: drop}}"), field: "spec.outbound.mode", msg: `must be one of passthrough, block, got "drop"`},
+		{name: "mtls mode", in: mesh("{mtls: {mode: DISABLE}}"), field: "spec.mtls.mode", msg: `must be one of STRICT, PERMISSIVE (in any case), got "DISABLE"`},
+		{name: "mtls mode with space", in: mesh("{mtls: {mode: ' strict'}}"), field: "spec.mtls.mode", msg: `got " strict"`},
+		{name: "authorization default", in: mesh("{authorization: {default: denied}}"), field: "spec.authorization.default", msg: `must be one of deny, allow (in any case), got "denied"`},
+		{name: "outbound mode", in: mesh("{outbound: {mode: drop}}"), field: "spec.outbound.mode", msg: `must be one of passthrough, block (in any case), got "drop"`},
 		{name: "workloadTTL short", in: mesh("{certificates: {workloadTTL: 4m59s}}"), field: "spec.certificates.workloadTTL", msg: "must be from 5m to 720h (30 days), got 4m59s"},
 		{name: "workloadTTL long", in: mesh("{certificates: {workloadTTL: 721h}}"), field: "spec.certificates.workloadTTL", msg: "must be from 5m to 720h (30 days), got 721h"},
 		{name: "workloadTTL negative", in: mesh("{certificates: {workloadTTL: -1h}}"), field: "spec.certificates.workloadTTL", msg: "got -1h"},
 
 		// AuthorizationPolicy semantics.
-		{name: "action", in: policy("{action: allow}"), field: "spec.action", msg: `must be one of ALLOW, DENY, got "allow"`},
-		{name: "enforcement", in: policy("{enforcement: Audit}"), field: "spec.enforcement", msg: `must be one of enforce, audit, got "Audit"`},
+		{name: "action", in: policy("{action: permit}"), field: "spec.action", msg: `must be one of ALLOW, DENY (in any case), got "permit"`},
+		{name: "enforcement", in: policy("{enforcement: dryrun}"), field: "spec.enforcement", msg: `must be one of enforce, audit (in any case), got "dryrun"`},
 		{name: "selector service", in: policy("{selector: {service: Catalog}}"), field: "spec.selector.service", msg: `"Catalog" must be a DNS label`},
 		{name: "selector label key", in: policy("{selector: {matchLabels: {'a b': x}}}"), field: "spec.selector.matchLabels[a b]", msg: "invalid label key"},
 		{name: "selector label value", in: policy("{selector: {matchLabels: {app: 'a b'}}}"), field: "spec.selector.matchLabels[app]", msg: "invalid label value"},
@@ -199,7 +199,7 @@ apiVersion: trellis.dev/v1
 kind: AuthorizationPolicy
 metadata: {name: Bad, namespace: shop}
 spec:
-  action: allow
+  action: permit
   rules:
   - from: [{principals: [frontend], namespacs: [shop]}]
     to: [{methods: [GET, GTE], ports: [http]}]
@@ -333,6 +333,66 @@ func TestValidateCanonical(t *testing.T) {
 	}
 }
 
+// TestEnumCase checks that every enum value is accepted in any case and
+// stored and read back in its one canonical spelling.
+func TestEnumCase(t *testing.T) {
+	meshField := func(f func(MeshSpec) string) func(*Object) (string, error) {
+		return func(o *Object) (string, error) {
+			s, err := MeshSpecOf(o)
+			return f(s), err
+		}
+	}
+	policyField := func(f func(AuthorizationPolicySpec) string) func(*Object) (string, error) {
+		return func(o *Object) (string, error) {
+			s, err := AuthorizationPolicySpecOf(o)
+			return f(s), err
+		}
+	}
+	mtls := meshField(func(s MeshSpec) string { return s.MTLS.Mode })
+	def := meshField(func(s MeshSpec) string { return s.Authorization.Default })
+	outbound := meshField(func(s MeshSpec) string { return s.Outbound.Mode })
+	action := policyField(func(s AuthorizationPolicySpec) string { return s.Action })
+	enforcement := policyField(func(s AuthorizationPolicySpec) string { return s.Enforcement })
+	tests := []struct {
+		in    Object
+		field func(*Object) (string, error)
+		want  string
+	}{
+		{mesh("{mtls: {mode: strict}}"), mtls, MTLSStrict},
+		{mesh("{mtls: {mode: Permissive}}"), mtls, MTLSPermissive},
+		{mesh("{mtls: {mode: PERMISSIVE}}"), mtls, MTLSPermissive},
+		{mesh("{authorization: {default: DENY}}"), def, AuthorizationDeny},
+		{mesh("{authorization: {default: Allow}}"), def, AuthorizationAllow},
+		{mesh("{authorization: {default: allow}}"), def, AuthorizationAllow},
+		{mesh("{outbound: {mode: BLOCK}}"), outbound, OutboundBlock},
+		{mesh("{outbound: {mode: PassThrough}}"), outbound, OutboundPassthrough},
+		{policy("{action: allow}"), action, ActionAllow},
+		{policy("{action: deny}"), action, ActionDeny},
+		{policy("{action: Deny}"), action, ActionDeny},
+		{policy("{action: DENY}"), action, ActionDeny},
+		{policy("{enforcement: AUDIT}"), enforcement, EnforcementAudit},
+		{policy("{enforcement: Enforce}"), enforcement, EnforcementEnforce},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.in.Spec), func(t *testing.T) {
+			o := tt.in
+			got, err := tt.field(&o)
+			if err != nil || got != tt.want {
+				t.Fatalf("spec accessor: got %q, %v; want %q", got, err, tt.want)
+			}
+			if err := Validate(&o); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			if !strings.Contains(string(o.Spec), `"`+tt.want+`"`) {
+				t.Errorf("stored spec %s: want it to hold %q", o.Spec, tt.want)
+			}
+			if got, err := tt.field(&o); err != nil || got != tt.want {
+				t.Errorf("after Validate: got %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
 func TestValidateNil(t *testing.T) {
 	if err := Validate(nil); err == nil {
 		t.Errorf("Validate(nil): got nil, want an error")
@@ -379,10 +439,10 @@ func TestSpecOf(t *testing.T) {
 		t.Errorf("got ports %v, want [8080]", got)
 	}
 
-	bad := policy("{action: allow}")
+	bad := policy("{action: permit}")
 	bad.Source = "p.yaml#3"
 	_, err = AuthorizationPolicySpecOf(&bad)
-	if got, want := errString(err), `p.yaml#3: AuthorizationPolicy shop/p: spec.action: must be one of ALLOW, DENY, got "allow"`; got != want {
+	if got, want := errString(err), `p.yaml#3: AuthorizationPolicy shop/p: spec.action: must be one of ALLOW, DENY (in any case), got "permit"`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 
