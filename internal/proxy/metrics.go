@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/trellismesh/trellis/internal/telemetry"
 )
@@ -87,7 +88,10 @@ func NewMetrics() *Metrics {
 			Help: "Outbound calls that could not reach a destination, by reason.",
 		}, []string{"destination_service", "destination_namespace", "reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.upstreamFailures)
+	m.reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.upstreamFailures,
+		// go_* and process_*, as on the control plane and collector: a
+		// sidecar's memory, CPU, goroutines and file descriptors.
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
