@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/trellismesh/trellis/internal/h1"
 )
@@ -47,10 +46,8 @@ type fwdResult struct {
 // space for the response head.
 func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h1.Head) fwdResult {
 	// One deadline per exchange: it rolls on in watchedConn while the
-	// exchange waits, and a pooled connection gets a new one next time.
-	uc.wc.caller = fc
-	defer func() { uc.wc.caller = nil }()
-	_ = uc.c.SetReadDeadline(time.Now().Add(watchInterval))
+	// exchange waits; the pool clears it when the connection comes back.
+	uc.wc.watch(fc)
 	kind := req.RequestBody()
 	h1.WriteRequestHead(uc.bw, req, extra)
 	var bodyDone chan error

@@ -76,9 +76,16 @@ func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
 }
 
 // put returns a connection whose exchange ended cleanly; anything still
-// buffered from it means a protocol error, and it is closed.
+// buffered from it means a protocol error, and it is closed. The pool
+// keeps connections in a clean state, whoever used them last: no caller
+// watched and no read deadline, so the next user (the fast path or the
+// net/http path's app client) starts from the same place.
 func (p *upPool) put(uc *upConn) {
 	if uc.br.Buffered() > 0 {
+		closeQuietly(uc.c)
+		return
+	}
+	if !uc.wc.disarm() {
 		closeQuietly(uc.c)
 		return
 	}
@@ -117,6 +124,26 @@ func (p *upPool) closeIdle(closing bool) {
 type watchedConn struct {
 	net.Conn
 	caller *fastConn
+	// armed: a watch deadline is set (see watch).
+	armed bool
+}
+
+// watch starts an exchange for caller: reads roll a deadline on and give
+// up when caller is gone.
+func (w *watchedConn) watch(caller *fastConn) {
+	w.caller, w.armed = caller, true
+	_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
+}
+
+// disarm ends the watch: no caller, no read deadline. False when the
+// deadline cannot be cleared (the connection is broken).
+func (w *watchedConn) disarm() bool {
+	w.caller = nil
+	if !w.armed {
+		return true
+	}
+	w.armed = false
+	return w.Conn.SetReadDeadline(time.Time{}) == nil
 }
 
 // watchInterval is how often a waiting exchange checks its caller.
