@@ -93,6 +93,7 @@ func TestAuditVerifyTornTail(t *testing.T) {
 }
 
 func TestAuditVerifyErrors(t *testing.T) {
+	clearEnv(t)
 	empty := t.TempDir()
 	if err := os.Mkdir(filepath.Join(empty, eventlog.DirName), 0o700); err != nil {
 		t.Fatal(err)
@@ -102,7 +103,7 @@ func TestAuditVerifyErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no data dir", []string{"audit", "verify"}, "--data-dir is required"},
+		{"no data dir and no token", []string{"audit", "verify"}, "no admin token: pass --token-file DATA_DIR/admin.token (or set TRELLIS_TOKEN_FILE); or, on the collector's host, --data-dir DATA_DIR"},
 		{"missing log", []string{"audit", "verify", "--data-dir", t.TempDir()}, "no event log in "},
 		{"missing data dir", []string{"audit", "verify", "--data-dir", filepath.Join(t.TempDir(), "nope")}, "no event log in "},
 		{"log without segments", []string{"audit", "verify", "--data-dir", empty}, "no event log in "},

@@ -123,7 +123,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newTokenCmd(g),
 		newCACmd(g),
 		newPolicyCmd(g),
-		newAuditCmd(),
+		newAuditCmd(g),
 		newTopCmd(g),
 		newCheckCmd(g),
 		newStatusCmd(g),

@@ -95,6 +95,17 @@ func (s *Server) graphHandler() http.Handler {
 	})
 }
 
+// auditVerifyHandler checks the embedded collector's event log, or says
+// where the external collector is.
+func (s *Server) auditVerifyHandler() http.Handler {
+	if s.audit.pipe != nil {
+		return s.audit.pipe.AuditVerifyHandler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no event log here: telemetry goes to the collector at %s (--collector-addr); ask its admin API, e.g. `trellis audit verify --api http://COLLECTOR_API_ADDR --token-file COLLECTOR_DATA_DIR/admin.token`", s.cfg.CollectorAddr))
+	})
+}
+
 // register adds the Telemetry service when the collector is embedded.
 func (a *audit) register(r grpc.ServiceRegistrar) {
 	if c := a.collector(); c != nil {

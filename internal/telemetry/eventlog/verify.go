@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 )
@@ -57,7 +58,22 @@ func indexReason(got, want uint64) string {
 // segment). Verify takes
 // no lock: it may run while a collector appends, and then checks the
 // records durable when it reaches them.
-func Verify(dir string) (Report, error) {
+func Verify(dir string) (Report, error) { return verify(dir, unbounded) }
+
+// Verify checks the open log as the package's Verify does, through the
+// records durable when it is called (LastIndex); records appended meanwhile
+// are not read. Knowing where the log ends, it also reports records cut off
+// its end (missing files or a shortened last segment) as a *TamperError,
+// and there is no torn tail to tolerate. It is safe to call while appends
+// go on; it reads the files, so it takes as long as reading the whole log.
+func (l *Log) Verify() (Report, error) { return verify(l.dir, l.LastIndex()) }
+
+// unbounded is verify's through for a log whose end is not known.
+const unbounded = math.MaxUint64
+
+// verify checks the records of the log in dir up to index through, or all
+// of them when through is unbounded.
+func verify(dir string, through uint64) (Report, error) {
 	var rep Report
 	if _, err := os.Stat(dir); err != nil {
 		return rep, fmt.Errorf("eventlog: verify: %w", err)
@@ -72,6 +88,9 @@ func Verify(dir string) (Report, error) {
 	rep.Segments = len(files)
 	next := uint64(1)
 	for i, sf := range files {
+		if next > through {
+			break
+		}
 		if sf.first != next {
 			reason := fmt.Sprintf("missing records %d to %d: no segment holds them (was %s deleted?)", next, sf.first-1, segmentName(next))
 			if sf.first < next {
@@ -79,16 +98,25 @@ func Verify(dir string) (Report, error) {
 			}
 			return rep, &TamperError{Index: next, Segment: sf.name, Offset: 0, Reason: reason}
 		}
-		if err := verifySegment(dir, sf, i == len(files)-1, &next, &rep); err != nil {
+		if err := verifySegment(dir, sf, i == len(files)-1, through, &next, &rep); err != nil {
 			return rep, err
 		}
+	}
+	if through != unbounded && next <= through {
+		last := files[len(files)-1]
+		var end int64
+		if fi, err := os.Stat(filepath.Join(dir, last.name)); err == nil {
+			end = fi.Size()
+		}
+		return rep, &TamperError{Index: next, Segment: last.name, Offset: end,
+			Reason: fmt.Sprintf("the log ends after record %d, but records up to %d were written: records were cut off its end", next-1, through)}
 	}
 	return rep, nil
 }
 
-// verifySegment checks the records of one segment, continuing the chain
-// in rep from record next.
-func verifySegment(dir string, sf segmentFile, last bool, next *uint64, rep *Report) error {
+// verifySegment checks the records of one segment up to index through,
+// continuing the chain in rep from record next.
+func verifySegment(dir string, sf segmentFile, last bool, through uint64, next *uint64, rep *Report) error {
 	f, err := os.Open(filepath.Join(dir, sf.name))
 	if err != nil {
 		return fmt.Errorf("eventlog: verify: %w", err)
@@ -100,14 +128,15 @@ func verifySegment(dir string, sf segmentFile, last bool, next *uint64, rep *Rep
 	}
 	sc := newScanner(f, 0, fi.Size())
 	var chain chainer
-	for {
+	for *next <= through {
 		fr, err := sc.next()
 		if err == io.EOF {
 			return nil
 		}
 		var bad *badFrame
 		if errors.As(err, &bad) {
-			if last && bad.torn {
+			// Below a known end every record is durable: nothing is torn.
+			if last && bad.torn && through == unbounded {
 				rep.TornBytes = fi.Size() - bad.off
 				return nil
 			}
@@ -127,4 +156,5 @@ func verifySegment(dir string, sf segmentFile, last bool, next *uint64, rep *Rep
 		rep.Records++
 		*next++
 	}
+	return nil
 }

@@ -44,6 +44,7 @@ type Pipeline struct {
 	wg         sync.WaitGroup
 	closeOnce  sync.Once
 	closeErr   error
+	verifying  chan struct{} // one AuditVerifyHandler check at a time
 }
 
 // Open opens (or creates) the log and the collector state and parses every
@@ -66,7 +67,7 @@ func Open(opts Options) (*Pipeline, error) {
 		events.Close()
 		return nil, fmt.Errorf("collector: %w", err)
 	}
-	p := &Pipeline{Events: events, Collector: col, log: opts.Logger}
+	p := &Pipeline{Events: events, Collector: col, log: opts.Logger, verifying: make(chan struct{}, 1)}
 	for i, u := range opts.Sinks {
 		// Two deliverers of one URL would share its cursor file.
 		if slices.Contains(opts.Sinks[:i], u) {
