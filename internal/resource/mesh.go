@@ -31,6 +31,33 @@ type MeshSpec struct {
 	Authorization MeshAuthorization `json:"authorization"`
 	Certificates  MeshCertificates  `json:"certificates"`
 	Outbound      MeshOutbound      `json:"outbound"`
+	HTTP          MeshHTTP          `json:"http"`
+}
+
+// Path modes of MeshHTTP.PathNormalization (see policy.PathMode).
+const (
+	PathNormalizationStrict        = "strict"
+	PathNormalizationDecodeSlashes = "decodeSlashes"
+)
+
+// MeshHTTP holds how inbound proxies screen HTTP requests before
+// authorization.
+type MeshHTTP struct {
+	// PathNormalization: PathNormalizationStrict (default) refuses paths
+	// an app might route differently from the policy that matched them
+	// (backslashes, encoded slashes, double encoding, ';' on dot
+	// segments); PathNormalizationDecodeSlashes turns slashes and
+	// backslashes, raw or encoded, into '/' instead.
+	PathNormalization string `json:"pathNormalization,omitempty"`
+	// AllowedUpgrades are the protocols an HTTP/1.1 Upgrade may switch
+	// to; empty means [websocket]. h2c is never allowed.
+	AllowedUpgrades []string `json:"allowedUpgrades,omitempty"`
+	// StripHeaders are caller-supplied header names inbound proxies
+	// remove before authorization ("prefix*" patterns, any case, '_' read
+	// as '-'); empty means the default list (x-spiffe-id, x-trellis-*,
+	// x-envoy-peer-metadata, x-envoy-peer-metadata-id, x-client-cert,
+	// x-ssl-client-cert). X-Forwarded-Client-Cert is always replaced.
+	StripHeaders []string `json:"stripHeaders,omitempty"`
 }
 
 // MeshMTLS says whether proxies require mutual TLS.
@@ -106,10 +133,37 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 	if s.Certificates.WorkloadTTL.Duration == 0 {
 		s.Certificates.WorkloadTTL.Duration = DefaultWorkloadTTL
 	}
+	if s.HTTP.PathNormalization == "" {
+		s.HTTP.PathNormalization = PathNormalizationStrict
+	}
 
 	canonicalEnum(errs, "spec.mtls.mode", &s.MTLS.Mode, MTLSStrict, MTLSPermissive)
 	canonicalEnum(errs, "spec.authorization.default", &s.Authorization.Default, AuthorizationDeny, AuthorizationAllow)
 	canonicalEnum(errs, "spec.outbound.mode", &s.Outbound.Mode, OutboundPassthrough, OutboundBlock)
+	canonicalEnum(errs, "spec.http.pathNormalization", &s.HTTP.PathNormalization, PathNormalizationStrict, PathNormalizationDecodeSlashes)
+	for i, u := range s.HTTP.AllowedUpgrades {
+		f := fmt.Sprintf("spec.http.allowedUpgrades[%d]", i)
+		switch {
+		case !isHTTPToken(u):
+			errs.add(f, "%s is not a protocol name (an HTTP token such as websocket)", quote(u))
+		case strings.EqualFold(u, "h2c"):
+			errs.add(f, "h2c cannot be allowed: the mesh speaks HTTP/2 to apps by prior knowledge (service protocol http2 or grpc)")
+		default:
+			s.HTTP.AllowedUpgrades[i] = strings.ToLower(u)
+		}
+	}
+	for i, h := range s.HTTP.StripHeaders {
+		f := fmt.Sprintf("spec.http.stripHeaders[%d]", i)
+		name := strings.TrimSuffix(h, "*")
+		switch {
+		case name == "" || !isHTTPToken(name):
+			errs.add(f, "%s is not a header name or a \"prefix*\" pattern", quote(h))
+		case strings.EqualFold(name, "host") || strings.EqualFold(name, "content-length") || strings.EqualFold(name, "transfer-encoding"):
+			errs.add(f, "%s cannot be stripped: it frames the request", quote(h))
+		default:
+			s.HTTP.StripHeaders[i] = strings.ToLower(h)
+		}
+	}
 	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
 		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",
 			formatDuration(MinWorkloadTTL), formatDuration(MaxWorkloadTTL), formatDuration(ttl))

@@ -3,6 +3,7 @@ package resource
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -279,17 +280,17 @@ func TestValidateCanonical(t *testing.T) {
 		{
 			name: "mesh defaults",
 			in:   mesh("null"),
-			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"},"outbound":{"mode":"passthrough"}}`,
+			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"},"outbound":{"mode":"passthrough"},"http":{"pathNormalization":"strict"}}`,
 		},
 		{
 			name: "mesh partial",
 			in:   mesh("{certificates: {workloadTTL: 90m}, mtls: {mode: PERMISSIVE}}"),
-			spec: `{"mtls":{"mode":"PERMISSIVE"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"1h30m"},"outbound":{"mode":"passthrough"}}`,
+			spec: `{"mtls":{"mode":"PERMISSIVE"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"1h30m"},"outbound":{"mode":"passthrough"},"http":{"pathNormalization":"strict"}}`,
 		},
 		{
 			name: "mesh zero ttl means default",
 			in:   mesh("{certificates: {workloadTTL: 0s}}"),
-			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"},"outbound":{"mode":"passthrough"}}`,
+			spec: `{"mtls":{"mode":"STRICT"},"authorization":{"default":"deny"},"certificates":{"workloadTTL":"24h"},"outbound":{"mode":"passthrough"},"http":{"pathNormalization":"strict"}}`,
 		},
 		{
 			name:      "policy defaults and namespace",
@@ -420,8 +421,9 @@ func TestDefaultMesh(t *testing.T) {
 		Authorization: MeshAuthorization{Default: AuthorizationDeny},
 		Certificates:  MeshCertificates{WorkloadTTL: Duration{DefaultWorkloadTTL}},
 		Outbound:      MeshOutbound{Mode: OutboundPassthrough},
+		HTTP:          MeshHTTP{PathNormalization: PathNormalizationStrict},
 	}
-	if spec != want {
+	if !reflect.DeepEqual(spec, want) {
 		t.Errorf("got %+v, want %+v", spec, want)
 	}
 }

@@ -653,7 +653,18 @@ type MeshConfig struct {
 	// What a transparent proxy does with captured outbound connections to a
 	// destination that is no mesh service: "passthrough" (default: connect
 	// to the original destination) or "block" (refuse). Counted either way.
-	OutboundMode  string `protobuf:"bytes,5,opt,name=outbound_mode,json=outboundMode,proto3" json:"outbound_mode,omitempty"`
+	OutboundMode string `protobuf:"bytes,5,opt,name=outbound_mode,json=outboundMode,proto3" json:"outbound_mode,omitempty"`
+	// How inbound proxies treat ambiguous request paths before
+	// authorization: "strict" (refuse them; also what empty means) or
+	// "decodeSlashes" (turn raw and encoded slashes and backslashes into '/').
+	PathNormalization string `protobuf:"bytes,6,opt,name=path_normalization,json=pathNormalization,proto3" json:"path_normalization,omitempty"`
+	// Protocols an HTTP/1.1 Upgrade may switch to, lower case. Empty means
+	// ["websocket"]. Proxies MUST refuse h2c whatever this says.
+	AllowedUpgrades []string `protobuf:"bytes,7,rep,name=allowed_upgrades,json=allowedUpgrades,proto3" json:"allowed_upgrades,omitempty"`
+	// Caller-supplied header names inbound proxies remove before
+	// authorization, lower case, "prefix*" allowed, '_' read as '-'. Empty
+	// means the proxy's default list.
+	StripHeaders  []string `protobuf:"bytes,8,rep,name=strip_headers,json=stripHeaders,proto3" json:"strip_headers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -721,6 +732,27 @@ func (x *MeshConfig) GetOutboundMode() string {
 		return x.OutboundMode
 	}
 	return ""
+}
+
+func (x *MeshConfig) GetPathNormalization() string {
+	if x != nil {
+		return x.PathNormalization
+	}
+	return ""
+}
+
+func (x *MeshConfig) GetAllowedUpgrades() []string {
+	if x != nil {
+		return x.AllowedUpgrades
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetStripHeaders() []string {
+	if x != nil {
+		return x.StripHeaders
+	}
+	return nil
 }
 
 type Service struct {
@@ -913,7 +945,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\bservices\x18\x05 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12\x1a\n" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
 	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\x12\x16\n" +
-	"\x06issuer\x18\b \x01(\tR\x06issuer\"\xd1\x01\n" +
+	"\x06issuer\x18\b \x01(\tR\x06issuer\"\xd0\x02\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
@@ -921,7 +953,10 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vhide_policy\x18\x03 \x01(\bR\n" +
 	"hidePolicy\x12+\n" +
 	"\x11collector_address\x18\x04 \x01(\tR\x10collectorAddress\x12#\n" +
-	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\"\xb0\x01\n" +
+	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\x12-\n" +
+	"\x12path_normalization\x18\x06 \x01(\tR\x11pathNormalization\x12)\n" +
+	"\x10allowed_upgrades\x18\a \x03(\tR\x0fallowedUpgrades\x12#\n" +
+	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\"\xb0\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
