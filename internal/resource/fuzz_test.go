@@ -108,8 +108,8 @@ func FuzzValidate(f *testing.F) {
 }
 
 // checkCanonical checks that valid object o is unchanged by a second
-// Validate, that its kind's accessor accepts it and that every enum value
-// is in its one canonical spelling.
+// Validate, that its kind's accessor accepts it, that every enum value is
+// in its one canonical spelling and that Diff finds no change.
 func checkCanonical(t *testing.T, o Object) {
 	t.Helper()
 	again := o
@@ -152,6 +152,9 @@ func checkCanonical(t *testing.T, o Object) {
 		if !slices.Contains(e.allowed, e.got) {
 			t.Fatalf("valid object holds enum value %q, want one of %q: %s", e.got, e.allowed, o.Spec)
 		}
+	}
+	if d, err := Diff(&o, &again); err != nil || len(d) != 0 {
+		t.Fatalf("Diff of a valid object with itself: got %q, %v; want no changes", d, err)
 	}
 }
 
