@@ -136,6 +136,7 @@ func checkCanonical(t *testing.T, o Object) {
 			{s.MTLS.Mode, []string{MTLSStrict, MTLSPermissive}},
 			{s.Authorization.Default, []string{AuthorizationDeny, AuthorizationAllow}},
 			{s.Outbound.Mode, []string{OutboundPassthrough, OutboundBlock}},
+			{s.HTTP.PathNormalization, []string{PathNormalizationStrict, PathNormalizationDecodeSlashes}},
 		}
 	case KindAuthorizationPolicy:
 		var s AuthorizationPolicySpec

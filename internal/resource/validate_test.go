@@ -352,6 +352,7 @@ func TestEnumCase(t *testing.T) {
 	mtls := meshField(func(s MeshSpec) string { return s.MTLS.Mode })
 	def := meshField(func(s MeshSpec) string { return s.Authorization.Default })
 	outbound := meshField(func(s MeshSpec) string { return s.Outbound.Mode })
+	paths := meshField(func(s MeshSpec) string { return s.HTTP.PathNormalization })
 	action := policyField(func(s AuthorizationPolicySpec) string { return s.Action })
 	enforcement := policyField(func(s AuthorizationPolicySpec) string { return s.Enforcement })
 	tests := []struct {
@@ -367,6 +368,8 @@ func TestEnumCase(t *testing.T) {
 		{mesh("{authorization: {default: allow}}"), def, AuthorizationAllow},
 		{mesh("{outbound: {mode: BLOCK}}"), outbound, OutboundBlock},
 		{mesh("{outbound: {mode: PassThrough}}"), outbound, OutboundPassthrough},
+		{mesh("{http: {pathNormalization: DECODESLASHES}}"), paths, PathNormalizationDecodeSlashes},
+		{mesh("{http: {pathNormalization: Strict}}"), paths, PathNormalizationStrict},
 		{policy("{action: allow}"), action, ActionAllow},
 		{policy("{action: deny}"), action, ActionDeny},
 		{policy("{action: Deny}"), action, ActionDeny},
