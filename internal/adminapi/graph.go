@@ -30,14 +30,16 @@ type ServiceRef struct {
 
 // Traffic are the figures of a node (its inbound traffic from every
 // caller) or an edge over the window. Rates are per second; SuccessRate
-// is the share of requests not answered 5xx (null without requests);
-// latencies are estimated from histogram buckets (null without requests);
-// MTLSShare is the share of requests over mutual TLS; Denied counts
-// requests refused by authorization.
+// is the share of requests neither answered 5xx nor denied by
+// authorization, DenialRate the share denied (both null without
+// requests); latencies are estimated from histogram buckets (null without
+// requests); MTLSShare is the share of requests over mutual TLS; Denied
+// counts requests refused by authorization.
 type Traffic struct {
 	Requests     uint64   `json:"requests"`
 	RequestRate  float64  `json:"requestRate"`
 	SuccessRate  *float64 `json:"successRate"`
+	DenialRate   *float64 `json:"denialRate"`
 	LatencyP50Ms *float64 `json:"latencyP50Ms"`
 	LatencyP99Ms *float64 `json:"latencyP99Ms"`
 	MTLSShare    *float64 `json:"mtlsShare"`

@@ -23,10 +23,15 @@ func newTopCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "top",
 		Aliases: []string{"stat"},
-		Short:   "Show live traffic per service and per edge (request rate, success rate, latency, mTLS, denials)",
+		Short:   "Show live traffic per service and per edge (request rate, success and denial rates, latency, mTLS)",
 		Long: `Show the service graph the collector computes from every proxy's counters:
 per service (its inbound traffic) and per edge (caller -> callee), over the
 last --window. With --watch it redraws until interrupted.
+
+SUCCESS is the share of requests neither answered 5xx nor denied; DENIED is
+the share refused by authorization (403 from the callee's proxy): a denial
+is the policy at work, not a failure of the service, so it counts apart.
+-o json also has the count of denied requests.
 
 With an external collector, point --api at its admin API and --token-file at
 its DATA_DIR/admin.token.`,
@@ -134,16 +139,20 @@ func printGraph(out io.Writer, g adminapi.Graph, output string) error {
 	return tw.Flush()
 }
 
-const trafficHeader = "RPS\tSUCCESS\tP50\tP99\tMTLS\tDENIED\tREQUESTS"
+const trafficHeader = "RPS\tSUCCESS\tDENIED\tP50\tP99\tMTLS\tREQUESTS"
 
 func trafficCells(t adminapi.Traffic) string {
+	denied := percent(t.DenialRate)
+	if t.Denied > 0 && denied == "0.0%" {
+		denied = "<0.1%" // a rare denial is still worth seeing
+	}
 	return strings.Join([]string{
 		strconv.FormatFloat(t.RequestRate, 'f', 1, 64),
 		percent(t.SuccessRate),
+		denied,
 		millis(t.LatencyP50Ms),
 		millis(t.LatencyP99Ms),
 		percent(t.MTLSShare),
-		strconv.FormatUint(t.Denied, 10),
 		strconv.FormatUint(t.Requests, 10),
 	}, "\t")
 }

@@ -96,7 +96,10 @@ func checkTraffic(t *testing.T, what string, tr adminapi.Traffic) {
 	if bad(tr.RequestRate) {
 		t.Errorf("%s: request rate %v", what, tr.RequestRate)
 	}
-	for name, p := range map[string]*float64{"success rate": tr.SuccessRate, "mtls share": tr.MTLSShare} {
+	if tr.SuccessRate != nil && tr.DenialRate != nil && *tr.SuccessRate+*tr.DenialRate > 1+1e-9 {
+		t.Errorf("%s: success %v and denial rate %v add up to more than 1", what, *tr.SuccessRate, *tr.DenialRate)
+	}
+	for name, p := range map[string]*float64{"success rate": tr.SuccessRate, "denial rate": tr.DenialRate, "mtls share": tr.MTLSShare} {
 		if (p == nil) != (tr.Requests == 0) || p != nil && (bad(*p) || *p > 1) {
 			t.Errorf("%s: %s %v with %d requests", what, name, val(p), tr.Requests)
 		}

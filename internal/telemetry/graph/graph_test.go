@@ -5,6 +5,7 @@ import (
 	"time"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/telemetry/graph"
 )
 
@@ -44,8 +45,10 @@ func TestRatesOverWindow(t *testing.T) {
 		if want := float64(tt.want) / tt.window.Seconds(); e.RequestRate != want {
 			t.Errorf("window %v: rate got %v, want %v", tt.window, e.RequestRate, want)
 		}
-		if !near(e.SuccessRate, 0.9) || !near(e.MTLSShare, 0.75) || e.Denied != tt.want/20 {
-			t.Errorf("window %v: success %v, mtls %v, denied %d; want 0.9, 0.75, %d", tt.window, val(e.SuccessRate), val(e.MTLSShare), e.Denied, tt.want/20)
+		// 10% failures and 5% denials: neither is a success.
+		if !near(e.SuccessRate, 0.85) || !near(e.DenialRate, 0.05) || !near(e.MTLSShare, 0.75) || e.Denied != tt.want/20 {
+			t.Errorf("window %v: success %v, denial rate %v, mtls %v, denied %d; want 0.85, 0.05, 0.75, %d",
+				tt.window, val(e.SuccessRate), val(e.DenialRate), val(e.MTLSShare), e.Denied, tt.want/20)
 		}
 		if e.LatencyP50Ms != nil {
 			t.Errorf("window %v: p50 %v without latency counts, want nil", tt.window, *e.LatencyP50Ms)
@@ -261,4 +264,39 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestSuccessExcludesDenials: a request refused by authorization is
+// neither a success nor a failure; it counts in the denial rate.
+func TestSuccessExcludesDenials(t *testing.T) {
+	tests := []struct {
+		name                       string
+		requests, failures, denied uint64
+		wantSuccess, wantDenial    float64
+	}{
+		{"all served", 100, 0, 0, 1, 0},
+		{"denials only", 100, 0, 25, 0.75, 0.25},
+		{"failures only", 100, 10, 0, 0.9, 0},
+		{"both", 100, 10, 30, 0.6, 0.3},
+		{"all denied", 100, 0, 100, 0, 1},
+		// Counts come from proxies: over-reports never make rates fall below 0.
+		{"more bad than requests", 100, 60, 60, 0, 0.6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, graph.Options{})
+			r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 0)))
+			r.clock.Advance(10 * time.Second)
+			r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, with(edge("frontend.shop", "catalog.shop", tt.requests), func(e *pb.EdgeStats) {
+				e.Failures, e.Denied = tt.failures, tt.denied
+			})))
+			g := r.g.Snapshot(time.Minute)
+			for what, tr := range map[string]adminapi.Traffic{"edge": findEdge(t, g, "frontend.shop", "catalog.shop").Traffic, "node": findNode(t, g, "catalog.shop").Traffic} {
+				if !near(tr.SuccessRate, tt.wantSuccess) || !near(tr.DenialRate, tt.wantDenial) || tr.Denied != tt.denied {
+					t.Errorf("%s: got success %v, denial rate %v, denied %d; want %v, %v, %d",
+						what, val(tr.SuccessRate), val(tr.DenialRate), tr.Denied, tt.wantSuccess, tt.wantDenial, tt.denied)
+				}
+			}
+		})
+	}
 }

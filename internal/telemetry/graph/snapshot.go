@@ -86,7 +86,11 @@ func (g *Graph) traffic(c *counters, window time.Duration) adminapi.Traffic {
 		return t
 	}
 	req := float64(c.requests)
-	t.SuccessRate = ptr(float64(c.requests-min(c.failures, c.requests)) / req)
+	// A denial is the policy working, not the service: it counts apart,
+	// neither a success nor a failure. The proxy answers it 403, so no
+	// request is both.
+	t.SuccessRate = ptr(float64(c.requests-min(addSat(c.failures, c.denied), c.requests)) / req)
+	t.DenialRate = ptr(float64(min(c.denied, c.requests)) / req)
 	t.MTLSShare = ptr(float64(min(c.mtls, c.requests)) / req)
 	if p50, ok := quantile(0.5, g.bounds, c.latency); ok {
 		t.LatencyP50Ms = ptr(p50 * 1000)
