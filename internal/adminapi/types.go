@@ -133,11 +133,16 @@ const (
 	// ProxyDisconnected: the proxy's config stream is down; its endpoint
 	// stays in other proxies' snapshots until the grace period ends.
 	ProxyDisconnected = "DISCONNECTED"
+	// ProxyRestored: known from the registry the control plane saved
+	// before it restarted, awaiting its proxy's reconnect; its endpoint
+	// stays in other proxies' snapshots until the restore grace period
+	// ends.
+	ProxyRestored = "RESTORED"
 )
 
 // ProxyStates lists every proxy state, healthiest first.
 func ProxyStates() []string {
-	return []string{ProxySynced, ProxySyncing, ProxyStale, ProxyNacked, ProxyDrifted, ProxyDisconnected}
+	return []string{ProxySynced, ProxySyncing, ProxyStale, ProxyNacked, ProxyDrifted, ProxyRestored, ProxyDisconnected}
 }
 
 // ConfigVersion names one snapshot content and when it was sent,

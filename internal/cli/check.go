@@ -174,6 +174,8 @@ func checkProxies(proxies []adminapi.ProxyInfo, now time.Time, add func(level, c
 			add(levelWarn, "proxies", subject, "SYNCING: a new config was sent and is not acknowledged yet")
 		case adminapi.ProxyNacked:
 			add(levelFail, "proxies", subject, "NACKED: the proxy rejected its config: %s", p.Error)
+		case adminapi.ProxyRestored:
+			add(levelWarn, "proxies", subject, "RESTORED: known from before the control plane restarted, awaiting its proxy's reconnect (proxies retry every few seconds; one that does not return leaves after the restore grace period)")
 		default:
 			msg := p.State
 			if p.Since != nil {

@@ -316,6 +316,7 @@ func startProxy(t *testing.T, cp *cptest.ControlPlane, service, namespace, sa st
 		Namespace:      namespace,
 		ServiceAccount: sa,
 		Labels:         labels,
+		AppAddr:        "127.0.0.1:9", // never called; an app makes the proxy an endpoint
 		InboundAddr:    "127.0.0.1:0",
 		AdminAddr:      "127.0.0.1:0",
 		HTTPProxyAddr:  "127.0.0.1:0",

@@ -32,7 +32,9 @@ STALE (a snapshot went unanswered past the control plane's ack timeout),
 NACKED (the proxy rejected the snapshot and keeps its last good config),
 DRIFTED (it acknowledged a snapshot but reports running something else; the
 control plane re-sends it), DISCONNECTED (its stream is down; it stays an
-endpoint for the grace period).
+endpoint for the grace period), RESTORED (known from before the control
+plane restarted and awaiting its proxy's reconnect; it stays an endpoint
+meanwhile, for at most the restore grace period).
 
 PROXY is an instance ID (or a unique prefix of one), or SERVICE.NAMESPACE when
 that service has one instance: status then shows the proxy in detail with the
@@ -239,9 +241,12 @@ func printProxyStatus(out io.Writer, st adminapi.ProxyStatus) error {
 		row("Labels", strings.Join(ls, ","))
 	}
 	row("Proxy version", cmp.Or(p.ProxyVersion, "-"))
-	if p.Connected {
+	switch {
+	case p.Connected:
 		row("Connected", "since "+when(p.ConnectedAt))
-	} else {
+	case p.State == adminapi.ProxyRestored:
+		row("Connected", "no, awaiting reconnect (restored "+when(derefTime(p.DisconnectedAt))+" from before the control plane restarted)")
+	default:
 		row("Connected", "no, stream down since "+when(derefTime(p.DisconnectedAt)))
 	}
 	state := p.State

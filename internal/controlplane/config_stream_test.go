@@ -315,11 +315,16 @@ func TestConfigStreamGracePeriod(t *testing.T) {
 	if waited := time.Since(gone); waited < grace {
 		t.Errorf("endpoint removed after %s, before the %s grace period", waited, grace)
 	}
-	if got := endpoints(fs, "catalog", "shop"); got != nil {
-		t.Errorf("frontend still sees catalog: %v", got)
+	// The service stays known, without endpoints: callers are told it has
+	// no healthy endpoint, not that the name is unknown.
+	if got := endpoints(fs, "catalog", "shop"); got == nil || len(got) != 0 {
+		t.Errorf("frontend sees catalog's endpoints as %v after the grace period, want the service listed without endpoints", got)
 	}
 	if _, ok := proxyInfo(t, cp, "c-1"); ok {
-		t.Errorf("catalog still listed after its grace period")
+		t.Errorf("catalog's instance still listed after its grace period")
+	}
+	if svcs, err := cp.Client(t).ListServices(ctx, "shop"); err != nil || len(svcs) != 2 || svcs[0].Name != "catalog" || svcs[0].Instances != 0 || svcs[0].Endpoints != 0 {
+		t.Errorf("services after the grace period: %+v, %v; want catalog without instances or endpoints", svcs, err)
 	}
 }
 

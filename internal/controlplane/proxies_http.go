@@ -15,17 +15,17 @@ func (s *Server) handleListProxies(w http.ResponseWriter, r *http.Request) {
 // handleListServices answers GET /api/v1/services[?namespace=NS]: the
 // services proxies see, counted the way their snapshots list them.
 func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
-	ws, _ := s.push.reg.workloads()
-	items := serviceInfos(ws, r.URL.Query().Get("namespace"))
+	ws, idle, _ := s.push.reg.view()
+	items := serviceInfos(ws, idle, r.URL.Query().Get("namespace"))
 	for i := range items {
 		items[i].VirtualIP = s.push.vips.known(serviceKey{Namespace: items[i].Namespace, Name: items[i].Name})
 	}
 	writeJSON(w, http.StatusOK, adminapi.ServiceListResponse{Items: items})
 }
 
-// serviceInfos summarizes servicesOf(ws) with instance counts; namespace
-// "" means all.
-func serviceInfos(ws []workload, namespace string) []adminapi.ServiceInfo {
+// serviceInfos summarizes servicesOf(ws, idle) with instance counts;
+// namespace "" means all.
+func serviceInfos(ws []workload, idle []idleService, namespace string) []adminapi.ServiceInfo {
 	type key struct{ ns, name string }
 	instances, connected := map[key]int{}, map[key]int{}
 	for _, w := range ws {
@@ -36,7 +36,7 @@ func serviceInfos(ws []workload, namespace string) []adminapi.ServiceInfo {
 		}
 	}
 	out := []adminapi.ServiceInfo{}
-	for _, svc := range servicesOf(ws) {
+	for _, svc := range servicesOf(ws, idle) {
 		if namespace != "" && svc.GetNamespace() != namespace {
 			continue
 		}

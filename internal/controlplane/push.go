@@ -204,7 +204,7 @@ func shortHash(h string) string {
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*meshView, error) {
-	ws, regGen := p.reg.workloads()
+	ws, idle, regGen := p.reg.view()
 	mesh, policies, resGen := p.res.state()
 	roots, issuer := p.trust()
 	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.sameTrust(roots, issuer) {
@@ -212,13 +212,14 @@ func (p *pusher) currentView() (*meshView, error) {
 	}
 	var vips map[serviceKey]string
 	if p.vips != nil {
-		vips = p.vips.assign(serviceKeys(ws))
+		vips = p.vips.assign(serviceKeys(ws, idle))
 	}
 	v, err := newMeshView(snapshotInput{
 		Mesh:           mesh,
 		TrustBundle:    roots,
 		Issuer:         issuer,
 		Workloads:      ws,
+		Idle:           idle,
 		Policies:       policies,
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,

@@ -90,6 +90,10 @@ type proxyEntry struct {
 	}
 
 	stream *proxyStream // nil while disconnected
+	// restored: known from the registry saved before a control plane
+	// restart, and its proxy has not reconnected since (state RESTORED;
+	// it expires after restoreGrace rather than grace).
+	restored bool
 	// initial: the current stream has not been sent a snapshot yet. The
 	// first snapshot on a stream is always sent, even when its content is
 	// unchanged, so a proxy learns what the control plane wants.
@@ -103,9 +107,36 @@ const maxInstancesPerIdentity = 256
 
 var errTooManyInstances = errors.New("too many instances")
 
+// restoreGracePeriod is the least grace period of workloads restored after
+// a control plane restart, counted from the restart. Proxies retry at most
+// every few seconds (proxy.controlRetryMax, 3 s), so this covers several
+// retries of every proxy plus a slow start: a workload is not dropped from
+// snapshots only because its proxy has not reconnected yet.
+const restoreGracePeriod = 30 * time.Second
+
+// serviceRetention is how long a service stays in snapshots, without
+// endpoints, after its last instance left the registry: callers of a known
+// service with no live instance are answered 503 "no healthy endpoints",
+// not told the name is unknown.
+const serviceRetention = 24 * time.Hour
+
+// idleService is a service with no registered instance, still listed in
+// snapshots until serviceRetention after Since.
+type idleService struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	Protocol  string    `json:"protocol,omitempty"`
+	Since     time.Time `json:"since"` // when its last instance left
+}
+
 type registry struct {
 	now   func() time.Time
 	grace time.Duration
+	// restoreGrace is the grace period of restored workloads
+	// (restoreGracePeriod, or grace when longer); retention that of idle
+	// services (serviceRetention).
+	restoreGrace time.Duration
+	retention    time.Duration
 	// ackTimeout and driftGrace decide the SYNCING/STALE and
 	// SYNCING/DRIFTED boundaries (Config.AckTimeout, Config.DriftGrace).
 	ackTimeout time.Duration
@@ -121,15 +152,17 @@ type registry struct {
 	onAck func(instance, version string)
 
 	mu        sync.Mutex
-	entries   map[string]*proxyEntry // by instance
-	gen       uint64                 // bumped on every change to the workload set
-	versions  uint64                 // bumped when a version number is handed out (saved with the registry)
+	entries   map[string]*proxyEntry     // by instance
+	idle      map[serviceKey]idleService // services with no instance left
+	gen       uint64                     // bumped on every change to the workload set
+	versions  uint64                     // bumped when a version number is handed out (saved with the registry)
 	connected int
 }
 
 func newRegistry(now func() time.Time, grace time.Duration, changed func(), connectedGauge func(float64)) *registry {
-	return &registry{now: now, grace: grace, ackTimeout: DefaultAckTimeout, driftGrace: DefaultDriftGrace,
-		changed: changed, connectedGauge: connectedGauge, entries: map[string]*proxyEntry{}}
+	return &registry{now: now, grace: grace, restoreGrace: max(grace, restoreGracePeriod), retention: serviceRetention,
+		ackTimeout: DefaultAckTimeout, driftGrace: DefaultDriftGrace,
+		changed: changed, connectedGauge: connectedGauge, entries: map[string]*proxyEntry{}, idle: map[serviceKey]idleService{}}
 }
 
 // connect registers w with its new stream, replacing (and closing) an older
@@ -165,7 +198,8 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 	}
 	w.Connected, w.ConnectedAt = true, now
 	e.w, e.proxyVersion, e.disconnectedAt = w, proxyVersion, time.Time{}
-	e.stream, e.initial = s, true
+	e.stream, e.initial, e.restored = s, true, false
+	delete(r.idle, serviceKey{w.Namespace, w.Service})
 	if n, err := strconv.ParseUint(runningVersion, 10, 64); err == nil && n > e.counter {
 		e.counter = n
 	}
@@ -213,15 +247,40 @@ func (r *registry) disconnect(instance string, s *proxyStream) bool {
 	return true
 }
 
-// expire removes workloads whose stream has been down for the grace period.
-// It reports whether any was removed.
+// expire removes workloads whose stream has been down for the grace period
+// (restoreGrace for restored ones) and idle services past their retention.
+// A service whose last instance is removed stays listed as idle. It reports
+// whether anything was removed.
 func (r *registry) expire() bool {
 	r.mu.Lock()
 	now := r.now()
 	removed := false
+	var left map[serviceKey]string // services that lost an instance: their protocol
 	for id, e := range r.entries {
-		if e.stream == nil && now.Sub(e.disconnectedAt) >= r.grace {
+		grace := r.grace
+		if e.restored {
+			grace = r.restoreGrace
+		}
+		if e.stream == nil && now.Sub(e.disconnectedAt) >= grace {
 			delete(r.entries, id)
+			if left == nil {
+				left = map[serviceKey]string{}
+			}
+			left[serviceKey{e.w.Namespace, e.w.Service}] = e.w.Protocol
+			removed = true
+		}
+	}
+	if left != nil {
+		for _, e := range r.entries {
+			delete(left, serviceKey{e.w.Namespace, e.w.Service})
+		}
+		for k, proto := range left {
+			r.idle[k] = idleService{Namespace: k.Namespace, Name: k.Name, Protocol: proto, Since: now}
+		}
+	}
+	for k, svc := range r.idle {
+		if now.Sub(svc.Since) >= r.retention {
+			delete(r.idle, k)
 			removed = true
 		}
 	}
@@ -238,13 +297,28 @@ func (r *registry) expire() bool {
 // workloads returns every registered workload (connected or in grace) and
 // the registry generation they reflect.
 func (r *registry) workloads() ([]workload, uint64) {
+	ws, _, gen := r.view()
+	return ws, gen
+}
+
+// view returns every registered workload, the idle services (no instance
+// left, still listed) sorted by namespace and name, and the registry
+// generation they reflect.
+func (r *registry) view() ([]workload, []idleService, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]workload, 0, len(r.entries))
 	for _, e := range r.entries {
 		out = append(out, e.w)
 	}
-	return out, r.gen
+	idle := make([]idleService, 0, len(r.idle))
+	for _, svc := range r.idle {
+		idle = append(idle, svc)
+	}
+	slices.SortFunc(idle, func(a, b idleService) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out, idle, r.gen
 }
 
 // pushTarget is a connected proxy a push round may send to.
@@ -442,6 +516,8 @@ func (r *registry) driftRepairs() []driftRepair {
 // NACK error when NACKED.
 func (r *registry) state(e *proxyEntry, now time.Time) (state string, since time.Time, nackErr string) {
 	switch {
+	case e.stream == nil && e.restored:
+		return adminapi.ProxyRestored, e.disconnectedAt, ""
 	case e.stream == nil:
 		return adminapi.ProxyDisconnected, e.disconnectedAt, ""
 	case e.ackedDesired():

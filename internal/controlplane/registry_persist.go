@@ -12,12 +12,17 @@ import (
 )
 
 // registryKey holds the registered workloads, written a moment after each
-// change. A restarted control plane reads them back as disconnected
-// workloads in their grace period: proxies that reconnect within it keep
+// change. A restarted control plane reads them back as RESTORED workloads
+// in their restore grace period: proxies that reconnect within it keep
 // their place, and until then they stay endpoints in everyone's snapshots.
 // Without it, the first proxies to reconnect after a restart would be sent
 // snapshots missing every service whose proxies had not reconnected yet.
-const registryKey = "/registry/workloads"
+// idleServicesKey holds the services without an instance left, written
+// with it, so they stay known across a restart too.
+const (
+	registryKey     = "/registry/workloads"
+	idleServicesKey = "/registry/idle-services"
+)
 
 // registryWriteEvery bounds how often the registry is written: a
 // reconnect storm of thousands of proxies costs one write per interval,
@@ -38,35 +43,46 @@ type savedWorkload struct {
 	Counter uint64 `json:"counter,omitempty"`
 }
 
-// saved returns every entry for storing, and a generation that moves with
-// the workload set and with every version number handed out (so that a
+// savedRegistry is what is stored: the workloads, and the idle services.
+type savedRegistry struct {
+	Workloads []savedWorkload
+	Idle      []idleService
+}
+
+// saved returns every entry and idle service for storing, and a generation
+// that moves with them and with every version number handed out (so that a
 // crash never makes versions repeat).
-func (r *registry) saved() ([]savedWorkload, uint64) {
+func (r *registry) saved() (savedRegistry, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]savedWorkload, 0, len(r.entries))
+	out := savedRegistry{Workloads: make([]savedWorkload, 0, len(r.entries)), Idle: make([]idleService, 0, len(r.idle))}
 	for _, e := range r.entries {
-		out = append(out, savedWorkload{
+		out.Workloads = append(out.Workloads, savedWorkload{
 			Instance: e.w.Instance, SPIFFEID: e.w.SPIFFEID, Service: e.w.Service, Namespace: e.w.Namespace,
 			AdvertiseAddr: e.w.AdvertiseAddr, Protocol: e.w.Protocol, Labels: e.w.Labels, Counter: e.counter,
 		})
 	}
+	for _, svc := range r.idle {
+		out.Idle = append(out.Idle, svc)
+	}
 	return out, r.gen + r.versions
 }
 
-// restore adds saved workloads as disconnected now: they stay endpoints for
-// the grace period unless their proxies reconnect. Instances already
-// registered are left alone.
-func (r *registry) restore(ws []savedWorkload) int {
+// restore adds saved workloads as RESTORED now: they stay endpoints for the
+// restore grace period unless their proxies reconnect. Instances already
+// registered are left alone. Saved idle services are listed again with
+// their retention counted from when they became idle. It returns the
+// number of workloads restored.
+func (r *registry) restore(saved savedRegistry) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
 	n := 0
-	for _, s := range ws {
+	for _, s := range saved.Workloads {
 		if s.Instance == "" || r.entries[s.Instance] != nil {
 			continue
 		}
-		e := &proxyEntry{counter: s.Counter, disconnectedAt: now}
+		e := &proxyEntry{counter: s.Counter, disconnectedAt: now, restored: true}
 		e.w = workload{
 			Instance: s.Instance, SPIFFEID: s.SPIFFEID, Service: s.Service, Namespace: s.Namespace,
 			AdvertiseAddr: s.AdvertiseAddr, Protocol: s.Protocol, Labels: s.Labels,
@@ -74,27 +90,48 @@ func (r *registry) restore(ws []savedWorkload) int {
 		r.entries[s.Instance] = e
 		n++
 	}
-	if n > 0 {
+	registered := map[serviceKey]bool{}
+	for _, e := range r.entries {
+		registered[serviceKey{e.w.Namespace, e.w.Service}] = true
+	}
+	idle := 0
+	for _, svc := range saved.Idle {
+		k := serviceKey{svc.Namespace, svc.Name}
+		if svc.Name == "" || registered[k] || now.Sub(svc.Since) >= r.retention {
+			continue
+		}
+		if _, ok := r.idle[k]; !ok {
+			r.idle[k] = svc
+			idle++
+		}
+	}
+	if n > 0 || idle > 0 {
 		r.gen++
 	}
 	return n
 }
 
-// loadRegistry reads the saved workloads (none at first start).
-func loadRegistry(ctx context.Context, st store.Store) ([]savedWorkload, error) {
-	kv, err := st.Get(ctx, registryKey)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
+// loadRegistry reads the saved workloads and idle services (none at first
+// start).
+func loadRegistry(ctx context.Context, st store.Store) (savedRegistry, error) {
+	var out savedRegistry
+	for _, k := range []struct {
+		key string
+		v   any
+	}{{registryKey, &out.Workloads}, {idleServicesKey, &out.Idle}} {
+		kv, err := st.Get(ctx, k.key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return savedRegistry{}, fmt.Errorf("read registry: %w", err)
+		}
+		if err := json.Unmarshal(kv.Value, k.v); err != nil {
+			// Only a hint for a faster recovery: start without it.
+			return savedRegistry{}, fmt.Errorf("registry %s: %w", k.key, err)
+		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read registry: %w", err)
-	}
-	var ws []savedWorkload
-	if err := json.Unmarshal(kv.Value, &ws); err != nil {
-		// Only a hint for a faster recovery: start without it.
-		return nil, fmt.Errorf("registry %s: %w", registryKey, err)
-	}
-	return ws, nil
+	return out, nil
 }
 
 // saveRegistry writes the registry whenever its generation moved, at most
@@ -102,13 +139,19 @@ func loadRegistry(ctx context.Context, st store.Store) ([]savedWorkload, error) 
 func saveRegistry(ctx context.Context, st store.Store, r *registry, log *slog.Logger) {
 	var written uint64
 	write := func(ctx context.Context) {
-		ws, gen := r.saved()
+		saved, gen := r.saved()
 		if gen == written {
 			return
 		}
-		data, err := json.Marshal(ws)
+		ws, err := json.Marshal(saved.Workloads)
+		var idle []byte
 		if err == nil {
-			_, err = st.Txn(ctx, store.Op{Type: store.OpPut, Key: registryKey, Value: data, IfModRevision: store.AnyRevision})
+			idle, err = json.Marshal(saved.Idle)
+		}
+		if err == nil {
+			_, err = st.Txn(ctx,
+				store.Op{Type: store.OpPut, Key: registryKey, Value: ws, IfModRevision: store.AnyRevision},
+				store.Op{Type: store.OpPut, Key: idleServicesKey, Value: idle, IfModRevision: store.AnyRevision})
 		}
 		if err != nil {
 			log.Warn("cannot save the proxy registry; a control plane restart will relearn it from reconnecting proxies", "err", err)

@@ -6,15 +6,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // TestRegistrySurvivesRestart: what saveRegistry writes, a new registry
-// restores as disconnected workloads that stay endpoints for the grace
-// period and then expire; versions keep growing; a corrupt record is
-// reported, not fatal.
+// restores as RESTORED workloads that stay endpoints for the restore grace
+// period (longer than the ordinary one) and then expire, leaving their
+// services listed without endpoints; versions keep growing; a corrupt
+// record is reported, not fatal.
 func TestRegistrySurvivesRestart(t *testing.T) {
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
 	if err != nil {
@@ -24,33 +26,38 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	clock := testutil.NewClock(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
 	nop := func() {}
 	gauge := func(float64) {}
+	save := func(r *registry) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); saveRegistry(ctx, st, r, testutil.Logger(t)) }()
+		cancel() // the final write happens on the way out
+		<-done
+	}
 
 	r := newRegistry(clock.Now, 15*time.Second, nop, gauge)
 	for _, w := range []workload{
 		{Instance: "a1", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006", Protocol: "http", Labels: map[string]string{"v": "1"}},
 		{Instance: "b1", SPIFFEID: "spiffe://td/ns/shop/sa/ledger", Service: "ledger", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "tcp"},
+		{Instance: "c1", SPIFFEID: "spiffe://td/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", Protocol: "http"},
 	} {
 		if err := r.connect(w, "dev", "41", "abc", &proxyStream{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); saveRegistry(ctx, st, r, testutil.Logger(t)) }()
-	cancel() // the final write happens on the way out
-	<-done
+	save(r)
 
-	ws, err := loadRegistry(context.Background(), st)
-	if err != nil || len(ws) != 2 {
-		t.Fatalf("loadRegistry: %d workloads, %v; want 2", len(ws), err)
+	saved, err := loadRegistry(context.Background(), st)
+	if err != nil || len(saved.Workloads) != 3 {
+		t.Fatalf("loadRegistry: %d workloads, %v; want 3", len(saved.Workloads), err)
 	}
 	r2 := newRegistry(clock.Now, 15*time.Second, nop, gauge)
-	if n := r2.restore(ws); n != 2 {
-		t.Fatalf("restored %d, want 2", n)
+	if n := r2.restore(saved); n != 3 {
+		t.Fatalf("restored %d, want 3", n)
 	}
 	got, _ := r2.workloads()
-	if len(got) != 2 {
-		t.Fatalf("restored registry has %d workloads, want 2 (endpoints during the grace period)", len(got))
+	if len(got) != 3 {
+		t.Fatalf("restored registry has %d workloads, want 3 (endpoints during the restore grace period)", len(got))
 	}
 	for _, w := range got {
 		if w.Connected {
@@ -60,20 +67,77 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 			t.Errorf("a1 restored as %+v", w)
 		}
 	}
-	// A reconnect within the grace period continues the version counter.
+	// A restored workload has its own state, since the restart.
+	for _, p := range r2.proxies("") {
+		if p.State != adminapi.ProxyRestored || p.Since == nil || !p.Since.Equal(clock.Now()) {
+			t.Errorf("%s: state %s since %v, want %s since the restore", p.Instance, p.State, p.Since, adminapi.ProxyRestored)
+		}
+	}
+	// A reconnect within the grace period continues the version counter
+	// and ends the RESTORED state.
 	if r2.entries["a1"].counter < 41 {
 		t.Errorf("a1's version counter restored as %d, want at least 41", r2.entries["a1"].counter)
 	}
-	clock.Advance(14 * time.Second)
+	clock.Advance(20 * time.Second)
+	if err := r2.connect(workload{Instance: "c1", SPIFFEID: "spiffe://td/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", Protocol: "http"}, "dev", "41", "abc", &proxyStream{}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _, _, _ := r2.proxy("c1"); p.State == adminapi.ProxyRestored || !p.Connected {
+		t.Errorf("c1 after its reconnect: state %s connected %v, want connected and not RESTORED", p.State, p.Connected)
+	}
+	// Past the ordinary grace period (15 s), short of the restore grace
+	// period: the workloads whose proxies have not reconnected stay.
 	if r2.expire() {
-		t.Error("restored workloads expired before the grace period ended")
+		t.Errorf("restored workloads expired after %s, before the restore grace period (%s) ended", 20*time.Second, r2.restoreGrace)
 	}
-	clock.Advance(2 * time.Second)
+	clock.Advance(restoreGracePeriod - 20*time.Second)
 	if !r2.expire() {
-		t.Error("restored workloads did not expire after the grace period")
+		t.Error("restored workloads did not expire after the restore grace period")
 	}
-	if ws, _ := r2.workloads(); len(ws) != 0 {
-		t.Errorf("%d workloads left after expiry", len(ws))
+	ws, idle, _ := r2.view()
+	if len(ws) != 1 || ws[0].Instance != "c1" {
+		t.Errorf("workloads left after expiry: %+v, want c1 only", ws)
+	}
+	// Their services stay known, without endpoints.
+	if len(idle) != 2 || idle[0].Name != "catalog" || idle[1].Name != "ledger" || idle[1].Protocol != "tcp" {
+		t.Fatalf("idle services after expiry: %+v, want catalog and ledger (tcp)", idle)
+	}
+	svcs := servicesOf(ws, idle)
+	if len(svcs) != 3 {
+		t.Fatalf("snapshot services %v, want catalog, frontend, ledger", svcs)
+	}
+	for _, s := range svcs {
+		if len(s.GetEndpoints()) != 0 {
+			t.Errorf("%s.%s has endpoints %v; no instance is left (and frontend advertises none)", s.GetName(), s.GetNamespace(), s.GetEndpoints())
+		}
+	}
+
+	// Idle services survive a restart too, and leave after the retention.
+	save(r2)
+	saved, err = loadRegistry(context.Background(), st)
+	if err != nil || len(saved.Idle) != 2 {
+		t.Fatalf("loadRegistry: %d idle services, %v; want 2", len(saved.Idle), err)
+	}
+	r3 := newRegistry(clock.Now, 15*time.Second, nop, gauge)
+	r3.restore(saved)
+	if _, idle, _ := r3.view(); len(idle) != 2 {
+		t.Errorf("restored %d idle services, want 2", len(idle))
+	}
+	// An instance registering again makes its service live again.
+	if err := r3.connect(workload{Instance: "a2", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.3:15006"}, "dev", "", "", &proxyStream{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, idle, _ := r3.view(); len(idle) != 1 || idle[0].Name != "ledger" {
+		t.Errorf("idle services after catalog re-registered: %+v, want ledger only", idle)
+	}
+	// After the retention ledger is forgotten; frontend, whose restored
+	// instance never reconnected here, has only just become idle.
+	clock.Advance(serviceRetention)
+	if !r3.expire() {
+		t.Error("nothing expired after the service retention")
+	}
+	if _, idle, _ := r3.view(); len(idle) != 1 || idle[0].Name != "frontend" {
+		t.Errorf("idle services after the retention: %+v, want frontend only", idle)
 	}
 
 	if _, err := st.Txn(context.Background(), store.Op{Type: store.OpPut, Key: registryKey, Value: []byte("{"), IfModRevision: store.AnyRevision}); err != nil {

@@ -132,8 +132,8 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if ws, err := loadRegistry(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
 	} else if n := s.push.reg.restore(ws); n > 0 {
-		cfg.Logger.Info("restored registered workloads; they stay endpoints for the grace period unless their proxies reconnect",
-			"workloads", n, "grace_period", cfg.EndpointGracePeriod.String())
+		cfg.Logger.Info("restored registered workloads (state RESTORED); they stay endpoints until their proxies reconnect, for at most the restore grace period",
+			"workloads", n, "restore_grace_period", s.push.reg.restoreGrace.String())
 	}
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)

@@ -67,7 +67,10 @@ type snapshotInput struct {
 	TrustBundle [][]byte
 	// Workloads are the connected and in-grace workloads.
 	Workloads []workload
-	Policies  []policy
+	// Idle are services without a registered instance, listed without
+	// endpoints.
+	Idle     []idleService
+	Policies []policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
@@ -103,9 +106,10 @@ type meshView struct {
 // newMeshView builds the shared part of snapshots from in.
 func newMeshView(in snapshotInput) (*meshView, error) {
 	v := &meshView{
-		mesh:        &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode},
+		mesh: &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode,
+			PathNormalization: in.Mesh.HTTP.PathNormalization, AllowedUpgrades: in.Mesh.HTTP.AllowedUpgrades, StripHeaders: in.Mesh.HTTP.StripHeaders},
 		trustBundle: in.TrustBundle,
-		services:    withVIPs(servicesOf(in.Workloads), in.VIPs),
+		services:    withVIPs(servicesOf(in.Workloads, in.Idle), in.VIPs),
 		policies:    slices.Clone(in.Policies),
 		reportSecs:  reportSeconds(in.ReportInterval),
 		issuer:      in.Issuer,
@@ -189,18 +193,24 @@ func snapshotHash(s *pb.Snapshot) (string, error) {
 
 // servicesOf groups workloads into services, sorted by namespace and name,
 // each with its endpoints sorted by address. A service whose workloads
-// advertise no address is listed without endpoints, so its callers fail
-// fast instead of not knowing the name.
-func servicesOf(ws []workload) []*pb.Service {
+// advertise no address (client-only proxies), and an idle service (no
+// instance left), is listed without endpoints, so its callers are told it
+// has no healthy endpoint instead of that the name is unknown.
+func servicesOf(ws []workload, idle []idleService) []*pb.Service {
 	type key struct{ ns, name string }
 	groups := map[key][]*workload{}
 	for i := range ws {
 		k := key{ws[i].Namespace, ws[i].Service}
 		groups[k] = append(groups[k], &ws[i])
 	}
-	out := make([]*pb.Service, 0, len(groups))
+	out := make([]*pb.Service, 0, len(groups)+len(idle))
 	for k, g := range groups {
 		out = append(out, &pb.Service{Name: k.name, Namespace: k.ns, Protocol: serviceProtocol(g), Endpoints: endpointsOf(g)})
+	}
+	for _, svc := range idle {
+		if _, ok := groups[key{svc.Namespace, svc.Name}]; !ok {
+			out = append(out, &pb.Service{Name: svc.Name, Namespace: svc.Namespace, Protocol: svc.Protocol})
+		}
 	}
 	slices.SortFunc(out, func(a, b *pb.Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

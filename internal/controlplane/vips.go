@@ -340,15 +340,20 @@ func (a *vipAllocator) keep(k serviceKey, ip netip.Addr) {
 
 // serviceKeys lists the distinct services of ws, sorted (so which of two
 // services probing for one address gets it does not depend on map order).
-func serviceKeys(ws []workload) []serviceKey {
-	seen := make(map[serviceKey]bool, len(ws))
+func serviceKeys(ws []workload, idle []idleService) []serviceKey {
+	seen := make(map[serviceKey]bool, len(ws)+len(idle))
 	var out []serviceKey
-	for _, w := range ws {
-		k := serviceKey{w.Namespace, w.Service}
+	add := func(k serviceKey) {
 		if !seen[k] {
 			seen[k] = true
 			out = append(out, k)
 		}
+	}
+	for _, w := range ws {
+		add(serviceKey{w.Namespace, w.Service})
+	}
+	for _, svc := range idle {
+		add(serviceKey{svc.Namespace, svc.Name})
 	}
 	slices.SortFunc(out, func(a, b serviceKey) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))

@@ -238,7 +238,7 @@ func TestSnapshotServicesCarryVIPs(t *testing.T) {
 		{Instance: "c1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006"},
 		{Instance: "l1", Service: "ledger", Namespace: "shop"},
 	}
-	svcs := withVIPs(servicesOf(ws), map[serviceKey]string{{"shop", "catalog"}: "240.240.0.7"})
+	svcs := withVIPs(servicesOf(ws, nil), map[serviceKey]string{{"shop", "catalog"}: "240.240.0.7"})
 	got := map[string]string{}
 	for _, s := range svcs {
 		got[s.GetName()] = s.GetVirtualIp()

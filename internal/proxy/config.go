@@ -193,6 +193,9 @@ func (c *Config) validate() error {
 		if _, _, err := net.SplitHostPort(c.AdvertiseAddr); err != nil {
 			return fmt.Errorf("--advertise-addr %q: want HOST:PORT", c.AdvertiseAddr)
 		}
+		if c.AppAddr == "" {
+			return fmt.Errorf("--advertise-addr %q without --app-addr: a proxy without an app is client only and never an endpoint of its service; set --app-addr, or drop --advertise-addr", c.AdvertiseAddr)
+		}
 	}
 	if c.CollectorAddr != "" {
 		if _, _, err := net.SplitHostPort(c.CollectorAddr); err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
@@ -23,11 +24,27 @@ import (
 // maxSnapshotBytes bounds one pushed snapshot.
 const maxSnapshotBytes = 64 << 20
 
+// Reconnecting after the stream ended: the proxy waits from
+// controlRetryMin doubling to controlRetryMax, each wait jittered to
+// between half and all of it, and gRPC redials the control plane at least
+// every controlRedialMax (plus 20% jitter) meanwhile. So however long the
+// control plane was down, a proxy is back within about
+// controlRetryMax+controlRedialMax of it listening again, and retries
+// several times within the control plane's restore grace period (30 s,
+// see docs/config-stream.md), so the workloads it restored from before a
+// restart are never dropped while their proxies are on their way back.
+const (
+	controlRetryMin  = 250 * time.Millisecond
+	controlRetryMax  = 3 * time.Second
+	controlRedialMax = time.Second
+)
+
 // ControlClient keeps one Config stream open to the control plane: it sends
 // Hello, applies every Snapshot through Apply (ACK on success, NACK with the
 // error otherwise, keeping the last good config), reports what it runs, and
-// reconnects with exponential backoff and jitter. While disconnected the
-// proxy keeps serving with its last good config.
+// reconnects with exponential backoff and jitter, capped at a few seconds
+// (controlRetryMax). While disconnected the proxy keeps serving with its
+// last good config.
 //
 // Reports go out right after Hello, every Snapshot.report_interval_seconds,
 // whenever ReportNow delivers, and after applying a snapshot whose trust
@@ -74,6 +91,14 @@ func (c *ControlClient) Run(ctx context.Context) {
 		// Snapshots of large meshes exceed gRPC's 4 MiB default.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxSnapshotBytes)),
 		grpc.WithContextDialer(c.Dial),
+		// gRPC's own redial backoff grows to 2 min by default: after a long
+		// outage the channel would still be waiting out that backoff,
+		// failing every stream attempt, long after the control plane
+		// came back.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: controlRetryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: controlRedialMax},
+			MinConnectTimeout: 10 * time.Second,
+		}),
 	)
 	if err != nil {
 		c.Log.Error("config stream: bad control plane address", "control", c.Addr, "err", err)
@@ -81,7 +106,7 @@ func (c *ControlClient) Run(ctx context.Context) {
 	}
 	defer conn.Close()
 	client := pb.NewConfigClient(conn)
-	b := newBackoff(250*time.Millisecond, 30*time.Second)
+	b := newBackoff(controlRetryMin, controlRetryMax)
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := c.stream(ctx, client)

@@ -33,8 +33,8 @@ func TestNoEndpointsFails503Fast(t *testing.T) {
 	snap.Services = map[string]*proxy.Service{m.svc.Key(): service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID})}
 	m.snap.set(&snap)
 	resp, body, took := timedGet(t, newClient(t), m.url("/"))
-	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no endpoints") || took > fast {
-		t.Errorf("got %d %q after %v, want 503 \"no endpoints\" within %v", resp.StatusCode, body, took, fast)
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no healthy endpoints for catalog.shop") || took > fast {
+		t.Errorf("got %d %q after %v, want 503 \"no healthy endpoints for catalog.shop\" within %v", resp.StatusCode, body, took, fast)
 	}
 	m.logs.waitLog(t, "outbound call refused", "service=catalog.shop", "reason=no_endpoints")
 }

@@ -58,7 +58,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 	e := rt.bal.Pick(nil)
 	if e == nil {
 		ew := newErrorResponse()
-		o.refuse(ew, rt.key, rt, failNoEndpoints, http.StatusServiceUnavailable, "has no endpoints")
+		o.noEndpoints(ew, rt)
 		return http.StatusServiceUnavailable, answer(ew, false)
 	}
 	e.inflight.Add(1)

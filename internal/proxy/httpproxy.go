@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -62,6 +63,10 @@ func (o *Outbound) connect(w http.ResponseWriter, r *http.Request, key string) {
 		return
 	}
 	e, tc, reason, err := o.dialTunnel(rt)
+	if errors.Is(err, errNoEndpoints) {
+		plainError(w, http.StatusServiceUnavailable, noEndpointsMessage(key))
+		return
+	}
 	if err != nil {
 		plainError(w, http.StatusServiceUnavailable, "trellis: "+key+" unavailable ("+reason+"): "+err.Error()+"\n")
 		return

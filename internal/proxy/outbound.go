@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,7 +253,7 @@ func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string,
 func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route) (code int, abort bool) {
 	e := rt.bal.Pick(nil)
 	if e == nil {
-		o.refuse(w, rt.key, rt, failNoEndpoints, http.StatusServiceUnavailable, "has no endpoints")
+		o.noEndpoints(w, rt)
 		return http.StatusServiceUnavailable, false
 	}
 	if up := upgradeType(r); up != "" {
@@ -348,6 +349,27 @@ func (o *Outbound) refuse(w http.ResponseWriter, key string, rt *route, reason s
 	plainError(w, code, "trellis: "+key+" "+msg+"\n")
 }
 
+// noEndpoints answers a request for a service the mesh knows that has no
+// live instance (all gone, or only client-only proxies): 503, with a hint
+// for that case rather than the unknown-name one.
+func (o *Outbound) noEndpoints(w http.ResponseWriter, rt *route) {
+	rt.dest.upstreamFailure(failNoEndpoints)
+	if o.logs.allow(rt.key + " " + failNoEndpoints) {
+		o.log.Warn("outbound call refused", "service", rt.key, "reason", failNoEndpoints)
+	}
+	plainError(w, http.StatusServiceUnavailable, noEndpointsMessage(rt.key))
+}
+
+// errNoEndpoints is dialTunnel's error for a service with no endpoint.
+var errNoEndpoints = errors.New("no healthy endpoints")
+
+// noEndpointsMessage is the body of a no-endpoints answer for key.
+func noEndpointsMessage(key string) string {
+	_, ns, _ := strings.Cut(key, ".")
+	return "trellis: no healthy endpoints for " + key + ": the service is known, but no instance of it is running with an app " +
+		"(its proxies left, or run without --app-addr); `trellis get services -n " + ns + "` counts its instances\n"
+}
+
 // dialTunnel opens a trellis-tcp/1 connection to an endpoint of rt,
 // trying a second endpoint if the first cannot be reached.
 func (o *Outbound) dialTunnel(rt *route) (*PeerEndpoint, *tls.Conn, string, error) {
@@ -357,7 +379,7 @@ func (o *Outbound) dialTunnel(rt *route) (*PeerEndpoint, *tls.Conn, string, erro
 		if o.logs.allow(rt.key + " " + failNoEndpoints) {
 			o.log.Warn("outbound tunnel refused", "service", rt.key, "reason", failNoEndpoints)
 		}
-		return nil, nil, failNoEndpoints, errors.New("service has no endpoints")
+		return nil, nil, failNoEndpoints, errNoEndpoints
 	}
 	tc, err := e.dialTLS(context.Background(), e.tcpConf)
 	if err != nil {

@@ -295,7 +295,13 @@ func (p *Proxy) listen() error {
 		return fmt.Errorf("--inbound-addr %s: %w", p.cfg.InboundAddr, err)
 	}
 	p.advertiseAddr = advertise(p.cfg.AdvertiseAddr, p.inboundLis.Addr())
-	if p.advertiseAddr == "" {
+	switch {
+	case p.cfg.AppAddr == "":
+		// Client only: nothing behind the inbound listener, so other
+		// proxies must not be sent here.
+		p.advertiseAddr = ""
+		p.log.Info("no --app-addr: client only; registered with the control plane but not as an endpoint of its service")
+	case p.advertiseAddr == "":
 		p.log.Warn("inbound listens on an unspecified address and --advertise-addr is not set: other proxies cannot reach this workload", "inbound", p.inboundLis.Addr().String())
 	}
 	for _, u := range p.cfg.Upstreams {

@@ -230,7 +230,7 @@ func TestHTTPProxyRouting(t *testing.T) {
 		{"http://nope.shop/", "502", "unknown mesh service"},
 		{"http://catalog/", "502", "SERVICE.NAMESPACE"},
 		{"http://catalog.default/", "502", "unknown mesh service"},
-		{"http://orders.shop/", "503", "no endpoints"},
+		{"http://orders.shop/", "503", "no healthy endpoints for orders.shop"},
 	} {
 		resp, body := get(t, c, tc.url)
 		if got := resp.Status[:3]; got != tc.code || !strings.Contains(body, tc.body) {
