@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ func TestApplySequence(t *testing.T) {
 	}{
 		{"testdata/mesh-and-policies.yaml", lines(
 			"Mesh/default configured", // the control plane starts with a default Mesh
+			"  spec.certificates.workloadTTL: 24h -> 12h",
 			"AuthorizationPolicy/shop/frontend-reads-catalog created",
 			"AuthorizationPolicy/ops/deny-debug created",
 		)},
@@ -32,6 +34,7 @@ func TestApplySequence(t *testing.T) {
 		{"testdata/mesh-and-policies-changed.yaml", lines(
 			"Mesh/default unchanged",
 			"AuthorizationPolicy/shop/frontend-reads-catalog configured",
+			"  spec.rules[0].to[0].methods: [GET] -> [GET, HEAD]",
 			"AuthorizationPolicy/ops/deny-debug unchanged",
 		)},
 	} {
@@ -79,6 +82,7 @@ func TestApplySources(t *testing.T) {
 			args: []string{"-f", "testdata/mesh-and-policies.yaml"},
 			want: lines(
 				"Mesh/default configured",
+				"  spec.certificates.workloadTTL: 24h -> 12h",
 				"AuthorizationPolicy/shop/frontend-reads-catalog created",
 				"AuthorizationPolicy/ops/deny-debug created",
 			),
@@ -90,6 +94,7 @@ func TestApplySources(t *testing.T) {
 			want: lines(
 				"AuthorizationPolicy/shop/monitoring-scrapes created",
 				"Mesh/default configured",
+				"  spec.certificates.workloadTTL: 24h -> 12h",
 				"AuthorizationPolicy/shop/frontend-reads-catalog created",
 				"AuthorizationPolicy/ops/deny-debug created",
 			),
@@ -101,6 +106,7 @@ func TestApplySources(t *testing.T) {
 			args: []string{"-f", "testdata/applydir"},
 			want: lines(
 				"Mesh/default configured",
+				"  spec.mtls.mode: STRICT -> PERMISSIVE",
 				"AuthorizationPolicy/shop/frontend-reads-catalog created",
 				"AuthorizationPolicy/ops/deny-debug created",
 			),
@@ -145,6 +151,7 @@ func TestApplyDryRunStoresNothing(t *testing.T) {
 	r := m.run(t, "", "apply", "--dry-run", "-f", "testdata/mesh-and-policies.yaml")
 	want := lines(
 		"Mesh/default configured (dry run)",
+		"  spec.certificates.workloadTTL: 24h -> 12h",
 		"AuthorizationPolicy/shop/frontend-reads-catalog created (dry run)",
 		"AuthorizationPolicy/ops/deny-debug created (dry run)",
 	)
@@ -166,6 +173,7 @@ func TestApplyDryRunStoresNothing(t *testing.T) {
 	want = lines(
 		"Mesh/default unchanged (dry run)",
 		"AuthorizationPolicy/shop/frontend-reads-catalog configured (dry run)",
+		"  spec.rules[0].to[0].methods: [GET] -> [GET, HEAD]",
 		"AuthorizationPolicy/ops/deny-debug unchanged (dry run)",
 	)
 	if r.code != cli.ExitOK || r.stdout != want {
@@ -338,5 +346,98 @@ func TestApplyEnumCase(t *testing.T) {
 	r := m.run(t, doc("PERMISSIVE", "deny", "DENY", "audit"), "apply", "-f", "-")
 	if want := lines("Mesh/default unchanged", "AuthorizationPolicy/shop/p unchanged"); r.code != cli.ExitOK || r.stdout != want {
 		t.Errorf("canonical spelling of the same file: got %v\nwant exit 0, stdout:\n%s", r, want)
+	}
+}
+
+// TestApplyChanges applies a sequence of changes to one control plane and
+// checks the field diff under each object and the warnings about Mesh
+// security settings, also those a field left out of the file changes.
+func TestApplyChanges(t *testing.T) {
+	m := startMesh(t)
+	const meshHead = "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\n"
+	const policyHead = "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop"
+	ttlOnly := filepath.Join(t.TempDir(), "mesh.yaml")
+	if err := os.WriteFile(ttlOnly, []byte(meshHead+"spec: {certificates: {workloadTTL: 12h}}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		name       string
+		args       []string
+		stdin      string
+		wantStdout string
+		wantStderr string
+	}{
+		{
+			name:  "every security setting set in the file, in any case",
+			args:  []string{"-f", "-"},
+			stdin: meshHead + "spec: {mtls: {mode: permissive}, authorization: {default: Allow}, outbound: {mode: BLOCK}, certificates: {workloadTTL: 12h}, http: {pathNormalization: decodeslashes}}\n",
+			wantStdout: lines(
+				"Mesh/default configured",
+				"  spec.mtls.mode: STRICT -> PERMISSIVE",
+				"  spec.authorization.default: deny -> allow",
+				"  spec.certificates.workloadTTL: 24h -> 12h",
+				"  spec.outbound.mode: passthrough -> block",
+				"  spec.http.pathNormalization: strict -> decodeSlashes",
+			),
+			wantStderr: lines(
+				"warning: Mesh default: security setting spec.mtls.mode: STRICT -> PERMISSIVE: proxies also accept plain text, with no caller identity",
+				"warning: Mesh default: security setting spec.authorization.default: deny -> allow: a workload no ALLOW policy selects accepts every call",
+				"warning: Mesh default: security setting spec.outbound.mode: passthrough -> block: transparent proxies refuse captured non-mesh traffic",
+				"warning: Mesh default: security setting spec.http.pathNormalization: strict -> decodeSlashes: proxies turn slashes and backslashes, raw or encoded, into '/'",
+			),
+		},
+		{
+			name: "security settings left out of the file take their defaults",
+			args: []string{"-f", ttlOnly},
+			wantStdout: lines(
+				"Mesh/default configured",
+				"  spec.mtls.mode: PERMISSIVE -> STRICT",
+				"  spec.authorization.default: allow -> deny",
+				"  spec.outbound.mode: block -> passthrough",
+				"  spec.http.pathNormalization: decodeSlashes -> strict",
+			),
+			wantStderr: lines(
+				"warning: Mesh default: security setting spec.mtls.mode: PERMISSIVE -> STRICT ("+ttlOnly+"#1 leaves it out, so the default applies): proxies accept only mutual TLS",
+				"warning: Mesh default: security setting spec.authorization.default: allow -> deny ("+ttlOnly+"#1 leaves it out, so the default applies): a call no ALLOW policy covers is denied",
+				"warning: Mesh default: security setting spec.outbound.mode: block -> passthrough ("+ttlOnly+"#1 leaves it out, so the default applies): transparent proxies let captured non-mesh traffic out to its destination",
+				"warning: Mesh default: security setting spec.http.pathNormalization: decodeSlashes -> strict ("+ttlOnly+"#1 leaves it out, so the default applies): proxies refuse paths an app might route differently from the policy that matched them",
+			),
+		},
+		{
+			name:  "other mesh fields and a new policy: no warning",
+			args:  []string{"-f", "-"},
+			stdin: meshHead + "spec: {authorization: {hidePolicy: true}}\n---\n" + policyHead + "}\nspec: {rules: [{to: [{methods: [GET]}]}]}\n",
+			wantStdout: lines(
+				"Mesh/default configured",
+				"  spec.authorization.hidePolicy: false -> true",
+				"  spec.certificates.workloadTTL: 12h -> 24h",
+				"AuthorizationPolicy/shop/p created",
+			),
+		},
+		{
+			name:  "policy labels, action and a new rule",
+			args:  []string{"-f", "-"},
+			stdin: policyHead + ", labels: {team: shop}}\nspec: {action: deny, rules: [{to: [{methods: [GET]}]}, {to: [{paths: [/admin/*]}]}]}\n",
+			wantStdout: lines(
+				"AuthorizationPolicy/shop/p configured",
+				"  metadata.labels[team]: <none> -> shop",
+				"  spec.action: ALLOW -> DENY",
+				"  spec.rules[1]: <none> -> {to: [{paths: [/admin/*]}]}",
+			),
+		},
+		{
+			name:  "a rule removed, in a dry run",
+			args:  []string{"-f", "-", "--dry-run"},
+			stdin: policyHead + ", labels: {team: shop}}\nspec: {action: DENY, rules: [{to: [{methods: [GET]}]}]}\n",
+			wantStdout: lines(
+				"AuthorizationPolicy/shop/p configured (dry run)",
+				"  spec.rules[1]: {to: [{paths: [/admin/*]}]} -> <none>",
+			),
+		},
+	} {
+		r := m.run(t, step.stdin, append([]string{"apply"}, step.args...)...)
+		if r.code != cli.ExitOK || r.stdout != step.wantStdout || r.stderr != step.wantStderr {
+			t.Errorf("%s: got %v\nwant exit 0, stdout:\n%s\nstderr:\n%s", step.name, r, step.wantStdout, step.wantStderr)
+		}
 	}
 }

@@ -24,6 +24,9 @@ const (
 type exitError struct {
 	code int
 	err  error
+	// quiet: the command's output already says it all (trellis diff
+	// found differences); Main prints no error line.
+	quiet bool
 }
 
 func (e *exitError) Error() string { return e.err.Error() }
@@ -84,7 +87,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if err != nil {
+	if ee, ok := errors.AsType[*exitError](err); err != nil && !(ok && ee.quiet) {
 		fmt.Fprintln(stderr, "error:", err)
 	}
 	return exitCode(err)
@@ -118,6 +121,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newProxyCmd(),
 		newIPTablesCmd(),
 		newApplyCmd(g),
+		newDiffCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newTokenCmd(g),

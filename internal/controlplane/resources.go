@@ -188,6 +188,11 @@ func (r *resources) plan(ctx context.Context, objs []resource.Object) ([]adminap
 			}
 			o.Metadata.UpdateTimestamp = &now
 			res.Result = adminapi.ResultConfigured
+			// The transaction is conditioned on the revision cur was read
+			// at, so these are exactly the changes it makes. Both objects
+			// are valid; an error would only mean a stored object from an
+			// older schema, and the apply need not fail for a report.
+			res.Changes, _ = resource.Diff(&cur, &o)
 			op, err := putOp(key, o, kv.ModRevision)
 			if err != nil {
 				return nil, nil, err

@@ -80,7 +80,7 @@ func scenario(t *testing.T, run runner, env []string) {
 		stdin string
 		want  string
 	}{
-		{[]string{"apply", "-f", file}, "", "Mesh/default configured\nAuthorizationPolicy/shop/frontend-reads-catalog created\n"},
+		{[]string{"apply", "-f", file}, "", "Mesh/default configured\n  spec.mtls.mode: STRICT -> PERMISSIVE\n  spec.certificates.workloadTTL: 24h -> 12h\nAuthorizationPolicy/shop/frontend-reads-catalog created\n"},
 		{[]string{"apply", "-f", "-"}, policiesYAML, "Mesh/default unchanged\nAuthorizationPolicy/shop/frontend-reads-catalog unchanged\n"},
 	} {
 		if got := mustRun(t, run, env, step.stdin, step.args...); got != step.want {
