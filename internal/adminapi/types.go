@@ -42,6 +42,10 @@ type ApplyResult struct {
 	Name            string `json:"name"`
 	Result          string `json:"result"`
 	ResourceVersion string `json:"resourceVersion,omitempty"`
+	// Changes lists, for a configured object, the fields that differ from
+	// the stored version the apply replaced (or, in a dry run, would
+	// replace), in schema order. Empty for created and unchanged objects.
+	Changes []resource.FieldChange `json:"changes,omitempty"`
 }
 
 // ApplyResponse lists results in request order.
