@@ -26,6 +26,10 @@ plane.
 identity of that service's registered proxies (or, when none is registered,
 spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE). The caller's service is known
 when --from names it, or when the SPIFFE ID serves exactly one service.
+--from plaintext is a caller without a certificate (no sidecar): with the
+Mesh's mtls.mode STRICT the proxy refuses it before any policy (DENY, cause
+mtls-required); with PERMISSIVE it is decided with no identity, namespace
+or service.
 --to is the called service; its workload labels are those of its registered
 proxies unless --label is given.
 
@@ -49,6 +53,7 @@ type checkFlags struct {
 type checkQuery struct {
 	fromID          string // set when --from is a SPIFFE ID
 	fromSvc, fromNS string // set when --from is SERVICE.NAMESPACE
+	plaintext       bool   // --from plaintext
 	toSvc, toNS     string
 	req             policy.Request // without Principal and SourceService
 	header          http.Header
@@ -58,12 +63,13 @@ type checkQuery struct {
 func newPolicyCheckCmd(g *globals) *cobra.Command {
 	var f checkFlags
 	cmd := &cobra.Command{
-		Use:   "check --from SPIFFE_ID|SERVICE.NS --to SERVICE.NS [--port N] [--method M] [--path P] [--header k=v]... [--tcp] [-o text|json]",
+		Use:   "check --from SPIFFE_ID|SERVICE.NS|plaintext --to SERVICE.NS [--port N] [--method M] [--path P] [--header k=v]... [--tcp] [-o text|json]",
 		Short: "Show what the live policies decide for one request (ALLOW or DENY, by which policy and rule)",
 		Long:  policyCheckHelp,
 		Example: `  trellis policy check --from frontend.shop --to catalog.shop --method GET --path /items/42
   trellis policy check --from spiffe://trellis.local/ns/shop/sa/frontend --to catalog.shop --header x-tenant=a -o json
-  trellis policy check --from billing.pay --to db.shop --tcp --port 5432`,
+  trellis policy check --from billing.pay --to db.shop --tcp --port 5432
+  trellis policy check --from plaintext --to catalog.shop --path /health`,
 		Args: noArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			q, err := parseCheck(&f, cmd.Flags().Changed)
@@ -101,7 +107,7 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 		}),
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.from, "from", "", "caller: SPIFFE ID (spiffe://TD/ns/NS/sa/SA) or SERVICE.NAMESPACE")
+	fl.StringVar(&f.from, "from", "", "caller: SPIFFE ID (spiffe://TD/ns/NS/sa/SA), SERVICE.NAMESPACE, or plaintext for a caller without mTLS")
 	fl.StringVar(&f.to, "to", "", "called service: SERVICE.NAMESPACE")
 	fl.IntVar(&f.port, "port", 0, "destination port the caller dials")
 	fl.StringVar(&f.method, "method", "", "HTTP method (default GET)")
@@ -124,16 +130,8 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 		return nil, userError("%s: --from and --to are required, e.g. --from frontend.shop --to catalog.shop", op)
 	}
 	q := &checkQuery{header: http.Header{}}
-	if strings.HasPrefix(f.from, "spiffe://") {
-		if _, err := spiffeid.FromString(f.from); err != nil {
-			return nil, userError("%s: --from %q: %v; write spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT or SERVICE.NAMESPACE", op, f.from, err)
-		}
-		q.fromID = f.from
-	} else {
-		var ok bool
-		if q.fromSvc, q.fromNS, ok = parseServiceRef(f.from); !ok {
-			return nil, userError("%s: --from %q: want a SPIFFE ID (spiffe://trellis.local/ns/shop/sa/frontend) or SERVICE.NAMESPACE (frontend.shop)", op, f.from)
-		}
+	if err := parseFrom(f.from, q); err != nil {
+		return nil, err
 	}
 	var ok bool
 	if q.toSvc, q.toNS, ok = parseServiceRef(f.to); !ok {
@@ -182,6 +180,41 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 	q.req.Header = q.header.Get
 	return q, parseLabels(op, f.labels, q)
 }
+
+// parseFrom sets the caller of q from --from: a workload SPIFFE ID,
+// SERVICE.NAMESPACE or plaintext. Errors name the flag and the forms.
+func parseFrom(from string, q *checkQuery) error {
+	const op = "policy check"
+	const forms = "write spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT or SERVICE.NAMESPACE, or plaintext for a caller without mTLS"
+	switch {
+	case strings.EqualFold(from, fromPlaintext):
+		q.plaintext = true
+		return nil
+	case strings.HasPrefix(strings.ToLower(from), "spiffe:"):
+		id, err := spiffeid.FromString(from)
+		if err != nil {
+			return userError("%s: --from %q: %v; %s", op, from, err, forms)
+		}
+		// The mesh CA issues only these; any other path names no caller.
+		seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+		if len(seg) != 4 || seg[0] != "ns" || seg[2] != "sa" {
+			return userError("%s: --from %q: not a workload identity (its path must be /ns/NAMESPACE/sa/ACCOUNT); %s", op, from, forms)
+		}
+		q.fromID = from
+		return nil
+	}
+	var ok bool
+	if q.fromSvc, q.fromNS, ok = parseServiceRef(from); ok {
+		return nil
+	}
+	if svc, ns, dot := strings.Cut(from, "."); dot && isDNSLabel(strings.ToLower(svc)) && isDNSLabel(strings.ToLower(ns)) {
+		return userError("%s: --from %q: names are lower case; did you mean %q?", op, from, strings.ToLower(from))
+	}
+	return userError("%s: --from %q: want a SPIFFE ID (spiffe://trellis.local/ns/shop/sa/frontend) or SERVICE.NAMESPACE (frontend.shop), or plaintext for a caller without mTLS", op, from)
+}
+
+// fromPlaintext is the --from value of a caller without a certificate.
+const fromPlaintext = "plaintext"
 
 func parseLabels(op string, labels []string, q *checkQuery) error {
 	for _, l := range labels {
@@ -246,14 +279,21 @@ type checkResult struct {
 	Reason      string       `json:"reason"`
 	Cause       string       `json:"cause"`
 	Audit       []checkAudit `json:"audit"`
-	From        string       `json:"from"`                  // the caller's principal
+	From        string       `json:"from"`                  // the caller's principal; "" for a plaintext caller
 	FromService string       `json:"fromService,omitempty"` // service.namespace, when known
+	Plaintext   bool         `json:"plaintext,omitempty"`   // --from plaintext: a caller without mTLS
 	To          string       `json:"to"`                    // service.namespace
 	Labels      labelSet     `json:"labels"`                // the --to workload's labels decided with
 	Selecting   []string     `json:"selecting"`             // policies selecting the --to workload
 	Request     checkRequest `json:"request"`
 	decision    policy.Decision
+	// mtlsRequired: refused as plaintext under STRICT; decision is unset.
+	mtlsRequired bool
 }
+
+// causeMTLSRequired is the cause of a plaintext caller refused under
+// STRICT mTLS, next to the engine's causes (policy.Cause.String).
+const causeMTLSRequired = "mtls-required"
 
 type checkAudit struct {
 	Policy     string `json:"policy"`
@@ -325,6 +365,9 @@ func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []str
 	}
 	slices.Sort(fromIDs)
 	switch {
+	case q.plaintext:
+		// No certificate: no principal, namespace or service.
+		res.Plaintext = true
 	case q.fromID != "":
 		req.Principal = q.fromID
 		// As the proxy does: a caller's service is known when its
@@ -372,6 +415,11 @@ func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []str
 		}
 	}
 
+	strict := !strings.EqualFold(live.mesh.MTLS.Mode, resource.MTLSPermissive)
+	if q.plaintext && !strict {
+		notes = append(notes, "the mesh's mtls.mode is PERMISSIVE, so a plaintext caller reaches the policies: with no identity, namespace or service it matches only rules without such conditions (see docs/policy.md, plaintext callers)")
+	}
+
 	e, err := policy.Compile(live.policies, policy.Options{
 		DefaultAllow: live.mesh.Authorization.Default == resource.AuthorizationAllow,
 		TrustDomain:  td,
@@ -390,6 +438,15 @@ func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []str
 	})
 	res.decision = d
 	res.Decision, res.Policy, res.Rule, res.Reason, res.Cause = verdict(d.Allow), d.Policy, d.Rule, d.Reason, d.Cause.String()
+	if q.plaintext && strict {
+		// The proxy closes a plaintext connection under STRICT before any
+		// policy (trellis_inbound_rejected_total{reason="plaintext"}).
+		res.decision = policy.Decision{Rule: -1}
+		res.mtlsRequired = true
+		res.Decision, res.Policy, res.Rule, res.Cause = "DENY", "", -1, causeMTLSRequired
+		res.Reason = "mTLS required: the mesh's mtls.mode is STRICT, so the proxy refuses a plaintext connection before any policy"
+		res.Audit = []checkAudit{}
+	}
 	res.Labels = labelSets[0]
 	res.Selecting = e.Selecting(&w)
 	if res.Selecting == nil {
@@ -406,6 +463,9 @@ func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []str
 		}
 	}
 
+	if res.mtlsRequired {
+		return res, notes, nil
+	}
 	if len(labelSets) > 1 {
 		differ := false
 		var each []string
@@ -461,16 +521,21 @@ func printCheck(w io.Writer, res *checkResult) error {
 		fmt.Fprintf(&b, "%-11s%s\n", key, fmt.Sprintf(format, args...))
 	}
 	line("decision:", "%s", res.Decision)
-	switch res.decision.Cause {
-	case policy.CauseMeshDefault:
+	switch {
+	case res.mtlsRequired:
+		line("policy:", "none (refused before any policy)")
+	case res.decision.Cause == policy.CauseMeshDefault:
 		line("policy:", "mesh default")
-	case policy.CauseDeny, policy.CauseAllow:
+	case res.decision.Cause == policy.CauseDeny || res.decision.Cause == policy.CauseAllow:
 		line("policy:", "%s rule %d", res.Policy, res.Rule)
 	default:
 		line("policy:", "none")
 	}
 	line("reason:", "%s", res.Reason)
 	from := res.From
+	if res.Plaintext {
+		from = "plaintext (no certificate: no identity, namespace or service)"
+	}
 	if res.FromService != "" {
 		from += " (" + res.FromService + ")"
 	}
