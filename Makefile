@@ -79,6 +79,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/resource/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/resource/
+	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./internal/istioimport/
 	$(GO) test -run '^$$' -fuzz '^FuzzSignCSR$$' -fuzztime $(FUZZTIME) ./internal/identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzVerifyToken$$' -fuzztime $(FUZZTIME) ./internal/identity/
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileDecide$$' -fuzztime $(FUZZTIME) ./internal/policy/

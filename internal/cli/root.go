@@ -121,6 +121,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newProxyCmd(),
 		newIPTablesCmd(),
 		newApplyCmd(g),
+		newImportCmd(g),
 		newDiffCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),

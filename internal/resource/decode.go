@@ -55,6 +55,35 @@ func Decode(data []byte, source string) ([]Object, error) {
 	return objs, nil
 }
 
+// Documents parses data as Decode does, YAML documents or JSON values one
+// after another, and returns each non-empty document as encoding/json
+// decodes into an any (numbers as json.Number), without interpreting it.
+// It is for readers of formats other than Trellis's own, such as the Istio
+// importer. If any document does not parse, Documents returns no values and
+// an error naming every such document as source#N.
+func Documents(data []byte, source string) ([]any, error) {
+	var (
+		values []any
+		errs   []error
+		n      int
+	)
+	for _, d := range documents(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))) {
+		if d.value == nil && d.err == "" {
+			continue
+		}
+		n++
+		if d.err != "" {
+			errs = append(errs, documentError(source+"#"+strconv.Itoa(n), d.err))
+			continue
+		}
+		values = append(values, d.value)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return values, nil
+}
+
 // envelope is an Object as it appears in a document.
 type envelope struct {
 	APIVersion string          `json:"apiVersion"`
@@ -84,6 +113,9 @@ func decodeDocument(v any, src string, listOK bool) ([]Object, error) {
 		}
 		return decodeList(m, src)
 	}
+	if err := istioDocument(m, src); err != nil {
+		return nil, err
+	}
 	var (
 		errs errorList
 		env  envelope
@@ -100,6 +132,29 @@ func decodeDocument(v any, src string, listOK bool) ([]Object, error) {
 		return nil, err
 	}
 	return []Object{o}, nil
+}
+
+// istioDocument refuses a document of an Istio API group, whose kinds
+// share names with Trellis's (AuthorizationPolicy) but not their meaning,
+// and says how to convert it. Checked before the envelope, whose metadata
+// Istio objects often extend.
+func istioDocument(m map[string]any, src string) error {
+	av, _ := m["apiVersion"].(string)
+	group, _, _ := strings.Cut(av, "/")
+	if group != "istio.io" && !strings.HasSuffix(group, ".istio.io") {
+		return nil
+	}
+	o := Object{APIVersion: av}
+	o.Kind, _ = m["kind"].(string)
+	if md, ok := m["metadata"].(map[string]any); ok {
+		o.Metadata.Name, _ = md["name"].(string)
+		o.Metadata.Namespace, _ = md["namespace"].(string)
+	}
+	return &ValidationError{Source: src, Resource: resourceRef(&o), Errors: []FieldError{{
+		Field: "apiVersion",
+		Message: fmt.Sprintf("%s is an Istio API, not Trellis's (%s): convert Istio AuthorizationPolicy and PeerAuthentication with trellis import istio -f FILE, then apply its output",
+			quote(av), APIVersion),
+	}}}
 }
 
 func decodeList(m map[string]any, src string) ([]Object, error) {
