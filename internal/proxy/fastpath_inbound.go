@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/policy"
 )
 
 // newInboundFast sets up the pool of HTTP/1.1 connections to the app and
@@ -28,7 +29,7 @@ func (in *Inbound) newInboundFast() {
 		return
 	}
 	in.fast = &fastServer{
-		accept:      inboundFastAccepts,
+		accept:      in.fastAccepts,
 		handle:      in.serveFast,
 		idleTimeout: in.cfg.IdleTimeout,
 		conns:       &in.conns,
@@ -38,13 +39,19 @@ func (in *Inbound) newInboundFast() {
 	}
 }
 
-// inboundFastAccepts leaves to net/http the requests whose path it would
-// rewrite before authorization: percent-encoded ones (decoded first) and
-// ones with dot segments or doubled slashes (normalized), so policies see
-// exactly what the app will.
-func inboundFastAccepts(req *h1.Head) bool {
+// fastAccepts leaves to net/http the requests whose path it would
+// rewrite or refuse before authorization: percent-encoded ones (decoded
+// first), ones with dot segments or doubled slashes (normalized), and the
+// ones policy.CanonicalPath refuses, so policies see exactly what the app
+// will and both paths answer the same.
+func (in *Inbound) fastAccepts(req *h1.Head) bool {
 	path, _, _ := strings.Cut(req.Target, "?")
-	return strings.IndexByte(path, '%') < 0 && normalizePath(path) == path
+	mode := policy.PathStrict
+	if snap := in.cfg.Snapshot(); snap != nil {
+		mode = snap.PathMode
+	}
+	canon, err := policy.CanonicalPath(path, mode)
+	return err == nil && canon == path
 }
 
 // serveFast is inboundHandler.ServeHTTP for the fast path.
@@ -76,11 +83,18 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 		plainError(ew, http.StatusForbidden, "trellis: mutual TLS required\n")
 		return outcome{code: http.StatusForbidden}, answer(ew, true)
 	}
-	// Only the proxy may speak for the caller (see stripCallerXFCC; a
+	if r := checkMethod(req.Method); r != nil {
+		return in.refuseFast(fc, req, r)
+	}
+	// Only the proxy may speak for the caller (see screenHeader; a
 	// Connection header naming fields never takes the fast path).
+	strip := snap.headerStrip()
 	kept := req.Fields[:0]
 	for _, f := range req.Fields {
-		if len(f.Name) != len(xfccHeader) || !strings.EqualFold(strings.ReplaceAll(f.Name, "_", "-"), xfccHeader) {
+		if r := checkFieldName(f.Name); r != nil {
+			return in.refuseFast(fc, req, r)
+		}
+		if !isXFCC(f.Name) && !strip.match(f.Name) {
 			kept = append(kept, f)
 		}
 	}
@@ -141,4 +155,11 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 			return o, false
 		}
 	}
+}
+
+// refuseFast answers a request the screen refused (400) and closes the
+// connection: a caller that sends such requests gets no second try on it.
+func (in *Inbound) refuseFast(fc *fastConn, req *h1.Head, r *refusal) (outcome, bool) {
+	ew := newErrorResponse()
+	return outcome{code: r.write(ew)}, fc.answer(req, ew, true)
 }

@@ -6,13 +6,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"path"
 	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/policy"
 )
 
 // inboundHandler is the per-request chain of the inbound side: caller
@@ -104,19 +104,26 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 		plainError(w, http.StatusForbidden, "trellis: mutual TLS required\n")
 		return outcome{code: http.StatusForbidden}
 	}
+	if rf := checkMethod(r.Method); rf != nil {
+		return refuseHTTP(w, rf)
+	}
 	// Only the proxy may speak for the caller: whatever a caller sent is
 	// replaced by what its certificate proved (and policies never see it).
-	stripCallerXFCC(r.Header)
-	// An encoded '?' or '#' inside the path would let the path a policy
-	// sees (cut there) differ from the one the app serves: refuse it.
-	if strings.ContainsAny(r.URL.Path, "?#") {
-		plainError(w, http.StatusBadRequest, "trellis: encoded '?' or '#' in the request path\n")
-		return outcome{code: http.StatusBadRequest}
+	if rf := screenHeader(r.Header, snap.headerStrip()); rf != nil {
+		return refuseHTTP(w, rf)
 	}
 	// Policies see, and the app receives, one canonical path: no dot
-	// segments or doubled slashes that could dodge a path rule.
-	if clean := normalizePath(r.URL.Path); clean != r.URL.Path {
-		r.URL.Path, r.URL.RawPath = clean, ""
+	// segments, doubled slashes or encodings that could dodge a path rule.
+	canon, err := policy.CanonicalPath(requestPath(r), snap.PathMode)
+	if err != nil {
+		return refuseHTTP(w, badRequest(err.Error()))
+	}
+	if canon != r.URL.Path || r.URL.RawPath != "" {
+		r.URL.Path, r.URL.RawPath = canon, ""
+	}
+	up, rf := checkUpgrade(r, snap.AllowedUpgrades)
+	if rf != nil {
+		return refuseHTTP(w, rf)
 	}
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
 		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
@@ -137,7 +144,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
-	if up := upgradeType(r); up != "" {
+	if up != "" {
 		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, up, &in.conns)
 		if err != nil {
 			code = in.appFailed(w, r, err)
@@ -164,8 +171,26 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	return o
 }
 
-// appFailed answers a request the app could not take: 503 when it is not
-// listening, 502 when it broke the exchange.
+// refuseHTTP answers a request the screen refused, and closes an HTTP/1
+// connection after it.
+func refuseHTTP(w http.ResponseWriter, rf *refusal) outcome {
+	w.Header()["Connection"] = []string{"close"}
+	return outcome{code: rf.write(w)}
+}
+
+// requestPath is the path of the request target as received, still
+// percent-encoded.
+func requestPath(r *http.Request) string {
+	if u := r.RequestURI; u != "" && u[0] == '/' {
+		p, _, _ := strings.Cut(u, "?")
+		return p
+	}
+	return r.URL.EscapedPath()
+}
+
+// appFailed answers a request the app could not take: 503 "local app
+// unavailable" when it is not listening, 502 "local app broke the
+// exchange" when it was reached (it may have run the request).
 func (in *Inbound) appFailed(w http.ResponseWriter, r *http.Request, err error) int {
 	if r.Context().Err() != nil {
 		return statusClientClosed
@@ -175,33 +200,16 @@ func (in *Inbound) appFailed(w http.ResponseWriter, r *http.Request, err error) 
 
 // appFailedFor is appFailed for a request that is still wanted.
 func (in *Inbound) appFailedFor(w http.ResponseWriter, method, path string, err error) int {
-	code := http.StatusBadGateway
+	code, body := http.StatusBadGateway, "trellis: local app broke the exchange\n"
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "dial" {
-		code = http.StatusServiceUnavailable
+		code, body = http.StatusServiceUnavailable, "trellis: local app unavailable\n"
 	}
 	if in.logs.allow("app") {
 		in.log.Warn("app request failed", "app", in.cfg.AppAddr, "method", method, "path", path, "err", err.Error())
 	}
-	plainError(w, code, "trellis: local app unavailable\n")
+	plainError(w, code, body)
 	return code
-}
-
-// normalizePath resolves dot segments and merges doubled slashes (the path
-// is already percent-decoded, so %2e%2e is a dot segment here too). A
-// trailing slash is kept; an empty or relative path becomes absolute.
-func normalizePath(p string) string {
-	if p == "" {
-		return "/"
-	}
-	if !strings.Contains(p, "//") && !strings.Contains(p, "/.") && p[0] == '/' {
-		return p // the common case allocates nothing
-	}
-	clean := path.Clean("/" + p)
-	if strings.HasSuffix(p, "/") && clean != "/" {
-		clean += "/"
-	}
-	return clean
 }
 
 // stripCallerXFCC removes every caller-supplied copy of the client-cert
@@ -211,7 +219,7 @@ func normalizePath(p string) string {
 func stripCallerXFCC(h http.Header) {
 	delete(h, xfccHeader)
 	for k := range h {
-		if len(k) == len(xfccHeader) && strings.EqualFold(strings.ReplaceAll(k, "_", "-"), xfccHeader) {
+		if isXFCC(k) {
 			delete(h, k)
 		}
 	}

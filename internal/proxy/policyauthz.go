@@ -46,7 +46,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 		SourceService: snap.ServiceOf[principal],
 		HTTP:          req.Protocol != ProtocolTCP,
 		Port:          a.Port,
-		Method:        upperMethod(req.Method),
+		Method:        req.Method, // exact: checkMethod refused other spellings
 		Path:          req.Path,
 		Host:          req.Host,
 	}
@@ -77,17 +77,6 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 			"protocol", req.Protocol, "method", req.Method, "path", req.Path)
 	}
 	return Decision{Allow: d.Allow, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason}
-}
-
-// upperMethod canonicalizes a method's case, so "get" meets a rule on GET
-// (servers differ on whether methods are case-sensitive; policies must not).
-func upperMethod(m string) string {
-	for i := 0; i < len(m); i++ {
-		if c := m[i]; c >= 'a' && c <= 'z' {
-			return strings.ToUpper(m)
-		}
-	}
-	return m
 }
 
 func (a *PolicyAuthorizer) emit(kind, principal, sourceService string, req *Request, policy string, rule int, reason string) {

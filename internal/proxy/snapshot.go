@@ -47,6 +47,17 @@ type Snapshot struct {
 	// OutboundBlock (transparent.go).
 	OutboundMode string
 
+	// PathMode is how the inbound treats ambiguous request paths
+	// (Mesh spec.http.pathNormalization; the zero value is strict).
+	PathMode policy.PathMode
+	// AllowedUpgrades are the protocols an HTTP/1.1 Upgrade may switch
+	// to, lower case; nil means DefaultAllowedUpgrades.
+	AllowedUpgrades []string
+	// StripHeaders are the caller-supplied headers the inbound removes
+	// (Mesh spec.http.stripHeaders); nil means DefaultStripHeaders.
+	StripHeaders []string
+	strip        *headerStrip
+
 	// TrustBundle holds the roots peers are verified with.
 	TrustBundle *x509.CertPool
 	// Roots are the same roots, for reporting.
@@ -131,6 +142,18 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	out.OutboundMode = mode
+	pm, ok := policy.ParsePathMode(s.GetMesh().GetPathNormalization())
+	if !ok {
+		return nil, fmt.Errorf("compile snapshot %s: mesh path normalization %q is not strict or decodeSlashes", s.GetVersion(), s.GetMesh().GetPathNormalization())
+	}
+	out.PathMode = pm
+	if ups := s.GetMesh().GetAllowedUpgrades(); len(ups) > 0 {
+		out.AllowedUpgrades = ups
+	}
+	if hs := s.GetMesh().GetStripHeaders(); len(hs) > 0 {
+		out.StripHeaders = hs
+		out.strip = newHeaderStrip(hs)
+	}
 
 	if b, err := hex.DecodeString(out.Issuer); err != nil || (out.Issuer != "" && len(b) != sha256.Size) {
 		return nil, fmt.Errorf("compile snapshot %s: issuer %q is not a hex SHA-256", s.GetVersion(), out.Issuer)
@@ -198,6 +221,15 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		delete(out.ServiceOf, k)
 	}
 	return out, nil
+}
+
+// headerStrip is the compiled StripHeaders (built here for snapshots not
+// made by Compile, such as tests').
+func (s *Snapshot) headerStrip() *headerStrip {
+	if s.strip == nil && len(s.StripHeaders) > 0 {
+		return newHeaderStrip(s.StripHeaders)
+	}
+	return s.strip
 }
 
 // compileVIPs fills out.VIPs and out.ServiceByVIP. A malformed address, or

@@ -10,9 +10,11 @@ import (
 )
 
 // upgradeType returns the protocol an HTTP/1.1 request asks to switch to
-// (WebSocket), or "". HTTP/2 requests cannot upgrade.
+// (WebSocket), or "". HTTP/2 requests cannot upgrade, and an Upgrade on
+// HTTP/1.0 is ignored (RFC 9110 7.8). The inbound decides with
+// checkUpgrade instead.
 func upgradeType(r *http.Request) string {
-	if r.ProtoMajor != 1 {
+	if r.ProtoMajor != 1 || r.ProtoMinor == 0 {
 		return ""
 	}
 	c, ok := r.Header["Connection"]

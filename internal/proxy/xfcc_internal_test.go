@@ -28,29 +28,41 @@ func TestStripCallerXFCC(t *testing.T) {
 	}
 }
 
-func TestNormalizePath(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"", "/"},
-		{"/items", "/items"},
-		{"/items/", "/items/"},
-		{"/items/../admin", "/admin"},
-		{"//admin", "/admin"},
-		{"/./admin/x", "/admin/x"},
-		{"/a//b/", "/a/b/"},
-		{"/..", "/"},
-		{"admin", "/admin"},
-		{"/items?/../admin", "/admin"},
-	} {
-		if got := normalizePath(tc.in); got != tc.want {
-			t.Errorf("normalizePath(%q) = %q, want %q", tc.in, got, tc.want)
+func TestCheckMethod(t *testing.T) {
+	for m, refused := range map[string]bool{"GET": false, "get": true, "Get": true, "pOst": true, "delete": true, "PURGE": false, "purge": false, "M-SEARCH": false} {
+		if got := checkMethod(m) != nil; got != refused {
+			t.Errorf("checkMethod(%q) refused = %v, want %v", m, got, refused)
 		}
 	}
 }
 
-func TestUpperMethod(t *testing.T) {
-	for in, want := range map[string]string{"GET": "GET", "get": "GET", "pOst": "POST", "": ""} {
-		if got := upperMethod(in); got != want {
-			t.Errorf("upperMethod(%q) = %q, want %q", in, got, want)
+func TestCheckFieldName(t *testing.T) {
+	for name, refused := range map[string]bool{
+		"Transfer_Encoding": true, "transfer_encoding": true, "TRANSFER_ENCODING": true, "Content_Length": true,
+		"Connection": false, "Connect_ion": false, "Keep_Alive": true, "TE": false, "Trailer": false, "Upgrade": false,
+		"Proxy_Authorization": true, "proxy_connection": true, "Proxy_Anything": true, "X_Custom": false, "Content-Length": false,
+	} {
+		if got := checkFieldName(name) != nil; got != refused {
+			t.Errorf("checkFieldName(%q) refused = %v, want %v", name, got, refused)
+		}
+	}
+}
+
+func TestHeaderStrip(t *testing.T) {
+	def := (*headerStrip)(nil)
+	custom := newHeaderStrip([]string{"X-Internal-*", "x-user"})
+	for _, tc := range []struct {
+		s     *headerStrip
+		name  string
+		strip bool
+	}{
+		{def, "X-Spiffe-Id", true}, {def, "x_spiffe_id", true}, {def, "X-Trellis-Anything", true}, {def, "X-Trellis-", true},
+		{def, "X-Envoy-Peer-Metadata", true}, {def, "X-Envoy-Peer-Metadata-Id", true}, {def, "X-Spiffe-Idx", false},
+		{def, "Authorization", false}, {def, "X-Trellis", false},
+		{custom, "x-internal-role", true}, {custom, "X_USER", true}, {custom, "X-Spiffe-Id", false}, {custom, "x-users", false},
+	} {
+		if got := tc.s.match(tc.name); got != tc.strip {
+			t.Errorf("match(%q) = %v, want %v", tc.name, got, tc.strip)
 		}
 	}
 }

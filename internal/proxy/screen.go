@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+)
+
+// The inbound checks a request passes before authorization, on the fast
+// path and on the net/http path alike: whatever could make the app read a
+// request differently from the proxy (and from the policy that allowed
+// it) is refused with 400, and headers only the proxy may set are
+// removed.
+
+// refusal is a request the inbound answers itself with 400.
+type refusal struct{ msg string }
+
+func badRequest(msg string) *refusal { return &refusal{msg: "trellis: " + msg + "\n"} }
+
+func (r *refusal) write(w http.ResponseWriter) int {
+	plainError(w, http.StatusBadRequest, r.msg)
+	return http.StatusBadRequest
+}
+
+// standardMethods are the methods whose other spellings are refused.
+var standardMethods = [...]string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+
+// checkMethod refuses a standard method in another case ("get"): methods
+// are case-sensitive and policies name them in upper case, but some
+// frameworks fold them, so "get" would reach a GET handler without
+// matching a GET rule (or a DENY of it).
+func checkMethod(m string) *refusal {
+	for _, s := range standardMethods {
+		if len(m) == len(s) && m != s && strings.EqualFold(m, s) {
+			return badRequest("method " + m + " is not " + s + ": methods are case-sensitive; send " + s)
+		}
+	}
+	return nil
+}
+
+// framingNames are the framing and hop-by-hop fields that a look-alike
+// with '_' for '-' could stand in for: CGI, WSGI and many frameworks fold
+// '_' and '-' together, so "Transfer_Encoding: chunked" next to the
+// proxy's Content-Length is a smuggled request to them.
+var framingNames = [...]string{"transfer-encoding", "content-length", "connection", "keep-alive", "upgrade", "te", "trailer"}
+
+// checkFieldName refuses a field name that becomes a framing or
+// hop-by-hop field when '_' is read as '-'.
+func checkFieldName(name string) *refusal {
+	if strings.IndexByte(name, '_') < 0 {
+		return nil
+	}
+	folded := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	bad := strings.HasPrefix(folded, "proxy-")
+	for _, f := range framingNames {
+		bad = bad || folded == f
+	}
+	if bad {
+		return badRequest("header " + name + " is refused: with '_' read as '-' it is the framing or hop-by-hop field " + folded)
+	}
+	return nil
+}
+
+// DefaultStripHeaders are the caller-supplied headers the inbound removes
+// when the Mesh lists none (Mesh spec.http.stripHeaders): identity claims
+// only the proxy may make. X-Forwarded-Client-Cert is always replaced.
+var DefaultStripHeaders = []string{"x-spiffe-id", "x-trellis-*", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-client-cert", "x-ssl-client-cert"}
+
+// headerStrip matches header names to remove: exact names and "prefix*",
+// compared case-insensitively with '_' read as '-'. A nil *headerStrip is
+// the default list.
+type headerStrip struct{ pats []stripPattern }
+
+type stripPattern struct {
+	s      string // lower case, '-' for '_'
+	prefix bool
+}
+
+func newHeaderStrip(list []string) *headerStrip {
+	s := &headerStrip{}
+	for _, p := range list {
+		p = strings.ToLower(strings.ReplaceAll(p, "_", "-"))
+		pre, ok := strings.CutSuffix(p, "*")
+		s.pats = append(s.pats, stripPattern{s: pre, prefix: ok})
+	}
+	return s
+}
+
+var defaultHeaderStrip = newHeaderStrip(DefaultStripHeaders)
+
+// match reports whether the caller's header name must be removed. It
+// allocates nothing: it runs for every field of every request.
+func (s *headerStrip) match(name string) bool {
+	if s == nil {
+		s = defaultHeaderStrip
+	}
+	for _, p := range s.pats {
+		if len(name) == len(p.s) || (p.prefix && len(name) > len(p.s)) {
+			if foldedEqual(name[:len(p.s)], p.s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// foldedEqual compares a header name with a lower-case pattern, reading
+// '_' as '-'.
+func foldedEqual(name, pat string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c == '_':
+			c = '-'
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		if c != pat[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// screenHeader checks a net/http request's fields and removes the ones
+// only the proxy may set (X-Forwarded-Client-Cert and the strip list).
+func screenHeader(h http.Header, strip *headerStrip) *refusal {
+	stripCallerXFCC(h)
+	for k := range h {
+		if r := checkFieldName(k); r != nil {
+			return r
+		}
+		if strip.match(k) {
+			delete(h, k)
+		}
+	}
+	return nil
+}
+
+// DefaultAllowedUpgrades are the protocols an HTTP/1.1 Upgrade may switch
+// to when the Mesh lists none (Mesh spec.http.allowedUpgrades).
+var DefaultAllowedUpgrades = []string{"websocket"}
+
+// checkUpgrade decides an HTTP/1.x request's Upgrade: "" with nil means no
+// upgrade (HTTP/1.0 upgrades are ignored, as RFC 9110 7.8 says); a
+// protocol to forward; or a refusal: h2c (the mesh carries HTTP/2 by prior
+// knowledge only), a protocol the mesh does not allow, or an upgrade on a
+// method other than GET.
+func checkUpgrade(r *http.Request, allowed []string) (string, *refusal) {
+	if r.ProtoMajor != 1 {
+		return "", nil
+	}
+	up, ok := r.Header["Upgrade"]
+	if !ok || r.ProtoMinor == 0 {
+		return "", nil
+	}
+	if c := r.Header["Connection"]; !headerHasToken(c, "upgrade") {
+		return "", nil // Upgrade without Connection: upgrade is not one; it is dropped as hop-by-hop
+	}
+	if len(up) != 1 || strings.Contains(up[0], ",") {
+		return "", badRequest("Upgrade must name exactly one protocol")
+	}
+	proto := strings.TrimSpace(up[0])
+	name, _, _ := strings.Cut(proto, "/")
+	if strings.EqualFold(name, "h2c") {
+		return "", badRequest("h2c upgrade is refused: the mesh speaks HTTP/2 to apps by prior knowledge (service protocol http2 or grpc)")
+	}
+	if allowed == nil {
+		allowed = DefaultAllowedUpgrades
+	}
+	for _, a := range allowed {
+		if strings.EqualFold(name, a) {
+			if r.Method != http.MethodGet {
+				return "", badRequest("an Upgrade to " + name + " must be a GET, not " + r.Method)
+			}
+			return proto, nil
+		}
+	}
+	return "", badRequest("Upgrade to " + strings.ToLower(name) + " is not allowed in this mesh (Mesh spec.http.allowedUpgrades: " + strings.Join(allowed, ", ") + ")")
+}
+
+// isXFCC: the client-cert header or a look-alike that frameworks fold
+// onto it (x_forwarded_client_cert).
+func isXFCC(name string) bool {
+	return len(name) == len(xfccHeader) && foldedEqual(name, "x-forwarded-client-cert")
+}
