@@ -242,4 +242,3 @@ func TestScreenStripsIdentityHeaders(t *testing.T) {
 		return true
 	})
 }
-
