@@ -6,7 +6,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"path"
 	"slices"
 	"strings"
 
@@ -155,7 +154,12 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 		if !isHTTPToken(f.method) {
 			return nil, userError("%s: --method %q: want an HTTP method such as GET or POST", op, f.method)
 		}
-		q.req.Method = strings.ToUpper(f.method)
+		for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"} {
+			if f.method != m && strings.EqualFold(f.method, m) {
+				return nil, userError("%s: --method %q: methods are case-sensitive and the proxy refuses %s with 400; write %s", op, f.method, f.method, m)
+			}
+		}
+		q.req.Method = f.method
 	}
 	q.req.Path = "/"
 	if changed("path") {
@@ -164,7 +168,7 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 		if !strings.HasPrefix(p, "/") {
 			return nil, userError("%s: --path %q: want an absolute path such as /items/42", op, f.path)
 		}
-		q.req.Path = cleanPath(p)
+		q.req.Path = p // canonicalized against the live mesh (decideCheck)
 	}
 	q.req.Host = f.host
 	for _, h := range f.headers {
@@ -260,16 +264,6 @@ func isHTTPToken(s string) bool {
 	return true
 }
 
-// cleanPath resolves dot segments and duplicate slashes, keeping a trailing
-// slash, as docs/policy.md requires of the path a proxy decides on.
-func cleanPath(p string) string {
-	c := path.Clean(p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
-	}
-	return c
-}
-
 // checkResult is the JSON form of `policy check`. Decision, Policy, Rule
 // and Reason are an interface scripts rely on.
 type checkResult struct {
@@ -350,6 +344,15 @@ func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []str
 	req := q.req
 	to := q.toSvc + "." + q.toNS
 	res := &checkResult{To: to, Audit: []checkAudit{}}
+	if req.HTTP {
+		// The proxy's own canonicalization, in the live mesh's mode.
+		mode, _ := policy.ParsePathMode(live.mesh.HTTP.PathNormalization)
+		p, err := policy.CanonicalPath(req.Path, mode)
+		if err != nil {
+			return nil, nil, userError("policy check: --path %q: the proxy answers 400 before any policy: %v", req.Path, err)
+		}
+		req.Path = p
+	}
 
 	// The caller.
 	idServices := map[string]map[string]bool{} // SPIFFE ID -> service.namespace

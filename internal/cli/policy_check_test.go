@@ -92,7 +92,9 @@ func TestPolicyCheck(t *testing.T) {
 		{"allowed by principal", []string{"--from", frontendID, "--to", "catalog.shop", "--path", "/items/42"}, allowedByReader},
 		{"GET / is the default request", []string{"--from", frontendID, "--to", "catalog.shop"}, noAllowMatched},
 		{"method outside the rule", []string{"--from", frontendID, "--to", "catalog.shop", "--method", "POST", "--path", "/items"}, noAllowMatched},
-		{"method is upper-cased", []string{"--from", frontendID, "--to", "catalog.shop", "--method", "get", "--path", "/items"}, allowedByReader},
+		{"encoded dot segments cannot dodge the DENY", []string{"--from", frontendID, "--to", "catalog.shop", "--path", "/items/%2e%2e/admin/x"}, deniedByAdmin},
+		{"doubled slashes cannot dodge the DENY", []string{"--from", frontendID, "--to", "catalog.shop", "--path", "//admin"}, deniedByAdmin},
+		{"percent-decoded like the proxy", []string{"--from", frontendID, "--to", "catalog.shop", "--path", "/%69tems"}, allowedByReader},
 		{"other principal", []string{"--from", "spiffe://trellis.local/ns/shop/sa/cart", "--to", "catalog.shop", "--path", "/items"}, noAllowMatched},
 		{"DENY beats ALLOW", []string{"--from", frontendID, "--to", "catalog.shop", "--path", "/admin"}, deniedByAdmin},
 		{"dot segments cannot dodge the DENY", []string{"--from", frontendID, "--to", "catalog.shop", "--path", "/items/../admin/x"}, deniedByAdmin},
@@ -271,6 +273,7 @@ func TestPolicyCheckBadFlags(t *testing.T) {
 		{append([]string{"--tcp", "--header", "a=b"}, ok...), "--header is an HTTP attribute"},
 		{append([]string{"--path", "items"}, ok...), `--path "items": want an absolute path`},
 		{append([]string{"--method", "GE T"}, ok...), "want an HTTP method"},
+		{append([]string{"--method", "get"}, ok...), `--method "get": methods are case-sensitive and the proxy refuses get with 400; write GET`},
 		{append([]string{"--label", "version"}, ok...), `--label "version": want KEY=VALUE`},
 		{append([]string{"-o", "yaml"}, ok...), `-o "yaml": use text or json`},
 		{append([]string{"extra"}, ok...), "takes no arguments"},
@@ -383,5 +386,26 @@ func TestPolicyCheckWithProxies(t *testing.T) {
 	r := m.run(t, "", "policy", "check", "--from", "frontend.shop", "--to", "catalog.shop", "--trust-domain", "trellis.local")
 	if want := `--trust-domain "trellis.local": the mesh's proxies are in trust domain corp.test`; r.code != cli.ExitUser || !strings.Contains(r.stderr, want) {
 		t.Errorf("got %v, want exit 1 and %q", r, want)
+	}
+}
+
+// policy check canonicalizes paths with the proxy's own function, in the
+// live mesh's mode: what the proxy refuses with 400 is an error here, and
+// what it rewrites is decided rewritten.
+func TestPolicyCheckPathsAsTheProxy(t *testing.T) {
+	m := startMesh(t)
+	m.mustApply(t, "testdata/policy/check.yaml")
+	for _, p := range []string{"/items/..%5cadmin", `/items/..\admin`, "/items/..;/admin", "/items/%252e%252e/admin", "/items/..%2fadmin"} {
+		r := m.run(t, "", "policy", "check", "--from", frontendID, "--to", "catalog.shop", "--path", p)
+		if want := "the proxy answers 400 before any policy: request path refused"; r.code != cli.ExitUser || !strings.Contains(r.stderr, want) {
+			t.Errorf("--path %s: got %v\nwant exit 1 and stderr containing %q", p, r, want)
+		}
+	}
+	m.mustApply(t, "testdata/policy/mesh-decode-slashes.yaml")
+	for _, p := range []string{"/items/..%5cadmin/x", `/items/..\admin/x`, "/items/..%2fadmin/x"} {
+		got, _ := m.mustCheck(t, "--from", frontendID, "--to", "catalog.shop", "--path", p)
+		if got.verdict() != deniedByAdmin {
+			t.Errorf("--path %s under decodeSlashes: got %+v, want %+v", p, got.verdict(), deniedByAdmin)
+		}
 	}
 }

@@ -263,7 +263,7 @@ func compileRule(r *resource.Rule, deny bool) rule {
 		op := operation{
 			ports:  portCond{pos: compilePorts(o.Ports), neg: compilePorts(o.NotPorts)},
 			method: compileCond(o.Methods, o.NotMethods, false),
-			path:   compileCond(o.Paths, o.NotPaths, false),
+			path:   compileCond(o.Paths, o.NotPaths, o.PathsIgnoreCase),
 			host:   compileCond(o.Hosts, o.NotHosts, true),
 		}
 		op.httpOnly = !op.method.none() || !op.path.none() || !op.host.none()

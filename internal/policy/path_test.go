@@ -87,3 +87,28 @@ func FuzzCanonicalPath(f *testing.F) {
 		}
 	})
 }
+
+// A rule with pathsIgnoreCase matches paths whatever their case, in
+// ALLOW and DENY policies alike; without it, paths are case-sensitive.
+func TestPathsIgnoreCase(t *testing.T) {
+	e, err := Compile(mustPolicies(t,
+		"shop/no-admin: {selector: {service: catalog}, action: DENY, rules: [{to: [{paths: [/admin, /admin/*], pathsIgnoreCase: true}]}]}",
+		"shop/public: {selector: {service: catalog}, rules: [{to: [{paths: [/public/*], pathsIgnoreCase: true}, {paths: [/Exact]}]}]}",
+	), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path  string
+		allow bool
+	}{
+		{"/public/x", true}, {"/PUBLIC/x", true}, {"/Public/X", true},
+		{"/admin", false}, {"/ADMIN", false}, {"/Admin/users", false}, {"/public/ADMIN", true},
+		{"/Exact", true}, {"/exact", false}, {"/EXACT", false},
+	} {
+		r := get(frontend, tc.path)
+		if got := e.Decide(&catalog, &r); got.Allow != tc.allow {
+			t.Errorf("GET %s: allow = %v (%s), want %v", tc.path, got.Allow, got.Reason, tc.allow)
+		}
+	}
+}

@@ -64,6 +64,10 @@ type Operation struct {
 	NotPaths   []string `json:"notPaths,omitempty"`
 	Hosts      []string `json:"hosts,omitempty"`
 	NotHosts   []string `json:"notHosts,omitempty"`
+	// PathsIgnoreCase makes Paths and NotPaths match without regard to
+	// ASCII case, for apps that route paths case-insensitively (so
+	// /ADMIN cannot dodge a rule on /admin).
+	PathsIgnoreCase bool `json:"pathsIgnoreCase,omitempty"`
 }
 
 // Condition matches a request attribute named by Key against Values (any

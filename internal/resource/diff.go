@@ -187,7 +187,8 @@ func flow(v reflect.Value) string {
 	case reflect.Struct:
 		var items []string
 		for _, f := range jsonFields(t) {
-			if s := flowOrUnset(v.Field(f.index)); s != "" && s != "{}" {
+			// Every bool of a spec is omitempty: false is left out.
+			if s := flowOrUnset(v.Field(f.index)); s != "" && s != "{}" && s != "false" {
 				items = append(items, f.name+": "+s)
 			}
 		}
