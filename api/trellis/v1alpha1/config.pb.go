@@ -217,7 +217,8 @@ type Hello struct {
 	// Namespace. Empty means "default".
 	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// Address other proxies dial (host:port of the inbound mTLS listener).
-	// Empty means the workload accepts no inbound mesh traffic.
+	// Empty means the workload accepts no inbound mesh traffic: a proxy
+	// without an app (client only) MUST leave it empty.
 	AdvertiseAddr string `protobuf:"bytes,3,opt,name=advertise_addr,json=advertiseAddr,proto3" json:"advertise_addr,omitempty"`
 	// Application protocol: "http", "http2", "grpc" or "tcp". Empty means "http".
 	Protocol string `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
@@ -760,7 +761,9 @@ type Service struct {
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Namespace string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Protocol  string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	Endpoints []*Endpoint            `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Empty for a known service with no live instance: a caller SHOULD be
+	// answered "no healthy endpoints" (503), not "unknown service".
+	Endpoints []*Endpoint `protobuf:"bytes,4,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// Stable virtual IP of the service (mesh DNS answers SERVICE.NAMESPACE.mesh
 	// with it; transparent capture routes connections to it). Empty when the
 	// control plane assigns none.

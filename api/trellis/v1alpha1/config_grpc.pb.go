@@ -56,9 +56,14 @@ type ConfigClient interface {
 	// (the older is closed by the control plane). The proxy's Hello carries the
 	// version and hash it is running, so the control plane can tell whether to
 	// resend. A proxy MUST reconnect with exponential backoff and jitter, and
-	// MUST keep serving with its last good config while disconnected. When a
+	// MUST keep serving with its last good config while disconnected. The
+	// backoff SHOULD be capped at a few seconds (Trellis proxies: 3 s): a
+	// restarted control plane keeps the workloads it knew before as endpoints
+	// (state RESTORED) only until its restore grace period (30 s) ends. When a
 	// workload's stream has been down longer than the control plane's grace
-	// period, its endpoint is removed from other proxies' snapshots.
+	// period, its endpoint is removed from other proxies' snapshots; its
+	// service stays listed, without endpoints, for a day after its last
+	// instance left.
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ProxyMessage, ControlMessage], error)
 }
 
@@ -110,9 +115,14 @@ type ConfigServer interface {
 	// (the older is closed by the control plane). The proxy's Hello carries the
 	// version and hash it is running, so the control plane can tell whether to
 	// resend. A proxy MUST reconnect with exponential backoff and jitter, and
-	// MUST keep serving with its last good config while disconnected. When a
+	// MUST keep serving with its last good config while disconnected. The
+	// backoff SHOULD be capped at a few seconds (Trellis proxies: 3 s): a
+	// restarted control plane keeps the workloads it knew before as endpoints
+	// (state RESTORED) only until its restore grace period (30 s) ends. When a
 	// workload's stream has been down longer than the control plane's grace
-	// period, its endpoint is removed from other proxies' snapshots.
+	// period, its endpoint is removed from other proxies' snapshots; its
+	// service stays listed, without endpoints, for a day after its last
+	// instance left.
 	Stream(grpc.BidiStreamingServer[ProxyMessage, ControlMessage]) error
 	mustEmbedUnimplementedConfigServer()
 }
