@@ -205,7 +205,7 @@ func servicesOf(ws []workload, idle []idleService) []*pb.Service {
 	}
 	out := make([]*pb.Service, 0, len(groups)+len(idle))
 	for k, g := range groups {
-		out = append(out, &pb.Service{Name: k.name, Namespace: k.ns, Protocol: serviceProtocol(g), Endpoints: endpointsOf(g)})
+		out = append(out, &pb.Service{Name: k.name, Namespace: k.ns, Protocol: serviceProtocol(g), Endpoints: endpointsOf(g), ClientIds: clientIDsOf(g)})
 	}
 	for _, svc := range idle {
 		if _, ok := groups[key{svc.Namespace, svc.Name}]; !ok {
@@ -255,6 +255,18 @@ func endpointsOf(g []*workload) []*pb.Endpoint {
 	}
 	slices.SortFunc(eps, func(a, b *pb.Endpoint) int { return cmp.Compare(a.Address, b.Address) })
 	return eps
+}
+
+// clientIDsOf lists the identities of the client-only proxies of g.
+func clientIDsOf(g []*workload) []string {
+	var ids []string
+	for _, w := range g {
+		if w.AdvertiseAddr == "" && !slices.Contains(ids, w.SPIFFEID) {
+			ids = append(ids, w.SPIFFEID)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func newerClaim(a, b *workload) bool {

@@ -208,13 +208,22 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	out.Engine = engine
 	out.ServiceOf = map[string]string{}
 	ambiguous := map[string]bool{}
+	claim := func(k, svc string) {
+		if prev, seen := out.ServiceOf[k]; seen && prev != svc {
+			ambiguous[k] = true
+		}
+		out.ServiceOf[k] = svc
+	}
 	for _, svc := range out.Services {
 		for id := range svc.IDs {
-			k := id.String()
-			if prev, seen := out.ServiceOf[k]; seen && prev != svc.Name {
-				ambiguous[k] = true
-			}
-			out.ServiceOf[k] = svc.Name
+			claim(id.String(), svc.Name)
+		}
+	}
+	// Client-only proxies are no endpoints, but their callers still
+	// belong to their service.
+	for _, svc := range s.GetServices() {
+		for _, id := range svc.GetClientIds() {
+			claim(id, svc.GetName())
 		}
 	}
 	for k := range ambiguous {

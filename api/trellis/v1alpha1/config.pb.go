@@ -767,7 +767,12 @@ type Service struct {
 	// Stable virtual IP of the service (mesh DNS answers SERVICE.NAMESPACE.mesh
 	// with it; transparent capture routes connections to it). Empty when the
 	// control plane assigns none.
-	VirtualIp     string `protobuf:"bytes,5,opt,name=virtual_ip,json=virtualIp,proto3" json:"virtual_ip,omitempty"`
+	VirtualIp string `protobuf:"bytes,5,opt,name=virtual_ip,json=virtualIp,proto3" json:"virtual_ip,omitempty"`
+	// SPIFFE IDs of the service's client-only proxies (run without an app):
+	// never endpoints, but a caller presenting one of them belongs to this
+	// service, for policies' `services` condition and the source service of
+	// telemetry. Sorted, without duplicates.
+	ClientIds     []string `protobuf:"bytes,6,rep,name=client_ids,json=clientIds,proto3" json:"client_ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -835,6 +840,13 @@ func (x *Service) GetVirtualIp() string {
 		return x.VirtualIp
 	}
 	return ""
+}
+
+func (x *Service) GetClientIds() []string {
+	if x != nil {
+		return x.ClientIds
+	}
+	return nil
 }
 
 type Endpoint struct {
@@ -959,14 +971,16 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\x12-\n" +
 	"\x12path_normalization\x18\x06 \x01(\tR\x11pathNormalization\x12)\n" +
 	"\x10allowed_upgrades\x18\a \x03(\tR\x0fallowedUpgrades\x12#\n" +
-	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\"\xb0\x01\n" +
+	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\"\xcf\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bprotocol\x18\x03 \x01(\tR\bprotocol\x128\n" +
 	"\tendpoints\x18\x04 \x03(\v2\x1a.trellis.v1alpha1.EndpointR\tendpoints\x12\x1d\n" +
 	"\n" +
-	"virtual_ip\x18\x05 \x01(\tR\tvirtualIp\"\xbc\x01\n" +
+	"virtual_ip\x18\x05 \x01(\tR\tvirtualIp\x12\x1d\n" +
+	"\n" +
+	"client_ids\x18\x06 \x03(\tR\tclientIds\"\xbc\x01\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12>\n" +
