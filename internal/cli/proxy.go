@@ -101,6 +101,12 @@ func newProxyCmd() *cobra.Command {
 	f.DurationVar(&cfg.StatsInterval, "stats-interval", proxy.DefaultStatsInterval, "how often traffic stats (for the service graph) go to the collector; at least 1s")
 	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory keeping unacknowledged telemetry events across restarts (default: memory only)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long SIGTERM waits for in-flight requests")
+	f.DurationVar(&cfg.Limits.BodyIdleTimeout, "body-idle-timeout", proxy.DefaultBodyIdleTimeout, "an inbound request body that makes no progress for this long ends the exchange (408)")
+	f.IntVar(&cfg.Limits.AppMaxRequests, "app-max-requests", proxy.DefaultAppMaxRequests, "requests in flight to the app at most (each holds an app connection over HTTP/1.1)")
+	f.IntVar(&cfg.Limits.AppMaxPending, "app-max-pending", proxy.DefaultAppMaxPending, "requests waiting for --app-max-requests at most (up to 5s each); beyond, 503")
+	f.IntVar(&cfg.Limits.CallerMaxRequests, "caller-max-requests", proxy.DefaultCallerMaxRequests, "requests in flight to the app from one caller identity at most; beyond, 503")
+	f.IntVar(&cfg.Limits.MaxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "request head size limit on the net/http path (431 beyond)")
+	f.IntVar(&cfg.Limits.MaxHeaderFields, "max-header-fields", proxy.DefaultMaxHeaderFields, "request header fields limit on the net/http path (431 beyond)")
 	lf.register(cmd)
 	return cmd
 }

@@ -17,6 +17,10 @@ var (
 	ErrTooLarge = errors.New("h1: message head larger than the buffer")
 	// ErrMalformed: a response that breaks the rules in the package doc.
 	ErrMalformed = errors.New("h1: malformed response head")
+	// ErrBareLF: a head whose lines end in a bare LF before its end was
+	// found. It is reported as soon as the bytes show it, instead of
+	// waiting for a CRLF CRLF that will never come.
+	ErrBareLF = errors.New("h1: bare LF line ending in the message head")
 )
 
 // MaxFields bounds the header fields of one head.
@@ -120,6 +124,9 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 			if i := bytes.Index(b[from:], crlf2); i >= 0 {
 				return b[:from+i+4], nil
 			}
+			if hasBareLF(b) {
+				return nil, ErrBareLF
+			}
 			from = max(0, n-3)
 			if n >= br.Size() {
 				return nil, ErrTooLarge
@@ -137,6 +144,21 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	}
 }
 
+// hasBareLF reports whether b holds an LF not preceded by CR.
+func hasBareLF(b []byte) bool {
+	for i := bytes.IndexByte(b, '\n'); i >= 0; {
+		if i == 0 || b[i-1] != '\r' {
+			return true
+		}
+		j := bytes.IndexByte(b[i+1:], '\n')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
+}
+
 // HeadBuffered reports whether br's buffer already holds a whole head,
 // so parsing it will not read (and no read deadline is needed for it).
 func HeadBuffered(br *bufio.Reader) bool {
@@ -147,7 +169,8 @@ func HeadBuffered(br *bufio.Reader) bool {
 // ParseRequest parses the request head at the start of br (reading as
 // needed) into h without consuming it: n is the head's length, for
 // br.Discard once the caller takes the request. ErrUnsupported and
-// ErrTooLarge say to hand the connection to a full HTTP server; other
+// ErrTooLarge say to hand the connection to a full HTTP server; ErrBareLF
+// says to refuse it at once (the head will never end); other
 // errors are the connection's (io.EOF before any byte: a clean close).
 func ParseRequest(br *bufio.Reader, h *Head) (n int, err error) {
 	b, err := peekHead(br)

@@ -445,3 +445,42 @@ func TestParseResponseSlowReader(t *testing.T) {
 		t.Fatalf("left %q, want ok", rest)
 	}
 }
+
+// errWouldBlock stands for a caller who sent a head and waits.
+var errWouldBlock = errors.New("would block")
+
+type thenBlock struct{ r io.Reader }
+
+func (t *thenBlock) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err == io.EOF {
+		return n, errWouldBlock
+	}
+	return n, err
+}
+
+// A head with bare-LF line ends is reported from the bytes already there,
+// not after waiting for a CRLF CRLF that never comes.
+func TestBareLFReportedAtOnce(t *testing.T) {
+	for _, head := range []string{
+		"GET / HTTP/1.1\nHost: x\n\n",
+		"GET / HTTP/1.1\r\nHost: x\n\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\n",
+		"\n",
+	} {
+		var h Head
+		_, err := ParseRequest(bufio.NewReaderSize(&thenBlock{strings.NewReader(head)}, 4096), &h)
+		if !errors.Is(err, ErrBareLF) {
+			t.Errorf("ParseRequest(%q) = %v, want ErrBareLF", head, err)
+		}
+		err = ParseResponse(bufio.NewReaderSize(&thenBlock{strings.NewReader(strings.Replace(head, "GET / HTTP/1.1", "HTTP/1.1 200 OK", 1))}, 4096), &h)
+		if !errors.Is(err, ErrBareLF) {
+			t.Errorf("ParseResponse(%q) = %v, want ErrBareLF", head, err)
+		}
+	}
+	// A CRLF head still waits for its end.
+	var h Head
+	if _, err := ParseRequest(bufio.NewReaderSize(&thenBlock{strings.NewReader("GET / HTTP/1.1\r\nHost: x\r\n")}, 4096), &h); !errors.Is(err, errWouldBlock) {
+		t.Errorf("incomplete CRLF head: %v, want the reader's error", err)
+	}
+}

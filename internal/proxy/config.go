@@ -104,6 +104,9 @@ type Config struct {
 	// to, IP or IP:PORT (port 53 when absent); empty means the
 	// nameservers of /etc/resolv.conf.
 	DNSUpstreams []string
+	// Limits bounds slow and large inbound requests and what one caller
+	// may hold (--body-idle-timeout, --app-max-requests, ...).
+	Limits Limits
 
 	Authorizer Authorizer // nil = PolicyAuthorizer for this workload
 	Logger     *slog.Logger
@@ -208,6 +211,17 @@ func (c *Config) validate() error {
 	}
 	if err := c.validateDNS(); err != nil {
 		return err
+	}
+	for _, l := range []struct {
+		flag string
+		v    int
+	}{{"--app-max-requests", c.Limits.AppMaxRequests}, {"--app-max-pending", c.Limits.AppMaxPending}, {"--caller-max-requests", c.Limits.CallerMaxRequests}, {"--max-header-bytes", c.Limits.MaxHeaderBytes}, {"--max-header-fields", c.Limits.MaxHeaderFields}} {
+		if l.v < 0 {
+			return fmt.Errorf("%s %d: want a positive number (0 means the default)", l.flag, l.v)
+		}
+	}
+	if c.Limits.BodyIdleTimeout < 0 {
+		return fmt.Errorf("--body-idle-timeout %v: want a positive duration such as 30s", c.Limits.BodyIdleTimeout)
 	}
 	if c.StatsInterval < MinStatsInterval {
 		return fmt.Errorf("--stats-interval %v: want at least %v", c.StatsInterval, MinStatsInterval)

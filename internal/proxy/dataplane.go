@@ -77,6 +77,9 @@ type DataPlaneConfig struct {
 	// sets SO_MARK there so the iptables rules do not capture the proxy's
 	// own connections.
 	Control func(network, address string, c syscall.RawConn) error
+	// Limits bounds slow and large requests and what one caller may hold
+	// (limits.go); zero values mean the defaults.
+	Limits Limits
 	// NewBalancer builds the endpoint picker of one service for one
 	// snapshot. Nil means round robin.
 	NewBalancer func(svc *Service, eps []*PeerEndpoint) Balancer
@@ -117,6 +120,7 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 	if c.NewBalancer == nil {
 		c.NewBalancer = func(_ *Service, eps []*PeerEndpoint) Balancer { return NewRoundRobin(eps) }
 	}
+	c.Limits = c.Limits.withDefaults()
 	return c
 }
 

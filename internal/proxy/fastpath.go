@@ -55,7 +55,10 @@ type fastServer struct {
 	handle      func(fc *fastConn, req *h1.Head) (keepAlive bool)
 	handoff     func(c net.Conn, p *peer) bool
 	idleTimeout time.Duration
-	conns       *connSet
+	// bodyIdle, when set, ends a request body that makes no progress for
+	// this long (Limits.BodyIdleTimeout; inbound only).
+	bodyIdle time.Duration
+	conns    *connSet
 }
 
 // fastConn is a downstream connection on the fast path.
@@ -70,6 +73,20 @@ type fastConn struct {
 	// streaming: a request body is being read from c by another
 	// goroutine, so data on the socket says nothing about the caller.
 	streaming atomic.Bool
+	// bodyIdle is set while a request body is read: every read from c
+	// then waits at most this long (see Read).
+	bodyIdle time.Duration
+}
+
+// Read reads from the caller's connection; br reads through it. While a
+// request body is read, each read gets a deadline of bodyIdle: a body
+// that stops making progress ends the exchange (a body that trickles on
+// is bounded by the app gate instead).
+func (fc *fastConn) Read(p []byte) (int, error) {
+	if d := fc.bodyIdle; d > 0 {
+		_ = fc.c.SetReadDeadline(time.Now().Add(d))
+	}
+	return fc.c.Read(p)
 }
 
 // closing: the connection closes after the current response (shutdown).
@@ -103,7 +120,7 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 	_, fc.isTLS = c.(*tls.Conn)
 	fc.state.Store(connIdle)
 	fc.br = fastReaders.Get().(*bufio.Reader)
-	fc.br.Reset(c)
+	fc.br.Reset(fc)
 	fc.bw = fastWriters.Get().(*bufio.Writer)
 	fc.bw.Reset(c)
 	req := fastHeads.Get().(*h1.Head)
@@ -140,20 +157,30 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 			err = h1.ErrUnsupported
 		}
 		if err != nil {
-			if errors.Is(err, h1.ErrUnsupported) {
+			switch {
+			case errors.Is(err, h1.ErrUnsupported):
 				_ = c.SetReadDeadline(time.Time{})
 				handedOff = s.handoff(&replayConn{Conn: c, r: fc.br}, p)
+			case errors.Is(err, h1.ErrBareLF):
+				// Answered at once: the CRLF CRLF it lacks never comes.
+				ew := newErrorResponse()
+				plainError(ew, http.StatusBadRequest, "trellis: bare LF line ending in the request head; end lines with CRLF\n")
+				ew.writeTo(fc.bw, true)
+				_ = fc.bw.Flush()
 			}
 			return
 		}
 		_, _ = fc.br.Discard(n)
 		if req.RequestBody() != h1.BodyNone {
-			// Bodies stream at their own pace; without one, nothing
-			// reads c again before the next idle deadline is set
-			// (peerGone peeks at the socket, past deadlines).
+			// Bodies stream at their own pace, within bodyIdle per read;
+			// without one, nothing reads c again before the next idle
+			// deadline is set (peerGone peeks at the socket, past
+			// deadlines).
 			_ = c.SetReadDeadline(time.Time{})
+			fc.bodyIdle = s.bodyIdle
 		}
 		keep := s.handle(fc, req)
+		fc.bodyIdle = 0
 		// Handlers leave the end of their response buffered, so that
 		// it goes out after their bookkeeping.
 		if err := fc.bw.Flush(); err != nil || !keep || req.Close || s.conns.isClosed() {

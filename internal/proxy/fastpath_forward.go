@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -66,7 +67,17 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 		}
 		bodyDone = make(chan error, 1)
 		fc.streaming.Store(true)
-		go func() { bodyDone <- h1.CopyBody(uc.bw, fc.br, kind, req.ContentLength, false) }()
+		go func() {
+			err := h1.CopyBody(uc.bw, fc.br, kind, req.ContentLength, false)
+			bodyDone <- err
+			var re *h1.ReadError
+			if errors.As(err, &re) {
+				// The app cannot answer a request whose body broke off on
+				// the caller's side: stop waiting for it. (A write error
+				// is the app's doing; its answer may still come.)
+				closeQuietly(uc.c)
+			}
+		}()
 	}
 	if bodyDone == nil {
 		if err := uc.bw.Flush(); err != nil {
@@ -79,6 +90,9 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 		case err := <-bodyDone:
 			if err != nil {
 				res.upReusable, res.downKeep = false, false
+				if res.stage == fwdNoResponse && errors.Is(err, os.ErrDeadlineExceeded) {
+					res.err = errBodyIdle
+				}
 			}
 		default:
 			// The response ended before the request body: neither
@@ -93,6 +107,10 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 	}
 	return res
 }
+
+// errBodyIdle: the caller's request body made no progress for the body
+// idle timeout; the caller gets 408.
+var errBodyIdle = errors.New("request body made no progress within the body idle timeout")
 
 // max1xx bounds the informational responses before the final one, as
 // net/http does.
@@ -154,10 +172,11 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) 
 }
 
 // parseResponseHead parses a response head; one too large for the fast
-// path's buffer is read by net/http (up to its limits) instead.
+// path's buffer, or with bare-LF line ends, is read by net/http (up to its
+// limits) instead.
 func parseResponseHead(br *bufio.Reader, resp *h1.Head) error {
 	err := h1.ParseResponse(br, resp)
-	if !errors.Is(err, h1.ErrTooLarge) {
+	if !errors.Is(err, h1.ErrTooLarge) && !errors.Is(err, h1.ErrBareLF) {
 		return err
 	}
 	r, err := http.ReadResponse(br, nil) // reads the head only

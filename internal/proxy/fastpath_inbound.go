@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -32,6 +33,7 @@ func (in *Inbound) newInboundFast() {
 		accept:      in.fastAccepts,
 		handle:      in.serveFast,
 		idleTimeout: in.cfg.IdleTimeout,
+		bodyIdle:    in.cfg.Limits.BodyIdleTimeout,
 		conns:       &in.conns,
 		handoff: func(c net.Conn, p *peer) bool {
 			return in.httpLis.deliver(&inboundConn{Conn: c, peer: p})
@@ -120,6 +122,12 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 		xf[0] = h1.Field{Name: xfccHeader, Value: p.xfcc[0]}
 		extra = xf[:]
 	}
+	if rf := in.gate.acquire(context.Background(), p.principal); rf != nil {
+		ew := newErrorResponse()
+		o.code = rf.write(ew)
+		return o, answer(ew, false)
+	}
+	defer in.gate.release(p.principal)
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := in.fastApp.get(context.Background())
 		if err != nil {
@@ -143,6 +151,10 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 				continue
 			}
 			ew := newErrorResponse()
+			if errors.Is(res.err, errBodyIdle) {
+				o.code = in.bodyIdle(ew)
+				return o, answer(ew, true)
+			}
 			o.code = in.appFailedFor(ew, req.Method, path, res.err)
 			return o, answer(ew, !res.downKeep && req.RequestBody() != h1.BodyNone)
 		case fwdUpstreamBroke:
@@ -160,6 +172,7 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 // refuseFast answers a request the screen refused (400) and closes the
 // connection: a caller that sends such requests gets no second try on it.
 func (in *Inbound) refuseFast(fc *fastConn, req *h1.Head, r *refusal) (outcome, bool) {
+	in.cfg.Metrics.refuseRequest(refuseBadRequest)
 	ew := newErrorResponse()
 	return outcome{code: r.write(ew)}, fc.answer(req, ew, true)
 }

@@ -168,6 +168,8 @@ type meshOptions struct {
 	// pki issues the default identities and is the trust bundle; a new
 	// one when nil.
 	pki *pki
+	// limits are both proxies' Limits (zero: the defaults).
+	limits proxy.Limits
 }
 
 // mesh is a client proxy and a server proxy for service catalog.shop.
@@ -232,7 +234,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 		Identity: o.serverIdent, Snapshot: m.snap.get, Authorizer: o.authorizer,
 		Service: "catalog", Namespace: "shop", Protocol: o.protocol, AppAddr: m.appAddr,
 		Logger: m.logs.logger.With("proxy", "server"), Metrics: m.serverMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
-		Events: o.events, AccessLogSampleRate: o.accessLogRate,
+		Events: o.events, AccessLogSampleRate: o.accessLogRate, Limits: o.limits,
 	})
 	serve(t, "inbound", func() error { return m.in.Serve(inL) })
 	t.Cleanup(func() { shutdown(t, m.in.Shutdown) })
@@ -241,6 +243,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 		Identity: o.clientIdent, Snapshot: m.snap.get,
 		Service: "frontend", Namespace: "shop", Protocol: proxy.ProtocolHTTP, AppAddr: "127.0.0.1:1",
 		Logger: m.logs.logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
+		Limits: o.limits,
 	})
 	upL := listen(t)
 	m.upstreamAddr = upL.Addr().String()

@@ -32,6 +32,8 @@ type Inbound struct {
 	// the app, for the fast path and app.
 	fast    *fastServer
 	fastApp *upPool
+	// gate caps the requests in flight to the app (limits.go).
+	gate    *appGate
 	srv     *http.Server
 	httpLis *chanListener
 	started sync.Once
@@ -68,6 +70,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
+	in.gate = newAppGate(cfg.Limits, cfg.Metrics)
 	in.newInboundFast()
 	in.app = newAppClient(in.fastApp, in.appH1)
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
@@ -110,7 +113,10 @@ func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool) *http.Server {
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(h2c)
 	return &http.Server{
-		Handler:           h,
+		// The fast path's limit on fields holds here too; MaxHeaderBytes
+		// bounds their size (HTTP/2 header lists included).
+		Handler:           limitHeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Metrics),
+		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		Protocols:         &p,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       cfg.IdleTimeout,

@@ -2,11 +2,14 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -105,25 +108,25 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 		return outcome{code: http.StatusForbidden}
 	}
 	if rf := checkMethod(r.Method); rf != nil {
-		return refuseHTTP(w, rf)
+		return in.refuseHTTP(w, rf)
 	}
 	// Only the proxy may speak for the caller: whatever a caller sent is
 	// replaced by what its certificate proved (and policies never see it).
 	if rf := screenHeader(r.Header, snap.headerStrip()); rf != nil {
-		return refuseHTTP(w, rf)
+		return in.refuseHTTP(w, rf)
 	}
 	// Policies see, and the app receives, one canonical path: no dot
 	// segments, doubled slashes or encodings that could dodge a path rule.
 	canon, err := policy.CanonicalPath(requestPath(r), snap.PathMode)
 	if err != nil {
-		return refuseHTTP(w, badRequest(err.Error()))
+		return in.refuseHTTP(w, badRequest(err.Error()))
 	}
 	if canon != r.URL.Path || r.URL.RawPath != "" {
 		r.URL.Path, r.URL.RawPath = canon, ""
 	}
 	up, rf := checkUpgrade(r, snap.AllowedUpgrades)
 	if rf != nil {
-		return refuseHTTP(w, rf)
+		return in.refuseHTTP(w, rf)
 	}
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
 		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
@@ -144,6 +147,11 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
+	if rf := in.gate.acquire(r.Context(), p.principal); rf != nil {
+		o.code = rf.write(w)
+		return o
+	}
+	defer in.gate.release(p.principal)
 	if up != "" {
 		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, up, &in.conns)
 		if err != nil {
@@ -152,6 +160,11 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 		o.code = code
 		return o
 	}
+	var body *idleBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: in.cfg.Limits.BodyIdleTimeout}
+		r.Body = body
+	}
 	enableFullDuplex(w, r)
 	var rt http.RoundTripper = in.app
 	if in.cfg.Protocol == ProtocolHTTP2 || in.cfg.Protocol == ProtocolGRPC {
@@ -159,6 +172,10 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	}
 	resp, err := rt.RoundTrip(newOutRequest(r, "http", in.cfg.AppAddr))
 	if err != nil {
+		if body != nil && body.timedOut.Load() {
+			o.code = in.bodyIdle(w)
+			return o
+		}
 		o.code = in.appFailed(w, r, err)
 		return o
 	}
@@ -173,9 +190,37 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 
 // refuseHTTP answers a request the screen refused, and closes an HTTP/1
 // connection after it.
-func refuseHTTP(w http.ResponseWriter, rf *refusal) outcome {
+func (in *Inbound) refuseHTTP(w http.ResponseWriter, rf *refusal) outcome {
+	in.cfg.Metrics.refuseRequest(refuseBadRequest)
 	w.Header()["Connection"] = []string{"close"}
 	return outcome{code: rf.write(w)}
+}
+
+// idleBody is a request body on the net/http path whose reads wait at
+// most idle each (Limits.BodyIdleTimeout).
+type idleBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	idle     time.Duration
+	timedOut atomic.Bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.timedOut.Store(true)
+	}
+	return n, err
+}
+
+// bodyIdle answers a request whose body stopped making progress: 408,
+// and the connection closes.
+func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
+	in.cfg.Metrics.refuseRequest(refuseBodyIdle)
+	w.Header()["Connection"] = []string{"close"}
+	plainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
+	return http.StatusRequestTimeout
 }
 
 // requestPath is the path of the request target as received, still

@@ -43,6 +43,7 @@ type Metrics struct {
 	tcpReceived      *prometheus.CounterVec
 	authz            *prometheus.CounterVec
 	rejected         *prometheus.CounterVec
+	refused          *prometheus.CounterVec
 	upstreamFailures *prometheus.CounterVec
 
 	dests    cowMap[destKey, *destMetrics]
@@ -83,12 +84,16 @@ func NewMetrics() *Metrics {
 			Name: "trellis_inbound_rejected_total",
 			Help: "Inbound connections refused before any request, by reason.",
 		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_inbound_refused_requests_total",
+			Help: "Inbound requests answered by the proxy before the app, by reason: bad_request (400 from the request screen), app_busy and caller_busy (503 from the app limits), body_idle (408), header_limit (431).",
+		}, []string{"reason"}),
 		upstreamFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_upstream_failures_total",
 			Help: "Outbound calls that could not reach a destination, by reason.",
 		}, []string{"destination_service", "destination_namespace", "reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.upstreamFailures,
+	m.reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
 		// go_* and process_*, as on the control plane and collector: a
 		// sidecar's memory, CPU, goroutines and file descriptors.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -218,6 +223,12 @@ func (m *Metrics) upstreamFailure(service, namespace, reason string) {
 func (m *Metrics) reject(reason string) {
 	if m != nil {
 		m.rejected.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *Metrics) refuseRequest(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -266,6 +266,11 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		return code, false
 	}
 	enableFullDuplex(w, r)
+	var body *trackedBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &trackedBody{ReadCloser: r.Body}
+		r.Body = body
+	}
 	e.inflight.Add(1)
 	resp, err := e.h2.RoundTrip(newOutRequest(r, "https", e.addr))
 	if err != nil && retryable(r, err) {
@@ -283,6 +288,13 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		return o.upstreamFailed(w, r, rt, e, err), false
 	}
 	defer resp.Body.Close()
+	early := body != nil && !body.done.Load()
+	if early {
+		// The answer came before the whole request body (a refusal, a
+		// 408 for a stalled body, an early reply): the connection
+		// cannot carry another request.
+		w.Header()["Connection"] = []string{"close"}
+	}
 	if err := copyResponse(w, resp); err != nil {
 		var ue *upstreamBodyError
 		if errors.As(err, &ue) {
@@ -290,7 +302,29 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 			return resp.StatusCode, true
 		}
 	}
+	if early && !body.done.Load() {
+		// The transport's request body goroutine may be blocked reading
+		// a caller who stopped sending, and closing the response waits
+		// for it: send the answer, then end that read.
+		rc := http.NewResponseController(w)
+		_ = rc.Flush()
+		_ = rc.SetReadDeadline(time.Now())
+	}
 	return resp.StatusCode, false
+}
+
+// trackedBody is a request body that says when it was read to the end.
+type trackedBody struct {
+	io.ReadCloser
+	done atomic.Bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.done.Store(true)
+	}
+	return n, err
 }
 
 // retryable: a dial failure of a request without a body (the transport

@@ -240,6 +240,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		DrainTimeout:        p.cfg.DrainTimeout,
 		Events:              p.events.Emit,
 		AccessLogSampleRate: p.cfg.AccessLogSampleRate,
+		Limits:              p.cfg.Limits,
 		Control:             p.cfg.socketControl(), // transparent mode
 	}
 	p.inbound = NewInbound(dp)

@@ -11,14 +11,20 @@ import (
 // it) is refused with 400, and headers only the proxy may set are
 // removed.
 
-// refusal is a request the inbound answers itself with 400.
-type refusal struct{ msg string }
+// refusal is a request the inbound answers itself, before the app: 400
+// from the screen, 503 from the app gate (limits.go).
+type refusal struct {
+	code int
+	msg  string
+}
 
-func badRequest(msg string) *refusal { return &refusal{msg: "trellis: " + msg + "\n"} }
+func badRequest(msg string) *refusal {
+	return &refusal{code: http.StatusBadRequest, msg: "trellis: " + msg + "\n"}
+}
 
 func (r *refusal) write(w http.ResponseWriter) int {
-	plainError(w, http.StatusBadRequest, r.msg)
-	return http.StatusBadRequest
+	plainError(w, r.code, r.msg)
+	return r.code
 }
 
 // standardMethods are the methods whose other spellings are refused.
