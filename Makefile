@@ -88,6 +88,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/h1/
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./internal/h1/
 	$(GO) test -run '^$$' -fuzz '^FuzzCopyChunked$$' -fuzztime $(FUZZTIME) ./internal/h1/
+	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalPath$$' -fuzztime $(FUZZTIME) ./internal/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzFastVsNetHTTP$$' -fuzztime $(FUZZTIME) ./internal/proxy/
 
 clean:
 	rm -rf bin .trellis
