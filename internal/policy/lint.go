@@ -313,6 +313,9 @@ func ruleCovers(big, small *rule) bool {
 			if !slices.ContainsFunc(big.to, func(b operation) bool {
 				return portCovers(&b.ports, &o.ports, db, ds) &&
 					condCovers(&b.method, &o.method, db, ds, true) &&
+					// A case-insensitive path list and a case-sensitive one
+					// match different sets: no cover across them.
+					(b.path.none() || b.path.pos.fold == o.path.pos.fold) &&
 					condCovers(&b.path, &o.path, db, ds, true) &&
 					condCovers(&b.host, &o.host, db, ds, true)
 			}) {

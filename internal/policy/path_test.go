@@ -3,6 +3,7 @@ package policy
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCanonicalPath(t *testing.T) {
@@ -110,5 +111,24 @@ func TestPathsIgnoreCase(t *testing.T) {
 		if got := e.Decide(&catalog, &r); got.Allow != tc.allow {
 			t.Errorf("GET %s: allow = %v (%s), want %v", tc.path, got.Allow, got.Reason, tc.allow)
 		}
+	}
+}
+
+// lint does not call a case-insensitive rule shadowed by a case-sensitive
+// one on the same paths: removing it would let /ADMIN through.
+func TestLintPathsIgnoreCaseNotShadowed(t *testing.T) {
+	findings := Lint(mustPolicies(t,
+		"shop/allow-admin: {selector: {service: catalog}, rules: [{to: [{paths: [/admin]}]}, {to: [{paths: [/admin], pathsIgnoreCase: true}]}]}",
+	), nil, time.Now(), "trellis.local")
+	for _, f := range findings {
+		if f.Kind == "shadowed" || strings.Contains(f.Message, "shadow") {
+			t.Errorf("unexpected finding: %+v", f)
+		}
+	}
+	findings = Lint(mustPolicies(t,
+		"shop/allow-admin: {selector: {service: catalog}, rules: [{to: [{paths: [/admin], pathsIgnoreCase: true}]}, {to: [{paths: [/admin], pathsIgnoreCase: true}]}]}",
+	), nil, time.Now(), "trellis.local")
+	if len(findings) == 0 {
+		t.Errorf("two identical case-insensitive rules: no finding, want one shadowed")
 	}
 }

@@ -41,12 +41,18 @@ func (in *Inbound) newInboundFast() {
 	}
 }
 
-// fastAccepts leaves to net/http the requests whose path it would
+// fastAccepts leaves to net/http heads over the configured limits, and
+// the requests whose path it would
 // rewrite or refuse before authorization: percent-encoded ones (decoded
 // first), ones with dot segments or doubled slashes (normalized), and the
 // ones policy.CanonicalPath refuses, so policies see exactly what the app
 // will and both paths answer the same.
 func (in *Inbound) fastAccepts(req *h1.Head) bool {
+	// Heads over lower configured limits go to net/http, which enforces
+	// them (431).
+	if len(req.Fields) > in.cfg.Limits.MaxHeaderFields || len(req.Raw) > in.cfg.Limits.MaxHeaderBytes {
+		return false
+	}
 	path, _, _ := strings.Cut(req.Target, "?")
 	mode := policy.PathStrict
 	if snap := in.cfg.Snapshot(); snap != nil {

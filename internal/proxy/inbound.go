@@ -115,7 +115,7 @@ func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool) *http.Server {
 	return &http.Server{
 		// The fast path's limit on fields holds here too; MaxHeaderBytes
 		// bounds their size (HTTP/2 header lists included).
-		Handler:           limitHeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Metrics),
+		Handler:           limitHeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Limits.MaxHeaderBytes, cfg.Metrics),
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		Protocols:         &p,
 		ReadHeaderTimeout: 30 * time.Second,

@@ -148,19 +148,30 @@ func (g *appGate) release(principal string) {
 }
 
 // limitHeaderFields answers 431 to a request with more header fields than
-// max, before h sees it (net/http's MaxHeaderBytes bounds their size).
-func limitHeaderFields(h http.Handler, max int, m *Metrics) http.Handler {
+// maxFields or a head larger than maxBytes, before h sees it. net/http's
+// MaxHeaderBytes bounds what it reads (with 4 KiB of slack, which is why
+// the size is checked again here).
+func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := 0
-		for _, vv := range r.Header {
+		n, size := 0, len(r.Method)+len(r.RequestURI)+len(r.Host)+16
+		for k, vv := range r.Header {
 			n += len(vv)
+			for _, v := range vv {
+				size += len(k) + len(v) + 4
+			}
 		}
-		if n > max {
-			m.refuseRequest(refuseHeaderLimit)
-			w.Header()["Connection"] = []string{"close"}
-			plainError(w, http.StatusRequestHeaderFieldsTooLarge, "trellis: "+strconv.Itoa(n)+" header fields, more than the proxy's limit of "+strconv.Itoa(max)+" (--max-header-fields)\n")
+		var msg string
+		switch {
+		case n > maxFields:
+			msg = strconv.Itoa(n) + " header fields, more than the proxy's limit of " + strconv.Itoa(maxFields) + " (--max-header-fields)"
+		case size > maxBytes:
+			msg = "a request head of about " + strconv.Itoa(size) + " bytes, more than the proxy's limit of " + strconv.Itoa(maxBytes) + " (--max-header-bytes)"
+		default:
+			h.ServeHTTP(w, r)
 			return
 		}
-		h.ServeHTTP(w, r)
+		m.refuseRequest(refuseHeaderLimit)
+		w.Header()["Connection"] = []string{"close"}
+		plainError(w, http.StatusRequestHeaderFieldsTooLarge, "trellis: "+msg+"\n")
 	})
 }
