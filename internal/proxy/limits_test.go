@@ -212,21 +212,14 @@ func TestHeadLimitsOnTheNetHTTPPath(t *testing.T) {
 	app := &blockingApp{release: make(chan struct{})}
 	close(app.release)
 	m := newMesh(t, meshOptions{app: app})
-	many := func(n int) []string {
-		var fs []string
-		for i := range n {
-			fs = append(fs, fmt.Sprintf("X-F%d: v", i))
-		}
-		return fs
-	}
 	for _, tc := range []struct {
 		name   string
 		fields []string
 		want   int
 		rounds int
 	}{
-		{"90 fields", many(90), http.StatusOK, 50},
-		{"150 fields", many(150), http.StatusRequestHeaderFieldsTooLarge, 50},
+		{"90 fields", headerFields(90), http.StatusOK, 50},
+		{"150 fields", headerFields(150), http.StatusRequestHeaderFieldsTooLarge, 50},
 		{"a 40 KiB field", []string{"X-Big: " + strings.Repeat("a", 40<<10)}, http.StatusOK, 50},
 		// net/http answers a head over MaxHeaderBytes itself and closes
 		// half a second later (its reset avoidance): fewer rounds.
@@ -268,20 +261,13 @@ func TestBareLFHeadAnsweredAtOnce(t *testing.T) {
 // fast path too.
 func TestLowerHeadLimitsHoldOnTheFastPath(t *testing.T) {
 	m := newMesh(t, meshOptions{limits: proxy.Limits{MaxHeaderFields: 10, MaxHeaderBytes: 2048}})
-	fields := func(n int) []string {
-		var fs []string
-		for i := range n {
-			fs = append(fs, fmt.Sprintf("X-F%d: v", i))
-		}
-		return fs
-	}
 	for _, tc := range []struct {
 		name   string
 		fields []string
 		want   int
 	}{
-		{"8 fields", fields(8), http.StatusOK},
-		{"20 fields", fields(20), http.StatusRequestHeaderFieldsTooLarge},
+		{"8 fields", headerFields(8), http.StatusOK},
+		{"20 fields", headerFields(20), http.StatusRequestHeaderFieldsTooLarge},
 		{"a 3 KiB field", []string{"X-Big: " + strings.Repeat("a", 3<<10)}, http.StatusRequestHeaderFieldsTooLarge},
 	} {
 		for range 100 {
@@ -290,4 +276,13 @@ func TestLowerHeadLimitsHoldOnTheFastPath(t *testing.T) {
 			}
 		}
 	}
+}
+
+// headerFields is n distinct header lines.
+func headerFields(n int) []string {
+	var fs []string
+	for i := range n {
+		fs = append(fs, fmt.Sprintf("X-F%d: v", i))
+	}
+	return fs
 }
