@@ -2,16 +2,11 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,121 +45,8 @@ func testOutage(t *testing.T, outage time.Duration) {
 		"--grpc-addr", grpcAddr, "--api-addr", apiAddr, "--log-format", "json"})
 	cp.AwaitReady(t)
 	env := cp.env()
-	mustRun(t, runBinary, env, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n", "apply", "-f", "-")
-	tokenFile := func(service string) string {
-		tok := mustRun(t, runBinary, env, "", "token", "create", "--service", service, "--namespace", "shop")
-		path := filepath.Join(dir, service+".token")
-		if err := os.WriteFile(path, []byte(tok), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go app.Serve(hl)
-	t.Cleanup(func() { app.Close() })
-	tl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tl.Close() })
-	go func() {
-		for {
-			c, err := tl.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-
-	startProxyProcess(t, cp, "catalog", tokenFile("catalog"), "--app-addr", hl.Addr().String(),
-		"--inbound-addr", freeAddr(t, "127.0.0.1"), "--http-proxy-addr", "off")
-	startProxyProcess(t, cp, "ledger", tokenFile("ledger"), "--app-addr", tl.Addr().String(), "--protocol", "tcp",
-		"--inbound-addr", freeAddr(t, "127.0.0.1"), "--http-proxy-addr", "off")
-	httpUp, tcpUp := freeAddr(t, "127.0.0.1"), freeAddr(t, "127.0.0.1")
-	startProxyProcess(t, cp, "frontend", tokenFile("frontend"), "--inbound-addr", freeAddr(t, "127.0.0.1"),
-		"--upstream", "catalog.shop="+httpUp, "--upstream", "ledger.shop="+tcpUp, "--http-proxy-addr", "off")
-
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	callHTTP := func() error {
-		resp, err := hc.Get("http://" + httpUp + "/")
-		if err != nil {
-			return err
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || string(b) != "ok" {
-			return fmt.Errorf("%d %q", resp.StatusCode, b)
-		}
-		return nil
-	}
-	callTCP := func(i int) error {
-		c, err := net.DialTimeout("tcp", tcpUp, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		msg := fmt.Sprintf("ping %d\n", i)
-		if _, err := io.WriteString(c, msg); err != nil {
-			return err
-		}
-		buf := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return err
-		}
-		if string(buf) != msg {
-			return fmt.Errorf("echo %q, want %q", buf, msg)
-		}
-		return nil
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for callHTTP() != nil || callTCP(0) != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("mesh not serving after 15s: http %v, tcp %v", callHTTP(), callTCP(0))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	awaitSynced(t, env, proxies)
-
-	// Callers: a new client connection per call, so every call is routed
-	// with the snapshot the frontend proxy holds at that moment.
-	var calls, failures atomic.Int64
-	var firstErr atomic.Value
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				var err error
-				if w == 0 {
-					err = callHTTP()
-				} else {
-					err = callTCP(i)
-				}
-				calls.Add(1)
-				if err != nil {
-					failures.Add(1)
-					firstErr.CompareAndSwap(nil, fmt.Sprintf("%s at %s", err, time.Now().Format("15:04:05.000")))
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
-	}
-	stopLoop := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(stopLoop)
+	m := startTrafficMesh(t, cp, dir)
+	loop := m.startTraffic(t, 10*time.Millisecond)
 
 	// The control plane saves its registry within 250ms of a change.
 	time.Sleep(time.Second)
@@ -172,9 +54,9 @@ func testOutage(t *testing.T, outage time.Duration) {
 		t.Fatal(err)
 	}
 	<-cp.exited
-	before := calls.Load()
+	before := loop.calls.Load()
 	time.Sleep(outage)
-	during := calls.Load() - before
+	during := loop.calls.Load() - before
 
 	restart := time.Now()
 	cp = cp.restart(t)
@@ -212,14 +94,14 @@ func testOutage(t *testing.T, outage time.Duration) {
 	}
 	// Traffic after every proxy is back on the new control plane.
 	time.Sleep(time.Second)
-	stopLoop()
+	loop.Stop()
 	t.Logf("outage %s: %d calls (%d with the control plane dead), %d failed; control plane ready %.1fs and every proxy SYNCED %.1fs after the restart; states seen meanwhile: %v",
-		outage, calls.Load(), during, failures.Load(), ready.Seconds(), synced.Seconds(), seen)
+		outage, loop.calls.Load(), during, loop.failures.Load(), ready.Seconds(), synced.Seconds(), seen)
 	if during < 100 {
 		t.Errorf("only %d calls during the %s outage: the callers stalled", during, outage)
 	}
-	if f := failures.Load(); f != 0 {
-		t.Errorf("%d of %d calls failed (first: %v); none may fail because the control plane was away", f, calls.Load(), firstErr.Load())
+	if f := loop.failures.Load(); f != 0 {
+		t.Errorf("%d of %d calls failed (first: %v); none may fail because the control plane was away", f, loop.calls.Load(), loop.firstErr.Load())
 	}
 }
 
