@@ -58,6 +58,9 @@ type fastServer struct {
 	// bodyIdle, when set, ends a request body that makes no progress for
 	// this long (Limits.BodyIdleTimeout; inbound only).
 	bodyIdle time.Duration
+	// refusals counts heads refused here (inbound only; nil counts
+	// nothing).
+	refusals *Metrics
 	conns    *connSet
 }
 
@@ -163,6 +166,7 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 				handedOff = s.handoff(&replayConn{Conn: c, r: fc.br}, p)
 			case errors.Is(err, h1.ErrBareLF):
 				// Answered at once: the CRLF CRLF it lacks never comes.
+				s.refusals.refuseRequest(refuseBadRequest)
 				ew := newErrorResponse()
 				plainError(ew, http.StatusBadRequest, "trellis: bare LF line ending in the request head; end lines with CRLF\n")
 				ew.writeTo(fc.bw, true)

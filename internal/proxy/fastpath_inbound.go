@@ -34,6 +34,7 @@ func (in *Inbound) newInboundFast() {
 		handle:      in.serveFast,
 		idleTimeout: in.cfg.IdleTimeout,
 		bodyIdle:    in.cfg.Limits.BodyIdleTimeout,
+		refusals:    in.cfg.Metrics,
 		conns:       &in.conns,
 		handoff: func(c net.Conn, p *peer) bool {
 			return in.httpLis.deliver(&inboundConn{Conn: c, peer: p})

@@ -18,7 +18,7 @@ import (
 func (o *Outbound) ServeHTTPProxy(l net.Listener) error {
 	// HTTP/1.1 only: apps speak to forward proxies in HTTP/1.1, and
 	// CONNECT needs a connection to hijack.
-	srv := newHTTPServer(proxyHandler{o}, o.cfg, false)
+	srv := newHTTPServer(proxyHandler{o}, o.cfg, false, nil)
 	if !o.trackServer(srv) {
 		closeQuietly(l)
 		return http.ErrServerClosed

@@ -74,7 +74,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in.newInboundFast()
 	in.app = newAppClient(in.fastApp, in.appH1)
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
-	in.srv = newHTTPServer(inboundHandler{in}, cfg, true)
+	in.srv = newHTTPServer(inboundHandler{in}, cfg, true, cfg.Metrics)
 	in.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if ic, ok := c.(*inboundConn); ok {
 			return context.WithValue(ctx, peerKey{}, ic.peer)
@@ -107,15 +107,16 @@ func appTransport(d *net.Dialer, h2c bool) *http.Transport {
 
 // newHTTPServer builds the http.Server for one side: HTTP/1.1 and h2c
 // (prior knowledge) on connections that arrive already sniffed or
-// decrypted.
-func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool) *http.Server {
+// decrypted. refusals counts the inbound side's header-limit refusals
+// (nil on the outbound side).
+func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool, refusals *Metrics) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(h2c)
 	return &http.Server{
 		// The fast path's limit on fields holds here too; MaxHeaderBytes
 		// bounds their size (HTTP/2 header lists included).
-		Handler:           limitHeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Limits.MaxHeaderBytes, cfg.Metrics),
+		Handler:           limitHeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Limits.MaxHeaderBytes, refusals),
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		Protocols:         &p,
 		ReadHeaderTimeout: 30 * time.Second,

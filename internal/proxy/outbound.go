@@ -154,7 +154,7 @@ func (o *Outbound) route(key string) *route {
 // connections are treated as HTTP and answered 503. It returns
 // http.ErrServerClosed after Shutdown.
 func (o *Outbound) ServeUpstream(l net.Listener, serviceKey string) error {
-	srv := newHTTPServer(upstreamHandler{o, serviceKey}, o.cfg, true)
+	srv := newHTTPServer(upstreamHandler{o, serviceKey}, o.cfg, true, nil)
 	if !o.trackServer(srv) {
 		closeQuietly(l)
 		return http.ErrServerClosed

@@ -188,7 +188,7 @@ func (o *Outbound) ServeCapture(l net.Listener, cfg CaptureConfig) error {
 		httpLis: newChanListener(l.Addr()),
 		dialer:  &net.Dialer{Timeout: passthroughDialTimeout, Control: o.cfg.Control},
 	}
-	srv := newHTTPServer(http.HandlerFunc(cp.serveHTTP), o.cfg, true)
+	srv := newHTTPServer(http.HandlerFunc(cp.serveHTTP), o.cfg, true, nil)
 	srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
 		if cc, ok := c.(*capturedConn); ok {
 			return context.WithValue(ctx, captureKey{}, cc.key)
