@@ -5,7 +5,7 @@ import (
 	"net/http"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 )
 
 // caRoutes adds the CA lifecycle endpoints (trellis ca rotate|retire-old|status).
@@ -25,7 +25,7 @@ func (s *Server) caRoutes(api *http.ServeMux) {
 
 func (s *Server) writeCAChange(w http.ResponseWriter, ch caChange, err error) {
 	switch {
-	case errors.Is(err, identity.ErrExternalCA), errors.Is(err, identity.ErrNotRotating), errors.Is(err, errRetireRefused):
+	case errors.Is(err, meshca.ErrExternalCA), errors.Is(err, meshca.ErrNotRotating), errors.Is(err, errRetireRefused):
 		writeError(w, http.StatusConflict, err)
 	case err != nil:
 		s.log.Error("ca lifecycle", "err", err)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 )
 
 // Root rotation with overlap (docs/identity.md):
@@ -76,7 +77,7 @@ func (s *Server) retireOldCA(r *http.Request) (caChange, error) {
 		return caChange{}, err
 	}
 	if len(s.ca.Roots()) < 2 {
-		return caChange{}, fmt.Errorf("ca retire-old: %w", identity.ErrNotRotating)
+		return caChange{}, fmt.Errorf("ca retire-old: %w", meshca.ErrNotRotating)
 	}
 	st := s.caStatusLocked()
 	if !st.CanRetire {

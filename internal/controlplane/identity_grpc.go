@@ -15,6 +15,8 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/jointoken"
+	"github.com/trellismesh/trellis/internal/meshca"
 )
 
 // maxCSRBytes bounds the CSR accepted by Certify.
@@ -23,7 +25,7 @@ const maxCSRBytes = 16 << 10
 // identityServer implements the Identity gRPC service.
 type identityServer struct {
 	pb.UnimplementedIdentityServer
-	ca      *identity.CA
+	ca      *meshca.CA
 	tokens  *tokens
 	res     *resources
 	log     *slog.Logger
@@ -58,9 +60,9 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 		via = "token"
 		claims, err := s.tokens.verify(ctx, req.GetToken())
 		switch {
-		case errors.Is(err, identity.ErrTokenExpired):
+		case errors.Is(err, jointoken.ErrExpired):
 			return nil, via, "", status.Errorf(codes.Unauthenticated, "join token expired or not yet valid: %v; create a new one with `trellis token create`", err)
-		case errors.Is(err, identity.ErrTokenInvalid):
+		case errors.Is(err, jointoken.ErrInvalid):
 			return nil, via, "", status.Errorf(codes.Unauthenticated, "join token rejected: %v", err)
 		case errors.Is(err, errTokenRevoked):
 			return nil, via, "", status.Errorf(codes.PermissionDenied, "%v", err)
@@ -94,11 +96,11 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 	}
 	leaf, err := s.ca.SignCSR(req.GetCsr(), want, ttl)
 	switch {
-	case errors.Is(err, identity.ErrBadCSR):
+	case errors.Is(err, meshca.ErrBadCSR):
 		return nil, via, want.String(), status.Errorf(codes.InvalidArgument, "%v", err)
-	case errors.Is(err, identity.ErrWrongIdentity):
+	case errors.Is(err, meshca.ErrWrongIdentity):
 		return nil, via, want.String(), status.Errorf(codes.PermissionDenied, "%v", err)
-	case errors.Is(err, identity.ErrCAUnavailable):
+	case errors.Is(err, meshca.ErrCAUnavailable):
 		return nil, via, want.String(), status.Errorf(codes.FailedPrecondition, "%v", err)
 	case err != nil:
 		return nil, via, want.String(), status.Errorf(codes.Internal, "sign: %v", err)

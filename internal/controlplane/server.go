@@ -20,6 +20,8 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/jointoken"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 )
@@ -34,7 +36,7 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	store      store.Store
-	ca         *identity.CA
+	ca         *meshca.CA
 	caMu       sync.Mutex // serializes CA rotation and retirement with their checks
 	res        *resources
 	tokens     *tokens
@@ -81,16 +83,16 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	caOpts := identity.CAOptions{Now: cfg.Now}
-	var ca *identity.CA
+	caOpts := meshca.Options{Now: cfg.Now}
+	var ca *meshca.CA
 	if cfg.CACertFile != "" {
-		ca, err = identity.LoadExternalCA(cfg.CACertFile, cfg.CAKeyFile, td, caOpts)
+		ca, err = meshca.LoadExternal(cfg.CACertFile, cfg.CAKeyFile, td, caOpts)
 		if err == nil {
 			err = identity.WriteFileAtomic(filepath.Join(cfg.DataDir, identity.RootCertFile), identity.EncodeCertsPEM(ca.Roots()...), 0o644)
 		}
 	} else {
 		var created bool
-		ca, created, err = identity.LoadOrCreateCA(cfg.DataDir, td, caOpts)
+		ca, created, err = meshca.LoadOrCreate(cfg.DataDir, td, caOpts)
 		if created {
 			cfg.Logger.Info("created mesh CA", "trust_domain", td.Name(), "root", filepath.Join(cfg.DataDir, identity.RootCertFile))
 		}
@@ -98,7 +100,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	auth, err := identity.LoadOrCreateTokenAuthority(cfg.DataDir, td, caOpts)
+	auth, err := jointoken.LoadOrCreate(cfg.DataDir, td, jointoken.Options{Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}

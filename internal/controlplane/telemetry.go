@@ -47,17 +47,16 @@ type audit struct {
 func openAudit(cfg Config, self spiffeid.ID, roots func() *x509.CertPool, cert func() (*tls.Certificate, error)) (*audit, error) {
 	a := &audit{log: cfg.Logger, self: self}
 	if cfg.CollectorAddr != "" {
-		want := identity.CollectorID(self.TrustDomain())
+		collectorTLS := identity.SystemServerTLS{
+			TrustDomain: self.TrustDomain(),
+			Accounts:    []string{identity.CollectorServiceAccount},
+			Roots:       roots,
+			Certificate: cert,
+			Hint:        "is --collector-addr a collector of this mesh?",
+		}
 		ev, err := emitter.New(emitter.Options{
-			Addr: cfg.CollectorAddr,
-			TLS: func() *tls.Config {
-				return &tls.Config{
-					MinVersion:           tls.VersionTLS13,
-					InsecureSkipVerify:   true, // VerifyConnection checks the chain and the SPIFFE ID
-					VerifyConnection:     identity.VerifyPeer("collector at --collector-addr", roots, identity.ExactID(want)),
-					GetClientCertificate: identity.ClientCert(cert),
-				}
-			},
+			Addr:     cfg.CollectorAddr,
+			TLS:      collectorTLS.Config,
 			SpoolDir: filepath.Join(cfg.DataDir, spoolDir),
 			Logger:   cfg.Logger.With("component", "telemetry"),
 			Now:      cfg.Now,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 )
 
 // servingTTL is the lifetime of the control plane's own serving
@@ -17,7 +18,7 @@ const servingTTL = 30 * 24 * time.Hour
 // servingCert issues and caches the control plane's serving certificate,
 // reissuing it when half its life has passed. Safe for concurrent use.
 type servingCert struct {
-	ca    *identity.CA
+	ca    *meshca.CA
 	now   func() time.Time
 	dns   []string
 	ips   []net.IP
@@ -26,7 +27,7 @@ type servingCert struct {
 	renew time.Time
 }
 
-func newServingCert(ca *identity.CA, now func() time.Time, addrs ...string) (*servingCert, error) {
+func newServingCert(ca *meshca.CA, now func() time.Time, addrs ...string) (*servingCert, error) {
 	sc := &servingCert{ca: ca, now: now, dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -21,7 +22,7 @@ const DefaultTokenTTL = 24 * time.Hour
 // under /tokens/<id>, so it can be listed and revoked.
 type tokens struct {
 	st   store.Store
-	auth *identity.TokenAuthority
+	auth *jointoken.Authority
 	now  func() time.Time
 }
 
@@ -40,8 +41,8 @@ func (t *tokens) create(ctx context.Context, req adminapi.CreateTokenRequest) (a
 		}
 		ttl = d
 	}
-	if ttl <= 0 || ttl > identity.MaxTokenTTL {
-		return adminapi.CreateTokenResponse{}, &fieldError{field: "ttl", msg: fmt.Sprintf("%s is out of range; use a duration between 1s and %s", ttl, identity.MaxTokenTTL)}
+	if ttl <= 0 || ttl > jointoken.MaxTTL {
+		return adminapi.CreateTokenResponse{}, &fieldError{field: "ttl", msg: fmt.Sprintf("%s is out of range; use a duration between 1s and %s", ttl, jointoken.MaxTTL)}
 	}
 	if req.Namespace == identity.ControlPlaneNamespace && req.ServiceAccount == "control" {
 		return adminapi.CreateTokenResponse{}, &fieldError{field: "serviceAccount", msg: "trellis-system/control is the control plane's own identity; no workload may hold it"}
@@ -132,20 +133,20 @@ var errTokenRevoked = errors.New("join token revoked")
 
 // verify checks a join token fully: signature and validity window, then
 // that it is recorded and not revoked.
-func (t *tokens) verify(ctx context.Context, token string) (identity.TokenClaims, error) {
+func (t *tokens) verify(ctx context.Context, token string) (jointoken.Claims, error) {
 	claims, err := t.auth.Verify(token)
 	if err != nil {
-		return identity.TokenClaims{}, err
+		return jointoken.Claims{}, err
 	}
 	info, _, err := t.info(ctx, claims.ID)
 	if errors.Is(err, errNotFound) {
-		return identity.TokenClaims{}, fmt.Errorf("%w: token %s is not known to this control plane", errTokenRevoked, claims.ID)
+		return jointoken.Claims{}, fmt.Errorf("%w: token %s is not known to this control plane", errTokenRevoked, claims.ID)
 	}
 	if err != nil {
-		return identity.TokenClaims{}, err
+		return jointoken.Claims{}, err
 	}
 	if info.RevokedAt != nil {
-		return identity.TokenClaims{}, fmt.Errorf("%w: token %s was revoked at %s", errTokenRevoked, claims.ID, info.RevokedAt.Format(time.RFC3339))
+		return jointoken.Claims{}, fmt.Errorf("%w: token %s was revoked at %s", errTokenRevoked, claims.ID, info.RevokedAt.Format(time.RFC3339))
 	}
 	return claims, nil
 }

@@ -10,6 +10,11 @@ import (
 	"path/filepath"
 )
 
+// RootCertFile is the trust bundle file (every root, PEM) a control plane
+// keeps in its data dir: what proxies, collectors and CLIs are given as
+// --ca-file.
+const RootCertFile = "ca.crt"
+
 // EncodeCertsPEM encodes certificates as concatenated PEM blocks.
 func EncodeCertsPEM(certs ...*x509.Certificate) []byte {
 	var out []byte
@@ -131,10 +136,4 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-func publicKeyEqual(a crypto.PublicKey, b crypto.PublicKey) bool {
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	ea, ok := a.(equaler)
-	return ok && ea.Equal(b)
 }

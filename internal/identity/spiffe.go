@@ -3,6 +3,7 @@ package identity
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -10,6 +11,11 @@ import (
 // ControlPlaneNamespace is the namespace of the control plane's own identity
 // and of mesh-wide policies.
 const ControlPlaneNamespace = "trellis-system"
+
+// MaxBackdate is how far before "now" the CA sets a certificate's NotBefore
+// and the token authority a join token's nbf, to absorb clock skew between
+// the control plane and peers.
+const MaxBackdate = time.Minute
 
 // WorkloadID returns spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.
 func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spiffeid.ID, error) {
@@ -22,7 +28,7 @@ func WorkloadID(td spiffeid.TrustDomain, namespace, serviceAccount string) (spif
 
 // ControlPlaneID is the SPIFFE ID in the control plane's serving certificate.
 func ControlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
-	return spiffeid.RequireFromSegments(td, "ns", ControlPlaneNamespace, "sa", "control")
+	return spiffeid.RequireFromSegments(td, "ns", ControlPlaneNamespace, "sa", ControlServiceAccount)
 }
 
 // CollectorID is the SPIFFE ID an external collector (`trellis collector`)
@@ -31,11 +37,6 @@ func ControlPlaneID(td spiffeid.TrustDomain) spiffeid.ID {
 func CollectorID(td spiffeid.TrustDomain) spiffeid.ID {
 	return spiffeid.RequireFromSegments(td, "ns", ControlPlaneNamespace, "sa", CollectorServiceAccount)
 }
-
-// CollectorServiceAccount is the service account of CollectorID: create
-// its join token with `trellis token create --service collector
-// --namespace trellis-system`.
-const CollectorServiceAccount = "collector"
 
 // ParseWorkloadID parses a workload SPIFFE ID of the form
 // spiffe://<td>/ns/<namespace>/sa/<serviceAccount>.

@@ -20,7 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -46,7 +46,7 @@ func mustID(ns, sa string) spiffeid.ID {
 // pki is a test CA and its roots as a pool.
 type pki struct {
 	t     testing.TB
-	ca    *identity.CA
+	ca    *meshca.CA
 	roots *x509.CertPool
 }
 

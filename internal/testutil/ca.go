@@ -14,25 +14,25 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 )
 
 // NewCA creates a fresh mesh CA for trust domain td in a temporary data dir
 // (removed when the test ends) and returns it with that dir; the root is in
 // dataDir/ca.crt. It uses the real clock.
-func NewCA(t testing.TB, td string) (*identity.CA, string) {
+func NewCA(t testing.TB, td string) (*meshca.CA, string) {
 	t.Helper()
 	trustDomain, err := spiffeid.TrustDomainFromString(td)
 	if err != nil {
 		t.Fatalf("testutil.NewCA: trust domain %q: %v", td, err)
 	}
 	dataDir := t.TempDir()
-	ca, created, err := identity.LoadOrCreateCA(dataDir, trustDomain, identity.CAOptions{})
+	ca, created, err := meshca.LoadOrCreate(dataDir, trustDomain, meshca.Options{})
 	if err != nil {
 		t.Fatalf("testutil.NewCA: %v", err)
 	}
 	if !created {
-		t.Fatalf("testutil.NewCA: LoadOrCreateCA in an empty dir returned created=false")
+		t.Fatalf("testutil.NewCA: LoadOrCreate in an empty dir returned created=false")
 	}
 	return ca, dataDir
 }

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/telemetry"
 	"github.com/trellismesh/trellis/internal/telemetry/collector"
 	"github.com/trellismesh/trellis/internal/telemetry/eventlog"
@@ -29,7 +30,7 @@ import (
 
 // PKI is a test mesh CA with helpers for both ends of the stream.
 type PKI struct {
-	CA          *identity.CA
+	CA          *meshca.CA
 	TrustDomain spiffeid.TrustDomain
 	Roots       *x509.CertPool
 }

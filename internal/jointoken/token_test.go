@@ -1,4 +1,4 @@
-package identity_test
+package jointoken_test
 
 import (
 	"crypto/ecdsa"
@@ -22,22 +22,23 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/jointoken"
 )
 
-var tokenErrs = []error{identity.ErrTokenInvalid, identity.ErrTokenExpired}
+var tokenErrs = []error{jointoken.ErrInvalid, jointoken.ErrExpired}
 
 var b64 = base64.RawURLEncoding
 
 // newAuthority returns an authority for td with a fresh key and a fake clock
 // at t0, and the key so tests can sign tokens of their own.
-func newAuthority(t *testing.T) (*identity.TokenAuthority, *ecdsa.PrivateKey, *fakeClock) {
+func newAuthority(t *testing.T) (*jointoken.Authority, *ecdsa.PrivateKey, *fakeClock) {
 	t.Helper()
 	key := mustECDSA(t, elliptic.P256())
 	clk := newClock(t0)
-	return identity.NewTokenAuthority(key, td, identity.CAOptions{Now: clk.Now}), key, clk
+	return jointoken.New(key, td, jointoken.Options{Now: clk.Now}), key, clk
 }
 
-func issue(t *testing.T, a *identity.TokenAuthority) (string, identity.TokenClaims) {
+func issue(t *testing.T, a *jointoken.Authority) (string, jointoken.Claims) {
 	t.Helper()
 	tok, claims, err := a.Issue("web", "shop", "web", 24*time.Hour)
 	if err != nil {
@@ -168,7 +169,7 @@ func TestTokenRoundTrip(t *testing.T) {
 func TestTokenIssueTruncatesToSeconds(t *testing.T) {
 	key := mustECDSA(t, elliptic.P256())
 	clk := newClock(t0.Add(700 * time.Millisecond))
-	a := identity.NewTokenAuthority(key, td, identity.CAOptions{Now: clk.Now})
+	a := jointoken.New(key, td, jointoken.Options{Now: clk.Now})
 	tok, issued, err := a.Issue("web", "shop", "web", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -206,13 +207,13 @@ func TestTokenValidityWindow(t *testing.T) {
 	}{
 		{"at issue", t0, nil},
 		{"one second before expiry", t0.Add(24*time.Hour - time.Second), nil},
-		{"at expiry", t0.Add(24 * time.Hour), identity.ErrTokenExpired},
-		{"a year later", t0.Add(365 * 24 * time.Hour), identity.ErrTokenExpired},
+		{"at expiry", t0.Add(24 * time.Hour), jointoken.ErrExpired},
+		{"a year later", t0.Add(365 * 24 * time.Hour), jointoken.ErrExpired},
 		// Verifying replicas' clocks may lag the issuer's by up to
 		// MaxBackdate, the skew the token's nbf is backdated for.
 		{"verifier 30s behind", t0.Add(-30 * time.Second), nil},
 		{"verifier MaxBackdate behind", t0.Add(-identity.MaxBackdate), nil},
-		{"verifier further behind", t0.Add(-identity.MaxBackdate - time.Second), identity.ErrTokenExpired},
+		{"verifier further behind", t0.Add(-identity.MaxBackdate - time.Second), jointoken.ErrExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clk.Set(tc.at)
@@ -302,40 +303,40 @@ func TestTokenRejects(t *testing.T) {
 		tok  string
 		err  error
 	}{
-		{"empty", "", identity.ErrTokenInvalid},
-		{"garbage", "not.a.token", identity.ErrTokenInvalid},
-		{"two segments", parts[0] + "." + parts[1], identity.ErrTokenInvalid},
-		{"four segments", tok + "." + sig, identity.ErrTokenInvalid},
-		{"signed by another authority", otherTok, identity.ErrTokenInvalid},
-		{"tampered payload", tamperedTok, identity.ErrTokenInvalid},
-		{"tampered signature", parts[0] + "." + parts[1] + "." + string(flippedSig), identity.ErrTokenInvalid},
-		{"signature dropped", parts[0] + "." + parts[1] + ".", identity.ErrTokenInvalid},
-		{"alg none", noneTok, identity.ErrTokenInvalid},
-		{"alg none keeping the signature", noneTokSig, identity.ErrTokenInvalid},
-		{"alg none via the library", noneLib, identity.ErrTokenInvalid},
-		{"HS256 keyed with the PKIX public key", hs256(pkix), identity.ErrTokenInvalid},
-		{"HS256 keyed with the PEM public key", hs256(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix})), identity.ErrTokenInvalid},
-		{"HS256 keyed with the raw point", hs256(ecdhPub.Bytes()), identity.ErrTokenInvalid},
-		{"ES384", es384, identity.ErrTokenInvalid},
-		{"RS256", rs256, identity.ErrTokenInvalid},
-		{"wrong issuer", edit(func(c jwt.MapClaims) { c["iss"] = "someone-else" }), identity.ErrTokenInvalid},
-		{"no issuer", edit(func(c jwt.MapClaims) { delete(c, "iss") }), identity.ErrTokenInvalid},
-		{"wrong audience", edit(func(c jwt.MapClaims) { c["aud"] = []string{"trellis-admin"} }), identity.ErrTokenInvalid},
-		{"no audience", edit(func(c jwt.MapClaims) { delete(c, "aud") }), identity.ErrTokenInvalid},
-		{"no expiry", edit(func(c jwt.MapClaims) { delete(c, "exp") }), identity.ErrTokenInvalid},
-		{"no issued-at", edit(func(c jwt.MapClaims) { delete(c, "iat") }), identity.ErrTokenInvalid},
-		{"no id", edit(func(c jwt.MapClaims) { delete(c, "jti") }), identity.ErrTokenInvalid},
-		{"no service", edit(func(c jwt.MapClaims) { delete(c, "svc") }), identity.ErrTokenInvalid},
-		{"subject in another trust domain", edit(func(c jwt.MapClaims) { c["sub"] = "spiffe://other.example/ns/shop/sa/web" }), identity.ErrTokenInvalid},
-		{"subject not a workload id", edit(func(c jwt.MapClaims) { c["sub"] = "spiffe://example.org/web" }), identity.ErrTokenInvalid},
-		{"subject not a spiffe id", edit(func(c jwt.MapClaims) { c["sub"] = "web" }), identity.ErrTokenInvalid},
-		{"no subject", edit(func(c jwt.MapClaims) { delete(c, "sub") }), identity.ErrTokenInvalid},
-		{"namespace claim disagrees with subject", edit(func(c jwt.MapClaims) { c["ns"] = "bank" }), identity.ErrTokenInvalid},
-		{"service account claim disagrees with subject", edit(func(c jwt.MapClaims) { c["sa"] = "admin" }), identity.ErrTokenInvalid},
-		{"exp not a number", edit(func(c jwt.MapClaims) { c["exp"] = "tomorrow" }), identity.ErrTokenInvalid},
-		{"expired", edit(func(c jwt.MapClaims) { c["exp"] = t0.Add(-time.Second).Unix() }), identity.ErrTokenExpired},
-		{"not yet valid", edit(func(c jwt.MapClaims) { c["nbf"] = t0.Add(time.Hour).Unix() }), identity.ErrTokenExpired},
-		{"issued in the future beyond MaxBackdate", edit(func(c jwt.MapClaims) { c["iat"] = t0.Add(identity.MaxBackdate + time.Second).Unix() }), identity.ErrTokenExpired},
+		{"empty", "", jointoken.ErrInvalid},
+		{"garbage", "not.a.token", jointoken.ErrInvalid},
+		{"two segments", parts[0] + "." + parts[1], jointoken.ErrInvalid},
+		{"four segments", tok + "." + sig, jointoken.ErrInvalid},
+		{"signed by another authority", otherTok, jointoken.ErrInvalid},
+		{"tampered payload", tamperedTok, jointoken.ErrInvalid},
+		{"tampered signature", parts[0] + "." + parts[1] + "." + string(flippedSig), jointoken.ErrInvalid},
+		{"signature dropped", parts[0] + "." + parts[1] + ".", jointoken.ErrInvalid},
+		{"alg none", noneTok, jointoken.ErrInvalid},
+		{"alg none keeping the signature", noneTokSig, jointoken.ErrInvalid},
+		{"alg none via the library", noneLib, jointoken.ErrInvalid},
+		{"HS256 keyed with the PKIX public key", hs256(pkix), jointoken.ErrInvalid},
+		{"HS256 keyed with the PEM public key", hs256(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pkix})), jointoken.ErrInvalid},
+		{"HS256 keyed with the raw point", hs256(ecdhPub.Bytes()), jointoken.ErrInvalid},
+		{"ES384", es384, jointoken.ErrInvalid},
+		{"RS256", rs256, jointoken.ErrInvalid},
+		{"wrong issuer", edit(func(c jwt.MapClaims) { c["iss"] = "someone-else" }), jointoken.ErrInvalid},
+		{"no issuer", edit(func(c jwt.MapClaims) { delete(c, "iss") }), jointoken.ErrInvalid},
+		{"wrong audience", edit(func(c jwt.MapClaims) { c["aud"] = []string{"trellis-admin"} }), jointoken.ErrInvalid},
+		{"no audience", edit(func(c jwt.MapClaims) { delete(c, "aud") }), jointoken.ErrInvalid},
+		{"no expiry", edit(func(c jwt.MapClaims) { delete(c, "exp") }), jointoken.ErrInvalid},
+		{"no issued-at", edit(func(c jwt.MapClaims) { delete(c, "iat") }), jointoken.ErrInvalid},
+		{"no id", edit(func(c jwt.MapClaims) { delete(c, "jti") }), jointoken.ErrInvalid},
+		{"no service", edit(func(c jwt.MapClaims) { delete(c, "svc") }), jointoken.ErrInvalid},
+		{"subject in another trust domain", edit(func(c jwt.MapClaims) { c["sub"] = "spiffe://other.example/ns/shop/sa/web" }), jointoken.ErrInvalid},
+		{"subject not a workload id", edit(func(c jwt.MapClaims) { c["sub"] = "spiffe://example.org/web" }), jointoken.ErrInvalid},
+		{"subject not a spiffe id", edit(func(c jwt.MapClaims) { c["sub"] = "web" }), jointoken.ErrInvalid},
+		{"no subject", edit(func(c jwt.MapClaims) { delete(c, "sub") }), jointoken.ErrInvalid},
+		{"namespace claim disagrees with subject", edit(func(c jwt.MapClaims) { c["ns"] = "bank" }), jointoken.ErrInvalid},
+		{"service account claim disagrees with subject", edit(func(c jwt.MapClaims) { c["sa"] = "admin" }), jointoken.ErrInvalid},
+		{"exp not a number", edit(func(c jwt.MapClaims) { c["exp"] = "tomorrow" }), jointoken.ErrInvalid},
+		{"expired", edit(func(c jwt.MapClaims) { c["exp"] = t0.Add(-time.Second).Unix() }), jointoken.ErrExpired},
+		{"not yet valid", edit(func(c jwt.MapClaims) { c["nbf"] = t0.Add(time.Hour).Unix() }), jointoken.ErrExpired},
+		{"issued in the future beyond MaxBackdate", edit(func(c jwt.MapClaims) { c["iat"] = t0.Add(identity.MaxBackdate + time.Second).Unix() }), jointoken.ErrExpired},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := a.Verify(tc.tok)
@@ -367,15 +368,15 @@ func TestTokenRejects(t *testing.T) {
 
 func TestTokenWrongTrustDomain(t *testing.T) {
 	key := mustECDSA(t, elliptic.P256())
-	opts := identity.CAOptions{Now: newClock(t0).Now}
-	issuer := identity.NewTokenAuthority(key, td, opts)
-	verifier := identity.NewTokenAuthority(key, otherTD, opts) // same key, other trust domain
+	opts := jointoken.Options{Now: newClock(t0).Now}
+	issuer := jointoken.New(key, td, opts)
+	verifier := jointoken.New(key, otherTD, opts) // same key, other trust domain
 	tok, _ := issue(t, issuer)
 	if _, err := issuer.Verify(tok); err != nil {
 		t.Fatalf("Verify by the issuer: %v", err)
 	}
 	_, err := verifier.Verify(tok)
-	checkSentinel(t, err, identity.ErrTokenInvalid, tokenErrs...)
+	checkSentinel(t, err, jointoken.ErrInvalid, tokenErrs...)
 }
 
 func TestTokenIssueRejects(t *testing.T) {
@@ -388,7 +389,7 @@ func TestTokenIssueRejects(t *testing.T) {
 	}{
 		{"zero ttl", "shop", "web", 0, "out of range"},
 		{"negative ttl", "shop", "web", -time.Hour, "out of range"},
-		{"ttl over the maximum", "shop", "web", identity.MaxTokenTTL + time.Second, "out of range"},
+		{"ttl over the maximum", "shop", "web", jointoken.MaxTTL + time.Second, "out of range"},
 		{"empty namespace", "", "web", time.Hour, "workload id"},
 		{"empty service account", "shop", "", time.Hour, "workload id"},
 		{"slash in namespace", "shop/x", "web", time.Hour, "workload id"},
@@ -408,7 +409,7 @@ func TestTokenIssueRejects(t *testing.T) {
 			}
 		})
 	}
-	for _, ttl := range []time.Duration{time.Second, identity.MaxTokenTTL} {
+	for _, ttl := range []time.Duration{time.Second, jointoken.MaxTTL} {
 		if _, _, err := a.Issue("web", "shop", "web", ttl); err != nil {
 			t.Errorf("Issue with ttl %v: %v, want nil", ttl, err)
 		}
@@ -418,8 +419,8 @@ func TestTokenIssueRejects(t *testing.T) {
 func TestLoadOrCreateTokenAuthority(t *testing.T) {
 	dir := t.TempDir()
 	clk := newClock(t0)
-	opts := identity.CAOptions{Now: clk.Now}
-	a1, err := identity.LoadOrCreateTokenAuthority(dir, td, opts)
+	opts := jointoken.Options{Now: clk.Now}
+	a1, err := jointoken.LoadOrCreate(dir, td, opts)
 	if err != nil {
 		t.Fatalf("first LoadOrCreateTokenAuthority: %v", err)
 	}
@@ -443,7 +444,7 @@ func TestLoadOrCreateTokenAuthority(t *testing.T) {
 	h1, _, _ := segments(t, tok)
 
 	clk.Add(time.Hour)
-	a2, err := identity.LoadOrCreateTokenAuthority(dir, td, opts)
+	a2, err := jointoken.LoadOrCreate(dir, td, opts)
 	if err != nil {
 		t.Fatalf("second LoadOrCreateTokenAuthority: %v", err)
 	}
@@ -466,12 +467,12 @@ func TestLoadOrCreateTokenAuthority(t *testing.T) {
 	}
 
 	// A different data dir has a different key.
-	a3, err := identity.LoadOrCreateTokenAuthority(t.TempDir(), td, opts)
+	a3, err := jointoken.LoadOrCreate(t.TempDir(), td, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = a3.Verify(tok)
-	checkSentinel(t, err, identity.ErrTokenInvalid, tokenErrs...)
+	checkSentinel(t, err, jointoken.ErrInvalid, tokenErrs...)
 }
 
 func TestLoadOrCreateTokenAuthorityErrors(t *testing.T) {
@@ -532,7 +533,7 @@ func TestLoadOrCreateTokenAuthorityErrors(t *testing.T) {
 			}
 			path := filepath.Join(dir, "ca", "token-signing.key")
 			writeFile(t, path, tc.key(t), tc.mode)
-			a, err := identity.LoadOrCreateTokenAuthority(dir, td, identity.CAOptions{})
+			a, err := jointoken.LoadOrCreate(dir, td, jointoken.Options{})
 			if err == nil {
 				t.Fatalf("LoadOrCreateTokenAuthority = %v, nil error; want error containing %q", a, tc.wantMsg)
 			}

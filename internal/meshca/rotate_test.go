@@ -1,4 +1,4 @@
-package identity_test
+package meshca_test
 
 import (
 	"bytes"
@@ -13,11 +13,12 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // signLeaf signs a leaf for webID with ca.
-func signLeaf(t *testing.T, ca *identity.CA) *identity.Leaf {
+func signLeaf(t *testing.T, ca *meshca.CA) *meshca.Leaf {
 	t.Helper()
 	csr, _ := testutil.NewCSR(t, webID.String())
 	leaf, err := ca.SignCSR(csr, webID, time.Hour)
@@ -28,15 +29,15 @@ func signLeaf(t *testing.T, ca *identity.CA) *identity.Leaf {
 }
 
 // verifies reports whether leaf and its chain verify to roots at now.
-func verifies(leaf *identity.Leaf, roots []*x509.Certificate, now time.Time) error {
+func verifies(leaf *meshca.Leaf, roots []*x509.Certificate, now time.Time) error {
 	_, err := leaf.Cert.Verify(x509.VerifyOptions{Roots: certPool(roots...), Intermediates: certPool(leaf.Intermediates...), CurrentTime: now,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return err
 }
 
-func reload(t *testing.T, dir string, clk *fakeClock) *identity.CA {
+func reload(t *testing.T, dir string, clk *fakeClock) *meshca.CA {
 	t.Helper()
-	ca, created, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{Now: clk.Now})
+	ca, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: clk.Now})
 	if err != nil || created {
 		t.Fatalf("reload: created %v, err %v", created, err)
 	}
@@ -67,7 +68,7 @@ func caDirEntries(t *testing.T, dir string) []string {
 }
 
 // sameState fails unless a and b have the same roots and issuer.
-func sameState(t *testing.T, what string, a, b *identity.CA) {
+func sameState(t *testing.T, what string, a, b *meshca.CA) {
 	t.Helper()
 	if a.IssuerID() != b.IssuerID() || !slices.Equal(a.RootIDs(), b.RootIDs()) {
 		t.Errorf("%s: issuer %s roots %v, want issuer %s roots %v", what, short(a.IssuerID()), shorts(a.RootIDs()), short(b.IssuerID()), shorts(b.RootIDs()))
@@ -107,10 +108,10 @@ func TestRotateAndRetire(t *testing.T) {
 	if got, want := ca.RootIDs(), []string{identity.CertID(oldRoot), identity.CertID(newRoot)}; !slices.Equal(got, want) {
 		t.Errorf("RootIDs = %v, want %v", shorts(got), shorts(want))
 	}
-	if got, want := newRoot.NotAfter, clk.Now().Add(identity.RootTTL); !got.Equal(want) {
+	if got, want := newRoot.NotAfter, clk.Now().Add(meshca.RootTTL); !got.Equal(want) {
 		t.Errorf("new root NotAfter = %v, want %v", got, want)
 	}
-	if got, want := ca.IntermediateExpiry(), clk.Now().Add(identity.IntermediateTTL); !got.Equal(want) {
+	if got, want := ca.IntermediateExpiry(), clk.Now().Add(meshca.IntermediateTTL); !got.Equal(want) {
 		t.Errorf("new intermediate expiry = %v, want %v", got, want)
 	}
 	if newRoot.Subject.CommonName == oldRoot.Subject.CommonName {
@@ -132,7 +133,7 @@ func TestRotateAndRetire(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name  string
-		leaf  *identity.Leaf
+		leaf  *meshca.Leaf
 		roots []*x509.Certificate
 	}{
 		{"old leaf, both roots", oldLeaf, roots},
@@ -188,7 +189,7 @@ func TestRotateAndRetire(t *testing.T) {
 	}
 	sameState(t, "reload after retirement", reload(t, dir, clk), ca)
 
-	if _, err := ca.RetireOld(); !errors.Is(err, identity.ErrNotRotating) {
+	if _, err := ca.RetireOld(); !errors.Is(err, meshca.ErrNotRotating) {
 		t.Errorf("RetireOld with one root: %v, want ErrNotRotating", err)
 	}
 }
@@ -196,7 +197,7 @@ func TestRotateAndRetire(t *testing.T) {
 func TestRetireOldWithoutRotation(t *testing.T) {
 	ca, _, dir := newClockCA(t)
 	before := readFile(t, filepath.Join(dir, "ca.crt"))
-	if _, err := ca.RetireOld(); !errors.Is(err, identity.ErrNotRotating) {
+	if _, err := ca.RetireOld(); !errors.Is(err, meshca.ErrNotRotating) {
 		t.Errorf("RetireOld = %v, want ErrNotRotating", err)
 	}
 	if got := caDirEntries(t, dir); slices.Contains(got, "current") {
@@ -263,7 +264,7 @@ func TestRotateCrashSafety(t *testing.T) {
 			}
 			oldRoots, oldIssuer := ca.RootIDs(), ca.IssuerID()
 			crash := errors.New("crash")
-			identity.SetCommitHook(ca, func(step string) error {
+			meshca.SetCommitHook(ca, func(step string) error {
 				if step == tc.step {
 					return crash
 				}
@@ -400,7 +401,7 @@ func TestLoadGenerationErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.corrupt(t, dir)
-			_, _, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{Now: clk.Now})
+			_, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: clk.Now})
 			if err == nil || !strings.Contains(err.Error(), tc.wantMsg) {
 				t.Errorf("LoadOrCreateCA = %v, want an error containing %q", err, tc.wantMsg)
 			}
@@ -411,7 +412,7 @@ func TestLoadGenerationErrors(t *testing.T) {
 func TestRotateRefusesExternalCA(t *testing.T) {
 	pki := newUserPKI(t, 1)
 	certFile, keyFile := writePKI(t, append(slices.Clone(pki.inters), pki.root), pki.key, 0o600)
-	ca, err := identity.LoadExternalCA(certFile, keyFile, td, identity.CAOptions{Now: newClock(t0).Now})
+	ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: newClock(t0).Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,7 +421,7 @@ func TestRotateRefusesExternalCA(t *testing.T) {
 	}
 	_, retireErr := ca.RetireOld()
 	for op, err := range map[string]error{"Rotate": ca.Rotate(), "RetireOld": retireErr} {
-		if !errors.Is(err, identity.ErrExternalCA) || !strings.Contains(err.Error(), "rotate it in your PKI") {
+		if !errors.Is(err, meshca.ErrExternalCA) || !strings.Contains(err.Error(), "rotate it in your PKI") {
 			t.Errorf("%s on an external CA: %v, want ErrExternalCA telling to rotate in the user's PKI", op, err)
 		}
 	}
@@ -434,7 +435,7 @@ func TestRotateRefusesExternalCA(t *testing.T) {
 func TestSignDuringRotation(t *testing.T) {
 	ca, clk, _ := newClockCA(t)
 	var wg sync.WaitGroup
-	leaves := make(chan *identity.Leaf, 64)
+	leaves := make(chan *meshca.Leaf, 64)
 	for range 4 {
 		wg.Go(func() {
 			for range 8 {

@@ -1,4 +1,4 @@
-package identity
+package meshca
 
 import (
 	"bytes"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
 // Root rotation keeps the CA's state in generation directories:
@@ -145,7 +147,7 @@ func crossSign(root *x509.Certificate, rootKey crypto.Signer, by *x509.Certifica
 	return createCACert(&x509.Certificate{
 		RawSubject:   root.RawSubject,
 		SubjectKeyId: root.SubjectKeyId,
-		NotBefore:    t.Add(-MaxBackdate),
+		NotBefore:    t.Add(-identity.MaxBackdate),
 		NotAfter:     notAfter,
 		URIs:         root.URIs,
 	}, by, rootKey, byKey, -1)
@@ -157,7 +159,7 @@ func activeRootKey(st *caState) (crypto.Signer, error) {
 	if st.rootKeyFile == "" {
 		return nil, errors.New("the active root's key is not kept here")
 	}
-	key, err := ReadKeyFile(st.rootKeyFile)
+	key, err := identity.ReadKeyFile(st.rootKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("the active root's key: %w", err)
 	}
@@ -177,11 +179,11 @@ func (ca *CA) commit(n int, next *caState, rootKey crypto.Signer) error {
 		return fmt.Errorf("write generation: %w", err)
 	}
 	defer os.RemoveAll(tmp) // nothing left after the rename
-	rootKeyPEM, err := EncodeKeyPEM(rootKey)
+	rootKeyPEM, err := identity.EncodeKeyPEM(rootKey)
 	if err != nil {
 		return err
 	}
-	interKeyPEM, err := EncodeKeyPEM(next.key)
+	interKeyPEM, err := identity.EncodeKeyPEM(next.key)
 	if err != nil {
 		return err
 	}
@@ -190,12 +192,12 @@ func (ca *CA) commit(n int, next *caState, rootKey crypto.Signer) error {
 		data []byte
 		mode os.FileMode
 	}{
-		{genRootsFile, EncodeCertsPEM(next.roots...), 0o644},
+		{genRootsFile, identity.EncodeCertsPEM(next.roots...), 0o644},
 		{genRootKeyFile, rootKeyPEM, 0o600},
-		{genInterCertFile, EncodeCertsPEM(next.intermediates...), 0o644},
+		{genInterCertFile, identity.EncodeCertsPEM(next.intermediates...), 0o644},
 		{genInterKeyFile, interKeyPEM, 0o600},
 	} {
-		if err := WriteFileAtomic(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
+		if err := identity.WriteFileAtomic(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("write generation: %w", err)
 		}
 	}
@@ -211,7 +213,7 @@ func (ca *CA) commit(n int, next *caState, rootKey crypto.Signer) error {
 	if err := ca.step("generation-written"); err != nil {
 		return err
 	}
-	if err := WriteFileAtomic(filepath.Join(ca.dataDir, currentGenFile), []byte(name+"\n"), 0o600); err != nil {
+	if err := identity.WriteFileAtomic(filepath.Join(ca.dataDir, currentGenFile), []byte(name+"\n"), 0o600); err != nil {
 		return fmt.Errorf("switch to generation %s: %w", name, err)
 	}
 	if err := syncDir(caPath); err != nil {
@@ -318,15 +320,15 @@ func readCurrentGeneration(dataDir string) (string, error) {
 // loadGeneration loads the CA state of generation gen.
 func loadGeneration(dataDir, gen string, now time.Time) (*caState, error) {
 	dir := filepath.Join(dataDir, caDir, gen)
-	roots, err := ReadCertsFile(filepath.Join(dir, genRootsFile))
+	roots, err := identity.ReadCertsFile(filepath.Join(dir, genRootsFile))
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
-	chain, err := ReadCertsFile(filepath.Join(dir, genInterCertFile))
+	chain, err := identity.ReadCertsFile(filepath.Join(dir, genInterCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
-	key, err := ReadKeyFile(filepath.Join(dir, genInterKeyFile))
+	key, err := identity.ReadKeyFile(filepath.Join(dir, genInterKeyFile))
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
@@ -341,12 +343,12 @@ func loadGeneration(dataDir, gen string, now time.Time) (*caState, error) {
 
 // writeBundleIfChanged makes dataDir/ca.crt hold exactly roots.
 func writeBundleIfChanged(dataDir string, roots []*x509.Certificate) error {
-	path := filepath.Join(dataDir, RootCertFile)
-	want := EncodeCertsPEM(roots...)
+	path := filepath.Join(dataDir, identity.RootCertFile)
+	want := identity.EncodeCertsPEM(roots...)
 	if got, err := os.ReadFile(path); err == nil && bytes.Equal(got, want) {
 		return nil
 	}
-	if err := WriteFileAtomic(path, want, 0o644); err != nil {
+	if err := identity.WriteFileAtomic(path, want, 0o644); err != nil {
 		return err
 	}
 	return syncDir(dataDir)

@@ -1,4 +1,4 @@
-package identity_test
+package meshca_test
 
 import (
 	"bytes"
@@ -24,10 +24,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
-var signErrs = []error{identity.ErrBadCSR, identity.ErrWrongIdentity, identity.ErrCAUnavailable}
+var signErrs = []error{meshca.ErrBadCSR, meshca.ErrWrongIdentity, meshca.ErrCAUnavailable}
 
 func TestSignCSR(t *testing.T) {
 	ca, clk, dir := newClockCA(t)
@@ -294,31 +295,31 @@ func TestSignCSRRejects(t *testing.T) {
 		zeroWant bool // call SignCSR with the zero ID instead of webID
 		err      error
 	}{
-		{name: "nil", csr: nil, err: identity.ErrBadCSR},
-		{name: "empty", csr: []byte{}, err: identity.ErrBadCSR},
-		{name: "garbage", csr: []byte("this is not a certificate signing request"), err: identity.ErrBadCSR},
-		{name: "truncated DER", csr: valid[:len(valid)/2], err: identity.ErrBadCSR},
-		{name: "trailing data", csr: append(slices.Clone(valid), 0), err: identity.ErrBadCSR},
-		{name: "a certificate, not a CSR", csr: ca.Roots()[0].Raw, err: identity.ErrBadCSR},
-		{name: "signature tampered", csr: tamperSignature(t, valid), err: identity.ErrBadCSR},
-		{name: "rsa 1024 key", csr: csrDER(t, &x509.CertificateRequest{URIs: []*url.URL{webURL}}, rsa1024), err: identity.ErrBadCSR},
-		{name: "ecdsa p224 key", csr: csrDER(t, &x509.CertificateRequest{URIs: []*url.URL{webURL}}, mustECDSA(t, elliptic.P224())), err: identity.ErrBadCSR},
-		{name: "ecdsa p521 key", csr: csrDER(t, &x509.CertificateRequest{URIs: []*url.URL{webURL}}, mustECDSA(t, elliptic.P521())), err: identity.ErrBadCSR},
-		{name: "another service account", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/admin")}}), err: identity.ErrWrongIdentity},
-		{name: "another trust domain", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://other.example/ns/shop/sa/web")}}), err: identity.ErrWrongIdentity},
-		{name: "the trust domain itself", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org")}}), err: identity.ErrWrongIdentity},
-		{name: "longer path", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/web/x")}}), err: identity.ErrWrongIdentity},
-		{name: "trailing slash", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/web/")}}), err: identity.ErrWrongIdentity},
-		{name: "query", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/web?x=1")}}), err: identity.ErrWrongIdentity},
-		{name: "https scheme", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "https://example.org/ns/shop/sa/web")}}), err: identity.ErrWrongIdentity},
-		{name: "two URI SANs", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL, mustURL(t, "spiffe://example.org/ns/shop/sa/admin")}}), err: identity.ErrWrongIdentity},
-		{name: "the entitled URI twice", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL, webURL}}), err: identity.ErrWrongIdentity},
-		{name: "extra DNS SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, DNSNames: []string{"web.shop.svc"}}), err: identity.ErrWrongIdentity},
-		{name: "extra IP SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}), err: identity.ErrWrongIdentity},
-		{name: "extra email SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, EmailAddresses: []string{"web@example.org"}}), err: identity.ErrWrongIdentity},
-		{name: "DNS SAN only", csr: with(x509.CertificateRequest{DNSNames: []string{"web.shop.svc"}}), err: identity.ErrWrongIdentity},
-		{name: "no SAN", csr: with(x509.CertificateRequest{Subject: pkix.Name{CommonName: webID.String()}}), err: identity.ErrWrongIdentity},
-		{name: "zero entitled identity", csr: valid, zeroWant: true, err: identity.ErrWrongIdentity},
+		{name: "nil", csr: nil, err: meshca.ErrBadCSR},
+		{name: "empty", csr: []byte{}, err: meshca.ErrBadCSR},
+		{name: "garbage", csr: []byte("this is not a certificate signing request"), err: meshca.ErrBadCSR},
+		{name: "truncated DER", csr: valid[:len(valid)/2], err: meshca.ErrBadCSR},
+		{name: "trailing data", csr: append(slices.Clone(valid), 0), err: meshca.ErrBadCSR},
+		{name: "a certificate, not a CSR", csr: ca.Roots()[0].Raw, err: meshca.ErrBadCSR},
+		{name: "signature tampered", csr: tamperSignature(t, valid), err: meshca.ErrBadCSR},
+		{name: "rsa 1024 key", csr: csrDER(t, &x509.CertificateRequest{URIs: []*url.URL{webURL}}, rsa1024), err: meshca.ErrBadCSR},
+		{name: "ecdsa p224 key", csr: csrDER(t, &x509.CertificateRequest{URIs: []*url.URL{webURL}}, mustECDSA(t, elliptic.P224())), err: meshca.ErrBadCSR},
+		{name: "ecdsa p521 key", csr: csrDER(t, &x509.CertificateRequest{URIs: []*url.URL{webURL}}, mustECDSA(t, elliptic.P521())), err: meshca.ErrBadCSR},
+		{name: "another service account", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/admin")}}), err: meshca.ErrWrongIdentity},
+		{name: "another trust domain", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://other.example/ns/shop/sa/web")}}), err: meshca.ErrWrongIdentity},
+		{name: "the trust domain itself", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org")}}), err: meshca.ErrWrongIdentity},
+		{name: "longer path", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/web/x")}}), err: meshca.ErrWrongIdentity},
+		{name: "trailing slash", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/web/")}}), err: meshca.ErrWrongIdentity},
+		{name: "query", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "spiffe://example.org/ns/shop/sa/web?x=1")}}), err: meshca.ErrWrongIdentity},
+		{name: "https scheme", csr: with(x509.CertificateRequest{URIs: []*url.URL{mustURL(t, "https://example.org/ns/shop/sa/web")}}), err: meshca.ErrWrongIdentity},
+		{name: "two URI SANs", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL, mustURL(t, "spiffe://example.org/ns/shop/sa/admin")}}), err: meshca.ErrWrongIdentity},
+		{name: "the entitled URI twice", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL, webURL}}), err: meshca.ErrWrongIdentity},
+		{name: "extra DNS SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, DNSNames: []string{"web.shop.svc"}}), err: meshca.ErrWrongIdentity},
+		{name: "extra IP SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}), err: meshca.ErrWrongIdentity},
+		{name: "extra email SAN", csr: with(x509.CertificateRequest{URIs: []*url.URL{webURL}, EmailAddresses: []string{"web@example.org"}}), err: meshca.ErrWrongIdentity},
+		{name: "DNS SAN only", csr: with(x509.CertificateRequest{DNSNames: []string{"web.shop.svc"}}), err: meshca.ErrWrongIdentity},
+		{name: "no SAN", csr: with(x509.CertificateRequest{Subject: pkix.Name{CommonName: webID.String()}}), err: meshca.ErrWrongIdentity},
+		{name: "zero entitled identity", csr: valid, zeroWant: true, err: meshca.ErrWrongIdentity},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want := webID
@@ -347,18 +348,18 @@ func TestSignCSRIntermediateExpired(t *testing.T) {
 		if leaf != nil {
 			t.Errorf("at %v: SignCSR returned a leaf", at)
 		}
-		checkSentinel(t, err, identity.ErrCAUnavailable, signErrs...)
+		checkSentinel(t, err, meshca.ErrCAUnavailable, signErrs...)
 	}
 	// A bad CSR is still reported as such, not masked as a CA problem.
 	_, err := ca.SignCSR([]byte("garbage"), webID, time.Hour)
-	checkSentinel(t, err, identity.ErrBadCSR, signErrs...)
+	checkSentinel(t, err, meshca.ErrBadCSR, signErrs...)
 }
 
 func TestSignCSRConcurrent(t *testing.T) {
 	ca, dir := testutil.NewCA(t, "example.org")
 	roots := readRoots(t, dir)
 	const n = 16
-	leaves := make([]*identity.Leaf, n)
+	leaves := make([]*meshca.Leaf, n)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -455,7 +456,7 @@ func TestIssueServingIntermediateExpired(t *testing.T) {
 	ca, clk, _ := newClockCA(t)
 	clk.Set(ca.IntermediateExpiry())
 	_, err := ca.IssueServing(identity.ControlPlaneID(td), time.Hour, []string{"localhost"}, nil)
-	checkSentinel(t, err, identity.ErrCAUnavailable, signErrs...)
+	checkSentinel(t, err, meshca.ErrCAUnavailable, signErrs...)
 }
 
 // handshake runs a TLS handshake over loopback TCP between a server
@@ -535,7 +536,7 @@ func TestLeafTLSCertificate(t *testing.T) {
 	pki := newUserPKI(t, 2)
 	certFile, keyFile := writePKI(t, append(slices.Clone(pki.inters), pki.root), pki.key, 0o600)
 	now := t0.Add(time.Hour)
-	ca, err := identity.LoadExternalCA(certFile, keyFile, td, identity.CAOptions{Now: newClock(now).Now})
+	ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: newClock(now).Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,38 +574,5 @@ func TestLeafTLSCertificate(t *testing.T) {
 		if err == nil && len(state.PeerCertificates) != 3 {
 			t.Errorf("%s: client saw %d peer certificates, want 3", hc.name, len(state.PeerCertificates))
 		}
-	}
-}
-
-func TestSPIFFEIDFromCert(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		uris    []string
-		want    string
-		wantErr bool
-	}{
-		{name: "one workload id", uris: []string{"spiffe://example.org/ns/shop/sa/web"}, want: "spiffe://example.org/ns/shop/sa/web"},
-		{name: "trust domain id", uris: []string{"spiffe://example.org"}, want: "spiffe://example.org"},
-		{name: "no URI", wantErr: true},
-		{name: "two URIs", uris: []string{"spiffe://example.org/a", "spiffe://example.org/b"}, wantErr: true},
-		{name: "not spiffe", uris: []string{"https://example.org/a"}, wantErr: true},
-		{name: "uppercase trust domain", uris: []string{"spiffe://Example.org/a"}, wantErr: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			c := &x509.Certificate{}
-			for _, u := range tc.uris {
-				c.URIs = append(c.URIs, mustURL(t, u))
-			}
-			got, err := identity.SPIFFEIDFromCert(c)
-			if tc.wantErr {
-				if err == nil {
-					t.Errorf("SPIFFEIDFromCert(%v) = %v, nil error; want error", tc.uris, got)
-				}
-				return
-			}
-			if err != nil || got.String() != tc.want {
-				t.Errorf("SPIFFEIDFromCert(%v) = %v, %v; want %v", tc.uris, got, err, tc.want)
-			}
-		})
 	}
 }

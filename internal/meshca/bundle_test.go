@@ -1,4 +1,4 @@
-package identity_test
+package meshca_test
 
 import (
 	"crypto/ecdsa"
@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -24,7 +25,7 @@ import (
 func TestLoadCAWithTwoRootsInBundle(t *testing.T) {
 	dir := t.TempDir()
 	td := spiffeid.RequireTrustDomainFromString("trellis.local")
-	ca, _, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{})
+	ca, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestLoadCAWithTwoRootsInBundle(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, identity.RootCertFile), bundle, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	again, created, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{})
+	again, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{})
 	if err != nil || created {
 		t.Fatalf("reload with two roots: created %v, err %v", created, err)
 	}
@@ -54,7 +55,7 @@ func TestSignRefusesNonPositiveTTL(t *testing.T) {
 	id := "spiffe://trellis.local/ns/shop/sa/web"
 	csr, _ := testutil.NewCSR(t, id)
 	for _, ttl := range []time.Duration{0, -time.Hour} {
-		if _, err := ca.SignCSR(csr, spiffeid.RequireFromString(id), ttl); !errors.Is(err, identity.ErrCAUnavailable) {
+		if _, err := ca.SignCSR(csr, spiffeid.RequireFromString(id), ttl); !errors.Is(err, meshca.ErrCAUnavailable) {
 			t.Errorf("SignCSR ttl %s: %v, want ErrCAUnavailable", ttl, err)
 		}
 		if _, err := ca.IssueServing(spiffeid.RequireFromString(id), ttl, nil, nil); err == nil {

@@ -1,14 +1,12 @@
-package identity
+package meshca
 
 import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -20,22 +18,21 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
 // Lifetimes of the CA generated at first start and at every rotation.
 const (
 	RootTTL         = 10 * 365 * 24 * time.Hour
 	IntermediateTTL = 365 * 24 * time.Hour
-	// MaxBackdate is how far before "now" a leaf's NotBefore is set, to
-	// absorb clock skew between the control plane and peers.
-	MaxBackdate = time.Minute
 )
 
 // Files of a generated CA, relative to the data dir. The CA made at first
 // start lives in the flat files below; every rotation or retirement writes
-// a generation directory (see rotate.go) and ca/current names it.
+// a generation directory (see rotate.go) and ca/current names it. The
+// trust bundle (every root, public) is identity.RootCertFile.
 const (
-	RootCertFile         = "ca.crt" // the trust bundle (every root), public
 	caDir                = "ca"
 	rootKeyFile          = "ca/root.key"
 	intermediateCertFile = "ca/intermediate.crt"
@@ -49,7 +46,7 @@ type CA struct {
 	td  spiffeid.TrustDomain
 	now func() time.Time
 	// dataDir is where a generated CA persists; external: the user's CA
-	// (LoadExternalCA), which Trellis cannot rotate.
+	// (LoadExternal), which Trellis cannot rotate.
 	dataDir  string
 	external bool
 
@@ -77,20 +74,20 @@ type caState struct {
 	rootKeyFile string
 }
 
-// CAOptions configures a CA. Zero values mean the documented defaults.
-type CAOptions struct {
+// Options configures a CA. Zero values mean the documented defaults.
+type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
 
-func (o CAOptions) now() func() time.Time {
+func (o Options) now() func() time.Time {
 	if o.Now != nil {
 		return o.Now
 	}
 	return time.Now
 }
 
-// LoadOrCreateCA loads the CA kept under dataDir, creating an ECDSA P-256
+// LoadOrCreate loads the CA kept under dataDir, creating an ECDSA P-256
 // root (10 years) and intermediate (1 year) at first start. Keys are written
 // 0600; the trust bundle (every root) is also written to dataDir/ca.crt for
 // proxies and CLIs to trust. created reports whether a new CA was made.
@@ -98,7 +95,7 @@ func (o CAOptions) now() func() time.Time {
 // A data dir that went through a rotation is loaded from the generation
 // ca/current names; one written before rotations existed (only the flat
 // files) loads as before.
-func LoadOrCreateCA(dataDir string, td spiffeid.TrustDomain, opts CAOptions) (ca *CA, created bool, err error) {
+func LoadOrCreate(dataDir string, td spiffeid.TrustDomain, opts Options) (ca *CA, created bool, err error) {
 	ca = &CA{td: td, now: opts.now(), dataDir: dataDir}
 	gen, err := readCurrentGeneration(dataDir)
 	if err != nil {
@@ -140,19 +137,19 @@ func LoadOrCreateCA(dataDir string, td spiffeid.TrustDomain, opts CAOptions) (ca
 		path string
 		key  crypto.Signer
 	}{{rootKeyFile, rootKey}, {intermediateKeyFile, interKey}} {
-		pemKey, err := EncodeKeyPEM(f.key)
+		pemKey, err := identity.EncodeKeyPEM(f.key)
 		if err != nil {
 			return nil, false, fmt.Errorf("create ca: %w", err)
 		}
-		if err := WriteFileAtomic(filepath.Join(dataDir, f.path), pemKey, 0o600); err != nil {
+		if err := identity.WriteFileAtomic(filepath.Join(dataDir, f.path), pemKey, 0o600); err != nil {
 			return nil, false, fmt.Errorf("create ca: %w", err)
 		}
 	}
-	if err := WriteFileAtomic(filepath.Join(dataDir, RootCertFile), EncodeCertsPEM(root), 0o644); err != nil {
+	if err := identity.WriteFileAtomic(filepath.Join(dataDir, identity.RootCertFile), identity.EncodeCertsPEM(root), 0o644); err != nil {
 		return nil, false, fmt.Errorf("create ca: %w", err)
 	}
 	// The intermediate is written last: its presence marks a complete CA.
-	if err := WriteFileAtomic(interPath, EncodeCertsPEM(inter), 0o644); err != nil {
+	if err := identity.WriteFileAtomic(interPath, identity.EncodeCertsPEM(inter), 0o644); err != nil {
 		return nil, false, fmt.Errorf("create ca: %w", err)
 	}
 	st, err := newCAState([]*x509.Certificate{inter}, interKey, []*x509.Certificate{root}, t)
@@ -174,7 +171,7 @@ func newRootAndIntermediate(td spiffeid.TrustDomain, t time.Time, suffix string)
 	}
 	root, err = createCACert(&x509.Certificate{
 		Subject:   pkix.Name{Organization: []string{"Trellis"}, CommonName: "Trellis root CA " + td.Name() + suffix},
-		NotBefore: t.Add(-MaxBackdate),
+		NotBefore: t.Add(-identity.MaxBackdate),
 		NotAfter:  t.Add(RootTTL),
 		URIs:      []*url.URL{td.ID().URL()},
 	}, nil, rk, rk, -1)
@@ -187,7 +184,7 @@ func newRootAndIntermediate(td spiffeid.TrustDomain, t time.Time, suffix string)
 	}
 	inter, err = createCACert(&x509.Certificate{
 		Subject:   pkix.Name{Organization: []string{"Trellis"}, CommonName: "Trellis intermediate CA " + td.Name() + suffix},
-		NotBefore: t.Add(-MaxBackdate),
+		NotBefore: t.Add(-identity.MaxBackdate),
 		NotAfter:  t.Add(IntermediateTTL),
 		URIs:      []*url.URL{td.ID().URL()},
 	}, root, ik, rk, 0)
@@ -201,15 +198,15 @@ func newRootAndIntermediate(td spiffeid.TrustDomain, t time.Time, suffix string)
 // key under ca/, the trust bundle in ca.crt.
 func loadFlat(dataDir string, now time.Time) (*caState, error) {
 	certFile, keyFile := filepath.Join(dataDir, intermediateCertFile), filepath.Join(dataDir, intermediateKeyFile)
-	chain, err := ReadCertsFile(certFile)
+	chain, err := identity.ReadCertsFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
-	bundle, err := ReadCertsFile(filepath.Join(dataDir, RootCertFile))
+	bundle, err := identity.ReadCertsFile(filepath.Join(dataDir, identity.RootCertFile))
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
-	key, err := ReadKeyFile(keyFile)
+	key, err := identity.ReadKeyFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
@@ -224,18 +221,18 @@ func loadFlat(dataDir string, now time.Time) (*caState, error) {
 	return st, nil
 }
 
-// LoadExternalCA loads an intermediate issued by the user's own PKI.
+// LoadExternal loads an intermediate issued by the user's own PKI.
 // certFile holds the intermediate first, then any further intermediates, and
 // ends with the self-signed root; keyFile holds the intermediate's key (mode
 // 0600). The root is what proxies will trust. An external CA is rotated in
 // the user's PKI, never by Trellis (Rotate and RetireOld refuse).
-func LoadExternalCA(certFile, keyFile string, td spiffeid.TrustDomain, opts CAOptions) (*CA, error) {
+func LoadExternal(certFile, keyFile string, td spiffeid.TrustDomain, opts Options) (*CA, error) {
 	now := opts.now()
-	chain, err := ReadCertsFile(certFile)
+	chain, err := identity.ReadCertsFile(certFile)
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
-	key, err := ReadKeyFile(keyFile)
+	key, err := identity.ReadKeyFile(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load ca: %w", err)
 	}
@@ -292,10 +289,10 @@ func newCAState(chain []*x509.Certificate, key crypto.Signer, roots []*x509.Cert
 	} else if err := verifyChain(issuer, chain[1:], []*x509.Certificate{active}, now); err != nil {
 		return nil, err
 	}
-	st := &caState{issuer: issuer, key: key, intermediates: chain, roots: roots, active: active, pool: x509.NewCertPool(), issuerID: CertID(issuer)}
+	st := &caState{issuer: issuer, key: key, intermediates: chain, roots: roots, active: active, pool: x509.NewCertPool(), issuerID: identity.CertID(issuer)}
 	for _, r := range roots {
 		st.pool.AddCert(r)
-		st.rootIDs = append(st.rootIDs, CertID(r))
+		st.rootIDs = append(st.rootIDs, identity.CertID(r))
 	}
 	return st, nil
 }
@@ -350,13 +347,6 @@ func randomSerial() (*big.Int, error) {
 	return n.Add(n, big.NewInt(1)), nil
 }
 
-// CertID names a certificate the way the config stream does (Snapshot.issuer,
-// Report.cert_issuer, Report.trust_roots): hex SHA-256 of its DER.
-func CertID(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
-}
-
 func (ca *CA) current() *caState { return ca.state.Load() }
 
 // TrustDomain is the trust domain the CA issues identities in.
@@ -370,7 +360,7 @@ func (ca *CA) Roots() []*x509.Certificate { return ca.current().roots }
 // rotation or retirement. The caller must not modify it.
 func (ca *CA) RootPool() *x509.CertPool { return ca.current().pool }
 
-// RootIDs returns CertID of every root, in Roots order.
+// RootIDs returns identity.CertID of every root, in Roots order.
 func (ca *CA) RootIDs() []string { return ca.current().rootIDs }
 
 // ActiveRoot is the root the signing intermediate chains to.
@@ -382,13 +372,19 @@ func (ca *CA) ActiveRoot() *x509.Certificate { return ca.current().active }
 // leaves. The caller must not modify it.
 func (ca *CA) Intermediates() []*x509.Certificate { return ca.current().intermediates }
 
-// IssuerID is CertID of the intermediate that signs leaves now.
+// IssuerID is identity.CertID of the intermediate that signs leaves now.
 func (ca *CA) IssuerID() string { return ca.current().issuerID }
 
 // IntermediateExpiry is when the signing certificate expires; leaves are
 // never issued past it.
 func (ca *CA) IntermediateExpiry() time.Time { return ca.current().issuer.NotAfter }
 
-// External reports whether the CA is the user's (LoadExternalCA), which
+// External reports whether the CA is the user's (LoadExternal), which
 // Trellis cannot rotate.
 func (ca *CA) External() bool { return ca.external }
+
+func publicKeyEqual(a crypto.PublicKey, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	ea, ok := a.(equaler)
+	return ok && ea.Equal(b)
+}

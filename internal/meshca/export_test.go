@@ -1,4 +1,4 @@
-package identity
+package meshca
 
 // SetCommitHook makes every step of ca's next rotation or retirement call
 // hook (steps "generation-written", "switched"); an error stops the write

@@ -1,4 +1,4 @@
-package identity
+package meshca
 
 import (
 	"crypto"
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
 // Typed signing errors; the gRPC edge maps them to status codes.
@@ -40,7 +42,7 @@ type Leaf struct {
 // SignCSR checks that csrDER is a well-formed, self-signed CSR asking for
 // exactly the identity want (one URI SAN, nothing else) and signs a leaf
 // valid for ttl (capped at the intermediate's expiry), backdated by
-// MaxBackdate for clock skew.
+// identity.MaxBackdate for clock skew.
 func (ca *CA) SignCSR(csrDER []byte, want spiffeid.ID, ttl time.Duration) (*Leaf, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("%w: leaf lifetime %s must be positive", ErrCAUnavailable, ttl)
@@ -78,7 +80,7 @@ func (ca *CA) sign(pub crypto.PublicKey, id spiffeid.ID, ttl time.Duration, dnsN
 	if !now.Before(st.issuer.NotAfter) {
 		return nil, fmt.Errorf("%w: intermediate expired at %s", ErrCAUnavailable, st.issuer.NotAfter.Format(time.RFC3339))
 	}
-	notBefore := now.Add(-MaxBackdate)
+	notBefore := now.Add(-identity.MaxBackdate)
 	if notBefore.Before(st.issuer.NotBefore) {
 		notBefore = st.issuer.NotBefore
 	}
@@ -155,12 +157,4 @@ func (l *Leaf) TLSCertificate(key crypto.Signer) *tls.Certificate {
 		c.Certificate = append(c.Certificate, i.Raw)
 	}
 	return c
-}
-
-// SPIFFEIDFromCert returns the single SPIFFE URI SAN of a certificate.
-func SPIFFEIDFromCert(c *x509.Certificate) (spiffeid.ID, error) {
-	if len(c.URIs) != 1 {
-		return spiffeid.ID{}, fmt.Errorf("certificate has %d URI SANs, want exactly one SPIFFE ID", len(c.URIs))
-	}
-	return spiffeid.FromURI(c.URIs[0])
 }

@@ -1,11 +1,9 @@
-package identity_test
+package meshca_test
 
 import (
-	"crypto/elliptic"
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -34,18 +32,4 @@ func BenchmarkSignCSRParallel(b *testing.B) {
 			}
 		}
 	})
-}
-
-func BenchmarkVerifyToken(b *testing.B) {
-	a := identity.NewTokenAuthority(mustECDSA(b, elliptic.P256()), td, identity.CAOptions{})
-	tok, _, err := a.Issue("web", "shop", "web", time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := a.Verify(tok); err != nil {
-			b.Fatal(err)
-		}
-	}
 }

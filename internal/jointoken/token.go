@@ -1,4 +1,4 @@
-package identity
+package jointoken
 
 import (
 	"crypto/ecdsa"
@@ -14,27 +14,29 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
 const (
 	tokenKeyFile  = "ca/token-signing.key"
 	tokenIssuer   = "trellis-control"
 	tokenAudience = "trellis-identity"
-	// MaxTokenTTL bounds join token lifetimes.
-	MaxTokenTTL = 365 * 24 * time.Hour
+	// MaxTTL bounds join token lifetimes.
+	MaxTTL = 365 * 24 * time.Hour
 )
 
 // Typed token errors; the gRPC edge maps them to status codes.
 var (
-	// ErrTokenInvalid: malformed, badly signed, wrong issuer/audience, or
+	// ErrInvalid: malformed, badly signed, wrong issuer/audience, or
 	// claims that do not name one workload identity.
-	ErrTokenInvalid = errors.New("join token invalid")
-	// ErrTokenExpired: expired or not yet valid.
-	ErrTokenExpired = errors.New("join token expired")
+	ErrInvalid = errors.New("join token invalid")
+	// ErrExpired: expired or not yet valid.
+	ErrExpired = errors.New("join token expired")
 )
 
-// TokenClaims is what a verified join token entitles its bearer to.
-type TokenClaims struct {
+// Claims is what a verified join token entitles its bearer to.
+type Claims struct {
 	ID             string      `json:"id"`
 	SPIFFEID       spiffeid.ID `json:"-"`
 	Service        string      `json:"service"`
@@ -51,21 +53,21 @@ type jwtClaims struct {
 	ServiceAccount string `json:"sa"`
 }
 
-// TokenAuthority issues and verifies join tokens with an ECDSA P-256 key
+// Authority issues and verifies join tokens with an ECDSA P-256 key
 // (ES256). It is safe for concurrent use.
-type TokenAuthority struct {
+type Authority struct {
 	td  spiffeid.TrustDomain
 	now func() time.Time
 	key *ecdsa.PrivateKey
 	kid string
 }
 
-// LoadOrCreateTokenAuthority loads the token signing key under dataDir,
+// LoadOrCreate loads the token signing key under dataDir,
 // creating it (0600) at first start.
-func LoadOrCreateTokenAuthority(dataDir string, td spiffeid.TrustDomain, opts CAOptions) (*TokenAuthority, error) {
+func LoadOrCreate(dataDir string, td spiffeid.TrustDomain, opts Options) (*Authority, error) {
 	path := filepath.Join(dataDir, tokenKeyFile)
 	var key *ecdsa.PrivateKey
-	signer, err := ReadKeyFile(path)
+	signer, err := identity.ReadKeyFile(path)
 	switch {
 	case err == nil:
 		k, ok := signer.(*ecdsa.PrivateKey)
@@ -81,39 +83,39 @@ func LoadOrCreateTokenAuthority(dataDir string, td spiffeid.TrustDomain, opts CA
 		if err != nil {
 			return nil, fmt.Errorf("create token key: %w", err)
 		}
-		pemKey, err := EncodeKeyPEM(key)
+		pemKey, err := identity.EncodeKeyPEM(key)
 		if err != nil {
 			return nil, fmt.Errorf("create token key: %w", err)
 		}
-		if err := WriteFileAtomic(path, pemKey, 0o600); err != nil {
+		if err := identity.WriteFileAtomic(path, pemKey, 0o600); err != nil {
 			return nil, fmt.Errorf("create token key: %w", err)
 		}
 	default:
 		return nil, fmt.Errorf("load token key: %w", err)
 	}
-	return NewTokenAuthority(key, td, opts), nil
+	return New(key, td, opts), nil
 }
 
-// NewTokenAuthority wraps an existing signing key.
-func NewTokenAuthority(key *ecdsa.PrivateKey, td spiffeid.TrustDomain, opts CAOptions) *TokenAuthority {
+// New wraps an existing signing key.
+func New(key *ecdsa.PrivateKey, td spiffeid.TrustDomain, opts Options) *Authority {
 	pub, _ := key.PublicKey.ECDH()
 	sum := sha256.Sum256(pub.Bytes())
-	return &TokenAuthority{td: td, now: opts.now(), key: key, kid: hex.EncodeToString(sum[:8])}
+	return &Authority{td: td, now: opts.now(), key: key, kid: hex.EncodeToString(sum[:8])}
 }
 
 // Issue signs a join token for spiffe://<td>/ns/<namespace>/sa/<serviceAccount>
 // valid for ttl, with a random unique ID.
-func (a *TokenAuthority) Issue(service, namespace, serviceAccount string, ttl time.Duration) (string, TokenClaims, error) {
-	if ttl <= 0 || ttl > MaxTokenTTL {
-		return "", TokenClaims{}, fmt.Errorf("issue token: ttl %s out of range (0, %s]", ttl, MaxTokenTTL)
+func (a *Authority) Issue(service, namespace, serviceAccount string, ttl time.Duration) (string, Claims, error) {
+	if ttl <= 0 || ttl > MaxTTL {
+		return "", Claims{}, fmt.Errorf("issue token: ttl %s out of range (0, %s]", ttl, MaxTTL)
 	}
-	id, err := WorkloadID(a.td, namespace, serviceAccount)
+	id, err := identity.WorkloadID(a.td, namespace, serviceAccount)
 	if err != nil {
-		return "", TokenClaims{}, fmt.Errorf("issue token: %w", err)
+		return "", Claims{}, fmt.Errorf("issue token: %w", err)
 	}
 	var raw [16]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return "", TokenClaims{}, fmt.Errorf("issue token: %w", err)
+		return "", Claims{}, fmt.Errorf("issue token: %w", err)
 	}
 	now := a.now().Truncate(time.Second)
 	c := jwtClaims{
@@ -122,7 +124,7 @@ func (a *TokenAuthority) Issue(service, namespace, serviceAccount string, ttl ti
 			Subject:   id.String(),
 			Audience:  jwt.ClaimStrings{tokenAudience},
 			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-			NotBefore: jwt.NewNumericDate(now.Add(-MaxBackdate)),
+			NotBefore: jwt.NewNumericDate(now.Add(-identity.MaxBackdate)),
 			IssuedAt:  jwt.NewNumericDate(now),
 			ID:        hex.EncodeToString(raw[:]),
 		},
@@ -134,14 +136,14 @@ func (a *TokenAuthority) Issue(service, namespace, serviceAccount string, ttl ti
 	t.Header["kid"] = a.kid
 	s, err := t.SignedString(a.key)
 	if err != nil {
-		return "", TokenClaims{}, fmt.Errorf("issue token: %w", err)
+		return "", Claims{}, fmt.Errorf("issue token: %w", err)
 	}
-	return s, TokenClaims{ID: c.ID, SPIFFEID: id, Service: service, Namespace: namespace, ServiceAccount: serviceAccount, IssuedAt: now, ExpiresAt: now.Add(ttl)}, nil
+	return s, Claims{ID: c.ID, SPIFFEID: id, Service: service, Namespace: namespace, ServiceAccount: serviceAccount, IssuedAt: now, ExpiresAt: now.Add(ttl)}, nil
 }
 
 // Verify checks a token's signature, issuer, audience and validity window and
 // returns the identity it entitles. Revocation is the caller's check, by ID.
-func (a *TokenAuthority) Verify(token string) (TokenClaims, error) {
+func (a *Authority) Verify(token string) (Claims, error) {
 	var c jwtClaims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return &a.key.PublicKey, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodES256.Alg()}),
@@ -152,24 +154,37 @@ func (a *TokenAuthority) Verify(token string) (TokenClaims, error) {
 	)
 	if err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) || errors.Is(err, jwt.ErrTokenNotValidYet) {
-			return TokenClaims{}, fmt.Errorf("%w: %v", ErrTokenExpired, err)
+			return Claims{}, fmt.Errorf("%w: %v", ErrExpired, err)
 		}
-		return TokenClaims{}, fmt.Errorf("%w: %v", ErrTokenInvalid, err)
+		return Claims{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	// iat is checked here, not with jwt.WithIssuedAt: that allows no skew,
-	// defeating the MaxBackdate that nbf is backdated by.
+	// defeating the identity.MaxBackdate that nbf is backdated by.
 	if c.IssuedAt == nil {
-		return TokenClaims{}, fmt.Errorf("%w: no iat claim", ErrTokenInvalid)
+		return Claims{}, fmt.Errorf("%w: no iat claim", ErrInvalid)
 	}
-	if c.IssuedAt.After(a.now().Add(MaxBackdate)) {
-		return TokenClaims{}, fmt.Errorf("%w: issued in the future, at %s", ErrTokenExpired, c.IssuedAt.Format(time.RFC3339))
+	if c.IssuedAt.After(a.now().Add(identity.MaxBackdate)) {
+		return Claims{}, fmt.Errorf("%w: issued in the future, at %s", ErrExpired, c.IssuedAt.Format(time.RFC3339))
 	}
-	id, ns, sa, err := ParseWorkloadID(c.Subject)
+	id, ns, sa, err := identity.ParseWorkloadID(c.Subject)
 	if err != nil || id.TrustDomain() != a.td || ns != c.Namespace || sa != c.ServiceAccount || c.ID == "" || c.Service == "" {
-		return TokenClaims{}, fmt.Errorf("%w: claims do not name one workload identity in trust domain %s", ErrTokenInvalid, a.td)
+		return Claims{}, fmt.Errorf("%w: claims do not name one workload identity in trust domain %s", ErrInvalid, a.td)
 	}
-	return TokenClaims{
+	return Claims{
 		ID: c.ID, SPIFFEID: id, Service: c.Service, Namespace: ns, ServiceAccount: sa,
 		IssuedAt: c.IssuedAt.Time, ExpiresAt: c.ExpiresAt.Time,
 	}, nil
+}
+
+// Options configures an Authority. Zero values mean the documented defaults.
+type Options struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (o Options) now() func() time.Time {
+	if o.Now != nil {
+		return o.Now
+	}
+	return time.Now
 }

@@ -1,4 +1,4 @@
-package identity_test
+package meshca_test
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -95,7 +96,7 @@ func TestLoadOrCreateCAFirstStart(t *testing.T) {
 		if got, want := root.NotBefore, t0.Add(-identity.MaxBackdate); !got.Equal(want) {
 			t.Errorf("root NotBefore = %v, want %v", got, want)
 		}
-		if got, want := root.NotAfter, t0.Add(identity.RootTTL); !got.Equal(want) {
+		if got, want := root.NotAfter, t0.Add(meshca.RootTTL); !got.Equal(want) {
 			t.Errorf("root NotAfter = %v, want %v", got, want)
 		}
 		if got := root.NotAfter.Sub(t0); got < 3650*24*time.Hour || got > 3653*24*time.Hour {
@@ -129,7 +130,7 @@ func TestLoadOrCreateCAFirstStart(t *testing.T) {
 		if got, want := inter.NotBefore, t0.Add(-identity.MaxBackdate); !got.Equal(want) {
 			t.Errorf("intermediate NotBefore = %v, want %v", got, want)
 		}
-		if got, want := inter.NotAfter, t0.Add(identity.IntermediateTTL); !got.Equal(want) {
+		if got, want := inter.NotAfter, t0.Add(meshca.IntermediateTTL); !got.Equal(want) {
 			t.Errorf("intermediate NotAfter = %v, want %v", got, want)
 		}
 		if got := inter.NotAfter.Sub(t0); got < 365*24*time.Hour || got > 366*24*time.Hour {
@@ -161,7 +162,7 @@ func TestLoadOrCreateCASecondStart(t *testing.T) {
 
 	// A restart two hours later, with its own clock.
 	later := newClock(t0.Add(2 * time.Hour))
-	second, created, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{Now: later.Now})
+	second, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: later.Now})
 	if err != nil {
 		t.Fatalf("second LoadOrCreateCA: %v", err)
 	}
@@ -207,7 +208,7 @@ func TestLoadOrCreateCAClock(t *testing.T) {
 		time.Date(2042, time.July, 9, 12, 30, 0, 0, time.UTC),
 	} {
 		clk := newClock(start)
-		ca, _, err := identity.LoadOrCreateCA(t.TempDir(), td, identity.CAOptions{Now: clk.Now})
+		ca, _, err := meshca.LoadOrCreate(t.TempDir(), td, meshca.Options{Now: clk.Now})
 		if err != nil {
 			t.Fatalf("LoadOrCreateCA at %v: %v", start, err)
 		}
@@ -225,7 +226,7 @@ func TestLoadOrCreateCAReal(t *testing.T) {
 	if got := ca.Roots()[0].NotBefore; got.After(before) || before.Sub(got) > identity.MaxBackdate+time.Minute {
 		t.Errorf("root NotBefore = %v, want about %v (nil Now means time.Now)", got, before.Add(-identity.MaxBackdate))
 	}
-	_, created, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{})
+	_, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{})
 	if err != nil || created {
 		t.Errorf("reload: created=%v err=%v, want false, nil", created, err)
 	}
@@ -281,7 +282,7 @@ func TestLoadOrCreateCAErrors(t *testing.T) {
 		{
 			name:    "intermediate expired",
 			corrupt: func(t *testing.T, dir string) {},
-			now:     t0.Add(identity.IntermediateTTL + time.Second),
+			now:     t0.Add(meshca.IntermediateTTL + time.Second),
 			wantMsg: "expired",
 		},
 	} {
@@ -292,7 +293,7 @@ func TestLoadOrCreateCAErrors(t *testing.T) {
 			if now.IsZero() {
 				now = t0
 			}
-			ca, created, err := identity.LoadOrCreateCA(dir, td, identity.CAOptions{Now: newClock(now).Now})
+			ca, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: newClock(now).Now})
 			if err == nil {
 				t.Fatalf("LoadOrCreateCA = %v, created=%v, nil error; want error containing %q", ca, created, tc.wantMsg)
 			}
@@ -398,7 +399,7 @@ func TestLoadExternalCA(t *testing.T) {
 		pki := newUserPKI(t, depth)
 		certFile, keyFile := writePKI(t, append(slices.Clone(pki.inters), pki.root), pki.key, 0o600)
 		clk := newClock(t0)
-		ca, err := identity.LoadExternalCA(certFile, keyFile, td, identity.CAOptions{Now: clk.Now})
+		ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: clk.Now})
 		if err != nil {
 			t.Fatalf("depth %d: LoadExternalCA: %v", depth, err)
 		}
@@ -497,7 +498,7 @@ func TestLoadExternalCAErrors(t *testing.T) {
 			if now.IsZero() {
 				now = t0
 			}
-			ca, err := identity.LoadExternalCA(certFile, keyFile, td, identity.CAOptions{Now: newClock(now).Now})
+			ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: newClock(now).Now})
 			if err == nil {
 				t.Fatalf("LoadExternalCA = %v, nil error; want error containing %q", ca, tc.wantMsg)
 			}
