@@ -2,13 +2,17 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/logging"
+	"github.com/trellismesh/trellis/internal/store"
+	"github.com/trellismesh/trellis/internal/store/bolt"
 )
 
 // logFlags are --log-level and --log-format, on every long-running role.
@@ -59,13 +63,20 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags) error 
 		return userError("%v", err)
 	}
 	cfg.Logger = log
+	st, err := openStore(cfg.DataDir)
+	if err != nil {
+		return userError("control: %v", err)
+	}
+	cfg.Store = st
 	ctx := cmd.Context()
 	srv, err := controlplane.New(ctx, cfg)
 	if err != nil {
+		_ = st.Close()
 		return userError("control: %v", err)
 	}
 	if err := srv.Start(); err != nil {
 		_ = srv.Close(context.Background())
+		_ = st.Close()
 		return userError("control: %v", err)
 	}
 	var serveErr error
@@ -75,11 +86,29 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags) error 
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var errs []error
 	if err := srv.Close(shutdown); err != nil {
-		return fmt.Errorf("control: %w", err)
+		errs = append(errs, fmt.Errorf("control: %w", err))
+	}
+	if err := st.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("control: close store: %w", err))
 	}
 	if serveErr != nil {
-		return fmt.Errorf("control: %w", serveErr)
+		errs = append(errs, fmt.Errorf("control: %w", serveErr))
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// openStore opens the control plane's store: the bolt file
+// DATA_DIR/state.db. This is where the command line picks a backend; the
+// control plane itself only knows store.Store.
+func openStore(dataDir string) (store.Store, error) {
+	if err := controlplane.PrepareDataDir(dataDir); err != nil {
+		return nil, err
+	}
+	st, err := bolt.Open(filepath.Join(dataDir, controlplane.StoreFile), bolt.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	return st, nil
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/store"
 )
 
 // Defaults for Config's zero values.
@@ -40,9 +42,15 @@ var DefaultVIPRange = netip.MustParsePrefix("240.240.0.0/16")
 
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
-	// DataDir holds the store, CA keys, admin.token and ca.crt. Required;
-	// created 0700.
+	// DataDir holds the CA keys, admin.token and ca.crt (and, by the
+	// command line's choice, the bolt store at DataDir/StoreFile).
+	// Required; created 0700.
 	DataDir string
+	// Store holds the desired state (resources, join tokens, the trust
+	// domain, VIPs, the saved registry). Required. The caller opens it and
+	// closes it after Close has returned (or after New failed): the
+	// server never closes it. One store serves one server at a time.
+	Store store.Store
 	// GRPCAddr is the TLS gRPC listener for proxies (default 127.0.0.1:15012;
 	// port 0 picks a free port, see Server.GRPCAddr).
 	GRPCAddr string
@@ -137,9 +145,13 @@ func (c *Config) setDefaults() {
 	}
 }
 
+// errDataDirRequired is the answer to an empty --data-dir, from validate
+// and from PrepareDataDir.
+var errDataDirRequired = errors.New("--data-dir is required: a directory for the store, CA keys and admin token")
+
 func (c *Config) validate() error {
 	if c.DataDir == "" {
-		return errors.New("--data-dir is required: a directory for the store, CA keys and admin token")
+		return errDataDirRequired
 	}
 	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", c.GRPCAddr}, {"--api-addr", c.APIAddr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
@@ -168,6 +180,9 @@ func (c *Config) validate() error {
 	}
 	if err := validateVIPRange(c.VIPRange); err != nil {
 		return err
+	}
+	if c.Store == nil {
+		return errors.New("config: no Store: open a backend (the command line opens bolt at DATA_DIR/" + StoreFile + ") and pass it")
 	}
 	return nil
 }

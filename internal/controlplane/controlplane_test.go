@@ -324,7 +324,9 @@ func TestTrustDomainIsFixed(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cp")
 	cp := cptest.StartControlPlane(t, controlplane.Config{DataDir: dir, TrustDomain: "a.example"})
 	cp.Stop(t)
-	_, err := controlplane.New(context.Background(), controlplane.Config{DataDir: dir, TrustDomain: "b.example", GRPCAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Logger: testutil.Logger(t)})
+	st := cptest.OpenStore(t, dir)
+	defer st.Close()
+	_, err := controlplane.New(context.Background(), controlplane.Config{DataDir: dir, Store: st, TrustDomain: "b.example", GRPCAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", Logger: testutil.Logger(t)})
 	if err == nil || !strings.Contains(err.Error(), `"b.example"`) || !strings.Contains(err.Error(), `"a.example"`) || !strings.Contains(err.Error(), "--trust-domain") {
 		t.Errorf("restart with another trust domain: %v, want an error naming both and the flag", err)
 	}
@@ -332,15 +334,22 @@ func TestTrustDomainIsFixed(t *testing.T) {
 
 func TestConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
-		cfg  controlplane.Config
-		want string
+		cfg     controlplane.Config
+		noStore bool
+		want    string
 	}{
-		{controlplane.Config{}, "--data-dir is required"},
-		{controlplane.Config{DataDir: t.TempDir(), GRPCAddr: "nope"}, "--grpc-addr"},
-		{controlplane.Config{DataDir: t.TempDir(), APIAddr: "nope"}, "--api-addr"},
-		{controlplane.Config{DataDir: t.TempDir(), CACertFile: "x.pem"}, "--ca-cert and --ca-key"},
-		{controlplane.Config{DataDir: t.TempDir(), TrustDomain: "Not A Domain"}, "--trust-domain"},
+		{controlplane.Config{}, false, "--data-dir is required"},
+		{controlplane.Config{DataDir: t.TempDir(), GRPCAddr: "nope"}, false, "--grpc-addr"},
+		{controlplane.Config{DataDir: t.TempDir(), APIAddr: "nope"}, false, "--api-addr"},
+		{controlplane.Config{DataDir: t.TempDir(), CACertFile: "x.pem"}, false, "--ca-cert and --ca-key"},
+		{controlplane.Config{DataDir: t.TempDir(), TrustDomain: "Not A Domain"}, false, "--trust-domain"},
+		{controlplane.Config{DataDir: t.TempDir()}, true, "no Store"},
 	} {
+		if tc.cfg.DataDir != "" && !tc.noStore {
+			st := cptest.OpenStore(t, tc.cfg.DataDir)
+			defer st.Close()
+			tc.cfg.Store = st
+		}
 		tc.cfg.Logger = testutil.Logger(t)
 		_, err := controlplane.New(context.Background(), tc.cfg)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -372,5 +381,30 @@ func TestCreateTokenErrors(t *testing.T) {
 	}
 	if _, err := c.RevokeToken(context.Background(), "no-such-id"); !adminapi.IsUserError(err) {
 		t.Errorf("revoke unknown id: %v, want 404", err)
+	}
+}
+
+// TestInjectedStore: the control plane keeps its state in the store it is
+// given and leaves it open for its owner after Close.
+func TestInjectedStore(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cp")
+	st := cptest.OpenStore(t, dir)
+	defer st.Close()
+	cp := cptest.StartControlPlane(t, controlplane.Config{DataDir: dir, Store: st})
+	if _, err := cp.Client(t).Apply(context.Background(), decode(t, policyYAML), false); err != nil {
+		t.Fatal(err)
+	}
+	cp.Stop(t)
+
+	kvs, _, err := st.List(context.Background(), "/resources/")
+	if err != nil {
+		t.Fatalf("List after Close: %v, want the store still open", err)
+	}
+	found := false
+	for _, kv := range kvs {
+		found = found || strings.HasSuffix(kv.Key, "/shop/frontend-reads-catalog")
+	}
+	if !found {
+		t.Errorf("applied policy not in the injected store; keys: %v", kvs)
 	}
 }

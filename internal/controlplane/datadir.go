@@ -15,12 +15,19 @@ import (
 // Files in the data dir.
 const (
 	AdminTokenFile = adminhttp.TokenFile
-	storeFile      = "state.db"
+	// StoreFile is where the command line keeps the default (bolt) store
+	// in the data dir.
+	StoreFile      = "state.db"
 	trustDomainKey = "/meta/trust-domain"
 )
 
-// prepareDataDir creates the data dir 0700, or tightens an existing one.
-func prepareDataDir(dir string) error {
+// PrepareDataDir creates the data dir 0700, or tightens an existing one.
+// New does it too; a caller that keeps its store in the data dir calls it
+// before opening the store.
+func PrepareDataDir(dir string) error {
+	if dir == "" {
+		return errDataDirRequired
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}

@@ -1,7 +1,9 @@
-// Package controlplane is `trellis control`: it owns desired state in a
-// store, runs the mesh CA and the join-token authority, serves the identity
-// gRPC API and the config stream (registry, snapshot builder, push) to
-// proxies, and the HTTP admin API to the CLI.
+// Package controlplane is `trellis control`: it keeps desired state in the
+// store.Store it is given (Config.Store; it never opens or closes one and
+// must not import a backend such as store/bolt), runs the mesh CA and the
+// join-token authority, serves the identity gRPC API and the config stream
+// (registry, snapshot builder, push) to proxies, and the HTTP admin API to
+// the CLI.
 //
 // A Server is self-contained (no process-global state), so tests run several
 // in one process. Only the CLI wiring and tests import this package; the proxy

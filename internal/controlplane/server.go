@@ -23,7 +23,6 @@ import (
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/store"
-	"github.com/trellismesh/trellis/internal/store/bolt"
 )
 
 // streamDrainTimeout bounds how long Close waits for RPCs to finish after
@@ -60,25 +59,17 @@ type Server struct {
 	serveErr chan error
 }
 
-// New prepares a control plane: data dir, store, trust domain, CA, token
-// authority and admin token. It does not listen yet.
-func New(ctx context.Context, cfg Config) (_ *Server, err error) {
+// New prepares a control plane on cfg.Store: data dir, trust domain, CA,
+// token authority and admin token. It does not listen yet.
+func New(ctx context.Context, cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if err := prepareDataDir(cfg.DataDir); err != nil {
+	if err := PrepareDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	st, err := bolt.Open(filepath.Join(cfg.DataDir, storeFile), bolt.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			st.Close()
-		}
-	}()
+	st := cfg.Store
 	td, err := fixTrustDomain(ctx, st, cfg.DataDir, cfg.TrustDomain)
 	if err != nil {
 		return nil, err
@@ -277,7 +268,8 @@ func (s *Server) metricsHandler() http.Handler {
 	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
 }
 
-// Close stops serving (gracefully, bounded by ctx) and closes the store.
+// Close stops serving (gracefully, bounded by ctx). It leaves Config.Store
+// open: it belongs to the caller.
 func (s *Server) Close(ctx context.Context) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
@@ -313,9 +305,6 @@ func (s *Server) Close(ctx context.Context) error {
 	s.wg.Wait()
 	if err := s.audit.close(); err != nil {
 		s.log.Error("close audit log", "err", err)
-	}
-	if err := s.store.Close(); err != nil {
-		return fmt.Errorf("close store: %w", err)
 	}
 	s.log.Info("control plane stopped")
 	return nil

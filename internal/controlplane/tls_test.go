@@ -119,7 +119,10 @@ func TestExternalIntermediate(t *testing.T) {
 
 	// A key that does not match is refused with a message naming the files.
 	_, otherKey, _ := writeUserPKI(t, t.TempDir())
-	_, err = controlplane.New(context.Background(), controlplane.Config{DataDir: t.TempDir(), CACertFile: certFile, CAKeyFile: otherKey, Logger: testutil.Logger(t)})
+	dir := t.TempDir()
+	st := cptest.OpenStore(t, dir)
+	defer st.Close()
+	_, err = controlplane.New(context.Background(), controlplane.Config{DataDir: dir, Store: st, CACertFile: certFile, CAKeyFile: otherKey, Logger: testutil.Logger(t)})
 	if err == nil || !strings.Contains(err.Error(), "does not match") {
 		t.Errorf("mismatched key: %v, want 'does not match'", err)
 	}

@@ -225,7 +225,9 @@ func TestValidateVIPRange(t *testing.T) {
 			t.Errorf("%s: got %v, want an error naming --vip-range and saying %q", tc.in, err, tc.err)
 		}
 	}
-	cfg := Config{DataDir: "x"}
+	st := openVIPStore(t, filepath.Join(t.TempDir(), "state.db"))
+	defer st.Close()
+	cfg := Config{DataDir: "x", Store: st}
 	cfg.setDefaults()
 	if cfg.VIPRange != DefaultVIPRange || cfg.validate() != nil {
 		t.Errorf("zero VIPRange: got %s (%v), want the default %s", cfg.VIPRange, cfg.validate(), DefaultVIPRange)

@@ -19,6 +19,8 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/store"
+	"github.com/trellismesh/trellis/internal/store/bolt"
 )
 
 // DefaultBasePort puts the control plane on its usual ports (15012, 15014)
@@ -46,6 +48,7 @@ type Mesh struct {
 	opts     Options
 	DataDir  string
 	Control  *controlplane.Server
+	store    store.Store // the control plane's; closed by Stop after it
 	Proxies  map[string]*proxy.Proxy
 	Frontend string // URL of the frontend application
 	servers  []*http.Server
@@ -95,8 +98,14 @@ func Start(ctx context.Context, opts Options) (_ *Mesh, err error) {
 		}
 		m.DataDir = filepath.Join(m.tmpDir, "control")
 	}
+	if err := controlplane.PrepareDataDir(m.DataDir); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if m.store, err = bolt.Open(filepath.Join(m.DataDir, controlplane.StoreFile), bolt.Options{}); err != nil {
+		return nil, fmt.Errorf("demo: open store: %w", err)
+	}
 	m.Control, err = controlplane.New(ctx, controlplane.Config{
-		DataDir: m.DataDir, GRPCAddr: m.port(12), APIAddr: m.port(14), Logger: opts.Logger.With("component", "control"),
+		DataDir: m.DataDir, Store: m.store, GRPCAddr: m.port(12), APIAddr: m.port(14), Logger: opts.Logger.With("component", "control"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
@@ -254,6 +263,9 @@ func (m *Mesh) Stop(ctx context.Context) error {
 	}
 	if m.Control != nil {
 		errs = append(errs, m.Control.Close(ctx))
+	}
+	if m.store != nil {
+		errs = append(errs, m.store.Close())
 	}
 	if m.tmpDir != "" {
 		errs = append(errs, os.RemoveAll(m.tmpDir))

@@ -1,6 +1,7 @@
-// Package storetest is a conformance suite for store.Store backends. A
-// backend's tests call Run with a function that opens a fresh, empty store;
-// only tests should import this package.
+// Package storetest is the conformance suite for store.Store backends: the
+// contract every backend must pass (store/bolt's TestConformance runs it).
+// A backend's tests call Run with a function that opens a fresh, empty
+// store; only tests should import this package.
 package storetest
 
 import (

@@ -13,6 +13,8 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/store"
+	"github.com/trellismesh/trellis/internal/store/bolt"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -21,11 +23,17 @@ type ControlPlane struct {
 	*controlplane.Server
 	DataDir string
 	Token   string
+	// Store is the control plane's store. When StartControlPlane opened it
+	// (cfg.Store was nil), Stop closes it after the server.
+	Store     store.Store
+	ownsStore bool
 }
 
-// StartControlPlane starts a control plane with its data in dataDir (a new
-// temp dir when empty) on free loopback ports, and stops it when the test
-// ends. cfg's DataDir, addresses and Logger are filled in when empty.
+// StartControlPlane starts a control plane with its data in cfg.DataDir (a
+// new temp dir when empty) on free loopback ports, and stops it when the
+// test ends. cfg's DataDir, addresses and Logger are filled in when empty;
+// a nil cfg.Store means the bolt store DataDir/state.db, as `trellis
+// control` opens it.
 func StartControlPlane(t testing.TB, cfg controlplane.Config) *ControlPlane {
 	t.Helper()
 	if cfg.DataDir == "" {
@@ -40,15 +48,23 @@ func StartControlPlane(t testing.TB, cfg controlplane.Config) *ControlPlane {
 	if cfg.Logger == nil {
 		cfg.Logger = testutil.Logger(t)
 	}
+	owns := cfg.Store == nil
+	if owns {
+		cfg.Store = OpenStore(t, cfg.DataDir)
+	}
 	srv, err := controlplane.New(context.Background(), cfg)
+	if err == nil {
+		if err = srv.Start(); err != nil {
+			_ = srv.Close(context.Background())
+		}
+	}
 	if err != nil {
+		if owns {
+			_ = cfg.Store.Close()
+		}
 		t.Fatalf("start control plane: %v", err)
 	}
-	if err := srv.Start(); err != nil {
-		_ = srv.Close(context.Background())
-		t.Fatalf("start control plane: %v", err)
-	}
-	cp := &ControlPlane{Server: srv, DataDir: cfg.DataDir}
+	cp := &ControlPlane{Server: srv, DataDir: cfg.DataDir, Store: cfg.Store, ownsStore: owns}
 	t.Cleanup(func() { cp.Stop(t) })
 	tok, err := os.ReadFile(filepath.Join(cfg.DataDir, controlplane.AdminTokenFile))
 	if err != nil {
@@ -58,13 +74,34 @@ func StartControlPlane(t testing.TB, cfg controlplane.Config) *ControlPlane {
 	return cp
 }
 
-// Stop stops the control plane; calling it twice is fine.
+// OpenStore opens the bolt store a control plane with data dir dir uses
+// (creating dir 0700). The caller closes it; the test fails if it cannot
+// be opened.
+func OpenStore(t testing.TB, dir string) store.Store {
+	t.Helper()
+	if err := controlplane.PrepareDataDir(dir); err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	st, err := bolt.Open(filepath.Join(dir, controlplane.StoreFile), bolt.Options{})
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	return st
+}
+
+// Stop stops the control plane, then closes its store if
+// StartControlPlane opened it; calling it twice is fine.
 func (cp *ControlPlane) Stop(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := cp.Close(ctx); err != nil {
 		t.Errorf("stop control plane: %v", err)
+	}
+	if cp.ownsStore {
+		if err := cp.Store.Close(); err != nil {
+			t.Errorf("close control plane store: %v", err)
+		}
 	}
 }
 
