@@ -79,6 +79,9 @@ type fastConn struct {
 	// bodyIdle is set while a request body is read: every read from c
 	// then waits at most this long (see Read).
 	bodyIdle time.Duration
+	// view is the current request as the inbound admission chain sees it
+	// (one per connection: no allocation per request).
+	view h1View
 }
 
 // Read reads from the caller's connection; br reads through it. While a

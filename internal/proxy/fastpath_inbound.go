@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -82,47 +81,16 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 
 func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snapshot, resp *h1.Head) (outcome, bool) {
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
-	if snap == nil {
+	fc.view.req = req
+	v := in.admit(&fc.view, p, snap)
+	fc.view.req = nil
+	o := outcome{authorized: v.authorized, dec: v.dec}
+	if rf := v.refused; rf != nil {
 		ew := newErrorResponse()
-		plainError(ew, http.StatusServiceUnavailable, "trellis: inbound has no configuration yet\n")
-		return outcome{code: http.StatusServiceUnavailable}, answer(ew, false)
+		o.code = rf.write(ew)
+		return o, answer(ew, rf.close)
 	}
-	if !p.mtls && snap.MTLSMode != "PERMISSIVE" {
-		ew := newErrorResponse()
-		plainError(ew, http.StatusForbidden, "trellis: mutual TLS required\n")
-		return outcome{code: http.StatusForbidden}, answer(ew, true)
-	}
-	if r := checkMethod(req.Method); r != nil {
-		return in.refuseFast(fc, req, r)
-	}
-	// Only the proxy may speak for the caller (see screenHeader; a
-	// Connection header naming fields never takes the fast path).
-	strip := snap.headerStrip()
-	kept := req.Fields[:0]
-	for _, f := range req.Fields {
-		if r := checkFieldName(f.Name); r != nil {
-			return in.refuseFast(fc, req, r)
-		}
-		if !isXFCC(f.Name) && !strip.match(f.Name) {
-			kept = append(kept, f)
-		}
-	}
-	req.Fields = kept
-	path, _, _ := strings.Cut(req.Target, "?")
-	dec := in.cfg.Authorizer.Authorize(snap, &Request{
-		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
-		Method: req.Method, Path: path, Host: req.Host, GetHeader: req.Get,
-	})
-	in.cfg.Metrics.decision(dec)
-	if !dec.Allow {
-		ew := newErrorResponse()
-		if dec.Policy != "" && !snap.HidePolicy {
-			ew.h[deniedByHeader] = []string{dec.Policy}
-		}
-		plainError(ew, http.StatusForbidden, "RBAC: access denied\n")
-		return outcome{code: http.StatusForbidden, authorized: true, dec: dec}, answer(ew, false)
-	}
-	o := outcome{authorized: true, dec: dec}
+	path := v.path
 	var extra []h1.Field
 	var xf [1]h1.Field
 	if len(p.xfcc) > 0 {
@@ -174,12 +142,4 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snaps
 			return o, false
 		}
 	}
-}
-
-// refuseFast answers a request the screen refused (400) and closes the
-// connection: a caller that sends such requests gets no second try on it.
-func (in *Inbound) refuseFast(fc *fastConn, req *h1.Head, r *refusal) (outcome, bool) {
-	in.cfg.Metrics.refuseRequest(refuseBadRequest)
-	ew := newErrorResponse()
-	return outcome{code: r.write(ew)}, fc.answer(req, ew, true)
 }

@@ -351,7 +351,13 @@ func TestFastEarlyAppResponse(t *testing.T) {
 			t.Errorf("%d-byte upload answered early: %d %q %v, want 413 \"too large\"", size, code, got, err)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	// A barrier: once a later request has reached the app, anything the
+	// proxy made of the unread bodies would have reached it first.
+	b := dialRaw(t, m.upstreamAddr)
+	b.send(getReq("/barrier"))
+	if resp, _ := b.read("GET"); resp.StatusCode != http.StatusOK || !app.saw("/barrier") {
+		t.Fatalf("barrier request: %d, app saw it: %v", resp.StatusCode, app.saw("/barrier"))
+	}
 	if app.saw("/smuggled") {
 		t.Errorf("app saw %q: an unread body was parsed as requests", app.seen)
 	}

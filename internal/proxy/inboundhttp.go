@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"github.com/trellismesh/trellis/internal/policy"
 )
 
 // inboundHandler is the per-request chain of the inbound side: caller
@@ -96,54 +94,15 @@ const deniedByHeader = "X-Trellis-Denied-By"
 const statusClientClosed = 499
 
 func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *Snapshot) outcome {
-	if snap == nil {
-		plainError(w, http.StatusServiceUnavailable, "trellis: inbound has no configuration yet\n")
-		return outcome{code: http.StatusServiceUnavailable}
-	}
-	if !p.mtls && snap.MTLSMode != "PERMISSIVE" {
-		// A plaintext connection accepted while PERMISSIVE outlives a
-		// switch to STRICT; its requests stop here.
-		w.Header()["Connection"] = []string{"close"}
-		plainError(w, http.StatusForbidden, "trellis: mutual TLS required\n")
-		return outcome{code: http.StatusForbidden}
-	}
-	if rf := checkMethod(r.Method); rf != nil {
-		return in.refuseHTTP(w, rf)
-	}
-	// Only the proxy may speak for the caller: whatever a caller sent is
-	// replaced by what its certificate proved (and policies never see it).
-	if rf := screenHeader(r.Header, snap.headerStrip()); rf != nil {
-		return in.refuseHTTP(w, rf)
-	}
-	// Policies see, and the app receives, one canonical path: no dot
-	// segments, doubled slashes or encodings that could dodge a path rule.
-	canon, err := policy.CanonicalPath(requestPath(r), snap.PathMode)
-	if err != nil {
-		return in.refuseHTTP(w, badRequest(err.Error()))
-	}
-	if canon != r.URL.Path || r.URL.RawPath != "" {
-		r.URL.Path, r.URL.RawPath = canon, ""
-	}
-	up, rf := checkUpgrade(r, snap.AllowedUpgrades)
-	if rf != nil {
-		return in.refuseHTTP(w, rf)
-	}
-	dec := in.cfg.Authorizer.Authorize(snap, &Request{
-		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
-		Method: r.Method, Path: r.URL.Path, Host: r.Host, Header: r.Header,
-	})
-	in.cfg.Metrics.decision(dec)
-	if !dec.Allow {
-		if in.log.Enabled(r.Context(), slog.LevelDebug) {
-			in.log.Debug("request denied", "source", p.principal, "method", r.Method, "path", r.URL.Path, "policy", dec.Policy, "reason", dec.Reason)
+	v := in.admit(httpView{r}, p, snap)
+	o := outcome{authorized: v.authorized, dec: v.dec}
+	if rf := v.refused; rf != nil {
+		if rf.close {
+			w.Header()["Connection"] = []string{"close"}
 		}
-		if dec.Policy != "" && !snap.HidePolicy {
-			w.Header()[deniedByHeader] = []string{dec.Policy}
-		}
-		plainError(w, http.StatusForbidden, "RBAC: access denied\n")
-		return outcome{code: http.StatusForbidden, authorized: true, dec: dec}
+		o.code = rf.write(w)
+		return o
 	}
-	o := outcome{authorized: true, dec: dec}
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
@@ -152,8 +111,8 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 		return o
 	}
 	defer in.gate.release(p.principal)
-	if up != "" {
-		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, up, &in.conns)
+	if v.upgrade != "" {
+		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.upgrade, &in.conns)
 		if err != nil {
 			code = in.appFailed(w, r, err)
 		}
@@ -188,14 +147,6 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	return o
 }
 
-// refuseHTTP answers a request the screen refused, and closes an HTTP/1
-// connection after it.
-func (in *Inbound) refuseHTTP(w http.ResponseWriter, rf *refusal) outcome {
-	in.cfg.Metrics.refuseRequest(refuseBadRequest)
-	w.Header()["Connection"] = []string{"close"}
-	return outcome{code: rf.write(w)}
-}
-
 // idleBody is a request body on the net/http path whose reads wait at
 // most idle each (Limits.BodyIdleTimeout).
 type idleBody struct {
@@ -223,16 +174,6 @@ func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
 	return http.StatusRequestTimeout
 }
 
-// requestPath is the path of the request target as received, still
-// percent-encoded.
-func requestPath(r *http.Request) string {
-	if u := r.RequestURI; u != "" && u[0] == '/' {
-		p, _, _ := strings.Cut(u, "?")
-		return p
-	}
-	return r.URL.EscapedPath()
-}
-
 // appFailed answers a request the app could not take: 503 "local app
 // unavailable" when it is not listening, 502 "local app broke the
 // exchange" when it was reached (it may have run the request).
@@ -257,34 +198,29 @@ func (in *Inbound) appFailedFor(w http.ResponseWriter, method, path string, err 
 	return code
 }
 
-// stripCallerXFCC removes every caller-supplied copy of the client-cert
-// header: the header itself, look-alikes that frameworks fold onto it
-// (x_forwarded_client_cert), and a Connection token naming it (which would
-// make the hop-by-hop pass delete the proxy's own header after it is set).
-func stripCallerXFCC(h http.Header) {
-	delete(h, xfccHeader)
-	for k := range h {
-		if isXFCC(k) {
-			delete(h, k)
+// removeXFCCTokens removes Connection tokens naming the client-cert
+// header, which would make the hop-by-hop pass delete the proxy's own
+// header after it is set.
+func removeXFCCTokens(h http.Header) {
+	conn, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	kept := conn[:0:0]
+	for _, v := range conn {
+		var tokens []string
+		for _, tok := range strings.Split(v, ",") {
+			if !strings.EqualFold(strings.TrimSpace(tok), xfccHeader) {
+				tokens = append(tokens, tok)
+			}
+		}
+		if len(tokens) > 0 {
+			kept = append(kept, strings.Join(tokens, ","))
 		}
 	}
-	if conn, ok := h["Connection"]; ok {
-		kept := conn[:0:0]
-		for _, v := range conn {
-			var tokens []string
-			for _, tok := range strings.Split(v, ",") {
-				if !strings.EqualFold(strings.TrimSpace(tok), xfccHeader) {
-					tokens = append(tokens, tok)
-				}
-			}
-			if len(tokens) > 0 {
-				kept = append(kept, strings.Join(tokens, ","))
-			}
-		}
-		if len(kept) == 0 {
-			delete(h, "Connection")
-		} else {
-			h["Connection"] = kept
-		}
+	if len(kept) == 0 {
+		delete(h, "Connection")
+	} else {
+		h["Connection"] = kept
 	}
 }

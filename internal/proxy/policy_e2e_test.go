@@ -211,7 +211,7 @@ func TestPoliciesOnTCP(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	startProxyCfg(t, cp, proxy.Config{Service: "db", Protocol: proxy.ProtocolTCP, AppAddr: l.Addr().String()})
+	db := startProxyCfg(t, cp, proxy.Config{Service: "db", Protocol: proxy.ProtocolTCP, AppAddr: l.Addr().String()})
 	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "db", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	echo := func() bool {
 		c, err := net.DialTimeout("tcp", client.UpstreamAddr(0), 2*time.Second)
@@ -226,6 +226,15 @@ func TestPoliciesOnTCP(t *testing.T) {
 		line, err := bufio.NewReader(c).ReadString('\n')
 		return err == nil && line == "ping\n"
 	}
+	// With the mesh default allow, a workload no policy selects takes the
+	// connection: the denial below is the policy's doing, not the default's.
+	apply(t, cp, `
+apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: {name: default}
+spec: {authorization: {default: allow}}
+`)
+	waitFor(t, "TCP echo through the mesh under the mesh default allow", echo)
 	// An ALLOW whose only rule needs a path must not open the TCP port.
 	apply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
@@ -237,10 +246,11 @@ spec:
   - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
     to: [{paths: ["/x"]}]
 `)
-	waitFor(t, "db to be known to the client proxy", func() bool { return configHas(t, client, `"name": "db"`) })
-	time.Sleep(200 * time.Millisecond)
-	if echo() {
-		t.Fatal("a path-only ALLOW rule let a TCP connection through")
+	waitFor(t, "the path-only policy in db's proxy config", func() bool { return configHas(t, db, "db-http-only") })
+	for i := range 20 {
+		if echo() {
+			t.Fatalf("connection %d: a path-only ALLOW rule let a TCP connection through", i)
+		}
 	}
 	apply(t, cp, `
 apiVersion: trellis.dev/v1alpha1

@@ -16,13 +16,22 @@ import (
 type refusal struct {
 	code int
 	msg  string
+	// close: the connection closes after the answer.
+	close bool
+	// deniedBy names the denying policy (X-Trellis-Denied-By) on a 403.
+	deniedBy string
 }
 
 func badRequest(msg string) *refusal {
-	return &refusal{code: http.StatusBadRequest, msg: "trellis: " + msg + "\n"}
+	return &refusal{code: http.StatusBadRequest, msg: "trellis: " + msg + "\n", close: true}
 }
 
+// write answers with the refusal; close is left to the caller (a
+// Connection field on net/http, the fast path's own close).
 func (r *refusal) write(w http.ResponseWriter) int {
+	if r.deniedBy != "" {
+		w.Header()[deniedByHeader] = []string{r.deniedBy}
+	}
 	plainError(w, r.code, r.msg)
 	return r.code
 }
@@ -127,21 +136,6 @@ func foldedEqual(name, pat string) bool {
 	return true
 }
 
-// screenHeader checks a net/http request's fields and removes the ones
-// only the proxy may set (X-Forwarded-Client-Cert and the strip list).
-func screenHeader(h http.Header, strip *headerStrip) *refusal {
-	stripCallerXFCC(h)
-	for k := range h {
-		if r := checkFieldName(k); r != nil {
-			return r
-		}
-		if strip.match(k) {
-			delete(h, k)
-		}
-	}
-	return nil
-}
-
 // DefaultAllowedUpgrades are the protocols an HTTP/1.1 Upgrade may switch
 // to when the Mesh lists none (Mesh spec.http.allowedUpgrades).
 var DefaultAllowedUpgrades = []string{"websocket"}
@@ -151,15 +145,12 @@ var DefaultAllowedUpgrades = []string{"websocket"}
 // protocol to forward; or a refusal: h2c (the mesh carries HTTP/2 by prior
 // knowledge only), a protocol the mesh does not allow, or an upgrade on a
 // method other than GET.
-func checkUpgrade(r *http.Request, allowed []string) (string, *refusal) {
-	if r.ProtoMajor != 1 {
+func checkUpgrade(r requestView, allowed []string) (string, *refusal) {
+	up := r.Values("Upgrade")
+	if len(up) == 0 || !r.HTTP11() {
 		return "", nil
 	}
-	up, ok := r.Header["Upgrade"]
-	if !ok || r.ProtoMinor == 0 {
-		return "", nil
-	}
-	if c := r.Header["Connection"]; !headerHasToken(c, "upgrade") {
+	if c := r.Values("Connection"); !headerHasToken(c, "upgrade") {
 		return "", nil // Upgrade without Connection: upgrade is not one; it is dropped as hop-by-hop
 	}
 	if len(up) != 1 || strings.Contains(up[0], ",") {
@@ -175,8 +166,8 @@ func checkUpgrade(r *http.Request, allowed []string) (string, *refusal) {
 	}
 	for _, a := range allowed {
 		if strings.EqualFold(name, a) {
-			if r.Method != http.MethodGet {
-				return "", badRequest("an Upgrade to " + name + " must be a GET, not " + r.Method)
+			if m := r.Method(); m != http.MethodGet {
+				return "", badRequest("an Upgrade to " + name + " must be a GET, not " + m)
 			}
 			return proto, nil
 		}

@@ -5,14 +5,16 @@ import (
 	"testing"
 )
 
-func TestStripCallerXFCC(t *testing.T) {
+func TestHTTPViewStripsCallerXFCC(t *testing.T) {
 	h := http.Header{}
 	h["X-Forwarded-Client-Cert"] = []string{"By=x;URI=forged"}
 	h["X_forwarded_client_cert"] = []string{"By=x;URI=forged"}
 	h["x_Forwarded_Client_Cert"] = []string{"forged"}
 	h["Connection"] = []string{"keep-alive, X-Forwarded-Client-Cert", "x-forwarded-client-cert"}
 	h["X-Other"] = []string{"kept"}
-	stripCallerXFCC(h)
+	if rf := (httpView{&http.Request{Header: h}}).Filter(nil); rf != nil {
+		t.Fatalf("refused: %s", rf.msg)
+	}
 	for k := range h {
 		if k != "Connection" && k != "X-Other" {
 			t.Errorf("header %q survived", k)
@@ -22,7 +24,7 @@ func TestStripCallerXFCC(t *testing.T) {
 		t.Errorf("Connection = %q, want [keep-alive] (tokens naming the client-cert header removed)", got)
 	}
 	h = http.Header{"Connection": {"X-Forwarded-Client-Cert"}}
-	stripCallerXFCC(h)
+	(httpView{&http.Request{Header: h}}).Filter(nil)
 	if _, ok := h["Connection"]; ok {
 		t.Errorf("a Connection header naming only the client-cert header must go: %q", h["Connection"])
 	}
