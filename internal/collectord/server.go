@@ -25,8 +25,8 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/identity"
-	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/telemetry/pipeline"
+	"github.com/trellismesh/trellis/internal/workloadcert"
 )
 
 // drainTimeout bounds how long Close waits for streams to end.
@@ -43,7 +43,7 @@ type Server struct {
 	cfg   Config
 	log   *slog.Logger
 	id    spiffeid.ID
-	certs *proxy.CertManager
+	certs *workloadcert.Manager
 	pipe  *pipeline.Pipeline
 	token adminhttp.Token
 	reg   *prometheus.Registry
@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), id: id, token: tok, serveErr: make(chan error, 2)}
-	s.certs = proxy.NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, s.log, cfg.Now)
+	s.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, s.log, cfg.Now)
 	if err := s.certs.Obtain(ctx); err != nil {
 		return nil, fmt.Errorf("--token-file: %w", err)
 	}
@@ -184,28 +184,25 @@ func (s *Server) Start() {
 }
 
 // serverTLS serves with the current certificate and requires a client
-// certificate chaining to the current mesh roots, naming a SPIFFE ID of
-// this trust domain (the collector binds each stream to it).
+// certificate that identity.VerifySVID accepts against the current mesh
+// roots, in this trust domain (the collector binds each stream to its ID).
 func (s *Server) serverTLS() *tls.Config {
 	td := s.id.TrustDomain()
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			bundle := s.certs.Bundle()
 			return &tls.Config{
 				MinVersion:   tls.VersionTLS13,
 				NextProtos:   []string{"h2"},
 				Certificates: []tls.Certificate{*s.certs.Certificate()},
 				ClientAuth:   tls.RequireAndVerifyClientCert,
-				ClientCAs:    s.certs.Bundle(),
+				ClientCAs:    bundle,
 				VerifyConnection: func(cs tls.ConnectionState) error {
-					// RequireAndVerifyClientCert: a verified chain is here.
-					leaf := cs.PeerCertificates[0]
-					if len(leaf.URIs) == 1 {
-						if id, err := spiffeid.FromURI(leaf.URIs[0]); err == nil && id.TrustDomain() == td {
-							return nil
-						}
+					if _, err := identity.VerifySVID(cs.PeerCertificates, bundle, td, x509.ExtKeyUsageClientAuth); err != nil {
+						return fmt.Errorf("client certificate: %w", err)
 					}
-					return fmt.Errorf("client certificate names no SPIFFE ID of trust domain %s", td.Name())
+					return nil
 				},
 			}, nil
 		},

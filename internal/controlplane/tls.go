@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"sync"
@@ -85,10 +86,11 @@ func (sc *servingCert) invalidate() {
 }
 
 // tlsConfig serves with the rotating certificate. Client certificates are
-// requested and, when given, verified against the mesh roots of the moment
-// (every root of the trust bundle, so during a root rotation proxies still
-// holding a certificate from the old intermediate can renew); they are not
-// required, because a joining proxy has none yet.
+// requested and, when given, verified with identity.VerifySVID against the
+// mesh roots of the moment (every root of the trust bundle, so during a
+// root rotation proxies still holding a certificate from the old
+// intermediate can renew); they are not required, because a joining proxy
+// has none yet.
 func (sc *servingCert) tlsConfig(withClientCerts bool) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
@@ -102,7 +104,17 @@ func (sc *servingCert) tlsConfig(withClientCerts bool) *tls.Config {
 		// current one.
 		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			c := base.Clone()
-			c.ClientCAs = sc.ca.RootPool()
+			roots := sc.ca.RootPool()
+			c.ClientCAs = roots
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return nil
+				}
+				if _, err := identity.VerifySVID(cs.PeerCertificates, roots, sc.ca.TrustDomain(), x509.ExtKeyUsageClientAuth); err != nil {
+					return fmt.Errorf("client certificate: %w", err)
+				}
+				return nil
+			}
 			return c, nil
 		}
 	}

@@ -1,21 +1,13 @@
 package proxy_test
 
 import (
-	"context"
-	"crypto/x509"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
 func TestCompileSnapshotIssuer(t *testing.T) {
@@ -40,66 +32,5 @@ func TestCompileSnapshotIssuer(t *testing.T) {
 		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
 			t.Errorf("issuer %q: %v, want an error containing %q", tc.issuer, err, tc.wantErr)
 		}
-	}
-}
-
-// A certificate manager given only the first ca.crt follows a rotation: a
-// snapshot naming the new issuer makes it renew at once (with its old
-// certificate), and after the old root is retired it still renews, trusting
-// the control plane by the root the snapshot brought.
-func TestCertManagerFollowsRotation(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
-	api := cp.Client(t)
-	ctx := context.Background()
-	tok, err := api.CreateToken(ctx, adminapi.CreateTokenRequest{Service: "web", Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	firstRoots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(firstRoots[0])
-	m := proxy.NewCertManager(spiffeid.RequireFromString(tok.Info.SPIFFEID), cp.GRPCAddr(), pool, tok.Token, testutil.Logger(t), nil)
-	if err := m.Obtain(ctx); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(runCtx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	rot, err := api.RotateCA(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newIssuer := rot.Status.Issuer.ID
-	if m.Issuer() == newIssuer {
-		t.Fatalf("issuer is the new one before any renewal")
-	}
-	both, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.FollowSnapshot(&proxy.Snapshot{Issuer: newIssuer, Roots: both})
-	waitFor(t, "renewal from the new intermediate", func() bool { return m.Issuer() == newIssuer && m.Renewals() == 1 })
-	if _, err := both[1].Verify(x509.VerifyOptions{Roots: m.ControlRoots()}); err != nil {
-		t.Errorf("the new root is not among the control plane's roots: %v", err)
-	}
-
-	if _, err := api.RetireOldCA(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The next snapshot carries only the new root: the retired one is no
-	// longer trusted for the control plane, whatever --ca-file held.
-	m.FollowSnapshot(&proxy.Snapshot{Issuer: newIssuer, Roots: both[1:]})
-	if _, err := both[0].Verify(x509.VerifyOptions{Roots: m.ControlRoots()}); err == nil {
-		t.Error("the retired root is still trusted for the control plane")
-	}
-	m.RenewNow()
-	waitFor(t, "renewal after the old root is retired", func() bool { return m.Renewals() == 2 })
-	if m.Issuer() != newIssuer {
-		t.Errorf("renewed from %.12s, want %.12s", m.Issuer(), newIssuer)
 	}
 }

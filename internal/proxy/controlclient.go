@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/workloadcert"
 )
 
 // maxSnapshotBytes bounds one pushed snapshot.
@@ -53,9 +54,9 @@ const (
 // than an ACK sent before it.
 type ControlClient struct {
 	Addr  string
-	Roots *x509.CertPool // verify the control plane
-	Certs *CertManager   // client certificate (required by the stream)
-	Hello *pb.Hello      // sent first on every stream; running_* are filled in
+	Roots *x509.CertPool        // verify the control plane when Certs is nil (else Certs.ControlRoots)
+	Certs *workloadcert.Manager // client certificate (required by the stream)
+	Hello *pb.Hello             // sent first on every stream; running_* are filled in
 	// Dial, when set, opens the TCP connection (transparent mode marks
 	// it); nil means gRPC's default dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -84,7 +85,7 @@ type ControlClient struct {
 
 // Run keeps the stream up until ctx ends.
 func (c *ControlClient) Run(ctx context.Context) {
-	tlsCfg := controlTLSConfigFrom(c.controlRoots, c.Certs.Certificate, saControl)
+	tlsCfg := systemTLS(c.Certs.ID().TrustDomain(), c.controlRoots, c.Certs.Certificate, saControl)
 	conn, err := grpc.NewClient(c.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

@@ -1,18 +1,13 @@
 package proxy
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
-	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // Callers of one service fold into one edge whatever their principal or
@@ -174,69 +169,5 @@ func TestCollectorAccounts(t *testing.T) {
 		if got := collectorAccounts(tt.flag, control, tt.addr); !slices.Equal(got, tt.want) {
 			t.Errorf("--collector %q, dialing %s: got %v, want %v", tt.flag, tt.addr, got, tt.want)
 		}
-	}
-}
-
-// controlTLSConfig accepts exactly the trellis-system accounts asked for,
-// and says which it wanted.
-func TestControlTLSConfigAccounts(t *testing.T) {
-	ca, _ := testutil.NewCA(t, "trellis.test")
-	roots := x509.NewCertPool()
-	for _, r := range ca.Roots() {
-		roots.AddCert(r)
-	}
-	td := spiffeid.RequireTrustDomainFromString("trellis.test")
-	chain := func(ns, sa string) []*x509.Certificate {
-		c, err := ca.IssueServing(spiffeid.RequireFromSegments(td, "ns", ns, "sa", sa), time.Hour, nil, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []*x509.Certificate
-		for _, der := range c.Certificate {
-			leaf, err := x509.ParseCertificate(der)
-			if err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, leaf)
-		}
-		return append(out, ca.Intermediates()...)
-	}
-	control, collector := chain("trellis-system", "control"), chain("trellis-system", "collector")
-	workload, lookalike := chain("shop", "collector"), chain("trellis-system", "controller")
-	for _, tt := range []struct {
-		name     string
-		accounts []string
-		peer     []*x509.Certificate
-		err      string // "" accepts
-	}{
-		{"control plane as control plane", []string{saControl}, control, ""},
-		{"collector as control plane", []string{saControl}, collector, "control plane certificate names spiffe://trellis.test/ns/trellis-system/sa/collector, not a Trellis control plane"},
-		{"collector as collector", []string{saCollector}, collector, ""},
-		{"control plane as external collector", []string{saCollector}, control, "not a Trellis collector (want spiffe://<trust domain>/ns/trellis-system/sa/collector)"},
-		{"--collector: control plane", []string{saControl, saCollector}, control, ""},
-		{"--collector: collector", []string{saControl, saCollector}, collector, ""},
-		{"--collector: workload named collector", []string{saControl, saCollector}, workload, "not a Trellis control plane or collector (want spiffe://<trust domain>/ns/trellis-system/sa/control or .../sa/collector)"},
-		{"prefix look-alike", []string{saControl}, lookalike, "not a Trellis control plane"},
-		{"no certificate", []string{saCollector}, nil, "collector presented no certificate"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			cfg := controlTLSConfig(roots, func() *tls.Certificate { return nil }, tt.accounts...)
-			err := cfg.VerifyConnection(tls.ConnectionState{PeerCertificates: tt.peer})
-			switch {
-			case tt.err == "" && err != nil:
-				t.Errorf("got %v, want accepted", err)
-			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
-				t.Errorf("got %v, want an error containing %q", err, tt.err)
-			}
-		})
-	}
-	other, _ := testutil.NewCA(t, "trellis.test")
-	otherRoots := x509.NewCertPool()
-	for _, r := range other.Roots() {
-		otherRoots.AddCert(r)
-	}
-	err := controlTLSConfig(otherRoots, func() *tls.Certificate { return nil }, saCollector).VerifyConnection(tls.ConnectionState{PeerCertificates: collector})
-	if err == nil || !strings.Contains(err.Error(), "collector certificate: ") {
-		t.Errorf("collector from another CA: got %v, want a chain error naming the collector", err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
 // Inbound serves the listener other proxies dial (15006): it authenticates
@@ -207,7 +209,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 			return
 		}
 		cs := tc.ConnectionState()
-		id, err := peerID(cs.PeerCertificates[0]) // verified in the handshake
+		id, err := identity.SPIFFEIDFromCert(cs.PeerCertificates[0]) // verified in the handshake
 		if err != nil {
 			in.reject(tc, rejectBadPeerCert, err)
 			return

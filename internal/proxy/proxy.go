@@ -26,13 +26,14 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 	"github.com/trellismesh/trellis/internal/version"
+	"github.com/trellismesh/trellis/internal/workloadcert"
 )
 
 // Proxy is one sidecar. Create with New, then Start; Shutdown drains it.
 type Proxy struct {
 	cfg           Config
 	log           *slog.Logger
-	certs         *CertManager
+	certs         *workloadcert.Manager
 	controlRoots  []byte
 	snap          atomic.Pointer[Snapshot]
 	connected     atomic.Bool
@@ -89,7 +90,7 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	pool := poolOf(roots)
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Now()}
-	p.certs = NewCertManager(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
+	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
 	p.certs.Dial = cfg.contextDialer() // transparent mode
 	instance := make([]byte, 8)
 	_, _ = rand.Read(instance)
@@ -100,7 +101,7 @@ func New(cfg Config) (*Proxy, error) {
 	p.events, err = emitter.New(emitter.Options{
 		Resolve: p.collectorAddr,
 		TLSFor: func(addr string) *tls.Config {
-			return controlTLSConfigFrom(p.certs.ControlRoots, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, cfg.ControlAddr, addr)...)
+			return systemTLS(id.TrustDomain(), p.certs.ControlRoots, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, cfg.ControlAddr, addr)...)
 		},
 		Instance:      p.instance,
 		SpoolDir:      cfg.SpoolDir,
@@ -265,7 +266,6 @@ func (p *Proxy) Start(ctx context.Context) error {
 
 	cc := &ControlClient{
 		Addr:  p.cfg.ControlAddr,
-		Roots: p.certs.roots,
 		Certs: p.certs,
 		Hello: &pb.Hello{
 			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
@@ -360,7 +360,7 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 		return err
 	}
 	p.snap.Store(snap)
-	p.certs.FollowSnapshot(snap) // after a CA rotation: trust the new root, renew now
+	p.certs.FollowCA(snap.Roots, snap.Issuer) // after a CA rotation: trust the new root, renew now
 	p.readyOnce.Do(func() { close(p.ready) })
 	return nil
 }

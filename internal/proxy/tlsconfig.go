@@ -8,14 +8,16 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
 // Handshake failures the inbound side tells apart in its metrics, and the
 // outbound side in its 503s.
 var (
 	errNoCertificate = errors.New("no workload certificate yet")
-	errNoBundle      = errors.New("no trust bundle yet")
-	errNoPeerCert    = errors.New("peer presented no certificate")
+	errNoBundle      = identity.ErrNoTrustBundle
+	errNoPeerCert    = identity.ErrNoPeerCertificate
 )
 
 // peerCertError: the peer's certificate is not a valid mesh identity.
@@ -99,45 +101,12 @@ func clientTLSConfig(id Identity, alpn, addr string, want map[spiffeid.ID]bool, 
 	}
 }
 
-// verifyPeer checks a peer chain against the current trust bundle and
-// returns its SPIFFE ID: exactly one URI SAN, in our trust domain, on a
-// non-CA leaf.
+// verifyPeer checks a peer chain with identity.VerifySVID against the
+// current trust bundle, in our trust domain, and returns its SPIFFE ID.
 func verifyPeer(self Identity, certs []*x509.Certificate, usage x509.ExtKeyUsage) (spiffeid.ID, error) {
-	if len(certs) == 0 {
-		return spiffeid.ID{}, errNoPeerCert
-	}
-	bundle := self.Bundle()
-	if bundle == nil {
-		return spiffeid.ID{}, errNoBundle
-	}
-	leaf := certs[0]
-	if leaf.IsCA {
-		return spiffeid.ID{}, &peerCertError{errors.New("leaf is a CA certificate")}
-	}
-	opts := x509.VerifyOptions{Roots: bundle, KeyUsages: []x509.ExtKeyUsage{usage}}
-	if len(certs) > 1 {
-		opts.Intermediates = x509.NewCertPool()
-		for _, c := range certs[1:] {
-			opts.Intermediates.AddCert(c)
-		}
-	}
-	if _, err := leaf.Verify(opts); err != nil {
+	id, err := identity.VerifySVID(certs, self.Bundle(), self.ID().TrustDomain(), usage)
+	if err != nil && !errors.Is(err, errNoPeerCert) && !errors.Is(err, errNoBundle) {
 		return spiffeid.ID{}, &peerCertError{err}
 	}
-	id, err := peerID(leaf)
-	if err != nil {
-		return spiffeid.ID{}, &peerCertError{err}
-	}
-	if own := self.ID(); !own.IsZero() && id.TrustDomain() != own.TrustDomain() {
-		return spiffeid.ID{}, &peerCertError{fmt.Errorf("%s is not in trust domain %s", id, own.TrustDomain())}
-	}
-	return id, nil
-}
-
-// peerID is the single SPIFFE URI SAN of a certificate.
-func peerID(c *x509.Certificate) (spiffeid.ID, error) {
-	if len(c.URIs) != 1 {
-		return spiffeid.ID{}, fmt.Errorf("certificate has %d URI SANs, want exactly one SPIFFE ID", len(c.URIs))
-	}
-	return spiffeid.FromURI(c.URIs[0])
+	return id, err
 }

@@ -6,8 +6,6 @@ package collectortest
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -69,6 +67,13 @@ func (p *PKI) ServerTLS(t testing.TB) *tls.Config {
 		Certificates: []tls.Certificate{*cert},
 		ClientCAs:    p.Roots,
 		ClientAuth:   tls.VerifyClientCertIfGiven,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return nil
+			}
+			_, err := identity.VerifySVID(cs.PeerCertificates, p.Roots, p.TrustDomain, x509.ExtKeyUsageClientAuth)
+			return err
+		},
 	}
 }
 
@@ -92,36 +97,13 @@ func (p *PKI) AnonymousTLS() func() *tls.Config {
 }
 
 func (p *PKI) clientTLS(cert *tls.Certificate) *tls.Config {
-	want := identity.ControlPlaneID(p.TrustDomain)
-	return &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// Verified by SPIFFE ID in VerifyConnection, as proxies do.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("collector presented no certificate")
-			}
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			leaf := cs.PeerCertificates[0]
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: p.Roots, Intermediates: inter}); err != nil {
-				return err
-			}
-			id, err := identity.SPIFFEIDFromCert(leaf)
-			if err != nil || id != want {
-				return fmt.Errorf("collector certificate names %v, want %s", leaf.URIs, want)
-			}
-			return nil
-		},
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if cert == nil {
-				return &tls.Certificate{}, nil
-			}
-			return cert, nil
-		},
-	}
+	// Verified by SPIFFE ID, as proxies do.
+	return identity.SystemServerTLS{
+		TrustDomain: p.TrustDomain,
+		Accounts:    []string{identity.ControlServiceAccount},
+		Roots:       func() *x509.CertPool { return p.Roots },
+		Certificate: func() (*tls.Certificate, error) { return cert, nil },
+	}.Config()
 }
 
 // Config says where a collector keeps its data. Zero values mean fresh

@@ -1,4 +1,4 @@
-package proxy
+package workloadcert
 
 import (
 	"context"
@@ -25,16 +25,17 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/identity"
 )
 
-// CertManager obtains the workload certificate with a join token, renews
+// Manager obtains the workload certificate with a join token, renews
 // it at about half its life (with jitter) using the current certificate,
 // and swaps it in atomically: handshakes in flight keep the old one, new
 // ones get the new one, no connection is dropped. A fresh key is generated
 // for every certificate and never leaves the process. After a CA rotation
-// (a snapshot naming another issuer, see FollowSnapshot) or on RenewNow it
-// renews at once.
-type CertManager struct {
+// (a config naming another issuer, see FollowCA) or on RenewNow it renews
+// at once.
+type Manager struct {
 	id      spiffeid.ID
 	control string
 	roots   *x509.CertPool // --ca-file: verify the control plane (see ControlRoots)
@@ -46,11 +47,11 @@ type CertManager struct {
 	gotAt  atomic.Int64 // when cur arrived (UnixNano), for the renewal time
 	bundle atomic.Pointer[x509.CertPool]
 	roots0 atomic.Pointer[[]*x509.Certificate]
-	// learned is the latest snapshot's trust bundle (FollowSnapshot).
+	// learned is the latest config's trust bundle (FollowCA).
 	learned atomic.Pointer[[]*x509.Certificate]
 
 	// renew wakes Run for an early renewal: forced (RenewNow), or when
-	// the certificate is not from wantIssuer (the latest snapshot's).
+	// the certificate is not from wantIssuer (the latest config's).
 	renew      chan struct{}
 	forced     atomic.Bool
 	wantIssuer atomic.Pointer[string]
@@ -67,25 +68,28 @@ type CertManager struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
-// NewCertManager prepares a manager for id; nothing is requested yet.
-func NewCertManager(id spiffeid.ID, controlAddr string, controlRoots *x509.CertPool, token string, log *slog.Logger, now func() time.Time) *CertManager {
+// New prepares a manager for id, which will ask the control plane at
+// controlAddr (verified with controlRoots, the --ca-file) with the join
+// token; nothing is requested yet. now nil means time.Now.
+func New(id spiffeid.ID, controlAddr string, controlRoots *x509.CertPool, token string, log *slog.Logger, now func() time.Time) *Manager {
 	if now == nil {
 		now = time.Now
 	}
-	return &CertManager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, now: now, renew: make(chan struct{}, 1)}
+	return &Manager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, now: now, renew: make(chan struct{}, 1)}
 }
 
-// ID implements Identity.
-func (m *CertManager) ID() spiffeid.ID { return m.id }
+// ID is the workload's SPIFFE ID.
+func (m *Manager) ID() spiffeid.ID { return m.id }
 
-// Certificate implements Identity: the current leaf, or nil before the first.
-func (m *CertManager) Certificate() *tls.Certificate { return m.cur.Load() }
+// Certificate returns the current leaf with its chain and key, or nil
+// before the first.
+func (m *Manager) Certificate() *tls.Certificate { return m.cur.Load() }
 
 // Bundle returns the trust bundle delivered with the last certificate.
-func (m *CertManager) Bundle() *x509.CertPool { return m.bundle.Load() }
+func (m *Manager) Bundle() *x509.CertPool { return m.bundle.Load() }
 
 // Roots returns the roots delivered with the last certificate.
-func (m *CertManager) Roots() []*x509.Certificate {
+func (m *Manager) Roots() []*x509.Certificate {
 	if r := m.roots0.Load(); r != nil {
 		return *r
 	}
@@ -94,7 +98,7 @@ func (m *CertManager) Roots() []*x509.Certificate {
 
 // Issuer is the hex SHA-256 of the DER of the CA certificate that issued
 // the current certificate (Snapshot.issuer's form), "" before the first.
-func (m *CertManager) Issuer() string {
+func (m *Manager) Issuer() string {
 	if c := m.cur.Load(); c != nil {
 		return leafIssuer(c)
 	}
@@ -113,32 +117,32 @@ func leafIssuer(c *tls.Certificate) string {
 
 // RenewNow asks Run to renew at once instead of at half the certificate's
 // life. It never blocks; requests made before Run picks one up coalesce.
-func (m *CertManager) RenewNow() {
+func (m *Manager) RenewNow() {
 	m.forced.Store(true)
 	m.wakeRun()
 }
 
 // wakeRun signals Run without blocking; a pending signal suffices.
-func (m *CertManager) wakeRun() {
+func (m *Manager) wakeRun() {
 	select {
 	case m.renew <- struct{}{}:
 	default:
 	}
 }
 
-// FollowSnapshot takes what the certificate manager needs from an applied
-// snapshot: its trust bundle (trusted for the control plane too, see
-// ControlRoots) and its issuer: when the current certificate comes from
+// FollowCA takes what the certificate manager needs from an applied
+// config: its trust bundle roots (trusted for the control plane too, see
+// ControlRoots) and issuer, the CertID of the intermediate the CA signs
+// with ("" for none named). When the current certificate comes from
 // another intermediate (the CA rotated), it renews at once. Renewal still
 // presents the current certificate, which chains to a root the control
-// plane keeps trusting until the rotation ends.
-func (m *CertManager) FollowSnapshot(s *Snapshot) {
-	roots := s.Roots
+// plane keeps trusting until the rotation ends. roots must not be modified
+// afterwards.
+func (m *Manager) FollowCA(roots []*x509.Certificate, issuer string) {
 	m.learned.Store(&roots)
-	if s.Issuer == "" {
+	if issuer == "" {
 		return
 	}
-	issuer := s.Issuer
 	m.wantIssuer.Store(&issuer)
 	if c := m.cur.Load(); c != nil && leafIssuer(c) != issuer {
 		m.log.Info("the CA signs with a new intermediate; renewing the workload certificate now",
@@ -147,23 +151,29 @@ func (m *CertManager) FollowSnapshot(s *Snapshot) {
 	}
 }
 
+// short abbreviates a CertID for logs.
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 // staleIssuer reports whether c is not from the issuer the latest
-// snapshot names.
-func (m *CertManager) staleIssuer(c *tls.Certificate) bool {
+// config names.
+func (m *Manager) staleIssuer(c *tls.Certificate) bool {
 	want := m.wantIssuer.Load()
 	return want != nil && *want != leafIssuer(c)
 }
 
 // ControlRoots are the roots the control plane (and an external
-// collector) are verified with: once a snapshot was applied, exactly its
-// trust bundle (so a root retired with `trellis ca retire-old` is no
+// collector) are verified with: once a config was followed (FollowCA),
+// exactly its trust bundle (so a root retired with `trellis ca retire-old` is no
 // longer trusted, whatever --ca-file says); before that, --ca-file's plus
 // the bundle of the latest certificate response. A proxy started with the
 // ca.crt from before a root rotation so keeps connecting after the control
 // plane's certificate moves to the new root.
-func (m *CertManager) ControlRoots() *x509.CertPool { return m.controlRootsWith(m.roots) }
-
-func (m *CertManager) controlRootsWith(base *x509.CertPool) *x509.CertPool {
+func (m *Manager) ControlRoots() *x509.CertPool {
 	if learned := m.learned.Load(); learned != nil && len(*learned) > 0 {
 		pool := x509.NewCertPool()
 		for _, r := range *learned {
@@ -172,8 +182,8 @@ func (m *CertManager) controlRootsWith(base *x509.CertPool) *x509.CertPool {
 		return pool
 	}
 	pool := x509.NewCertPool()
-	if base != nil {
-		pool = base.Clone()
+	if m.roots != nil {
+		pool = m.roots.Clone()
 	}
 	for _, rs := range []*[]*x509.Certificate{m.roots0.Load()} {
 		if rs != nil {
@@ -186,15 +196,15 @@ func (m *CertManager) controlRootsWith(base *x509.CertPool) *x509.CertPool {
 }
 
 // Renewals and Failures count successful renewals and failed attempts.
-func (m *CertManager) Renewals() int64 { return m.renewals.Load() }
+func (m *Manager) Renewals() int64 { return m.renewals.Load() }
 
 // Failures counts failed certificate requests.
-func (m *CertManager) Failures() int64 { return m.failures.Load() }
+func (m *Manager) Failures() int64 { return m.failures.Load() }
 
 // Obtain gets the first certificate with the join token, retrying with
 // backoff until ctx ends. Refusals that will not change on retry (bad or
 // revoked token, wrong identity) end it at once.
-func (m *CertManager) Obtain(ctx context.Context) error {
+func (m *Manager) Obtain(ctx context.Context) error {
 	b := newBackoff(250*time.Millisecond, 15*time.Second)
 	for {
 		err := m.request(ctx, m.token, nil)
@@ -218,7 +228,7 @@ func (m *CertManager) Obtain(ctx context.Context) error {
 
 // Run renews the certificate until ctx ends. It keeps trying (with backoff)
 // when the control plane is away, and says so loudly as expiry nears.
-func (m *CertManager) Run(ctx context.Context) {
+func (m *Manager) Run(ctx context.Context) {
 	b := newBackoff(time.Second, 30*time.Second)
 	for {
 		cur := m.cur.Load()
@@ -266,7 +276,7 @@ func (m *CertManager) Run(ctx context.Context) {
 // renewIn is the time until renewal: half the remaining life at receipt,
 // with ±10% jitter. NotBefore is not used: the CA backdates it for clock
 // skew, which would pull renewal early.
-func (m *CertManager) renewIn(leaf *x509.Certificate, gotAt time.Time) time.Duration {
+func (m *Manager) renewIn(leaf *x509.Certificate, gotAt time.Time) time.Duration {
 	life := leaf.NotAfter.Sub(gotAt)
 	at := gotAt.Add(life / 2)
 	jitter := time.Duration((mrand.Float64()*0.2 - 0.1) * float64(life))
@@ -275,7 +285,7 @@ func (m *CertManager) renewIn(leaf *x509.Certificate, gotAt time.Time) time.Dura
 
 // request runs one Certify call on a fresh connection: with the token, or
 // (renewal) presenting current as the TLS client certificate.
-func (m *CertManager) request(ctx context.Context, token string, current *tls.Certificate) error {
+func (m *Manager) request(ctx context.Context, token string, current *tls.Certificate) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate key: %w", err)
@@ -284,7 +294,13 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	if err != nil {
 		return fmt.Errorf("create csr: %w", err)
 	}
-	tlsCfg := controlTLSConfigFrom(m.ControlRoots, func() *tls.Certificate { return current }, saControl)
+	tlsCfg := identity.SystemServerTLS{
+		TrustDomain: m.id.TrustDomain(),
+		Accounts:    []string{identity.ControlServiceAccount},
+		Roots:       m.ControlRoots,
+		Certificate: func() (*tls.Certificate, error) { return current, nil },
+		Hint:        CAFileHint,
+	}.Config()
 	conn, err := grpc.NewClient(m.control, grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)), grpc.WithContextDialer(m.Dial))
 	if err != nil {
 		return fmt.Errorf("dial control plane %s: %w", m.control, err)
@@ -300,7 +316,7 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	if err != nil {
 		return fmt.Errorf("certify: leaf: %w", err)
 	}
-	if got, err := spiffeid.FromURI(firstURI(leaf)); err != nil || got != m.id {
+	if got, err := identity.SPIFFEIDFromCert(leaf); err != nil || got != m.id {
 		return fmt.Errorf("certify: leaf names %v, want %s", leaf.URIs, m.id)
 	}
 	if pub, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || !pub.Equal(&key.PublicKey) {
@@ -330,12 +346,8 @@ func (m *CertManager) request(ctx context.Context, token string, current *tls.Ce
 	return nil
 }
 
-func firstURI(c *x509.Certificate) *url.URL {
-	if len(c.URIs) == 0 {
-		return &url.URL{}
-	}
-	return c.URIs[0]
-}
+// CAFileHint follows a failure to verify the control plane's chain.
+const CAFileHint = "is --ca-file the control plane's ca.crt?"
 
 // backoff is exponential with full jitter between base and max.
 type backoff struct {
