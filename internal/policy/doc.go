@@ -18,5 +18,7 @@
 // DENY rule the not-lists and the HTTP conditions on TCP hold.
 //
 // Any role may import this package: it depends only on the standard
-// library, internal/resource and the SPIFFE helpers of internal/identity.
+// library and internal/resource. It must not depend on internal/identity,
+// the CA (internal/meshca), join tokens, the store or any role package
+// (internal/deptest keeps this).
 package policy

@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
 // MeshNamespace is the namespace whose policies with an empty selector
-// protect every workload of the mesh.
-const MeshNamespace = identity.ControlPlaneNamespace
+// protect every workload of the mesh: the control plane's own,
+// identity.ControlPlaneNamespace (a test keeps the two equal; policy does
+// not import identity for one constant).
+const MeshNamespace = "trellis-system"
 
 // Workload is the called side of a request: the workload whose inbound
 // traffic is being decided.

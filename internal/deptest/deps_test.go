@@ -1,0 +1,197 @@
+package deptest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/trellismesh/trellis"
+
+// roles are the packages behind the subcommands of the one binary; none may
+// depend on another (they share code through the packages below them).
+var roles = []string{
+	"internal/controlplane/...",
+	"internal/proxy/...",
+	"internal/collectord/...",
+	"internal/gateway/...", // not written yet
+}
+
+// dataPlane is what a proxy links.
+var dataPlane = []string{
+	"internal/proxy/...",
+	"internal/policy/...",
+	"internal/workloadcert/...",
+	"internal/identity/...",
+}
+
+// rule: no package matching from may depend, even indirectly, on a package
+// matching a banned pattern. A pattern is a path relative to the module, or
+// an external import path; "/..." also matches everything below.
+type rule struct {
+	from, banned []string
+	why          string
+}
+
+var rules = []rule{
+	{
+		from: dataPlane,
+		banned: []string{
+			"internal/meshca/...", "internal/jointoken/...",
+			"internal/store/...", "go.etcd.io/bbolt/...",
+			"internal/controlplane/...", "k8s.io/client-go/...",
+		},
+		why: "the data plane must not link the CA or token signer, the store or the control plane",
+	},
+	{
+		from:   []string{"internal/identity/..."},
+		banned: []string{module + "/..."},
+		why:    "every role imports identity: it stands on the standard library and go-spiffe alone",
+	},
+	{
+		from:   []string{"internal/policy/..."},
+		banned: []string{"internal/identity/..."},
+		why:    "the policy engine depends only on internal/resource",
+	},
+	{
+		from:   []string{"internal/collectord/..."},
+		banned: []string{"internal/proxy/...", "internal/meshca/...", "internal/jointoken/..."},
+		why:    "the collector shares the workload certificate manager (internal/workloadcert), not the proxy, and never signs",
+	},
+}
+
+// roleRules: every role against every other.
+func roleRules() []rule {
+	var out []rule
+	for _, r := range roles {
+		var others []string
+		for _, o := range roles {
+			if o != r {
+				others = append(others, o)
+			}
+		}
+		out = append(out, rule{from: []string{r}, banned: others, why: "a role must not import another role"})
+	}
+	return out
+}
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+	Standard   bool
+}
+
+func TestDependencyRules(t *testing.T) {
+	pkgs := list(t)
+	paths := slices.Sorted(maps.Keys(pkgs))
+	for _, r := range append(rules, roleRules()...) {
+		for _, from := range r.from {
+			if strings.HasPrefix(from, "internal/gateway") {
+				continue
+			}
+			if !slices.ContainsFunc(paths, func(p string) bool { return match(from, p) }) {
+				t.Errorf("rule %q: no package matches %s; was it renamed?", r.why, from)
+			}
+		}
+		for _, p := range paths {
+			if !matchAny(r.from, p) {
+				continue
+			}
+			for _, d := range pkgs[p].Deps {
+				if matchAny(r.banned, d) && !matchAny(r.from, d) {
+					t.Errorf("%s depends on %s: %s\n\timport chain: %s", short(p), short(d), r.why, strings.Join(chain(pkgs, p, d), " -> "))
+				}
+			}
+		}
+	}
+}
+
+// list runs go list over the module and returns every package of the
+// build graph (the module's and their dependencies) by import path. Test
+// files are not included: the rules are about what the binary links.
+func list(t *testing.T) map[string]*pkg {
+	t.Helper()
+	cmd := exec.Command(goTool(), "list", "-deps", "-json=ImportPath,Imports,Deps,Standard", module+"/...")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	pkgs := map[string]*pkg{}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		if !p.Standard {
+			pkgs[p.ImportPath] = &p
+		}
+	}
+	return pkgs
+}
+
+// goTool is the go command of the toolchain running the test.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+// match reports whether import path p matches pattern.
+func match(pattern, p string) bool {
+	if strings.HasPrefix(pattern, "internal/") {
+		pattern = module + "/" + pattern
+	}
+	if base, ok := strings.CutSuffix(pattern, "/..."); ok {
+		return p == base || strings.HasPrefix(p, base+"/")
+	}
+	return p == pattern
+}
+
+func matchAny(patterns []string, p string) bool {
+	return slices.ContainsFunc(patterns, func(pat string) bool { return match(pat, p) })
+}
+
+// chain is the shortest import path from a to b.
+func chain(pkgs map[string]*pkg, a, b string) []string {
+	prev := map[string]string{a: ""}
+	queue := []string{a}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if p == b {
+			var out []string
+			for ; p != ""; p = prev[p] {
+				out = append(out, short(p))
+			}
+			slices.Reverse(out)
+			return out
+		}
+		if pkgs[p] == nil {
+			continue
+		}
+		for _, i := range pkgs[p].Imports {
+			if _, seen := prev[i]; !seen {
+				prev[i] = p
+				queue = append(queue, i)
+			}
+		}
+	}
+	return []string{short(a), "...", short(b)}
+}
+
+func short(p string) string { return strings.TrimPrefix(p, module+"/") }

@@ -1,0 +1,18 @@
+// Package deptest holds no code, only a test: it keeps the dependency
+// rules of docs/architecture.md, failing with the offending import chain
+// when
+//
+//   - the data plane (internal/proxy and its subpackages, internal/policy,
+//     internal/workloadcert, internal/identity) depends on the CA signer
+//     (internal/meshca), the join-token signer (internal/jointoken), the
+//     store (internal/store, go.etcd.io/bbolt), the control plane or
+//     k8s.io/client-go;
+//   - internal/identity depends on any other package of the module, or
+//     internal/policy on internal/identity;
+//   - the collector role (internal/collectord) depends on the proxy, the CA
+//     or the join-token signer;
+//   - any role package (controlplane, proxy, collectord, gateway) depends
+//     on another role.
+//
+// Only rules live here; nothing may import this package.
+package deptest
