@@ -80,8 +80,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/resource/
 	$(GO) test -run '^$$' -fuzz '^FuzzValidate$$' -fuzztime $(FUZZTIME) ./internal/resource/
 	$(GO) test -run '^$$' -fuzz '^FuzzConvert$$' -fuzztime $(FUZZTIME) ./internal/istioimport/
-	$(GO) test -run '^$$' -fuzz '^FuzzSignCSR$$' -fuzztime $(FUZZTIME) ./internal/identity/
-	$(GO) test -run '^$$' -fuzz '^FuzzVerifyToken$$' -fuzztime $(FUZZTIME) ./internal/identity/
+	$(GO) test -run '^$$' -fuzz '^FuzzSignCSR$$' -fuzztime $(FUZZTIME) ./internal/meshca/
+	$(GO) test -run '^$$' -fuzz '^FuzzVerifyToken$$' -fuzztime $(FUZZTIME) ./internal/jointoken/
 	$(GO) test -run '^$$' -fuzz '^FuzzCompileDecide$$' -fuzztime $(FUZZTIME) ./internal/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./internal/telemetry/graph/
 	$(GO) test -run '^$$' -fuzz '^FuzzFormats$$' -fuzztime $(FUZZTIME) ./internal/telemetry/sink/

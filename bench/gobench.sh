@@ -23,7 +23,7 @@ DIR=bench/results/go
 BENCHES=(
 	"./internal/proxy/ 1s ^(BenchmarkDirect|BenchmarkThroughProxies)(Parallel)?$|^BenchmarkTelemetryOverhead$|^BenchmarkMetricsPerRequest$|^BenchmarkRecordRequest$"
 	"./internal/policy/ 1s ^BenchmarkDecide$"
-	"./internal/identity/ 1s ^BenchmarkSignCSR$"
+	"./internal/meshca/ 1s ^BenchmarkSignCSR$"
 	"./internal/controlplane/ 1s ^BenchmarkBuildSnapshot1000Services(PerProxy)?$"
 )
 COUNT=${COUNT:-6}
