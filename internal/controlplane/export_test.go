@@ -11,6 +11,8 @@ type (
 	Policy        = policy
 	SnapshotInput = snapshotInput
 	MeshView      = meshView
+	IdleService   = idleService
+	ServiceKey    = serviceKey
 )
 
 // BuildSnapshot builds w's snapshot from in, as one push round does.
@@ -27,6 +29,10 @@ func NewMeshView(in SnapshotInput) (*MeshView, error) { return newMeshView(in) }
 
 // BuildFromView builds one proxy's snapshot from a shared view.
 func BuildFromView(v *MeshView, w Workload) (*pb.Snapshot, error) { return buildSnapshot(v, &w) }
+
+// Consistent is the check a push round runs on a view before publishing
+// any snapshot built from it.
+func Consistent(v *MeshView) error { return v.consistent() }
 
 // PolicyFromObject decodes a stored AuthorizationPolicy.
 func PolicyFromObject(o *resource.Object) (Policy, error) { return policyFromObject(o) }

@@ -29,6 +29,9 @@ type metrics struct {
 	convergence          prometheus.Histogram
 	convergenceAbandoned prometheus.Counter
 	driftRepairs         prometheus.Counter
+	// inconsistentSnapshots counts snapshots the consistency check kept
+	// from being sent.
+	inconsistentSnapshots prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -101,10 +104,14 @@ func newMetrics() *metrics {
 			Name: "trellis_control_drift_repairs_total",
 			Help: "Snapshots re-sent because a proxy reported running other content than it acknowledged for longer than the drift grace period.",
 		}),
+		inconsistentSnapshots: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_inconsistent_snapshots_total",
+			Help: "Snapshots not sent because they failed the consistency check: once per push round for a problem in what every proxy shares (services, endpoints, virtual IPs), once per proxy for a policy it would refuse.",
+		}),
 	}
 	m.reg.MustRegister(m.certsIssued, m.certifyFailures, m.apiRequests, m.applied, m.tokensIssued, m.tokensRevoked, m.intermediateExp,
 		m.connectedProxies, m.snapshotPushes, m.acks, m.nacks, m.pushDuration, m.streamErrors,
-		m.convergence, m.convergenceAbandoned, m.driftRepairs,
+		m.convergence, m.convergenceAbandoned, m.driftRepairs, m.inconsistentSnapshots,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -2,9 +2,12 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
@@ -47,6 +50,7 @@ type pusher struct {
 	res            *resourceCache
 	roots          func() [][]byte
 	issuer         func() string // the CA's active issuer (Snapshot.issuer); see trust
+	trustDomain    spiffeid.TrustDomain
 	reportInterval time.Duration
 	collectorAddr  string
 	debounce       time.Duration
@@ -66,16 +70,37 @@ type pusher struct {
 	rounds           uint64 // debounced rounds so far
 }
 
-func newPusher(res *resourceCache, roots func() [][]byte, cfg *Config, m *metrics) *pusher {
+// pushSettings are everything a pusher works from, given when it is made.
+type pushSettings struct {
+	resources *resourceCache
+	roots     func() [][]byte // the trust bundle, DER
+	issuer    func() string   // the CA's active issuer; nil: none
+	vips      *vipAllocator   // nil: services get no virtual IP
+	// trustDomain holds every workload a snapshot names (consistency).
+	trustDomain spiffeid.TrustDomain
+	// From Config, defaults applied.
+	reportInterval, debounce         time.Duration
+	endpointGrace, ackTimeout, drift time.Duration
+	collectorAddr                    string
+	now                              func() time.Time
+	log                              *slog.Logger
+	metrics                          *metrics
+}
+
+func newPusher(ps pushSettings) *pusher {
+	m := ps.metrics
 	p := &pusher{
-		res:            res,
-		roots:          roots,
-		reportInterval: cfg.ReportInterval,
-		collectorAddr:  cfg.CollectorAddr,
-		debounce:       cfg.PushDebounce,
+		res:            ps.resources,
+		roots:          ps.roots,
+		issuer:         ps.issuer,
+		vips:           ps.vips,
+		trustDomain:    ps.trustDomain,
+		reportInterval: ps.reportInterval,
+		collectorAddr:  ps.collectorAddr,
+		debounce:       ps.debounce,
 		// The sweep expires workloads and repairs drift.
-		sweepEvery: min(max(min(cfg.EndpointGracePeriod, cfg.DriftGrace)/4, 5*time.Millisecond), time.Second),
-		log:        cfg.Logger,
+		sweepEvery: min(max(min(ps.endpointGrace, ps.drift)/4, 5*time.Millisecond), time.Second),
+		log:        ps.log,
 		metrics:    m,
 		changed:    make(chan struct{}, 1),
 		joined:     make(chan struct{}, 1),
@@ -84,9 +109,10 @@ func newPusher(res *resourceCache, roots func() [][]byte, cfg *Config, m *metric
 			abandon: m.convergenceAbandoned.Inc,
 		},
 	}
-	p.reg = newRegistry(cfg.Now, cfg.EndpointGracePeriod, p.kick, m.connectedProxies.Set)
-	p.reg.ackTimeout, p.reg.driftGrace = cfg.AckTimeout, cfg.DriftGrace
-	p.reg.onAck = p.conv.acked
+	p.reg = newRegistry(registryOptions{
+		now: ps.now, grace: ps.endpointGrace, ackTimeout: ps.ackTimeout, driftGrace: ps.drift,
+		changed: p.kick, connectedGauge: m.connectedProxies.Set, onAck: p.conv.acked,
+	})
 	m.watchProxyStates(p.reg.stateCounts)
 	return p
 }
@@ -144,7 +170,7 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	start := time.Now()
 	v, err := p.currentView()
 	if err != nil {
-		p.log.Error("config push: build snapshots", "err", err)
+		p.buildFailed("", err)
 		return
 	}
 	var id uint64
@@ -159,7 +185,7 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 		t := &targets[i]
 		snap, err := buildSnapshot(v, &t.w)
 		if err != nil {
-			p.log.Error("config push", "instance", t.w.Instance, "err", err)
+			p.buildFailed(t.w.Instance, err)
 			continue
 		}
 		if !p.reg.offer(t.w.Instance, t.stream, snap) {
@@ -174,6 +200,27 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	if sent > 0 {
 		p.metrics.pushDuration.Observe(time.Since(start).Seconds())
 		p.log.Debug("config push", "proxies", len(targets), "changed", sent, "initial_only", initialOnly, "took", time.Since(start))
+	}
+}
+
+// buildFailed logs why no snapshot was built for instance ("": for any
+// proxy) and counts an inconsistent one. Nothing is sent: the proxies keep
+// their last config.
+func (p *pusher) buildFailed(instance string, err error) {
+	var ie *inconsistentError
+	if !errors.As(err, &ie) {
+		if instance == "" {
+			p.log.Error("config push: build snapshots", "err", err)
+		} else {
+			p.log.Error("config push", "instance", instance, "err", err)
+		}
+		return
+	}
+	p.metrics.inconsistentSnapshots.Inc()
+	if instance == "" {
+		p.log.Error("config push: snapshots failed the consistency check and are not sent; every proxy keeps its last config", "problems", len(ie.problems), "err", err)
+	} else {
+		p.log.Error("config push: snapshot failed the consistency check and is not sent; the proxy keeps its last config", "instance", instance, "problems", len(ie.problems), "err", err)
 	}
 }
 
@@ -224,8 +271,13 @@ func (p *pusher) currentView() (*meshView, error) {
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
 		VIPs:           vips,
+		TrustDomain:    p.trustDomain,
 	})
 	if err != nil {
+		return nil, err
+	}
+	// Not kept when inconsistent: the next round builds and checks again.
+	if err := v.consistent(); err != nil {
 		return nil, err
 	}
 	p.view, p.viewReg, p.viewRes = v, regGen, resGen

@@ -159,10 +159,24 @@ type registry struct {
 	connected int
 }
 
-func newRegistry(now func() time.Time, grace time.Duration, changed func(), connectedGauge func(float64)) *registry {
-	return &registry{now: now, grace: grace, restoreGrace: max(grace, restoreGracePeriod), retention: serviceRetention,
-		ackTimeout: DefaultAckTimeout, driftGrace: DefaultDriftGrace,
-		changed: changed, connectedGauge: connectedGauge, entries: map[string]*proxyEntry{}, idle: map[serviceKey]idleService{}}
+// registryOptions are a registry's settings and hooks, fixed when it is
+// made.
+type registryOptions struct {
+	now   func() time.Time
+	grace time.Duration // Config.EndpointGracePeriod
+	// ackTimeout and driftGrace: zero means DefaultAckTimeout and
+	// DefaultDriftGrace.
+	ackTimeout, driftGrace time.Duration
+	changed                func()
+	connectedGauge         func(float64)
+	onAck                  func(instance, version string) // may be nil
+}
+
+func newRegistry(o registryOptions) *registry {
+	return &registry{now: o.now, grace: o.grace, restoreGrace: max(o.grace, restoreGracePeriod), retention: serviceRetention,
+		ackTimeout: cmp.Or(o.ackTimeout, DefaultAckTimeout), driftGrace: cmp.Or(o.driftGrace, DefaultDriftGrace),
+		changed: o.changed, connectedGauge: o.connectedGauge, onAck: o.onAck,
+		entries: map[string]*proxyEntry{}, idle: map[serviceKey]idleService{}}
 }
 
 // connect registers w with its new stream, replacing (and closing) an older

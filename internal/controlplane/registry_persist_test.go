@@ -35,7 +35,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		<-done
 	}
 
-	r := newRegistry(clock.Now, 15*time.Second, nop, gauge)
+	r := newRegistry(registryOptions{now: clock.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
 	for _, w := range []workload{
 		{Instance: "a1", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006", Protocol: "http", Labels: map[string]string{"v": "1"}},
 		{Instance: "b1", SPIFFEID: "spiffe://td/ns/shop/sa/ledger", Service: "ledger", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "tcp"},
@@ -51,7 +51,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if err != nil || len(saved.Workloads) != 3 {
 		t.Fatalf("loadRegistry: %d workloads, %v; want 3", len(saved.Workloads), err)
 	}
-	r2 := newRegistry(clock.Now, 15*time.Second, nop, gauge)
+	r2 := newRegistry(registryOptions{now: clock.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
 	if n := r2.restore(saved); n != 3 {
 		t.Fatalf("restored %d, want 3", n)
 	}
@@ -118,7 +118,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if err != nil || len(saved.Idle) != 2 {
 		t.Fatalf("loadRegistry: %d idle services, %v; want 2", len(saved.Idle), err)
 	}
-	r3 := newRegistry(clock.Now, 15*time.Second, nop, gauge)
+	r3 := newRegistry(registryOptions{now: clock.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
 	r3.restore(saved)
 	if _, idle, _ := r3.view(); len(idle) != 2 {
 		t.Errorf("restored %d idle services, want 2", len(idle))

@@ -16,8 +16,7 @@ import (
 func TestRegistryStates(t *testing.T) {
 	const ackTimeout, driftGrace = 5 * time.Second, 10 * time.Second
 	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	r := newRegistry(clock.Now, time.Minute, func() {}, func(float64) {})
-	r.ackTimeout, r.driftGrace = ackTimeout, driftGrace
+	r := newRegistry(registryOptions{now: clock.Now, grace: time.Minute, ackTimeout: ackTimeout, driftGrace: driftGrace, changed: func() {}, connectedGauge: func(float64) {}})
 	s := newProxyStream(func(error) {})
 	w := workload{Instance: "i-1", SPIFFEID: "spiffe://td/ns/shop/sa/a", Service: "a", Namespace: "shop"}
 	if err := r.connect(w, "test", "", "", s); err != nil {
@@ -134,7 +133,7 @@ func TestRegistryStates(t *testing.T) {
 
 func TestRegistryReportFields(t *testing.T) {
 	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	r := newRegistry(clock.Now, time.Minute, func() {}, func(float64) {})
+	r := newRegistry(registryOptions{now: clock.Now, grace: time.Minute, changed: func() {}, connectedGauge: func(float64) {}})
 	s := newProxyStream(func(error) {})
 	for _, w := range []workload{
 		{Instance: "b", SPIFFEID: "spiffe://td/ns/shop/sa/b", Service: "b", Namespace: "shop"},

@@ -117,11 +117,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
 		return nil, err
 	}
-	s.push = newPusher(s.resCache, s.rootsDER, &s.cfg, s.metrics)
-	s.push.issuer = s.ca.IssuerID
-	if s.push.vips, err = loadVIPs(ctx, st, cfg.VIPRange, cfg.Logger); err != nil {
+	vips, err := loadVIPs(ctx, st, cfg.VIPRange, cfg.Logger)
+	if err != nil {
 		return nil, err
 	}
+	s.push = newPusher(pushSettings{
+		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vips, trustDomain: td,
+		reportInterval: cfg.ReportInterval, debounce: cfg.PushDebounce,
+		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
+		collectorAddr: cfg.CollectorAddr, now: cfg.Now, log: cfg.Logger, metrics: s.metrics,
+	})
 	if ws, err := loadRegistry(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
 	} else if n := s.push.reg.restore(ws); n > 0 {

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
@@ -27,6 +28,9 @@ type policy struct {
 	Selector  resource.Selector
 	// JSON is what proxies receive: canonical JSON of the resource.
 	JSON []byte
+	// problem says why a proxy would refuse JSON ("" when it compiles);
+	// a snapshot carrying the policy is not published.
+	problem string
 }
 
 // policyFromObject decodes a stored AuthorizationPolicy. The JSON sent to
@@ -51,7 +55,7 @@ func policyFromObject(o *resource.Object) (policy, error) {
 	if err != nil {
 		return policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
 	}
-	return policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+	return policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out, problem: policyProblem(out)}, nil
 }
 
 // selects reports whether p applies to w's inbound side, by the policy
@@ -80,6 +84,9 @@ type snapshotInput struct {
 	// VIPs are the services' virtual IPs (allocated before building; a
 	// service absent here has none).
 	VIPs map[serviceKey]string
+	// TrustDomain is the one every endpoint's and client-only proxy's
+	// SPIFFE ID must be in (see meshView.consistent).
+	TrustDomain spiffeid.TrustDomain
 }
 
 // meshView is the part of every proxy's snapshot that all proxies share,
@@ -101,6 +108,9 @@ type meshView struct {
 	// shared holds the shared fields' encoding when SHA-256 state cannot
 	// be cloned (GOFIPS140=v1.0.0).
 	shared []byte
+	// problems make every snapshot built from the view inconsistent
+	// (sharedProblems); the pusher publishes none of them.
+	problems []string
 }
 
 // newMeshView builds the shared part of snapshots from in.
@@ -117,6 +127,7 @@ func newMeshView(in snapshotInput) (*meshView, error) {
 	slices.SortFunc(v.policies, func(a, b policy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	v.problems = sharedProblems(&in, v)
 	shared, err := deterministic.Marshal(&pb.Snapshot{Mesh: v.mesh, TrustBundle: v.trustBundle, Services: v.services})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot: %w", err)
@@ -136,7 +147,9 @@ func reportSeconds(d time.Duration) uint32 {
 }
 
 // buildSnapshot builds w's snapshot from v, with its hash set and version
-// empty (the registry assigns versions). It does not modify v.
+// empty (the registry assigns versions). It does not modify v. A policy a
+// proxy would refuse makes it fail with an *inconsistentError; v's own
+// consistency is the caller's to check, once (meshView.consistent).
 func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
 	snap := &pb.Snapshot{
 		Mesh:                  v.mesh,
@@ -145,10 +158,17 @@ func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
 		ReportIntervalSeconds: v.reportSecs,
 		Issuer:                v.issuer,
 	}
+	var problems []string
 	for i := range v.policies {
-		if selects(&v.policies[i], w) {
-			snap.Policies = append(snap.Policies, v.policies[i].JSON)
+		if p := &v.policies[i]; selects(p, w) {
+			snap.Policies = append(snap.Policies, p.JSON)
+			if p.problem != "" {
+				problems = append(problems, fmt.Sprintf("policy %s/%s: %s", p.Namespace, p.Name, p.problem))
+			}
 		}
+	}
+	if problems != nil {
+		return nil, &inconsistentError{problems: problems}
 	}
 	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer})
 	if err != nil {

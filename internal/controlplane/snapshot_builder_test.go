@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
@@ -99,6 +100,7 @@ func testInput(t testing.TB, roots [][]byte) controlplane.SnapshotInput {
 			testPolicy(t, "billing", "payments", "{}"),
 		},
 		ReportInterval: 30 * time.Second,
+		TrustDomain:    spiffeid.RequireTrustDomainFromString("trellis.local"),
 	}
 }
 
@@ -314,7 +316,8 @@ func TestBuiltSnapshotCompiles(t *testing.T) {
 // benchInput is a mesh of n services with two endpoints each and a few
 // policies.
 func benchInput(b *testing.B, n int) controlplane.SnapshotInput {
-	in := controlplane.SnapshotInput{Mesh: meshSpec(b, "STRICT", "deny"), TrustBundle: testRoots(b), ReportInterval: 30 * time.Second}
+	in := controlplane.SnapshotInput{Mesh: meshSpec(b, "STRICT", "deny"), TrustBundle: testRoots(b), ReportInterval: 30 * time.Second,
+		TrustDomain: spiffeid.RequireTrustDomainFromString("trellis.local")}
 	at := time.Now()
 	for i := range n {
 		ns := fmt.Sprintf("ns%d", i%10)
