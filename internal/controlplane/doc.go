@@ -1,11 +1,14 @@
 // Package controlplane is `trellis control`: it keeps desired state in the
 // store.Store it is given (Config.Store; it never opens or closes one and
-// must not import a backend such as store/bolt), runs the mesh CA and the
-// join-token authority, serves the identity gRPC API and the config stream
+// must not import a backend such as store/bolt), runs the mesh CA
+// (internal/meshca) and the join-token authority (internal/jointoken),
+// serves the identity gRPC API and the config stream
 // (registry, snapshot builder, push) to proxies, and the HTTP admin API to
 // the CLI.
 //
 // A Server is self-contained (no process-global state), so tests run several
 // in one process. Only the CLI wiring and tests import this package; the proxy
-// must never depend on it (it carries the CA signer).
+// must never depend on it (it carries the CA signer), and it must not import
+// another role (internal/proxy, internal/collectord): internal/deptest keeps
+// both.
 package controlplane

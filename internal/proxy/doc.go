@@ -5,5 +5,10 @@
 //
 // Configuration is compiled from a snapshot into an immutable Snapshot value
 // and swapped in atomically; the data path reads it per request and never
-// mutates it. The proxy must not import the control plane or the CA signer.
+// mutates it. Peers are verified with identity.VerifySVID; the workload
+// certificate comes from internal/workloadcert.
+//
+// The proxy must not depend on the control plane, the CA signer
+// (internal/meshca), the join-token signer, the store, bbolt, client-go or
+// another role such as internal/collectord (internal/deptest keeps this).
 package proxy
