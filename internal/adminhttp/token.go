@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/atomicfile"
 )
 
 // TokenFile is the admin token's file name in a data dir.
@@ -49,7 +49,7 @@ func LoadOrCreate(dir string) (Token, error) {
 			return Token{}, fmt.Errorf("admin token: %w", err)
 		}
 		tok := hex.EncodeToString(raw[:])
-		if err := identity.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
 			return Token{}, fmt.Errorf("admin token: %w", err)
 		}
 		return Token{sum: sha256.Sum256([]byte(tok))}, nil

@@ -19,6 +19,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminhttp"
+	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/meshca"
@@ -79,7 +80,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.CACertFile != "" {
 		ca, err = meshca.LoadExternal(cfg.CACertFile, cfg.CAKeyFile, td, caOpts)
 		if err == nil {
-			err = identity.WriteFileAtomic(filepath.Join(cfg.DataDir, identity.RootCertFile), identity.EncodeCertsPEM(ca.Roots()...), 0o644)
+			err = atomicfile.WriteFile(filepath.Join(cfg.DataDir, identity.RootCertFile), identity.EncodeCertsPEM(ca.Roots()...), 0o644)
 		}
 	} else {
 		var created bool

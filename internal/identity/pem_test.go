@@ -106,56 +106,6 @@ func TestReadKeyFile(t *testing.T) {
 	}
 }
 
-func TestWriteFileAtomic(t *testing.T) {
-	dir := t.TempDir()
-	for _, tc := range []struct {
-		name     string
-		existing os.FileMode // 0 means no file before
-		mode     os.FileMode
-	}{
-		{"new 0600", 0, 0o600},
-		{"new 0644", 0, 0o644},
-		{"new 0400", 0, 0o400},
-		// Replacing must not keep the old, looser mode.
-		{"replace 0644 with 0600", 0o644, 0o600},
-		{"replace 0600 with 0644", 0o600, 0o644},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
-			if tc.existing != 0 {
-				writeFile(t, path, []byte("old contents, longer than the new ones"), tc.existing)
-			}
-			data := []byte("new\x00contents\n")
-			if err := identity.WriteFileAtomic(path, data, tc.mode); err != nil {
-				t.Fatalf("WriteFileAtomic: %v", err)
-			}
-			got, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, data) {
-				t.Errorf("contents = %q, want %q", got, data)
-			}
-			if got := fileMode(t, path); got != tc.mode {
-				t.Errorf("mode = %04o, want %04o", got, tc.mode)
-			}
-		})
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if strings.Contains(e.Name(), ".tmp") {
-			t.Errorf("temporary file %s left behind", e.Name())
-		}
-	}
-
-	if err := identity.WriteFileAtomic(filepath.Join(dir, "no-such-dir", "f"), []byte("x"), 0o600); err == nil {
-		t.Errorf("WriteFileAtomic into a missing directory: nil error")
-	}
-}
-
 func TestCertsPEM(t *testing.T) {
 	ca, _ := testutil.NewCA(t, "example.org")
 	root, inter := ca.Roots()[0], ca.Intermediates()[0]

@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -87,7 +88,7 @@ func LoadOrCreate(dataDir string, td spiffeid.TrustDomain, opts Options) (*Autho
 		if err != nil {
 			return nil, fmt.Errorf("create token key: %w", err)
 		}
-		if err := identity.WriteFileAtomic(path, pemKey, 0o600); err != nil {
+		if err := atomicfile.WriteFile(path, pemKey, 0o600); err != nil {
 			return nil, fmt.Errorf("create token key: %w", err)
 		}
 	default:

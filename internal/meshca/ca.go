@@ -19,6 +19,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -141,15 +142,15 @@ func LoadOrCreate(dataDir string, td spiffeid.TrustDomain, opts Options) (ca *CA
 		if err != nil {
 			return nil, false, fmt.Errorf("create ca: %w", err)
 		}
-		if err := identity.WriteFileAtomic(filepath.Join(dataDir, f.path), pemKey, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dataDir, f.path), pemKey, 0o600); err != nil {
 			return nil, false, fmt.Errorf("create ca: %w", err)
 		}
 	}
-	if err := identity.WriteFileAtomic(filepath.Join(dataDir, identity.RootCertFile), identity.EncodeCertsPEM(root), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dataDir, identity.RootCertFile), identity.EncodeCertsPEM(root), 0o644); err != nil {
 		return nil, false, fmt.Errorf("create ca: %w", err)
 	}
 	// The intermediate is written last: its presence marks a complete CA.
-	if err := identity.WriteFileAtomic(interPath, identity.EncodeCertsPEM(inter), 0o644); err != nil {
+	if err := atomicfile.WriteFile(interPath, identity.EncodeCertsPEM(inter), 0o644); err != nil {
 		return nil, false, fmt.Errorf("create ca: %w", err)
 	}
 	st, err := newCAState([]*x509.Certificate{inter}, interKey, []*x509.Certificate{root}, t)

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -197,26 +198,20 @@ func (ca *CA) commit(n int, next *caState, rootKey crypto.Signer) error {
 		{genInterCertFile, identity.EncodeCertsPEM(next.intermediates...), 0o644},
 		{genInterKeyFile, interKeyPEM, 0o600},
 	} {
-		if err := identity.WriteFileAtomic(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(tmp, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("write generation: %w", err)
 		}
-	}
-	if err := syncDir(tmp); err != nil {
-		return fmt.Errorf("write generation: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(caPath, name)); err != nil {
 		return fmt.Errorf("write generation: %w", err)
 	}
-	if err := syncDir(caPath); err != nil {
+	if err := atomicfile.SyncDir(caPath); err != nil {
 		return fmt.Errorf("write generation: %w", err)
 	}
 	if err := ca.step("generation-written"); err != nil {
 		return err
 	}
-	if err := identity.WriteFileAtomic(filepath.Join(ca.dataDir, currentGenFile), []byte(name+"\n"), 0o600); err != nil {
-		return fmt.Errorf("switch to generation %s: %w", name, err)
-	}
-	if err := syncDir(caPath); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(ca.dataDir, currentGenFile), []byte(name+"\n"), 0o600); err != nil {
 		return fmt.Errorf("switch to generation %s: %w", name, err)
 	}
 	if err := ca.step("switched"); err != nil {
@@ -348,24 +343,5 @@ func writeBundleIfChanged(dataDir string, roots []*x509.Certificate) error {
 	if got, err := os.ReadFile(path); err == nil && bytes.Equal(got, want) {
 		return nil
 	}
-	if err := identity.WriteFileAtomic(path, want, 0o644); err != nil {
-		return err
-	}
-	return syncDir(dataDir)
-}
-
-// syncDir makes renames and creations in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, want, 0o644)
 }

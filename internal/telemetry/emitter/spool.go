@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/atomicfile"
 )
 
 // Spool layout: SpoolDir holds
@@ -332,7 +333,7 @@ func (s *spool) append(events []*pb.Event) (consumed, bad int, err error) {
 		return 0, 0, fmt.Errorf("spool: write %s: %w", seg.path, err)
 	}
 	if created {
-		if err := syncDir(s.dir); err != nil {
+		if err := atomicfile.SyncDir(s.dir); err != nil {
 			s.log.Warn("spool: cannot sync the spool dir; a power loss may lose the new segment", "err", err)
 		}
 	}
@@ -397,7 +398,7 @@ func (s *spool) writeAside(events []*pb.Event) (int, error) {
 		return 0, fmt.Errorf("spool: write %s: %w", path, err)
 	}
 	s.size += int64(len(buf))
-	return written, syncDir(s.dir)
+	return written, atomicfile.SyncDir(s.dir)
 }
 
 // read returns up to max unread events with seq above acked, in order.
@@ -485,7 +486,7 @@ func (s *spool) saveState(st spoolState) error {
 	if err != nil {
 		return fmt.Errorf("spool state: %w", err)
 	}
-	return writeFileAtomic(filepath.Join(s.dir, stateFileName), data)
+	return atomicfile.WriteFile(filepath.Join(s.dir, stateFileName), data, 0o600)
 }
 
 func (s *spool) closeReader() {
@@ -513,40 +514,3 @@ func (s *spool) close() {
 }
 
 func segmentName(first uint64) string { return fmt.Sprintf("%020d%s", first, segmentExt) }
-
-// writeFileAtomic replaces path with data so that a crash leaves either the
-// old or the new content.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
-}
