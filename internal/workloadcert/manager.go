@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/backoff"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -205,7 +206,7 @@ func (m *Manager) Failures() int64 { return m.failures.Load() }
 // backoff until ctx ends. Refusals that will not change on retry (bad or
 // revoked token, wrong identity) end it at once.
 func (m *Manager) Obtain(ctx context.Context) error {
-	b := newBackoff(250*time.Millisecond, 15*time.Second)
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		err := m.request(ctx, m.token, nil)
 		if err == nil {
@@ -216,7 +217,7 @@ func (m *Manager) Obtain(ctx context.Context) error {
 		case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument:
 			return fmt.Errorf("obtain certificate for %s: %w", m.id, err)
 		}
-		d := b.next()
+		d := b.Next()
 		m.log.Warn("cannot obtain workload certificate; retrying", "spiffe_id", m.id.String(), "control", m.control, "err", err, "retry_in", d.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():
@@ -229,7 +230,7 @@ func (m *Manager) Obtain(ctx context.Context) error {
 // Run renews the certificate until ctx ends. It keeps trying (with backoff)
 // when the control plane is away, and says so loudly as expiry nears.
 func (m *Manager) Run(ctx context.Context) {
-	b := newBackoff(time.Second, 30*time.Second)
+	b := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		cur := m.cur.Load()
 		timer := time.NewTimer(m.renewIn(cur.Leaf, time.Unix(0, m.gotAt.Load())))
@@ -250,7 +251,7 @@ func (m *Manager) Run(ctx context.Context) {
 			err := m.request(ctx, "", cur)
 			if err == nil {
 				m.renewals.Add(1)
-				b.reset()
+				b.Reset()
 				break
 			}
 			if ctx.Err() != nil {
@@ -258,7 +259,7 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 			m.failures.Add(1)
 			left := cur.Leaf.NotAfter.Sub(m.now())
-			d := min(b.next(), max(left/4, time.Second))
+			d := min(b.Next(), max(left/4, time.Second))
 			lvl := slog.LevelWarn
 			if left < time.Hour {
 				lvl = slog.LevelError
@@ -348,18 +349,3 @@ func (m *Manager) request(ctx context.Context, token string, current *tls.Certif
 
 // CAFileHint follows a failure to verify the control plane's chain.
 const CAFileHint = "is --ca-file the control plane's ca.crt?"
-
-// backoff is exponential with full jitter between base and max.
-type backoff struct {
-	base, max, cur time.Duration
-}
-
-func newBackoff(base, max time.Duration) *backoff { return &backoff{base: base, max: max, cur: base} }
-
-func (b *backoff) next() time.Duration {
-	d := b.cur/2 + time.Duration(mrand.Int64N(int64(b.cur/2)+1))
-	b.cur = min(b.cur*2, b.max)
-	return d
-}
-
-func (b *backoff) reset() { b.cur = b.base }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	mrand "math/rand/v2"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/backoff"
 )
 
 // Run delivers events until ctx ends or Close is called: it keeps one
@@ -51,7 +51,7 @@ func (e *Emitter) Run(ctx context.Context) {
 			e.spoolLoop(ctx)
 		}()
 	}
-	b := newBackoff(e.minWait, e.maxWait)
+	b := backoff.Backoff{Min: e.minWait, Max: e.maxWait}
 	waiting := false // for an address
 	for ctx.Err() == nil {
 		addr := e.opts.Addr
@@ -80,15 +80,15 @@ func (e *Emitter) Run(ctx context.Context) {
 		}
 		if errors.Is(err, errMoved) {
 			e.log.Info("telemetry collector address changed; reconnecting", "from", addr)
-			b.reset()
+			b.Reset()
 			continue
 		}
 		// A stream that stayed up a while was healthy: back off from the
 		// bottom again.
 		if time.Since(start) > time.Minute {
-			b.reset()
+			b.Reset()
 		}
-		d := b.next()
+		d := b.Next()
 		st := e.Stats()
 		e.log.Warn("telemetry stream down; events wait in memory and the spool", "collector", addr, "err", err,
 			"retry_in", d.Round(time.Millisecond).String(), "queued", st.Queued, "spool_bytes", st.SpoolBytes)
@@ -507,18 +507,3 @@ func (e *Emitter) saveState(extend uint64) error {
 	e.mu.Unlock()
 	return nil
 }
-
-// backoff is exponential with jitter: each wait is uniform in [cur/2, cur].
-type backoff struct {
-	base, max, cur time.Duration
-}
-
-func newBackoff(base, max time.Duration) *backoff { return &backoff{base: base, max: max, cur: base} }
-
-func (b *backoff) next() time.Duration {
-	d := b.cur/2 + time.Duration(mrand.Int64N(int64(b.cur/2)+1))
-	b.cur = min(b.cur*2, b.max)
-	return d
-}
-
-func (b *backoff) reset() { b.cur = b.base }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/atomicfile"
+	"github.com/trellismesh/trellis/internal/backoff"
 	"github.com/trellismesh/trellis/internal/telemetry"
 )
 
@@ -158,7 +158,7 @@ func (d *Deliverer) Stats() Stats {
 // only when going on would skip records (the log returned one out of
 // order). It is not safe to call twice at once.
 func (d *Deliverer) Run(ctx context.Context) error {
-	b := backoff{min: d.cfg.MinBackoff, max: d.cfg.MaxBackoff}
+	b := backoff.Backoff{Min: d.cfg.MinBackoff, Max: d.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		next := d.cursor.Load() + 1
 		if !d.awaitBatch(ctx, next) {
@@ -168,7 +168,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if err != nil {
 			d.failedAttempts.Add(1)
 			d.log.Warn("reading the event log failed; retrying", "from", next, "err", err)
-			if !b.sleep(ctx) {
+			if !sleep(ctx, b.Next()) {
 				return nil
 			}
 			continue
@@ -176,7 +176,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if len(recs) == 0 {
 			d.failedAttempts.Add(1)
 			d.log.Warn("the event log returned no records though it has them; retrying", "from", next, "last", d.cfg.Log.LastIndex())
-			if !b.sleep(ctx) {
+			if !sleep(ctx, b.Next()) {
 				return nil
 			}
 			continue
@@ -199,11 +199,11 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			// for the disk instead.
 			d.failedAttempts.Add(1)
 			d.log.Error("saving the delivery cursor failed; retrying", "file", d.cursorPath, "err", err)
-			if !b.sleep(ctx) {
+			if !sleep(ctx, b.Next()) {
 				return nil
 			}
 		}
-		b.reset()
+		b.Reset()
 		d.cursor.Store(last.Index)
 		d.delivered.Add(uint64(len(recs)))
 		d.batches.Add(1)
@@ -238,7 +238,7 @@ func (d *Deliverer) awaitBatch(ctx context.Context, next uint64) bool {
 
 // send sends recs until the sink confirms them. It returns false when ctx
 // is done first.
-func (d *Deliverer) send(ctx context.Context, recs []telemetry.Record, b *backoff) bool {
+func (d *Deliverer) send(ctx context.Context, recs []telemetry.Record, b *backoff.Backoff) bool {
 	first, last := recs[0].Index, recs[len(recs)-1].Index
 	for failures := 0; ; failures++ {
 		err := d.cfg.Sink.Send(ctx, recs)
@@ -252,7 +252,7 @@ func (d *Deliverer) send(ctx context.Context, recs []telemetry.Record, b *backof
 			return false
 		}
 		d.failedAttempts.Add(1)
-		wait := b.next()
+		wait := b.Next()
 		d.log.Warn("delivery failed; retrying the same records", "first", first, "last", last,
 			"attempt", failures+1, "retry_in", wait.Round(time.Millisecond), "err", err)
 		if !sleep(ctx, wait) {
@@ -260,24 +260,6 @@ func (d *Deliverer) send(ctx context.Context, recs []telemetry.Record, b *backof
 		}
 	}
 }
-
-// backoff doubles from min to max, each wait jittered into [d/2, d].
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func (b *backoff) sleep(ctx context.Context) bool { return sleep(ctx, b.next()) }
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
