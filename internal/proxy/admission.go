@@ -68,15 +68,16 @@ var admissionSteps = []admissionStep{
 	authorize,
 }
 
-// admit runs the admission chain for one request.
-func (in *Inbound) admit(r requestView, p *peer, snap *Snapshot) verdict {
-	var v verdict
+// admit runs the admission chain for one request into v. The caller owns
+// v: the fast path keeps one per connection, so the steps (called through
+// function values, which makes v escape) allocate nothing per request.
+func (in *Inbound) admit(r requestView, p *peer, snap *Snapshot, v *verdict) {
+	*v = verdict{}
 	for _, step := range admissionSteps {
-		if !step(in, r, p, snap, &v) {
-			break
+		if !step(in, r, p, snap, v) {
+			return
 		}
 	}
-	return v
 }
 
 // refuse ends the chain with rf.

@@ -79,9 +79,11 @@ type fastConn struct {
 	// bodyIdle is set while a request body is read: every read from c
 	// then waits at most this long (see Read).
 	bodyIdle time.Duration
-	// view is the current request as the inbound admission chain sees it
-	// (one per connection: no allocation per request).
-	view h1View
+	// view and verdict are the current request as the inbound admission
+	// chain sees it and its verdict (one per connection: no allocation
+	// per request).
+	view    h1View
+	verdict verdict
 }
 
 // Read reads from the caller's connection; br reads through it. While a

@@ -82,7 +82,8 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snapshot, resp *h1.Head) (outcome, bool) {
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
 	fc.view.req = req
-	v := in.admit(&fc.view, p, snap)
+	v := &fc.verdict
+	in.admit(&fc.view, p, snap, v)
 	fc.view.req = nil
 	o := outcome{authorized: v.authorized, dec: v.dec}
 	if rf := v.refused; rf != nil {

@@ -94,7 +94,8 @@ const deniedByHeader = "X-Trellis-Denied-By"
 const statusClientClosed = 499
 
 func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *Snapshot) outcome {
-	v := in.admit(httpView{r}, p, snap)
+	v := new(verdict)
+	in.admit(httpView{r}, p, snap, v)
 	o := outcome{authorized: v.authorized, dec: v.dec}
 	if rf := v.refused; rf != nil {
 		if rf.close {
