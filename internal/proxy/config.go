@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/policy"
 )
 
@@ -108,7 +109,11 @@ type Config struct {
 	// may hold (--body-idle-timeout, --app-max-requests, ...).
 	Limits Limits
 
-	Authorizer Authorizer // nil = PolicyAuthorizer for this workload
+	// Authorizer decides inbound requests and connections; nil means a
+	// PolicyAuthorizer for this workload, counting in the proxy's metrics
+	// and sending audit events to its collector. A caller's Authorizer is
+	// used as given: the proxy never modifies it.
+	Authorizer Authorizer
 	Logger     *slog.Logger
 	Now        func() time.Time
 }
@@ -145,19 +150,24 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Authorizer == nil {
-		pa := &PolicyAuthorizer{
-			Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
-			Log:      c.Logger,
-		}
-		if _, port, err := net.SplitHostPort(c.AppAddr); err == nil {
-			pa.Port, _ = strconv.Atoi(port)
-		}
-		c.Authorizer = pa
-	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+}
+
+// policyAuthorizer is the default Authorizer: the policy engine for this
+// workload, counting in m and sending audit events to events.
+func (c *Config) policyAuthorizer(m *Metrics, events func(*pb.Event)) *PolicyAuthorizer {
+	pa := &PolicyAuthorizer{
+		Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
+		Log:      c.Logger,
+		Metrics:  m,
+		Events:   events,
+	}
+	if _, port, err := net.SplitHostPort(c.AppAddr); err == nil {
+		pa.Port, _ = strconv.Atoi(port)
+	}
+	return pa
 }
 
 func (c *Config) validate() error {

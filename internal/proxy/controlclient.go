@@ -40,12 +40,30 @@ const (
 	controlRedialMax = time.Second
 )
 
+// ControlTarget is what a ControlClient keeps configured: the proxy, or a
+// stand-in in tests. The client calls it from its stream goroutines, so its
+// methods must be safe for concurrent use.
+type ControlTarget interface {
+	// Apply compiles and swaps in a snapshot. An error NACKs it, and the
+	// target must keep its last good config.
+	Apply(*pb.Snapshot) error
+	// Running returns the version and hash of the config in use ("" before
+	// the first), for each Hello.
+	Running() (version, hash string)
+	// Report returns a new Report (running config, certificate, trust
+	// anchors), which the client owns.
+	Report() *pb.Report
+	// StreamState is told when a stream is up (Hello and the first Report
+	// sent; err nil) and when one ended (up false, err says why).
+	StreamState(up bool, err error)
+}
+
 // ControlClient keeps one Config stream open to the control plane: it sends
-// Hello, applies every Snapshot through Apply (ACK on success, NACK with the
-// error otherwise, keeping the last good config), reports what it runs, and
-// reconnects with exponential backoff and jitter, capped at a few seconds
-// (controlRetryMax). While disconnected the proxy keeps serving with its
-// last good config.
+// Hello, applies every Snapshot through Target.Apply (ACK on success, NACK
+// with the error otherwise, keeping the last good config), reports what it
+// runs, and reconnects with exponential backoff and jitter, capped at a few
+// seconds (controlRetryMax). While disconnected the proxy keeps serving
+// with its last good config.
 //
 // Reports go out right after Hello, every Snapshot.report_interval_seconds,
 // whenever ReportNow delivers, and after applying a snapshot whose trust
@@ -60,23 +78,13 @@ type ControlClient struct {
 	// Dial, when set, opens the TCP connection (transparent mode marks
 	// it); nil means gRPC's default dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
-	// Apply compiles and swaps in a snapshot; an error NACKs it.
-	Apply func(*pb.Snapshot) error
-	// Running returns the version and hash in use ("" before the first),
-	// for Hello.
-	Running func() (version, hash string)
-	// Report, when set, builds every Report (running config, certificate,
-	// trust anchors); nil reports only Running.
-	Report func() *pb.Report
+	// Target applies snapshots and says what it runs (required).
+	Target ControlTarget
 	// ReportNow, when set, asks for a report at once (the certificate
 	// changed). A signal while disconnected is covered by the report that
 	// follows the next Hello.
 	ReportNow <-chan struct{}
 	Log       *slog.Logger
-
-	// OnConnect/OnDisconnect, when set, observe the stream's state.
-	OnConnect    func()
-	OnDisconnect func(error)
 
 	// bundle is the trust bundle of the last snapshot applied (owned by
 	// the stream goroutine): a change is reported at once.
@@ -114,9 +122,7 @@ func (c *ControlClient) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if c.OnDisconnect != nil {
-			c.OnDisconnect(err)
-		}
+		c.Target.StreamState(false, err)
 		// A stream that stayed up a while was healthy: start backing off
 		// from the bottom again.
 		if time.Since(start) > time.Minute {
@@ -140,7 +146,7 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 		return fmt.Errorf("open stream: %w", err)
 	}
 	hello := proto.Clone(c.Hello).(*pb.Hello)
-	hello.RunningVersion, hello.RunningHash = c.Running()
+	hello.RunningVersion, hello.RunningHash = c.Target.Running()
 	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
@@ -152,9 +158,7 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 	if err := st.Send(c.reportMessage()); err != nil {
 		return fmt.Errorf("send report: %w", err)
 	}
-	if c.OnConnect != nil {
-		c.OnConnect()
-	}
+	c.Target.StreamState(true, nil)
 	// Receiving runs here; one goroutine sends: acks and nacks come from
 	// here through out, reports are asked for through reportDue and built
 	// just before sending.
@@ -224,7 +228,7 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 			}
 		}
 		var reply *pb.ProxyMessage
-		if err := c.Apply(snap); err != nil {
+		if err := c.Target.Apply(snap); err != nil {
 			c.Log.Error("config rejected; keeping the last good config", "version", snap.GetVersion(), "err", err)
 			reply = &pb.ProxyMessage{Message: &pb.ProxyMessage_Nack{Nack: &pb.Nack{Version: snap.GetVersion(), Error: err.Error()}}}
 		} else {
@@ -245,14 +249,7 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 
 // reportMessage wraps the current Report.
 func (c *ControlClient) reportMessage() *pb.ProxyMessage {
-	var r *pb.Report
-	if c.Report != nil {
-		r = c.Report()
-	} else {
-		r = &pb.Report{}
-		r.RunningVersion, r.RunningHash = c.Running()
-	}
-	return &pb.ProxyMessage{Message: &pb.ProxyMessage_Report{Report: r}}
+	return &pb.ProxyMessage{Message: &pb.ProxyMessage_Report{Report: c.Target.Report()}}
 }
 
 // wake sends on c without blocking; a pending signal suffices.

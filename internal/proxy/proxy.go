@@ -46,6 +46,11 @@ type Proxy struct {
 	events        *emitter.Emitter
 	started       time.Time // when the counters started, for traffic stats
 	reports       reporter  // builds the config stream's Reports
+	// reportNow asks the config stream for a report at once (a new
+	// certificate).
+	reportNow chan struct{}
+	// authz is Config.Authorizer, or the proxy's own PolicyAuthorizer.
+	authz Authorizer
 
 	inbound  *Inbound
 	outbound *Outbound
@@ -89,7 +94,8 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
 	}
 	pool := poolOf(roots)
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Now()}
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Now(),
+		reportNow: make(chan struct{}, 1)}
 	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
 	p.certs.Dial = cfg.contextDialer() // transparent mode
 	instance := make([]byte, 8)
@@ -115,6 +121,9 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--spool-dir: %w", err)
 	}
 	p.metrics.Registry().MustRegister(p.events)
+	// Every certificate is an audit event, and is reported on the config
+	// stream at once (the control plane tracks issuers during a CA
+	// rotation).
 	p.certs.OnIssued = func(leaf *x509.Certificate, renewal bool) {
 		kind := "cert.issued"
 		if renewal {
@@ -122,14 +131,12 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		p.events.Emit(&pb.Event{Kind: kind, SourceId: id.String(), SourceService: cfg.Service, SourceNamespace: cfg.Namespace,
 			Attributes: map[string]string{"serial": leaf.SerialNumber.Text(16), "expires": leaf.NotAfter.UTC().Format(time.RFC3339)}})
+		wake(p.reportNow)
 	}
-	if pa, ok := cfg.Authorizer.(*PolicyAuthorizer); ok {
-		if pa.Metrics == nil {
-			pa.Metrics = p.metrics
-		}
-		if pa.Events == nil {
-			pa.Events = p.events.Emit
-		}
+	p.reports.snapshot, p.reports.cert, p.reports.bundle = p.snapshot, p.certs.Certificate, p.certs.Roots
+	p.authz = cfg.Authorizer
+	if p.authz == nil {
+		p.authz = cfg.policyAuthorizer(p.metrics, p.events.Emit)
 	}
 	return p, nil
 }
@@ -208,18 +215,6 @@ func (p *Proxy) Start(ctx context.Context) error {
 
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.events.Run(rctx) }()
-	// A new certificate is reported on the config stream at once (the
-	// control plane tracks issuers during a CA rotation); the telemetry
-	// hook set in New keeps running first.
-	reportNow := make(chan struct{}, 1)
-	issued := p.certs.OnIssued
-	p.certs.OnIssued = func(leaf *x509.Certificate, renewal bool) {
-		if issued != nil {
-			issued(leaf, renewal)
-		}
-		wake(reportNow)
-	}
-	p.reports.snapshot, p.reports.cert, p.reports.bundle = p.snapshot, p.certs.Certificate, p.certs.Roots
 	if err := p.certs.Obtain(ctx); err != nil {
 		cancel()
 		p.closeListeners()
@@ -231,7 +226,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	dp := DataPlaneConfig{
 		Identity:            p.Identity(),
 		Snapshot:            p.snapshot,
-		Authorizer:          p.cfg.Authorizer,
+		Authorizer:          p.authz,
 		Service:             p.cfg.Service,
 		Namespace:           p.cfg.Namespace,
 		Protocol:            p.cfg.Protocol,
@@ -271,14 +266,10 @@ func (p *Proxy) Start(ctx context.Context) error {
 			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
 			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: p.instance,
 		},
-		Dial:         p.cfg.contextDialer(), // transparent mode
-		Apply:        p.apply,
-		Running:      p.running,
-		Report:       p.reports.report,
-		ReportNow:    reportNow,
-		Log:          p.log,
-		OnConnect:    func() { p.connected.Store(true) },
-		OnDisconnect: func(error) { p.connected.Store(false) },
+		Dial:      p.cfg.contextDialer(), // transparent mode
+		Target:    controlTarget{p},
+		ReportNow: p.reportNow,
+		Log:       p.log,
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); cc.Run(rctx) }()
@@ -371,6 +362,14 @@ func (p *Proxy) running() (string, string) {
 	}
 	return "", ""
 }
+
+// controlTarget is the proxy as its control client sees it.
+type controlTarget struct{ p *Proxy }
+
+func (t controlTarget) Apply(s *pb.Snapshot) error      { return t.p.apply(s) }
+func (t controlTarget) Running() (version, hash string) { return t.p.running() }
+func (t controlTarget) Report() *pb.Report              { return t.p.reports.report() }
+func (t controlTarget) StreamState(up bool, _ error)    { t.p.connected.Store(up) }
 
 func (p *Proxy) registerGauges() {
 	reg := p.metrics.Registry()
