@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -151,7 +153,7 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 	q.req.HTTP = true
 	q.req.Method = "GET"
 	if f.method != "" {
-		if !isHTTPToken(f.method) {
+		if !names.IsHTTPToken(f.method) {
 			return nil, userError("%s: --method %q: want an HTTP method such as GET or POST", op, f.method)
 		}
 		for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"} {
@@ -173,7 +175,7 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 	q.req.Host = f.host
 	for _, h := range f.headers {
 		name, value, ok := strings.Cut(h, "=")
-		if !ok || !isHTTPToken(name) {
+		if !ok || !names.IsHTTPToken(name) {
 			return nil, userError("%s: --header %q: want NAME=VALUE, e.g. --header x-tenant=a", op, h)
 		}
 		if value == "" {
@@ -200,8 +202,7 @@ func parseFrom(from string, q *checkQuery) error {
 			return userError("%s: --from %q: %v; %s", op, from, err, forms)
 		}
 		// The mesh CA issues only these; any other path names no caller.
-		seg := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-		if len(seg) != 4 || seg[0] != "ns" || seg[2] != "sa" {
+		if _, _, ok := identity.WorkloadPath(id); !ok {
 			return userError("%s: --from %q: not a workload identity (its path must be /ns/NAMESPACE/sa/ACCOUNT); %s", op, from, forms)
 		}
 		q.fromID = from
@@ -211,7 +212,7 @@ func parseFrom(from string, q *checkQuery) error {
 	if q.fromSvc, q.fromNS, ok = parseServiceRef(from); ok {
 		return nil
 	}
-	if svc, ns, dot := strings.Cut(from, "."); dot && isDNSLabel(strings.ToLower(svc)) && isDNSLabel(strings.ToLower(ns)) {
+	if svc, ns, dot := strings.Cut(from, "."); dot && names.IsDNSLabel(strings.ToLower(svc)) && names.IsDNSLabel(strings.ToLower(ns)) {
 		return userError("%s: --from %q: names are lower case; did you mean %q?", op, from, strings.ToLower(from))
 	}
 	return userError("%s: --from %q: want a SPIFFE ID (spiffe://trellis.local/ns/shop/sa/frontend) or SERVICE.NAMESPACE (frontend.shop), or plaintext for a caller without mTLS", op, from)
@@ -237,31 +238,7 @@ func parseLabels(op string, labels []string, q *checkQuery) error {
 // parseServiceRef splits "service.namespace"; both are DNS labels.
 func parseServiceRef(s string) (svc, ns string, ok bool) {
 	svc, ns, ok = strings.Cut(s, ".")
-	return svc, ns, ok && isDNSLabel(svc) && isDNSLabel(ns)
-}
-
-func isDNSLabel(s string) bool {
-	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func isHTTPToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
+	return svc, ns, ok && names.IsDNSLabel(svc) && names.IsDNSLabel(ns)
 }
 
 // checkResult is the JSON form of `policy check`. Decision, Policy, Rule

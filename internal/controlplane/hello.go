@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -42,8 +43,8 @@ func checkHello(h *pb.Hello, spiffeID, certNS string) (workload, error) {
 	if len(h.GetInstance()) > maxInstanceLen || hasSpaceOrControl(h.GetInstance()) {
 		return bad("instance must be at most %d printable characters without spaces", maxInstanceLen)
 	}
-	if !isDNSLabel(h.GetService()) {
-		return bad("service %q must be a DNS label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit", h.GetService())
+	if !names.IsDNSLabel(h.GetService()) {
+		return bad("service %q %s", h.GetService(), names.DNSLabelRule)
 	}
 	ns := h.GetNamespace()
 	if ns == "" {

@@ -10,6 +10,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
+	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -48,8 +49,8 @@ func (t *tokens) create(ctx context.Context, req adminapi.CreateTokenRequest) (a
 		return adminapi.CreateTokenResponse{}, &fieldError{field: "serviceAccount", msg: "trellis-system/control is the control plane's own identity; no workload may hold it"}
 	}
 	for _, f := range []struct{ field, val string }{{"service", req.Service}, {"namespace", req.Namespace}, {"serviceAccount", req.ServiceAccount}} {
-		if !isDNSLabel(f.val) {
-			return adminapi.CreateTokenResponse{}, &fieldError{field: f.field, msg: fmt.Sprintf("%q must be a DNS label (lowercase letters, digits and '-', at most 63 characters)", f.val)}
+		if !names.IsDNSLabel(f.val) {
+			return adminapi.CreateTokenResponse{}, &fieldError{field: f.field, msg: fmt.Sprintf("%q %s", f.val, names.DNSLabelRule)}
 		}
 	}
 	tok, claims, err := t.auth.Issue(req.Service, req.Namespace, req.ServiceAccount, ttl)
@@ -155,22 +156,6 @@ func (t *tokens) verify(ctx context.Context, token string) (jointoken.Claims, er
 type fieldError struct{ field, msg string }
 
 func (e *fieldError) Error() string { return e.field + ": " + e.msg }
-
-func isDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case c == '-' && i > 0 && i < len(s)-1:
-		default:
-			return false
-		}
-	}
-	return true
-}
 
 // entitled reports (nil) whether some join token that was not revoked named
 // spiffeID with service: the binding of a service name to an identity, which

@@ -45,9 +45,21 @@ func ParseWorkloadID(s string) (id spiffeid.ID, namespace, serviceAccount string
 	if err != nil {
 		return spiffeid.ID{}, "", "", fmt.Errorf("parse spiffe id %q: %w", s, err)
 	}
-	segs := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
-	if len(segs) != 4 || segs[0] != "ns" || segs[2] != "sa" {
+	namespace, serviceAccount, ok := WorkloadPath(id)
+	if !ok {
 		return spiffeid.ID{}, "", "", fmt.Errorf("parse spiffe id %q: path must be /ns/<namespace>/sa/<service-account>", s)
 	}
-	return id, segs[1], segs[3], nil
+	return id, namespace, serviceAccount, nil
+}
+
+// WorkloadPath splits the path of a workload SPIFFE ID,
+// /ns/<namespace>/sa/<serviceAccount>; ok is false for any other path.
+// spiffeid has checked the segments' characters; whether they are DNS
+// labels is the issuer's rule (internal/names), not checked here.
+func WorkloadPath(id spiffeid.ID) (namespace, serviceAccount string, ok bool) {
+	segs := strings.Split(strings.TrimPrefix(id.Path(), "/"), "/")
+	if len(segs) != 4 || segs[0] != "ns" || segs[2] != "sa" {
+		return "", "", false
+	}
+	return segs[1], segs[3], true
 }

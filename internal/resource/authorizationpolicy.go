@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	"github.com/trellismesh/trellis/internal/names"
 )
 
 // AuthorizationPolicy actions and enforcement modes.
@@ -104,8 +106,8 @@ func authorizationPolicySpec(errs *errorList, raw json.RawMessage) Authorization
 		s.Enforcement = EnforcementEnforce
 	}
 
-	if sv := s.Selector.Service; sv != "" && !isDNSLabel(sv) {
-		errs.add("spec.selector.service", "%s %s", quote(sv), dnsLabelRule)
+	if sv := s.Selector.Service; sv != "" && !names.IsDNSLabel(sv) {
+		errs.add("spec.selector.service", "%s %s", quote(sv), names.DNSLabelRule)
 	}
 	checkLabels(errs, "spec.selector.matchLabels", s.Selector.MatchLabels)
 	canonicalEnum(errs, "spec.action", &s.Action, ActionAllow, ActionDeny)
@@ -155,7 +157,7 @@ func checkConditionKey(errs *errorList, field, key string) {
 		errs.add(field, "required; write request.headers[NAME]")
 	case !ok:
 		errs.add(field, "unsupported key %s: the only supported form is request.headers[NAME]", quote(key))
-	case !isHTTPToken(name):
+	case !names.IsHTTPToken(name):
 		errs.add(field, "header name %s is not a valid HTTP header name (letters, digits and !#$%%&'*+-.^_`|~)", quote(name))
 	}
 }

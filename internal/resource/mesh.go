@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/names"
 )
 
 // Mesh settings. The defaults are the zero-trust ones: mutual TLS required
@@ -144,7 +146,7 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 	for i, u := range s.HTTP.AllowedUpgrades {
 		f := fmt.Sprintf("spec.http.allowedUpgrades[%d]", i)
 		switch {
-		case !isHTTPToken(u):
+		case !names.IsHTTPToken(u):
 			errs.add(f, "%s is not a protocol name (an HTTP token such as websocket)", quote(u))
 		case strings.EqualFold(u, "h2c"):
 			errs.add(f, "h2c cannot be allowed: the mesh speaks HTTP/2 to apps by prior knowledge (service protocol http2 or grpc)")
@@ -156,7 +158,7 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 		f := fmt.Sprintf("spec.http.stripHeaders[%d]", i)
 		name := strings.TrimSuffix(h, "*")
 		switch {
-		case name == "" || !isHTTPToken(name):
+		case name == "" || !names.IsHTTPToken(name):
 			errs.add(f, "%s is not a header name or a \"prefix*\" pattern", quote(h))
 		case strings.EqualFold(name, "host") || strings.EqualFold(name, "content-length") || strings.EqualFold(name, "transfer-encoding"):
 			errs.add(f, "%s cannot be stripped: it frames the request", quote(h))

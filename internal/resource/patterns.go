@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/names"
 )
 
 // Match patterns in policies are exact values or simple globs: "*" alone
@@ -75,10 +76,10 @@ func checkDNSLabelPattern(s string) string {
 	switch {
 	case msg != "":
 		return quote(s) + ": " + msg
-	case kind == patternExact && !isDNSLabel(s):
-		return quote(s) + " " + dnsLabelRule
-	case kind == patternPrefix && !isDNSLabel(lit+"x"),
-		kind == patternSuffix && !isDNSLabel("x"+lit):
+	case kind == patternExact && !names.IsDNSLabel(s):
+		return quote(s) + " " + names.DNSLabelRule
+	case kind == patternPrefix && !names.IsDNSLabel(lit+"x"),
+		kind == patternSuffix && !names.IsDNSLabel("x"+lit):
 		return quote(s) + ": the part besides '*' must be lower-case letters, digits and '-' that can begin or end a DNS label"
 	}
 	return ""

@@ -3,6 +3,8 @@ package resource
 import (
 	"encoding/json"
 	"errors"
+
+	"github.com/trellismesh/trellis/internal/names"
 )
 
 // Validate checks o completely and, if it is valid, puts it in canonical
@@ -71,15 +73,15 @@ func checkMetadata(errs *errorList, m *Metadata, k kind, known bool) {
 	switch {
 	case m.Name == "":
 		errs.add("metadata.name", "required")
-	case !isDNSSubdomain(m.Name):
-		errs.add("metadata.name", "%s %s", quote(m.Name), dnsSubdomainRule)
+	case !names.IsDNSSubdomain(m.Name):
+		errs.add("metadata.name", "%s %s", quote(m.Name), names.DNSSubdomainRule)
 	case k.Kind == KindMesh && m.Name != "default":
 		errs.add("metadata.name", "must be \"default\": a mesh has one Mesh resource, named \"default\"")
 	}
 	switch {
 	case !known:
-		if m.Namespace != "" && !isDNSLabel(m.Namespace) {
-			errs.add("metadata.namespace", "%s %s", quote(m.Namespace), dnsLabelRule)
+		if m.Namespace != "" && !names.IsDNSLabel(m.Namespace) {
+			errs.add("metadata.namespace", "%s %s", quote(m.Namespace), names.DNSLabelRule)
 		}
 	case !k.Namespaced:
 		if m.Namespace != "" {
@@ -87,14 +89,14 @@ func checkMetadata(errs *errorList, m *Metadata, k kind, known bool) {
 		}
 	case m.Namespace == "":
 		m.Namespace = DefaultNamespace
-	case !isDNSLabel(m.Namespace):
-		errs.add("metadata.namespace", "%s %s", quote(m.Namespace), dnsLabelRule)
+	case !names.IsDNSLabel(m.Namespace):
+		errs.add("metadata.namespace", "%s %s", quote(m.Namespace), names.DNSLabelRule)
 	}
 	checkLabels(errs, "metadata.labels", m.Labels)
 	for _, key := range sortedKeys(m.Annotations) {
 		f := "metadata.annotations[" + key + "]"
-		if !isLabelKey(key) {
-			errs.add(f, "invalid annotation key %s: %s", quote(key), labelKeyRule)
+		if !names.IsLabelKey(key) {
+			errs.add(f, "invalid annotation key %s: %s", quote(key), names.LabelKeyRule)
 		}
 		if hasControl(m.Annotations[key], "\t\n\r") {
 			errs.add(f, "annotation values must not contain control characters other than tab and line breaks")
