@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/backoff"
 	"github.com/trellismesh/trellis/internal/workloadcert"
 )
 
@@ -115,7 +116,7 @@ func (c *ControlClient) Run(ctx context.Context) {
 	}
 	defer conn.Close()
 	client := pb.NewConfigClient(conn)
-	b := newBackoff(controlRetryMin, controlRetryMax)
+	b := backoff.Backoff{Min: controlRetryMin, Max: controlRetryMax}
 	for ctx.Err() == nil {
 		start := time.Now()
 		err := c.stream(ctx, client)
@@ -126,9 +127,9 @@ func (c *ControlClient) Run(ctx context.Context) {
 		// A stream that stayed up a while was healthy: start backing off
 		// from the bottom again.
 		if time.Since(start) > time.Minute {
-			b.reset()
+			b.Reset()
 		}
-		d := b.next()
+		d := b.Next()
 		c.Log.Warn("config stream down; serving with the last good config", "control", c.Addr, "err", err, "retry_in", d.Round(time.Millisecond).String())
 		select {
 		case <-ctx.Done():

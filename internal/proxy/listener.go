@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/backoff"
 )
 
 // chanListener hands connections that were accepted and classified
@@ -152,24 +154,22 @@ func (s *connSet) shutdown(ctx context.Context) error {
 
 // acceptLoop calls handle for each accepted conn. It returns when l is
 // closed; other accept errors (out of file descriptors, aborted
-// connections) are retried with backoff, as net/http does.
+// connections) are retried after 5ms doubling to 1s, without jitter, as
+// net/http does: the wait is for this process's resources, not a peer
+// many clients share.
 func acceptLoop(l net.Listener, handle func(net.Conn)) error {
-	var delay time.Duration
+	failures := 0
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay *= 2; delay > time.Second {
-				delay = time.Second
-			}
-			time.Sleep(delay)
+			time.Sleep(backoff.Delay(5*time.Millisecond, time.Second, failures))
+			failures++
 			continue
 		}
-		delay = 0
+		failures = 0
 		handle(c)
 	}
 }
