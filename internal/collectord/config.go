@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"time"
+
+	"github.com/trellismesh/trellis/internal/clock"
 )
 
 // Defaults for Config's zero values.
@@ -35,7 +36,8 @@ type Config struct {
 	// AuditSinks are --audit-sink URLs.
 	AuditSinks []string
 	Logger     *slog.Logger
-	Now        func() time.Time
+	// Clock times certificate renewal; nil is the system clock.
+	Clock clock.Clock
 }
 
 func (c *Config) setDefaults() {
@@ -51,9 +53,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
+	c.Clock = clock.Or(c.Clock)
 }
 
 func (c *Config) validate() error {

@@ -93,7 +93,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), id: id, token: tok, serveErr: make(chan error, 2)}
-	s.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, s.log, cfg.Now)
+	s.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, s.log, cfg.Clock)
 	if err := s.certs.Obtain(ctx); err != nil {
 		return nil, fmt.Errorf("--token-file: %w", err)
 	}

@@ -76,7 +76,7 @@ func (p *Proxy) notReady() string {
 		return "draining: shutting down"
 	case c == nil:
 		return "no workload certificate yet"
-	case !p.cfg.Now().Before(c.Leaf.NotAfter):
+	case !p.cfg.Clock.Now().Before(c.Leaf.NotAfter):
 		return "workload certificate expired"
 	case p.snapshot() == nil:
 		return "no config from the control plane yet"

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
+	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/policy"
 )
 
@@ -38,7 +40,7 @@ type Upstream struct {
 func ParseUpstream(s string) (Upstream, error) {
 	svc, addr, ok := strings.Cut(s, "=")
 	name, ns, ok2 := strings.Cut(svc, ".")
-	if !ok || !ok2 || name == "" || ns == "" || strings.Contains(ns, ".") {
+	if !ok || !ok2 || !names.IsDNSLabel(name) || !names.IsDNSLabel(ns) {
 		return Upstream{}, fmt.Errorf("--upstream %q: want SERVICE.NAMESPACE=HOST:PORT, e.g. catalog.shop=127.0.0.1:9001", s)
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -115,7 +117,9 @@ type Config struct {
 	// used as given: the proxy never modifies it.
 	Authorizer Authorizer
 	Logger     *slog.Logger
-	Now        func() time.Time
+	// Clock times certificate renewal and reports; nil is the system
+	// clock.
+	Clock clock.Clock
 }
 
 func (c *Config) setDefaults() {
@@ -150,9 +154,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
+	c.Clock = clock.Or(c.Clock)
 }
 
 // policyAuthorizer is the default Authorizer: the policy engine for this
@@ -173,6 +175,13 @@ func (c *Config) policyAuthorizer(m *Metrics, events func(*pb.Event)) *PolicyAut
 func (c *Config) validate() error {
 	if c.Service == "" {
 		return errors.New("--service is required: the name of the service this proxy stands beside")
+	}
+	for _, f := range []struct{ flag, val string }{
+		{"--service", c.Service}, {"--namespace", c.Namespace}, {"--service-account", c.ServiceAccount},
+	} {
+		if !names.IsDNSLabel(f.val) {
+			return fmt.Errorf("%s %q %s", f.flag, f.val, names.DNSLabelRule)
+		}
 	}
 	if c.CAFile == "" {
 		return errors.New("--ca-file is required: the control plane's DATA_DIR/ca.crt, to verify the control plane")

@@ -94,9 +94,9 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
 	}
 	pool := poolOf(roots)
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Now(),
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1)}
-	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Now)
+	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Clock)
 	p.certs.Dial = cfg.contextDialer() // transparent mode
 	instance := make([]byte, 8)
 	_, _ = rand.Read(instance)
@@ -112,7 +112,7 @@ func New(cfg Config) (*Proxy, error) {
 		Instance:      p.instance,
 		SpoolDir:      cfg.SpoolDir,
 		Logger:        p.log,
-		Now:           cfg.Now,
+		Now:           cfg.Clock.Now,
 		Stats:         func() *pb.TrafficStats { return p.metrics.TrafficStats(cfg.Service, cfg.Namespace, p.started) },
 		StatsInterval: cfg.StatsInterval,
 		Dialer:        cfg.contextDialer(), // transparent mode

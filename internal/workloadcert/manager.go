@@ -26,6 +26,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/backoff"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -41,7 +42,7 @@ type Manager struct {
 	control string
 	roots   *x509.CertPool // --ca-file: verify the control plane (see ControlRoots)
 	token   string
-	now     func() time.Time
+	clk     clock.Clock
 	log     *slog.Logger
 
 	cur    atomic.Pointer[tls.Certificate]
@@ -71,12 +72,10 @@ type Manager struct {
 
 // New prepares a manager for id, which will ask the control plane at
 // controlAddr (verified with controlRoots, the --ca-file) with the join
-// token; nothing is requested yet. now nil means time.Now.
-func New(id spiffeid.ID, controlAddr string, controlRoots *x509.CertPool, token string, log *slog.Logger, now func() time.Time) *Manager {
-	if now == nil {
-		now = time.Now
-	}
-	return &Manager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, now: now, renew: make(chan struct{}, 1)}
+// token; nothing is requested yet. A nil clk is the system clock; renewal
+// and retry timers run on it.
+func New(id spiffeid.ID, controlAddr string, controlRoots *x509.CertPool, token string, log *slog.Logger, clk clock.Clock) *Manager {
+	return &Manager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, clk: clock.Or(clk), renew: make(chan struct{}, 1)}
 }
 
 // ID is the workload's SPIFFE ID.
@@ -219,10 +218,8 @@ func (m *Manager) Obtain(ctx context.Context) error {
 		}
 		d := b.Next()
 		m.log.Warn("cannot obtain workload certificate; retrying", "spiffe_id", m.id.String(), "control", m.control, "err", err, "retry_in", d.Round(time.Millisecond).String())
-		select {
-		case <-ctx.Done():
+		if !m.sleep(ctx, d) {
 			return fmt.Errorf("obtain certificate for %s: %w", m.id, ctx.Err())
-		case <-time.After(d):
 		}
 	}
 }
@@ -233,12 +230,12 @@ func (m *Manager) Run(ctx context.Context) {
 	b := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		cur := m.cur.Load()
-		timer := time.NewTimer(m.renewIn(cur.Leaf, time.Unix(0, m.gotAt.Load())))
+		timer := m.clk.NewTimer(m.renewIn(cur.Leaf, time.Unix(0, m.gotAt.Load())))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
-		case <-timer.C:
+		case <-timer.C():
 		case <-m.renew:
 			timer.Stop()
 			// A request that came while the last renewal ran may be
@@ -258,19 +255,29 @@ func (m *Manager) Run(ctx context.Context) {
 				return
 			}
 			m.failures.Add(1)
-			left := cur.Leaf.NotAfter.Sub(m.now())
+			left := cur.Leaf.NotAfter.Sub(m.clk.Now())
 			d := min(b.Next(), max(left/4, time.Second))
 			lvl := slog.LevelWarn
 			if left < time.Hour {
 				lvl = slog.LevelError
 			}
 			m.log.Log(ctx, lvl, "certificate renewal failed; retrying", "spiffe_id", m.id.String(), "expires_in", left.Round(time.Second).String(), "err", err, "retry_in", d.Round(time.Millisecond).String())
-			select {
-			case <-ctx.Done():
+			if !m.sleep(ctx, d) {
 				return
-			case <-time.After(d):
 			}
 		}
+	}
+}
+
+// sleep waits d on the manager's clock; false when ctx ended first.
+func (m *Manager) sleep(ctx context.Context, d time.Duration) bool {
+	t := m.clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
 	}
 }
 
@@ -281,7 +288,7 @@ func (m *Manager) renewIn(leaf *x509.Certificate, gotAt time.Time) time.Duration
 	life := leaf.NotAfter.Sub(gotAt)
 	at := gotAt.Add(life / 2)
 	jitter := time.Duration((mrand.Float64()*0.2 - 0.1) * float64(life))
-	return max(at.Add(jitter).Sub(m.now()), 0)
+	return max(at.Add(jitter).Sub(m.clk.Now()), 0)
 }
 
 // request runs one Certify call on a fresh connection: with the token, or
@@ -337,7 +344,7 @@ func (m *Manager) request(ctx context.Context, token string, current *tls.Certif
 	cert.Certificate = append(cert.Certificate, resp.GetIntermediates()...)
 	m.bundle.Store(pool)
 	m.roots0.Store(&roots)
-	m.gotAt.Store(m.now().UnixNano())
+	m.gotAt.Store(m.clk.Now().UnixNano())
 	m.cur.Store(cert)
 	if m.OnIssued != nil {
 		m.OnIssued(leaf, current != nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -87,4 +88,44 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Renewal runs on the manager's clock: at half the certificate's life
+// (±10%), not before, without a test sleeping for hours.
+func TestRenewalOnTheClock(t *testing.T) {
+	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	ctx := context.Background()
+	tok, err := cp.Client(t).CreateToken(ctx, adminapi.CreateTokenRequest{Service: "web", Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(roots[0])
+	fake := clock.NewFake(time.Now())
+	m := workloadcert.New(spiffeid.RequireFromString(tok.Info.SPIFFEID), cp.GRPCAddr(), pool, tok.Token, testutil.Logger(t), fake)
+	if err := m.Obtain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	life := m.Certificate().Leaf.NotAfter.Sub(fake.Now())
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	fake.BlockUntil(1)
+	fake.Advance(life * 39 / 100) // before the earliest renewal (40%)
+	if got := m.Renewals(); got != 0 || fake.Timers() != 1 {
+		t.Fatalf("at 39%% of the life: %d renewals, %d timers; want 0 and the renewal timer still waiting", got, fake.Timers())
+	}
+	first := m.Certificate().Leaf.SerialNumber
+	fake.Advance(life * 22 / 100) // past the latest (60%)
+	waitFor(t, "the renewal at half the life", func() bool { return m.Renewals() == 1 })
+	if m.Certificate().Leaf.SerialNumber.Cmp(first) == 0 {
+		t.Error("renewed, but the certificate is the same")
+	}
+	fake.BlockUntil(1) // the next renewal is scheduled
 }
