@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/linediff"
 )
 
 // statusRoutes adds the proxy status endpoints (trellis status).
@@ -48,7 +49,7 @@ func (s *Server) handleGetProxy(w http.ResponseWriter, r *http.Request) {
 	case acked.GetHash() == desired.GetHash():
 		// Same content (a re-sent version renders other version lines only).
 	default:
-		out.Diff = lineDiff(
+		out.Diff = linediff.Diff(
 			fmt.Sprintf("acked (version %s, hash %s)", acked.GetVersion(), shortHash(acked.GetHash())), string(out.AckedConfig),
 			fmt.Sprintf("desired (version %s, hash %s)", desired.GetVersion(), shortHash(desired.GetHash())), string(out.DesiredConfig))
 	}

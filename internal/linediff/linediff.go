@@ -1,4 +1,7 @@
-package controlplane
+// Package linediff renders a unified-style line diff of two texts, for
+// showing how a proxy's running config differs from the one it should run
+// (`trellis status NAME`). It depends on the standard library only.
+package linediff
 
 import (
 	"fmt"
@@ -14,11 +17,11 @@ const diffContext = 3
 // minimal.
 const maxDiffCells = 4 << 20
 
-// lineDiff returns a unified-style diff from a to b (whole lines, with
+// Diff returns a unified-style diff from a to b (whole lines, with
 // "--- nameA" and "+++ nameB" headers and @@ hunks), or "" when they are
 // equal. It is a plain longest-common-subsequence diff: small, and good
 // enough for the rendered snapshots it compares.
-func lineDiff(nameA, a, nameB, b string) string {
+func Diff(nameA, a, nameB, b string) string {
 	if a == b {
 		return ""
 	}
