@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -10,8 +9,8 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/resource"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 type checkOut struct {
@@ -35,20 +34,11 @@ func (c checkOut) find(level, check, subjectPart string) bool {
 // turns STALE, a FAIL (exit 4); the unreachable control plane is exit 2.
 func TestCheck(t *testing.T) {
 	clearEnv(t)
-	cp := cptest.StartControlPlane(t, controlplane.Config{AckTimeout: 300 * time.Millisecond})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{AckTimeout: 300 * time.Millisecond})
 	m := &mesh{ControlPlane: cp, client: cp.Client(t)}
-	startProxy(t, cp, "frontend", "shop", "frontend", nil)
-	startProxy(t, cp, "catalog", "shop", "catalog", nil)
-	apply := func(yaml string) {
-		objs, err := resource.Decode([]byte(yaml), "policy.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := m.client.Apply(context.Background(), objs, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-	apply("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: catalog-reads, namespace: shop}\nspec: {selector: {service: catalog}, action: ALLOW, rules: [{}]}\n")
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", AppAddr: neverCalled})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: neverCalled})
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: catalog-reads, namespace: shop}\nspec: {selector: {service: catalog}, action: ALLOW, rules: [{}]}\n")
 	check := func(want int) checkOut {
 		t.Helper()
 		var out checkOut
@@ -84,7 +74,7 @@ func TestCheck(t *testing.T) {
 		}
 	}
 
-	apply("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: typo, namespace: shop}\nspec: {selector: {service: catalgo}, action: ALLOW, rules: [{}]}\n")
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: typo, namespace: shop}\nspec: {selector: {service: catalgo}, action: ALLOW, rules: [{}]}\n")
 	out = check(cli.ExitCheckWarn)
 	if out.Worst != "WARN" || !out.find("WARN", "policies", "shop/typo") || out.find("WARN", "policies", "catalog-reads") {
 		t.Errorf("policy selecting nothing: %+v", out)

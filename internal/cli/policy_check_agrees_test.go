@@ -11,6 +11,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // policy check and the proxy canonicalize paths with one function
@@ -28,8 +29,8 @@ func TestPolicyCheckAgreesWithTheProxy(t *testing.T) {
 	}
 	go app.Serve(l)
 	t.Cleanup(func() { app.Close() })
-	startTrafficProxy(t, m.ControlPlane, "catalog", l.Addr().String())
-	front := startTrafficProxy(t, m.ControlPlane, "frontend", "", proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"})
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "catalog", AppAddr: l.Addr().String()})
+	front := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	send := func(path string) int {
 		c, err := net.Dial("tcp", front.UpstreamAddr(0))
 		if err != nil {

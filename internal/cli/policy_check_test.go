@@ -1,22 +1,16 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"net"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // checkOutput is `policy check -o json`.
@@ -303,42 +297,9 @@ func TestPolicyCheckUnreachable(t *testing.T) {
 	}
 }
 
-// startProxy registers a real proxy for service.namespace, running as
-// service account sa, with labels.
-func startProxy(t *testing.T, cp *cptest.ControlPlane, service, namespace, sa string, labels map[string]string) {
-	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: namespace, ServiceAccount: sa})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Config{
-		ControlAddr:    cp.GRPCAddr(),
-		CAFile:         filepath.Join(cp.DataDir, identity.RootCertFile),
-		Token:          tok.Token,
-		Service:        service,
-		Namespace:      namespace,
-		ServiceAccount: sa,
-		Labels:         labels,
-		AppAddr:        "127.0.0.1:9", // never called; an app makes the proxy an endpoint
-		InboundAddr:    "127.0.0.1:0",
-		AdminAddr:      "127.0.0.1:0",
-		HTTPProxyAddr:  "127.0.0.1:0",
-		DrainTimeout:   time.Second,
-		Logger:         testutil.Logger(t).With("proxy", service),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s.%s not ready", service, namespace)
-	}
-}
+// neverCalled is the app address of proxies whose app no test calls: an
+// app makes a proxy an endpoint of its service.
+const neverCalled = "127.0.0.1:9"
 
 // startMeshWithProxies starts a control plane in trust domain corp.test
 // with frontend.shop (service account web) and catalog.shop (labels
@@ -346,10 +307,10 @@ func startProxy(t *testing.T, cp *cptest.ControlPlane, service, namespace, sa st
 func startMeshWithProxies(t *testing.T) *mesh {
 	t.Helper()
 	clearEnv(t)
-	cp := cptest.StartControlPlane(t, controlplane.Config{TrustDomain: "corp.test"})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{TrustDomain: "corp.test"})
 	m := &mesh{ControlPlane: cp, client: cp.Client(t)}
-	startProxy(t, cp, "frontend", "shop", "web", nil)
-	startProxy(t, cp, "catalog", "shop", "catalog", map[string]string{"version": "v2"})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", ServiceAccount: "web", AppAddr: neverCalled})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Labels: map[string]string{"version": "v2"}, AppAddr: neverCalled})
 	return m
 }
 

@@ -19,9 +19,9 @@ import (
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
-	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // stuckProxy is a hand-driven config stream: it acknowledges only what the
@@ -33,7 +33,7 @@ type stuckProxy struct {
 
 // startStuckProxy registers instance for service.namespace with a workload
 // certificate of its own and returns after the first snapshot arrived.
-func startStuckProxy(t *testing.T, cp *cptest.ControlPlane, instance, service, namespace, addr string) (*stuckProxy, *pb.Snapshot) {
+func startStuckProxy(t *testing.T, cp *meshtest.ControlPlane, instance, service, namespace, addr string) (*stuckProxy, *pb.Snapshot) {
 	t.Helper()
 	ctx := context.Background()
 	tok, err := cp.Client(t).CreateToken(ctx, adminapi.CreateTokenRequest{Service: service, Namespace: namespace})
@@ -114,15 +114,15 @@ func (p *stuckProxy) ack(t *testing.T, s *pb.Snapshot) {
 func startStatusMesh(t *testing.T) *mesh {
 	t.Helper()
 	clearEnv(t)
-	cp := cptest.StartControlPlane(t, controlplane.Config{AckTimeout: time.Hour})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{AckTimeout: time.Hour})
 	m := &mesh{ControlPlane: cp, client: cp.Client(t)}
-	startProxy(t, cp, "frontend", "shop", "frontend", nil)
-	startProxy(t, cp, "catalog", "shop", "catalog", nil)
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", AppAddr: neverCalled})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: neverCalled})
 	stuck, first := startStuckProxy(t, cp, "stuck-1", "billing", "pay", "127.0.0.1:16001")
 	stuck.ack(t, first)
 	startStuckProxy(t, cp, "stuck-2", "billing", "pay", "127.0.0.1:16002")
 	stuck.next(t) // stuck-2 joined: a new endpoint
-	objs, err := resource.Decode([]byte(`
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: billing-policy, namespace: pay}
@@ -131,13 +131,7 @@ spec:
   action: ALLOW
   rules:
   - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
-`), "policy.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.client.Apply(context.Background(), objs, false); err != nil {
-		t.Fatal(err)
-	}
+`)
 	want := map[string]bool{"frontend": true, "catalog": true}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

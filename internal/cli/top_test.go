@@ -1,61 +1,19 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/cli"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
-
-// startTrafficProxy runs a real proxy for service.shop in front of app
-// ("" for none), reporting traffic stats every second.
-func startTrafficProxy(t *testing.T, cp *cptest.ControlPlane, service, app string, upstreams ...proxy.Upstream) *proxy.Proxy {
-	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Config{
-		ControlAddr:   cp.GRPCAddr(),
-		CAFile:        filepath.Join(cp.DataDir, identity.RootCertFile),
-		Token:         tok.Token,
-		Service:       service,
-		Namespace:     "shop",
-		AppAddr:       app,
-		InboundAddr:   "127.0.0.1:0",
-		AdminAddr:     "127.0.0.1:0",
-		HTTPProxyAddr: "127.0.0.1:0",
-		Upstreams:     upstreams,
-		StatsInterval: time.Second,
-		DrainTimeout:  time.Second,
-		Logger:        testutil.Logger(t).With("proxy", service),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s.shop not ready", service)
-	}
-	return p
-}
 
 // TestTopCountsDenialsApart: real proxies serve 200s, 500s and policy
 // denials; `trellis top` counts a denial as neither a success nor a
@@ -71,8 +29,9 @@ func TestTopCountsDenialsApart(t *testing.T) {
 		fmt.Fprintln(w, "ok")
 	}))
 	t.Cleanup(app.Close)
-	startTrafficProxy(t, m.ControlPlane, "catalog", strings.TrimPrefix(app.URL, "http://"))
-	front := startTrafficProxy(t, m.ControlPlane, "frontend", "", proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"})
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "catalog", AppAddr: strings.TrimPrefix(app.URL, "http://"), StatsInterval: time.Second})
+	front := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", StatsInterval: time.Second,
+		Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 
 	// seen counts what reached catalog's proxy, by status.
 	seen := map[int]int{}

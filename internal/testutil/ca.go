@@ -1,6 +1,8 @@
-// Package testutil holds shared test fixtures: a test CA and workload CSRs, a
-// real control plane on loopback ports, a settable clock and a t-bound logger;
-// only tests import it.
+// Package testutil holds shared test fixtures: a test CA and workload CSRs,
+// a settable clock, a t-bound logger and Eventually; only tests import it.
+// Running control planes and proxies is testutil/cptest's and
+// testutil/meshtest's: testutil must not import a role (control plane,
+// proxy, collector), so that the roles' own tests can use it.
 package testutil
 
 import (
