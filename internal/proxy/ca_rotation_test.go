@@ -26,7 +26,7 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // rotationWait bounds every wait in the root rotation test: generous, the
@@ -45,14 +45,16 @@ const rotationWait = 30 * time.Second
 func TestRootRotationUnderTraffic(t *testing.T) {
 	start := time.Now()
 	cfg := controlplane.Config{ReportInterval: time.Second, EndpointGracePeriod: 300 * time.Millisecond}
-	cp := cptest.StartControlPlane(t, cfg)
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	cp := meshtest.StartControlPlane(t, cfg)
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	catalog := startRotationProxy(t, cp, "catalog", proxy.ProtocolHTTP, app)
-	ledger := startRotationProxy(t, cp, "ledger", proxy.ProtocolTCP, startTCPEcho(t))
-	front := startRotationProxy(t, cp, "frontend", proxy.ProtocolHTTP, "",
-		proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"},
-		proxy.Upstream{Service: "ledger", Namespace: "shop", Listen: "127.0.0.1:0"})
+	ready := meshtest.ReadyWithin(rotationWait)
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app}, ready)
+	ledger := meshtest.StartProxy(t, cp, proxy.Config{Service: "ledger", Protocol: proxy.ProtocolTCP, AppAddr: startTCPEcho(t)}, ready)
+	front := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{
+		{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"},
+		{Service: "ledger", Namespace: "shop", Listen: "127.0.0.1:0"},
+	}}, ready)
 	ctx := context.Background()
 	api := cp.Client(t)
 
@@ -164,7 +166,7 @@ func TestRootRotationUnderTraffic(t *testing.T) {
 	grpcAddr, apiAddr := cp.GRPCAddr(), cp.APIAddr()
 	cp.Stop(t)
 	cfg.DataDir, cfg.GRPCAddr, cfg.APIAddr = cp.DataDir, grpcAddr, apiAddr
-	cp = cptest.StartControlPlane(t, cfg)
+	cp = meshtest.StartControlPlane(t, cfg)
 	api = cp.Client(t)
 	waitProxies(t, api, "the proxies reconnected to the restarted control plane", func(ps []adminapi.ProxyInfo) bool {
 		n := 0
@@ -175,35 +177,6 @@ func TestRootRotationUnderTraffic(t *testing.T) {
 		}
 		return n == 3
 	})
-}
-
-// startRotationProxy starts a real proxy for service (protocol) in
-// namespace shop, verifying the control plane with the ca.crt of now.
-func startRotationProxy(t *testing.T, cp *cptest.ControlPlane, service, protocol, appAddr string, upstreams ...proxy.Upstream) *proxy.Proxy {
-	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Config{
-		ControlAddr: cp.GRPCAddr(), CAFile: filepath.Join(cp.DataDir, identity.RootCertFile), Token: tok.Token,
-		Service: service, Namespace: "shop", Protocol: protocol, AppAddr: appAddr,
-		InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", HTTPProxyAddr: "off", Upstreams: upstreams,
-		DrainTimeout: 2 * time.Second, Logger: testutil.Logger(t).With("proxy", service),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(rotationWait):
-		t.Fatalf("proxy %s not ready", service)
-	}
-	return p
 }
 
 // rotationTraffic runs HTTP requests and TCP tunnels through the client
@@ -341,7 +314,7 @@ func waitProxies(t *testing.T, api *adminapi.Client, what string, cond func([]ad
 }
 
 // controlTLS verifies the control plane with the ca.crt of now.
-func controlTLS(t *testing.T, cp *cptest.ControlPlane, cert *tls.Certificate) grpc.DialOption {
+func controlTLS(t *testing.T, cp *meshtest.ControlPlane, cert *tls.Certificate) grpc.DialOption {
 	t.Helper()
 	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
 	if err != nil {
@@ -360,7 +333,7 @@ func controlTLS(t *testing.T, cp *cptest.ControlPlane, cert *tls.Certificate) gr
 
 // certifyFor gets a workload certificate for shop/service with a join
 // token, as a proxy does.
-func certifyFor(t *testing.T, cp *cptest.ControlPlane, service string) *tls.Certificate {
+func certifyFor(t *testing.T, cp *meshtest.ControlPlane, service string) *tls.Certificate {
 	t.Helper()
 	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
 	if err != nil {
@@ -386,7 +359,7 @@ func certifyFor(t *testing.T, cp *cptest.ControlPlane, service string) *tls.Cert
 // openStuckStream registers a config stream for shop/service whose
 // certificate never renews: it reports the certificate and roots it got
 // and ignores every snapshot. The returned func ends it.
-func openStuckStream(t *testing.T, cp *cptest.ControlPlane, service string) func() {
+func openStuckStream(t *testing.T, cp *meshtest.ControlPlane, service string) func() {
 	t.Helper()
 	cert := certifyFor(t, cp, service)
 	conn, err := grpc.NewClient(cp.GRPCAddr(), controlTLS(t, cp, cert))
@@ -432,7 +405,7 @@ func openStuckStream(t *testing.T, cp *cptest.ControlPlane, service string) func
 	return end
 }
 
-func mustRoots(t *testing.T, cp *cptest.ControlPlane) []*x509.Certificate {
+func mustRoots(t *testing.T, cp *meshtest.ControlPlane) []*x509.Certificate {
 	t.Helper()
 	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
 	if err != nil {

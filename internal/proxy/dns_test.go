@@ -15,7 +15,7 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // fakeResolver is an upstream DNS server on loopback, UDP and TCP on one
@@ -66,7 +66,7 @@ func query(t *testing.T, network, addr, name string, qtype uint16) *dns.Msg {
 
 // desiredVIPs reads the virtual IPs the control plane put into a proxy's
 // desired snapshot.
-func desiredVIPs(t *testing.T, cp *cptest.ControlPlane, service string) map[string]string {
+func desiredVIPs(t *testing.T, cp *meshtest.ControlPlane, service string) map[string]string {
 	t.Helper()
 	c := cp.Client(t)
 	ps, err := c.ListProxies(context.Background(), "shop")
@@ -106,9 +106,9 @@ func desiredVIPs(t *testing.T, cp *cptest.ControlPlane, service string) map[stri
 // unknown .mesh names, and forwards other names to its upstream, over UDP
 // and TCP.
 func TestMeshDNS(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	upstream := fakeResolver(t)
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", DNSAddr: "127.0.0.1:0", DNSUpstreams: []string{upstream}})
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", DNSAddr: "127.0.0.1:0", DNSUpstreams: []string{upstream}})
 	addr := catalog.DNSAddr()
 	if addr == "" {
 		t.Fatal("DNSAddr is empty with --dns-addr set")
@@ -207,14 +207,14 @@ func TestCompileVIPs(t *testing.T) {
 // When no upstream answers, a forwarded name fails with SERVFAIL and
 // counts as an error; mesh names still resolve.
 func TestMeshDNSUpstreamDown(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dead := pc.LocalAddr().String()
 	pc.Close()
-	ledger := startProxyCfg(t, cp, proxy.Config{Service: "ledger", DNSAddr: "127.0.0.1:0", DNSUpstreams: []string{dead}})
+	ledger := meshtest.StartProxy(t, cp, proxy.Config{Service: "ledger", DNSAddr: "127.0.0.1:0", DNSUpstreams: []string{dead}})
 	if resp := query(t, "udp", ledger.DNSAddr(), "example.org.", dns.TypeA); resp.Rcode != dns.RcodeServerFailure {
 		t.Errorf("example.org with the upstream down: %s, want SERVFAIL", dns.RcodeToString[resp.Rcode])
 	}

@@ -14,46 +14,12 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
-// startLoggedProxy starts a real proxy for service.shop against cp that
-// logs into logs, and waits for its first config.
-func startLoggedProxy(t *testing.T, cp *cptest.ControlPlane, service string, logs *logBuffer) *proxy.Proxy {
-	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Config{
-		ControlAddr:   cp.GRPCAddr(),
-		CAFile:        filepath.Join(cp.DataDir, identity.RootCertFile),
-		Token:         tok.Token,
-		Service:       service,
-		Namespace:     "shop",
-		InboundAddr:   "127.0.0.1:0",
-		AdminAddr:     "127.0.0.1:0",
-		HTTPProxyAddr: "off",
-		DrainTimeout:  time.Second,
-		Logger:        logs.logger.With("proxy", service),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s not ready", service)
-	}
-	return p
-}
-
 // proxyState is the control plane's view of the only proxy of service.
-func proxyState(t *testing.T, cp *cptest.ControlPlane, service string) adminapi.ProxyInfo {
+func proxyState(t *testing.T, cp *meshtest.ControlPlane, service string) adminapi.ProxyInfo {
 	t.Helper()
 	items, err := cp.Client(t).ListProxies(context.Background(), "shop")
 	if err != nil {
@@ -97,8 +63,8 @@ func (b *logBuffer) countLines(parts ...string) int {
 // reports the truth again it is SYNCED.
 func TestReportsAndDriftRepair(t *testing.T) {
 	cpLogs, logs := newLogBuffer(t), newLogBuffer(t)
-	cp := cptest.StartControlPlane(t, controlplane.Config{DriftGrace: 200 * time.Millisecond, ReportInterval: time.Second, Logger: cpLogs.logger})
-	p := startLoggedProxy(t, cp, "catalog", logs)
+	cp := meshtest.StartControlPlane(t, controlplane.Config{DriftGrace: 200 * time.Millisecond, ReportInterval: time.Second, Logger: cpLogs.logger})
+	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Logger: logs.logger.With("proxy", "catalog")})
 
 	// What the proxy reports: its certificate's expiry and issuer (the
 	// intermediate), and the bundle's roots.
@@ -109,7 +75,7 @@ func TestReportsAndDriftRepair(t *testing.T) {
 	}
 	wantRoots := []string{sha256Hex(roots[0].Raw)}
 	var info adminapi.ProxyInfo
-	waitFor(t, "the first report and ACK", func() bool {
+	testutil.Eventually(t, "the first report and ACK", func() bool {
 		info = proxyState(t, cp, "catalog")
 		return info.State == adminapi.ProxySynced && info.Running != nil && info.CertIssuer != ""
 	})
@@ -132,19 +98,19 @@ func TestReportsAndDriftRepair(t *testing.T) {
 	}
 
 	p.TamperRunningHash(func(h string) string { return "tampered-" + h })
-	waitFor(t, "a drift repair", func() bool {
+	testutil.Eventually(t, "a drift repair", func() bool {
 		info = proxyState(t, cp, "catalog")
 		return info.DriftRepairs >= 1 && info.LastDriftRepair != nil
 	})
 	cpLogs.waitLog(t, "config drift", "instance="+info.Instance, "desired_version="+desired.Version, "running_hash=tampered-")
 	// The repair re-sent the same version, and the proxy applied it again.
-	waitFor(t, "the re-sent version applied again", func() bool { return logs.countLines(applied...) >= 2 })
+	testutil.Eventually(t, "the re-sent version applied again", func() bool { return logs.countLines(applied...) >= 2 })
 	if info.Desired.Version != desired.Version || info.Desired.Hash != desired.Hash {
 		t.Errorf("desired after the repair %+v, want the unchanged %+v", info.Desired, desired)
 	}
 
 	p.TamperRunningHash(nil)
-	waitFor(t, "SYNCED once the proxy reports the truth", func() bool {
+	testutil.Eventually(t, "SYNCED once the proxy reports the truth", func() bool {
 		info = proxyState(t, cp, "catalog")
 		return info.State == adminapi.ProxySynced && info.Running != nil && info.Running.Hash == desired.Hash && info.Running.At.After(*info.LastDriftRepair)
 	})
@@ -156,17 +122,17 @@ func TestReportsAndDriftRepair(t *testing.T) {
 // TestReportOnRenewal: a renewed certificate is reported at once, not at
 // the next report interval (30s here).
 func TestReportOnRenewal(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
-	p := startLoggedProxy(t, cp, "catalog", newLogBuffer(t))
+	cp := meshtest.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
+	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Logger: newLogBuffer(t).logger.With("proxy", "catalog")})
 	var first time.Time
-	waitFor(t, "the first report", func() bool {
+	testutil.Eventually(t, "the first report", func() bool {
 		if e := proxyState(t, cp, "catalog").CertExpiry; e != nil {
 			first = *e
 			return true
 		}
 		return false
 	})
-	waitFor(t, "the renewed certificate reported", func() bool {
+	testutil.Eventually(t, "the renewed certificate reported", func() bool {
 		e := proxyState(t, cp, "catalog").CertExpiry
 		return e != nil && e.After(first)
 	})

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // fast bounds how long a failing call may take: it must not wait for
@@ -225,7 +226,7 @@ func TestShutdownForcesAfterDeadline(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	eventually(t, "request in flight", func() bool {
+	testutil.Eventually(t, "request in flight", func() bool {
 		return metric(t, m.serverMetrics, "trellis_authz_decisions_total", nil) == 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -245,7 +246,7 @@ func TestDrainTimeoutCapsShutdown(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	eventually(t, "request in flight", func() bool {
+	testutil.Eventually(t, "request in flight", func() bool {
 		return metric(t, m.serverMetrics, "trellis_authz_decisions_total", nil) == 1
 	})
 	start := time.Now()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // Slow and large requests: what one request or caller can hold is
@@ -115,7 +116,7 @@ func TestBodyIdleTimeoutEndsStalledBodies(t *testing.T) {
 		t.Errorf("%d of %d stalled bodies not ended with 408; first: %s; last: %s", len(failures), stalled*len(bodies)*len(vias), failures[0], failures[len(failures)-1])
 	}
 	// Every app connection a stalled body held is closed.
-	eventually(t, "the app's handlers of stalled bodies to end", func() bool { return app.inFlight.Load() == 0 })
+	testutil.Eventually(t, "the app's handlers of stalled bodies to end", func() bool { return app.inFlight.Load() == 0 })
 	if got := metric(t, m.serverMetrics, "trellis_inbound_refused_requests_total", map[string]string{"reason": "body_idle"}); got != stalled*float64(len(bodies)*len(vias)) {
 		t.Errorf("trellis_inbound_refused_requests_total{reason=body_idle} = %v, want %d", got, stalled*len(bodies)*len(vias))
 	}
@@ -184,7 +185,7 @@ func TestAppGateCapsRequestsInFlight(t *testing.T) {
 					}()
 					// The app holds what it admitted; release it once
 					// every other request has been answered or queued.
-					eventually(t, "the app to hold its admitted requests", func() bool {
+					testutil.Eventually(t, "the app to hold its admitted requests", func() bool {
 						return app.inFlight.Load() == int64(min(tc.admitted, tc.limits.AppMaxRequests))
 					})
 					time.Sleep(100 * time.Millisecond) // let the rest arrive and be refused

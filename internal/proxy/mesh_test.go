@@ -1,24 +1,19 @@
 package proxy_test
 
 import (
-	"context"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // startApp serves h on a free loopback port.
@@ -34,77 +29,18 @@ func startApp(t *testing.T, h http.Handler) string {
 	return l.Addr().String()
 }
 
-// startProxy starts a real proxy against cp for service in namespace shop.
-func startProxy(t *testing.T, cp *cptest.ControlPlane, service, appAddr string, upstreams ...proxy.Upstream) *proxy.Proxy {
-	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Config{
-		ControlAddr:   cp.GRPCAddr(),
-		CAFile:        filepath.Join(cp.DataDir, identity.RootCertFile),
-		Token:         tok.Token,
-		Service:       service,
-		Namespace:     "shop",
-		AppAddr:       appAddr,
-		InboundAddr:   "127.0.0.1:0",
-		AdminAddr:     "127.0.0.1:0",
-		HTTPProxyAddr: "127.0.0.1:0",
-		Upstreams:     upstreams,
-		DrainTimeout:  2 * time.Second,
-		Logger:        testutil.Logger(t).With("proxy", service),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s not ready", service)
-	}
-	return p
-}
-
-func apply(t *testing.T, cp *cptest.ControlPlane, docs string) {
-	t.Helper()
-	objs, err := resource.Decode([]byte(docs), "test.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cp.Client(t).Apply(context.Background(), objs, false); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond until it holds or 10s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestMeshEndToEnd runs a control plane and two real proxies: frontend
 // calls catalog through its --upstream listener and its HTTP proxy port.
 func TestMeshEndToEnd(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	var gotXFCC string
 	catalogApp := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		gotXFCC = r.Header.Get("X-Forwarded-Client-Cert")
 		io.WriteString(w, "items")
 	}))
-	startProxy(t, cp, "catalog", catalogApp)
-	front := startProxy(t, cp, "frontend", "", proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: catalogApp})
+	front := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 
 	// frontend learns catalog's endpoint from a pushed snapshot.
 	get := func(url string, via string) (int, string) {
@@ -122,7 +58,7 @@ func TestMeshEndToEnd(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	waitFor(t, "catalog reachable through frontend's upstream listener", func() bool {
+	testutil.Eventually(t, "catalog reachable through frontend's upstream listener", func() bool {
 		code, _ := get("http://"+front.UpstreamAddr(0)+"/items", "")
 		return code == http.StatusOK
 	})
@@ -140,8 +76,8 @@ func TestMeshEndToEnd(t *testing.T) {
 	}
 
 	// Mesh default deny: the same call is refused with 403.
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: deny}}\n")
-	waitFor(t, "deny to take effect", func() bool {
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: deny}}\n")
+	testutil.Eventually(t, "deny to take effect", func() bool {
 		code, _ := get("http://"+front.UpstreamAddr(0)+"/items", "")
 		return code == http.StatusForbidden
 	})
@@ -196,14 +132,14 @@ func metricValue(t *testing.T, p *proxy.Proxy, name string) float64 {
 // TestRenewalUnderTraffic: with 3-second certificates, both proxies renew
 // several times while requests flow, and no request fails.
 func TestRenewalUnderTraffic(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	cp := meshtest.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	server := startProxy(t, cp, "catalog", app)
-	client := startProxy(t, cp, "frontend", "", proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"})
+	server := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	url := "http://" + client.UpstreamAddr(0) + "/"
 	hc := &http.Client{Timeout: 5 * time.Second}
-	waitFor(t, "catalog reachable", func() bool {
+	testutil.Eventually(t, "catalog reachable", func() bool {
 		resp, err := hc.Get(url)
 		if err != nil {
 			return false

@@ -14,7 +14,8 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // TestNoHealthyEndpoints: a service the mesh knows but that has no live
@@ -25,17 +26,18 @@ import (
 // hundreds of requests, and every one must get that answer.
 func TestNoHealthyEndpoints(t *testing.T) {
 	const perKind = 200
-	cp := cptest.StartControlPlane(t, controlplane.Config{EndpointGracePeriod: 300 * time.Millisecond})
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
-	catalog := startProxy(t, cp, "catalog", startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "items") })))
-	startProxy(t, cp, "orders", "")
-	front := startProxy(t, cp, "frontend", "",
-		proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"},
-		proxy.Upstream{Service: "orders", Namespace: "shop", Listen: "127.0.0.1:0"})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{EndpointGracePeriod: 300 * time.Millisecond})
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "items") }))})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "orders"})
+	front := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{
+		{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"},
+		{Service: "orders", Namespace: "shop", Listen: "127.0.0.1:0"},
+	}})
 	upstream := map[string]string{"catalog.shop": front.UpstreamAddr(0), "orders.shop": front.UpstreamAddr(1)}
 
 	h1 := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
-	waitFor(t, "catalog reachable", func() bool {
+	testutil.Eventually(t, "catalog reachable", func() bool {
 		resp, err := h1.Get("http://" + upstream["catalog.shop"] + "/")
 		if err != nil {
 			return false
@@ -49,7 +51,7 @@ func TestNoHealthyEndpoints(t *testing.T) {
 	if err := catalog.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "catalog listed without instances", func() bool {
+	testutil.Eventually(t, "catalog listed without instances", func() bool {
 		svcs, err := cp.Client(t).ListServices(context.Background(), "shop")
 		if err != nil {
 			return false
@@ -116,7 +118,7 @@ func TestNoHealthyEndpoints(t *testing.T) {
 	}
 	// The frontend may still be applying the snapshot without catalog's
 	// endpoint: wait for the first such answer, then count.
-	waitFor(t, "frontend told catalog has no endpoints", func() bool { return kinds[0].call("catalog.shop") == nil })
+	testutil.Eventually(t, "frontend told catalog has no endpoints", func() bool { return kinds[0].call("catalog.shop") == nil })
 	for _, key := range []string{"catalog.shop", "orders.shop"} {
 		for _, k := range kinds {
 			failed, first := 0, error(nil)
@@ -151,12 +153,12 @@ func TestNoHealthyEndpoints(t *testing.T) {
 // advertises no address, so its service has no endpoint from it; and
 // --advertise-addr without --app-addr is refused.
 func TestClientOnlyProxyIsNoEndpoint(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
-	startProxy(t, cp, "orders", "")
-	startProxy(t, cp, "orders", startApp(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "orders"})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "orders", AppAddr: startApp(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))})
 	c := cp.Client(t)
 	var list []adminapi.ProxyInfo
-	waitFor(t, "both orders proxies registered", func() bool {
+	testutil.Eventually(t, "both orders proxies registered", func() bool {
 		var err error
 		list, err = c.ListProxies(context.Background(), "shop")
 		return err == nil && len(list) == 2

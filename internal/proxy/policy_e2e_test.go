@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -16,41 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
-
-// startProxyCfg starts a proxy in namespace shop with cfg's fields filled
-// in from cp and a fresh join token for cfg.Service.
-func startProxyCfg(t *testing.T, cp *cptest.ControlPlane, cfg proxy.Config) *proxy.Proxy {
-	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: cfg.Service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ControlAddr, cfg.CAFile, cfg.Token, cfg.Namespace = cp.GRPCAddr(), filepath.Join(cp.DataDir, identity.RootCertFile), tok.Token, "shop"
-	cfg.InboundAddr, cfg.AdminAddr, cfg.HTTPProxyAddr = "127.0.0.1:0", "127.0.0.1:0", "off"
-	cfg.DrainTimeout = 2 * time.Second
-	cfg.Logger = testutil.Logger(t).With("proxy", cfg.Service)
-	p, err := proxy.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s not ready", cfg.Service)
-	}
-	return p
-}
 
 type answer struct {
 	code     int
@@ -98,12 +67,12 @@ func expect(t *testing.T, hc *http.Client, upstream, method, path string, want a
 const denied = "RBAC: access denied\n"
 
 func TestPoliciesThroughProxies(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
 	up := proxy.Upstream{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}
-	frontend := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{up}})
-	admin := startProxyCfg(t, cp, proxy.Config{Service: "admin", Upstreams: []proxy.Upstream{up}})
+	frontend := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{up}})
+	admin := meshtest.StartProxy(t, cp, proxy.Config{Service: "admin", Upstreams: []proxy.Upstream{up}})
 	hc := &http.Client{Timeout: 5 * time.Second}
 	fe, ad := frontend.UpstreamAddr(0), admin.UpstreamAddr(0)
 
@@ -111,7 +80,7 @@ func TestPoliciesThroughProxies(t *testing.T) {
 	expect(t, hc, fe, "GET", "/items", answer{code: 403, body: denied})
 
 	// ALLOW by principal, method and path.
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: frontend-reads, namespace: shop}
@@ -133,7 +102,7 @@ spec:
 	expect(t, hc, ad, "DELETE", "/items", answer{code: 200}, "X-Tenant", "acme")
 
 	// DENY overrides ALLOW, and the 403 names the policy.
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: no-secrets, namespace: shop}
@@ -147,11 +116,11 @@ spec:
 	expect(t, hc, fe, "GET", "/items/7", answer{code: 200})
 
 	// The mesh can hide the policy name.
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {hidePolicy: true}}\n")
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {hidePolicy: true}}\n")
 	expect(t, hc, fe, "GET", "/items/secret", answer{code: 403, body: denied, deniedBy: ""})
 
 	// Audit mode: the would-be deny is recorded, the request goes through.
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: trial-deny, namespace: shop}
@@ -163,7 +132,7 @@ spec:
   - to: [{paths: ["/items/7"]}]
 `)
 	series := `trellis_authz_decisions_total{decision="deny",mode="audit",policy="shop/trial-deny"}`
-	waitFor(t, "the audit-mode would-deny to be counted", func() bool {
+	testutil.Eventually(t, "the audit-mode would-deny to be counted", func() bool {
 		if a := call(t, hc, fe, "GET", "/items/7"); a.code != 200 {
 			t.Fatalf("an audit-mode DENY changed the decision: %d %q", a.code, a.body)
 		}
@@ -196,7 +165,7 @@ func scrape(t *testing.T, p *proxy.Proxy, series string) float64 {
 // TestPoliciesOnTCP: HTTP-only conditions never open a TCP port; a rule
 // without them does.
 func TestPoliciesOnTCP(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -211,8 +180,8 @@ func TestPoliciesOnTCP(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	db := startProxyCfg(t, cp, proxy.Config{Service: "db", Protocol: proxy.ProtocolTCP, AppAddr: l.Addr().String()})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "db", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	db := meshtest.StartProxy(t, cp, proxy.Config{Service: "db", Protocol: proxy.ProtocolTCP, AppAddr: l.Addr().String()})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "db", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	echo := func() bool {
 		c, err := net.DialTimeout("tcp", client.UpstreamAddr(0), 2*time.Second)
 		if err != nil {
@@ -228,15 +197,15 @@ func TestPoliciesOnTCP(t *testing.T) {
 	}
 	// With the mesh default allow, a workload no policy selects takes the
 	// connection: the denial below is the policy's doing, not the default's.
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: Mesh
 metadata: {name: default}
 spec: {authorization: {default: allow}}
 `)
-	waitFor(t, "TCP echo through the mesh under the mesh default allow", echo)
+	testutil.Eventually(t, "TCP echo through the mesh under the mesh default allow", echo)
 	// An ALLOW whose only rule needs a path must not open the TCP port.
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: db-http-only, namespace: shop}
@@ -246,13 +215,13 @@ spec:
   - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
     to: [{paths: ["/x"]}]
 `)
-	waitFor(t, "the path-only policy in db's proxy config", func() bool { return configHas(t, db, "db-http-only") })
+	testutil.Eventually(t, "the path-only policy in db's proxy config", func() bool { return configHas(t, db, "db-http-only") })
 	for i := range 20 {
 		if echo() {
 			t.Fatalf("connection %d: a path-only ALLOW rule let a TCP connection through", i)
 		}
 	}
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: db-http-only, namespace: shop}
@@ -261,7 +230,7 @@ spec:
   rules:
   - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
 `)
-	waitFor(t, "TCP echo through the mesh once allowed", echo)
+	testutil.Eventually(t, "TCP echo through the mesh once allowed", echo)
 }
 
 func configHas(t *testing.T, p *proxy.Proxy, s string) bool {
@@ -278,10 +247,10 @@ func configHas(t *testing.T, p *proxy.Proxy, s string) bool {
 // TestPolicyChangeUnderTraffic: a policy change applied while requests flow
 // over kept-alive connections takes effect without dropping any of them.
 func TestPolicyChangeUnderTraffic(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	policy := func(methods string) string {
 		return `
 apiVersion: trellis.dev/v1alpha1
@@ -294,7 +263,7 @@ spec:
     to: [{methods: [` + methods + `]}]
 `
 	}
-	apply(t, cp, policy("GET"))
+	meshtest.MustApply(t, cp, policy("GET"))
 	hc := &http.Client{Timeout: 5 * time.Second}
 	up := client.UpstreamAddr(0)
 	expect(t, hc, up, "GET", "/", answer{code: 200})
@@ -322,7 +291,7 @@ spec:
 		}()
 	}
 	time.Sleep(200 * time.Millisecond)
-	apply(t, cp, policy("GET, POST"))
+	meshtest.MustApply(t, cp, policy("GET, POST"))
 	expect(t, hc, up, "POST", "/", answer{code: 200})
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
@@ -333,15 +302,15 @@ spec:
 }
 
 func TestNormalizePathForPolicies(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	var seen sync.Map
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		seen.Store(r.URL.Path, true)
 		io.WriteString(w, "ok")
 	}))
-	startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
-	apply(t, cp, `
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: open, namespace: shop}
@@ -404,11 +373,11 @@ spec:
 // control plane, into a file sink; the count matches the proxy's counter.
 func TestDenialsReachTheAuditSink(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "audit.jsonl")
-	cp := cptest.StartControlPlane(t, controlplane.Config{AuditSinks: []string{"file://" + out}})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{AuditSinks: []string{"file://" + out}})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
-	apply(t, cp, `
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: reads-only, namespace: shop}
@@ -430,7 +399,7 @@ spec:
 	// Denials before the policy arrived (mesh default deny) count too: the
 	// sink must hold exactly what the proxy counted, DELETEs included.
 	var deny, deletes []map[string]any
-	waitFor(t, "every denial in the audit sink", func() bool {
+	testutil.Eventually(t, "every denial in the audit sink", func() bool {
 		deny, deletes = deny[:0], deletes[:0]
 		data, _ := os.ReadFile(out)
 		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {

@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // probeServer is a bare TLS endpoint posing as a peer proxy for a tcp
@@ -164,7 +165,7 @@ func TestCertificateRotationUnderTraffic(t *testing.T) {
 			svcKey("probe", "shop"): snap.Services[svcKey("probe", "shop")],
 		}
 		m.snap.set(&snap)
-		eventually(t, "requests after the swap", func() bool { return ok.Load() > before+20 })
+		testutil.Eventually(t, "requests after the swap", func() bool { return ok.Load() > before+20 })
 	}
 	close(stop)
 	wg.Wait()

@@ -7,14 +7,15 @@ import (
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // TestRuntimeMetrics: the proxy's /metrics carries the standard Go
 // runtime and process collectors, as the control plane's does.
 func TestRuntimeMetrics(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
-	p := startProxy(t, cp, "catalog", startApp(t, http.NotFoundHandler()))
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
+	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: startApp(t, http.NotFoundHandler())})
 	scrape := func(url string) string {
 		resp, err := http.Get(url)
 		if err != nil {

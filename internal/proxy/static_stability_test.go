@@ -1,21 +1,17 @@
 package proxy_test
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // lockedBuffer collects log lines written from many goroutines.
@@ -42,30 +38,12 @@ func (l *lockedBuffer) String() string {
 // certificate is valid and goes down, naming the cause, once it expired.
 func TestCertificateExpiryWithControlPlaneDown(t *testing.T) {
 	const ttl = 6 * time.Second
-	cp := cptest.StartControlPlane(t, controlplane.Config{WorkloadTTL: ttl})
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "catalog", Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp := meshtest.StartControlPlane(t, controlplane.Config{WorkloadTTL: ttl})
 	var logs lockedBuffer
-	p, err := proxy.New(proxy.Config{
-		ControlAddr: cp.GRPCAddr(), CAFile: filepath.Join(cp.DataDir, identity.RootCertFile), Token: tok.Token,
-		Service: "catalog", Namespace: "shop", AppAddr: "127.0.0.1:9",
-		InboundAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", HTTPProxyAddr: "off", DrainTimeout: time.Second,
+	p := meshtest.StartProxy(t, cp, proxy.Config{
+		Service: "catalog", AppAddr: "127.0.0.1:9",
 		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("proxy not ready")
-	}
 	expiry := time.Unix(int64(metricValue(t, p, "trellis_certificate_expiry_timestamp_seconds")), 0)
 	cp.Stop(t)
 

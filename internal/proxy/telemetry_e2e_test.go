@@ -20,7 +20,8 @@ import (
 
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 	"github.com/trellismesh/trellis/internal/testutil/rsyslogtest"
 )
 
@@ -63,11 +64,11 @@ type auditMesh struct {
 
 func startAuditMesh(t *testing.T, sinks ...string) auditMesh {
 	t.Helper()
-	cp := cptest.StartControlPlane(t, controlplane.Config{AuditSinks: sinks})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{AuditSinks: sinks})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
-	apply(t, cp, readsOnly)
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	meshtest.MustApply(t, cp, readsOnly)
 	m := auditMesh{catalog: catalog, hc: &http.Client{Timeout: 5 * time.Second}, up: client.UpstreamAddr(0)}
 	expect(t, m.hc, m.up, "GET", "/", answer{code: 200})
 	expect(t, m.hc, m.up, "DELETE", "/", answer{code: 403, body: denied, deniedBy: "shop/no-deletes"})
@@ -271,11 +272,11 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 		}
 		t.Skipf("missing %s; apt-get install prometheus (make deps) to run this test", prometheusPath)
 	}
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app, StatsInterval: time.Second})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app, StatsInterval: time.Second})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	hc := &http.Client{Timeout: 5 * time.Second}
 	up := client.UpstreamAddr(0)
 	expect(t, hc, up, "GET", "/", answer{code: 200, body: "ok"})
@@ -290,7 +291,7 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 
 	// The catalog proxy's inbound requests: the expect above and the GETs.
 	var got []promSample
-	waitForLong(t, 20*time.Second, "Prometheus to have scraped trellis_requests_total from the catalog proxy", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "Prometheus to have scraped trellis_requests_total from the catalog proxy", func() bool {
 		got = promQuery(t, api, `trellis_requests_total{job="proxy",destination_service="catalog",response_code="200"}`)
 		return len(got) > 0 && sumValues(got) >= gets+1
 	})
@@ -303,7 +304,7 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 		t.Errorf("trellis_requests_total for catalog = %v, want about %d", v, gets+1)
 	}
 	// The control plane's gauge of open config streams: both proxies.
-	waitForLong(t, 20*time.Second, "Prometheus to have trellis_control_connected_proxies = 2", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "Prometheus to have trellis_control_connected_proxies = 2", func() bool {
 		got = promQuery(t, api, `trellis_control_connected_proxies{job="control"}`)
 		return len(got) == 1 && got[0].Value == 2
 	})
@@ -312,14 +313,14 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 	}
 	// The embedded collector's metrics are on the same port: the control
 	// plane's own events (tokens created, the Mesh applied) were appended.
-	waitForLong(t, 20*time.Second, "Prometheus to have trellis_collector_events_appended_total > 0", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "Prometheus to have trellis_collector_events_appended_total > 0", func() bool {
 		got = promQuery(t, api, `trellis_collector_events_appended_total{job="control"}`)
 		return sumValues(got) > 0
 	})
 	// The collector's mesh-wide metrics, from the proxies' traffic stats:
 	// the frontend -> catalog edge with every request, and its latency
 	// histogram usable by histogram_quantile.
-	waitForLong(t, 20*time.Second, "Prometheus to have trellis_mesh_requests_total for frontend -> catalog", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "Prometheus to have trellis_mesh_requests_total for frontend -> catalog", func() bool {
 		got = promQuery(t, api, `trellis_mesh_requests_total{job="control",source_service="frontend",destination_service="catalog",destination_namespace="shop"}`)
 		return sumValues(got) >= gets+1
 	})
@@ -334,18 +335,6 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 	got = promQuery(t, api, `up`)
 	if len(got) != 2 || sumValues(got) != 2 {
 		t.Errorf("up = %v, want both targets up", got)
-	}
-}
-
-// waitForLong is waitFor with a longer timeout, for a scrape interval or two.
-func waitForLong(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

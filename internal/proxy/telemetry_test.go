@@ -15,7 +15,8 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // denySecrets allows every request but those for /secret, which the
@@ -97,7 +98,7 @@ func TestTrafficStatsThroughProxies(t *testing.T) {
 	mustGet(t, c, m.url("/fail"), 500)
 	mustGet(t, c, m.url("/secret"), 403)
 	mustGet(t, c, "http://"+m.inboundAddr+"/plain", 200)
-	eventually(t, "6 requests recorded", func() bool { return inboundRequests(m) == 6 })
+	testutil.Eventually(t, "6 requests recorded", func() bool { return inboundRequests(m) == 6 })
 
 	st := m.serverMetrics.TrafficStats("catalog", "shop", since)
 	if st.GetService() != "catalog" || st.GetNamespace() != "shop" || !st.GetCountersSince().AsTime().Equal(since) {
@@ -137,12 +138,12 @@ func TestTrafficStatsFollowConfig(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 	c := newClient(t)
 	mustGet(t, c, m.url("/"), 200)
-	eventually(t, "the first request recorded", func() bool { return inboundRequests(m) == 1 })
+	testutil.Eventually(t, "the first request recorded", func() bool { return inboundRequests(m) == 1 })
 	named := snapshot("STRICT", "allow", m.pki.roots, m.svc)
 	named.ServiceOf = map[string]string{frontendID.String(): "frontend"}
 	m.snap.set(named)
 	mustGet(t, c, m.url("/"), 200)
-	eventually(t, "the second request recorded", func() bool { return inboundRequests(m) == 2 })
+	testutil.Eventually(t, "the second request recorded", func() bool { return inboundRequests(m) == 2 })
 	got := map[string]uint64{}
 	for _, e := range m.serverMetrics.TrafficStats("catalog", "shop", time.Time{}).GetEdges() {
 		got[e.GetSourceNamespace()+"/"+e.GetSourceService()] = e.GetRequests()
@@ -165,7 +166,7 @@ func TestAccessEvents(t *testing.T) {
 	mustGet(t, c, m.url("/items?q=secret-token"), 200, "Traceparent", "00-"+trace+"-00f067aa0ba902b7-01")
 	mustGet(t, c, m.url("/fail"), 500)
 	mustGet(t, c, m.url("/a//../secret"), 403)
-	eventually(t, "3 access events", func() bool { return len(log.events()) >= 3 })
+	testutil.Eventually(t, "3 access events", func() bool { return len(log.events()) >= 3 })
 
 	evs := log.events()
 	if len(evs) != 3 {
@@ -234,7 +235,7 @@ func TestAccessEventsRate(t *testing.T) {
 		for range n {
 			mustGet(t, c, m.url("/"), 200)
 		}
-		eventually(t, "every request recorded", func() bool { return inboundRequests(m) == n })
+		testutil.Eventually(t, "every request recorded", func() bool { return inboundRequests(m) == n })
 		time.Sleep(20 * time.Millisecond) // the event, if any, follows the record
 		if got := len(log.events()); got < tt.min || got > tt.max {
 			t.Errorf("rate %v: %d access events for %d requests, want %d to %d", tt.rate, got, n, tt.min, tt.max)
@@ -248,8 +249,8 @@ func TestAccessEventsRate(t *testing.T) {
 // though its audit events arrive.
 func TestAccessEventsReachTheCollector(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "audit.jsonl")
-	cp := cptest.StartControlPlane(t, controlplane.Config{AuditSinks: []string{"file://" + out}})
-	apply(t, cp, `
+	cp := meshtest.StartControlPlane(t, controlplane.Config{AuditSinks: []string{"file://" + out}})
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: Mesh
 metadata: {name: default}
@@ -265,14 +266,14 @@ spec:
   - to: [{methods: [DELETE]}]
 `)
 	app := startApp(t, statusApp())
-	catalog := startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app, AccessLogSampleRate: 1})
-	startProxyCfg(t, cp, proxy.Config{Service: "orders", AppAddr: app})
-	client := startProxyCfg(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{
+	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app, AccessLogSampleRate: 1})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "orders", AppAddr: app})
+	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{
 		{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}, {Service: "orders", Namespace: "shop", Listen: "127.0.0.1:0"},
 	}})
 	// The catalog proxy names its callers by the services its config
 	// lists for them.
-	waitFor(t, "catalog to know frontend", func() bool { return configHas(t, catalog, `"name": "frontend"`) })
+	testutil.Eventually(t, "catalog to know frontend", func() bool { return configHas(t, catalog, `"name": "frontend"`) })
 	hc := &http.Client{Timeout: 5 * time.Second}
 	expect(t, hc, client.UpstreamAddr(0), "GET", "/items", answer{code: 200})
 	expect(t, hc, client.UpstreamAddr(1), "GET", "/orders", answer{code: 200})
@@ -280,10 +281,10 @@ spec:
 	served := func() int {
 		return int(scrape(t, catalog, `trellis_requests_total{destination_namespace="shop",destination_service="catalog",direction="inbound",mtls="true",response_code="200",source_namespace="shop",source_principal="spiffe://trellis.local/ns/shop/sa/frontend",source_service="frontend"}`))
 	}
-	waitFor(t, "catalog's request counted", func() bool { return served() >= 1 })
+	testutil.Eventually(t, "catalog's request counted", func() bool { return served() >= 1 })
 
 	var access []map[string]any
-	waitFor(t, "catalog's access events and orders' denial in the sink", func() bool {
+	testutil.Eventually(t, "catalog's access events and orders' denial in the sink", func() bool {
 		access = access[:0]
 		var denial bool
 		data, _ := os.ReadFile(out)

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -21,13 +20,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/netcap"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // The capture listener's tests run without iptables: a redirector stands
@@ -206,7 +203,7 @@ func TestCaptureServerFirstPortSkipsDetection(t *testing.T) {
 	// MySQL-style server speaks first.
 	m := newCaptureMesh(t, meshOptions{}, "", 10*time.Second)
 	c := m.r.mustDial(t, m.capture, netip.AddrPortFrom(catalogVIP, 3306))
-	eventually(t, "a tunnel opened at once", func() bool { return m.outboundTunnels() == 1 })
+	testutil.Eventually(t, "a tunnel opened at once", func() bool { return m.outboundTunnels() == 1 })
 	if got := m.detectTimeouts(); got != 0 {
 		t.Errorf("trellis_protocol_detect_timeouts_total = %v, want 0", got)
 	}
@@ -222,8 +219,8 @@ func TestCaptureServerFirstPortSkipsDetection(t *testing.T) {
 func TestCaptureDetectionTimeout(t *testing.T) {
 	m := newCaptureMesh(t, meshOptions{}, "", 50*time.Millisecond)
 	c := m.r.mustDial(t, m.capture, netip.AddrPortFrom(catalogVIP, 8080))
-	eventually(t, "the detection timeout", func() bool { return m.detectTimeouts() == 1 })
-	eventually(t, "an opaque tunnel", func() bool { return m.outboundTunnels() == 1 })
+	testutil.Eventually(t, "the detection timeout", func() bool { return m.detectTimeouts() == 1 })
+	testutil.Eventually(t, "an opaque tunnel", func() bool { return m.outboundTunnels() == 1 })
 	resp := rawGet(t, c, "/slow-client")
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Path") != "/slow-client" {
 		t.Fatalf("got %d path %q, want 200 /slow-client", resp.StatusCode, resp.Header.Get("X-Path"))
@@ -235,7 +232,7 @@ func TestCaptureDetectionTimeout(t *testing.T) {
 	if _, err := c2.Write([]byte("\x16\x03\x01\x00\x05hello")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a second tunnel", func() bool { return m.outboundTunnels() == 2 })
+	testutil.Eventually(t, "a second tunnel", func() bool { return m.outboundTunnels() == 2 })
 	if got := m.detectTimeouts(); got != 1 {
 		t.Errorf("trellis_protocol_detect_timeouts_total = %v, want 1", got)
 	}
@@ -303,14 +300,14 @@ func TestCapturePassthrough(t *testing.T) {
 	deadAddr := dead.Addr().(*net.TCPAddr).AddrPort()
 	dead.Close()
 	wantRefused(t, func() (net.Conn, error) { return m.r.dial(context.Background(), m.capture, deadAddr) })
-	eventually(t, "the failed passthrough counted", func() bool { return m.captured("error") == 1 })
+	testutil.Eventually(t, "the failed passthrough counted", func() bool { return m.captured("error") == 1 })
 }
 
 func TestCaptureBlock(t *testing.T) {
 	m := newCaptureMesh(t, meshOptions{}, proxy.OutboundBlock, 0)
 	ext, accepted := countingEcho(t)
 	wantRefused(t, func() (net.Conn, error) { return m.r.dial(context.Background(), m.capture, ext) })
-	eventually(t, "blocked counted", func() bool { return m.captured("blocked") == 1 })
+	testutil.Eventually(t, "blocked counted", func() bool { return m.captured("blocked") == 1 })
 	if accepted.Load() != 0 {
 		t.Errorf("external server saw %d connections, want 0", accepted.Load())
 	}
@@ -324,7 +321,7 @@ func TestCaptureBlock(t *testing.T) {
 func TestCaptureRefusesDirectConnections(t *testing.T) {
 	m := newCaptureMesh(t, meshOptions{}, "", 0)
 	wantRefused(t, func() (net.Conn, error) { return net.DialTimeout("tcp", m.capture, 5*time.Second) })
-	eventually(t, "the refusal counted", func() bool { return m.captured("error") == 1 })
+	testutil.Eventually(t, "the refusal counted", func() bool { return m.captured("error") == 1 })
 
 	// The same with the real SO_ORIGINAL_DST, which fails or names the
 	// listener itself for a connection no rule redirected.
@@ -332,7 +329,7 @@ func TestCaptureRefusesDirectConnections(t *testing.T) {
 	serve(t, "capture (SO_ORIGINAL_DST)", func() error { return m.out.ServeCapture(l, proxy.CaptureConfig{}) })
 	t.Cleanup(func() { shutdown(t, m.out.Shutdown) })
 	wantRefused(t, func() (net.Conn, error) { return net.DialTimeout("tcp", l.Addr().String(), 5*time.Second) })
-	eventually(t, "the second refusal counted", func() bool { return m.captured("error") == 2 })
+	testutil.Eventually(t, "the second refusal counted", func() bool { return m.captured("error") == 2 })
 }
 
 // requireMark skips a test when this process may not set SO_MARK, or
@@ -352,35 +349,15 @@ func requireMark(t *testing.T) {
 
 // startTransparentProxy starts a --transparent proxy for cfg.Service in
 // namespace shop, its capture listener on loopback and fed by r.
-func startTransparentProxy(t *testing.T, cp *cptest.ControlPlane, cfg proxy.Config, r *redirector) *proxy.Proxy {
+func startTransparentProxy(t *testing.T, cp *meshtest.ControlPlane, cfg proxy.Config, r *redirector) *proxy.Proxy {
 	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: cfg.Service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ControlAddr, cfg.CAFile, cfg.Token, cfg.Namespace = cp.GRPCAddr(), filepath.Join(cp.DataDir, identity.RootCertFile), tok.Token, "shop"
-	cfg.InboundAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Transparent, cfg.OutboundCaptureAddr = true, "127.0.0.1:0"
-	cfg.DrainTimeout = 2 * time.Second
-	cfg.Logger = testutil.Logger(t).With("proxy", cfg.Service)
-	p, err := proxy.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.HTTPProxyAddr() != "" {
-		t.Errorf("transparent proxy serves the HTTP proxy on %s, want it off (its default port is the capture port)", p.HTTPProxyAddr())
-	}
-	p.SetOrigDst(r.origDst)
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s not ready", cfg.Service)
-	}
-	return p
+	cfg.Transparent = true
+	return meshtest.StartProxy(t, cp, cfg, meshtest.BeforeStart(func(p *proxy.Proxy) {
+		if p.HTTPProxyAddr() != "" {
+			t.Errorf("transparent proxy serves the HTTP proxy on %s, want it off (its default port is the capture port)", p.HTTPProxyAddr())
+		}
+		p.SetOrigDst(r.origDst)
+	}))
 }
 
 // wantMarked checks with ss(8) that every established connection to dst
@@ -420,8 +397,8 @@ func wantMarked(t *testing.T, dst string) {
 func TestTransparentProxy(t *testing.T) {
 	requireMark(t)
 	r := newRedirector(t)
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
 	app := startApp(t, echoApp())
 	catalog := startTransparentProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app}, r)
 	frontend := startTransparentProxy(t, cp, proxy.Config{Service: "frontend"}, r)
@@ -445,7 +422,7 @@ func TestTransparentProxy(t *testing.T) {
 	// A mesh service by its virtual IP, when the control plane assigns
 	// them.
 	var vip netip.Addr
-	waitFor(t, "catalog in frontend's config", func() bool {
+	testutil.Eventually(t, "catalog in frontend's config", func() bool {
 		s := frontend.CurrentSnapshot()
 		if s == nil || s.Services[svcKey("catalog", "shop")] == nil || len(s.Services[svcKey("catalog", "shop")].Endpoints) == 0 {
 			return false
@@ -470,10 +447,10 @@ func TestTransparentProxy(t *testing.T) {
 	}
 
 	// Block: the Mesh's outbound mode reaches the proxy.
-	apply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}, outbound: {mode: block}}\n")
-	waitFor(t, "outbound mode block", func() bool { return frontend.CurrentSnapshot().OutboundMode == proxy.OutboundBlock })
+	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}, outbound: {mode: block}}\n")
+	testutil.Eventually(t, "outbound mode block", func() bool { return frontend.CurrentSnapshot().OutboundMode == proxy.OutboundBlock })
 	wantRefused(t, func() (net.Conn, error) { return r.dial(context.Background(), frontend.CaptureAddr(), ext) })
-	waitFor(t, "blocked counted", func() bool { return captured("blocked") == 1 })
+	testutil.Eventually(t, "blocked counted", func() bool { return captured("blocked") == 1 })
 	if got := accepted.Load(); got != 1 {
 		t.Errorf("external server saw %d connections, want 1 (the passthrough one)", got)
 	}

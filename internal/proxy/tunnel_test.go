@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // wsAccept computes Sec-WebSocket-Accept (RFC 6455 4.2.2).
@@ -145,7 +146,7 @@ func TestTCPEchoThroughUpstream(t *testing.T) {
 	if got := metric(t, m.serverMetrics, "trellis_tcp_connections_total", labels); got != 3 {
 		t.Errorf("server trellis_tcp_connections_total = %v, want 3", got)
 	}
-	eventually(t, "tcp byte counters", func() bool {
+	testutil.Eventually(t, "tcp byte counters", func() bool {
 		return metric(t, m.serverMetrics, "trellis_tcp_received_bytes_total", labels) == 3*float64(len(msg)) &&
 			metric(t, m.clientMetrics, "trellis_tcp_sent_bytes_total", map[string]string{"direction": "outbound"}) == 3*float64(len(msg))
 	})

@@ -20,17 +20,17 @@ import (
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
-	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 	"github.com/trellismesh/trellis/internal/workloadcert"
 )
 
 // TestCallerAuthorizerUntouched: a PolicyAuthorizer the caller passes is
 // used as given; the proxy writes nothing into it.
 func TestCallerAuthorizerUntouched(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.NotFoundHandler())
 	pa := &proxy.PolicyAuthorizer{Workload: policy.Workload{Namespace: "shop", Service: "catalog"}, Log: testutil.Logger(t)}
-	startProxyCfg(t, cp, proxy.Config{Service: "catalog", AppAddr: app, Authorizer: pa})
+	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app, Authorizer: pa})
 	if pa.Metrics != nil || pa.Events != nil {
 		t.Errorf("caller's PolicyAuthorizer after New and Start: Metrics %v, Events set %v; want both left nil", pa.Metrics, pa.Events != nil)
 	}
@@ -88,7 +88,7 @@ func (r *recordingTarget) fail(err error) {
 // against a real control plane: a snapshot applied is ACKed, an Apply error
 // is the NACK's error, and the stream's state is told both ways.
 func TestControlClientTarget(t *testing.T) {
-	cp := cptest.StartControlPlane(t, controlplane.Config{})
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "catalog", Namespace: "shop"})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestControlClientTarget(t *testing.T) {
 	})
 
 	target.fail(errors.New("target refuses this one"))
-	apply(t, cp, `
+	meshtest.MustApply(t, cp, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: catalog-reads, namespace: shop}
@@ -160,9 +160,9 @@ func await[T any](t *testing.T, c <-chan T, what string) T {
 
 // awaitProxy waits until the control plane's entry of catalog-1 satisfies
 // cond.
-func awaitProxy(t *testing.T, cp *cptest.ControlPlane, what string, cond func(adminapi.ProxyInfo) bool) {
+func awaitProxy(t *testing.T, cp *meshtest.ControlPlane, what string, cond func(adminapi.ProxyInfo) bool) {
 	t.Helper()
-	waitFor(t, what, func() bool {
+	testutil.Eventually(t, what, func() bool {
 		items, err := cp.Client(t).ListProxies(context.Background(), "")
 		if err != nil {
 			t.Fatal(err)
