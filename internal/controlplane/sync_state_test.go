@@ -2,10 +2,8 @@ package controlplane_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,10 +12,10 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
 // TestConfigStreamStale: a proxy that never answers is SYNCING until the
@@ -134,34 +132,7 @@ spec:
 // ends and waits for its first config.
 func startRealProxy(t *testing.T, cp *cptest.ControlPlane, service string) *realProxy {
 	t.Helper()
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: service, Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := proxy.New(proxy.Config{
-		ControlAddr:   cp.GRPCAddr(),
-		CAFile:        filepath.Join(cp.DataDir, identity.RootCertFile),
-		Token:         tok.Token,
-		Service:       service,
-		Namespace:     "shop",
-		InboundAddr:   "127.0.0.1:0",
-		AdminAddr:     "127.0.0.1:0",
-		HTTPProxyAddr: "off",
-		DrainTimeout:  time.Second,
-		Logger:        testutil.Logger(t).With("proxy", service),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-	select {
-	case <-p.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("proxy %s not ready", service)
-	}
+	p := meshtest.StartProxy(t, cp, proxy.Config{Service: service})
 	return &realProxy{p: p, admin: p.AdminAddr(), t: t}
 }
 

@@ -58,7 +58,7 @@ func TestManagerFollowsRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.FollowCA(both, newIssuer)
-	waitFor(t, "renewal from the new intermediate", func() bool { return m.Issuer() == newIssuer && m.Renewals() == 1 })
+	testutil.Eventually(t, "renewal from the new intermediate", func() bool { return m.Issuer() == newIssuer && m.Renewals() == 1 })
 	if _, err := both[1].Verify(x509.VerifyOptions{Roots: m.ControlRoots()}); err != nil {
 		t.Errorf("the new root is not among the control plane's roots: %v", err)
 	}
@@ -73,20 +73,9 @@ func TestManagerFollowsRotation(t *testing.T) {
 		t.Error("the retired root is still trusted for the control plane")
 	}
 	m.RenewNow()
-	waitFor(t, "renewal after the old root is retired", func() bool { return m.Renewals() == 2 })
+	testutil.Eventually(t, "renewal after the old root is retired", func() bool { return m.Renewals() == 2 })
 	if m.Issuer() != newIssuer {
 		t.Errorf("renewed from %.12s, want %.12s", m.Issuer(), newIssuer)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -123,7 +112,7 @@ func TestRenewalOnTheClock(t *testing.T) {
 	}
 	first := m.Certificate().Leaf.SerialNumber
 	fake.Advance(life * 22 / 100) // past the latest (60%)
-	waitFor(t, "the renewal at half the life", func() bool { return m.Renewals() == 1 })
+	testutil.Eventually(t, "the renewal at half the life", func() bool { return m.Renewals() == 1 })
 	if m.Certificate().Leaf.SerialNumber.Cmp(first) == 0 {
 		t.Error("renewed, but the certificate is the same")
 	}

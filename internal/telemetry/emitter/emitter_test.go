@@ -108,19 +108,8 @@ func event(i int) *pb.Event {
 func emitPaced(t testing.TB, p *proxy, from, to int, max int64) {
 	t.Helper()
 	for i := from; i < to; i++ {
-		waitFor(t, fmt.Sprintf("queue <= %d", max), func() bool { return p.Stats().Queued <= max })
+		testutil.Eventually(t, fmt.Sprintf("queue <= %d", max), func() bool { return p.Stats().Queued <= max })
 		p.Emit(event(i))
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -337,7 +326,7 @@ func TestProxyRestartWithEventsInFlight(t *testing.T) {
 	spool := filepath.Join(t.TempDir(), "spool")
 	p := startProxy(t, pki, c.Addr, emitter.Options{SpoolDir: spool, MemoryLimit: 400})
 	emitPaced(t, p, 0, 1000, 300)
-	waitFor(t, "a full window in flight", func() bool { return p.Stats().Queued >= 100 })
+	testutil.Eventually(t, "a full window in flight", func() bool { return p.Stats().Queued >= 100 })
 	st := p.Stats()
 	if st.Spooled == 0 || st.Acked != 0 {
 		t.Fatalf("stats before restart: got %+v, want events spooled and none acked", st)
@@ -355,7 +344,7 @@ func TestProxyRestartWithEventsInFlight(t *testing.T) {
 	if d := p.Dropped() + p2.Dropped(); d != 0 {
 		t.Errorf("dropped: got %d, want 0", d)
 	}
-	waitFor(t, "the spool to empty", func() bool { return p2.Stats().SpoolBytes == 0 })
+	testutil.Eventually(t, "the spool to empty", func() bool { return p2.Stats().SpoolBytes == 0 })
 }
 
 // While the collector is away events wait in memory, then on disk, and
@@ -379,7 +368,7 @@ func TestCollectorDownSpillsToDisk(t *testing.T) {
 	c := pki.StartCollector(t, collectortest.Config{Addr: addr})
 	p.flush(t)
 	checkExactlyOnce(t, seqsOf(c.Records(t), p.ID), 1, n)
-	waitFor(t, "acknowledged segments to be deleted", func() bool {
+	testutil.Eventually(t, "acknowledged segments to be deleted", func() bool {
 		segs, _ := filepath.Glob(filepath.Join(spool, "*.seg"))
 		return len(segs) == 0 && p.Stats().SpoolBytes == 0
 	})
@@ -502,7 +491,7 @@ func TestNoClientCertificateDeliversNothing(t *testing.T) {
 	c := pki.StartCollector(t, collectortest.Config{})
 	p := startProxy(t, pki, c.Addr, emitter.Options{TLS: pki.AnonymousTLS()})
 	p.Emit(event(0))
-	waitFor(t, "the collector to refuse a stream", func() bool {
+	testutil.Eventually(t, "the collector to refuse a stream", func() bool {
 		return c.Metric(t, "trellis_collector_streams_refused_total", "code=Unauthenticated") >= 2
 	})
 	if st := p.Stats(); st.Acked != 0 || st.Queued != 1 || st.Connected {

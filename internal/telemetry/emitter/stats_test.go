@@ -16,6 +16,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/telemetry/collector/collectortest"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // captureServer is a Telemetry server on loopback (mTLS, the control
@@ -102,7 +103,7 @@ func TestStatsSentRightAfterHello(t *testing.T) {
 	srv := startCaptureServer(t, pki)
 	var c countingStats
 	startProxy(t, pki, srv.Addr, emitter.Options{Stats: c.stats, StatsInterval: time.Hour})
-	waitFor(t, "the first stats", func() bool { return len(srv.stats()) == 1 })
+	testutil.Eventually(t, "the first stats", func() bool { return len(srv.stats()) == 1 })
 	got := srv.received()
 	if len(got) != 2 || got[0].GetHelloInstance() == "" || got[0].GetStats() != nil {
 		t.Fatalf("batches: got %v, want hello then stats", got)
@@ -120,7 +121,7 @@ func TestStatsRepeatAtInterval(t *testing.T) {
 	var c countingStats
 	const interval = 100 * time.Millisecond
 	p := startProxy(t, pki, srv.Addr, emitter.Options{Stats: c.stats, StatsInterval: interval})
-	waitFor(t, "the first stats", func() bool { return len(srv.stats()) >= 1 })
+	testutil.Eventually(t, "the first stats", func() bool { return len(srv.stats()) >= 1 })
 	from, start := c.calls.Load(), time.Now()
 	for i := range 50 {
 		p.Emit(event(i))
@@ -144,7 +145,7 @@ func TestStatsRepeatAtInterval(t *testing.T) {
 		t.Errorf("events received: got %d, want 50", events)
 	}
 	// Every report made was sent, in order.
-	waitFor(t, "the stats sent so far", func() bool { return uint64(len(srv.stats())) >= c.calls.Load()-1 })
+	testutil.Eventually(t, "the stats sent so far", func() bool { return uint64(len(srv.stats())) >= c.calls.Load()-1 })
 	for i, s := range srv.stats() {
 		if got := callOf(s); got != uint64(i+1) {
 			t.Fatalf("stats report %d carries call %d, want %d", i, got, i+1)
@@ -163,7 +164,7 @@ func TestNilStatsSkipped(t *testing.T) {
 	})
 	p.Emit(event(0))
 	p.flush(t)
-	waitFor(t, "several stats calls", func() bool { return calls.Load() >= 5 })
+	testutil.Eventually(t, "several stats calls", func() bool { return calls.Load() >= 5 })
 	for i, b := range srv.received() {
 		if i > 0 && len(b.GetEvents()) == 0 {
 			t.Errorf("batch %d: got %v, want only hello and events", i, b)
@@ -257,7 +258,7 @@ func TestResolveMovesToNewCollector(t *testing.T) {
 	p.Emit(event(0))
 	p.flush(t)
 	addr.Store(b.Addr)
-	waitFor(t, "a stream to the new collector", func() bool { return len(b.received()) > 0 })
+	testutil.Eventually(t, "a stream to the new collector", func() bool { return len(b.received()) > 0 })
 	p.Emit(event(1))
 	p.flush(t)
 	seqs := func(s *captureServer) (out []uint64) {
