@@ -13,6 +13,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/iptables"
 	"github.com/trellismesh/trellis/internal/logging"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 )
 
@@ -83,7 +84,7 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.Namespace, "namespace", "default", "namespace")
 	f.StringVar(&cfg.ServiceAccount, "service-account", "", "service account (default: the service name)")
 	f.StringVar(&cfg.AppAddr, "app-addr", "", "where the local application listens (HOST:PORT)")
-	f.StringVar(&cfg.Protocol, "protocol", proxy.ProtocolHTTP, "the application's protocol: http, http2, grpc or tcp")
+	f.StringVar(&cfg.Protocol, "protocol", meshconfig.ProtocolHTTP, "the application's protocol: http, http2, grpc or tcp")
 	f.StringVar(&cfg.InboundAddr, "inbound-addr", proxy.DefaultInboundAddr, "mTLS listener other proxies dial")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "address other proxies dial (default: --inbound-addr when not unspecified)")
 	f.StringArrayVar(&upstreams, "upstream", nil, "SERVICE.NAMESPACE=HOST:PORT: a local listener forwarding to that mesh service (repeatable)")

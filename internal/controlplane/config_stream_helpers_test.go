@@ -16,7 +16,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/identity"
-	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
@@ -122,7 +122,7 @@ func (p *testProxy) next(t *testing.T) *pb.Snapshot {
 	t.Helper()
 	select {
 	case s := <-p.msgs:
-		if _, err := proxy.Compile(s); err != nil {
+		if _, err := meshconfig.Compile(s); err != nil {
 			t.Fatalf("snapshot %s does not compile: %v", s.GetVersion(), err)
 		}
 		return s

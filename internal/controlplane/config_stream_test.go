@@ -18,7 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
-	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
@@ -137,11 +137,11 @@ func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
 	if got := endpoints(fs2, "catalog", "shop"); !slices.Equal(got, wantCat) {
 		t.Errorf("frontend sees catalog endpoints %v, want %v", got, wantCat)
 	}
-	compiled, err := proxy.Compile(fs2)
+	compiled, err := meshconfig.Compile(fs2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svc := compiled.Services[proxy.ServiceKey("catalog", "shop")]; svc == nil || len(svc.IDs) != 1 {
+	if svc := compiled.Services[meshconfig.ServiceKey("catalog", "shop")]; svc == nil || len(svc.IDs) != 1 {
 		t.Errorf("compiled catalog.shop %+v, want one serving identity", svc)
 	}
 

@@ -11,7 +11,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -123,7 +123,7 @@ func testRoots(t testing.TB) [][]byte {
 
 func policyNames(t testing.TB, s *pb.Snapshot) []string {
 	t.Helper()
-	c, err := proxy.Compile(withVersion(s))
+	c, err := meshconfig.Compile(withVersion(s))
 	if err != nil {
 		t.Fatalf("snapshot does not compile: %v", err)
 	}
@@ -300,11 +300,11 @@ func TestBuiltSnapshotCompiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := proxy.Compile(withVersion(snap))
+	c, err := meshconfig.Compile(withVersion(snap))
 	if err != nil {
 		t.Fatalf("compile: %v", err)
 	}
-	svc := c.Services[proxy.ServiceKey("catalog", "shop")]
+	svc := c.Services[meshconfig.ServiceKey("catalog", "shop")]
 	if svc == nil || len(svc.Endpoints) != 2 || len(svc.IDs) != 1 {
 		t.Fatalf("compiled catalog.shop = %+v, want 2 endpoints with one identity", svc)
 	}

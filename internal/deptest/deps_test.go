@@ -28,6 +28,7 @@ var roles = []string{
 // dataPlane is what a proxy links.
 var dataPlane = []string{
 	"internal/proxy/...",
+	"internal/meshconfig/...",
 	"internal/policy/...",
 	"internal/workloadcert/...",
 	"internal/identity/...",

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
 )
 
@@ -33,7 +34,7 @@ type requestView interface {
 	Values(name string) []string
 	// Filter runs screenField on every field name, removing the fields
 	// it drops; it stops at the first refusal.
-	Filter(strip *headerStrip) *refusal
+	Filter(strip *meshconfig.HeaderStrip) *refusal
 	// SetPath replaces the path the app receives (the query stays).
 	SetPath(path string)
 	// header is the view for the authorizer.
@@ -55,7 +56,7 @@ type verdict struct {
 }
 
 // admissionStep is one check; false stops the chain with v.refused set.
-type admissionStep func(in *Inbound, r requestView, p *peer, snap *Snapshot, v *verdict) bool
+type admissionStep func(in *Inbound, r requestView, p *peer, snap *meshconfig.Snapshot, v *verdict) bool
 
 // admissionSteps run in this order; the first refusal wins.
 var admissionSteps = []admissionStep{
@@ -71,7 +72,7 @@ var admissionSteps = []admissionStep{
 // admit runs the admission chain for one request into v. The caller owns
 // v: the fast path keeps one per connection, so the steps (called through
 // function values, which makes v escape) allocate nothing per request.
-func (in *Inbound) admit(r requestView, p *peer, snap *Snapshot, v *verdict) {
+func (in *Inbound) admit(r requestView, p *peer, snap *meshconfig.Snapshot, v *verdict) {
 	*v = verdict{}
 	for _, step := range admissionSteps {
 		if !step(in, r, p, snap, v) {
@@ -87,7 +88,7 @@ func (v *verdict) refuse(rf *refusal) bool {
 }
 
 // requireSnapshot: nothing is admitted before the first configuration.
-func requireSnapshot(_ *Inbound, _ requestView, _ *peer, snap *Snapshot, v *verdict) bool {
+func requireSnapshot(_ *Inbound, _ requestView, _ *peer, snap *meshconfig.Snapshot, v *verdict) bool {
 	if snap == nil {
 		return v.refuse(&refusal{code: http.StatusServiceUnavailable, msg: "trellis: inbound has no configuration yet\n"})
 	}
@@ -96,7 +97,7 @@ func requireSnapshot(_ *Inbound, _ requestView, _ *peer, snap *Snapshot, v *verd
 
 // requireMTLS: a plaintext connection accepted while PERMISSIVE outlives
 // a switch to STRICT; its requests stop here, and the connection closes.
-func requireMTLS(_ *Inbound, _ requestView, p *peer, snap *Snapshot, v *verdict) bool {
+func requireMTLS(_ *Inbound, _ requestView, p *peer, snap *meshconfig.Snapshot, v *verdict) bool {
 	if !p.mtls && snap.MTLSMode != "PERMISSIVE" {
 		return v.refuse(&refusal{code: http.StatusForbidden, msg: "trellis: mutual TLS required\n", close: true})
 	}
@@ -104,7 +105,7 @@ func requireMTLS(_ *Inbound, _ requestView, p *peer, snap *Snapshot, v *verdict)
 }
 
 // screenMethod refuses standard methods in another case (checkMethod).
-func screenMethod(in *Inbound, r requestView, _ *peer, _ *Snapshot, v *verdict) bool {
+func screenMethod(in *Inbound, r requestView, _ *peer, _ *meshconfig.Snapshot, v *verdict) bool {
 	if rf := checkMethod(r.Method()); rf != nil {
 		in.cfg.Metrics.refuseRequest(refuseBadRequest)
 		return v.refuse(rf)
@@ -115,8 +116,8 @@ func screenMethod(in *Inbound, r requestView, _ *peer, _ *Snapshot, v *verdict) 
 // screenFields removes what only the proxy may say for the caller (every
 // spelling of X-Forwarded-Client-Cert, the mesh's strip list) before any
 // policy sees the request, and refuses framing look-alikes.
-func screenFields(in *Inbound, r requestView, _ *peer, snap *Snapshot, v *verdict) bool {
-	if rf := r.Filter(snap.headerStrip()); rf != nil {
+func screenFields(in *Inbound, r requestView, _ *peer, snap *meshconfig.Snapshot, v *verdict) bool {
+	if rf := r.Filter(snap.HeaderStrip()); rf != nil {
 		in.cfg.Metrics.refuseRequest(refuseBadRequest)
 		return v.refuse(rf)
 	}
@@ -125,7 +126,7 @@ func screenFields(in *Inbound, r requestView, _ *peer, snap *Snapshot, v *verdic
 
 // canonicalizePath: policies see, and the app receives, one canonical
 // path; forms the mesh's path mode refuses get 400.
-func canonicalizePath(in *Inbound, r requestView, _ *peer, snap *Snapshot, v *verdict) bool {
+func canonicalizePath(in *Inbound, r requestView, _ *peer, snap *meshconfig.Snapshot, v *verdict) bool {
 	raw := r.RawPath()
 	canon, err := policy.CanonicalPath(raw, snap.PathMode)
 	if err != nil {
@@ -141,7 +142,7 @@ func canonicalizePath(in *Inbound, r requestView, _ *peer, snap *Snapshot, v *ve
 
 // screenUpgrade admits an Upgrade only to an allowed protocol on an
 // HTTP/1.1 GET (checkUpgrade).
-func screenUpgrade(in *Inbound, r requestView, _ *peer, snap *Snapshot, v *verdict) bool {
+func screenUpgrade(in *Inbound, r requestView, _ *peer, snap *meshconfig.Snapshot, v *verdict) bool {
 	up, rf := checkUpgrade(r, snap.AllowedUpgrades)
 	if rf != nil {
 		in.cfg.Metrics.refuseRequest(refuseBadRequest)
@@ -153,7 +154,7 @@ func screenUpgrade(in *Inbound, r requestView, _ *peer, snap *Snapshot, v *verdi
 
 // authorize asks the Authorizer and records its decision; a denial is 403
 // naming the policy unless the mesh hides it.
-func authorize(in *Inbound, r requestView, p *peer, snap *Snapshot, v *verdict) bool {
+func authorize(in *Inbound, r requestView, p *peer, snap *meshconfig.Snapshot, v *verdict) bool {
 	h, get := r.header()
 	dec := in.cfg.Authorizer.Authorize(snap, &Request{
 		Source: p.id, Principal: p.principal, Protocol: in.cfg.Protocol,
@@ -177,9 +178,9 @@ func authorize(in *Inbound, r requestView, p *peer, snap *Snapshot, v *verdict) 
 // screenField decides one caller-supplied field: refused (a framing
 // look-alike), dropped (X-Forwarded-Client-Cert in any spelling, or on the
 // strip list), or kept.
-func screenField(name string, strip *headerStrip) (keep bool, rf *refusal) {
+func screenField(name string, strip *meshconfig.HeaderStrip) (keep bool, rf *refusal) {
 	if rf := checkFieldName(name); rf != nil {
 		return false, rf
 	}
-	return !isXFCC(name) && !strip.match(name), nil
+	return !isXFCC(name) && !strip.Match(name), nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // httpView is a net/http request (HTTP/1.x or HTTP/2) as admission sees
@@ -25,7 +26,7 @@ func (v httpView) SetPath(path string) { v.r.URL.Path, v.r.URL.RawPath = path, "
 // Filter also drops Connection tokens naming X-Forwarded-Client-Cert:
 // the hop-by-hop pass would otherwise delete the proxy's own header after
 // it is set.
-func (v httpView) Filter(strip *headerStrip) *refusal {
+func (v httpView) Filter(strip *meshconfig.HeaderStrip) *refusal {
 	h := v.r.Header
 	for k := range h {
 		keep, rf := screenField(k, strip)
@@ -87,7 +88,7 @@ func (v *h1View) SetPath(path string) {
 
 // Filter needs no Connection pass: a request whose Connection field
 // names fields never takes the fast path.
-func (v *h1View) Filter(strip *headerStrip) *refusal {
+func (v *h1View) Filter(strip *meshconfig.HeaderStrip) *refusal {
 	kept := v.req.Fields[:0]
 	for _, f := range v.req.Fields {
 		keep, rf := screenField(f.Name, strip)

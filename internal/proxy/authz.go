@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // Request is what an authorization decision sees: a whole TCP connection or
@@ -55,7 +56,7 @@ type Decision struct {
 // in: it compiles snap.Policies once per snapshot and decides per request.
 // Implementations must be safe for concurrent use and must not block.
 type Authorizer interface {
-	Authorize(snap *Snapshot, req *Request) Decision
+	Authorize(snap *meshconfig.Snapshot, req *Request) Decision
 }
 
 // MeshDefaultAuthorizer enforces only Mesh.spec.authorization.default: the
@@ -63,7 +64,7 @@ type Authorizer interface {
 type MeshDefaultAuthorizer struct{}
 
 // Authorize allows when the mesh default is allow.
-func (MeshDefaultAuthorizer) Authorize(snap *Snapshot, _ *Request) Decision {
+func (MeshDefaultAuthorizer) Authorize(snap *meshconfig.Snapshot, _ *Request) Decision {
 	if snap != nil && snap.AuthzDefault == "allow" {
 		return Decision{Allow: true, Reason: "mesh default allow"}
 	}

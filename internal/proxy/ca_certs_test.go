@@ -6,7 +6,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
-	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -22,7 +22,7 @@ func TestCompileSnapshotIssuer(t *testing.T) {
 		{"not hex", "is not a hex SHA-256"},
 		{issuer[:20], "is not a hex SHA-256"},
 	} {
-		s, err := proxy.Compile(&pb.Snapshot{Version: "1", Mesh: &pb.MeshConfig{MtlsMode: "STRICT", AuthorizationDefault: "deny"},
+		s, err := meshconfig.Compile(&pb.Snapshot{Version: "1", Mesh: &pb.MeshConfig{MtlsMode: "STRICT", AuthorizationDefault: "deny"},
 			TrustBundle: [][]byte{ca.Roots()[0].Raw}, Issuer: tc.issuer})
 		switch {
 		case tc.wantErr == "" && err != nil:

@@ -24,6 +24,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
@@ -50,7 +51,7 @@ func TestRootRotationUnderTraffic(t *testing.T) {
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	ready := meshtest.ReadyWithin(rotationWait)
 	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app}, ready)
-	ledger := meshtest.StartProxy(t, cp, proxy.Config{Service: "ledger", Protocol: proxy.ProtocolTCP, AppAddr: startTCPEcho(t)}, ready)
+	ledger := meshtest.StartProxy(t, cp, proxy.Config{Service: "ledger", Protocol: meshconfig.ProtocolTCP, AppAddr: startTCPEcho(t)}, ready)
 	front := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{
 		{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"},
 		{Service: "ledger", Namespace: "shop", Listen: "127.0.0.1:0"},

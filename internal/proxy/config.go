@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/clock"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/policy"
 )
@@ -133,7 +134,7 @@ func (c *Config) setDefaults() {
 		c.ServiceAccount = c.Service
 	}
 	if c.Protocol == "" {
-		c.Protocol = ProtocolHTTP
+		c.Protocol = meshconfig.ProtocolHTTP
 	}
 	if c.InboundAddr == "" {
 		c.InboundAddr = DefaultInboundAddr
@@ -190,7 +191,7 @@ func (c *Config) validate() error {
 		return errors.New("--token-file is required: a join token from `trellis token create --service " + c.Service + "`")
 	}
 	switch c.Protocol {
-	case ProtocolHTTP, ProtocolHTTP2, ProtocolGRPC, ProtocolTCP:
+	case meshconfig.ProtocolHTTP, meshconfig.ProtocolHTTP2, meshconfig.ProtocolGRPC, meshconfig.ProtocolTCP:
 	default:
 		return fmt.Errorf("--protocol %q: use http, http2, grpc or tcp", c.Protocol)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // The data path, end to end:
@@ -42,7 +43,7 @@ type DataPlaneConfig struct {
 	// Snapshot returns the current compiled config; nil until the first
 	// config arrives, during which inbound refuses connections and outbound
 	// fails fast with 503.
-	Snapshot func() *Snapshot
+	Snapshot func() *meshconfig.Snapshot
 	// Authorizer decides inbound requests; nil means MeshDefaultAuthorizer.
 	Authorizer Authorizer
 	// Service, Namespace and Protocol describe this workload; Protocol is
@@ -82,7 +83,7 @@ type DataPlaneConfig struct {
 	Limits Limits
 	// NewBalancer builds the endpoint picker of one service for one
 	// snapshot. Nil means round robin.
-	NewBalancer func(svc *Service, eps []*PeerEndpoint) Balancer
+	NewBalancer func(svc *meshconfig.Service, eps []*PeerEndpoint) Balancer
 }
 
 // Defaults of DataPlaneConfig's zero values.
@@ -100,13 +101,13 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 		c.Authorizer = MeshDefaultAuthorizer{}
 	}
 	if c.Protocol == "" {
-		c.Protocol = ProtocolHTTP
+		c.Protocol = meshconfig.ProtocolHTTP
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	if c.Snapshot == nil {
-		c.Snapshot = func() *Snapshot { return nil }
+		c.Snapshot = func() *meshconfig.Snapshot { return nil }
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = DefaultDialTimeout
@@ -118,7 +119,7 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.NewBalancer == nil {
-		c.NewBalancer = func(_ *Service, eps []*PeerEndpoint) Balancer { return NewRoundRobin(eps) }
+		c.NewBalancer = func(_ *meshconfig.Service, eps []*PeerEndpoint) Balancer { return NewRoundRobin(eps) }
 	}
 	c.Limits = c.Limits.withDefaults()
 	return c
@@ -161,7 +162,7 @@ type peer struct {
 // sourceBinding ties a caller's metrics entry to the snapshot that named
 // its service (snap.ServiceOf).
 type sourceBinding struct {
-	snap    *Snapshot
+	snap    *meshconfig.Snapshot
 	service string
 	metrics *sourceMetrics
 	// gen is the metrics cache generation metrics came from: after the
@@ -172,7 +173,7 @@ type sourceBinding struct {
 
 // newPeer describes the caller id (zero for plaintext) under snap (nil
 // before the first config).
-func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *Snapshot) *peer {
+func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *meshconfig.Snapshot) *peer {
 	p := &peer{id: id}
 	if !id.IsZero() {
 		p.mtls = true
@@ -187,7 +188,7 @@ func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *
 }
 
 // serviceIn is the caller's service under snap, "" when none or several.
-func (p *peer) serviceIn(snap *Snapshot) string {
+func (p *peer) serviceIn(snap *meshconfig.Snapshot) string {
 	if snap == nil || p.principal == "" {
 		return ""
 	}
@@ -200,7 +201,7 @@ func (p *peer) serviceIn(snap *Snapshot) string {
 // entry follows the config, and the metrics cache (which starts over past
 // maxCowEntries callers). While neither changes this is two atomic loads
 // and two comparisons.
-func (p *peer) sourceFor(snap *Snapshot, m *Metrics, service, namespace string) *sourceMetrics {
+func (p *peer) sourceFor(snap *meshconfig.Snapshot, m *Metrics, service, namespace string) *sourceMetrics {
 	b := p.source.Load()
 	gen := m.sourcesGen()
 	if (b.snap == snap || snap == nil) && b.gen == gen {

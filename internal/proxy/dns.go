@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/netcap"
 )
 
@@ -44,7 +45,7 @@ const (
 
 // dnsServer serves mesh DNS over UDP and TCP on one port.
 type dnsServer struct {
-	snapshot  func() *Snapshot
+	snapshot  func() *meshconfig.Snapshot
 	namespace string
 	upstreams []string // IP:PORT
 	dialer    *net.Dialer
@@ -59,7 +60,7 @@ type dnsServer struct {
 
 // newDNSServer prepares the DNS server of a proxy with cfg (defaults set,
 // validated) and registers its metrics on reg.
-func newDNSServer(cfg *Config, snapshot func() *Snapshot, log *slog.Logger, reg prometheus.Registerer) *dnsServer {
+func newDNSServer(cfg *Config, snapshot func() *meshconfig.Snapshot, log *slog.Logger, reg prometheus.Registerer) *dnsServer {
 	d := &dnsServer{
 		snapshot:  snapshot,
 		namespace: strings.ToLower(cfg.Namespace),
@@ -255,9 +256,9 @@ func (d *dnsServer) answerMesh(r *dns.Msg, name string) (*dns.Msg, string) {
 	var key string
 	switch len(labels) {
 	case 2:
-		key = ServiceKey(labels[0], d.namespace)
+		key = meshconfig.ServiceKey(labels[0], d.namespace)
 	case 3:
-		key = ServiceKey(labels[0], labels[1])
+		key = meshconfig.ServiceKey(labels[0], labels[1])
 	}
 	if _, ok := snap.Services[key]; !ok {
 		m.Ns = []dns.RR{meshSOA()}
@@ -286,7 +287,7 @@ func (d *dnsServer) answerMesh(r *dns.Msg, name string) (*dns.Msg, string) {
 	return m, dnsResultMesh
 }
 
-func hasNamespace(snap *Snapshot, ns string) bool {
+func hasNamespace(snap *meshconfig.Snapshot, ns string) bool {
 	for _, s := range snap.Services {
 		if s.Namespace == ns {
 			return true

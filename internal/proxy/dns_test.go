@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
@@ -190,7 +191,7 @@ func TestCompileVIPs(t *testing.T) {
 		}
 		return s
 	}
-	s, err := proxy.Compile(snap("240.240.0.1", "", "fd00::7"))
+	s, err := meshconfig.Compile(snap("240.240.0.1", "", "fd00::7"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestCompileVIPs(t *testing.T) {
 		t.Errorf("VIPs %v, ServiceByVIP %v", s.VIPs, s.ServiceByVIP)
 	}
 	for _, bad := range [][]string{{"240.240.0.300"}, {"240.240.0.1", "240.240.0.1"}} {
-		if _, err := proxy.Compile(snap(bad...)); err == nil {
+		if _, err := meshconfig.Compile(snap(bad...)); err == nil {
 			t.Errorf("VIPs %v compiled; want the snapshot rejected", bad)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // Callers of one service fold into one edge whatever their principal or
@@ -105,7 +106,7 @@ func TestTrafficStatsAfterCacheStartsOver(t *testing.T) {
 // plaintext peer) is looked up again: its traffic is reported after it.
 func TestPeerRebindsAfterCacheStartsOver(t *testing.T) {
 	m := NewMetrics()
-	snap := &Snapshot{ServiceOf: map[string]string{"spiffe://td/ns/shop/sa/frontend": "frontend"}}
+	snap := &meshconfig.Snapshot{ServiceOf: map[string]string{"spiffe://td/ns/shop/sa/frontend": "frontend"}}
 	p := newPeer(spiffeid.RequireFromString("spiffe://td/ns/shop/sa/catalog"), spiffeid.RequireFromString("spiffe://td/ns/shop/sa/frontend"), m, "catalog", "shop", snap)
 	old := p.sourceFor(snap, m, "catalog", "shop")
 	full := maps.Clone(*m.sources.m.Load())

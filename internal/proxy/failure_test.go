@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -31,7 +32,7 @@ func timedGet(t *testing.T, c *http.Client, url string) (*http.Response, string,
 func TestNoEndpointsFails503Fast(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 	snap := *m.snap.get()
-	snap.Services = map[string]*proxy.Service{m.svc.Key(): service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID})}
+	snap.Services = map[string]*meshconfig.Service{m.svc.Key(): service("catalog", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID})}
 	m.snap.set(&snap)
 	resp, body, took := timedGet(t, newClient(t), m.url("/"))
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, "no healthy endpoints for catalog.shop") || took > fast {
@@ -64,7 +65,7 @@ func TestRetryOnAnotherEndpoint(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 	snap := *m.snap.get()
-	snap.Services = map[string]*proxy.Service{m.svc.Key(): service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID}, deadAddr, m.inboundAddr)}
+	snap.Services = map[string]*meshconfig.Service{m.svc.Key(): service("catalog", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID}, deadAddr, m.inboundAddr)}
 	m.snap.set(&snap)
 	c := newClient(t)
 	for i := 0; i < 6; i++ {
@@ -106,7 +107,7 @@ func TestBlackholedEndpointBoundedByDialTimeout(t *testing.T) {
 		Identity: m.pki.identity(frontendID), Snapshot: m.snap.get, DialTimeout: 300 * time.Millisecond, Logger: m.logs.logger,
 	})
 	snap := *m.snap.get()
-	snap.Services = map[string]*proxy.Service{m.svc.Key(): service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID}, hole.Addr().String())}
+	snap.Services = map[string]*meshconfig.Service{m.svc.Key(): service("catalog", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID}, hole.Addr().String())}
 	m.snap.set(&snap)
 	l := listen(t)
 	serve(t, "upstream", func() error { return out.ServeUpstream(l, m.svc.Key()) })
@@ -287,7 +288,7 @@ func TestConfigPushKeepsConnections(t *testing.T) {
 	push := func() {
 		snap := *m.snap.get()
 		snap.Version += "+"
-		snap.Services = map[string]*proxy.Service{m.svc.Key(): service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID}, cl.Addr().String())}
+		snap.Services = map[string]*meshconfig.Service{m.svc.Key(): service("catalog", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID}, cl.Addr().String())}
 		m.snap.set(&snap)
 	}
 	push()

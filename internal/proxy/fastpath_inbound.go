@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
 )
 
@@ -25,7 +26,7 @@ func (in *Inbound) newInboundFast() {
 		}
 		return rawIO(c), nil
 	}, 256, 30*time.Second)
-	if in.cfg.Protocol != ProtocolHTTP {
+	if in.cfg.Protocol != meshconfig.ProtocolHTTP {
 		return
 	}
 	in.fast = &fastServer{
@@ -79,7 +80,7 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 	return keep
 }
 
-func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *Snapshot, resp *h1.Head) (outcome, bool) {
+func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshconfig.Snapshot, resp *h1.Head) (outcome, bool) {
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
 	fc.view.req = req
 	v := &fc.verdict

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 )
 
@@ -101,7 +102,7 @@ type pathAuthorizer struct {
 	xfcc  []string
 }
 
-func (a *pathAuthorizer) Authorize(_ *proxy.Snapshot, r *proxy.Request) proxy.Decision {
+func (a *pathAuthorizer) Authorize(_ *meshconfig.Snapshot, r *proxy.Request) proxy.Decision {
 	a.mu.Lock()
 	a.paths = append(a.paths, r.Method+" "+r.Path)
 	for _, n := range []string{"X-Forwarded-Client-Cert", "X_Forwarded_Client_Cert", "x-forwarded-client-cert"} {

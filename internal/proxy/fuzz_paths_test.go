@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // FuzzFastVsNetHTTP sends the same bytes to two inbound proxies in front
@@ -129,9 +130,9 @@ func startDiffApp(f *testing.F, h http.Handler) string {
 // startDiffInbound serves a PERMISSIVE inbound (plaintext callers, every
 // call allowed); netHTTPOnly hands every request to net/http.
 func startDiffInbound(f *testing.F, appAddr string, netHTTPOnly bool) string {
-	snap := &Snapshot{Version: "1", MTLSMode: "PERMISSIVE", AuthzDefault: "allow", Services: map[string]*Service{}}
+	snap := &meshconfig.Snapshot{Version: "1", MTLSMode: "PERMISSIVE", AuthzDefault: "allow", Services: map[string]*meshconfig.Service{}}
 	in := NewInbound(DataPlaneConfig{
-		Snapshot: func() *Snapshot { return snap }, Service: "catalog", Namespace: "shop", AppAddr: appAddr,
+		Snapshot: func() *meshconfig.Snapshot { return snap }, Service: "catalog", Namespace: "shop", AppAddr: appAddr,
 		Limits: Limits{BodyIdleTimeout: time.Second},
 	})
 	if netHTTPOnly {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,8 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/trellismesh/trellis/internal/proxy"
 )
 
 // counterService is a hand-written gRPC service (no generated code):
@@ -88,7 +87,7 @@ func grpcClient(t *testing.T, addr string) *grpc.ClientConn {
 func TestGRPCUnary(t *testing.T) {
 	appAddr, hs := startGRPCApp(t)
 	hs.SetServingStatus("catalog", healthpb.HealthCheckResponse_SERVING)
-	m := newMesh(t, meshOptions{protocol: proxy.ProtocolGRPC, appAddr: appAddr})
+	m := newMesh(t, meshOptions{protocol: meshconfig.ProtocolGRPC, appAddr: appAddr})
 	client := healthpb.NewHealthClient(grpcClient(t, m.upstreamAddr))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -112,7 +111,7 @@ func TestGRPCUnary(t *testing.T) {
 func TestGRPCStreaming(t *testing.T) {
 	appAddr, hs := startGRPCApp(t)
 	hs.SetServingStatus("catalog", healthpb.HealthCheckResponse_NOT_SERVING)
-	m := newMesh(t, meshOptions{protocol: proxy.ProtocolGRPC, appAddr: appAddr})
+	m := newMesh(t, meshOptions{protocol: meshconfig.ProtocolGRPC, appAddr: appAddr})
 	cc := grpcClient(t, m.upstreamAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

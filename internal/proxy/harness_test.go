@@ -21,6 +21,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/meshca"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -100,7 +101,7 @@ func (p *pki) rotating(id spiffeid.ID) *rotatingIdentity {
 
 func serial(c *tls.Certificate) string { return c.Leaf.SerialNumber.String() }
 
-func svcKey(name, ns string) string { return proxy.ServiceKey(name, ns) }
+func svcKey(name, ns string) string { return meshconfig.ServiceKey(name, ns) }
 
 func idSet(ids ...spiffeid.ID) map[spiffeid.ID]bool {
 	m := map[spiffeid.ID]bool{}
@@ -112,28 +113,28 @@ func idSet(ids ...spiffeid.ID) map[spiffeid.ID]bool {
 
 // snapHolder is the atomically swapped current snapshot.
 type snapHolder struct {
-	p atomic.Pointer[proxy.Snapshot]
+	p atomic.Pointer[meshconfig.Snapshot]
 }
 
-func (s *snapHolder) get() *proxy.Snapshot     { return s.p.Load() }
-func (s *snapHolder) set(snap *proxy.Snapshot) { s.p.Store(snap) }
+func (s *snapHolder) get() *meshconfig.Snapshot     { return s.p.Load() }
+func (s *snapHolder) set(snap *meshconfig.Snapshot) { s.p.Store(snap) }
 
 // service builds a snapshot service whose endpoints are proxies at addrs,
 // served by the identities ids.
-func service(name, ns, protocol string, ids []spiffeid.ID, addrs ...string) *proxy.Service {
-	s := &proxy.Service{Name: name, Namespace: ns, Protocol: protocol, IDs: idSet(ids...)}
+func service(name, ns, protocol string, ids []spiffeid.ID, addrs ...string) *meshconfig.Service {
+	s := &meshconfig.Service{Name: name, Namespace: ns, Protocol: protocol, IDs: idSet(ids...)}
 	for _, a := range addrs {
-		s.Endpoints = append(s.Endpoints, proxy.Endpoint{Addr: a, ID: ids[0]})
+		s.Endpoints = append(s.Endpoints, meshconfig.Endpoint{Addr: a, ID: ids[0]})
 	}
 	return s
 }
 
-func snapshot(mode, authz string, roots *x509.CertPool, svcs ...*proxy.Service) *proxy.Snapshot {
-	m := make(map[string]*proxy.Service, len(svcs))
+func snapshot(mode, authz string, roots *x509.CertPool, svcs ...*meshconfig.Service) *meshconfig.Snapshot {
+	m := make(map[string]*meshconfig.Service, len(svcs))
 	for _, s := range svcs {
 		m[s.Key()] = s
 	}
-	return &proxy.Snapshot{Version: "1", MTLSMode: mode, AuthzDefault: authz, TrustBundle: roots, Services: m}
+	return &meshconfig.Snapshot{Version: "1", MTLSMode: mode, AuthzDefault: authz, TrustBundle: roots, Services: m}
 }
 
 // meshOptions shapes a test mesh; zero values mean an HTTP app, STRICT,
@@ -152,7 +153,7 @@ type meshOptions struct {
 	serverID     spiffeid.ID
 	clientIdent  proxy.Identity
 	serverIdent  proxy.Identity
-	extra        []*proxy.Service
+	extra        []*meshconfig.Service
 	drainTimeout time.Duration
 	// idleTimeout is both proxies' IdleTimeout (0: the default).
 	idleTimeout time.Duration
@@ -186,14 +187,14 @@ type mesh struct {
 	clientMetrics *proxy.Metrics
 	serverMetrics *proxy.Metrics
 	logs          *logBuffer
-	svc           *proxy.Service
+	svc           *meshconfig.Service
 	opts          meshOptions
 }
 
 func newMesh(t testing.TB, o meshOptions) *mesh {
 	t.Helper()
 	if o.protocol == "" {
-		o.protocol = proxy.ProtocolHTTP
+		o.protocol = meshconfig.ProtocolHTTP
 	}
 	if o.mode == "" {
 		o.mode = "STRICT"
@@ -226,7 +227,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	inL := listen(t)
 	m.inboundAddr = inL.Addr().String()
 	m.svc = service("catalog", "shop", o.protocol, []spiffeid.ID{catalogID}, m.inboundAddr)
-	snap := snapshot(o.mode, o.authz, m.pki.roots, append([]*proxy.Service{m.svc}, o.extra...)...)
+	snap := snapshot(o.mode, o.authz, m.pki.roots, append([]*meshconfig.Service{m.svc}, o.extra...)...)
 	snap.ServiceOf = o.serviceOf
 	m.snap.set(snap)
 
@@ -241,7 +242,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 
 	m.out = proxy.NewOutbound(proxy.DataPlaneConfig{
 		Identity: o.clientIdent, Snapshot: m.snap.get,
-		Service: "frontend", Namespace: "shop", Protocol: proxy.ProtocolHTTP, AppAddr: "127.0.0.1:1",
+		Service: "frontend", Namespace: "shop", Protocol: meshconfig.ProtocolHTTP, AppAddr: "127.0.0.1:1",
 		Logger: m.logs.logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
 		Limits: o.limits,
 	})

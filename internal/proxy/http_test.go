@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 func TestHTTP1GetPostKeepAlive(t *testing.T) {
@@ -193,8 +193,8 @@ func TestH2CFromApp(t *testing.T) {
 		appH2C   bool
 		appProto string
 	}{
-		{"http app", proxy.ProtocolHTTP, false, "HTTP/1.1"},
-		{"http2 app", proxy.ProtocolHTTP2, true, "HTTP/2.0"},
+		{"http app", meshconfig.ProtocolHTTP, false, "HTTP/1.1"},
+		{"http2 app", meshconfig.ProtocolHTTP2, true, "HTTP/2.0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMesh(t, meshOptions{protocol: tc.protocol, appH2C: tc.appH2C})

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // Inbound serves the listener other proxies dial (15006): it authenticates
@@ -220,7 +221,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 		})
 	}
 	_ = c.SetDeadline(time.Time{})
-	if in.cfg.Protocol == ProtocolTCP {
+	if in.cfg.Protocol == meshconfig.ProtocolTCP {
 		if alpn != "" && alpn != alpnTCP {
 			in.reject(conn, rejectALPN, fmt.Errorf("protocol %q on a tcp workload", alpn))
 			return
@@ -267,8 +268,8 @@ func (in *Inbound) reject(c net.Conn, reason string, err error) {
 }
 
 // serveTCP authorizes one TCP connection and tunnels it to the app.
-func (in *Inbound) serveTCP(conn net.Conn, p *peer, snap *Snapshot) {
-	dec := in.cfg.Authorizer.Authorize(snap, &Request{Source: p.id, Principal: p.principal, Protocol: ProtocolTCP})
+func (in *Inbound) serveTCP(conn net.Conn, p *peer, snap *meshconfig.Snapshot) {
+	dec := in.cfg.Authorizer.Authorize(snap, &Request{Source: p.id, Principal: p.principal, Protocol: meshconfig.ProtocolTCP})
 	in.cfg.Metrics.decision(dec)
 	if !dec.Allow {
 		in.log.Debug("tcp connection denied", "source", p.principal, "reason", dec.Reason, "policy", dec.Policy)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // inboundHandler is the per-request chain of the inbound side: caller
@@ -56,7 +57,7 @@ type outcome struct {
 }
 
 // accessEvent emits an "access" event for one finished request.
-func (in *Inbound) accessEvent(method, path, trace string, p *peer, snap *Snapshot, o *outcome, start time.Time) {
+func (in *Inbound) accessEvent(method, path, trace string, p *peer, snap *meshconfig.Snapshot, o *outcome, start time.Time) {
 	ev := &pb.Event{
 		Time:                 timestamppb.New(start),
 		Kind:                 "access",
@@ -93,7 +94,7 @@ const deniedByHeader = "X-Trellis-Denied-By"
 // Status codes recorded for requests that got no upstream response.
 const statusClientClosed = 499
 
-func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *Snapshot) outcome {
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *meshconfig.Snapshot) outcome {
 	v := new(verdict)
 	in.admit(httpView{r}, p, snap, v)
 	o := outcome{authorized: v.authorized, dec: v.dec}
@@ -127,7 +128,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	}
 	enableFullDuplex(w, r)
 	var rt http.RoundTripper = in.app
-	if in.cfg.Protocol == ProtocolHTTP2 || in.cfg.Protocol == ProtocolGRPC {
+	if in.cfg.Protocol == meshconfig.ProtocolHTTP2 || in.cfg.Protocol == meshconfig.ProtocolGRPC {
 		rt = in.appH2
 	}
 	resp, err := rt.RoundTrip(newOutRequest(r, "http", in.cfg.AppAddr))

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // BenchmarkMetricsPerRequest is what one finished HTTP request costs in
@@ -22,7 +23,7 @@ func BenchmarkMetricsPerRequest(b *testing.B) {
 	b.Run("inbound", func(b *testing.B) {
 		m := NewMetrics()
 		d := m.dest(directionInbound, "catalog", "shop", "", "", "")
-		snap := &Snapshot{ServiceOf: map[string]string{principal: "frontend"}}
+		snap := &meshconfig.Snapshot{ServiceOf: map[string]string{principal: "frontend"}}
 		self := spiffeid.RequireFromString("spiffe://td/ns/shop/sa/catalog")
 		p := newPeer(self, spiffeid.RequireFromString(principal), m, "catalog", "shop", snap)
 		dec := Decision{Allow: true, Policy: "shop/allow-frontend", Rule: 0}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // Outbound carries the app's calls into the mesh: explicit per-service
@@ -40,14 +42,14 @@ type Outbound struct {
 }
 
 type routeTable struct {
-	snap   *Snapshot
+	snap   *meshconfig.Snapshot
 	routes map[string]*route
 }
 
 // route is one destination service within one snapshot.
 type route struct {
 	key  string
-	svc  *Service
+	svc  *meshconfig.Service
 	tcp  bool
 	bal  Balancer
 	dest *destMetrics
@@ -87,7 +89,7 @@ func (o *Outbound) routes() *routeTable {
 // rebuild compiles a routing table for snap, reusing pooled endpoints (and
 // their connections) that keep the same address and allowed identities,
 // and retiring the rest.
-func (o *Outbound) rebuild(snap *Snapshot) *routeTable {
+func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if t := o.table.Load(); t != nil && t.snap == snap {
@@ -115,7 +117,7 @@ func (o *Outbound) rebuild(snap *Snapshot) *routeTable {
 			}
 		}
 		t.routes[key] = &route{
-			key: key, svc: svc, tcp: svc.Protocol == ProtocolTCP,
+			key: key, svc: svc, tcp: svc.Protocol == meshconfig.ProtocolTCP,
 			bal:  o.cfg.NewBalancer(svc, eps),
 			dest: o.cfg.Metrics.dest(directionOutbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
 		}

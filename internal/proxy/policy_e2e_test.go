@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
@@ -180,7 +181,7 @@ func TestPoliciesOnTCP(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	db := meshtest.StartProxy(t, cp, proxy.Config{Service: "db", Protocol: proxy.ProtocolTCP, AppAddr: l.Addr().String()})
+	db := meshtest.StartProxy(t, cp, proxy.Config{Service: "db", Protocol: meshconfig.ProtocolTCP, AppAddr: l.Addr().String()})
 	client := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{{Service: "db", Namespace: "shop", Listen: "127.0.0.1:0"}}})
 	echo := func() bool {
 		c, err := net.DialTimeout("tcp", client.UpstreamAddr(0), 2*time.Second)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
 )
 
@@ -33,7 +34,7 @@ type PolicyAuthorizer struct {
 }
 
 // Authorize implements Authorizer.
-func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
+func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) Decision {
 	if snap == nil || snap.Engine == nil {
 		return Decision{Allow: false, Rule: -1, Reason: "no configuration"}
 	}
@@ -44,7 +45,7 @@ func (a *PolicyAuthorizer) Authorize(snap *Snapshot, req *Request) Decision {
 	pr := policy.Request{
 		Principal:     principal,
 		SourceService: snap.ServiceOf[principal],
-		HTTP:          req.Protocol != ProtocolTCP,
+		HTTP:          req.Protocol != meshconfig.ProtocolTCP,
 		Port:          a.Port,
 		Method:        req.Method, // exact: checkMethod refused other spellings
 		Path:          req.Path,
@@ -107,7 +108,7 @@ func (a *PolicyAuthorizer) emit(kind, principal, sourceService string, req *Requ
 // responseCodeFor is what a deny answers: 403 for HTTP, 0 (connection
 // closed) for TCP.
 func responseCodeFor(protocol string) uint32 {
-	if protocol == ProtocolTCP {
+	if protocol == meshconfig.ProtocolTCP {
 		return 0
 	}
 	return 403

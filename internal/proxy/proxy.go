@@ -24,6 +24,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 	"github.com/trellismesh/trellis/internal/version"
 	"github.com/trellismesh/trellis/internal/workloadcert"
@@ -35,7 +36,7 @@ type Proxy struct {
 	log           *slog.Logger
 	certs         *workloadcert.Manager
 	controlRoots  []byte
-	snap          atomic.Pointer[Snapshot]
+	snap          atomic.Pointer[meshconfig.Snapshot]
 	connected     atomic.Bool
 	draining      atomic.Bool
 	ready         chan struct{}
@@ -157,7 +158,7 @@ func workloadIDFromToken(token string) (spiffeid.ID, error) {
 }
 
 // snapshot is the current compiled config, nil before the first.
-func (p *Proxy) snapshot() *Snapshot { return p.snap.Load() }
+func (p *Proxy) snapshot() *meshconfig.Snapshot { return p.snap.Load() }
 
 // collectorAddr is where telemetry goes: --collector when given, else the
 // mesh's collector_address, else the control plane (which embeds the
@@ -245,7 +246,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	for i, l := range p.upstreamLis {
 		u := p.cfg.Upstreams[i]
 		l := l
-		p.goServe("upstream "+u.Service+"."+u.Namespace, func() error { return p.outbound.ServeUpstream(l, ServiceKey(u.Service, u.Namespace)) })
+		p.goServe("upstream "+u.Service+"."+u.Namespace, func() error { return p.outbound.ServeUpstream(l, meshconfig.ServiceKey(u.Service, u.Namespace)) })
 	}
 	if p.httpProxyLis != nil {
 		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
@@ -346,7 +347,7 @@ func (p *Proxy) goServe(what string, serve func() error) {
 // apply compiles a pushed snapshot and swaps it in; an error keeps the last
 // good one (the control client NACKs).
 func (p *Proxy) apply(s *pb.Snapshot) error {
-	snap, err := Compile(s)
+	snap, err := meshconfig.Compile(s)
 	if err != nil {
 		return err
 	}

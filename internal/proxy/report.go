@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // reporter builds the Reports a proxy sends on its config stream: what it
@@ -17,7 +18,7 @@ import (
 // and the issuing CA certificate's fingerprint) and the trust anchors it
 // verifies peers with. Safe for concurrent use.
 type reporter struct {
-	snapshot func() *Snapshot
+	snapshot func() *meshconfig.Snapshot
 	cert     func() *tls.Certificate
 	// bundle gives the roots from the certificate response, used until a
 	// snapshot brings the mesh's trust bundle.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -90,7 +91,7 @@ func TestCertificateRotationUnderTraffic(t *testing.T) {
 	probe := startProbe(t, p.cert(catalogID))
 	m := newMesh(t, meshOptions{
 		pki: p, clientIdent: client, serverIdent: server,
-		extra: []*proxy.Service{service("probe", "shop", proxy.ProtocolTCP, []spiffeid.ID{catalogID}, probe.addr)},
+		extra: []*meshconfig.Service{service("probe", "shop", meshconfig.ProtocolTCP, []spiffeid.ID{catalogID}, probe.addr)},
 	})
 	probeAddr := m.upstream(svcKey("probe", "shop"))
 
@@ -160,8 +161,8 @@ func TestCertificateRotationUnderTraffic(t *testing.T) {
 			t.Errorf("round %d: outbound presented client serial %s on a new handshake, want the new certificate's %s", round, got, want)
 		}
 		snap := *m.snap.get()
-		snap.Services = map[string]*proxy.Service{
-			m.svc.Key():             service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID}, endpoints[round%2]),
+		snap.Services = map[string]*meshconfig.Service{
+			m.svc.Key():             service("catalog", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID}, endpoints[round%2]),
 			svcKey("probe", "shop"): snap.Services[svcKey("probe", "shop")],
 		}
 		m.snap.set(&snap)

@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"strings"
+
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // The inbound checks a request passes before authorization, on the fast
@@ -75,67 +77,6 @@ func checkFieldName(name string) *refusal {
 	return nil
 }
 
-// DefaultStripHeaders are the caller-supplied headers the inbound removes
-// when the Mesh lists none (Mesh spec.http.stripHeaders): identity claims
-// only the proxy may make. X-Forwarded-Client-Cert is always replaced.
-var DefaultStripHeaders = []string{"x-spiffe-id", "x-trellis-*", "x-envoy-peer-metadata", "x-envoy-peer-metadata-id", "x-client-cert", "x-ssl-client-cert"}
-
-// headerStrip matches header names to remove: exact names and "prefix*",
-// compared case-insensitively with '_' read as '-'. A nil *headerStrip is
-// the default list.
-type headerStrip struct{ pats []stripPattern }
-
-type stripPattern struct {
-	s      string // lower case, '-' for '_'
-	prefix bool
-}
-
-func newHeaderStrip(list []string) *headerStrip {
-	s := &headerStrip{}
-	for _, p := range list {
-		p = strings.ToLower(strings.ReplaceAll(p, "_", "-"))
-		pre, ok := strings.CutSuffix(p, "*")
-		s.pats = append(s.pats, stripPattern{s: pre, prefix: ok})
-	}
-	return s
-}
-
-var defaultHeaderStrip = newHeaderStrip(DefaultStripHeaders)
-
-// match reports whether the caller's header name must be removed. It
-// allocates nothing: it runs for every field of every request.
-func (s *headerStrip) match(name string) bool {
-	if s == nil {
-		s = defaultHeaderStrip
-	}
-	for _, p := range s.pats {
-		if len(name) == len(p.s) || (p.prefix && len(name) > len(p.s)) {
-			if foldedEqual(name[:len(p.s)], p.s) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// foldedEqual compares a header name with a lower-case pattern, reading
-// '_' as '-'.
-func foldedEqual(name, pat string) bool {
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c == '_':
-			c = '-'
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if c != pat[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // DefaultAllowedUpgrades are the protocols an HTTP/1.1 Upgrade may switch
 // to when the Mesh lists none (Mesh spec.http.allowedUpgrades).
 var DefaultAllowedUpgrades = []string{"websocket"}
@@ -178,5 +119,5 @@ func checkUpgrade(r requestView, allowed []string) (string, *refusal) {
 // isXFCC: the client-cert header or a look-alike that frameworks fold
 // onto it (x_forwarded_client_cert).
 func isXFCC(name string) bool {
-	return len(name) == len(xfccHeader) && foldedEqual(name, "x-forwarded-client-cert")
+	return len(name) == len(xfccHeader) && meshconfig.FoldedEqual(name, "x-forwarded-client-cert")
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 )
 
@@ -199,7 +200,7 @@ func TestScreenCanonicalPathIsWhatTheAppSees(t *testing.T) {
 func TestScreenStripsIdentityHeaders(t *testing.T) {
 	app := &screenApp{}
 	var policySaw sync.Map
-	authz := authorizerFunc(func(_ *proxy.Snapshot, r *proxy.Request) proxy.Decision {
+	authz := authorizerFunc(func(_ *meshconfig.Snapshot, r *proxy.Request) proxy.Decision {
 		for _, h := range []string{"X-Spiffe-Id", "X-Trellis-Role", "X-Envoy-Peer-Metadata", "X_Spiffe_Id"} {
 			if v := r.HeaderValue(h); v != "" {
 				policySaw.Store(h, v)

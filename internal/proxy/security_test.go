@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 )
 
@@ -173,7 +174,7 @@ func TestSecureNamingRejectsWrongIdentity(t *testing.T) {
 	}
 
 	// A TCP tunnel to the impostor is closed too.
-	tm := newMesh(t, meshOptions{protocol: proxy.ProtocolTCP, appAddr: startTCPEcho(t), serverID: evilID})
+	tm := newMesh(t, meshOptions{protocol: meshconfig.ProtocolTCP, appAddr: startTCPEcho(t), serverID: evilID})
 	c, err := net.Dial("tcp", tm.upstreamAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +199,7 @@ func TestMeshDefaultDeny(t *testing.T) {
 		t.Errorf("trellis_authz_decisions_total%v = %v, want 1", deny, got)
 	}
 
-	tm := newMesh(t, meshOptions{authz: "deny", protocol: proxy.ProtocolTCP, appAddr: startTCPEcho(t)})
+	tm := newMesh(t, meshOptions{authz: "deny", protocol: meshconfig.ProtocolTCP, appAddr: startTCPEcho(t)})
 	c, err := net.Dial("tcp", tm.upstreamAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +218,7 @@ func TestAuthorizerSeesRequest(t *testing.T) {
 	m := newMesh(t, meshOptions{})
 	seen := make(chan proxy.Request, 10)
 	agents := make(chan string, 10)
-	auth := authorizerFunc(func(_ *proxy.Snapshot, r *proxy.Request) proxy.Decision {
+	auth := authorizerFunc(func(_ *meshconfig.Snapshot, r *proxy.Request) proxy.Decision {
 		seen <- *r
 		// Headers are valid during the decision only.
 		agents <- r.HeaderValue("User-Agent")
@@ -233,7 +234,7 @@ func TestAuthorizerSeesRequest(t *testing.T) {
 	serve(t, "inbound", func() error { return in.Serve(inL) })
 	t.Cleanup(func() { shutdown(t, in.Shutdown) })
 	snap := *m.snap.get()
-	snap.Services = map[string]*proxy.Service{m.svc.Key(): service("catalog", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID}, inL.Addr().String())}
+	snap.Services = map[string]*meshconfig.Service{m.svc.Key(): service("catalog", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID}, inL.Addr().String())}
 	m.snap.set(&snap)
 
 	c := newClient(t)
@@ -257,12 +258,14 @@ func TestAuthorizerSeesRequest(t *testing.T) {
 	}
 }
 
-type authorizerFunc func(*proxy.Snapshot, *proxy.Request) proxy.Decision
+type authorizerFunc func(*meshconfig.Snapshot, *proxy.Request) proxy.Decision
 
-func (f authorizerFunc) Authorize(s *proxy.Snapshot, r *proxy.Request) proxy.Decision { return f(s, r) }
+func (f authorizerFunc) Authorize(s *meshconfig.Snapshot, r *proxy.Request) proxy.Decision {
+	return f(s, r)
+}
 
 func TestPermissivePlaintextTCP(t *testing.T) {
-	m := newMesh(t, meshOptions{mode: "PERMISSIVE", protocol: proxy.ProtocolTCP, appAddr: startTCPEcho(t)})
+	m := newMesh(t, meshOptions{mode: "PERMISSIVE", protocol: meshconfig.ProtocolTCP, appAddr: startTCPEcho(t)})
 	c, err := net.Dial("tcp", m.inboundAddr)
 	if err != nil {
 		t.Fatal(err)

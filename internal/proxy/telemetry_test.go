@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
@@ -23,7 +24,7 @@ import (
 // policy shop/no-secrets denies with its rule 2.
 type denySecrets struct{}
 
-func (denySecrets) Authorize(_ *proxy.Snapshot, req *proxy.Request) proxy.Decision {
+func (denySecrets) Authorize(_ *meshconfig.Snapshot, req *proxy.Request) proxy.Decision {
 	if req.Path == "/secret" {
 		return proxy.Decision{Allow: false, Policy: "shop/no-secrets", Rule: 2, Reason: "no secrets"}
 	}
@@ -321,7 +322,7 @@ spec:
 func TestCompileCollectorAddress(t *testing.T) {
 	p := newPKI(t)
 	for _, addr := range []string{"", "collector.trellis-system:15013"} {
-		s, err := proxy.Compile(&pb.Snapshot{
+		s, err := meshconfig.Compile(&pb.Snapshot{
 			Version:     "1",
 			Mesh:        &pb.MeshConfig{MtlsMode: "STRICT", AuthorizationDefault: "deny", CollectorAddress: addr},
 			TrustBundle: [][]byte{p.ca.Roots()[0].Raw},

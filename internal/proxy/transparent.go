@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/netcap"
 )
 
@@ -41,12 +42,6 @@ const (
 	// serves mesh DNS unless --dns-addr says otherwise (the capture rules
 	// send the workload's port-53 queries there).
 	DefaultTransparentDNSAddr = "127.0.0.1:15053"
-)
-
-// Outbound modes (MeshConfig.outbound_mode, the Mesh's spec.outbound.mode).
-const (
-	OutboundPassthrough = "passthrough"
-	OutboundBlock       = "block"
 )
 
 // Results of trellis_outbound_captured_total.
@@ -140,17 +135,6 @@ func (c *Config) contextDialer() func(ctx context.Context, addr string) (net.Con
 	}
 	d := c.dialer()
 	return func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
-}
-
-// outboundModeOf checks MeshConfig.outbound_mode; empty means passthrough.
-func outboundModeOf(mode string) (string, error) {
-	switch mode {
-	case "":
-		return OutboundPassthrough, nil
-	case OutboundPassthrough, OutboundBlock:
-		return mode, nil
-	}
-	return "", fmt.Errorf("mesh outbound mode %q is not passthrough or block", mode)
 }
 
 // CaptureConfig configures ServeCapture. Zero values mean the documented
@@ -271,7 +255,7 @@ func (cp *capture) handle(c net.Conn) {
 		cp.serveMesh(c, dst, rt)
 		return
 	}
-	if t.snap.OutboundMode == OutboundBlock {
+	if t.snap.OutboundMode == meshconfig.OutboundBlock {
 		cp.refuse(c, capturedBlocked, "not a mesh service, and the mesh's outbound mode is block", dst, nil)
 		return
 	}

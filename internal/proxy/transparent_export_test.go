@@ -3,6 +3,8 @@ package proxy
 import (
 	"net"
 	"net/netip"
+
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // WithOrigDst makes a capture listener take each connection's original
@@ -18,7 +20,7 @@ func (c CaptureConfig) WithOrigDst(f func(net.Conn) (netip.AddrPort, error)) Cap
 func (p *Proxy) SetOrigDst(f func(net.Conn) (netip.AddrPort, error)) { p.origDst = f }
 
 // CurrentSnapshot is the config the proxy runs, nil before the first.
-func (p *Proxy) CurrentSnapshot() *Snapshot { return p.snapshot() }
+func (p *Proxy) CurrentSnapshot() *meshconfig.Snapshot { return p.snapshot() }
 
 // MetricsForTest are the proxy's data path metrics.
 func (p *Proxy) MetricsForTest() *Metrics { return p.metrics }

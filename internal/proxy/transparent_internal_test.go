@@ -1,6 +1,8 @@
 package proxy
 
-import "testing"
+import (
+	"testing"
+)
 
 func TestSniff(t *testing.T) {
 	tests := []struct {
@@ -36,16 +38,5 @@ func TestSniff(t *testing.T) {
 		if got := sniff([]byte(tt.in)); got != tt.want {
 			t.Errorf("sniff(%q) = %d, want %d", tt.in, got, tt.want)
 		}
-	}
-}
-
-func TestOutboundModeOf(t *testing.T) {
-	for in, want := range map[string]string{"": OutboundPassthrough, "passthrough": OutboundPassthrough, "block": OutboundBlock} {
-		if got, err := outboundModeOf(in); err != nil || got != want {
-			t.Errorf("outboundModeOf(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	if _, err := outboundModeOf("drop"); err == nil {
-		t.Error(`outboundModeOf("drop"): got no error`)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/netcap"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -171,7 +172,7 @@ func TestCaptureHTTPToVirtualIP(t *testing.T) {
 }
 
 func TestCaptureTCPToVirtualIP(t *testing.T) {
-	m := newCaptureMesh(t, meshOptions{protocol: proxy.ProtocolTCP, appAddr: startTCPEcho(t)}, "", 0)
+	m := newCaptureMesh(t, meshOptions{protocol: meshconfig.ProtocolTCP, appAddr: startTCPEcho(t)}, "", 0)
 	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<14)
 	for _, port := range []uint16{5432, 3306} {
 		c := m.r.mustDial(t, m.capture, netip.AddrPortFrom(catalogVIP, port))
@@ -286,7 +287,7 @@ func wantRefused(t *testing.T, dial func() (net.Conn, error)) {
 }
 
 func TestCapturePassthrough(t *testing.T) {
-	m := newCaptureMesh(t, meshOptions{}, proxy.OutboundPassthrough, 0)
+	m := newCaptureMesh(t, meshOptions{}, meshconfig.OutboundPassthrough, 0)
 	ext, accepted := countingEcho(t)
 	msg := []byte("outside the mesh")
 	if got := echoThrough(t, m.r.mustDial(t, m.capture, ext), msg); !bytes.Equal(got, msg) {
@@ -304,7 +305,7 @@ func TestCapturePassthrough(t *testing.T) {
 }
 
 func TestCaptureBlock(t *testing.T) {
-	m := newCaptureMesh(t, meshOptions{}, proxy.OutboundBlock, 0)
+	m := newCaptureMesh(t, meshOptions{}, meshconfig.OutboundBlock, 0)
 	ext, accepted := countingEcho(t)
 	wantRefused(t, func() (net.Conn, error) { return m.r.dial(context.Background(), m.capture, ext) })
 	testutil.Eventually(t, "blocked counted", func() bool { return m.captured("blocked") == 1 })
@@ -448,7 +449,7 @@ func TestTransparentProxy(t *testing.T) {
 
 	// Block: the Mesh's outbound mode reaches the proxy.
 	meshtest.MustApply(t, cp, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}, outbound: {mode: block}}\n")
-	testutil.Eventually(t, "outbound mode block", func() bool { return frontend.CurrentSnapshot().OutboundMode == proxy.OutboundBlock })
+	testutil.Eventually(t, "outbound mode block", func() bool { return frontend.CurrentSnapshot().OutboundMode == meshconfig.OutboundBlock })
 	wantRefused(t, func() (net.Conn, error) { return r.dial(context.Background(), frontend.CaptureAddr(), ext) })
 	testutil.Eventually(t, "blocked counted", func() bool { return captured("blocked") == 1 })
 	if got := accepted.Load(); got != 1 {

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -131,7 +131,7 @@ func echoThrough(t *testing.T, c net.Conn, msg []byte) []byte {
 }
 
 func TestTCPEchoThroughUpstream(t *testing.T) {
-	m := newMesh(t, meshOptions{protocol: proxy.ProtocolTCP, appAddr: startTCPEcho(t)})
+	m := newMesh(t, meshOptions{protocol: meshconfig.ProtocolTCP, appAddr: startTCPEcho(t)})
 	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	for i := 0; i < 3; i++ {
 		c, err := net.Dial("tcp", m.upstreamAddr)
@@ -153,7 +153,7 @@ func TestTCPEchoThroughUpstream(t *testing.T) {
 }
 
 func TestTCPThroughConnect(t *testing.T) {
-	m := newMesh(t, meshOptions{protocol: proxy.ProtocolTCP, appAddr: startTCPEcho(t)})
+	m := newMesh(t, meshOptions{protocol: meshconfig.ProtocolTCP, appAddr: startTCPEcho(t)})
 	c, err := net.Dial("tcp", m.proxyAddr)
 	if err != nil {
 		t.Fatal(err)
@@ -209,8 +209,8 @@ func TestConnectToHTTPService(t *testing.T) {
 }
 
 func TestHTTPProxyRouting(t *testing.T) {
-	m := newMesh(t, meshOptions{extra: []*proxy.Service{
-		service("orders", "shop", proxy.ProtocolHTTP, []spiffeid.ID{catalogID}),
+	m := newMesh(t, meshOptions{extra: []*meshconfig.Service{
+		service("orders", "shop", meshconfig.ProtocolHTTP, []spiffeid.ID{catalogID}),
 	}})
 	c := newClient(t)
 	c.Transport.(*http.Transport).Proxy = http.ProxyURL(mustParseURL(t, "http://"+m.proxyAddr))

@@ -17,6 +17,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -109,7 +110,7 @@ func TestControlClientTarget(t *testing.T) {
 	cc := &proxy.ControlClient{
 		Addr:   cp.GRPCAddr(),
 		Certs:  certs,
-		Hello:  &pb.Hello{Instance: "catalog-1", Service: "catalog", Namespace: "shop", Protocol: proxy.ProtocolHTTP},
+		Hello:  &pb.Hello{Instance: "catalog-1", Service: "catalog", Namespace: "shop", Protocol: meshconfig.ProtocolHTTP},
 		Target: target,
 		Log:    testutil.Logger(t),
 	}

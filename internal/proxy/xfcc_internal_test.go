@@ -49,22 +49,3 @@ func TestCheckFieldName(t *testing.T) {
 		}
 	}
 }
-
-func TestHeaderStrip(t *testing.T) {
-	def := (*headerStrip)(nil)
-	custom := newHeaderStrip([]string{"X-Internal-*", "x-user"})
-	for _, tc := range []struct {
-		s     *headerStrip
-		name  string
-		strip bool
-	}{
-		{def, "X-Spiffe-Id", true}, {def, "x_spiffe_id", true}, {def, "X-Trellis-Anything", true}, {def, "X-Trellis-", true},
-		{def, "X-Envoy-Peer-Metadata", true}, {def, "X-Envoy-Peer-Metadata-Id", true}, {def, "X-Spiffe-Idx", false},
-		{def, "Authorization", false}, {def, "X-Trellis", false},
-		{custom, "x-internal-role", true}, {custom, "X_USER", true}, {custom, "X-Spiffe-Id", false}, {custom, "x-users", false},
-	} {
-		if got := tc.s.match(tc.name); got != tc.strip {
-			t.Errorf("match(%q) = %v, want %v", tc.name, got, tc.strip)
-		}
-	}
-}

@@ -1,4 +1,10 @@
-package proxy
+// Package meshconfig is a proxy's compiled configuration: the Snapshot a
+// pushed config compiles into (services, endpoints, virtual IPs, policies
+// compiled for the policy engine, the mesh's HTTP screen settings), the
+// same for every part of the proxy that reads it (the data plane, mesh
+// DNS, the admin endpoint). It must not depend on the proxy, the control
+// plane or the CA.
+package meshconfig
 
 import (
 	"crypto/sha256"
@@ -24,6 +30,23 @@ const (
 	ProtocolTCP   = "tcp"
 )
 
+// Outbound modes (MeshConfig.outbound_mode, the Mesh's spec.outbound.mode).
+const (
+	OutboundPassthrough = "passthrough"
+	OutboundBlock       = "block"
+)
+
+// outboundModeOf checks MeshConfig.outbound_mode; empty means passthrough.
+func outboundModeOf(mode string) (string, error) {
+	switch mode {
+	case "":
+		return OutboundPassthrough, nil
+	case OutboundPassthrough, OutboundBlock:
+		return mode, nil
+	}
+	return "", fmt.Errorf("mesh outbound mode %q is not passthrough or block", mode)
+}
+
 // IsHTTP reports whether the protocol is carried as HTTP between proxies.
 func IsHTTP(protocol string) bool { return protocol != ProtocolTCP }
 
@@ -44,7 +67,7 @@ type Snapshot struct {
 
 	// OutboundMode is what a transparent proxy does with captured
 	// connections to no mesh service: OutboundPassthrough or
-	// OutboundBlock (transparent.go).
+	// OutboundBlock.
 	OutboundMode string
 
 	// PathMode is how the inbound treats ambiguous request paths
@@ -56,7 +79,7 @@ type Snapshot struct {
 	// StripHeaders are the caller-supplied headers the inbound removes
 	// (Mesh spec.http.stripHeaders); nil means DefaultStripHeaders.
 	StripHeaders []string
-	strip        *headerStrip
+	strip        *HeaderStrip
 
 	// TrustBundle holds the roots peers are verified with.
 	TrustBundle *x509.CertPool
@@ -152,7 +175,7 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	}
 	if hs := s.GetMesh().GetStripHeaders(); len(hs) > 0 {
 		out.StripHeaders = hs
-		out.strip = newHeaderStrip(hs)
+		out.strip = NewHeaderStrip(hs)
 	}
 
 	if b, err := hex.DecodeString(out.Issuer); err != nil || (out.Issuer != "" && len(b) != sha256.Size) {
@@ -232,11 +255,11 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	return out, nil
 }
 
-// headerStrip is the compiled StripHeaders (built here for snapshots not
-// made by Compile, such as tests').
-func (s *Snapshot) headerStrip() *headerStrip {
+// HeaderStrip is the compiled StripHeaders (built here for snapshots not
+// made by Compile, such as tests'); nil means the default list.
+func (s *Snapshot) HeaderStrip() *HeaderStrip {
 	if s.strip == nil && len(s.StripHeaders) > 0 {
-		return newHeaderStrip(s.StripHeaders)
+		return NewHeaderStrip(s.StripHeaders)
 	}
 	return s.strip
 }
