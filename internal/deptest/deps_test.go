@@ -29,6 +29,7 @@ var roles = []string{
 var dataPlane = []string{
 	"internal/proxy/...",
 	"internal/meshconfig/...",
+	"internal/meshdns/...",
 	"internal/policy/...",
 	"internal/workloadcert/...",
 	"internal/identity/...",
@@ -61,6 +62,11 @@ var rules = []rule{
 		from:   []string{"internal/policy/..."},
 		banned: []string{"internal/identity/..."},
 		why:    "the policy engine depends only on internal/resource",
+	},
+	{
+		from:   []string{"internal/meshconfig/...", "internal/meshdns/..."},
+		banned: []string{"internal/proxy/..."},
+		why:    "the proxy's parts below the role (its compiled config, mesh DNS) must not reach back into it",
 	},
 	{
 		from:   []string{"internal/collectord/..."},

@@ -12,6 +12,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/policy"
 )
@@ -229,8 +230,15 @@ func (c *Config) validate() error {
 	if !(c.AccessLogSampleRate >= 0 && c.AccessLogSampleRate <= 1) {
 		return fmt.Errorf("--access-log-sample-rate %v: want a fraction from 0 (off) to 1 (every request), e.g. 0.01", c.AccessLogSampleRate)
 	}
-	if err := c.validateDNS(); err != nil {
-		return err
+	if c.DNSAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DNSAddr); err != nil {
+			return fmt.Errorf("--dns-addr %q: want HOST:PORT, e.g. 127.0.0.1:15053", c.DNSAddr)
+		}
+	}
+	for _, u := range c.DNSUpstreams {
+		if err := meshdns.CheckUpstream(u); err != nil {
+			return fmt.Errorf("DNS upstream %q: want IP or IP:PORT, e.g. 10.0.0.10 or 10.0.0.10:53", u)
+		}
 	}
 	for _, l := range []struct {
 		flag string

@@ -25,6 +25,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 	"github.com/trellismesh/trellis/internal/version"
 	"github.com/trellismesh/trellis/internal/workloadcert"
@@ -59,7 +60,7 @@ type Proxy struct {
 
 	inboundLis, adminLis, httpProxyLis net.Listener
 	upstreamLis                        []net.Listener
-	dns                                *dnsServer // nil unless DNSAddr
+	dns                                *meshdns.Server // nil unless DNSAddr
 
 	// Transparent mode (transparent.go): the capture listener, and the
 	// original destination lookup tests replace.
@@ -257,7 +258,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 
 	if p.dns != nil {
-		p.dns.serve()
+		p.dns.Serve()
 	}
 
 	cc := &ControlClient{
@@ -315,8 +316,8 @@ func (p *Proxy) listen() error {
 		}
 	}
 	if p.cfg.DNSAddr != "" {
-		p.dns = newDNSServer(&p.cfg, p.snapshot, p.log, p.metrics.Registry())
-		if err := p.dns.listen(p.cfg.DNSAddr); err != nil {
+		p.dns = meshdns.New(meshdns.Options{Namespace: p.cfg.Namespace, Upstreams: p.cfg.DNSUpstreams, Mark: p.cfg.Transparent, Log: p.log, Registerer: p.metrics.Registry()}, p.snapshot)
+		if err := p.dns.Listen(p.cfg.DNSAddr); err != nil {
 			return fmt.Errorf("--dns-addr %s: %w", p.cfg.DNSAddr, err)
 		}
 	}
@@ -330,7 +331,7 @@ func (p *Proxy) closeListeners() {
 		}
 	}
 	if p.dns != nil {
-		p.dns.close()
+		p.dns.Close()
 	}
 }
 
@@ -436,7 +437,7 @@ func (p *Proxy) DNSAddr() string {
 	if p.dns == nil {
 		return ""
 	}
-	return p.dns.addr()
+	return p.dns.Addr()
 }
 
 // CaptureAddr is the bound outbound capture address ("" unless
@@ -471,7 +472,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		errs = append(errs, p.admin.Shutdown(dctx))
 	}
 	if p.dns != nil {
-		p.dns.shutdown(dctx)
+		p.dns.Shutdown(dctx)
 	}
 	if p.cancel != nil {
 		p.cancel()

@@ -1,9 +1,15 @@
-package proxy
+// Package meshdns is a proxy's mesh DNS server: it answers
+// SERVICE.NAMESPACE.mesh (and SERVICE.mesh in the proxy's namespace) from
+// the proxy's snapshot with the services' virtual IPs, and forwards every
+// other name to the workload's resolvers, so an unmodified application
+// reaches mesh services by name in transparent mode. It reads the
+// snapshot (internal/meshconfig) and must not depend on the proxy role,
+// the data plane, the control plane or the CA.
+package meshdns
 
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -43,8 +49,9 @@ const (
 	dnsResultError     = "error"
 )
 
-// dnsServer serves mesh DNS over UDP and TCP on one port.
-type dnsServer struct {
+// Server serves mesh DNS over UDP and TCP on one port. Call Listen, then
+// Serve; Shutdown (or Close, when Serve never ran) releases it.
+type Server struct {
 	snapshot  func() *meshconfig.Snapshot
 	namespace string
 	upstreams []string // IP:PORT
@@ -58,10 +65,25 @@ type dnsServer struct {
 	wg       sync.WaitGroup
 }
 
-// newDNSServer prepares the DNS server of a proxy with cfg (defaults set,
-// validated) and registers its metrics on reg.
-func newDNSServer(cfg *Config, snapshot func() *meshconfig.Snapshot, log *slog.Logger, reg prometheus.Registerer) *dnsServer {
-	d := &dnsServer{
+// Options configure a Server.
+type Options struct {
+	// Namespace is the proxy's: SERVICE.mesh is looked up in it.
+	Namespace string
+	// Upstreams are the resolvers other names go to, IP or IP:PORT
+	// (checked with CheckUpstream); empty means /etc/resolv.conf's.
+	Upstreams []string
+	// Mark sets netcap.ProxyMark on forwarded queries, so transparent
+	// capture lets them out.
+	Mark bool
+	Log  *slog.Logger
+	// Registerer takes the server's metrics.
+	Registerer prometheus.Registerer
+}
+
+// New prepares a server answering from snapshot.
+func New(opts Options, snapshot func() *meshconfig.Snapshot) *Server {
+	cfg, log, reg := opts, opts.Log, opts.Registerer
+	d := &Server{
 		snapshot:  snapshot,
 		namespace: strings.ToLower(cfg.Namespace),
 		dialer:    &net.Dialer{Timeout: dnsForwardTimeout},
@@ -75,11 +97,11 @@ func newDNSServer(cfg *Config, snapshot func() *meshconfig.Snapshot, log *slog.L
 		d.queries.WithLabelValues(r)
 	}
 	reg.MustRegister(d.queries)
-	if cfg.Transparent {
+	if cfg.Mark {
 		// Forwarded queries must leave uncaptured (see netcap.ProxyMark).
 		d.dialer.Control = netcap.MarkControl(netcap.ProxyMark)
 	}
-	for _, u := range cfg.DNSUpstreams {
+	for _, u := range cfg.Upstreams {
 		a, _ := upstreamAddr(u) // validated
 		d.upstreams = append(d.upstreams, a)
 	}
@@ -124,22 +146,14 @@ func upstreamAddr(s string) (string, error) {
 	return netip.AddrPortFrom(a, 53).String(), nil
 }
 
-func (c *Config) validateDNS() error {
-	if c.DNSAddr != "" {
-		if _, _, err := net.SplitHostPort(c.DNSAddr); err != nil {
-			return fmt.Errorf("--dns-addr %q: want HOST:PORT, e.g. 127.0.0.1:15053", c.DNSAddr)
-		}
-	}
-	for _, u := range c.DNSUpstreams {
-		if _, err := upstreamAddr(u); err != nil {
-			return fmt.Errorf("DNS upstream %q: want IP or IP:PORT, e.g. 10.0.0.10 or 10.0.0.10:53", u)
-		}
-	}
-	return nil
+// CheckUpstream checks an upstream resolver's address: IP or IP:PORT.
+func CheckUpstream(s string) error {
+	_, err := upstreamAddr(s)
+	return err
 }
 
-// listen binds UDP and TCP on the same port (a free one for port 0).
-func (d *dnsServer) listen(addr string) error {
+// Listen binds UDP and TCP on the same port (a free one for port 0).
+func (d *Server) Listen(addr string) error {
 	var err error
 	for range 10 {
 		if d.pc, err = net.ListenPacket("udp", addr); err != nil {
@@ -165,12 +179,12 @@ func (d *dnsServer) listen(addr string) error {
 	return nil
 }
 
-// addr is the bound address, UDP and TCP.
-func (d *dnsServer) addr() string { return d.pc.LocalAddr().String() }
+// Addr is the bound address, UDP and TCP.
+func (d *Server) Addr() string { return d.pc.LocalAddr().String() }
 
-// serve starts answering on the bound sockets and returns once both
+// Serve starts answering on the bound sockets and returns once both
 // servers run.
-func (d *dnsServer) serve() {
+func (d *Server) Serve() {
 	d.udp = &dns.Server{PacketConn: d.pc, Handler: d}
 	d.tcp = &dns.Server{Listener: d.ln, Handler: d, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second}
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
@@ -192,20 +206,20 @@ func (d *dnsServer) serve() {
 	}
 }
 
-// shutdown stops both servers, waiting for answers in progress (bounded by
+// Shutdown stops both servers, waiting for answers in progress (bounded by
 // ctx).
-func (d *dnsServer) shutdown(ctx context.Context) {
+func (d *Server) Shutdown(ctx context.Context) {
 	for _, s := range []*dns.Server{d.udp, d.tcp} {
 		if s != nil {
 			_ = s.ShutdownContext(ctx)
 		}
 	}
-	d.close()
+	d.Close()
 	d.wg.Wait()
 }
 
-// close releases the sockets (also when serving never started).
-func (d *dnsServer) close() {
+// Close releases the sockets (also when serving never started).
+func (d *Server) Close() {
 	if d.pc != nil {
 		d.pc.Close()
 	}
@@ -215,7 +229,7 @@ func (d *dnsServer) close() {
 }
 
 // ServeDNS answers one query.
-func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
+func (d *Server) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	switch {
 	case r.Opcode != dns.OpcodeQuery:
 		d.reply(w, new(dns.Msg).SetRcode(r, dns.RcodeNotImplemented), dnsResultError)
@@ -233,7 +247,7 @@ func (d *dnsServer) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	d.forward(w, r)
 }
 
-func (d *dnsServer) reply(w dns.ResponseWriter, m *dns.Msg, result string) {
+func (d *Server) reply(w dns.ResponseWriter, m *dns.Msg, result string) {
 	d.queries.WithLabelValues(result).Inc()
 	if err := w.WriteMsg(m); err != nil {
 		d.log.Debug("write DNS answer", "err", err)
@@ -242,7 +256,7 @@ func (d *dnsServer) reply(w dns.ResponseWriter, m *dns.Msg, result string) {
 
 // answerMesh answers a name under .mesh: SERVICE.NAMESPACE.mesh or
 // SERVICE.mesh (this proxy's namespace).
-func (d *dnsServer) answerMesh(r *dns.Msg, name string) (*dns.Msg, string) {
+func (d *Server) answerMesh(r *dns.Msg, name string) (*dns.Msg, string) {
 	m := new(dns.Msg).SetReply(r)
 	m.Authoritative, m.RecursionAvailable = true, true
 	snap := d.snapshot()
@@ -309,7 +323,7 @@ func meshSOA() dns.RR {
 // forward relays r to the upstreams in order over the transport it came
 // on (a truncated UDP answer stays truncated, so the client retries over
 // TCP), and relays the first answer.
-func (d *dnsServer) forward(w dns.ResponseWriter, r *dns.Msg) {
+func (d *Server) forward(w dns.ResponseWriter, r *dns.Msg) {
 	network := "udp"
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		network = "tcp"
