@@ -30,6 +30,7 @@ var dataPlane = []string{
 	"internal/proxy/...",
 	"internal/meshconfig/...",
 	"internal/meshdns/...",
+	"internal/controlclient/...",
 	"internal/policy/...",
 	"internal/workloadcert/...",
 	"internal/identity/...",
@@ -64,9 +65,9 @@ var rules = []rule{
 		why:    "the policy engine depends only on internal/resource",
 	},
 	{
-		from:   []string{"internal/meshconfig/...", "internal/meshdns/..."},
+		from:   []string{"internal/meshconfig/...", "internal/meshdns/...", "internal/controlclient/..."},
 		banned: []string{"internal/proxy/..."},
-		why:    "the proxy's parts below the role (its compiled config, mesh DNS) must not reach back into it",
+		why:    "the proxy's parts below the role (its compiled config, mesh DNS, the control-plane client) must not reach back into it",
 	},
 	{
 		from:   []string{"internal/collectord/..."},

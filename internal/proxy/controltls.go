@@ -33,16 +33,6 @@ func systemTLS(td spiffeid.TrustDomain, roots func() *x509.CertPool, client func
 	}.Config()
 }
 
-// controlRoots verifies the control plane: Roots (--ca-file) without a
-// certificate manager, else the roots it keeps (see
-// workloadcert.Manager.ControlRoots).
-func (c *ControlClient) controlRoots() *x509.CertPool {
-	if c.Certs == nil {
-		return c.Roots
-	}
-	return c.Certs.ControlRoots()
-}
-
 // collectorAccounts are the identities the telemetry stream accepts at
 // addr: an explicit --collector may be the control plane or an external
 // collector; otherwise the control plane's address means the control plane

@@ -683,13 +683,17 @@ func TestFastNoGoroutineGrowth(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	base := runtime.NumGoroutine()
 	round(50) // 200 requests
+	// Under load a pool may end up holding a connection or two more than
+	// after the warm-up (one serving goroutine each on the inbound side);
+	// what must not happen is growth with the number of requests.
+	slack := workers
 	deadline := time.Now().Add(5 * time.Second)
 	n := runtime.NumGoroutine()
-	for n > base+2 && time.Now().Before(deadline) {
+	for n > base+slack && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		n = runtime.NumGoroutine()
 	}
-	if n > base+2 {
+	if n > base+slack {
 		buf := make([]byte, 1<<20)
 		t.Errorf("goroutines: %d after 200 requests and closing the clients, %d before\n%s", n, base, buf[:runtime.Stack(buf, true)])
 	}

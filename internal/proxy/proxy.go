@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlclient"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -261,7 +262,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.dns.Serve()
 	}
 
-	cc := &ControlClient{
+	cc := &controlclient.Client{
 		Addr:  p.cfg.ControlAddr,
 		Certs: p.certs,
 		Hello: &pb.Hello{
@@ -491,4 +492,12 @@ func poolOf(certs []*x509.Certificate) *x509.CertPool {
 		p.AddCert(c)
 	}
 	return p
+}
+
+// wake sends on c without blocking: a pending signal is enough.
+func wake(c chan<- struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }

@@ -1,8 +1,13 @@
-package proxy
+// Package controlclient keeps a proxy's config stream to the control
+// plane: Hello, every pushed snapshot applied through a Target (ACK or
+// NACK), reports, and reconnection with backoff. It must not depend on the
+// proxy role, the data plane, the control plane or the CA.
+package controlclient
 
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -20,6 +25,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/backoff"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/workloadcert"
 )
 
@@ -41,10 +47,10 @@ const (
 	controlRedialMax = time.Second
 )
 
-// ControlTarget is what a ControlClient keeps configured: the proxy, or a
+// Target is what a Client keeps configured: the proxy, or a
 // stand-in in tests. The client calls it from its stream goroutines, so its
 // methods must be safe for concurrent use.
-type ControlTarget interface {
+type Target interface {
 	// Apply compiles and swaps in a snapshot. An error NACKs it, and the
 	// target must keep its last good config.
 	Apply(*pb.Snapshot) error
@@ -59,7 +65,7 @@ type ControlTarget interface {
 	StreamState(up bool, err error)
 }
 
-// ControlClient keeps one Config stream open to the control plane: it sends
+// Client keeps one Config stream open to the control plane: it sends
 // Hello, applies every Snapshot through Target.Apply (ACK on success, NACK
 // with the error otherwise, keeping the last good config), reports what it
 // runs, and reconnects with exponential backoff and jitter, capped at a few
@@ -71,7 +77,7 @@ type ControlTarget interface {
 // bundle differs from the last one applied (a CA rotation waits on them).
 // Each is built when it is sent, so a report never names an older config
 // than an ACK sent before it.
-type ControlClient struct {
+type Client struct {
 	Addr  string
 	Roots *x509.CertPool        // verify the control plane when Certs is nil (else Certs.ControlRoots)
 	Certs *workloadcert.Manager // client certificate (required by the stream)
@@ -80,7 +86,7 @@ type ControlClient struct {
 	// it); nil means gRPC's default dialer.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Target applies snapshots and says what it runs (required).
-	Target ControlTarget
+	Target Target
 	// ReportNow, when set, asks for a report at once (the certificate
 	// changed). A signal while disconnected is covered by the report that
 	// follows the next Hello.
@@ -93,8 +99,14 @@ type ControlClient struct {
 }
 
 // Run keeps the stream up until ctx ends.
-func (c *ControlClient) Run(ctx context.Context) {
-	tlsCfg := systemTLS(c.Certs.ID().TrustDomain(), c.controlRoots, c.Certs.Certificate, saControl)
+func (c *Client) Run(ctx context.Context) {
+	tlsCfg := identity.SystemServerTLS{
+		TrustDomain: c.Certs.ID().TrustDomain(),
+		Accounts:    []string{identity.ControlServiceAccount},
+		Roots:       c.controlRoots,
+		Certificate: func() (*tls.Certificate, error) { return c.Certs.Certificate(), nil },
+		Hint:        workloadcert.CAFileHint,
+	}.Config()
 	conn, err := grpc.NewClient(c.Addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
@@ -139,7 +151,7 @@ func (c *ControlClient) Run(ctx context.Context) {
 	}
 }
 
-func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) error {
+func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := client.Stream(sctx)
@@ -249,7 +261,7 @@ func (c *ControlClient) stream(ctx context.Context, client pb.ConfigClient) erro
 }
 
 // reportMessage wraps the current Report.
-func (c *ControlClient) reportMessage() *pb.ProxyMessage {
+func (c *Client) reportMessage() *pb.ProxyMessage {
 	return &pb.ProxyMessage{Message: &pb.ProxyMessage_Report{Report: c.Target.Report()}}
 }
 
@@ -266,4 +278,14 @@ func short(h string) string {
 		return h[:12]
 	}
 	return h
+}
+
+// controlRoots verifies the control plane: Roots (--ca-file) without a
+// certificate manager, else the roots it keeps (see
+// workloadcert.Manager.ControlRoots).
+func (c *Client) controlRoots() *x509.CertPool {
+	if c.Certs == nil {
+		return c.Roots
+	}
+	return c.Certs.ControlRoots()
 }
