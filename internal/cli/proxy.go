@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/iptables"
 	"github.com/trellismesh/trellis/internal/logging"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -93,7 +94,7 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.OutboundCaptureAddr, "outbound-capture-addr", proxy.DefaultOutboundCaptureAddr, "with --transparent: where the workload's redirected outbound connections arrive (the HTTP proxy is then off unless --http-proxy-addr names another port)")
 	f.BoolVar(&captureIPv6, "ipv6", false, "with --transparent: also capture IPv6 (ip6tables, where the kernel allows; the capture listener then listens dual-stack on :15001)")
 	f.BoolVar(&skipIPTables, "skip-iptables", false, "with --transparent: do not install the capture rules (an init step with more privileges ran `trellis iptables apply`)")
-	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", proxy.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
+	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", dataplane.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
 	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "mesh DNS server, UDP and TCP (e.g. 127.0.0.1:15053): answers SERVICE.NAMESPACE.mesh with virtual IPs, forwards other names to /etc/resolv.conf's nameservers (default: off)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")
@@ -102,12 +103,12 @@ func newProxyCmd() *cobra.Command {
 	f.DurationVar(&cfg.StatsInterval, "stats-interval", proxy.DefaultStatsInterval, "how often traffic stats (for the service graph) go to the collector; at least 1s")
 	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory keeping unacknowledged telemetry events across restarts (default: memory only)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long SIGTERM waits for in-flight requests")
-	f.DurationVar(&cfg.Limits.BodyIdleTimeout, "body-idle-timeout", proxy.DefaultBodyIdleTimeout, "an inbound request body that makes no progress for this long ends the exchange (408)")
-	f.IntVar(&cfg.Limits.AppMaxRequests, "app-max-requests", proxy.DefaultAppMaxRequests, "requests in flight to the app at most (each holds an app connection over HTTP/1.1)")
-	f.IntVar(&cfg.Limits.AppMaxPending, "app-max-pending", proxy.DefaultAppMaxPending, "requests waiting for --app-max-requests at most (up to 5s each); beyond, 503")
-	f.IntVar(&cfg.Limits.CallerMaxRequests, "caller-max-requests", proxy.DefaultCallerMaxRequests, "requests in flight to the app from one caller identity at most; beyond, 503")
-	f.IntVar(&cfg.Limits.MaxHeaderBytes, "max-header-bytes", proxy.DefaultMaxHeaderBytes, "request head size limit on the net/http path (431 beyond)")
-	f.IntVar(&cfg.Limits.MaxHeaderFields, "max-header-fields", proxy.DefaultMaxHeaderFields, "request header fields limit on the net/http path (431 beyond)")
+	f.DurationVar(&cfg.Limits.BodyIdleTimeout, "body-idle-timeout", dataplane.DefaultBodyIdleTimeout, "an inbound request body that makes no progress for this long ends the exchange (408)")
+	f.IntVar(&cfg.Limits.AppMaxRequests, "app-max-requests", dataplane.DefaultAppMaxRequests, "requests in flight to the app at most (each holds an app connection over HTTP/1.1)")
+	f.IntVar(&cfg.Limits.AppMaxPending, "app-max-pending", dataplane.DefaultAppMaxPending, "requests waiting for --app-max-requests at most (up to 5s each); beyond, 503")
+	f.IntVar(&cfg.Limits.CallerMaxRequests, "caller-max-requests", dataplane.DefaultCallerMaxRequests, "requests in flight to the app from one caller identity at most; beyond, 503")
+	f.IntVar(&cfg.Limits.MaxHeaderBytes, "max-header-bytes", dataplane.DefaultMaxHeaderBytes, "request head size limit on the net/http path (431 beyond)")
+	f.IntVar(&cfg.Limits.MaxHeaderFields, "max-header-fields", dataplane.DefaultMaxHeaderFields, "request header fields limit on the net/http path (431 beyond)")
 	lf.register(cmd)
 	return cmd
 }

@@ -28,6 +28,7 @@ var roles = []string{
 // dataPlane is what a proxy links.
 var dataPlane = []string{
 	"internal/proxy/...",
+	"internal/dataplane/...",
 	"internal/meshconfig/...",
 	"internal/meshdns/...",
 	"internal/controlclient/...",
@@ -65,9 +66,9 @@ var rules = []rule{
 		why:    "the policy engine depends only on internal/resource",
 	},
 	{
-		from:   []string{"internal/meshconfig/...", "internal/meshdns/...", "internal/controlclient/..."},
+		from:   []string{"internal/dataplane/...", "internal/meshconfig/...", "internal/meshdns/...", "internal/controlclient/..."},
 		banned: []string{"internal/proxy/..."},
-		why:    "the proxy's parts below the role (its compiled config, mesh DNS, the control-plane client) must not reach back into it",
+		why:    "the proxy's parts below the role (the data plane, its compiled config, mesh DNS, the control-plane client) must not reach back into it",
 	},
 	{
 		from:   []string{"internal/collectord/..."},

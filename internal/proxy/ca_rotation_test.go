@@ -51,7 +51,7 @@ func TestRootRotationUnderTraffic(t *testing.T) {
 	app := startApp(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	ready := meshtest.ReadyWithin(rotationWait)
 	catalog := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app}, ready)
-	ledger := meshtest.StartProxy(t, cp, proxy.Config{Service: "ledger", Protocol: meshconfig.ProtocolTCP, AppAddr: startTCPEcho(t)}, ready)
+	ledger := meshtest.StartProxy(t, cp, proxy.Config{Service: "ledger", Protocol: meshconfig.ProtocolTCP, AppAddr: testutil.StartTCPEcho(t)}, ready)
 	front := meshtest.StartProxy(t, cp, proxy.Config{Service: "frontend", Upstreams: []proxy.Upstream{
 		{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"},
 		{Service: "ledger", Namespace: "shop", Listen: "127.0.0.1:0"},
@@ -193,7 +193,7 @@ type rotationTraffic struct {
 
 func startRotationTraffic(t *testing.T, httpURL, tcpAddr string) *rotationTraffic {
 	tr := &rotationTraffic{done: make(chan struct{}), t: t}
-	hc := newClient(t)
+	hc := testutil.HTTPClient(t)
 	loop := func(once func() error) {
 		defer tr.wg.Done()
 		for {

@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/clock"
+	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/names"
@@ -111,13 +112,13 @@ type Config struct {
 	DNSUpstreams []string
 	// Limits bounds slow and large inbound requests and what one caller
 	// may hold (--body-idle-timeout, --app-max-requests, ...).
-	Limits Limits
+	Limits dataplane.Limits
 
 	// Authorizer decides inbound requests and connections; nil means a
 	// PolicyAuthorizer for this workload, counting in the proxy's metrics
 	// and sending audit events to its collector. A caller's Authorizer is
 	// used as given: the proxy never modifies it.
-	Authorizer Authorizer
+	Authorizer dataplane.Authorizer
 	Logger     *slog.Logger
 	// Clock times certificate renewal and reports; nil is the system
 	// clock.
@@ -161,8 +162,8 @@ func (c *Config) setDefaults() {
 
 // policyAuthorizer is the default Authorizer: the policy engine for this
 // workload, counting in m and sending audit events to events.
-func (c *Config) policyAuthorizer(m *Metrics, events func(*pb.Event)) *PolicyAuthorizer {
-	pa := &PolicyAuthorizer{
+func (c *Config) policyAuthorizer(m *dataplane.Metrics, events func(*pb.Event)) *dataplane.PolicyAuthorizer {
+	pa := &dataplane.PolicyAuthorizer{
 		Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
 		Log:      c.Logger,
 		Metrics:  m,

@@ -11,11 +11,8 @@ import (
 
 	"github.com/miekg/dns"
 
-	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
@@ -177,31 +174,6 @@ func TestMeshDNSConfig(t *testing.T) {
 	_, err = proxy.New(proxy.Config{Service: "catalog", CAFile: "x", Token: "x", DNSUpstreams: []string{"resolver.example"}})
 	if err == nil || !strings.Contains(err.Error(), "resolver.example") {
 		t.Errorf("DNSUpstreams resolver.example: %v, want an error naming it", err)
-	}
-}
-
-// Compile maps VIPs both ways and rejects a snapshot whose VIPs are
-// malformed or shared.
-func TestCompileVIPs(t *testing.T) {
-	ca, _ := testutil.NewCA(t, testTrustDomain)
-	snap := func(vips ...string) *pb.Snapshot {
-		s := &pb.Snapshot{Version: "1", Mesh: &pb.MeshConfig{MtlsMode: "STRICT", AuthorizationDefault: "deny"}, TrustBundle: [][]byte{ca.Roots()[0].Raw}}
-		for i, v := range vips {
-			s.Services = append(s.Services, &pb.Service{Name: string(rune('a' + i)), Namespace: "shop", VirtualIp: v})
-		}
-		return s
-	}
-	s, err := meshconfig.Compile(snap("240.240.0.1", "", "fd00::7"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.VIPs["a.shop"] != netip.MustParseAddr("240.240.0.1") || s.ServiceByVIP[netip.MustParseAddr("fd00::7")] != "c.shop" || len(s.VIPs) != 2 || len(s.ServiceByVIP) != 2 {
-		t.Errorf("VIPs %v, ServiceByVIP %v", s.VIPs, s.ServiceByVIP)
-	}
-	for _, bad := range [][]string{{"240.240.0.300"}, {"240.240.0.1", "240.240.0.1"}} {
-		if _, err := meshconfig.Compile(snap(bad...)); err == nil {
-			t.Errorf("VIPs %v compiled; want the snapshot rejected", bad)
-		}
 	}
 }
 

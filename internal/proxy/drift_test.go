@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -39,32 +38,15 @@ func sha256Hex(der []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// countLines counts log lines holding every one of parts.
-func (b *logBuffer) countLines(parts ...string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := 0
-	for line := range strings.SplitSeq(b.buf.String(), "\n") {
-		all := true
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
-
 // TestReportsAndDriftRepair: a real proxy reports its running config,
 // certificate and trust anchors; when it reports a running hash other than
 // what it acknowledged (a test hook), the control plane marks it drifted
 // and re-sends the same snapshot, which the proxy applies again; once it
 // reports the truth again it is SYNCED.
 func TestReportsAndDriftRepair(t *testing.T) {
-	cpLogs, logs := newLogBuffer(t), newLogBuffer(t)
-	cp := meshtest.StartControlPlane(t, controlplane.Config{DriftGrace: 200 * time.Millisecond, ReportInterval: time.Second, Logger: cpLogs.logger})
-	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Logger: logs.logger.With("proxy", "catalog")})
+	cpLogs, logs := testutil.NewLogBuffer(t), testutil.NewLogBuffer(t)
+	cp := meshtest.StartControlPlane(t, controlplane.Config{DriftGrace: 200 * time.Millisecond, ReportInterval: time.Second, Logger: cpLogs.Logger})
+	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Logger: logs.Logger.With("proxy", "catalog")})
 
 	// What the proxy reports: its certificate's expiry and issuer (the
 	// intermediate), and the bundle's roots.
@@ -93,7 +75,7 @@ func TestReportsAndDriftRepair(t *testing.T) {
 	}
 	desired := *info.Desired
 	applied := []string{`msg="config applied"`, " version=" + desired.Version + " "}
-	if n := logs.countLines(applied...); n != 1 {
+	if n := logs.CountLines(applied...); n != 1 {
 		t.Fatalf("version %s applied %d times before any drift, want once", desired.Version, n)
 	}
 
@@ -102,9 +84,9 @@ func TestReportsAndDriftRepair(t *testing.T) {
 		info = proxyState(t, cp, "catalog")
 		return info.DriftRepairs >= 1 && info.LastDriftRepair != nil
 	})
-	cpLogs.waitLog(t, "config drift", "instance="+info.Instance, "desired_version="+desired.Version, "running_hash=tampered-")
+	cpLogs.WaitLog(t, "config drift", "instance="+info.Instance, "desired_version="+desired.Version, "running_hash=tampered-")
 	// The repair re-sent the same version, and the proxy applied it again.
-	testutil.Eventually(t, "the re-sent version applied again", func() bool { return logs.countLines(applied...) >= 2 })
+	testutil.Eventually(t, "the re-sent version applied again", func() bool { return logs.CountLines(applied...) >= 2 })
 	if info.Desired.Version != desired.Version || info.Desired.Hash != desired.Hash {
 		t.Errorf("desired after the repair %+v, want the unchanged %+v", info.Desired, desired)
 	}
@@ -123,7 +105,7 @@ func TestReportsAndDriftRepair(t *testing.T) {
 // the next report interval (30s here).
 func TestReportOnRenewal(t *testing.T) {
 	cp := meshtest.StartControlPlane(t, controlplane.Config{WorkloadTTL: 3 * time.Second})
-	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Logger: newLogBuffer(t).logger.With("proxy", "catalog")})
+	p := meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", Logger: testutil.NewLogBuffer(t).Logger.With("proxy", "catalog")})
 	var first time.Time
 	testutil.Eventually(t, "the first report", func() bool {
 		if e := proxyState(t, cp, "catalog").CertExpiry; e != nil {

@@ -66,7 +66,7 @@ func TestNoHealthyEndpoints(t *testing.T) {
 
 	proxyURL := mustURL(t, "http://"+front.HTTPProxyAddr())
 	viaProxy := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), MaxIdleConnsPerHost: 8}}
-	h2 := h2cClient(t)
+	h2 := testutil.H2CClient(t)
 	check := func(resp *http.Response, err error, key string, wantMajor int) error {
 		if err != nil {
 			return err

@@ -24,6 +24,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlclient"
+	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -44,7 +45,7 @@ type Proxy struct {
 	ready         chan struct{}
 	readyOnce     sync.Once
 	advertiseAddr string
-	metrics       *Metrics
+	metrics       *dataplane.Metrics
 	instance      string
 	events        *emitter.Emitter
 	started       time.Time // when the counters started, for traffic stats
@@ -53,10 +54,10 @@ type Proxy struct {
 	// certificate).
 	reportNow chan struct{}
 	// authz is Config.Authorizer, or the proxy's own PolicyAuthorizer.
-	authz Authorizer
+	authz dataplane.Authorizer
 
-	inbound  *Inbound
-	outbound *Outbound
+	inbound  *dataplane.Inbound
+	outbound *dataplane.Outbound
 	admin    *http.Server
 
 	inboundLis, adminLis, httpProxyLis net.Listener
@@ -97,7 +98,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
 	}
 	pool := poolOf(roots)
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: NewMetrics(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: dataplane.NewMetrics(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1)}
 	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Clock)
 	p.certs.Dial = cfg.contextDialer() // transparent mode
@@ -187,7 +188,7 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 // Identity is the proxy's workload identity: the current certificate, and
 // the trust bundle from the latest config (or from the certificate
 // response before the first config).
-func (p *Proxy) Identity() Identity { return proxyIdentity{p} }
+func (p *Proxy) Identity() dataplane.Identity { return proxyIdentity{p} }
 
 type proxyIdentity struct{ p *Proxy }
 
@@ -226,7 +227,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.certs.Run(rctx) }()
 
-	dp := DataPlaneConfig{
+	dp := dataplane.DataPlaneConfig{
 		Identity:            p.Identity(),
 		Snapshot:            p.snapshot,
 		Authorizer:          p.authz,
@@ -242,8 +243,8 @@ func (p *Proxy) Start(ctx context.Context) error {
 		Limits:              p.cfg.Limits,
 		Control:             p.cfg.socketControl(), // transparent mode
 	}
-	p.inbound = NewInbound(dp)
-	p.outbound = NewOutbound(dp)
+	p.inbound = dataplane.NewInbound(dp)
+	p.outbound = dataplane.NewOutbound(dp)
 	p.goServe("inbound", func() error { return p.inbound.Serve(p.inboundLis) })
 	for i, l := range p.upstreamLis {
 		u := p.cfg.Upstreams[i]
@@ -254,7 +255,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
 	}
 	if p.captureLis != nil {
-		cc := CaptureConfig{DetectTimeout: p.cfg.ProtocolDetectTimeout, origDst: p.origDst}
+		cc := dataplane.CaptureConfig{DetectTimeout: p.cfg.ProtocolDetectTimeout, OriginalDst: p.origDst}
 		p.goServe("outbound capture", func() error { return p.outbound.ServeCapture(p.captureLis, cc) })
 	}
 

@@ -1,0 +1,13 @@
+//go:build !unix
+
+package dataplane
+
+import "net"
+
+// connAlive cannot peek without blocking here; a dead connection is
+// caught by the replay of a failed exchange instead.
+func connAlive(net.Conn) bool { return true }
+
+// peerGone cannot peek without blocking here: a caller that went away is
+// noticed when its response is written.
+func peerGone(net.Conn, bool) bool { return false }

@@ -1,0 +1,233 @@
+package dataplane
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/trellismesh/trellis/internal/h1"
+)
+
+// fwdStage is where a forwarded exchange stopped.
+type fwdStage uint8
+
+const (
+	fwdDone fwdStage = iota
+	// fwdNoResponse: the request could not be sent or no response head
+	// came back; nothing was written downstream.
+	fwdNoResponse
+	// fwdUpstreamBroke: the response started downstream, then the
+	// upstream's body broke off.
+	fwdUpstreamBroke
+	// fwdDownstreamGone: writing downstream failed.
+	fwdDownstreamGone
+)
+
+// fwdResult is how one exchange went.
+type fwdResult struct {
+	stage fwdStage
+	code  int
+	err   error
+	// nothingRead: the upstream closed before any response byte, which on
+	// a reused connection means it had gone idle-closed: safe to replay a
+	// replayable request.
+	nothingRead bool
+	upReusable  bool
+	downKeep    bool
+}
+
+// forwardH1 sends req (its head parsed, its body still in fc.br) with the
+// extra fields over uc and copies the response to fc. resp is scratch
+// space for the response head.
+func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h1.Head) fwdResult {
+	// One deadline per exchange: it rolls on in watchedConn while the
+	// exchange waits; the pool clears it when the connection comes back.
+	uc.wc.watch(fc)
+	kind := req.RequestBody()
+	h1.WriteRequestHead(uc.bw, req, extra)
+	var bodyDone chan error
+	switch {
+	case kind == h1.BodyNone:
+	case kind == h1.BodyLength && req.ContentLength <= inlineBody && int64(fc.br.Buffered()) >= req.ContentLength:
+		n := int(req.ContentLength)
+		b, _ := fc.br.Peek(n)
+		_, _ = uc.bw.Write(b)
+		_, _ = fc.br.Discard(n)
+	default:
+		// Stream the body while the response is read: an app may answer
+		// (or stream back) before it has read everything.
+		if err := uc.bw.Flush(); err != nil {
+			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: true}
+		}
+		bodyDone = make(chan error, 1)
+		fc.streaming.Store(true)
+		go func() {
+			err := h1.CopyBody(uc.bw, fc.br, kind, req.ContentLength, false)
+			bodyDone <- err
+			var re *h1.ReadError
+			if errors.As(err, &re) {
+				// The app cannot answer a request whose body broke off on
+				// the caller's side: stop waiting for it. (A write error
+				// is the app's doing; its answer may still come.)
+				closeQuietly(uc.c)
+			}
+		}()
+	}
+	if bodyDone == nil {
+		if err := uc.bw.Flush(); err != nil {
+			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: true}
+		}
+	}
+	res := readAndCopyResponse(fc, req, uc, resp)
+	if bodyDone != nil {
+		select {
+		case err := <-bodyDone:
+			if err != nil {
+				res.upReusable, res.downKeep = false, false
+				if res.stage == fwdNoResponse && errors.Is(err, os.ErrDeadlineExceeded) {
+					res.err = errBodyIdle
+				}
+			}
+		default:
+			// The response ended before the request body: neither
+			// connection can carry another exchange.
+			closeQuietly(uc.c)
+			_ = fc.bw.Flush()
+			closeQuietly(fc.c)
+			<-bodyDone
+			res.upReusable, res.downKeep = false, false
+		}
+		fc.streaming.Store(false)
+	}
+	return res
+}
+
+// errBodyIdle: the caller's request body made no progress for the body
+// idle timeout; the caller gets 408.
+var errBodyIdle = errors.New("request body made no progress within the body idle timeout")
+
+// max1xx bounds the informational responses before the final one, as
+// net/http does.
+const max1xx = 5
+
+// connectionClose is the field a response carries when the proxy closes
+// the caller's connection after it.
+var connectionClose = []h1.Field{{Name: "Connection", Value: "close"}}
+
+func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) fwdResult {
+	for n := 0; ; n++ {
+		if _, err := uc.br.Peek(1); err != nil {
+			if errors.Is(err, errClientGone) {
+				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
+			}
+			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: closedBeforeResponse(err)}
+		}
+		if err := parseResponseHead(uc.br, resp); err != nil {
+			if errors.Is(err, errClientGone) {
+				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
+			}
+			return fwdResult{stage: fwdNoResponse, err: err}
+		}
+		switch {
+		case resp.Status == 101:
+			return fwdResult{stage: fwdNoResponse, err: errors.New("upstream switched protocols without an Upgrade request")}
+		case resp.Status >= 200:
+		case n == max1xx:
+			return fwdResult{stage: fwdNoResponse, err: errors.New("too many 1xx responses")}
+		default:
+			// 1xx answers (103 Early Hints, a stray 100 Continue)
+			// precede the real one.
+			continue
+		}
+		break
+	}
+	kind := resp.ResponseBody(req.Method)
+	var extra []h1.Field
+	if req.Close || fc.closing() {
+		extra = connectionClose
+	}
+	h1.WriteResponseHead(fc.bw, resp, kind, extra)
+	// The end of the response stays buffered: the caller records the
+	// request first, then fastServer.serve flushes (so metrics never lag
+	// behind what the caller saw).
+	err := h1.CopyBodyBuffered(fc.bw, uc.br, kind, resp.ContentLength, true)
+	res := fwdResult{code: resp.Status}
+	var we *h1.WriteError
+	switch {
+	case err == nil:
+		res.upReusable = !resp.Close && kind != h1.BodyUntilClose
+		res.downKeep = extra == nil
+	case errors.As(err, &we), errors.Is(err, errClientGone):
+		res.stage, res.err = fwdDownstreamGone, err
+	default:
+		res.stage, res.err = fwdUpstreamBroke, err
+	}
+	return res
+}
+
+// parseResponseHead parses a response head; one too large for the fast
+// path's buffer, or with bare-LF line ends, is read by net/http (up to its
+// limits) instead.
+func parseResponseHead(br *bufio.Reader, resp *h1.Head) error {
+	err := h1.ParseResponse(br, resp)
+	if !errors.Is(err, h1.ErrTooLarge) && !errors.Is(err, h1.ErrBareLF) {
+		return err
+	}
+	r, err := http.ReadResponse(br, nil) // reads the head only
+	if err != nil {
+		return err
+	}
+	return fromHTTPResponse(r, resp)
+}
+
+// fromHTTPResponse fills h from a response head net/http parsed.
+func fromHTTPResponse(r *http.Response, h *h1.Head) error {
+	*h = h1.Head{Fields: h.Fields[:0], Status: r.StatusCode, Minor: r.ProtoMinor, ContentLength: -1, Close: r.Close}
+	h.Reason = strings.TrimPrefix(r.Status, strconv.Itoa(r.StatusCode))
+	h.Reason = strings.TrimPrefix(h.Reason, " ")
+	switch {
+	case len(r.TransferEncoding) == 1 && r.TransferEncoding[0] == "chunked":
+		h.Chunked = true
+	case len(r.TransferEncoding) > 0:
+		return h1.ErrMalformed
+	case r.Header.Get("Content-Length") != "":
+		h.ContentLength = r.ContentLength
+	}
+	conn := r.Header["Connection"]
+	for name, values := range r.Header {
+		drop := isHopHeader(name) || name == "Content-Length" || headerHasToken(conn, name)
+		for _, v := range values {
+			f := h1.Field{Name: name, Value: v, Drop: drop}
+			if !h1.ValidField(f) {
+				return h1.ErrMalformed
+			}
+			h.Fields = append(h.Fields, f)
+		}
+	}
+	return nil
+}
+
+// closedBeforeResponse: the connection ended cleanly or was reset before
+// any byte of a response.
+func closedBeforeResponse(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
+// replayableH1: no body, and a method that may be sent twice, as
+// net/http's Transport decides.
+func replayableH1(req *h1.Head) bool {
+	if req.RequestBody() != h1.BodyNone {
+		return false
+	}
+	switch req.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return req.Get("Idempotency-Key") != "" || req.Get("X-Idempotency-Key") != ""
+}

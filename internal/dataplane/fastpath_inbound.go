@@ -1,0 +1,147 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/policy"
+)
+
+// newInboundFast sets up the pool of HTTP/1.1 connections to the app and
+// the inbound side's HTTP/1.1 fast path (HTTP/1.1 apps only; http2 and
+// grpc apps take net/http, which speaks h2c to them).
+func (in *Inbound) newInboundFast() {
+	in.fastApp = newUpPool(func(ctx context.Context) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
+		defer cancel()
+		c, err := in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
+		if err != nil {
+			return nil, err
+		}
+		return rawIO(c), nil
+	}, 256, 30*time.Second)
+	if in.cfg.Protocol != meshconfig.ProtocolHTTP {
+		return
+	}
+	in.fast = &fastServer{
+		accept:      in.fastAccepts,
+		handle:      in.serveFast,
+		idleTimeout: in.cfg.IdleTimeout,
+		bodyIdle:    in.cfg.Limits.BodyIdleTimeout,
+		refusals:    in.cfg.Metrics,
+		conns:       &in.conns,
+		handoff: func(c net.Conn, p *peer) bool {
+			return in.httpLis.deliver(&inboundConn{Conn: c, peer: p})
+		},
+	}
+}
+
+// fastAccepts leaves to net/http heads over the configured limits, and
+// the requests whose path it would
+// rewrite or refuse before authorization: percent-encoded ones (decoded
+// first), ones with dot segments or doubled slashes (normalized), and the
+// ones policy.CanonicalPath refuses, so policies see exactly what the app
+// will and both paths answer the same.
+func (in *Inbound) fastAccepts(req *h1.Head) bool {
+	// Heads over lower configured limits go to net/http, which enforces
+	// them (431).
+	if len(req.Fields) > in.cfg.Limits.MaxHeaderFields || len(req.Raw) > in.cfg.Limits.MaxHeaderBytes {
+		return false
+	}
+	path, _, _ := strings.Cut(req.Target, "?")
+	mode := policy.PathStrict
+	if snap := in.cfg.Snapshot(); snap != nil {
+		mode = snap.PathMode
+	}
+	canon, err := policy.CanonicalPath(path, mode)
+	return err == nil && canon == path
+}
+
+// serveFast is inboundHandler.ServeHTTP for the fast path.
+func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
+	start := time.Now()
+	p := fc.peer
+	snap := in.cfg.Snapshot()
+	resp := fastHeads.Get().(*h1.Head)
+	o, keep := in.exchangeFast(fc, req, p, snap, resp)
+	fastHeads.Put(resp)
+	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
+	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
+	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
+		path, _, _ := strings.Cut(req.Target, "?")
+		in.accessEvent(req.Method, path, traceIDFrom(req.Get), p, snap, &o, start)
+	}
+	return keep
+}
+
+func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshconfig.Snapshot, resp *h1.Head) (outcome, bool) {
+	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
+	fc.view.req = req
+	v := &fc.verdict
+	in.admit(&fc.view, p, snap, v)
+	fc.view.req = nil
+	o := outcome{authorized: v.authorized, dec: v.dec}
+	if rf := v.refused; rf != nil {
+		ew := newErrorResponse()
+		o.code = rf.write(ew)
+		return o, answer(ew, rf.close)
+	}
+	path := v.path
+	var extra []h1.Field
+	var xf [1]h1.Field
+	if len(p.xfcc) > 0 {
+		xf[0] = h1.Field{Name: xfccHeader, Value: p.xfcc[0]}
+		extra = xf[:]
+	}
+	if rf := in.gate.acquire(context.Background(), p.principal); rf != nil {
+		ew := newErrorResponse()
+		o.code = rf.write(ew)
+		return o, answer(ew, false)
+	}
+	defer in.gate.release(p.principal)
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := in.fastApp.get(context.Background())
+		if err != nil {
+			ew := newErrorResponse()
+			o.code = in.appFailedFor(ew, req.Method, path, err)
+			return o, answer(ew, false)
+		}
+		res := forwardH1(fc, req, uc, extra, resp)
+		switch res.stage {
+		case fwdDone:
+			if res.upReusable {
+				in.fastApp.put(uc)
+			} else {
+				closeQuietly(uc.c)
+			}
+			o.code = res.code
+			return o, res.downKeep
+		case fwdNoResponse:
+			closeQuietly(uc.c)
+			if reused && res.nothingRead && attempt < 2 && replayableH1(req) {
+				continue
+			}
+			ew := newErrorResponse()
+			if errors.Is(res.err, errBodyIdle) {
+				o.code = in.bodyIdle(ew)
+				return o, answer(ew, true)
+			}
+			o.code = in.appFailedFor(ew, req.Method, path, res.err)
+			return o, answer(ew, !res.downKeep && req.RequestBody() != h1.BodyNone)
+		case fwdUpstreamBroke:
+			closeQuietly(uc.c)
+			o.code, o.abort = res.code, true
+			return o, false
+		default: // the caller went away
+			closeQuietly(uc.c)
+			o.code = res.code
+			return o, false
+		}
+	}
+}

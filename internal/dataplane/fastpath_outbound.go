@@ -1,0 +1,112 @@
+package dataplane
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/h1"
+)
+
+// newUpstreamFast is the fast path of one explicit upstream listener.
+func (o *Outbound) newUpstreamFast(key string, ul *upstreamListener) *fastServer {
+	return &fastServer{
+		handle:      func(fc *fastConn, req *h1.Head) bool { return o.serveFast(fc, req, key) },
+		idleTimeout: o.cfg.IdleTimeout,
+		conns:       &o.conns,
+		handoff:     func(c net.Conn, _ *peer) bool { return ul.deliver(c) },
+	}
+}
+
+// fastPool is the endpoint's pool of HTTP/1.1-over-mTLS connections for
+// the fast path.
+func newFastPeerPool(e *PeerEndpoint) *upPool {
+	return newUpPool(func(ctx context.Context) (net.Conn, error) {
+		return e.dialTLS(ctx, e.h1Conf)
+	}, 256, 2*time.Minute)
+}
+
+// serveFast is Outbound.serveHTTP for the fast path.
+func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
+	start := time.Now()
+	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
+	t := o.routes()
+	if t == nil {
+		ew := newErrorResponse()
+		o.refuse(ew, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
+		return answer(ew, false)
+	}
+	rt := t.routes[key]
+	switch {
+	case rt == nil:
+		ew := newErrorResponse()
+		o.refuse(ew, key, nil, failUnknown, http.StatusServiceUnavailable, "unknown mesh service; want SERVICE.NAMESPACE of a service this workload may call")
+		return answer(ew, false)
+	case rt.tcp:
+		ew := newErrorResponse()
+		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
+		return answer(ew, false)
+	}
+	code, keep := o.forwardFast(fc, req, rt, answer)
+	rt.dest.outboundRequest(code, start)
+	return keep
+}
+
+// forwardFast is forwardHTTP for the fast path.
+func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer func(*errorResponse, bool) bool) (int, bool) {
+	e := rt.bal.Pick(nil)
+	if e == nil {
+		ew := newErrorResponse()
+		o.noEndpoints(ew, rt)
+		return http.StatusServiceUnavailable, answer(ew, false)
+	}
+	e.inflight.Add(1)
+	defer func() { e.inflight.Add(-1) }()
+	bodyless := req.RequestBody() == h1.BodyNone
+	resp := fastHeads.Get().(*h1.Head)
+	defer fastHeads.Put(resp)
+	for attempt := 0; ; attempt++ {
+		uc, reused, err := e.fast.get(context.Background())
+		if err != nil {
+			// Nothing reached this endpoint; another may be up.
+			if bodyless && attempt == 0 {
+				if e2 := rt.bal.Pick(e); e2 != nil {
+					o.logFailure(rt, e, err)
+					e.inflight.Add(-1)
+					e = e2
+					e.inflight.Add(1)
+					continue
+				}
+			}
+			ew := newErrorResponse()
+			code := o.upstreamFailedFor(ew, rt, e, err)
+			return code, answer(ew, false)
+		}
+		res := forwardH1(fc, req, uc, nil, resp)
+		switch res.stage {
+		case fwdDone:
+			if res.upReusable {
+				e.fast.put(uc)
+			} else {
+				closeQuietly(uc.c)
+			}
+			return res.code, res.downKeep
+		case fwdNoResponse:
+			closeQuietly(uc.c)
+			if reused && res.nothingRead && attempt < 2 && replayableH1(req) {
+				continue
+			}
+			ew := newErrorResponse()
+			code := o.upstreamFailedFor(ew, rt, e, res.err)
+			return code, answer(ew, !bodyless)
+		case fwdUpstreamBroke:
+			closeQuietly(uc.c)
+			rt.dest.upstreamFailure(failUpstream)
+			return res.code, false
+		default:
+			closeQuietly(uc.c)
+			return res.code, false
+		}
+	}
+}

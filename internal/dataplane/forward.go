@@ -1,0 +1,218 @@
+package dataplane
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strings"
+)
+
+// hopHeaders are connection-specific (RFC 9110 7.6.1) and never forwarded.
+var hopHeaders = [...]string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// teTrailers is shared by every request that carries "TE: trailers" (gRPC
+// needs it end to end); nothing downstream mutates header values.
+var teTrailers = []string{"trailers"}
+
+// removeHopHeaders strips hop-by-hop headers from h in place, including the
+// ones the Connection header names, keeping "TE: trailers".
+func removeHopHeaders(h http.Header) {
+	if c, ok := h["Connection"]; ok {
+		removeConnectionTokens(h, c)
+	}
+	te := false
+	if v, ok := h["Te"]; ok {
+		te = headerHasToken(v, "trailers")
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	if te {
+		h["Te"] = teTrailers
+	}
+}
+
+// removeConnectionTokens deletes the headers a Connection header lists.
+func removeConnectionTokens(h http.Header, conn []string) {
+	for _, v := range conn {
+		for tok := range strings.SplitSeq(v, ",") {
+			tok = textproto.TrimString(tok)
+			if tok == "" || strings.EqualFold(tok, "close") || strings.EqualFold(tok, "keep-alive") || strings.EqualFold(tok, "upgrade") {
+				continue
+			}
+			h.Del(tok)
+		}
+	}
+}
+
+// headerHasToken reports whether a comma-separated header lists token.
+func headerHasToken(values []string, token string) bool {
+	for _, v := range values {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(tok), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// outRequest is an outgoing request and its URL in one allocation.
+type outRequest struct {
+	req http.Request
+	url url.URL
+}
+
+// newOutRequest turns a server request into a client request for
+// scheme://host, unchanged otherwise: method, path, query, Host, body and
+// trailers pass through; hop-by-hop headers go. It shares (and edits) r's
+// header map, which the handler owns.
+func newOutRequest(r *http.Request, scheme, host string) *http.Request {
+	o := &outRequest{req: *r, url: *r.URL}
+	o.url.Scheme = scheme
+	o.url.Host = host
+	o.req.URL = &o.url
+	o.req.RequestURI = ""
+	o.req.Close = false
+	o.req.TransferEncoding = nil
+	if o.req.Header == nil {
+		o.req.Header = make(http.Header)
+	}
+	removeHopHeaders(o.req.Header)
+	// The authority travels in URL/Host; a second Host header field (which
+	// HTTP/2 leaves in the header map) must not reach the app.
+	delete(o.req.Header, "Host")
+	return &o.req
+}
+
+// Errors of copyResponse: which side failed decides what the handler does.
+var (
+	errClientGone = errors.New("client went away")
+)
+
+type upstreamBodyError struct{ err error }
+
+func (e *upstreamBodyError) Error() string { return "read upstream response: " + e.err.Error() }
+func (e *upstreamBodyError) Unwrap() error { return e.err }
+
+// copyResponse writes resp to w: headers minus hop-by-hop, the body as it
+// arrives (flushed after every read, like ReverseProxy's FlushInterval -1,
+// except for the last piece of a body of known length, which the server
+// flushes when the handler returns), then trailers.
+func copyResponse(w http.ResponseWriter, resp *http.Response) error {
+	h := w.Header()
+	for k, vv := range resp.Header {
+		if !isHopHeader(k) {
+			h[k] = vv
+		}
+	}
+	if c, ok := resp.Header["Connection"]; ok {
+		removeConnectionTokens(h, c)
+	}
+	// The proxy's own server would add a sniffed Content-Type and a Date
+	// the upstream did not send; a nil value suppresses each.
+	if _, ok := resp.Header["Content-Type"]; !ok {
+		h["Content-Type"] = nil
+	}
+	if _, ok := resp.Header["Date"]; !ok {
+		h["Date"] = nil
+	}
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		// A hop that buffered the whole body may have added a length;
+		// HTTP/1.1 can only send trailers on a chunked body.
+		delete(h, "Content-Length")
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h["Trailer"] = keys
+	}
+	w.WriteHeader(resp.StatusCode)
+	err := copyBody(w, resp.Body, resp.ContentLength)
+	if n := len(resp.Trailer); n > 0 {
+		// Trailers announced up front are set under their names; others
+		// (gRPC sends grpc-status unannounced) need the TrailerPrefix form.
+		if n == announced {
+			for k, vv := range resp.Trailer {
+				h[k] = vv
+			}
+		} else {
+			for k, vv := range resp.Trailer {
+				h[http.TrailerPrefix+k] = vv
+			}
+		}
+	}
+	return err
+}
+
+func copyBody(w http.ResponseWriter, body io.Reader, remaining int64) error {
+	bp := getBuf()
+	defer putBuf(bp)
+	buf := *bp
+	fl, _ := w.(http.Flusher)
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return errClientGone
+			}
+			if remaining > 0 {
+				remaining -= int64(n)
+			}
+			if rerr == nil && remaining != 0 && fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return &upstreamBodyError{rerr}
+		}
+	}
+}
+
+// bodyless reports whether a server request carries no body (an HTTP/2
+// server request always has a Body, empty when the stream ended).
+func bodyless(r *http.Request) bool {
+	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
+}
+
+// enableFullDuplex lets an HTTP/1 handler keep reading the request body
+// after it starts the response, which streaming both ways (a 64 MiB echo,
+// gRPC-like protocols) needs. HTTP/2 is always full duplex.
+func enableFullDuplex(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
+		_ = http.NewResponseController(w).EnableFullDuplex()
+	}
+}
+
+// plainError writes a short text error the way http.Error does, without
+// the extra headers.
+func plainError(w http.ResponseWriter, code int, msg string) {
+	h := w.Header()
+	h["Content-Type"] = textPlain
+	h["X-Content-Type-Options"] = nosniff
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+var (
+	textPlain = []string{"text/plain; charset=utf-8"}
+	nosniff   = []string{"nosniff"}
+)

@@ -1,0 +1,228 @@
+package dataplane
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
+)
+
+// inboundHandler is the per-request chain of the inbound side: caller
+// identity (from the connection) -> authorization -> X-Forwarded-Client-Cert
+// -> forward to the app -> telemetry (metrics, edge stats, sampled access
+// events).
+type inboundHandler struct{ in *Inbound }
+
+func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	in := h.in
+	p, _ := r.Context().Value(peerKey{}).(*peer)
+	if p == nil {
+		p = in.plainPeer
+	}
+	snap := in.cfg.Snapshot()
+	o := in.serveHTTP(w, r, p, snap)
+	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
+	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
+	// Off (rate 0, the default), this is one predictable branch.
+	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
+		in.accessEvent(r.Method, r.URL.Path, traceID(r.Header), p, snap, &o, start)
+	}
+	if o.abort {
+		// The response is already under way: abort it so the caller sees a
+		// broken stream, not a short but well-formed body.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// outcome is how one inbound request ended.
+type outcome struct {
+	code int
+	// abort says the response broke off after it started.
+	abort bool
+	// authorized says authorization ran (the request got past the mTLS
+	// and path checks); dec is then its decision.
+	authorized bool
+	dec        Decision
+}
+
+// accessEvent emits an "access" event for one finished request.
+func (in *Inbound) accessEvent(method, path, trace string, p *peer, snap *meshconfig.Snapshot, o *outcome, start time.Time) {
+	ev := &pb.Event{
+		Time:                 timestamppb.New(start),
+		Kind:                 "access",
+		SourceId:             p.principal,
+		SourceService:        p.serviceIn(snap),
+		SourceNamespace:      p.namespace,
+		DestinationId:        in.cfg.Identity.ID().String(),
+		DestinationService:   in.cfg.Service,
+		DestinationNamespace: in.cfg.Namespace,
+		Protocol:             in.cfg.Protocol,
+		Method:               method,
+		Path:                 path,
+		ResponseCode:         uint32(o.code),
+		DurationMicros:       uint64(time.Since(start).Microseconds()),
+		TraceId:              trace,
+		Rule:                 -1,
+	}
+	if o.authorized {
+		ev.Decision = "allow"
+		if !o.dec.Allow {
+			ev.Decision, ev.Reason = "deny", o.dec.Reason
+		}
+		if o.dec.Policy != "" {
+			ev.Policy, ev.Rule = o.dec.Policy, int32(o.dec.Rule)
+		}
+	}
+	in.cfg.Events(ev)
+}
+
+// deniedByHeader names the denying policy on a 403, unless the mesh hides
+// it (Mesh.spec.authorization.hidePolicy).
+const deniedByHeader = "X-Trellis-Denied-By"
+
+// Status codes recorded for requests that got no upstream response.
+const statusClientClosed = 499
+
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *meshconfig.Snapshot) outcome {
+	v := new(verdict)
+	in.admit(httpView{r}, p, snap, v)
+	o := outcome{authorized: v.authorized, dec: v.dec}
+	if rf := v.refused; rf != nil {
+		if rf.close {
+			w.Header()["Connection"] = []string{"close"}
+		}
+		o.code = rf.write(w)
+		return o
+	}
+	if p.xfcc != nil {
+		r.Header[xfccHeader] = p.xfcc
+	}
+	if rf := in.gate.acquire(r.Context(), p.principal); rf != nil {
+		o.code = rf.write(w)
+		return o
+	}
+	defer in.gate.release(p.principal)
+	if v.upgrade != "" {
+		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.upgrade, &in.conns)
+		if err != nil {
+			code = in.appFailed(w, r, err)
+		}
+		o.code = code
+		return o
+	}
+	var body *idleBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: in.cfg.Limits.BodyIdleTimeout}
+		r.Body = body
+	}
+	enableFullDuplex(w, r)
+	var rt http.RoundTripper = in.app
+	if in.cfg.Protocol == meshconfig.ProtocolHTTP2 || in.cfg.Protocol == meshconfig.ProtocolGRPC {
+		rt = in.appH2
+	}
+	resp, err := rt.RoundTrip(newOutRequest(r, "http", in.cfg.AppAddr))
+	if err != nil {
+		if body != nil && body.timedOut.Load() {
+			o.code = in.bodyIdle(w)
+			return o
+		}
+		o.code = in.appFailed(w, r, err)
+		return o
+	}
+	defer resp.Body.Close()
+	o.code = resp.StatusCode
+	if err := copyResponse(w, resp); err != nil {
+		var ue *upstreamBodyError
+		o.abort = errors.As(err, &ue)
+	}
+	return o
+}
+
+// idleBody is a request body on the net/http path whose reads wait at
+// most idle each (Limits.BodyIdleTimeout).
+type idleBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	idle     time.Duration
+	timedOut atomic.Bool
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		b.timedOut.Store(true)
+	}
+	return n, err
+}
+
+// bodyIdle answers a request whose body stopped making progress: 408,
+// and the connection closes.
+func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
+	in.cfg.Metrics.refuseRequest(refuseBodyIdle)
+	w.Header()["Connection"] = []string{"close"}
+	plainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
+	return http.StatusRequestTimeout
+}
+
+// appFailed answers a request the app could not take: 503 "local app
+// unavailable" when it is not listening, 502 "local app broke the
+// exchange" when it was reached (it may have run the request).
+func (in *Inbound) appFailed(w http.ResponseWriter, r *http.Request, err error) int {
+	if r.Context().Err() != nil {
+		return statusClientClosed
+	}
+	return in.appFailedFor(w, r.Method, r.URL.Path, err)
+}
+
+// appFailedFor is appFailed for a request that is still wanted.
+func (in *Inbound) appFailedFor(w http.ResponseWriter, method, path string, err error) int {
+	code, body := http.StatusBadGateway, "trellis: local app broke the exchange\n"
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		code, body = http.StatusServiceUnavailable, "trellis: local app unavailable\n"
+	}
+	if in.logs.allow("app") {
+		in.log.Warn("app request failed", "app", in.cfg.AppAddr, "method", method, "path", path, "err", err.Error())
+	}
+	plainError(w, code, body)
+	return code
+}
+
+// removeXFCCTokens removes Connection tokens naming the client-cert
+// header, which would make the hop-by-hop pass delete the proxy's own
+// header after it is set.
+func removeXFCCTokens(h http.Header) {
+	conn, ok := h["Connection"]
+	if !ok {
+		return
+	}
+	kept := conn[:0:0]
+	for _, v := range conn {
+		var tokens []string
+		for _, tok := range strings.Split(v, ",") {
+			if !strings.EqualFold(strings.TrimSpace(tok), xfccHeader) {
+				tokens = append(tokens, tok)
+			}
+		}
+		if len(tokens) > 0 {
+			kept = append(kept, strings.Join(tokens, ","))
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Connection")
+	} else {
+		h["Connection"] = kept
+	}
+}
