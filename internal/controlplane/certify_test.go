@@ -17,6 +17,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -137,8 +138,8 @@ func TestCertifyWithJoinToken(t *testing.T) {
 }
 
 func TestCertifyRefusals(t *testing.T) {
-	clock := testutil.NewClock(time.Now())
-	cp := cptest.StartControlPlane(t, controlplane.Config{Now: clock.Now})
+	clk := clock.NewFake(time.Now())
+	cp := cptest.StartControlPlane(t, controlplane.Config{Clock: clk})
 	other := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
 	c := cp.Client(t)
@@ -189,7 +190,7 @@ func TestCertifyRefusals(t *testing.T) {
 		{"expired token", short.Token, goodCSR, 2 * time.Minute, codes.Unauthenticated, "expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock.Advance(tc.advance)
+			clk.Advance(tc.advance)
 			_, err := dialIdentity(t, cp, nil).Certify(ctx, &pb.CertifyRequest{Csr: tc.csr, Token: tc.token})
 			if status.Code(err) != tc.want || !strings.Contains(err.Error(), tc.contains) {
 				t.Errorf("got %v, want %s containing %q", err, tc.want, tc.contains)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -83,8 +84,10 @@ type Config struct {
 	MetricsRequireToken bool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is the control plane's one clock (certificates, tokens, ACK
+	// timeouts, the drift grace, the endpoint grace); nil means the system
+	// clock.
+	Clock clock.Clock
 	// EndpointGracePeriod is how long a workload stays in other proxies'
 	// snapshots after its config stream ended (0 means
 	// DefaultEndpointGracePeriod). A reconnect within it is seamless.
@@ -122,9 +125,7 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
+	c.Clock = clock.Or(c.Clock)
 	if c.EndpointGracePeriod == 0 {
 		c.EndpointGracePeriod = DefaultEndpointGracePeriod
 	}

@@ -91,7 +91,7 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("store: %w", err))
 		return
 	}
-	if !s.cfg.Now().Before(s.ca.IntermediateExpiry()) {
+	if !s.cfg.Clock.Now().Before(s.ca.IntermediateExpiry()) {
 		writeError(w, http.StatusServiceUnavailable, errors.New("ca: intermediate expired"))
 		return
 	}

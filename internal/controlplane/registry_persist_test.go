@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -23,7 +24,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	clock := testutil.NewClock(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
+	clk := clock.NewFake(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
 	nop := func() {}
 	gauge := func(float64) {}
 	save := func(r *registry) {
@@ -35,7 +36,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		<-done
 	}
 
-	r := newRegistry(registryOptions{now: clock.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
+	r := newRegistry(registryOptions{now: clk.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
 	for _, w := range []workload{
 		{Instance: "a1", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006", Protocol: "http", Labels: map[string]string{"v": "1"}},
 		{Instance: "b1", SPIFFEID: "spiffe://td/ns/shop/sa/ledger", Service: "ledger", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "tcp"},
@@ -51,7 +52,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if err != nil || len(saved.Workloads) != 3 {
 		t.Fatalf("loadRegistry: %d workloads, %v; want 3", len(saved.Workloads), err)
 	}
-	r2 := newRegistry(registryOptions{now: clock.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
+	r2 := newRegistry(registryOptions{now: clk.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
 	if n := r2.restore(saved); n != 3 {
 		t.Fatalf("restored %d, want 3", n)
 	}
@@ -69,7 +70,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	}
 	// A restored workload has its own state, since the restart.
 	for _, p := range r2.proxies("") {
-		if p.State != adminapi.ProxyRestored || p.Since == nil || !p.Since.Equal(clock.Now()) {
+		if p.State != adminapi.ProxyRestored || p.Since == nil || !p.Since.Equal(clk.Now()) {
 			t.Errorf("%s: state %s since %v, want %s since the restore", p.Instance, p.State, p.Since, adminapi.ProxyRestored)
 		}
 	}
@@ -78,7 +79,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if r2.entries["a1"].counter < 41 {
 		t.Errorf("a1's version counter restored as %d, want at least 41", r2.entries["a1"].counter)
 	}
-	clock.Advance(20 * time.Second)
+	clk.Advance(20 * time.Second)
 	if err := r2.connect(workload{Instance: "c1", SPIFFEID: "spiffe://td/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", Protocol: "http"}, "dev", "41", "abc", &proxyStream{}); err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if r2.expire() {
 		t.Errorf("restored workloads expired after %s, before the restore grace period (%s) ended", 20*time.Second, r2.restoreGrace)
 	}
-	clock.Advance(restoreGracePeriod - 20*time.Second)
+	clk.Advance(restoreGracePeriod - 20*time.Second)
 	if !r2.expire() {
 		t.Error("restored workloads did not expire after the restore grace period")
 	}
@@ -118,7 +119,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if err != nil || len(saved.Idle) != 2 {
 		t.Fatalf("loadRegistry: %d idle services, %v; want 2", len(saved.Idle), err)
 	}
-	r3 := newRegistry(registryOptions{now: clock.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
+	r3 := newRegistry(registryOptions{now: clk.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
 	r3.restore(saved)
 	if _, idle, _ := r3.view(); len(idle) != 2 {
 		t.Errorf("restored %d idle services, want 2", len(idle))
@@ -132,7 +133,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	}
 	// After the retention ledger is forgotten; frontend, whose restored
 	// instance never reconnected here, has only just become idle.
-	clock.Advance(serviceRetention)
+	clk.Advance(serviceRetention)
 	if !r3.expire() {
 		t.Error("nothing expired after the service retention")
 	}

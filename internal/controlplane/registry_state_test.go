@@ -8,21 +8,21 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/clock"
 )
 
 // TestRegistryStates walks one proxy through every sync state on a stepped
 // clock: the boundaries are Config.AckTimeout and Config.DriftGrace.
 func TestRegistryStates(t *testing.T) {
 	const ackTimeout, driftGrace = 5 * time.Second, 10 * time.Second
-	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	r := newRegistry(registryOptions{now: clock.Now, grace: time.Minute, ackTimeout: ackTimeout, driftGrace: driftGrace, changed: func() {}, connectedGauge: func(float64) {}})
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	r := newRegistry(registryOptions{now: clk.Now, grace: time.Minute, ackTimeout: ackTimeout, driftGrace: driftGrace, changed: func() {}, connectedGauge: func(float64) {}})
 	s := newProxyStream(func(error) {})
 	w := workload{Instance: "i-1", SPIFFEID: "spiffe://td/ns/shop/sa/a", Service: "a", Namespace: "shop"}
 	if err := r.connect(w, "test", "", "", s); err != nil {
 		t.Fatal(err)
 	}
-	connectedAt := clock.Now()
+	connectedAt := clk.Now()
 
 	check := func(step, wantState string, wantSince time.Time, wantErr string) {
 		t.Helper()
@@ -64,56 +64,56 @@ func TestRegistryStates(t *testing.T) {
 
 	check("registered, nothing sent", adminapi.ProxySyncing, connectedAt, "")
 	s1 := offer("h1")
-	sent := clock.Now()
-	clock.Advance(ackTimeout - time.Millisecond)
+	sent := clk.Now()
+	clk.Advance(ackTimeout - time.Millisecond)
 	check("sent, within the ack timeout", adminapi.ProxySyncing, sent, "")
-	clock.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	check("sent, ack timeout passed", adminapi.ProxyStale, sent, "")
 	ack(s1)
-	acked := clock.Now()
+	acked := clk.Now()
 	check("acked", adminapi.ProxySynced, acked, "")
 	report("h1")
 	check("reports what it acked", adminapi.ProxySynced, acked, "")
 
-	clock.Advance(time.Second)
+	clk.Advance(time.Second)
 	report("tampered")
-	driftFrom := clock.Now()
+	driftFrom := clk.Now()
 	check("reports other content, within the drift grace", adminapi.ProxySyncing, driftFrom, "")
-	clock.Advance(driftGrace - time.Millisecond)
+	clk.Advance(driftGrace - time.Millisecond)
 	report("tampered")
 	check("still within the drift grace", adminapi.ProxySyncing, driftFrom, "")
 	repairs("within the drift grace", 0)
-	clock.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	check("drift grace passed", adminapi.ProxyDrifted, driftFrom, "")
 	got := r.driftRepairs()
 	if len(got) != 1 || got[0].snap != s1 || got[0].stream != s || got[0].count != 1 || !got[0].since.Equal(driftFrom) {
 		t.Fatalf("repairs %+v, want one re-send of the desired snapshot", got)
 	}
 	repairs("right after a repair", 0)
-	clock.Advance(driftGrace - time.Millisecond)
+	clk.Advance(driftGrace - time.Millisecond)
 	repairs("within a grace period of the last repair", 0)
-	clock.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	repairs("a grace period after the last repair, still drifted", 1)
 	info, _, _, _ := r.proxy("i-1")
-	if info.DriftRepairs != 2 || info.LastDriftRepair == nil || !info.LastDriftRepair.Equal(clock.Now()) {
-		t.Errorf("repairs recorded %d at %v, want 2 at %s", info.DriftRepairs, info.LastDriftRepair, clock.Now())
+	if info.DriftRepairs != 2 || info.LastDriftRepair == nil || !info.LastDriftRepair.Equal(clk.Now()) {
+		t.Errorf("repairs recorded %d at %v, want 2 at %s", info.DriftRepairs, info.LastDriftRepair, clk.Now())
 	}
 	ack(s1) // the proxy re-applied the re-sent snapshot
-	check("re-acked after the repair", adminapi.ProxySynced, clock.Now(), "")
+	check("re-acked after the repair", adminapi.ProxySynced, clk.Now(), "")
 	report("h1")
-	check("reports the desired content again", adminapi.ProxySynced, clock.Now(), "")
+	check("reports the desired content again", adminapi.ProxySynced, clk.Now(), "")
 	repairs("synced", 0)
 
 	s2 := offer("h2")
 	r.nack("i-1", s, &pb.Nack{Version: s2.GetVersion(), Error: "policy engine: boom"})
-	nacked := clock.Now()
+	nacked := clk.Now()
 	check("nacked", adminapi.ProxyNacked, nacked, "policy engine: boom")
 	report("h1") // still runs the last good config: not drift
-	clock.Advance(time.Hour)
+	clk.Advance(time.Hour)
 	check("nacked, reporting the last good config", adminapi.ProxyNacked, nacked, "policy engine: boom")
 	repairs("nacked", 0)
 	ack(s2)
-	check("acked after a nack", adminapi.ProxySynced, clock.Now(), "")
+	check("acked after a nack", adminapi.ProxySynced, clk.Now(), "")
 
 	// An ACK for a version a newer one superseded finds its content.
 	s3 := offer("h3")
@@ -122,18 +122,18 @@ func TestRegistryStates(t *testing.T) {
 	if _, desired, ackedSnap, _ := r.proxy("i-1"); desired != s4 || ackedSnap != s3 {
 		t.Errorf("desired %v acked %v, want the snapshots of versions %s and %s", desired.GetVersion(), ackedSnap.GetVersion(), s4.GetVersion(), s3.GetVersion())
 	}
-	check("acked a superseded version", adminapi.ProxySyncing, clock.Now(), "")
+	check("acked a superseded version", adminapi.ProxySyncing, clk.Now(), "")
 
 	if counts := r.stateCounts(); counts[adminapi.ProxySyncing] != 1 || len(counts) != 1 {
 		t.Errorf("state counts %v, want one SYNCING", counts)
 	}
 	r.disconnect("i-1", s)
-	check("disconnected", adminapi.ProxyDisconnected, clock.Now(), "")
+	check("disconnected", adminapi.ProxyDisconnected, clk.Now(), "")
 }
 
 func TestRegistryReportFields(t *testing.T) {
-	clock := testutil.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	r := newRegistry(registryOptions{now: clock.Now, grace: time.Minute, changed: func() {}, connectedGauge: func(float64) {}})
+	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	r := newRegistry(registryOptions{now: clk.Now, grace: time.Minute, changed: func() {}, connectedGauge: func(float64) {}})
 	s := newProxyStream(func(error) {})
 	for _, w := range []workload{
 		{Instance: "b", SPIFFEID: "spiffe://td/ns/shop/sa/b", Service: "b", Namespace: "shop"},
@@ -143,7 +143,7 @@ func TestRegistryReportFields(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	notAfter := clock.Now().Add(24 * time.Hour)
+	notAfter := clk.Now().Add(24 * time.Hour)
 	r.report("b", s, &pb.Report{CertNotAfter: timestamp(notAfter), CertIssuer: "issuer", TrustRoots: []string{"r1", "r2"}})
 	info, _, _, _ := r.proxy("b")
 	if info.CertExpiry == nil || !info.CertExpiry.Equal(notAfter) || info.CertIssuer != "issuer" || len(info.TrustRoots) != 2 {

@@ -75,7 +75,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	caOpts := meshca.Options{Now: cfg.Now}
+	caOpts := meshca.Options{Now: cfg.Clock.Now}
 	var ca *meshca.CA
 	if cfg.CACertFile != "" {
 		ca, err = meshca.LoadExternal(cfg.CACertFile, cfg.CAKeyFile, td, caOpts)
@@ -92,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	auth, err := jointoken.LoadOrCreate(cfg.DataDir, td, jointoken.Options{Now: cfg.Now})
+	auth, err := jointoken.LoadOrCreate(cfg.DataDir, td, jointoken.Options{Now: cfg.Clock.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -105,8 +105,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log:        cfg.Logger,
 		store:      st,
 		ca:         ca,
-		res:        &resources{st: st, now: cfg.Now},
-		tokens:     &tokens{st: st, auth: auth, now: cfg.Now},
+		res:        &resources{st: st, now: cfg.Clock.Now},
+		tokens:     &tokens{st: st, auth: auth, now: cfg.Clock.Now},
 		adminToken: at,
 		metrics:    newMetrics(),
 		serveErr:   make(chan error, 2),
@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vips, trustDomain: td,
 		reportInterval: cfg.ReportInterval, debounce: cfg.PushDebounce,
 		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
-		collectorAddr: cfg.CollectorAddr, now: cfg.Now, log: cfg.Logger, metrics: s.metrics,
+		collectorAddr: cfg.CollectorAddr, now: cfg.Clock.Now, log: cfg.Logger, metrics: s.metrics,
 	})
 	if ws, err := loadRegistry(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
@@ -135,7 +135,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			"workloads", n, "restore_grace_period", s.push.reg.restoreGrace.String())
 	}
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
-	s.serving, err = newServingCert(ca, cfg.Now, cfg.GRPCAddr, cfg.APIAddr)
+	s.serving, err = newServingCert(ca, cfg.Clock.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {
 		return nil, err
 	}

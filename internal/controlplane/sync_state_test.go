@@ -11,9 +11,9 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
-	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
@@ -22,20 +22,20 @@ import (
 // ack timeout passes on the control plane's clock, then STALE.
 func TestConfigStreamStale(t *testing.T) {
 	const ackTimeout = time.Second
-	clock := testutil.NewClock(time.Now())
-	cp := cptest.StartControlPlane(t, controlplane.Config{Now: clock.Now, AckTimeout: ackTimeout})
+	clk := clock.NewFake(time.Now())
+	cp := cptest.StartControlPlane(t, controlplane.Config{Clock: clk, AckTimeout: ackTimeout})
 	p, snap := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop"})
-	sent := clock.Now()
+	sent := clk.Now()
 
 	info, _ := proxyInfo(t, cp, "f-1")
 	if info.State != adminapi.ProxySyncing || info.Since == nil || !info.Since.Equal(sent) {
 		t.Errorf("unanswered within the ack timeout: %s since %v, want SYNCING since %s", info.State, info.Since, sent)
 	}
-	clock.Advance(ackTimeout - time.Millisecond)
+	clk.Advance(ackTimeout - time.Millisecond)
 	if info, _ := proxyInfo(t, cp, "f-1"); info.State != adminapi.ProxySyncing {
 		t.Errorf("just before the ack timeout: %s, want SYNCING", info.State)
 	}
-	clock.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	info, _ = proxyInfo(t, cp, "f-1")
 	if info.State != adminapi.ProxyStale || info.Since == nil || !info.Since.Equal(sent) || info.Desired.Version != snap.GetVersion() || info.Acked != nil {
 		t.Errorf("unanswered for the ack timeout: %+v, want STALE since %s, desired %s, nothing acked", info, sent, snap.GetVersion())

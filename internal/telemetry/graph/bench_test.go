@@ -6,15 +6,15 @@ import (
 	"time"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry/graph"
-	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // BenchmarkRecord: 100 instances of a service with 20 callers each,
 // reporting every 10s.
 func BenchmarkRecord(b *testing.B) {
-	clock := testutil.NewClock(t0)
-	g := graph.New(graph.Options{Now: clock.Now})
+	clk := clock.NewFake(t0)
+	g := graph.New(graph.Options{Now: clk.Now})
 	reports := make([]*pb.TrafficStats, 100)
 	for i := range reports {
 		var edges []*pb.EdgeStats
@@ -35,14 +35,14 @@ func BenchmarkRecord(b *testing.B) {
 		if err := g.Record(reporterA, fmt.Sprint(i%len(reports)), st); err != nil {
 			b.Fatal(err)
 		}
-		clock.Advance(100 * time.Millisecond)
+		clk.Advance(100 * time.Millisecond)
 	}
 }
 
 // BenchmarkSnapshot: the graph of BenchmarkRecord's mesh after 10 minutes.
 func BenchmarkSnapshot(b *testing.B) {
-	clock := testutil.NewClock(t0)
-	g := graph.New(graph.Options{Now: clock.Now})
+	clk := clock.NewFake(t0)
+	g := graph.New(graph.Options{Now: clk.Now})
 	for k := range uint64(60) {
 		for i := range 100 {
 			var edges []*pb.EdgeStats
@@ -55,7 +55,7 @@ func BenchmarkSnapshot(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		clock.Advance(10 * time.Second)
+		clk.Advance(10 * time.Second)
 	}
 	b.ReportAllocs()
 	for b.Loop() {

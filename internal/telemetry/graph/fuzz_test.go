@@ -55,7 +55,7 @@ func FuzzRecord(f *testing.F) {
 					t.Fatalf("a refused report was stored: %d proxies, want 1", g.Proxies)
 				}
 			}
-			r.clock.Advance(10 * time.Second)
+			r.clk.Advance(10 * time.Second)
 		}
 		r.record(t, reporterB, "b1", stats("catalog.shop", longAgo, with(edge("frontend.shop", "catalog.shop", 20), func(e *pb.EdgeStats) {
 			e.LatencyCounts = []uint64{2, 4, 6, 8}

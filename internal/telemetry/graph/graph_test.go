@@ -17,7 +17,7 @@ func TestRatesOverWindow(t *testing.T) {
 		r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, with(edge("frontend.shop", "catalog.shop", 100+60*k), func(e *pb.EdgeStats) {
 			e.Failures, e.MtlsRequests, e.Denied = 6*k, 45*k, 3*k
 		})))
-		r.clock.Advance(10 * time.Second)
+		r.clk.Advance(10 * time.Second)
 	}
 	// Now t0+70s; reports at t0 .. t0+60s. Rates divide by the window,
 	// whatever span the samples cover.
@@ -89,7 +89,7 @@ func TestOldInstanceSingleSampleContributesNothing(t *testing.T) {
 func TestNewEdgeOfKnownInstanceCountsFromPreviousReport(t *testing.T) {
 	r := newRig(t, graph.Options{})
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 50)))
-	r.clock.Advance(10 * time.Second)
+	r.clk.Advance(10 * time.Second)
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 50), edge("admin.ops", "catalog.shop", 7)))
 	g := r.g.Snapshot(time.Minute)
 	if got := findEdge(t, g, "admin.ops", "catalog.shop").Requests; got != 7 {
@@ -116,7 +116,7 @@ func TestCounterReset(t *testing.T) {
 			r := newRig(t, graph.Options{})
 			for _, n := range tt.requests {
 				r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", n)))
-				r.clock.Advance(10 * time.Second)
+				r.clk.Advance(10 * time.Second)
 			}
 			if got := findEdge(t, r.g.Snapshot(time.Minute), "frontend.shop", "catalog.shop").Requests; got != tt.want {
 				t.Errorf("requests: got %d, want %d", got, tt.want)
@@ -129,7 +129,7 @@ func TestReplicasAreSummed(t *testing.T) {
 	r := newRig(t, graph.Options{})
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 100)))
 	r.record(t, reporterA, "a2", stats("catalog.shop", longAgo, with(edge("frontend.shop", "catalog.shop", 10), func(e *pb.EdgeStats) { e.MtlsRequests = 0 })))
-	r.clock.Advance(10 * time.Second)
+	r.clk.Advance(10 * time.Second)
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 130)))
 	r.record(t, reporterA, "a2", stats("catalog.shop", longAgo, with(edge("frontend.shop", "catalog.shop", 40), func(e *pb.EdgeStats) {
 		e.MtlsRequests, e.Failures = 0, 15
@@ -233,7 +233,7 @@ func TestIdleServiceIsNodeAndNodesAreSorted(t *testing.T) {
 func TestSilentInstanceLeavesTheWindow(t *testing.T) {
 	r := newRig(t, graph.Options{})
 	r.record(t, reporterA, "a1", stats("catalog.shop", t0, edge("frontend.shop", "catalog.shop", 3)))
-	r.clock.Advance(2 * time.Minute)
+	r.clk.Advance(2 * time.Minute)
 	if g := r.g.Snapshot(time.Minute); len(g.Nodes) != 0 || len(g.Edges) != 0 || g.Proxies != 0 {
 		t.Errorf("1m after the last report: got %+v, want an empty graph", g)
 	}
@@ -286,7 +286,7 @@ func TestSuccessExcludesDenials(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, graph.Options{})
 			r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 0)))
-			r.clock.Advance(10 * time.Second)
+			r.clk.Advance(10 * time.Second)
 			r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, with(edge("frontend.shop", "catalog.shop", tt.requests), func(e *pb.EdgeStats) {
 				e.Failures, e.Denied = tt.failures, tt.denied
 			})))

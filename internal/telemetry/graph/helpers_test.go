@@ -10,8 +10,8 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry/graph"
-	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 var (
@@ -29,15 +29,15 @@ const (
 // rig is a Graph on a fake clock starting at t0, registered with a
 // pedantic registry.
 type rig struct {
-	clock *testutil.Clock
-	g     *graph.Graph
-	reg   *prometheus.Registry
+	clk *clock.Fake
+	g   *graph.Graph
+	reg *prometheus.Registry
 }
 
 func newRig(t *testing.T, opts graph.Options) *rig {
 	t.Helper()
-	r := &rig{clock: testutil.NewClock(t0), reg: prometheus.NewPedanticRegistry()}
-	opts.Now = r.clock.Now
+	r := &rig{clk: clock.NewFake(t0), reg: prometheus.NewPedanticRegistry()}
+	opts.Now = r.clk.Now
 	if opts.LatencyBounds == nil {
 		opts.LatencyBounds = bounds
 	}

@@ -7,7 +7,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/clock"
 )
 
 var start = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -30,11 +30,11 @@ func mustRecord(t *testing.T, g *Graph, instance string, st *pb.TrafficStats) {
 // A proxy reporting far too often keeps at most maxSamples per edge, and
 // they still span the window.
 func TestSamplesAreThinned(t *testing.T) {
-	clock := testutil.NewClock(start)
-	g := New(Options{Now: clock.Now, MaxWindow: time.Minute})
+	clk := clock.NewFake(start)
+	g := New(Options{Now: clk.Now, MaxWindow: time.Minute})
 	for i := range uint64(10000) {
 		mustRecord(t, g, "a1", report(i, "frontend"))
-		clock.Advance(5 * time.Millisecond)
+		clk.Advance(5 * time.Millisecond)
 	}
 	es := g.instances[instanceKey{"spiffe://trellis.local/ns/shop/sa/catalog", "a1"}].edges[edgeKey{src: ref("frontend"), dst: ref("catalog")}]
 	if n := len(es.samples); n > maxSamples || n < maxSamples/3 {
@@ -52,11 +52,11 @@ func TestSamplesAreThinned(t *testing.T) {
 }
 
 func TestOldSamplesAreDropped(t *testing.T) {
-	clock := testutil.NewClock(start)
-	g := New(Options{Now: clock.Now, MaxWindow: time.Minute})
+	clk := clock.NewFake(start)
+	g := New(Options{Now: clk.Now, MaxWindow: time.Minute})
 	for i := range uint64(20) {
 		mustRecord(t, g, "a1", report(10*i, "frontend"))
-		clock.Advance(10 * time.Second)
+		clk.Advance(10 * time.Second)
 	}
 	// Reports at 0..190s: kept are 130s (the baseline for a window of
 	// MaxWindow ending at 190s) to 190s.
@@ -69,15 +69,15 @@ func TestOldSamplesAreDropped(t *testing.T) {
 // An instance changing its edges on every report keeps at most
 // maxInstanceEdges of them.
 func TestEdgesPerInstanceAreBounded(t *testing.T) {
-	clock := testutil.NewClock(start)
-	g := New(Options{Now: clock.Now})
+	clk := clock.NewFake(start)
+	g := New(Options{Now: clk.Now})
 	for r := range 5 {
 		var srcs []string
 		for i := range maxEdges {
 			srcs = append(srcs, fmt.Sprintf("s%d-%d", r, i))
 		}
 		mustRecord(t, g, "a1", report(1, srcs...))
-		clock.Advance(time.Second)
+		clk.Advance(time.Second)
 	}
 	in := g.instances[instanceKey{"spiffe://trellis.local/ns/shop/sa/catalog", "a1"}]
 	if n := len(in.edges); n > maxInstanceEdges {
@@ -93,8 +93,8 @@ func TestEdgesPerInstanceAreBounded(t *testing.T) {
 // One identity's instances together hold at most maxReporterEdges edges
 // from their reports: a report that would pass it is refused.
 func TestEdgesPerReporterAreBounded(t *testing.T) {
-	clock := testutil.NewClock(start)
-	g := New(Options{Now: clock.Now})
+	clk := clock.NewFake(start)
+	g := New(Options{Now: clk.Now})
 	var srcs []string
 	for i := range maxEdges {
 		srcs = append(srcs, fmt.Sprintf("s%d", i))
@@ -115,12 +115,12 @@ func TestEdgesPerReporterAreBounded(t *testing.T) {
 // Mesh totals of edges nobody reports any more are dropped, oldest
 // first, above maxTotals; those of live edges stay.
 func TestTotalsAreBounded(t *testing.T) {
-	clock := testutil.NewClock(start)
-	g := New(Options{Now: clock.Now, MaxWindow: time.Second, Expire: time.Second})
+	clk := clock.NewFake(start)
+	g := New(Options{Now: clk.Now, MaxWindow: time.Second, Expire: time.Second})
 	g.maxTotals, g.nextDrop = 20, 20
 	mustRecord(t, g, "live", report(1, "keep"))
 	for i := range 50 {
-		clock.Advance(2 * time.Second) // each instance expires before the next
+		clk.Advance(2 * time.Second) // each instance expires before the next
 		mustRecord(t, g, fmt.Sprintf("i%d", i), report(1, fmt.Sprintf("s%d", i)))
 		mustRecord(t, g, "live", report(1, "keep"))
 	}

@@ -59,12 +59,12 @@ func TestMeshCountersStayMonotonic(t *testing.T) {
 		if got := r.metric(t, "trellis_mesh_requests_total", frontendToCatalog...); got != s.want {
 			t.Errorf("step %d (%s at %d): requests_total got %v, want %v", i, s.instance, s.requests, got, s.want)
 		}
-		r.clock.Advance(s.advance)
+		r.clk.Advance(s.advance)
 	}
 	if got := r.metric(t, "trellis_mesh_proxies_reporting"); got != 2 {
 		t.Errorf("proxies reporting: got %v, want 2 (a3, a2)", got)
 	}
-	r.clock.Advance(time.Minute)
+	r.clk.Advance(time.Minute)
 	if got := r.metric(t, "trellis_mesh_proxies_reporting"); got != 0 {
 		t.Errorf("proxies reporting a minute later: got %v, want 0", got)
 	}
@@ -120,9 +120,9 @@ func TestMaxInstances(t *testing.T) {
 	// Known instances still report.
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo))
 	// Once a2 expires, a new instance fits.
-	r.clock.Advance(90 * time.Second)
+	r.clk.Advance(90 * time.Second)
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo))
-	r.clock.Advance(40 * time.Second)
+	r.clk.Advance(40 * time.Second)
 	r.record(t, reporterB, "b1", stats("frontend.shop", longAgo))
 	if g := r.g.Snapshot(time.Minute); g.Proxies != 2 {
 		t.Errorf("proxies: got %d, want 2 (a1, b1)", g.Proxies)

@@ -15,8 +15,8 @@ import (
 func TestCountersSinceChangeIsReset(t *testing.T) {
 	r := newRig(t, graph.Options{})
 	r.record(t, reporterA, "a1", stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 10)))
-	r.clock.Advance(10 * time.Second)
-	restarted := r.clock.Now().Add(-time.Second)
+	r.clk.Advance(10 * time.Second)
+	restarted := r.clk.Now().Add(-time.Second)
 	r.record(t, reporterA, "a1", stats("catalog.shop", restarted, edge("frontend.shop", "catalog.shop", 15)))
 	if got := findEdge(t, r.g.Snapshot(5*time.Second), "frontend.shop", "catalog.shop").Requests; got != 15 {
 		t.Errorf("requests in the window after a restart: got %d, want 15", got)
@@ -32,7 +32,7 @@ func TestInstancesPerReporterBounded(t *testing.T) {
 	r := newRig(t, graph.Options{MaxInstancesPerReporter: 4, MaxInstances: 6})
 	r.record(t, reporterB, "b1", stats("frontend.shop", longAgo))
 	for i := range 20 {
-		r.clock.Advance(time.Second)
+		r.clk.Advance(time.Second)
 		r.record(t, reporterA, fmt.Sprintf("a%d", i), stats("catalog.shop", longAgo, edge("frontend.shop", "catalog.shop", 1)))
 	}
 	g := r.g.Snapshot(time.Minute)
