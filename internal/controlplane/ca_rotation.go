@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/x509"
 	"errors"
@@ -231,13 +230,6 @@ func (p *pusher) trust() ([][]byte, string) {
 		issuer = p.issuer()
 	}
 	return p.roots(), issuer
-}
-
-// sameTrust reports whether v was built with this bundle and issuer: a
-// rotation or retirement changes no workload or resource, but every
-// snapshot.
-func (v *meshView) sameTrust(roots [][]byte, issuer string) bool {
-	return v.issuer == issuer && slices.EqualFunc(v.trustBundle, roots, bytes.Equal)
 }
 
 // caRootsInfo renders certificates as CARoots.

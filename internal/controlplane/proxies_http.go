@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
 // handleListProxies answers GET /api/v1/proxies[?namespace=NS]: every
@@ -36,7 +37,7 @@ func serviceInfos(ws []workload, idle []idleService, namespace string) []adminap
 		}
 	}
 	out := []adminapi.ServiceInfo{}
-	for _, svc := range servicesOf(ws, idle) {
+	for _, svc := range snapshot.ServicesOf(ws, idle) {
 		if namespace != "" && svc.GetNamespace() != namespace {
 			continue
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
 // proxyStream is the push side of one open config stream. The push loop
@@ -65,7 +66,7 @@ type pusher struct {
 	conv    *convergence
 
 	// Owned by run.
-	view             *meshView
+	view             *snapshot.View
 	viewReg, viewRes uint64
 	rounds           uint64 // debounced rounds so far
 }
@@ -183,7 +184,7 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	sent := 0
 	for i := range targets {
 		t := &targets[i]
-		snap, err := buildSnapshot(v, &t.w)
+		snap, err := snapshot.Build(v, &t.w)
 		if err != nil {
 			p.buildFailed(t.w.Instance, err)
 			continue
@@ -207,7 +208,7 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 // proxy) and counts an inconsistent one. Nothing is sent: the proxies keep
 // their last config.
 func (p *pusher) buildFailed(instance string, err error) {
-	var ie *inconsistentError
+	var ie *snapshot.InconsistentError
 	if !errors.As(err, &ie) {
 		if instance == "" {
 			p.log.Error("config push: build snapshots", "err", err)
@@ -218,9 +219,9 @@ func (p *pusher) buildFailed(instance string, err error) {
 	}
 	p.metrics.inconsistentSnapshots.Inc()
 	if instance == "" {
-		p.log.Error("config push: snapshots failed the consistency check and are not sent; every proxy keeps its last config", "problems", len(ie.problems), "err", err)
+		p.log.Error("config push: snapshots failed the consistency check and are not sent; every proxy keeps its last config", "problems", len(ie.Problems), "err", err)
 	} else {
-		p.log.Error("config push: snapshot failed the consistency check and is not sent; the proxy keeps its last config", "instance", instance, "problems", len(ie.problems), "err", err)
+		p.log.Error("config push: snapshot failed the consistency check and is not sent; the proxy keeps its last config", "instance", instance, "problems", len(ie.Problems), "err", err)
 	}
 }
 
@@ -250,18 +251,18 @@ func shortHash(h string) string {
 
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
-func (p *pusher) currentView() (*meshView, error) {
+func (p *pusher) currentView() (*snapshot.View, error) {
 	ws, idle, regGen := p.reg.view()
 	mesh, policies, resGen := p.res.state()
 	roots, issuer := p.trust()
-	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.sameTrust(roots, issuer) {
+	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.SameTrust(roots, issuer) {
 		return p.view, nil
 	}
 	var vips map[serviceKey]string
 	if p.vips != nil {
 		vips = p.vips.assign(serviceKeys(ws, idle))
 	}
-	v, err := newMeshView(snapshotInput{
+	v, err := snapshot.NewView(snapshot.Input{
 		Mesh:           mesh,
 		TrustBundle:    roots,
 		Issuer:         issuer,
@@ -277,7 +278,7 @@ func (p *pusher) currentView() (*meshView, error) {
 		return nil, err
 	}
 	// Not kept when inconsistent: the next round builds and checks again.
-	if err := v.consistent(); err != nil {
+	if err := v.Consistent(); err != nil {
 		return nil, err
 	}
 	p.view, p.viewReg, p.viewRes = v, regGen, resGen

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
 // errInstanceTaken refuses a Hello whose instance is registered under
@@ -19,20 +20,9 @@ import (
 // by guessing its instance value.
 var errInstanceTaken = errors.New("instance already registered by another identity")
 
-// workload is one proxy's workload as the snapshot builder sees it. Values
-// are copies; Labels is never mutated after a Hello (a reconnect replaces the
-// map), so copies may share it.
-type workload struct {
-	Instance      string
-	SPIFFEID      string
-	Service       string
-	Namespace     string
-	AdvertiseAddr string
-	Protocol      string
-	Labels        map[string]string
-	Connected     bool
-	ConnectedAt   time.Time
-}
+// workload is one proxy's workload as the snapshot builder sees it
+// (snapshot.Workload).
+type workload = snapshot.Workload
 
 // versionHash names one snapshot content.
 type versionHash struct {
@@ -121,13 +111,8 @@ const restoreGracePeriod = 30 * time.Second
 const serviceRetention = 24 * time.Hour
 
 // idleService is a service with no registered instance, still listed in
-// snapshots until serviceRetention after Since.
-type idleService struct {
-	Namespace string    `json:"namespace"`
-	Name      string    `json:"name"`
-	Protocol  string    `json:"protocol,omitempty"`
-	Since     time.Time `json:"since"` // when its last instance left
-}
+// snapshots until serviceRetention after Since (snapshot.IdleService).
+type idleService = snapshot.IdleService
 
 type registry struct {
 	now   func() time.Time
@@ -213,7 +198,7 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 	w.Connected, w.ConnectedAt = true, now
 	e.w, e.proxyVersion, e.disconnectedAt = w, proxyVersion, time.Time{}
 	e.stream, e.initial, e.restored = s, true, false
-	delete(r.idle, serviceKey{w.Namespace, w.Service})
+	delete(r.idle, serviceKey{Namespace: w.Namespace, Name: w.Service})
 	if n, err := strconv.ParseUint(runningVersion, 10, 64); err == nil && n > e.counter {
 		e.counter = n
 	}
@@ -280,13 +265,13 @@ func (r *registry) expire() bool {
 			if left == nil {
 				left = map[serviceKey]string{}
 			}
-			left[serviceKey{e.w.Namespace, e.w.Service}] = e.w.Protocol
+			left[serviceKey{Namespace: e.w.Namespace, Name: e.w.Service}] = e.w.Protocol
 			removed = true
 		}
 	}
 	if left != nil {
 		for _, e := range r.entries {
-			delete(left, serviceKey{e.w.Namespace, e.w.Service})
+			delete(left, serviceKey{Namespace: e.w.Namespace, Name: e.w.Service})
 		}
 		for k, proto := range left {
 			r.idle[k] = idleService{Namespace: k.Namespace, Name: k.Name, Protocol: proto, Since: now}

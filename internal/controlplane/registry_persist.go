@@ -92,11 +92,11 @@ func (r *registry) restore(saved savedRegistry) int {
 	}
 	registered := map[serviceKey]bool{}
 	for _, e := range r.entries {
-		registered[serviceKey{e.w.Namespace, e.w.Service}] = true
+		registered[serviceKey{Namespace: e.w.Namespace, Name: e.w.Service}] = true
 	}
 	idle := 0
 	for _, svc := range saved.Idle {
-		k := serviceKey{svc.Namespace, svc.Name}
+		k := serviceKey{Namespace: svc.Namespace, Name: svc.Name}
 		if svc.Name == "" || registered[k] || now.Sub(svc.Since) >= r.retention {
 			continue
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/clock"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -103,7 +104,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if len(idle) != 2 || idle[0].Name != "catalog" || idle[1].Name != "ledger" || idle[1].Protocol != "tcp" {
 		t.Fatalf("idle services after expiry: %+v, want catalog and ledger (tcp)", idle)
 	}
-	svcs := servicesOf(ws, idle)
+	svcs := snapshot.ServicesOf(ws, idle)
 	if len(svcs) != 3 {
 		t.Fatalf("snapshot services %v, want catalog, frontend, ledger", svcs)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/store"
 )
@@ -28,11 +29,11 @@ type resourceCache struct {
 	mu       sync.Mutex
 	gen      uint64
 	mesh     resource.MeshSpec
-	policies map[string]policy // by store key
+	policies map[string]snapshot.Policy // by store key
 }
 
 func newResourceCache(log *slog.Logger) *resourceCache {
-	c := &resourceCache{log: log, policies: map[string]policy{}}
+	c := &resourceCache{log: log, policies: map[string]snapshot.Policy{}}
 	c.mesh = defaultMeshSpec()
 	return c
 }
@@ -48,10 +49,10 @@ func defaultMeshSpec() resource.MeshSpec {
 
 // state returns the mesh settings, the policies (in no order; the builder
 // sorts) and the generation they reflect.
-func (c *resourceCache) state() (resource.MeshSpec, []policy, uint64) {
+func (c *resourceCache) state() (resource.MeshSpec, []snapshot.Policy, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ps := make([]policy, 0, len(c.policies))
+	ps := make([]snapshot.Policy, 0, len(c.policies))
 	for _, p := range c.policies {
 		ps = append(ps, p)
 	}
@@ -112,8 +113,8 @@ func (c *resourceCache) putLocked(kv store.KV) {
 	case strings.HasPrefix(kv.Key, policiesPrefix):
 		o, err := decodeStored(kv)
 		if err == nil {
-			var p policy
-			if p, err = policyFromObject(&o); err == nil {
+			var p snapshot.Policy
+			if p, err = snapshot.PolicyFromObject(&o); err == nil {
 				c.policies[kv.Key] = p
 				return
 			}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 )
@@ -75,14 +76,16 @@ func TestResourceWatchRelists(t *testing.T) {
 				writeAll()
 				close(gate)
 			}
-			waitCache(t, c, func(m resource.MeshSpec, ps []policy) bool { return len(ps) == 5 && m.MTLS.Mode == "PERMISSIVE" })
+			waitCache(t, c, func(m resource.MeshSpec, ps []snapshot.Policy) bool {
+				return len(ps) == 5 && m.MTLS.Mode == "PERMISSIVE"
+			})
 
 			// The watch keeps working after it recovered.
 			kind, _ := resource.LookupKind(resource.KindAuthorizationPolicy)
 			if err := res.delete(ctx, kind, "shop", "p0"); err != nil {
 				t.Fatal(err)
 			}
-			waitCache(t, c, func(_ resource.MeshSpec, ps []policy) bool { return len(ps) == 4 })
+			waitCache(t, c, func(_ resource.MeshSpec, ps []snapshot.Policy) bool { return len(ps) == 4 })
 
 			// Closing the store ends the watch.
 			st.Close()
@@ -95,7 +98,7 @@ func TestResourceWatchRelists(t *testing.T) {
 	}
 }
 
-func waitCache(t *testing.T, c *resourceCache, ok func(resource.MeshSpec, []policy) bool) {
+func waitCache(t *testing.T, c *resourceCache, ok func(resource.MeshSpec, []snapshot.Policy) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/linediff"
 )
 
@@ -26,14 +27,14 @@ func (s *Server) handleGetProxy(w http.ResponseWriter, r *http.Request) {
 	out := adminapi.ProxyStatus{ProxyInfo: info}
 	var err error
 	if desired != nil {
-		if out.DesiredConfig, err = renderSnapshot(desired); err != nil {
+		if out.DesiredConfig, err = snapshot.Render(desired); err != nil {
 			s.log.Error("admin api: render desired snapshot", "instance", instance, "err", err)
 			writeError(w, http.StatusInternalServerError, err)
 			return
 		}
 	}
 	if acked != nil {
-		if out.AckedConfig, err = renderSnapshot(acked); err != nil {
+		if out.AckedConfig, err = snapshot.Render(acked); err != nil {
 			s.log.Error("admin api: render acknowledged snapshot", "instance", instance, "err", err)
 			writeError(w, http.StatusInternalServerError, err)
 			return

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -45,9 +45,8 @@ const (
 const vipTimeout = 5 * time.Second
 
 // serviceKey names a service across namespaces.
-type serviceKey struct{ Namespace, Name string }
-
-func (k serviceKey) String() string { return k.Namespace + "/" + k.Name }
+// serviceKey names a service (snapshot.ServiceKey).
+type serviceKey = snapshot.ServiceKey
 
 // vipAllocator assigns virtual IPs. Its methods are safe for concurrent
 // use; assign does store I/O and is meant for the push loop, outside the
@@ -136,7 +135,7 @@ func loadVIPs(ctx context.Context, st store.Store, prefix netip.Prefix, log *slo
 			log.Warn("ignoring a malformed virtual IP record", "key", kv.Key, "value", string(kv.Value))
 			continue
 		}
-		k := serviceKey{ns, name}
+		k := serviceKey{Namespace: ns, Name: name}
 		if !a.rng.contains(ip) {
 			a.stale[k] = kv.ModRevision
 			continue
@@ -157,7 +156,7 @@ func loadVIPs(ctx context.Context, st store.Store, prefix netip.Prefix, log *slo
 		}
 		if _, ok := a.used[ip]; !ok {
 			ns, name, _ := strings.Cut(string(kv.Value), "/")
-			a.used[ip] = serviceKey{ns, name}
+			a.used[ip] = serviceKey{Namespace: ns, Name: name}
 		}
 	}
 	if len(a.stale) > 0 {
@@ -350,10 +349,10 @@ func serviceKeys(ws []workload, idle []idleService) []serviceKey {
 		}
 	}
 	for _, w := range ws {
-		add(serviceKey{w.Namespace, w.Service})
+		add(serviceKey{Namespace: w.Namespace, Name: w.Service})
 	}
 	for _, svc := range idle {
-		add(serviceKey{svc.Namespace, svc.Name})
+		add(serviceKey{Namespace: svc.Namespace, Name: svc.Name})
 	}
 	slices.SortFunc(out, func(a, b serviceKey) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
@@ -375,13 +374,4 @@ func validateVIPRange(p netip.Prefix) error {
 		return fmt.Errorf("--vip-range %s: leaves no address besides the network and broadcast ones; use a prefix of /30 or shorter (IPv6: /126), e.g. %s", p, DefaultVIPRange)
 	}
 	return nil
-}
-
-// withVIPs sets the virtual IP of each service in svcs (just built, not yet
-// shared) from vips, and returns svcs.
-func withVIPs(svcs []*pb.Service, vips map[serviceKey]string) []*pb.Service {
-	for _, s := range svcs {
-		s.VirtualIp = vips[serviceKey{s.GetNamespace(), s.GetName()}]
-	}
-	return svcs
 }

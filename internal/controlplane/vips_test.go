@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -240,7 +241,7 @@ func TestSnapshotServicesCarryVIPs(t *testing.T) {
 		{Instance: "c1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006"},
 		{Instance: "l1", Service: "ledger", Namespace: "shop"},
 	}
-	svcs := withVIPs(servicesOf(ws, nil), map[serviceKey]string{{"shop", "catalog"}: "240.240.0.7"})
+	svcs := snapshot.WithVIPs(snapshot.ServicesOf(ws, nil), map[serviceKey]string{{Namespace: "shop", Name: "catalog"}: "240.240.0.7"})
 	got := map[string]string{}
 	for _, s := range svcs {
 		got[s.GetName()] = s.GetVirtualIp()

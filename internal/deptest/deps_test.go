@@ -71,6 +71,11 @@ var rules = []rule{
 		why:    "the proxy's parts below the role (the data plane, its compiled config, mesh DNS, the control-plane client) must not reach back into it",
 	},
 	{
+		from:   []string{"internal/controlplane/snapshot/..."},
+		banned: []string{"internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/..."},
+		why:    "the snapshot builder is pure: its input is given, it does no I/O and holds no state",
+	},
+	{
 		from:   []string{"internal/collectord/..."},
 		banned: []string{"internal/proxy/...", "internal/meshca/...", "internal/jointoken/..."},
 		why:    "the collector shares the workload certificate manager (internal/workloadcert), not the proxy, and never signs",

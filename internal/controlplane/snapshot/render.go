@@ -1,4 +1,4 @@
-package controlplane
+package snapshot
 
 import (
 	"crypto/sha256"
@@ -18,7 +18,7 @@ import (
 // trust anchors by SHA-256 (as proxies report them), subject and expiry
 // instead of DER. Keys are sorted, so equal content renders equally and a
 // line diff of two renderings shows what changed.
-func renderSnapshot(s *pb.Snapshot) (json.RawMessage, error) {
+func Render(s *pb.Snapshot) (json.RawMessage, error) {
 	// A new message sharing s's fields (never modified): policies and the
 	// trust bundle are rendered separately.
 	rest := &pb.Snapshot{

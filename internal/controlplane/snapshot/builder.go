@@ -1,6 +1,16 @@
-package controlplane
+// Package snapshot builds the per-proxy config snapshots of the control
+// plane, as pure functions of their input: the mesh settings, the trust
+// bundle, the registered workloads and idle services, the stored policies
+// and virtual IPs (Input). NewView builds the part every proxy shares
+// once, Build one proxy's snapshot from it, Consistent checks a view before
+// anything built from it is published, Hash is the protocol's definition
+// of Snapshot.hash and Render the JSON `trellis status` shows. It holds no
+// state and does no I/O; it must not depend on the store, the registry or
+// any role.
+package snapshot
 
 import (
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,7 +32,7 @@ import (
 var deterministic = proto.MarshalOptions{Deterministic: true}
 
 // policy is one stored AuthorizationPolicy, decoded once when it changes.
-type policy struct {
+type Policy struct {
 	Namespace string
 	Name      string
 	Selector  resource.Selector
@@ -37,14 +47,14 @@ type policy struct {
 // proxies keeps only apiVersion, kind, name, namespace and the defaulted
 // spec: labels, annotations, uid and timestamps do not change what a proxy
 // enforces, so they must not change the snapshot hash either.
-func policyFromObject(o *resource.Object) (policy, error) {
+func PolicyFromObject(o *resource.Object) (Policy, error) {
 	spec, err := resource.AuthorizationPolicySpecOf(o)
 	if err != nil {
-		return policy{}, err
+		return Policy{}, err
 	}
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
-		return policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
 	}
 	out, err := json.Marshal(resource.Object{
 		APIVersion: resource.APIVersion,
@@ -53,28 +63,28 @@ func policyFromObject(o *resource.Object) (policy, error) {
 		Spec:       specJSON,
 	})
 	if err != nil {
-		return policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
 	}
-	return policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out, problem: policyProblem(out)}, nil
+	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out, problem: policyProblem(out)}, nil
 }
 
 // selects reports whether p applies to w's inbound side, by the policy
 // engine's own selection rules (one definition for the whole mesh).
-func selects(p *policy, w *workload) bool {
+func Selects(p *Policy, w *Workload) bool {
 	return authz.Selects(p.Namespace, p.Selector, &authz.Workload{Namespace: w.Namespace, Service: w.Service, Labels: w.Labels})
 }
 
-// snapshotInput is everything snapshots are built from at one moment.
-type snapshotInput struct {
+// Input is everything snapshots are built from at one moment.
+type Input struct {
 	Mesh resource.MeshSpec
 	// TrustBundle holds the DER roots.
 	TrustBundle [][]byte
 	// Workloads are the connected and in-grace workloads.
-	Workloads []workload
+	Workloads []Workload
 	// Idle are services without a registered instance, listed without
 	// endpoints.
-	Idle     []idleService
-	Policies []policy
+	Idle     []IdleService
+	Policies []Policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
@@ -83,7 +93,7 @@ type snapshotInput struct {
 	Issuer string
 	// VIPs are the services' virtual IPs (allocated before building; a
 	// service absent here has none).
-	VIPs map[serviceKey]string
+	VIPs map[ServiceKey]string
 	// TrustDomain is the one every endpoint's and client-only proxy's
 	// SPIFFE ID must be in (see meshView.consistent).
 	TrustDomain spiffeid.TrustDomain
@@ -93,11 +103,11 @@ type snapshotInput struct {
 // built once per change. Its messages are shared by the snapshots built
 // from it and must never be modified: they are marshaled concurrently by
 // every stream that sends them.
-type meshView struct {
+type View struct {
 	mesh        *pb.MeshConfig
 	trustBundle [][]byte
 	services    []*pb.Service
-	policies    []policy // sorted by namespace, name
+	policies    []Policy // sorted by namespace, name
 	reportSecs  uint32
 	issuer      string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
@@ -114,17 +124,17 @@ type meshView struct {
 }
 
 // newMeshView builds the shared part of snapshots from in.
-func newMeshView(in snapshotInput) (*meshView, error) {
-	v := &meshView{
+func NewView(in Input) (*View, error) {
+	v := &View{
 		mesh: &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode,
 			PathNormalization: in.Mesh.HTTP.PathNormalization, AllowedUpgrades: in.Mesh.HTTP.AllowedUpgrades, StripHeaders: in.Mesh.HTTP.StripHeaders},
 		trustBundle: in.TrustBundle,
-		services:    withVIPs(servicesOf(in.Workloads, in.Idle), in.VIPs),
+		services:    WithVIPs(ServicesOf(in.Workloads, in.Idle), in.VIPs),
 		policies:    slices.Clone(in.Policies),
 		reportSecs:  reportSeconds(in.ReportInterval),
 		issuer:      in.Issuer,
 	}
-	slices.SortFunc(v.policies, func(a, b policy) int {
+	slices.SortFunc(v.policies, func(a, b Policy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	v.problems = sharedProblems(&in, v)
@@ -150,7 +160,7 @@ func reportSeconds(d time.Duration) uint32 {
 // empty (the registry assigns versions). It does not modify v. A policy a
 // proxy would refuse makes it fail with an *inconsistentError; v's own
 // consistency is the caller's to check, once (meshView.consistent).
-func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
+func Build(v *View, w *Workload) (*pb.Snapshot, error) {
 	snap := &pb.Snapshot{
 		Mesh:                  v.mesh,
 		TrustBundle:           v.trustBundle,
@@ -160,7 +170,7 @@ func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
 	}
 	var problems []string
 	for i := range v.policies {
-		if p := &v.policies[i]; selects(p, w) {
+		if p := &v.policies[i]; Selects(p, w) {
 			snap.Policies = append(snap.Policies, p.JSON)
 			if p.problem != "" {
 				problems = append(problems, fmt.Sprintf("policy %s/%s: %s", p.Namespace, p.Name, p.problem))
@@ -168,7 +178,7 @@ func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
 		}
 	}
 	if problems != nil {
-		return nil, &inconsistentError{problems: problems}
+		return nil, &InconsistentError{Problems: problems}
 	}
 	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer})
 	if err != nil {
@@ -182,7 +192,7 @@ func buildSnapshot(v *meshView, w *workload) (*pb.Snapshot, error) {
 
 // hash finishes the snapshot hash from the shared prefix and one proxy's
 // own fields.
-func (v *meshView) hash(own []byte) (string, error) {
+func (v *View) hash(own []byte) (string, error) {
 	var h hash.Hash
 	if v.prefix != nil {
 		c, err := v.prefix.Clone()
@@ -200,7 +210,7 @@ func (v *meshView) hash(own []byte) (string, error) {
 
 // snapshotHash is the protocol's definition of Snapshot.hash: hex SHA-256
 // of the deterministic marshaling with version and hash cleared.
-func snapshotHash(s *pb.Snapshot) (string, error) {
+func Hash(s *pb.Snapshot) (string, error) {
 	c := proto.CloneOf(s)
 	c.Version, c.Hash = "", ""
 	b, err := deterministic.Marshal(c)
@@ -216,9 +226,9 @@ func snapshotHash(s *pb.Snapshot) (string, error) {
 // advertise no address (client-only proxies), and an idle service (no
 // instance left), is listed without endpoints, so its callers are told it
 // has no healthy endpoint instead of that the name is unknown.
-func servicesOf(ws []workload, idle []idleService) []*pb.Service {
+func ServicesOf(ws []Workload, idle []IdleService) []*pb.Service {
 	type key struct{ ns, name string }
-	groups := map[key][]*workload{}
+	groups := map[key][]*Workload{}
 	for i := range ws {
 		k := key{ws[i].Namespace, ws[i].Service}
 		groups[k] = append(groups[k], &ws[i])
@@ -241,7 +251,7 @@ func servicesOf(ws []workload, idle []idleService) []*pb.Service {
 // serviceProtocol is the protocol most of the service's workloads declare
 // (ties go to the lexically first), so one misconfigured instance does not
 // flip the whole service.
-func serviceProtocol(g []*workload) string {
+func serviceProtocol(g []*Workload) string {
 	counts := map[string]int{}
 	for _, w := range g {
 		counts[w.Protocol]++
@@ -259,8 +269,8 @@ func serviceProtocol(g []*workload) string {
 // claim the same address (a proxy restarted with a new instance while the
 // old one is still in its grace period), the connected, most recently
 // connected one wins: the address now belongs to it.
-func endpointsOf(g []*workload) []*pb.Endpoint {
-	byAddr := make(map[string]*workload, len(g))
+func endpointsOf(g []*Workload) []*pb.Endpoint {
+	byAddr := make(map[string]*Workload, len(g))
 	for _, w := range g {
 		if w.AdvertiseAddr == "" {
 			continue
@@ -278,7 +288,7 @@ func endpointsOf(g []*workload) []*pb.Endpoint {
 }
 
 // clientIDsOf lists the identities of the client-only proxies of g.
-func clientIDsOf(g []*workload) []string {
+func clientIDsOf(g []*Workload) []string {
 	var ids []string
 	for _, w := range g {
 		if w.AdvertiseAddr == "" && !slices.Contains(ids, w.SPIFFEID) {
@@ -289,7 +299,7 @@ func clientIDsOf(g []*workload) []string {
 	return ids
 }
 
-func newerClaim(a, b *workload) bool {
+func newerClaim(a, b *Workload) bool {
 	if a.Connected != b.Connected {
 		return a.Connected
 	}
@@ -297,4 +307,49 @@ func newerClaim(a, b *workload) bool {
 		return a.ConnectedAt.After(b.ConnectedAt)
 	}
 	return a.Instance < b.Instance
+}
+
+// Workload is one proxy's workload as the snapshot builder sees it. Values
+// are copies; Labels is never mutated after a Hello (a reconnect replaces the
+// map), so copies may share it.
+type Workload struct {
+	Instance      string
+	SPIFFEID      string
+	Service       string
+	Namespace     string
+	AdvertiseAddr string
+	Protocol      string
+	Labels        map[string]string
+	Connected     bool
+	ConnectedAt   time.Time
+}
+
+// IdleService is a service with no registered instance, still listed in
+// snapshots until the control plane's retention after Since.
+type IdleService struct {
+	Namespace string    `json:"namespace"`
+	Name      string    `json:"name"`
+	Protocol  string    `json:"protocol,omitempty"`
+	Since     time.Time `json:"since"` // when its last instance left
+}
+
+// SameTrust reports whether v was built with this bundle and issuer: a
+// rotation or retirement changes no workload or resource, but every
+// snapshot.
+func (v *View) SameTrust(roots [][]byte, issuer string) bool {
+	return v.issuer == issuer && slices.EqualFunc(v.trustBundle, roots, bytes.Equal)
+}
+
+// ServiceKey names a service.
+type ServiceKey struct{ Namespace, Name string }
+
+func (k ServiceKey) String() string { return k.Namespace + "/" + k.Name }
+
+// WithVIPs sets the virtual IP of each service in svcs (just built, not yet
+// shared) from vips, and returns svcs.
+func WithVIPs(svcs []*pb.Service, vips map[ServiceKey]string) []*pb.Service {
+	for _, s := range svcs {
+		s.VirtualIp = vips[ServiceKey{s.GetNamespace(), s.GetName()}]
+	}
+	return svcs
 }

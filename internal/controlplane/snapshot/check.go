@@ -1,4 +1,4 @@
-package controlplane
+package snapshot
 
 import (
 	"encoding/json"
@@ -23,27 +23,28 @@ import (
 // maxListedProblems bounds how many problems one error names.
 const maxListedProblems = 10
 
-// inconsistentError says why a snapshot was not published.
-type inconsistentError struct {
-	problems []string
+// InconsistentError says why a snapshot was not published.
+type InconsistentError struct {
+	// Problems lists what is wrong, one finding each.
+	Problems []string
 }
 
-func (e *inconsistentError) Error() string {
-	shown := e.problems[:min(len(e.problems), maxListedProblems)]
+func (e *InconsistentError) Error() string {
+	shown := e.Problems[:min(len(e.Problems), maxListedProblems)]
 	msg := "inconsistent snapshot: " + strings.Join(shown, "; ")
-	if n := len(e.problems) - len(shown); n > 0 {
+	if n := len(e.Problems) - len(shown); n > 0 {
 		msg += fmt.Sprintf("; and %d more", n)
 	}
 	return msg
 }
 
-// consistent reports what is wrong with the part of snapshots every proxy
+// Consistent reports what is wrong with the part of snapshots every proxy
 // shares; nil means it may be published.
-func (v *meshView) consistent() error {
+func (v *View) Consistent() error {
 	if len(v.problems) == 0 {
 		return nil
 	}
-	return &inconsistentError{problems: v.problems}
+	return &InconsistentError{Problems: v.problems}
 }
 
 // sharedProblems lists what is wrong with v, built from in: an empty trust
@@ -53,15 +54,15 @@ func (v *meshView) consistent() error {
 // to two services, or names a service the snapshot does not list; a policy
 // listed twice. All of these make a proxy NACK or misroute, and none can
 // come from the builder's inputs when they agree.
-func sharedProblems(in *snapshotInput, v *meshView) []string {
+func sharedProblems(in *Input, v *View) []string {
 	var out []string
 	if len(v.trustBundle) == 0 {
 		out = append(out, "empty trust bundle")
 	}
-	listed := make(map[serviceKey]bool, len(v.services))
-	vipOwner := map[netip.Addr]serviceKey{}
+	listed := make(map[ServiceKey]bool, len(v.services))
+	vipOwner := map[netip.Addr]ServiceKey{}
 	for _, svc := range v.services {
-		k := serviceKey{svc.GetNamespace(), svc.GetName()}
+		k := ServiceKey{svc.GetNamespace(), svc.GetName()}
 		if k.Namespace == "" || k.Name == "" {
 			out = append(out, fmt.Sprintf("service %q without a name or namespace", k.String()))
 		}
@@ -92,7 +93,7 @@ func sharedProblems(in *snapshotInput, v *meshView) []string {
 			switch {
 			case err != nil || ip.Zone() != "":
 				out = append(out, fmt.Sprintf("service %s: virtual IP %q is not an IP address", k, svc.GetVirtualIp()))
-			case vipOwner[ip.Unmap()] != serviceKey{}:
+			case vipOwner[ip.Unmap()] != ServiceKey{}:
 				out = append(out, fmt.Sprintf("virtual IP %s given to both %s and %s", ip, vipOwner[ip.Unmap()], k))
 			default:
 				vipOwner[ip.Unmap()] = k
