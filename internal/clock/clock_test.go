@@ -83,3 +83,14 @@ func TestRealClock(t *testing.T) {
 		t.Error("real Now is zero")
 	}
 }
+
+func TestFakeSet(t *testing.T) {
+	f := NewFake(t0)
+	tm := f.NewTimer(time.Hour)
+	f.Set(t0.Add(-time.Minute)) // backwards: nothing fires
+	if !f.Now().Equal(t0.Add(-time.Minute)) || f.Timers() != 1 {
+		t.Fatalf("after Set backwards: now %v, %d timers", f.Now(), f.Timers())
+	}
+	f.Set(t0.Add(time.Hour))
+	<-tm.C()
+}

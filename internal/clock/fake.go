@@ -87,6 +87,20 @@ func (f *Fake) Advance(d time.Duration) {
 	}
 }
 
+// Set moves the clock to t (backwards too, for tests of clock skew),
+// firing the timers due by then.
+func (f *Fake) Set(t time.Time) {
+	f.mu.Lock()
+	d := t.Sub(f.now)
+	if d < 0 {
+		f.now = t
+		f.mu.Unlock()
+		return
+	}
+	f.mu.Unlock()
+	f.Advance(d)
+}
+
 // Timers is the number of timers waiting to fire.
 func (f *Fake) Timers() int {
 	f.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/jointoken"
 )
 
@@ -20,7 +21,7 @@ var webID = spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web")
 // for a workload in its trust domain.
 func FuzzVerifyToken(f *testing.F) {
 	key := mustECDSA(f, elliptic.P256())
-	a := jointoken.New(key, td, jointoken.Options{Now: newClock(t0).Now})
+	a := jointoken.New(key, td, jointoken.Options{Now: clock.NewFake(t0).Now})
 	tok, _, err := a.Issue("web", "shop", "web", time.Hour)
 	if err != nil {
 		f.Fatal(err)

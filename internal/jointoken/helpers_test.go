@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,32 +20,6 @@ var (
 	td      = spiffeid.RequireTrustDomainFromString("example.org")
 	otherTD = spiffeid.RequireTrustDomainFromString("other.example")
 )
-
-// fakeClock is a clock tests step by hand. It is safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 func mustECDSA(t testing.TB, c elliptic.Curve) *ecdsa.PrivateKey {
 	t.Helper()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 )
@@ -31,10 +32,10 @@ var b64 = base64.RawURLEncoding
 
 // newAuthority returns an authority for td with a fresh key and a fake clock
 // at t0, and the key so tests can sign tokens of their own.
-func newAuthority(t *testing.T) (*jointoken.Authority, *ecdsa.PrivateKey, *fakeClock) {
+func newAuthority(t *testing.T) (*jointoken.Authority, *ecdsa.PrivateKey, *clock.Fake) {
 	t.Helper()
 	key := mustECDSA(t, elliptic.P256())
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	return jointoken.New(key, td, jointoken.Options{Now: clk.Now}), key, clk
 }
 
@@ -120,7 +121,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		t.Errorf("issued ID = %q, want 32 hex digits", issued.ID)
 	}
 
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	got, err := a.Verify(tok)
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
@@ -168,7 +169,7 @@ func TestTokenRoundTrip(t *testing.T) {
 
 func TestTokenIssueTruncatesToSeconds(t *testing.T) {
 	key := mustECDSA(t, elliptic.P256())
-	clk := newClock(t0.Add(700 * time.Millisecond))
+	clk := clock.NewFake(t0.Add(700 * time.Millisecond))
 	a := jointoken.New(key, td, jointoken.Options{Now: clk.Now})
 	tok, issued, err := a.Issue("web", "shop", "web", time.Hour)
 	if err != nil {
@@ -368,7 +369,7 @@ func TestTokenRejects(t *testing.T) {
 
 func TestTokenWrongTrustDomain(t *testing.T) {
 	key := mustECDSA(t, elliptic.P256())
-	opts := jointoken.Options{Now: newClock(t0).Now}
+	opts := jointoken.Options{Now: clock.NewFake(t0).Now}
 	issuer := jointoken.New(key, td, opts)
 	verifier := jointoken.New(key, otherTD, opts) // same key, other trust domain
 	tok, _ := issue(t, issuer)
@@ -418,7 +419,7 @@ func TestTokenIssueRejects(t *testing.T) {
 
 func TestLoadOrCreateTokenAuthority(t *testing.T) {
 	dir := t.TempDir()
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	opts := jointoken.Options{Now: clk.Now}
 	a1, err := jointoken.LoadOrCreate(dir, td, opts)
 	if err != nil {
@@ -443,7 +444,7 @@ func TestLoadOrCreateTokenAuthority(t *testing.T) {
 	tok, issued := issue(t, a1)
 	h1, _, _ := segments(t, tok)
 
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	a2, err := jointoken.LoadOrCreate(dir, td, opts)
 	if err != nil {
 		t.Fatalf("second LoadOrCreateTokenAuthority: %v", err)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -161,7 +162,7 @@ func TestLoadOrCreateCASecondStart(t *testing.T) {
 	}
 
 	// A restart two hours later, with its own clock.
-	later := newClock(t0.Add(2 * time.Hour))
+	later := clock.NewFake(t0.Add(2 * time.Hour))
 	second, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: later.Now})
 	if err != nil {
 		t.Fatalf("second LoadOrCreateCA: %v", err)
@@ -187,7 +188,7 @@ func TestLoadOrCreateCASecondStart(t *testing.T) {
 
 	// The reloaded CA signs with the intermediate key it loaded and with the
 	// clock it was given now, not the first one.
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	csr, _ := testutil.NewCSR(t, webID.String())
 	leaf, err := second.SignCSR(csr, webID, time.Hour)
 	if err != nil {
@@ -207,7 +208,7 @@ func TestLoadOrCreateCAClock(t *testing.T) {
 		time.Date(2001, time.January, 1, 0, 0, 0, 0, time.UTC),
 		time.Date(2042, time.July, 9, 12, 30, 0, 0, time.UTC),
 	} {
-		clk := newClock(start)
+		clk := clock.NewFake(start)
 		ca, _, err := meshca.LoadOrCreate(t.TempDir(), td, meshca.Options{Now: clk.Now})
 		if err != nil {
 			t.Fatalf("LoadOrCreateCA at %v: %v", start, err)
@@ -293,7 +294,7 @@ func TestLoadOrCreateCAErrors(t *testing.T) {
 			if now.IsZero() {
 				now = t0
 			}
-			ca, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: newClock(now).Now})
+			ca, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: clock.NewFake(now).Now})
 			if err == nil {
 				t.Fatalf("LoadOrCreateCA = %v, created=%v, nil error; want error containing %q", ca, created, tc.wantMsg)
 			}
@@ -398,7 +399,7 @@ func TestLoadExternalCA(t *testing.T) {
 	for _, depth := range []int{1, 2} {
 		pki := newUserPKI(t, depth)
 		certFile, keyFile := writePKI(t, append(slices.Clone(pki.inters), pki.root), pki.key, 0o600)
-		clk := newClock(t0)
+		clk := clock.NewFake(t0)
 		ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: clk.Now})
 		if err != nil {
 			t.Fatalf("depth %d: LoadExternalCA: %v", depth, err)
@@ -413,7 +414,7 @@ func TestLoadExternalCA(t *testing.T) {
 			t.Errorf("depth %d: IntermediateExpiry() = %v, want %v", depth, got, want)
 		}
 
-		clk.Add(time.Hour)
+		clk.Advance(time.Hour)
 		csr, _ := testutil.NewCSR(t, webID.String())
 		leaf, err := ca.SignCSR(csr, webID, 24*time.Hour)
 		if err != nil {
@@ -498,7 +499,7 @@ func TestLoadExternalCAErrors(t *testing.T) {
 			if now.IsZero() {
 				now = t0
 			}
-			ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: newClock(now).Now})
+			ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: clock.NewFake(now).Now})
 			if err == nil {
 				t.Fatalf("LoadExternalCA = %v, nil error; want error containing %q", ca, tc.wantMsg)
 			}

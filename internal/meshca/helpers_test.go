@@ -10,12 +10,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshca"
 )
@@ -30,36 +30,10 @@ var (
 	webID   = spiffeid.RequireFromString("spiffe://example.org/ns/shop/sa/web")
 )
 
-// fakeClock is a clock tests step by hand. It is safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // newClockCA creates a CA in a fresh dir with a fake clock starting at t0.
-func newClockCA(t *testing.T) (*meshca.CA, *fakeClock, string) {
+func newClockCA(t *testing.T) (*meshca.CA, *clock.Fake, string) {
 	t.Helper()
-	clk := newClock(t0)
+	clk := clock.NewFake(t0)
 	dir := t.TempDir()
 	ca, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: clk.Now})
 	if err != nil {

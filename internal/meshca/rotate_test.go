@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -35,7 +36,7 @@ func verifies(leaf *meshca.Leaf, roots []*x509.Certificate, now time.Time) error
 	return err
 }
 
-func reload(t *testing.T, dir string, clk *fakeClock) *meshca.CA {
+func reload(t *testing.T, dir string, clk *clock.Fake) *meshca.CA {
 	t.Helper()
 	ca, created, err := meshca.LoadOrCreate(dir, td, meshca.Options{Now: clk.Now})
 	if err != nil || created {
@@ -93,7 +94,7 @@ func TestRotateAndRetire(t *testing.T) {
 		t.Fatalf("IssuerID = %s, want CertID of the intermediate %s", got, want)
 	}
 
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	if err := ca.Rotate(); err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
@@ -412,7 +413,7 @@ func TestLoadGenerationErrors(t *testing.T) {
 func TestRotateRefusesExternalCA(t *testing.T) {
 	pki := newUserPKI(t, 1)
 	certFile, keyFile := writePKI(t, append(slices.Clone(pki.inters), pki.root), pki.key, 0o600)
-	ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: newClock(t0).Now})
+	ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: clock.NewFake(t0).Now})
 	if err != nil {
 		t.Fatal(err)
 	}

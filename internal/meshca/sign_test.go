@@ -23,6 +23,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -33,7 +34,7 @@ var signErrs = []error{meshca.ErrBadCSR, meshca.ErrWrongIdentity, meshca.ErrCAUn
 func TestSignCSR(t *testing.T) {
 	ca, clk, dir := newClockCA(t)
 	roots := readRoots(t, dir)
-	clk.Add(3 * time.Hour) // well past the CA's own NotBefore, so no clamping
+	clk.Advance(3 * time.Hour) // well past the CA's own NotBefore, so no clamping
 	now := clk.Now()
 	if identity.MaxBackdate != time.Minute {
 		t.Errorf("MaxBackdate = %v, want 1m", identity.MaxBackdate)
@@ -383,7 +384,7 @@ func TestSignCSRConcurrent(t *testing.T) {
 
 func TestIssueServing(t *testing.T) {
 	ca, clk, dir := newClockCA(t)
-	clk.Add(time.Hour)
+	clk.Advance(time.Hour)
 	cpID := identity.ControlPlaneID(td)
 	dns := []string{"localhost", "control.trellis.internal"}
 	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
@@ -536,7 +537,7 @@ func TestLeafTLSCertificate(t *testing.T) {
 	pki := newUserPKI(t, 2)
 	certFile, keyFile := writePKI(t, append(slices.Clone(pki.inters), pki.root), pki.key, 0o600)
 	now := t0.Add(time.Hour)
-	ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: newClock(now).Now})
+	ca, err := meshca.LoadExternal(certFile, keyFile, td, meshca.Options{Now: clock.NewFake(now).Now})
 	if err != nil {
 		t.Fatal(err)
 	}
