@@ -25,6 +25,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/backoff"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/workloadcert"
 )
@@ -92,6 +93,8 @@ type Client struct {
 	// follows the next Hello.
 	ReportNow <-chan struct{}
 	Log       *slog.Logger
+	// Clock times reconnect waits and reports; nil is the system clock.
+	Clock clock.Clock
 
 	// bundle is the trust bundle of the last snapshot applied (owned by
 	// the stream goroutine): a change is reported at once.
@@ -128,9 +131,10 @@ func (c *Client) Run(ctx context.Context) {
 	}
 	defer conn.Close()
 	client := pb.NewConfigClient(conn)
+	clk := clock.Or(c.Clock)
 	b := backoff.Backoff{Min: controlRetryMin, Max: controlRetryMax}
 	for ctx.Err() == nil {
-		start := time.Now()
+		start := clk.Now()
 		err := c.stream(ctx, client)
 		if ctx.Err() != nil {
 			return
@@ -138,15 +142,17 @@ func (c *Client) Run(ctx context.Context) {
 		c.Target.StreamState(false, err)
 		// A stream that stayed up a while was healthy: start backing off
 		// from the bottom again.
-		if time.Since(start) > time.Minute {
+		if clk.Now().Sub(start) > time.Minute {
 			b.Reset()
 		}
 		d := b.Next()
 		c.Log.Warn("config stream down; serving with the last good config", "control", c.Addr, "err", err, "retry_in", d.Round(time.Millisecond).String())
+		t := clk.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(d):
+		case <-t.C():
 		}
 	}
 }
@@ -201,15 +207,18 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 	interval := 30 * time.Second
 	reportC := make(chan time.Duration, 1)
 	go func(d time.Duration) {
-		t := time.NewTicker(d)
+		t := clock.Or(c.Clock).NewTimer(d)
 		defer t.Stop()
 		for {
 			select {
 			case <-sctx.Done():
 				return
-			case d := <-reportC:
+			case nd := <-reportC:
+				d = nd
+				t.Stop()
 				t.Reset(d)
-			case <-t.C:
+			case <-t.C():
+				t.Reset(d)
 				wake(reportDue)
 			case <-c.ReportNow:
 				wake(reportDue)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlclient"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/identity"
@@ -161,4 +163,57 @@ func awaitProxy(t *testing.T, cp *meshtest.ControlPlane, what string, cond func(
 		}
 		return false
 	})
+}
+
+// Reconnect waits run on the client's clock: after a failed stream the
+// client waits on one timer and tries again only when the clock has moved
+// past the wait (at most the 3 s cap).
+func TestReconnectWaitsOnTheClock(t *testing.T) {
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
+	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "catalog", Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	certs := workloadcert.New(spiffeid.RequireFromString(tok.Info.SPIFFEID), cp.GRPCAddr(), pool, tok.Token, testutil.Logger(t), nil)
+	if err := certs.Obtain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing listens here: every stream fails at once.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	fake := clock.NewFake(time.Now())
+	target := &recordingTarget{applied: make(chan *pb.Snapshot, 10), states: make(chan error, 10)}
+	cc := &controlclient.Client{
+		Addr: dead, Certs: certs, Target: target, Log: testutil.Logger(t), Clock: fake,
+		Hello: &pb.Hello{Instance: "catalog-1", Service: "catalog", Namespace: "shop"},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); cc.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err := await(t, target.states, "a failed stream"); err == nil {
+			t.Fatalf("attempt %d: stream up against a dead address", attempt)
+		}
+		fake.BlockUntil(1) // waiting to retry
+		select {
+		case err := <-target.states:
+			t.Fatalf("attempt %d: retried before the clock moved (%v)", attempt, err)
+		default:
+		}
+		fake.Advance(3 * time.Second) // the cap: the wait is over whatever it drew
+	}
 }

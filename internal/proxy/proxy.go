@@ -274,6 +274,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		Target:    controlTarget{p},
 		ReportNow: p.reportNow,
 		Log:       p.log,
+		Clock:     p.cfg.Clock,
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); cc.Run(rctx) }()
