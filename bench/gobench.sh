@@ -24,7 +24,7 @@ BENCHES=(
 	"./internal/dataplane/ 1s ^(BenchmarkDirect|BenchmarkThroughProxies)(Parallel)?$|^BenchmarkTelemetryOverhead$|^BenchmarkMetricsPerRequest$|^BenchmarkRecordRequest$"
 	"./internal/policy/ 1s ^BenchmarkDecide$"
 	"./internal/meshca/ 1s ^BenchmarkSignCSR$"
-	"./internal/controlplane/ 1s ^BenchmarkBuildSnapshot1000Services(PerProxy)?$"
+	"./internal/controlplane/snapshot/ 1s ^BenchmarkBuildSnapshot1000Services(PerProxy)?$"
 )
 COUNT=${COUNT:-6}
 

@@ -17,6 +17,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
@@ -79,7 +80,7 @@ func TestConfigStreamFirstSnapshot(t *testing.T) {
 	if snap.GetVersion() != "1" || len(snap.GetHash()) != 64 {
 		t.Errorf("version %q hash %q, want 1 and a hex SHA-256", snap.GetVersion(), snap.GetHash())
 	}
-	if ref, err := controlplane.SnapshotHash(snap); err != nil || ref != snap.GetHash() {
+	if ref, err := snapshot.Hash(snap); err != nil || ref != snap.GetHash() {
 		t.Errorf("hash %s, want the hash of the snapshot's content %s (%v)", snap.GetHash(), ref, err)
 	}
 	if m := snap.GetMesh(); m.GetMtlsMode() != "STRICT" || m.GetAuthorizationDefault() != "deny" {
@@ -153,8 +154,12 @@ func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
 	if cs2.GetVersion() != "2" || len(cs2.GetPolicies()) != 1 {
 		t.Fatalf("catalog after the policy: version %s with %d policies, want 2 with 1", cs2.GetVersion(), len(cs2.GetPolicies()))
 	}
-	if got := policyNames(t, cs2); !slices.Equal(got, []string{"shop/frontend-reads-catalog"}) {
-		t.Errorf("catalog's policies %v", got)
+	c2, err := meshconfig.Compile(cs2)
+	if err != nil {
+		t.Fatalf("catalog's snapshot does not compile: %v", err)
+	}
+	if ps := c2.Policies; len(ps) != 1 || ps[0].Metadata.Namespace != "shop" || ps[0].Metadata.Name != "frontend-reads-catalog" {
+		t.Errorf("catalog's policies %v, want shop/frontend-reads-catalog", ps)
 	}
 	front.expectNone(t, 300*time.Millisecond)
 

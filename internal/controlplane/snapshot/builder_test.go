@@ -1,4 +1,4 @@
-package controlplane_test
+package snapshot_test
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -18,7 +18,7 @@ import (
 
 // testPolicy builds a decoded policy in ns with the given selector (YAML
 // flow mapping, "{}" for empty) and rules allowing GET.
-func testPolicy(t testing.TB, ns, name, selector string) controlplane.Policy {
+func testPolicy(t testing.TB, ns, name, selector string) snapshot.Policy {
 	t.Helper()
 	objs, err := resource.Decode([]byte(fmt.Sprintf(`
 apiVersion: trellis.dev/v1alpha1
@@ -35,7 +35,7 @@ spec:
 	if err := resource.Validate(&objs[0]); err != nil {
 		t.Fatal(err)
 	}
-	p, err := controlplane.PolicyFromObject(&objs[0])
+	p, err := snapshot.PolicyFromObject(&objs[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,14 +43,14 @@ spec:
 }
 
 func TestPolicySelection(t *testing.T) {
-	catalog := controlplane.Workload{Service: "catalog", Namespace: "shop", Labels: map[string]string{"version": "v2", "tier": "backend"}}
-	unlabeled := controlplane.Workload{Service: "catalog", Namespace: "shop"}
-	system := controlplane.Workload{Service: "gateway", Namespace: "trellis-system"}
+	catalog := snapshot.Workload{Service: "catalog", Namespace: "shop", Labels: map[string]string{"version": "v2", "tier": "backend"}}
+	unlabeled := snapshot.Workload{Service: "catalog", Namespace: "shop"}
+	system := snapshot.Workload{Service: "gateway", Namespace: "trellis-system"}
 	for _, tc := range []struct {
 		name     string
 		ns       string
 		selector string
-		w        controlplane.Workload
+		w        snapshot.Workload
 		want     bool
 	}{
 		{"empty selector selects its namespace", "shop", "{}", catalog, true},
@@ -72,7 +72,7 @@ func TestPolicySelection(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testPolicy(t, tc.ns, "p", tc.selector)
-			if got := controlplane.Selects(p, tc.w); got != tc.want {
+			if got := snapshot.Selects(&p, &tc.w); got != tc.want {
 				t.Errorf("policy %s %s selects %s/%s %v: got %v, want %v", tc.ns, tc.selector, tc.w.Namespace, tc.w.Service, tc.w.Labels, got, tc.want)
 			}
 		})
@@ -81,19 +81,19 @@ func TestPolicySelection(t *testing.T) {
 
 // testInput is a small mesh: frontend and catalog (two instances) in shop,
 // payments in billing, with a few policies.
-func testInput(t testing.TB, roots [][]byte) controlplane.SnapshotInput {
+func testInput(t testing.TB, roots [][]byte) snapshot.Input {
 	t.Helper()
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	return controlplane.SnapshotInput{
+	return snapshot.Input{
 		Mesh:        meshSpec(t, "STRICT", "deny"),
 		TrustBundle: roots,
-		Workloads: []controlplane.Workload{
+		Workloads: []snapshot.Workload{
 			{Instance: "c2", SPIFFEID: "spiffe://trellis.local/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.3:15006", Protocol: "http", Labels: map[string]string{"version": "v2"}, Connected: true, ConnectedAt: at},
 			{Instance: "f1", SPIFFEID: "spiffe://trellis.local/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006", Protocol: "http", Connected: true, ConnectedAt: at},
 			{Instance: "c1", SPIFFEID: "spiffe://trellis.local/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "http", Labels: map[string]string{"version": "v1"}, Connected: true, ConnectedAt: at},
 			{Instance: "p1", SPIFFEID: "spiffe://trellis.local/ns/billing/sa/payments", Service: "payments", Namespace: "billing", AdvertiseAddr: "10.0.1.1:15006", Protocol: "grpc", Connected: true, ConnectedAt: at},
 		},
-		Policies: []controlplane.Policy{
+		Policies: []snapshot.Policy{
 			testPolicy(t, "shop", "z-catalog-v2", "{service: catalog, matchLabels: {version: v2}}"),
 			testPolicy(t, "shop", "a-catalog", "{service: catalog}"),
 			testPolicy(t, "trellis-system", "mesh-wide", "{}"),
@@ -146,7 +146,7 @@ func withVersion(s *pb.Snapshot) *pb.Snapshot {
 
 func TestBuildSnapshot(t *testing.T) {
 	in := testInput(t, testRoots(t))
-	snap, err := controlplane.BuildSnapshot(in, in.Workloads[0]) // catalog v2
+	snap, err := buildSnapshot(in, in.Workloads[0]) // catalog v2
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestBuildSnapshot(t *testing.T) {
 		{1, []string{"trellis-system/mesh-wide"}},
 		{3, []string{"billing/payments", "trellis-system/mesh-wide"}},
 	} {
-		s, err := controlplane.BuildSnapshot(in, in.Workloads[tc.w])
+		s, err := buildSnapshot(in, in.Workloads[tc.w])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +199,7 @@ func TestBuildSnapshot(t *testing.T) {
 func TestBuildSnapshotEndpoints(t *testing.T) {
 	in := testInput(t, testRoots(t))
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	in.Workloads = []controlplane.Workload{
+	in.Workloads = []snapshot.Workload{
 		// A restarted proxy: the old instance is in its grace period, the
 		// new one took over its address with another label.
 		{Instance: "old", SPIFFEID: "spiffe://trellis.local/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "http", Labels: map[string]string{"gen": "old"}, ConnectedAt: at},
@@ -209,7 +209,7 @@ func TestBuildSnapshotEndpoints(t *testing.T) {
 		// A client-only workload: listed, no endpoint.
 		{Instance: "cli", SPIFFEID: "spiffe://trellis.local/ns/shop/sa/batch", Service: "batch", Namespace: "shop", Protocol: "tcp", Connected: true, ConnectedAt: at},
 	}
-	snap, err := controlplane.BuildSnapshot(in, in.Workloads[1])
+	snap, err := buildSnapshot(in, in.Workloads[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,13 +230,13 @@ func TestSnapshotHash(t *testing.T) {
 	roots := testRoots(t)
 	base := testInput(t, roots)
 	self := base.Workloads[0]
-	build := func(in controlplane.SnapshotInput) *pb.Snapshot {
+	build := func(in snapshot.Input) *pb.Snapshot {
 		t.Helper()
-		s, err := controlplane.BuildSnapshot(in, self)
+		s, err := buildSnapshot(in, self)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ref, err := controlplane.SnapshotHash(s)
+		ref, err := snapshot.Hash(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -261,22 +261,22 @@ func TestSnapshotHash(t *testing.T) {
 
 	for _, tc := range []struct {
 		name   string
-		change func(in *controlplane.SnapshotInput)
+		change func(in *snapshot.Input)
 	}{
-		{"mesh mode", func(in *controlplane.SnapshotInput) { in.Mesh = meshSpec(t, "PERMISSIVE", "deny") }},
-		{"mesh default", func(in *controlplane.SnapshotInput) { in.Mesh = meshSpec(t, "STRICT", "allow") }},
-		{"endpoint added", func(in *controlplane.SnapshotInput) {
+		{"mesh mode", func(in *snapshot.Input) { in.Mesh = meshSpec(t, "PERMISSIVE", "deny") }},
+		{"mesh default", func(in *snapshot.Input) { in.Mesh = meshSpec(t, "STRICT", "allow") }},
+		{"endpoint added", func(in *snapshot.Input) {
 			w := in.Workloads[1]
 			w.Instance, w.AdvertiseAddr = "f2", "10.0.0.9:15006"
 			in.Workloads = append(in.Workloads, w)
 		}},
-		{"endpoint label", func(in *controlplane.SnapshotInput) { in.Workloads[1].Labels = map[string]string{"a": "b"} }},
-		{"policy added", func(in *controlplane.SnapshotInput) {
+		{"endpoint label", func(in *snapshot.Input) { in.Workloads[1].Labels = map[string]string{"a": "b"} }},
+		{"policy added", func(in *snapshot.Input) {
 			in.Policies = append(in.Policies, testPolicy(t, "shop", "more", "{}"))
 		}},
-		{"policy removed", func(in *controlplane.SnapshotInput) { in.Policies = in.Policies[1:] }},
-		{"trust bundle", func(in *controlplane.SnapshotInput) { in.TrustBundle = append(in.TrustBundle, testRoots(t)...) }},
-		{"report interval", func(in *controlplane.SnapshotInput) { in.ReportInterval = time.Minute }},
+		{"policy removed", func(in *snapshot.Input) { in.Policies = in.Policies[1:] }},
+		{"trust bundle", func(in *snapshot.Input) { in.TrustBundle = append(in.TrustBundle, testRoots(t)...) }},
+		{"report interval", func(in *snapshot.Input) { in.ReportInterval = time.Minute }},
 	} {
 		in := testInput(t, roots)
 		tc.change(&in)
@@ -296,7 +296,7 @@ func TestSnapshotHash(t *testing.T) {
 
 func TestBuiltSnapshotCompiles(t *testing.T) {
 	in := testInput(t, testRoots(t))
-	snap, err := controlplane.BuildSnapshot(in, in.Workloads[1])
+	snap, err := buildSnapshot(in, in.Workloads[1])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,15 +315,15 @@ func TestBuiltSnapshotCompiles(t *testing.T) {
 
 // benchInput is a mesh of n services with two endpoints each and a few
 // policies.
-func benchInput(b *testing.B, n int) controlplane.SnapshotInput {
-	in := controlplane.SnapshotInput{Mesh: meshSpec(b, "STRICT", "deny"), TrustBundle: testRoots(b), ReportInterval: 30 * time.Second,
+func benchInput(b *testing.B, n int) snapshot.Input {
+	in := snapshot.Input{Mesh: meshSpec(b, "STRICT", "deny"), TrustBundle: testRoots(b), ReportInterval: 30 * time.Second,
 		TrustDomain: spiffeid.RequireTrustDomainFromString("trellis.local")}
 	at := time.Now()
 	for i := range n {
 		ns := fmt.Sprintf("ns%d", i%10)
 		svc := fmt.Sprintf("svc%d", i)
 		for j := range 2 {
-			in.Workloads = append(in.Workloads, controlplane.Workload{
+			in.Workloads = append(in.Workloads, snapshot.Workload{
 				Instance:      fmt.Sprintf("%s-%d", svc, j),
 				SPIFFEID:      "spiffe://trellis.local/ns/" + ns + "/sa/" + svc,
 				Service:       svc,
@@ -336,7 +336,7 @@ func benchInput(b *testing.B, n int) controlplane.SnapshotInput {
 			})
 		}
 	}
-	in.Policies = []controlplane.Policy{
+	in.Policies = []snapshot.Policy{
 		testPolicy(b, "ns0", "svc0-allow", "{service: svc0}"),
 		testPolicy(b, "ns0", "ns0-allow", "{}"),
 		testPolicy(b, "ns0", "v1-only", "{matchLabels: {version: v1}}"),
@@ -352,7 +352,7 @@ func BenchmarkBuildSnapshot1000Services(b *testing.B) {
 	in := benchInput(b, 1000)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := controlplane.BuildSnapshot(in, in.Workloads[0]); err != nil {
+		if _, err := buildSnapshot(in, in.Workloads[0]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -362,16 +362,30 @@ func BenchmarkBuildSnapshot1000Services(b *testing.B) {
 // proxy adds to a push round: the shared part is built once per round.
 func BenchmarkBuildSnapshot1000ServicesPerProxy(b *testing.B) {
 	in := benchInput(b, 1000)
-	v, err := controlplane.NewMeshView(in)
+	v, err := snapshot.NewView(in)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if _, err := controlplane.BuildFromView(v, in.Workloads[i%len(in.Workloads)]); err != nil {
+		if _, err := buildFromView(v, in.Workloads[i%len(in.Workloads)]); err != nil {
 			b.Fatal(err)
 		}
 		i++
 	}
+}
+
+// buildSnapshot builds w's snapshot from in, as one push round does.
+func buildSnapshot(in snapshot.Input, w snapshot.Workload) (*pb.Snapshot, error) {
+	v, err := snapshot.NewView(in)
+	if err != nil {
+		return nil, err
+	}
+	return snapshot.Build(v, &w)
+}
+
+// buildFromView builds one proxy's snapshot from a shared view.
+func buildFromView(v *snapshot.View, w snapshot.Workload) (*pb.Snapshot, error) {
+	return snapshot.Build(v, &w)
 }
