@@ -331,6 +331,9 @@ spec:
 	hc := &http.Client{Timeout: 5 * time.Second}
 	up := client.UpstreamAddr(0)
 	expect(t, hc, up, "GET", "/items", answer{code: 200})
+	// Both policies are in the proxy's config (a push round may carry
+	// only the first of them).
+	expect(t, hc, up, "GET", "/admin", answer{code: 403, deniedBy: "shop/no-admin"})
 	// Raw request lines, so no client cleans them first.
 	for _, target := range []string{"/items/../admin", "//admin", "/./admin/x", "/items/%2e%2e/admin", "/admin/"} {
 		c, err := net.Dial("tcp", up)
