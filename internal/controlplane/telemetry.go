@@ -59,7 +59,7 @@ func openAudit(cfg Config, self spiffeid.ID, roots func() *x509.CertPool, cert f
 			TLS:      collectorTLS.Config,
 			SpoolDir: filepath.Join(cfg.DataDir, spoolDir),
 			Logger:   cfg.Logger.With("component", "telemetry"),
-			Now:      cfg.Clock.Now,
+			Clock:    cfg.Clock,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("telemetry spool: %w", err)

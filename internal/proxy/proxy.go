@@ -116,7 +116,7 @@ func New(cfg Config) (*Proxy, error) {
 		Instance:      p.instance,
 		SpoolDir:      cfg.SpoolDir,
 		Logger:        p.log,
-		Now:           cfg.Clock.Now,
+		Clock:         cfg.Clock,
 		Stats:         func() *pb.TrafficStats { return p.metrics.TrafficStats(cfg.Service, cfg.Namespace, p.started) },
 		StatsInterval: cfg.StatsInterval,
 		Dialer:        cfg.contextDialer(), // transparent mode

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
 )
 
 // Defaults for zero Options fields.
@@ -92,8 +93,9 @@ type Options struct {
 	SpoolLimitBytes int64
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// Now stamps events that have no time (default time.Now).
-	Now func() time.Time
+	// Clock stamps events that have no time and times reconnect waits;
+	// nil is the system clock.
+	Clock clock.Clock
 }
 
 // Reasons events are dropped (label of trellis_telemetry_events_dropped_total).
@@ -204,14 +206,12 @@ func New(opts Options) (*Emitter, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
+	opts.Clock = clock.Or(opts.Clock)
 	mem := max(opts.MemoryLimit, 4)
 	e := &Emitter{
 		opts:     opts,
 		log:      opts.Logger,
-		now:      opts.Now,
+		now:      opts.Clock.Now,
 		memLimit: mem,
 		// Up to a quarter of the memory may be in flight, and pending is
 		// spilled at half, so a quarter is left to absorb bursts while

@@ -73,7 +73,7 @@ func (e *Emitter) Run(ctx context.Context) {
 			continue
 		}
 		waiting = false
-		start := time.Now()
+		start := e.opts.Clock.Now()
 		err := e.stream(ctx, addr)
 		if ctx.Err() != nil {
 			return
@@ -85,17 +85,19 @@ func (e *Emitter) Run(ctx context.Context) {
 		}
 		// A stream that stayed up a while was healthy: back off from the
 		// bottom again.
-		if time.Since(start) > time.Minute {
+		if e.opts.Clock.Now().Sub(start) > time.Minute {
 			b.Reset()
 		}
 		d := b.Next()
 		st := e.Stats()
 		e.log.Warn("telemetry stream down; events wait in memory and the spool", "collector", addr, "err", err,
 			"retry_in", d.Round(time.Millisecond).String(), "queued", st.Queued, "spool_bytes", st.SpoolBytes)
+		t := e.opts.Clock.NewTimer(d)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(d):
+		case <-t.C():
 		}
 	}
 }

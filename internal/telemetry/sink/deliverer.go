@@ -17,6 +17,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/backoff"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry"
 )
 
@@ -46,6 +47,8 @@ type DelivererConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger; nil means none.
 	Logger *slog.Logger
+	// Clock times the waits between attempts; nil is the system clock.
+	Clock clock.Clock
 }
 
 const (
@@ -94,6 +97,7 @@ func NewDeliverer(cfg DelivererConfig) (*Deliverer, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = defaultMaxBatch
 	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.BatchDelay == 0 {
 		cfg.BatchDelay = defaultBatchDelay
 	}
@@ -168,7 +172,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if err != nil {
 			d.failedAttempts.Add(1)
 			d.log.Warn("reading the event log failed; retrying", "from", next, "err", err)
-			if !sleep(ctx, b.Next()) {
+			if !d.sleep(ctx, b.Next()) {
 				return nil
 			}
 			continue
@@ -176,7 +180,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if len(recs) == 0 {
 			d.failedAttempts.Add(1)
 			d.log.Warn("the event log returned no records though it has them; retrying", "from", next, "last", d.cfg.Log.LastIndex())
-			if !sleep(ctx, b.Next()) {
+			if !d.sleep(ctx, b.Next()) {
 				return nil
 			}
 			continue
@@ -199,7 +203,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			// for the disk instead.
 			d.failedAttempts.Add(1)
 			d.log.Error("saving the delivery cursor failed; retrying", "file", d.cursorPath, "err", err)
-			if !sleep(ctx, b.Next()) {
+			if !d.sleep(ctx, b.Next()) {
 				return nil
 			}
 		}
@@ -255,19 +259,20 @@ func (d *Deliverer) send(ctx context.Context, recs []telemetry.Record, b *backof
 		wait := b.Next()
 		d.log.Warn("delivery failed; retrying the same records", "first", first, "last", last,
 			"attempt", failures+1, "retry_in", wait.Round(time.Millisecond), "err", err)
-		if !sleep(ctx, wait) {
+		if !d.sleep(ctx, wait) {
 			return false
 		}
 	}
 }
 
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
+// sleep waits wait on the deliverer's clock; false when ctx ended first.
+func (d *Deliverer) sleep(ctx context.Context, wait time.Duration) bool {
+	t := d.cfg.Clock.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-t.C():
 		return true
 	}
 }

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 func newFileSink(t testing.TB) (Sink, string) {
@@ -223,5 +225,28 @@ func TestRunStopsDuringOutage(t *testing.T) {
 	}
 	if st := d.Stats(); st.FailedAttempts == 0 || st.Cursor != 0 || st.Lag != 5 {
 		t.Errorf("stats %+v, want failures, cursor 0, lag 5", st)
+	}
+}
+
+// Retries wait on the deliverer's clock: after a failed batch it waits on
+// one timer and sends again only when the clock has moved past the wait.
+func TestRetriesWaitOnTheClock(t *testing.T) {
+	log := openLog(t)
+	s, err := Parse("http://127.0.0.1:1/unreachable", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, log, log, 3)
+	fake := clock.NewFake(time.Now())
+	d := newDeliverer(t, DelivererConfig{Name: "down", Sink: s, Log: log, Dir: t.TempDir(), BatchDelay: -1,
+		MinBackoff: time.Second, MaxBackoff: 2 * time.Second, Clock: fake})
+	startDeliverer(t, d)
+	for attempt := uint64(1); attempt <= 3; attempt++ {
+		fake.BlockUntil(1) // waiting to retry
+		if got := d.Stats().FailedAttempts; got != attempt {
+			t.Fatalf("waiting after failure %d: %d failed attempts counted", attempt, got)
+		}
+		fake.Advance(2 * time.Second) // past the longest wait
+		testutil.Eventually(t, "the next attempt", func() bool { return d.Stats().FailedAttempts > attempt })
 	}
 }
