@@ -2,7 +2,8 @@ package cli_test
 
 import (
 	"context"
-	"os"
+	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,17 +19,29 @@ import (
 // DATA_DIR/state.db and closes it on exit.
 func TestControlStore(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "cp")
+	// A port free a moment ago, so the test can wait for /readyz: the
+	// admin token exists before the control plane is up, and stopping it
+	// mid-start is an error exit.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := l.Addr().String()
+	l.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	done := make(chan int, 1)
 	go func() {
 		var out strings.Builder
-		done <- cli.Main(ctx, []string{"control", "--data-dir", dir, "--api-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-level", "error"}, strings.NewReader(""), &out, &out)
+		done <- cli.Main(ctx, []string{"control", "--data-dir", dir, "--api-addr", api, "--grpc-addr", "127.0.0.1:0", "--log-level", "error"}, strings.NewReader(""), &out, &out)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(filepath.Join(dir, controlplane.AdminTokenFile)); err == nil {
-			break
+		if resp, err := http.Get("http://" + api + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
 		}
 		select {
 		case code := <-done:
@@ -36,7 +49,7 @@ func TestControlStore(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("trellis control not up after 10s")
+			t.Fatal("trellis control not ready after 10s")
 		}
 	}
 	cancel()
