@@ -169,7 +169,7 @@ func TestAppGateCapsRequestsInFlight(t *testing.T) {
 			viaProxy := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 			const rounds, n = 3, 40
 			for round := range rounds {
-				for _, via := range []struct {
+				for vi, via := range []struct {
 					name string
 					c    *http.Client
 					url  string
@@ -188,7 +188,12 @@ func TestAppGateCapsRequestsInFlight(t *testing.T) {
 					testutil.Eventually(t, "the app to hold its admitted requests", func() bool {
 						return app.inFlight.Load() == int64(min(tc.admitted, tc.limits.AppMaxRequests))
 					})
-					time.Sleep(100 * time.Millisecond) // let the rest arrive and be refused
+					// Every request beyond the slots and the queue has been
+					// refused: the rest wait in the queue.
+					want := float64((round*2 + vi + 1) * tc.refused)
+					testutil.Eventually(t, "the refusals of this burst", func() bool {
+						return metric(t, m.serverMetrics, "trellis_inbound_refused_requests_total", map[string]string{"reason": tc.reason}) == want
+					})
 					close(app.release)
 					<-done
 					if codes[200] != tc.admitted || codes[503] != tc.refused {
