@@ -47,24 +47,27 @@ func FuzzFastVsNetHTTP(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	app := &diffApp{}
-	appAddr := startDiffApp(f, app)
-	fast := startDiffInbound(f, appAddr, false)
-	slow := startDiffInbound(f, appAddr, true)
+	// One app behind each proxy, so a request one path delivers late
+	// can never be taken for the other path's.
+	apps := []*diffApp{{}, {}}
+	addrs := []string{
+		startDiffInbound(f, startDiffApp(f, apps[0]), false),
+		startDiffInbound(f, startDiffApp(f, apps[1]), true),
+	}
 	// The harness itself: a plain request reaches the app through both.
-	for _, addr := range []string{fast, slow} {
-		app.take()
+	for i, addr := range addrs {
+		apps[i].take()
 		sendAndDrain(f, addr, []byte("GET /check HTTP/1.1\r\nHost: x\r\n\r\n"))
-		if got := app.take(); len(got) != 1 || !strings.HasPrefix(got[0], "GET /check ") {
+		if got := apps[i].take(); len(got) != 1 || !strings.HasPrefix(got[0], "GET /check ") {
 			f.Fatalf("a plain GET through %s reached the app as %q, want once", addr, got)
 		}
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		got := make([][]string, 2)
-		for i, addr := range []string{fast, slow} {
-			app.take()
+		for i, addr := range addrs {
+			apps[i].take()
 			sendAndDrain(t, addr, in)
-			got[i] = app.take()
+			got[i] = apps[i].take()
 		}
 		if len(got[0]) == 0 || len(got[1]) == 0 {
 			return // one path refused: allowed
