@@ -1,5 +1,7 @@
 // Package testutil holds shared test fixtures: a test CA and workload CSRs,
-// a settable clock, a t-bound logger and Eventually; only tests import it.
+// a t-bound logger, Eventually, log buffers, HTTP clients, echo servers, a
+// capture redirector and Prometheus lookups; only tests import it (clock.Fake is
+// the test clock).
 // Running control planes and proxies is testutil/cptest's and
 // testutil/meshtest's: testutil must not import a role (control plane,
 // proxy, collector), so that the roles' own tests can use it.
