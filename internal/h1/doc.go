@@ -7,7 +7,11 @@
 // Trailer. Anything else is ErrUnsupported, and nothing has been consumed:
 // the caller hands the connection, buffered bytes included, to net/http,
 // which implements the rest of HTTP/1.x. Responses (from a peer proxy or
-// the local app) that break these rules are errors.
+// the local app) that break these rules are errors. A head whose lines
+// end in a bare LF is ErrBareLF as soon as the bytes show it (the CRLF CRLF
+// it lacks never comes), so the caller can answer at once.
+//
+// It depends on the standard library only.
 //
 // Heads are parsed from the reader's buffer without consuming it, copied
 // once into a string that every field slices, and bodies are copied
