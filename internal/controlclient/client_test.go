@@ -77,23 +77,7 @@ func (r *recordingTarget) fail(err error) {
 // against a real control plane: a snapshot applied is ACKed, an Apply error
 // is the NACK's error, and the stream's state is told both ways.
 func TestControlClientTarget(t *testing.T) {
-	cp := meshtest.StartControlPlane(t, controlplane.Config{})
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "catalog", Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	certs := workloadcert.New(spiffeid.RequireFromString(tok.Info.SPIFFEID), cp.GRPCAddr(), pool, tok.Token, testutil.Logger(t), nil)
-	if err := certs.Obtain(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	cp, certs := catalogCerts(t)
 	target := &recordingTarget{applied: make(chan *pb.Snapshot, 10), states: make(chan error, 10)}
 	cc := &controlclient.Client{
 		Addr:   cp.GRPCAddr(),
@@ -169,23 +153,7 @@ func awaitProxy(t *testing.T, cp *meshtest.ControlPlane, what string, cond func(
 // client waits on one timer and tries again only when the clock has moved
 // past the wait (at most the 3 s cap).
 func TestReconnectWaitsOnTheClock(t *testing.T) {
-	cp := meshtest.StartControlPlane(t, controlplane.Config{})
-	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "catalog", Namespace: "shop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	certs := workloadcert.New(spiffeid.RequireFromString(tok.Info.SPIFFEID), cp.GRPCAddr(), pool, tok.Token, testutil.Logger(t), nil)
-	if err := certs.Obtain(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	_, certs := catalogCerts(t)
 	// Nothing listens here: every stream fails at once.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -216,4 +184,28 @@ func TestReconnectWaitsOnTheClock(t *testing.T) {
 		}
 		fake.Advance(3 * time.Second) // the cap: the wait is over whatever it drew
 	}
+}
+
+// catalogCerts starts a control plane and obtains a certificate for
+// catalog.shop from it.
+func catalogCerts(t *testing.T) (*meshtest.ControlPlane, *workloadcert.Manager) {
+	t.Helper()
+	cp := meshtest.StartControlPlane(t, controlplane.Config{})
+	tok, err := cp.Client(t).CreateToken(context.Background(), adminapi.CreateTokenRequest{Service: "catalog", Namespace: "shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	certs := workloadcert.New(spiffeid.RequireFromString(tok.Info.SPIFFEID), cp.GRPCAddr(), pool, tok.Token, testutil.Logger(t), nil)
+	if err := certs.Obtain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return cp, certs
 }
