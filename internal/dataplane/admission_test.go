@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// The inbound admission chain (admission.go) runs for every inbound
+// The inbound admission chain (internal/dataplane/admission) runs for every inbound
 // request whatever carries it. These cases run as one table over the
 // three ways into the server proxy:
 //

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -24,7 +25,7 @@ import (
 //	       (ALPN h2: pooled, multiplexed; http/1.1: Upgrade; trellis-tcp/1:
 //	       one tunnel per connection)
 //	    -> Inbound (sniff TLS or plaintext, verify the caller)
-//	    -> Authorizer per request or connection -> X-Forwarded-Client-Cert
+//	    -> admission chain per request, authorizer per connection -> X-Forwarded-Client-Cert
 //	    -> app (HTTP/1.1 keep-alive pool, or h2c for http2/grpc; TCP)
 //
 // Files: inbound.go and inboundhttp.go (the server side), outbound.go and
@@ -44,8 +45,9 @@ type DataPlaneConfig struct {
 	// config arrives, during which inbound refuses connections and outbound
 	// fails fast with 503.
 	Snapshot func() *meshconfig.Snapshot
-	// Authorizer decides inbound requests; nil means MeshDefaultAuthorizer.
-	Authorizer Authorizer
+	// Authorizer decides inbound requests; nil means
+	// admission.MeshDefaultAuthorizer.
+	Authorizer admission.Authorizer
 	// Service, Namespace and Protocol describe this workload; Protocol is
 	// http (default), http2, grpc or tcp.
 	Service, Namespace, Protocol string
@@ -98,7 +100,7 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 		c.Identity = noIdentity{}
 	}
 	if c.Authorizer == nil {
-		c.Authorizer = MeshDefaultAuthorizer{}
+		c.Authorizer = admission.MeshDefaultAuthorizer{}
 	}
 	if c.Protocol == "" {
 		c.Protocol = meshconfig.ProtocolHTTP
@@ -143,7 +145,7 @@ const (
 )
 
 // xfccHeader is the Envoy convention for telling the app who called.
-const xfccHeader = "X-Forwarded-Client-Cert"
+const xfccHeader = admission.XFCCHeader
 
 // peer is what the inbound side knows about the caller of one connection,
 // computed once per connection (or once per identity) rather than per
@@ -157,6 +159,11 @@ type peer struct {
 	// source is the caller's metrics entry for the service the config
 	// names it by; see sourceFor.
 	source atomic.Pointer[sourceBinding]
+}
+
+// admission is the peer as the admission chain sees it.
+func (p *peer) admission() admission.Peer {
+	return admission.Peer{ID: p.id, Principal: p.principal, MTLS: p.mtls}
 }
 
 // sourceBinding ties a caller's metrics entry to the snapshot that named

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -82,8 +83,8 @@ type fastConn struct {
 	// view and verdict are the current request as the inbound admission
 	// chain sees it and its verdict (one per connection: no allocation
 	// per request).
-	view    h1View
-	verdict verdict
+	view    admission.H1View
+	verdict admission.Verdict
 }
 
 // Read reads from the caller's connection; br reads through it. While a
@@ -171,7 +172,7 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 				handedOff = s.handoff(&replayConn{Conn: c, r: fc.br}, p)
 			case errors.Is(err, h1.ErrBareLF):
 				// Answered at once: the CRLF CRLF it lacks never comes.
-				s.refusals.refuseRequest(refuseBadRequest)
+				s.refusals.RefusedRequest(admission.ReasonBadRequest)
 				ew := newErrorResponse()
 				plainError(ew, http.StatusBadRequest, "trellis: bare LF line ending in the request head; end lines with CRLF\n")
 				ew.writeTo(fc.bw, true)

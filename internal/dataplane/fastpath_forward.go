@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -201,7 +202,7 @@ func fromHTTPResponse(r *http.Response, h *h1.Head) error {
 	}
 	conn := r.Header["Connection"]
 	for name, values := range r.Header {
-		drop := isHopHeader(name) || name == "Content-Length" || headerHasToken(conn, name)
+		drop := isHopHeader(name) || name == "Content-Length" || admission.HasToken(conn, name)
 		for _, v := range values {
 			f := h1.Field{Name: name, Value: v, Drop: drop}
 			if !h1.ValidField(f) {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
@@ -75,24 +76,24 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
 		path, _, _ := strings.Cut(req.Target, "?")
-		in.accessEvent(req.Method, path, traceIDFrom(req.Get), p, snap, &o, start)
+		in.accessEvent(req.Method, path, admission.TraceID(req.Get), p, snap, &o, start)
 	}
 	return keep
 }
 
 func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshconfig.Snapshot, resp *h1.Head) (outcome, bool) {
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
-	fc.view.req = req
+	fc.view.Req = req
 	v := &fc.verdict
-	in.admit(&fc.view, p, snap, v)
-	fc.view.req = nil
-	o := outcome{authorized: v.authorized, dec: v.dec}
-	if rf := v.refused; rf != nil {
+	in.chain.Admit(&fc.view, p.admission(), snap, v)
+	fc.view.Req = nil
+	o := outcome{authorized: v.Authorized, dec: v.Decision}
+	if rf := v.Refused; rf != nil {
 		ew := newErrorResponse()
-		o.code = rf.write(ew)
-		return o, answer(ew, rf.close)
+		o.code = writeRefusal(ew, rf)
+		return o, answer(ew, rf.Close)
 	}
-	path := v.path
+	path := v.Path
 	var extra []h1.Field
 	var xf [1]h1.Field
 	if len(p.xfcc) > 0 {
@@ -101,7 +102,7 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshc
 	}
 	if rf := in.gate.acquire(context.Background(), p.principal); rf != nil {
 		ew := newErrorResponse()
-		o.code = rf.write(ew)
+		o.code = writeRefusal(ew, rf)
 		return o, answer(ew, false)
 	}
 	defer in.gate.release(p.principal)

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -103,7 +103,7 @@ type pathAuthorizer struct {
 	xfcc  []string
 }
 
-func (a *pathAuthorizer) Authorize(_ *meshconfig.Snapshot, r *dataplane.Request) dataplane.Decision {
+func (a *pathAuthorizer) Authorize(_ *meshconfig.Snapshot, r *admission.Request) admission.Decision {
 	a.mu.Lock()
 	a.paths = append(a.paths, r.Method+" "+r.Path)
 	for _, n := range []string{"X-Forwarded-Client-Cert", "X_Forwarded_Client_Cert", "x-forwarded-client-cert"} {
@@ -113,9 +113,9 @@ func (a *pathAuthorizer) Authorize(_ *meshconfig.Snapshot, r *dataplane.Request)
 	}
 	a.mu.Unlock()
 	if r.Path == "/admin" || strings.HasPrefix(r.Path, "/admin/") || r.Path == "/deny" {
-		return dataplane.Decision{Allow: false, Policy: "shop/no-admin"}
+		return admission.Decision{Allow: false, Policy: "shop/no-admin"}
 	}
-	return dataplane.Decision{Allow: true}
+	return admission.Decision{Allow: true}
 }
 
 // recordingApp is echoApp that also records every method and path it

@@ -7,6 +7,8 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 )
 
 // hopHeaders are connection-specific (RFC 9110 7.6.1) and never forwarded.
@@ -36,7 +38,7 @@ func removeHopHeaders(h http.Header) {
 	}
 	te := false
 	if v, ok := h["Te"]; ok {
-		te = headerHasToken(v, "trailers")
+		te = admission.HasToken(v, "trailers")
 	}
 	for _, k := range hopHeaders {
 		delete(h, k)
@@ -57,18 +59,6 @@ func removeConnectionTokens(h http.Header, conn []string) {
 			h.Del(tok)
 		}
 	}
-}
-
-// headerHasToken reports whether a comma-separated header lists token.
-func headerHasToken(values []string, token string) bool {
-	for _, v := range values {
-		for tok := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(textproto.TrimString(tok), token) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // outRequest is an outgoing request and its URL in one allocation.

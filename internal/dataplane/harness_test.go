@@ -16,6 +16,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -151,7 +152,7 @@ type meshOptions struct {
 	// idleTimeout is both proxies' IdleTimeout (0: the default).
 	idleTimeout time.Duration
 	// authorizer decides on the server proxy (default: the mesh default).
-	authorizer dataplane.Authorizer
+	authorizer admission.Authorizer
 	// serviceOf is the snapshot's SPIFFE ID -> service map (default none:
 	// every caller's service is unknown).
 	serviceOf map[string]string

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -35,6 +36,8 @@ type Inbound struct {
 	// the app, for the fast path and app.
 	fast    *fastServer
 	fastApp *upPool
+	// chain admits each HTTP request (internal/dataplane/admission).
+	chain admission.Chain
 	// gate caps the requests in flight to the app (limits.go).
 	gate    *appGate
 	srv     *http.Server
@@ -73,6 +76,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
+	in.chain = admission.Chain{Authorizer: cfg.Authorizer, Protocol: cfg.Protocol, Recorder: cfg.Metrics, Log: in.log}
 	in.gate = newAppGate(cfg.Limits, cfg.Metrics)
 	in.newInboundFast()
 	in.app = newAppClient(in.fastApp, in.appH1)
@@ -269,8 +273,8 @@ func (in *Inbound) reject(c net.Conn, reason string, err error) {
 
 // serveTCP authorizes one TCP connection and tunnels it to the app.
 func (in *Inbound) serveTCP(conn net.Conn, p *peer, snap *meshconfig.Snapshot) {
-	dec := in.cfg.Authorizer.Authorize(snap, &Request{Source: p.id, Principal: p.principal, Protocol: meshconfig.ProtocolTCP})
-	in.cfg.Metrics.decision(dec)
+	dec := in.cfg.Authorizer.Authorize(snap, &admission.Request{Source: p.id, Principal: p.principal, Protocol: meshconfig.ProtocolTCP})
+	in.cfg.Metrics.Decided(dec)
 	if !dec.Allow {
 		in.log.Debug("tcp connection denied", "source", p.principal, "reason", dec.Reason, "policy", dec.Policy)
 		closeQuietly(conn)

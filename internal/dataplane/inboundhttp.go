@@ -7,13 +7,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -36,7 +36,7 @@ func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.dest.request(src, o.code, o.authorized && !o.dec.Allow, start)
 	// Off (rate 0, the default), this is one predictable branch.
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
-		in.accessEvent(r.Method, r.URL.Path, traceID(r.Header), p, snap, &o, start)
+		in.accessEvent(r.Method, r.URL.Path, admission.TraceID(r.Header.Get), p, snap, &o, start)
 	}
 	if o.abort {
 		// The response is already under way: abort it so the caller sees a
@@ -53,7 +53,7 @@ type outcome struct {
 	// authorized says authorization ran (the request got past the mTLS
 	// and path checks); dec is then its decision.
 	authorized bool
-	dec        Decision
+	dec        admission.Decision
 }
 
 // accessEvent emits an "access" event for one finished request.
@@ -91,30 +91,40 @@ func (in *Inbound) accessEvent(method, path, trace string, p *peer, snap *meshco
 // it (Mesh.spec.authorization.hidePolicy).
 const deniedByHeader = "X-Trellis-Denied-By"
 
+// writeRefusal answers with rf; closing is left to the caller (a
+// Connection field on net/http, the fast path's own close).
+func writeRefusal(w http.ResponseWriter, rf *admission.Refusal) int {
+	if rf.DeniedBy != "" {
+		w.Header()[deniedByHeader] = []string{rf.DeniedBy}
+	}
+	plainError(w, rf.Code, rf.Msg)
+	return rf.Code
+}
+
 // Status codes recorded for requests that got no upstream response.
 const statusClientClosed = 499
 
 func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *meshconfig.Snapshot) outcome {
-	v := new(verdict)
-	in.admit(httpView{r}, p, snap, v)
-	o := outcome{authorized: v.authorized, dec: v.dec}
-	if rf := v.refused; rf != nil {
-		if rf.close {
+	v := new(admission.Verdict)
+	in.chain.Admit(admission.HTTPView{R: r}, p.admission(), snap, v)
+	o := outcome{authorized: v.Authorized, dec: v.Decision}
+	if rf := v.Refused; rf != nil {
+		if rf.Close {
 			w.Header()["Connection"] = []string{"close"}
 		}
-		o.code = rf.write(w)
+		o.code = writeRefusal(w, rf)
 		return o
 	}
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
 	if rf := in.gate.acquire(r.Context(), p.principal); rf != nil {
-		o.code = rf.write(w)
+		o.code = writeRefusal(w, rf)
 		return o
 	}
 	defer in.gate.release(p.principal)
-	if v.upgrade != "" {
-		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.upgrade, &in.conns)
+	if v.Upgrade != "" {
+		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.Upgrade, &in.conns)
 		if err != nil {
 			code = in.appFailed(w, r, err)
 		}
@@ -170,7 +180,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 // bodyIdle answers a request whose body stopped making progress: 408,
 // and the connection closes.
 func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
-	in.cfg.Metrics.refuseRequest(refuseBodyIdle)
+	in.cfg.Metrics.RefusedRequest(refuseBodyIdle)
 	w.Header()["Connection"] = []string{"close"}
 	plainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
 	return http.StatusRequestTimeout
@@ -198,31 +208,4 @@ func (in *Inbound) appFailedFor(w http.ResponseWriter, method, path string, err 
 	}
 	plainError(w, code, body)
 	return code
-}
-
-// removeXFCCTokens removes Connection tokens naming the client-cert
-// header, which would make the hop-by-hop pass delete the proxy's own
-// header after it is set.
-func removeXFCCTokens(h http.Header) {
-	conn, ok := h["Connection"]
-	if !ok {
-		return
-	}
-	kept := conn[:0:0]
-	for _, v := range conn {
-		var tokens []string
-		for _, tok := range strings.Split(v, ",") {
-			if !strings.EqualFold(strings.TrimSpace(tok), xfccHeader) {
-				tokens = append(tokens, tok)
-			}
-		}
-		if len(tokens) > 0 {
-			kept = append(kept, strings.Join(tokens, ","))
-		}
-	}
-	if len(kept) == 0 {
-		delete(h, "Connection")
-	} else {
-		h["Connection"] = kept
-	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 )
 
 // Limits bounds what slow or large requests can hold in the proxy and in
@@ -68,7 +70,6 @@ func (l Limits) withDefaults() Limits {
 // Reasons an inbound request is refused before the app
 // (trellis_inbound_refused_requests_total).
 const (
-	refuseBadRequest  = "bad_request"
 	refuseAppBusy     = "app_busy"
 	refuseCallerBusy  = "caller_busy"
 	refuseBodyIdle    = "body_idle"
@@ -106,12 +107,12 @@ func (g *appGate) caller(principal string) *atomic.Int64 {
 // acquire takes a slot for a request of principal ("" for a plaintext
 // caller), waiting in the queue when every slot is taken. A nil refusal
 // must be paired with release(principal).
-func (g *appGate) acquire(ctx context.Context, principal string) *refusal {
+func (g *appGate) acquire(ctx context.Context, principal string) *admission.Refusal {
 	c := g.caller(principal)
 	if c.Add(1) > g.maxPerCaller {
 		c.Add(-1)
-		g.metrics.refuseRequest(refuseCallerBusy)
-		return &refusal{code: http.StatusServiceUnavailable, msg: "trellis: too many requests in flight from this caller (--caller-max-requests " + strconv.FormatInt(g.maxPerCaller, 10) + ")\n"}
+		g.metrics.RefusedRequest(refuseCallerBusy)
+		return &admission.Refusal{Code: http.StatusServiceUnavailable, Msg: "trellis: too many requests in flight from this caller (--caller-max-requests " + strconv.FormatInt(g.maxPerCaller, 10) + ")\n"}
 	}
 	select {
 	case g.slots <- struct{}{}:
@@ -121,7 +122,7 @@ func (g *appGate) acquire(ctx context.Context, principal string) *refusal {
 	if g.pending.Add(1) > g.maxPending {
 		g.pending.Add(-1)
 		c.Add(-1)
-		g.metrics.refuseRequest(refuseAppBusy)
+		g.metrics.RefusedRequest(refuseAppBusy)
 		return appBusy(cap(g.slots), g.maxPending)
 	}
 	t := time.NewTimer(appQueueTimeout)
@@ -134,12 +135,12 @@ func (g *appGate) acquire(ctx context.Context, principal string) *refusal {
 	case <-ctx.Done():
 	}
 	c.Add(-1)
-	g.metrics.refuseRequest(refuseAppBusy)
+	g.metrics.RefusedRequest(refuseAppBusy)
 	return appBusy(cap(g.slots), g.maxPending)
 }
 
-func appBusy(inFlight int, pending int64) *refusal {
-	return &refusal{code: http.StatusServiceUnavailable, msg: "trellis: app busy: " + strconv.Itoa(inFlight) + " requests in flight and the queue full or too slow (--app-max-requests, --app-max-pending " + strconv.FormatInt(pending, 10) + ")\n"}
+func appBusy(inFlight int, pending int64) *admission.Refusal {
+	return &admission.Refusal{Code: http.StatusServiceUnavailable, Msg: "trellis: app busy: " + strconv.Itoa(inFlight) + " requests in flight and the queue full or too slow (--app-max-requests, --app-max-pending " + strconv.FormatInt(pending, 10) + ")\n"}
 }
 
 func (g *appGate) release(principal string) {
@@ -170,7 +171,7 @@ func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *Metrics) http
 			h.ServeHTTP(w, r)
 			return
 		}
-		m.refuseRequest(refuseHeaderLimit)
+		m.RefusedRequest(refuseHeaderLimit)
 		w.Header()["Connection"] = []string{"close"}
 		plainError(w, http.StatusRequestHeaderFieldsTooLarge, "trellis: "+msg+"\n")
 	})

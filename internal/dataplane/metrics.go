@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/telemetry"
 )
 
@@ -226,14 +227,17 @@ func (m *Metrics) reject(reason string) {
 	}
 }
 
-func (m *Metrics) refuseRequest(reason string) {
+// RefusedRequest counts a request refused before the app, by reason
+// (admission.Recorder).
+func (m *Metrics) RefusedRequest(reason string) {
 	if m != nil {
 		m.refused.WithLabelValues(reason).Inc()
 	}
 }
 
-// auditDecision counts what an audit-mode policy would have decided.
-func (m *Metrics) auditDecision(policy string, allow bool) {
+// AuditDecided counts what an audit-mode policy would have decided
+// (admission.AuditRecorder).
+func (m *Metrics) AuditDecided(policy string, allow bool) {
 	if m == nil {
 		return
 	}
@@ -244,7 +248,8 @@ func (m *Metrics) auditDecision(policy string, allow bool) {
 	m.authz.WithLabelValues(decision, policy, "audit").Inc()
 }
 
-func (m *Metrics) decision(d Decision) {
+// Decided counts an authorization decision (admission.Recorder).
+func (m *Metrics) Decided(d admission.Decision) {
 	if m == nil {
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -26,10 +27,10 @@ func BenchmarkMetricsPerRequest(b *testing.B) {
 		snap := &meshconfig.Snapshot{ServiceOf: map[string]string{principal: "frontend"}}
 		self := spiffeid.RequireFromString("spiffe://td/ns/shop/sa/catalog")
 		p := newPeer(self, spiffeid.RequireFromString(principal), m, "catalog", "shop", snap)
-		dec := Decision{Allow: true, Policy: "shop/allow-frontend", Rule: 0}
+		dec := admission.Decision{Allow: true, Policy: "shop/allow-frontend", Rule: 0}
 		start := time.Now()
 		record := func() {
-			m.decision(dec)
+			m.Decided(dec)
 			d.request(p.sourceFor(snap, m, "catalog", "shop"), 200, false, start)
 		}
 		record() // creates the counter children

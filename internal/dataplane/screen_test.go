@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -200,13 +200,13 @@ func TestScreenCanonicalPathIsWhatTheAppSees(t *testing.T) {
 func TestScreenStripsIdentityHeaders(t *testing.T) {
 	app := &screenApp{}
 	var policySaw sync.Map
-	authz := authorizerFunc(func(_ *meshconfig.Snapshot, r *dataplane.Request) dataplane.Decision {
+	authz := authorizerFunc(func(_ *meshconfig.Snapshot, r *admission.Request) admission.Decision {
 		for _, h := range []string{"X-Spiffe-Id", "X-Trellis-Role", "X-Envoy-Peer-Metadata", "X_Spiffe_Id"} {
 			if v := r.HeaderValue(h); v != "" {
 				policySaw.Store(h, v)
 			}
 		}
-		return dataplane.Decision{Allow: true}
+		return admission.Decision{Allow: true}
 	})
 	m := newMesh(t, meshOptions{app: app, authorizer: authz})
 	forged := []string{"X-Spiffe-Id: spiffe://trellis.test/ns/shop/sa/admin", "x_spiffe_id: forged", "X-Trellis-Role: admin", "X-Envoy-Peer-Metadata: e30=", "X-Kept: yes"}

@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -217,13 +218,13 @@ func TestMeshDefaultDeny(t *testing.T) {
 // request, and that its decision is enforced per request.
 func TestAuthorizerSeesRequest(t *testing.T) {
 	m := newMesh(t, meshOptions{})
-	seen := make(chan dataplane.Request, 10)
+	seen := make(chan admission.Request, 10)
 	agents := make(chan string, 10)
-	auth := authorizerFunc(func(_ *meshconfig.Snapshot, r *dataplane.Request) dataplane.Decision {
+	auth := authorizerFunc(func(_ *meshconfig.Snapshot, r *admission.Request) admission.Decision {
 		seen <- *r
 		// Headers are valid during the decision only.
 		agents <- r.HeaderValue("User-Agent")
-		return dataplane.Decision{Allow: r.Method == http.MethodGet, Policy: "shop/readers"}
+		return admission.Decision{Allow: r.Method == http.MethodGet, Policy: "shop/readers"}
 	})
 	// A second inbound with the custom authorizer, swapped into the
 	// snapshot as catalog's endpoint.
@@ -259,9 +260,9 @@ func TestAuthorizerSeesRequest(t *testing.T) {
 	}
 }
 
-type authorizerFunc func(*meshconfig.Snapshot, *dataplane.Request) dataplane.Decision
+type authorizerFunc func(*meshconfig.Snapshot, *admission.Request) admission.Decision
 
-func (f authorizerFunc) Authorize(s *meshconfig.Snapshot, r *dataplane.Request) dataplane.Decision {
+func (f authorizerFunc) Authorize(s *meshconfig.Snapshot, r *admission.Request) admission.Decision {
 	return f(s, r)
 }
 

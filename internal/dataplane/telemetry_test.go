@@ -9,7 +9,7 @@ import (
 	"time"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -18,11 +18,11 @@ import (
 // policy shop/no-secrets denies with its rule 2.
 type denySecrets struct{}
 
-func (denySecrets) Authorize(_ *meshconfig.Snapshot, req *dataplane.Request) dataplane.Decision {
+func (denySecrets) Authorize(_ *meshconfig.Snapshot, req *admission.Request) admission.Decision {
 	if req.Path == "/secret" {
-		return dataplane.Decision{Allow: false, Policy: "shop/no-secrets", Rule: 2, Reason: "no secrets"}
+		return admission.Decision{Allow: false, Policy: "shop/no-secrets", Rule: 2, Reason: "no secrets"}
 	}
-	return dataplane.Decision{Allow: true, Rule: -1, Reason: "allowed"}
+	return admission.Decision{Allow: true, Rule: -1, Reason: "allowed"}
 }
 
 // statusApp answers /fail with 500, everything else with 200.

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 )
 
 // upgradeType returns the protocol an HTTP/1.1 request asks to switch to
@@ -18,7 +20,7 @@ func upgradeType(r *http.Request) string {
 		return ""
 	}
 	c, ok := r.Header["Connection"]
-	if !ok || !headerHasToken(c, "upgrade") {
+	if !ok || !admission.HasToken(c, "upgrade") {
 		return ""
 	}
 	return r.Header.Get("Upgrade")

@@ -76,6 +76,19 @@ var rules = []rule{
 		why:    "the snapshot builder is pure: its input is given, it does no I/O and holds no state",
 	},
 	{
+		from:   []string{"internal/dataplane/admission/..."},
+		banned: []string{"internal/dataplane", "internal/controlclient/...", "internal/meshdns/..."},
+		why:    "the admission chain is transport-neutral: the data path's transports call it, it never reaches back into them",
+	},
+	{
+		from: []string{"internal/controlplane/registry/..."},
+		banned: []string{
+			"internal/controlplane", "internal/meshca/...", "internal/jointoken/...",
+			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+		},
+		why: "the proxy registry knows a config stream only as a handle: it must not reach the control plane's server, the signers, a store backend or the data plane",
+	},
+	{
 		from:   []string{"internal/collectord/..."},
 		banned: []string{"internal/proxy/...", "internal/meshca/...", "internal/jointoken/..."},
 		why:    "the collector shares the workload certificate manager (internal/workloadcert), not the proxy, and never signs",

@@ -12,6 +12,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/names"
@@ -118,7 +119,7 @@ type Config struct {
 	// PolicyAuthorizer for this workload, counting in the proxy's metrics
 	// and sending audit events to its collector. A caller's Authorizer is
 	// used as given: the proxy never modifies it.
-	Authorizer dataplane.Authorizer
+	Authorizer admission.Authorizer
 	Logger     *slog.Logger
 	// Clock times certificate renewal and reports; nil is the system
 	// clock.
@@ -162,8 +163,8 @@ func (c *Config) setDefaults() {
 
 // policyAuthorizer is the default Authorizer: the policy engine for this
 // workload, counting in m and sending audit events to events.
-func (c *Config) policyAuthorizer(m *dataplane.Metrics, events func(*pb.Event)) *dataplane.PolicyAuthorizer {
-	pa := &dataplane.PolicyAuthorizer{
+func (c *Config) policyAuthorizer(m *dataplane.Metrics, events func(*pb.Event)) *admission.PolicyAuthorizer {
+	pa := &admission.PolicyAuthorizer{
 		Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
 		Log:      c.Logger,
 		Metrics:  m,

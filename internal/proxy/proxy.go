@@ -25,6 +25,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlclient"
 	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -54,7 +55,7 @@ type Proxy struct {
 	// certificate).
 	reportNow chan struct{}
 	// authz is Config.Authorizer, or the proxy's own PolicyAuthorizer.
-	authz dataplane.Authorizer
+	authz admission.Authorizer
 
 	inbound  *dataplane.Inbound
 	outbound *dataplane.Outbound

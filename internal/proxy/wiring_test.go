@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -17,7 +17,7 @@ import (
 func TestCallerAuthorizerUntouched(t *testing.T) {
 	cp := meshtest.StartControlPlane(t, controlplane.Config{})
 	app := startApp(t, http.NotFoundHandler())
-	pa := &dataplane.PolicyAuthorizer{Workload: policy.Workload{Namespace: "shop", Service: "catalog"}, Log: testutil.Logger(t)}
+	pa := &admission.PolicyAuthorizer{Workload: policy.Workload{Namespace: "shop", Service: "catalog"}, Log: testutil.Logger(t)}
 	meshtest.StartProxy(t, cp, proxy.Config{Service: "catalog", AppAddr: app, Authorizer: pa})
 	if pa.Metrics != nil || pa.Events != nil {
 		t.Errorf("caller's PolicyAuthorizer after New and Start: Metrics %v, Events set %v; want both left nil", pa.Metrics, pa.Events != nil)

@@ -1,8 +1,7 @@
-package dataplane
+package admission
 
 import (
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync/atomic"
 
@@ -12,6 +11,12 @@ import (
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
 )
+
+// AuditRecorder counts what audit-mode policies would have decided (the
+// data path's metrics). It must not block.
+type AuditRecorder interface {
+	AuditDecided(policy string, allow bool)
+}
 
 // PolicyAuthorizer decides with the policy engine compiled into each
 // Snapshot, for one workload. Every deny and every audit-mode would-deny
@@ -28,7 +33,7 @@ type PolicyAuthorizer struct {
 	// audit-mode would-deny. It must not block.
 	Events func(*pb.Event)
 	// Metrics, when set, counts audit-mode decisions.
-	Metrics *Metrics
+	Metrics AuditRecorder
 	// Audits counts audit-mode would-deny events.
 	Audits atomic.Int64
 }
@@ -59,7 +64,9 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 	var audit func(policy.AuditResult)
 	if snap.Engine.Len() > 0 {
 		audit = func(ar policy.AuditResult) {
-			a.Metrics.auditDecision(ar.Policy, ar.WouldAllow)
+			if a.Metrics != nil {
+				a.Metrics.AuditDecided(ar.Policy, ar.WouldAllow)
+			}
 			if ar.WouldAllow {
 				return
 			}
@@ -114,23 +121,11 @@ func responseCodeFor(protocol string) uint32 {
 	return 403
 }
 
-// traceID takes a W3C traceparent's trace id, when the request has one.
-func traceID(h http.Header) string {
-	if h == nil {
-		return ""
-	}
-	return traceIDFrom(h.Get)
-}
+func (req *Request) traceID() string { return TraceID(req.HeaderValue) }
 
-func (req *Request) traceID() string {
-	if req.Header != nil {
-		return traceID(req.Header)
-	}
-	return traceIDFrom(req.GetHeader)
-}
-
-// traceIDFrom is traceID with a header lookup.
-func traceIDFrom(get func(string) string) string {
+// TraceID takes a W3C traceparent's trace id from a request's fields,
+// when it has one.
+func TraceID(get func(string) string) string {
 	if get == nil {
 		return ""
 	}

@@ -1,4 +1,4 @@
-package dataplane
+package admission
 
 import (
 	"net/http"

@@ -1,4 +1,4 @@
-package dataplane
+package admission
 
 import (
 	"net/http"
@@ -12,8 +12,8 @@ func TestHTTPViewStripsCallerXFCC(t *testing.T) {
 	h["x_Forwarded_Client_Cert"] = []string{"forged"}
 	h["Connection"] = []string{"keep-alive, X-Forwarded-Client-Cert", "x-forwarded-client-cert"}
 	h["X-Other"] = []string{"kept"}
-	if rf := (httpView{&http.Request{Header: h}}).Filter(nil); rf != nil {
-		t.Fatalf("refused: %s", rf.msg)
+	if rf := (HTTPView{&http.Request{Header: h}}).Filter(nil); rf != nil {
+		t.Fatalf("refused: %s", rf.Msg)
 	}
 	for k := range h {
 		if k != "Connection" && k != "X-Other" {
@@ -24,7 +24,7 @@ func TestHTTPViewStripsCallerXFCC(t *testing.T) {
 		t.Errorf("Connection = %q, want [keep-alive] (tokens naming the client-cert header removed)", got)
 	}
 	h = http.Header{"Connection": {"X-Forwarded-Client-Cert"}}
-	(httpView{&http.Request{Header: h}}).Filter(nil)
+	(HTTPView{&http.Request{Header: h}}).Filter(nil)
 	if _, ok := h["Connection"]; ok {
 		t.Errorf("a Connection header naming only the client-cert header must go: %q", h["Connection"])
 	}

@@ -1,0 +1,235 @@
+package admission
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/policy"
+)
+
+// The inbound admission chain: the checks every inbound HTTP request
+// passes before the app, whatever carries it (the HTTP/1.1 fast path or
+// net/http over HTTP/1.x or HTTP/2). Each transport wraps its request in a
+// View, runs Chain.Admit, and writes the verdict its own way. A new
+// inbound step (end-user JWT, external authorization, rate limits) is one
+// more entry in steps, so no path can miss it.
+
+// View is what admission sees of a request: read access to the
+// request line and fields, and the removal of fields only the proxy may
+// set. Values are valid during admit only.
+type View interface {
+	Method() string
+	// RawPath is the request target's path as received, still
+	// percent-encoded, without the query.
+	RawPath() string
+	Host() string
+	// HTTP11 is true for an HTTP/1.1 request (false for HTTP/1.0 and
+	// HTTP/2), the only version an Upgrade is taken on.
+	HTTP11() bool
+	// Get returns the first value of a field, case-insensitively.
+	Get(name string) string
+	// Values returns every value of a field, case-insensitively.
+	Values(name string) []string
+	// Filter runs screenField on every field name, removing the fields
+	// it drops; it stops at the first refusal.
+	Filter(strip *meshconfig.HeaderStrip) *Refusal
+	// SetPath replaces the path the app receives (the query stays).
+	SetPath(path string)
+	// Header is the view for the authorizer: the fields as an
+	// http.Header, or else a lookup (see Request).
+	Header() (http.Header, func(string) string)
+}
+
+// Peer is the caller as the inbound's transport established it.
+type Peer struct {
+	// ID is the caller's SPIFFE ID; zero for a plaintext caller
+	// (PERMISSIVE mode).
+	ID spiffeid.ID
+	// Principal is ID as a string, "" for plaintext.
+	Principal string
+	// MTLS: the connection is mutual TLS.
+	MTLS bool
+}
+
+// Recorder counts what admission decides (the data path's metrics). It
+// must not block.
+type Recorder interface {
+	// RefusedRequest counts a request refused before the app, by reason
+	// (ReasonBadRequest here).
+	RefusedRequest(reason string)
+	// Decided counts an authorization decision.
+	Decided(d Decision)
+}
+
+// ReasonBadRequest is the Recorder reason of the screen's refusals (400).
+const ReasonBadRequest = "bad_request"
+
+// Chain is one inbound's admission chain. Its fields are set at
+// construction and not changed after.
+type Chain struct {
+	// Authorizer decides each request that passes the screen.
+	Authorizer Authorizer
+	// Protocol is the inbound's service protocol (meshconfig.Protocol*).
+	Protocol string
+	// Recorder counts refusals and decisions; nil counts nothing.
+	Recorder Recorder
+	// Log gets a debug line per denial; nil means slog.Default.
+	Log *slog.Logger
+}
+
+// Verdict is how admission ended.
+type Verdict struct {
+	// Refused is the answer when the request does not reach the app.
+	Refused *Refusal
+	// Path is the canonical path (policy.CanonicalPath), what policies
+	// matched and the app receives.
+	Path string
+	// Upgrade is the protocol an admitted Upgrade switches to, or "".
+	Upgrade string
+	// Authorized says authorization ran; Decision is then its outcome.
+	Authorized bool
+	Decision   Decision
+}
+
+// step is one check; false stops the chain with v.Refused set.
+type step func(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool
+
+// steps run in this order; the first refusal wins.
+var steps = []step{
+	requireSnapshot,
+	requireMTLS,
+	screenMethod,
+	screenFields,
+	canonicalizePath,
+	screenUpgrade,
+	authorize,
+}
+
+// Admit runs the admission chain for one request into v. The caller owns
+// v: the fast path keeps one per connection, so the steps (called through
+// function values, which makes v escape) allocate nothing per request.
+func (c *Chain) Admit(r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) {
+	*v = Verdict{}
+	for _, s := range steps {
+		if !s(c, r, p, snap, v) {
+			return
+		}
+	}
+}
+
+// refuse ends the chain with rf.
+func (v *Verdict) refuse(rf *Refusal) bool {
+	v.Refused = rf
+	return false
+}
+
+func (c *Chain) refused(reason string) {
+	if c.Recorder != nil {
+		c.Recorder.RefusedRequest(reason)
+	}
+}
+
+// requireSnapshot: nothing is admitted before the first configuration.
+func requireSnapshot(_ *Chain, _ View, _ Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	if snap == nil {
+		return v.refuse(&Refusal{Code: http.StatusServiceUnavailable, Msg: "trellis: inbound has no configuration yet\n"})
+	}
+	return true
+}
+
+// requireMTLS: a plaintext connection accepted while PERMISSIVE outlives
+// a switch to STRICT; its requests stop here, and the connection closes.
+func requireMTLS(_ *Chain, _ View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	if !p.MTLS && snap.MTLSMode != "PERMISSIVE" {
+		return v.refuse(&Refusal{Code: http.StatusForbidden, Msg: "trellis: mutual TLS required\n", Close: true})
+	}
+	return true
+}
+
+// screenMethod refuses standard methods in another case (checkMethod).
+func screenMethod(c *Chain, r View, _ Peer, _ *meshconfig.Snapshot, v *Verdict) bool {
+	if rf := checkMethod(r.Method()); rf != nil {
+		c.refused(ReasonBadRequest)
+		return v.refuse(rf)
+	}
+	return true
+}
+
+// screenFields removes what only the proxy may say for the caller (every
+// spelling of X-Forwarded-Client-Cert, the mesh's strip list) before any
+// policy sees the request, and refuses framing look-alikes.
+func screenFields(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	if rf := r.Filter(snap.HeaderStrip()); rf != nil {
+		c.refused(ReasonBadRequest)
+		return v.refuse(rf)
+	}
+	return true
+}
+
+// canonicalizePath: policies see, and the app receives, one canonical
+// path; forms the mesh's path mode refuses get 400.
+func canonicalizePath(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	raw := r.RawPath()
+	canon, err := policy.CanonicalPath(raw, snap.PathMode)
+	if err != nil {
+		c.refused(ReasonBadRequest)
+		return v.refuse(BadRequest(err.Error()))
+	}
+	if canon != raw {
+		r.SetPath(canon)
+	}
+	v.Path = canon
+	return true
+}
+
+// screenUpgrade admits an Upgrade only to an allowed protocol on an
+// HTTP/1.1 GET (checkUpgrade).
+func screenUpgrade(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	up, rf := checkUpgrade(r, snap.AllowedUpgrades)
+	if rf != nil {
+		c.refused(ReasonBadRequest)
+		return v.refuse(rf)
+	}
+	v.Upgrade = up
+	return true
+}
+
+// authorize asks the Authorizer and records its decision; a denial is 403
+// naming the policy unless the mesh hides it.
+func authorize(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	h, get := r.Header()
+	dec := c.Authorizer.Authorize(snap, &Request{
+		Source: p.ID, Principal: p.Principal, Protocol: c.Protocol,
+		Method: r.Method(), Path: v.Path, Host: r.Host(), Header: h, GetHeader: get,
+	})
+	if c.Recorder != nil {
+		c.Recorder.Decided(dec)
+	}
+	v.Authorized, v.Decision = true, dec
+	if dec.Allow {
+		return true
+	}
+	if log := cmp.Or(c.Log, slog.Default()); log.Enabled(context.Background(), slog.LevelDebug) {
+		log.Debug("request denied", "source", p.Principal, "method", r.Method(), "path", v.Path, "policy", dec.Policy, "reason", dec.Reason)
+	}
+	rf := &Refusal{Code: http.StatusForbidden, Msg: "RBAC: access denied\n"}
+	if dec.Policy != "" && !snap.HidePolicy {
+		rf.DeniedBy = dec.Policy
+	}
+	return v.refuse(rf)
+}
+
+// screenField decides one caller-supplied field: refused (a framing
+// look-alike), dropped (X-Forwarded-Client-Cert in any spelling, or on the
+// strip list), or kept.
+func screenField(name string, strip *meshconfig.HeaderStrip) (keep bool, rf *Refusal) {
+	if rf := checkFieldName(name); rf != nil {
+		return false, rf
+	}
+	return !isXFCC(name) && !strip.Match(name), nil
+}

@@ -1,0 +1,104 @@
+package admission
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
+)
+
+// HTTPView is a net/http request (HTTP/1.x or HTTP/2) as admission sees
+// it.
+type HTTPView struct{ R *http.Request }
+
+func (v HTTPView) Method() string           { return v.R.Method }
+func (v HTTPView) RawPath() string          { return RequestPath(v.R) }
+func (v HTTPView) Host() string             { return v.R.Host }
+func (v HTTPView) HTTP11() bool             { return v.R.ProtoMajor == 1 && v.R.ProtoMinor == 1 }
+func (v HTTPView) Get(name string) string   { return v.R.Header.Get(name) }
+func (v HTTPView) Values(n string) []string { return v.R.Header.Values(n) }
+
+func (v HTTPView) Header() (http.Header, func(string) string) { return v.R.Header, nil }
+
+func (v HTTPView) SetPath(path string) { v.R.URL.Path, v.R.URL.RawPath = path, "" }
+
+// Filter also drops Connection tokens naming X-Forwarded-Client-Cert:
+// the hop-by-hop pass would otherwise delete the proxy's own header after
+// it is set.
+func (v HTTPView) Filter(strip *meshconfig.HeaderStrip) *Refusal {
+	h := v.R.Header
+	for k := range h {
+		keep, rf := screenField(k, strip)
+		if rf != nil {
+			return rf
+		}
+		if !keep {
+			delete(h, k)
+		}
+	}
+	removeXFCCTokens(h)
+	return nil
+}
+
+// RequestPath is the path of the request target as received, still
+// percent-encoded.
+func RequestPath(r *http.Request) string {
+	if u := r.RequestURI; u != "" && u[0] == '/' {
+		p, _, _ := strings.Cut(u, "?")
+		return p
+	}
+	return r.URL.EscapedPath()
+}
+
+// H1View is a request on the HTTP/1.1 fast path as admission sees it. A
+// fast path connection holds one, so admission allocates nothing per request.
+type H1View struct{ Req *h1.Head }
+
+func (v *H1View) Method() string { return v.Req.Method }
+func (v *H1View) RawPath() string {
+	p, _, _ := strings.Cut(v.Req.Target, "?")
+	return p
+}
+func (v *H1View) Host() string           { return v.Req.Host }
+func (v *H1View) HTTP11() bool           { return v.Req.Minor == 1 }
+func (v *H1View) Get(name string) string { return v.Req.Get(name) }
+
+func (v *H1View) Values(name string) []string {
+	var out []string
+	for i := range v.Req.Fields {
+		if f := &v.Req.Fields[i]; strings.EqualFold(f.Name, name) {
+			out = append(out, f.Value)
+		}
+	}
+	return out
+}
+
+func (v *H1View) Header() (http.Header, func(string) string) { return nil, v.Req.Get }
+
+// SetPath rewrites the target. The fast path takes only canonical paths
+// (the inbound hands other forms to net/http), so this does not happen there today.
+func (v *H1View) SetPath(path string) {
+	_, q, ok := strings.Cut(v.Req.Target, "?")
+	if ok {
+		path += "?" + q
+	}
+	v.Req.Target = path
+}
+
+// Filter needs no Connection pass: a request whose Connection field
+// names fields never takes the fast path.
+func (v *H1View) Filter(strip *meshconfig.HeaderStrip) *Refusal {
+	kept := v.Req.Fields[:0]
+	for _, f := range v.Req.Fields {
+		keep, rf := screenField(f.Name, strip)
+		if rf != nil {
+			return rf
+		}
+		if keep {
+			kept = append(kept, f)
+		}
+	}
+	v.Req.Fields = kept
+	return nil
+}
