@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshca"
 )
@@ -148,7 +149,7 @@ func (s *Server) caStatusLocked() adminapi.CAStatus {
 		st.Roots = append(st.Roots, adminapi.CARoot{ID: rootIDs[i], Subject: r.Subject.String(), NotBefore: r.NotBefore, NotAfter: r.NotAfter, Active: rootIDs[i] == activeID})
 	}
 	var pending []adminapi.CAProxy
-	for _, c := range s.push.reg.certStates() {
+	for _, c := range s.push.reg.CertStates() {
 		lacks, blocks := certLacks(c, issuerID, activeID, rootIDs)
 		if blocks {
 			st.Proxies.Blocking++
@@ -195,7 +196,7 @@ func (s *Server) caStatusLocked() adminapi.CAStatus {
 // certLacks says what a proxy does not have yet: a certificate from the
 // active intermediate, each root of the bundle. blocks: it lacks the
 // certificate or the active root, which retiring the others would cut off.
-func certLacks(c proxyCertState, issuerID, activeID string, rootIDs []string) (lacks []string, blocks bool) {
+func certLacks(c registry.CertState, issuerID, activeID string, rootIDs []string) (lacks []string, blocks bool) {
 	switch c.CertIssuer {
 	case issuerID:
 	case "":

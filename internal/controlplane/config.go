@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/clock"
+	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -29,11 +30,11 @@ const (
 	DefaultPushDebounce = 25 * time.Millisecond
 	// DefaultAckTimeout is how long a sent snapshot may go unanswered
 	// before its proxy counts as STALE.
-	DefaultAckTimeout = 5 * time.Second
+	DefaultAckTimeout = registry.DefaultAckTimeout
 	// DefaultDriftGrace is how long a proxy may report running other
 	// content than it acknowledged before it counts as DRIFTED and is
 	// sent its snapshot again.
-	DefaultDriftGrace = 10 * time.Second
+	DefaultDriftGrace = registry.DefaultDriftGrace
 )
 
 // DefaultVIPRange is where services' virtual IPs come from: part of

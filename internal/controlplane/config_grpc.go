@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -79,15 +80,15 @@ func (s *configServer) stream(stream pb.Config_StreamServer) error {
 	stopOnClose := context.AfterFunc(s.base, func() { cancel(errShuttingDown) })
 	defer stopOnClose()
 	ps := newProxyStream(cancel)
-	if err := s.push.reg.connect(w, hello.GetProxyVersion(), hello.GetRunningVersion(), hello.GetRunningHash(), ps); err != nil {
+	if err := s.push.reg.Connect(w, hello.GetProxyVersion(), hello.GetRunningVersion(), hello.GetRunningHash(), ps); err != nil {
 		s.log.Warn("config stream refused", "err", err, "spiffe_id", id.String(), "peer", peerAddr(ctx))
-		if errors.Is(err, errTooManyInstances) {
+		if errors.Is(err, registry.ErrTooManyInstances) {
 			return status.Errorf(codes.ResourceExhausted, "hello: %v", err)
 		}
 		return status.Errorf(codes.PermissionDenied, "hello: %v; generate a new instance value", err)
 	}
 	defer func() {
-		if s.push.reg.disconnect(w.Instance, ps) {
+		if s.push.reg.Disconnect(w.Instance, ps) {
 			s.push.conv.gone(w.Instance)
 		}
 	}()
@@ -145,17 +146,17 @@ func (s *configServer) receive(stream pb.Config_StreamServer, instance string, p
 		switch m := msg.GetMessage().(type) {
 		case *pb.ProxyMessage_Ack:
 			s.metrics.acks.Inc()
-			reg.ack(instance, ps, m.Ack)
+			reg.Ack(instance, ps, m.Ack)
 			log.Debug("snapshot acked", "version", m.Ack.GetVersion(), "hash", m.Ack.GetHash())
 		case *pb.ProxyMessage_Nack:
 			s.metrics.nacks.Inc()
-			reg.nack(instance, ps, m.Nack)
+			reg.Nack(instance, ps, m.Nack)
 			log.Warn("snapshot rejected by proxy", "version", m.Nack.GetVersion(), "error", m.Nack.GetError())
 		case *pb.ProxyMessage_Report:
-			if err := checkReport(m.Report); err != nil {
+			if err := registry.CheckReport(m.Report); err != nil {
 				return status.Errorf(codes.InvalidArgument, "report: %v", err)
 			}
-			reg.report(instance, ps, m.Report)
+			reg.Report(instance, ps, m.Report)
 		case *pb.ProxyMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello may only be the first message; open a new stream to register again")
 		default:

@@ -2,9 +2,10 @@
 // store.Store it is given (Config.Store; it never opens or closes one and
 // must not import a backend such as store/bolt), runs the mesh CA
 // (internal/meshca) and the join-token authority (internal/jointoken),
-// serves the identity gRPC API and the config stream
-// (registry, snapshot builder, push) to proxies, and the HTTP admin API to
-// the CLI.
+// serves the identity gRPC API and the config stream to proxies (the push
+// loop; the proxy registry is internal/controlplane/registry, the snapshot
+// builder internal/controlplane/snapshot), and the HTTP admin API to the
+// CLI.
 //
 // A Server is self-contained (no process-global state), so tests run several
 // in one process. Only the CLI wiring and tests import this package; the proxy

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -25,6 +26,10 @@ const (
 	maxLabelKeyLen     = 317 // a 253-byte DNS prefix, '/', a 63-byte name
 	maxLabelValueLen   = 63
 )
+
+// workload is one proxy's workload as the registry and the snapshot
+// builder see it (snapshot.Workload).
+type workload = snapshot.Workload
 
 // Application protocols a Hello may declare.
 var protocols = []string{"http", "http2", "grpc", "tcp"}

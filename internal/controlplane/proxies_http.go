@@ -10,13 +10,13 @@ import (
 // handleListProxies answers GET /api/v1/proxies[?namespace=NS]: every
 // proxy the registry holds with its sync state.
 func (s *Server) handleListProxies(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, adminapi.ProxyListResponse{Items: s.push.reg.proxies(r.URL.Query().Get("namespace"))})
+	writeJSON(w, http.StatusOK, adminapi.ProxyListResponse{Items: s.push.reg.Proxies(r.URL.Query().Get("namespace"))})
 }
 
 // handleListServices answers GET /api/v1/services[?namespace=NS]: the
 // services proxies see, counted the way their snapshots list them.
 func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
-	ws, idle, _ := s.push.reg.view()
+	ws, idle, _ := s.push.reg.View()
 	items := serviceInfos(ws, idle, r.URL.Query().Get("namespace"))
 	for i := range items {
 		items[i].VirtualIP = s.push.vips.known(serviceKey{Namespace: items[i].Namespace, Name: items[i].Name})
@@ -26,7 +26,7 @@ func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
 
 // serviceInfos summarizes servicesOf(ws, idle) with instance counts;
 // namespace "" means all.
-func serviceInfos(ws []workload, idle []idleService, namespace string) []adminapi.ServiceInfo {
+func serviceInfos(ws []snapshot.Workload, idle []snapshot.IdleService, namespace string) []adminapi.ServiceInfo {
 	type key struct{ ns, name string }
 	instances, connected := map[key]int{}, map[key]int{}
 	for _, w := range ws {

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
@@ -39,15 +40,16 @@ func (s *proxyStream) offer(snap *pb.Snapshot) {
 	s.slot <- snap
 }
 
-// close ends the stream; cause says why (errStreamReplaced,
-// errShuttingDown).
-func (s *proxyStream) close(cause error) { s.cancel(cause) }
+// CloseReplaced ends the stream: the registry took a newer one of the same
+// proxy instance (registry.Stream).
+func (s *proxyStream) CloseReplaced() { s.cancel(errStreamReplaced) }
 
 // pusher rebuilds snapshots when something a proxy needs changes and offers
 // the changed ones to their streams. One goroutine (run) does all building,
 // so versions are assigned in the order content was built.
 type pusher struct {
-	reg            *registry
+	reg            *registry.Registry[*proxyStream]
+	now            func() time.Time
 	res            *resourceCache
 	roots          func() [][]byte
 	issuer         func() string // the CA's active issuer (Snapshot.issuer); see trust
@@ -101,6 +103,7 @@ func newPusher(ps pushSettings) *pusher {
 		debounce:       ps.debounce,
 		// The sweep expires workloads and repairs drift.
 		sweepEvery: min(max(min(ps.endpointGrace, ps.drift)/4, 5*time.Millisecond), time.Second),
+		now:        ps.now,
 		log:        ps.log,
 		metrics:    m,
 		changed:    make(chan struct{}, 1),
@@ -110,11 +113,11 @@ func newPusher(ps pushSettings) *pusher {
 			abandon: m.convergenceAbandoned.Inc,
 		},
 	}
-	p.reg = newRegistry(registryOptions{
-		now: ps.now, grace: ps.endpointGrace, ackTimeout: ps.ackTimeout, driftGrace: ps.drift,
-		changed: p.kick, connectedGauge: m.connectedProxies.Set, onAck: p.conv.acked,
+	p.reg = registry.New[*proxyStream](registry.Options{
+		Now: ps.now, Grace: ps.endpointGrace, AckTimeout: ps.ackTimeout, DriftGrace: ps.drift,
+		Changed: p.kick, ConnectedGauge: m.connectedProxies.Set, OnAck: p.conv.acked,
 	})
-	m.watchProxyStates(p.reg.stateCounts)
+	m.watchProxyStates(p.reg.StateCounts)
 	return p
 }
 
@@ -157,7 +160,7 @@ func (p *pusher) run(ctx context.Context) {
 			pending = false
 			p.round(false, changedAt)
 		case <-sweep.C:
-			p.reg.expire()
+			p.reg.Expire()
 			p.repairDrift()
 		}
 	}
@@ -180,22 +183,22 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 		id = p.rounds
 		defer p.conv.seal(id)
 	}
-	targets := p.reg.targets(initialOnly)
+	targets := p.reg.Targets(initialOnly)
 	sent := 0
 	for i := range targets {
 		t := &targets[i]
-		snap, err := snapshot.Build(v, &t.w)
+		snap, err := snapshot.Build(v, &t.Workload)
 		if err != nil {
-			p.buildFailed(t.w.Instance, err)
+			p.buildFailed(t.Workload.Instance, err)
 			continue
 		}
-		if !p.reg.offer(t.w.Instance, t.stream, snap) {
+		if !p.reg.Offer(t.Workload.Instance, t.Stream, snap) {
 			continue
 		}
 		if !initialOnly {
-			p.conv.offered(id, changedAt, t.w.Instance, snap.GetVersion())
+			p.conv.offered(id, changedAt, t.Workload.Instance, snap.GetVersion())
 		}
-		t.stream.offer(snap)
+		t.Stream.offer(snap)
 		sent++
 	}
 	if sent > 0 {
@@ -230,15 +233,15 @@ func (p *pusher) buildFailed(instance string, err error) {
 // the push loop, so a repair never overtakes a newer snapshot in a
 // stream's slot.
 func (p *pusher) repairDrift() {
-	now := p.reg.now()
-	for _, d := range p.reg.driftRepairs() {
+	now := p.now()
+	for _, d := range p.reg.DriftRepairs() {
 		p.metrics.driftRepairs.Inc()
 		p.log.Warn("config drift: proxy reports running other content than it acknowledged; re-sending its snapshot",
-			"instance", d.w.Instance, "spiffe_id", d.w.SPIFFEID, "service", d.w.Service, "namespace", d.w.Namespace,
-			"desired_version", d.snap.GetVersion(), "desired_hash", shortHash(d.snap.GetHash()),
-			"running_version", d.running.Version, "running_hash", shortHash(d.running.Hash),
-			"drifted_for", now.Sub(d.since).Round(time.Millisecond).String(), "repairs", d.count)
-		d.stream.offer(d.snap)
+			"instance", d.Workload.Instance, "spiffe_id", d.Workload.SPIFFEID, "service", d.Workload.Service, "namespace", d.Workload.Namespace,
+			"desired_version", d.Snap.GetVersion(), "desired_hash", shortHash(d.Snap.GetHash()),
+			"running_version", d.Running.Version, "running_hash", shortHash(d.Running.Hash),
+			"drifted_for", now.Sub(d.Since).Round(time.Millisecond).String(), "repairs", d.Count)
+		d.Stream.offer(d.Snap)
 	}
 }
 
@@ -252,7 +255,7 @@ func shortHash(h string) string {
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*snapshot.View, error) {
-	ws, idle, regGen := p.reg.view()
+	ws, idle, regGen := p.reg.View()
 	mesh, policies, resGen := p.res.state()
 	roots, issuer := p.trust()
 	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.SameTrust(roots, issuer) {

@@ -20,6 +20,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/atomicfile"
+	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/meshca"
@@ -128,11 +129,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
 		collectorAddr: cfg.CollectorAddr, now: cfg.Clock.Now, log: cfg.Logger, metrics: s.metrics,
 	})
-	if ws, err := loadRegistry(ctx, st); err != nil {
+	if ws, err := registry.Load(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
-	} else if n := s.push.reg.restore(ws); n > 0 {
+	} else if n := s.push.reg.Restore(ws); n > 0 {
 		cfg.Logger.Info("restored registered workloads (state RESTORED); they stay endpoints until their proxies reconnect, for at most the restore grace period",
-			"workloads", n, "restore_grace_period", s.push.reg.restoreGrace.String())
+			"workloads", n, "restore_grace_period", s.push.reg.RestoreGrace().String())
 	}
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Clock.Now, cfg.GRPCAddr, cfg.APIAddr)
@@ -202,7 +203,7 @@ func (s *Server) Start() error {
 	}()
 	go func() {
 		defer s.wg.Done()
-		saveRegistry(pushCtx, s.store, s.push.reg, s.log)
+		s.push.reg.Persist(pushCtx, s.store, s.log)
 	}()
 	go func() {
 		defer s.wg.Done()

@@ -19,7 +19,7 @@ func (s *Server) statusRoutes(api *http.ServeMux) {
 // and a line diff from the acknowledged to the desired one.
 func (s *Server) handleGetProxy(w http.ResponseWriter, r *http.Request) {
 	instance := r.PathValue("instance")
-	info, desired, acked, ok := s.push.reg.proxy(instance)
+	info, desired, acked, ok := s.push.reg.Proxy(instance)
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no proxy instance %q is registered (it may have left after its grace period); `trellis status` lists them", instance))
 		return

@@ -339,7 +339,7 @@ func (a *vipAllocator) keep(k serviceKey, ip netip.Addr) {
 
 // serviceKeys lists the distinct services of ws, sorted (so which of two
 // services probing for one address gets it does not depend on map order).
-func serviceKeys(ws []workload, idle []idleService) []serviceKey {
+func serviceKeys(ws []snapshot.Workload, idle []snapshot.IdleService) []serviceKey {
 	seen := make(map[serviceKey]bool, len(ws)+len(idle))
 	var out []serviceKey
 	add := func(k serviceKey) {

@@ -9,6 +9,9 @@
 //     k8s.io/client-go;
 //   - internal/identity depends on any other package of the module, or
 //     internal/policy on internal/identity;
+//   - the proxy registry (internal/controlplane/registry) depends on the
+//     control plane package itself, the CA or join-token signer, a store
+//     backend or the data plane;
 //   - the collector role (internal/collectord) depends on the proxy, the CA
 //     or the join-token signer;
 //   - any role package (controlplane, proxy, collectord, gateway) depends

@@ -1,4 +1,4 @@
-package controlplane
+package registry
 
 import (
 	"fmt"
@@ -13,8 +13,9 @@ const (
 	maxTrustRoots  = 32
 )
 
-// checkReport validates a Report against the bounds above.
-func checkReport(r *pb.Report) error {
+// CheckReport validates a Report against the bounds above, before Report
+// records it.
+func CheckReport(r *pb.Report) error {
 	for _, f := range []struct{ name, v string }{
 		{"running_version", r.GetRunningVersion()}, {"running_hash", r.GetRunningHash()}, {"cert_issuer", r.GetCertIssuer()},
 	} {

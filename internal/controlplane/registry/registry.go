@@ -1,4 +1,4 @@
-package controlplane
+package registry
 
 import (
 	"cmp"
@@ -15,17 +15,47 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
-// errInstanceTaken refuses a Hello whose instance is registered under
+// Defaults of Options' zero values (and of the control plane's Config).
+const (
+	// DefaultAckTimeout is how long a sent snapshot may go unanswered
+	// before its proxy counts as STALE.
+	DefaultAckTimeout = 5 * time.Second
+	// DefaultDriftGrace is how long a proxy may report running other
+	// content than it acknowledged before it counts as DRIFTED and is
+	// sent its snapshot again.
+	DefaultDriftGrace = 10 * time.Second
+)
+
+// ErrInstanceTaken refuses a Hello whose instance is registered under
 // another identity: one workload must not be able to evict another's stream
 // by guessing its instance value.
-var errInstanceTaken = errors.New("instance already registered by another identity")
+var ErrInstanceTaken = errors.New("instance already registered by another identity")
+
+// ErrTooManyInstances refuses a Hello from an identity that already has
+// maxInstancesPerIdentity instances registered.
+var ErrTooManyInstances = errors.New("too many instances")
+
+// Stream is the registry's handle on one open config stream. It is
+// declared here so the registry knows nothing of gRPC: it compares handles
+// to tell an instance's current stream from a replaced one (the zero value
+// means none), and ends a replaced one.
+type Stream interface {
+	comparable
+	// CloseReplaced ends the stream because a newer stream of the same
+	// instance took its place. Connect calls it once, after the newer
+	// stream is registered, without holding the registry's lock.
+	CloseReplaced()
+}
 
 // workload is one proxy's workload as the snapshot builder sees it
 // (snapshot.Workload).
 type workload = snapshot.Workload
 
-// versionHash names one snapshot content.
-type versionHash struct {
+// serviceKey names a service (snapshot.ServiceKey).
+type serviceKey = snapshot.ServiceKey
+
+// VersionHash names one snapshot content.
+type VersionHash struct {
 	Version string
 	Hash    string
 	At      time.Time
@@ -36,8 +66,8 @@ type versionHash struct {
 const maxUnacked = 4
 
 // proxyEntry is the registry's record of one proxy instance. Guarded by
-// registry.mu.
-type proxyEntry struct {
+// Registry.mu.
+type proxyEntry[S Stream] struct {
 	w              workload
 	proxyVersion   string
 	disconnectedAt time.Time
@@ -46,13 +76,13 @@ type proxyEntry struct {
 	// also across reconnects and (through Hello.running_version) control
 	// plane restarts.
 	counter uint64
-	desired versionHash // last sent
-	acked   versionHash
+	desired VersionHash // last sent
+	acked   VersionHash
 	nack    struct {
 		Version, Error string
 		At             time.Time
 	}
-	running versionHash // what the proxy last said it runs: its latest Report or a later ACK
+	running VersionHash // what the proxy last said it runs: its latest Report or a later ACK
 
 	// desiredSnap and ackedSnap are the content behind desired and acked
 	// (nil when unknown, e.g. acknowledged before a control plane
@@ -79,7 +109,7 @@ type proxyEntry struct {
 		TrustRoots []string
 	}
 
-	stream *proxyStream // nil while disconnected
+	stream S // zero while disconnected
 	// restored: known from the registry saved before a control plane
 	// restart, and its proxy has not reconnected since (state RESTORED;
 	// it expires after restoreGrace rather than grace).
@@ -90,12 +120,8 @@ type proxyEntry struct {
 	initial bool
 }
 
-// registry holds every proxy instance that is connected or within its
-// endpoint grace period. Safe for concurrent use.
 // maxInstancesPerIdentity bounds the proxies one SPIFFE ID may register.
 const maxInstancesPerIdentity = 256
-
-var errTooManyInstances = errors.New("too many instances")
 
 // restoreGracePeriod is the least grace period of workloads restored after
 // a control plane restart, counted from the restart. Proxies retry at most
@@ -114,7 +140,10 @@ const serviceRetention = 24 * time.Hour
 // snapshots until serviceRetention after Since (snapshot.IdleService).
 type idleService = snapshot.IdleService
 
-type registry struct {
+// Registry holds every proxy instance that is connected or within its
+// endpoint grace period, S being the handle of its config stream. Safe for
+// concurrent use.
+type Registry[S Stream] struct {
 	now   func() time.Time
 	grace time.Duration
 	// restoreGrace is the grace period of restored workloads
@@ -123,7 +152,7 @@ type registry struct {
 	restoreGrace time.Duration
 	retention    time.Duration
 	// ackTimeout and driftGrace decide the SYNCING/STALE and
-	// SYNCING/DRIFTED boundaries (Config.AckTimeout, Config.DriftGrace).
+	// SYNCING/DRIFTED boundaries (Options.AckTimeout, Options.DriftGrace).
 	ackTimeout time.Duration
 	driftGrace time.Duration
 	// changed is called (without mu held) after any change that may alter
@@ -137,43 +166,58 @@ type registry struct {
 	onAck func(instance, version string)
 
 	mu        sync.Mutex
-	entries   map[string]*proxyEntry     // by instance
+	entries   map[string]*proxyEntry[S]  // by instance
 	idle      map[serviceKey]idleService // services with no instance left
 	gen       uint64                     // bumped on every change to the workload set
 	versions  uint64                     // bumped when a version number is handed out (saved with the registry)
 	connected int
 }
 
-// registryOptions are a registry's settings and hooks, fixed when it is
-// made.
-type registryOptions struct {
-	now   func() time.Time
-	grace time.Duration // Config.EndpointGracePeriod
-	// ackTimeout and driftGrace: zero means DefaultAckTimeout and
+// Options are a registry's settings and hooks, fixed when it is made.
+type Options struct {
+	// Now is the clock (the control plane's injected clock.Clock).
+	Now func() time.Time
+	// Grace is how long a disconnected workload stays registered (the
+	// control plane's endpoint grace period).
+	Grace time.Duration
+	// AckTimeout and DriftGrace: zero means DefaultAckTimeout and
 	// DefaultDriftGrace.
-	ackTimeout, driftGrace time.Duration
-	changed                func()
-	connectedGauge         func(float64)
-	onAck                  func(instance, version string) // may be nil
+	AckTimeout, DriftGrace time.Duration
+	// Changed is called, without the registry's lock held, after any
+	// change that may alter some proxy's snapshot.
+	Changed func()
+	// ConnectedGauge follows the number of connected proxies; it is
+	// called with the lock held, so updates land in order.
+	ConnectedGauge func(float64)
+	// OnAck, when set, is told of every recorded ACK (instance, version)
+	// with the lock held, so it has seen an ACK before any state shows it.
+	OnAck func(instance, version string)
 }
 
-func newRegistry(o registryOptions) *registry {
-	return &registry{now: o.now, grace: o.grace, restoreGrace: max(o.grace, restoreGracePeriod), retention: serviceRetention,
-		ackTimeout: cmp.Or(o.ackTimeout, DefaultAckTimeout), driftGrace: cmp.Or(o.driftGrace, DefaultDriftGrace),
-		changed: o.changed, connectedGauge: o.connectedGauge, onAck: o.onAck,
-		entries: map[string]*proxyEntry{}, idle: map[serviceKey]idleService{}}
+// New returns an empty registry.
+func New[S Stream](o Options) *Registry[S] {
+	return &Registry[S]{now: o.Now, grace: o.Grace, restoreGrace: max(o.Grace, restoreGracePeriod), retention: serviceRetention,
+		ackTimeout: cmp.Or(o.AckTimeout, DefaultAckTimeout), driftGrace: cmp.Or(o.DriftGrace, DefaultDriftGrace),
+		changed: o.Changed, connectedGauge: o.ConnectedGauge, onAck: o.OnAck,
+		entries: map[string]*proxyEntry[S]{}, idle: map[serviceKey]idleService{}}
 }
 
-// connect registers w with its new stream, replacing (and closing) an older
-// stream of the same instance. runningVersion and runningHash come from the
-// Hello.
-func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash string, s *proxyStream) error {
+// RestoreGrace is the grace period of workloads restored after a control
+// plane restart (Restore).
+func (r *Registry[S]) RestoreGrace() time.Duration { return r.restoreGrace }
+
+// Connect registers w with its new stream, replacing (and closing, see
+// Stream) an older stream of the same instance. runningVersion and
+// runningHash come from the Hello. It refuses an instance held by another
+// identity (ErrInstanceTaken) and an identity with too many instances
+// (ErrTooManyInstances).
+func (r *Registry[S]) Connect(w workload, proxyVersion, runningVersion, runningHash string, s S) error {
 	r.mu.Lock()
 	now := r.now()
 	e := r.entries[w.Instance]
 	if e != nil && e.w.SPIFFEID != w.SPIFFEID {
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %q is held by %s", errInstanceTaken, w.Instance, e.w.SPIFFEID)
+		return fmt.Errorf("%w: %q is held by %s", ErrInstanceTaken, w.Instance, e.w.SPIFFEID)
 	}
 	if e == nil {
 		// One identity may run many replicas, but not flood every proxy's
@@ -186,13 +230,14 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 		}
 		if n >= maxInstancesPerIdentity {
 			r.mu.Unlock()
-			return fmt.Errorf("%w: %s already has %d registered instances", errTooManyInstances, w.SPIFFEID, n)
+			return fmt.Errorf("%w: %s already has %d registered instances", ErrTooManyInstances, w.SPIFFEID, n)
 		}
-		e = &proxyEntry{}
+		e = &proxyEntry[S]{}
 		r.entries[w.Instance] = e
 	}
+	var none S
 	old := e.stream
-	if old == nil {
+	if old == none {
 		r.connected++
 	}
 	w.Connected, w.ConnectedAt = true, now
@@ -204,38 +249,39 @@ func (r *registry) connect(w workload, proxyVersion, runningVersion, runningHash
 	}
 	e.driftSince = time.Time{}
 	if runningHash != "" {
-		e.running = versionHash{Version: runningVersion, Hash: runningHash, At: now}
+		e.running = VersionHash{Version: runningVersion, Hash: runningHash, At: now}
 		e.seq++
 		e.reportSeq = e.seq
 		// Unknown to us (a control plane restart, or after the grace
 		// period): start from what the proxy runs, so unchanged content
 		// keeps its version instead of every proxy getting a new one.
 		if e.desired.Hash == "" {
-			e.desired = versionHash{Version: runningVersion, Hash: runningHash, At: now}
+			e.desired = VersionHash{Version: runningVersion, Hash: runningHash, At: now}
 		}
 	}
 	r.gen++
 	r.connectedGauge(float64(r.connected))
 	r.mu.Unlock()
 
-	if old != nil {
-		old.close(errStreamReplaced)
+	if old != none {
+		old.CloseReplaced()
 	}
 	r.changed()
 	return nil
 }
 
-// disconnect marks the instance's workload disconnected if s is still its
+// Disconnect marks the instance's workload disconnected if s is still its
 // stream (a replaced stream's end changes nothing) and reports whether it
-// did. The workload stays an endpoint until expire removes it.
-func (r *registry) disconnect(instance string, s *proxyStream) bool {
+// did. The workload stays an endpoint until Expire removes it.
+func (r *Registry[S]) Disconnect(instance string, s S) bool {
 	r.mu.Lock()
 	e := r.entries[instance]
 	if e == nil || e.stream != s {
 		r.mu.Unlock()
 		return false
 	}
-	e.stream, e.initial = nil, false
+	var none S
+	e.stream, e.initial = none, false
 	e.w.Connected = false
 	e.disconnectedAt = r.now()
 	r.connected--
@@ -246,21 +292,22 @@ func (r *registry) disconnect(instance string, s *proxyStream) bool {
 	return true
 }
 
-// expire removes workloads whose stream has been down for the grace period
+// Expire removes workloads whose stream has been down for the grace period
 // (restoreGrace for restored ones) and idle services past their retention.
 // A service whose last instance is removed stays listed as idle. It reports
 // whether anything was removed.
-func (r *registry) expire() bool {
+func (r *Registry[S]) Expire() bool {
 	r.mu.Lock()
 	now := r.now()
 	removed := false
+	var none S
 	var left map[serviceKey]string // services that lost an instance: their protocol
 	for id, e := range r.entries {
 		grace := r.grace
 		if e.restored {
 			grace = r.restoreGrace
 		}
-		if e.stream == nil && now.Sub(e.disconnectedAt) >= grace {
+		if e.stream == none && now.Sub(e.disconnectedAt) >= grace {
 			delete(r.entries, id)
 			if left == nil {
 				left = map[serviceKey]string{}
@@ -295,15 +342,15 @@ func (r *registry) expire() bool {
 
 // workloads returns every registered workload (connected or in grace) and
 // the registry generation they reflect.
-func (r *registry) workloads() ([]workload, uint64) {
-	ws, _, gen := r.view()
+func (r *Registry[S]) workloads() ([]workload, uint64) {
+	ws, _, gen := r.View()
 	return ws, gen
 }
 
-// view returns every registered workload, the idle services (no instance
+// View returns every registered workload, the idle services (no instance
 // left, still listed) sorted by namespace and name, and the registry
 // generation they reflect.
-func (r *registry) view() ([]workload, []idleService, uint64) {
+func (r *Registry[S]) View() ([]workload, []idleService, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]workload, 0, len(r.entries))
@@ -320,34 +367,37 @@ func (r *registry) view() ([]workload, []idleService, uint64) {
 	return out, idle, r.gen
 }
 
-// pushTarget is a connected proxy a push round may send to.
-type pushTarget struct {
-	w       workload
-	stream  *proxyStream
-	initial bool
+// Target is a connected proxy a push round may send to.
+type Target[S Stream] struct {
+	Workload workload
+	Stream   S
+	// Initial: the stream has not been offered a snapshot yet.
+	Initial bool
 }
 
-// targets lists connected proxies; with initialOnly, only those whose
+// Targets lists connected proxies; with initialOnly, only those whose
 // stream has not had its first snapshot.
-func (r *registry) targets(initialOnly bool) []pushTarget {
+func (r *Registry[S]) Targets(initialOnly bool) []Target[S] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]pushTarget, 0, len(r.entries))
+	var none S
+	out := make([]Target[S], 0, len(r.entries))
 	for _, e := range r.entries {
-		if e.stream != nil && (e.initial || !initialOnly) {
-			out = append(out, pushTarget{w: e.w, stream: e.stream, initial: e.initial})
+		if e.stream != none && (e.initial || !initialOnly) {
+			out = append(out, Target[S]{Workload: e.w, Stream: e.stream, Initial: e.initial})
 		}
 	}
 	return out
 }
 
-// offer prepares snap (hash set, version empty) for the proxy behind s if
+// Offer prepares snap (hash set, version empty) for the proxy behind s if
 // its content differs from what was last sent, or if s has had no snapshot
 // yet: it assigns the version, records snap as desired and reports whether
-// the caller should queue it (s.offer). Deciding and queueing are two
-// steps so the caller can note the version before the proxy can answer;
-// only the push loop calls offer, so queued snapshots keep their order.
-func (r *registry) offer(instance string, s *proxyStream, snap *pb.Snapshot) bool {
+// the caller should queue it on s. Deciding and queueing are two steps so
+// the caller can note the version before the proxy can answer; only one
+// goroutine (the push loop) may call Offer, so queued snapshots keep their
+// order. snap must not change once offered: the registry keeps it.
+func (r *Registry[S]) Offer(instance string, s S, snap *pb.Snapshot) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[instance]
@@ -360,7 +410,7 @@ func (r *registry) offer(instance string, s *proxyStream, snap *pb.Snapshot) boo
 	if snap.GetHash() != e.desired.Hash || e.desired.Version == "" {
 		e.counter++
 		r.versions++
-		e.desired = versionHash{Version: strconv.FormatUint(e.counter, 10), Hash: snap.GetHash()}
+		e.desired = VersionHash{Version: strconv.FormatUint(e.counter, 10), Hash: snap.GetHash()}
 		e.driftSince = time.Time{}
 	}
 	e.desired.At = r.now()
@@ -374,22 +424,22 @@ func (r *registry) offer(instance string, s *proxyStream, snap *pb.Snapshot) boo
 	return true
 }
 
-// ack records an Ack and returns it as recorded (false: not for the
+// Ack records an Ack and returns it as recorded (false: not for the
 // instance's current stream). An Ack for a version we never sent is
 // recorded as the proxy says it; it is not an error (the proxy may answer
 // a version from an earlier stream or control plane).
-func (r *registry) ack(instance string, s *proxyStream, a *pb.Ack) (versionHash, bool) {
+func (r *Registry[S]) Ack(instance string, s S, a *pb.Ack) (VersionHash, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[instance]
 	if e == nil || e.stream != s {
-		return versionHash{}, false
+		return VersionHash{}, false
 	}
 	hash := a.GetHash()
 	if hash == "" && a.GetVersion() == e.desired.Version {
 		hash = e.desired.Hash
 	}
-	e.acked = versionHash{Version: a.GetVersion(), Hash: hash, At: r.now()}
+	e.acked = VersionHash{Version: a.GetVersion(), Hash: hash, At: r.now()}
 	// An ACK says the version was swapped in: it is what runs now, until
 	// a later Report says otherwise.
 	e.running = e.acked
@@ -418,8 +468,8 @@ func (r *registry) ack(instance string, s *proxyStream, a *pb.Ack) (versionHash,
 	return e.acked, true
 }
 
-// nack records a Nack.
-func (r *registry) nack(instance string, s *proxyStream, n *pb.Nack) {
+// Nack records a Nack.
+func (r *Registry[S]) Nack(instance string, s S, n *pb.Nack) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[instance]
@@ -431,8 +481,9 @@ func (r *registry) nack(instance string, s *proxyStream, n *pb.Nack) {
 	e.nackSeq = e.seq
 }
 
-// report records what the proxy says it runs, and its certificate.
-func (r *registry) report(instance string, s *proxyStream, rep *pb.Report) {
+// Report records what the proxy says it runs, and its certificate. The
+// caller has checked rep (CheckReport).
+func (r *Registry[S]) Report(instance string, s S, rep *pb.Report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[instance]
@@ -440,7 +491,7 @@ func (r *registry) report(instance string, s *proxyStream, rep *pb.Report) {
 		return
 	}
 	now := r.now()
-	e.running = versionHash{Version: rep.GetRunningVersion(), Hash: rep.GetRunningHash(), At: now}
+	e.running = VersionHash{Version: rep.GetRunningVersion(), Hash: rep.GetRunningHash(), At: now}
 	e.seq++
 	e.reportSeq = e.seq
 	switch {
@@ -461,7 +512,7 @@ func (r *registry) report(instance string, s *proxyStream, rep *pb.Report) {
 
 // ackedDesired reports whether the latest answer to the desired content is
 // an ACK of it.
-func (e *proxyEntry) ackedDesired() bool {
+func (e *proxyEntry[S]) ackedDesired() bool {
 	if e.desired.Hash == "" || e.acked.Hash != e.desired.Hash {
 		return false
 	}
@@ -470,32 +521,33 @@ func (e *proxyEntry) ackedDesired() bool {
 
 // drifted reports whether the proxy has reported running other content
 // than the desired one it acknowledged, and since when.
-func (e *proxyEntry) drifted() (time.Time, bool) {
-	if e.stream == nil || e.driftSince.IsZero() || !e.ackedDesired() || e.reportSeq < e.ackSeq {
+func (e *proxyEntry[S]) drifted() (time.Time, bool) {
+	var none S
+	if e.stream == none || e.driftSince.IsZero() || !e.ackedDesired() || e.reportSeq < e.ackSeq {
 		return time.Time{}, false
 	}
 	return e.driftSince, true
 }
 
-// driftRepair is one re-send the push loop owes a drifted proxy.
-type driftRepair struct {
-	w       workload
-	stream  *proxyStream
-	snap    *pb.Snapshot
-	running versionHash
-	since   time.Time
-	count   int
+// DriftRepair is one re-send the push loop owes a drifted proxy.
+type DriftRepair[S Stream] struct {
+	Workload workload
+	Stream   S
+	Snap     *pb.Snapshot // the desired snapshot, to send again
+	Running  VersionHash  // what the proxy reports running instead
+	Since    time.Time    // drifted since
+	Count    int          // repairs of this proxy so far, this one included
 }
 
-// driftRepairs finds the proxies DRIFTED for longer than the drift grace
+// DriftRepairs finds the proxies DRIFTED for longer than the drift grace
 // period and not repaired within the last one, records a repair for each
 // and returns what to re-send: the desired snapshot itself, same version
 // and hash (the proxy re-applies it and ACKs).
-func (r *registry) driftRepairs() []driftRepair {
+func (r *Registry[S]) DriftRepairs() []DriftRepair[S] {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
-	var out []driftRepair
+	var out []DriftRepair[S]
 	for _, e := range r.entries {
 		since, ok := e.drifted()
 		if !ok || e.desiredSnap == nil || now.Sub(since) < r.driftGrace {
@@ -506,18 +558,19 @@ func (r *registry) driftRepairs() []driftRepair {
 		}
 		e.driftRepairs++
 		e.lastRepair = now
-		out = append(out, driftRepair{w: e.w, stream: e.stream, snap: e.desiredSnap, running: e.running, since: since, count: e.driftRepairs})
+		out = append(out, DriftRepair[S]{Workload: e.w, Stream: e.stream, Snap: e.desiredSnap, Running: e.running, Since: since, Count: e.driftRepairs})
 	}
 	return out
 }
 
 // state is the entry's sync state at now, since when it holds, and the
 // NACK error when NACKED.
-func (r *registry) state(e *proxyEntry, now time.Time) (state string, since time.Time, nackErr string) {
+func (r *Registry[S]) state(e *proxyEntry[S], now time.Time) (state string, since time.Time, nackErr string) {
+	var none S
 	switch {
-	case e.stream == nil && e.restored:
+	case e.stream == none && e.restored:
 		return adminapi.ProxyRestored, e.disconnectedAt, ""
-	case e.stream == nil:
+	case e.stream == none:
 		return adminapi.ProxyDisconnected, e.disconnectedAt, ""
 	case e.ackedDesired():
 		if d, ok := e.drifted(); ok {
@@ -539,8 +592,8 @@ func (r *registry) state(e *proxyEntry, now time.Time) (state string, since time
 	}
 }
 
-// stateCounts counts registered proxies by state.
-func (r *registry) stateCounts() map[string]int {
+// StateCounts counts registered proxies by state (adminapi.ProxyStates).
+func (r *Registry[S]) StateCounts() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
@@ -552,9 +605,9 @@ func (r *registry) stateCounts() map[string]int {
 	return out
 }
 
-// proxies describes every registered proxy for the admin API, sorted by
+// Proxies describes every registered proxy for the admin API, sorted by
 // namespace, service and instance. namespace "" means all.
-func (r *registry) proxies(namespace string) []adminapi.ProxyInfo {
+func (r *Registry[S]) Proxies(namespace string) []adminapi.ProxyInfo {
 	r.mu.Lock()
 	now := r.now()
 	out := make([]adminapi.ProxyInfo, 0, len(r.entries))
@@ -570,9 +623,9 @@ func (r *registry) proxies(namespace string) []adminapi.ProxyInfo {
 	return out
 }
 
-// proxy describes one instance with the content of its desired and last
-// acknowledged snapshots (nil when not known).
-func (r *registry) proxy(instance string) (info adminapi.ProxyInfo, desired, acked *pb.Snapshot, ok bool) {
+// Proxy describes one instance with the content of its desired and last
+// acknowledged snapshots (nil when not known; shared, not to be changed).
+func (r *Registry[S]) Proxy(instance string) (info adminapi.ProxyInfo, desired, acked *pb.Snapshot, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e := r.entries[instance]
@@ -583,7 +636,7 @@ func (r *registry) proxy(instance string) (info adminapi.ProxyInfo, desired, ack
 }
 
 // info renders the entry; the caller holds r.mu.
-func (r *registry) info(e *proxyEntry, now time.Time) adminapi.ProxyInfo {
+func (r *Registry[S]) info(e *proxyEntry[S], now time.Time) adminapi.ProxyInfo {
 	p := adminapi.ProxyInfo{
 		Instance:        e.w.Instance,
 		SPIFFEID:        e.w.SPIFFEID,
@@ -617,7 +670,7 @@ func (r *registry) info(e *proxyEntry, now time.Time) adminapi.ProxyInfo {
 	return p
 }
 
-func configVersion(v versionHash) *adminapi.ConfigVersion {
+func configVersion(v VersionHash) *adminapi.ConfigVersion {
 	if v.Version == "" && v.Hash == "" {
 		return nil
 	}

@@ -1,4 +1,4 @@
-package controlplane
+package registry
 
 import (
 	"context"
@@ -29,8 +29,8 @@ const (
 // and a crash loses at most this much of the registry's history.
 const registryWriteEvery = 250 * time.Millisecond
 
-// savedWorkload is one registry entry as stored.
-type savedWorkload struct {
+// SavedWorkload is one registry entry as stored.
+type SavedWorkload struct {
 	Instance      string            `json:"instance"`
 	SPIFFEID      string            `json:"spiffeID"`
 	Service       string            `json:"service"`
@@ -43,21 +43,21 @@ type savedWorkload struct {
 	Counter uint64 `json:"counter,omitempty"`
 }
 
-// savedRegistry is what is stored: the workloads, and the idle services.
-type savedRegistry struct {
-	Workloads []savedWorkload
+// Saved is what is stored: the workloads, and the idle services.
+type Saved struct {
+	Workloads []SavedWorkload
 	Idle      []idleService
 }
 
 // saved returns every entry and idle service for storing, and a generation
 // that moves with them and with every version number handed out (so that a
 // crash never makes versions repeat).
-func (r *registry) saved() (savedRegistry, uint64) {
+func (r *Registry[S]) saved() (Saved, uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := savedRegistry{Workloads: make([]savedWorkload, 0, len(r.entries)), Idle: make([]idleService, 0, len(r.idle))}
+	out := Saved{Workloads: make([]SavedWorkload, 0, len(r.entries)), Idle: make([]idleService, 0, len(r.idle))}
 	for _, e := range r.entries {
-		out.Workloads = append(out.Workloads, savedWorkload{
+		out.Workloads = append(out.Workloads, SavedWorkload{
 			Instance: e.w.Instance, SPIFFEID: e.w.SPIFFEID, Service: e.w.Service, Namespace: e.w.Namespace,
 			AdvertiseAddr: e.w.AdvertiseAddr, Protocol: e.w.Protocol, Labels: e.w.Labels, Counter: e.counter,
 		})
@@ -68,12 +68,12 @@ func (r *registry) saved() (savedRegistry, uint64) {
 	return out, r.gen + r.versions
 }
 
-// restore adds saved workloads as RESTORED now: they stay endpoints for the
+// Restore adds saved workloads as RESTORED now: they stay endpoints for the
 // restore grace period unless their proxies reconnect. Instances already
 // registered are left alone. Saved idle services are listed again with
 // their retention counted from when they became idle. It returns the
 // number of workloads restored.
-func (r *registry) restore(saved savedRegistry) int {
+func (r *Registry[S]) Restore(saved Saved) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	now := r.now()
@@ -82,7 +82,7 @@ func (r *registry) restore(saved savedRegistry) int {
 		if s.Instance == "" || r.entries[s.Instance] != nil {
 			continue
 		}
-		e := &proxyEntry{counter: s.Counter, disconnectedAt: now, restored: true}
+		e := &proxyEntry[S]{counter: s.Counter, disconnectedAt: now, restored: true}
 		e.w = workload{
 			Instance: s.Instance, SPIFFEID: s.SPIFFEID, Service: s.Service, Namespace: s.Namespace,
 			AdvertiseAddr: s.AdvertiseAddr, Protocol: s.Protocol, Labels: s.Labels,
@@ -111,10 +111,10 @@ func (r *registry) restore(saved savedRegistry) int {
 	return n
 }
 
-// loadRegistry reads the saved workloads and idle services (none at first
-// start).
-func loadRegistry(ctx context.Context, st store.Store) (savedRegistry, error) {
-	var out savedRegistry
+// Load reads the saved workloads and idle services (none at first start).
+// An error is only a hint lost: start without it.
+func Load(ctx context.Context, st store.Store) (Saved, error) {
+	var out Saved
 	for _, k := range []struct {
 		key string
 		v   any
@@ -124,19 +124,20 @@ func loadRegistry(ctx context.Context, st store.Store) (savedRegistry, error) {
 			continue
 		}
 		if err != nil {
-			return savedRegistry{}, fmt.Errorf("read registry: %w", err)
+			return Saved{}, fmt.Errorf("read registry: %w", err)
 		}
 		if err := json.Unmarshal(kv.Value, k.v); err != nil {
 			// Only a hint for a faster recovery: start without it.
-			return savedRegistry{}, fmt.Errorf("registry %s: %w", k.key, err)
+			return Saved{}, fmt.Errorf("registry %s: %w", k.key, err)
 		}
 	}
 	return out, nil
 }
 
-// saveRegistry writes the registry whenever its generation moved, at most
-// every registryWriteEvery, until ctx ends; then once more.
-func saveRegistry(ctx context.Context, st store.Store, r *registry, log *slog.Logger) {
+// Persist writes the registry to st whenever its generation moved, at most
+// every registryWriteEvery, until ctx ends; then once more. Run it on a
+// goroutine of its own.
+func (r *Registry[S]) Persist(ctx context.Context, st store.Store, log *slog.Logger) {
 	var written uint64
 	write := func(ctx context.Context) {
 		saved, gen := r.saved()

@@ -1,4 +1,4 @@
-package controlplane
+package registry
 
 import (
 	"cmp"
@@ -6,9 +6,9 @@ import (
 	"time"
 )
 
-// proxyCertState is what one registered proxy last reported about its
+// CertState is what one registered proxy last reported about its
 // certificate and trust anchors: what a CA rotation waits on.
-type proxyCertState struct {
+type CertState struct {
 	Instance  string
 	SPIFFEID  string
 	Service   string
@@ -26,25 +26,26 @@ type proxyCertState struct {
 	CertNotAfter time.Time
 }
 
-// certStates lists every registered proxy (connected or in its grace
+// CertStates lists every registered proxy (connected or in its grace
 // period) with its last reported certificate state, sorted by instance.
 // The result is the caller's.
-func (r *registry) certStates() []proxyCertState {
+func (r *Registry[S]) CertStates() []CertState {
 	r.mu.Lock()
-	out := make([]proxyCertState, 0, len(r.entries))
+	var none S
+	out := make([]CertState, 0, len(r.entries))
 	for _, e := range r.entries {
-		out = append(out, proxyCertState{
+		out = append(out, CertState{
 			Instance:     e.w.Instance,
 			SPIFFEID:     e.w.SPIFFEID,
 			Service:      e.w.Service,
 			Namespace:    e.w.Namespace,
-			Connected:    e.stream != nil,
+			Connected:    e.stream != none,
 			CertIssuer:   e.cert.Issuer,
 			TrustRoots:   slices.Clone(e.cert.TrustRoots),
 			CertNotAfter: e.cert.NotAfter,
 		})
 	}
 	r.mu.Unlock()
-	slices.SortFunc(out, func(a, b proxyCertState) int { return cmp.Compare(a.Instance, b.Instance) })
+	slices.SortFunc(out, func(a, b CertState) int { return cmp.Compare(a.Instance, b.Instance) })
 	return out
 }

@@ -1,4 +1,4 @@
-package controlplane
+package registry
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
-// TestRegistrySurvivesRestart: what saveRegistry writes, a new registry
+// TestRegistrySurvivesRestart: what Persist writes, a new registry
 // restores as RESTORED workloads that stay endpoints for the restore grace
 // period (longer than the ordinary one) and then expire, leaving their
 // services listed without endpoints; versions keep growing; a corrupt
@@ -28,33 +28,33 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
 	nop := func() {}
 	gauge := func(float64) {}
-	save := func(r *registry) {
+	save := func(r *Registry[*testStream]) {
 		t.Helper()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
-		go func() { defer close(done); saveRegistry(ctx, st, r, testutil.Logger(t)) }()
+		go func() { defer close(done); r.Persist(ctx, st, testutil.Logger(t)) }()
 		cancel() // the final write happens on the way out
 		<-done
 	}
 
-	r := newRegistry(registryOptions{now: clk.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
+	r := New[*testStream](Options{Now: clk.Now, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
 	for _, w := range []workload{
 		{Instance: "a1", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006", Protocol: "http", Labels: map[string]string{"v": "1"}},
 		{Instance: "b1", SPIFFEID: "spiffe://td/ns/shop/sa/ledger", Service: "ledger", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "tcp"},
 		{Instance: "c1", SPIFFEID: "spiffe://td/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", Protocol: "http"},
 	} {
-		if err := r.connect(w, "dev", "41", "abc", &proxyStream{}); err != nil {
+		if err := r.Connect(w, "dev", "41", "abc", &testStream{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	save(r)
 
-	saved, err := loadRegistry(context.Background(), st)
+	saved, err := Load(context.Background(), st)
 	if err != nil || len(saved.Workloads) != 3 {
-		t.Fatalf("loadRegistry: %d workloads, %v; want 3", len(saved.Workloads), err)
+		t.Fatalf("Load: %d workloads, %v; want 3", len(saved.Workloads), err)
 	}
-	r2 := newRegistry(registryOptions{now: clk.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
-	if n := r2.restore(saved); n != 3 {
+	r2 := New[*testStream](Options{Now: clk.Now, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
+	if n := r2.Restore(saved); n != 3 {
 		t.Fatalf("restored %d, want 3", n)
 	}
 	got, _ := r2.workloads()
@@ -70,7 +70,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		}
 	}
 	// A restored workload has its own state, since the restart.
-	for _, p := range r2.proxies("") {
+	for _, p := range r2.Proxies("") {
 		if p.State != adminapi.ProxyRestored || p.Since == nil || !p.Since.Equal(clk.Now()) {
 			t.Errorf("%s: state %s since %v, want %s since the restore", p.Instance, p.State, p.Since, adminapi.ProxyRestored)
 		}
@@ -81,22 +81,22 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		t.Errorf("a1's version counter restored as %d, want at least 41", r2.entries["a1"].counter)
 	}
 	clk.Advance(20 * time.Second)
-	if err := r2.connect(workload{Instance: "c1", SPIFFEID: "spiffe://td/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", Protocol: "http"}, "dev", "41", "abc", &proxyStream{}); err != nil {
+	if err := r2.Connect(workload{Instance: "c1", SPIFFEID: "spiffe://td/ns/shop/sa/frontend", Service: "frontend", Namespace: "shop", Protocol: "http"}, "dev", "41", "abc", &testStream{}); err != nil {
 		t.Fatal(err)
 	}
-	if p, _, _, _ := r2.proxy("c1"); p.State == adminapi.ProxyRestored || !p.Connected {
+	if p, _, _, _ := r2.Proxy("c1"); p.State == adminapi.ProxyRestored || !p.Connected {
 		t.Errorf("c1 after its reconnect: state %s connected %v, want connected and not RESTORED", p.State, p.Connected)
 	}
 	// Past the ordinary grace period (15 s), short of the restore grace
 	// period: the workloads whose proxies have not reconnected stay.
-	if r2.expire() {
+	if r2.Expire() {
 		t.Errorf("restored workloads expired after %s, before the restore grace period (%s) ended", 20*time.Second, r2.restoreGrace)
 	}
 	clk.Advance(restoreGracePeriod - 20*time.Second)
-	if !r2.expire() {
+	if !r2.Expire() {
 		t.Error("restored workloads did not expire after the restore grace period")
 	}
-	ws, idle, _ := r2.view()
+	ws, idle, _ := r2.View()
 	if len(ws) != 1 || ws[0].Instance != "c1" {
 		t.Errorf("workloads left after expiry: %+v, want c1 only", ws)
 	}
@@ -116,36 +116,36 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 
 	// Idle services survive a restart too, and leave after the retention.
 	save(r2)
-	saved, err = loadRegistry(context.Background(), st)
+	saved, err = Load(context.Background(), st)
 	if err != nil || len(saved.Idle) != 2 {
-		t.Fatalf("loadRegistry: %d idle services, %v; want 2", len(saved.Idle), err)
+		t.Fatalf("Load: %d idle services, %v; want 2", len(saved.Idle), err)
 	}
-	r3 := newRegistry(registryOptions{now: clk.Now, grace: 15 * time.Second, changed: nop, connectedGauge: gauge})
-	r3.restore(saved)
-	if _, idle, _ := r3.view(); len(idle) != 2 {
+	r3 := New[*testStream](Options{Now: clk.Now, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
+	r3.Restore(saved)
+	if _, idle, _ := r3.View(); len(idle) != 2 {
 		t.Errorf("restored %d idle services, want 2", len(idle))
 	}
 	// An instance registering again makes its service live again.
-	if err := r3.connect(workload{Instance: "a2", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.3:15006"}, "dev", "", "", &proxyStream{}); err != nil {
+	if err := r3.Connect(workload{Instance: "a2", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.3:15006"}, "dev", "", "", &testStream{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, idle, _ := r3.view(); len(idle) != 1 || idle[0].Name != "ledger" {
+	if _, idle, _ := r3.View(); len(idle) != 1 || idle[0].Name != "ledger" {
 		t.Errorf("idle services after catalog re-registered: %+v, want ledger only", idle)
 	}
 	// After the retention ledger is forgotten; frontend, whose restored
 	// instance never reconnected here, has only just become idle.
 	clk.Advance(serviceRetention)
-	if !r3.expire() {
+	if !r3.Expire() {
 		t.Error("nothing expired after the service retention")
 	}
-	if _, idle, _ := r3.view(); len(idle) != 1 || idle[0].Name != "frontend" {
+	if _, idle, _ := r3.View(); len(idle) != 1 || idle[0].Name != "frontend" {
 		t.Errorf("idle services after the retention: %+v, want frontend only", idle)
 	}
 
 	if _, err := st.Txn(context.Background(), store.Op{Type: store.OpPut, Key: registryKey, Value: []byte("{"), IfModRevision: store.AnyRevision}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadRegistry(context.Background(), st); err == nil {
-		t.Error("loadRegistry accepted a corrupt record")
+	if _, err := Load(context.Background(), st); err == nil {
+		t.Error("Load accepted a corrupt record")
 	}
 }
