@@ -15,6 +15,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -56,7 +57,7 @@ type DataPlaneConfig struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Metrics may be nil (nothing is recorded).
-	Metrics *Metrics
+	Metrics *metrics.Metrics
 	// Events receives the inbound side's access events (kind "access");
 	// it must not block. Nil means none.
 	Events func(*pb.Event)
@@ -171,7 +172,7 @@ func (p *peer) admission() admission.Peer {
 type sourceBinding struct {
 	snap    *meshconfig.Snapshot
 	service string
-	metrics *sourceMetrics
+	metrics *metrics.Source
 	// gen is the metrics cache generation metrics came from: after the
 	// cache starts over, the entry is no longer reported and must be
 	// looked up again.
@@ -180,7 +181,7 @@ type sourceBinding struct {
 
 // newPeer describes the caller id (zero for plaintext) under snap (nil
 // before the first config).
-func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *meshconfig.Snapshot) *peer {
+func newPeer(self, id spiffeid.ID, m *metrics.Metrics, service, namespace string, snap *meshconfig.Snapshot) *peer {
 	p := &peer{id: id}
 	if !id.IsZero() {
 		p.mtls = true
@@ -188,8 +189,8 @@ func newPeer(self, id spiffeid.ID, m *Metrics, service, namespace string, snap *
 		p.namespace = namespaceOf(id)
 		p.xfcc = []string{"By=" + self.String() + ";URI=" + p.principal}
 	}
-	b := &sourceBinding{snap: snap, service: p.serviceIn(snap), gen: m.sourcesGen()}
-	b.metrics = m.forSource(b.service, p.principal, p.namespace, p.mtls, service, namespace)
+	b := &sourceBinding{snap: snap, service: p.serviceIn(snap), gen: m.SourcesGen()}
+	b.metrics = m.ForSource(b.service, p.principal, p.namespace, p.mtls, service, namespace)
 	p.source.Store(b)
 	return p
 }
@@ -208,9 +209,9 @@ func (p *peer) serviceIn(snap *meshconfig.Snapshot) string {
 // entry follows the config, and the metrics cache (which starts over past
 // maxCowEntries callers). While neither changes this is two atomic loads
 // and two comparisons.
-func (p *peer) sourceFor(snap *meshconfig.Snapshot, m *Metrics, service, namespace string) *sourceMetrics {
+func (p *peer) sourceFor(snap *meshconfig.Snapshot, m *metrics.Metrics, service, namespace string) *metrics.Source {
 	b := p.source.Load()
-	gen := m.sourcesGen()
+	gen := m.SourcesGen()
 	if (b.snap == snap || snap == nil) && b.gen == gen {
 		return b.metrics
 	}
@@ -219,7 +220,7 @@ func (p *peer) sourceFor(snap *meshconfig.Snapshot, m *Metrics, service, namespa
 		nb.snap, nb.service = snap, p.serviceIn(snap)
 	}
 	if nb.service != b.service || b.gen != gen {
-		nb.metrics = m.forSource(nb.service, p.principal, p.namespace, p.mtls, service, namespace)
+		nb.metrics = m.ForSource(nb.service, p.principal, p.namespace, p.mtls, service, namespace)
 	}
 	// Concurrent requests may race to store: their bindings are equal.
 	p.source.Store(nb)

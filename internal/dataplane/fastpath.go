@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -61,7 +62,7 @@ type fastServer struct {
 	bodyIdle time.Duration
 	// refusals counts heads refused here (inbound only; nil counts
 	// nothing).
-	refusals *Metrics
+	refusals *metrics.Metrics
 	conns    *connSet
 }
 

@@ -49,7 +49,7 @@ func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 		return answer(ew, false)
 	}
 	code, keep := o.forwardFast(fc, req, rt, answer)
-	rt.dest.outboundRequest(code, start)
+	rt.dest.OutboundRequest(code, start)
 	return keep
 }
 
@@ -102,7 +102,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			return code, answer(ew, !bodyless)
 		case fwdUpstreamBroke:
 			closeQuietly(uc.c)
-			rt.dest.upstreamFailure(failUpstream)
+			rt.dest.UpstreamFailure(failUpstream)
 			return res.code, false
 		default:
 			closeQuietly(uc.c)

@@ -17,6 +17,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -178,8 +179,8 @@ type mesh struct {
 	upstreamAddr  string
 	proxyAddr     string
 	appAddr       string
-	clientMetrics *dataplane.Metrics
-	serverMetrics *dataplane.Metrics
+	clientMetrics *metrics.Metrics
+	serverMetrics *metrics.Metrics
 	logs          *testutil.LogBuffer
 	svc           *meshconfig.Service
 	opts          meshOptions
@@ -202,7 +203,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	if o.pki == nil {
 		o.pki = newPKI(t)
 	}
-	m := &mesh{t: t, pki: o.pki, clientMetrics: dataplane.NewMetrics(), serverMetrics: dataplane.NewMetrics(), opts: o}
+	m := &mesh{t: t, pki: o.pki, clientMetrics: metrics.New(), serverMetrics: metrics.New(), opts: o}
 	m.logs = testutil.NewLogBuffer(t)
 	if o.clientIdent == nil {
 		o.clientIdent = m.pki.identity(frontendID)
@@ -325,7 +326,7 @@ func (c *counter) wrap(h http.Handler) http.Handler {
 // metric returns the value of the series name{labels} (0 when absent),
 // summed over series that also carry other labels; counters and
 // histograms (sample count) alike.
-func metric(t testing.TB, m *dataplane.Metrics, name string, labels map[string]string) float64 {
+func metric(t testing.TB, m *metrics.Metrics, name string, labels map[string]string) float64 {
 	t.Helper()
 	return testutil.Metric(t, m.Registry(), name, labels)
 }

@@ -45,7 +45,7 @@ func (o *Outbound) badHost(w http.ResponseWriter, host string) {
 	if o.logs.allow("bad host") {
 		o.log.Warn("http proxy request for a host that is not SERVICE.NAMESPACE", "host", host)
 	}
-	o.cfg.Metrics.upstreamFailure("", "", failUnknown)
+	o.cfg.Metrics.UpstreamFailure("", "", failUnknown)
 	plainError(w, http.StatusBadGateway, "trellis: host \""+host+"\" is not a mesh service; use http://SERVICE.NAMESPACE/ (for example http://catalog.shop/)\n")
 }
 

@@ -11,10 +11,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/cowmap"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -44,10 +45,10 @@ type Inbound struct {
 	httpLis *chanListener
 	started sync.Once
 
-	dest *destMetrics
+	dest *metrics.Dest
 	// accessRate is AccessLogSampleRate, 0 without Events.
 	accessRate float64
-	peers      cowMap[spiffeid.ID, *peer]
+	peers      cowmap.Map[spiffeid.ID, *peer]
 	plainPeer  *peer
 	logs       logLimiter
 
@@ -72,7 +73,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	}
 	in.appH1 = appTransport(in.dialer, false)
 	in.appH2 = appTransport(in.dialer, true)
-	in.dest = cfg.Metrics.dest(directionInbound, cfg.Service, cfg.Namespace, "", "", "")
+	in.dest = cfg.Metrics.Dest(metrics.Inbound, cfg.Service, cfg.Namespace, "", "", "")
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
@@ -116,7 +117,7 @@ func appTransport(d *net.Dialer, h2c bool) *http.Transport {
 // (prior knowledge) on connections that arrive already sniffed or
 // decrypted. refusals counts the inbound side's header-limit refusals
 // (nil on the outbound side).
-func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool, refusals *Metrics) *http.Server {
+func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool, refusals *metrics.Metrics) *http.Server {
 	var p http.Protocols
 	p.SetHTTP1(true)
 	p.SetUnencryptedHTTP2(h2c)
@@ -166,7 +167,7 @@ func (in *Inbound) Serve(l net.Listener) error {
 	})
 	err := acceptLoop(l, func(c net.Conn) {
 		if !in.conns.add(c) {
-			in.cfg.Metrics.reject(rejectShutdown)
+			in.cfg.Metrics.Reject(metrics.RejectShutdown)
 			closeQuietly(c)
 			return
 		}
@@ -184,7 +185,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 	defer in.conns.remove(c)
 	snap := in.cfg.Snapshot()
 	if snap == nil {
-		in.reject(c, rejectNoConfig, nil)
+		in.reject(c, metrics.RejectNoConfig, nil)
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(in.cfg.HandshakeTimeout))
@@ -203,7 +204,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 	)
 	if first != tlsRecordHandshake {
 		if snap.MTLSMode != "PERMISSIVE" {
-			in.reject(pc, rejectPlaintext, nil)
+			in.reject(pc, metrics.RejectPlaintext, nil)
 			return
 		}
 		conn, p = pc, in.plainPeer
@@ -216,18 +217,18 @@ func (in *Inbound) handleConn(c net.Conn) {
 		cs := tc.ConnectionState()
 		id, err := identity.SPIFFEIDFromCert(cs.PeerCertificates[0]) // verified in the handshake
 		if err != nil {
-			in.reject(tc, rejectBadPeerCert, err)
+			in.reject(tc, metrics.RejectBadPeerCert, err)
 			return
 		}
 		conn, alpn = tc, cs.NegotiatedProtocol
-		p = in.peers.get(id, func() *peer {
+		p = in.peers.Get(id, func() *peer {
 			return newPeer(in.cfg.Identity.ID(), id, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace, in.cfg.Snapshot())
 		})
 	}
 	_ = c.SetDeadline(time.Time{})
 	if in.cfg.Protocol == meshconfig.ProtocolTCP {
 		if alpn != "" && alpn != alpnTCP {
-			in.reject(conn, rejectALPN, fmt.Errorf("protocol %q on a tcp workload", alpn))
+			in.reject(conn, metrics.RejectALPN, fmt.Errorf("protocol %q on a tcp workload", alpn))
 			return
 		}
 		in.serveTCP(conn, p, snap)
@@ -241,7 +242,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 	// tunnel from an app): all are parsed as HTTP, so every request is
 	// still authorized and gets a trustworthy X-Forwarded-Client-Cert.
 	if !in.httpLis.deliver(&inboundConn{Conn: conn, peer: p}) {
-		in.cfg.Metrics.reject(rejectShutdown)
+		in.cfg.Metrics.Reject(metrics.RejectShutdown)
 		closeQuietly(conn)
 	}
 }
@@ -250,17 +251,17 @@ func handshakeReason(err error) string {
 	var pce *peerCertError
 	switch {
 	case errors.Is(err, errNoPeerCert):
-		return rejectNoClientCert
+		return metrics.RejectNoClientCert
 	case errors.As(err, &pce):
-		return rejectBadPeerCert
+		return metrics.RejectBadPeerCert
 	}
-	return rejectHandshake
+	return metrics.RejectHandshake
 }
 
 // reject closes a connection refused before any request, counting and
 // logging why (rate-limited: refusals can come by the thousand).
 func (in *Inbound) reject(c net.Conn, reason string, err error) {
-	in.cfg.Metrics.reject(reason)
+	in.cfg.Metrics.Reject(reason)
 	if in.logs.allow(reason) {
 		attrs := []any{"reason", reason, "remote", c.RemoteAddr().String()}
 		if err != nil {
@@ -290,8 +291,8 @@ func (in *Inbound) serveTCP(conn net.Conn, p *peer, snap *meshconfig.Snapshot) {
 		closeQuietly(conn)
 		return
 	}
-	in.dest.tcpConn()
-	recv, sent := tcpCounters(in.dest)
+	in.dest.TCPConn()
+	recv, sent := metrics.TCPCounters(in.dest)
 	pipe(conn, conn, app, app, recv, sent)
 }
 
@@ -346,13 +347,4 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}
 	return nil
-}
-
-// tcpCounters returns the byte counters of a destination, nil without
-// metrics.
-func tcpCounters(d *destMetrics) (received, sent prometheus.Counter) {
-	if d == nil {
-		return nil, nil
-	}
-	return d.tcpReceived, d.tcpSent
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 )
 
 // Limits bounds what slow or large requests can hold in the proxy and in
@@ -84,10 +85,10 @@ type appGate struct {
 	maxPending   int64
 	maxPerCaller int64
 	callers      sync.Map // principal -> *atomic.Int64
-	metrics      *Metrics
+	metrics      *metrics.Metrics
 }
 
-func newAppGate(l Limits, m *Metrics) *appGate {
+func newAppGate(l Limits, m *metrics.Metrics) *appGate {
 	return &appGate{
 		slots:        make(chan struct{}, l.AppMaxRequests),
 		maxPending:   int64(l.AppMaxPending),
@@ -152,7 +153,7 @@ func (g *appGate) release(principal string) {
 // maxFields or a head larger than maxBytes, before h sees it. net/http's
 // MaxHeaderBytes bounds what it reads (with 4 KiB of slack, which is why
 // the size is checked again here).
-func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *Metrics) http.Handler {
+func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *metrics.Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, size := 0, len(r.Method)+len(r.RequestURI)+len(r.Host)+16
 		for k, vv := range r.Header {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -22,8 +23,8 @@ import (
 func BenchmarkMetricsPerRequest(b *testing.B) {
 	const principal = "spiffe://td/ns/shop/sa/frontend"
 	b.Run("inbound", func(b *testing.B) {
-		m := NewMetrics()
-		d := m.dest(directionInbound, "catalog", "shop", "", "", "")
+		m := metrics.New()
+		d := m.Dest(metrics.Inbound, "catalog", "shop", "", "", "")
 		snap := &meshconfig.Snapshot{ServiceOf: map[string]string{principal: "frontend"}}
 		self := spiffeid.RequireFromString("spiffe://td/ns/shop/sa/catalog")
 		p := newPeer(self, spiffeid.RequireFromString(principal), m, "catalog", "shop", snap)
@@ -31,7 +32,7 @@ func BenchmarkMetricsPerRequest(b *testing.B) {
 		start := time.Now()
 		record := func() {
 			m.Decided(dec)
-			d.request(p.sourceFor(snap, m, "catalog", "shop"), 200, false, start)
+			d.Request(p.sourceFor(snap, m, "catalog", "shop"), 200, false, start)
 		}
 		record() // creates the counter children
 		b.ReportAllocs()
@@ -40,13 +41,13 @@ func BenchmarkMetricsPerRequest(b *testing.B) {
 		}
 	})
 	b.Run("outbound", func(b *testing.B) {
-		m := NewMetrics()
-		d := m.dest(directionOutbound, "catalog", "shop", "frontend", "shop", principal)
+		m := metrics.New()
+		d := m.Dest(metrics.Outbound, "catalog", "shop", "frontend", "shop", principal)
 		start := time.Now()
-		d.outboundRequest(200, start)
+		d.OutboundRequest(200, start)
 		b.ReportAllocs()
 		for b.Loop() {
-			d.outboundRequest(200, start)
+			d.OutboundRequest(200, start)
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -52,7 +53,7 @@ type route struct {
 	svc  *meshconfig.Service
 	tcp  bool
 	bal  Balancer
-	dest *destMetrics
+	dest *metrics.Dest
 }
 
 // NewOutbound prepares an outbound side; ServeUpstream and ServeHTTPProxy
@@ -119,7 +120,7 @@ func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 		t.routes[key] = &route{
 			key: key, svc: svc, tcp: svc.Protocol == meshconfig.ProtocolTCP,
 			bal:  o.cfg.NewBalancer(svc, eps),
-			dest: o.cfg.Metrics.dest(directionOutbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
+			dest: o.cfg.Metrics.Dest(metrics.Outbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
 		}
 	}
 	for k, e := range o.pool {
@@ -244,7 +245,7 @@ func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string,
 		return
 	}
 	code, abort := o.forwardHTTP(w, r, rt)
-	rt.dest.outboundRequest(code, start)
+	rt.dest.OutboundRequest(code, start)
 	if abort {
 		panic(http.ErrAbortHandler)
 	}
@@ -300,7 +301,7 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 	if err := copyResponse(w, resp); err != nil {
 		var ue *upstreamBodyError
 		if errors.As(err, &ue) {
-			rt.dest.upstreamFailure(failUpstream)
+			rt.dest.UpstreamFailure(failUpstream)
 			return resp.StatusCode, true
 		}
 	}
@@ -353,7 +354,7 @@ func (o *Outbound) upstreamFailedFor(w http.ResponseWriter, rt *route, e *PeerEn
 	if errors.As(err, &de) {
 		reason, code = de.reason, http.StatusServiceUnavailable
 	}
-	rt.dest.upstreamFailure(reason)
+	rt.dest.UpstreamFailure(reason)
 	o.logFailure(rt, e, err)
 	plainError(w, code, "trellis: "+rt.key+" unavailable ("+reason+"): "+err.Error()+"\n")
 	return code
@@ -373,11 +374,11 @@ func (o *Outbound) logFailure(rt *route, e *PeerEndpoint, err error) {
 // refuse answers a request that cannot be routed at all, with a log line.
 func (o *Outbound) refuse(w http.ResponseWriter, key string, rt *route, reason string, code int, msg string) {
 	if rt != nil {
-		rt.dest.upstreamFailure(reason)
+		rt.dest.UpstreamFailure(reason)
 	} else {
 		// Not a configured service: the name may be anything the app
 		// asked for, so it goes to the log, not into a label.
-		o.cfg.Metrics.upstreamFailure("", "", reason)
+		o.cfg.Metrics.UpstreamFailure("", "", reason)
 	}
 	if o.logs.allow(key + " " + reason) {
 		o.log.Warn("outbound call refused", "service", key, "reason", reason, "detail", msg)
@@ -389,7 +390,7 @@ func (o *Outbound) refuse(w http.ResponseWriter, key string, rt *route, reason s
 // live instance (all gone, or only client-only proxies): 503, with a hint
 // for that case rather than the unknown-name one.
 func (o *Outbound) noEndpoints(w http.ResponseWriter, rt *route) {
-	rt.dest.upstreamFailure(failNoEndpoints)
+	rt.dest.UpstreamFailure(failNoEndpoints)
 	if o.logs.allow(rt.key + " " + failNoEndpoints) {
 		o.log.Warn("outbound call refused", "service", rt.key, "reason", failNoEndpoints)
 	}
@@ -411,7 +412,7 @@ func noEndpointsMessage(key string) string {
 func (o *Outbound) dialTunnel(rt *route) (*PeerEndpoint, *tls.Conn, string, error) {
 	e := rt.bal.Pick(nil)
 	if e == nil {
-		rt.dest.upstreamFailure(failNoEndpoints)
+		rt.dest.UpstreamFailure(failNoEndpoints)
 		if o.logs.allow(rt.key + " " + failNoEndpoints) {
 			o.log.Warn("outbound tunnel refused", "service", rt.key, "reason", failNoEndpoints)
 		}
@@ -431,7 +432,7 @@ func (o *Outbound) dialTunnel(rt *route) (*PeerEndpoint, *tls.Conn, string, erro
 		if errors.As(err, &de) {
 			reason = de.reason
 		}
-		rt.dest.upstreamFailure(reason)
+		rt.dest.UpstreamFailure(reason)
 		o.logFailure(rt, e, err)
 		return e, nil, reason, err
 	}
@@ -443,8 +444,8 @@ func (o *Outbound) dialTunnel(rt *route) (*PeerEndpoint, *tls.Conn, string, erro
 func (o *Outbound) tunnel(c net.Conn, cr io.Reader, rt *route, e *PeerEndpoint, tc *tls.Conn) {
 	e.inflight.Add(1)
 	defer e.inflight.Add(-1)
-	rt.dest.tcpConn()
-	recv, sent := tcpCounters(rt.dest)
+	rt.dest.TCPConn()
+	recv, sent := metrics.TCPCounters(rt.dest)
 	pipe(c, cr, tc, tc, recv, sent)
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/netcap"
@@ -434,7 +435,7 @@ type captureMetrics struct {
 	detectTimeouts prometheus.Counter
 }
 
-func newCaptureMetrics(m *Metrics) *captureMetrics {
+func newCaptureMetrics(m *metrics.Metrics) *captureMetrics {
 	captured := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_outbound_captured_total",
 		Help: "Outbound connections captured in transparent mode, by result: mesh (to a service's virtual IP), passthrough (to a destination outside the mesh), blocked (outbound mode block), error (original destination unknown or unreachable, no config yet, or a direct connection to the capture port).",

@@ -13,6 +13,7 @@ import (
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/names"
@@ -163,7 +164,7 @@ func (c *Config) setDefaults() {
 
 // policyAuthorizer is the default Authorizer: the policy engine for this
 // workload, counting in m and sending audit events to events.
-func (c *Config) policyAuthorizer(m *dataplane.Metrics, events func(*pb.Event)) *admission.PolicyAuthorizer {
+func (c *Config) policyAuthorizer(m *metrics.Metrics, events func(*pb.Event)) *admission.PolicyAuthorizer {
 	pa := &admission.PolicyAuthorizer{
 		Workload: policy.Workload{Namespace: c.Namespace, Service: c.Service, Labels: c.Labels},
 		Log:      c.Logger,

@@ -26,6 +26,7 @@ import (
 	"github.com/trellismesh/trellis/internal/controlclient"
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -46,7 +47,7 @@ type Proxy struct {
 	ready         chan struct{}
 	readyOnce     sync.Once
 	advertiseAddr string
-	metrics       *dataplane.Metrics
+	metrics       *metrics.Metrics
 	instance      string
 	events        *emitter.Emitter
 	started       time.Time // when the counters started, for traffic stats
@@ -99,7 +100,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
 	}
 	pool := poolOf(roots)
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: dataplane.NewMetrics(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1)}
 	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Clock)
 	p.certs.Dial = cfg.contextDialer() // transparent mode

@@ -4,7 +4,7 @@ import (
 	"net"
 	"net/netip"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -17,4 +17,4 @@ func (p *Proxy) SetOrigDst(f func(net.Conn) (netip.AddrPort, error)) { p.origDst
 func (p *Proxy) CurrentSnapshot() *meshconfig.Snapshot { return p.snapshot() }
 
 // MetricsForTest are the proxy's data path metrics.
-func (p *Proxy) MetricsForTest() *dataplane.Metrics { return p.metrics }
+func (p *Proxy) MetricsForTest() *metrics.Metrics { return p.metrics }

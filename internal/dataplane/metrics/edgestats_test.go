@@ -1,26 +1,23 @@
-package dataplane
+package metrics
 
 import (
 	"fmt"
-	"maps"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // Callers of one service fold into one edge whatever their principal or
 // transport; callers without a single service are "unknown".
 func TestTrafficStatsFoldsCallers(t *testing.T) {
-	m := NewMetrics()
-	front1 := m.forSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
-	front2 := m.forSource("frontend", "spiffe://td/ns/shop/sa/frontend-v2", "shop", true, "catalog", "shop")
-	frontPlain := m.forSource("frontend", "", "shop", false, "catalog", "shop")
-	ambiguous := m.forSource("", "spiffe://td/ns/ops/sa/batch", "ops", true, "catalog", "shop")
-	plain := m.forSource("", "", "", false, "catalog", "shop")
-	m.forSource("idle", "spiffe://td/ns/shop/sa/idle", "shop", true, "catalog", "shop")
+	m := New()
+	front1 := m.ForSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
+	front2 := m.ForSource("frontend", "spiffe://td/ns/shop/sa/frontend-v2", "shop", true, "catalog", "shop")
+	frontPlain := m.ForSource("frontend", "", "shop", false, "catalog", "shop")
+	ambiguous := m.ForSource("", "spiffe://td/ns/ops/sa/batch", "ops", true, "catalog", "shop")
+	plain := m.ForSource("", "", "", false, "catalog", "shop")
+	m.ForSource("idle", "spiffe://td/ns/shop/sa/idle", "shop", true, "catalog", "shop")
 
 	front1.edge.record(200, false, 50*time.Microsecond)  // bucket 0 (<= 100µs)
 	front1.edge.record(200, false, 100*time.Microsecond) // bucket 0: bounds are inclusive
@@ -76,21 +73,21 @@ func TestTrafficStatsFoldsCallers(t *testing.T) {
 	}
 }
 
-// Past maxCowEntries callers the cache starts over: the counters restart,
+// Past the cache bound (cowmap.Map.Max) callers the cache starts over: the counters restart,
 // and counters_since says so.
 func TestTrafficStatsAfterCacheStartsOver(t *testing.T) {
-	m := NewMetrics()
-	first := m.forSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
+	m := New()
+	first := m.ForSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
 	first.edge.record(200, false, time.Millisecond)
 	since := time.Now().Add(-time.Hour)
-	// Fill the cache to the brim directly (inserting one by one copies
-	// the map each time), then one more caller starts it over.
-	full := maps.Clone(*m.sources.m.Load())
-	for i := len(full); i < maxCowEntries; i++ {
-		full[sourceKey{principal: fmt.Sprintf("spiffe://td/ns/shop/sa/c%d", i), mtls: true}] = &sourceMetrics{}
+	// A small bound (the default's 4096 would take as many inserts, each
+	// copying the map): fill the cache to the brim, then one more caller
+	// starts it over.
+	m.SetMaxCallers(64)
+	for i := len(m.sources.Load()); i < m.sources.Max; i++ {
+		m.ForSource("c"+strconv.Itoa(i), fmt.Sprintf("spiffe://td/ns/shop/sa/c%d", i), "shop", true, "catalog", "shop")
 	}
-	m.sources.m.Store(&full)
-	m.forSource("web", "spiffe://td/ns/shop/sa/web", "shop", true, "catalog", "shop")
+	m.ForSource("web", "spiffe://td/ns/shop/sa/web", "shop", true, "catalog", "shop")
 	got := m.TrafficStats("catalog", "shop", since)
 	if at := got.GetCountersSince().AsTime(); !at.After(since) {
 		t.Errorf("counters_since after the cache started over: got %v, want later than %v", at, since)
@@ -102,56 +99,26 @@ func TestTrafficStatsAfterCacheStartsOver(t *testing.T) {
 	}
 }
 
-// A peer cached from before the start-over (a long-lived connection, the
-// plaintext peer) is looked up again: its traffic is reported after it.
-func TestPeerRebindsAfterCacheStartsOver(t *testing.T) {
-	m := NewMetrics()
-	snap := &meshconfig.Snapshot{ServiceOf: map[string]string{"spiffe://td/ns/shop/sa/frontend": "frontend"}}
-	p := newPeer(spiffeid.RequireFromString("spiffe://td/ns/shop/sa/catalog"), spiffeid.RequireFromString("spiffe://td/ns/shop/sa/frontend"), m, "catalog", "shop", snap)
-	old := p.sourceFor(snap, m, "catalog", "shop")
-	full := maps.Clone(*m.sources.m.Load())
-	for i := len(full); i < maxCowEntries; i++ {
-		full[sourceKey{principal: fmt.Sprintf("spiffe://td/ns/shop/sa/c%d", i), mtls: true}] = &sourceMetrics{}
-	}
-	m.sources.m.Store(&full)
-	m.forSource("web", "spiffe://td/ns/shop/sa/web", "shop", true, "catalog", "shop")
-	cur := p.sourceFor(snap, m, "catalog", "shop")
-	if cur == old {
-		t.Fatal("peer kept its entry from before the start-over")
-	}
-	cur.edge.record(200, false, time.Millisecond)
-	found := false
-	for _, e := range m.TrafficStats("catalog", "shop", time.Now().Add(-time.Hour)).GetEdges() {
-		found = found || e.GetSourceService() == "frontend" && e.GetRequests() == 1
-	}
-	if !found {
-		t.Error("traffic of a peer cached before the start-over is not reported")
-	}
-	if again := p.sourceFor(snap, m, "catalog", "shop"); again != cur {
-		t.Error("peer rebinds on every request; it should once per start-over")
-	}
-}
-
 func TestRecordAllocatesNothing(t *testing.T) {
-	m := NewMetrics()
-	d := m.dest(directionInbound, "catalog", "shop", "", "", "")
-	s := m.forSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
+	m := New()
+	d := m.Dest(Inbound, "catalog", "shop", "", "", "")
+	s := m.ForSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
 	start := time.Now()
-	d.request(s, 200, false, start) // creates the code's counter child
-	if n := testing.AllocsPerRun(1000, func() { d.request(s, 200, false, start) }); n != 0 {
+	d.Request(s, 200, false, start) // creates the code's counter child
+	if n := testing.AllocsPerRun(1000, func() { d.Request(s, 200, false, start) }); n != 0 {
 		t.Errorf("recording a request: %v allocations, want 0", n)
 	}
 }
 
 func BenchmarkRecordRequest(b *testing.B) {
-	m := NewMetrics()
-	d := m.dest(directionInbound, "catalog", "shop", "", "", "")
-	s := m.forSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
+	m := New()
+	d := m.Dest(Inbound, "catalog", "shop", "", "", "")
+	s := m.ForSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
 	start := time.Now()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			d.request(s, 200, false, start)
+			d.Request(s, 200, false, start)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package dataplane
+package metrics
 
 import (
 	"cmp"
@@ -19,9 +19,9 @@ import (
 // costs two or three atomic adds and no allocation; TrafficStats sums the
 // entries per caller service when a report is due.
 
-// sourceMetrics is what the inbound side records per caller (one cache
+// Source is what the inbound side records per caller (one cache
 // entry of Metrics.sources, held by the caller's peer).
-type sourceMetrics struct {
+type Source struct {
 	codes *codeCounters // trellis_requests_total children
 	edge  edgeCounters
 }
@@ -85,8 +85,8 @@ func (m *Metrics) TrafficStats(service, namespace string, since time.Time) *pb.T
 		return nil
 	}
 	// startedOver first: seeing a new time implies seeing the new map.
-	if at := m.sources.startedOver.Load(); at != 0 && time.Unix(0, at).After(since) {
-		since = time.Unix(0, at)
+	if at := m.sources.StartedOver(); at.After(since) {
+		since = at
 	}
 	out := &pb.TrafficStats{
 		Service:              service,
@@ -94,12 +94,12 @@ func (m *Metrics) TrafficStats(service, namespace string, since time.Time) *pb.T
 		CountersSince:        timestamppb.New(since),
 		LatencyBoundsSeconds: slices.Clone(durationBounds[:]),
 	}
-	cur := m.sources.m.Load()
+	cur := m.sources.Load()
 	if cur == nil {
 		return out
 	}
 	edges := map[edgeKey]*pb.EdgeStats{}
-	for k, s := range *cur {
+	for k, s := range cur {
 		failures, denied := s.edge.failures.Load(), s.edge.denied.Load()
 		var counts [len(durationBounds) + 1]uint64
 		var requests uint64

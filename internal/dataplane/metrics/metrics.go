@@ -1,4 +1,4 @@
-package dataplane
+package metrics
 
 import (
 	"strconv"
@@ -9,25 +9,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/trellismesh/trellis/internal/cowmap"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/telemetry"
 )
 
-// Metric label values.
+// Directions (the direction label).
 const (
-	directionInbound  = "inbound"
-	directionOutbound = "outbound"
+	Inbound  = "inbound"
+	Outbound = "outbound"
 )
 
 // Reasons an inbound connection is refused (trellis_inbound_rejected_total).
 const (
-	rejectNoConfig     = "no_config"
-	rejectPlaintext    = "plaintext"
-	rejectNoClientCert = "no_client_cert"
-	rejectBadPeerCert  = "bad_peer_cert"
-	rejectHandshake    = "tls_handshake"
-	rejectALPN         = "unsupported_alpn"
-	rejectShutdown     = "shutting_down"
+	RejectNoConfig     = "no_config"
+	RejectPlaintext    = "plaintext"
+	RejectNoClientCert = "no_client_cert"
+	RejectBadPeerCert  = "bad_peer_cert"
+	RejectHandshake    = "tls_handshake"
+	RejectALPN         = "unsupported_alpn"
+	RejectShutdown     = "shutting_down"
 )
 
 // Metrics holds the data path's Prometheus collectors on a registry of its
@@ -47,13 +48,13 @@ type Metrics struct {
 	refused          *prometheus.CounterVec
 	upstreamFailures *prometheus.CounterVec
 
-	dests    cowMap[destKey, *destMetrics]
-	sources  cowMap[sourceKey, *sourceMetrics]
-	policies cowMap[string, *[2]prometheus.Counter] // [deny, allow]
+	dests    cowmap.Map[destKey, *Dest]
+	sources  cowmap.Map[sourceKey, *Source]
+	policies cowmap.Map[string, *[2]prometheus.Counter] // [deny, allow]
 }
 
-// NewMetrics creates the collectors and registers them on a new registry.
-func NewMetrics() *Metrics {
+// New creates the collectors and registers them on a new registry.
+func New() *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -105,6 +106,10 @@ func NewMetrics() *Metrics {
 // the edge stats' latency counts (edgestats.go), in seconds.
 var durationBounds = telemetry.LatencyBounds
 
+// SetMaxCallers bounds the per-caller cache (cowmap.MaxEntries by
+// default): past n callers it starts over. Call it before recording.
+func (m *Metrics) SetMaxCallers(n int) { m.sources.Max = n }
+
 // Registry is where the collectors are registered; the admin endpoint
 // serves it and the proxy may add its own gauges.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -116,10 +121,10 @@ type sourceKey struct {
 	mtls                                                     bool
 }
 
-// destMetrics are the children for one direction and destination. For
+// Dest are the children for one direction and destination. For
 // outbound, the source is this proxy, so the request counters can be
-// curried here; for inbound they hang off the caller (see forSource).
-type destMetrics struct {
+// curried here; for inbound they hang off the caller (see ForSource).
+type Dest struct {
 	m           *Metrics
 	service, ns string
 	duration    prometheus.Observer
@@ -129,22 +134,22 @@ type destMetrics struct {
 	tcpReceived prometheus.Counter
 }
 
-// dest returns the cached children for a destination. srcNamespace and
+// Dest returns the cached children for a destination. srcNamespace and
 // srcPrincipal fill trellis_requests_total for outbound traffic.
-func (m *Metrics) dest(direction, service, namespace, srcService, srcNamespace, srcPrincipal string) *destMetrics {
+func (m *Metrics) Dest(direction, service, namespace, srcService, srcNamespace, srcPrincipal string) *Dest {
 	if m == nil {
 		return nil
 	}
 	k := destKey{direction, service, namespace, srcService, srcNamespace, srcPrincipal}
-	return m.dests.get(k, func() *destMetrics {
-		d := &destMetrics{
+	return m.dests.Get(k, func() *Dest {
+		d := &Dest{
 			m: m, service: service, ns: namespace,
 			duration:    m.duration.WithLabelValues(direction, service, namespace),
 			tcpConns:    m.tcpConns.WithLabelValues(direction, service, namespace),
 			tcpSent:     m.tcpSent.WithLabelValues(direction, service, namespace),
 			tcpReceived: m.tcpReceived.WithLabelValues(direction, service, namespace),
 		}
-		if direction == directionOutbound {
+		if direction == Outbound {
 			d.requests = newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
 				"direction": direction, "source_service": srcService, "source_namespace": srcNamespace, "source_principal": srcPrincipal,
 				"destination_service": service, "destination_namespace": namespace, "mtls": "true",
@@ -154,14 +159,14 @@ func (m *Metrics) dest(direction, service, namespace, srcService, srcNamespace, 
 	})
 }
 
-// forSource returns the inbound request counters and edge stats for one
+// ForSource returns the inbound request counters and edge stats for one
 // caller.
-func (m *Metrics) forSource(srcService, principal, namespace string, mtls bool, service, destNamespace string) *sourceMetrics {
+func (m *Metrics) ForSource(srcService, principal, namespace string, mtls bool, service, destNamespace string) *Source {
 	if m == nil {
 		return nil
 	}
 	k := sourceKey{srcService, namespace, principal, service, destNamespace, mtls}
-	return m.sources.get(k, func() *sourceMetrics {
+	return m.sources.Get(k, func() *Source {
 		if principal == "" {
 			principal = "unknown"
 		}
@@ -171,16 +176,16 @@ func (m *Metrics) forSource(srcService, principal, namespace string, mtls bool, 
 		if srcService == "" {
 			srcService = "unknown"
 		}
-		return &sourceMetrics{codes: newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
-			"direction": directionInbound, "source_service": srcService, "source_namespace": namespace, "source_principal": principal,
+		return &Source{codes: newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
+			"direction": Inbound, "source_service": srcService, "source_namespace": namespace, "source_principal": principal,
 			"destination_service": service, "destination_namespace": destNamespace, "mtls": strconv.FormatBool(mtls),
 		}))}
 	})
 }
 
-// request records one finished inbound HTTP request from caller s; denied
+// Request records one finished inbound HTTP request from caller s; denied
 // says the proxy's authorization refused it.
-func (d *destMetrics) request(s *sourceMetrics, code int, denied bool, start time.Time) {
+func (d *Dest) Request(s *Source, code int, denied bool, start time.Time) {
 	if d == nil {
 		return
 	}
@@ -192,8 +197,8 @@ func (d *destMetrics) request(s *sourceMetrics, code int, denied bool, start tim
 	d.duration.Observe(elapsed.Seconds())
 }
 
-// outboundRequest records one finished outbound HTTP request.
-func (d *destMetrics) outboundRequest(code int, start time.Time) {
+// OutboundRequest records one finished outbound HTTP request.
+func (d *Dest) OutboundRequest(code int, start time.Time) {
 	if d == nil {
 		return
 	}
@@ -201,27 +206,30 @@ func (d *destMetrics) outboundRequest(code int, start time.Time) {
 	d.duration.Observe(time.Since(start).Seconds())
 }
 
-func (d *destMetrics) tcpConn() {
+// TCPConn counts one tunneled connection.
+func (d *Dest) TCPConn() {
 	if d != nil {
 		d.tcpConns.Inc()
 	}
 }
 
-func (d *destMetrics) upstreamFailure(reason string) {
+// UpstreamFailure counts a call that could not reach the destination.
+func (d *Dest) UpstreamFailure(reason string) {
 	if d != nil {
 		d.m.upstreamFailures.WithLabelValues(d.service, d.ns, reason).Inc()
 	}
 }
 
-// upstreamFailure records a failure for a destination that has no cached
+// UpstreamFailure records a failure for a destination that has no cached
 // children (unknown service, no config).
-func (m *Metrics) upstreamFailure(service, namespace, reason string) {
+func (m *Metrics) UpstreamFailure(service, namespace, reason string) {
 	if m != nil {
 		m.upstreamFailures.WithLabelValues(service, namespace, reason).Inc()
 	}
 }
 
-func (m *Metrics) reject(reason string) {
+// Reject counts an inbound connection refused before any request.
+func (m *Metrics) Reject(reason string) {
 	if m != nil {
 		m.rejected.WithLabelValues(reason).Inc()
 	}
@@ -253,7 +261,7 @@ func (m *Metrics) Decided(d admission.Decision) {
 	if m == nil {
 		return
 	}
-	c := m.policies.get(d.Policy, func() *[2]prometheus.Counter {
+	c := m.policies.Get(d.Policy, func() *[2]prometheus.Counter {
 		return &[2]prometheus.Counter{
 			m.authz.WithLabelValues("deny", d.Policy, "enforce"),
 			m.authz.WithLabelValues("allow", d.Policy, "enforce"),
@@ -312,59 +320,21 @@ func (c *codeCounters) inc(code int) {
 	e.c.Inc()
 }
 
-// cowMap is a copy-on-write map for caches that are read on every request
-// and written rarely: reads take no lock and do not allocate.
-type cowMap[K comparable, V any] struct {
-	mu sync.Mutex
-	m  atomic.Pointer[map[K]V]
-	// startedOver is when the map last started over (Unix nanoseconds),
-	// 0 if never; gen counts the start-overs.
-	startedOver atomic.Int64
-	gen         atomic.Uint64
-}
-
-// sourcesGen is the generation of the per-caller cache (see sourceFor).
-func (m *Metrics) sourcesGen() uint64 {
+// SourcesGen is the generation of the per-caller cache: after the cache
+// starts over, a caller's Source is no longer reported and must be looked
+// up again.
+func (m *Metrics) SourcesGen() uint64 {
 	if m == nil {
 		return 0
 	}
-	return m.sources.gen.Load()
+	return m.sources.Gen()
 }
 
-// maxCowEntries bounds a cache fed by peers (caller identities); past it
-// the cache starts over rather than grow without limit.
-const maxCowEntries = 4096
-
-func (c *cowMap[K, V]) get(k K, create func() V) V {
-	if m := c.m.Load(); m != nil {
-		if v, ok := (*m)[k]; ok {
-			return v
-		}
+// TCPCounters returns a destination's tunneled byte counters (received
+// from the caller, sent back to it); nil without metrics.
+func TCPCounters(d *Dest) (received, sent prometheus.Counter) {
+	if d == nil {
+		return nil, nil
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var old map[K]V
-	if m := c.m.Load(); m != nil {
-		old = *m
-		if v, ok := old[k]; ok {
-			return v
-		}
-	}
-	v := create()
-	next := make(map[K]V, len(old)+1)
-	startOver := len(old) >= maxCowEntries
-	if !startOver {
-		for ok, ov := range old {
-			next[ok] = ov
-		}
-	}
-	next[k] = v
-	c.m.Store(&next)
-	if startOver {
-		// After the swap: a reader that loads startedOver first and
-		// sees this time also sees the new map.
-		c.startedOver.Store(time.Now().UnixNano())
-		c.gen.Add(1)
-	}
-	return v
+	return d.tcpReceived, d.tcpSent
 }
