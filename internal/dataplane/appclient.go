@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 )
 
 // appClient is the inbound side's fast path to an HTTP/1.1 app for
@@ -37,9 +39,9 @@ func newAppClient(pool *upPool, fallback http.RoundTripper) *appClient {
 }
 
 // RoundTrip implements http.RoundTripper for requests built by
-// newOutRequest.
+// relay.NewOutRequest.
 func (a *appClient) RoundTrip(req *http.Request) (*http.Response, error) {
-	if !bodyless(req) {
+	if !relay.Bodyless(req) {
 		return a.fallback.RoundTrip(req)
 	}
 	for attempt := 0; ; attempt++ {

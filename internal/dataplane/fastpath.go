@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/connset"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -63,7 +65,7 @@ type fastServer struct {
 	// refusals counts heads refused here (inbound only; nil counts
 	// nothing).
 	refusals *metrics.Metrics
-	conns    *connSet
+	conns    *connset.Set
 }
 
 // fastConn is a downstream connection on the fast path.
@@ -100,7 +102,7 @@ func (fc *fastConn) Read(p []byte) (int, error) {
 }
 
 // closing: the connection closes after the current response (shutdown).
-func (fc *fastConn) closing() bool { return fc.srv.conns.isClosed() }
+func (fc *fastConn) closing() bool { return fc.srv.conns.IsClosed() }
 
 // gone reports whether the caller closed or reset the connection, or a
 // shutdown closed it. An encrypted alert is recognized by its size only
@@ -115,9 +117,9 @@ const (
 	connClosed
 )
 
-// closeIfIdle closes the connection when it waits between requests
+// CloseIfIdle closes the connection when it waits between requests
 // (shutdown); an active one closes after its response.
-func (fc *fastConn) closeIfIdle() {
+func (fc *fastConn) CloseIfIdle() {
 	if fc.state.CompareAndSwap(connIdle, connClosed) {
 		closeQuietly(fc.c)
 	}
@@ -134,10 +136,10 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 	fc.bw = fastWriters.Get().(*bufio.Writer)
 	fc.bw.Reset(c)
 	req := fastHeads.Get().(*h1.Head)
-	s.conns.addIdler(fc)
+	s.conns.AddIdler(fc)
 	handedOff := false
 	defer func() {
-		s.conns.removeIdler(fc)
+		s.conns.RemoveIdler(fc)
 		fastHeads.Put(req)
 		fc.bw.Reset(nil)
 		fastWriters.Put(fc.bw)
@@ -175,7 +177,7 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 				// Answered at once: the CRLF CRLF it lacks never comes.
 				s.refusals.RefusedRequest(admission.ReasonBadRequest)
 				ew := newErrorResponse()
-				plainError(ew, http.StatusBadRequest, "trellis: bare LF line ending in the request head; end lines with CRLF\n")
+				relay.PlainError(ew, http.StatusBadRequest, "trellis: bare LF line ending in the request head; end lines with CRLF\n")
 				ew.writeTo(fc.bw, true)
 				_ = fc.bw.Flush()
 			}
@@ -194,7 +196,7 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 		fc.bodyIdle = 0
 		// Handlers leave the end of their response buffered, so that
 		// it goes out after their bookkeeping.
-		if err := fc.bw.Flush(); err != nil || !keep || req.Close || s.conns.isClosed() {
+		if err := fc.bw.Flush(); err != nil || !keep || req.Close || s.conns.IsClosed() {
 			return
 		}
 		if !fc.state.CompareAndSwap(connActive, connIdle) {

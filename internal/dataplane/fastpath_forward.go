@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -124,13 +125,13 @@ var connectionClose = []h1.Field{{Name: "Connection", Value: "close"}}
 func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) fwdResult {
 	for n := 0; ; n++ {
 		if _, err := uc.br.Peek(1); err != nil {
-			if errors.Is(err, errClientGone) {
+			if errors.Is(err, relay.ErrClientGone) {
 				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
 			}
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: closedBeforeResponse(err)}
 		}
 		if err := parseResponseHead(uc.br, resp); err != nil {
-			if errors.Is(err, errClientGone) {
+			if errors.Is(err, relay.ErrClientGone) {
 				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
 			}
 			return fwdResult{stage: fwdNoResponse, err: err}
@@ -164,7 +165,7 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) 
 	case err == nil:
 		res.upReusable = !resp.Close && kind != h1.BodyUntilClose
 		res.downKeep = extra == nil
-	case errors.As(err, &we), errors.Is(err, errClientGone):
+	case errors.As(err, &we), errors.Is(err, relay.ErrClientGone):
 		res.stage, res.err = fwdDownstreamGone, err
 	default:
 		res.stage, res.err = fwdUpstreamBroke, err
@@ -202,7 +203,7 @@ func fromHTTPResponse(r *http.Response, h *h1.Head) error {
 	}
 	conn := r.Header["Connection"]
 	for name, values := range r.Header {
-		drop := isHopHeader(name) || name == "Content-Length" || admission.HasToken(conn, name)
+		drop := relay.IsHopHeader(name) || name == "Content-Length" || admission.HasToken(conn, name)
 		for _, v := range values {
 			f := h1.Field{Name: name, Value: v, Drop: drop}
 			if !h1.ValidField(f) {

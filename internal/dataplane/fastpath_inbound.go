@@ -38,7 +38,7 @@ func (in *Inbound) newInboundFast() {
 		refusals:    in.cfg.Metrics,
 		conns:       &in.conns,
 		handoff: func(c net.Conn, p *peer) bool {
-			return in.httpLis.deliver(&inboundConn{Conn: c, peer: p})
+			return in.httpLis.Deliver(&inboundConn{Conn: c, peer: p})
 		},
 	}
 }

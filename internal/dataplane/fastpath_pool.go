@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 )
 
 // upConn is a pooled keep-alive HTTP/1.1 connection to a peer proxy or
@@ -118,7 +120,7 @@ func (p *upPool) closeIdle(closing bool) {
 // watchedConn is the reader under an upstream connection's bufio.Reader.
 // During an exchange the connection has a rolling read deadline: a read
 // that waits longer than watchInterval checks the caller and gives up
-// (errClientGone) when the caller went away or a shutdown closed it, as a
+// (relay.ErrClientGone) when the caller went away or a shutdown closed it, as a
 // canceled request context does in net/http, without a goroutine per
 // request. Only the exchange's goroutine reads, so caller needs no lock.
 type watchedConn struct {
@@ -156,7 +158,7 @@ func (w *watchedConn) Read(p []byte) (int, error) {
 			return n, err
 		}
 		if fc := w.caller; fc == nil || fc.gone() {
-			return 0, errClientGone
+			return 0, relay.ErrClientGone
 		}
 		_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 )
 
 // ServeHTTPProxy serves an HTTP forward proxy for the app (its HTTP_PROXY):
@@ -46,7 +48,7 @@ func (o *Outbound) badHost(w http.ResponseWriter, host string) {
 		o.log.Warn("http proxy request for a host that is not SERVICE.NAMESPACE", "host", host)
 	}
 	o.cfg.Metrics.UpstreamFailure("", "", failUnknown)
-	plainError(w, http.StatusBadGateway, "trellis: host \""+host+"\" is not a mesh service; use http://SERVICE.NAMESPACE/ (for example http://catalog.shop/)\n")
+	relay.PlainError(w, http.StatusBadGateway, "trellis: host \""+host+"\" is not a mesh service; use http://SERVICE.NAMESPACE/ (for example http://catalog.shop/)\n")
 }
 
 // connect serves CONNECT SERVICE.NAMESPACE:port. The peer is dialed before
@@ -64,25 +66,25 @@ func (o *Outbound) connect(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	e, tc, reason, err := o.dialTunnel(rt)
 	if errors.Is(err, errNoEndpoints) {
-		plainError(w, http.StatusServiceUnavailable, noEndpointsMessage(key))
+		relay.PlainError(w, http.StatusServiceUnavailable, noEndpointsMessage(key))
 		return
 	}
 	if err != nil {
-		plainError(w, http.StatusServiceUnavailable, "trellis: "+key+" unavailable ("+reason+"): "+err.Error()+"\n")
+		relay.PlainError(w, http.StatusServiceUnavailable, "trellis: "+key+" unavailable ("+reason+"): "+err.Error()+"\n")
 		return
 	}
 	c, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		closeQuietly(tc)
-		plainError(w, http.StatusInternalServerError, "trellis: cannot take over the connection for CONNECT\n")
+		relay.PlainError(w, http.StatusInternalServerError, "trellis: cannot take over the connection for CONNECT\n")
 		return
 	}
-	if !o.conns.add(c) {
+	if !o.conns.Add(c) {
 		closeQuietly(tc)
 		closeQuietly(c)
 		return
 	}
-	defer o.conns.remove(c)
+	defer o.conns.Remove(c)
 	if _, err := c.Write(connectEstablished); err != nil {
 		closeQuietly(tc)
 		closeQuietly(c)

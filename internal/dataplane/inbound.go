@@ -15,7 +15,9 @@ import (
 
 	"github.com/trellismesh/trellis/internal/cowmap"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/connset"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -42,7 +44,7 @@ type Inbound struct {
 	// gate caps the requests in flight to the app (limits.go).
 	gate    *appGate
 	srv     *http.Server
-	httpLis *chanListener
+	httpLis *connset.ChanListener
 	started sync.Once
 
 	dest *metrics.Dest
@@ -54,7 +56,7 @@ type Inbound struct {
 
 	// conns holds connections the http.Server does not track: those in
 	// their TLS handshake, TCP tunnels and upgraded (WebSocket) ones.
-	conns     connSet
+	conns     connset.Set
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	closed    bool
@@ -68,7 +70,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 		log:       cfg.Logger.With("side", "inbound"),
 		tlsConf:   serverTLSConfig(cfg.Identity),
 		dialer:    &net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control},
-		httpLis:   newChanListener(&net.TCPAddr{}),
+		httpLis:   connset.NewChanListener(&net.TCPAddr{}),
 		listeners: make(map[net.Listener]struct{}),
 	}
 	in.appH1 = appTransport(in.dialer, false)
@@ -165,8 +167,8 @@ func (in *Inbound) Serve(l net.Listener) error {
 	in.started.Do(func() {
 		go func() { _ = in.srv.Serve(in.httpLis) }()
 	})
-	err := acceptLoop(l, func(c net.Conn) {
-		if !in.conns.add(c) {
+	err := connset.AcceptLoop(l, func(c net.Conn) {
+		if !in.conns.Add(c) {
 			in.cfg.Metrics.Reject(metrics.RejectShutdown)
 			closeQuietly(c)
 			return
@@ -182,7 +184,7 @@ func (in *Inbound) Serve(l net.Listener) error {
 // handleConn sniffs TLS or plaintext, authenticates, and hands the
 // connection to the HTTP server or a TCP tunnel.
 func (in *Inbound) handleConn(c net.Conn) {
-	defer in.conns.remove(c)
+	defer in.conns.Remove(c)
 	snap := in.cfg.Snapshot()
 	if snap == nil {
 		in.reject(c, metrics.RejectNoConfig, nil)
@@ -241,7 +243,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 	// HTTP workloads take h2, http/1.1, and trellis-tcp/1 too (a CONNECT
 	// tunnel from an app): all are parsed as HTTP, so every request is
 	// still authorized and gets a trustworthy X-Forwarded-Client-Cert.
-	if !in.httpLis.deliver(&inboundConn{Conn: conn, peer: p}) {
+	if !in.httpLis.Deliver(&inboundConn{Conn: conn, peer: p}) {
 		in.cfg.Metrics.Reject(metrics.RejectShutdown)
 		closeQuietly(conn)
 	}
@@ -293,7 +295,7 @@ func (in *Inbound) serveTCP(conn net.Conn, p *peer, snap *meshconfig.Snapshot) {
 	}
 	in.dest.TCPConn()
 	recv, sent := metrics.TCPCounters(in.dest)
-	pipe(conn, conn, app, app, recv, sent)
+	relay.Pipe(conn, conn, app, app, recv, sent)
 }
 
 func (in *Inbound) track(l net.Listener) bool {
@@ -334,7 +336,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 		defer cancel()
 	}
 	connsDone := make(chan error, 1)
-	go func() { connsDone <- in.conns.shutdown(ctx) }()
+	go func() { connsDone <- in.conns.Shutdown(ctx) }()
 	err := in.srv.Shutdown(ctx)
 	if err != nil {
 		_ = in.srv.Close()

@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -97,7 +98,7 @@ func writeRefusal(w http.ResponseWriter, rf *admission.Refusal) int {
 	if rf.DeniedBy != "" {
 		w.Header()[deniedByHeader] = []string{rf.DeniedBy}
 	}
-	plainError(w, rf.Code, rf.Msg)
+	relay.PlainError(w, rf.Code, rf.Msg)
 	return rf.Code
 }
 
@@ -124,7 +125,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	}
 	defer in.gate.release(p.principal)
 	if v.Upgrade != "" {
-		code, err := forwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.Upgrade, &in.conns)
+		code, err := relay.ForwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.Upgrade, &in.conns)
 		if err != nil {
 			code = in.appFailed(w, r, err)
 		}
@@ -136,12 +137,12 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 		body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: in.cfg.Limits.BodyIdleTimeout}
 		r.Body = body
 	}
-	enableFullDuplex(w, r)
+	relay.EnableFullDuplex(w, r)
 	var rt http.RoundTripper = in.app
 	if in.cfg.Protocol == meshconfig.ProtocolHTTP2 || in.cfg.Protocol == meshconfig.ProtocolGRPC {
 		rt = in.appH2
 	}
-	resp, err := rt.RoundTrip(newOutRequest(r, "http", in.cfg.AppAddr))
+	resp, err := rt.RoundTrip(relay.NewOutRequest(r, "http", in.cfg.AppAddr))
 	if err != nil {
 		if body != nil && body.timedOut.Load() {
 			o.code = in.bodyIdle(w)
@@ -152,8 +153,8 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	}
 	defer resp.Body.Close()
 	o.code = resp.StatusCode
-	if err := copyResponse(w, resp); err != nil {
-		var ue *upstreamBodyError
+	if err := relay.CopyResponse(w, resp); err != nil {
+		var ue *relay.UpstreamBodyError
 		o.abort = errors.As(err, &ue)
 	}
 	return o
@@ -182,7 +183,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
 	in.cfg.Metrics.RefusedRequest(refuseBodyIdle)
 	w.Header()["Connection"] = []string{"close"}
-	plainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
+	relay.PlainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
 	return http.StatusRequestTimeout
 }
 
@@ -206,6 +207,6 @@ func (in *Inbound) appFailedFor(w http.ResponseWriter, method, path string, err 
 	if in.logs.allow("app") {
 		in.log.Warn("app request failed", "app", in.cfg.AppAddr, "method", method, "path", path, "err", err.Error())
 	}
-	plainError(w, code, body)
+	relay.PlainError(w, code, body)
 	return code
 }

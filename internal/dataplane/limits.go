@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 )
 
 // Limits bounds what slow or large requests can hold in the proxy and in
@@ -174,6 +175,6 @@ func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *metrics.Metri
 		}
 		m.RefusedRequest(refuseHeaderLimit)
 		w.Header()["Connection"] = []string{"close"}
-		plainError(w, http.StatusRequestHeaderFieldsTooLarge, "trellis: "+msg+"\n")
+		relay.PlainError(w, http.StatusRequestHeaderFieldsTooLarge, "trellis: "+msg+"\n")
 	})
 }

@@ -14,7 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/connset"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -36,7 +38,7 @@ type Outbound struct {
 	mu    sync.Mutex
 	pool  map[string]*PeerEndpoint // by endpointKey
 
-	conns   connSet // TCP tunnels and upgraded connections
+	conns   connset.Set // TCP tunnels and upgraded connections
 	srvMu   sync.Mutex
 	servers map[*http.Server]struct{}
 	closed  bool
@@ -165,13 +167,13 @@ func (o *Outbound) ServeUpstream(l net.Listener, serviceKey string) error {
 	ul := &upstreamListener{Listener: l, ch: make(chan net.Conn), done: make(chan struct{})}
 	fast := o.newUpstreamFast(serviceKey, ul)
 	go func() {
-		ul.err = acceptLoop(l, func(c net.Conn) {
-			if !o.conns.add(c) {
+		ul.err = connset.AcceptLoop(l, func(c net.Conn) {
+			if !o.conns.Add(c) {
 				closeQuietly(c)
 				return
 			}
 			go func() {
-				defer o.conns.remove(c)
+				defer o.conns.Remove(c)
 				if rt := o.route(serviceKey); rt != nil && rt.tcp {
 					o.serveTCP(c, rt)
 					return
@@ -259,23 +261,23 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		o.noEndpoints(w, rt)
 		return http.StatusServiceUnavailable, false
 	}
-	if up := upgradeType(r); up != "" {
+	if up := relay.UpgradeType(r); up != "" {
 		e.inflight.Add(1)
 		defer e.inflight.Add(-1)
-		code, err := forwardUpgrade(w, r, e.upgradeTransport(), "https", e.addr, up, &o.conns)
+		code, err := relay.ForwardUpgrade(w, r, e.upgradeTransport(), "https", e.addr, up, &o.conns)
 		if err != nil {
 			return o.upstreamFailed(w, r, rt, e, err), false
 		}
 		return code, false
 	}
-	enableFullDuplex(w, r)
+	relay.EnableFullDuplex(w, r)
 	var body *trackedBody
 	if r.Body != nil && r.Body != http.NoBody {
 		body = &trackedBody{ReadCloser: r.Body}
 		r.Body = body
 	}
 	e.inflight.Add(1)
-	resp, err := e.h2.RoundTrip(newOutRequest(r, "https", e.addr))
+	resp, err := e.h2.RoundTrip(relay.NewOutRequest(r, "https", e.addr))
 	if err != nil && retryable(r, err) {
 		// Nothing reached the first endpoint; another may be up.
 		if e2 := rt.bal.Pick(e); e2 != nil {
@@ -283,7 +285,7 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 			e.inflight.Add(-1)
 			e = e2
 			e.inflight.Add(1)
-			resp, err = e.h2.RoundTrip(newOutRequest(r, "https", e.addr))
+			resp, err = e.h2.RoundTrip(relay.NewOutRequest(r, "https", e.addr))
 		}
 	}
 	defer e.inflight.Add(-1)
@@ -298,8 +300,8 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		// cannot carry another request.
 		w.Header()["Connection"] = []string{"close"}
 	}
-	if err := copyResponse(w, resp); err != nil {
-		var ue *upstreamBodyError
+	if err := relay.CopyResponse(w, resp); err != nil {
+		var ue *relay.UpstreamBodyError
 		if errors.As(err, &ue) {
 			rt.dest.UpstreamFailure(failUpstream)
 			return resp.StatusCode, true
@@ -334,7 +336,7 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 // consumed nothing, and there is nothing to replay).
 func retryable(r *http.Request, err error) bool {
 	var de *dialError
-	return bodyless(r) && errors.As(err, &de)
+	return relay.Bodyless(r) && errors.As(err, &de)
 }
 
 // upstreamFailed answers a request no endpoint took: 503 when the peer
@@ -356,7 +358,7 @@ func (o *Outbound) upstreamFailedFor(w http.ResponseWriter, rt *route, e *PeerEn
 	}
 	rt.dest.UpstreamFailure(reason)
 	o.logFailure(rt, e, err)
-	plainError(w, code, "trellis: "+rt.key+" unavailable ("+reason+"): "+err.Error()+"\n")
+	relay.PlainError(w, code, "trellis: "+rt.key+" unavailable ("+reason+"): "+err.Error()+"\n")
 	return code
 }
 
@@ -383,7 +385,7 @@ func (o *Outbound) refuse(w http.ResponseWriter, key string, rt *route, reason s
 	if o.logs.allow(key + " " + reason) {
 		o.log.Warn("outbound call refused", "service", key, "reason", reason, "detail", msg)
 	}
-	plainError(w, code, "trellis: "+key+" "+msg+"\n")
+	relay.PlainError(w, code, "trellis: "+key+" "+msg+"\n")
 }
 
 // noEndpoints answers a request for a service the mesh knows that has no
@@ -394,7 +396,7 @@ func (o *Outbound) noEndpoints(w http.ResponseWriter, rt *route) {
 	if o.logs.allow(rt.key + " " + failNoEndpoints) {
 		o.log.Warn("outbound call refused", "service", rt.key, "reason", failNoEndpoints)
 	}
-	plainError(w, http.StatusServiceUnavailable, noEndpointsMessage(rt.key))
+	relay.PlainError(w, http.StatusServiceUnavailable, noEndpointsMessage(rt.key))
 }
 
 // errNoEndpoints is dialTunnel's error for a service with no endpoint.
@@ -446,7 +448,7 @@ func (o *Outbound) tunnel(c net.Conn, cr io.Reader, rt *route, e *PeerEndpoint, 
 	defer e.inflight.Add(-1)
 	rt.dest.TCPConn()
 	recv, sent := metrics.TCPCounters(rt.dest)
-	pipe(c, cr, tc, tc, recv, sent)
+	relay.Pipe(c, cr, tc, tc, recv, sent)
 }
 
 // serveTCP tunnels one connection of a tcp upstream listener.
@@ -486,7 +488,7 @@ func (o *Outbound) Shutdown(ctx context.Context) error {
 		defer cancel()
 	}
 	errs := make(chan error, len(servers)+1)
-	go func() { errs <- o.conns.shutdown(ctx) }()
+	go func() { errs <- o.conns.Shutdown(ctx) }()
 	for _, s := range servers {
 		go func() {
 			err := s.Shutdown(ctx)

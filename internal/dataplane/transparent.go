@@ -14,7 +14,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/trellismesh/trellis/internal/dataplane/connset"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/netcap"
@@ -96,7 +98,7 @@ func (o *Outbound) ServeCapture(l net.Listener, cfg CaptureConfig) error {
 	cp := &capture{
 		o: o, l: l, cfg: cfg,
 		metrics: newCaptureMetrics(o.cfg.Metrics),
-		httpLis: newChanListener(l.Addr()),
+		httpLis: connset.NewChanListener(l.Addr()),
 		dialer:  &net.Dialer{Timeout: passthroughDialTimeout, Control: o.cfg.Control},
 	}
 	srv := newHTTPServer(http.HandlerFunc(cp.serveHTTP), o.cfg, true, nil)
@@ -113,7 +115,7 @@ func (o *Outbound) ServeCapture(l net.Listener, cfg CaptureConfig) error {
 	}
 	var served sync.WaitGroup
 	served.Go(func() { _ = srv.Serve(cp.httpLis) })
-	err := acceptLoop(l, func(c net.Conn) { go cp.handle(c) })
+	err := connset.AcceptLoop(l, func(c net.Conn) { go cp.handle(c) })
 	closeQuietly(cp.httpLis)
 	served.Wait()
 	if errors.Is(err, net.ErrClosed) {
@@ -128,8 +130,8 @@ type capture struct {
 	l       net.Listener
 	cfg     CaptureConfig
 	metrics *captureMetrics
-	httpLis *chanListener // HTTP connections, with their service key
-	dialer  *net.Dialer   // passthrough
+	httpLis *connset.ChanListener // HTTP connections, with their service key
+	dialer  *net.Dialer           // passthrough
 }
 
 type captureKey struct{}
@@ -152,11 +154,11 @@ func (cp *capture) serveHTTP(w http.ResponseWriter, r *http.Request) {
 // handle routes one captured connection.
 func (cp *capture) handle(c net.Conn) {
 	o := cp.o
-	if !o.conns.add(c) {
+	if !o.conns.Add(c) {
 		closeQuietly(c)
 		return
 	}
-	defer o.conns.remove(c)
+	defer o.conns.Remove(c)
 	dst, err := cp.cfg.OriginalDst(c)
 	if err != nil {
 		cp.refuse(c, capturedError, "original destination unknown: only connections the iptables rules redirect belong here", dst, err)
@@ -251,7 +253,7 @@ func (cp *capture) serveMesh(c net.Conn, dst netip.AddrPort, rt *route) {
 		idleTimeout: cp.o.cfg.IdleTimeout,
 		conns:       &cp.o.conns,
 		handoff: func(c net.Conn, _ *peer) bool {
-			return cp.httpLis.deliver(&capturedConn{Conn: c, key: rt.key})
+			return cp.httpLis.Deliver(&capturedConn{Conn: c, key: rt.key})
 		},
 	}
 	fast.serve(pc, nil)
@@ -396,7 +398,7 @@ func splice(a, b net.Conn) {
 	var once sync.Once
 	closeBoth := func() { once.Do(func() { closeQuietly(a); closeQuietly(b) }) }
 	half := func(dst, src net.Conn) {
-		if _, err := io.Copy(dst, src); err != nil || !closeWrite(dst) {
+		if _, err := io.Copy(dst, src); err != nil || !relay.CloseWrite(dst) {
 			closeBoth()
 		}
 	}

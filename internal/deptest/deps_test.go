@@ -66,6 +66,11 @@ var rules = []rule{
 		why:    "the policy engine depends only on internal/resource",
 	},
 	{
+		from:   []string{"internal/policy/analysis/..."},
+		banned: []string{"internal/adminapi/...", "internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/..."},
+		why:    "policy analysis decides from the mesh state it is given: it must not fetch it (the admin API client) or reach the control plane, the store or the signers",
+	},
+	{
 		from:   []string{"internal/dataplane/...", "internal/meshconfig/...", "internal/meshdns/...", "internal/controlclient/..."},
 		banned: []string{"internal/proxy/..."},
 		why:    "the proxy's parts below the role (the data plane, its compiled config, mesh DNS, the control-plane client) must not reach back into it",
@@ -76,9 +81,9 @@ var rules = []rule{
 		why:    "the snapshot builder is pure: its input is given, it does no I/O and holds no state",
 	},
 	{
-		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/..."},
+		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/dataplane/relay/...", "internal/dataplane/connset/..."},
 		banned: []string{"internal/dataplane", "internal/controlclient/...", "internal/meshdns/..."},
-		why:    "the admission chain and the data-path metrics are transport-neutral: the data path's transports call them, they never reach back",
+		why:    "the data path's parts (admission chain, metrics, relays, connection sets) never reach back into its transports",
 	},
 	{
 		from: []string{"internal/controlplane/registry/..."},
@@ -95,6 +100,16 @@ var rules = []rule{
 			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
 		},
 		why: "the VIP allocator works from service keys and a store.Store: it must not reach the control plane's server, the registry, the signers, a store backend or the data plane",
+	},
+	{
+		from:   []string{"internal/meshca/..."},
+		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/..."},
+		why:    "the CA, signing and rotation are given what they need (a data dir, the proxies' certificate reports): they must not reach the control plane, its registry, the store or the data plane",
+	},
+	{
+		from:   []string{"internal/meshhealth/..."},
+		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/..."},
+		why:    "trellis check's findings judge what a control plane's admin API answers: they must not link the control plane, the store, the signers or the proxy",
 	},
 	{
 		from:   []string{"internal/collectord/..."},

@@ -1,4 +1,13 @@
-package dataplane
+// Package relay moves HTTP messages and bytes between a caller and an
+// upstream for the data path's net/http side and its tunnels: hop-by-hop
+// header handling, the outgoing request, response and body copying,
+// Upgrade forwarding (101 and the hijacked relay after it), and the
+// two-way byte pipe with half-closes and pooled buffers.
+//
+// It must not depend on the data path's listeners and policy
+// (internal/dataplane and its admission chain), the proxy role, the
+// control plane, or the store (internal/deptest keeps this).
+package relay
 
 import (
 	"errors"
@@ -17,7 +26,8 @@ var hopHeaders = [...]string{
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
 }
 
-func isHopHeader(k string) bool {
+// IsHopHeader reports whether k (canonical form) is a hop-by-hop header.
+func IsHopHeader(k string) bool {
 	switch k {
 	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
 		"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
@@ -67,11 +77,11 @@ type outRequest struct {
 	url url.URL
 }
 
-// newOutRequest turns a server request into a client request for
+// NewOutRequest turns a server request into a client request for
 // scheme://host, unchanged otherwise: method, path, query, Host, body and
 // trailers pass through; hop-by-hop headers go. It shares (and edits) r's
 // header map, which the handler owns.
-func newOutRequest(r *http.Request, scheme, host string) *http.Request {
+func NewOutRequest(r *http.Request, scheme, host string) *http.Request {
 	o := &outRequest{req: *r, url: *r.URL}
 	o.url.Scheme = scheme
 	o.url.Host = host
@@ -89,24 +99,30 @@ func newOutRequest(r *http.Request, scheme, host string) *http.Request {
 	return &o.req
 }
 
-// Errors of copyResponse: which side failed decides what the handler does.
+// ErrClientGone: CopyResponse (and the fast path) could not write to the
+// caller, who went away; the handler records it and writes nothing more.
 var (
-	errClientGone = errors.New("client went away")
+	ErrClientGone = errors.New("client went away")
 )
 
-type upstreamBodyError struct{ err error }
+// UpstreamBodyError: CopyResponse could not read the upstream's body;
+// the response was cut short, so the caller's exchange must be aborted.
+type UpstreamBodyError struct{ err error }
 
-func (e *upstreamBodyError) Error() string { return "read upstream response: " + e.err.Error() }
-func (e *upstreamBodyError) Unwrap() error { return e.err }
+// Error implements error.
+func (e *UpstreamBodyError) Error() string { return "read upstream response: " + e.err.Error() }
 
-// copyResponse writes resp to w: headers minus hop-by-hop, the body as it
+// Unwrap returns the read error.
+func (e *UpstreamBodyError) Unwrap() error { return e.err }
+
+// CopyResponse writes resp to w: headers minus hop-by-hop, the body as it
 // arrives (flushed after every read, like ReverseProxy's FlushInterval -1,
 // except for the last piece of a body of known length, which the server
 // flushes when the handler returns), then trailers.
-func copyResponse(w http.ResponseWriter, resp *http.Response) error {
+func CopyResponse(w http.ResponseWriter, resp *http.Response) error {
 	h := w.Header()
 	for k, vv := range resp.Header {
-		if !isHopHeader(k) {
+		if !IsHopHeader(k) {
 			h[k] = vv
 		}
 	}
@@ -159,7 +175,7 @@ func copyBody(w http.ResponseWriter, body io.Reader, remaining int64) error {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return errClientGone
+				return ErrClientGone
 			}
 			if remaining > 0 {
 				remaining -= int64(n)
@@ -172,29 +188,29 @@ func copyBody(w http.ResponseWriter, body io.Reader, remaining int64) error {
 			return nil
 		}
 		if rerr != nil {
-			return &upstreamBodyError{rerr}
+			return &UpstreamBodyError{rerr}
 		}
 	}
 }
 
-// bodyless reports whether a server request carries no body (an HTTP/2
+// Bodyless reports whether a server request carries no body (an HTTP/2
 // server request always has a Body, empty when the stream ended).
-func bodyless(r *http.Request) bool {
+func Bodyless(r *http.Request) bool {
 	return r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0
 }
 
-// enableFullDuplex lets an HTTP/1 handler keep reading the request body
+// EnableFullDuplex lets an HTTP/1 handler keep reading the request body
 // after it starts the response, which streaming both ways (a 64 MiB echo,
 // gRPC-like protocols) needs. HTTP/2 is always full duplex.
-func enableFullDuplex(w http.ResponseWriter, r *http.Request) {
+func EnableFullDuplex(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor == 1 && r.Body != nil && r.Body != http.NoBody {
 		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 }
 
-// plainError writes a short text error the way http.Error does, without
+// PlainError writes a short text error the way http.Error does, without
 // the extra headers.
-func plainError(w http.ResponseWriter, code int, msg string) {
+func PlainError(w http.ResponseWriter, code int, msg string) {
 	h := w.Header()
 	h["Content-Type"] = textPlain
 	h["X-Content-Type-Options"] = nosniff

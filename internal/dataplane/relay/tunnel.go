@@ -1,4 +1,4 @@
-package dataplane
+package relay
 
 import (
 	"io"
@@ -17,7 +17,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); retur
 func getBuf() *[]byte  { return copyBufs.Get().(*[]byte) }
 func putBuf(b *[]byte) { copyBufs.Put(b) }
 
-// pipe relays bytes both ways between the caller's side a and the
+// Pipe relays bytes both ways between the caller's side a and the
 // destination's side b until both directions end, then closes both. ar and
 // br are what to read a and b from (they may hold bytes buffered before the
 // tunnel began). A direction that ends cleanly half-closes its destination
@@ -25,7 +25,7 @@ func putBuf(b *[]byte) { copyBufs.Put(b) }
 // direction fails, both connections are closed to end the other direction.
 // received counts caller-to-destination bytes, sent the reverse; either may
 // be nil.
-func pipe(a io.ReadWriteCloser, ar io.Reader, b io.ReadWriteCloser, br io.Reader, received, sent prometheus.Counter) {
+func Pipe(a io.ReadWriteCloser, ar io.Reader, b io.ReadWriteCloser, br io.Reader, received, sent prometheus.Counter) {
 	var once sync.Once
 	closeBoth := func() { once.Do(func() { closeQuietly(a); closeQuietly(b) }) }
 	done := make(chan struct{})
@@ -57,7 +57,7 @@ func relay(dst io.Writer, src io.Reader, count prometheus.Counter, closeBoth fun
 			}
 		}
 		if rerr == io.EOF {
-			if !closeWrite(dst) {
+			if !CloseWrite(dst) {
 				closeBoth()
 			}
 			return
@@ -69,9 +69,9 @@ func relay(dst io.Writer, src io.Reader, count prometheus.Counter, closeBoth fun
 	}
 }
 
-// closeWrite half-closes c (TCP FIN, or TLS close_notify), unwrapping
+// CloseWrite half-closes c (TCP FIN, or TLS close_notify), unwrapping
 // connection wrappers; it reports false when c cannot be half-closed.
-func closeWrite(c any) bool {
+func CloseWrite(c any) bool {
 	for {
 		switch x := c.(type) {
 		case interface{ CloseWrite() error }:
@@ -83,3 +83,5 @@ func closeWrite(c any) bool {
 		}
 	}
 }
+
+func closeQuietly(c io.Closer) { _ = c.Close() }

@@ -1,4 +1,10 @@
-package dataplane
+// Package connset tracks the data path's connections: the Set that
+// shutdown closes (raw tunnels, hijacked upgrades, connections in their
+// handshake, idle fast-path connections), the ChanListener that hands
+// classified connections to an http.Server, and the accept loop.
+//
+// It depends on the standard library and internal/backoff only.
+package connset
 
 import (
 	"context"
@@ -12,20 +18,24 @@ import (
 	"github.com/trellismesh/trellis/internal/backoff"
 )
 
-// chanListener hands connections that were accepted and classified
+// ChanListener hands connections that were accepted and classified
 // elsewhere (TLS handshake done, protocol sniffed) to an http.Server.
-type chanListener struct {
+type ChanListener struct {
 	addr net.Addr
 	ch   chan net.Conn
 	done chan struct{}
 	once sync.Once
 }
 
-func newChanListener(addr net.Addr) *chanListener {
-	return &chanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+// NewChanListener returns a listener that reports addr and accepts what
+// Deliver gives it.
+func NewChanListener(addr net.Addr) *ChanListener {
+	return &ChanListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
 }
 
-func (l *chanListener) Accept() (net.Conn, error) {
+// Accept returns the next delivered connection, or net.ErrClosed after
+// Close.
+func (l *ChanListener) Accept() (net.Conn, error) {
 	select {
 	case <-l.done:
 		return nil, net.ErrClosed
@@ -39,9 +49,9 @@ func (l *chanListener) Accept() (net.Conn, error) {
 	}
 }
 
-// deliver passes c to the server; false means the listener is closed and
+// Deliver passes c to the server; false means the listener is closed and
 // the caller still owns c.
-func (l *chanListener) deliver(c net.Conn) bool {
+func (l *ChanListener) Deliver(c net.Conn) bool {
 	select {
 	case l.ch <- c:
 		return true
@@ -50,55 +60,61 @@ func (l *chanListener) deliver(c net.Conn) bool {
 	}
 }
 
-func (l *chanListener) Close() error {
+// Close makes Accept and Deliver return; it is idempotent.
+func (l *ChanListener) Close() error {
 	l.once.Do(func() { close(l.done) })
 	return nil
 }
 
-func (l *chanListener) Addr() net.Addr { return l.addr }
+// Addr is the address given to NewChanListener.
+func (l *ChanListener) Addr() net.Addr { return l.addr }
 
-// connSet tracks connections the http.Server does not: raw tunnels,
+// Set tracks connections the http.Server does not: raw tunnels,
 // hijacked upgrades and connections still in their handshake. Shutdown waits
 // for them, then closes the rest.
-type connSet struct {
+type Set struct {
 	mu     sync.Mutex
 	conns  map[io.Closer]struct{}
-	idlers map[idleCloser]struct{}
+	idlers map[IdleCloser]struct{}
 	closed bool
 	// closing mirrors closed for lock-free checks per request.
 	closing atomic.Bool
 	wg      sync.WaitGroup
 }
 
-// idleCloser is a tracked connection that serves requests one after the
+// IdleCloser is a tracked connection that serves requests one after the
 // other (the HTTP/1.1 fast path): shutdown closes it while it waits
 // between requests.
-type idleCloser interface{ closeIfIdle() }
+type IdleCloser interface{ CloseIfIdle() }
 
-func (s *connSet) addIdler(c idleCloser) {
+// AddIdler tracks c until RemoveIdler; Shutdown closes it when idle.
+func (s *Set) AddIdler(c IdleCloser) {
 	s.mu.Lock()
 	if s.idlers == nil {
-		s.idlers = make(map[idleCloser]struct{})
+		s.idlers = make(map[IdleCloser]struct{})
 	}
 	s.idlers[c] = struct{}{}
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		c.closeIfIdle()
+		c.CloseIfIdle()
 	}
 }
 
-func (s *connSet) removeIdler(c idleCloser) {
+// RemoveIdler stops tracking c.
+func (s *Set) RemoveIdler(c IdleCloser) {
 	s.mu.Lock()
 	delete(s.idlers, c)
 	s.mu.Unlock()
 }
 
 // isClosed reports whether shutdown has begun.
-func (s *connSet) isClosed() bool { return s.closing.Load() }
+// IsClosed reports whether Shutdown began.
+func (s *Set) IsClosed() bool { return s.closing.Load() }
 
 // add tracks c; false means shutdown has begun and c must not be served.
-func (s *connSet) add(c io.Closer) bool {
+// Add tracks c until Remove, or reports false (after Shutdown began).
+func (s *Set) Add(c io.Closer) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -112,7 +128,8 @@ func (s *connSet) add(c io.Closer) bool {
 	return true
 }
 
-func (s *connSet) remove(c io.Closer) {
+// Remove stops tracking c.
+func (s *Set) Remove(c io.Closer) {
 	s.mu.Lock()
 	_, ok := s.conns[c]
 	delete(s.conns, c)
@@ -122,19 +139,19 @@ func (s *connSet) remove(c io.Closer) {
 	}
 }
 
-// shutdown refuses new conns and waits for tracked ones to finish; when ctx
+// Shutdown refuses new conns and waits for tracked ones to finish; when ctx
 // ends first, it closes them and returns ctx's error.
-func (s *connSet) shutdown(ctx context.Context) error {
+func (s *Set) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
 	s.closing.Store(true)
-	idle := make([]idleCloser, 0, len(s.idlers))
+	idle := make([]IdleCloser, 0, len(s.idlers))
 	for c := range s.idlers {
 		idle = append(idle, c)
 	}
 	s.mu.Unlock()
 	for _, c := range idle {
-		c.closeIfIdle()
+		c.CloseIfIdle()
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
@@ -152,12 +169,12 @@ func (s *connSet) shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// acceptLoop calls handle for each accepted conn. It returns when l is
+// AcceptLoop calls handle for each accepted conn. It returns when l is
 // closed; other accept errors (out of file descriptors, aborted
 // connections) are retried after 5ms doubling to 1s, without jitter, as
 // net/http does: the wait is for this process's resources, not a peer
 // many clients share.
-func acceptLoop(l net.Listener, handle func(net.Conn)) error {
+func AcceptLoop(l net.Listener, handle func(net.Conn)) error {
 	failures := 0
 	for {
 		c, err := l.Accept()
@@ -173,3 +190,5 @@ func acceptLoop(l net.Listener, handle func(net.Conn)) error {
 		handle(c)
 	}
 }
+
+func closeQuietly(c io.Closer) { _ = c.Close() }

@@ -1,4 +1,4 @@
-package dataplane
+package relay
 
 import (
 	"bufio"
@@ -9,13 +9,14 @@ import (
 	"strings"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/connset"
 )
 
-// upgradeType returns the protocol an HTTP/1.1 request asks to switch to
+// UpgradeType returns the protocol an HTTP/1.1 request asks to switch to
 // (WebSocket), or "". HTTP/2 requests cannot upgrade, and an Upgrade on
 // HTTP/1.0 is ignored (RFC 9110 7.8). The inbound decides with
-// checkUpgrade instead.
-func upgradeType(r *http.Request) string {
+// the admission chain instead.
+func UpgradeType(r *http.Request) string {
 	if r.ProtoMajor != 1 || r.ProtoMinor == 0 {
 		return ""
 	}
@@ -28,12 +29,12 @@ func upgradeType(r *http.Request) string {
 
 var errUpgradeMismatch = errors.New("upstream switched to a protocol the client did not ask for")
 
-// forwardUpgrade sends an Upgrade request through rt. A non-101 answer is
+// ForwardUpgrade sends an Upgrade request through rt. A non-101 answer is
 // copied back like any response; a 101 hijacks the client connection and
 // relays bytes both ways until either side closes. It returns the status
 // code for metrics, and an error only when no response reached the client.
-func forwardUpgrade(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, scheme, host, upType string, conns *connSet) (int, error) {
-	out := newOutRequest(r, scheme, host)
+func ForwardUpgrade(w http.ResponseWriter, r *http.Request, rt http.RoundTripper, scheme, host, upType string, conns *connset.Set) (int, error) {
+	out := NewOutRequest(r, scheme, host)
 	out.Header["Connection"] = []string{"Upgrade"}
 	out.Header["Upgrade"] = []string{upType}
 	resp, err := rt.RoundTrip(out)
@@ -42,8 +43,8 @@ func forwardUpgrade(w http.ResponseWriter, r *http.Request, rt http.RoundTripper
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
-		if err := copyResponse(w, resp); err != nil {
-			var ue *upstreamBodyError
+		if err := CopyResponse(w, resp); err != nil {
+			var ue *UpstreamBodyError
 			if errors.As(err, &ue) {
 				panic(http.ErrAbortHandler)
 			}
@@ -65,15 +66,15 @@ func forwardUpgrade(w http.ResponseWriter, r *http.Request, rt http.RoundTripper
 		back.Close()
 		return 0, fmt.Errorf("hijack client connection: %w", err)
 	}
-	if !conns.add(conn) {
+	if !conns.Add(conn) {
 		back.Close()
 		closeQuietly(conn)
 		return http.StatusSwitchingProtocols, nil
 	}
-	defer conns.remove(conn)
+	defer conns.Remove(conn)
 	h := make(http.Header, len(resp.Header))
 	for k, vv := range resp.Header {
-		if !isHopHeader(k) {
+		if !IsHopHeader(k) {
 			h[k] = vv
 		}
 	}
@@ -88,7 +89,7 @@ func forwardUpgrade(w http.ResponseWriter, r *http.Request, rt http.RoundTripper
 	if brw.Reader.Buffered() > 0 {
 		cr = brw.Reader
 	}
-	pipe(conn, cr, back, back, nil, nil)
+	Pipe(conn, cr, back, back, nil, nil)
 	return http.StatusSwitchingProtocols, nil
 }
 
