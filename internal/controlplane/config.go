@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
+	"github.com/trellismesh/trellis/internal/controlplane/vips"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -40,7 +41,7 @@ const (
 // DefaultVIPRange is where services' virtual IPs come from: part of
 // 240.0.0.0/4, reserved and never routed, so a VIP never shadows a real
 // destination.
-var DefaultVIPRange = netip.MustParsePrefix("240.240.0.0/16")
+var DefaultVIPRange = vips.DefaultRange
 
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {
@@ -180,7 +181,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s %s: must not be negative", d.flag, d.v)
 		}
 	}
-	if err := validateVIPRange(c.VIPRange); err != nil {
+	if err := vips.ValidateRange(c.VIPRange); err != nil {
 		return err
 	}
 	if c.Store == nil {

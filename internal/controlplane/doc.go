@@ -4,8 +4,8 @@
 // (internal/meshca) and the join-token authority (internal/jointoken),
 // serves the identity gRPC API and the config stream to proxies (the push
 // loop; the proxy registry is internal/controlplane/registry, the snapshot
-// builder internal/controlplane/snapshot), and the HTTP admin API to the
-// CLI.
+// builder internal/controlplane/snapshot, services' virtual IPs
+// internal/controlplane/vips), and the HTTP admin API to the CLI.
 //
 // A Server is self-contained (no process-global state), so tests run several
 // in one process. Only the CLI wiring and tests import this package; the proxy

@@ -19,7 +19,7 @@ func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
 	ws, idle, _ := s.push.reg.View()
 	items := serviceInfos(ws, idle, r.URL.Query().Get("namespace"))
 	for i := range items {
-		items[i].VirtualIP = s.push.vips.known(serviceKey{Namespace: items[i].Namespace, Name: items[i].Name})
+		items[i].VirtualIP = s.push.vips.Known(snapshot.ServiceKey{Namespace: items[i].Namespace, Name: items[i].Name})
 	}
 	writeJSON(w, http.StatusOK, adminapi.ServiceListResponse{Items: items})
 }

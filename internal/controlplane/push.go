@@ -12,6 +12,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
+	"github.com/trellismesh/trellis/internal/controlplane/vips"
 )
 
 // proxyStream is the push side of one open config stream. The push loop
@@ -61,7 +62,7 @@ type pusher struct {
 	log            *slog.Logger
 	metrics        *metrics
 	// vips assigns services' virtual IPs before each build (nil: none).
-	vips *vipAllocator
+	vips *vips.Allocator
 
 	changed chan struct{} // something changed for possibly every proxy
 	joined  chan struct{} // a stream waits for its first snapshot
@@ -78,7 +79,7 @@ type pushSettings struct {
 	resources *resourceCache
 	roots     func() [][]byte // the trust bundle, DER
 	issuer    func() string   // the CA's active issuer; nil: none
-	vips      *vipAllocator   // nil: services get no virtual IP
+	vips      *vips.Allocator // nil: services get no virtual IP
 	// trustDomain holds every workload a snapshot names (consistency).
 	trustDomain spiffeid.TrustDomain
 	// From Config, defaults applied.
@@ -261,9 +262,9 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.SameTrust(roots, issuer) {
 		return p.view, nil
 	}
-	var vips map[serviceKey]string
+	var vipOf map[snapshot.ServiceKey]string
 	if p.vips != nil {
-		vips = p.vips.assign(serviceKeys(ws, idle))
+		vipOf = p.vips.Assign(vips.ServiceKeys(ws, idle))
 	}
 	v, err := snapshot.NewView(snapshot.Input{
 		Mesh:           mesh,
@@ -274,7 +275,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		Policies:       policies,
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
-		VIPs:           vips,
+		VIPs:           vipOf,
 		TrustDomain:    p.trustDomain,
 	})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
+	"github.com/trellismesh/trellis/internal/controlplane/vips"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/meshca"
@@ -119,12 +120,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
 		return nil, err
 	}
-	vips, err := loadVIPs(ctx, st, cfg.VIPRange, cfg.Logger)
+	vipAlloc, err := vips.Load(ctx, st, cfg.VIPRange, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
 	s.push = newPusher(pushSettings{
-		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vips, trustDomain: td,
+		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vipAlloc, trustDomain: td,
 		reportInterval: cfg.ReportInterval, debounce: cfg.PushDebounce,
 		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
 		collectorAddr: cfg.CollectorAddr, now: cfg.Clock.Now, log: cfg.Logger, metrics: s.metrics,

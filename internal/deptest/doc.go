@@ -9,9 +9,14 @@
 //     k8s.io/client-go;
 //   - internal/identity depends on any other package of the module, or
 //     internal/policy on internal/identity;
-//   - the proxy registry (internal/controlplane/registry) depends on the
-//     control plane package itself, the CA or join-token signer, a store
-//     backend or the data plane;
+//   - policy analysis (internal/policy/analysis) depends on the admin API
+//     client, the control plane, the store or the signers;
+//   - the proxy registry (internal/controlplane/registry) or the VIP
+//     allocator (internal/controlplane/vips) depends on the control plane
+//     package itself, the CA or join-token signer, a store backend or the
+//     data plane, or the allocator on the registry;
+//   - the health findings of trellis check (internal/meshhealth) depend on
+//     the control plane, the store, the signers, the proxy or the data plane;
 //   - the collector role (internal/collectord) depends on the proxy, the CA
 //     or the join-token signer;
 //   - any role package (controlplane, proxy, collectord, gateway) depends

@@ -389,3 +389,19 @@ func buildSnapshot(in snapshot.Input, w snapshot.Workload) (*pb.Snapshot, error)
 func buildFromView(v *snapshot.View, w snapshot.Workload) (*pb.Snapshot, error) {
 	return snapshot.Build(v, &w)
 }
+
+// The builder only copies VIPs it is given into the services.
+func TestSnapshotServicesCarryVIPs(t *testing.T) {
+	ws := []snapshot.Workload{
+		{Instance: "c1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006"},
+		{Instance: "l1", Service: "ledger", Namespace: "shop"},
+	}
+	svcs := snapshot.WithVIPs(snapshot.ServicesOf(ws, nil), map[snapshot.ServiceKey]string{{Namespace: "shop", Name: "catalog"}: "240.240.0.7"})
+	got := map[string]string{}
+	for _, s := range svcs {
+		got[s.GetName()] = s.GetVirtualIp()
+	}
+	if got["catalog"] != "240.240.0.7" || got["ledger"] != "" {
+		t.Errorf("virtual IPs %v, want catalog 240.240.0.7 and ledger none", got)
+	}
+}

@@ -1,4 +1,4 @@
-package controlplane
+package vips
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/bolt"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -23,9 +22,9 @@ func openVIPStore(t *testing.T, path string) store.Store {
 	return st
 }
 
-func mustLoadVIPs(t *testing.T, st store.Store, prefix string) *vipAllocator {
+func mustLoadVIPs(t *testing.T, st store.Store, prefix string) *Allocator {
 	t.Helper()
-	a, err := loadVIPs(context.Background(), st, netip.MustParsePrefix(prefix), testutil.Logger(t))
+	a, err := Load(context.Background(), st, netip.MustParsePrefix(prefix), testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +65,7 @@ func TestVIPsStableAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	st := openVIPStore(t, path)
 	keys := svcKeys(200)
-	first := mustLoadVIPs(t, st, "240.240.0.0/16").assign(keys)
+	first := mustLoadVIPs(t, st, "240.240.0.0/16").Assign(keys)
 	if len(first) != len(keys) {
 		t.Fatalf("assigned %d VIPs, want %d", len(first), len(keys))
 	}
@@ -78,8 +77,8 @@ func TestVIPsStableAcrossRestart(t *testing.T) {
 	a := mustLoadVIPs(t, st, "240.240.0.0/16")
 	// Half the services are gone, then come back in another order, after
 	// new ones took addresses.
-	later := a.assign(append(svcKeys(300)[200:], keys[:100]...))
-	back := a.assign([]serviceKey{keys[150], keys[199]})
+	later := a.Assign(append(svcKeys(300)[200:], keys[:100]...))
+	back := a.Assign([]serviceKey{keys[150], keys[199]})
 	for _, k := range keys[:100] {
 		if later[k] != first[k] {
 			t.Errorf("%s: got %s after a restart, want %s", k, later[k], first[k])
@@ -111,22 +110,22 @@ func TestVIPRangeExhausted(t *testing.T) {
 	st := openVIPStore(t, path)
 	a := mustLoadVIPs(t, st, "198.18.0.0/30")
 	keys := svcKeys(3)
-	got := a.assign(keys[:2])
+	got := a.Assign(keys[:2])
 	checkVIPs(t, got, "198.18.0.0/30")
 	for _, s := range got {
 		if s != "198.18.0.1" && s != "198.18.0.2" {
 			t.Errorf("got %s; a /30 may only hand out .1 and .2", s)
 		}
 	}
-	again := a.assign(keys)
+	again := a.Assign(keys)
 	if _, ok := again[keys[2]]; ok || len(again) != 2 {
-		t.Errorf("assign with the range full: %v; want the first two only", again)
+		t.Errorf("Assign with the range full: %v; want the first two only", again)
 	}
 	st.Close()
 
 	st = openVIPStore(t, path)
 	t.Cleanup(func() { st.Close() })
-	after := mustLoadVIPs(t, st, "198.18.0.0/30").assign([]serviceKey{keys[2], keys[1], keys[0]})
+	after := mustLoadVIPs(t, st, "198.18.0.0/30").Assign([]serviceKey{keys[2], keys[1], keys[0]})
 	if len(after) != 2 || after[keys[0]] != got[keys[0]] || after[keys[1]] != got[keys[1]] {
 		t.Errorf("after a restart: %v, want %v", after, got)
 	}
@@ -140,8 +139,8 @@ func TestVIPsTwoWriters(t *testing.T) {
 	a1 := mustLoadVIPs(t, st, "198.18.0.0/29")
 	a2 := mustLoadVIPs(t, st, "198.18.0.0/29") // loaded before a1 writes
 	keys := svcKeys(6)
-	got1 := a1.assign(keys[:3])
-	got2 := a2.assign(keys[3:])
+	got1 := a1.Assign(keys[:3])
+	got2 := a2.Assign(keys[3:])
 	all := map[serviceKey]string{}
 	for _, m := range []map[serviceKey]string{got1, got2} {
 		for k, v := range m {
@@ -152,7 +151,7 @@ func TestVIPsTwoWriters(t *testing.T) {
 		t.Fatalf("assigned %d of 6 (the /29 holds 6): %v", len(all), all)
 	}
 	checkVIPs(t, all, "198.18.0.0/29")
-	if got := a2.assign(keys[:1]); got[keys[0]] != got1[keys[0]] {
+	if got := a2.Assign(keys[:1]); got[keys[0]] != got1[keys[0]] {
 		t.Errorf("second writer: %s got %s, want the first writer's %s", keys[0], got[keys[0]], got1[keys[0]])
 	}
 
@@ -162,8 +161,8 @@ func TestVIPsTwoWriters(t *testing.T) {
 	t.Cleanup(func() { st30.Close() })
 	b1 := mustLoadVIPs(t, st30, "198.18.0.0/30")
 	b2 := mustLoadVIPs(t, st30, "198.18.0.0/30")
-	first := b1.assign(keys[:1])
-	second := b2.assign(keys[1:3])
+	first := b1.Assign(keys[:1])
+	second := b2.Assign(keys[1:3])
 	if len(first) != 1 || len(second) != 1 {
 		t.Fatalf("first writer %v, second %v; want one address each", first, second)
 	}
@@ -180,13 +179,13 @@ func TestVIPRangeChanged(t *testing.T) {
 	st := openVIPStore(t, filepath.Join(t.TempDir(), "state.db"))
 	t.Cleanup(func() { st.Close() })
 	keys := svcKeys(5)
-	old := mustLoadVIPs(t, st, "198.18.0.0/24").assign(keys)
-	got := mustLoadVIPs(t, st, "198.19.0.0/24").assign(keys)
+	old := mustLoadVIPs(t, st, "198.18.0.0/24").Assign(keys)
+	got := mustLoadVIPs(t, st, "198.19.0.0/24").Assign(keys)
 	if len(got) != 5 {
 		t.Fatalf("assigned %d, want 5", len(got))
 	}
 	checkVIPs(t, got, "198.19.0.0/24")
-	again := mustLoadVIPs(t, st, "198.19.0.0/24").assign(keys)
+	again := mustLoadVIPs(t, st, "198.19.0.0/24").Assign(keys)
 	for _, k := range keys {
 		if again[k] != got[k] || got[k] == old[k] {
 			t.Errorf("%s: old %s, new %s, after reload %s", k, old[k], got[k], again[k])
@@ -197,14 +196,14 @@ func TestVIPRangeChanged(t *testing.T) {
 func TestVIPsIPv6(t *testing.T) {
 	st := openVIPStore(t, filepath.Join(t.TempDir(), "state.db"))
 	t.Cleanup(func() { st.Close() })
-	got := mustLoadVIPs(t, st, "fd00:7472::/64").assign(svcKeys(20))
+	got := mustLoadVIPs(t, st, "fd00:7472::/64").Assign(svcKeys(20))
 	if len(got) != 20 {
 		t.Fatalf("assigned %d, want 20", len(got))
 	}
 	checkVIPs(t, got, "fd00:7472::/64")
 }
 
-func TestValidateVIPRange(t *testing.T) {
+func TestValidateRange(t *testing.T) {
 	for _, tc := range []struct {
 		in, err string
 	}{
@@ -218,35 +217,12 @@ func TestValidateVIPRange(t *testing.T) {
 		{"fd00::/127", "leaves no address"},
 		{"::ffff:240.240.0.0/112", "plain IPv4 or IPv6"},
 	} {
-		err := validateVIPRange(netip.MustParsePrefix(tc.in))
+		err := ValidateRange(netip.MustParsePrefix(tc.in))
 		switch {
 		case tc.err == "" && err != nil:
 			t.Errorf("%s: %v, want valid", tc.in, err)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "--vip-range")):
 			t.Errorf("%s: got %v, want an error naming --vip-range and saying %q", tc.in, err, tc.err)
 		}
-	}
-	st := openVIPStore(t, filepath.Join(t.TempDir(), "state.db"))
-	defer st.Close()
-	cfg := Config{DataDir: "x", Store: st}
-	cfg.setDefaults()
-	if cfg.VIPRange != DefaultVIPRange || cfg.validate() != nil {
-		t.Errorf("zero VIPRange: got %s (%v), want the default %s", cfg.VIPRange, cfg.validate(), DefaultVIPRange)
-	}
-}
-
-// The builder only copies VIPs it is given into the services.
-func TestSnapshotServicesCarryVIPs(t *testing.T) {
-	ws := []workload{
-		{Instance: "c1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006"},
-		{Instance: "l1", Service: "ledger", Namespace: "shop"},
-	}
-	svcs := snapshot.WithVIPs(snapshot.ServicesOf(ws, nil), map[serviceKey]string{{Namespace: "shop", Name: "catalog"}: "240.240.0.7"})
-	got := map[string]string{}
-	for _, s := range svcs {
-		got[s.GetName()] = s.GetVirtualIp()
-	}
-	if got["catalog"] != "240.240.0.7" || got["ledger"] != "" {
-		t.Errorf("virtual IPs %v, want catalog 240.240.0.7 and ledger none", got)
 	}
 }

@@ -1,4 +1,4 @@
-package controlplane
+package vips
 
 import (
 	"cmp"
@@ -19,17 +19,6 @@ import (
 	"github.com/trellismesh/trellis/internal/store"
 )
 
-// Virtual IPs: every service seen in the registry is assigned an address
-// from Config.VIPRange, which mesh DNS answers SERVICE.NAMESPACE.mesh with
-// and transparent capture routes by.
-//
-// An assignment is kept forever: it survives restarts and the service's
-// workloads all going away, so a service that comes back gets its old
-// address and an application (or a resolver's cache) holding it is never
-// sent to another service. The price is that a range only ever fills up;
-// when it is full, new services get no VIP (logged) until the range is
-// made larger.
-//
 // Store layout, both keys written in one transaction, each conditioned on
 // its absence, so that two control planes sharing a store can never give
 // one service two addresses or one address to two services:
@@ -44,14 +33,18 @@ const (
 // vipTimeout bounds the store writes of one allocation.
 const vipTimeout = 5 * time.Second
 
-// serviceKey names a service across namespaces.
+// DefaultRange is where services' virtual IPs come from when no range is
+// configured: part of 240.0.0.0/4, reserved and never routed, so a VIP
+// never shadows a real destination.
+var DefaultRange = netip.MustParsePrefix("240.240.0.0/16")
+
 // serviceKey names a service (snapshot.ServiceKey).
 type serviceKey = snapshot.ServiceKey
 
-// vipAllocator assigns virtual IPs. Its methods are safe for concurrent
-// use; assign does store I/O and is meant for the push loop, outside the
-// pure snapshot builder.
-type vipAllocator struct {
+// Allocator assigns virtual IPs. Its methods are safe for concurrent use;
+// Assign does store I/O and is meant for the push loop, outside the pure
+// snapshot builder.
+type Allocator struct {
 	st    store.Store
 	rng   vipRange
 	log   *slog.Logger
@@ -117,9 +110,10 @@ func (r vipRange) start(k serviceKey) uint64 {
 	return 1 + binary.BigEndian.Uint64(h.Sum(nil))%r.usable()
 }
 
-// loadVIPs reads the stored assignments for prefix.
-func loadVIPs(ctx context.Context, st store.Store, prefix netip.Prefix, log *slog.Logger) (*vipAllocator, error) {
-	a := &vipAllocator{
+// Load reads the stored assignments and returns an allocator handing out
+// addresses of prefix (checked with ValidateRange).
+func Load(ctx context.Context, st store.Store, prefix netip.Prefix, log *slog.Logger) (*Allocator, error) {
+	a := &Allocator{
 		st: st, rng: newVIPRange(prefix), log: log,
 		byKey: map[serviceKey]netip.Addr{}, used: map[netip.Addr]serviceKey{},
 		stale: map[serviceKey]int64{}, warned: map[serviceKey]bool{},
@@ -166,11 +160,11 @@ func loadVIPs(ctx context.Context, st store.Store, prefix netip.Prefix, log *slo
 	return a, nil
 }
 
-// assign returns the virtual IP of every service in keys, allocating and
+// Assign returns the virtual IP of every service in keys, allocating and
 // storing addresses for those that have none. A service left without one
 // (range full, store unavailable) is absent from the result and logged;
-// the next call tries again. Keys should be sorted (serviceKeys).
-func (a *vipAllocator) assign(keys []serviceKey) map[serviceKey]string {
+// the next call tries again. Keys should be sorted (ServiceKeys).
+func (a *Allocator) Assign(keys []serviceKey) map[serviceKey]string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make(map[serviceKey]string, len(keys))
@@ -211,8 +205,9 @@ func (a *vipAllocator) assign(keys []serviceKey) map[serviceKey]string {
 	return out
 }
 
-// known returns the assigned address of k without assigning one.
-func (a *vipAllocator) known(k serviceKey) string {
+// Known returns the assigned address of k without assigning one ("" for
+// none, or a nil Allocator).
+func (a *Allocator) Known(k serviceKey) string {
 	if a == nil {
 		return ""
 	}
@@ -226,7 +221,7 @@ func (a *vipAllocator) known(k serviceKey) string {
 
 // allocate picks addresses for keys and stores them in one transaction.
 // On any error nothing is kept.
-func (a *vipAllocator) allocate(ctx context.Context, keys []serviceKey) (map[serviceKey]netip.Addr, error) {
+func (a *Allocator) allocate(ctx context.Context, keys []serviceKey) (map[serviceKey]netip.Addr, error) {
 	picked := map[serviceKey]netip.Addr{}
 	var ops []store.Op
 	for _, k := range keys {
@@ -251,7 +246,7 @@ func (a *vipAllocator) allocate(ctx context.Context, keys []serviceKey) (map[ser
 
 // allocateOne stores an address for k, learning from conflicts what other
 // writers stored. It returns the zero Addr when the range is full.
-func (a *vipAllocator) allocateOne(ctx context.Context, k serviceKey) (netip.Addr, error) {
+func (a *Allocator) allocateOne(ctx context.Context, k serviceKey) (netip.Addr, error) {
 	for range 8 {
 		ip, ok := a.pick(k, nil)
 		if !ok {
@@ -290,7 +285,7 @@ func (a *vipAllocator) allocateOne(ctx context.Context, k serviceKey) (netip.Add
 
 // pick finds a free address for k, probing linearly from its hash, also
 // skipping addresses in taken; false when the range is full.
-func (a *vipAllocator) pick(k serviceKey, taken map[serviceKey]netip.Addr) (netip.Addr, bool) {
+func (a *Allocator) pick(k serviceKey, taken map[serviceKey]netip.Addr) (netip.Addr, bool) {
 	n := a.rng.usable()
 	if uint64(len(a.used)+len(taken)) >= n {
 		if !a.warned[k] {
@@ -320,7 +315,7 @@ func (a *vipAllocator) pick(k serviceKey, taken map[serviceKey]netip.Addr) (neti
 
 // ops are the writes storing ip for k: both keys must be absent, except a
 // stale record of k, which is replaced.
-func (a *vipAllocator) ops(k serviceKey, ip netip.Addr) []store.Op {
+func (a *Allocator) ops(k serviceKey, ip netip.Addr) []store.Op {
 	cond := int64(0)
 	if rev, ok := a.stale[k]; ok {
 		cond = rev
@@ -331,15 +326,16 @@ func (a *vipAllocator) ops(k serviceKey, ip netip.Addr) []store.Op {
 	}
 }
 
-func (a *vipAllocator) keep(k serviceKey, ip netip.Addr) {
+func (a *Allocator) keep(k serviceKey, ip netip.Addr) {
 	a.byKey[k], a.used[ip] = ip, k
 	delete(a.stale, k)
 	delete(a.warned, k)
 }
 
-// serviceKeys lists the distinct services of ws, sorted (so which of two
-// services probing for one address gets it does not depend on map order).
-func serviceKeys(ws []snapshot.Workload, idle []snapshot.IdleService) []serviceKey {
+// ServiceKeys lists the distinct services of ws and idle, sorted (so which
+// of two services probing for one address gets it does not depend on map
+// order).
+func ServiceKeys(ws []snapshot.Workload, idle []snapshot.IdleService) []serviceKey {
 	seen := make(map[serviceKey]bool, len(ws)+len(idle))
 	var out []serviceKey
 	add := func(k serviceKey) {
@@ -360,18 +356,18 @@ func serviceKeys(ws []snapshot.Workload, idle []snapshot.IdleService) []serviceK
 	return out
 }
 
-// validateVIPRange checks --vip-range: an IPv4 or IPv6 network address
-// with at least one address besides the network and broadcast ones.
-func validateVIPRange(p netip.Prefix) error {
+// ValidateRange checks --vip-range: an IPv4 or IPv6 network address with
+// at least one address besides the network and broadcast ones.
+func ValidateRange(p netip.Prefix) error {
 	switch {
 	case !p.IsValid():
-		return fmt.Errorf("--vip-range %s: want an IPv4 or IPv6 prefix, e.g. %s", p, DefaultVIPRange)
+		return fmt.Errorf("--vip-range %s: want an IPv4 or IPv6 prefix, e.g. %s", p, DefaultRange)
 	case p.Addr().Is4In6() || p.Addr().Zone() != "":
-		return fmt.Errorf("--vip-range %s: want a plain IPv4 or IPv6 prefix, e.g. %s", p, DefaultVIPRange)
+		return fmt.Errorf("--vip-range %s: want a plain IPv4 or IPv6 prefix, e.g. %s", p, DefaultRange)
 	case p.Masked() != p:
 		return fmt.Errorf("--vip-range %s: not a network address; did you mean %s?", p, p.Masked())
 	case newVIPRange(p).usable() == 0:
-		return fmt.Errorf("--vip-range %s: leaves no address besides the network and broadcast ones; use a prefix of /30 or shorter (IPv6: /126), e.g. %s", p, DefaultVIPRange)
+		return fmt.Errorf("--vip-range %s: leaves no address besides the network and broadcast ones; use a prefix of /30 or shorter (IPv6: /126), e.g. %s", p, DefaultRange)
 	}
 	return nil
 }
