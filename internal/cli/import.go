@@ -131,8 +131,12 @@ func liveTrustDomain(cmd *cobra.Command, g *globals, op, def string) string {
 		proxies, err = c.ListProxies(cmd.Context(), "")
 	}
 	if err == nil {
+		var ids []string
+		for _, p := range proxies {
+			ids = append(ids, p.SPIFFEID)
+		}
 		var td string
-		if td, err = trustDomain(op, proxies, def, false); err == nil {
+		if td, err = trustDomain(op, ids, def, false); err == nil {
 			return td
 		}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/policy/analysis"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -39,21 +40,14 @@ func newPolicyCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// liveState is what policy check and lint read from the control plane.
-type liveState struct {
-	mesh     resource.MeshSpec
-	policies []resource.Object // every namespace
-	proxies  []adminapi.ProxyInfo
-	services []adminapi.ServiceInfo // only when asked for
-}
-
-// fetchLive reads the Mesh, every AuthorizationPolicy and the registered
-// proxies (and services, withServices). A mesh nobody configured has the
-// default Mesh.
-func fetchLive(ctx context.Context, c *adminapi.Client, withServices bool) (*liveState, error) {
+// fetchLive reads what policy check and lint analyze from the control
+// plane: the Mesh, every AuthorizationPolicy and the registered proxies
+// (and services, withServices). A mesh nobody configured has the default
+// Mesh.
+func fetchLive(ctx context.Context, c *adminapi.Client, withServices bool) (*analysis.Mesh, error) {
 	meshKind, _ := resource.LookupKind(resource.KindMesh)
 	policyKind, _ := resource.LookupKind(resource.KindAuthorizationPolicy)
-	var s liveState
+	var s analysis.Mesh
 	meshObj, err := c.Get(ctx, meshKind, "", "default")
 	var se *adminapi.StatusError
 	if errors.As(err, &se) && se.Status == 404 {
@@ -62,31 +56,52 @@ func fetchLive(ctx context.Context, c *adminapi.Client, withServices bool) (*liv
 	if err != nil {
 		return nil, err
 	}
-	if s.mesh, err = resource.MeshSpecOf(&meshObj); err != nil {
+	if s.Spec, err = resource.MeshSpecOf(&meshObj); err != nil {
 		return nil, err
 	}
-	if s.policies, err = c.List(ctx, policyKind, ""); err != nil {
+	if s.Policies, err = c.List(ctx, policyKind, ""); err != nil {
 		return nil, err
 	}
-	if s.proxies, err = c.ListProxies(ctx, ""); err != nil {
+	proxies, err := c.ListProxies(ctx, "")
+	if err != nil {
 		return nil, err
+	}
+	for _, p := range proxies {
+		s.Proxies = append(s.Proxies, analysis.Proxy{SPIFFEID: p.SPIFFEID, Service: p.Service, Namespace: p.Namespace, Labels: p.Labels})
 	}
 	if withServices {
-		if s.services, err = c.ListServices(ctx, ""); err != nil {
+		services, err := c.ListServices(ctx, "")
+		if err != nil {
 			return nil, err
+		}
+		for _, sv := range services {
+			s.Services = append(s.Services, analysis.Service{Name: sv.Name, Namespace: sv.Namespace})
 		}
 	}
 	return &s, nil
 }
 
-// trustDomain is the mesh's trust domain as its registered proxies show
-// it. The admin API does not publish it, so without proxies it is flagTD
-// (the --trust-domain flag); a flag that contradicts the proxies is an
-// error rather than a silently different answer.
-func trustDomain(op string, proxies []adminapi.ProxyInfo, flagTD string, flagSet bool) (string, error) {
+// spiffeIDs are the identities of m's proxies; none for no m.
+func spiffeIDs(m *analysis.Mesh) []string {
+	if m == nil {
+		return nil
+	}
+	var ids []string
+	for _, p := range m.Proxies {
+		ids = append(ids, p.SPIFFEID)
+	}
+	return ids
+}
+
+// trustDomain is the mesh's trust domain as the SPIFFE IDs of its
+// registered proxies show it. The admin API does not publish it, so
+// without proxies it is flagTD (the --trust-domain flag); a flag that
+// contradicts the proxies is an error rather than a silently different
+// answer.
+func trustDomain(op string, proxyIDs []string, flagTD string, flagSet bool) (string, error) {
 	seen := map[string]bool{}
-	for _, p := range proxies {
-		if id, err := spiffeid.FromString(p.SPIFFEID); err == nil {
+	for _, s := range proxyIDs {
+		if id, err := spiffeid.FromString(s); err == nil {
 			seen[id.TrustDomain().Name()] = true
 		}
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -15,7 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/policy"
-	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/policy/analysis"
 )
 
 const policyCheckHelp = `Decide one request against the live authorization policies, as a proxy of
@@ -49,18 +50,6 @@ type checkFlags struct {
 	tcp                                               bool
 }
 
-// checkQuery is a validated `policy check`, before names are resolved
-// against the live mesh.
-type checkQuery struct {
-	fromID          string // set when --from is a SPIFFE ID
-	fromSvc, fromNS string // set when --from is SERVICE.NAMESPACE
-	plaintext       bool   // --from plaintext
-	toSvc, toNS     string
-	req             policy.Request // without Principal and SourceService
-	header          http.Header
-	labels          map[string]string // from --label; nil means from the proxies
-}
-
 func newPolicyCheckCmd(g *globals) *cobra.Command {
 	var f checkFlags
 	cmd := &cobra.Command{
@@ -85,15 +74,22 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("policy check: %w", err)
 			}
-			td, err := trustDomain("policy check", live.proxies, f.trustDomain, cmd.Flags().Changed("trust-domain"))
+			td, err := trustDomain("policy check", spiffeIDs(live), f.trustDomain, cmd.Flags().Changed("trust-domain"))
 			if err != nil {
 				return err
 			}
-			res, notes, err := decideCheck(q, live, td)
-			if err != nil {
+			res, err := analysis.WhatIf(live, q, td)
+			var pe *policy.PathError
+			var ce *analysis.CompileError
+			switch {
+			case errors.As(err, &pe):
+				return userError("policy check: --path %q: the proxy answers 400 before any policy: %v", q.Request.Path, pe)
+			case errors.As(err, &ce):
+				return fmt.Errorf("policy check: the live policies do not compile: %w", ce.Err)
+			case err != nil:
 				return err
 			}
-			for _, n := range notes {
+			for _, n := range checkNotes(res) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 			}
 			if f.output == "json" {
@@ -122,7 +118,9 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
+// parseCheck validates the flags of `policy check` into a query, before
+// names are resolved against the live mesh.
+func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, error) {
 	const op = "policy check"
 	if f.output != "text" && f.output != "json" {
 		return nil, userError("%s: -o %q: use text or json", op, f.output)
@@ -130,18 +128,18 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 	if f.from == "" || f.to == "" {
 		return nil, userError("%s: --from and --to are required, e.g. --from frontend.shop --to catalog.shop", op)
 	}
-	q := &checkQuery{header: http.Header{}}
+	q := &analysis.Query{Header: http.Header{}}
 	if err := parseFrom(f.from, q); err != nil {
 		return nil, err
 	}
 	var ok bool
-	if q.toSvc, q.toNS, ok = parseServiceRef(f.to); !ok {
+	if q.ToService, q.ToNamespace, ok = parseServiceRef(f.to); !ok {
 		return nil, userError("%s: --to %q: want SERVICE.NAMESPACE, e.g. --to catalog.shop", op, f.to)
 	}
 	if changed("port") && (f.port < 1 || f.port > 65535) {
 		return nil, userError("%s: --port %d: want a port number from 1 to 65535", op, f.port)
 	}
-	q.req.Port = f.port
+	q.Request.Port = f.port
 	if f.tcp {
 		for _, name := range []string{"method", "path", "host", "header"} {
 			if changed(name) {
@@ -150,8 +148,8 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 		}
 		return q, parseLabels(op, f.labels, q)
 	}
-	q.req.HTTP = true
-	q.req.Method = "GET"
+	q.Request.HTTP = true
+	q.Request.Method = "GET"
 	if f.method != "" {
 		if !names.IsHTTPToken(f.method) {
 			return nil, userError("%s: --method %q: want an HTTP method such as GET or POST", op, f.method)
@@ -161,18 +159,18 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 				return nil, userError("%s: --method %q: methods are case-sensitive and the proxy refuses %s with 400; write %s", op, f.method, f.method, m)
 			}
 		}
-		q.req.Method = f.method
+		q.Request.Method = f.method
 	}
-	q.req.Path = "/"
+	q.Request.Path = "/"
 	if changed("path") {
 		p, _, _ := strings.Cut(f.path, "?")
 		p, _, _ = strings.Cut(p, "#")
 		if !strings.HasPrefix(p, "/") {
 			return nil, userError("%s: --path %q: want an absolute path such as /items/42", op, f.path)
 		}
-		q.req.Path = p // canonicalized against the live mesh (decideCheck)
+		q.Request.Path = p // canonicalized against the live mesh (analysis.WhatIf)
 	}
-	q.req.Host = f.host
+	q.Request.Host = f.host
 	for _, h := range f.headers {
 		name, value, ok := strings.Cut(h, "=")
 		if !ok || !names.IsHTTPToken(name) {
@@ -181,20 +179,19 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*checkQuery, error) {
 		if value == "" {
 			return nil, userError("%s: --header %q: an empty value is the same as no header; drop the flag or give a value", op, h)
 		}
-		q.header.Add(name, value)
+		q.Header.Add(name, value)
 	}
-	q.req.Header = q.header.Get
 	return q, parseLabels(op, f.labels, q)
 }
 
 // parseFrom sets the caller of q from --from: a workload SPIFFE ID,
 // SERVICE.NAMESPACE or plaintext. Errors name the flag and the forms.
-func parseFrom(from string, q *checkQuery) error {
+func parseFrom(from string, q *analysis.Query) error {
 	const op = "policy check"
 	const forms = "write spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/ACCOUNT or SERVICE.NAMESPACE, or plaintext for a caller without mTLS"
 	switch {
 	case strings.EqualFold(from, fromPlaintext):
-		q.plaintext = true
+		q.Plaintext = true
 		return nil
 	case strings.HasPrefix(strings.ToLower(from), "spiffe:"):
 		id, err := spiffeid.FromString(from)
@@ -205,11 +202,11 @@ func parseFrom(from string, q *checkQuery) error {
 		if _, _, ok := identity.WorkloadPath(id); !ok {
 			return userError("%s: --from %q: not a workload identity (its path must be /ns/NAMESPACE/sa/ACCOUNT); %s", op, from, forms)
 		}
-		q.fromID = from
+		q.FromID = from
 		return nil
 	}
 	var ok bool
-	if q.fromSvc, q.fromNS, ok = parseServiceRef(from); ok {
+	if q.FromService, q.FromNamespace, ok = parseServiceRef(from); ok {
 		return nil
 	}
 	if svc, ns, dot := strings.Cut(from, "."); dot && names.IsDNSLabel(strings.ToLower(svc)) && names.IsDNSLabel(strings.ToLower(ns)) {
@@ -221,16 +218,16 @@ func parseFrom(from string, q *checkQuery) error {
 // fromPlaintext is the --from value of a caller without a certificate.
 const fromPlaintext = "plaintext"
 
-func parseLabels(op string, labels []string, q *checkQuery) error {
+func parseLabels(op string, labels []string, q *analysis.Query) error {
 	for _, l := range labels {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
 			return userError("%s: --label %q: want KEY=VALUE, e.g. --label version=v2", op, l)
 		}
-		if q.labels == nil {
-			q.labels = map[string]string{}
+		if q.Labels == nil {
+			q.Labels = map[string]string{}
 		}
-		q.labels[k] = v
+		q.Labels[k] = v
 	}
 	return nil
 }
@@ -241,272 +238,61 @@ func parseServiceRef(s string) (svc, ns string, ok bool) {
 	return svc, ns, ok && names.IsDNSLabel(svc) && names.IsDNSLabel(ns)
 }
 
-// checkResult is the JSON form of `policy check`. Decision, Policy, Rule
-// and Reason are an interface scripts rely on.
-type checkResult struct {
-	Decision    string       `json:"decision"` // ALLOW or DENY
-	Policy      string       `json:"policy"`   // namespace/name, or ""
-	Rule        int          `json:"rule"`     // index into the policy's spec.rules, or -1
-	Reason      string       `json:"reason"`
-	Cause       string       `json:"cause"`
-	Audit       []checkAudit `json:"audit"`
-	From        string       `json:"from"`                  // the caller's principal; "" for a plaintext caller
-	FromService string       `json:"fromService,omitempty"` // service.namespace, when known
-	Plaintext   bool         `json:"plaintext,omitempty"`   // --from plaintext: a caller without mTLS
-	To          string       `json:"to"`                    // service.namespace
-	Labels      labelSet     `json:"labels"`                // the --to workload's labels decided with
-	Selecting   []string     `json:"selecting"`             // policies selecting the --to workload
-	Request     checkRequest `json:"request"`
-	decision    policy.Decision
-	// mtlsRequired: refused as plaintext under STRICT; decision is unset.
-	mtlsRequired bool
-}
-
-// causeMTLSRequired is the cause of a plaintext caller refused under
-// STRICT mTLS, next to the engine's causes (policy.Cause.String).
-const causeMTLSRequired = "mtls-required"
-
-type checkAudit struct {
-	Policy     string `json:"policy"`
-	Action     string `json:"action"` // ALLOW or DENY
-	Rule       int    `json:"rule"`
-	Matched    bool   `json:"matched"`
-	WouldAllow bool   `json:"wouldAllow"`
-	Decision   string `json:"decision"` // would-be decision, ALLOW or DENY
-	Reason     string `json:"reason"`
-}
-
-type checkRequest struct {
-	Protocol string            `json:"protocol"` // HTTP or TCP
-	Port     int               `json:"port,omitempty"`
-	Method   string            `json:"method,omitempty"`
-	Path     string            `json:"path,omitempty"`
-	Host     string            `json:"host,omitempty"`
-	Headers  map[string]string `json:"headers,omitempty"`
-}
-
-type labelSet map[string]string
-
-// MarshalJSON writes {} rather than null for no labels.
-func (l labelSet) MarshalJSON() ([]byte, error) {
-	if l == nil {
-		return []byte("{}"), nil
-	}
-	return json.Marshal(map[string]string(l))
-}
-
-func (l labelSet) String() string {
-	if len(l) == 0 {
-		return "{}"
-	}
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(l)) {
-		parts = append(parts, k+"="+l[k])
-	}
-	return "{" + strings.Join(parts, ",") + "}"
-}
-
-func verdict(allow bool) string {
-	if allow {
-		return "ALLOW"
-	}
-	return "DENY"
-}
-
-// decideCheck resolves q's names against the live mesh, compiles the live
-// policies and decides. notes explain assumptions the user may want to
-// change.
-func decideCheck(q *checkQuery, live *liveState, td string) (*checkResult, []string, error) {
+// checkNotes words res's caveats for the user of `policy check`, with the
+// flags that change them.
+func checkNotes(res *analysis.Result) []string {
 	var notes []string
-	req := q.req
-	to := q.toSvc + "." + q.toNS
-	res := &checkResult{To: to, Audit: []checkAudit{}}
-	if req.HTTP {
-		// The proxy's own canonicalization, in the live mesh's mode.
-		mode, _ := policy.ParsePathMode(live.mesh.HTTP.PathNormalization)
-		p, err := policy.CanonicalPath(req.Path, mode)
-		if err != nil {
-			return nil, nil, userError("policy check: --path %q: the proxy answers 400 before any policy: %v", req.Path, err)
-		}
-		req.Path = p
+	c := res.Caveats
+	if c.AssumedPrincipal {
+		notes = append(notes, fmt.Sprintf("no proxy of %s is registered; assuming its identity is %s", res.FromService, res.From))
 	}
-
-	// The caller.
-	idServices := map[string]map[string]bool{} // SPIFFE ID -> service.namespace
-	var fromIDs []string
-	for _, p := range live.proxies {
-		if idServices[p.SPIFFEID] == nil {
-			idServices[p.SPIFFEID] = map[string]bool{}
-		}
-		idServices[p.SPIFFEID][p.Service+"."+p.Namespace] = true
-		if p.Service == q.fromSvc && p.Namespace == q.fromNS && !slices.Contains(fromIDs, p.SPIFFEID) {
-			fromIDs = append(fromIDs, p.SPIFFEID)
-		}
+	if len(c.CallerIdentities) > 0 {
+		notes = append(notes, fmt.Sprintf("proxies of %s run as %s; checking %s (pass --from with a SPIFFE ID to pick another)",
+			res.FromService, strings.Join(c.CallerIdentities, ", "), res.From))
 	}
-	slices.Sort(fromIDs)
-	switch {
-	case q.plaintext:
-		// No certificate: no principal, namespace or service.
-		res.Plaintext = true
-	case q.fromID != "":
-		req.Principal = q.fromID
-		// As the proxy does: a caller's service is known when its
-		// identity serves exactly one service.
-		if svcs := idServices[q.fromID]; len(svcs) == 1 {
-			res.FromService = slices.Collect(maps.Keys(svcs))[0]
-			req.SourceService, _, _ = strings.Cut(res.FromService, ".")
-		}
-	case len(fromIDs) == 0:
-		req.Principal = fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", td, q.fromNS, q.fromSvc)
-		notes = append(notes, fmt.Sprintf("no proxy of %s.%s is registered; assuming its identity is %s", q.fromSvc, q.fromNS, req.Principal))
-	default:
-		req.Principal = fromIDs[0]
-		if len(fromIDs) > 1 {
-			notes = append(notes, fmt.Sprintf("proxies of %s.%s run as %s; checking %s (pass --from with a SPIFFE ID to pick another)",
-				q.fromSvc, q.fromNS, strings.Join(fromIDs, ", "), req.Principal))
-		}
+	if c.UnknownCallee {
+		notes = append(notes, fmt.Sprintf("no proxy of %s is registered; deciding for a workload without labels (pass --label to give some)", res.To))
 	}
-	if q.fromSvc != "" {
-		req.SourceService = q.fromSvc
-		res.FromService = q.fromSvc + "." + q.fromNS
-	}
-	res.From = req.Principal
-
-	// The called workload: one label set per distinct labeling of its
-	// proxies.
-	var labelSets []labelSet
-	if q.labels != nil {
-		labelSets = []labelSet{q.labels}
-	} else {
-		seen := map[string]bool{}
-		for _, p := range live.proxies {
-			if p.Service != q.toSvc || p.Namespace != q.toNS {
-				continue
-			}
-			if k := labelSet(p.Labels).String(); !seen[k] {
-				seen[k] = true
-				labelSets = append(labelSets, p.Labels)
-			}
-		}
-		slices.SortFunc(labelSets, func(a, b labelSet) int { return strings.Compare(a.String(), b.String()) })
-		if len(labelSets) == 0 {
-			labelSets = []labelSet{nil}
-			notes = append(notes, fmt.Sprintf("no proxy of %s is registered; deciding for a workload without labels (pass --label to give some)", to))
-		}
-	}
-
-	strict := !strings.EqualFold(live.mesh.MTLS.Mode, resource.MTLSPermissive)
-	if q.plaintext && !strict {
+	if c.PlaintextPermitted {
 		notes = append(notes, "the mesh's mtls.mode is PERMISSIVE, so a plaintext caller reaches the policies: with no identity, namespace or service it matches only rules without such conditions (see docs/policy.md, plaintext callers)")
 	}
-
-	e, err := policy.Compile(live.policies, policy.Options{
-		DefaultAllow: live.mesh.Authorization.Default == resource.AuthorizationAllow,
-		TrustDomain:  td,
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("policy check: the live policies do not compile: %w", err)
-	}
-	w := policy.Workload{Namespace: q.toNS, Service: q.toSvc, Labels: labelSets[0]}
-	d := e.DecideAudit(&w, &req, func(a policy.AuditResult) {
-		action := "ALLOW"
-		if a.Deny {
-			action = "DENY"
-		}
-		res.Audit = append(res.Audit, checkAudit{Policy: a.Policy, Action: action, Rule: a.Rule, Matched: a.Matched,
-			WouldAllow: a.WouldAllow, Decision: verdict(a.WouldAllow), Reason: a.Reason})
-	})
-	res.decision = d
-	res.Decision, res.Policy, res.Rule, res.Reason, res.Cause = verdict(d.Allow), d.Policy, d.Rule, d.Reason, d.Cause.String()
-	if q.plaintext && strict {
-		// The proxy closes a plaintext connection under STRICT before any
-		// policy (trellis_inbound_rejected_total{reason="plaintext"}).
-		res.decision = policy.Decision{Rule: -1}
-		res.mtlsRequired = true
-		res.Decision, res.Policy, res.Rule, res.Cause = "DENY", "", -1, causeMTLSRequired
-		res.Reason = "mTLS required: the mesh's mtls.mode is STRICT, so the proxy refuses a plaintext connection before any policy"
-		res.Audit = []checkAudit{}
-	}
-	res.Labels = labelSets[0]
-	res.Selecting = e.Selecting(&w)
-	if res.Selecting == nil {
-		res.Selecting = []string{}
-	}
-	res.Request = checkRequest{Protocol: "TCP", Port: req.Port}
-	if req.HTTP {
-		res.Request = checkRequest{Protocol: "HTTP", Port: req.Port, Method: req.Method, Path: req.Path, Host: req.Host}
-		for k := range q.header {
-			if res.Request.Headers == nil {
-				res.Request.Headers = map[string]string{}
-			}
-			res.Request.Headers[strings.ToLower(k)] = q.header.Get(k)
-		}
-	}
-
-	if res.mtlsRequired {
-		return res, notes, nil
-	}
-	if len(labelSets) > 1 {
-		differ := false
+	if len(c.LabelDecisions) > 0 {
 		var each []string
-		for _, ls := range labelSets {
-			dd := e.Decide(&policy.Workload{Namespace: q.toNS, Service: q.toSvc, Labels: ls}, &req)
-			differ = differ || dd != d
-			each = append(each, fmt.Sprintf("%s: %s", ls, describeDecision(dd)))
+		for _, ld := range c.LabelDecisions {
+			each = append(each, fmt.Sprintf("%s: %s", ld.Labels, describeDecision(ld.Decision)))
 		}
-		if differ {
-			notes = append(notes, fmt.Sprintf("proxies of %s carry different labels and get different decisions (%s); shown: %s; pass --label to pick one",
-				to, strings.Join(each, "; "), labelSets[0]))
-		}
+		notes = append(notes, fmt.Sprintf("proxies of %s carry different labels and get different decisions (%s); shown: %s; pass --label to pick one",
+			res.To, strings.Join(each, "; "), res.Labels))
 	}
-	if req.Port == 0 {
-		if named := portPolicies(live.policies, res.Selecting); len(named) > 0 {
-			notes = append(notes, fmt.Sprintf("no --port given, and %s name ports: their port conditions never match a request without a port", strings.Join(named, ", ")))
-		}
+	if len(c.PortPolicies) > 0 {
+		notes = append(notes, fmt.Sprintf("no --port given, and %s name ports: their port conditions never match a request without a port", strings.Join(c.PortPolicies, ", ")))
 	}
-	return res, notes, nil
+	return notes
 }
 
 func describeDecision(d policy.Decision) string {
+	verdict := "DENY"
+	if d.Allow {
+		verdict = "ALLOW"
+	}
 	if d.Policy != "" {
-		return fmt.Sprintf("%s by %s rule %d", verdict(d.Allow), d.Policy, d.Rule)
+		return fmt.Sprintf("%s by %s rule %d", verdict, d.Policy, d.Rule)
 	}
-	return fmt.Sprintf("%s (%s)", verdict(d.Allow), d.Reason)
+	return fmt.Sprintf("%s (%s)", verdict, d.Reason)
 }
 
-// portPolicies returns those of refs whose rules have port conditions.
-func portPolicies(policies []resource.Object, refs []string) []string {
-	var out []string
-	for i := range policies {
-		o := &policies[i]
-		if !slices.Contains(refs, o.Metadata.Namespace+"/"+o.Metadata.Name) {
-			continue
-		}
-		spec, err := resource.AuthorizationPolicySpecOf(o)
-		if err != nil {
-			continue
-		}
-		if slices.ContainsFunc(spec.Rules, func(r resource.Rule) bool {
-			return slices.ContainsFunc(r.To, func(op resource.Operation) bool { return len(op.Ports) > 0 || len(op.NotPorts) > 0 })
-		}) {
-			out = append(out, o.Metadata.Namespace+"/"+o.Metadata.Name)
-		}
-	}
-	return out
-}
-
-func printCheck(w io.Writer, res *checkResult) error {
+func printCheck(w io.Writer, res *analysis.Result) error {
 	var b strings.Builder
 	line := func(key, format string, args ...any) {
 		fmt.Fprintf(&b, "%-11s%s\n", key, fmt.Sprintf(format, args...))
 	}
 	line("decision:", "%s", res.Decision)
-	switch {
-	case res.mtlsRequired:
+	switch res.Cause {
+	case analysis.CauseMTLSRequired:
 		line("policy:", "none (refused before any policy)")
-	case res.decision.Cause == policy.CauseMeshDefault:
+	case policy.CauseMeshDefault.String():
 		line("policy:", "mesh default")
-	case res.decision.Cause == policy.CauseDeny || res.decision.Cause == policy.CauseAllow:
+	case policy.CauseDeny.String(), policy.CauseAllow.String():
 		line("policy:", "%s rule %d", res.Policy, res.Rule)
 	default:
 		line("policy:", "none")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/policy"
+	"github.com/trellismesh/trellis/internal/policy/analysis"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -66,7 +67,7 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 				}
 			}
 			stderr := cmd.ErrOrStderr()
-			var live *liveState
+			var live *analysis.Mesh
 			switch {
 			case local:
 			case len(files) > 0 && !g.tokenConfigured():
@@ -85,37 +86,26 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("%s: %w", op, err)
 				}
 			}
-			var proxies []adminapi.ProxyInfo
-			if live != nil {
-				proxies = live.proxies
-			}
-			trust, err := trustDomain(op, proxies, td, cmd.Flags().Changed("trust-domain"))
+			trust, err := trustDomain(op, spiffeIDs(live), td, cmd.Flags().Changed("trust-domain"))
 			if err != nil {
 				return err
 			}
 
-			set := lintSet(fromFiles, live, len(files) > 0)
-			findings := policy.Lint(set.policies, knownWorkloads(live), time.Now(), trust)
-			var shown []policy.Finding
-			hidden := 0
-			for _, f := range findings {
-				if set.fromFiles == nil || set.fromFiles[f.Policy] || set.fromFiles[f.OtherPolicy] {
-					shown = append(shown, f)
-				} else {
-					hidden++
-				}
+			rep := analysis.Lint(live, time.Now(), trust)
+			if len(files) > 0 {
+				rep = analysis.LintChanges(fromFiles, live, time.Now(), trust)
 			}
 			out := cmd.OutOrStdout()
 			if output == "json" {
-				err = printFindingsJSON(out, shown)
+				err = printFindingsJSON(out, rep.Findings)
 			} else {
-				err = printFindings(out, shown, set, hidden)
+				err = printFindings(out, rep, len(files) > 0, live == nil)
 			}
 			if err != nil {
 				return err
 			}
-			if len(shown) > 0 {
-				return userError("%s: %s", op, plural(len(shown), "finding"))
+			if n := len(rep.Findings); n > 0 {
+				return userError("%s: %s", op, plural(n, "finding"))
 			}
 			return nil
 		}),
@@ -147,64 +137,6 @@ func readPolicyFiles(files []string, stdin io.Reader) ([]resource.Object, error)
 	return objs, nil
 }
 
-// policySet is what one lint run checks.
-type policySet struct {
-	policies  []resource.Object
-	fromFiles map[string]bool // namespace/name of the files' policies; nil without -f
-	offline   bool            // files without the live mesh
-	nFiles    int
-	nLive     int
-}
-
-// lintSet combines the files' policies with the live ones they do not
-// replace.
-func lintSet(fromFiles []resource.Object, live *liveState, withFiles bool) policySet {
-	var s policySet
-	if withFiles {
-		s.fromFiles = map[string]bool{}
-		s.offline = live == nil
-	}
-	for _, o := range fromFiles {
-		if o.Kind != resource.KindAuthorizationPolicy {
-			continue
-		}
-		s.fromFiles[o.Metadata.Namespace+"/"+o.Metadata.Name] = true
-		s.policies = append(s.policies, o)
-		s.nFiles++
-	}
-	if live != nil {
-		for _, o := range live.policies {
-			if !s.fromFiles[o.Metadata.Namespace+"/"+o.Metadata.Name] {
-				s.policies = append(s.policies, o)
-				s.nLive++
-			}
-		}
-	}
-	return s
-}
-
-// knownWorkloads lists the registered workloads: each proxy with its
-// labels, and services whose proxies are gone without labels. Nil (the
-// check skipped) when nothing is registered: a mesh being set up would
-// otherwise see every policy reported.
-func knownWorkloads(live *liveState) []policy.Workload {
-	if live == nil {
-		return nil
-	}
-	var known []policy.Workload
-	seen := map[string]bool{}
-	for _, p := range live.proxies {
-		known = append(known, policy.Workload{Namespace: p.Namespace, Service: p.Service, Labels: p.Labels})
-		seen[p.Service+"."+p.Namespace] = true
-	}
-	for _, s := range live.services {
-		if !seen[s.Name+"."+s.Namespace] {
-			known = append(known, policy.Workload{Namespace: s.Namespace, Service: s.Name})
-		}
-	}
-	return known
-}
-
 // findingLine is KIND: POLICY [rule N]: MESSAGE [(other: POLICY2 [rule M])].
 func findingLine(f policy.Finding) string {
 	var b strings.Builder
@@ -222,24 +154,26 @@ func ruleRef(policy string, rule int) string {
 	return fmt.Sprintf("%s rule %d", policy, rule)
 }
 
-func printFindings(w io.Writer, shown []policy.Finding, set policySet, hidden int) error {
+// printFindings writes rep's findings and a summary of the run: withFiles
+// is lint -f, offline without the live mesh.
+func printFindings(w io.Writer, rep analysis.LintReport, withFiles, offline bool) error {
 	var b strings.Builder
-	for _, f := range shown {
+	for _, f := range rep.Findings {
 		b.WriteString(findingLine(f) + "\n")
 	}
 	summary := "no findings"
-	if len(shown) > 0 {
-		summary = plural(len(shown), "finding")
+	if len(rep.Findings) > 0 {
+		summary = plural(len(rep.Findings), "finding")
 	}
-	summary += " in " + plural(len(set.policies), "policy")
+	summary += " in " + plural(rep.Linted, "policy")
 	switch {
-	case set.offline:
+	case withFiles && offline:
 		summary += " (the files alone)"
-	case set.fromFiles != nil:
-		summary += fmt.Sprintf(" (%d from files, %d live)", set.nFiles, set.nLive)
+	case withFiles:
+		summary += fmt.Sprintf(" (%d from files, %d live)", rep.Changed, rep.Unchanged)
 	}
-	if hidden > 0 {
-		summary += fmt.Sprintf("; %s among live policies alone not shown (trellis policy lint shows them)", plural(hidden, "finding"))
+	if rep.Hidden > 0 {
+		summary += fmt.Sprintf("; %s among live policies alone not shown (trellis policy lint shows them)", plural(rep.Hidden, "finding"))
 	}
 	b.WriteString(summary + "\n")
 	_, err := io.WriteString(w, b.String())
