@@ -1,22 +1,16 @@
 package cli
 
 import (
-	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/policy"
-	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/meshhealth"
 )
 
 // Exit codes of `trellis check` beyond the common ones: the worst finding.
@@ -24,34 +18,6 @@ const (
 	ExitCheckWarn = 3
 	ExitCheckFail = 4
 )
-
-// Finding levels, in increasing severity.
-const (
-	levelOK   = "OK"
-	levelWarn = "WARN"
-	levelFail = "FAIL"
-)
-
-// Thresholds of `trellis check`.
-const (
-	caWarnBefore   = 30 * 24 * time.Hour
-	caFailBefore   = 7 * 24 * time.Hour
-	leafWarnBefore = 10 * time.Minute // a renewal should have happened long before
-)
-
-// finding is one result of `trellis check`.
-type finding struct {
-	Level   string `json:"level"`
-	Check   string `json:"check"`
-	Subject string `json:"subject,omitempty"`
-	Message string `json:"message"`
-}
-
-// checkReport is `trellis check -o json`.
-type checkReport struct {
-	Worst    string    `json:"worst"`
-	Findings []finding `json:"findings"`
-}
 
 func newCheckCmd(g *globals) *cobra.Command {
 	var output string
@@ -78,7 +44,7 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 			if err != nil {
 				return err
 			}
-			rep, err := runChecks(cmd.Context(), c, time.Now())
+			rep, err := meshhealth.Run(cmd.Context(), c, c.BaseURL, time.Now())
 			if err != nil {
 				return err
 			}
@@ -86,9 +52,9 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 				return err
 			}
 			switch rep.Worst {
-			case levelFail:
+			case meshhealth.Fail:
 				return &exitError{code: ExitCheckFail, err: errors.New("check: failures found (see above)")}
-			case levelWarn:
+			case meshhealth.Warn:
 				return &exitError{code: ExitCheckWarn, err: errors.New("check: warnings found (see above)")}
 			}
 			return nil
@@ -98,147 +64,7 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 	return cmd
 }
 
-// runChecks gathers every finding. An unreachable control plane is an
-// error (exit 2); anything the control plane answers becomes findings.
-func runChecks(ctx context.Context, c *adminapi.Client, now time.Time) (checkReport, error) {
-	var fs []finding
-	add := func(level, check, subject, format string, args ...any) {
-		fs = append(fs, finding{Level: level, Check: check, Subject: subject, Message: fmt.Sprintf(format, args...)})
-	}
-
-	if err := c.Ready(ctx); err != nil {
-		if errors.Is(err, adminapi.ErrUnreachable) {
-			return checkReport{}, err
-		}
-		add(levelFail, "control-plane", c.BaseURL, "not ready: %v", err)
-	} else {
-		add(levelOK, "control-plane", c.BaseURL, "ready (store and CA)")
-	}
-
-	if ca, err := c.CAStatus(ctx); err != nil {
-		add(levelFail, "ca", "", "cannot read the CA status: %v", err)
-	} else {
-		expiry := func(what string, notAfter time.Time) {
-			left := notAfter.Sub(now)
-			switch {
-			case left < caFailBefore:
-				add(levelFail, "ca", what, "expires %s (%s left); rotate now: trellis ca rotate", notAfter.UTC().Format(time.RFC3339), humanDuration(left))
-			case left < caWarnBefore:
-				add(levelWarn, "ca", what, "expires %s (%s left); plan a rotation: trellis ca rotate", notAfter.UTC().Format(time.RFC3339), humanDuration(left))
-			default:
-				add(levelOK, "ca", what, "valid until %s", notAfter.UTC().Format(time.RFC3339))
-			}
-		}
-		expiry("intermediate "+ca.Issuer.Subject, ca.Issuer.NotAfter)
-		for _, r := range ca.Roots {
-			expiry("root "+r.Subject, r.NotAfter)
-		}
-		if ca.Rotating {
-			add(levelWarn, "ca", "rotation", "a rotation is in progress (%d roots); %d of %d connected proxies done; finish with trellis ca retire-old",
-				len(ca.Roots), ca.Proxies.Done, ca.Proxies.Connected)
-		}
-	}
-
-	proxies, err := c.ListProxies(ctx, "")
-	if err != nil {
-		add(levelFail, "proxies", "", "cannot list proxies: %v", err)
-	} else {
-		checkProxies(proxies, now, add)
-	}
-
-	pols, err := listPolicies(ctx, c)
-	if err != nil {
-		add(levelFail, "policies", "", "cannot list policies: %v", err)
-	} else if proxies != nil {
-		checkPolicies(pols, proxies, add)
-	}
-
-	slices.SortStableFunc(fs, func(a, b finding) int { return cmp.Compare(severity(b.Level), severity(a.Level)) })
-	rep := checkReport{Worst: levelOK, Findings: fs}
-	for _, f := range fs {
-		if severity(f.Level) > severity(rep.Worst) {
-			rep.Worst = f.Level
-		}
-	}
-	return rep, nil
-}
-
-func checkProxies(proxies []adminapi.ProxyInfo, now time.Time, add func(level, check, subject, format string, args ...any)) {
-	synced := 0
-	for _, p := range proxies {
-		subject := p.Service + "." + p.Namespace + "/" + p.Instance
-		switch p.State {
-		case adminapi.ProxySynced:
-			synced++
-		case adminapi.ProxySyncing:
-			add(levelWarn, "proxies", subject, "SYNCING: a new config was sent and is not acknowledged yet")
-		case adminapi.ProxyNacked:
-			add(levelFail, "proxies", subject, "NACKED: the proxy rejected its config: %s", p.Error)
-		case adminapi.ProxyRestored:
-			add(levelWarn, "proxies", subject, "RESTORED: known from before the control plane restarted, awaiting its proxy's reconnect (proxies retry every few seconds; one that does not return leaves after the restore grace period)")
-		default:
-			msg := p.State
-			if p.Since != nil {
-				msg += " since " + p.Since.UTC().Format(time.RFC3339)
-			}
-			add(levelFail, "proxies", subject, "%s; see trellis status %s", msg, p.Instance)
-		}
-		if p.CertExpiry != nil {
-			switch left := p.CertExpiry.Sub(now); {
-			case left <= 0:
-				add(levelFail, "certificates", subject, "workload certificate expired %s ago; the proxy cannot renew: is the control plane reachable from it?", humanDuration(-left))
-			case left < leafWarnBefore:
-				add(levelWarn, "certificates", subject, "workload certificate expires in %s and was not renewed", humanDuration(left))
-			}
-		}
-	}
-	add(levelOK, "proxies", "", "%d of %d proxies SYNCED", synced, len(proxies))
-}
-
-func checkPolicies(pols []resource.Object, proxies []adminapi.ProxyInfo, add func(level, check, subject, format string, args ...any)) {
-	idle := 0
-	for _, o := range pols {
-		spec, err := resource.AuthorizationPolicySpecOf(&o)
-		if err != nil {
-			add(levelFail, "policies", o.Ref(), "unreadable: %v", err)
-			continue
-		}
-		selected := false
-		for _, p := range proxies {
-			if policy.Selects(o.Metadata.Namespace, spec.Selector, &policy.Workload{Namespace: p.Namespace, Service: p.Service, Labels: p.Labels}) {
-				selected = true
-				break
-			}
-		}
-		if !selected {
-			idle++
-			add(levelWarn, "policies", o.Ref(), "selects no registered workload (a typo in selector.service or matchLabels, or the workload is not running)")
-		}
-	}
-	if idle == 0 {
-		add(levelOK, "policies", "", "all %d policies select a workload", len(pols))
-	}
-}
-
-func listPolicies(ctx context.Context, c *adminapi.Client) ([]resource.Object, error) {
-	kind, ok := resource.LookupKind(resource.KindAuthorizationPolicy)
-	if !ok {
-		return nil, fmt.Errorf("unknown kind %s", resource.KindAuthorizationPolicy)
-	}
-	return c.List(ctx, kind, "")
-}
-
-func severity(level string) int {
-	switch level {
-	case levelFail:
-		return 2
-	case levelWarn:
-		return 1
-	}
-	return 0
-}
-
-func printCheckReport(out io.Writer, rep checkReport, output string) error {
+func printCheckReport(out io.Writer, rep meshhealth.Report, output string) error {
 	if output == "json" {
 		data, err := json.MarshalIndent(rep, "", "  ")
 		if err != nil {
@@ -264,17 +90,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// humanDuration is d rounded for people: 3d4h, 5h2m, 42s.
-func humanDuration(d time.Duration) string {
-	switch {
-	case d >= 48*time.Hour:
-		days := d / (24 * time.Hour)
-		return fmt.Sprintf("%dd%dh", days, (d-days*24*time.Hour)/time.Hour)
-	case d >= time.Hour:
-		return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
-	default:
-		return d.Round(time.Second).String()
-	}
 }
