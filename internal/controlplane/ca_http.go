@@ -11,7 +11,7 @@ import (
 // caRoutes adds the CA lifecycle endpoints (trellis ca rotate|retire-old|status).
 func (s *Server) caRoutes(api *http.ServeMux) {
 	api.HandleFunc("GET "+adminapi.PathCA, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.caStatus())
+		writeJSON(w, http.StatusOK, s.rollout.Status())
 	})
 	api.HandleFunc("POST "+adminapi.PathCARotate, func(w http.ResponseWriter, r *http.Request) {
 		ch, err := s.rotateCA(r)
@@ -23,14 +23,14 @@ func (s *Server) caRoutes(api *http.ServeMux) {
 	})
 }
 
-func (s *Server) writeCAChange(w http.ResponseWriter, ch caChange, err error) {
+func (s *Server) writeCAChange(w http.ResponseWriter, ch meshca.Change, err error) {
 	switch {
-	case errors.Is(err, meshca.ErrExternalCA), errors.Is(err, meshca.ErrNotRotating), errors.Is(err, errRetireRefused):
+	case errors.Is(err, meshca.ErrExternalCA), errors.Is(err, meshca.ErrNotRotating), errors.Is(err, meshca.ErrRetireRefused):
 		writeError(w, http.StatusConflict, err)
 	case err != nil:
 		s.log.Error("ca lifecycle", "err", err)
 		writeError(w, http.StatusInternalServerError, err)
 	default:
-		writeJSON(w, http.StatusOK, adminapi.CAChangeResponse{Added: ch.added, Retired: ch.retired, Status: ch.status})
+		writeJSON(w, http.StatusOK, adminapi.CAChangeResponse{Added: ch.Added, Retired: ch.Retired, Status: ch.Status})
 	}
 }

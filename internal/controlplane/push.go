@@ -253,6 +253,15 @@ func shortHash(h string) string {
 	return h
 }
 
+// trust is the bundle and issuer snapshots are built with.
+func (p *pusher) trust() ([][]byte, string) {
+	var issuer string
+	if p.issuer != nil {
+		issuer = p.issuer()
+	}
+	return p.roots(), issuer
+}
+
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*snapshot.View, error) {

@@ -39,7 +39,7 @@ type Server struct {
 	log        *slog.Logger
 	store      store.Store
 	ca         *meshca.CA
-	caMu       sync.Mutex // serializes CA rotation and retirement with their checks
+	rollout    *meshca.Rollout
 	res        *resources
 	tokens     *tokens
 	adminToken adminhttp.Token
@@ -136,6 +136,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		cfg.Logger.Info("restored registered workloads (state RESTORED); they stay endpoints until their proxies reconnect, for at most the restore grace period",
 			"workloads", n, "restore_grace_period", s.push.reg.RestoreGrace().String())
 	}
+	s.rollout = meshca.NewRollout(ca, s.proxyCerts, s.caChanged)
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
 	s.serving, err = newServingCert(ca, cfg.Clock.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {

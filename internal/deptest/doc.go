@@ -15,6 +15,8 @@
 //     allocator (internal/controlplane/vips) depends on the control plane
 //     package itself, the CA or join-token signer, a store backend or the
 //     data plane, or the allocator on the registry;
+//   - the CA (internal/meshca) depends on the control plane or its
+//     subpackages, the store or the data plane;
 //   - the health findings of trellis check (internal/meshhealth) depend on
 //     the control plane, the store, the signers, the proxy or the data plane;
 //   - the collector role (internal/collectord) depends on the proxy, the CA

@@ -7,7 +7,9 @@ import (
 )
 
 // CertState is what one registered proxy last reported about its
-// certificate and trust anchors: what a CA rotation waits on.
+// certificate and trust anchors: what a CA rotation waits on. It has the
+// fields of meshca.ProxyCert, in order, so the control plane converts one
+// to the other (the registry must not import the CA).
 type CertState struct {
 	Instance  string
 	SPIFFEID  string
