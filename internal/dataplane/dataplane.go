@@ -1,8 +1,6 @@
 package dataplane
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"log/slog"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -41,7 +40,7 @@ type DataPlaneConfig struct {
 	// Identity supplies the certificate presented on every handshake (read
 	// per handshake, so renewals apply to new connections without dropping
 	// old ones) and the trust bundle peers are verified against.
-	Identity Identity
+	Identity mtls.Identity
 	// Snapshot returns the current compiled config; nil until the first
 	// config arrives, during which inbound refuses connections and outbound
 	// fails fast with 503.
@@ -98,7 +97,7 @@ const (
 
 func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 	if c.Identity == nil {
-		c.Identity = noIdentity{}
+		c.Identity = mtls.NoIdentity{}
 	}
 	if c.Authorizer == nil {
 		c.Authorizer = admission.MeshDefaultAuthorizer{}
@@ -127,23 +126,6 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 	c.Limits = c.Limits.withDefaults()
 	return c
 }
-
-// noIdentity stands in for a missing Identity: every handshake fails with
-// "no workload certificate yet" rather than the proxy crashing.
-type noIdentity struct{}
-
-func (noIdentity) ID() spiffeid.ID               { return spiffeid.ID{} }
-func (noIdentity) Certificate() *tls.Certificate { return nil }
-func (noIdentity) Bundle() *x509.CertPool        { return nil }
-
-// ALPN protocols between proxies. h2 carries HTTP, multiplexed; http/1.1
-// carries only Upgrade requests (WebSocket), which h2 cannot; trellis-tcp/1
-// carries one opaque TCP stream per TLS connection.
-const (
-	alpnH2    = "h2"
-	alpnHTTP1 = "http/1.1"
-	alpnTCP   = "trellis-tcp/1"
-)
 
 // xfccHeader is the Envoy convention for telling the app who called.
 const xfccHeader = admission.XFCCHeader

@@ -18,6 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -74,8 +75,8 @@ func (p *pki) cert(id spiffeid.ID) *tls.Certificate {
 	return c
 }
 
-func (p *pki) identity(id spiffeid.ID) *dataplane.StaticIdentity {
-	return &dataplane.StaticIdentity{SPIFFEID: id, Cert: p.cert(id), Roots: p.roots}
+func (p *pki) identity(id spiffeid.ID) *mtls.StaticIdentity {
+	return &mtls.StaticIdentity{SPIFFEID: id, Cert: p.cert(id), Roots: p.roots}
 }
 
 // rotatingIdentity is an Identity whose certificate a test swaps.
@@ -146,8 +147,8 @@ type meshOptions struct {
 	// serverID is the identity the server proxy's certificate carries
 	// (default catalog, which the snapshot expects).
 	serverID     spiffeid.ID
-	clientIdent  dataplane.Identity
-	serverIdent  dataplane.Identity
+	clientIdent  mtls.Identity
+	serverIdent  mtls.Identity
 	extra        []*meshconfig.Service
 	drainTimeout time.Duration
 	// idleTimeout is both proxies' IdleTimeout (0: the default).

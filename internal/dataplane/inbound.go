@@ -17,6 +17,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/connset"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -68,7 +69,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in := &Inbound{
 		cfg:       cfg,
 		log:       cfg.Logger.With("side", "inbound"),
-		tlsConf:   serverTLSConfig(cfg.Identity),
+		tlsConf:   mtls.ServerConfig(cfg.Identity),
 		dialer:    &net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control},
 		httpLis:   connset.NewChanListener(&net.TCPAddr{}),
 		listeners: make(map[net.Listener]struct{}),
@@ -229,14 +230,14 @@ func (in *Inbound) handleConn(c net.Conn) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	if in.cfg.Protocol == meshconfig.ProtocolTCP {
-		if alpn != "" && alpn != alpnTCP {
+		if alpn != "" && alpn != mtls.ALPNTCP {
 			in.reject(conn, metrics.RejectALPN, fmt.Errorf("protocol %q on a tcp workload", alpn))
 			return
 		}
 		in.serveTCP(conn, p, snap)
 		return
 	}
-	if in.fast != nil && alpn != alpnH2 && alpn != alpnTCP {
+	if in.fast != nil && alpn != mtls.ALPNH2 && alpn != mtls.ALPNTCP {
 		in.fast.serve(conn, p)
 		return
 	}
@@ -250,9 +251,9 @@ func (in *Inbound) handleConn(c net.Conn) {
 }
 
 func handshakeReason(err error) string {
-	var pce *peerCertError
+	var pce *mtls.PeerCertError
 	switch {
-	case errors.Is(err, errNoPeerCert):
+	case errors.Is(err, mtls.ErrNoPeerCert):
 		return metrics.RejectNoClientCert
 	case errors.As(err, &pce):
 		return metrics.RejectBadPeerCert

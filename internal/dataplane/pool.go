@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 )
 
 // PeerEndpoint is one endpoint of a mesh service as the outbound side sees
@@ -27,7 +28,7 @@ type PeerEndpoint struct {
 	wantList []spiffeid.ID
 	timeout  time.Duration
 	dialer   *net.Dialer
-	identity Identity
+	identity mtls.Identity
 
 	h2Conf, h1Conf, tcpConf *tls.Config
 	// h2 multiplexes HTTP requests over one connection.
@@ -100,9 +101,9 @@ func newPeerEndpoint(cfg DataPlaneConfig, addr string, want map[spiffeid.ID]bool
 		dialer:   &net.Dialer{Timeout: cfg.DialTimeout, Control: cfg.Control},
 		identity: cfg.Identity,
 	}
-	e.h2Conf = clientTLSConfig(cfg.Identity, alpnH2, addr, want, e.wantList)
-	e.h1Conf = clientTLSConfig(cfg.Identity, alpnHTTP1, addr, want, e.wantList)
-	e.tcpConf = clientTLSConfig(cfg.Identity, alpnTCP, addr, want, e.wantList)
+	e.h2Conf = mtls.ClientConfig(cfg.Identity, mtls.ALPNH2, addr, want, e.wantList)
+	e.h1Conf = mtls.ClientConfig(cfg.Identity, mtls.ALPNHTTP1, addr, want, e.wantList)
+	e.tcpConf = mtls.ClientConfig(cfg.Identity, mtls.ALPNTCP, addr, want, e.wantList)
 	e.fast = newFastPeerPool(e)
 	var p http.Protocols
 	p.SetHTTP2(true)
@@ -191,7 +192,7 @@ func (e *PeerEndpoint) dialTLS(ctx context.Context, conf *tls.Config) (*tls.Conn
 	}
 	if e.identity.Certificate() == nil {
 		// Not the endpoint's fault: no failure recorded against it.
-		return nil, &dialError{addr: e.addr, reason: failNoCertificate, err: errNoCertificate}
+		return nil, &dialError{addr: e.addr, reason: failNoCertificate, err: mtls.ErrNoCertificate}
 	}
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
@@ -205,11 +206,11 @@ func (e *PeerEndpoint) dialTLS(ctx context.Context, conf *tls.Config) (*tls.Conn
 	if err := tc.HandshakeContext(ctx); err != nil {
 		closeQuietly(raw)
 		reason := failTLS
-		var ne *NamingError
+		var ne *mtls.NamingError
 		switch {
 		case errors.As(err, &ne):
 			reason = failIdentity
-		case errors.Is(err, errNoCertificate):
+		case errors.Is(err, mtls.ErrNoCertificate):
 			reason = failNoCertificate
 		}
 		de := &dialError{addr: e.addr, reason: reason, err: err}

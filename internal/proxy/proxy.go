@@ -27,6 +27,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -190,7 +191,7 @@ func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 // Identity is the proxy's workload identity: the current certificate, and
 // the trust bundle from the latest config (or from the certificate
 // response before the first config).
-func (p *Proxy) Identity() dataplane.Identity { return proxyIdentity{p} }
+func (p *Proxy) Identity() mtls.Identity { return proxyIdentity{p} }
 
 type proxyIdentity struct{ p *Proxy }
 

@@ -1,4 +1,4 @@
-package dataplane
+package mtls
 
 import (
 	"crypto/tls"
@@ -35,3 +35,25 @@ func (s *StaticIdentity) Certificate() *tls.Certificate { return s.Cert }
 
 // Bundle implements Identity.
 func (s *StaticIdentity) Bundle() *x509.CertPool { return s.Roots }
+
+// NoIdentity stands in for a missing Identity: every handshake fails with
+// "no workload certificate yet" rather than the proxy crashing.
+type NoIdentity struct{}
+
+// ID implements Identity.
+func (NoIdentity) ID() spiffeid.ID { return spiffeid.ID{} }
+
+// Certificate implements Identity.
+func (NoIdentity) Certificate() *tls.Certificate { return nil }
+
+// Bundle implements Identity.
+func (NoIdentity) Bundle() *x509.CertPool { return nil }
+
+// ALPN protocols between proxies. h2 carries HTTP, multiplexed; http/1.1
+// carries only Upgrade requests (WebSocket), which h2 cannot; trellis-tcp/1
+// carries one opaque TCP stream per TLS connection.
+const (
+	ALPNH2    = "h2"
+	ALPNHTTP1 = "http/1.1"
+	ALPNTCP   = "trellis-tcp/1"
+)

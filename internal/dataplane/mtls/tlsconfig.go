@@ -1,4 +1,14 @@
-package dataplane
+// Package mtls is the mutual TLS between proxies: the Identity a proxy
+// presents (its current workload certificate and trust bundle), the
+// inbound's and outbound's tls.Configs (TLS 1.3 only, ALPN per carriage,
+// no session resumption), the peer check (identity.VerifySVID in the
+// proxy's trust domain) and secure naming (the server must prove one of
+// the identities the control plane lists for the service).
+//
+// It must not depend on the data path's transports (internal/dataplane),
+// the proxy role, the control plane, the CA or join-token signer, or the
+// store (internal/deptest keeps this).
+package mtls
 
 import (
 	"crypto/tls"
@@ -15,16 +25,19 @@ import (
 // Handshake failures the inbound side tells apart in its metrics, and the
 // outbound side in its 503s.
 var (
-	errNoCertificate = errors.New("no workload certificate yet")
-	errNoBundle      = identity.ErrNoTrustBundle
-	errNoPeerCert    = identity.ErrNoPeerCertificate
+	ErrNoCertificate = errors.New("no workload certificate yet")
+	ErrNoBundle      = identity.ErrNoTrustBundle
+	ErrNoPeerCert    = identity.ErrNoPeerCertificate
 )
 
-// peerCertError: the peer's certificate is not a valid mesh identity.
-type peerCertError struct{ err error }
+// PeerCertError: the peer's certificate is not a valid mesh identity.
+type PeerCertError struct{ err error }
 
-func (e *peerCertError) Error() string { return "peer certificate: " + e.err.Error() }
-func (e *peerCertError) Unwrap() error { return e.err }
+// Error implements error.
+func (e *PeerCertError) Error() string { return "peer certificate: " + e.err.Error() }
+
+// Unwrap returns the verification error.
+func (e *PeerCertError) Unwrap() error { return e.err }
 
 // NamingError is a secure naming failure: the server proxy proved an
 // identity the control plane does not list for the service being called.
@@ -34,6 +47,7 @@ type NamingError struct {
 	Want []spiffeid.ID
 }
 
+// Error implements error.
 func (e *NamingError) Error() string {
 	want := make([]string, len(e.Want))
 	for i, id := range e.Want {
@@ -42,16 +56,16 @@ func (e *NamingError) Error() string {
 	return fmt.Sprintf("secure naming: %s presented %s, want one of [%s]", e.Addr, e.Got, strings.Join(want, " "))
 }
 
-// serverTLSConfig is the inbound listener's config: TLS 1.3, the current
+// ServerConfig is the inbound listener's config: TLS 1.3, the current
 // certificate per handshake, and a client certificate verified against the
 // current bundle. The client certificate is requested rather than required
 // so a certless client reaches VerifyConnection and is refused with a
 // reason of its own.
-func serverTLSConfig(id Identity) *tls.Config {
+func ServerConfig(id Identity) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		ClientAuth: tls.RequestClientCert,
-		NextProtos: []string{alpnH2, alpnHTTP1, alpnTCP},
+		NextProtos: []string{ALPNH2, ALPNHTTP1, ALPNTCP},
 		// Resumed sessions skip the certificate exchange, so a renewed
 		// certificate would not be presented and an expired one could
 		// still be trusted; with connection reuse between proxies full
@@ -61,7 +75,7 @@ func serverTLSConfig(id Identity) *tls.Config {
 			if c := id.Certificate(); c != nil {
 				return c, nil
 			}
-			return nil, errNoCertificate
+			return nil, ErrNoCertificate
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			_, err := verifyPeer(id, cs.PeerCertificates, x509.ExtKeyUsageClientAuth)
@@ -70,11 +84,11 @@ func serverTLSConfig(id Identity) *tls.Config {
 	}
 }
 
-// clientTLSConfig dials a peer proxy speaking alpn, and accepts only a
+// ClientConfig dials a peer proxy speaking alpn, and accepts only a
 // server proving one of want (secure naming). Hostname verification does not
 // apply: identity is the SPIFFE ID, checked in VerifyConnection against the
 // bundle current at handshake time.
-func clientTLSConfig(id Identity, alpn, addr string, want map[spiffeid.ID]bool, wantList []spiffeid.ID) *tls.Config {
+func ClientConfig(id Identity, alpn, addr string, want map[spiffeid.ID]bool, wantList []spiffeid.ID) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		InsecureSkipVerify: true, // verified in VerifyConnection, see above
@@ -83,7 +97,7 @@ func clientTLSConfig(id Identity, alpn, addr string, want map[spiffeid.ID]bool, 
 			if c := id.Certificate(); c != nil {
 				return c, nil
 			}
-			return nil, errNoCertificate
+			return nil, ErrNoCertificate
 		},
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			got, err := verifyPeer(id, cs.PeerCertificates, x509.ExtKeyUsageServerAuth)
@@ -105,8 +119,8 @@ func clientTLSConfig(id Identity, alpn, addr string, want map[spiffeid.ID]bool, 
 // current trust bundle, in our trust domain, and returns its SPIFFE ID.
 func verifyPeer(self Identity, certs []*x509.Certificate, usage x509.ExtKeyUsage) (spiffeid.ID, error) {
 	id, err := identity.VerifySVID(certs, self.Bundle(), self.ID().TrustDomain(), usage)
-	if err != nil && !errors.Is(err, errNoPeerCert) && !errors.Is(err, errNoBundle) {
-		return spiffeid.ID{}, &peerCertError{err}
+	if err != nil && !errors.Is(err, ErrNoPeerCert) && !errors.Is(err, ErrNoBundle) {
+		return spiffeid.ID{}, &PeerCertError{err}
 	}
 	return id, err
 }
