@@ -55,7 +55,7 @@ func (s *Server) retireOldCA(r *http.Request) (meshca.Change, error) {
 // carry the new bundle and issuer, the serving certificate comes from the
 // current intermediate.
 func (s *Server) caChanged() {
-	s.serving.invalidate()
+	s.serving.Invalidate()
 	s.metrics.intermediateExp.Set(float64(s.ca.IntermediateExpiry().Unix()))
 	s.push.kick()
 }

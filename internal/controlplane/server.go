@@ -44,7 +44,7 @@ type Server struct {
 	tokens     *tokens
 	adminToken adminhttp.Token
 	metrics    *metrics
-	serving    *servingCert
+	serving    *meshca.ServingCert
 	audit      *audit
 	push       *pusher
 	resCache   *resourceCache
@@ -138,11 +138,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.rollout = meshca.NewRollout(ca, s.proxyCerts, s.caChanged)
 	s.metrics.intermediateExp.Set(float64(ca.IntermediateExpiry().Unix()))
-	s.serving, err = newServingCert(ca, cfg.Clock.Now, cfg.GRPCAddr, cfg.APIAddr)
+	s.serving, err = meshca.NewServingCert(ca, cfg.Clock.Now, cfg.GRPCAddr, cfg.APIAddr)
 	if err != nil {
 		return nil, err
 	}
-	if s.audit, err = openAudit(cfg, identity.ControlPlaneID(td), s.rootPool, s.serving.get); err != nil {
+	if s.audit, err = openAudit(cfg, identity.ControlPlaneID(td), s.rootPool, s.serving.Get); err != nil {
 		return nil, err
 	}
 	if s.audit.pipe != nil {
@@ -168,7 +168,7 @@ func (s *Server) Start() error {
 	s.grpcLis, s.apiLis = grpcLis, apiLis
 
 	s.grpcSrv = grpc.NewServer(
-		grpc.Creds(credentials.NewTLS(s.serving.tlsConfig(true))),
+		grpc.Creds(credentials.NewTLS(s.serving.TLSConfig(true))),
 		// Ping idle connections so a proxy that vanished without closing
 		// its connection (host gone, partition) ends its config stream and
 		// its endpoint leaves the mesh after the grace period. Proxies may
@@ -195,7 +195,7 @@ func (s *Server) Start() error {
 	// never cross a network in the clear.
 	if !isLoopbackAddr(s.cfg.APIAddr) {
 		s.apiTLS = true
-		s.httpSrv.TLSConfig = s.serving.tlsConfig(false)
+		s.httpSrv.TLSConfig = s.serving.TLSConfig(false)
 	}
 
 	s.wg.Add(5)

@@ -1,4 +1,4 @@
-package controlplane
+package meshca
 
 import (
 	"crypto/tls"
@@ -9,17 +9,16 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/identity"
-	"github.com/trellismesh/trellis/internal/meshca"
 )
 
 // servingTTL is the lifetime of the control plane's own serving
 // certificate; it is reissued in memory at half its life.
 const servingTTL = 30 * 24 * time.Hour
 
-// servingCert issues and caches the control plane's serving certificate,
+// ServingCert issues and caches the control plane's serving certificate,
 // reissuing it when half its life has passed. Safe for concurrent use.
-type servingCert struct {
-	ca    *meshca.CA
+type ServingCert struct {
+	ca    *CA
 	now   func() time.Time
 	dns   []string
 	ips   []net.IP
@@ -28,8 +27,11 @@ type servingCert struct {
 	renew time.Time
 }
 
-func newServingCert(ca *meshca.CA, now func() time.Time, addrs ...string) (*servingCert, error) {
-	sc := &servingCert{ca: ca, now: now, dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
+// NewServingCert issues the serving certificate of a control plane
+// listening on addrs (host:port): it names localhost, the loopback
+// addresses and each host (every local address for an unspecified one).
+func NewServingCert(ca *CA, now func() time.Time, addrs ...string) (*ServingCert, error) {
+	sc := &ServingCert{ca: ca, now: now, dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}}
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)
 		if err != nil {
@@ -52,13 +54,15 @@ func newServingCert(ca *meshca.CA, now func() time.Time, addrs ...string) (*serv
 			sc.ips = append(sc.ips, ip)
 		}
 	}
-	if _, err := sc.get(); err != nil {
+	if _, err := sc.Get(); err != nil {
 		return nil, err
 	}
 	return sc, nil
 }
 
-func (sc *servingCert) get() (*tls.Certificate, error) {
+// Get returns the current certificate, reissuing it when due. When a
+// reissue fails it keeps serving the last one.
+func (sc *ServingCert) Get() (*tls.Certificate, error) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if sc.cert != nil && sc.now().Before(sc.renew) {
@@ -76,25 +80,25 @@ func (sc *servingCert) get() (*tls.Certificate, error) {
 	return c, nil
 }
 
-// invalidate makes the next handshake reissue the certificate, from the
+// Invalidate makes the next handshake reissue the certificate, from the
 // CA's current intermediate (after a rotation or retirement). Until the
 // reissue succeeds the old certificate is served.
-func (sc *servingCert) invalidate() {
+func (sc *ServingCert) Invalidate() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	sc.renew = time.Time{}
 }
 
-// tlsConfig serves with the rotating certificate. Client certificates are
+// TLSConfig serves with the rotating certificate. Client certificates are
 // requested and, when given, verified with identity.VerifySVID against the
 // mesh roots of the moment (every root of the trust bundle, so during a
 // root rotation proxies still holding a certificate from the old
 // intermediate can renew); they are not required, because a joining proxy
 // has none yet.
-func (sc *servingCert) tlsConfig(withClientCerts bool) *tls.Config {
+func (sc *ServingCert) TLSConfig(withClientCerts bool) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS13,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.get() },
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return sc.Get() },
 	}
 	if withClientCerts {
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
