@@ -16,6 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/connset"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
+	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -31,13 +32,11 @@ import (
 
 // Buffer sizes, per connection: a request head must fit fastReadBuf to
 // take the fast path (larger ones go to net/http); response heads larger
-// than upReadBuf are parsed by net/http's reader. Larger writes bypass the
+// than upstream.ReadBuf are parsed by net/http's reader. Larger writes bypass the
 // write buffers.
 const (
 	fastReadBuf  = 8 << 10
 	fastWriteBuf = 4 << 10
-	upReadBuf    = 8 << 10
-	upWriteBuf   = 4 << 10
 	// inlineBody: a request body this small that already arrived is
 	// written with the head; larger ones stream from a goroutine while
 	// the response is read, so neither side can block the other.
@@ -104,11 +103,11 @@ func (fc *fastConn) Read(p []byte) (int, error) {
 // closing: the connection closes after the current response (shutdown).
 func (fc *fastConn) closing() bool { return fc.srv.conns.IsClosed() }
 
-// gone reports whether the caller closed or reset the connection, or a
+// Gone reports whether the caller closed or reset the connection, or a
 // shutdown closed it. An encrypted alert is recognized by its size only
 // while no body streams (a 2-byte body piece has the same size).
-func (fc *fastConn) gone() bool {
-	return peerGone(fc.c, fc.isTLS && !fc.streaming.Load())
+func (fc *fastConn) Gone() bool {
+	return upstream.PeerGone(fc.c, fc.isTLS && !fc.streaming.Load())
 }
 
 const (
@@ -187,7 +186,7 @@ func (s *fastServer) serve(c net.Conn, p *peer) {
 		if req.RequestBody() != h1.BodyNone {
 			// Bodies stream at their own pace, within bodyIdle per read;
 			// without one, nothing reads c again before the next idle
-			// deadline is set (peerGone peeks at the socket, past
+			// deadline is set (upstream.PeerGone peeks at the socket, past
 			// deadlines).
 			_ = c.SetReadDeadline(time.Time{})
 			fc.bodyIdle = s.bodyIdle

@@ -13,6 +13,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
+	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -47,42 +48,42 @@ type fwdResult struct {
 // forwardH1 sends req (its head parsed, its body still in fc.br) with the
 // extra fields over uc and copies the response to fc. resp is scratch
 // space for the response head.
-func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h1.Head) fwdResult {
+func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, resp *h1.Head) fwdResult {
 	// One deadline per exchange: it rolls on in watchedConn while the
 	// exchange waits; the pool clears it when the connection comes back.
-	uc.wc.watch(fc)
+	uc.Watch(fc)
 	kind := req.RequestBody()
-	h1.WriteRequestHead(uc.bw, req, extra)
+	h1.WriteRequestHead(uc.BW, req, extra)
 	var bodyDone chan error
 	switch {
 	case kind == h1.BodyNone:
 	case kind == h1.BodyLength && req.ContentLength <= inlineBody && int64(fc.br.Buffered()) >= req.ContentLength:
 		n := int(req.ContentLength)
 		b, _ := fc.br.Peek(n)
-		_, _ = uc.bw.Write(b)
+		_, _ = uc.BW.Write(b)
 		_, _ = fc.br.Discard(n)
 	default:
 		// Stream the body while the response is read: an app may answer
 		// (or stream back) before it has read everything.
-		if err := uc.bw.Flush(); err != nil {
+		if err := uc.BW.Flush(); err != nil {
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: true}
 		}
 		bodyDone = make(chan error, 1)
 		fc.streaming.Store(true)
 		go func() {
-			err := h1.CopyBody(uc.bw, fc.br, kind, req.ContentLength, false)
+			err := h1.CopyBody(uc.BW, fc.br, kind, req.ContentLength, false)
 			bodyDone <- err
 			var re *h1.ReadError
 			if errors.As(err, &re) {
 				// The app cannot answer a request whose body broke off on
 				// the caller's side: stop waiting for it. (A write error
 				// is the app's doing; its answer may still come.)
-				closeQuietly(uc.c)
+				closeQuietly(uc.C)
 			}
 		}()
 	}
 	if bodyDone == nil {
-		if err := uc.bw.Flush(); err != nil {
+		if err := uc.BW.Flush(); err != nil {
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: true}
 		}
 	}
@@ -99,7 +100,7 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upConn, extra []h1.Field, resp *h
 		default:
 			// The response ended before the request body: neither
 			// connection can carry another exchange.
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			_ = fc.bw.Flush()
 			closeQuietly(fc.c)
 			<-bodyDone
@@ -122,15 +123,15 @@ const max1xx = 5
 // the caller's connection after it.
 var connectionClose = []h1.Field{{Name: "Connection", Value: "close"}}
 
-func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) fwdResult {
+func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upstream.Conn, resp *h1.Head) fwdResult {
 	for n := 0; ; n++ {
-		if _, err := uc.br.Peek(1); err != nil {
+		if _, err := uc.BR.Peek(1); err != nil {
 			if errors.Is(err, relay.ErrClientGone) {
 				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
 			}
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: closedBeforeResponse(err)}
 		}
-		if err := parseResponseHead(uc.br, resp); err != nil {
+		if err := parseResponseHead(uc.BR, resp); err != nil {
 			if errors.Is(err, relay.ErrClientGone) {
 				return fwdResult{stage: fwdDownstreamGone, code: statusClientClosed, err: err}
 			}
@@ -158,7 +159,7 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upConn, resp *h1.Head) 
 	// The end of the response stays buffered: the caller records the
 	// request first, then fastServer.serve flushes (so metrics never lag
 	// behind what the caller saw).
-	err := h1.CopyBodyBuffered(fc.bw, uc.br, kind, resp.ContentLength, true)
+	err := h1.CopyBodyBuffered(fc.bw, uc.BR, kind, resp.ContentLength, true)
 	res := fwdResult{code: resp.Status}
 	var we *h1.WriteError
 	switch {

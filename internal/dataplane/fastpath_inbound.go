@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
@@ -18,7 +19,7 @@ import (
 // the inbound side's HTTP/1.1 fast path (HTTP/1.1 apps only; http2 and
 // grpc apps take net/http, which speaks h2c to them).
 func (in *Inbound) newInboundFast() {
-	in.fastApp = newUpPool(func(ctx context.Context) (net.Conn, error) {
+	in.fastApp = upstream.NewPool(func(ctx context.Context) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
 		defer cancel()
 		c, err := in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
@@ -107,7 +108,7 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshc
 	}
 	defer in.gate.release(p.principal)
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := in.fastApp.get(context.Background())
+		uc, reused, err := in.fastApp.Get(context.Background())
 		if err != nil {
 			ew := newErrorResponse()
 			o.code = in.appFailedFor(ew, req.Method, path, err)
@@ -117,14 +118,14 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshc
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {
-				in.fastApp.put(uc)
+				in.fastApp.Put(uc)
 			} else {
-				closeQuietly(uc.c)
+				closeQuietly(uc.C)
 			}
 			o.code = res.code
 			return o, res.downKeep
 		case fwdNoResponse:
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			if reused && res.nothingRead && attempt < 2 && replayableH1(req) {
 				continue
 			}
@@ -136,11 +137,11 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshc
 			o.code = in.appFailedFor(ew, req.Method, path, res.err)
 			return o, answer(ew, !res.downKeep && req.RequestBody() != h1.BodyNone)
 		case fwdUpstreamBroke:
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			o.code, o.abort = res.code, true
 			return o, false
 		default: // the caller went away
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			o.code = res.code
 			return o, false
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
 )
 
@@ -21,8 +22,8 @@ func (o *Outbound) newUpstreamFast(key string, ul *upstreamListener) *fastServer
 
 // fastPool is the endpoint's pool of HTTP/1.1-over-mTLS connections for
 // the fast path.
-func newFastPeerPool(e *PeerEndpoint) *upPool {
-	return newUpPool(func(ctx context.Context) (net.Conn, error) {
+func newFastPeerPool(e *PeerEndpoint) *upstream.Pool {
+	return upstream.NewPool(func(ctx context.Context) (net.Conn, error) {
 		return e.dialTLS(ctx, e.h1Conf)
 	}, 256, 2*time.Minute)
 }
@@ -67,7 +68,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 	resp := fastHeads.Get().(*h1.Head)
 	defer fastHeads.Put(resp)
 	for attempt := 0; ; attempt++ {
-		uc, reused, err := e.fast.get(context.Background())
+		uc, reused, err := e.fast.Get(context.Background())
 		if err != nil {
 			// Nothing reached this endpoint; another may be up.
 			if bodyless && attempt == 0 {
@@ -87,13 +88,13 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {
-				e.fast.put(uc)
+				e.fast.Put(uc)
 			} else {
-				closeQuietly(uc.c)
+				closeQuietly(uc.C)
 			}
 			return res.code, res.downKeep
 		case fwdNoResponse:
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			if reused && res.nothingRead && attempt < 2 && replayableH1(req) {
 				continue
 			}
@@ -101,11 +102,11 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			code := o.upstreamFailedFor(ew, rt, e, res.err)
 			return code, answer(ew, !bodyless)
 		case fwdUpstreamBroke:
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			rt.dest.UpstreamFailure(failUpstream)
 			return res.code, false
 		default:
-			closeQuietly(uc.c)
+			closeQuietly(uc.C)
 			return res.code, false
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
+	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -33,13 +34,13 @@ type Inbound struct {
 	tlsConf *tls.Config
 	dialer  *net.Dialer
 	appH1   *http.Transport
-	appH2   *http.Transport // h2c, for http2 and grpc apps
-	app     *appClient      // fast path for bodyless requests to HTTP/1.1 apps
+	appH2   *http.Transport     // h2c, for http2 and grpc apps
+	app     *upstream.AppClient // fast path for bodyless requests to HTTP/1.1 apps
 	// fast serves HTTP/1.1 callers of HTTP/1.1 apps (fastpath.go); nil
 	// for other app protocols. fastApp pools the HTTP/1.1 connections to
 	// the app, for the fast path and app.
 	fast    *fastServer
-	fastApp *upPool
+	fastApp *upstream.Pool
 	// chain admits each HTTP request (internal/dataplane/admission).
 	chain admission.Chain
 	// gate caps the requests in flight to the app (limits.go).
@@ -83,7 +84,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in.chain = admission.Chain{Authorizer: cfg.Authorizer, Protocol: cfg.Protocol, Recorder: cfg.Metrics, Log: in.log}
 	in.gate = newAppGate(cfg.Limits, cfg.Metrics)
 	in.newInboundFast()
-	in.app = newAppClient(in.fastApp, in.appH1)
+	in.app = upstream.NewAppClient(in.fastApp, in.appH1)
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
 	in.srv = newHTTPServer(inboundHandler{in}, cfg, true, cfg.Metrics)
 	in.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
@@ -345,7 +346,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, <-connsDone)
 	in.appH1.CloseIdleConnections()
 	in.appH2.CloseIdleConnections()
-	in.fastApp.closeIdle(true)
+	in.fastApp.CloseIdle(true)
 	if err != nil {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}

@@ -9,9 +9,6 @@ import (
 // handshake record); no HTTP method or h2c preface starts with it.
 const tlsRecordHandshake = 0x16
 
-// tlsRecordAlert starts an alert record, close_notify among them.
-const tlsRecordAlert = 0x15
-
 // prefixConn is a net.Conn whose first byte was read to sniff the protocol
 // and is replayed before the rest.
 type prefixConn struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
+	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 )
 
 // PeerEndpoint is one endpoint of a mesh service as the outbound side sees
@@ -34,7 +35,7 @@ type PeerEndpoint struct {
 	// h2 multiplexes HTTP requests over one connection.
 	h2 *http.Transport
 	// fast carries the HTTP/1.1 fast path's requests (fastpath.go).
-	fast *upPool
+	fast *upstream.Pool
 	// h1 carries Upgrade requests only; made on first use.
 	h1     *http.Transport
 	h1Once sync.Once
@@ -150,7 +151,7 @@ func (e *PeerEndpoint) upgradeTransport() *http.Transport {
 // retire closes idle connections of an endpoint no snapshot lists any more;
 // busy ones finish their requests and are closed by the peer's idle timeout.
 func (e *PeerEndpoint) retire() {
-	e.fast.closeIdle(true)
+	e.fast.CloseIdle(true)
 	e.h2.CloseIdleConnections()
 	if t := e.h1; t != nil {
 		t.CloseIdleConnections()

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package dataplane
+package upstream
 
 import "net"
 
@@ -8,6 +8,6 @@ import "net"
 // caught by the replay of a failed exchange instead.
 func connAlive(net.Conn) bool { return true }
 
-// peerGone cannot peek without blocking here: a caller that went away is
+// PeerGone cannot peek without blocking here: a caller that went away is
 // noticed when its response is written.
-func peerGone(net.Conn, bool) bool { return false }
+func PeerGone(net.Conn, bool) bool { return false }

@@ -1,4 +1,4 @@
-package dataplane
+package upstream
 
 import (
 	"bufio"
@@ -14,33 +14,35 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 )
 
-// appClient is the inbound side's fast path to an HTTP/1.1 app for
+// AppClient is the inbound side's fast path to an HTTP/1.1 app for
 // requests without a body (most traffic). It writes the request and reads
 // the response in the handler's goroutine on a pooled keep-alive
 // connection, where net/http's Transport hands each request to a writer
 // goroutine and each response back from a reader goroutine. Requests with
 // a body, which may stream both ways at once, take the Transport.
-type appClient struct {
+type AppClient struct {
 	// pool is the inbound side's pool of app connections, shared with
 	// the HTTP/1.1 fast path.
-	pool     *upPool
+	pool     *Pool
 	fallback http.RoundTripper
 }
 
 type appConn struct {
-	*upConn
+	*Conn
 	// stop unregisters the current request's cancellation; false means it
 	// already fired and closed c.
 	stop func() bool
 }
 
-func newAppClient(pool *upPool, fallback http.RoundTripper) *appClient {
-	return &appClient{pool: pool, fallback: fallback}
+// NewAppClient sends bodyless requests over pool and the rest through
+// fallback (net/http's Transport to the same app).
+func NewAppClient(pool *Pool, fallback http.RoundTripper) *AppClient {
+	return &AppClient{pool: pool, fallback: fallback}
 }
 
 // RoundTrip implements http.RoundTripper for requests built by
 // relay.NewOutRequest.
-func (a *appClient) RoundTrip(req *http.Request) (*http.Response, error) {
+func (a *AppClient) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !relay.Bodyless(req) {
 		return a.fallback.RoundTrip(req)
 	}
@@ -51,14 +53,14 @@ func (a *appClient) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// Closing the connection is how a canceled request (the caller
 		// went away) stops waiting for the app.
-		c := pc.c
+		c := pc.C
 		pc.stop = context.AfterFunc(req.Context(), func() { closeQuietly(c) })
 		resp, err := a.exchange(pc, req)
 		if err == nil {
 			return resp, nil
 		}
 		pc.stop()
-		closeQuietly(pc.c)
+		closeQuietly(pc.C)
 		if ctxErr := req.Context().Err(); ctxErr != nil {
 			return nil, ctxErr
 		}
@@ -78,23 +80,23 @@ var errNothingRead = errors.New("app closed the connection before responding")
 // (Node.js: 5s); a busy pool never pays for the check.
 const checkIdleAfter = time.Second
 
-func (a *appClient) exchange(pc *appConn, req *http.Request) (*http.Response, error) {
-	if err := writeRequestHead(pc.bw, req); err != nil {
+func (a *AppClient) exchange(pc *appConn, req *http.Request) (*http.Response, error) {
+	if err := writeRequestHead(pc.BW, req); err != nil {
 		return nil, err
 	}
-	if err := pc.bw.Flush(); err != nil {
+	if err := pc.BW.Flush(); err != nil {
 		return nil, errNothingRead
 	}
 	for {
 		// Peek first: ReadResponse reports a connection closed before any
 		// byte as io.ErrUnexpectedEOF, like one closed half-way.
-		if _, err := pc.br.Peek(1); err != nil {
+		if _, err := pc.BR.Peek(1); err != nil {
 			if err == io.EOF || errors.Is(err, syscall.ECONNRESET) {
 				return nil, errNothingRead
 			}
 			return nil, err
 		}
-		resp, err := http.ReadResponse(pc.br, req)
+		resp, err := http.ReadResponse(pc.BR, req)
 		if err != nil {
 			return nil, err
 		}
@@ -171,28 +173,28 @@ func validHeaderValue(v string) bool {
 	return strings.IndexByte(v, '\n') < 0 && strings.IndexByte(v, '\r') < 0
 }
 
-// get returns an idle connection (reused=true) or dials a new one.
-func (a *appClient) get(ctx context.Context) (*appConn, bool, error) {
-	uc, reused, err := a.pool.get(ctx)
+// Get returns an idle connection (reused=true) or dials a new one.
+func (a *AppClient) get(ctx context.Context) (*appConn, bool, error) {
+	uc, reused, err := a.pool.Get(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	return &appConn{upConn: uc}, reused, nil
+	return &appConn{Conn: uc}, reused, nil
 }
 
-func (a *appClient) release(pc *appConn, reuse bool) {
+func (a *AppClient) release(pc *appConn, reuse bool) {
 	if !pc.stop() || !reuse {
-		closeQuietly(pc.c)
+		closeQuietly(pc.C)
 		return
 	}
-	a.pool.put(pc.upConn)
+	a.pool.Put(pc.Conn)
 }
 
 // appBody returns its connection to the pool once the body is read to
 // the end, and closes it if the body is abandoned half-way.
 type appBody struct {
 	rc    io.ReadCloser
-	a     *appClient
+	a     *AppClient
 	pc    *appConn
 	reuse bool
 	done  bool
@@ -209,7 +211,7 @@ func (b *appBody) Read(p []byte) (int, error) {
 	} else if err != nil {
 		b.done = true
 		b.pc.stop()
-		closeQuietly(b.pc.c)
+		closeQuietly(b.pc.C)
 	}
 	return n, err
 }
@@ -218,7 +220,7 @@ func (b *appBody) Close() error {
 	if !b.done {
 		b.done = true
 		b.pc.stop()
-		closeQuietly(b.pc.c)
+		closeQuietly(b.pc.C)
 	}
 	return nil
 }

@@ -1,11 +1,14 @@
 //go:build unix
 
-package dataplane
+package upstream
 
 import (
 	"net"
 	"syscall"
 )
+
+// tlsRecordAlert starts an alert record, close_notify among them.
+const tlsRecordAlert = 0x15
 
 // connAlive peeks at an idle keep-alive connection without blocking: the
 // app may have closed it (FIN pending) while it sat in the pool. Costs one
@@ -46,11 +49,11 @@ func isTLSAlert(h []byte) bool {
 	return false
 }
 
-// peerGone peeks at a caller's connection without blocking or consuming:
+// PeerGone peeks at a caller's connection without blocking or consuming:
 // true when the caller closed it (EOF), reset it, it was closed here, or,
 // on TLS, its next record is an alert (close_notify). A pipelined request
 // (data) counts as alive.
-func peerGone(c net.Conn, isTLS bool) bool {
+func PeerGone(c net.Conn, isTLS bool) bool {
 	for {
 		nc, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {

@@ -1,9 +1,20 @@
-package dataplane
+// Package upstream holds the data path's keep-alive HTTP/1.1 connections
+// to upstreams (a peer proxy over mTLS, or the local app): the Pool the
+// HTTP/1.1 fast path and the app client share, the watched reads that
+// give up when the caller went away (without a goroutine per request),
+// the liveness peek at idle sockets, and AppClient, the net/http
+// RoundTripper that sends bodyless requests to the app over the pool.
+//
+// It must not depend on the data path's listeners and admission
+// (internal/dataplane), the proxy role, the control plane, or the store
+// (internal/deptest keeps this).
+package upstream
 
 import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -12,34 +23,56 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 )
 
-// upConn is a pooled keep-alive HTTP/1.1 connection to a peer proxy or
+// Buffer sizes per upstream connection: response heads larger than
+// ReadBuf are parsed by net/http's reader; larger writes bypass WriteBuf.
+const (
+	ReadBuf  = 8 << 10
+	WriteBuf = 4 << 10
+)
+
+// Conn is a pooled keep-alive HTTP/1.1 connection to a peer proxy or
 // the app.
-type upConn struct {
-	c net.Conn
-	// wc is the reader under br (see watchedConn).
+type Conn struct {
+	C  net.Conn
+	BR *bufio.Reader // reads through a watchedConn (see Watch)
+	BW *bufio.Writer
+	// wc is the reader under BR.
 	wc        *watchedConn
-	br        *bufio.Reader
-	bw        *bufio.Writer
 	idleSince time.Time
 }
 
-// upPool keeps idle upstream connections, most recently used last.
-type upPool struct {
+// Caller is the downstream side of an exchange, which a waiting read
+// checks (Watch).
+type Caller interface {
+	// Gone reports whether the caller closed or reset its connection,
+	// or a shutdown closed it.
+	Gone() bool
+}
+
+// Watch starts an exchange for caller: until the connection is put back,
+// a read that waits longer than watchInterval checks caller and gives up
+// with relay.ErrClientGone when it is gone.
+func (uc *Conn) Watch(caller Caller) { uc.wc.watch(caller) }
+
+// Pool keeps idle upstream connections, most recently used last.
+type Pool struct {
 	dial        func(ctx context.Context) (net.Conn, error)
 	maxIdle     int
 	idleTimeout time.Duration
 
 	mu     sync.Mutex
-	idle   []*upConn
+	idle   []*Conn
 	closed bool
 }
 
-func newUpPool(dial func(ctx context.Context) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *upPool {
-	return &upPool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout}
+// NewPool returns a pool that dials with dial and keeps at most maxIdle
+// connections, each for at most idleTimeout.
+func NewPool(dial func(ctx context.Context) (net.Conn, error), maxIdle int, idleTimeout time.Duration) *Pool {
+	return &Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout}
 }
 
-// get returns an idle connection (reused) or dials one.
-func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
+// Get returns an idle connection (reused) or dials one.
+func (p *Pool) Get(ctx context.Context) (uc *Conn, reused bool, err error) {
 	now := time.Now()
 	for {
 		p.mu.Lock()
@@ -59,7 +92,7 @@ func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
 		if idle < p.idleTimeout {
 			// (The last exchange's watch deadline has passed by now;
 			// connAlive peeks past it.)
-			raw := uc.c
+			raw := uc.C
 			if nc, ok := raw.(interface{ NetConn() net.Conn }); ok {
 				raw = nc.NetConn() // the socket under TLS
 			}
@@ -67,28 +100,28 @@ func (p *upPool) get(ctx context.Context) (uc *upConn, reused bool, err error) {
 				return uc, true, nil
 			}
 		}
-		closeQuietly(uc.c)
+		closeQuietly(uc.C)
 	}
 	c, err := p.dial(ctx)
 	if err != nil {
 		return nil, false, err
 	}
 	wc := &watchedConn{Conn: c}
-	return &upConn{c: c, wc: wc, br: bufio.NewReaderSize(wc, upReadBuf), bw: bufio.NewWriterSize(c, upWriteBuf)}, false, nil
+	return &Conn{C: c, wc: wc, BR: bufio.NewReaderSize(wc, ReadBuf), BW: bufio.NewWriterSize(c, WriteBuf)}, false, nil
 }
 
-// put returns a connection whose exchange ended cleanly; anything still
+// Put returns a connection whose exchange ended cleanly; anything still
 // buffered from it means a protocol error, and it is closed. The pool
 // keeps connections in a clean state, whoever used them last: no caller
 // watched and no read deadline, so the next user (the fast path or the
 // net/http path's app client) starts from the same place.
-func (p *upPool) put(uc *upConn) {
-	if uc.br.Buffered() > 0 {
-		closeQuietly(uc.c)
+func (p *Pool) Put(uc *Conn) {
+	if uc.BR.Buffered() > 0 {
+		closeQuietly(uc.C)
 		return
 	}
 	if !uc.wc.disarm() {
-		closeQuietly(uc.c)
+		closeQuietly(uc.C)
 		return
 	}
 	uc.idleSince = time.Now()
@@ -99,12 +132,12 @@ func (p *upPool) put(uc *upConn) {
 		return
 	}
 	p.mu.Unlock()
-	closeQuietly(uc.c)
+	closeQuietly(uc.C)
 }
 
-// closeIdle closes the idle connections; closing also refuses to keep
+// CloseIdle closes the idle connections; closing also refuses to keep
 // any more (shutdown, or an endpoint no snapshot lists).
-func (p *upPool) closeIdle(closing bool) {
+func (p *Pool) CloseIdle(closing bool) {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
@@ -113,7 +146,7 @@ func (p *upPool) closeIdle(closing bool) {
 	}
 	p.mu.Unlock()
 	for _, uc := range idle {
-		closeQuietly(uc.c)
+		closeQuietly(uc.C)
 	}
 }
 
@@ -125,14 +158,14 @@ func (p *upPool) closeIdle(closing bool) {
 // request. Only the exchange's goroutine reads, so caller needs no lock.
 type watchedConn struct {
 	net.Conn
-	caller *fastConn
+	caller Caller
 	// armed: a watch deadline is set (see watch).
 	armed bool
 }
 
 // watch starts an exchange for caller: reads roll a deadline on and give
 // up when caller is gone.
-func (w *watchedConn) watch(caller *fastConn) {
+func (w *watchedConn) watch(caller Caller) {
 	w.caller, w.armed = caller, true
 	_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
 }
@@ -157,9 +190,11 @@ func (w *watchedConn) Read(p []byte) (int, error) {
 		if n > 0 || err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
-		if fc := w.caller; fc == nil || fc.gone() {
+		if c := w.caller; c == nil || c.Gone() {
 			return 0, relay.ErrClientGone
 		}
 		_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
 	}
 }
+
+func closeQuietly(c io.Closer) { _ = c.Close() }
