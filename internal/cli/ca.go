@@ -4,13 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminview"
 )
 
 func newCACmd(g *globals) *cobra.Command {
@@ -64,11 +62,11 @@ func newCARotateCmd(g *globals) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			for _, r := range resp.Added {
-				fmt.Fprintf(w, "new root %s (%s, expires %s)\n", shortCAID(r.ID), r.Subject, r.NotAfter.UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "new root %s (%s, expires %s)\n", adminview.ShortID(r.ID), r.Subject, r.NotAfter.UTC().Format(time.RFC3339))
 			}
 			is := resp.Status.Issuer
 			fmt.Fprintf(w, "signing with intermediate %s (%s, expires %s); the trust bundle holds %d roots\n",
-				shortCAID(is.ID), is.Subject, is.NotAfter.UTC().Format(time.RFC3339), len(resp.Status.Roots))
+				adminview.ShortID(is.ID), is.Subject, is.NotAfter.UTC().Format(time.RFC3339), len(resp.Status.Roots))
 			fmt.Fprintln(w, "proxies renew at once; follow with `trellis ca status`, then run `trellis ca retire-old`")
 			fmt.Fprintln(w, "copy the control plane's DATA_DIR/ca.crt (now both roots) to wherever proxies and CLIs read --ca-file")
 			return nil
@@ -101,10 +99,10 @@ func newCARetireOldCmd(g *globals) *cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			for _, r := range resp.Retired {
-				fmt.Fprintf(w, "retired root %s (%s)\n", shortCAID(r.ID), r.Subject)
+				fmt.Fprintf(w, "retired root %s (%s)\n", adminview.ShortID(r.ID), r.Subject)
 			}
 			for _, r := range resp.Status.Roots {
-				fmt.Fprintf(w, "the trust bundle holds only root %s (%s, expires %s)\n", shortCAID(r.ID), r.Subject, r.NotAfter.UTC().Format(time.RFC3339))
+				fmt.Fprintf(w, "the trust bundle holds only root %s (%s, expires %s)\n", adminview.ShortID(r.ID), r.Subject, r.NotAfter.UTC().Format(time.RFC3339))
 			}
 			fmt.Fprintln(w, "replace every copy of ca.crt (--ca-file of proxies and CLIs) with the control plane's DATA_DIR/ca.crt")
 			return nil
@@ -135,65 +133,12 @@ func newCAStatusCmd(g *globals) *cobra.Command {
 			if output == "json" {
 				return caWriteJSON(cmd.OutOrStdout(), st)
 			}
-			writeCAStatus(cmd.OutOrStdout(), st)
+			adminview.WriteCAStatus(cmd.OutOrStdout(), st)
 			return nil
 		}),
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output: table or json")
 	return cmd
-}
-
-// writeCAStatus renders the roots, the issuer, the progress and what keeps
-// each pending proxy from being done.
-func writeCAStatus(out io.Writer, st adminapi.CAStatus) {
-	tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "ROOT\tACTIVE\tNOT-AFTER\tSUBJECT")
-	for _, r := range st.Roots {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", shortCAID(r.ID), caYesNo(r.Active), r.NotAfter.UTC().Format(time.RFC3339), r.Subject)
-	}
-	tw.Flush()
-	fmt.Fprintf(out, "\nissuer: %s (%s, expires %s)\n", shortCAID(st.Issuer.ID), st.Issuer.Subject, st.Issuer.NotAfter.UTC().Format(time.RFC3339))
-	p := st.Proxies
-	switch {
-	case st.External:
-		fmt.Fprintln(out, "the CA is external (--ca-cert/--ca-key): rotate it in your PKI, then restart the control plane with the new intermediate")
-	case st.Rotating:
-		fmt.Fprintf(out, "rotation in progress: %d/%d connected proxies have a certificate from the active intermediate and trust every root\n", p.Done, p.Connected)
-	default:
-		fmt.Fprintf(out, "no rotation in progress: %d/%d connected proxies have a certificate from the active intermediate and trust the root\n", p.Done, p.Connected)
-	}
-	if len(p.Pending) > 0 {
-		fmt.Fprintln(out)
-		tw = tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
-		fmt.Fprintln(tw, "PROXY\tINSTANCE\tCONNECTED\tBLOCKS-RETIRE\tLACKS")
-		for _, px := range p.Pending {
-			fmt.Fprintf(tw, "%s.%s\t%s\t%s\t%s\t%s\n", px.Service, px.Namespace, px.Instance, caYesNo(px.Connected), caYesNo(px.BlocksRetire), strings.Join(px.Lacks, "; "))
-		}
-		tw.Flush()
-		if more := p.PendingTotal - len(p.Pending); more > 0 {
-			fmt.Fprintf(out, "... and %d more\n", more)
-		}
-	}
-	switch {
-	case st.CanRetire:
-		fmt.Fprintln(out, "\nevery proxy is done: `trellis ca retire-old` drops the old root")
-	case st.Rotating:
-		fmt.Fprintf(out, "\nretire-old is refused while %d proxies block it (BLOCKS-RETIRE yes): wait until they are done or gone\n", p.Blocking)
-	}
-}
-
-func caYesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
-}
-
-func shortCAID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }
 
 func caCheckOutput(cmd, output string) error {

@@ -4,16 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/trellismesh/trellis/internal/adminview"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -126,94 +123,5 @@ func printObjects(w io.Writer, kind resource.KindInfo, items []resource.Object, 
 		_, err = w.Write(data)
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	cols := tableColumns(kind)
-	header := []string{}
-	if kind.Namespaced && showNS {
-		header = append(header, "NAMESPACE")
-	}
-	header = append(header, "NAME")
-	for _, c := range cols {
-		header = append(header, c.name)
-	}
-	header = append(header, "AGE")
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for i := range items {
-		o := &items[i]
-		row := []string{}
-		if kind.Namespaced && showNS {
-			row = append(row, o.Metadata.Namespace)
-		}
-		row = append(row, o.Metadata.Name)
-		for _, c := range cols {
-			row = append(row, c.value(o))
-		}
-		row = append(row, age(o.Metadata.CreationTimestamp))
-		fmt.Fprintln(tw, strings.Join(row, "\t"))
-	}
-	return tw.Flush()
-}
-
-type column struct {
-	name  string
-	value func(*resource.Object) string
-}
-
-func tableColumns(kind resource.KindInfo) []column {
-	switch kind.Kind {
-	case "Mesh":
-		spec := func(o *resource.Object) resource.MeshSpec { s, _ := resource.MeshSpecOf(o); return s }
-		return []column{
-			{"MTLS", func(o *resource.Object) string { return spec(o).MTLS.Mode }},
-			{"DEFAULT-AUTHZ", func(o *resource.Object) string { return spec(o).Authorization.Default }},
-			{"WORKLOAD-TTL", func(o *resource.Object) string {
-				b, _ := spec(o).Certificates.WorkloadTTL.MarshalJSON()
-				return strings.Trim(string(b), `"`)
-			}},
-		}
-	case "AuthorizationPolicy":
-		spec := func(o *resource.Object) resource.AuthorizationPolicySpec {
-			s, _ := resource.AuthorizationPolicySpecOf(o)
-			return s
-		}
-		return []column{
-			{"ACTION", func(o *resource.Object) string { return spec(o).Action }},
-			{"ENFORCEMENT", func(o *resource.Object) string { return spec(o).Enforcement }},
-			{"SELECTOR", func(o *resource.Object) string { return selectorString(spec(o).Selector) }},
-			{"RULES", func(o *resource.Object) string { return strconv.Itoa(len(spec(o).Rules)) }},
-		}
-	}
-	return nil
-}
-
-func selectorString(sel resource.Selector) string {
-	var parts []string
-	if sel.Service != "" {
-		parts = append(parts, "service="+sel.Service)
-	}
-	// Sorted: map order would make the table differ from run to run.
-	for _, k := range slices.Sorted(maps.Keys(sel.MatchLabels)) {
-		parts = append(parts, k+"="+sel.MatchLabels[k])
-	}
-	if len(parts) == 0 {
-		return "<namespace>"
-	}
-	return strings.Join(parts, ",")
-}
-
-func age(t *time.Time) string {
-	if t == nil {
-		return "<unknown>"
-	}
-	d := max(time.Since(*t), 0) // a server clock ahead of ours is not a negative age
-	switch {
-	case d < 2*time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < 2*time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
-	default:
-		return fmt.Sprintf("%dd", int(d.Hours()/24))
-	}
+	return adminview.WriteObjects(w, kind, items, showNS, time.Now())
 }

@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
-	"text/tabwriter"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminview"
 )
 
 // registryKind names what proxies register, as opposed to what users apply:
@@ -36,8 +35,7 @@ func getRegistry(cmdCtx context.Context, g *globals, kind, namespace, output str
 		ns = ""
 	}
 	var items any
-	var rows [][]string
-	var header []string
+	var table func() error
 	switch kind {
 	case "workloads":
 		list, err := c.ListProxies(cmdCtx, ns)
@@ -45,24 +43,14 @@ func getRegistry(cmdCtx context.Context, g *globals, kind, namespace, output str
 			return fmt.Errorf("get: %w", err)
 		}
 		items = list
-		header = []string{"NAMESPACE", "SERVICE", "INSTANCE", "ADDRESS", "STATE", "DESIRED", "ACKED", "AGE"}
-		for _, p := range list {
-			state := p.State
-			if p.Error != "" {
-				state += ": " + p.Error
-			}
-			rows = append(rows, []string{p.Namespace, p.Service, p.Instance, orNone(p.AdvertiseAddr), state, versionOf(p.Desired), versionOf(p.Acked), age(&p.ConnectedAt)})
-		}
+		table = func() error { return adminview.WriteWorkloads(out, list, time.Now()) }
 	default:
 		list, err := c.ListServices(cmdCtx, ns)
 		if err != nil {
 			return fmt.Errorf("get: %w", err)
 		}
 		items = list
-		header = []string{"NAMESPACE", "NAME", "PROTOCOL", "VIRTUAL-IP", "ENDPOINTS", "INSTANCES", "CONNECTED"}
-		for _, s := range list {
-			rows = append(rows, []string{s.Namespace, s.Name, s.Protocol, orNone(s.VirtualIP), strconv.Itoa(s.Endpoints), strconv.Itoa(s.Instances), strconv.Itoa(s.Connected)})
-		}
+		table = func() error { return adminview.WriteServices(out, list) }
 	}
 	switch output {
 	case "json":
@@ -80,23 +68,7 @@ func getRegistry(cmdCtx context.Context, g *globals, kind, namespace, output str
 		_, err = out.Write(data)
 		return err
 	}
-	if len(rows) == 0 {
-		fmt.Fprintf(out, "No %s found.\n", kind)
-		return nil
-	}
-	tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, strings.Join(header, "\t"))
-	for _, r := range rows {
-		fmt.Fprintln(tw, strings.Join(r, "\t"))
-	}
-	return tw.Flush()
-}
-
-func versionOf(v *adminapi.ConfigVersion) string {
-	if v == nil || v.Version == "" {
-		return "-"
-	}
-	return v.Version
+	return table()
 }
 
 func orNone(s string) string {

@@ -1,20 +1,16 @@
 package cli
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
-	"slices"
-	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminview"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -82,7 +78,7 @@ the proxies' states; ` + "`trellis check`" + ` judges them.`,
 			if output == "json" {
 				return writeIndentedJSON(out, st)
 			}
-			return printProxyStatus(out, st)
+			return adminview.WriteProxy(out, st, time.Now())
 		}),
 	}
 	f := cmd.Flags()
@@ -148,167 +144,7 @@ func printProxyList(out, errOut io.Writer, list []adminapi.ProxyInfo, output, na
 		}
 		return nil
 	}
-	now := time.Now()
-	tw := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tSERVICE\tINSTANCE\tADDRESS\tSTATE\tDESIRED\tACKED\tRUNNING\tCERT-EXPIRES\tAGE")
-	for _, p := range list {
-		fmt.Fprintln(tw, strings.Join([]string{p.Namespace, p.Service, p.Instance, orNone(p.AdvertiseAddr), stateCell(p, now),
-			versionOf(p.Desired), versionOf(p.Acked), versionOf(p.Running), expiresCell(p.CertExpiry, now), age(&p.ConnectedAt)}, "\t"))
-	}
-	return tw.Flush()
-}
-
-// maxErrorCell bounds a NACK error in the table; the detail view and JSON
-// show it whole.
-const maxErrorCell = 60
-
-// stateCell is the STATE column: the NACK error, or how long a state other
-// than SYNCED has held.
-func stateCell(p adminapi.ProxyInfo, now time.Time) string {
-	switch {
-	case p.State == adminapi.ProxyNacked:
-		e := strings.Join(strings.Fields(p.Error), " ")
-		if r := []rune(e); len(r) > maxErrorCell {
-			e = string(r[:maxErrorCell-1]) + "…"
-		}
-		return p.State + ": " + e
-	case p.State == adminapi.ProxySynced || p.Since == nil:
-		return p.State
-	default:
-		return p.State + " for " + shortDuration(now.Sub(*p.Since))
-	}
-}
-
-// expiresCell is the CERT-EXPIRES column.
-func expiresCell(t *time.Time, now time.Time) string {
-	switch {
-	case t == nil:
-		return "-"
-	case t.After(now):
-		return "in " + shortDuration(t.Sub(now))
-	default:
-		return "expired " + shortDuration(now.Sub(*t)) + " ago"
-	}
-}
-
-// shortDuration renders d in one unit, rounded down, as AGE columns do.
-func shortDuration(d time.Duration) string {
-	d = max(d, 0)
-	switch {
-	case d < 2*time.Minute:
-		return strconv.Itoa(int(d.Seconds())) + "s"
-	case d < 2*time.Hour:
-		return strconv.Itoa(int(d.Minutes())) + "m"
-	case d < 48*time.Hour:
-		return strconv.Itoa(int(d.Hours())) + "h"
-	default:
-		return strconv.Itoa(int(d.Hours()/24)) + "d"
-	}
-}
-
-// printProxyStatus prints one proxy in detail, then its config diff.
-func printProxyStatus(out io.Writer, st adminapi.ProxyStatus) error {
-	now := time.Now()
-	p := st.ProxyInfo
-	when := func(t time.Time) string {
-		if t.IsZero() {
-			return "-"
-		}
-		rel := shortDuration(now.Sub(t)) + " ago"
-		if t.After(now) {
-			rel = "in " + shortDuration(t.Sub(now))
-		}
-		return t.UTC().Format(time.RFC3339) + " (" + rel + ")"
-	}
-	version := func(v *adminapi.ConfigVersion, verb string) string {
-		if v == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%s (hash %s, %s %s)", v.Version, shortHash(v.Hash), verb, when(v.At))
-	}
-	var b strings.Builder
-	row := func(k, v string) { fmt.Fprintf(&b, "%-15s %s\n", k+":", v) }
-	row("Instance", p.Instance)
-	row("Service", p.Service+"."+p.Namespace)
-	row("Identity", p.SPIFFEID)
-	row("Address", orNone(p.AdvertiseAddr))
-	row("Protocol", p.Protocol)
-	if len(p.Labels) > 0 {
-		var ls []string
-		for _, k := range slices.Sorted(maps.Keys(p.Labels)) {
-			ls = append(ls, k+"="+p.Labels[k])
-		}
-		row("Labels", strings.Join(ls, ","))
-	}
-	row("Proxy version", cmp.Or(p.ProxyVersion, "-"))
-	switch {
-	case p.Connected:
-		row("Connected", "since "+when(p.ConnectedAt))
-	case p.State == adminapi.ProxyRestored:
-		row("Connected", "no, awaiting reconnect (restored "+when(derefTime(p.DisconnectedAt))+" from before the control plane restarted)")
-	default:
-		row("Connected", "no, stream down since "+when(derefTime(p.DisconnectedAt)))
-	}
-	state := p.State
-	if p.Since != nil {
-		state += " since " + when(*p.Since)
-	}
-	row("State", state)
-	if p.State == adminapi.ProxyNacked {
-		row("Error", p.Error)
-	}
-	row("Desired", version(p.Desired, "sent"))
-	row("Acked", version(p.Acked, "acknowledged"))
-	row("Running", version(p.Running, "reported"))
-	if n := p.LastNack; n != nil {
-		row("Last NACK", fmt.Sprintf("version %s at %s: %s", n.Version, when(n.At), n.Error))
-	}
-	cert := "not reported yet"
-	if p.CertExpiry != nil {
-		cert = "expires " + when(*p.CertExpiry) + ", issuer " + cmp.Or(shortHash(p.CertIssuer), "-")
-	}
-	row("Certificate", cert)
-	roots := "-"
-	if len(p.TrustRoots) > 0 {
-		var rs []string
-		for _, r := range p.TrustRoots {
-			rs = append(rs, shortHash(r))
-		}
-		roots = strings.Join(rs, ", ")
-	}
-	row("Trust roots", roots)
-	repairs := strconv.Itoa(p.DriftRepairs)
-	if p.LastDriftRepair != nil {
-		repairs += ", last " + when(*p.LastDriftRepair)
-	}
-	row("Drift repairs", repairs)
-	b.WriteString("\n")
-	switch {
-	case st.Diff != "":
-		b.WriteString("Config diff (acknowledged -> desired):\n")
-		b.WriteString(st.Diff)
-	case st.Note != "":
-		b.WriteString("Config: " + st.Note + ".\n")
-	default:
-		b.WriteString(fmt.Sprintf("Config: the acknowledged config is the desired one (hash %s).\n", shortHash(p.Desired.Hash)))
-	}
-	_, err := io.WriteString(out, b.String())
-	return err
-}
-
-func derefTime(t *time.Time) time.Time {
-	if t == nil {
-		return time.Time{}
-	}
-	return *t
-}
-
-// shortHash abbreviates a hex digest for people, as git does.
-func shortHash(h string) string {
-	if len(h) > 12 {
-		return h[:12]
-	}
-	return h
+	return adminview.WriteProxies(out, list, time.Now())
 }
 
 func writeIndentedJSON(out io.Writer, v any) error {

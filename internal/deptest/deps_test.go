@@ -112,6 +112,11 @@ var rules = []rule{
 		why:    "trellis check's findings judge what a control plane's admin API answers: they must not link the control plane, the store, the signers or the proxy",
 	},
 	{
+		from:   []string{"internal/adminview/..."},
+		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/..."},
+		why:    "the admin API's views draw its answers: they must not link the control plane, the store, the signers or the proxy",
+	},
+	{
 		from:   []string{"internal/collectord/..."},
 		banned: []string{"internal/proxy/...", "internal/meshca/...", "internal/jointoken/..."},
 		why:    "the collector shares the workload certificate manager (internal/workloadcert), not the proxy, and never signs",

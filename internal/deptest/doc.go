@@ -19,6 +19,8 @@
 //     subpackages, the store or the data plane;
 //   - the health findings of trellis check (internal/meshhealth) depend on
 //     the control plane, the store, the signers, the proxy or the data plane;
+//   - the admin API's text views (internal/adminview) depend on the
+//     control plane, the store, the signers, the proxy or the data plane;
 //   - the collector role (internal/collectord) depends on the proxy, the CA
 //     or the join-token signer;
 //   - any role package (controlplane, proxy, collectord, gateway) depends

@@ -1,4 +1,4 @@
-package cli
+package adminview
 
 import (
 	"testing"
@@ -8,7 +8,8 @@ import (
 )
 
 func TestAge(t *testing.T) {
-	ago := func(d time.Duration) *time.Time { tm := time.Now().Add(-d); return &tm }
+	now := time.Now()
+	ago := func(d time.Duration) *time.Time { tm := now.Add(-d); return &tm }
 	for _, tc := range []struct {
 		t    *time.Time
 		want string
@@ -20,7 +21,7 @@ func TestAge(t *testing.T) {
 		{ago(72 * time.Hour), "3d"},
 		{ago(-time.Hour), "0s"}, // the server's clock is ahead
 	} {
-		if got := age(tc.t); got != tc.want {
+		if got := age(tc.t, now); got != tc.want {
 			t.Errorf("age(%v): got %s, want %s", tc.t, got, tc.want)
 		}
 	}

@@ -1,4 +1,0 @@
-package cli
-
-// WriteCAStatus renders `trellis ca status` (table) for golden tests.
-var WriteCAStatus = writeCAStatus
