@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,7 +56,7 @@ func newCARotateCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("ca rotate: %w", err)
 			}
 			if output == "json" {
-				return caWriteJSON(cmd.OutOrStdout(), resp)
+				return writeJSON(cmd.OutOrStdout(), resp)
 			}
 			w := cmd.OutOrStdout()
 			for _, r := range resp.Added {
@@ -95,7 +93,7 @@ func newCARetireOldCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("ca retire-old: %w", err)
 			}
 			if output == "json" {
-				return caWriteJSON(cmd.OutOrStdout(), resp)
+				return writeJSON(cmd.OutOrStdout(), resp)
 			}
 			w := cmd.OutOrStdout()
 			for _, r := range resp.Retired {
@@ -131,7 +129,7 @@ func newCAStatusCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("ca status: %w", err)
 			}
 			if output == "json" {
-				return caWriteJSON(cmd.OutOrStdout(), st)
+				return writeJSON(cmd.OutOrStdout(), st)
 			}
 			adminview.WriteCAStatus(cmd.OutOrStdout(), st)
 			return nil
@@ -146,13 +144,4 @@ func caCheckOutput(cmd, output string) error {
 		return userError("%s: -o %q: use text or json", cmd, output)
 	}
 	return nil
-}
-
-func caWriteJSON(w io.Writer, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", data)
-	return err
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -66,12 +65,7 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 
 func printCheckReport(out io.Writer, rep meshhealth.Report, output string) error {
 	if output == "json" {
-		data, err := json.MarshalIndent(rep, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(out, "%s\n", data)
-		return err
+		return writeJSON(out, rep)
 	}
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "LEVEL\tCHECK\tSUBJECT\tMESSAGE")

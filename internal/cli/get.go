@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -109,12 +108,7 @@ func printObjects(w io.Writer, kind resource.KindInfo, items []resource.Object, 
 	}
 	switch format {
 	case "json":
-		data, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", data)
-		return err
+		return writeJSON(w, v)
 	case "yaml":
 		data, err := yaml.Marshal(v)
 		if err != nil {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -54,12 +53,7 @@ func getRegistry(cmdCtx context.Context, g *globals, kind, namespace, output str
 	}
 	switch output {
 	case "json":
-		data, err := json.MarshalIndent(map[string]any{"items": items}, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(out, "%s\n", data)
-		return err
+		return writeJSON(out, map[string]any{"items": items})
 	case "yaml":
 		data, err := yaml.Marshal(map[string]any{"items": items})
 		if err != nil {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,12 +92,7 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 				fmt.Fprintln(cmd.ErrOrStderr(), "note:", n)
 			}
 			if f.output == "json" {
-				data, err := json.MarshalIndent(res, "", "  ")
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", data)
-				return err
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
 			return printCheck(cmd.OutOrStdout(), res)
 		}),

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -199,12 +198,7 @@ func printFindingsJSON(w io.Writer, shown []policy.Finding) error {
 		}
 		out = append(out, findingJSON{Kind: f.Kind, Policy: f.Policy, Rule: f.Rule, OtherPolicy: f.OtherPolicy, OtherRule: other, Message: f.Message})
 	}
-	data, err := json.MarshalIndent(out, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", data)
-	return err
+	return writeJSON(w, out)
 }
 
 func plural(n int, noun string) string {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -167,4 +168,15 @@ func (g *globals) client() (*adminapi.Client, error) {
 		return nil, userError("%v", err)
 	}
 	return c, nil
+}
+
+// writeJSON writes v as indented JSON and a newline, the -o json of the
+// commands.
+func writeJSON(w io.Writer, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", data)
+	return err
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -76,7 +75,7 @@ the proxies' states; ` + "`trellis check`" + ` judges them.`,
 				return fmt.Errorf("status: %w", err)
 			}
 			if output == "json" {
-				return writeIndentedJSON(out, st)
+				return writeJSON(out, st)
 			}
 			return adminview.WriteProxy(out, st, time.Now())
 		}),
@@ -134,7 +133,7 @@ func printProxyList(out, errOut io.Writer, list []adminapi.ProxyInfo, output, na
 		if list == nil {
 			list = []adminapi.ProxyInfo{}
 		}
-		return writeIndentedJSON(out, adminapi.ProxyListResponse{Items: list})
+		return writeJSON(out, adminapi.ProxyListResponse{Items: list})
 	}
 	if len(list) == 0 {
 		if namespace != "" {
@@ -145,13 +144,4 @@ func printProxyList(out, errOut io.Writer, list []adminapi.ProxyInfo, output, na
 		return nil
 	}
 	return adminview.WriteProxies(out, list, time.Now())
-}
-
-func writeIndentedJSON(out io.Writer, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(out, "%s\n", data)
-	return err
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -87,12 +86,7 @@ its DATA_DIR/admin.token.`,
 
 func printGraph(out io.Writer, g adminapi.Graph, output string) error {
 	if output == "json" {
-		data, err := json.MarshalIndent(g, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(out, "%s\n", data)
-		return err
+		return writeJSON(out, g)
 	}
 	return adminview.WriteGraph(out, g)
 }
