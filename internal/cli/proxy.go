@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/capture"
 	"github.com/trellismesh/trellis/internal/iptables"
 	"github.com/trellismesh/trellis/internal/logging"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -94,7 +95,7 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&cfg.OutboundCaptureAddr, "outbound-capture-addr", proxy.DefaultOutboundCaptureAddr, "with --transparent: where the workload's redirected outbound connections arrive (the HTTP proxy is then off unless --http-proxy-addr names another port)")
 	f.BoolVar(&captureIPv6, "ipv6", false, "with --transparent: also capture IPv6 (ip6tables, where the kernel allows; the capture listener then listens dual-stack on :15001)")
 	f.BoolVar(&skipIPTables, "skip-iptables", false, "with --transparent: do not install the capture rules (an init step with more privileges ran `trellis iptables apply`)")
-	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", dataplane.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
+	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", capture.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
 	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "mesh DNS server, UDP and TCP (e.g. 127.0.0.1:15053): answers SERVICE.NAMESPACE.mesh with virtual IPs, forwards other names to /etc/resolv.conf's nameservers (default: off)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")

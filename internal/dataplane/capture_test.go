@@ -11,14 +11,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/capture"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // The capture listener's tests run without iptables: a redirector stands
 // in for the rules by telling the listener where each connection "was
-// going" (see dataplane.CaptureConfig.WithOrigDst). The real rules are tested
+// going" (see capture.Config.WithOrigDst). The real rules are tested
 // in test/e2e.
 
 var catalogVIP = netip.MustParseAddr("240.240.0.10")
@@ -42,7 +42,7 @@ func newCaptureMesh(t *testing.T, o meshOptions, mode string, detect time.Durati
 	snap.OutboundMode = mode
 	m.snap.set(&snap)
 	l := listen(t)
-	cfg := dataplane.CaptureConfig{DetectTimeout: detect, OriginalDst: r.OrigDst}
+	cfg := capture.Config{DetectTimeout: detect, OriginalDst: r.OrigDst}
 	serve(t, "capture", func() error { return m.out.ServeCapture(l, cfg) })
 	t.Cleanup(func() { shutdown(t, m.out.Shutdown) })
 	return &captureMesh{mesh: m, r: r, capture: l.Addr().String()}
@@ -193,7 +193,7 @@ func TestCaptureRefusesDirectConnections(t *testing.T) {
 	// The same with the real SO_ORIGINAL_DST, which fails or names the
 	// listener itself for a connection no rule redirected.
 	l := listen(t)
-	serve(t, "capture (SO_ORIGINAL_DST)", func() error { return m.out.ServeCapture(l, dataplane.CaptureConfig{}) })
+	serve(t, "capture (SO_ORIGINAL_DST)", func() error { return m.out.ServeCapture(l, capture.Config{}) })
 	t.Cleanup(func() { shutdown(t, m.out.Shutdown) })
 	testutil.WantRefused(t, func() (net.Conn, error) { return net.DialTimeout("tcp", l.Addr().String(), 5*time.Second) })
 	testutil.Eventually(t, "the second refusal counted", func() bool { return m.captured("error") == 2 })

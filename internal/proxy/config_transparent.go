@@ -6,7 +6,7 @@ import (
 	"net"
 	"syscall"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/capture"
 	"github.com/trellismesh/trellis/internal/netcap"
 )
 
@@ -27,7 +27,7 @@ func (c *Config) setTransparentDefaults() {
 		c.OutboundCaptureAddr = DefaultOutboundCaptureAddr
 	}
 	if c.ProtocolDetectTimeout == 0 {
-		c.ProtocolDetectTimeout = dataplane.DefaultProtocolDetectTimeout
+		c.ProtocolDetectTimeout = capture.DefaultProtocolDetectTimeout
 	}
 	if c.Transparent && c.HTTPProxyAddr == DefaultHTTPProxyAddr {
 		c.HTTPProxyAddr = "off"

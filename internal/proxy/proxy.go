@@ -26,6 +26,7 @@ import (
 	"github.com/trellismesh/trellis/internal/controlclient"
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/capture"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/identity"
@@ -258,7 +259,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
 	}
 	if p.captureLis != nil {
-		cc := dataplane.CaptureConfig{DetectTimeout: p.cfg.ProtocolDetectTimeout, OriginalDst: p.origDst}
+		cc := capture.Config{DetectTimeout: p.cfg.ProtocolDetectTimeout, OriginalDst: p.origDst}
 		p.goServe("outbound capture", func() error { return p.outbound.ServeCapture(p.captureLis, cc) })
 	}
 
