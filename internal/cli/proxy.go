@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/capture"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/iptables"
 	"github.com/trellismesh/trellis/internal/logging"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -104,12 +104,12 @@ func newProxyCmd() *cobra.Command {
 	f.DurationVar(&cfg.StatsInterval, "stats-interval", proxy.DefaultStatsInterval, "how often traffic stats (for the service graph) go to the collector; at least 1s")
 	f.StringVar(&cfg.SpoolDir, "spool-dir", "", "directory keeping unacknowledged telemetry events across restarts (default: memory only)")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", proxy.DefaultDrainTimeout, "how long SIGTERM waits for in-flight requests")
-	f.DurationVar(&cfg.Limits.BodyIdleTimeout, "body-idle-timeout", dataplane.DefaultBodyIdleTimeout, "an inbound request body that makes no progress for this long ends the exchange (408)")
-	f.IntVar(&cfg.Limits.AppMaxRequests, "app-max-requests", dataplane.DefaultAppMaxRequests, "requests in flight to the app at most (each holds an app connection over HTTP/1.1)")
-	f.IntVar(&cfg.Limits.AppMaxPending, "app-max-pending", dataplane.DefaultAppMaxPending, "requests waiting for --app-max-requests at most (up to 5s each); beyond, 503")
-	f.IntVar(&cfg.Limits.CallerMaxRequests, "caller-max-requests", dataplane.DefaultCallerMaxRequests, "requests in flight to the app from one caller identity at most; beyond, 503")
-	f.IntVar(&cfg.Limits.MaxHeaderBytes, "max-header-bytes", dataplane.DefaultMaxHeaderBytes, "request head size limit on the net/http path (431 beyond)")
-	f.IntVar(&cfg.Limits.MaxHeaderFields, "max-header-fields", dataplane.DefaultMaxHeaderFields, "request header fields limit on the net/http path (431 beyond)")
+	f.DurationVar(&cfg.Limits.BodyIdleTimeout, "body-idle-timeout", limits.DefaultBodyIdleTimeout, "an inbound request body that makes no progress for this long ends the exchange (408)")
+	f.IntVar(&cfg.Limits.AppMaxRequests, "app-max-requests", limits.DefaultAppMaxRequests, "requests in flight to the app at most (each holds an app connection over HTTP/1.1)")
+	f.IntVar(&cfg.Limits.AppMaxPending, "app-max-pending", limits.DefaultAppMaxPending, "requests waiting for --app-max-requests at most (up to 5s each); beyond, 503")
+	f.IntVar(&cfg.Limits.CallerMaxRequests, "caller-max-requests", limits.DefaultCallerMaxRequests, "requests in flight to the app from one caller identity at most; beyond, 503")
+	f.IntVar(&cfg.Limits.MaxHeaderBytes, "max-header-bytes", limits.DefaultMaxHeaderBytes, "request head size limit on the net/http path (431 beyond)")
+	f.IntVar(&cfg.Limits.MaxHeaderFields, "max-header-fields", limits.DefaultMaxHeaderFields, "request header fields limit on the net/http path (431 beyond)")
 	lf.register(cmd)
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -82,7 +83,7 @@ type DataPlaneConfig struct {
 	Control func(network, address string, c syscall.RawConn) error
 	// Limits bounds slow and large requests and what one caller may hold
 	// (limits.go); zero values mean the defaults.
-	Limits Limits
+	Limits limits.Limits
 	// NewBalancer builds the endpoint picker of one service for one
 	// snapshot. Nil means round robin.
 	NewBalancer func(svc *meshconfig.Service, eps []*PeerEndpoint) Balancer
@@ -123,7 +124,7 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 	if c.NewBalancer == nil {
 		c.NewBalancer = func(_ *meshconfig.Service, eps []*PeerEndpoint) Balancer { return NewRoundRobin(eps) }
 	}
-	c.Limits = c.Limits.withDefaults()
+	c.Limits = c.Limits.WithDefaults()
 	return c
 }
 

@@ -59,7 +59,7 @@ type fastServer struct {
 	handoff     func(c net.Conn, p *peer) bool
 	idleTimeout time.Duration
 	// bodyIdle, when set, ends a request body that makes no progress for
-	// this long (Limits.BodyIdleTimeout; inbound only).
+	// this long (limits.Limits.BodyIdleTimeout; inbound only).
 	bodyIdle time.Duration
 	// refusals counts heads refused here (inbound only; nil counts
 	// nothing).

@@ -101,12 +101,12 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshc
 		xf[0] = h1.Field{Name: xfccHeader, Value: p.xfcc[0]}
 		extra = xf[:]
 	}
-	if rf := in.gate.acquire(context.Background(), p.principal); rf != nil {
+	if rf := in.gate.Acquire(context.Background(), p.principal); rf != nil {
 		ew := newErrorResponse()
 		o.code = writeRefusal(ew, rf)
 		return o, answer(ew, false)
 	}
-	defer in.gate.release(p.principal)
+	defer in.gate.Release(p.principal)
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := in.fastApp.Get(context.Background())
 		if err != nil {

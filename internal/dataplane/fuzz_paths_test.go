@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -136,7 +137,7 @@ func startDiffInbound(f *testing.F, appAddr string, netHTTPOnly bool) string {
 	snap := &meshconfig.Snapshot{Version: "1", MTLSMode: "PERMISSIVE", AuthzDefault: "allow", Services: map[string]*meshconfig.Service{}}
 	in := NewInbound(DataPlaneConfig{
 		Snapshot: func() *meshconfig.Snapshot { return snap }, Service: "catalog", Namespace: "shop", AppAddr: appAddr,
-		Limits: Limits{BodyIdleTimeout: time.Second},
+		Limits: limits.Limits{BodyIdleTimeout: time.Second},
 	})
 	if netHTTPOnly {
 		in.fast.accept = func(*h1.Head) bool { return false }

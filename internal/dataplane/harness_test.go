@@ -17,6 +17,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/meshca"
@@ -166,7 +167,7 @@ type meshOptions struct {
 	// one when nil.
 	pki *pki
 	// limits are both proxies' Limits (zero: the defaults).
-	limits dataplane.Limits
+	limits limits.Limits
 }
 
 // mesh is a client proxy and a server proxy for service catalog.shop.

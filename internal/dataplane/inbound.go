@@ -16,6 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/cowmap"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/connset"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
@@ -44,7 +45,7 @@ type Inbound struct {
 	// chain admits each HTTP request (internal/dataplane/admission).
 	chain admission.Chain
 	// gate caps the requests in flight to the app (limits.go).
-	gate    *appGate
+	gate    *limits.Gate
 	srv     *http.Server
 	httpLis *connset.ChanListener
 	started sync.Once
@@ -82,7 +83,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
 	in.chain = admission.Chain{Authorizer: cfg.Authorizer, Protocol: cfg.Protocol, Recorder: cfg.Metrics, Log: in.log}
-	in.gate = newAppGate(cfg.Limits, cfg.Metrics)
+	in.gate = limits.NewGate(cfg.Limits, cfg.Metrics)
 	in.newInboundFast()
 	in.app = upstream.NewAppClient(in.fastApp, in.appH1)
 	in.plainPeer = newPeer(spiffeid.ID{}, spiffeid.ID{}, cfg.Metrics, cfg.Service, cfg.Namespace, nil)
@@ -128,7 +129,7 @@ func newHTTPServer(h http.Handler, cfg DataPlaneConfig, h2c bool, refusals *metr
 	return &http.Server{
 		// The fast path's limit on fields holds here too; MaxHeaderBytes
 		// bounds their size (HTTP/2 header lists included).
-		Handler:           limitHeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Limits.MaxHeaderBytes, refusals),
+		Handler:           limits.HeaderFields(h, cfg.Limits.MaxHeaderFields, cfg.Limits.MaxHeaderBytes, refusals),
 		MaxHeaderBytes:    cfg.Limits.MaxHeaderBytes,
 		Protocols:         &p,
 		ReadHeaderTimeout: 30 * time.Second,

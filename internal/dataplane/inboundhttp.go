@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -119,11 +120,11 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	if p.xfcc != nil {
 		r.Header[xfccHeader] = p.xfcc
 	}
-	if rf := in.gate.acquire(r.Context(), p.principal); rf != nil {
+	if rf := in.gate.Acquire(r.Context(), p.principal); rf != nil {
 		o.code = writeRefusal(w, rf)
 		return o
 	}
-	defer in.gate.release(p.principal)
+	defer in.gate.Release(p.principal)
 	if v.Upgrade != "" {
 		code, err := relay.ForwardUpgrade(w, r, in.appH1, "http", in.cfg.AppAddr, v.Upgrade, &in.conns)
 		if err != nil {
@@ -161,7 +162,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 }
 
 // idleBody is a request body on the net/http path whose reads wait at
-// most idle each (Limits.BodyIdleTimeout).
+// most idle each (limits.Limits.BodyIdleTimeout).
 type idleBody struct {
 	io.ReadCloser
 	rc       *http.ResponseController
@@ -181,7 +182,7 @@ func (b *idleBody) Read(p []byte) (int, error) {
 // bodyIdle answers a request whose body stopped making progress: 408,
 // and the connection closes.
 func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
-	in.cfg.Metrics.RefusedRequest(refuseBodyIdle)
+	in.cfg.Metrics.RefusedRequest(limits.ReasonBodyIdle)
 	w.Header()["Connection"] = []string{"close"}
 	relay.PlainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
 	return http.StatusRequestTimeout

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/dataplane"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -66,7 +66,7 @@ func stalledRequest(t *testing.T, addr, target, head, partial string) (int, stri
 func TestBodyIdleTimeoutEndsStalledBodies(t *testing.T) {
 	app := &blockingApp{release: make(chan struct{})}
 	close(app.release)
-	m := newMesh(t, meshOptions{app: app, limits: dataplane.Limits{BodyIdleTimeout: 300 * time.Millisecond}})
+	m := newMesh(t, meshOptions{app: app, limits: limits.Limits{BodyIdleTimeout: 300 * time.Millisecond}})
 	bodies := []struct{ head, partial string }{
 		{"Content-Length: 10\r\n", "abc"},
 		{"Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n"},
@@ -154,12 +154,12 @@ func burst(t *testing.T, c *http.Client, url string, n int) (map[int]int, map[in
 func TestAppGateCapsRequestsInFlight(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
-		limits             dataplane.Limits
+		limits             limits.Limits
 		admitted, refused  int
 		refusedMsg, reason string
 	}{
-		{"app cap and queue", dataplane.Limits{AppMaxRequests: 8, AppMaxPending: 4, CallerMaxRequests: 100}, 12, 28, "app busy", "app_busy"},
-		{"caller cap", dataplane.Limits{AppMaxRequests: 100, CallerMaxRequests: 6}, 6, 34, "--caller-max-requests 6", "caller_busy"},
+		{"app cap and queue", limits.Limits{AppMaxRequests: 8, AppMaxPending: 4, CallerMaxRequests: 100}, 12, 28, "app busy", "app_busy"},
+		{"caller cap", limits.Limits{AppMaxRequests: 100, CallerMaxRequests: 6}, 6, 34, "--caller-max-requests 6", "caller_busy"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			app := &blockingApp{}
@@ -266,7 +266,7 @@ func TestBareLFHeadAnsweredAtOnce(t *testing.T) {
 // Limits set below the fast path's own (8 KiB, 100 fields) hold on the
 // fast path too.
 func TestLowerHeadLimitsHoldOnTheFastPath(t *testing.T) {
-	m := newMesh(t, meshOptions{limits: dataplane.Limits{MaxHeaderFields: 10, MaxHeaderBytes: 2048}})
+	m := newMesh(t, meshOptions{limits: limits.Limits{MaxHeaderFields: 10, MaxHeaderBytes: 2048}})
 	for _, tc := range []struct {
 		name   string
 		fields []string

@@ -81,9 +81,9 @@ var rules = []rule{
 		why:    "the snapshot builder is pure: its input is given, it does no I/O and holds no state",
 	},
 	{
-		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/dataplane/relay/...", "internal/dataplane/connset/...", "internal/dataplane/mtls/...", "internal/dataplane/upstream/...", "internal/dataplane/capture/..."},
+		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/dataplane/relay/...", "internal/dataplane/connset/...", "internal/dataplane/mtls/...", "internal/dataplane/upstream/...", "internal/dataplane/capture/...", "internal/dataplane/limits/..."},
 		banned: []string{"internal/dataplane", "internal/controlclient/...", "internal/meshdns/..."},
-		why:    "the data path's parts (admission chain, metrics, relays, connection sets, mTLS, upstream pools, capture) never reach back into its transports",
+		why:    "the data path's parts (admission chain, metrics, relays, connection sets, mTLS, upstream pools, capture, limits) never reach back into its transports",
 	},
 	{
 		from: []string{"internal/controlplane/registry/..."},

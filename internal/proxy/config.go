@@ -11,8 +11,8 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/clock"
-	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -114,7 +114,7 @@ type Config struct {
 	DNSUpstreams []string
 	// Limits bounds slow and large inbound requests and what one caller
 	// may hold (--body-idle-timeout, --app-max-requests, ...).
-	Limits dataplane.Limits
+	Limits limits.Limits
 
 	// Authorizer decides inbound requests and connections; nil means a
 	// PolicyAuthorizer for this workload, counting in the proxy's metrics

@@ -1,4 +1,13 @@
-package dataplane
+// Package limits bounds what slow or large requests can hold in a proxy's
+// inbound and in the app behind it: the Limits configuration (body idle
+// timeout, requests in flight to the app in total and per caller, the
+// pending queue, header size and count), the Gate that admits requests to
+// the app, and the 431 handler for heads over the limits.
+//
+// It must not depend on the data path's transports (internal/dataplane),
+// the proxy role, the control plane, or the store (internal/deptest keeps
+// this).
+package limits
 
 import (
 	"context"
@@ -52,7 +61,8 @@ const (
 	appQueueTimeout = 5 * time.Second
 )
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults fills the zero values with the defaults.
+func (l Limits) WithDefaults() Limits {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -72,15 +82,15 @@ func (l Limits) withDefaults() Limits {
 // Reasons an inbound request is refused before the app
 // (trellis_inbound_refused_requests_total).
 const (
-	refuseAppBusy     = "app_busy"
-	refuseCallerBusy  = "caller_busy"
-	refuseBodyIdle    = "body_idle"
-	refuseHeaderLimit = "header_limit"
+	ReasonAppBusy     = "app_busy"
+	ReasonCallerBusy  = "caller_busy"
+	ReasonBodyIdle    = "body_idle"
+	ReasonHeaderLimit = "header_limit"
 )
 
-// appGate caps the requests in flight to the app, in total and per caller
+// Gate caps the requests in flight to the app, in total and per caller
 // identity, with a bounded queue for the total.
-type appGate struct {
+type Gate struct {
 	slots        chan struct{}
 	pending      atomic.Int64
 	maxPending   int64
@@ -89,8 +99,9 @@ type appGate struct {
 	metrics      *metrics.Metrics
 }
 
-func newAppGate(l Limits, m *metrics.Metrics) *appGate {
-	return &appGate{
+// NewGate returns the gate for l, counting refusals in m.
+func NewGate(l Limits, m *metrics.Metrics) *Gate {
+	return &Gate{
 		slots:        make(chan struct{}, l.AppMaxRequests),
 		maxPending:   int64(l.AppMaxPending),
 		maxPerCaller: int64(l.CallerMaxRequests),
@@ -98,7 +109,7 @@ func newAppGate(l Limits, m *metrics.Metrics) *appGate {
 	}
 }
 
-func (g *appGate) caller(principal string) *atomic.Int64 {
+func (g *Gate) caller(principal string) *atomic.Int64 {
 	if c, ok := g.callers.Load(principal); ok {
 		return c.(*atomic.Int64)
 	}
@@ -106,14 +117,14 @@ func (g *appGate) caller(principal string) *atomic.Int64 {
 	return c.(*atomic.Int64)
 }
 
-// acquire takes a slot for a request of principal ("" for a plaintext
+// Acquire takes a slot for a request of principal ("" for a plaintext
 // caller), waiting in the queue when every slot is taken. A nil refusal
-// must be paired with release(principal).
-func (g *appGate) acquire(ctx context.Context, principal string) *admission.Refusal {
+// must be paired with Release(principal).
+func (g *Gate) Acquire(ctx context.Context, principal string) *admission.Refusal {
 	c := g.caller(principal)
 	if c.Add(1) > g.maxPerCaller {
 		c.Add(-1)
-		g.metrics.RefusedRequest(refuseCallerBusy)
+		g.metrics.RefusedRequest(ReasonCallerBusy)
 		return &admission.Refusal{Code: http.StatusServiceUnavailable, Msg: "trellis: too many requests in flight from this caller (--caller-max-requests " + strconv.FormatInt(g.maxPerCaller, 10) + ")\n"}
 	}
 	select {
@@ -124,7 +135,7 @@ func (g *appGate) acquire(ctx context.Context, principal string) *admission.Refu
 	if g.pending.Add(1) > g.maxPending {
 		g.pending.Add(-1)
 		c.Add(-1)
-		g.metrics.RefusedRequest(refuseAppBusy)
+		g.metrics.RefusedRequest(ReasonAppBusy)
 		return appBusy(cap(g.slots), g.maxPending)
 	}
 	t := time.NewTimer(appQueueTimeout)
@@ -137,7 +148,7 @@ func (g *appGate) acquire(ctx context.Context, principal string) *admission.Refu
 	case <-ctx.Done():
 	}
 	c.Add(-1)
-	g.metrics.RefusedRequest(refuseAppBusy)
+	g.metrics.RefusedRequest(ReasonAppBusy)
 	return appBusy(cap(g.slots), g.maxPending)
 }
 
@@ -145,16 +156,17 @@ func appBusy(inFlight int, pending int64) *admission.Refusal {
 	return &admission.Refusal{Code: http.StatusServiceUnavailable, Msg: "trellis: app busy: " + strconv.Itoa(inFlight) + " requests in flight and the queue full or too slow (--app-max-requests, --app-max-pending " + strconv.FormatInt(pending, 10) + ")\n"}
 }
 
-func (g *appGate) release(principal string) {
+// Release frees the slot of an Acquire that returned nil.
+func (g *Gate) Release(principal string) {
 	<-g.slots
 	g.caller(principal).Add(-1)
 }
 
-// limitHeaderFields answers 431 to a request with more header fields than
+// HeaderFields answers 431 to a request with more header fields than
 // maxFields or a head larger than maxBytes, before h sees it. net/http's
 // MaxHeaderBytes bounds what it reads (with 4 KiB of slack, which is why
 // the size is checked again here).
-func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *metrics.Metrics) http.Handler {
+func HeaderFields(h http.Handler, maxFields, maxBytes int, m *metrics.Metrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, size := 0, len(r.Method)+len(r.RequestURI)+len(r.Host)+16
 		for k, vv := range r.Header {
@@ -173,7 +185,7 @@ func limitHeaderFields(h http.Handler, maxFields, maxBytes int, m *metrics.Metri
 			h.ServeHTTP(w, r)
 			return
 		}
-		m.RefusedRequest(refuseHeaderLimit)
+		m.RefusedRequest(ReasonHeaderLimit)
 		w.Header()["Connection"] = []string{"close"}
 		relay.PlainError(w, http.StatusRequestHeaderFieldsTooLarge, "trellis: "+msg+"\n")
 	})
