@@ -29,11 +29,12 @@ import (
 //	    -> admission chain per request, authorizer per connection -> X-Forwarded-Client-Cert
 //	    -> app (HTTP/1.1 keep-alive pool, or h2c for http2/grpc; TCP)
 //
-// Files: inbound.go and inboundhttp.go (the server side), outbound.go and
-// httpproxy.go (the client side), pool.go and balancer.go (endpoints and
-// their connections), tlsconfig.go (mTLS and identity checks), forward.go,
-// upgrade.go and appclient.go (moving HTTP), tunnel.go (moving bytes),
-// metrics.go.
+// Files: inbound.go and inboundhttp.go (the server side), outbound.go,
+// httpproxy.go and transparent.go (the client side), fastpath*.go (the
+// HTTP/1.1 fast path), pool.go and balancer.go (peer endpoints). Its parts
+// are packages below it: admission (the inbound chain and authorizers),
+// mtls, upstream (keep-alive pools, the app client), relay (moving HTTP and
+// bytes), connset, capture, limits and metrics.
 
 // DataPlaneConfig configures the inbound and outbound data path. Zero values
 // mean the documented defaults.

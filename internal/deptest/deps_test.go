@@ -83,7 +83,7 @@ var rules = []rule{
 	{
 		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/dataplane/relay/...", "internal/dataplane/connset/...", "internal/dataplane/mtls/...", "internal/dataplane/upstream/...", "internal/dataplane/capture/...", "internal/dataplane/limits/..."},
 		banned: []string{"internal/dataplane", "internal/controlclient/...", "internal/meshdns/..."},
-		why:    "the data path's parts (admission chain, metrics, relays, connection sets, mTLS, upstream pools, capture, limits) never reach back into its transports",
+		why:    "the data path's parts (admission chain, metrics, relays, connection sets, mTLS, upstream pools, capture, limits) never import its transports (internal/dataplane), the control client or mesh DNS",
 	},
 	{
 		from: []string{"internal/controlplane/registry/..."},
