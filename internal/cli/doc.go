@@ -1,4 +1,9 @@
 // Package cli is the trellis command line: flag parsing and wiring for every
 // role (control, proxy, up) and every user command (apply, get, delete,
 // token, policy, version). main only calls Main.
+//
+// It is the only package that wires roles together; no role imports it, and
+// it holds no logic of its own beyond flags, reading files and printing
+// (views are in internal/adminview, checks in internal/meshhealth, policy
+// analysis in internal/policy/analysis).
 package cli

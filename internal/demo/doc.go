@@ -3,4 +3,6 @@
 // services (frontend calling catalog and payments in namespace shop), a
 // sidecar proxy beside each, the policies for exactly those calls, and a
 // light traffic generator. Only the CLI imports it.
+//
+// It must not be imported by any role or shared package.
 package demo

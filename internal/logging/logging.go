@@ -1,5 +1,7 @@
 // Package logging builds the *slog.Logger every long-running Trellis role
 // uses, from the shared --log-level and --log-format flags.
+//
+// It depends on the standard library only.
 package logging
 
 import (

@@ -4,6 +4,9 @@
 // recovery of a redirected connection's original destination
 // (SO_ORIGINAL_DST). Linux only; elsewhere the functions report that
 // transparent mode is unsupported.
+//
+// It depends on the standard library and golang.org/x/sys only: the data
+// plane, mesh DNS and the iptables rules share it.
 package netcap
 
 // ProxyMark is the SO_MARK (fwmark) the proxy sets on every socket it

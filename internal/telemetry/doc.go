@@ -3,4 +3,7 @@
 // interfaces between the log, the collector and the sinks. Subpackages:
 // eventlog (the hash-chained, segmented log), sink (delivery to SIEMs),
 // collector (the gRPC receiver), and the proxy-side emitter.
+//
+// It must not depend on the roles, the data plane or the store; it stands
+// on the protocol types alone.
 package telemetry

@@ -1,5 +1,7 @@
 // Package version reports the build's version, set at link time with
 // -ldflags "-X github.com/trellismesh/trellis/internal/version.Version=...".
+//
+// It depends on nothing.
 package version
 
 import "runtime/debug"

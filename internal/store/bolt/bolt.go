@@ -14,6 +14,9 @@
 //
 // Only main-side wiring should import this package; everything else depends
 // on the store.Store interface.
+//
+// It must not depend on the control plane or anything above the store
+// contract (internal/store).
 package bolt
 
 import (

@@ -2,6 +2,8 @@
 // contract every backend must pass (store/bolt's TestConformance runs it).
 // A backend's tests call Run with a function that opens a fresh, empty
 // store; only tests should import this package.
+//
+// It must not depend on any backend: backends import it.
 package storetest
 
 import (

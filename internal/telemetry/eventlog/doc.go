@@ -42,4 +42,7 @@
 // The chain proves that the records up to the last one are as written. It
 // cannot prove that records were not cut off the end: compare LastIndex and
 // the last hash with a copy held elsewhere (the SIEM) for that.
+//
+// It must not depend on the collector, the sinks, the roles or the store:
+// it is a file format.
 package eventlog

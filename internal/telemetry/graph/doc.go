@@ -50,4 +50,6 @@
 // Record validates each one whole before storing any of it, and memory is
 // bounded by MaxInstances, 4096 edges per report (8192 kept per
 // instance) and 256 samples per edge.
+//
+// It must not depend on the collector's transport, the roles or the store.
 package graph

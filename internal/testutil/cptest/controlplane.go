@@ -1,6 +1,8 @@
 // Package cptest starts real control planes on loopback ports for tests
 // (kept apart from testutil so that packages the control plane imports can
 // still use testutil's fixtures in their tests). Only tests import it.
+//
+// It must not be imported by non-test code.
 package cptest
 
 import (

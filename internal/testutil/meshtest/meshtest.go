@@ -8,6 +8,8 @@
 // (control plane and proxy), since joining them is its job; so no role's
 // internal tests can use it (package controlplane importing meshtest would
 // be a cycle) — those use testutil and cptest.
+//
+// It must not be imported by non-test code.
 package meshtest
 
 import (

@@ -5,6 +5,9 @@
 // It needs the Debian packages rsyslog (and rsyslog-gnutls for TLS);
 // without them Start skips the test, or fails it when TRELLIS_REQUIRE_ALL
 // is set.
+//
+// It must not be imported by non-test code; it depends on the standard
+// library only.
 package rsyslogtest
 
 import (

@@ -1,6 +1,8 @@
 // Package collectortest runs a real collector on a loopback port, with a
 // test mesh CA and workload client certificates, for the tests of the
 // collector and of whatever reports to it. Only tests import it.
+//
+// It must not be imported by non-test code.
 package collectortest
 
 import (
