@@ -2,35 +2,12 @@ package adminview
 
 import (
 	"bytes"
-	"flag"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
-
-// checkGolden compares got with testdata/name.
-func checkGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (go test -update rewrites it)\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
-}
 
 // The status table during a rotation: roots, issuer, progress and what
 // each pending proxy lacks.
@@ -55,5 +32,5 @@ func TestCAStatusTable(t *testing.T) {
 	}
 	var out bytes.Buffer
 	WriteCAStatus(&out, st)
-	checkGolden(t, "ca-status-rotating.golden", out.String())
+	testutil.Golden(t, "ca-status-rotating.golden", out.String())
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // startMeshWithPolicies starts a control plane holding the Mesh and policies
@@ -44,7 +45,7 @@ func TestGetTable(t *testing.T) {
 			if r.code != cli.ExitOK || r.stderr != "" {
 				t.Fatalf("got %v\nwant exit 0 and no stderr", r)
 			}
-			checkGolden(t, tc.golden, normalizeAge(r.stdout))
+			testutil.Golden(t, tc.golden, normalizeAge(r.stdout))
 		})
 	}
 }

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -20,8 +18,6 @@ import (
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
 
 // envVars are the variables the CLI reads. Tests clear them so that a
 // developer's shell cannot change the outcome.
@@ -157,26 +153,6 @@ var ageCell = regexp.MustCompile(`(?m)   \d+[smhd]$`)
 // tables can be compared with golden files.
 func normalizeAge(table string) string {
 	return ageCell.ReplaceAllString(table, "   <age>")
-}
-
-// checkGolden compares got with testdata/name, or rewrites the file under
-// -update.
-func checkGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("output differs from %s (go test -update rewrites it)\ngot:\n%s\nwant:\n%s", path, got, want)
-	}
 }
 
 // generic is v as encoding/json's generic values, so that objects can be

@@ -7,6 +7,7 @@ import (
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
@@ -25,7 +26,7 @@ func TestImportIstio(t *testing.T) {
 		if r.code != tc.code {
 			t.Errorf("%s: exit %d, want %d\n%v", tc.file, r.code, tc.code, r)
 		}
-		checkGolden(t, tc.golden, r.String())
+		testutil.Golden(t, tc.golden, r.String())
 		objs, err := resource.Decode([]byte(r.stdout), "stdout")
 		if err != nil {
 			t.Fatalf("%s: output does not decode: %v", tc.file, err)

@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 func TestIPTablesDryRun(t *testing.T) {
@@ -21,19 +21,7 @@ func TestIPTablesDryRun(t *testing.T) {
 	if r.code != cli.ExitOK {
 		t.Fatalf("got %v, want exit 0", r)
 	}
-	golden := filepath.Join("testdata", "iptables-apply-dry-run.golden")
-	if *update {
-		if err := os.WriteFile(golden, []byte(r.stdout), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(golden)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.stdout != string(want) {
-		t.Errorf("stdout differs from %s (go test -update rewrites it):\ngot:\n%s\nwant:\n%s", golden, r.stdout, want)
-	}
+	testutil.Golden(t, "iptables-apply-dry-run.golden", r.stdout)
 }
 
 func TestIPTablesFlagErrors(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // TestPolicyCheckPlaintext: --from plaintext is a caller without a
@@ -52,7 +53,7 @@ func TestPolicyCheckPlaintext(t *testing.T) {
 	if r.code != cli.ExitOK {
 		t.Fatalf("got %v, want exit 0", r)
 	}
-	checkGolden(t, "policy-check-plaintext-strict.golden", r.stdout)
+	testutil.Golden(t, "policy-check-plaintext-strict.golden", r.stdout)
 
 	m.mustApply(t, "testdata/policy/mesh-permissive.yaml")
 	for _, tc := range tests {

@@ -10,6 +10,7 @@ import (
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
@@ -214,7 +215,7 @@ func TestPolicyCheckText(t *testing.T) {
 	} {
 		t.Run(tc.golden, func(t *testing.T) {
 			out := m.mustRun(t, "", append([]string{"policy", "check"}, tc.args...)...)
-			checkGolden(t, tc.golden, out)
+			testutil.Golden(t, tc.golden, out)
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // finding is one entry of `policy lint -o json`, without the message.
@@ -42,7 +43,7 @@ func TestPolicyLintLive(t *testing.T) {
 	if r.code != cli.ExitUser || !strings.Contains(r.stderr, "policy lint: 2 findings") {
 		t.Fatalf("got %v, want exit 1 for 2 findings", r)
 	}
-	checkGolden(t, "policy-lint-findings.golden", r.stdout)
+	testutil.Golden(t, "policy-lint-findings.golden", r.stdout)
 
 	r = m.run(t, "", "policy", "lint", "-o", "json")
 	if got, want := lintJSON(t, r), []finding{adminToolsDenied, readersShadowed}; r.code != cli.ExitUser || !reflect.DeepEqual(got, want) {

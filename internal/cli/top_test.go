@@ -12,6 +12,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
@@ -151,5 +152,5 @@ func TestTopTable(t *testing.T) {
 	if r.code != cli.ExitOK || r.stderr != "" {
 		t.Fatalf("got %v, want exit 0", r)
 	}
-	checkGolden(t, "top.golden", r.stdout)
+	testutil.Golden(t, "top.golden", r.stdout)
 }

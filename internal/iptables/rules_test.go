@@ -2,15 +2,12 @@ package iptables
 
 import (
 	"errors"
-	"flag"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the current output")
+	"github.com/trellismesh/trellis/internal/testutil"
+)
 
 func intp(v int) *int { return &v }
 
@@ -45,19 +42,7 @@ func TestRulesGolden(t *testing.T) {
 			if v6 != "" {
 				got += "# ip6tables-restore\n" + v6
 			}
-			golden := filepath.Join("testdata", tt.name+".golden")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("Rules() differs from %s (go test -update rewrites it):\ngot:\n%s\nwant:\n%s", golden, got, want)
-			}
+			testutil.Golden(t, tt.name+".golden", got)
 		})
 	}
 }
