@@ -1,9 +1,9 @@
 // Package clock is the one source of time for code whose timing tests
-// control: certificate renewal, ACK timeouts, the drift grace, backoff.
-// Production code takes a Clock (nil means Real) and never calls
-// time.Now, time.NewTimer or time.AfterFunc itself where a test would
-// otherwise have to sleep past a real deadline; tests pass a *Fake and
-// step it.
+// control: certificate renewal, ACK timeouts, the drift grace, backoff,
+// periodic reports. Production code takes a Clock (nil means Real) and
+// never calls time.Now, time.NewTimer, time.NewTicker or time.AfterFunc
+// itself where a test would otherwise have to sleep past a real deadline;
+// tests pass a *Fake and step it.
 //
 // It depends on the standard library only.
 package clock
@@ -18,6 +18,9 @@ type Clock interface {
 	NewTimer(d time.Duration) Timer
 	// AfterFunc is time.AfterFunc: f runs in its own goroutine.
 	AfterFunc(d time.Duration, f func()) Timer
+	// NewTicker is time.NewTicker: it panics if d <= 0, and a receiver
+	// that falls behind misses ticks rather than queueing them.
+	NewTicker(d time.Duration) Ticker
 }
 
 // Timer is a *time.Timer behind an interface: C is a method, and nil for
@@ -26,6 +29,14 @@ type Timer interface {
 	C() <-chan time.Time
 	Stop() bool
 	Reset(d time.Duration) bool
+}
+
+// Ticker is a *time.Ticker behind an interface. Stop does not close C;
+// Reset panics if d <= 0.
+type Ticker interface {
+	C() <-chan time.Time
+	Stop()
+	Reset(d time.Duration)
 }
 
 // Real is the system clock.
@@ -50,8 +61,16 @@ func (realClock) AfterFunc(d time.Duration, f func()) Timer {
 	return realTimer{time.AfterFunc(d, f)}
 }
 
+func (realClock) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
+
 type realTimer struct{ t *time.Timer }
 
 func (r realTimer) C() <-chan time.Time        { return r.t.C }
 func (r realTimer) Stop() bool                 { return r.t.Stop() }
 func (r realTimer) Reset(d time.Duration) bool { return r.t.Reset(d) }
+
+type realTicker struct{ t *time.Ticker }
+
+func (r realTicker) C() <-chan time.Time   { return r.t.C }
+func (r realTicker) Stop()                 { r.t.Stop() }
+func (r realTicker) Reset(d time.Duration) { r.t.Reset(d) }

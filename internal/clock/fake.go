@@ -6,14 +6,16 @@ import (
 	"time"
 )
 
-// Fake is a Clock that moves only when a test steps it. Timers fire in
-// deadline order during Advance: a NewTimer's channel receives the fake
-// time (buffered, as time.Timer's), an AfterFunc's f runs in its own
-// goroutine.
+// Fake is a Clock that moves only when a test steps it. Timers and
+// tickers fire in deadline order during Advance: a NewTimer's or
+// NewTicker's channel receives the fake time (buffered, as time.Timer's),
+// an AfterFunc's f runs in its own goroutine. A ticker that is due
+// several times within one Advance fires once, as a time.Ticker drops the
+// ticks a slow receiver misses; its next tick stays on its period.
 type Fake struct {
 	mu     sync.Mutex
 	now    time.Time
-	timers []*fakeTimer
+	timers []*fakeTimer // timers and tickers
 	// waiters are woken when a timer is added (BlockUntil).
 	waiters []chan struct{}
 }
@@ -30,16 +32,26 @@ func (f *Fake) Now() time.Time {
 
 // NewTimer makes a timer that fires when the clock reaches now+d.
 func (f *Fake) NewTimer(d time.Duration) Timer {
-	return f.add(d, nil)
+	return f.add(d, 0, nil)
 }
 
 // AfterFunc makes a timer that runs fn when the clock reaches now+d.
 func (f *Fake) AfterFunc(d time.Duration, fn func()) Timer {
-	return f.add(d, fn)
+	return f.add(d, 0, fn)
 }
 
-func (f *Fake) add(d time.Duration, fn func()) *fakeTimer {
-	t := &fakeTimer{clock: f, fn: fn}
+// NewTicker makes a ticker that fires every d of fake time, first at
+// now+d. It panics if d <= 0, as time.NewTicker does.
+func (f *Fake) NewTicker(d time.Duration) Ticker {
+	if d <= 0 {
+		panic("clock: non-positive interval for NewTicker")
+	}
+	return fakeTicker{f.add(d, d, nil)}
+}
+
+// add schedules a timer at now+d; period > 0 makes it a ticker.
+func (f *Fake) add(d, period time.Duration, fn func()) *fakeTimer {
+	t := &fakeTimer{clock: f, period: period, fn: fn}
 	if fn == nil {
 		t.c = make(chan time.Time, 1)
 	}
@@ -61,18 +73,28 @@ func (f *Fake) wakeLocked() {
 	f.waiters = nil
 }
 
-// Advance moves the clock forward by d, firing every timer due by then
-// in deadline order.
+// Advance moves the clock forward by d, firing every timer and ticker
+// due by then in deadline order.
 func (f *Fake) Advance(d time.Duration) {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.now = f.now.Add(d)
 	now := f.now
-	var due []*fakeTimer
+	type firing struct {
+		t  *fakeTimer
+		at time.Time
+	}
+	var due []firing
 	kept := f.timers[:0]
 	for _, t := range f.timers {
-		if !t.at.After(now) {
-			due = append(due, t)
-		} else {
+		if t.at.After(now) {
+			kept = append(kept, t)
+			continue
+		}
+		due = append(due, firing{t, t.at})
+		if t.period > 0 {
+			// The first tick after now: the ones in between are dropped.
+			t.at = t.at.Add((now.Sub(t.at)/t.period + 1) * t.period)
 			kept = append(kept, t)
 		}
 	}
@@ -80,10 +102,11 @@ func (f *Fake) Advance(d time.Duration) {
 		f.timers[i] = nil
 	}
 	f.timers = kept
-	f.mu.Unlock()
+	// Fired with the lock held (the sends never block), so that a Stop
+	// that returned sees no tick delivered after it.
 	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
-	for _, t := range due {
-		t.fire(now)
+	for _, x := range due {
+		x.t.fire(now)
 	}
 }
 
@@ -101,15 +124,17 @@ func (f *Fake) Set(t time.Time) {
 	f.Advance(d)
 }
 
-// Timers is the number of timers waiting to fire.
+// Timers is the number of timers waiting to fire, counting every ticker
+// not stopped.
 func (f *Fake) Timers() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.timers)
 }
 
-// BlockUntil waits until at least n timers wait to fire, so that a test
-// advances the clock only once the code under test is waiting on it.
+// BlockUntil waits until at least n timers wait to fire (a ticker counts
+// until it is stopped), so that a test advances the clock only once the
+// code under test is waiting on it.
 func (f *Fake) BlockUntil(n int) {
 	for {
 		f.mu.Lock()
@@ -128,6 +153,10 @@ func (f *Fake) BlockUntil(n int) {
 func (f *Fake) remove(t *fakeTimer) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	return f.removeLocked(t)
+}
+
+func (f *Fake) removeLocked(t *fakeTimer) bool {
 	for i, x := range f.timers {
 		if x == t {
 			f.timers = append(f.timers[:i], f.timers[i+1:]...)
@@ -138,10 +167,11 @@ func (f *Fake) remove(t *fakeTimer) bool {
 }
 
 type fakeTimer struct {
-	clock *Fake
-	at    time.Time
-	c     chan time.Time
-	fn    func()
+	clock  *Fake
+	at     time.Time
+	period time.Duration // > 0 for a ticker
+	c      chan time.Time
+	fn     func()
 }
 
 func (t *fakeTimer) C() <-chan time.Time { return t.c }
@@ -171,4 +201,40 @@ func (t *fakeTimer) Reset(d time.Duration) bool {
 		f.Advance(0)
 	}
 	return active
+}
+
+// fakeTicker is a fakeTimer with a period. As with a time.Ticker since Go
+// 1.23, no tick due before a Stop or Reset is received after it.
+type fakeTicker struct{ t *fakeTimer }
+
+func (k fakeTicker) C() <-chan time.Time { return k.t.c }
+
+func (k fakeTicker) Stop() {
+	f := k.t.clock
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removeLocked(k.t)
+	k.t.drain()
+}
+
+func (k fakeTicker) Reset(d time.Duration) {
+	if d <= 0 {
+		panic("clock: non-positive interval for Ticker.Reset")
+	}
+	f := k.t.clock
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removeLocked(k.t)
+	k.t.drain()
+	k.t.period = d
+	k.t.at = f.now.Add(d)
+	f.timers = append(f.timers, k.t)
+	f.wakeLocked()
+}
+
+func (t *fakeTimer) drain() {
+	select {
+	case <-t.c:
+	default:
+	}
 }
