@@ -93,8 +93,9 @@ type Options struct {
 	SpoolLimitBytes int64
 	// Logger defaults to discarding.
 	Logger *slog.Logger
-	// Clock stamps events that have no time and times reconnect waits;
-	// nil is the system clock.
+	// Clock stamps events that have no time and times Run: reconnect
+	// waits, the wait for an address, StatsInterval, the Resolve recheck,
+	// the batch linger and the spool's upkeep. nil is the system clock.
 	Clock clock.Clock
 }
 
@@ -365,6 +366,10 @@ func (e *Emitter) Flush(ctx context.Context) error {
 	if closed {
 		return errors.New("telemetry flush: emitter closed")
 	}
+	// A poll besides the ack channel: some moves (events the spool could
+	// not read, Close emptying the queues) close no channel. It is real
+	// time, not the clock's: nothing here is timed, and on a stepped
+	// clock Flush would wait for those moves until ctx ends.
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {

@@ -2,6 +2,7 @@ package emitter_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry"
 	"github.com/trellismesh/trellis/internal/telemetry/collector/collectortest"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
@@ -485,19 +487,66 @@ func corruptSpool(t *testing.T) string {
 	return dir
 }
 
-// A proxy without a workload certificate delivers nothing.
+// A proxy without a workload certificate delivers nothing; it retries
+// after a backoff on its clock.
 func TestNoClientCertificateDeliversNothing(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	c := pki.StartCollector(t, collectortest.Config{})
-	p := startProxy(t, pki, c.Addr, emitter.Options{TLS: pki.AnonymousTLS()})
+	clk := clock.NewFake(time.Now())
+	p := startProxy(t, pki, c.Addr, emitter.Options{TLS: pki.AnonymousTLS(), Clock: clk})
 	p.Emit(event(0))
-	testutil.Eventually(t, "the collector to refuse a stream", func() bool {
-		return c.Metric(t, "trellis_collector_streams_refused_total", "code=Unauthenticated") >= 2
-	})
+	refused := func(n float64) func() bool {
+		return func() bool {
+			return c.Metric(t, "trellis_collector_streams_refused_total", "code=Unauthenticated") >= n
+		}
+	}
+	testutil.Eventually(t, "the collector to refuse a stream", refused(1))
+	clk.BlockUntil(1)        // the backoff before the retry
+	clk.Advance(time.Minute) // past the longest backoff
+	testutil.Eventually(t, "the collector to refuse the retry", refused(2))
 	if st := p.Stats(); st.Acked != 0 || st.Queued != 1 || st.Connected {
 		t.Errorf("stats: got %+v, want nothing acked, the event still queued, not connected", st)
 	}
 	if n := len(c.Records(t)); n != 0 {
 		t.Errorf("records: got %d, want 0", n)
 	}
+}
+
+// The spool's upkeep runs on the emitter's clock: the acked mark reaches
+// the spool's state file (so a restart resends less) on its next tick.
+func TestSpoolStateSavedOnTick(t *testing.T) {
+	pki := collectortest.NewPKI(t)
+	c := pki.StartCollector(t, collectortest.Config{})
+	spool := filepath.Join(t.TempDir(), "spool")
+	clk := clock.NewFake(time.Now())
+	p := startProxy(t, pki, c.Addr, emitter.Options{SpoolDir: spool, Clock: clk})
+	for i := range 10 {
+		p.Emit(event(i))
+	}
+	p.flush(t)
+	// Nothing went through the spool, so no segment was deleted to save
+	// the mark with.
+	if got := spoolAcked(t, spool); got != 0 {
+		t.Fatalf("acked mark before the upkeep tick: got %d, want 0", got)
+	}
+	testutil.Eventually(t, "the acked mark in the spool state", func() bool {
+		clk.Advance(time.Second)
+		return spoolAcked(t, spool) == 10
+	})
+}
+
+// spoolAcked is the acked mark in dir's state file.
+func spoolAcked(t testing.TB, dir string) uint64 {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Acked uint64 `json:"acked"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatalf("spool state %s: %v", data, err)
+	}
+	return st.Acked
 }

@@ -3,8 +3,10 @@ package emitter_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry/collector/collectortest"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -113,25 +116,28 @@ func TestStatsSentRightAfterHello(t *testing.T) {
 	}
 }
 
-// Then every StatsInterval, neither faster nor stopping, while events
-// flow and are acknowledged as before.
+// Then every StatsInterval of the emitter's clock, neither sooner nor
+// stopping, while events flow and are acknowledged as before.
 func TestStatsRepeatAtInterval(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	srv := startCaptureServer(t, pki)
 	var c countingStats
-	const interval = 100 * time.Millisecond
-	p := startProxy(t, pki, srv.Addr, emitter.Options{Stats: c.stats, StatsInterval: interval})
-	testutil.Eventually(t, "the first stats", func() bool { return len(srv.stats()) >= 1 })
-	from, start := c.calls.Load(), time.Now()
-	for i := range 50 {
-		p.Emit(event(i))
-		time.Sleep(20 * time.Millisecond)
-	}
-	n, window := c.calls.Load()-from, time.Since(start)
-	// A ticker may fire late (then the next one comes sooner), never more
-	// often than once per interval.
-	if max := uint64(window/interval) + 1; n < 3 || n > max {
-		t.Errorf("stats reports in %v at a %v interval: got %d, want 3 to %d", window.Round(time.Millisecond), interval, n, max)
+	const interval = 10 * time.Second
+	clk := clock.NewFake(time.Now())
+	p := startProxy(t, pki, srv.Addr, emitter.Options{Stats: c.stats, StatsInterval: interval, Clock: clk})
+	testutil.Eventually(t, "the first stats", func() bool { return len(srv.stats()) == 1 })
+	const rounds = 5
+	for i := range rounds {
+		for j := range 10 {
+			p.Emit(event(i*10 + j))
+		}
+		clk.Advance(interval - time.Millisecond)
+		p.flush(t)
+		if got, want := c.calls.Load(), uint64(i+1); got != want {
+			t.Fatalf("short of interval %d: got %d stats reports, want %d", i+1, got, want)
+		}
+		clk.Advance(time.Millisecond)
+		testutil.Eventually(t, fmt.Sprintf("stats report %d", i+2), func() bool { return len(srv.stats()) == i+2 })
 	}
 	p.flush(t)
 	var events int
@@ -141,11 +147,13 @@ func TestStatsRepeatAtInterval(t *testing.T) {
 		}
 		events += len(b.GetEvents())
 	}
-	if events != 50 {
-		t.Errorf("events received: got %d, want 50", events)
+	if events != rounds*10 {
+		t.Errorf("events received: got %d, want %d", events, rounds*10)
 	}
 	// Every report made was sent, in order.
-	testutil.Eventually(t, "the stats sent so far", func() bool { return uint64(len(srv.stats())) >= c.calls.Load()-1 })
+	if got, want := c.calls.Load(), uint64(rounds+1); got != want {
+		t.Errorf("stats reports made: got %d, want %d", got, want)
+	}
 	for i, s := range srv.stats() {
 		if got := callOf(s); got != uint64(i+1) {
 			t.Fatalf("stats report %d carries call %d, want %d", i, got, i+1)
@@ -158,13 +166,21 @@ func TestNilStatsSkipped(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	srv := startCaptureServer(t, pki)
 	var calls atomic.Int64
+	clk := clock.NewFake(time.Now())
 	p := startProxy(t, pki, srv.Addr, emitter.Options{
 		Stats:         func() *pb.TrafficStats { calls.Add(1); return nil },
-		StatsInterval: 10 * time.Millisecond,
+		StatsInterval: time.Second,
+		Clock:         clk,
 	})
 	p.Emit(event(0))
 	p.flush(t)
-	testutil.Eventually(t, "several stats calls", func() bool { return calls.Load() >= 5 })
+	for i := range 4 {
+		clk.Advance(time.Second)
+		testutil.Eventually(t, fmt.Sprintf("stats call %d", i+2), func() bool { return calls.Load() == int64(i+2) })
+	}
+	// Behind anything the stats calls could have sent on the stream.
+	p.Emit(event(1))
+	p.flush(t)
 	for i, b := range srv.received() {
 		if i > 0 && len(b.GetEvents()) == 0 {
 			t.Errorf("batch %d: got %v, want only hello and events", i, b)
@@ -201,8 +217,9 @@ func (h *logRecords) count(level slog.Level) int {
 	return n
 }
 
-// Resolve answering "" means not known yet: the emitter asks again, quietly,
-// and connects once it has an address, with the TLS config for it.
+// Resolve answering "" means not known yet: the emitter asks again after
+// a wait on its clock, quietly, and connects once it has an address, with
+// the TLS config for it.
 func TestResolveWaitsForAnAddress(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	srv := startCaptureServer(t, pki)
@@ -210,6 +227,7 @@ func TestResolveWaitsForAnAddress(t *testing.T) {
 	var resolves atomic.Int64
 	var tlsAddr atomic.Value
 	logs := &logRecords{}
+	clk := clock.NewFake(time.Now())
 	p := startProxy(t, pki, "", emitter.Options{
 		Resolve: func() string {
 			if resolves.Add(1) <= 10 {
@@ -222,8 +240,16 @@ func TestResolveWaitsForAnAddress(t *testing.T) {
 			return clientTLS()
 		},
 		Logger: slog.New(logs),
+		Clock:  clk,
 	})
 	p.Emit(event(0))
+	for i := range int64(10) {
+		clk.BlockUntil(1) // waiting to ask again
+		if got := resolves.Load(); got != i+1 {
+			t.Fatalf("waiting after answer %d: Resolve called %d times", i+1, got)
+		}
+		clk.Advance(time.Second) // past the wait
+	}
 	p.flush(t)
 	if n := resolves.Load(); n < 11 {
 		t.Errorf("Resolve called %d times, want at least 11", n)
@@ -248,18 +274,22 @@ func TestResolveWaitsForAnAddress(t *testing.T) {
 }
 
 // When Resolve's answer changes under an established stream, the emitter
-// moves to the new collector.
+// moves to the new collector at its next recheck on the clock.
 func TestResolveMovesToNewCollector(t *testing.T) {
 	pki := collectortest.NewPKI(t)
 	a, b := startCaptureServer(t, pki), startCaptureServer(t, pki)
 	var addr atomic.Value
 	addr.Store(a.Addr)
-	p := startProxy(t, pki, "", emitter.Options{Resolve: func() string { return addr.Load().(string) }})
+	clk := clock.NewFake(time.Now())
+	p := startProxy(t, pki, "", emitter.Options{Resolve: func() string { return addr.Load().(string) }, Clock: clk})
 	p.Emit(event(0))
 	p.flush(t)
 	addr.Store(b.Addr)
+	p.Emit(event(1)) // before the recheck: still to a
+	p.flush(t)
+	clk.Advance(time.Minute) // past the recheck interval
 	testutil.Eventually(t, "a stream to the new collector", func() bool { return len(b.received()) > 0 })
-	p.Emit(event(1))
+	p.Emit(event(2))
 	p.flush(t)
 	seqs := func(s *captureServer) (out []uint64) {
 		for _, b := range s.received() {
@@ -269,11 +299,11 @@ func TestResolveMovesToNewCollector(t *testing.T) {
 		}
 		return out
 	}
-	if got := seqs(a); len(got) == 0 || got[0] != 1 {
-		t.Errorf("first collector got seqs %v, want 1 first", got)
+	if got := seqs(a); !slices.Equal(got, []uint64{1, 2}) {
+		t.Errorf("first collector got seqs %v, want [1 2]", got)
 	}
-	if got := seqs(b); len(got) != 1 || got[0] != 2 {
-		t.Errorf("second collector got seqs %v, want [2]", got)
+	if got := seqs(b); !slices.Equal(got, []uint64{3}) {
+		t.Errorf("second collector got seqs %v, want [3]", got)
 	}
 }
 

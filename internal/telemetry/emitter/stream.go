@@ -65,10 +65,8 @@ func (e *Emitter) Run(ctx context.Context) {
 				e.log.Debug("telemetry: collector address not known yet; events wait until it is")
 				waiting = true
 			}
-			select {
-			case <-ctx.Done():
+			if !e.sleep(ctx, e.minWait) {
 				return
-			case <-time.After(e.minWait):
 			}
 			continue
 		}
@@ -92,13 +90,21 @@ func (e *Emitter) Run(ctx context.Context) {
 		st := e.Stats()
 		e.log.Warn("telemetry stream down; events wait in memory and the spool", "collector", addr, "err", err,
 			"retry_in", d.Round(time.Millisecond).String(), "queued", st.Queued, "spool_bytes", st.SpoolBytes)
-		t := e.opts.Clock.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !e.sleep(ctx, d) {
 			return
-		case <-t.C():
 		}
+	}
+}
+
+// sleep waits d on the emitter's clock; false when ctx ended first.
+func (e *Emitter) sleep(ctx context.Context, d time.Duration) bool {
+	t := e.opts.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
 	}
 }
 
@@ -224,20 +230,20 @@ func (e *Emitter) ack(through uint64) {
 // waited e.linger. With Options.Stats it also sends the stats, at once and
 // then every StatsInterval: it is the stream's only sender after hello.
 func (e *Emitter) sendLoop(ctx context.Context, st eventStream, addr string) error {
-	timer := time.NewTimer(time.Hour)
+	timer := e.opts.Clock.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
 	var statsC, recheckC <-chan time.Time
 	statsDue, recheckDue := e.opts.Stats != nil, false
 	if statsDue {
-		t := time.NewTicker(e.opts.StatsInterval)
+		t := e.opts.Clock.NewTicker(e.opts.StatsInterval)
 		defer t.Stop()
-		statsC = t.C
+		statsC = t.C()
 	}
 	if e.opts.Resolve != nil {
-		t := time.NewTicker(e.recheck)
+		t := e.opts.Clock.NewTicker(e.recheck)
 		defer t.Stop()
-		recheckC = t.C
+		recheckC = t.C()
 	}
 	var since time.Time // when the oldest unsent event was first seen
 	for {
@@ -273,11 +279,11 @@ func (e *Emitter) sendLoop(ctx context.Context, st eventStream, addr string) err
 		send := unsent >= e.batchMax || (unsent > 0 && outstanding == 0)
 		if unsent > 0 && !send {
 			if since.IsZero() {
-				since = time.Now()
+				since = e.now()
 			}
-			if d := e.linger - time.Since(since); d > 0 {
+			if d := e.linger - e.now().Sub(since); d > 0 {
 				timer.Reset(d)
-				wait = timer.C
+				wait = timer.C()
 			} else {
 				send = true
 			}
@@ -394,7 +400,7 @@ func (e *Emitter) refill() {
 // spoolLoop writes pending to the spool when it grows, deletes
 // acknowledged segments and keeps the spool's state file current.
 func (e *Emitter) spoolLoop(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := e.opts.Clock.NewTicker(time.Second)
 	defer t.Stop()
 	var spoolFull bool
 	var retryAt time.Time
@@ -403,19 +409,19 @@ func (e *Emitter) spoolLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-e.spillC:
-			if !spoolFull && time.Now().After(retryAt) {
+			if !spoolFull && e.now().After(retryAt) {
 				full, err := e.spill()
 				spoolFull = full
 				if err != nil {
 					e.log.Error("cannot write the telemetry spool; events wait in memory and are dropped when it is full", "spool", e.opts.SpoolDir, "err", err)
-					retryAt = time.Now().Add(time.Second)
+					retryAt = e.now().Add(time.Second)
 				}
 			}
 		case <-e.compactC:
 			if e.compact(false) {
 				spoolFull = false
 			}
-		case <-t.C:
+		case <-t.C():
 			if e.compact(true) {
 				spoolFull = false
 			}
