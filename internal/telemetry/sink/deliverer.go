@@ -47,7 +47,8 @@ type DelivererConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Logger; nil means none.
 	Logger *slog.Logger
-	// Clock times the waits between attempts; nil is the system clock.
+	// Clock times BatchDelay and the waits between attempts; nil is the
+	// system clock.
 	Clock clock.Clock
 }
 
@@ -229,12 +230,12 @@ func (d *Deliverer) awaitBatch(ctx context.Context, next uint64) bool {
 	if d.cfg.BatchDelay < 0 || d.cfg.Log.LastIndex() >= full {
 		return true
 	}
-	t := time.NewTimer(d.cfg.BatchDelay)
+	t := d.cfg.Clock.NewTimer(d.cfg.BatchDelay)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
-	case <-t.C:
+	case <-t.C():
 	case <-d.cfg.Log.Wait(full - 1):
 	}
 	return true

@@ -203,6 +203,34 @@ func TestBatching(t *testing.T) {
 	}
 }
 
+// A short batch waits BatchDelay on the deliverer's clock for more
+// records before it goes out.
+func TestBatchDelayWaitsOnTheClock(t *testing.T) {
+	c := newCollector(t, 0)
+	log := openLog(t)
+	s, err := Parse(c.srv.URL+"/ingest", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fake := clock.NewFake(time.Now())
+	d := newDeliverer(t, DelivererConfig{Name: "b", Sink: s, Log: log, Dir: t.TempDir(), MaxBatch: 100, BatchDelay: time.Second, Clock: fake})
+	startDeliverer(t, d)
+	appendEvents(t, log, log, 1)
+	fake.BlockUntil(1) // waiting for the batch to fill
+	fake.Advance(time.Second - time.Millisecond)
+	appendEvents(t, log, log, 1)
+	if got := d.Stats().Cursor; got != 0 {
+		t.Fatalf("cursor short of BatchDelay: got %d, want 0", got)
+	}
+	fake.Advance(time.Millisecond)
+	awaitCursor(t, d, 2, 10*time.Second)
+	_, batches, _, _ := c.received()
+	if len(batches) != 1 || len(batches[0]) != 2 {
+		t.Errorf("batches: got %d (%v), want one of both records", len(batches), batches)
+	}
+}
+
 // TestRunStopsDuringOutage: cancelling Run while the sink keeps failing
 // returns promptly, without moving the cursor.
 func TestRunStopsDuringOutage(t *testing.T) {
