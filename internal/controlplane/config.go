@@ -87,8 +87,9 @@ type Config struct {
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock is the control plane's one clock (certificates, tokens, ACK
-	// timeouts, the drift grace, the endpoint grace); nil means the system
-	// clock.
+	// timeouts, the drift grace, the endpoint grace, the push debounce and
+	// sweep, registry writes, the resource watch's retry, the emitter to
+	// an external collector); nil means the system clock.
 	Clock clock.Clock
 	// EndpointGracePeriod is how long a workload stays in other proxies'
 	// snapshots after its config stream ended (0 means

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/controlplane/vips"
@@ -50,7 +51,7 @@ func (s *proxyStream) CloseReplaced() { s.cancel(errStreamReplaced) }
 // so versions are assigned in the order content was built.
 type pusher struct {
 	reg            *registry.Registry[*proxyStream]
-	now            func() time.Time
+	clock          clock.Clock
 	res            *resourceCache
 	roots          func() [][]byte
 	issuer         func() string // the CA's active issuer (Snapshot.issuer); see trust
@@ -86,7 +87,7 @@ type pushSettings struct {
 	reportInterval, debounce         time.Duration
 	endpointGrace, ackTimeout, drift time.Duration
 	collectorAddr                    string
-	now                              func() time.Time
+	clock                            clock.Clock
 	log                              *slog.Logger
 	metrics                          *metrics
 }
@@ -104,7 +105,7 @@ func newPusher(ps pushSettings) *pusher {
 		debounce:       ps.debounce,
 		// The sweep expires workloads and repairs drift.
 		sweepEvery: min(max(min(ps.endpointGrace, ps.drift)/4, 5*time.Millisecond), time.Second),
-		now:        ps.now,
+		clock:      ps.clock,
 		log:        ps.log,
 		metrics:    m,
 		changed:    make(chan struct{}, 1),
@@ -115,7 +116,7 @@ func newPusher(ps pushSettings) *pusher {
 		},
 	}
 	p.reg = registry.New[*proxyStream](registry.Options{
-		Now: ps.now, Grace: ps.endpointGrace, AckTimeout: ps.ackTimeout, DriftGrace: ps.drift,
+		Clock: ps.clock, Grace: ps.endpointGrace, AckTimeout: ps.ackTimeout, DriftGrace: ps.drift,
 		Changed: p.kick, ConnectedGauge: m.connectedProxies.Set, OnAck: p.conv.acked,
 	})
 	m.watchProxyStates(p.reg.StateCounts)
@@ -137,15 +138,18 @@ func notify(c chan struct{}) {
 
 // run pushes until ctx is done. A burst of changes is gathered for at most
 // the debounce interval, counted from the first change (never extended, so
-// a steady trickle of changes cannot starve proxies).
+// a steady trickle of changes cannot starve proxies). The debounce and the
+// sweep run on the control plane's clock.
 func (p *pusher) run(ctx context.Context) {
-	debounce := time.NewTimer(time.Hour)
+	debounce := p.clock.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
-	sweep := time.NewTicker(p.sweepEvery)
+	sweep := p.clock.NewTicker(p.sweepEvery)
 	defer sweep.Stop()
 	pending := false
-	var changedAt time.Time // first change of the pending round
+	// The first change of the pending round, in real time: the
+	// convergence metric measures the latency proxies see.
+	var changedAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -157,10 +161,10 @@ func (p *pusher) run(ctx context.Context) {
 				pending, changedAt = true, time.Now()
 				debounce.Reset(p.debounce)
 			}
-		case <-debounce.C:
+		case <-debounce.C():
 			pending = false
 			p.round(false, changedAt)
-		case <-sweep.C:
+		case <-sweep.C():
 			p.reg.Expire()
 			p.repairDrift()
 		}
@@ -234,7 +238,7 @@ func (p *pusher) buildFailed(instance string, err error) {
 // the push loop, so a repair never overtakes a newer snapshot in a
 // stream's slot.
 func (p *pusher) repairDrift() {
-	now := p.now()
+	now := p.clock.Now()
 	for _, d := range p.reg.DriftRepairs() {
 		p.metrics.driftRepairs.Inc()
 		p.log.Warn("config drift: proxy reports running other content than it acknowledged; re-sending its snapshot",

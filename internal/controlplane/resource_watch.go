@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/store"
@@ -24,7 +25,8 @@ var (
 // built from, kept current by watch. Decoding happens once per change, not
 // once per push round. Safe for concurrent use.
 type resourceCache struct {
-	log *slog.Logger
+	log   *slog.Logger
+	clock clock.Clock // times the retry after a store error
 
 	mu       sync.Mutex
 	gen      uint64
@@ -32,8 +34,8 @@ type resourceCache struct {
 	policies map[string]snapshot.Policy // by store key
 }
 
-func newResourceCache(log *slog.Logger) *resourceCache {
-	c := &resourceCache{log: log, policies: map[string]snapshot.Policy{}}
+func newResourceCache(log *slog.Logger, clk clock.Clock) *resourceCache {
+	c := &resourceCache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}}
 	c.mesh = defaultMeshSpec()
 	return c
 }
@@ -138,7 +140,7 @@ func (c *resourceCache) watch(ctx context.Context, st store.Store, rev int64, ch
 					return
 				}
 				c.log.Error("config push: resource watch", "err", err)
-				sleepCtx(ctx, retry)
+				sleepCtx(ctx, c.clock, retry)
 				continue
 			}
 			rev = r
@@ -155,7 +157,7 @@ func (c *resourceCache) watch(ctx context.Context, st store.Store, rev int64, ch
 		default:
 			c.log.Error("config push: resource watch", "err", err)
 			rev = -1
-			sleepCtx(ctx, retry)
+			sleepCtx(ctx, c.clock, retry)
 			continue
 		}
 		for ev := range events {
@@ -169,11 +171,12 @@ func (c *resourceCache) watch(ctx context.Context, st store.Store, rev int64, ch
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
+// sleepCtx waits d on clk, or until ctx is done.
+func sleepCtx(ctx context.Context, clk clock.Clock, d time.Duration) {
+	t := clk.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-	case <-t.C:
+	case <-t.C():
 	}
 }

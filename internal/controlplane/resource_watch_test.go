@@ -37,7 +37,7 @@ func TestResourceWatchRelists(t *testing.T) {
 			if err := res.ensureDefaultMesh(ctx); err != nil {
 				t.Fatal(err)
 			}
-			c := newResourceCache(slog.New(slog.NewTextHandler(t.Output(), nil)))
+			c := newResourceCache(slog.New(slog.NewTextHandler(t.Output(), nil)), nil)
 			rev, err := c.load(ctx, st)
 			if err != nil {
 				t.Fatal(err)

@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.res.ensureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}
-	s.resCache = newResourceCache(cfg.Logger)
+	s.resCache = newResourceCache(cfg.Logger, cfg.Clock)
 	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vipAlloc, trustDomain: td,
 		reportInterval: cfg.ReportInterval, debounce: cfg.PushDebounce,
 		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
-		collectorAddr: cfg.CollectorAddr, now: cfg.Clock.Now, log: cfg.Logger, metrics: s.metrics,
+		collectorAddr: cfg.CollectorAddr, clock: cfg.Clock, log: cfg.Logger, metrics: s.metrics,
 	})
 	if ws, err := registry.Load(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)

@@ -135,8 +135,8 @@ func Load(ctx context.Context, st store.Store) (Saved, error) {
 }
 
 // Persist writes the registry to st whenever its generation moved, at most
-// every registryWriteEvery, until ctx ends; then once more. Run it on a
-// goroutine of its own.
+// every registryWriteEvery on the registry's clock, until ctx ends; then
+// once more. Run it on a goroutine of its own.
 func (r *Registry[S]) Persist(ctx context.Context, st store.Store, log *slog.Logger) {
 	var written uint64
 	write := func(ctx context.Context) {
@@ -160,7 +160,7 @@ func (r *Registry[S]) Persist(ctx context.Context, st store.Store, log *slog.Log
 		}
 		written = gen
 	}
-	t := time.NewTicker(registryWriteEvery)
+	t := r.clock.NewTicker(registryWriteEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -169,7 +169,7 @@ func (r *Registry[S]) Persist(ctx context.Context, st store.Store, log *slog.Log
 			write(final)
 			cancel()
 			return
-		case <-t.C:
+		case <-t.C():
 			write(ctx)
 		}
 	}

@@ -37,7 +37,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 		<-done
 	}
 
-	r := New[*testStream](Options{Now: clk.Now, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
+	r := New[*testStream](Options{Clock: clk, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
 	for _, w := range []workload{
 		{Instance: "a1", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop", AdvertiseAddr: "10.0.0.1:15006", Protocol: "http", Labels: map[string]string{"v": "1"}},
 		{Instance: "b1", SPIFFEID: "spiffe://td/ns/shop/sa/ledger", Service: "ledger", Namespace: "shop", AdvertiseAddr: "10.0.0.2:15006", Protocol: "tcp"},
@@ -53,7 +53,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if err != nil || len(saved.Workloads) != 3 {
 		t.Fatalf("Load: %d workloads, %v; want 3", len(saved.Workloads), err)
 	}
-	r2 := New[*testStream](Options{Now: clk.Now, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
+	r2 := New[*testStream](Options{Clock: clk, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
 	if n := r2.Restore(saved); n != 3 {
 		t.Fatalf("restored %d, want 3", n)
 	}
@@ -120,7 +120,7 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if err != nil || len(saved.Idle) != 2 {
 		t.Fatalf("Load: %d idle services, %v; want 2", len(saved.Idle), err)
 	}
-	r3 := New[*testStream](Options{Now: clk.Now, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
+	r3 := New[*testStream](Options{Clock: clk, Grace: 15 * time.Second, Changed: nop, ConnectedGauge: gauge})
 	r3.Restore(saved)
 	if _, idle, _ := r3.View(); len(idle) != 2 {
 		t.Errorf("restored %d idle services, want 2", len(idle))
@@ -148,4 +148,39 @@ func TestRegistrySurvivesRestart(t *testing.T) {
 	if _, err := Load(context.Background(), st); err == nil {
 		t.Error("Load accepted a corrupt record")
 	}
+}
+
+// Persist writes a changed registry on its clock's ticks, not only on the
+// way out.
+func TestPersistWritesOnTheClock(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	clk := clock.NewFake(time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC))
+	r := New[*testStream](Options{Clock: clk, Grace: 15 * time.Second, Changed: func() {}, ConnectedGauge: func(float64) {}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Persist(ctx, st, testutil.Logger(t)) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	w := workload{Instance: "a1", SPIFFEID: "spiffe://td/ns/shop/sa/catalog", Service: "catalog", Namespace: "shop"}
+	if err := r.Connect(w, "dev", "", "", &testStream{}); err != nil {
+		t.Fatal(err)
+	}
+	saved := func() int {
+		s, err := Load(context.Background(), st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(s.Workloads)
+	}
+	clk.BlockUntil(1) // Persist's ticker
+	clk.Advance(registryWriteEvery - time.Millisecond)
+	if n := saved(); n != 0 {
+		t.Fatalf("saved before the first tick: %d workloads, want 0", n)
+	}
+	clk.Advance(time.Millisecond)
+	testutil.Eventually(t, "the registry written on the tick", func() bool { return saved() == 1 })
 }

@@ -12,6 +12,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
@@ -144,7 +145,8 @@ type idleService = snapshot.IdleService
 // endpoint grace period, S being the handle of its config stream. Safe for
 // concurrent use.
 type Registry[S Stream] struct {
-	now   func() time.Time
+	clock clock.Clock
+	now   func() time.Time // clock.Now
 	grace time.Duration
 	// restoreGrace is the grace period of restored workloads
 	// (restoreGracePeriod, or grace when longer); retention that of idle
@@ -175,8 +177,10 @@ type Registry[S Stream] struct {
 
 // Options are a registry's settings and hooks, fixed when it is made.
 type Options struct {
-	// Now is the clock (the control plane's injected clock.Clock).
-	Now func() time.Time
+	// Clock is the control plane's clock: it tells the time of every
+	// state and expiry, and times Persist's writes. nil is the system
+	// clock.
+	Clock clock.Clock
 	// Grace is how long a disconnected workload stays registered (the
 	// control plane's endpoint grace period).
 	Grace time.Duration
@@ -196,7 +200,8 @@ type Options struct {
 
 // New returns an empty registry.
 func New[S Stream](o Options) *Registry[S] {
-	return &Registry[S]{now: o.Now, grace: o.Grace, restoreGrace: max(o.Grace, restoreGracePeriod), retention: serviceRetention,
+	clk := clock.Or(o.Clock)
+	return &Registry[S]{clock: clk, now: clk.Now, grace: o.Grace, restoreGrace: max(o.Grace, restoreGracePeriod), retention: serviceRetention,
 		ackTimeout: cmp.Or(o.AckTimeout, DefaultAckTimeout), driftGrace: cmp.Or(o.DriftGrace, DefaultDriftGrace),
 		changed: o.Changed, connectedGauge: o.ConnectedGauge, onAck: o.OnAck,
 		entries: map[string]*proxyEntry[S]{}, idle: map[serviceKey]idleService{}}

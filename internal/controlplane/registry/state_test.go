@@ -17,7 +17,7 @@ import (
 func TestRegistryStates(t *testing.T) {
 	const ackTimeout, driftGrace = 5 * time.Second, 10 * time.Second
 	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	r := New[*testStream](Options{Now: clk.Now, Grace: time.Minute, AckTimeout: ackTimeout, DriftGrace: driftGrace, Changed: func() {}, ConnectedGauge: func(float64) {}})
+	r := New[*testStream](Options{Clock: clk, Grace: time.Minute, AckTimeout: ackTimeout, DriftGrace: driftGrace, Changed: func() {}, ConnectedGauge: func(float64) {}})
 	s := &testStream{}
 	w := workload{Instance: "i-1", SPIFFEID: "spiffe://td/ns/shop/sa/a", Service: "a", Namespace: "shop"}
 	if err := r.Connect(w, "test", "", "", s); err != nil {
@@ -134,7 +134,7 @@ func TestRegistryStates(t *testing.T) {
 
 func TestRegistryReportFields(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
-	r := New[*testStream](Options{Now: clk.Now, Grace: time.Minute, Changed: func() {}, ConnectedGauge: func(float64) {}})
+	r := New[*testStream](Options{Clock: clk, Grace: time.Minute, Changed: func() {}, ConnectedGauge: func(float64) {}})
 	s := &testStream{}
 	for _, w := range []workload{
 		{Instance: "b", SPIFFEID: "spiffe://td/ns/shop/sa/b", Service: "b", Namespace: "shop"},
@@ -170,7 +170,7 @@ func TestRegistryReportFields(t *testing.T) {
 func TestConnectReplacesStream(t *testing.T) {
 	clk := clock.NewFake(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
 	connected := 0.0
-	r := New[*testStream](Options{Now: clk.Now, Grace: time.Minute, Changed: func() {}, ConnectedGauge: func(n float64) { connected = n }})
+	r := New[*testStream](Options{Clock: clk, Grace: time.Minute, Changed: func() {}, ConnectedGauge: func(n float64) { connected = n }})
 	w := workload{Instance: "i-1", SPIFFEID: "spiffe://td/ns/shop/sa/a", Service: "a", Namespace: "shop"}
 	old, cur := &testStream{}, &testStream{}
 	if err := r.Connect(w, "", "", "", old); err != nil {
