@@ -36,7 +36,8 @@ type Config struct {
 	// AuditSinks are --audit-sink URLs.
 	AuditSinks []string
 	Logger     *slog.Logger
-	// Clock times certificate renewal; nil is the system clock.
+	// Clock times certificate renewal and the trust bundle refresh; nil
+	// is the system clock.
 	Clock clock.Clock
 }
 

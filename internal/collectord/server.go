@@ -157,13 +157,13 @@ func (s *Server) Start() {
 	go func() { defer s.wg.Done(); s.certs.Run(ctx) }()
 	go func() {
 		defer s.wg.Done()
-		t := time.NewTicker(bundleRefresh)
+		t := s.cfg.Clock.NewTicker(bundleRefresh)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-t.C():
 				s.certs.RenewNow()
 			}
 		}
