@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err := s.certs.Obtain(ctx); err != nil {
 		return nil, fmt.Errorf("--token-file: %w", err)
 	}
-	s.pipe, err = pipeline.Open(pipeline.Options{DataDir: cfg.DataDir, Sinks: cfg.AuditSinks, Logger: cfg.Logger})
+	s.pipe, err = pipeline.Open(pipeline.Options{DataDir: cfg.DataDir, Sinks: cfg.AuditSinks, Logger: cfg.Logger, Clock: cfg.Clock})
 	if err != nil {
 		return nil, err
 	}

@@ -9,13 +9,13 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry/collector"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
@@ -34,6 +34,7 @@ const spoolDir = "telemetry-spool"
 // does (events), spooled on disk while the collector is unreachable.
 type audit struct {
 	log    *slog.Logger
+	clock  clock.Clock
 	pipe   *pipeline.Pipeline
 	events *emitter.Emitter
 	cancel context.CancelFunc
@@ -45,7 +46,7 @@ type audit struct {
 // openAudit opens the embedded collector, or with cfg.CollectorAddr the
 // emitter to the external one (roots and cert serve its mTLS).
 func openAudit(cfg Config, self spiffeid.ID, roots func() *x509.CertPool, cert func() (*tls.Certificate, error)) (*audit, error) {
-	a := &audit{log: cfg.Logger, self: self}
+	a := &audit{log: cfg.Logger, clock: clock.Or(cfg.Clock), self: self}
 	if cfg.CollectorAddr != "" {
 		collectorTLS := identity.SystemServerTLS{
 			TrustDomain: self.TrustDomain(),
@@ -67,7 +68,7 @@ func openAudit(cfg Config, self spiffeid.ID, roots func() *x509.CertPool, cert f
 		a.events = ev
 		return a, nil
 	}
-	p, err := pipeline.Open(pipeline.Options{DataDir: cfg.DataDir, Sinks: cfg.AuditSinks, Logger: cfg.Logger})
+	p, err := pipeline.Open(pipeline.Options{DataDir: cfg.DataDir, Sinks: cfg.AuditSinks, Logger: cfg.Logger, Clock: cfg.Clock})
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +142,7 @@ func (a *audit) record(ev *pb.Event) {
 		return
 	}
 	if ev.Time == nil {
-		ev.Time = timestamppb.New(time.Now())
+		ev.Time = timestamppb.New(a.clock.Now())
 	}
 	if a.events != nil {
 		// The collector sets the reporter from this stream's certificate.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/telemetry/collector"
 	"github.com/trellismesh/trellis/internal/telemetry/eventlog"
 	"github.com/trellismesh/trellis/internal/telemetry/sink"
@@ -27,6 +28,9 @@ type Options struct {
 	Sinks []string
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Clock drives the deliverers' retries and batching; nil means the
+	// system clock.
+	Clock clock.Clock
 }
 
 // Pipeline is an open event log with its collector and deliverers. It is
@@ -80,7 +84,7 @@ func Open(opts Options) (*Pipeline, error) {
 			return nil, err
 		}
 		p.sinks = append(p.sinks, s)
-		d, err := sink.NewDeliverer(sink.DelivererConfig{Name: u, Sink: s, Log: events, Dir: state, Logger: opts.Logger})
+		d, err := sink.NewDeliverer(sink.DelivererConfig{Name: u, Sink: s, Log: events, Dir: state, Logger: opts.Logger, Clock: opts.Clock})
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("--audit-sink %s: %w", sink.Display(u), err)
