@@ -108,12 +108,11 @@ func (s *Set) RemoveIdler(c IdleCloser) {
 	s.mu.Unlock()
 }
 
-// isClosed reports whether shutdown has begun.
 // IsClosed reports whether Shutdown began.
 func (s *Set) IsClosed() bool { return s.closing.Load() }
 
-// add tracks c; false means shutdown has begun and c must not be served.
-// Add tracks c until Remove, or reports false (after Shutdown began).
+// Add tracks c until Remove, or reports false: Shutdown began and c must
+// not be served. Adding a tracked c again changes nothing.
 func (s *Set) Add(c io.Closer) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -122,6 +121,9 @@ func (s *Set) Add(c io.Closer) bool {
 	}
 	if s.conns == nil {
 		s.conns = make(map[io.Closer]struct{})
+	}
+	if _, ok := s.conns[c]; ok {
+		return true
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)

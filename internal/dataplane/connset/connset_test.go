@@ -453,3 +453,26 @@ func TestAcceptLoopRetriesErrorsAndStopsOnClose(t *testing.T) {
 		t.Fatal("AcceptLoop did not return after its listener closed")
 	}
 }
+
+// Adding a tracked connection again is a no-op: one Remove untracks it,
+// and Shutdown does not wait for a second.
+func TestAddTwiceTracksOnce(t *testing.T) {
+	var s connset.Set
+	c := &closeCounter{}
+	if !s.Add(c) || !s.Add(c) {
+		t.Fatal("Add refused before Shutdown")
+	}
+	s.Remove(c)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown = %v after the one Remove, want nil at once", err)
+	}
+	if c.closed.Load() != 0 {
+		t.Errorf("a removed connection was closed %d times by Shutdown", c.closed.Load())
+	}
+}
+
+type closeCounter struct{ closed atomic.Int32 }
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return nil }

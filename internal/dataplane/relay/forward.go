@@ -43,12 +43,13 @@ var teTrailers = []string{"trailers"}
 // removeHopHeaders strips hop-by-hop headers from h in place, including the
 // ones the Connection header names, keeping "TE: trailers".
 func removeHopHeaders(h http.Header) {
-	if c, ok := h["Connection"]; ok {
-		removeConnectionTokens(h, c)
-	}
+	// Before the Connection pass: a compliant client lists TE there too.
 	te := false
 	if v, ok := h["Te"]; ok {
 		te = admission.HasToken(v, "trailers")
+	}
+	if c, ok := h["Connection"]; ok {
+		removeConnectionTokens(h, c)
 	}
 	for _, k := range hopHeaders {
 		delete(h, k)
@@ -150,6 +151,22 @@ func CopyResponse(w http.ResponseWriter, resp *http.Response) error {
 	}
 	w.WriteHeader(resp.StatusCode)
 	err := copyBody(w, resp.Body, resp.ContentLength)
+	var ue *UpstreamBodyError
+	if errors.As(err, &ue) && resp.Request != nil && resp.Request.Context().Err() != nil {
+		// The read failed because the caller's request was canceled:
+		// the caller left, the upstream did not fail.
+		err = ErrClientGone
+	}
+	if n := len(resp.Trailer); n > announced {
+		// Trailers nobody announced travel only on a chunked HTTP/1.1
+		// body: a body that arrived whole in one read was never flushed,
+		// and the server would send it with a length and drop them.
+		if fl, ok := w.(http.Flusher); ok && err == nil {
+			if _, sized := h["Content-Length"]; !sized {
+				fl.Flush()
+			}
+		}
+	}
 	if n := len(resp.Trailer); n > 0 {
 		// Trailers announced up front are set under their names; others
 		// (gRPC sends grpc-status unannounced) need the TrailerPrefix form.
