@@ -154,7 +154,7 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, sn
 	}
 	defer resp.Body.Close()
 	o.code = resp.StatusCode
-	if err := relay.CopyResponse(w, resp); err != nil {
+	if err := relay.CopyResponse(w, r, resp); err != nil {
 		var ue *relay.UpstreamBodyError
 		o.abort = errors.As(err, &ue)
 	}

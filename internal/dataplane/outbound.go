@@ -300,7 +300,7 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		// cannot carry another request.
 		w.Header()["Connection"] = []string{"close"}
 	}
-	if err := relay.CopyResponse(w, resp); err != nil {
+	if err := relay.CopyResponse(w, r, resp); err != nil {
 		var ue *relay.UpstreamBodyError
 		if errors.As(err, &ue) {
 			rt.dest.UpstreamFailure(failUpstream)

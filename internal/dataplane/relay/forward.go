@@ -116,11 +116,12 @@ func (e *UpstreamBodyError) Error() string { return "read upstream response: " +
 // Unwrap returns the read error.
 func (e *UpstreamBodyError) Unwrap() error { return e.err }
 
-// CopyResponse writes resp to w: headers minus hop-by-hop, the body as it
-// arrives (flushed after every read, like ReverseProxy's FlushInterval -1,
-// except for the last piece of a body of known length, which the server
-// flushes when the handler returns), then trailers.
-func CopyResponse(w http.ResponseWriter, resp *http.Response) error {
+// CopyResponse writes resp to w, the answer to the caller's request r:
+// headers minus hop-by-hop, the body as it arrives (flushed after every
+// read, like ReverseProxy's FlushInterval -1, except for the last piece of
+// a body of known length, which the server flushes when the handler
+// returns), then trailers.
+func CopyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) error {
 	h := w.Header()
 	for k, vv := range resp.Header {
 		if !IsHopHeader(k) {
@@ -157,10 +158,11 @@ func CopyResponse(w http.ResponseWriter, resp *http.Response) error {
 		// the caller left, the upstream did not fail.
 		err = ErrClientGone
 	}
-	if n := len(resp.Trailer); n > announced {
+	if n := len(resp.Trailer); n > announced && r.ProtoMajor == 1 {
 		// Trailers nobody announced travel only on a chunked HTTP/1.1
 		// body: a body that arrived whole in one read was never flushed,
 		// and the server would send it with a length and drop them.
+		// (HTTP/2 sends them in any case, without the extra write.)
 		if fl, ok := w.(http.Flusher); ok && err == nil {
 			if _, sized := h["Content-Length"]; !sized {
 				fl.Flush()

@@ -193,7 +193,7 @@ func startProxy(t testing.TB, backend string) (addr string, copyErrs chan error)
 			return
 		}
 		defer resp.Body.Close()
-		copyErrs <- relay.CopyResponse(w, resp)
+		copyErrs <- relay.CopyResponse(w, r, resp)
 	}))
 	t.Cleanup(front.Close)
 	return front.Listener.Addr().String(), copyErrs
@@ -213,7 +213,7 @@ func startProxyH2C(t testing.TB, backend string) (addr string, copyErrs chan err
 			return
 		}
 		defer resp.Body.Close()
-		copyErrs <- relay.CopyResponse(w, resp)
+		copyErrs <- relay.CopyResponse(w, r, resp)
 	}))
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
@@ -428,7 +428,7 @@ func copyResponseClientGone(t *testing.T, detached bool) {
 			return
 		}
 		defer resp.Body.Close()
-		copyErrs <- relay.CopyResponse(w, resp)
+		copyErrs <- relay.CopyResponse(w, r, resp)
 	}))
 	t.Cleanup(srv.Close)
 	c, err := net.Dial("tcp", srv.Listener.Addr().String())

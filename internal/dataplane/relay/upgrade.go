@@ -43,7 +43,7 @@ func ForwardUpgrade(w http.ResponseWriter, r *http.Request, rt http.RoundTripper
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer resp.Body.Close()
-		if err := CopyResponse(w, resp); err != nil {
+		if err := CopyResponse(w, r, resp); err != nil {
 			var ue *UpstreamBodyError
 			if errors.As(err, &ue) {
 				panic(http.ErrAbortHandler)
