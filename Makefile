@@ -8,7 +8,7 @@ LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # Debian packages the tests need.
 TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump
 
-.PHONY: all build test e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
+.PHONY: all build test k8s-bins e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
 
 all: build
 
@@ -30,7 +30,7 @@ deps:
 
 # TRELLIS_REQUIRE_ALL turns "tool missing" skips into failures: under
 # make test everything must run.
-test: deps build
+test: deps build k8s-bins
 	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
 	TRELLIS_REQUIRE_ALL=1 $(GO) test -race -count=1 -timeout 15m ./...
@@ -43,6 +43,12 @@ e2e-clean:
 
 test-short:
 	$(GO) test -short ./...
+
+# k8s-bins builds kube-apiserver and etcd for the Kubernetes-mode tests
+# once (about 10 minutes cold on 2 cores) and caches them in
+# ~/.cache/trellis/k8s, keyed by version; later runs take no time.
+k8s-bins:
+	./scripts/k8s-bins.sh
 
 demo: build
 	./$(BIN) up
@@ -90,6 +96,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCopyChunked$$' -fuzztime $(FUZZTIME) ./internal/h1/
 	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalPath$$' -fuzztime $(FUZZTIME) ./internal/policy/
 	$(GO) test -run '^$$' -fuzz '^FuzzFastVsNetHTTP$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
+	$(GO) test -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME) ./internal/kube/webhook/
 
 clean:
 	rm -rf bin .trellis

@@ -51,9 +51,9 @@ var rules = []rule{
 		banned: []string{
 			"internal/meshca/...", "internal/jointoken/...",
 			"internal/store/...", "go.etcd.io/bbolt/...",
-			"internal/controlplane/...", "k8s.io/client-go/...",
+			"internal/controlplane/...", "k8s.io/...", "internal/kube/...",
 		},
-		why: "the data plane must not link the CA or token signer, the store or the control plane",
+		why: "the data plane must not link the CA or token signer, the store, the control plane or the Kubernetes libraries (client-go alone adds 5-15 MB to a process's RSS)",
 	},
 	{
 		from:   []string{"internal/identity/...", "internal/cowmap/..."},
@@ -115,6 +115,16 @@ var rules = []rule{
 		from:   []string{"internal/adminview/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/..."},
 		why:    "the admin API's views draw its answers: they must not link the control plane, the store, the signers or the proxy",
+	},
+	{
+		from:   []string{"internal/kube/crd/...", "internal/kube/webhook/..."},
+		banned: []string{"internal/controlplane/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "k8s.io/client-go/..."},
+		why:    "the CRDs and the webhooks work from internal/resource alone: no control plane, store, proxy or API client",
+	},
+	{
+		from:   []string{"internal/kube/satoken/..."},
+		banned: []string{"internal/controlplane/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
+		why:    "the token reviewer answers who a token is from the API server alone: no control plane, store, signer or data plane",
 	},
 	{
 		from:   []string{"internal/collectord/..."},
