@@ -97,6 +97,7 @@ func newProxyCmd() *cobra.Command {
 	f.BoolVar(&skipIPTables, "skip-iptables", false, "with --transparent: do not install the capture rules (an init step with more privileges ran `trellis iptables apply`)")
 	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", capture.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
+	f.StringVar(&cfg.HealthAddr, "health-addr", "", "health endpoint serving only /ready and /live, for a kubelet's probes on the pod's address (e.g. 0.0.0.0:15021; default: off)")
 	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "mesh DNS server, UDP and TCP (e.g. 127.0.0.1:15053): answers SERVICE.NAMESPACE.mesh with virtual IPs, forwards other names to /etc/resolv.conf's nameservers (default: off)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")
 	f.StringVar(&cfg.CollectorAddr, "collector", "", "collector gRPC address for telemetry: the control plane or a trellis collector (default: the mesh's collector address, else --control, which embeds the collector)")

@@ -28,6 +28,7 @@ func TestProxyTelemetryFlags(t *testing.T) {
 		{"sample rate NaN", []string{"--access-log-sample-rate", "NaN"}, "--access-log-sample-rate NaN: want a fraction"},
 		{"stats interval below 1s", []string{"--stats-interval", "500ms"}, "--stats-interval 500ms: want at least 1s"},
 		{"collector not host:port", []string{"--collector", "collector.example"}, `--collector "collector.example": want HOST:PORT`},
+		{"health address not host:port", []string{"--health-addr", "15021"}, `--health-addr "15021": want HOST:PORT`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := run(t, "", append(base, tc.args...)...)

@@ -49,6 +49,17 @@ type EndpointView struct {
 }
 
 func (p *Proxy) adminHandler(reg *prometheus.Registry) http.Handler {
+	mux := p.healthMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
+		writeAdminJSON(w, http.StatusOK, p.configView())
+	})
+	return mux
+}
+
+// healthMux serves /live and /readiness (/ready): the health endpoint
+// (--health-addr) and the start of the admin endpoint.
+func (p *Proxy) healthMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) {
 		writeAdminJSON(w, http.StatusOK, map[string]string{"status": "live"})
@@ -59,10 +70,6 @@ func (p *Proxy) adminHandler(reg *prometheus.Registry) http.Handler {
 			return
 		}
 		writeAdminJSON(w, http.StatusOK, map[string]string{"status": "ready"})
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /config", func(w http.ResponseWriter, r *http.Request) {
-		writeAdminJSON(w, http.StatusOK, p.configView())
 	})
 	return mux
 }

@@ -69,8 +69,12 @@ type Config struct {
 	Upstreams      []Upstream
 	HTTPProxyAddr  string // --http-proxy-addr, default 127.0.0.1:15001; "off" disables
 	AdminAddr      string // --admin-addr, default 127.0.0.1:15000
-	Labels         map[string]string
-	DrainTimeout   time.Duration
+	// HealthAddr (--health-addr), when set, serves /ready and /live only:
+	// what a kubelet's probes need on the pod's address, without the
+	// admin endpoint's /config and /metrics.
+	HealthAddr   string
+	Labels       map[string]string
+	DrainTimeout time.Duration
 	// CollectorAddr receives telemetry (--collector): audit and access
 	// events, traffic stats. Empty means the mesh's collector_address
 	// from the config stream, or else the control plane, which embeds the
@@ -209,6 +213,11 @@ func (c *Config) validate() error {
 	if c.AppAddr != "" {
 		if _, _, err := net.SplitHostPort(c.AppAddr); err != nil {
 			return fmt.Errorf("--app-addr %q: want HOST:PORT", c.AppAddr)
+		}
+	}
+	if c.HealthAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HealthAddr); err != nil {
+			return fmt.Errorf("--health-addr %q: want HOST:PORT", c.HealthAddr)
 		}
 	}
 	if c.HTTPProxyAddr != "off" {

@@ -63,10 +63,11 @@ type Proxy struct {
 	inbound  *dataplane.Inbound
 	outbound *dataplane.Outbound
 	admin    *http.Server
+	health   *http.Server // --health-addr; nil when off
 
-	inboundLis, adminLis, httpProxyLis net.Listener
-	upstreamLis                        []net.Listener
-	dns                                *meshdns.Server // nil unless DNSAddr
+	inboundLis, adminLis, httpProxyLis, healthLis net.Listener
+	upstreamLis                                   []net.Listener
+	dns                                           *meshdns.Server // nil unless DNSAddr
 
 	// Transparent mode (transparent.go): the capture listener, and the
 	// original destination lookup tests replace.
@@ -220,6 +221,10 @@ func (p *Proxy) Start(ctx context.Context) error {
 	p.registerGauges()
 	p.admin = &http.Server{Handler: p.adminHandler(p.metrics.Registry()), ReadHeaderTimeout: 10 * time.Second}
 	p.goServe("admin", func() error { return p.admin.Serve(p.adminLis) })
+	if p.healthLis != nil {
+		p.health = &http.Server{Handler: p.healthMux(), ReadHeaderTimeout: 10 * time.Second}
+		p.goServe("health", func() error { return p.health.Serve(p.healthLis) })
+	}
 
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.events.Run(rctx) }()
@@ -292,6 +297,11 @@ func (p *Proxy) listen() error {
 	if p.adminLis, err = net.Listen("tcp", p.cfg.AdminAddr); err != nil {
 		return fmt.Errorf("--admin-addr %s: %w", p.cfg.AdminAddr, err)
 	}
+	if p.cfg.HealthAddr != "" {
+		if p.healthLis, err = net.Listen("tcp", p.cfg.HealthAddr); err != nil {
+			return fmt.Errorf("--health-addr %s: %w", p.cfg.HealthAddr, err)
+		}
+	}
 	if p.inboundLis, err = net.Listen("tcp", p.cfg.InboundAddr); err != nil {
 		return fmt.Errorf("--inbound-addr %s: %w", p.cfg.InboundAddr, err)
 	}
@@ -332,7 +342,7 @@ func (p *Proxy) listen() error {
 }
 
 func (p *Proxy) closeListeners() {
-	for _, l := range append([]net.Listener{p.adminLis, p.inboundLis, p.httpProxyLis, p.captureLis}, p.upstreamLis...) {
+	for _, l := range append([]net.Listener{p.adminLis, p.healthLis, p.inboundLis, p.httpProxyLis, p.captureLis}, p.upstreamLis...) {
 		if l != nil {
 			l.Close()
 		}
@@ -425,6 +435,14 @@ func (p *Proxy) registerGauges() {
 // AdminAddr, InboundAddr: bound addresses (useful with port 0).
 func (p *Proxy) AdminAddr() string { return p.adminLis.Addr().String() }
 
+// HealthAddr is the bound --health-addr, or "" when it is off.
+func (p *Proxy) HealthAddr() string {
+	if p.healthLis == nil {
+		return ""
+	}
+	return p.healthLis.Addr().String()
+}
+
 // InboundAddr is the bound inbound address.
 func (p *Proxy) InboundAddr() string { return p.inboundLis.Addr().String() }
 
@@ -477,6 +495,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	errs = append(errs, inErr, outErr)
 	if p.admin != nil {
 		errs = append(errs, p.admin.Shutdown(dctx))
+	}
+	if p.health != nil {
+		errs = append(errs, p.health.Shutdown(dctx))
 	}
 	if p.dns != nil {
 		p.dns.Shutdown(dctx)
