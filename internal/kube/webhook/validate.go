@@ -1,8 +1,9 @@
 // Package webhook holds the admission webhooks Kubernetes mode serves: the
-// validating webhook that checks Trellis resources (Mesh,
+// validating webhook (Validator) that checks Trellis resources (Mesh,
 // AuthorizationPolicy) at kubectl apply time with internal/resource's
 // validator, so a bad policy gets the same field-path message as from
-// trellis apply.
+// trellis apply; and the injecting webhook (Injector) that adds the
+// sidecar to pods of opted-in namespaces (internal/kube/inject).
 //
 // It must not depend on the control plane, the store, the proxy or the data
 // plane, and needs no API client: it answers AdmissionReviews.
