@@ -3,12 +3,16 @@
 SHELL := /bin/bash
 GO ?= go
 BIN := bin/trellis
+# The sidecar build: the same commands without Kubernetes mode and its
+# libraries (-tags trellis_nokube), about 5 MB less resident memory per
+# proxy. The sidecar image and the benchmarks use it.
+BIN_PROXY := bin/trellis-proxy
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # Debian packages the tests need.
 TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump
 
-.PHONY: all build test k8s-bins e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
+.PHONY: all build build-proxy test k8s-bins e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
 
 all: build
 
@@ -17,6 +21,9 @@ all: build
 # container image.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/trellis
+
+build-proxy:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags trellis_nokube -ldflags "$(LDFLAGS)" -o $(BIN_PROXY) ./cmd/trellis
 
 # deps installs the Debian packages the tests need, when missing and root.
 deps:
@@ -30,9 +37,10 @@ deps:
 
 # TRELLIS_REQUIRE_ALL turns "tool missing" skips into failures: under
 # make test everything must run.
-test: deps build k8s-bins
+test: deps build build-proxy k8s-bins
 	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
+	$(GO) vet -tags trellis_nokube ./cmd/... ./internal/cli/...
 	TRELLIS_REQUIRE_ALL=1 $(GO) test -race -count=1 -timeout 15m ./...
 
 # e2e-clean removes network namespaces and /etc/netns entries that a killed
@@ -74,11 +82,11 @@ benchstat:
 # installs nginx and haproxy when missing (as root). bench takes ~17 minutes,
 # bench-quick under 3.
 .PHONY: bench bench-quick
-bench: build
-	$(GO) run ./bench/cmd/meshbench -trellis $(BIN) -o bench/results/latest.md
+bench: build-proxy
+	$(GO) run ./bench/cmd/meshbench -trellis $(BIN_PROXY) -o bench/results/latest.md
 
-bench-quick: build
-	$(GO) run ./bench/cmd/meshbench -trellis $(BIN) -quick -o bench/results/quick.md
+bench-quick: build-proxy
+	$(GO) run ./bench/cmd/meshbench -trellis $(BIN_PROXY) -quick -o bench/results/quick.md
 
 # Every fuzzer of untrusted input, 30 s each (FUZZTIME=2m make fuzz for longer).
 FUZZTIME ?= 30s

@@ -135,6 +135,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newStatusCmd(g),
 		newVersionCmd(),
 	)
+	root.AddCommand(newKubeCmds(g)...)
 	return root
 }
 

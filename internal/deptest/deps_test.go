@@ -260,3 +260,23 @@ func chain(pkgs map[string]*pkg, a, b string) []string {
 }
 
 func short(p string) string { return strings.TrimPrefix(p, module+"/") }
+
+// TestSidecarBuildLeavesKubernetesOut: the sidecar build of the binary
+// (-tags trellis_nokube, make build-proxy) links no Kubernetes library and
+// no package of Kubernetes mode; client-go and the API types would add
+// 5-15 MB to every proxy's resident memory.
+func TestSidecarBuildLeavesKubernetesOut(t *testing.T) {
+	cmd := exec.Command(goTool(), "list", "-deps", "-tags", "trellis_nokube", module+"/cmd/trellis")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	for p := range strings.Lines(string(out)) {
+		p = strings.TrimSpace(p)
+		if strings.HasPrefix(p, "k8s.io/") || match("internal/kube/...", p) {
+			t.Errorf("the sidecar build links %s: keep Kubernetes mode behind the trellis_nokube build tag (internal/cli/kube.go)", p)
+		}
+	}
+}

@@ -1,0 +1,83 @@
+//go:build !trellis_nokube
+
+package cli
+
+import (
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/trellismesh/trellis/internal/kube/inject"
+	"github.com/trellismesh/trellis/internal/version"
+)
+
+// Kubernetes mode's commands. A build with -tags trellis_nokube (the
+// sidecar image's, make build-proxy) leaves them and the Kubernetes
+// libraries out (kube_off.go): client-go and the API types add 5-15 MB to
+// every process's resident memory.
+
+func newKubeCmds(g *globals) []*cobra.Command {
+	return []*cobra.Command{newInjectCmd(g)}
+}
+
+const injectHelp = `Add the Trellis sidecar to the workloads of Kubernetes YAML, as the
+injecting webhook does, for GitOps pipelines: Pods, Deployments,
+StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs are injected,
+other objects pass through unchanged, and the documents keep their order.
+
+Each pod template gets the capture init step (trellis iptables apply, with
+NET_ADMIN and NET_RAW only), the proxy as a native sidecar (an init
+container with restartPolicy Always and a startup probe on /ready), a
+projected ServiceAccount token for the audience trellis and the mesh CA
+bundle. Annotations on the pod template tune it (trellis.dev/service,
+app-port, protocol, exclude-inbound-ports, exclude-outbound-ports,
+exclude-outbound-cidrs, proxy-cpu-request, ...); a pod template annotated
+trellis.dev/inject: "false" is left alone. Injecting twice gives the same
+result. See docs/kubernetes.md.`
+
+func newInjectCmd(g *globals) *cobra.Command {
+	var (
+		file string
+		cfg  = inject.Config{Audience: "trellis", Version: version.Version}
+	)
+	cmd := &cobra.Command{
+		Use:     "inject -f FILE|-",
+		Short:   "Add the sidecar to the workloads of Kubernetes YAML (offline injection)",
+		Long:    injectHelp,
+		Example: "  trellis inject -f deploy.yaml | kubectl apply -f -\n  kustomize build . | trellis inject -f - > injected.yaml",
+		Args:    noArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			const op = "inject"
+			if file == "" {
+				return userError("%s: -f is required: a YAML file, or - for stdin", op)
+			}
+			name := file
+			var (
+				data []byte
+				err  error
+			)
+			if file == "-" {
+				name = "<stdin>"
+				data, err = io.ReadAll(g.stdin)
+			} else {
+				data, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return userError("%s: %v", op, err)
+			}
+			out, err := inject.Documents(data, name, cfg)
+			if err != nil {
+				return userError("%s: nothing written: %v", op, err)
+			}
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVarP(&file, "filename", "f", "", "YAML file of Kubernetes objects, or - (stdin)")
+	f.StringVar(&cfg.Image, "image", "ghcr.io/trellismesh/trellis:"+version.Version, "image of the proxy and the capture step")
+	f.StringVar(&cfg.ControlAddr, "control", "trellis-control.trellis-system.svc:15012", "the control plane's gRPC address, as the proxies dial it")
+	f.StringVar(&cfg.CAConfigMap, "ca-configmap", "trellis-ca-bundle", "ConfigMap in each namespace holding the mesh CA bundle (key ca.crt)")
+	return cmd
+}
