@@ -122,9 +122,9 @@ var rules = []rule{
 		why:    "the CRDs and the webhooks work from internal/resource alone: no control plane, store, proxy or API client",
 	},
 	{
-		from:   []string{"internal/kube/satoken/..."},
+		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
-		why:    "the token reviewer answers who a token is from the API server alone: no control plane, store, signer or data plane",
+		why:    "the token reviewer and the workload source read the API server alone: no control plane server, store, signer or data plane",
 	},
 	{
 		from:   []string{"internal/collectord/..."},
