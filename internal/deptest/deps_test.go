@@ -123,8 +123,8 @@ var rules = []rule{
 	},
 	{
 		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/..."},
-		banned: []string{"internal/controlplane/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
-		why:    "the token reviewer and the workload source read the API server alone: no control plane server, store, signer or data plane",
+		banned: []string{"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
+		why:    "the token reviewer and the workload source read the API server alone (the workload source hands the pure snapshot builder its input): no control plane server, registry, store, signer or data plane",
 	},
 	{
 		from:   []string{"internal/collectord/..."},
