@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/kube/inject"
 	"github.com/trellismesh/trellis/internal/version"
 )
@@ -78,6 +79,7 @@ func newInjectCmd(g *globals) *cobra.Command {
 	f.StringVarP(&file, "filename", "f", "", "YAML file of Kubernetes objects, or - (stdin)")
 	f.StringVar(&cfg.Image, "image", "ghcr.io/trellismesh/trellis:"+version.Version, "image of the proxy and the capture step")
 	f.StringVar(&cfg.ControlAddr, "control", "trellis-control.trellis-system.svc:15012", "the control plane's gRPC address, as the proxies dial it")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "the mesh's trust domain, passed to the proxies")
 	f.StringVar(&cfg.CAConfigMap, "ca-configmap", "trellis-ca-bundle", "ConfigMap in each namespace holding the mesh CA bundle (key ca.crt)")
 	return cmd
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/dataplane/capture"
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/iptables"
 	"github.com/trellismesh/trellis/internal/logging"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -40,7 +41,7 @@ func newProxyCmd() *cobra.Command {
 				if err != nil {
 					return userError("--token-file: %v", err)
 				}
-				cfg.Token = strings.TrimSpace(string(data))
+				cfg.Token, cfg.TokenFile = strings.TrimSpace(string(data)), tokenFile
 			}
 			for _, u := range upstreams {
 				up, err := proxy.ParseUpstream(u)
@@ -97,6 +98,7 @@ func newProxyCmd() *cobra.Command {
 	f.BoolVar(&skipIPTables, "skip-iptables", false, "with --transparent: do not install the capture rules (an init step with more privileges ran `trellis iptables apply`)")
 	f.DurationVar(&cfg.ProtocolDetectTimeout, "protocol-detect-timeout", capture.DefaultProtocolDetectTimeout, "with --transparent: how long a captured connection to an HTTP service may stay silent before it is tunneled as opaque TCP")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", proxy.DefaultAdminAddr, "admin endpoint: /ready /live /metrics /config")
+	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "the mesh's trust domain, for a Kubernetes ServiceAccount token in --token-file (a join token names its own)")
 	f.StringVar(&cfg.HealthAddr, "health-addr", "", "health endpoint serving only /ready and /live, for a kubelet's probes on the pod's address (e.g. 0.0.0.0:15021; default: off)")
 	f.StringVar(&cfg.DNSAddr, "dns-addr", "", "mesh DNS server, UDP and TCP (e.g. 127.0.0.1:15053): answers SERVICE.NAMESPACE.mesh with virtual IPs, forwards other names to /etc/resolv.conf's nameservers (default: off)")
 	f.StringArrayVar(&labels, "label", nil, "KEY=VALUE workload label for policy selectors (repeatable)")

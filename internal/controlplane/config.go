@@ -11,6 +11,7 @@ import (
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/vips"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/store"
 )
 
@@ -18,7 +19,7 @@ import (
 const (
 	DefaultGRPCAddr    = "127.0.0.1:15012"
 	DefaultAPIAddr     = "127.0.0.1:15014"
-	DefaultTrustDomain = "trellis.local"
+	DefaultTrustDomain = identity.DefaultTrustDomain
 
 	// DefaultEndpointGracePeriod is how long a workload whose config stream
 	// ended stays an endpoint: long enough for a proxy restart or a
@@ -67,6 +68,12 @@ type Config struct {
 	// instead of generating a CA; set both or neither.
 	CACertFile string
 	CAKeyFile  string
+	// WorkloadTokens, when set, also accepts workload tokens other than
+	// join tokens in Certify: in Kubernetes mode a proxy's projected
+	// ServiceAccount token, reviewed with the API server
+	// (internal/kube/satoken). Join tokens keep working (VMs joining a
+	// cluster's mesh).
+	WorkloadTokens WorkloadTokenReviewer
 	// WorkloadTTL, when set, overrides Mesh.spec.certificates.workloadTTL
 	// (whose minimum is 5m): tests use seconds to exercise renewal.
 	WorkloadTTL time.Duration

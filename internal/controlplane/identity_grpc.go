@@ -22,6 +22,13 @@ import (
 // maxCSRBytes bounds the CSR accepted by Certify.
 const maxCSRBytes = 16 << 10
 
+// WorkloadTokenReviewer checks a workload token that is no join token and
+// returns the identity it proves; the error of a refused token says why
+// (never quoting the token).
+type WorkloadTokenReviewer interface {
+	ReviewWorkloadToken(ctx context.Context, token string) (id spiffeid.ID, attrs map[string]string, err error)
+}
+
 // identityServer implements the Identity gRPC service.
 type identityServer struct {
 	pb.UnimplementedIdentityServer
@@ -33,6 +40,9 @@ type identityServer struct {
 	// ttlOverride replaces the mesh's workloadTTL when set (tests).
 	ttlOverride time.Duration
 	audit       *audit
+	// reviewer, when set, checks tokens that are no join tokens
+	// (Config.WorkloadTokens).
+	reviewer WorkloadTokenReviewer
 }
 
 func (s *identityServer) Certify(ctx context.Context, req *pb.CertifyRequest) (*pb.CertifyResponse, error) {
@@ -56,7 +66,18 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 	}
 	var want spiffeid.ID
 	var tokenID string
-	if req.GetToken() != "" {
+	if req.GetToken() != "" && s.reviewer != nil && !jointoken.LooksLikeJoinToken(req.GetToken()) {
+		via = "serviceaccount"
+		id, attrs, err := s.reviewer.ReviewWorkloadToken(ctx, req.GetToken())
+		if err != nil {
+			s.audit.record(&pb.Event{Kind: "cert.refused", Decision: "deny", Reason: err.Error(), Attributes: map[string]string{"via": via, "peer": peerAddr(ctx)}})
+			return nil, via, "", status.Errorf(codes.Unauthenticated, "service account token refused: %v", err)
+		}
+		if id.TrustDomain() != s.ca.TrustDomain() {
+			return nil, via, id.String(), status.Errorf(codes.PermissionDenied, "service account token proves %s, outside trust domain %s", id, s.ca.TrustDomain())
+		}
+		want, tokenID = id, attrs["pod_uid"]
+	} else if req.GetToken() != "" {
 		via = "token"
 		claims, err := s.tokens.verify(ctx, req.GetToken())
 		switch {
@@ -75,6 +96,17 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 		got, err := s.peerWorkloadID(ctx)
 		if err != nil {
 			return nil, via, "", err
+		}
+		// A ServiceAccount identity renews with its token: the
+		// certificate alone does not prove its pod still lives.
+		if s.reviewer != nil {
+			issued, err := s.tokens.anyIssued(ctx, got.String())
+			if err != nil {
+				return nil, via, got.String(), status.Errorf(codes.Unavailable, "read join tokens: %v", err)
+			}
+			if !issued {
+				return nil, via, got.String(), status.Error(codes.PermissionDenied, "renewal refused: a ServiceAccount identity renews with its ServiceAccount token (the certificate alone does not prove its pod still lives)")
+			}
 		}
 		// Renewal lasts only as long as the identity's tokens: once every
 		// token for it is revoked, its certificates are not renewed.

@@ -108,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		store:      st,
 		ca:         ca,
 		res:        &resources{st: st, now: cfg.Clock.Now},
-		tokens:     &tokens{st: st, auth: auth, now: cfg.Clock.Now},
+		tokens:     &tokens{st: st, auth: auth, now: cfg.Clock.Now, serviceAccounts: cfg.WorkloadTokens != nil},
 		adminToken: at,
 		metrics:    newMetrics(),
 		serveErr:   make(chan error, 2),
@@ -176,7 +176,7 @@ func (s *Server) Start() error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 20 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics, ttlOverride: s.cfg.WorkloadTTL, audit: s.audit})
+	pb.RegisterIdentityServer(s.grpcSrv, &identityServer{ca: s.ca, tokens: s.tokens, res: s.res, log: s.log, metrics: s.metrics, ttlOverride: s.cfg.WorkloadTTL, audit: s.audit, reviewer: s.cfg.WorkloadTokens})
 	pushCtx, stopPush := context.WithCancel(context.Background())
 	s.stopPush = stopPush
 	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, tokens: s.tokens, log: s.log, metrics: s.metrics, base: pushCtx})

@@ -25,6 +25,11 @@ type tokens struct {
 	st   store.Store
 	auth *jointoken.Authority
 	now  func() time.Time
+	// serviceAccounts: workloads may also join with ServiceAccount tokens
+	// (Config.WorkloadTokens), so an identity never given a join token is
+	// entitled by its certificate, which renews only while its
+	// ServiceAccount and pod live.
+	serviceAccounts bool
 }
 
 func (t *tokens) create(ctx context.Context, req adminapi.CreateTokenRequest) (adminapi.CreateTokenResponse, error) {
@@ -160,14 +165,33 @@ func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 // entitled reports (nil) whether some join token that was not revoked named
 // spiffeID with service: the binding of a service name to an identity, which
 // the certificate alone does not carry.
+// anyIssued reports whether a join token was ever issued for spiffeID,
+// revoked or not.
+func (t *tokens) anyIssued(ctx context.Context, spiffeID string) (bool, error) {
+	infos, err := t.list(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, info := range infos {
+		if info.SPIFFEID == spiffeID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (t *tokens) entitled(ctx context.Context, spiffeID, service string) error {
 	infos, err := t.list(ctx)
 	if err != nil {
 		return err
 	}
-	named := false
+	named, issued := false, false
 	for _, info := range infos {
-		if info.SPIFFEID != spiffeID || info.RevokedAt != nil {
+		if info.SPIFFEID != spiffeID {
+			continue
+		}
+		issued = true
+		if info.RevokedAt != nil {
 			continue
 		}
 		if service == "" || info.Service == service {
@@ -177,6 +201,9 @@ func (t *tokens) entitled(ctx context.Context, spiffeID, service string) error {
 	}
 	if named {
 		return fmt.Errorf("%s was not issued a join token for service %q; create one with `trellis token create --service %s`", spiffeID, service, service)
+	}
+	if !issued && t.serviceAccounts {
+		return nil
 	}
 	return fmt.Errorf("%w: every join token for %s is revoked (or none was issued); create a new one with `trellis token create`", errTokenRevoked, spiffeID)
 }

@@ -12,6 +12,10 @@ import (
 // and of mesh-wide policies.
 const ControlPlaneNamespace = "trellis-system"
 
+// DefaultTrustDomain is the mesh's trust domain unless trellis control
+// --trust-domain says otherwise.
+const DefaultTrustDomain = "trellis.local"
+
 // MaxBackdate is how far before "now" the CA sets a certificate's NotBefore
 // and the token authority a join token's nbf, to absorb clock skew between
 // the control plane and peers.

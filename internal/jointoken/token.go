@@ -189,3 +189,15 @@ func (o Options) now() func() time.Time {
 	}
 	return time.Now
 }
+
+// LooksLikeJoinToken reports whether token claims to be a join token (its
+// issuer, read without verifying): the control plane then verifies it as
+// one, and hands other tokens (Kubernetes mode's ServiceAccount tokens) to
+// their own reviewer.
+func LooksLikeJoinToken(token string) bool {
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
+		return true // malformed: verify says why, as a join token
+	}
+	return claims.Issuer == tokenIssuer
+}

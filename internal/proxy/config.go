@@ -14,6 +14,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/names"
@@ -56,9 +57,16 @@ func ParseUpstream(s string) (Upstream, error) {
 
 // Config configures a Proxy. Zero values mean the documented defaults.
 type Config struct {
-	ControlAddr    string // --control
-	CAFile         string // --ca-file: the control plane's ca.crt
-	Token          string // contents of --token-file
+	ControlAddr string // --control
+	CAFile      string // --ca-file: the control plane's ca.crt
+	Token       string // contents of --token-file
+	// TokenFile is --token-file's path: with a Kubernetes ServiceAccount
+	// token, every renewal reads it again (the kubelet rotates it).
+	TokenFile string
+	// TrustDomain (--trust-domain) is the mesh's, needed with a
+	// ServiceAccount token, which names no trust domain; a join token's
+	// subject carries its own. Default trellis.local.
+	TrustDomain    string
 	Service        string // --service (required)
 	Namespace      string // --namespace, default "default"
 	ServiceAccount string // --service-account, default the service
@@ -140,6 +148,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ServiceAccount == "" {
 		c.ServiceAccount = c.Service
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = identity.DefaultTrustDomain
 	}
 	if c.Protocol == "" {
 		c.Protocol = meshconfig.ProtocolHTTP

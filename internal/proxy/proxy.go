@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,11 +86,15 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	id, err := workloadIDFromToken(cfg.Token)
+	id, serviceAccountToken, err := workloadIDFromToken(cfg.Token, cfg.TrustDomain)
 	if err != nil {
 		return nil, err
 	}
 	_, ns, sa, _ := identity.ParseWorkloadID(id.String())
+	if serviceAccountToken && (ns != cfg.Namespace || sa != cfg.ServiceAccount) {
+		return nil, fmt.Errorf("--token-file: the ServiceAccount token is for ns/%s/sa/%s, but --namespace %s --service-account %s ask for ns/%s/sa/%s",
+			ns, sa, cfg.Namespace, cfg.ServiceAccount, cfg.Namespace, cfg.ServiceAccount)
+	}
 	if ns != cfg.Namespace || sa != cfg.ServiceAccount {
 		return nil, fmt.Errorf("--token-file: the join token is for %s, but --namespace %s --service-account %s ask for ns/%s/sa/%s; create a token with `trellis token create --service %s --namespace %s`",
 			id, cfg.Namespace, cfg.ServiceAccount, cfg.Namespace, cfg.ServiceAccount, cfg.Service, cfg.Namespace)
@@ -106,6 +111,15 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1)}
 	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Clock)
+	if serviceAccountToken && cfg.TokenFile != "" {
+		p.certs.RenewToken = func() (string, error) {
+			b, err := os.ReadFile(cfg.TokenFile)
+			if err != nil {
+				return "", fmt.Errorf("--token-file: %w", err)
+			}
+			return strings.TrimSpace(string(b)), nil
+		}
+	}
 	p.certs.Dial = cfg.contextDialer() // transparent mode
 	instance := make([]byte, 8)
 	_, _ = rand.Read(instance)
@@ -150,19 +164,33 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-// workloadIDFromToken reads the SPIFFE ID a join token names (its subject)
-// without verifying it: the control plane verifies; the proxy only needs to
-// know which identity to ask for.
-func workloadIDFromToken(token string) (spiffeid.ID, error) {
+// workloadIDFromToken reads the SPIFFE ID a token names without verifying
+// it: the control plane verifies; the proxy only needs to know which
+// identity to ask for. A join token's subject is the SPIFFE ID; a
+// Kubernetes ServiceAccount token's (system:serviceaccount:NS:SA) is one
+// in trust domain td. sa says which it was.
+func workloadIDFromToken(token, td string) (id spiffeid.ID, sa bool, err error) {
 	var claims jwt.RegisteredClaims
 	if _, _, err := jwt.NewParser().ParseUnverified(token, &claims); err != nil {
-		return spiffeid.ID{}, fmt.Errorf("--token-file: not a Trellis join token (%v); create one with `trellis token create`", err)
+		return spiffeid.ID{}, false, fmt.Errorf("--token-file: not a Trellis join token or a Kubernetes ServiceAccount token (%v); create a join token with `trellis token create`", err)
 	}
-	id, _, _, err := identity.ParseWorkloadID(claims.Subject)
+	if rest, ok := strings.CutPrefix(claims.Subject, "system:serviceaccount:"); ok {
+		ns, name, _ := strings.Cut(rest, ":")
+		trust, err := spiffeid.TrustDomainFromString(td)
+		if err != nil {
+			return spiffeid.ID{}, true, fmt.Errorf("--trust-domain %q: %v", td, err)
+		}
+		id, err := spiffeid.FromSegments(trust, "ns", ns, "sa", name)
+		if err != nil {
+			return spiffeid.ID{}, true, fmt.Errorf("--token-file: the ServiceAccount token's subject %q: %v", claims.Subject, err)
+		}
+		return id, true, nil
+	}
+	id, _, _, err = identity.ParseWorkloadID(claims.Subject)
 	if err != nil {
-		return spiffeid.ID{}, fmt.Errorf("--token-file: the token's subject is not a workload identity: %w", err)
+		return spiffeid.ID{}, false, fmt.Errorf("--token-file: the token's subject is not a workload identity: %w", err)
 	}
-	return id, nil
+	return id, false, nil
 }
 
 // snapshot is the current compiled config, nil before the first.

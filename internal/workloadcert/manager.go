@@ -64,6 +64,12 @@ type Manager struct {
 	// OnIssued, when set, is told of every certificate obtained (renewal
 	// false for the first). Set it before Obtain.
 	OnIssued func(leaf *x509.Certificate, renewal bool)
+	// RenewToken, when set, gives the token every renewal sends with the
+	// current certificate: in Kubernetes mode the projected
+	// ServiceAccount token (the kubelet rotates it in its file), so a
+	// deleted pod's or ServiceAccount's certificate is not renewed. Set
+	// it before Run.
+	RenewToken func() (string, error)
 	// Dial, when set, opens the TCP connections to the control plane
 	// (transparent mode marks them); nil means gRPC's default dialer. Set
 	// it before Obtain.
@@ -245,7 +251,14 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		}
 		for {
-			err := m.request(ctx, "", cur)
+			token := ""
+			var err error
+			if m.RenewToken != nil {
+				token, err = m.RenewToken()
+			}
+			if err == nil {
+				err = m.request(ctx, token, cur)
+			}
 			if err == nil {
 				m.renewals.Add(1)
 				b.Reset()

@@ -86,6 +86,9 @@ type Config struct {
 	CAConfigMap string
 	// Audience of the projected token the control plane reviews.
 	Audience string
+	// TrustDomain of the mesh (the proxy's --trust-domain); empty means
+	// the proxy's default.
+	TrustDomain string
 	// Version marks injected pods (AnnotationStatus).
 	Version string
 }
@@ -248,6 +251,9 @@ func proxyContainer(cfg Config, s settings) corev1.Container {
 	}
 	if s.appPort != 0 {
 		args = append(args, "--app-addr", "127.0.0.1:"+strconv.Itoa(s.appPort))
+	}
+	if cfg.TrustDomain != "" {
+		args = append(args, "--trust-domain", cfg.TrustDomain)
 	}
 	always := corev1.ContainerRestartPolicyAlways
 	probe := func(path string, failures int32) *corev1.Probe {

@@ -144,3 +144,14 @@ func first(v authenticationv1.ExtraValue) string {
 }
 
 func refused(why string) error { return fmt.Errorf("%w: %s", ErrRefused, why) }
+
+// ReviewWorkloadToken is Review in the shape the control plane's Certify
+// takes (controlplane.WorkloadTokenReviewer): the identity, and the pod
+// for the audit record.
+func (r *Reviewer) ReviewWorkloadToken(ctx context.Context, token string) (spiffeid.ID, map[string]string, error) {
+	id, err := r.Review(ctx, token)
+	if err != nil {
+		return spiffeid.ID{}, nil, err
+	}
+	return id.ID, map[string]string{"pod": id.Namespace + "/" + id.PodName, "pod_uid": id.PodUID}, nil
+}
