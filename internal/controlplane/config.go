@@ -68,6 +68,11 @@ type Config struct {
 	// instead of generating a CA; set both or neither.
 	CACertFile string
 	CAKeyFile  string
+	// Resources, when set, is where the mesh's resources come from
+	// instead of the store (Kubernetes mode: the custom resources'
+	// accepted versions, internal/kube/resources); the admin API then
+	// refuses writes, which go through the Kubernetes API.
+	Resources ResourceSource
 	// WorkloadTokens, when set, also accepts workload tokens other than
 	// join tokens in Certify: in Kubernetes mode a proxy's projected
 	// ServiceAccount token, reviewed with the API server

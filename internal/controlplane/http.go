@@ -310,7 +310,7 @@ func statusFor(err error) int {
 	switch {
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, errConflict):
+	case errors.Is(err, errConflict), errors.Is(err, errExternalResources):
 		return http.StatusConflict
 	case errors.Is(err, errForbidden):
 		return http.StatusBadRequest

@@ -79,6 +79,60 @@ func (c *resourceCache) load(ctx context.Context, st store.Store) (int64, error)
 	return rev, nil
 }
 
+// replace sets the cache to objs (an external source's accepted objects,
+// Config.Resources): the Mesh named default, and the policies.
+func (c *resourceCache) replace(objs []resource.Object) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mesh = defaultMeshSpec()
+	clear(c.policies)
+	for i := range objs {
+		o := &objs[i]
+		kind, ok := resource.LookupKind(o.Kind)
+		if !ok {
+			continue
+		}
+		key := resourceKey(kind, o.Metadata.Namespace, o.Metadata.Name)
+		switch {
+		case key == meshKey:
+			if spec, err := resource.MeshSpecOf(o); err == nil {
+				c.mesh = spec
+			} else {
+				c.log.Error("config push: mesh ignored; keeping the default settings", "err", err)
+			}
+		case strings.HasPrefix(key, policiesPrefix):
+			if p, err := snapshot.PolicyFromObject(o); err == nil {
+				c.policies[key] = p
+			} else {
+				c.log.Error("config push: policy ignored", "key", key, "err", err)
+			}
+		}
+	}
+	c.gen++
+}
+
+// follow keeps the cache current from an external source until ctx is
+// done, calling changed after every change.
+func (c *resourceCache) follow(ctx context.Context, src ResourceSource, changed func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-src.Changed():
+		}
+		objs, _ := src.Accepted()
+		c.replace(objs)
+		changed()
+	}
+}
+
+// meshSpec is the cached Mesh settings.
+func (c *resourceCache) meshSpec() resource.MeshSpec {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mesh
+}
+
 // apply folds one watch event into the cache.
 func (c *resourceCache) apply(ev store.Event) {
 	c.mu.Lock()

@@ -34,7 +34,23 @@ var (
 type resources struct {
 	st  store.Store
 	now func() time.Time
+	// external, when set, holds the resources instead of st
+	// (Config.Resources): reads come from its cache, writes are refused.
+	external *resourceCache
+	src      ResourceSource
 }
+
+// ResourceSource gives the mesh's resources from outside the store: the
+// accepted version of each object, a generation, and a signal after each
+// change (a burst may be one signal).
+type ResourceSource interface {
+	Accepted() ([]resource.Object, uint64)
+	Changed() <-chan struct{}
+}
+
+// errExternalResources refuses admin API writes when resources come from
+// outside the store.
+var errExternalResources = errors.New("this control plane reads its resources from the Kubernetes API: apply, edit and delete them there (kubectl apply -f FILE; the custom resources of trellis.dev)")
 
 func resourceKey(kind resource.KindInfo, namespace, name string) string {
 	if kind.Namespaced {
@@ -80,6 +96,9 @@ func (r *resources) ensureDefaultMesh(ctx context.Context) error {
 
 // mesh returns the current Mesh spec.
 func (r *resources) mesh(ctx context.Context) (resource.MeshSpec, error) {
+	if r.external != nil {
+		return r.external.meshSpec(), nil
+	}
 	kind, _ := resource.LookupKind("Mesh")
 	kv, err := r.st.Get(ctx, resourceKey(kind, "", "default"))
 	if err != nil {
@@ -95,6 +114,9 @@ func (r *resources) mesh(ctx context.Context) (resource.MeshSpec, error) {
 // apply stores already-validated objects atomically. Objects carrying a
 // resourceVersion must still be at that version (optimistic concurrency).
 func (r *resources) apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error) {
+	if r.external != nil {
+		return nil, errExternalResources
+	}
 	seen := make(map[string]int, len(objs))
 	for i := range objs {
 		kind, _ := resource.LookupKind(objs[i].Kind)
@@ -219,6 +241,18 @@ func sameContent(a, b *resource.Object) bool {
 
 // get returns one resource.
 func (r *resources) get(ctx context.Context, kind resource.KindInfo, namespace, name string) (resource.Object, error) {
+	if r.src != nil {
+		objs, err := r.list(ctx, kind, namespace)
+		if err != nil {
+			return resource.Object{}, err
+		}
+		for _, o := range objs {
+			if o.Metadata.Name == name {
+				return o, nil
+			}
+		}
+		return resource.Object{}, fmt.Errorf("%w: %s", errNotFound, refString(kind, namespace, name))
+	}
 	kv, err := r.st.Get(ctx, resourceKey(kind, namespace, name))
 	if errors.Is(err, store.ErrNotFound) {
 		return resource.Object{}, fmt.Errorf("%w: %s", errNotFound, refString(kind, namespace, name))
@@ -231,6 +265,16 @@ func (r *resources) get(ctx context.Context, kind resource.KindInfo, namespace, 
 
 // list returns a kind's resources; namespace "" means all namespaces.
 func (r *resources) list(ctx context.Context, kind resource.KindInfo, namespace string) ([]resource.Object, error) {
+	if r.src != nil {
+		all, _ := r.src.Accepted()
+		var out []resource.Object
+		for _, o := range all {
+			if o.Kind == kind.Kind && (!kind.Namespaced || namespace == "" || o.Metadata.Namespace == namespace) {
+				out = append(out, o)
+			}
+		}
+		return out, nil
+	}
 	prefix := resourcePrefix + kind.Plural + "/"
 	if kind.Namespaced && namespace != "" {
 		prefix += namespace + "/"
@@ -252,6 +296,9 @@ func (r *resources) list(ctx context.Context, kind resource.KindInfo, namespace 
 
 // delete removes one resource. The Mesh singleton cannot be deleted.
 func (r *resources) delete(ctx context.Context, kind resource.KindInfo, namespace, name string) error {
+	if r.external != nil {
+		return errExternalResources
+	}
 	ref := refString(kind, namespace, name)
 	if kind.Kind == "Mesh" {
 		return fmt.Errorf("%w: the Mesh %q always exists; apply a changed Mesh instead of deleting it", errForbidden, name)

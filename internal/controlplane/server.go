@@ -117,7 +117,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.resCache = newResourceCache(cfg.Logger, cfg.Clock)
-	if s.resRev, err = s.resCache.load(ctx, st); err != nil {
+	if cfg.Resources != nil {
+		objs, _ := cfg.Resources.Accepted()
+		s.resCache.replace(objs)
+		s.res.external, s.res.src = s.resCache, cfg.Resources
+	} else if s.resRev, err = s.resCache.load(ctx, st); err != nil {
 		return nil, err
 	}
 	vipAlloc, err := vips.Load(ctx, st, cfg.VIPRange, cfg.Logger)
@@ -209,6 +213,10 @@ func (s *Server) Start() error {
 	}()
 	go func() {
 		defer s.wg.Done()
+		if s.cfg.Resources != nil {
+			s.resCache.follow(pushCtx, s.cfg.Resources, s.push.kick)
+			return
+		}
 		s.resCache.watch(pushCtx, s.store, s.resRev, s.push.kick)
 	}()
 	go func() {
