@@ -73,6 +73,11 @@ type Config struct {
 	// accepted versions, internal/kube/resources); the admin API then
 	// refuses writes, which go through the Kubernetes API.
 	Resources ResourceSource
+	// Workloads, when set, gives the mesh's workloads and their virtual
+	// IPs instead of the registry of connected proxies (Kubernetes mode:
+	// EndpointSlices and Pods; ClusterIPs are the virtual IPs). Config
+	// streams still carry each proxy's snapshot and ACKs.
+	Workloads WorkloadSource
 	// WorkloadTokens, when set, also accepts workload tokens other than
 	// join tokens in Certify: in Kubernetes mode a proxy's projected
 	// ServiceAccount token, reviewed with the API server

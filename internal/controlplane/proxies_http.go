@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
@@ -17,9 +18,23 @@ func (s *Server) handleListProxies(w http.ResponseWriter, r *http.Request) {
 // services proxies see, counted the way their snapshots list them.
 func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
 	ws, idle, _ := s.push.reg.View()
+	var vipOf map[snapshot.ServiceKey]string
+	if s.cfg.Workloads != nil {
+		var err error
+		if ws, vipOf, _, err = s.cfg.Workloads.Workloads(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, fmt.Errorf("read workloads: %w", err))
+			return
+		}
+		idle = nil
+	}
 	items := serviceInfos(ws, idle, r.URL.Query().Get("namespace"))
 	for i := range items {
-		items[i].VirtualIP = s.push.vips.Known(snapshot.ServiceKey{Namespace: items[i].Namespace, Name: items[i].Name})
+		k := snapshot.ServiceKey{Namespace: items[i].Namespace, Name: items[i].Name}
+		if vipOf != nil {
+			items[i].VirtualIP = vipOf[k]
+		} else {
+			items[i].VirtualIP = s.push.vips.Known(k)
+		}
 	}
 	writeJSON(w, http.StatusOK, adminapi.ServiceListResponse{Items: items})
 }

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -64,6 +65,9 @@ type pusher struct {
 	metrics        *metrics
 	// vips assigns services' virtual IPs before each build (nil: none).
 	vips *vips.Allocator
+	// workloads, when set, gives the workloads and virtual IPs instead
+	// of the registry and vips (Config.Workloads).
+	workloads WorkloadSource
 
 	changed chan struct{} // something changed for possibly every proxy
 	joined  chan struct{} // a stream waits for its first snapshot
@@ -75,12 +79,35 @@ type pusher struct {
 	rounds           uint64 // debounced rounds so far
 }
 
+// WorkloadSource gives the mesh's workloads and their services' virtual
+// IPs from outside the config streams (Kubernetes mode: EndpointSlices and
+// Pods, internal/kube/workloads), with a generation that grows with each
+// change and a signal after changes.
+type WorkloadSource interface {
+	Workloads() ([]snapshot.Workload, map[snapshot.ServiceKey]string, uint64, error)
+	Changed() <-chan struct{}
+}
+
+// followWorkloads kicks a push round after each change of the workload
+// source, until ctx is done.
+func (p *pusher) followWorkloads(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.workloads.Changed():
+			p.kick()
+		}
+	}
+}
+
 // pushSettings are everything a pusher works from, given when it is made.
 type pushSettings struct {
 	resources *resourceCache
 	roots     func() [][]byte // the trust bundle, DER
 	issuer    func() string   // the CA's active issuer; nil: none
 	vips      *vips.Allocator // nil: services get no virtual IP
+	workloads WorkloadSource  // nil: the registry's workloads
 	// trustDomain holds every workload a snapshot names (consistency).
 	trustDomain spiffeid.TrustDomain
 	// From Config, defaults applied.
@@ -99,6 +126,7 @@ func newPusher(ps pushSettings) *pusher {
 		roots:          ps.roots,
 		issuer:         ps.issuer,
 		vips:           ps.vips,
+		workloads:      ps.workloads,
 		trustDomain:    ps.trustDomain,
 		reportInterval: ps.reportInterval,
 		collectorAddr:  ps.collectorAddr,
@@ -270,13 +298,20 @@ func (p *pusher) trust() ([][]byte, string) {
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*snapshot.View, error) {
 	ws, idle, regGen := p.reg.View()
+	var vipOf map[snapshot.ServiceKey]string
+	if p.workloads != nil {
+		var err error
+		if ws, vipOf, regGen, err = p.workloads.Workloads(); err != nil {
+			return nil, fmt.Errorf("read workloads: %w", err)
+		}
+		idle = nil
+	}
 	mesh, policies, resGen := p.res.state()
 	roots, issuer := p.trust()
 	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.SameTrust(roots, issuer) {
 		return p.view, nil
 	}
-	var vipOf map[snapshot.ServiceKey]string
-	if p.vips != nil {
+	if p.vips != nil && p.workloads == nil {
 		vipOf = p.vips.Assign(vips.ServiceKeys(ws, idle))
 	}
 	v, err := snapshot.NewView(snapshot.Input{

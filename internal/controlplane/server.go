@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.push = newPusher(pushSettings{
-		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vipAlloc, trustDomain: td,
+		resources: s.resCache, roots: s.rootsDER, issuer: s.ca.IssuerID, vips: vipAlloc, workloads: cfg.Workloads, trustDomain: td,
 		reportInterval: cfg.ReportInterval, debounce: cfg.PushDebounce,
 		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
 		collectorAddr: cfg.CollectorAddr, clock: cfg.Clock, log: cfg.Logger, metrics: s.metrics,
@@ -207,6 +207,9 @@ func (s *Server) Start() error {
 		defer s.wg.Done()
 		s.push.run(pushCtx)
 	}()
+	if s.cfg.Workloads != nil {
+		s.wg.Go(func() { s.push.followWorkloads(pushCtx) })
+	}
 	go func() {
 		defer s.wg.Done()
 		s.push.reg.Persist(pushCtx, s.store, s.log)

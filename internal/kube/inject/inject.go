@@ -51,6 +51,10 @@ const (
 	AnnotationExcludeInboundPorts  = "trellis.dev/exclude-inbound-ports"
 	AnnotationExcludeOutboundPorts = "trellis.dev/exclude-outbound-ports"
 	AnnotationExcludeOutboundCIDRs = "trellis.dev/exclude-outbound-cidrs"
+	// AnnotationInboundPort is the port the pod's proxy takes mTLS on
+	// (default InboundPort): the injected proxy uses the default; a proxy
+	// run another way (a test, a VM's pod) may say otherwise.
+	AnnotationInboundPort = "trellis.dev/inbound-port"
 	// Resources of the proxy container (Kubernetes quantities).
 	AnnotationProxyCPURequest    = "trellis.dev/proxy-cpu-request"
 	AnnotationProxyMemoryRequest = "trellis.dev/proxy-memory-request"

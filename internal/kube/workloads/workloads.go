@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,14 @@ func (s *Source) notify() {
 	}
 }
 
+// Workloads is View in the shape the control plane takes
+// (controlplane.WorkloadSource).
+func (s *Source) Workloads() ([]snapshot.Workload, map[snapshot.ServiceKey]string, uint64, error) {
+	gen := s.Generation()
+	v, err := s.View()
+	return v.Workloads, v.VIPs, gen, err
+}
+
 // View is the registry as the snapshot builder takes it.
 type View struct {
 	Workloads []snapshot.Workload
@@ -171,12 +180,25 @@ func (s *Source) workload(pod *corev1.Pod, svc *corev1.Service, ep discoveryv1.E
 		return snapshot.Workload{}, err
 	}
 	ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
+	// The pod's own address (the slice's may be a node's view of it).
+	ip, err := netip.ParseAddr(pod.Status.PodIP)
+	if err != nil {
+		return snapshot.Workload{}, err
+	}
+	port := uint16(inject.InboundPort)
+	if v := pod.Annotations[inject.AnnotationInboundPort]; v != "" {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil || n == 0 {
+			return snapshot.Workload{}, fmt.Errorf("pod %s/%s: annotation %s: %q is not a port", pod.Namespace, pod.Name, inject.AnnotationInboundPort, v)
+		}
+		port = uint16(n)
+	}
 	return snapshot.Workload{
 		Instance:      pod.Namespace + "/" + pod.Name + "/" + svc.Name,
 		SPIFFEID:      id.String(),
 		Service:       svc.Name,
 		Namespace:     pod.Namespace,
-		AdvertiseAddr: netip.AddrPortFrom(netip.MustParseAddr(pod.Status.PodIP), inject.InboundPort).String(),
+		AdvertiseAddr: netip.AddrPortFrom(ip, port).String(),
 		Protocol:      protocolOf(pod, svc),
 		Labels:        pod.Labels,
 		Connected:     ready,
