@@ -26,6 +26,7 @@ func (l *logFlags) register(cmd *cobra.Command) {
 func newControlCmd() *cobra.Command {
 	var cfg controlplane.Config
 	var lf logFlags
+	var kf kubeFlags
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the control plane (store, CA, join tokens, admin API)",
@@ -34,7 +35,7 @@ func newControlCmd() *cobra.Command {
 			if !cmd.Flags().Changed("trust-domain") {
 				cfg.TrustDomain = ""
 			}
-			return runControl(cmd, cfg, lf)
+			return runControl(cmd, cfg, lf, kf)
 		}),
 	}
 	f := cmd.Flags()
@@ -53,11 +54,12 @@ func newControlCmd() *cobra.Command {
 	f.BoolVar(&cfg.MetricsRequireToken, "metrics-require-token", false, "serve /metrics only with the admin token (Authorization: Bearer), like /api/; by default it needs none")
 	f.TextVar(&cfg.VIPRange, "vip-range", controlplane.DefaultVIPRange, "prefix services' stable virtual IPs (mesh DNS names) are assigned from; kept forever, so leave room to grow")
 	lf.register(cmd)
+	kf.register(cmd)
 	return cmd
 }
 
 // runControl runs a control plane until the command's context ends.
-func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags) error {
+func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kubeFlags) error {
 	log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
 	if err != nil {
 		return userError("%v", err)
@@ -69,6 +71,11 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags) error 
 	}
 	cfg.Store = st
 	ctx := cmd.Context()
+	startKube, err := kubeMode(ctx, &cfg, kf, log)
+	if err != nil {
+		_ = st.Close()
+		return userError("control: %v", err)
+	}
 	srv, err := controlplane.New(ctx, cfg)
 	if err != nil {
 		_ = st.Close()
@@ -79,6 +86,13 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags) error 
 		_ = st.Close()
 		return userError("control: %v", err)
 	}
+	stopKube, err := startKube()
+	if err != nil {
+		_ = srv.Close(context.Background())
+		_ = st.Close()
+		return userError("control: %v", err)
+	}
+	defer stopKube()
 	var serveErr error
 	select {
 	case <-ctx.Done():

@@ -1,0 +1,176 @@
+//go:build !trellis_nokube
+
+package cli_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"sigs.k8s.io/yaml"
+
+	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/kube/crd"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/kubetest"
+)
+
+// trellis control --kubernetes against a real API server: it keeps the CA
+// in a Secret, serves the validating webhook and sets its caBundle, so a
+// bad policy applied through the Kubernetes API is refused with trellis
+// apply's message; the admin API lists the custom resources and refuses
+// writes; without the CRDs it says what to do.
+func TestControlKubernetes(t *testing.T) {
+	clearEnv(t)
+	c := kubetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	core := c.Client.CoreV1()
+	for _, ns := range []string{"trellis-system", "shop"} {
+		if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "cp")
+	args := func(api, hook string) []string {
+		return []string{"control", "--kubernetes", "--kubeconfig", c.Kubeconfig, "--kube-namespace", "trellis-system",
+			"--data-dir", dir, "--api-addr", api, "--grpc-addr", "127.0.0.1:0", "--webhook-addr", hook, "--log-level", "error"}
+	}
+
+	// No CRDs yet.
+	if r := run(t, "", args("127.0.0.1:0", "127.0.0.1:0")...); r.code != cli.ExitUser || !strings.Contains(r.stderr, "custom resources are not installed") {
+		t.Fatalf("without CRDs: %v", r)
+	}
+
+	ext, err := apiextensionsclient.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crds, err := crd.All()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range crds {
+		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policies := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"}).Namespace("shop")
+	testutil.Eventually(t, "the CRDs served", func() bool {
+		_, err := policies.List(ctx, metav1.ListOptions{})
+		return err == nil
+	})
+	api, hook := freeAddr(t), freeAddr(t)
+	url := "https://" + hook + "/validate"
+	fail := admissionregistrationv1.Fail
+	none := admissionregistrationv1.SideEffectClassNone
+	if _, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "trellis-validate"},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name: "validate.trellis.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
+			Rules:         []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{"CREATE", "UPDATE"}, Rule: admissionregistrationv1.Rule{APIGroups: []string{"trellis.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"*"}}}},
+			FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan int, 1)
+	go func() {
+		var out strings.Builder
+		code := cli.Main(runCtx, args(api, hook), strings.NewReader(""), &out, &out)
+		if code != cli.ExitOK {
+			t.Logf("trellis control: %s", out.String())
+		}
+		done <- code
+	}()
+	testutil.Eventually(t, "trellis control --kubernetes ready", func() bool {
+		resp, err := http.Get("http://" + api + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+
+	// The CA is the Secret's; the webhook trusts it.
+	s, err := core.Secrets("trellis-system").Get(ctx, "trellis-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the CA Secret: %v", err)
+	}
+	caCrt, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil || string(s.Data["ca.crt"]) != string(caCrt) {
+		t.Errorf("data dir's ca.crt is not the Secret's (%v)", err)
+	}
+	testutil.Eventually(t, "the webhook's caBundle set", func() bool {
+		v, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "trellis-validate", metav1.GetOptions{})
+		return err == nil && string(v.Webhooks[0].ClientConfig.CABundle) == string(caCrt)
+	})
+
+	// Through the API server and the served webhook.
+	bad := object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: shop}\nspec: {rules: [{to: [{methods: [GTE]}]}]}\n")
+	testutil.Eventually(t, "the bad policy refused by the webhook", func() bool {
+		_, err := policies.Create(ctx, bad, metav1.CreateOptions{})
+		return err != nil && strings.Contains(err.Error(), `AuthorizationPolicy shop/bad: spec.rules[0].to[0].methods[0]: "GTE" is not`)
+	})
+	good := object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: reads, namespace: shop}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [GET]}]}]}\n")
+	if _, err := policies.Create(ctx, good, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The admin API shows the custom resources and refuses writes.
+	token := filepath.Join(dir, "admin.token")
+	testutil.Eventually(t, "get authz lists the custom resource", func() bool {
+		r := run(t, "", "--api", "http://"+api, "--token-file", token, "get", "authz", "-n", "shop")
+		return r.code == cli.ExitOK && strings.Contains(r.stdout, "reads")
+	})
+	f := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(f, []byte("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop}\nspec: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, "", "--api", "http://"+api, "--token-file", token, "apply", "-f", f); r.code == cli.ExitOK || !strings.Contains(r.stderr, "kubectl apply") {
+		t.Errorf("apply in Kubernetes mode: %v", r)
+	}
+
+	stop()
+	if code := <-done; code != cli.ExitOK {
+		t.Fatalf("trellis control exited with %d", code)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func object(t *testing.T, doc string) *unstructured.Unstructured {
+	t.Helper()
+	m := map[string]any{}
+	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatal(err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
