@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/kube/install"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -31,5 +32,34 @@ func TestInject(t *testing.T) {
 	}
 	if none := run(t, "", "inject"); none.code != cli.ExitUser || !strings.Contains(none.stderr, "-f is required") {
 		t.Errorf("no -f: %v", none)
+	}
+}
+
+// trellis install kubernetes prints the install package's manifests with
+// the flags' options, and refuses zero replicas.
+func TestInstallKubernetes(t *testing.T) {
+	clearEnv(t)
+	r := run(t, "", "install", "kubernetes", "--image", "img:1", "--proxy-image", "proxy:1", "--replicas", "3", "--trust-domain", "corp.example")
+	if r.code != cli.ExitOK {
+		t.Fatalf("%v", r)
+	}
+	objs, err := install.Objects(install.Options{Image: "img:1", ProxyImage: "proxy:1", Replicas: 3, TrustDomain: "corp.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := install.YAML(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.stdout != string(want) {
+		t.Error("trellis install kubernetes prints other manifests than install.Objects")
+	}
+	for _, s := range []string{"replicas: 3", "- corp.example", "image: img:1", "- proxy:1"} {
+		if !strings.Contains(r.stdout, s) {
+			t.Errorf("output lacks %q", s)
+		}
+	}
+	if bad := run(t, "", "install", "kubernetes", "--replicas", "0"); bad.code != cli.ExitUser || !strings.Contains(bad.stderr, "--replicas 0") {
+		t.Errorf("--replicas 0: %v", bad)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/kube/inject"
+	"github.com/trellismesh/trellis/internal/kube/install"
 	"github.com/trellismesh/trellis/internal/version"
 )
 
@@ -19,7 +20,50 @@ import (
 // every process's resident memory.
 
 func newKubeCmds(g *globals) []*cobra.Command {
-	return []*cobra.Command{newInjectCmd(g)}
+	return []*cobra.Command{newInjectCmd(g), newInstallCmd()}
+}
+
+func newInstallCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Print the manifests that install Trellis",
+		Args:  noArgs,
+	}
+	var o install.Options
+	k := &cobra.Command{
+		Use:   "kubernetes",
+		Short: "Print the Kubernetes manifests of a Trellis install (apply them with kubectl apply -f -)",
+		Long: `Print the objects of a Trellis install in Kubernetes mode as YAML: the
+trellis-system Namespace, the CRDs, the control plane's ServiceAccount with
+least-privilege RBAC (docs/kubernetes.md lists every verb and why), its
+Deployment (2 replicas), PodDisruptionBudget and Service, the validating and
+injecting webhook configurations (the control plane sets their caBundle at
+start) and the CA bundle ConfigMap.`,
+		Example: "  trellis install kubernetes | kubectl apply -f -",
+		Args:    noArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			if o.Replicas < 1 {
+				return userError("install kubernetes: --replicas %d: want at least 1 (2 or more keeps the control plane up through a node drain)", o.Replicas)
+			}
+			objs, err := install.Objects(o)
+			if err != nil {
+				return err
+			}
+			y, err := install.YAML(objs)
+			if err != nil {
+				return err
+			}
+			_, err = cmd.OutOrStdout().Write(y)
+			return err
+		}),
+	}
+	f := k.Flags()
+	f.StringVar(&o.Image, "image", "ghcr.io/trellismesh/trellis:"+version.Version, "image of the control plane (the full trellis binary)")
+	f.StringVar(&o.ProxyImage, "proxy-image", "ghcr.io/trellismesh/trellis-proxy:"+version.Version, "image of the sidecar (make build-proxy)")
+	f.Int32Var(&o.Replicas, "replicas", 2, "control plane replicas")
+	f.StringVar(&o.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "the mesh's SPIFFE trust domain")
+	cmd.AddCommand(k)
+	return cmd
 }
 
 const injectHelp = `Add the Trellis sidecar to the workloads of Kubernetes YAML, as the

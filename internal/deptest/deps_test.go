@@ -117,7 +117,7 @@ var rules = []rule{
 		why:    "the admin API's views draw its answers: they must not link the control plane, the store, the signers or the proxy",
 	},
 	{
-		from:   []string{"internal/kube/crd/...", "internal/kube/webhook/...", "internal/kube/inject/..."},
+		from:   []string{"internal/kube/crd/...", "internal/kube/webhook/...", "internal/kube/inject/...", "internal/kube/install/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "k8s.io/client-go/..."},
 		why:    "the CRDs and the webhooks work from internal/resource alone: no control plane, store, proxy or API client",
 	},

@@ -1,0 +1,84 @@
+package install_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/trellismesh/trellis/internal/kube/install"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/kubetest"
+)
+
+var opts = install.Options{Image: "ghcr.io/trellismesh/trellis:test", ProxyImage: "ghcr.io/trellismesh/trellis-proxy:test"}
+
+// The manifests are what the golden file shows, and a real API server
+// takes every object as it is (no field refused, no unknown field): the
+// namespace, the CRDs, RBAC, the Deployment, the webhook configurations.
+func TestManifests(t *testing.T) {
+	objs, err := install.Objects(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := install.YAML(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Golden(t, "install.yaml", string(y))
+
+	c := kubetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dc, err := discovery.NewDiscoveryClientForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]bool{}
+	for _, o := range objs {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &unstructured.Unstructured{Object: m}
+		gvk := u.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if ns := u.GetNamespace(); ns != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		}
+		if _, err := ri.Create(ctx, u, metav1.CreateOptions{FieldValidation: "Strict"}); err != nil {
+			t.Errorf("create %s %s: %v", gvk.Kind, u.GetName(), err)
+		}
+		kinds[gvk.Kind] = true
+	}
+	for _, k := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
+		if !kinds[k] {
+			t.Errorf("no %s in the install", k)
+		}
+	}
+	d, err := c.Client.AppsV1().Deployments(install.Namespace).Get(ctx, install.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 2 || !strings.Contains(strings.Join(d.Spec.Template.Spec.Containers[0].Args, " "), "control --kubernetes") {
+		t.Errorf("deployment: %d replicas, args %v", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Args)
+	}
+}
