@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/kube/cabundle"
 	"github.com/trellismesh/trellis/internal/kube/casecret"
 	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/inject"
@@ -115,6 +117,14 @@ func kubeMode(ctx context.Context, cfg *controlplane.Config, k kubeFlags, log *s
 	}
 	cfg.Resources, cfg.Workloads = res, wl
 	cfg.WorkloadTokens = &satoken.Reviewer{Client: client, TrustDomain: td}
+	if pemBundle, err := os.ReadFile(filepath.Join(cfg.DataDir, "ca.crt")); err == nil {
+		// The bundle injected pods mount, in every opted-in namespace.
+		bs := cabundle.New(client, k.caConfigMap, log)
+		bs.SetBundle(pemBundle)
+		if err := bs.Run(ctx); err != nil {
+			return nil, fmt.Errorf("--kubernetes: %w", err)
+		}
+	}
 	return func() (func(), error) {
 		return serveWebhooks(ctx, client, cfg, k, td, log)
 	}, nil

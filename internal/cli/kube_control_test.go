@@ -125,6 +125,20 @@ func TestControlKubernetes(t *testing.T) {
 		return err == nil && string(v.Webhooks[0].ClientConfig.CABundle) == string(caCrt)
 	})
 
+	// A namespace opting into injection gets the CA bundle ConfigMap.
+	shop, err := core.Namespaces().Get(ctx, "shop", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop.Labels = map[string]string{"trellis.dev/inject": "enabled"}
+	if _, err := core.Namespaces().Update(ctx, shop, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the CA bundle in shop", func() bool {
+		cm, err := core.ConfigMaps("shop").Get(ctx, "trellis-ca-bundle", metav1.GetOptions{})
+		return err == nil && cm.Data["ca.crt"] == string(caCrt)
+	})
+
 	// Through the API server and the served webhook.
 	bad := object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: shop}\nspec: {rules: [{to: [{methods: [GTE]}]}]}\n")
 	testutil.Eventually(t, "the bad policy refused by the webhook", func() bool {
