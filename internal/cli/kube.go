@@ -3,10 +3,15 @@
 package cli
 
 import (
+	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/discovery"
+	memory "k8s.io/client-go/discovery/cached"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
 
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/kube/inject"
@@ -20,7 +25,61 @@ import (
 // every process's resident memory.
 
 func newKubeCmds(g *globals) []*cobra.Command {
-	return []*cobra.Command{newInjectCmd(g), newInstallCmd()}
+	return []*cobra.Command{newInjectCmd(g), newInstallCmd(), newUninstallCmd()}
+}
+
+func newUninstallCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "uninstall",
+		Short: "Remove an install of Trellis",
+		Args:  noArgs,
+	}
+	var (
+		kubeconfig string
+		purge      bool
+	)
+	k := &cobra.Command{
+		Use:   "kubernetes",
+		Short: "Delete the objects trellis install kubernetes made",
+		Long: `Delete the objects of a Trellis install from the cluster, the webhook
+configurations first, so that no pod creation waits on a webhook going away.
+The CRDs (and with them every Mesh and AuthorizationPolicy), the CA Secret
+and the trellis-system namespace stay unless --purge is given. Injected pods
+keep their sidecars until they are made again.`,
+		Example: `  trellis uninstall kubernetes
+  trellis uninstall kubernetes --purge --kubeconfig ~/.kube/config`,
+		Args: noArgs,
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			rc, err := restConfig(kubeconfig)
+			if err != nil {
+				return userError("uninstall kubernetes: %v", err)
+			}
+			dyn, err := dynamic.NewForConfig(rc)
+			if err != nil {
+				return userError("uninstall kubernetes: %v", err)
+			}
+			dc, err := discovery.NewDiscoveryClientForConfig(rc)
+			if err != nil {
+				return userError("uninstall kubernetes: %v", err)
+			}
+			mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+			deleted, err := install.Uninstall(cmd.Context(), dyn, mapper, install.Options{}, purge)
+			for _, d := range deleted {
+				fmt.Fprintln(cmd.OutOrStdout(), "deleted", d)
+			}
+			if err != nil {
+				return err
+			}
+			if !purge {
+				fmt.Fprintln(cmd.ErrOrStderr(), "kept the CRDs, their resources, the CA Secret and the trellis-system namespace (--purge deletes them)")
+			}
+			return nil
+		}),
+	}
+	k.Flags().StringVar(&kubeconfig, "kubeconfig", envOr("KUBECONFIG", ""), "kubeconfig file (env KUBECONFIG; default: the in-cluster config)")
+	k.Flags().BoolVar(&purge, "purge", false, "also delete the CRDs with every Mesh and AuthorizationPolicy, the CA Secret and the namespace")
+	cmd.AddCommand(k)
+	return cmd
 }
 
 func newInstallCmd() *cobra.Command {

@@ -188,3 +188,19 @@ func object(t *testing.T, doc string) *unstructured.Unstructured {
 	}
 	return &unstructured.Unstructured{Object: m}
 }
+
+// trellis uninstall kubernetes talks to the cluster of --kubeconfig: on a
+// cluster without Trellis it deletes nothing and says what it keeps; a
+// missing kubeconfig is a user error naming the flag.
+func TestUninstallKubernetes(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("KUBECONFIG", "")
+	c := kubetest.Start(t)
+	r := run(t, "", "uninstall", "kubernetes", "--kubeconfig", c.Kubeconfig)
+	if r.code != cli.ExitOK || r.stdout != "" || !strings.Contains(r.stderr, "--purge deletes them") {
+		t.Errorf("uninstall on a cluster without Trellis: %v", r)
+	}
+	if bad := run(t, "", "uninstall", "kubernetes", "--kubeconfig", filepath.Join(t.TempDir(), "none")); bad.code != cli.ExitUser || !strings.Contains(bad.stderr, "--kubeconfig") {
+		t.Errorf("missing kubeconfig: %v", bad)
+	}
+}

@@ -10,7 +10,7 @@ import (
 // mode's commands are there, to say where they are.
 func newKubeCmds(*globals) []*cobra.Command {
 	var out []*cobra.Command
-	for _, name := range []string{"inject", "install"} {
+	for _, name := range []string{"inject", "install", "uninstall"} {
 		out = append(out, &cobra.Command{
 			Use:                name,
 			Short:              "Not in this build: see trellis " + name + " in the full trellis binary",

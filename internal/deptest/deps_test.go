@@ -117,12 +117,12 @@ var rules = []rule{
 		why:    "the admin API's views draw its answers: they must not link the control plane, the store, the signers or the proxy",
 	},
 	{
-		from:   []string{"internal/kube/crd/...", "internal/kube/webhook/...", "internal/kube/inject/...", "internal/kube/install/..."},
+		from:   []string{"internal/kube/crd/...", "internal/kube/webhook/...", "internal/kube/inject/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "k8s.io/client-go/..."},
 		why:    "the CRDs and the webhooks work from internal/resource alone: no control plane, store, proxy or API client",
 	},
 	{
-		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/...", "internal/kube/resources/...", "internal/kube/leader/...", "internal/kube/casecret/...", "internal/kube/cabundle/..."},
+		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/...", "internal/kube/resources/...", "internal/kube/leader/...", "internal/kube/casecret/...", "internal/kube/cabundle/...", "internal/kube/install/..."},
 		banned: []string{"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
 		why:    "the token reviewer and the workload source read the API server alone (the workload source hands the pure snapshot builder its input): no control plane server, registry, store, signer or data plane",
 	},

@@ -7,22 +7,29 @@
 // verb and why.
 //
 // It must not depend on the control plane's server, the store, the proxy or
-// the data plane, and needs no API client: it makes objects.
+// the data plane. It makes objects; Uninstall deletes them through the
+// client it is given.
 package install
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"slices"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"github.com/trellismesh/trellis/internal/kube/crd"
@@ -265,3 +272,52 @@ func YAML(objs []runtime.Object) ([]byte, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Uninstall deletes the install's objects from the cluster, the webhook
+// configurations first (so no pod creation waits on a webhook that is
+// going away). The CRDs (and with them every Mesh and AuthorizationPolicy),
+// the CA Secret and the namespace stay unless purge is set. It returns
+// what it deleted; objects already gone are skipped.
+func Uninstall(ctx context.Context, dyn dynamic.Interface, mapper meta.RESTMapper, o Options, purge bool) ([]string, error) {
+	objs, err := Objects(o)
+	if err != nil {
+		return nil, err
+	}
+	if purge {
+		objs = append(objs, &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: metav1.ObjectMeta{Name: CASecret, Namespace: Namespace}})
+	}
+	slices.Reverse(objs) // webhooks first, namespace last
+	var deleted []string
+	for _, obj := range objs {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			return deleted, err
+		}
+		u := &unstructured.Unstructured{Object: m}
+		gvk := u.GroupVersionKind()
+		if !purge && (gvk.Kind == "CustomResourceDefinition" || gvk.Kind == "Namespace") {
+			continue
+		}
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return deleted, fmt.Errorf("uninstall: %s: %w", gvk.Kind, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if ns := u.GetNamespace(); ns != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		}
+		ref := gvk.Kind + " " + u.GetName()
+		if ns := u.GetNamespace(); ns != "" {
+			ref = gvk.Kind + " " + ns + "/" + u.GetName()
+		}
+		switch err := ri.Delete(ctx, u.GetName(), metav1.DeleteOptions{}); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return deleted, fmt.Errorf("uninstall: delete %s: %w", ref, err)
+		default:
+			deleted = append(deleted, ref)
+		}
+	}
+	return deleted, nil
+}

@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
@@ -38,15 +41,68 @@ func TestManifests(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	kinds := createAll(ctx, t, c, objs)
+	for _, k := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+		"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
+		if !kinds[k] {
+			t.Errorf("no %s in the install", k)
+		}
+	}
+	d, err := c.Client.AppsV1().Deployments(install.Namespace).Get(ctx, install.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *d.Spec.Replicas != 2 || !strings.Contains(strings.Join(d.Spec.Template.Spec.Containers[0].Args, " "), "control --kubernetes") {
+		t.Errorf("deployment: %d replicas, args %v", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Args)
+	}
+
+	// Uninstall keeps the CRDs and the namespace; --purge takes them too.
+	dyn, mapper := clients(t, c)
+	deleted, err := install.Uninstall(ctx, dyn, mapper, opts, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(deleted) == 0 || deleted[0] != "MutatingWebhookConfiguration trellis-inject" || deleted[1] != "ValidatingWebhookConfiguration trellis-validate" {
+		t.Errorf("deleted %v, want the webhook configurations first", deleted)
+	}
+	if _, err := c.Client.AppsV1().Deployments(install.Namespace).Get(ctx, install.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("deployment after uninstall: %v", err)
+	}
+	crdGVR := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	if _, err := dyn.Resource(crdGVR).Get(ctx, "authorizationpolicies.trellis.dev", metav1.GetOptions{}); err != nil {
+		t.Errorf("the CRD after uninstall without --purge: %v", err)
+	}
+	again, err := install.Uninstall(ctx, dyn, mapper, opts, false)
+	if err != nil || len(again) != 0 {
+		t.Errorf("a second uninstall deleted %v, %v; want nothing", again, err)
+	}
+	if _, err := install.Uninstall(ctx, dyn, mapper, opts, true); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the CRDs gone after --purge", func() bool {
+		_, err := dyn.Resource(crdGVR).Get(ctx, "authorizationpolicies.trellis.dev", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+}
+
+func clients(t *testing.T, c *kubetest.Cluster) (dynamic.Interface, meta.RESTMapper) {
+	t.Helper()
 	dc, err := discovery.NewDiscoveryClientForConfig(c.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 	dyn, err := dynamic.NewForConfig(c.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+}
+
+// createAll creates objs as kubectl apply would, with strict field
+// validation, and returns the kinds made.
+func createAll(ctx context.Context, t *testing.T, c *kubetest.Cluster, objs []runtime.Object) map[string]bool {
+	t.Helper()
+	dyn, mapper := clients(t, c)
 	kinds := map[string]bool{}
 	for _, o := range objs {
 		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
@@ -68,17 +124,5 @@ func TestManifests(t *testing.T) {
 		}
 		kinds[gvk.Kind] = true
 	}
-	for _, k := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
-		"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
-		if !kinds[k] {
-			t.Errorf("no %s in the install", k)
-		}
-	}
-	d, err := c.Client.AppsV1().Deployments(install.Namespace).Get(ctx, install.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if *d.Spec.Replicas != 2 || !strings.Contains(strings.Join(d.Spec.Template.Spec.Containers[0].Args, " "), "control --kubernetes") {
-		t.Errorf("deployment: %d replicas, args %v", *d.Spec.Replicas, d.Spec.Template.Spec.Containers[0].Args)
-	}
+	return kinds
 }
