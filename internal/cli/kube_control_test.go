@@ -13,16 +13,9 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/trellismesh/trellis/internal/cli"
-	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/kubetest"
 )
@@ -39,9 +32,7 @@ func TestControlKubernetes(t *testing.T) {
 	defer cancel()
 	core := c.Client.CoreV1()
 	for _, ns := range []string{"trellis-system", "shop"} {
-		if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		c.Namespace(t, ns, nil)
 	}
 	dir := filepath.Join(t.TempDir(), "cp")
 	args := func(api, hook string) []string {
@@ -54,28 +45,8 @@ func TestControlKubernetes(t *testing.T) {
 		t.Fatalf("without CRDs: %v", r)
 	}
 
-	ext, err := apiextensionsclient.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := crd.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range crds {
-		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policies := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"}).Namespace("shop")
-	testutil.Eventually(t, "the CRDs served", func() bool {
-		_, err := policies.List(ctx, metav1.ListOptions{})
-		return err == nil
-	})
+	c.InstallCRDs(t)
+	policies := c.Trellis(t, "authorizationpolicies", "shop")
 	api, hook := freeAddr(t), freeAddr(t)
 	url := "https://" + hook + "/validate"
 	fail := admissionregistrationv1.Fail
@@ -140,12 +111,12 @@ func TestControlKubernetes(t *testing.T) {
 	})
 
 	// Through the API server and the served webhook.
-	bad := object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: shop}\nspec: {rules: [{to: [{methods: [GTE]}]}]}\n")
+	bad := kubetest.Object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: shop}\nspec: {rules: [{to: [{methods: [GTE]}]}]}\n")
 	testutil.Eventually(t, "the bad policy refused by the webhook", func() bool {
 		_, err := policies.Create(ctx, bad, metav1.CreateOptions{})
 		return err != nil && strings.Contains(err.Error(), `AuthorizationPolicy shop/bad: spec.rules[0].to[0].methods[0]: "GTE" is not`)
 	})
-	good := object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: reads, namespace: shop}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [GET]}]}]}\n")
+	good := kubetest.Object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: reads, namespace: shop}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [GET]}]}]}\n")
 	if _, err := policies.Create(ctx, good, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -178,15 +149,6 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-func object(t *testing.T, doc string) *unstructured.Unstructured {
-	t.Helper()
-	m := map[string]any{}
-	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
 }
 
 // trellis uninstall kubernetes talks to the cluster of --kubeconfig: on a

@@ -8,16 +8,10 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/resources"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -35,32 +29,10 @@ func TestPoliciesFromCustomResources(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ext, err := apiextensionsclient.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := crd.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range crds {
-		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policies := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"}).Namespace("shop")
-	testutil.Eventually(t, "the CRDs served", func() bool {
-		_, err := policies.List(ctx, metav1.ListOptions{})
-		return err == nil
-	})
-	src := resources.New(dyn, testutil.Logger(t))
+	c.InstallCRDs(t)
+	c.Namespace(t, "shop", nil)
+	policies := c.Trellis(t, "authorizationpolicies", "shop")
+	src := resources.New(c.Dynamic(t), testutil.Logger(t))
 	if err := src.Start(ctx, 2); err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +45,7 @@ func TestPoliciesFromCustomResources(t *testing.T) {
 	fe := frontend.UpstreamAddr(0)
 
 	expect(t, hc, fe, "GET", "/items", answer{code: 403, body: denied})
-	u := unstructuredDoc(t, `
+	u := kubetest.Object(t, `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: frontend-reads, namespace: shop}
@@ -138,13 +110,4 @@ spec:
 	if err == nil || !strings.Contains(err.Error(), "kubectl apply") {
 		t.Errorf("admin apply in Kubernetes mode: %v", err)
 	}
-}
-
-func unstructuredDoc(t *testing.T, doc string) *unstructured.Unstructured {
-	t.Helper()
-	m := map[string]any{}
-	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
 }

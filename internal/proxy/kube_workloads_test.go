@@ -12,13 +12,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/inject"
 	"github.com/trellismesh/trellis/internal/kube/resources"
 	"github.com/trellismesh/trellis/internal/kube/workloads"
@@ -40,23 +36,9 @@ func TestEndpointsFromEndpointSlices(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ext, err := apiextensionsclient.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := crd.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range crds {
-		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c.InstallCRDs(t)
 	core := c.Client.CoreV1()
-	if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.Namespace(t, "shop", nil)
 	if _, err := core.ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "catalog"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -68,16 +50,11 @@ func TestEndpointsFromEndpointSlices(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
+	mesh := kubetest.Object(t, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n")
+	if _, err := c.Trellis(t, "meshes", "").Create(ctx, mesh, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	meshes := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "meshes"})
-	testutil.Eventually(t, "the Mesh CRD served", func() bool {
-		_, err := meshes.Create(ctx, unstructuredDoc(t, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n"), metav1.CreateOptions{})
-		return err == nil
-	})
-	res := resources.New(dyn, testutil.Logger(t))
+	res := resources.New(c.Dynamic(t), testutil.Logger(t))
 	if err := res.Start(ctx, 1); err != nil {
 		t.Fatal(err)
 	}

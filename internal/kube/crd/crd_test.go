@@ -7,15 +7,12 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -110,14 +107,12 @@ func TestCRDsOnARealAPIServer(t *testing.T) {
 	}
 	policies := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"})
 	meshes := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "meshes"})
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, namespace("shop"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.Namespace(t, "shop", nil)
 
 	// What trellis apply takes is stored as written: every field of a
 	// full policy and mesh survives the schema (nothing pruned).
 	for _, doc := range []string{fullPolicy, fullMesh} {
-		u := object(t, doc)
+		u := kubetest.Object(t, doc)
 		var ri dynamic.ResourceInterface = meshes
 		if u.GetKind() == resource.KindAuthorizationPolicy {
 			ri = policies.Namespace("shop")
@@ -148,7 +143,7 @@ func TestCRDsOnARealAPIServer(t *testing.T) {
 		{"spec: {rules: [{to: [{pathsIgnoreCase: maybe}]}]}", "spec.rules[0].to[0].pathsIgnoreCase"},
 		{"spec: {rules: [{bogus: 1}]}", "spec.rules[0].bogus"},
 	} {
-		u := object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: shop}\n"+tc.doc)
+		u := kubetest.Object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: bad, namespace: shop}\n"+tc.doc)
 		_, err := policies.Namespace("shop").Create(ctx, u, metav1.CreateOptions{FieldValidation: "Strict"})
 		if err == nil || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("%s: got %v, want a refusal naming %s", tc.doc, err, tc.path)
@@ -220,16 +215,3 @@ spec:
     allowedUpgrades: [websocket]
     stripHeaders: [x-spiffe-id, "x-trellis-*"]
 `
-
-func object(t *testing.T, doc string) *unstructured.Unstructured {
-	t.Helper()
-	m := map[string]any{}
-	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
-}
-
-func namespace(name string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-}

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellismesh/trellis/internal/kube/leader"
@@ -22,9 +21,7 @@ func TestOneLeaderAtATime(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "trellis-system"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.Namespace(t, "trellis-system", nil)
 	var (
 		leading   atomic.Int32 // replicas inside lead now
 		overlaps  atomic.Int32

@@ -6,14 +6,9 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/resources"
@@ -31,34 +26,13 @@ func TestAcceptedOnARealAPIServer(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	ext, err := apiextensionsclient.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := crd.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range crds {
-		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policies := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"}).Namespace("shop")
-	testutil.Eventually(t, "the CRDs served", func() bool {
-		_, err := policies.List(ctx, metav1.ListOptions{})
-		return err == nil
-	})
+	c.InstallCRDs(t)
+	c.Namespace(t, "shop", nil)
+	dyn := c.Dynamic(t)
+	policies := c.Trellis(t, "authorizationpolicies", "shop")
 	create := func(doc string) {
 		t.Helper()
-		if _, err := policies.Create(ctx, object(t, doc), metav1.CreateOptions{}); err != nil {
+		if _, err := policies.Create(ctx, kubetest.Object(t, doc), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -172,13 +146,4 @@ func TestAcceptedOnARealAPIServer(t *testing.T) {
 
 func policy(name, spec string) string {
 	return "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: " + name + ", namespace: shop}\nspec: " + spec + "\n"
-}
-
-func object(t *testing.T, doc string) *unstructured.Unstructured {
-	t.Helper()
-	m := map[string]any{}
-	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
 }

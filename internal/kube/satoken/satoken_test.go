@@ -25,9 +25,7 @@ func TestReviewOnARealAPIServer(t *testing.T) {
 	td := spiffeid.RequireTrustDomainFromString("trellis.test")
 	r := &satoken.Reviewer{Client: c.Client, TrustDomain: td}
 	core := c.Client.CoreV1()
-	if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.Namespace(t, "shop", nil)
 	for _, sa := range []string{"frontend", "catalog"} {
 		if _, err := core.ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)

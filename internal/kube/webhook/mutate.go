@@ -3,8 +3,6 @@ package webhook
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"mime"
 	"net/http"
 	"slices"
 
@@ -27,27 +25,7 @@ type Injector struct {
 
 // ServeHTTP answers one AdmissionReview of a pod.
 func (in Injector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "trellis webhook: POST an admission.k8s.io/v1 AdmissionReview", http.StatusMethodNotAllowed)
-		return
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		http.Error(w, "trellis webhook: Content-Type must be application/json", http.StatusUnsupportedMediaType)
-		return
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxReviewBytes+1))
-	if err != nil || len(body) > MaxReviewBytes {
-		http.Error(w, fmt.Sprintf("trellis webhook: want a review of at most %d bytes", MaxReviewBytes), http.StatusRequestEntityTooLarge)
-		return
-	}
-	out, err := in.Review(body)
-	if err != nil {
-		http.Error(w, "trellis webhook: "+err.Error(), http.StatusBadRequest)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_, _ = w.Write(out)
+	serveReview(w, r, in.Review)
 }
 
 // Review answers one AdmissionReview (its JSON) of a pod CREATE with the

@@ -38,6 +38,12 @@ type Validator struct{}
 // ServeHTTP answers one AdmissionReview. A request that is not one gets
 // 400 (the API server then applies the webhook's failurePolicy).
 func (Validator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	serveReview(w, r, Review)
+}
+
+// serveReview reads a review (a JSON POST of at most MaxReviewBytes) and
+// writes what review answers.
+func serveReview(w http.ResponseWriter, r *http.Request, review func([]byte) ([]byte, error)) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "trellis webhook: POST an admission.k8s.io/v1 AdmissionReview", http.StatusMethodNotAllowed)
@@ -56,7 +62,7 @@ func (Validator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("trellis webhook: review larger than %d bytes", MaxReviewBytes), http.StatusRequestEntityTooLarge)
 		return
 	}
-	out, err := Review(body)
+	out, err := review(body)
 	if err != nil {
 		http.Error(w, "trellis webhook: "+err.Error(), http.StatusBadRequest)
 		return

@@ -1,10 +1,8 @@
 package webhook_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"encoding/pem"
 	"net"
 	"net/http"
 	"strings"
@@ -13,19 +11,12 @@ import (
 
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	corev1 "k8s.io/api/core/v1"
-	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
-	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/webhook"
-	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/kubetest"
@@ -156,38 +147,18 @@ func TestWebhookOnARealAPIServer(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	installCRDs(ctx, t, c)
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	c.InstallCRDs(t)
+	c.Namespace(t, "shop", nil)
 
 	// The webhook, served with a certificate of the mesh CA.
-	ca, _ := testutil.NewCA(t, "trellis.test")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, err := meshca.NewServingCert(ca, time.Now, l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle(webhook.ValidatePath, webhook.Validator{})
-	srv := &http.Server{Handler: mux, TLSConfig: sc.TLSConfig(false)}
-	go func() { _ = srv.ServeTLS(l, "", "") }()
-	t.Cleanup(func() { _ = srv.Close() })
-	var bundle bytes.Buffer
-	for _, r := range ca.Roots() {
-		_ = pem.Encode(&bundle, &pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})
-	}
-	url := "https://" + l.Addr().String() + webhook.ValidatePath
+	url, bundle := serveWebhook(t, webhook.ValidatePath, webhook.Validator{})
 	fail := admissionregistrationv1.Fail
 	none := admissionregistrationv1.SideEffectClassNone
-	_, err = c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{
+	_, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: "trellis-validate"},
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
 			Name:                    "validate.trellis.dev",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: bundle.Bytes()},
+			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: bundle},
 			Rules:                   []admissionregistrationv1.RuleWithOperations{{Operations: []admissionregistrationv1.OperationType{"CREATE", "UPDATE"}, Rule: admissionregistrationv1.Rule{APIGroups: []string{"trellis.dev"}, APIVersions: []string{"v1alpha1"}, Resources: []string{"*"}}}},
 			FailurePolicy:           &fail,
 			SideEffects:             &none,
@@ -197,20 +168,16 @@ func TestWebhookOnARealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policies := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"}).Namespace("shop")
+	policies := c.Trellis(t, "authorizationpolicies", "shop")
 	// The configuration takes effect asynchronously: wait until a bad
 	// policy is refused by it.
 	testutil.Eventually(t, "the webhook in force", func() bool {
-		_, err := policies.Create(ctx, object(t, policyHead+cases[1].doc), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		_, err := policies.Create(ctx, kubetest.Object(t, policyHead+cases[1].doc), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return err != nil && strings.Contains(err.Error(), "GTE")
 	})
 	for i, tc := range cases {
 		doc := strings.Replace(policyHead, "name: p", "name: p"+string(rune('a'+i)), 1) + tc.doc
-		_, err := policies.Create(ctx, object(t, doc), metav1.CreateOptions{})
+		_, err := policies.Create(ctx, kubetest.Object(t, doc), metav1.CreateOptions{})
 		if tc.ok {
 			if err != nil {
 				t.Errorf("%s: refused: %v", tc.name, err)
@@ -222,39 +189,4 @@ func TestWebhookOnARealAPIServer(t *testing.T) {
 			t.Errorf("%s: API server says %v; want it to carry trellis apply's %q", tc.name, err, want)
 		}
 	}
-}
-
-func installCRDs(ctx context.Context, t *testing.T, c *kubetest.Cluster) {
-	t.Helper()
-	ext, err := apiextensionsclient.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	crds, err := crd.All()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, d := range crds {
-		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"})
-	testutil.Eventually(t, "the CRDs served", func() bool {
-		_, err := r.Namespace("default").List(ctx, metav1.ListOptions{})
-		return err == nil
-	})
-}
-
-func object(t *testing.T, doc string) *unstructured.Unstructured {
-	t.Helper()
-	m := map[string]any{}
-	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-		t.Fatal(err)
-	}
-	return &unstructured.Unstructured{Object: m}
 }

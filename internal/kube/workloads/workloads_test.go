@@ -35,7 +35,7 @@ func TestViewFromARealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}))
+	c.Namespace(t, "shop", nil)
 	for _, sa := range []string{"catalog", "legacy"} {
 		must(core.ServiceAccounts("shop").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}))
 	}

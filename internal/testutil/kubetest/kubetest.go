@@ -40,8 +40,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/kube/crd"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
 )
 
 // Versions of the binaries scripts/k8s-bins.sh builds.
@@ -379,3 +387,76 @@ func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 }
 
 var errNoToken = errors.New("kubetest: TokenRequest returned no token")
+
+// Namespace creates a namespace with labels.
+func (c *Cluster) Namespace(t testing.TB, name string, labels map[string]string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if _, err := c.Client.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("kubetest: namespace %s: %v", name, err)
+	}
+}
+
+// Dynamic is a dynamic client with the admin config.
+func (c *Cluster) Dynamic(t testing.TB) dynamic.Interface {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	return dyn
+}
+
+// InstallCRDs creates Trellis's CRDs (internal/kube/crd) and returns once
+// the API server serves them.
+func (c *Cluster) InstallCRDs(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	ext, err := apiextensionsclient.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	crds, err := crd.All()
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	for _, d := range crds {
+		if _, err := ext.ApiextensionsV1().CustomResourceDefinitions().Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("kubetest: create CRD %s: %v", d.Name, err)
+		}
+	}
+	dyn := c.Dynamic(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, d := range crds {
+		r := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: d.Spec.Names.Plural})
+		for {
+			if _, err := r.List(ctx, metav1.ListOptions{Limit: 1}); err == nil {
+				break
+			} else if time.Now().After(deadline) {
+				t.Fatalf("kubetest: CRD %s not served after 30s: %v", d.Name, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// Trellis is the dynamic client of a Trellis resource (its plural) in
+// namespace ns ("" for cluster-scoped ones).
+func (c *Cluster) Trellis(t testing.TB, plural, ns string) dynamic.ResourceInterface {
+	t.Helper()
+	r := c.Dynamic(t).Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: plural})
+	if ns == "" {
+		return r
+	}
+	return r.Namespace(ns)
+}
+
+// Object decodes one YAML document into an unstructured object.
+func Object(t testing.TB, doc string) *unstructured.Unstructured {
+	t.Helper()
+	m := map[string]any{}
+	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	return &unstructured.Unstructured{Object: m}
+}
