@@ -289,3 +289,13 @@ func truncate(s string) string {
 	}
 	return s
 }
+
+// JSONFieldNames lists the JSON names of struct type t's fields in field
+// order, with the Go field index of each: what strict decoding reads, so a
+// schema generated from it (internal/kube/crd) names the same fields.
+func JSONFieldNames(t reflect.Type) (names []string, index []int) {
+	for _, f := range jsonFields(t) {
+		names, index = append(names, f.name), append(index, f.index)
+	}
+	return names, index
+}

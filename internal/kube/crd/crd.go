@@ -192,19 +192,9 @@ func schemaOf(t reflect.Type, path string) (apiextensionsv1.JSONSchemaProps, err
 		return apiextensionsv1.JSONSchemaProps{Type: "object", AdditionalProperties: &apiextensionsv1.JSONSchemaPropsOrBool{Allows: true, Schema: &v}}, nil
 	case reflect.Struct:
 		props := map[string]apiextensionsv1.JSONSchemaProps{}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if name == "-" {
-				continue
-			}
-			if name == "" {
-				name = f.Name
-			}
-			p, err := schemaOf(f.Type, path+"."+name)
+		names, index := resource.JSONFieldNames(t)
+		for i, name := range names {
+			p, err := schemaOf(t.Field(index[i]).Type, path+"."+name)
 			if err != nil {
 				return apiextensionsv1.JSONSchemaProps{}, err
 			}
