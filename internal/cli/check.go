@@ -19,7 +19,11 @@ const (
 )
 
 func newCheckCmd(g *globals) *cobra.Command {
-	var output string
+	var (
+		output             string
+		kube               bool
+		kubeconfig, kubeNS string
+	)
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Check the mesh: control plane, store, CA expiry, proxy sync and certificates, policies that select nothing",
@@ -32,6 +36,17 @@ func newCheckCmd(g *globals) *cobra.Command {
   certificates   proxies' workload certificates: FAIL when expired, WARN within 10 minutes
   policies       AuthorizationPolicies that select no registered workload: WARN
 
+With --kubernetes, check a Kubernetes install instead, through the Kubernetes
+API (--kubeconfig):
+
+  kubernetes     the API server's version: 1.29 or later (native sidecars)
+  crds           the trellis.dev CRDs established
+  webhooks       both webhook configurations with a caBundle, and the validating
+                 webhook answering (a server-side dry run of a bad policy)
+  rbac           every permission trellis install kubernetes grants the control
+                 plane, checked with SubjectAccessReview
+  replicas       the control plane's replicas ready (WARN under 2)
+
 Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 (2 when the control plane cannot be reached). -o json for scripts.`,
 		Args: cobra.NoArgs,
@@ -39,13 +54,20 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 			if output != "table" && output != "json" {
 				return userError("-o %q: want table or json", output)
 			}
-			c, err := g.client()
-			if err != nil {
-				return err
-			}
-			rep, err := meshhealth.Run(cmd.Context(), c, c.BaseURL, time.Now())
-			if err != nil {
-				return err
+			var rep meshhealth.Report
+			if kube {
+				var err error
+				if rep, err = checkKubernetes(cmd.Context(), kubeconfig, kubeNS); err != nil {
+					return userError("check --kubernetes: %v", err)
+				}
+			} else {
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				if rep, err = meshhealth.Run(cmd.Context(), c, c.BaseURL, time.Now()); err != nil {
+					return err
+				}
 			}
 			if err := printCheckReport(cmd.OutOrStdout(), rep, output); err != nil {
 				return err
@@ -60,6 +82,9 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 		}),
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	cmd.Flags().BoolVar(&kube, "kubernetes", false, "check a Kubernetes install through the Kubernetes API instead of the control plane's admin API")
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", envOr("KUBECONFIG", ""), "with --kubernetes: kubeconfig file (env KUBECONFIG; default: the in-cluster config)")
+	cmd.Flags().StringVar(&kubeNS, "kube-namespace", "trellis-system", "with --kubernetes: the control plane's namespace")
 	return cmd
 }
 

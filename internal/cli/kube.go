@@ -3,19 +3,24 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/client-go/discovery"
 	memory "k8s.io/client-go/discovery/cached"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
 
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/kube/inject"
 	"github.com/trellismesh/trellis/internal/kube/install"
+	"github.com/trellismesh/trellis/internal/kube/kubecheck"
+	"github.com/trellismesh/trellis/internal/meshhealth"
 	"github.com/trellismesh/trellis/internal/version"
 )
 
@@ -185,4 +190,25 @@ func newInjectCmd(g *globals) *cobra.Command {
 	f.StringVar(&cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "the mesh's trust domain, passed to the proxies")
 	f.StringVar(&cfg.CAConfigMap, "ca-configmap", "trellis-ca-bundle", "ConfigMap in each namespace holding the mesh CA bundle (key ca.crt)")
 	return cmd
+}
+
+// checkKubernetes is trellis check --kubernetes.
+func checkKubernetes(ctx context.Context, kubeconfig, ns string) (meshhealth.Report, error) {
+	rc, err := restConfig(kubeconfig)
+	if err != nil {
+		return meshhealth.Report{}, err
+	}
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return meshhealth.Report{}, err
+	}
+	ext, err := apiextensionsclient.NewForConfig(rc)
+	if err != nil {
+		return meshhealth.Report{}, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return meshhealth.Report{}, err
+	}
+	return kubecheck.Run(ctx, kubecheck.Clients{Kube: kc, Extensions: ext, Dynamic: dyn}, ns), nil
 }

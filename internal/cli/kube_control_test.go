@@ -4,6 +4,7 @@ package cli_test
 
 import (
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/kube/install"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/kubetest"
 )
@@ -164,5 +166,64 @@ func TestUninstallKubernetes(t *testing.T) {
 	}
 	if bad := run(t, "", "uninstall", "kubernetes", "--kubeconfig", filepath.Join(t.TempDir(), "none")); bad.code != cli.ExitUser || !strings.Contains(bad.stderr, "--kubeconfig") {
 		t.Errorf("missing kubeconfig: %v", bad)
+	}
+}
+
+// trellis check --kubernetes on a real API server with the install applied
+// and no control plane running: the version, the CRDs and the RBAC are OK;
+// the webhooks (no caBundle, nobody answering) and the replicas (no kubelet
+// runs them) fail, so the exit code is 4. Without the install, the CRDs
+// fail too.
+func TestCheckKubernetes(t *testing.T) {
+	clearEnv(t)
+	c := kubetest.Start(t)
+	args := []string{"check", "--kubernetes", "--kubeconfig", c.Kubeconfig, "-o", "json"}
+	bare := run(t, "", args...)
+	if bare.code != cli.ExitCheckFail || !strings.Contains(bare.stdout, `"check": "crds"`) {
+		t.Fatalf("without the install: %v", bare)
+	}
+	if !strings.Contains(bare.stdout, `"level": "FAIL",
+      "check": "rbac"`) || !strings.Contains(bare.stdout, "missing: get meshes") {
+		t.Errorf("without the install, RBAC should fail naming what is missing:\n%s", bare.stdout)
+	}
+	objs, err := install.Objects(install.Options{Image: "img", ProxyImage: "proxy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Apply(t, objs)
+	var rep struct {
+		Worst    string
+		Findings []struct{ Level, Check, Subject, Message string }
+	}
+	testutil.Eventually(t, "the CRDs established", func() bool {
+		r := run(t, "", args...)
+		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+			return false
+		}
+		for _, f := range rep.Findings {
+			if f.Check == "crds" && f.Level != "OK" {
+				return false
+			}
+		}
+		return r.code == cli.ExitCheckFail
+	})
+	levels := map[string]string{}
+	for _, f := range rep.Findings {
+		levels[f.Check+" "+f.Subject] = f.Level
+	}
+	for key, want := range map[string]string{
+		"kubernetes version":                                        "OK",
+		"crds authorizationpolicies.trellis.dev":                    "OK",
+		"rbac system:serviceaccount:trellis-system:trellis-control": "OK",
+		"webhooks trellis-validate":                                 "FAIL",
+		"webhooks validate":                                         "FAIL",
+		"replicas trellis-system/trellis-control":                   "FAIL",
+	} {
+		if levels[key] != want {
+			t.Errorf("%s: %q, want %s (findings %+v)", key, levels[key], want, rep.Findings)
+		}
+	}
+	if rep.Worst != "FAIL" {
+		t.Errorf("worst %s", rep.Worst)
 	}
 }

@@ -3,7 +3,11 @@
 package cli
 
 import (
+	"context"
+	"errors"
+
 	"github.com/spf13/cobra"
+	"github.com/trellismesh/trellis/internal/meshhealth"
 )
 
 // newKubeCmds: in the sidecar build (-tags trellis_nokube) Kubernetes
@@ -21,4 +25,8 @@ func newKubeCmds(*globals) []*cobra.Command {
 		})
 	}
 	return out
+}
+
+func checkKubernetes(context.Context, string, string) (meshhealth.Report, error) {
+	return meshhealth.Report{}, errors.New("this trellis was built for the sidecar (-tags trellis_nokube) without Kubernetes support; use the full trellis binary (make build)")
 }

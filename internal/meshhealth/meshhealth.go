@@ -45,7 +45,7 @@ const (
 // check -o json`.
 type Finding struct {
 	Level   Level  `json:"level"`
-	Check   string `json:"check"` // control-plane, ca, proxies, certificates or policies
+	Check   string `json:"check"` // control-plane, ca, proxies, certificates or policies; with --kubernetes: kubernetes, crds, webhooks, rbac, replicas
 	Subject string `json:"subject,omitempty"`
 	Message string `json:"message"`
 }
@@ -124,6 +124,12 @@ func Run(ctx context.Context, src Source, api string, now time.Time) (Report, er
 		checkPolicies(pols, proxies, add)
 	}
 
+	return NewReport(fs), nil
+}
+
+// NewReport orders findings worst first (stable) and names the worst
+// level; other checks (trellis check --kubernetes) report through it too.
+func NewReport(fs []Finding) Report {
 	slices.SortStableFunc(fs, func(a, b Finding) int { return cmp.Compare(b.Level.severity(), a.Level.severity()) })
 	rep := Report{Worst: OK, Findings: fs}
 	for _, f := range fs {
@@ -131,7 +137,7 @@ func Run(ctx context.Context, src Source, api string, now time.Time) (Report, er
 			rep.Worst = f.Level
 		}
 	}
-	return rep, nil
+	return rep
 }
 
 // addFunc records one finding.

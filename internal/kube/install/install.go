@@ -131,6 +131,12 @@ func Objects(o Options) ([]runtime.Object, error) {
 	return out, nil
 }
 
+// RBACRules are the control plane's rules: across the cluster, and in its
+// own namespace (trellis check --kubernetes checks them).
+func RBACRules() (cluster, namespaced []rbacv1.PolicyRule) {
+	return clusterRules(), namespaceRules()
+}
+
 // clusterRules: what the control plane reads and writes across namespaces
 // (docs/kubernetes.md explains each).
 func clusterRules() []rbacv1.PolicyRule {

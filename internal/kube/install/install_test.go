@@ -7,15 +7,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 
 	"github.com/trellismesh/trellis/internal/kube/install"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -41,7 +34,7 @@ func TestManifests(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kinds := createAll(ctx, t, c, objs)
+	kinds := c.Apply(t, objs)
 	for _, k := range []string{"Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
 		"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"} {
 		if !kinds[k] {
@@ -57,7 +50,7 @@ func TestManifests(t *testing.T) {
 	}
 
 	// Uninstall keeps the CRDs and the namespace; --purge takes them too.
-	dyn, mapper := clients(t, c)
+	dyn, mapper := c.Dynamic(t), c.Mapper(t)
 	deleted, err := install.Uninstall(ctx, dyn, mapper, opts, false)
 	if err != nil {
 		t.Fatal(err)
@@ -83,46 +76,4 @@ func TestManifests(t *testing.T) {
 		_, err := dyn.Resource(crdGVR).Get(ctx, "authorizationpolicies.trellis.dev", metav1.GetOptions{})
 		return apierrors.IsNotFound(err)
 	})
-}
-
-func clients(t *testing.T, c *kubetest.Cluster) (dynamic.Interface, meta.RESTMapper) {
-	t.Helper()
-	dc, err := discovery.NewDiscoveryClientForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dyn, err := dynamic.NewForConfig(c.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-}
-
-// createAll creates objs as kubectl apply would, with strict field
-// validation, and returns the kinds made.
-func createAll(ctx context.Context, t *testing.T, c *kubetest.Cluster, objs []runtime.Object) map[string]bool {
-	t.Helper()
-	dyn, mapper := clients(t, c)
-	kinds := map[string]bool{}
-	for _, o := range objs {
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{Object: m}
-		gvk := u.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			t.Fatalf("%s: %v", gvk, err)
-		}
-		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
-		if ns := u.GetNamespace(); ns != "" {
-			ri = dyn.Resource(mapping.Resource).Namespace(ns)
-		}
-		if _, err := ri.Create(ctx, u, metav1.CreateOptions{FieldValidation: "Strict"}); err != nil {
-			t.Errorf("create %s %s: %v", gvk.Kind, u.GetName(), err)
-		}
-		kinds[gvk.Kind] = true
-	}
-	return kinds
 }

@@ -43,12 +43,17 @@ import (
 	"github.com/trellismesh/trellis/internal/kube/crd"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	memory "k8s.io/client-go/discovery/cached"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 )
 
@@ -459,4 +464,44 @@ func Object(t testing.TB, doc string) *unstructured.Unstructured {
 		t.Fatalf("kubetest: %v", err)
 	}
 	return &unstructured.Unstructured{Object: m}
+}
+
+// Mapper maps kinds to the API server's resources (discovery).
+func (c *Cluster) Mapper(t testing.TB) meta.RESTMapper {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(c.Config)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	return restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
+}
+
+// Apply creates objs as kubectl apply would the first time, with strict
+// field validation, and returns the kinds it made.
+func (c *Cluster) Apply(t testing.TB, objs []runtime.Object) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	dyn, mapper := c.Dynamic(t), c.Mapper(t)
+	kinds := map[string]bool{}
+	for _, o := range objs {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			t.Fatalf("kubetest: %v", err)
+		}
+		u := &unstructured.Unstructured{Object: m}
+		gvk := u.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			t.Fatalf("kubetest: %s: %v", gvk, err)
+		}
+		var ri dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+		if ns := u.GetNamespace(); ns != "" {
+			ri = dyn.Resource(mapping.Resource).Namespace(ns)
+		}
+		if _, err := ri.Create(ctx, u, metav1.CreateOptions{FieldValidation: "Strict"}); err != nil {
+			t.Errorf("kubetest: create %s %s: %v", gvk.Kind, u.GetName(), err)
+		}
+		kinds[gvk.Kind] = true
+	}
+	return kinds
 }
