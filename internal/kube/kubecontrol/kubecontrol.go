@@ -1,0 +1,213 @@
+// Package kubecontrol is the Kubernetes mode of trellis control: it
+// prepares a controlplane.Config whose CA comes from its Secret
+// (internal/kube/casecret), whose resources are the custom resources'
+// accepted versions (internal/kube/resources), whose registry is
+// EndpointSlices and Pods (internal/kube/workloads) and whose Certify
+// reviews ServiceAccount tokens (internal/kube/satoken); then it serves the
+// admission webhooks with a certificate of the mesh CA, sets their
+// caBundle, and keeps the CA bundle ConfigMap in opted-in namespaces.
+//
+// It must not be linked into the sidecar build (internal/deptest keeps it
+// out), and the data plane must not depend on it.
+package kubecontrol
+
+import (
+	"cmp"
+
+	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/kube/cabundle"
+	"github.com/trellismesh/trellis/internal/kube/casecret"
+	"github.com/trellismesh/trellis/internal/kube/crd"
+	"github.com/trellismesh/trellis/internal/kube/inject"
+	"github.com/trellismesh/trellis/internal/kube/resources"
+	"github.com/trellismesh/trellis/internal/kube/satoken"
+	"github.com/trellismesh/trellis/internal/kube/webhook"
+	"github.com/trellismesh/trellis/internal/kube/workloads"
+	"github.com/trellismesh/trellis/internal/meshca"
+	"github.com/trellismesh/trellis/internal/version"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Names of Kubernetes mode's objects (trellis install kubernetes makes
+// them).
+const (
+	CASecret         = "trellis-ca"
+	ValidatingConfig = "trellis-validate"
+	MutatingConfig   = "trellis-inject"
+)
+
+// Options are trellis control's Kubernetes mode flags.
+type Options struct {
+	Kubeconfig   string // --kubeconfig; empty: the in-cluster config
+	Namespace    string // --kube-namespace: the control plane's, holding the CA Secret
+	WebhookAddr  string // --webhook-addr
+	ProxyImage   string // --proxy-image, for injection
+	ProxyControl string // --proxy-control-addr, for injection
+	CAConfigMap  string // --ca-configmap
+}
+
+// Prepare sets cfg up for Kubernetes mode before the control plane starts
+// (CA from its Secret, resources, workloads, token review), and returns
+// what to run once it is up (the webhooks).
+func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog.Logger) (start func() (stop func(), err error), err error) {
+	rc, err := RESTConfig(k.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
+	td, err := spiffeid.TrustDomainFromString(cmp.Or(cfg.TrustDomain, controlplane.DefaultTrustDomain))
+	if err != nil {
+		return nil, fmt.Errorf("--trust-domain: %w", err)
+	}
+	// The CRDs must be there: without them the informers never sync.
+	if _, err := dyn.Resource(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: "authorizationpolicies"}).List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, errors.New("--kubernetes: the trellis.dev custom resources are not installed: apply the CRDs first (docs/kubernetes.md)")
+		}
+		return nil, fmt.Errorf("--kubernetes: list authorizationpolicies.trellis.dev: %w", err)
+	}
+	if cfg.CACertFile == "" {
+		created, err := casecret.Ensure(ctx, client, k.Namespace, CASecret, cfg.DataDir, func(dir string) error {
+			_, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{})
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--kubernetes: %w", err)
+		}
+		log.Info("mesh CA from its Secret", "secret", k.Namespace+"/"+CASecret, "created", created)
+	}
+	res := resources.New(dyn, log)
+	if err := res.Start(ctx, 2); err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
+	wl := workloads.New(client, td)
+	if err := wl.Start(ctx); err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
+	cfg.Resources, cfg.Workloads = res, wl
+	cfg.WorkloadTokens = &satoken.Reviewer{Client: client, TrustDomain: td}
+	if pemBundle, err := os.ReadFile(filepath.Join(cfg.DataDir, "ca.crt")); err == nil {
+		// The bundle injected pods mount, in every opted-in namespace.
+		bs := cabundle.New(client, k.CAConfigMap, log)
+		bs.SetBundle(pemBundle)
+		if err := bs.Run(ctx); err != nil {
+			return nil, fmt.Errorf("--kubernetes: %w", err)
+		}
+	}
+	return func() (func(), error) {
+		return serveWebhooks(ctx, client, cfg, k, td, log)
+	}, nil
+}
+
+// serveWebhooks serves the admission webhooks with a certificate of the
+// mesh CA and sets that CA as their configurations' caBundle.
+func serveWebhooks(ctx context.Context, client kubernetes.Interface, cfg *controlplane.Config, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), error) {
+	ca, _, err := meshca.LoadOrCreate(cfg.DataDir, td, meshca.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
+	l, err := net.Listen("tcp", k.WebhookAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--webhook-addr %s: %w", k.WebhookAddr, err)
+	}
+	sc, err := meshca.NewServingCert(ca, time.Now, l.Addr().String(), "trellis-control."+k.Namespace+".svc:443")
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("--kubernetes: webhook certificate: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(webhook.ValidatePath, webhook.Validator{})
+	mux.Handle(webhook.InjectPath, webhook.Injector{Config: inject.Config{
+		Image: k.ProxyImage, ControlAddr: k.ProxyControl, CAConfigMap: k.CAConfigMap, Audience: satoken.DefaultAudience,
+		TrustDomain: td.Name(), Version: version.Version,
+	}})
+	srv := &http.Server{Handler: mux, TLSConfig: sc.TLSConfig(false), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ServeTLS(l, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("webhook server", "err", err)
+		}
+	}()
+	var bundle strings.Builder
+	for _, r := range ca.Roots() {
+		_ = pem.Encode(&bundle, &pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})
+	}
+	setCABundles(ctx, client, []byte(bundle.String()), log)
+	log.Info("admission webhooks served", "addr", l.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+// setCABundles puts the mesh CA into the webhook configurations' caBundle,
+// where they exist (trellis install kubernetes makes them).
+func setCABundles(ctx context.Context, client kubernetes.Interface, bundle []byte, log *slog.Logger) {
+	b64 := base64.StdEncoding.EncodeToString(bundle)
+	patch := func(n int) []byte {
+		var ops []string
+		for i := range n {
+			ops = append(ops, fmt.Sprintf(`{"op":"replace","path":"/webhooks/%d/clientConfig/caBundle","value":%q}`, i, b64))
+		}
+		return []byte("[" + strings.Join(ops, ",") + "]")
+	}
+	ar := client.AdmissionregistrationV1()
+	if v, err := ar.ValidatingWebhookConfigurations().Get(ctx, ValidatingConfig, metav1.GetOptions{}); err == nil {
+		if _, err := ar.ValidatingWebhookConfigurations().Patch(ctx, ValidatingConfig, types.JSONPatchType, patch(len(v.Webhooks)), metav1.PatchOptions{}); err != nil {
+			log.Warn("set the validating webhook's caBundle", "err", err)
+		}
+	}
+	if m, err := ar.MutatingWebhookConfigurations().Get(ctx, MutatingConfig, metav1.GetOptions{}); err == nil {
+		if _, err := ar.MutatingWebhookConfigurations().Patch(ctx, MutatingConfig, types.JSONPatchType, patch(len(m.Webhooks)), metav1.PatchOptions{}); err != nil {
+			log.Warn("set the injecting webhook's caBundle", "err", err)
+		}
+	}
+}
+
+// RESTConfig is the kubeconfig's, or the in-cluster config.
+func RESTConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		if _, err := os.Stat(kubeconfig); err != nil {
+			return nil, fmt.Errorf("--kubeconfig: %w", err)
+		}
+		rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+		}
+		return rc, nil
+	}
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes: not in a cluster (%v): pass --kubeconfig", err)
+	}
+	return rc, nil
+}
