@@ -93,6 +93,9 @@ func TestControlKubernetes(t *testing.T) {
 	if err != nil || string(s.Data["ca.crt"]) != string(caCrt) {
 		t.Errorf("data dir's ca.crt is not the Secret's (%v)", err)
 	}
+	if tok, err := os.ReadFile(filepath.Join(dir, "admin.token")); err != nil || string(s.Data["admin.token"]) != string(tok) {
+		t.Errorf("data dir's admin.token is not the Secret's, so replicas would not share it (%v)", err)
+	}
 	testutil.Eventually(t, "the webhook's caBundle set", func() bool {
 		v, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "trellis-validate", metav1.GetOptions{})
 		return err == nil && string(v.Webhooks[0].ClientConfig.CABundle) == string(caCrt)

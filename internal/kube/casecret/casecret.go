@@ -1,5 +1,6 @@
-// Package casecret keeps Kubernetes mode's CA in a Secret, so every
-// control-plane replica signs with the same CA. The first replica to start
+// Package casecret keeps Kubernetes mode's CA (and the admin token) in a
+// Secret, so every control-plane replica signs with the same CA and
+// answers the same admin token. The first replica to start
 // creates the CA and the Secret with an atomic create; a replica that
 // loses the race takes the winner's. Each replica then materializes the
 // Secret's files into its data dir (keys 0600), where internal/meshca
@@ -34,9 +35,10 @@ const sep = "__"
 const LabelManagedBy = "app.kubernetes.io/managed-by"
 
 // Ensure makes dataDir hold the mesh's CA from the Secret namespace/name,
-// creating both with create (which writes a new CA into the directory it
-// is given) when the Secret does not exist yet. It reports whether this
-// call created the CA. Only the files under ca/ and ca.crt are kept.
+// creating both with create (which writes a new CA, and the admin token,
+// into the directory it is given) when the Secret does not exist yet. It
+// reports whether this call created the CA. Only ca.crt, the files under
+// ca/ and admin.token are kept.
 func Ensure(ctx context.Context, client kubernetes.Interface, namespace, name, dataDir string, create func(dir string) error) (bool, error) {
 	secrets := client.CoreV1().Secrets(namespace)
 	s, err := secrets.Get(ctx, name, metav1.GetOptions{})
@@ -121,7 +123,7 @@ func materialize(s *corev1.Secret, dataDir string) error {
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 			return fmt.Errorf("casecret: %w", err)
 		}
-		mode := os.FileMode(0o600)
+		mode := os.FileMode(0o600) // keys and the admin token
 		if rel == "ca.crt" {
 			mode = 0o644
 		}
@@ -132,8 +134,14 @@ func materialize(s *corev1.Secret, dataDir string) error {
 	return nil
 }
 
-// kept: the files that make the CA: ca.crt and everything under ca/.
+// AdminTokenFile is the admin token's file in a data dir
+// (adminhttp.TokenFile): kept with the CA so every replica answers the
+// same admin token.
+const AdminTokenFile = "admin.token"
+
+// kept: the files replicas share: ca.crt, everything under ca/, and the
+// admin token.
 func kept(rel string) bool {
 	rel = filepath.ToSlash(rel)
-	return rel == "ca.crt" || strings.HasPrefix(rel, "ca/")
+	return rel == "ca.crt" || rel == AdminTokenFile || strings.HasPrefix(rel, "ca/")
 }

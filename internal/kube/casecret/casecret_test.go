@@ -2,6 +2,8 @@ package casecret_test
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,8 +21,12 @@ import (
 var td = spiffeid.RequireTrustDomainFromString("trellis.test")
 
 func newCA(dir string) error {
-	_, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{})
-	return err
+	if _, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{}); err != nil {
+		return err
+	}
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	return os.WriteFile(filepath.Join(dir, casecret.AdminTokenFile), []byte(hex.EncodeToString(tok)+"\n"), 0o600)
 }
 
 // Eight replicas starting together on a real API server end with one CA:
@@ -63,8 +69,17 @@ func TestReplicasAgreeOnOneCA(t *testing.T) {
 	if again, err := casecret.Ensure(ctx, c.Client, "trellis-system", "trellis-ca", dirs[n], newCA); err != nil || again {
 		t.Fatalf("a later replica: created=%v err=%v, want the existing CA", again, err)
 	}
-	var root, inter string
+	var root, inter, token string
 	for i, d := range dirs {
+		tok, err := os.ReadFile(filepath.Join(d, casecret.AdminTokenFile))
+		if err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		if i == 0 {
+			token = string(tok)
+		} else if string(tok) != token {
+			t.Errorf("replica %d has another admin token", i)
+		}
 		ca, made, err := meshca.LoadOrCreate(d, td, meshca.Options{})
 		if err != nil || made {
 			t.Fatalf("replica %d loads its data dir: made=%v err=%v", i, made, err)
@@ -75,7 +90,7 @@ func TestReplicasAgreeOnOneCA(t *testing.T) {
 		} else if r != root || in != inter {
 			t.Errorf("replica %d has another CA", i)
 		}
-		for _, key := range []string{"ca/root.key", "ca/intermediate.key"} {
+		for _, key := range []string{"ca/root.key", "ca/intermediate.key", casecret.AdminTokenFile} {
 			fi, err := os.Stat(filepath.Join(d, key))
 			if err != nil || fi.Mode().Perm() != 0o600 {
 				t.Errorf("replica %d: %s: %v mode %v, want 0600", i, key, err, fi.Mode().Perm())
@@ -86,7 +101,7 @@ func TestReplicasAgreeOnOneCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Labels[casecret.LabelManagedBy] != "trellis" || len(s.Data) != 4 {
-		t.Errorf("secret labels %v, %d keys, want managed-by trellis and the four CA files", s.Labels, len(s.Data))
+	if s.Labels[casecret.LabelManagedBy] != "trellis" || len(s.Data) != 5 {
+		t.Errorf("secret labels %v, %d keys, want managed-by trellis, the four CA files and the admin token", s.Labels, len(s.Data))
 	}
 }

@@ -31,6 +31,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/kube/cabundle"
 	"github.com/trellismesh/trellis/internal/kube/casecret"
@@ -97,7 +98,10 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	}
 	if cfg.CACertFile == "" {
 		created, err := casecret.Ensure(ctx, client, k.Namespace, CASecret, cfg.DataDir, func(dir string) error {
-			_, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{})
+			if _, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{}); err != nil {
+				return err
+			}
+			_, err := adminhttp.LoadOrCreate(dir) // one admin token for every replica
 			return err
 		})
 		if err != nil {
