@@ -17,31 +17,6 @@ import (
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
-// tcpPair returns both ends of a loopback TCP connection; the test owns
-// both and closes them at cleanup.
-func tcpPair(t testing.TB, l net.Listener) (client, server net.Conn) {
-	t.Helper()
-	type res struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		c, err := l.Accept()
-		ch <- res{c, err}
-	}()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { client.Close(); r.c.Close() })
-	return client, r.c
-}
-
 func listen(t testing.TB) net.Listener {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -86,9 +61,9 @@ func (c *idleConn) CloseIfIdle() {
 func TestShutdownClosesIdleConnsOnly(t *testing.T) {
 	l := listen(t)
 	var s connset.Set
-	idleClient, idleServer := tcpPair(t, l)
-	busyClient, busyServer := tcpPair(t, l)
-	removedClient, removedServer := tcpPair(t, l)
+	idleClient, idleServer := testutil.TCPPair(t, l)
+	busyClient, busyServer := testutil.TCPPair(t, l)
+	removedClient, removedServer := testutil.TCPPair(t, l)
 	idle := &idleConn{Conn: idleServer}
 	idle.idle.Store(true)
 	busy := &idleConn{Conn: busyServer}
@@ -129,7 +104,7 @@ func TestShutdownClosesIdleConnsOnly(t *testing.T) {
 	}
 
 	// An idler that arrives after Shutdown began is closed at once if idle.
-	lateClient, lateServer := tcpPair(t, l)
+	lateClient, lateServer := testutil.TCPPair(t, l)
 	late := &idleConn{Conn: lateServer}
 	late.idle.Store(true)
 	s.AddIdler(late)
@@ -149,7 +124,7 @@ func TestAddAfterShutdownRefused(t *testing.T) {
 	if err := s.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	c, _ := tcpPair(t, listen(t))
+	c, _ := testutil.TCPPair(t, listen(t))
 	if s.Add(c) {
 		t.Fatal("Add after Shutdown = true, want false")
 	}
@@ -163,7 +138,7 @@ func TestAddAfterShutdownRefused(t *testing.T) {
 
 func TestShutdownWaitsForTrackedConns(t *testing.T) {
 	var s connset.Set
-	client, server := tcpPair(t, listen(t))
+	client, server := testutil.TCPPair(t, listen(t))
 	if !s.Add(server) {
 		t.Fatal("Add = false on an open Set")
 	}
@@ -199,7 +174,7 @@ func TestShutdownClosesTrackedConnsWhenContextEnds(t *testing.T) {
 	const n = 20
 	clients := make([]net.Conn, n)
 	for i := range clients {
-		client, server := tcpPair(t, l)
+		client, server := testutil.TCPPair(t, l)
 		clients[i] = client
 		if !s.Add(server) {
 			t.Fatal("Add = false on an open Set")
@@ -289,7 +264,7 @@ func TestChanListener(t *testing.T) {
 	if l.Addr() != addr {
 		t.Fatalf("Addr = %v, want %v", l.Addr(), addr)
 	}
-	_, server := tcpPair(t, listen(t))
+	_, server := testutil.TCPPair(t, listen(t))
 	accepted := make(chan net.Conn, 1)
 	go func() {
 		c, err := l.Accept()

@@ -250,7 +250,7 @@ func TestCloseWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsPair := func(t testing.TB) (client, server net.Conn) {
-		c, s := dialPair(t)
+		c, s := testutil.TCPPair(t, nil)
 		tc := tls.Client(c, &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true})
 		ts := tls.Server(s, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{*cert}})
 		errs := make(chan error, 1)
@@ -263,13 +263,14 @@ func TestCloseWrite(t *testing.T) {
 		}
 		return tc, ts
 	}
+	tcpPair := func(t testing.TB) (net.Conn, net.Conn) { return testutil.TCPPair(t, nil) }
 	for _, tc := range []struct {
 		name string
 		pair func(testing.TB) (net.Conn, net.Conn)
 		wrap bool
 	}{
-		{"tcp", dialPair, false},
-		{"tcp wrapped", dialPair, true},
+		{"tcp", tcpPair, false},
+		{"tcp wrapped", tcpPair, true},
 		{"tls", tlsPair, false},
 		{"tls wrapped", tlsPair, true},
 	} {
@@ -307,34 +308,10 @@ func TestCloseWrite(t *testing.T) {
 	if relay.CloseWrite(a) {
 		t.Error("CloseWrite(net.Pipe) = true")
 	}
-	c, _ := dialPair(t)
+	c, _ := testutil.TCPPair(t, nil)
 	if relay.CloseWrite(tls.Client(c, &tls.Config{InsecureSkipVerify: true})) {
 		t.Error("CloseWrite before the TLS handshake = true")
 	}
-}
-
-func dialPair(t testing.TB) (client, server net.Conn) {
-	t.Helper()
-	l := listen(t)
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		ch <- c
-	}()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-ch
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
 }
 
 // upgradeBackend answers Upgrade requests: /echo switches to "echo" and

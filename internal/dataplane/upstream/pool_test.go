@@ -316,27 +316,6 @@ func (w *watchedCaller) Gone() bool {
 	return w.gone.Load()
 }
 
-func tcpPair(t testing.TB) (client, server net.Conn) {
-	t.Helper()
-	l := listen(t)
-	defer l.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		ch <- c
-	}()
-	client, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-ch
-	if server == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
-
 // A read waiting on a silent upstream keeps waiting while the caller is
 // there, and gives up with relay.ErrClientGone once it left.
 func TestWatchGivesUpWhenCallerGone(t *testing.T) {
@@ -345,7 +324,7 @@ func TestWatchGivesUpWhenCallerGone(t *testing.T) {
 		return false
 	})
 	p, _ := newTestPool(t, srv.addr, 4, time.Minute)
-	callerClient, callerServer := tcpPair(t)
+	callerClient, callerServer := testutil.TCPPair(t, nil)
 	caller := watchCaller(callerServer)
 	uc, _ := mustGet(t, p)
 	defer uc.C.Close()
@@ -386,7 +365,7 @@ func TestWatchSlowAnswerAndPutDisarms(t *testing.T) {
 		return true
 	})
 	p, _ := newTestPool(t, srv.addr, 4, time.Minute)
-	callerClient, callerServer := tcpPair(t)
+	callerClient, callerServer := testutil.TCPPair(t, nil)
 	caller := watchCaller(callerServer)
 	uc, _ := mustGet(t, p)
 	uc.Watch(caller)

@@ -151,7 +151,7 @@ func TestPeerGoneTCP(t *testing.T) {
 		{"reset by the peer", func(c, _ net.Conn) { _ = c.(*net.TCPConn).SetLinger(0); c.Close() }, true},
 		{"closed here", func(_, s net.Conn) { s.Close() }, true},
 	} {
-		client, server := tcpPair(t)
+		client, server := testutil.TCPPair(t, nil)
 		tc.act(client, server)
 		if tc.want {
 			testutil.Eventually(t, tc.name+": PeerGone", func() bool { return PeerGone(server, false) })
@@ -193,7 +193,7 @@ func socketHasData(c net.Conn) bool {
 func TestPeerGoneTLS(t *testing.T) {
 	serverCfg, clientCfg := tlsConfigs(t)
 	pair := func(t testing.TB) (client, server *tls.Conn) {
-		c, s := tcpPair(t)
+		c, s := testutil.TCPPair(t, nil)
 		tc, ts := tls.Client(c, clientCfg), tls.Server(s, serverCfg)
 		errs := make(chan error, 1)
 		go func() { errs <- ts.Handshake() }()
