@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# k8s-bins.sh builds kube-apiserver and etcd from the Go module proxy at
-# pinned versions and caches them outside the repository, keyed by version:
+# k8s-bins.sh builds kube-apiserver, etcd and helm from the Go module proxy
+# at pinned versions and caches them outside the repository, keyed by
+# version:
 #
 #   $TRELLIS_K8S_CACHE (default $HOME/.cache/trellis/k8s)/v$K8S_VERSION/kube-apiserver
 #   $TRELLIS_K8S_CACHE/etcd-v$ETCD_VERSION/etcd
+#   $TRELLIS_K8S_CACHE/helm-v$HELM_VERSION/helm   (renders deploy/helm/trellis in its golden test)
+#
+# `scripts/k8s-bins.sh kubectl` also builds kubectl beside kube-apiserver
+# (about 3 more minutes; the tests do not need it, the walkthrough in
+# docs/kubernetes.md does).
 #
 # The Kubernetes-mode tests (internal/testutil/kubetest) run them on
 # loopback. A cold build takes about 10 minutes on 2 cores (about 2.5 GB of
@@ -18,21 +24,24 @@ set -euo pipefail
 
 K8S_VERSION=${K8S_VERSION:-1.37.2}
 ETCD_VERSION=${ETCD_VERSION:-3.7.3}
+HELM_VERSION=${HELM_VERSION:-4.3.2}
 CACHE=${TRELLIS_K8S_CACHE:-$HOME/.cache/trellis/k8s}
 GO=${GO:-go}
 k8s_dir=$CACHE/v$K8S_VERSION
 etcd_dir=$CACHE/etcd-v$ETCD_VERSION
+helm_dir=$CACHE/helm-v$HELM_VERSION
 staging=v0.${K8S_VERSION#1.}
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9 # one build at a time; a second caller waits and then finds the binaries
 
-build_apiserver() {
-	local work
+# build_k8s CMD builds k8s.io/kubernetes/cmd/CMD into $k8s_dir.
+build_k8s() {
+	local cmd=$1 work
 	work=$(mktemp -d)
 	trap 'rm -rf "$work"' RETURN
-	echo "k8s-bins: building kube-apiserver v$K8S_VERSION (about 8 minutes cold)" >&2
+	echo "k8s-bins: building $cmd v$K8S_VERSION (about 8 minutes cold)" >&2
 	local gomod
 	gomod=$(cd "$work" && $GO mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
 	[ -f "$gomod" ] || { echo "k8s-bins: no go.mod for k8s.io/kubernetes@v$K8S_VERSION" >&2; exit 1; }
@@ -51,18 +60,25 @@ build_apiserver() {
 	} >"$work/go.mod"
 	(
 		cd "$work"
-		$GO get -tool "k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION" >&2
+		$GO get -tool "k8s.io/kubernetes/cmd/$cmd@v$K8S_VERSION" >&2
 		local date ld="" pkg
 		date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 		for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 			ld="$ld -X $pkg.gitVersion=v$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
 			ld="$ld -X $pkg.gitTreeState=clean -X $pkg.buildDate=$date"
 		done
-		mkdir -p "$k8s_dir.tmp"
-		CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w $ld" -o "$k8s_dir.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver >&2
+		mkdir -p "$k8s_dir"
+		CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w $ld" -o "$k8s_dir/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" >&2
 	)
-	rm -rf "$k8s_dir"
-	mv "$k8s_dir.tmp" "$k8s_dir"
+	mv "$k8s_dir/$cmd.tmp" "$k8s_dir/$cmd"
+}
+
+build_helm() {
+	echo "k8s-bins: building helm v$HELM_VERSION (about 2 minutes cold)" >&2
+	mkdir -p "$helm_dir.tmp"
+	(cd "$helm_dir.tmp" && GOBIN="$helm_dir.tmp" CGO_ENABLED=0 $GO install -trimpath -ldflags "-s -w" "helm.sh/helm/v4/cmd/helm@v$HELM_VERSION" >&2)
+	rm -rf "$helm_dir"
+	mv "$helm_dir.tmp" "$helm_dir"
 }
 
 build_etcd() {
@@ -99,5 +115,9 @@ EOF
 }
 
 [ -x "$etcd_dir/etcd" ] || build_etcd
-[ -x "$k8s_dir/kube-apiserver" ] || build_apiserver
+[ -x "$k8s_dir/kube-apiserver" ] || build_k8s kube-apiserver
+[ -x "$helm_dir/helm" ] || build_helm
+if [ "${1:-}" = kubectl ]; then
+	[ -x "$k8s_dir/kubectl" ] || build_k8s kubectl
+fi
 echo "$CACHE"

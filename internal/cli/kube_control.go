@@ -5,6 +5,7 @@ package cli
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
@@ -20,6 +21,8 @@ type kubeFlags struct {
 	kubeconfig, namespace     string
 	webhookAddr, proxyImage   string
 	proxyControl, caConfigMap string
+	identity                  string
+	leaseDuration             time.Duration
 }
 
 func (k *kubeFlags) register(cmd *cobra.Command) {
@@ -31,6 +34,8 @@ func (k *kubeFlags) register(cmd *cobra.Command) {
 	f.StringVar(&k.proxyImage, "proxy-image", "ghcr.io/trellismesh/trellis-proxy:"+version.Version, "with --kubernetes: the image the injecting webhook gives the sidecar")
 	f.StringVar(&k.proxyControl, "proxy-control-addr", "trellis-control.trellis-system.svc:15012", "with --kubernetes: the control plane's gRPC address as injected proxies dial it")
 	f.StringVar(&k.caConfigMap, "ca-configmap", "trellis-ca-bundle", "with --kubernetes: the ConfigMap injected pods mount the mesh CA bundle from")
+	f.StringVar(&k.identity, "kube-identity", envOr("POD_NAME", ""), "with --kubernetes: this replica's name in the Lease (env POD_NAME; default: the host name and a random suffix)")
+	f.DurationVar(&k.leaseDuration, "lease-duration", 15*time.Second, "with --kubernetes: how long the Lease holder's term lasts unrenewed: another replica takes over the singletons this long after it dies")
 }
 
 // kubeMode prepares cfg for Kubernetes mode (internal/kube/kubecontrol)
@@ -43,6 +48,7 @@ func kubeMode(ctx context.Context, cfg *controlplane.Config, k kubeFlags, log *s
 	return kubecontrol.Prepare(ctx, cfg, kubecontrol.Options{
 		Kubeconfig: k.kubeconfig, Namespace: k.namespace, WebhookAddr: k.webhookAddr,
 		ProxyImage: k.proxyImage, ProxyControl: k.proxyControl, CAConfigMap: k.caConfigMap,
+		Identity: k.identity, LeaseDuration: k.leaseDuration,
 	}, log)
 }
 

@@ -96,6 +96,10 @@ func TestControlKubernetes(t *testing.T) {
 	if tok, err := os.ReadFile(filepath.Join(dir, "admin.token")); err != nil || string(s.Data["admin.token"]) != string(tok) {
 		t.Errorf("data dir's admin.token is not the Secret's, so replicas would not share it (%v)", err)
 	}
+	testutil.Eventually(t, "the only replica holds the Lease", func() bool {
+		l, err := c.Client.CoordinationV1().Leases("trellis-system").Get(ctx, "trellis-control", metav1.GetOptions{})
+		return err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != ""
+	})
 	testutil.Eventually(t, "the webhook's caBundle set", func() bool {
 		v, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "trellis-validate", metav1.GetOptions{})
 		return err == nil && string(v.Webhooks[0].ClientConfig.CABundle) == string(caCrt)
@@ -221,6 +225,7 @@ func TestCheckKubernetes(t *testing.T) {
 		"webhooks trellis-validate":                                 "FAIL",
 		"webhooks validate":                                         "FAIL",
 		"replicas trellis-system/trellis-control":                   "FAIL",
+		"lease trellis-system/trellis-control":                      "FAIL",
 	} {
 		if levels[key] != want {
 			t.Errorf("%s: %q, want %s (findings %+v)", key, levels[key], want, rep.Findings)

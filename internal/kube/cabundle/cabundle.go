@@ -34,7 +34,6 @@ type Syncer struct {
 	client kubernetes.Interface
 	name   string
 	log    *slog.Logger
-	queue  workqueue.TypedRateLimitingInterface[string]
 
 	mu     sync.Mutex
 	bundle string
@@ -45,8 +44,7 @@ func New(client kubernetes.Interface, name string, log *slog.Logger) *Syncer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Syncer{client: client, name: name, log: log,
-		queue: workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())}
+	return &Syncer{client: client, name: name, log: log}
 }
 
 // SetBundle sets the PEM bundle to keep. Set it before Run; a later call
@@ -59,14 +57,16 @@ func (s *Syncer) SetBundle(pem []byte) {
 }
 
 // Run keeps the ConfigMaps until ctx ends. It returns once the namespace
-// informer is synced; the work goes on in the background.
+// informer is synced; the work goes on in the background. Run may be
+// called again after ctx ended (a new term as the Lease holder).
 func (s *Syncer) Run(ctx context.Context) error {
+	queue := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
 	f := informers.NewSharedInformerFactoryWithOptions(s.client, time.Minute,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = inject.LabelNamespaceInject + "=enabled" }))
 	nsInf := f.Core().V1().Namespaces().Informer()
 	add := func(obj any) {
 		if ns, ok := obj.(*corev1.Namespace); ok {
-			s.queue.Add(ns.Name)
+			queue.Add(ns.Name)
 		}
 	}
 	_, _ = nsInf.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: add, UpdateFunc: func(_, n any) { add(n) }})
@@ -74,20 +74,20 @@ func (s *Syncer) Run(ctx context.Context) error {
 	if !cache.WaitForCacheSync(ctx.Done(), nsInf.HasSynced) {
 		return fmt.Errorf("cabundle: namespace informer did not sync: %w", ctx.Err())
 	}
-	go func() { <-ctx.Done(); s.queue.ShutDown() }()
+	go func() { <-ctx.Done(); queue.ShutDown() }()
 	go func() {
 		for {
-			ns, quit := s.queue.Get()
+			ns, quit := queue.Get()
 			if quit {
 				return
 			}
 			if err := s.sync(ctx, ns); err != nil {
 				s.log.Warn("CA bundle ConfigMap not written; retrying", "namespace", ns, "err", err.Error())
-				s.queue.AddRateLimited(ns)
+				queue.AddRateLimited(ns)
 			} else {
-				s.queue.Forget(ns)
+				queue.Forget(ns)
 			}
-			s.queue.Done(ns)
+			queue.Done(ns)
 		}
 	}()
 	return nil

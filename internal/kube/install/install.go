@@ -155,11 +155,14 @@ func clusterRules() []rbacv1.PolicyRule {
 }
 
 // namespaceRules: what the control plane needs in its own namespace: the
-// CA Secret (read, and created once by the first replica).
+// CA Secret (read, and created once by the first replica) and the Lease of
+// the singletons.
 func namespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{CASecret}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{Name}, Verbs: []string{"get", "update"}},
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 	}
 }
 
@@ -188,8 +191,10 @@ func deployment(o Options, labels map[string]string, meta metav1.ObjectMeta) *ap
 						Name:  "control",
 						Image: o.Image,
 						Args:  args,
-						Env: []corev1.EnvVar{{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{
-							FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}}},
+						Env: []corev1.EnvVar{
+							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+							{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+						},
 						Ports: []corev1.ContainerPort{
 							{Name: "grpc", ContainerPort: 15012}, {Name: "admin", ContainerPort: 15014}, {Name: "webhook", ContainerPort: 15017},
 						},

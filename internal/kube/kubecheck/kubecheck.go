@@ -4,7 +4,7 @@
 // established, the webhook configurations present with a caBundle and the
 // validating webhook answering, the control plane's RBAC sufficient
 // (SubjectAccessReview of every rule trellis install kubernetes grants),
-// and the control plane's replicas ready.
+// the control plane's replicas ready, and the singletons' Lease held.
 //
 // It must not depend on the control plane's server, the store, the proxy or
 // the data plane: it reads the API.
@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -54,6 +55,7 @@ func Run(ctx context.Context, c Clients, ns string) meshhealth.Report {
 	checkWebhooks(ctx, c, ns, add)
 	checkRBAC(ctx, c.Kube, ns, add)
 	checkReplicas(ctx, c.Kube, ns, add)
+	checkLease(ctx, c.Kube, ns, time.Now(), add)
 	return meshhealth.NewReport(findings)
 }
 
@@ -197,4 +199,29 @@ func checkReplicas(ctx context.Context, k kubernetes.Interface, ns string, add a
 	default:
 		add(meshhealth.OK, "replicas", ns+"/"+install.Name, "%d of %d replicas ready", ready, want)
 	}
+}
+
+// checkLease: a replica holds the singletons' Lease and renewed it within
+// its duration (internal/kube/leader).
+func checkLease(ctx context.Context, k kubernetes.Interface, ns string, now time.Time, add addFunc) {
+	subject := ns + "/" + install.Name
+	l, err := k.CoordinationV1().Leases(ns).Get(ctx, install.Name, metav1.GetOptions{})
+	if err != nil {
+		add(meshhealth.Fail, "lease", subject, "no Lease (%v): no replica runs the singletons (resource status, CA bundles); is trellis control running?", err)
+		return
+	}
+	holder := ""
+	if l.Spec.HolderIdentity != nil {
+		holder = *l.Spec.HolderIdentity
+	}
+	if holder == "" || l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds == nil {
+		add(meshhealth.Fail, "lease", subject, "not held: no replica runs the singletons (resource status, CA bundles)")
+		return
+	}
+	age := now.Sub(l.Spec.RenewTime.Time).Round(time.Second)
+	if d := time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second; age > d {
+		add(meshhealth.Fail, "lease", subject, "held by %s but not renewed for %v (its term is %v): that replica is gone or cut off, and no other took over", holder, age, d)
+		return
+	}
+	add(meshhealth.OK, "lease", subject, "held by %s, renewed %v ago", holder, age)
 }

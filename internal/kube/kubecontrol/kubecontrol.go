@@ -4,8 +4,9 @@
 // accepted versions (internal/kube/resources), whose registry is
 // EndpointSlices and Pods (internal/kube/workloads) and whose Certify
 // reviews ServiceAccount tokens (internal/kube/satoken); then it serves the
-// admission webhooks with a certificate of the mesh CA, sets their
-// caBundle, and keeps the CA bundle ConfigMap in opted-in namespaces.
+// admission webhooks with a certificate of the mesh CA. The singletons
+// (resource status, the webhooks' caBundle, the CA bundle ConfigMap in
+// opted-in namespaces) run on the holder of a Lease (internal/kube/leader).
 //
 // It must not be linked into the sidecar build (internal/deptest keeps it
 // out), and the data plane must not depend on it.
@@ -15,8 +16,9 @@ import (
 	"cmp"
 
 	"context"
+	"crypto/rand"
 	"encoding/base64"
-	"encoding/pem"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +39,7 @@ import (
 	"github.com/trellismesh/trellis/internal/kube/casecret"
 	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/inject"
+	"github.com/trellismesh/trellis/internal/kube/leader"
 	"github.com/trellismesh/trellis/internal/kube/resources"
 	"github.com/trellismesh/trellis/internal/kube/satoken"
 	"github.com/trellismesh/trellis/internal/kube/webhook"
@@ -49,14 +52,16 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 )
 
 // Names of Kubernetes mode's objects (trellis install kubernetes makes
-// them).
+// them; the Lease is made by the first replica to campaign).
 const (
 	CASecret         = "trellis-ca"
 	ValidatingConfig = "trellis-validate"
 	MutatingConfig   = "trellis-inject"
+	Lease            = "trellis-control"
 )
 
 // Options are trellis control's Kubernetes mode flags.
@@ -67,12 +72,21 @@ type Options struct {
 	ProxyImage   string // --proxy-image, for injection
 	ProxyControl string // --proxy-control-addr, for injection
 	CAConfigMap  string // --ca-configmap
+	// Identity names this replica in the Lease (env POD_NAME); empty:
+	// the host name and a random suffix.
+	Identity string
+	// LeaseDuration is --lease-duration: how soon another replica takes
+	// over the singletons from one that died (zero: 15 s).
+	LeaseDuration time.Duration
 }
 
 // Prepare sets cfg up for Kubernetes mode before the control plane starts
 // (CA from its Secret, resources, workloads, token review), and returns
 // what to run once it is up (the webhooks).
 func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog.Logger) (start func() (stop func(), err error), err error) {
+	// client-go (leader election, informers) logs through klog: into
+	// this process's logger and format, not klog's own on stderr.
+	klog.SetSlogLogger(log)
 	rc, err := RESTConfig(k.Kubeconfig)
 	if err != nil {
 		return nil, err
@@ -119,22 +133,72 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	}
 	cfg.Resources, cfg.Workloads = res, wl
 	cfg.WorkloadTokens = &satoken.Reviewer{Client: client, TrustDomain: td}
-	if pemBundle, err := os.ReadFile(filepath.Join(cfg.DataDir, "ca.crt")); err == nil {
-		// The bundle injected pods mount, in every opted-in namespace.
-		bs := cabundle.New(client, k.CAConfigMap, log)
-		bs.SetBundle(pemBundle)
-		if err := bs.Run(ctx); err != nil {
-			return nil, fmt.Errorf("--kubernetes: %w", err)
-		}
+	res.FollowLease()
+	pemBundle, err := os.ReadFile(filepath.Join(cfg.DataDir, "ca.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
+	// The bundle injected pods mount, in every opted-in namespace.
+	bs := cabundle.New(client, k.CAConfigMap, log)
+	bs.SetBundle(pemBundle)
+	lc, err := leaseConfig(client, k, log)
+	if err != nil {
+		return nil, err
 	}
 	return func() (func(), error) {
-		return serveWebhooks(ctx, client, cfg, k, td, log)
+		stopHooks, err := serveWebhooks(ctx, cfg, k, td, log)
+		if err != nil {
+			return nil, err
+		}
+		lctx, stopLeading := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = leader.Run(lctx, lc, func(lead context.Context) { singletons(lead, client, res, bs, pemBundle, log) })
+		}()
+		return func() {
+			stopLeading() // releases a held Lease, so another replica takes over at once
+			<-done
+			stopHooks()
+		}, nil
 	}, nil
 }
 
+// singletons run on the Lease holder only, until lead ends: the resources'
+// status, the CA bundle ConfigMaps and the webhook configurations'
+// caBundle. Everything else runs on every replica: config streams and
+// Certify, and each replica's registry expiry and drift repair of the
+// proxies connected to it (the registry itself is the EndpointSlices).
+func singletons(lead context.Context, client kubernetes.Interface, res *resources.Source, bs *cabundle.Syncer, bundle []byte, log *slog.Logger) {
+	setCABundles(lead, client, bundle, log)
+	if err := bs.Run(lead); err != nil && lead.Err() == nil {
+		log.Error("CA bundle ConfigMaps not kept", "err", err)
+	}
+	res.Lead(lead)
+}
+
+// leaseConfig is this replica's leader election: durations scaled from
+// --lease-duration as client-go's defaults are (15 s, 10 s, 2 s).
+func leaseConfig(client kubernetes.Interface, k Options, log *slog.Logger) (leader.Config, error) {
+	d := cmp.Or(k.LeaseDuration, leader.DefaultLeaseDuration)
+	if d < time.Second {
+		return leader.Config{}, fmt.Errorf("--lease-duration %v: give 1s or more (15s is usual)", d)
+	}
+	id := k.Identity
+	if id == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		id = cmp.Or(host, "trellis-control") + "_" + hex.EncodeToString(b)
+	}
+	return leader.Config{Client: client, Namespace: k.Namespace, Name: Lease, Identity: id,
+		LeaseDuration: d, RenewDeadline: d * 2 / 3, RetryPeriod: d * 2 / 15, Log: log}, nil
+}
+
 // serveWebhooks serves the admission webhooks with a certificate of the
-// mesh CA and sets that CA as their configurations' caBundle.
-func serveWebhooks(ctx context.Context, client kubernetes.Interface, cfg *controlplane.Config, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), error) {
+// mesh CA (the Lease holder sets that CA as their configurations'
+// caBundle).
+func serveWebhooks(ctx context.Context, cfg *controlplane.Config, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), error) {
 	ca, _, err := meshca.LoadOrCreate(cfg.DataDir, td, meshca.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
@@ -160,11 +224,6 @@ func serveWebhooks(ctx context.Context, client kubernetes.Interface, cfg *contro
 			log.Error("webhook server", "err", err)
 		}
 	}()
-	var bundle strings.Builder
-	for _, r := range ca.Roots() {
-		_ = pem.Encode(&bundle, &pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})
-	}
-	setCABundles(ctx, client, []byte(bundle.String()), log)
 	log.Info("admission webhooks served", "addr", l.Addr().String())
 	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

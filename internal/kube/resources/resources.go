@@ -5,7 +5,8 @@
 // validator's field-path message when it is invalid, which happens only if
 // the validating webhook was bypassed); the mesh's configuration takes the
 // last accepted version of each object, so proxies keep it until a valid
-// one replaces it.
+// one replaces it. With several replicas, only the Lease holder writes
+// status (FollowLease, Lead).
 //
 // It must not depend on the control plane's server, the store, the signers,
 // the proxy or the data plane.
@@ -56,6 +57,10 @@ type Source struct {
 	accepted map[key]resource.Object
 	gen      atomic.Uint64
 	changed  chan struct{}
+
+	// statusGated: status is written only while lead runs (FollowLease);
+	// leading says whether it runs now.
+	statusGated, leading atomic.Bool
 }
 
 type kindInfo struct {
@@ -136,6 +141,25 @@ func (s *Source) Start(ctx context.Context, workers int) error {
 	return ctx.Err()
 }
 
+// FollowLease makes status writes a singleton: call it before Start, and
+// then only a replica running Lead writes status (every replica still
+// judges every object and keeps its accepted set).
+func (s *Source) FollowLease() { s.statusGated.Store(true) }
+
+// Lead writes status until ctx ends: it queues every object once, so the
+// new leader writes whatever the previous one left unwritten.
+func (s *Source) Lead(ctx context.Context) {
+	s.leading.Store(true)
+	defer s.leading.Store(false)
+	for plural, ki := range s.kinds {
+		for _, name := range ki.informer.GetStore().ListKeys() {
+			ns, n, _ := cache.SplitMetaNamespaceKey(name)
+			s.queue.Add(key{plural, ns, n})
+		}
+	}
+	<-ctx.Done()
+}
+
 // Changed receives after the accepted set changed; a burst is one receive.
 func (s *Source) Changed() <-chan struct{} { return s.changed }
 
@@ -201,6 +225,9 @@ func (s *Source) judge(ctx context.Context, k key) error {
 	} else {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, ReasonValid, "accepted"
 		s.setAccepted(k, &obj)
+	}
+	if s.statusGated.Load() && !s.leading.Load() {
+		return nil // the Lease holder writes status
 	}
 	return s.writeStatus(ctx, ki.gvr, u, cond)
 }
