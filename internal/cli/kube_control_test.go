@@ -5,6 +5,7 @@ package cli_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellismesh/trellis/internal/cli"
@@ -25,8 +27,8 @@ import (
 // trellis control --kubernetes against a real API server: it keeps the CA
 // in a Secret, serves the validating webhook and sets its caBundle, so a
 // bad policy applied through the Kubernetes API is refused with trellis
-// apply's message; the admin API lists the custom resources and refuses
-// writes; without the CRDs it says what to do.
+// apply's message; the admin API lists the custom resources and writes
+// through to them; without the CRDs it says what to do.
 func TestControlKubernetes(t *testing.T) {
 	clearEnv(t)
 	c := kubetest.Start(t)
@@ -130,18 +132,61 @@ func TestControlKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The admin API shows the custom resources and refuses writes.
+	// The admin API shows the custom resources, and its writes go through
+	// to them: trellis apply creates and configures a custom resource,
+	// seen at once by trellis get; a stale resourceVersion is a conflict;
+	// trellis delete deletes it.
 	token := filepath.Join(dir, "admin.token")
+	cliArgs := func(a ...string) []string { return append([]string{"--api", "http://" + api, "--token-file", token}, a...) }
 	testutil.Eventually(t, "get authz lists the custom resource", func() bool {
-		r := run(t, "", "--api", "http://"+api, "--token-file", token, "get", "authz", "-n", "shop")
+		r := run(t, "", cliArgs("get", "authz", "-n", "shop")...)
 		return r.code == cli.ExitOK && strings.Contains(r.stdout, "reads")
 	})
 	f := filepath.Join(t.TempDir(), "p.yaml")
-	if err := os.WriteFile(f, []byte("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop}\nspec: {}\n"), 0o600); err != nil {
-		t.Fatal(err)
+	write := func(body string) {
+		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if r := run(t, "", "--api", "http://"+api, "--token-file", token, "apply", "-f", f); r.code == cli.ExitOK || !strings.Contains(r.stderr, "kubectl apply") {
-		t.Errorf("apply in Kubernetes mode: %v", r)
+	write("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop, labels: {team: a}}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [GET]}]}]}\n")
+	if r := run(t, "", cliArgs("apply", "-f", f)...); r.code != cli.ExitOK || !strings.Contains(r.stdout, "created") {
+		t.Fatalf("apply in Kubernetes mode: %v", r)
+	}
+	u, err := policies.Get(ctx, "x", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the applied policy is no custom resource: %v", err)
+	}
+	if u.GetLabels()["team"] != "a" {
+		t.Errorf("labels %v", u.GetLabels())
+	}
+	if r := run(t, "", cliArgs("get", "authz", "x", "-n", "shop", "-o", "json")...); r.code != cli.ExitOK || !strings.Contains(r.stdout, u.GetResourceVersion()) {
+		t.Errorf("get right after apply: %v, want resourceVersion %s", r, u.GetResourceVersion())
+	}
+	if r := run(t, "", cliArgs("apply", "-f", f)...); r.code != cli.ExitOK || !strings.Contains(r.stdout, "unchanged") {
+		t.Errorf("the same apply again: %v", r)
+	}
+	write("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop, resourceVersion: \"1\"}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [POST]}]}]}\n")
+	if r := run(t, "", cliArgs("apply", "-f", f)...); r.code == cli.ExitOK || !strings.Contains(r.stderr, "modified since you read it") {
+		t.Errorf("apply with a stale resourceVersion: %v", r)
+	}
+	write("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [POST]}]}]}\n")
+	if r := run(t, "", cliArgs("apply", "-f", f)...); r.code != cli.ExitOK || !strings.Contains(r.stdout, "configured") {
+		t.Errorf("apply a change: %v", r)
+	}
+	if u, err := policies.Get(ctx, "x", metav1.GetOptions{}); err != nil || !strings.Contains(fmt.Sprint(u.Object["spec"]), "POST") {
+		t.Errorf("the custom resource after the change: %v %v", u, err)
+	}
+	if r := run(t, "", cliArgs("delete", "authz", "x", "-n", "shop")...); r.code != cli.ExitOK {
+		t.Errorf("delete: %v", r)
+	}
+	if _, err := policies.Get(ctx, "x", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the custom resource after delete: %v", err)
+	}
+	if r := run(t, "", cliArgs("get", "authz", "-n", "shop")...); strings.Contains(r.stdout, "x ") {
+		t.Errorf("get after delete still lists x: %v", r)
+	}
+	if r := run(t, "", cliArgs("delete", "authz", "x", "-n", "shop")...); r.code == cli.ExitOK || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("delete of a missing policy: %v", r)
 	}
 
 	stop()

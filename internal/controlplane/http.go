@@ -287,15 +287,23 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
-	var ae *applyError
+	var ae *adminapi.ObjectError
 	var fe *fieldError
 	switch {
 	case errors.As(err, &fe):
 		writeJSON(w, http.StatusBadRequest, adminapi.ErrorBody{Error: err.Error(), Details: []adminapi.ErrorDetail{{Index: -1, Field: fe.field, Message: fe.msg}}})
 	case errors.As(err, &ae):
-		writeJSON(w, statusFor(ae.err), adminapi.ErrorBody{
-			Error:   "apply: nothing was applied: " + err.Error(),
-			Details: []adminapi.ErrorDetail{{Index: ae.index, Resource: ae.ref, Message: ae.err.Error()}},
+		msg := "apply: nothing was applied: " + err.Error()
+		if len(ae.Applied) > 0 {
+			var done []string
+			for _, a := range ae.Applied {
+				done = append(done, a.Kind+" "+strings.TrimPrefix(a.Namespace+"/", "/")+a.Name)
+			}
+			msg = fmt.Sprintf("apply: stopped at object %d: %v; applied before it: %s", ae.Index, err, strings.Join(done, ", "))
+		}
+		writeJSON(w, statusFor(ae.Err), adminapi.ErrorBody{
+			Error:   msg,
+			Details: []adminapi.ErrorDetail{{Index: ae.Index, Resource: ae.Resource, Message: ae.Err.Error()}},
 		})
 	default:
 		code := statusFor(err)

@@ -22,9 +22,9 @@ const resourcePrefix = "/resources/"
 
 // Typed resource errors; the HTTP edge maps them to statuses.
 var (
-	errNotFound  = errors.New("not found")
-	errConflict  = errors.New("conflict")
-	errForbidden = errors.New("not allowed")
+	errNotFound  = adminapi.ErrNotFound
+	errConflict  = adminapi.ErrConflict
+	errForbidden = adminapi.ErrForbidden
 )
 
 // resources stores user resources (Mesh, AuthorizationPolicy, ...) as
@@ -35,9 +35,20 @@ type resources struct {
 	st  store.Store
 	now func() time.Time
 	// external, when set, holds the resources instead of st
-	// (Config.Resources): reads come from its cache, writes are refused.
+	// (Config.Resources): reads come from its cache; writes go to src when
+	// it is a ResourceWriter, else they are refused.
 	external *resourceCache
 	src      ResourceSource
+}
+
+// ResourceWriter is a ResourceSource that also takes the admin API's
+// writes (Kubernetes mode: the custom resources). Objects come validated.
+// Errors wrap adminapi.ErrNotFound, ErrConflict or ErrForbidden, or are an
+// *adminapi.ObjectError; a write is seen by the source's Accepted before
+// it returns.
+type ResourceWriter interface {
+	Apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error)
+	Delete(ctx context.Context, kind resource.KindInfo, namespace, name string) error
 }
 
 // ResourceSource gives the mesh's resources from outside the store: the
@@ -49,8 +60,8 @@ type ResourceSource interface {
 }
 
 // errExternalResources refuses admin API writes when resources come from
-// outside the store.
-var errExternalResources = errors.New("this control plane reads its resources from the Kubernetes API: apply, edit and delete them there (kubectl apply -f FILE; the custom resources of trellis.dev)")
+// a source that does not take them.
+var errExternalResources = errors.New("this control plane reads its resources from a source that takes no writes: apply, edit and delete them there")
 
 func resourceKey(kind resource.KindInfo, namespace, name string) string {
 	if kind.Namespaced {
@@ -115,6 +126,9 @@ func (r *resources) mesh(ctx context.Context) (resource.MeshSpec, error) {
 // resourceVersion must still be at that version (optimistic concurrency).
 func (r *resources) apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error) {
 	if r.external != nil {
+		if w, ok := r.src.(ResourceWriter); ok {
+			return w.Apply(ctx, objs, dryRun)
+		}
 		return nil, errExternalResources
 	}
 	seen := make(map[string]int, len(objs))
@@ -122,7 +136,7 @@ func (r *resources) apply(ctx context.Context, objs []resource.Object, dryRun bo
 		kind, _ := resource.LookupKind(objs[i].Kind)
 		key := resourceKey(kind, objs[i].Metadata.Namespace, objs[i].Metadata.Name)
 		if j, dup := seen[key]; dup {
-			return nil, &applyError{index: i, ref: objs[i].Ref(), err: fmt.Errorf("%w: the same resource appears twice in one apply (objects %d and %d)", errConflict, j, i)}
+			return nil, &adminapi.ObjectError{Index: i, Resource: objs[i].Ref(), Err: fmt.Errorf("%w: the same resource appears twice in one apply (objects %d and %d)", errConflict, j, i)}
 		}
 		seen[key] = i
 	}
@@ -152,15 +166,6 @@ func (r *resources) apply(ctx context.Context, objs []resource.Object, dryRun bo
 	}
 }
 
-type applyError struct {
-	index int
-	ref   string
-	err   error
-}
-
-func (e *applyError) Error() string { return e.ref + ": " + e.err.Error() }
-func (e *applyError) Unwrap() error { return e.err }
-
 func (r *resources) plan(ctx context.Context, objs []resource.Object) ([]adminapi.ApplyResult, []store.Op, error) {
 	now := r.now().UTC().Truncate(time.Second)
 	results := make([]adminapi.ApplyResult, len(objs))
@@ -175,7 +180,7 @@ func (r *resources) plan(ctx context.Context, objs []resource.Object) ([]adminap
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			if wantRV != "" {
-				return nil, nil, &applyError{index: i, ref: o.Ref(), err: fmt.Errorf("%w: metadata.resourceVersion %s given but the resource does not exist; remove resourceVersion to create it", errConflict, wantRV)}
+				return nil, nil, &adminapi.ObjectError{Index: i, Resource: o.Ref(), Err: fmt.Errorf("%w: metadata.resourceVersion %s given but the resource does not exist; remove resourceVersion to create it", errConflict, wantRV)}
 			}
 			o.Metadata.UID = newUID()
 			o.Metadata.Generation = 1
@@ -195,7 +200,7 @@ func (r *resources) plan(ctx context.Context, objs []resource.Object) ([]adminap
 				return nil, nil, err
 			}
 			if wantRV != "" && wantRV != cur.Metadata.ResourceVersion {
-				return nil, nil, &applyError{index: i, ref: o.Ref(), err: fmt.Errorf("%w: modified since you read it (resourceVersion %s, now %s); get it again and reapply", errConflict, wantRV, cur.Metadata.ResourceVersion)}
+				return nil, nil, &adminapi.ObjectError{Index: i, Resource: o.Ref(), Err: fmt.Errorf("%w: modified since you read it (resourceVersion %s, now %s); get it again and reapply", errConflict, wantRV, cur.Metadata.ResourceVersion)}
 			}
 			if sameContent(&cur, &o) {
 				res.Result = adminapi.ResultUnchanged
@@ -296,12 +301,15 @@ func (r *resources) list(ctx context.Context, kind resource.KindInfo, namespace 
 
 // delete removes one resource. The Mesh singleton cannot be deleted.
 func (r *resources) delete(ctx context.Context, kind resource.KindInfo, namespace, name string) error {
-	if r.external != nil {
-		return errExternalResources
-	}
 	ref := refString(kind, namespace, name)
 	if kind.Kind == "Mesh" {
 		return fmt.Errorf("%w: the Mesh %q always exists; apply a changed Mesh instead of deleting it", errForbidden, name)
+	}
+	if r.external != nil {
+		if w, ok := r.src.(ResourceWriter); ok {
+			return w.Delete(ctx, kind, namespace, name)
+		}
+		return errExternalResources
 	}
 	key := resourceKey(kind, namespace, name)
 	kv, err := r.st.Get(ctx, key)

@@ -141,7 +141,7 @@ func RBACRules() (cluster, namespaced []rbacv1.PolicyRule) {
 // (docs/kubernetes.md explains each).
 func clusterRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{crd.Group}, Resources: []string{"meshes", "authorizationpolicies"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{crd.Group}, Resources: []string{"meshes", "authorizationpolicies"}, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
 		{APIGroups: []string{crd.Group}, Resources: []string{"meshes/status", "authorizationpolicies/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{""}, Resources: []string{"pods", "services"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get"}},

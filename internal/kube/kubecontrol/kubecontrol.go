@@ -64,6 +64,9 @@ const (
 	Lease            = "trellis-control"
 )
 
+// The admin API's writes go through to the custom resources.
+var _ controlplane.ResourceWriter = (*resources.Source)(nil)
+
 // Options are trellis control's Kubernetes mode flags.
 type Options struct {
 	Kubeconfig   string // --kubeconfig; empty: the in-cluster config

@@ -55,6 +55,7 @@ type Source struct {
 
 	mu       sync.Mutex
 	accepted map[key]resource.Object
+	seen     map[key]string // the resourceVersion last judged, for writes to wait on
 	gen      atomic.Uint64
 	changed  chan struct{}
 
@@ -90,6 +91,7 @@ func New(dyn dynamic.Interface, log *slog.Logger) *Source {
 		kinds:    map[string]kindInfo{},
 		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[key]()),
 		accepted: map[key]resource.Object{},
+		seen:     map[key]string{},
 		changed:  make(chan struct{}, 1),
 	}
 	for _, k := range resource.Kinds() {
@@ -208,9 +210,11 @@ func (s *Source) judge(ctx context.Context, k key) error {
 	}
 	if !exists {
 		s.setAccepted(k, nil)
+		s.setSeen(k, "")
 		return nil
 	}
 	u := item.(*unstructured.Unstructured)
+	defer s.setSeen(k, u.GetResourceVersion())
 	raw, err := json.Marshal(u.Object)
 	if err != nil {
 		return err
@@ -218,6 +222,10 @@ func (s *Source) judge(ctx context.Context, k key) error {
 	obj, err := webhook.Object(raw)
 	if err == nil {
 		err = resource.Validate(&obj)
+	}
+	obj.Metadata.UID, obj.Metadata.ResourceVersion, obj.Metadata.Generation = string(u.GetUID()), u.GetResourceVersion(), u.GetGeneration()
+	if ts := u.GetCreationTimestamp(); !ts.IsZero() {
+		obj.Metadata.CreationTimestamp = &ts.Time
 	}
 	cond := metav1.Condition{Type: crd.ConditionAccepted, ObservedGeneration: u.GetGeneration()}
 	if err != nil {
@@ -242,12 +250,13 @@ func (s *Source) setAccepted(k key, obj *resource.Object) {
 	case obj == nil:
 		delete(s.accepted, k)
 	default:
-		if had && prev.Metadata.Name == obj.Metadata.Name && string(prev.Spec) == string(obj.Spec) &&
-			equality.Semantic.DeepEqual(prev.Metadata.Labels, obj.Metadata.Labels) {
+		same := had && prev.Metadata.Name == obj.Metadata.Name && string(prev.Spec) == string(obj.Spec) &&
+			equality.Semantic.DeepEqual(prev.Metadata.Labels, obj.Metadata.Labels)
+		s.accepted[k] = *obj // fresh metadata (resourceVersion) either way
+		if same {
 			s.mu.Unlock()
 			return
 		}
-		s.accepted[k] = *obj
 	}
 	s.gen.Add(1)
 	s.mu.Unlock()
