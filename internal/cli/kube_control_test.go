@@ -137,7 +137,9 @@ func TestControlKubernetes(t *testing.T) {
 	// seen at once by trellis get; a stale resourceVersion is a conflict;
 	// trellis delete deletes it.
 	token := filepath.Join(dir, "admin.token")
-	cliArgs := func(a ...string) []string { return append([]string{"--api", "http://" + api, "--token-file", token}, a...) }
+	cliArgs := func(a ...string) []string {
+		return append([]string{"--api", "http://" + api, "--token-file", token}, a...)
+	}
 	testutil.Eventually(t, "get authz lists the custom resource", func() bool {
 		r := run(t, "", cliArgs("get", "authz", "-n", "shop")...)
 		return r.code == cli.ExitOK && strings.Contains(r.stdout, "reads")
