@@ -190,6 +190,10 @@ func TestControlKubernetes(t *testing.T) {
 	if r := run(t, "", cliArgs("delete", "authz", "x", "-n", "shop")...); r.code == cli.ExitOK || !strings.Contains(r.stderr, "not found") {
 		t.Errorf("delete of a missing policy: %v", r)
 	}
+	// Root rotation would not reach the other replicas: refused, saying why.
+	if r := run(t, "", cliArgs("ca", "rotate")...); r.code == cli.ExitOK || !strings.Contains(r.stderr, "shared by several replicas (Secret trellis-system/trellis-ca)") {
+		t.Errorf("ca rotate in Kubernetes mode: %v", r)
+	}
 
 	stop()
 	if code := <-done; code != cli.ExitOK {

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
@@ -14,13 +15,29 @@ func (s *Server) caRoutes(api *http.ServeMux) {
 		writeJSON(w, http.StatusOK, s.rollout.Status())
 	})
 	api.HandleFunc("POST "+adminapi.PathCARotate, func(w http.ResponseWriter, r *http.Request) {
+		if s.refuseSharedCA(w, "rotate") {
+			return
+		}
 		ch, err := s.rotateCA(r)
 		s.writeCAChange(w, ch, err)
 	})
 	api.HandleFunc("POST "+adminapi.PathCARetireOld, func(w http.ResponseWriter, r *http.Request) {
+		if s.refuseSharedCA(w, "retire-old") {
+			return
+		}
 		ch, err := s.retireOldCA(r)
 		s.writeCAChange(w, ch, err)
 	})
+}
+
+// refuseSharedCA answers 409 when the CA is shared with other replicas
+// (Config.SharedCA): rotation does not reach them yet.
+func (s *Server) refuseSharedCA(w http.ResponseWriter, op string) bool {
+	if s.cfg.SharedCA == "" {
+		return false
+	}
+	writeError(w, http.StatusConflict, fmt.Errorf("ca %s: not available when the CA is shared by several replicas (%s): a rotation made on one replica would not reach the others or their proxies; docs/kubernetes.md says what to do meanwhile", op, s.cfg.SharedCA))
+	return true
 }
 
 func (s *Server) writeCAChange(w http.ResponseWriter, ch meshca.Change, err error) {

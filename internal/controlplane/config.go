@@ -70,9 +70,14 @@ type Config struct {
 	CAKeyFile  string
 	// Resources, when set, is where the mesh's resources come from
 	// instead of the store (Kubernetes mode: the custom resources'
-	// accepted versions, internal/kube/resources); the admin API then
-	// refuses writes, which go through the Kubernetes API.
+	// accepted versions, internal/kube/resources); the admin API's writes
+	// go to it when it is a ResourceWriter, else they are refused.
 	Resources ResourceSource
+	// SharedCA, when set, says where else the CA's files live (Kubernetes
+	// mode: the Secret every replica loads). Root rotation is then refused
+	// with this in the message: one replica rotating alone would leave the
+	// others, and their proxies, on the old CA.
+	SharedCA string
 	// Workloads, when set, gives the mesh's workloads and their virtual
 	// IPs instead of the registry of connected proxies (Kubernetes mode:
 	// EndpointSlices and Pods; ClusterIPs are the virtual IPs). Config

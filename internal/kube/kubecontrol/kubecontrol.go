@@ -126,6 +126,7 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 		}
 		log.Info("mesh CA from its Secret", "secret", k.Namespace+"/"+CASecret, "created", created)
 	}
+	cfg.SharedCA = "Secret " + k.Namespace + "/" + CASecret
 	res := resources.New(dyn, log)
 	if err := res.Start(ctx, 2); err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
