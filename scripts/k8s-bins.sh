@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# k8s-bins.sh builds kube-apiserver, etcd and helm from the Go module proxy
-# at pinned versions and caches them outside the repository, keyed by
-# version:
+# k8s-bins.sh builds kube-apiserver, kubectl, etcd and helm from the Go
+# module proxy at pinned versions and caches them outside the repository,
+# keyed by version:
 #
 #   $TRELLIS_K8S_CACHE (default $HOME/.cache/trellis/k8s)/v$K8S_VERSION/kube-apiserver
+#   $TRELLIS_K8S_CACHE/v$K8S_VERSION/kubectl      (the walkthrough test in test/e2e)
 #   $TRELLIS_K8S_CACHE/etcd-v$ETCD_VERSION/etcd
 #   $TRELLIS_K8S_CACHE/helm-v$HELM_VERSION/helm   (renders deploy/helm/trellis in its golden test)
-#
-# `scripts/k8s-bins.sh kubectl` also builds kubectl beside kube-apiserver
-# (about 3 more minutes; the tests do not need it, the walkthrough in
-# docs/kubernetes.md does).
 #
 # The Kubernetes-mode tests (internal/testutil/kubetest) run them on
 # loopback. A cold build takes about 10 minutes on 2 cores (about 2.5 GB of
@@ -41,7 +38,7 @@ build_k8s() {
 	local cmd=$1 work
 	work=$(mktemp -d)
 	trap 'rm -rf "$work"' RETURN
-	echo "k8s-bins: building $cmd v$K8S_VERSION (about 8 minutes cold)" >&2
+	echo "k8s-bins: building $cmd v$K8S_VERSION (kube-apiserver about 8 minutes cold; kubectl about 2 more)" >&2
 	local gomod
 	gomod=$(cd "$work" && $GO mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')
 	[ -f "$gomod" ] || { echo "k8s-bins: no go.mod for k8s.io/kubernetes@v$K8S_VERSION" >&2; exit 1; }
@@ -117,7 +114,5 @@ EOF
 [ -x "$etcd_dir/etcd" ] || build_etcd
 [ -x "$k8s_dir/kube-apiserver" ] || build_k8s kube-apiserver
 [ -x "$helm_dir/helm" ] || build_helm
-if [ "${1:-}" = kubectl ]; then
-	[ -x "$k8s_dir/kubectl" ] || build_k8s kubectl
-fi
+[ -x "$k8s_dir/kubectl" ] || build_k8s kubectl
 echo "$CACHE"

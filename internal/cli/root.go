@@ -159,8 +159,9 @@ func (g *globals) client() (*adminapi.Client, error) {
 		if err != nil {
 			return nil, userError("--token-file: %v", err)
 		}
-		tok = strings.TrimSpace(string(data))
+		tok = string(data)
 	}
+	tok = strings.TrimSpace(tok) // a token pasted or decoded with its newline
 	if tok == "" {
 		return nil, userError("no admin token: pass --token-file DATA_DIR/admin.token (or set TRELLIS_TOKEN_FILE)")
 	}

@@ -110,8 +110,10 @@ func Objects(o Options) ([]runtime.Object, error) {
 			TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 			ObjectMeta: meta(Name),
 			Spec: policyv1.PodDisruptionBudgetSpec{
-				MinAvailable: ptr(intstr.FromInt32(1)),
-				Selector:     &metav1.LabelSelector{MatchLabels: labels},
+				// One replica down at a time: with 2 or more, one keeps
+				// serving; with 1, a drain still goes through.
+				MaxUnavailable: ptr(intstr.FromInt32(1)),
+				Selector:       &metav1.LabelSelector{MatchLabels: labels},
 			},
 		},
 		&corev1.Service{
@@ -186,7 +188,13 @@ func deployment(o Options, labels map[string]string, meta metav1.ObjectMeta) *ap
 				ObjectMeta: metav1.ObjectMeta{Labels: labels, Annotations: map[string]string{inject.AnnotationInject: "false"}},
 				Spec: corev1.PodSpec{
 					ServiceAccountName: Name,
-					SecurityContext:    &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(65532)), FSGroup: ptr(int64(65532))},
+					SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr(true), RunAsUser: ptr(int64(65532)), FSGroup: ptr(int64(65532)),
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					// Replicas on different nodes where there are several.
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+						MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
+						LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+					}},
 					Containers: []corev1.Container{{
 						Name:  "control",
 						Image: o.Image,
