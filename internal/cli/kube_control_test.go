@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/kube/install"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/kubetest"
@@ -284,5 +285,93 @@ func TestCheckKubernetes(t *testing.T) {
 	}
 	if rep.Worst != "FAIL" {
 		t.Errorf("worst %s", rep.Worst)
+	}
+}
+
+// With a given intermediate (--ca-cert/--ca-key, as from a mounted
+// Secret), Kubernetes mode signs with it, sets the webhooks' caBundle to
+// its root and keeps only the admin token in the Secret, which two
+// replicas share; no CA is made.
+func TestControlKubernetesExternalCA(t *testing.T) {
+	clearEnv(t)
+	c := kubetest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c.Namespace(t, "trellis-system", nil)
+	c.InstallCRDs(t)
+	certFile, keyFile, root := testutil.UserPKI(t, t.TempDir())
+	url := "https://" + freeAddr(t) + "/validate"
+	fail, none := admissionregistrationv1.Fail, admissionregistrationv1.SideEffectClassNone
+	if _, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Create(ctx, &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: "trellis-validate"},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name: "validate.trellis.dev", ClientConfig: admissionregistrationv1.WebhookClientConfig{URL: &url},
+			FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+		}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var apis []string
+	var dirs []string
+	for i := range 2 {
+		dir, api := filepath.Join(t.TempDir(), "cp"), freeAddr(t)
+		apis, dirs = append(apis, api), append(dirs, dir)
+		runCtx, stop := context.WithCancel(ctx)
+		done := make(chan int, 1)
+		go func() {
+			var out strings.Builder
+			code := cli.Main(runCtx, []string{"control", "--kubernetes", "--kubeconfig", c.Kubeconfig, "--kube-namespace", "trellis-system",
+				"--kube-identity", fmt.Sprint("cp-", i), "--data-dir", dir, "--api-addr", api, "--grpc-addr", "127.0.0.1:0", "--webhook-addr", "127.0.0.1:0",
+				"--ca-cert", certFile, "--ca-key", keyFile, "--log-level", "error"}, strings.NewReader(""), &out, &out)
+			if code != cli.ExitOK {
+				t.Logf("trellis control: %s", out.String())
+			}
+			done <- code
+		}()
+		t.Cleanup(func() { stop(); <-done })
+		testutil.Eventually(t, "replica ready", func() bool {
+			resp, err := http.Get("http://" + api + "/readyz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		})
+	}
+	s, err := c.Client.CoreV1().Secrets("trellis-system").Get(ctx, "trellis-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Data) != 2 || len(s.Data["admin.token"]) == 0 || len(s.Data["ca__token-signing.key"]) == 0 {
+		keys := []string{}
+		for k := range s.Data {
+			keys = append(keys, k)
+		}
+		t.Errorf("Secret keys %v, want only admin.token and the join tokens' key (the CA is the given one)", keys)
+	}
+	for _, dir := range dirs {
+		if tok, err := os.ReadFile(filepath.Join(dir, "admin.token")); err != nil || string(tok) != string(s.Data["admin.token"]) {
+			t.Errorf("%s: admin token is not the Secret's (%v)", dir, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "ca.crt")); err != nil {
+			t.Errorf("%s: no ca.crt: %v", dir, err)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(dir, "ca")); len(ents) != 1 || ents[0].Name() != "token-signing.key" {
+			t.Errorf("%s: ca/ holds %v; want only the join tokens' key (no CA made beside the given one)", dir, ents)
+		}
+		key, err := os.ReadFile(filepath.Join(dir, "ca", "token-signing.key"))
+		if err != nil || string(key) != string(s.Data["ca__token-signing.key"]) {
+			t.Errorf("%s: the join tokens' key is not the Secret's (%v)", dir, err)
+		}
+	}
+	want := string(identity.EncodeCertsPEM(root))
+	testutil.Eventually(t, "the webhook's caBundle is the given root", func() bool {
+		v, err := c.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "trellis-validate", metav1.GetOptions{})
+		return err == nil && string(v.Webhooks[0].ClientConfig.CABundle) == want
+	})
+	for _, api := range apis {
+		if r := run(t, "", "--api", "http://"+api, "--token-file", filepath.Join(dirs[0], "admin.token"), "get", "authz", "-A"); r.code != cli.ExitOK {
+			t.Errorf("replica %s with the shared admin token: %v", api, r)
+		}
 	}
 }

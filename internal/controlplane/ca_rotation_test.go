@@ -271,7 +271,7 @@ func TestCARotationSurvivesRestart(t *testing.T) {
 }
 
 func TestCARotateExternalCA(t *testing.T) {
-	certFile, keyFile, _ := writeUserPKI(t, t.TempDir())
+	certFile, keyFile, _ := testutil.UserPKI(t, t.TempDir())
 	cp := cptest.StartControlPlane(t, controlplane.Config{CACertFile: certFile, CAKeyFile: keyFile})
 	if st := caStatus(t, cp); !st.External || len(st.Roots) != 1 {
 		t.Errorf("status %+v, want external with one root", st)

@@ -25,7 +25,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -35,6 +34,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/kube/cabundle"
 	"github.com/trellismesh/trellis/internal/kube/casecret"
 	"github.com/trellismesh/trellis/internal/kube/crd"
@@ -113,19 +114,28 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 		}
 		return nil, fmt.Errorf("--kubernetes: list authorizationpolicies.trellis.dev: %w", err)
 	}
-	if cfg.CACertFile == "" {
-		created, err := casecret.Ensure(ctx, client, k.Namespace, CASecret, cfg.DataDir, func(dir string) error {
+	// The Secret holds the CA, made by the first replica, unless the
+	// intermediate is given (--ca-cert/--ca-key, from a mounted Secret);
+	// it always holds the admin token, so every replica answers the same.
+	external := cfg.CACertFile != ""
+	created, err := casecret.Ensure(ctx, client, k.Namespace, CASecret, cfg.DataDir, func(dir string) error {
+		if !external {
 			if _, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{}); err != nil {
 				return err
 			}
-			_, err := adminhttp.LoadOrCreate(dir) // one admin token for every replica
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("--kubernetes: %w", err)
 		}
-		log.Info("mesh CA from its Secret", "secret", k.Namespace+"/"+CASecret, "created", created)
+		// The join tokens' signing key (ca/): a VM's token made by one
+		// replica must verify on every other.
+		if _, err := jointoken.LoadOrCreate(dir, td, jointoken.Options{}); err != nil {
+			return err
+		}
+		_, err := adminhttp.LoadOrCreate(dir)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}
+	log.Info("mesh CA and admin token from their Secret", "secret", k.Namespace+"/"+CASecret, "created", created, "ca_from_files", external)
 	cfg.SharedCA = "Secret " + k.Namespace + "/" + CASecret
 	res := resources.New(dyn, log)
 	if err := res.Start(ctx, 2); err != nil {
@@ -138,10 +148,11 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	cfg.Resources, cfg.Workloads = res, wl
 	cfg.WorkloadTokens = &satoken.Reviewer{Client: client, TrustDomain: td}
 	res.FollowLease()
-	pemBundle, err := os.ReadFile(filepath.Join(cfg.DataDir, "ca.crt"))
+	ca, err := loadCA(cfg, td)
 	if err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}
+	pemBundle := identity.EncodeCertsPEM(ca.Roots()...)
 	// The bundle injected pods mount, in every opted-in namespace.
 	bs := cabundle.New(client, k.CAConfigMap, log)
 	bs.SetBundle(pemBundle)
@@ -150,7 +161,7 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 		return nil, err
 	}
 	return func() (func(), error) {
-		stopHooks, err := serveWebhooks(ctx, cfg, k, td, log)
+		stopHooks, err := serveWebhooks(ca, k, td, log)
 		if err != nil {
 			return nil, err
 		}
@@ -202,11 +213,7 @@ func leaseConfig(client kubernetes.Interface, k Options, log *slog.Logger) (lead
 // serveWebhooks serves the admission webhooks with a certificate of the
 // mesh CA (the Lease holder sets that CA as their configurations'
 // caBundle).
-func serveWebhooks(ctx context.Context, cfg *controlplane.Config, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), error) {
-	ca, _, err := meshca.LoadOrCreate(cfg.DataDir, td, meshca.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("--kubernetes: %w", err)
-	}
+func serveWebhooks(ca *meshca.CA, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), error) {
 	l, err := net.Listen("tcp", k.WebhookAddr)
 	if err != nil {
 		return nil, fmt.Errorf("--webhook-addr %s: %w", k.WebhookAddr, err)
@@ -234,6 +241,17 @@ func serveWebhooks(ctx context.Context, cfg *controlplane.Config, k Options, td 
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}, nil
+}
+
+// loadCA loads the mesh CA as the control plane will: the given
+// intermediate (--ca-cert/--ca-key), or the one in the data dir (from the
+// Secret).
+func loadCA(cfg *controlplane.Config, td spiffeid.TrustDomain) (*meshca.CA, error) {
+	if cfg.CACertFile != "" {
+		return meshca.LoadExternal(cfg.CACertFile, cfg.CAKeyFile, td, meshca.Options{})
+	}
+	ca, _, err := meshca.LoadOrCreate(cfg.DataDir, td, meshca.Options{})
+	return ca, err
 }
 
 // setCABundles puts the mesh CA into the webhook configurations' caBundle,
