@@ -190,11 +190,3 @@ func decodeFiles(op string, names []string, stdin io.Reader) ([]resource.Object,
 	}
 	return objs, nil
 }
-
-// noArgs rejects positional arguments as a user error.
-func noArgs(cmd *cobra.Command, args []string) error {
-	if len(args) > 0 {
-		return userError("%s takes no arguments, got %q", cmd.CommandPath(), args)
-	}
-	return nil
-}

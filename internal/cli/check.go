@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
 	"github.com/trellismesh/trellis/internal/meshhealth"
 )
 
@@ -74,9 +75,9 @@ Exit code: 0 when all is OK, 3 when the worst finding is a WARN, 4 for a FAIL
 			}
 			switch rep.Worst {
 			case meshhealth.Fail:
-				return &exitError{code: ExitCheckFail, err: errors.New("check: failures found (see above)")}
+				return &exitcode.Error{Code: ExitCheckFail, Err: errors.New("check: failures found (see above)")}
 			case meshhealth.Warn:
-				return &exitError{code: ExitCheckWarn, err: errors.New("check: warnings found (see above)")}
+				return &exitcode.Error{Code: ExitCheckWarn, Err: errors.New("check: warnings found (see above)")}
 			}
 			return nil
 		}),

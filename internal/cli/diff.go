@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
 )
 
 // ExitDifferent is trellis diff's exit code when the files differ from what
@@ -47,7 +48,7 @@ func newDiffCmd(g *globals) *cobra.Command {
 			case err != nil:
 				return diffError(err)
 			case differs:
-				return &exitError{code: ExitDifferent, err: errors.New("diff: the files differ from the control plane's objects"), quiet: true}
+				return &exitcode.Error{Code: ExitDifferent, Err: errors.New("diff: the files differ from the control plane's objects"), Quiet: true}
 			}
 			return nil
 		},
@@ -89,5 +90,5 @@ func diffError(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &exitError{code: ExitInternal, err: err}
+	return &exitcode.Error{Code: ExitInternal, Err: err}
 }

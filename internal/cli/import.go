@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/cli/policycmd"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/istioimport"
 )
@@ -136,7 +137,7 @@ func liveTrustDomain(cmd *cobra.Command, g *globals, op, def string) string {
 			ids = append(ids, p.SPIFFEID)
 		}
 		var td string
-		if td, err = trustDomain(op, ids, def, false); err == nil {
+		if td, err = policycmd.TrustDomain(op, ids, def, false); err == nil {
 			return td
 		}
 	}

@@ -12,65 +12,28 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
+	"github.com/trellismesh/trellis/internal/cli/policycmd"
 )
 
 // Exit codes.
 const (
-	ExitOK       = 0
-	ExitUser     = 1 // bad input; the message says what to fix
-	ExitInternal = 2 // server unreachable or internal error
+	ExitOK       = exitcode.OK
+	ExitUser     = exitcode.User     // bad input; the message says what to fix
+	ExitInternal = exitcode.Internal // server unreachable or internal error
 )
 
-// exitError carries an exit code with the message.
-type exitError struct {
-	code int
-	err  error
-	// quiet: the command's output already says it all (trellis diff
-	// found differences); Main prints no error line.
-	quiet bool
-}
+// userError, runE and noArgs are internal/cli/exitcode's UserError, RunE
+// and NoArgs (errors that carry exit codes, shared with the commands in
+// packages of their own) under the names this package's commands use.
 
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
+func userError(format string, args ...any) error { return exitcode.UserError(format, args...) }
 
-func userError(format string, args ...any) error {
-	return &exitError{code: ExitUser, err: fmt.Errorf(format, args...)}
-}
-
-// exitCode picks the exit code. Errors from commands are classified by
-// runE; anything else comes from cobra's own parsing (unknown command, bad
-// arguments) and is the user's.
-func exitCode(err error) int {
-	var ee *exitError
-	switch {
-	case err == nil:
-		return ExitOK
-	case errors.As(err, &ee):
-		return ee.code
-	default:
-		return ExitUser
-	}
-}
-
-// runE wraps a command body so its errors carry an exit code: bad input
-// and 4xx answers are the user's (1); an unreachable server, 5xx answers and
-// anything unexpected are 2.
 func runE(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		err := fn(cmd, args)
-		var ee *exitError
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &ee):
-			return err
-		case adminapi.IsUserError(err):
-			return &exitError{code: ExitUser, err: err}
-		default:
-			return &exitError{code: ExitInternal, err: err}
-		}
-	}
+	return exitcode.RunE(fn)
 }
+
+func noArgs(cmd *cobra.Command, args []string) error { return exitcode.NoArgs(cmd, args) }
 
 // globals are the flags every API-using command shares.
 type globals struct {
@@ -88,10 +51,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if ee, ok := errors.AsType[*exitError](err); err != nil && !(ok && ee.quiet) {
+	if ee, ok := errors.AsType[*exitcode.Error](err); err != nil && !(ok && ee.Quiet) {
 		fmt.Fprintln(stderr, "error:", err)
 	}
-	return exitCode(err)
+	return exitcode.Of(err)
 }
 
 func newRoot(stdin io.Reader) *cobra.Command {
@@ -104,7 +67,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 	}
 	// Flag errors are user errors.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: ExitUser, err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
+		return &exitcode.Error{Code: ExitUser, Err: fmt.Errorf("%w (see %s --help)", err, c.CommandPath())}
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.api, "api", envOr("TRELLIS_API", "http://127.0.0.1:15014"), "control plane admin API URL (env TRELLIS_API)")
@@ -128,7 +91,9 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newDeleteCmd(g),
 		newTokenCmd(g),
 		newCACmd(g),
-		newPolicyCmd(g),
+		policycmd.New(policycmd.Env{
+			Stdin: g.stdin, Client: g.client, TokenConfigured: g.tokenConfigured, ReadObjects: readObjects,
+		}),
 		newAuditCmd(g),
 		newTopCmd(g),
 		newCheckCmd(g),
@@ -172,6 +137,13 @@ func (g *globals) client() (*adminapi.Client, error) {
 	return c, nil
 }
 
+// tokenConfigured reports whether client() has a token to send, so that
+// policy lint -f and import istio can run offline where no control plane is
+// configured.
+func (g *globals) tokenConfigured() bool {
+	return g.tokenFile != "" || g.token != "" || os.Getenv("TRELLIS_TOKEN_FILE") != "" || os.Getenv("TRELLIS_TOKEN") != ""
+}
+
 // writeJSON writes v as indented JSON and a newline, the -o json of the
 // commands.
 func writeJSON(w io.Writer, v any) error {
@@ -181,4 +153,14 @@ func writeJSON(w io.Writer, v any) error {
 	}
 	_, err = fmt.Fprintf(w, "%s\n", data)
 	return err
+}
+
+func plural(n int, noun string) string {
+	switch {
+	case n == 1:
+		return "1 " + noun
+	case strings.HasSuffix(noun, "y"):
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -1,4 +1,4 @@
-package cli
+package policycmd
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/names"
 	"github.com/trellismesh/trellis/internal/policy"
@@ -49,7 +50,7 @@ type checkFlags struct {
 	tcp                                               bool
 }
 
-func newPolicyCheckCmd(g *globals) *cobra.Command {
+func newCheckCmd(env Env) *cobra.Command {
 	var f checkFlags
 	cmd := &cobra.Command{
 		Use:   "check --from SPIFFE_ID|SERVICE.NS|plaintext --to SERVICE.NS [--port N] [--method M] [--path P] [--header k=v]... [--tcp] [-o text|json]",
@@ -59,13 +60,13 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
   trellis policy check --from spiffe://trellis.local/ns/shop/sa/frontend --to catalog.shop --header x-tenant=a -o json
   trellis policy check --from billing.pay --to db.shop --tcp --port 5432
   trellis policy check --from plaintext --to catalog.shop --path /health`,
-		Args: noArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+		Args: exitcode.NoArgs,
+		RunE: exitcode.RunE(func(cmd *cobra.Command, _ []string) error {
 			q, err := parseCheck(&f, cmd.Flags().Changed)
 			if err != nil {
 				return err
 			}
-			c, err := g.client()
+			c, err := env.Client()
 			if err != nil {
 				return err
 			}
@@ -73,7 +74,7 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("policy check: %w", err)
 			}
-			td, err := trustDomain("policy check", spiffeIDs(live), f.trustDomain, cmd.Flags().Changed("trust-domain"))
+			td, err := TrustDomain("policy check", spiffeIDs(live), f.trustDomain, cmd.Flags().Changed("trust-domain"))
 			if err != nil {
 				return err
 			}
@@ -82,7 +83,7 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 			var ce *analysis.CompileError
 			switch {
 			case errors.As(err, &pe):
-				return userError("policy check: --path %q: the proxy answers 400 before any policy: %v", q.Request.Path, pe)
+				return exitcode.UserError("policy check: --path %q: the proxy answers 400 before any policy: %v", q.Request.Path, pe)
 			case errors.As(err, &ce):
 				return fmt.Errorf("policy check: the live policies do not compile: %w", ce.Err)
 			case err != nil:
@@ -117,10 +118,10 @@ func newPolicyCheckCmd(g *globals) *cobra.Command {
 func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, error) {
 	const op = "policy check"
 	if f.output != "text" && f.output != "json" {
-		return nil, userError("%s: -o %q: use text or json", op, f.output)
+		return nil, exitcode.UserError("%s: -o %q: use text or json", op, f.output)
 	}
 	if f.from == "" || f.to == "" {
-		return nil, userError("%s: --from and --to are required, e.g. --from frontend.shop --to catalog.shop", op)
+		return nil, exitcode.UserError("%s: --from and --to are required, e.g. --from frontend.shop --to catalog.shop", op)
 	}
 	q := &analysis.Query{Header: http.Header{}}
 	if err := parseFrom(f.from, q); err != nil {
@@ -128,16 +129,16 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, erro
 	}
 	var ok bool
 	if q.ToService, q.ToNamespace, ok = parseServiceRef(f.to); !ok {
-		return nil, userError("%s: --to %q: want SERVICE.NAMESPACE, e.g. --to catalog.shop", op, f.to)
+		return nil, exitcode.UserError("%s: --to %q: want SERVICE.NAMESPACE, e.g. --to catalog.shop", op, f.to)
 	}
 	if changed("port") && (f.port < 1 || f.port > 65535) {
-		return nil, userError("%s: --port %d: want a port number from 1 to 65535", op, f.port)
+		return nil, exitcode.UserError("%s: --port %d: want a port number from 1 to 65535", op, f.port)
 	}
 	q.Request.Port = f.port
 	if f.tcp {
 		for _, name := range []string{"method", "path", "host", "header"} {
 			if changed(name) {
-				return nil, userError("%s: --%s is an HTTP attribute and --tcp checks an opaque TCP connection; drop one of them", op, name)
+				return nil, exitcode.UserError("%s: --%s is an HTTP attribute and --tcp checks an opaque TCP connection; drop one of them", op, name)
 			}
 		}
 		return q, parseLabels(op, f.labels, q)
@@ -146,11 +147,11 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, erro
 	q.Request.Method = "GET"
 	if f.method != "" {
 		if !names.IsHTTPToken(f.method) {
-			return nil, userError("%s: --method %q: want an HTTP method such as GET or POST", op, f.method)
+			return nil, exitcode.UserError("%s: --method %q: want an HTTP method such as GET or POST", op, f.method)
 		}
 		for _, m := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"} {
 			if f.method != m && strings.EqualFold(f.method, m) {
-				return nil, userError("%s: --method %q: methods are case-sensitive and the proxy refuses %s with 400; write %s", op, f.method, f.method, m)
+				return nil, exitcode.UserError("%s: --method %q: methods are case-sensitive and the proxy refuses %s with 400; write %s", op, f.method, f.method, m)
 			}
 		}
 		q.Request.Method = f.method
@@ -160,7 +161,7 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, erro
 		p, _, _ := strings.Cut(f.path, "?")
 		p, _, _ = strings.Cut(p, "#")
 		if !strings.HasPrefix(p, "/") {
-			return nil, userError("%s: --path %q: want an absolute path such as /items/42", op, f.path)
+			return nil, exitcode.UserError("%s: --path %q: want an absolute path such as /items/42", op, f.path)
 		}
 		q.Request.Path = p // canonicalized against the live mesh (analysis.WhatIf)
 	}
@@ -168,10 +169,10 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, erro
 	for _, h := range f.headers {
 		name, value, ok := strings.Cut(h, "=")
 		if !ok || !names.IsHTTPToken(name) {
-			return nil, userError("%s: --header %q: want NAME=VALUE, e.g. --header x-tenant=a", op, h)
+			return nil, exitcode.UserError("%s: --header %q: want NAME=VALUE, e.g. --header x-tenant=a", op, h)
 		}
 		if value == "" {
-			return nil, userError("%s: --header %q: an empty value is the same as no header; drop the flag or give a value", op, h)
+			return nil, exitcode.UserError("%s: --header %q: an empty value is the same as no header; drop the flag or give a value", op, h)
 		}
 		q.Header.Add(name, value)
 	}
@@ -190,11 +191,11 @@ func parseFrom(from string, q *analysis.Query) error {
 	case strings.HasPrefix(strings.ToLower(from), "spiffe:"):
 		id, err := spiffeid.FromString(from)
 		if err != nil {
-			return userError("%s: --from %q: %v; %s", op, from, err, forms)
+			return exitcode.UserError("%s: --from %q: %v; %s", op, from, err, forms)
 		}
 		// The mesh CA issues only these; any other path names no caller.
 		if _, _, ok := identity.WorkloadPath(id); !ok {
-			return userError("%s: --from %q: not a workload identity (its path must be /ns/NAMESPACE/sa/ACCOUNT); %s", op, from, forms)
+			return exitcode.UserError("%s: --from %q: not a workload identity (its path must be /ns/NAMESPACE/sa/ACCOUNT); %s", op, from, forms)
 		}
 		q.FromID = from
 		return nil
@@ -204,9 +205,9 @@ func parseFrom(from string, q *analysis.Query) error {
 		return nil
 	}
 	if svc, ns, dot := strings.Cut(from, "."); dot && names.IsDNSLabel(strings.ToLower(svc)) && names.IsDNSLabel(strings.ToLower(ns)) {
-		return userError("%s: --from %q: names are lower case; did you mean %q?", op, from, strings.ToLower(from))
+		return exitcode.UserError("%s: --from %q: names are lower case; did you mean %q?", op, from, strings.ToLower(from))
 	}
-	return userError("%s: --from %q: want a SPIFFE ID (spiffe://trellis.local/ns/shop/sa/frontend) or SERVICE.NAMESPACE (frontend.shop), or plaintext for a caller without mTLS", op, from)
+	return exitcode.UserError("%s: --from %q: want a SPIFFE ID (spiffe://trellis.local/ns/shop/sa/frontend) or SERVICE.NAMESPACE (frontend.shop), or plaintext for a caller without mTLS", op, from)
 }
 
 // fromPlaintext is the --from value of a caller without a certificate.
@@ -216,7 +217,7 @@ func parseLabels(op string, labels []string, q *analysis.Query) error {
 	for _, l := range labels {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
-			return userError("%s: --label %q: want KEY=VALUE, e.g. --label version=v2", op, l)
+			return exitcode.UserError("%s: --label %q: want KEY=VALUE, e.g. --label version=v2", op, l)
 		}
 		if q.Labels == nil {
 			q.Labels = map[string]string{}

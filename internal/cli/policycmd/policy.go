@@ -1,11 +1,18 @@
-package cli
+// Package policycmd is trellis policy check and trellis policy lint: what
+// the live authorization policies decide for one request, and the policy
+// rules that cannot do what their author meant. It fetches the mesh state
+// over the admin API (the client the global flags configure, given in Env)
+// and leaves the analysis to internal/policy/analysis; its errors carry
+// internal/cli/exitcode's exit codes. Only internal/cli imports it.
+package policycmd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 
@@ -13,12 +20,30 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
+	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/policy/analysis"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
-func newPolicyCmd(g *globals) *cobra.Command {
+// Env is what the policy commands take from the command line around them.
+type Env struct {
+	// Stdin is what policy lint -f - reads.
+	Stdin io.Reader
+	// Client is the admin API client of the global flags (--api,
+	// --token-file, --token, --ca-file); its errors carry exit codes.
+	Client func() (*adminapi.Client, error)
+	// TokenConfigured reports whether Client has a token to send, so that
+	// lint -f can run offline where no control plane is configured.
+	TokenConfigured func() bool
+	// ReadObjects decodes every document of the named files, directories
+	// and - (stdin), as trellis apply -f does; its messages start with
+	// "apply: ".
+	ReadObjects func(names []string, stdin io.Reader) ([]resource.Object, error)
+}
+
+// New is trellis policy, with its subcommands check and lint.
+func New(env Env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:                        "policy",
 		Short:                      "Check what the live authorization policies decide, and lint policies",
@@ -33,10 +58,10 @@ func newPolicyCmd(g *globals) *cobra.Command {
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 				hint = fmt.Sprintf("did you mean %q?", s[0])
 			}
-			return userError("policy: unknown subcommand %q; %s", args[0], hint)
+			return exitcode.UserError("policy: unknown subcommand %q; %s", args[0], hint)
 		},
 	}
-	cmd.AddCommand(newPolicyCheckCmd(g), newPolicyLintCmd(g))
+	cmd.AddCommand(newCheckCmd(env), newLintCmd(env))
 	return cmd
 }
 
@@ -93,12 +118,12 @@ func spiffeIDs(m *analysis.Mesh) []string {
 	return ids
 }
 
-// trustDomain is the mesh's trust domain as the SPIFFE IDs of its
+// TrustDomain is the mesh's trust domain as the SPIFFE IDs of its
 // registered proxies show it. The admin API does not publish it, so
 // without proxies it is flagTD (the --trust-domain flag); a flag that
 // contradicts the proxies is an error rather than a silently different
 // answer.
-func trustDomain(op string, proxyIDs []string, flagTD string, flagSet bool) (string, error) {
+func TrustDomain(op string, proxyIDs []string, flagTD string, flagSet bool) (string, error) {
 	seen := map[string]bool{}
 	for _, s := range proxyIDs {
 		if id, err := spiffeid.FromString(s); err == nil {
@@ -110,7 +135,7 @@ func trustDomain(op string, proxyIDs []string, flagTD string, flagSet bool) (str
 	case len(tds) == 0:
 		return flagTD, nil
 	case flagSet && !seen[flagTD]:
-		return "", userError("%s: --trust-domain %q: the mesh's proxies are in trust domain %s; drop the flag", op, flagTD, strings.Join(tds, ", "))
+		return "", exitcode.UserError("%s: --trust-domain %q: the mesh's proxies are in trust domain %s; drop the flag", op, flagTD, strings.Join(tds, ", "))
 	case flagSet:
 		return flagTD, nil
 	}
@@ -118,12 +143,17 @@ func trustDomain(op string, proxyIDs []string, flagTD string, flagSet bool) (str
 }
 
 func addTrustDomainFlag(cmd *cobra.Command, td *string) {
-	cmd.Flags().StringVar(td, "trust-domain", controlplane.DefaultTrustDomain,
+	cmd.Flags().StringVar(td, "trust-domain", identity.DefaultTrustDomain,
 		"the mesh's trust domain, used only when no proxy is registered to show it")
 }
 
-// tokenConfigured reports whether client() has a token to send, so that
-// lint -f can run offline where no control plane is configured.
-func (g *globals) tokenConfigured() bool {
-	return g.tokenFile != "" || g.token != "" || os.Getenv("TRELLIS_TOKEN_FILE") != "" || os.Getenv("TRELLIS_TOKEN") != ""
+// writeJSON writes v as indented JSON and a newline, as -o json does in
+// every command.
+func writeJSON(w io.Writer, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", data)
+	return err
 }

@@ -1,4 +1,4 @@
-package cli
+package policycmd
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/policy/analysis"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -36,7 +37,7 @@ Exit status: 0 when there is no finding; 1 when there are findings or the
 input is bad; 2 when the control plane cannot be reached or fails (with -f,
 an unreachable control plane only means the files are linted alone).`
 
-func newPolicyLintCmd(g *globals) *cobra.Command {
+func newLintCmd(env Env) *cobra.Command {
 	var (
 		files      []string
 		local      bool
@@ -49,19 +50,19 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 		Example: `  trellis policy lint
   trellis policy lint -f policies/
   trellis policy lint -f new-policy.yaml --local -o json`,
-		Args: noArgs,
-		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+		Args: exitcode.NoArgs,
+		RunE: exitcode.RunE(func(cmd *cobra.Command, _ []string) error {
 			const op = "policy lint"
 			if output != "text" && output != "json" {
-				return userError("%s: -o %q: use text or json", op, output)
+				return exitcode.UserError("%s: -o %q: use text or json", op, output)
 			}
 			if local && len(files) == 0 {
-				return userError("%s: --local lints files: add -f FILE", op)
+				return exitcode.UserError("%s: --local lints files: add -f FILE", op)
 			}
 			var fromFiles []resource.Object
 			if len(files) > 0 {
 				var err error
-				if fromFiles, err = readPolicyFiles(files, g.stdin); err != nil {
+				if fromFiles, err = readPolicyFiles(env, files); err != nil {
 					return err
 				}
 			}
@@ -69,10 +70,10 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 			var live *analysis.Mesh
 			switch {
 			case local:
-			case len(files) > 0 && !g.tokenConfigured():
+			case len(files) > 0 && !env.TokenConfigured():
 				fmt.Fprintln(stderr, "note: no admin token configured; linting the files alone (pass --token-file to lint them against the live mesh)")
 			default:
-				c, err := g.client()
+				c, err := env.Client()
 				if err != nil {
 					return err
 				}
@@ -85,7 +86,7 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 					return fmt.Errorf("%s: %w", op, err)
 				}
 			}
-			trust, err := trustDomain(op, spiffeIDs(live), td, cmd.Flags().Changed("trust-domain"))
+			trust, err := TrustDomain(op, spiffeIDs(live), td, cmd.Flags().Changed("trust-domain"))
 			if err != nil {
 				return err
 			}
@@ -104,7 +105,7 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if n := len(rep.Findings); n > 0 {
-				return userError("%s: %s", op, plural(n, "finding"))
+				return exitcode.UserError("%s: %s", op, plural(n, "finding"))
 			}
 			return nil
 		}),
@@ -119,10 +120,10 @@ func newPolicyLintCmd(g *globals) *cobra.Command {
 
 // readPolicyFiles decodes and validates the objects of files, as apply
 // would store them.
-func readPolicyFiles(files []string, stdin io.Reader) ([]resource.Object, error) {
-	objs, err := readObjects(files, stdin)
+func readPolicyFiles(env Env, files []string) ([]resource.Object, error) {
+	objs, err := env.ReadObjects(files, env.Stdin)
 	if err != nil {
-		return nil, userError("policy lint: %s", strings.TrimPrefix(err.Error(), "apply: "))
+		return nil, exitcode.UserError("policy lint: %s", strings.TrimPrefix(err.Error(), "apply: "))
 	}
 	var problems []string
 	for i := range objs {
@@ -131,7 +132,7 @@ func readPolicyFiles(files []string, stdin io.Reader) ([]resource.Object, error)
 		}
 	}
 	if len(problems) > 0 {
-		return nil, userError("policy lint: the files are not valid:\n%s", strings.Join(problems, "\n"))
+		return nil, exitcode.UserError("policy lint: the files are not valid:\n%s", strings.Join(problems, "\n"))
 	}
 	return objs, nil
 }
