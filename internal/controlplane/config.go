@@ -89,6 +89,12 @@ type Config struct {
 	// (internal/kube/satoken). Join tokens keep working (VMs joining a
 	// cluster's mesh).
 	WorkloadTokens WorkloadTokenReviewer
+	// TokenRecords, when set, keeps the join tokens' records (never the
+	// tokens) instead of the store (Kubernetes mode: ConfigMaps in the
+	// control plane's namespace, internal/kube/tokenrecords), so a token
+	// issued or revoked through one replica is known to every replica.
+	// Nil means the store, as in hosts mode.
+	TokenRecords TokenRecords
 	// WorkloadTTL, when set, overrides Mesh.spec.certificates.workloadTTL
 	// (whose minimum is 5m): tests use seconds to exercise renewal.
 	WorkloadTTL time.Duration

@@ -108,7 +108,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		store:      st,
 		ca:         ca,
 		res:        &resources{st: st, now: cfg.Clock.Now},
-		tokens:     &tokens{st: st, auth: auth, now: cfg.Clock.Now, serviceAccounts: cfg.WorkloadTokens != nil},
+		tokens:     &tokens{rec: tokenRecordsOr(cfg.TokenRecords, st), auth: auth, now: cfg.Clock.Now, serviceAccounts: cfg.WorkloadTokens != nil},
 		adminToken: at,
 		metrics:    newMetrics(),
 		serveErr:   make(chan error, 2),

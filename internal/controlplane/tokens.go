@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/names"
-	"github.com/trellismesh/trellis/internal/store"
 )
 
 const tokenPrefix = "/tokens/"
@@ -20,9 +18,10 @@ const tokenPrefix = "/tokens/"
 const DefaultTokenTTL = 24 * time.Hour
 
 // tokens issues join tokens and records each one (never the token itself)
-// under /tokens/<id>, so it can be listed and revoked.
+// in rec (by default the store, under /tokens/<id>), so it can be listed
+// and revoked.
 type tokens struct {
-	st   store.Store
+	rec  TokenRecords
 	auth *jointoken.Authority
 	now  func() time.Time
 	// serviceAccounts: workloads may also join with ServiceAccount tokens
@@ -66,29 +65,14 @@ func (t *tokens) create(ctx context.Context, req adminapi.CreateTokenRequest) (a
 		ID: claims.ID, SPIFFEID: claims.SPIFFEID.String(), Service: claims.Service, Namespace: claims.Namespace,
 		ServiceAccount: claims.ServiceAccount, IssuedAt: claims.IssuedAt.UTC(), ExpiresAt: claims.ExpiresAt.UTC(),
 	}
-	val, err := json.Marshal(info)
-	if err != nil {
-		return adminapi.CreateTokenResponse{}, fmt.Errorf("record token: %w", err)
-	}
-	if _, err := t.st.Txn(ctx, store.Op{Type: store.OpPut, Key: tokenPrefix + info.ID, Value: val, IfModRevision: 0}); err != nil {
+	if err := t.rec.Create(ctx, info); err != nil {
 		return adminapi.CreateTokenResponse{}, fmt.Errorf("record token: %w", err)
 	}
 	return adminapi.CreateTokenResponse{Token: tok, Info: info}, nil
 }
 
-func (t *tokens) info(ctx context.Context, id string) (adminapi.TokenInfo, int64, error) {
-	kv, err := t.st.Get(ctx, tokenPrefix+id)
-	if errors.Is(err, store.ErrNotFound) {
-		return adminapi.TokenInfo{}, 0, fmt.Errorf("%w: token %q", errNotFound, id)
-	}
-	if err != nil {
-		return adminapi.TokenInfo{}, 0, fmt.Errorf("read token %q: %w", id, err)
-	}
-	var info adminapi.TokenInfo
-	if err := json.Unmarshal(kv.Value, &info); err != nil {
-		return adminapi.TokenInfo{}, 0, fmt.Errorf("decode token %q: %w", id, err)
-	}
-	return info, kv.ModRevision, nil
+func (t *tokens) info(ctx context.Context, id string) (adminapi.TokenInfo, string, error) {
+	return t.rec.Get(ctx, id)
 }
 
 // revoke marks a token revoked. Revoking twice is not an error.
@@ -103,12 +87,8 @@ func (t *tokens) revoke(ctx context.Context, id string) (adminapi.TokenInfo, err
 		}
 		now := t.now().UTC().Truncate(time.Second)
 		info.RevokedAt = &now
-		val, err := json.Marshal(info)
-		if err != nil {
-			return adminapi.TokenInfo{}, fmt.Errorf("revoke token: %w", err)
-		}
-		_, err = t.st.Txn(ctx, store.Op{Type: store.OpPut, Key: tokenPrefix + id, Value: val, IfModRevision: rev})
-		if errors.Is(err, store.ErrConflict) && attempt < 4 {
+		err = t.rec.Update(ctx, info, rev)
+		if errors.Is(err, errConflict) && attempt < 4 {
 			continue
 		}
 		if err != nil {
@@ -119,17 +99,18 @@ func (t *tokens) revoke(ctx context.Context, id string) (adminapi.TokenInfo, err
 }
 
 func (t *tokens) list(ctx context.Context) ([]adminapi.TokenInfo, error) {
-	kvs, _, err := t.st.List(ctx, tokenPrefix)
+	out, err := t.rec.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
-	out := make([]adminapi.TokenInfo, 0, len(kvs))
-	for _, kv := range kvs {
-		var info adminapi.TokenInfo
-		if err := json.Unmarshal(kv.Value, &info); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		out = append(out, info)
+	return out, nil
+}
+
+// forIdentity returns the records of the tokens issued for spiffeID.
+func (t *tokens) forIdentity(ctx context.Context, spiffeID string) ([]adminapi.TokenInfo, error) {
+	out, err := t.rec.ForIdentity(ctx, spiffeID)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens of %s: %w", spiffeID, err)
 	}
 	return out, nil
 }
@@ -162,26 +143,21 @@ type fieldError struct{ field, msg string }
 
 func (e *fieldError) Error() string { return e.field + ": " + e.msg }
 
-// entitled reports (nil) whether some join token that was not revoked named
-// spiffeID with service: the binding of a service name to an identity, which
-// the certificate alone does not carry.
 // anyIssued reports whether a join token was ever issued for spiffeID,
 // revoked or not.
 func (t *tokens) anyIssued(ctx context.Context, spiffeID string) (bool, error) {
-	infos, err := t.list(ctx)
+	infos, err := t.forIdentity(ctx, spiffeID)
 	if err != nil {
 		return false, err
 	}
-	for _, info := range infos {
-		if info.SPIFFEID == spiffeID {
-			return true, nil
-		}
-	}
-	return false, nil
+	return len(infos) > 0, nil
 }
 
+// entitled reports (nil) whether some join token that was not revoked named
+// spiffeID with service: the binding of a service name to an identity, which
+// the certificate alone does not carry.
 func (t *tokens) entitled(ctx context.Context, spiffeID, service string) error {
-	infos, err := t.list(ctx)
+	infos, err := t.forIdentity(ctx, spiffeID)
 	if err != nil {
 		return err
 	}

@@ -122,7 +122,7 @@ var rules = []rule{
 		why:    "the CRDs and the webhooks work from internal/resource alone: no control plane, store, proxy or API client",
 	},
 	{
-		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/...", "internal/kube/resources/...", "internal/kube/leader/...", "internal/kube/casecret/...", "internal/kube/cabundle/...", "internal/kube/install/...", "internal/kube/kubecheck/..."},
+		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/...", "internal/kube/resources/...", "internal/kube/leader/...", "internal/kube/casecret/...", "internal/kube/cabundle/...", "internal/kube/install/...", "internal/kube/kubecheck/...", "internal/kube/tokenrecords/..."},
 		banned: []string{"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
 		why:    "the token reviewer and the workload source read the API server alone (the workload source hands the pure snapshot builder its input): no control plane server, registry, store, signer or data plane",
 	},

@@ -157,14 +157,16 @@ func clusterRules() []rbacv1.PolicyRule {
 }
 
 // namespaceRules: what the control plane needs in its own namespace: the
-// CA Secret (read, and created once by the first replica) and the Lease of
-// the singletons.
+// CA Secret (read, and created once by the first replica), the Lease of
+// the singletons, and listing the join tokens' records (ConfigMaps, read
+// and written by name under the cluster rules).
 func namespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{CASecret}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{Name}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list"}},
 	}
 }
 
