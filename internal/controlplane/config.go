@@ -73,11 +73,12 @@ type Config struct {
 	// accepted versions, internal/kube/resources); the admin API's writes
 	// go to it when it is a ResourceWriter, else they are refused.
 	Resources ResourceSource
-	// SharedCA, when set, says where else the CA's files live (Kubernetes
-	// mode: the Secret every replica loads). Root rotation is then refused
-	// with this in the message: one replica rotating alone would leave the
-	// others, and their proxies, on the old CA.
-	SharedCA string
+	// CAShare, when set, shares the CA with other control-plane replicas
+	// (Kubernetes mode: the Secret every replica loads, casecret.Share): a
+	// rotation or retirement made here is published to it, one made
+	// elsewhere is reloaded, and retiring a root checks every replica's
+	// proxies.
+	CAShare CAShare
 	// Workloads, when set, gives the mesh's workloads and their virtual
 	// IPs instead of the registry of connected proxies (Kubernetes mode:
 	// EndpointSlices and Pods; ClusterIPs are the virtual IPs). Config

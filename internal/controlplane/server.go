@@ -186,6 +186,14 @@ func (s *Server) Start() error {
 	pb.RegisterConfigServer(s.grpcSrv, &configServer{td: s.ca.TrustDomain(), push: s.push, tokens: s.tokens, log: s.log, metrics: s.metrics, base: pushCtx})
 	s.audit.register(s.grpcSrv)
 	s.audit.start()
+	if s.cfg.CAShare != nil {
+		if err := s.followCAShare(pushCtx); err != nil {
+			stopPush()
+			grpcLis.Close()
+			apiLis.Close()
+			return fmt.Errorf("ca shared through %s: %w", s.cfg.CAShare.Where(), err)
+		}
+	}
 
 	s.httpSrv = &http.Server{
 		Handler:           s.routes(),

@@ -73,7 +73,9 @@ func TestKubectlWalkthrough(t *testing.T) {
 	cp.AwaitReady(t)
 	check := func() map[string]string {
 		r := runBinary(t, nil, "", "check", "--kubernetes", "--kubeconfig", c.Kubeconfig, "-o", "json")
-		var rep struct{ Findings []struct{ Level, Check, Subject, Message string } }
+		var rep struct {
+			Findings []struct{ Level, Check, Subject, Message string }
+		}
 		if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 			t.Fatalf("trellis check --kubernetes -o json: %v (%v)", err, r)
 		}
@@ -157,5 +159,14 @@ spec:
 	}
 	if got := list.Items[0].SPIFFEID; got != "spiffe://trellis.local/ns/shop/sa/catalog" {
 		t.Errorf("the proxy joined as %s, want its ServiceAccount's identity", got)
+	}
+	// The install's RBAC let the control plane do everything it tried
+	// (CA Secret followed, reports written, token records, status).
+	awaitCond(t, 10*time.Second, "the proxy's certificate report shared", func() bool {
+		out, err := exec.Command(kubectlBin, "--kubeconfig", c.Kubeconfig, "-n", "trellis-system", "get", "configmap", "trellis-proxy-certs-trellis-control-0", "-o", "jsonpath={.data.certs\\.json}").Output()
+		return err == nil && strings.Contains(string(out), "spiffe://trellis.local/ns/shop/sa/catalog")
+	})
+	if strings.Contains(cp.Logs(), "forbidden") {
+		t.Errorf("the control plane, on the install's RBAC, was refused something:\n%s", cp.Logs())
 	}
 }

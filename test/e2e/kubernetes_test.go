@@ -38,9 +38,104 @@ import (
 // survivor.
 func TestKubernetesReplicaFailover(t *testing.T) {
 	skipIfShort(t)
+	m := startKubeMesh(t, false)
+	c, ctx, first, second, svc, get, holder := m.c, m.ctx, m.first, m.second, m.svc, m.get, m.holder
+	awaitSynced(t, first.env(), 2)
+	if n := svc.conns("cp-a"); n < 2 {
+		t.Fatalf("%d proxy connections reached cp-a through the Service, want both proxies' streams there", n)
+	}
+	// Callers for the rest of the test: 0 failures allowed.
+	cl := startCallers(t, get)
+	calls, failures, firstErr, stopCallers := &cl.calls, &cl.failures, &cl.firstErr, cl.stop
+	time.Sleep(time.Second)
+
+	// kill -9 the Lease holder.
+	killed := time.Now()
+	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-first.exited
+	before := calls.Load()
+	awaitCond(t, 15*time.Second, "cp-b takes the Lease", func() bool { return holder() == "cp-b" })
+	took := time.Since(killed)
+	awaitSynced(t, second.env(), 2)
+	reconnected := time.Since(killed)
+	if n := svc.conns("cp-b"); n < 2 {
+		t.Errorf("%d proxy connections reached cp-b, want both proxies reconnected there", n)
+	}
+
+	// The survivor runs the singletons (status) and pushes a change.
+	policies := c.Trellis(t, "authorizationpolicies", "shop")
+	deny := kubetest.Object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: shop}\n"+
+		"spec: {selector: {service: catalog}, action: DENY, rules: [{to: [{paths: [/admin]}]}]}\n")
+	if _, err := policies.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	awaitCond(t, 15*time.Second, "the policy's Accepted status written by cp-b", func() bool {
+		u, err := policies.Get(ctx, "no-admin", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		return len(conds) == 1 && conds[0].(map[string]any)["status"] == "True"
+	})
+	awaitCond(t, 15*time.Second, "the DENY pushed by cp-b", func() bool {
+		code, err := get("/admin")
+		return err == nil && code == http.StatusForbidden
+	})
+	time.Sleep(time.Second)
+	stopCallers()
+	t.Logf("%d calls (%d after the kill -9), %d failed; cp-b held the Lease %.1fs and both proxies were SYNCED on it %.1fs after the kill",
+		calls.Load(), calls.Load()-before, failures.Load(), took.Seconds(), reconnected.Seconds())
+	if calls.Load()-before < 300 {
+		t.Errorf("only %d calls after the kill: the callers stalled", calls.Load()-before)
+	}
+	if f := failures.Load(); f != 0 {
+		t.Errorf("%d of %d calls failed (first: %v); none may fail when a replica dies", f, calls.Load(), firstErr.Load())
+	}
+
+	// trellis check --kubernetes: the Lease is held, by cp-b.
+	r := runBinary(t, nil, "", "check", "--kubernetes", "--kubeconfig", c.Kubeconfig, "--kube-namespace", "trellis-system", "-o", "json")
+	var rep struct {
+		Findings []struct{ Level, Check, Message string }
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("check --kubernetes -o json: %v (%v)", err, r)
+	}
+	found := false
+	for _, f := range rep.Findings {
+		if f.Check == "lease" {
+			found = true
+			if f.Level != "OK" || !strings.Contains(f.Message, "held by cp-b") {
+				t.Errorf("lease finding %+v, want OK held by cp-b", f)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no lease finding in %s", r.stdout)
+	}
+}
+
+// kubeMesh is two `trellis control --kubernetes` replicas on a real API
+// server (cp-a holding the Lease, cp-b), a loopback forwarder playing
+// their Service, and catalog and frontend proxy processes joined with real
+// projected ServiceAccount tokens; get calls catalog through frontend.
+type kubeMesh struct {
+	c             *kubetest.Cluster
+	ctx           context.Context
+	first, second *controlProcess
+	svc           *forwarder
+	get           func(path string) (int, error)
+	holder        func() string
+}
+
+// startKubeMesh starts it: both proxies dial the Service address, or with
+// direct, catalog dials cp-a and frontend cp-b.
+func startKubeMesh(t *testing.T, direct bool) *kubeMesh {
+	t.Helper()
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	c.InstallCRDs(t)
 	core := c.Client.CoreV1()
 	c.Namespace(t, "trellis-system", nil)
@@ -140,10 +235,14 @@ func TestKubernetesReplicaFailover(t *testing.T) {
 	go app.Serve(hl)
 	t.Cleanup(func() { app.Close() })
 	viaService := &controlProcess{GRPCAddr: svc.addr, DataDir: first.DataDir}
-	startProxyProcess(t, viaService, "catalog", tokenFile("catalog"), "--app-addr", hl.Addr().String(),
+	catalogCP, frontendCP := viaService, viaService
+	if direct {
+		catalogCP, frontendCP = first, second
+	}
+	startProxyProcess(t, catalogCP, "catalog", tokenFile("catalog"), "--app-addr", hl.Addr().String(),
 		"--inbound-addr", catalogInbound, "--http-proxy-addr", "off", "--label", "app=catalog")
 	up := freeAddr(t, "127.0.0.1")
-	startProxyProcess(t, viaService, "frontend", tokenFile("frontend"), "--inbound-addr", freeAddr(t, "127.0.0.1"),
+	startProxyProcess(t, frontendCP, "frontend", tokenFile("frontend"), "--inbound-addr", freeAddr(t, "127.0.0.1"),
 		"--upstream", "catalog.shop="+up, "--http-proxy-addr", "off", "--label", "app=frontend")
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(path string) (int, error) {
@@ -162,14 +261,19 @@ func TestKubernetesReplicaFailover(t *testing.T) {
 		code, err := get("/items")
 		return err == nil && code == http.StatusOK
 	})
-	awaitSynced(t, first.env(), 2)
-	if n := svc.conns("cp-a"); n < 2 {
-		t.Fatalf("%d proxy connections reached cp-a through the Service, want both proxies' streams there", n)
-	}
+	return &kubeMesh{c: c, ctx: ctx, first: first, second: second, svc: svc, get: get, holder: holder}
+}
 
-	// Callers for the rest of the test: 0 failures allowed.
-	var calls, failures atomic.Int64
-	var firstErr atomic.Value
+// callers calls m.get from two goroutines until stop, counting failures.
+type callers struct {
+	calls, failures atomic.Int64
+	firstErr        atomic.Value
+	stop            func()
+}
+
+func startCallers(t *testing.T, get func(string) (int, error)) *callers {
+	cl := &callers{}
+	calls, failures, firstErr := &cl.calls, &cl.failures, &cl.firstErr
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 2 {
@@ -193,75 +297,10 @@ func TestKubernetesReplicaFailover(t *testing.T) {
 			}
 		})
 	}
-	stopCallers := sync.OnceFunc(func() { close(stop); wg.Wait() })
-	t.Cleanup(stopCallers)
-	time.Sleep(time.Second)
+	cl.stop = sync.OnceFunc(func() { close(stop); wg.Wait() })
+	t.Cleanup(cl.stop)
+	return cl
 
-	// kill -9 the Lease holder.
-	killed := time.Now()
-	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-first.exited
-	before := calls.Load()
-	awaitCond(t, 15*time.Second, "cp-b takes the Lease", func() bool { return holder() == "cp-b" })
-	took := time.Since(killed)
-	awaitSynced(t, second.env(), 2)
-	reconnected := time.Since(killed)
-	if n := svc.conns("cp-b"); n < 2 {
-		t.Errorf("%d proxy connections reached cp-b, want both proxies reconnected there", n)
-	}
-
-	// The survivor runs the singletons (status) and pushes a change.
-	policies := c.Trellis(t, "authorizationpolicies", "shop")
-	deny := kubetest.Object(t, "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: no-admin, namespace: shop}\n"+
-		"spec: {selector: {service: catalog}, action: DENY, rules: [{to: [{paths: [/admin]}]}]}\n")
-	if _, err := policies.Create(ctx, deny, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	awaitCond(t, 15*time.Second, "the policy's Accepted status written by cp-b", func() bool {
-		u, err := policies.Get(ctx, "no-admin", metav1.GetOptions{})
-		if err != nil {
-			return false
-		}
-		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-		return len(conds) == 1 && conds[0].(map[string]any)["status"] == "True"
-	})
-	awaitCond(t, 15*time.Second, "the DENY pushed by cp-b", func() bool {
-		code, err := get("/admin")
-		return err == nil && code == http.StatusForbidden
-	})
-	time.Sleep(time.Second)
-	stopCallers()
-	t.Logf("%d calls (%d after the kill -9), %d failed; cp-b held the Lease %.1fs and both proxies were SYNCED on it %.1fs after the kill",
-		calls.Load(), calls.Load()-before, failures.Load(), took.Seconds(), reconnected.Seconds())
-	if calls.Load()-before < 300 {
-		t.Errorf("only %d calls after the kill: the callers stalled", calls.Load()-before)
-	}
-	if f := failures.Load(); f != 0 {
-		t.Errorf("%d of %d calls failed (first: %v); none may fail when a replica dies", f, calls.Load(), firstErr.Load())
-	}
-
-	// trellis check --kubernetes: the Lease is held, by cp-b.
-	r := runBinary(t, nil, "", "check", "--kubernetes", "--kubeconfig", c.Kubeconfig, "--kube-namespace", "trellis-system", "-o", "json")
-	var rep struct {
-		Findings []struct{ Level, Check, Message string }
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-		t.Fatalf("check --kubernetes -o json: %v (%v)", err, r)
-	}
-	found := false
-	for _, f := range rep.Findings {
-		if f.Check == "lease" {
-			found = true
-			if f.Level != "OK" || !strings.Contains(f.Message, "held by cp-b") {
-				t.Errorf("lease finding %+v, want OK held by cp-b", f)
-			}
-		}
-	}
-	if !found {
-		t.Errorf("no lease finding in %s", r.stdout)
-	}
 }
 
 // forwarder plays a Kubernetes Service in front of the control-plane

@@ -4,7 +4,11 @@
 // creates the CA and the Secret with an atomic create; a replica that
 // loses the race takes the winner's. Each replica then materializes the
 // Secret's files into its data dir (keys 0600), where internal/meshca
-// loads them as in hosts mode. Key material is never logged.
+// loads them as in hosts mode. Key material is never logged. Share
+// (share.go) then keeps the replicas on one version: a root rotation or
+// retirement made on any replica is published to the Secret, serialized by
+// its resourceVersion, and followed by the others; and it carries each
+// replica's proxies' certificate reports (reports.go).
 //
 // It must not depend on the control plane's server, the store, the proxy
 // or the data plane.

@@ -34,7 +34,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/kube/cabundle"
 	"github.com/trellismesh/trellis/internal/kube/casecret"
@@ -43,6 +42,7 @@ import (
 	"github.com/trellismesh/trellis/internal/kube/leader"
 	"github.com/trellismesh/trellis/internal/kube/resources"
 	"github.com/trellismesh/trellis/internal/kube/satoken"
+	"github.com/trellismesh/trellis/internal/kube/tokenrecords"
 	"github.com/trellismesh/trellis/internal/kube/webhook"
 	"github.com/trellismesh/trellis/internal/kube/workloads"
 	"github.com/trellismesh/trellis/internal/meshca"
@@ -136,7 +136,6 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}
 	log.Info("mesh CA and admin token from their Secret", "secret", k.Namespace+"/"+CASecret, "created", created, "ca_from_files", external)
-	cfg.SharedCA = "Secret " + k.Namespace + "/" + CASecret
 	res := resources.New(dyn, log)
 	if err := res.Start(ctx, 2); err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
@@ -147,29 +146,35 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	}
 	cfg.Resources, cfg.Workloads = res, wl
 	cfg.WorkloadTokens = &satoken.Reviewer{Client: client, TrustDomain: td}
+	// Join tokens' records in ConfigMaps, shared by every replica.
+	cfg.TokenRecords = tokenrecords.New(client, k.Namespace)
 	res.FollowLease()
 	ca, err := loadCA(cfg, td)
 	if err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}
-	pemBundle := identity.EncodeCertsPEM(ca.Roots()...)
-	// The bundle injected pods mount, in every opted-in namespace.
-	bs := cabundle.New(client, k.CAConfigMap, log)
-	bs.SetBundle(pemBundle)
 	lc, err := leaseConfig(client, k, log)
 	if err != nil {
 		return nil, err
 	}
+	m := &mode{client: client, res: res, ca: ca, log: log, bs: cabundle.New(client, k.CAConfigMap, log)}
+	m.bs.SetBundle(m.bundle())
+	if !external {
+		m.share = casecret.NewShare(client, k.Namespace, CASecret, cfg.DataDir, lc.Identity, log)
+		m.share.Subscribe(m.caChanged)
+		cfg.CAShare = caShare{m.share}
+	}
 	return func() (func(), error) {
-		stopHooks, err := serveWebhooks(ca, k, td, log)
+		stopHooks, sc, err := serveWebhooks(ca, k, td, log)
 		if err != nil {
 			return nil, err
 		}
+		m.serving.Store(sc)
 		lctx, stopLeading := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = leader.Run(lctx, lc, func(lead context.Context) { singletons(lead, client, res, bs, pemBundle, log) })
+			_ = leader.Run(lctx, lc, m.lead)
 		}()
 		return func() {
 			stopLeading() // releases a held Lease, so another replica takes over at once
@@ -177,19 +182,6 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 			stopHooks()
 		}, nil
 	}, nil
-}
-
-// singletons run on the Lease holder only, until lead ends: the resources'
-// status, the CA bundle ConfigMaps and the webhook configurations'
-// caBundle. Everything else runs on every replica: config streams and
-// Certify, and each replica's registry expiry and drift repair of the
-// proxies connected to it (the registry itself is the EndpointSlices).
-func singletons(lead context.Context, client kubernetes.Interface, res *resources.Source, bs *cabundle.Syncer, bundle []byte, log *slog.Logger) {
-	setCABundles(lead, client, bundle, log)
-	if err := bs.Run(lead); err != nil && lead.Err() == nil {
-		log.Error("CA bundle ConfigMaps not kept", "err", err)
-	}
-	res.Lead(lead)
 }
 
 // leaseConfig is this replica's leader election: durations scaled from
@@ -213,15 +205,15 @@ func leaseConfig(client kubernetes.Interface, k Options, log *slog.Logger) (lead
 // serveWebhooks serves the admission webhooks with a certificate of the
 // mesh CA (the Lease holder sets that CA as their configurations'
 // caBundle).
-func serveWebhooks(ca *meshca.CA, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), error) {
+func serveWebhooks(ca *meshca.CA, k Options, td spiffeid.TrustDomain, log *slog.Logger) (func(), *meshca.ServingCert, error) {
 	l, err := net.Listen("tcp", k.WebhookAddr)
 	if err != nil {
-		return nil, fmt.Errorf("--webhook-addr %s: %w", k.WebhookAddr, err)
+		return nil, nil, fmt.Errorf("--webhook-addr %s: %w", k.WebhookAddr, err)
 	}
 	sc, err := meshca.NewServingCert(ca, time.Now, l.Addr().String(), "trellis-control."+k.Namespace+".svc:443")
 	if err != nil {
 		l.Close()
-		return nil, fmt.Errorf("--kubernetes: webhook certificate: %w", err)
+		return nil, nil, fmt.Errorf("--kubernetes: webhook certificate: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(webhook.ValidatePath, webhook.Validator{})
@@ -240,7 +232,7 @@ func serveWebhooks(ca *meshca.CA, k Options, td spiffeid.TrustDomain, log *slog.
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-	}, nil
+	}, sc, nil
 }
 
 // loadCA loads the mesh CA as the control plane will: the given
@@ -288,11 +280,19 @@ func RESTConfig(kubeconfig string) (*rest.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
 		}
-		return rc, nil
+		return withRate(rc), nil
 	}
 	rc, err := rest.InClusterConfig()
 	if err != nil {
 		return nil, fmt.Errorf("--kubernetes: not in a cluster (%v): pass --kubeconfig", err)
 	}
-	return rc, nil
+	return withRate(rc), nil
+}
+
+// withRate raises client-go's default client-side rate limit (5 requests a
+// second, bursts of 10): token reviews and join-token records are API
+// calls, and many proxies reconnect at once after a replica goes.
+func withRate(rc *rest.Config) *rest.Config {
+	rc.QPS, rc.Burst = 50, 100
+	return rc
 }
