@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -101,13 +100,15 @@ spec:
 		}
 	}
 
-	// The admin API points writes to kubectl.
-	objs, err := resource.Decode([]byte("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop}\nspec: {}\n"), "x.yaml")
+	// The admin API's writes go through to the custom resources.
+	objs, err := resource.Decode([]byte("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [GET]}]}]}\n"), "x.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = cp.Client(t).Apply(ctx, objs, false)
-	if err == nil || !strings.Contains(err.Error(), "kubectl apply") {
-		t.Errorf("admin apply in Kubernetes mode: %v", err)
+	if _, err := cp.Client(t).Apply(ctx, objs, false); err != nil {
+		t.Fatalf("admin apply in Kubernetes mode: %v", err)
+	}
+	if _, err := policies.Get(ctx, "x", metav1.GetOptions{}); err != nil {
+		t.Errorf("the policy applied through the admin API is no custom resource: %v", err)
 	}
 }

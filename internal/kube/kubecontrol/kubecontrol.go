@@ -14,6 +14,7 @@ package kubecontrol
 
 import (
 	"cmp"
+	"sync"
 
 	"context"
 	"crypto/rand"
@@ -65,6 +66,9 @@ const (
 	Lease            = "trellis-control"
 )
 
+// klogOnce sets klog's logger once per process.
+var klogOnce sync.Once
+
 // The admin API's writes go through to the custom resources.
 var _ controlplane.ResourceWriter = (*resources.Source)(nil)
 
@@ -89,8 +93,10 @@ type Options struct {
 // what to run once it is up (the webhooks).
 func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog.Logger) (start func() (stop func(), err error), err error) {
 	// client-go (leader election, informers) logs through klog: into
-	// this process's logger and format, not klog's own on stderr.
-	klog.SetSlogLogger(log)
+	// this process's logger and format, not klog's own on stderr. klog's
+	// logger is the process's: the first control plane's (tests run
+	// several in one process).
+	klogOnce.Do(func() { klog.SetSlogLogger(log) })
 	rc, err := RESTConfig(k.Kubeconfig)
 	if err != nil {
 		return nil, err
