@@ -10,6 +10,8 @@ import (
 
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
+	"github.com/trellismesh/trellis/internal/controlplane/resstore"
+	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	"github.com/trellismesh/trellis/internal/controlplane/vips"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/store"
@@ -43,6 +45,21 @@ const (
 // 240.0.0.0/4, reserved and never routed, so a VIP never shadows a real
 // destination.
 var DefaultVIPRange = vips.DefaultRange
+
+// ResourceSource gives the mesh's resources from outside the store
+// (Config.Resources): see resstore.Source.
+type ResourceSource = resstore.Source
+
+// ResourceWriter is a ResourceSource that also takes the admin API's
+// writes: see resstore.Writer.
+type ResourceWriter = resstore.Writer
+
+// TokenRecords keeps join tokens' records where every control-plane
+// replica sees them (Config.TokenRecords): see tokens.Records.
+type TokenRecords = tokens.Records
+
+// DefaultTokenTTL is a join token's lifetime when none is asked for.
+const DefaultTokenTTL = tokens.DefaultTTL
 
 // Config configures a Server. Zero values mean the documented defaults.
 type Config struct {

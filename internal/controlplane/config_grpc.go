@@ -14,6 +14,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
+	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	"github.com/trellismesh/trellis/internal/identity"
 )
 
@@ -28,7 +29,7 @@ type configServer struct {
 	pb.UnimplementedConfigServer
 	td      spiffeid.TrustDomain
 	push    *pusher
-	tokens  *tokens
+	tokens  *tokens.Service
 	log     *slog.Logger
 	metrics *metrics
 	// base is cancelled when the server closes; every stream ends with it.
@@ -70,7 +71,7 @@ func (s *configServer) stream(stream pb.Config_StreamServer) error {
 	// The service is not in the certificate (only namespace and service
 	// account are): it must be one a join token for this identity named,
 	// so no workload can register under another service's name.
-	if err := s.tokens.entitled(ctx, id.String(), w.Service); err != nil {
+	if err := s.tokens.Entitled(ctx, id.String(), w.Service); err != nil {
 		s.log.Warn("config stream refused", "err", err, "spiffe_id", id.String(), "service", w.Service, "peer", peerAddr(ctx))
 		return status.Errorf(codes.PermissionDenied, "hello: %v", err)
 	}

@@ -5,7 +5,9 @@
 // serves the identity gRPC API and the config stream to proxies (the push
 // loop; the proxy registry is internal/controlplane/registry, the snapshot
 // builder internal/controlplane/snapshot, services' virtual IPs
-// internal/controlplane/vips), and the HTTP admin API to the CLI.
+// internal/controlplane/vips), and the HTTP admin API to the CLI. The user
+// resources and their decoded cache are internal/controlplane/resstore,
+// the join tokens' issue, records and checks internal/controlplane/tokens.
 //
 // A Server is self-contained (no process-global state), so tests run several
 // in one process. Only the CLI wiring and tests import this package; the proxy

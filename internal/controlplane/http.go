@@ -13,6 +13,8 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminhttp"
+	"github.com/trellismesh/trellis/internal/controlplane/resstore"
+	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -129,7 +131,7 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
-	results, err := s.res.apply(r.Context(), req.Objects, req.DryRun)
+	results, err := s.res.Apply(r.Context(), req.Objects, req.DryRun)
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -190,7 +192,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	items, err := s.res.list(r.Context(), kind, r.URL.Query().Get("namespace"))
+	items, err := s.res.List(r.Context(), kind, r.URL.Query().Get("namespace"))
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -205,7 +207,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	// GET /resources/{plural}/{namespace} on a namespaced kind lists a namespace.
 	if kind.Namespaced && r.PathValue("namespace") == "" {
-		items, err := s.res.list(r.Context(), kind, r.PathValue("name"))
+		items, err := s.res.List(r.Context(), kind, r.PathValue("name"))
 		if err != nil {
 			s.writeResourceError(w, err)
 			return
@@ -217,7 +219,7 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	o, err := s.res.get(r.Context(), kind, ns, r.PathValue("name"))
+	o, err := s.res.Get(r.Context(), kind, ns, r.PathValue("name"))
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -235,7 +237,7 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	if err := s.res.delete(r.Context(), kind, ns, name); err != nil {
+	if err := s.res.Delete(r.Context(), kind, ns, name); err != nil {
 		s.writeResourceError(w, err)
 		return
 	}
@@ -254,7 +256,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	resp, err := s.tokens.create(r.Context(), req)
+	resp, err := s.tokens.Create(r.Context(), req)
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -266,7 +268,7 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
-	items, err := s.tokens.list(r.Context())
+	items, err := s.tokens.List(r.Context())
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -275,7 +277,7 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
-	info, err := s.tokens.revoke(r.Context(), r.PathValue("id"))
+	info, err := s.tokens.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -288,10 +290,10 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
 	var ae *adminapi.ObjectError
-	var fe *fieldError
+	var fe *tokens.FieldError
 	switch {
 	case errors.As(err, &fe):
-		writeJSON(w, http.StatusBadRequest, adminapi.ErrorBody{Error: err.Error(), Details: []adminapi.ErrorDetail{{Index: -1, Field: fe.field, Message: fe.msg}}})
+		writeJSON(w, http.StatusBadRequest, adminapi.ErrorBody{Error: err.Error(), Details: []adminapi.ErrorDetail{{Index: -1, Field: fe.Field, Message: fe.Msg}}})
 	case errors.As(err, &ae):
 		msg := "apply: nothing was applied: " + err.Error()
 		if len(ae.Applied) > 0 {
@@ -316,11 +318,11 @@ func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
 
 func statusFor(err error) int {
 	switch {
-	case errors.Is(err, errNotFound):
+	case errors.Is(err, adminapi.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, errConflict), errors.Is(err, errExternalResources):
+	case errors.Is(err, adminapi.ErrConflict), errors.Is(err, resstore.ErrExternal):
 		return http.StatusConflict
-	case errors.Is(err, errForbidden):
+	case errors.Is(err, adminapi.ErrForbidden):
 		return http.StatusBadRequest
 	default:
 		return http.StatusInternalServerError

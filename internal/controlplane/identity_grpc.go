@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/controlplane/resstore"
+	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
 	"github.com/trellismesh/trellis/internal/meshca"
@@ -33,8 +35,8 @@ type WorkloadTokenReviewer interface {
 type identityServer struct {
 	pb.UnimplementedIdentityServer
 	ca      *meshca.CA
-	tokens  *tokens
-	res     *resources
+	tokens  *tokens.Service
+	res     *resstore.Resources
 	log     *slog.Logger
 	metrics *metrics
 	// ttlOverride replaces the mesh's workloadTTL when set (tests).
@@ -79,13 +81,13 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 		want, tokenID = id, attrs["pod_uid"]
 	} else if req.GetToken() != "" {
 		via = "token"
-		claims, err := s.tokens.verify(ctx, req.GetToken())
+		claims, err := s.tokens.Verify(ctx, req.GetToken())
 		switch {
 		case errors.Is(err, jointoken.ErrExpired):
 			return nil, via, "", status.Errorf(codes.Unauthenticated, "join token expired or not yet valid: %v; create a new one with `trellis token create`", err)
 		case errors.Is(err, jointoken.ErrInvalid):
 			return nil, via, "", status.Errorf(codes.Unauthenticated, "join token rejected: %v", err)
-		case errors.Is(err, errTokenRevoked):
+		case errors.Is(err, tokens.ErrRevoked):
 			return nil, via, "", status.Errorf(codes.PermissionDenied, "%v", err)
 		case err != nil:
 			return nil, via, "", status.Errorf(codes.Internal, "check join token: %v", err)
@@ -100,7 +102,7 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 		// A ServiceAccount identity renews with its token: the
 		// certificate alone does not prove its pod still lives.
 		if s.reviewer != nil {
-			issued, err := s.tokens.anyIssued(ctx, got.String())
+			issued, err := s.tokens.AnyIssued(ctx, got.String())
 			if err != nil {
 				return nil, via, got.String(), status.Errorf(codes.Unavailable, "read join tokens: %v", err)
 			}
@@ -110,7 +112,7 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 		}
 		// Renewal lasts only as long as the identity's tokens: once every
 		// token for it is revoked, its certificates are not renewed.
-		if err := s.tokens.entitled(ctx, got.String(), ""); err != nil {
+		if err := s.tokens.Entitled(ctx, got.String(), ""); err != nil {
 			return nil, via, got.String(), status.Errorf(codes.PermissionDenied, "renewal refused: %v", err)
 		}
 		want = got
@@ -118,7 +120,7 @@ func (s *identityServer) certify(ctx context.Context, req *pb.CertifyRequest) (_
 	if want == identity.ControlPlaneID(s.ca.TrustDomain()) {
 		return nil, via, want.String(), status.Error(codes.PermissionDenied, "the control plane's own identity is never issued through Certify")
 	}
-	mesh, err := s.res.mesh(ctx)
+	mesh, err := s.res.Mesh(ctx)
 	if err != nil {
 		return nil, via, want.String(), status.Errorf(codes.Unavailable, "read mesh settings: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
+	"github.com/trellismesh/trellis/internal/controlplane/resstore"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 	"github.com/trellismesh/trellis/internal/controlplane/vips"
 )
@@ -53,7 +54,7 @@ func (s *proxyStream) CloseReplaced() { s.cancel(errStreamReplaced) }
 type pusher struct {
 	reg            *registry.Registry[*proxyStream]
 	clock          clock.Clock
-	res            *resourceCache
+	res            *resstore.Cache
 	roots          func() [][]byte
 	issuer         func() string // the CA's active issuer (Snapshot.issuer); see trust
 	trustDomain    spiffeid.TrustDomain
@@ -103,7 +104,7 @@ func (p *pusher) followWorkloads(ctx context.Context) {
 
 // pushSettings are everything a pusher works from, given when it is made.
 type pushSettings struct {
-	resources *resourceCache
+	resources *resstore.Cache
 	roots     func() [][]byte // the trust bundle, DER
 	issuer    func() string   // the CA's active issuer; nil: none
 	vips      *vips.Allocator // nil: services get no virtual IP
@@ -306,7 +307,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		}
 		idle = nil
 	}
-	mesh, policies, resGen := p.res.state()
+	mesh, policies, resGen := p.res.State()
 	roots, issuer := p.trust()
 	if p.view != nil && regGen == p.viewReg && resGen == p.viewRes && p.view.SameTrust(roots, issuer) {
 		return p.view, nil

@@ -21,6 +21,8 @@ import (
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
+	"github.com/trellismesh/trellis/internal/controlplane/resstore"
+	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	"github.com/trellismesh/trellis/internal/controlplane/vips"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/jointoken"
@@ -40,14 +42,14 @@ type Server struct {
 	store      store.Store
 	ca         *meshca.CA
 	rollout    *meshca.Rollout
-	res        *resources
-	tokens     *tokens
+	res        *resstore.Resources
+	tokens     *tokens.Service
 	adminToken adminhttp.Token
 	metrics    *metrics
 	serving    *meshca.ServingCert
 	audit      *audit
 	push       *pusher
-	resCache   *resourceCache
+	resCache   *resstore.Cache
 	resRev     int64 // store revision resCache was loaded at
 	stopPush   context.CancelFunc
 
@@ -102,26 +104,29 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	toks := tokens.New(tokens.Config{
+		Authority: auth, Records: cfg.TokenRecords, Store: st, Now: cfg.Clock.Now, ServiceAccounts: cfg.WorkloadTokens != nil,
+	})
 	s := &Server{
 		cfg:        cfg,
 		log:        cfg.Logger,
 		store:      st,
 		ca:         ca,
-		res:        &resources{st: st, now: cfg.Clock.Now},
-		tokens:     &tokens{rec: tokenRecordsOr(cfg.TokenRecords, st), auth: auth, now: cfg.Clock.Now, serviceAccounts: cfg.WorkloadTokens != nil},
+		res:        resstore.New(st, cfg.Clock.Now),
+		tokens:     toks,
 		adminToken: at,
 		metrics:    newMetrics(),
 		serveErr:   make(chan error, 2),
 	}
-	if err := s.res.ensureDefaultMesh(ctx); err != nil {
+	if err := s.res.EnsureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}
-	s.resCache = newResourceCache(cfg.Logger, cfg.Clock)
+	s.resCache = resstore.NewCache(cfg.Logger, cfg.Clock)
 	if cfg.Resources != nil {
 		objs, _ := cfg.Resources.Accepted()
-		s.resCache.replace(objs)
-		s.res.external, s.res.src = s.resCache, cfg.Resources
-	} else if s.resRev, err = s.resCache.load(ctx, st); err != nil {
+		s.resCache.Replace(objs)
+		s.res.UseExternal(s.resCache, cfg.Resources)
+	} else if s.resRev, err = s.resCache.Load(ctx, st); err != nil {
 		return nil, err
 	}
 	vipAlloc, err := vips.Load(ctx, st, cfg.VIPRange, cfg.Logger)
@@ -225,10 +230,10 @@ func (s *Server) Start() error {
 	go func() {
 		defer s.wg.Done()
 		if s.cfg.Resources != nil {
-			s.resCache.follow(pushCtx, s.cfg.Resources, s.push.kick)
+			s.resCache.Follow(pushCtx, s.cfg.Resources, s.push.kick)
 			return
 		}
-		s.resCache.watch(pushCtx, s.store, s.resRev, s.push.kick)
+		s.resCache.Watch(pushCtx, s.store, s.resRev, s.push.kick)
 	}()
 	go func() {
 		defer s.wg.Done()

@@ -102,6 +102,22 @@ var rules = []rule{
 		why: "the VIP allocator works from service keys and a store.Store: it must not reach the control plane's server, the registry, the signers, a store backend or the data plane",
 	},
 	{
+		from: []string{"internal/controlplane/resstore/..."},
+		banned: []string{
+			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/tokens/...",
+			"internal/meshca/...", "internal/jointoken/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+		},
+		why: "the resource store works from a store.Store or an external source: it must not reach the control plane's server, the registry, the VIP allocator, the join tokens, the signers, a store backend or the data plane",
+	},
+	{
+		from: []string{"internal/controlplane/tokens/..."},
+		banned: []string{
+			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/resstore/...",
+			"internal/meshca/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+		},
+		why: "the join-token service works from the token authority and its records: it must not reach the control plane's server, the registry, the VIP allocator, the resource store, the CA signer, a store backend or the data plane",
+	},
+	{
 		from:   []string{"internal/meshca/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/..."},
 		why:    "the CA, signing and rotation are given what they need (a data dir, the proxies' certificate reports): they must not reach the control plane, its registry, the store or the data plane",

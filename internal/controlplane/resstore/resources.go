@@ -1,4 +1,4 @@
-package controlplane
+package resstore
 
 import (
 	"bytes"
@@ -27,41 +27,56 @@ var (
 	errForbidden = adminapi.ErrForbidden
 )
 
-// resources stores user resources (Mesh, AuthorizationPolicy, ...) as
+// ErrExternal refuses admin API writes when resources come from a source
+// that does not take them (the admin API answers 409).
+var ErrExternal = errors.New("this control plane reads its resources from a source that takes no writes: apply, edit and delete them there")
+
+// Resources stores user resources (Mesh, AuthorizationPolicy, ...) as
 // canonical JSON under /resources/<plural>/[<namespace>/]<name>. The stored
 // value never holds resourceVersion: it is the key's ModRevision, filled in
-// on read.
-type resources struct {
+// on read. Safe for concurrent use once UseExternal, if called, has
+// returned.
+type Resources struct {
 	st  store.Store
 	now func() time.Time
 	// external, when set, holds the resources instead of st
-	// (Config.Resources): reads come from its cache; writes go to src when
-	// it is a ResourceWriter, else they are refused.
-	external *resourceCache
-	src      ResourceSource
+	// (UseExternal): reads come from its cache; writes go to src when it
+	// is a Writer, else they are refused.
+	external *Cache
+	src      Source
 }
 
-// ResourceWriter is a ResourceSource that also takes the admin API's
-// writes (Kubernetes mode: the custom resources). Objects come validated.
-// Errors wrap adminapi.ErrNotFound, ErrConflict or ErrForbidden, or are an
+// New returns the resources kept in st, timestamped with now.
+func New(st store.Store, now func() time.Time) *Resources {
+	return &Resources{st: st, now: now}
+}
+
+// UseExternal makes src hold the resources instead of the store
+// (controlplane.Config.Resources): the Mesh is read from c, which follows
+// src; lists and gets read src's accepted objects; writes go to src when
+// it is a Writer, else they fail with ErrExternal. Call it before the
+// first use.
+func (r *Resources) UseExternal(c *Cache, src Source) {
+	r.external, r.src = c, src
+}
+
+// Writer is a Source that also takes the admin API's writes (Kubernetes
+// mode: the custom resources). Objects come validated. Errors wrap
+// adminapi.ErrNotFound, ErrConflict or ErrForbidden, or are an
 // *adminapi.ObjectError; a write is seen by the source's Accepted before
 // it returns.
-type ResourceWriter interface {
+type Writer interface {
 	Apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error)
 	Delete(ctx context.Context, kind resource.KindInfo, namespace, name string) error
 }
 
-// ResourceSource gives the mesh's resources from outside the store: the
-// accepted version of each object, a generation, and a signal after each
-// change (a burst may be one signal).
-type ResourceSource interface {
+// Source gives the mesh's resources from outside the store: the accepted
+// version of each object, a generation, and a signal after each change (a
+// burst may be one signal).
+type Source interface {
 	Accepted() ([]resource.Object, uint64)
 	Changed() <-chan struct{}
 }
-
-// errExternalResources refuses admin API writes when resources come from
-// a source that does not take them.
-var errExternalResources = errors.New("this control plane reads its resources from a source that takes no writes: apply, edit and delete them there")
 
 func resourceKey(kind resource.KindInfo, namespace, name string) string {
 	if kind.Namespaced {
@@ -79,8 +94,8 @@ func decodeStored(kv store.KV) (resource.Object, error) {
 	return o, nil
 }
 
-// ensureDefaultMesh creates the default Mesh if none exists.
-func (r *resources) ensureDefaultMesh(ctx context.Context) error {
+// EnsureDefaultMesh creates the default Mesh if none exists.
+func (r *Resources) EnsureDefaultMesh(ctx context.Context) error {
 	m := resource.DefaultMesh()
 	kind, _ := resource.LookupKind(m.Kind)
 	key := resourceKey(kind, "", m.Metadata.Name)
@@ -105,8 +120,8 @@ func (r *resources) ensureDefaultMesh(ctx context.Context) error {
 	return nil
 }
 
-// mesh returns the current Mesh spec.
-func (r *resources) mesh(ctx context.Context) (resource.MeshSpec, error) {
+// Mesh returns the current Mesh spec.
+func (r *Resources) Mesh(ctx context.Context) (resource.MeshSpec, error) {
 	if r.external != nil {
 		return r.external.meshSpec(), nil
 	}
@@ -122,14 +137,15 @@ func (r *resources) mesh(ctx context.Context) (resource.MeshSpec, error) {
 	return resource.MeshSpecOf(&o)
 }
 
-// apply stores already-validated objects atomically. Objects carrying a
-// resourceVersion must still be at that version (optimistic concurrency).
-func (r *resources) apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error) {
+// Apply stores already-validated objects atomically; with dryRun it only
+// reports what it would do. Objects carrying a resourceVersion must still
+// be at that version (optimistic concurrency).
+func (r *Resources) Apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error) {
 	if r.external != nil {
-		if w, ok := r.src.(ResourceWriter); ok {
+		if w, ok := r.src.(Writer); ok {
 			return w.Apply(ctx, objs, dryRun)
 		}
-		return nil, errExternalResources
+		return nil, ErrExternal
 	}
 	seen := make(map[string]int, len(objs))
 	for i := range objs {
@@ -166,7 +182,7 @@ func (r *resources) apply(ctx context.Context, objs []resource.Object, dryRun bo
 	}
 }
 
-func (r *resources) plan(ctx context.Context, objs []resource.Object) ([]adminapi.ApplyResult, []store.Op, error) {
+func (r *Resources) plan(ctx context.Context, objs []resource.Object) ([]adminapi.ApplyResult, []store.Op, error) {
 	now := r.now().UTC().Truncate(time.Second)
 	results := make([]adminapi.ApplyResult, len(objs))
 	var ops []store.Op
@@ -244,10 +260,10 @@ func sameContent(a, b *resource.Object) bool {
 	return bytes.Equal(a.Spec, b.Spec) && maps.Equal(a.Metadata.Labels, b.Metadata.Labels) && maps.Equal(a.Metadata.Annotations, b.Metadata.Annotations)
 }
 
-// get returns one resource.
-func (r *resources) get(ctx context.Context, kind resource.KindInfo, namespace, name string) (resource.Object, error) {
+// Get returns one resource.
+func (r *Resources) Get(ctx context.Context, kind resource.KindInfo, namespace, name string) (resource.Object, error) {
 	if r.src != nil {
-		objs, err := r.list(ctx, kind, namespace)
+		objs, err := r.List(ctx, kind, namespace)
 		if err != nil {
 			return resource.Object{}, err
 		}
@@ -268,8 +284,8 @@ func (r *resources) get(ctx context.Context, kind resource.KindInfo, namespace, 
 	return decodeStored(kv)
 }
 
-// list returns a kind's resources; namespace "" means all namespaces.
-func (r *resources) list(ctx context.Context, kind resource.KindInfo, namespace string) ([]resource.Object, error) {
+// List returns a kind's resources; namespace "" means all namespaces.
+func (r *Resources) List(ctx context.Context, kind resource.KindInfo, namespace string) ([]resource.Object, error) {
 	if r.src != nil {
 		all, _ := r.src.Accepted()
 		var out []resource.Object
@@ -299,17 +315,17 @@ func (r *resources) list(ctx context.Context, kind resource.KindInfo, namespace 
 	return out, nil
 }
 
-// delete removes one resource. The Mesh singleton cannot be deleted.
-func (r *resources) delete(ctx context.Context, kind resource.KindInfo, namespace, name string) error {
+// Delete removes one resource. The Mesh singleton cannot be deleted.
+func (r *Resources) Delete(ctx context.Context, kind resource.KindInfo, namespace, name string) error {
 	ref := refString(kind, namespace, name)
 	if kind.Kind == "Mesh" {
 		return fmt.Errorf("%w: the Mesh %q always exists; apply a changed Mesh instead of deleting it", errForbidden, name)
 	}
 	if r.external != nil {
-		if w, ok := r.src.(ResourceWriter); ok {
+		if w, ok := r.src.(Writer); ok {
 			return w.Delete(ctx, kind, namespace, name)
 		}
-		return errExternalResources
+		return ErrExternal
 	}
 	key := resourceKey(kind, namespace, name)
 	kv, err := r.st.Get(ctx, key)

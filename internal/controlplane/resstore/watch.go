@@ -1,4 +1,4 @@
-package controlplane
+package resstore
 
 import (
 	"context"
@@ -21,10 +21,11 @@ var (
 	policiesPrefix = resourcePrefix + "authorizationpolicies/"
 )
 
-// resourceCache is the decoded view of the stored resources snapshots are
-// built from, kept current by watch. Decoding happens once per change, not
-// once per push round. Safe for concurrent use.
-type resourceCache struct {
+// Cache is the decoded view of the resources snapshots are built from,
+// kept current by Watch (the store) or Follow (an external Source).
+// Decoding happens once per change, not once per push round. Safe for
+// concurrent use.
+type Cache struct {
 	log   *slog.Logger
 	clock clock.Clock // times the retry after a store error
 
@@ -34,8 +35,10 @@ type resourceCache struct {
 	policies map[string]snapshot.Policy // by store key
 }
 
-func newResourceCache(log *slog.Logger, clk clock.Clock) *resourceCache {
-	c := &resourceCache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}}
+// NewCache returns a cache holding the default Mesh and no policies. clk
+// times the retry after a store error; nil means the real clock.
+func NewCache(log *slog.Logger, clk clock.Clock) *Cache {
+	c := &Cache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}}
 	c.mesh = defaultMeshSpec()
 	return c
 }
@@ -44,14 +47,14 @@ func defaultMeshSpec() resource.MeshSpec {
 	m := resource.DefaultMesh()
 	spec, err := resource.MeshSpecOf(&m)
 	if err != nil {
-		panic("controlplane: the default mesh does not decode: " + err.Error())
+		panic("resstore: the default mesh does not decode: " + err.Error())
 	}
 	return spec
 }
 
-// state returns the mesh settings, the policies (in no order; the builder
+// State returns the mesh settings, the policies (in no order; the builder
 // sorts) and the generation they reflect.
-func (c *resourceCache) state() (resource.MeshSpec, []snapshot.Policy, uint64) {
+func (c *Cache) State() (resource.MeshSpec, []snapshot.Policy, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ps := make([]snapshot.Policy, 0, len(c.policies))
@@ -61,9 +64,9 @@ func (c *resourceCache) state() (resource.MeshSpec, []snapshot.Policy, uint64) {
 	return c.mesh, ps, c.gen
 }
 
-// load lists the resources and replaces the cache with them. It returns the
+// Load lists the resources and replaces the cache with them. It returns the
 // store revision to watch from.
-func (c *resourceCache) load(ctx context.Context, st store.Store) (int64, error) {
+func (c *Cache) Load(ctx context.Context, st store.Store) (int64, error) {
 	kvs, rev, err := st.List(ctx, resourcePrefix)
 	if err != nil {
 		return 0, fmt.Errorf("load resources for config push: %w", err)
@@ -79,9 +82,9 @@ func (c *resourceCache) load(ctx context.Context, st store.Store) (int64, error)
 	return rev, nil
 }
 
-// replace sets the cache to objs (an external source's accepted objects,
-// Config.Resources): the Mesh named default, and the policies.
-func (c *resourceCache) replace(objs []resource.Object) {
+// Replace sets the cache to objs (an external Source's accepted
+// objects): the Mesh named default, and the policies.
+func (c *Cache) Replace(objs []resource.Object) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.mesh = defaultMeshSpec()
@@ -111,9 +114,9 @@ func (c *resourceCache) replace(objs []resource.Object) {
 	c.gen++
 }
 
-// follow keeps the cache current from an external source until ctx is
+// Follow keeps the cache current from an external source until ctx is
 // done, calling changed after every change.
-func (c *resourceCache) follow(ctx context.Context, src ResourceSource, changed func()) {
+func (c *Cache) Follow(ctx context.Context, src Source, changed func()) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -121,20 +124,20 @@ func (c *resourceCache) follow(ctx context.Context, src ResourceSource, changed 
 		case <-src.Changed():
 		}
 		objs, _ := src.Accepted()
-		c.replace(objs)
+		c.Replace(objs)
 		changed()
 	}
 }
 
 // meshSpec is the cached Mesh settings.
-func (c *resourceCache) meshSpec() resource.MeshSpec {
+func (c *Cache) meshSpec() resource.MeshSpec {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.mesh
 }
 
 // apply folds one watch event into the cache.
-func (c *resourceCache) apply(ev store.Event) {
+func (c *Cache) apply(ev store.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch ev.Type {
@@ -154,7 +157,7 @@ func (c *resourceCache) apply(ev store.Event) {
 // putLocked decodes one stored resource. A value that does not decode
 // (it passed validation when applied, so this means a bug or a hand-edited
 // store) is left out and logged, rather than stopping every push.
-func (c *resourceCache) putLocked(kv store.KV) {
+func (c *Cache) putLocked(kv store.KV) {
 	switch {
 	case kv.Key == meshKey:
 		o, err := decodeStored(kv)
@@ -180,15 +183,15 @@ func (c *resourceCache) putLocked(kv store.KV) {
 	}
 }
 
-// watch keeps the cache current from revision rev on, calling changed after
+// Watch keeps the cache current from revision rev on, calling changed after
 // every change, until ctx is done. When the store cannot replay from where
 // it stopped (compacted history, a watcher that fell behind), it lists
 // again and watches from the listing's revision.
-func (c *resourceCache) watch(ctx context.Context, st store.Store, rev int64, changed func()) {
+func (c *Cache) Watch(ctx context.Context, st store.Store, rev int64, changed func()) {
 	const retry = time.Second
 	for ctx.Err() == nil {
 		if rev < 0 {
-			r, err := c.load(ctx, st)
+			r, err := c.Load(ctx, st)
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, store.ErrClosed) {
 					return

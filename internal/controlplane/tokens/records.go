@@ -1,4 +1,4 @@
-package controlplane
+package tokens
 
 import (
 	"context"
@@ -11,13 +11,13 @@ import (
 	"github.com/trellismesh/trellis/internal/store"
 )
 
-// TokenRecords keeps join tokens' records (never the tokens) where every
+// Records keeps join tokens' records (never the tokens) where every
 // control-plane replica sees them (Kubernetes mode: ConfigMaps,
 // internal/kube/tokenrecords). A record is written once when its token is
 // issued and changed only to mark it revoked; records are never deleted,
 // since a workload's certificate renews only while some token for its
 // identity is recorded and not revoked.
-type TokenRecords interface {
+type Records interface {
 	// Create records info under info.ID, or fails with an error wrapping
 	// adminapi.ErrConflict if a record with that ID exists.
 	Create(ctx context.Context, info adminapi.TokenInfo) error
@@ -35,13 +35,13 @@ type TokenRecords interface {
 	ForIdentity(ctx context.Context, spiffeID string) ([]adminapi.TokenInfo, error)
 }
 
-// storeTokenRecords keeps the records in the control plane's store under
+// storeRecords keeps the records in the control plane's store under
 // /tokens/<id>: hosts mode, one store per control plane.
-type storeTokenRecords struct{ st store.Store }
+type storeRecords struct{ st store.Store }
 
-var _ TokenRecords = storeTokenRecords{}
+var _ Records = storeRecords{}
 
-func (r storeTokenRecords) Create(ctx context.Context, info adminapi.TokenInfo) error {
+func (r storeRecords) Create(ctx context.Context, info adminapi.TokenInfo) error {
 	val, err := json.Marshal(info)
 	if err != nil {
 		return err
@@ -53,7 +53,7 @@ func (r storeTokenRecords) Create(ctx context.Context, info adminapi.TokenInfo) 
 	return err
 }
 
-func (r storeTokenRecords) Get(ctx context.Context, id string) (adminapi.TokenInfo, string, error) {
+func (r storeRecords) Get(ctx context.Context, id string) (adminapi.TokenInfo, string, error) {
 	kv, err := r.st.Get(ctx, tokenPrefix+id)
 	if errors.Is(err, store.ErrNotFound) {
 		return adminapi.TokenInfo{}, "", fmt.Errorf("%w: token %q", errNotFound, id)
@@ -68,7 +68,7 @@ func (r storeTokenRecords) Get(ctx context.Context, id string) (adminapi.TokenIn
 	return info, strconv.FormatInt(kv.ModRevision, 10), nil
 }
 
-func (r storeTokenRecords) Update(ctx context.Context, info adminapi.TokenInfo, version string) error {
+func (r storeRecords) Update(ctx context.Context, info adminapi.TokenInfo, version string) error {
 	rev, err := strconv.ParseInt(version, 10, 64)
 	if err != nil || rev <= 0 {
 		return fmt.Errorf("update token %q: bad version %q", info.ID, version)
@@ -84,7 +84,7 @@ func (r storeTokenRecords) Update(ctx context.Context, info adminapi.TokenInfo, 
 	return err
 }
 
-func (r storeTokenRecords) List(ctx context.Context) ([]adminapi.TokenInfo, error) {
+func (r storeRecords) List(ctx context.Context) ([]adminapi.TokenInfo, error) {
 	kvs, _, err := r.st.List(ctx, tokenPrefix)
 	if err != nil {
 		return nil, err
@@ -100,7 +100,7 @@ func (r storeTokenRecords) List(ctx context.Context) ([]adminapi.TokenInfo, erro
 	return out, nil
 }
 
-func (r storeTokenRecords) ForIdentity(ctx context.Context, spiffeID string) ([]adminapi.TokenInfo, error) {
+func (r storeRecords) ForIdentity(ctx context.Context, spiffeID string) ([]adminapi.TokenInfo, error) {
 	all, err := r.List(ctx)
 	if err != nil {
 		return nil, err
@@ -112,13 +112,4 @@ func (r storeTokenRecords) ForIdentity(ctx context.Context, spiffeID string) ([]
 		}
 	}
 	return out, nil
-}
-
-// tokenRecordsOr is r, or the store's records when r is nil
-// (Config.TokenRecords).
-func tokenRecordsOr(r TokenRecords, st store.Store) TokenRecords {
-	if r == nil {
-		return storeTokenRecords{st}
-	}
-	return r
 }

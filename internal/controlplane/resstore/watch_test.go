@@ -1,4 +1,4 @@
-package controlplane
+package resstore
 
 import (
 	"fmt"
@@ -33,12 +33,12 @@ func TestResourceWatchRelists(t *testing.T) {
 			}
 			defer st.Close()
 			ctx := t.Context()
-			res := &resources{st: st, now: time.Now}
-			if err := res.ensureDefaultMesh(ctx); err != nil {
+			res := New(st, time.Now)
+			if err := res.EnsureDefaultMesh(ctx); err != nil {
 				t.Fatal(err)
 			}
-			c := newResourceCache(slog.New(slog.NewTextHandler(t.Output(), nil)), nil)
-			rev, err := c.load(ctx, st)
+			c := NewCache(slog.New(slog.NewTextHandler(t.Output(), nil)), nil)
+			rev, err := c.Load(ctx, st)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,7 +51,7 @@ func TestResourceWatchRelists(t *testing.T) {
 				if err := resource.Validate(&objs[0]); err != nil {
 					t.Fatal(err)
 				}
-				if _, err := res.apply(ctx, objs, false); err != nil {
+				if _, err := res.Apply(ctx, objs, false); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -70,7 +70,7 @@ func TestResourceWatchRelists(t *testing.T) {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				c.watch(ctx, st, rev, func() { <-gate })
+				c.Watch(ctx, st, rev, func() { <-gate })
 			}()
 			if !tc.writeFirst {
 				writeAll()
@@ -82,7 +82,7 @@ func TestResourceWatchRelists(t *testing.T) {
 
 			// The watch keeps working after it recovered.
 			kind, _ := resource.LookupKind(resource.KindAuthorizationPolicy)
-			if err := res.delete(ctx, kind, "shop", "p0"); err != nil {
+			if err := res.Delete(ctx, kind, "shop", "p0"); err != nil {
 				t.Fatal(err)
 			}
 			waitCache(t, c, func(_ resource.MeshSpec, ps []snapshot.Policy) bool { return len(ps) == 4 })
@@ -98,11 +98,11 @@ func TestResourceWatchRelists(t *testing.T) {
 	}
 }
 
-func waitCache(t *testing.T, c *resourceCache, ok func(resource.MeshSpec, []snapshot.Policy) bool) {
+func waitCache(t *testing.T, c *Cache, ok func(resource.MeshSpec, []snapshot.Policy) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		m, ps, _ := c.state()
+		m, ps, _ := c.State()
 		if ok(m, ps) {
 			return
 		}
