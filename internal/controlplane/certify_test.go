@@ -29,18 +29,7 @@ import (
 // client certificate.
 func dialIdentity(t *testing.T, cp *cptest.ControlPlane, clientCert *tls.Certificate) pb.IdentityClient {
 	t.Helper()
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	if clientCert != nil {
-		cfg.Certificates = []tls.Certificate{*clientCert}
-	}
+	cfg := testutil.ControlTLS(t, cp.DataDir, clientCert)
 	conn, err := grpc.NewClient(cp.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)

@@ -3,10 +3,8 @@ package controlplane_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"io"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,8 +13,8 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
-	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
@@ -39,18 +37,7 @@ func workloadCert(t *testing.T, cp *cptest.ControlPlane, ns, service string) *tl
 // with ca.crt, presenting cert when given.
 func dialConfig(t *testing.T, cp *cptest.ControlPlane, cert *tls.Certificate) pb.ConfigClient {
 	t.Helper()
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
+	cfg := testutil.ControlTLS(t, cp.DataDir, cert)
 	conn, err := grpc.NewClient(cp.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)

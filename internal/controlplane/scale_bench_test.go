@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -217,18 +216,7 @@ func certifyTB(b testing.TB, cp *cptest.ControlPlane, token, want string) *tls.C
 
 func dialAs(b testing.TB, cp *cptest.ControlPlane, cert *tls.Certificate) *grpc.ClientConn {
 	b.Helper()
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		b.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
+	cfg := testutil.ControlTLS(b, cp.DataDir, cert)
 	conn, err := grpc.NewClient(cp.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		b.Fatal(err)

@@ -317,18 +317,7 @@ func waitProxies(t *testing.T, api *adminapi.Client, what string, cond func([]ad
 // controlTLS verifies the control plane with the ca.crt of now.
 func controlTLS(t *testing.T, cp *meshtest.ControlPlane, cert *tls.Certificate) grpc.DialOption {
 	t.Helper()
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	if cert != nil {
-		cfg.Certificates = []tls.Certificate{*cert}
-	}
+	cfg := testutil.ControlTLS(t, cp.DataDir, cert)
 	return grpc.WithTransportCredentials(credentials.NewTLS(cfg))
 }
 

@@ -227,19 +227,13 @@ func startKubeMesh(t *testing.T, direct bool) *kubeMesh {
 		}
 		return path
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go app.Serve(hl)
-	t.Cleanup(func() { app.Close() })
+	appAddr := serveOK(t)
 	viaService := &controlProcess{GRPCAddr: svc.addr, DataDir: first.DataDir}
 	catalogCP, frontendCP := viaService, viaService
 	if direct {
 		catalogCP, frontendCP = first, second
 	}
-	startProxyProcess(t, catalogCP, "catalog", tokenFile("catalog"), "--app-addr", hl.Addr().String(),
+	startProxyProcess(t, catalogCP, "catalog", tokenFile("catalog"), "--app-addr", appAddr,
 		"--inbound-addr", catalogInbound, "--http-proxy-addr", "off", "--label", "app=catalog")
 	up := freeAddr(t, "127.0.0.1")
 	startProxyProcess(t, frontendCP, "frontend", tokenFile("frontend"), "--inbound-addr", freeAddr(t, "127.0.0.1"),

@@ -35,13 +35,7 @@ func startTrafficMesh(t *testing.T, cp *controlProcess, dir string) *trafficMesh
 		}
 		return path
 	}
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go app.Serve(hl)
-	t.Cleanup(func() { app.Close() })
+	appAddr := serveOK(t)
 	tl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +51,7 @@ func startTrafficMesh(t *testing.T, cp *controlProcess, dir string) *trafficMesh
 		}
 	}()
 
-	startProxyProcess(t, cp, "catalog", tokenFile("catalog"), "--app-addr", hl.Addr().String(),
+	startProxyProcess(t, cp, "catalog", tokenFile("catalog"), "--app-addr", appAddr,
 		"--inbound-addr", freeAddr(t, "127.0.0.1"), "--http-proxy-addr", "off")
 	startProxyProcess(t, cp, "ledger", tokenFile("ledger"), "--app-addr", tl.Addr().String(), "--protocol", "tcp",
 		"--inbound-addr", freeAddr(t, "127.0.0.1"), "--http-proxy-addr", "off")
@@ -162,4 +156,18 @@ func (m *trafficMesh) startTraffic(t *testing.T, pause time.Duration) *trafficLo
 func (l *trafficLoop) Stop() {
 	l.once.Do(func() { close(l.stop) })
 	l.wg.Wait()
+}
+
+// serveOK serves "ok" to every HTTP request on a loopback port until the
+// test ends and returns its address.
+func serveOK(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	go app.Serve(l)
+	t.Cleanup(func() { app.Close() })
+	return l.Addr().String()
 }

@@ -173,18 +173,7 @@ func shareCA(t *testing.T, from, to string) {
 // (presenting leaf), and checks it verifies up to cp's ca.crt.
 func certify(t *testing.T, cp *cptest.ControlPlane, leaf *tls.Certificate, token, want string) (*tls.Certificate, error) {
 	t.Helper()
-	roots, err := identity.ReadCertsFile(filepath.Join(cp.DataDir, identity.RootCertFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	for _, r := range roots {
-		pool.AddCert(r)
-	}
-	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
-	if leaf != nil {
-		cfg.Certificates = []tls.Certificate{*leaf}
-	}
+	cfg := testutil.ControlTLS(t, cp.DataDir, leaf)
 	conn, err := grpc.NewClient(cp.GRPCAddr(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +198,7 @@ func certify(t *testing.T, cp *cptest.ControlPlane, leaf *tls.Certificate, token
 		}
 		inter.AddCert(c)
 	}
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || resp.GetSpiffeId() != want {
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: cfg.RootCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil || resp.GetSpiffeId() != want {
 		t.Fatalf("certificate for %s from %s: %v (spiffe id %s)", want, cp.GRPCAddr(), err, resp.GetSpiffeId())
 	}
 	return &tls.Certificate{Certificate: append([][]byte{resp.GetLeaf()}, resp.GetIntermediates()...), PrivateKey: key, Leaf: cert}, nil
