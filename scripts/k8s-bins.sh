@@ -9,8 +9,8 @@
 #   $TRELLIS_K8S_CACHE/helm-v$HELM_VERSION/helm   (renders deploy/helm/trellis in its golden test)
 #
 # The Kubernetes-mode tests (internal/testutil/kubetest) run them on
-# loopback. A cold build takes about 10 minutes on 2 cores (about 2.5 GB of
-# memory at its peak, 4 GB of module and build cache); with the binaries
+# loopback. A cold build of all four took 8 minutes on 2 cores (about 2.4 GB
+# of memory at its peak, 4 GB of module and build cache); with the binaries
 # cached this exits at once. It prints the cache directory.
 #
 # Why a throwaway module: `go install k8s.io/kubernetes/cmd/...@vX` is
