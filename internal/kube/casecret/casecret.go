@@ -16,19 +16,16 @@ package casecret
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/trellismesh/trellis/internal/cafiles"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-
-	"github.com/trellismesh/trellis/internal/atomicfile"
 )
 
 // Secret keys are file paths under the data dir with "/" written as
@@ -85,67 +82,31 @@ func Ensure(ctx context.Context, client kubernetes.Interface, namespace, name, d
 	}
 }
 
-// pack reads dir's CA files into Secret data.
+// pack reads dir's shared files into Secret data (keys may not hold "/").
 func pack(dir string) (map[string][]byte, error) {
-	data := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil {
-			return err
-		}
-		if !kept(rel) {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		data[strings.ReplaceAll(filepath.ToSlash(rel), "/", sep)] = b
-		return nil
-	})
+	files, err := cafiles.Pack(dir)
 	if err != nil {
-		return nil, fmt.Errorf("casecret: read the new CA: %w", err)
+		return nil, fmt.Errorf("casecret: %w", err)
 	}
-	if len(data) == 0 {
-		return nil, errors.New("casecret: the new CA wrote no files")
+	data := make(map[string][]byte, len(files))
+	for rel, b := range files {
+		data[strings.ReplaceAll(rel, "/", sep)] = b
 	}
 	return data, nil
 }
 
-// materialize writes the Secret's files into dataDir: keys and other
-// files under ca/ with mode 0600, ca.crt 0644, each replaced atomically.
+// materialize writes the Secret's files into dataDir (cafiles.Materialize).
 func materialize(s *corev1.Secret, dataDir string) error {
+	files := make(map[string][]byte, len(s.Data))
 	for k, v := range s.Data {
-		rel := filepath.FromSlash(strings.ReplaceAll(k, sep, "/"))
-		if !kept(rel) || !filepath.IsLocal(rel) {
-			return fmt.Errorf("casecret: secret %s/%s: key %q is no CA file", s.Namespace, s.Name, k)
-		}
-		p := filepath.Join(dataDir, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return fmt.Errorf("casecret: %w", err)
-		}
-		mode := os.FileMode(0o600) // keys and the admin token
-		if rel == "ca.crt" {
-			mode = 0o644
-		}
-		if err := atomicfile.WriteFile(p, v, mode); err != nil {
-			return fmt.Errorf("casecret: write %s: %w", rel, err)
-		}
+		files[strings.ReplaceAll(k, sep, "/")] = v
+	}
+	if err := cafiles.Materialize(files, dataDir); err != nil {
+		return fmt.Errorf("casecret: secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	return nil
 }
 
-// AdminTokenFile is the admin token's file in a data dir
-// (adminhttp.TokenFile): kept with the CA so every replica answers the
-// same admin token.
-const AdminTokenFile = "admin.token"
-
-// kept: the files replicas share: ca.crt, everything under ca/, and the
-// admin token.
-func kept(rel string) bool {
-	rel = filepath.ToSlash(rel)
-	return rel == "ca.crt" || rel == AdminTokenFile || strings.HasPrefix(rel, "ca/")
-}
+// AdminTokenFile is the admin token's file in a data dir: kept with the
+// CA so every replica answers the same admin token.
+const AdminTokenFile = cafiles.AdminTokenFile
