@@ -26,6 +26,7 @@ func newProxyCmd() *cobra.Command {
 	var tokenFile string
 	var skipIPTables, captureIPv6 bool
 	var upstreams, labels []string
+	control := &addrList{addrs: []string{proxy.DefaultControlAddr}}
 	cmd := &cobra.Command{
 		Use:   "proxy --service NAME --token-file PATH --ca-file PATH [--app-addr HOST:PORT] ...",
 		Short: "Run the sidecar proxy beside one service instance",
@@ -36,6 +37,7 @@ func newProxyCmd() *cobra.Command {
 				return userError("%v", err)
 			}
 			cfg.Logger = log
+			cfg.ControlAddrs = control.addrs
 			if tokenFile != "" {
 				data, err := os.ReadFile(tokenFile)
 				if err != nil {
@@ -80,7 +82,7 @@ func newProxyCmd() *cobra.Command {
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ControlAddr, "control", proxy.DefaultControlAddr, "control plane gRPC address")
+	f.Var(control, "control", "control plane gRPC address, HOST:PORT; for several control planes sharing one CA and state, repeat the flag or separate addresses with commas: the proxy uses the first that answers and fails over in order")
 	f.StringVar(&cfg.CAFile, "ca-file", "", "the mesh root (the control plane's DATA_DIR/ca.crt), to verify the control plane")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (trellis token create)")
 	f.StringVar(&cfg.Service, "service", "", "service name (required)")
@@ -116,6 +118,28 @@ func newProxyCmd() *cobra.Command {
 	lf.register(cmd)
 	return cmd
 }
+
+// addrList is --control's value: repeatable, each value one address or
+// several separated by commas, in order; the first value given replaces
+// the default. Addresses are checked by proxy.New.
+type addrList struct {
+	addrs []string
+	set   bool
+}
+
+func (l *addrList) String() string { return strings.Join(l.addrs, ",") }
+
+func (l *addrList) Set(v string) error {
+	if !l.set {
+		l.addrs, l.set = nil, true
+	}
+	for _, a := range strings.Split(v, ",") {
+		l.addrs = append(l.addrs, strings.TrimSpace(a))
+	}
+	return nil
+}
+
+func (l *addrList) Type() string { return "strings" }
 
 // captureRules are the iptables rules `trellis proxy --transparent`
 // installs: outbound to the capture listener, inbound for the app's port

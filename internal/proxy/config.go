@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,7 +58,16 @@ func ParseUpstream(s string) (Upstream, error) {
 
 // Config configures a Proxy. Zero values mean the documented defaults.
 type Config struct {
-	ControlAddr string // --control
+	// ControlAddrs are the control plane's gRPC addresses, HOST:PORT each
+	// (--control, repeatable or comma-separated), in order of preference:
+	// control planes sharing one CA and state. Certificates, the config
+	// stream and telemetry sent to the control plane use the first that
+	// answers and fail over to the next (see controladdrs.go). Empty
+	// means ControlAddr.
+	ControlAddrs []string
+	// ControlAddr is the one control plane address, used when
+	// ControlAddrs is empty; default 127.0.0.1:15012.
+	ControlAddr string
 	CAFile      string // --ca-file: the control plane's ca.crt
 	Token       string // contents of --token-file
 	// TokenFile is --token-file's path: with a Kubernetes ServiceAccount
@@ -140,8 +150,13 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.ControlAddr == "" {
-		c.ControlAddr = DefaultControlAddr
+	if len(c.ControlAddrs) == 0 {
+		if c.ControlAddr == "" {
+			c.ControlAddr = DefaultControlAddr
+		}
+		c.ControlAddrs = []string{c.ControlAddr}
+	} else {
+		c.ControlAddrs = slices.Clone(c.ControlAddrs)
 	}
 	if c.Namespace == "" {
 		c.Namespace = "default"
@@ -214,8 +229,11 @@ func (c *Config) validate() error {
 	default:
 		return fmt.Errorf("--protocol %q: use http, http2, grpc or tcp", c.Protocol)
 	}
+	if err := validateControlAddrs(c.ControlAddrs); err != nil {
+		return err
+	}
 	for _, a := range []struct{ flag, addr string }{
-		{"--control", c.ControlAddr}, {"--inbound-addr", c.InboundAddr}, {"--admin-addr", c.AdminAddr},
+		{"--inbound-addr", c.InboundAddr}, {"--admin-addr", c.AdminAddr},
 	} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return fmt.Errorf("%s %q: want HOST:PORT", a.flag, a.addr)
@@ -291,4 +309,18 @@ func advertise(flag string, bound net.Addr) string {
 		return ""
 	}
 	return tcp.String()
+}
+
+// validateControlAddrs checks --control: HOST:PORT values, none twice (a
+// comma separates them on the command line, so none holds one).
+func validateControlAddrs(addrs []string) error {
+	for i, a := range addrs {
+		if _, _, err := net.SplitHostPort(a); err != nil || strings.Contains(a, ",") {
+			return fmt.Errorf("--control %q: want HOST:PORT (repeat --control, or separate addresses with commas, for several control planes)", a)
+		}
+		if slices.Contains(addrs[:i], a) {
+			return fmt.Errorf("--control %q is listed twice", a)
+		}
+	}
+	return nil
 }

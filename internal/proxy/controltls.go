@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -35,14 +36,15 @@ func systemTLS(td spiffeid.TrustDomain, roots func() *x509.CertPool, client func
 
 // collectorAccounts are the identities the telemetry stream accepts at
 // addr: an explicit --collector may be the control plane or an external
-// collector; otherwise the control plane's address means the control plane
-// (which embeds the collector) and any other address, from the mesh's
+// collector; otherwise the control plane's target or one of its addresses
+// (control: see controlDialTarget) means the control plane (which embeds
+// the collector) and any other address, from the mesh's
 // collector_address, an external collector.
-func collectorAccounts(flagAddr, controlAddr, addr string) []string {
+func collectorAccounts(flagAddr string, control []string, addr string) []string {
 	switch {
 	case flagAddr != "":
 		return []string{saControl, saCollector}
-	case addr == controlAddr:
+	case slices.Contains(control, addr):
 		return []string{saControl}
 	default:
 		return []string{saCollector}

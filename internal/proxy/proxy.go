@@ -42,6 +42,7 @@ import (
 type Proxy struct {
 	cfg           Config
 	log           *slog.Logger
+	control       string // the control plane's gRPC target (controlDialTarget)
 	certs         *workloadcert.Manager
 	controlRoots  []byte
 	snap          atomic.Pointer[meshconfig.Snapshot]
@@ -109,8 +110,8 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	pool := poolOf(roots)
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
-		reportNow: make(chan struct{}, 1)}
-	p.certs = workloadcert.New(id, cfg.ControlAddr, pool, cfg.Token, p.log, cfg.Clock)
+		reportNow: make(chan struct{}, 1), control: controlDialTarget(cfg.ControlAddrs)}
+	p.certs = workloadcert.New(id, p.control, pool, cfg.Token, p.log, cfg.Clock)
 	if serviceAccountToken && cfg.TokenFile != "" {
 		p.certs.RenewToken = func() (string, error) {
 			b, err := os.ReadFile(cfg.TokenFile)
@@ -126,11 +127,13 @@ func New(cfg Config) (*Proxy, error) {
 	p.instance = hex.EncodeToString(instance)
 	// Audit and access events and traffic stats go to the collector (see
 	// collectorAddr) over mTLS with the workload certificate; events are
-	// queued in memory, then on disk.
+	// queued in memory, then on disk. The control plane is its target
+	// or any one of its addresses.
+	controlNames := append([]string{p.control}, cfg.ControlAddrs...)
 	p.events, err = emitter.New(emitter.Options{
 		Resolve: p.collectorAddr,
 		TLSFor: func(addr string) *tls.Config {
-			return systemTLS(id.TrustDomain(), p.certs.ControlRoots, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, cfg.ControlAddr, addr)...)
+			return systemTLS(id.TrustDomain(), p.certs.ControlRoots, p.certs.Certificate, collectorAccounts(cfg.CollectorAddr, controlNames, addr)...)
 		},
 		Instance:      p.instance,
 		SpoolDir:      cfg.SpoolDir,
@@ -198,8 +201,9 @@ func (p *Proxy) snapshot() *meshconfig.Snapshot { return p.snap.Load() }
 
 // collectorAddr is where telemetry goes: --collector when given, else the
 // mesh's collector_address, else the control plane (which embeds the
-// collector). Before the first config it is "": the emitter waits, since
-// the mesh may name an external collector.
+// collector; with several --control addresses, the same failover list).
+// Before the first config it is "": the emitter waits, since the mesh may
+// name an external collector.
 func (p *Proxy) collectorAddr() string {
 	if p.cfg.CollectorAddr != "" {
 		return p.cfg.CollectorAddr
@@ -211,7 +215,7 @@ func (p *Proxy) collectorAddr() string {
 	case s.CollectorAddr != "":
 		return s.CollectorAddr
 	default:
-		return p.cfg.ControlAddr
+		return p.control
 	}
 }
 
@@ -301,7 +305,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 
 	cc := &controlclient.Client{
-		Addr:  p.cfg.ControlAddr,
+		Addr:  p.control,
 		Certs: p.certs,
 		Hello: &pb.Hello{
 			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,

@@ -78,7 +78,9 @@ type Manager struct {
 
 // New prepares a manager for id, which will ask the control plane at
 // controlAddr (verified with controlRoots, the --ca-file) with the join
-// token; nothing is requested yet. A nil clk is the system clock; renewal
+// token; nothing is requested yet. controlAddr is a gRPC target: HOST:PORT,
+// or the proxy's list of several control planes, each request dialing the
+// first that answers. A nil clk is the system clock; renewal
 // and retry timers run on it.
 func New(id spiffeid.ID, controlAddr string, controlRoots *x509.CertPool, token string, log *slog.Logger, clk clock.Clock) *Manager {
 	return &Manager{id: id, control: controlAddr, roots: controlRoots, token: token, log: log, clk: clock.Or(clk), renew: make(chan struct{}, 1)}
