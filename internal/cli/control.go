@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,7 +11,6 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/logging"
 	"github.com/trellismesh/trellis/internal/store"
-	"github.com/trellismesh/trellis/internal/store/bolt"
 )
 
 // logFlags are --log-level and --log-format, on every long-running role.
@@ -27,6 +25,7 @@ func newControlCmd() *cobra.Command {
 	var cfg controlplane.Config
 	var lf logFlags
 	var kf kubeFlags
+	var sf storeFlags
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the control plane (store, CA, join tokens, admin API)",
@@ -35,7 +34,7 @@ func newControlCmd() *cobra.Command {
 			if !cmd.Flags().Changed("trust-domain") {
 				cfg.TrustDomain = ""
 			}
-			return runControl(cmd, cfg, lf, kf)
+			return runControl(cmd, cfg, lf, kf, sf)
 		}),
 	}
 	f := cmd.Flags()
@@ -53,24 +52,27 @@ func newControlCmd() *cobra.Command {
 	f.DurationVar(&cfg.ReportInterval, "report-interval", controlplane.DefaultReportInterval, "how often proxies report the config they run")
 	f.BoolVar(&cfg.MetricsRequireToken, "metrics-require-token", false, "serve /metrics only with the admin token (Authorization: Bearer), like /api/; by default it needs none")
 	f.TextVar(&cfg.VIPRange, "vip-range", controlplane.DefaultVIPRange, "prefix services' stable virtual IPs (mesh DNS names) are assigned from; kept forever, so leave room to grow")
+	sf.register(cmd)
 	lf.register(cmd)
 	kf.register(cmd)
 	return cmd
 }
 
 // runControl runs a control plane until the command's context ends.
-func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kubeFlags) error {
+func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kubeFlags, sf storeFlags) error {
 	log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
 	if err != nil {
 		return userError("%v", err)
 	}
 	cfg.Logger = log
-	st, err := openStore(cfg.DataDir)
-	if err != nil {
+	ctx := cmd.Context()
+	st, err := openStore(ctx, cfg.DataDir, sf)
+	if errors.Is(err, store.ErrUnavailable) {
+		return fmt.Errorf("control: %w", err)
+	} else if err != nil {
 		return userError("control: %v", err)
 	}
 	cfg.Store = st
-	ctx := cmd.Context()
 	startKube, err := kubeMode(ctx, &cfg, kf, log)
 	if err != nil {
 		_ = st.Close()
@@ -111,18 +113,4 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kub
 		errs = append(errs, fmt.Errorf("control: %w", serveErr))
 	}
 	return errors.Join(errs...)
-}
-
-// openStore opens the control plane's store: the bolt file
-// DATA_DIR/state.db. This is where the command line picks a backend; the
-// control plane itself only knows store.Store.
-func openStore(dataDir string) (store.Store, error) {
-	if err := controlplane.PrepareDataDir(dataDir); err != nil {
-		return nil, err
-	}
-	st, err := bolt.Open(filepath.Join(dataDir, controlplane.StoreFile), bolt.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	return st, nil
 }

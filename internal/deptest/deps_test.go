@@ -50,10 +50,18 @@ var rules = []rule{
 		from: dataPlane,
 		banned: []string{
 			"internal/meshca/...", "internal/jointoken/...",
-			"internal/store/...", "go.etcd.io/bbolt/...",
+			"internal/store/...", "go.etcd.io/bbolt/...", "go.etcd.io/etcd/...",
 			"internal/controlplane/...", "k8s.io/...", "internal/kube/...",
 		},
-		why: "the data plane must not link the CA or token signer, the store, the control plane or the Kubernetes libraries (client-go alone adds 5-15 MB to a process's RSS)",
+		why: "the data plane must not link the CA or token signer, the store or its etcd client, the control plane or the Kubernetes libraries (client-go alone adds 5-15 MB to a process's RSS)",
+	},
+	{
+		from: []string{"internal/store/etcd/..."},
+		banned: []string{
+			"internal/controlplane/...", "internal/meshca/...", "internal/jointoken/...",
+			"internal/proxy/...", "internal/dataplane/...", "internal/kube/...", "k8s.io/...",
+		},
+		why: "the etcd store backend stands on the store contract (internal/store) and the etcd client: it must not reach the control plane, the signers, the proxy, the data plane or Kubernetes mode",
 	},
 	{
 		from:   []string{"internal/identity/...", "internal/cowmap/..."},
@@ -89,7 +97,7 @@ var rules = []rule{
 		from: []string{"internal/controlplane/registry/..."},
 		banned: []string{
 			"internal/controlplane", "internal/meshca/...", "internal/jointoken/...",
-			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...",
 		},
 		why: "the proxy registry knows a config stream only as a handle: it must not reach the control plane's server, the signers, a store backend or the data plane",
 	},
@@ -97,7 +105,7 @@ var rules = []rule{
 		from: []string{"internal/controlplane/vips/..."},
 		banned: []string{
 			"internal/controlplane", "internal/controlplane/registry/...", "internal/meshca/...", "internal/jointoken/...",
-			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...",
 		},
 		why: "the VIP allocator works from service keys and a store.Store: it must not reach the control plane's server, the registry, the signers, a store backend or the data plane",
 	},
@@ -105,7 +113,7 @@ var rules = []rule{
 		from: []string{"internal/controlplane/resstore/..."},
 		banned: []string{
 			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/tokens/...",
-			"internal/meshca/...", "internal/jointoken/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+			"internal/meshca/...", "internal/jointoken/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...",
 		},
 		why: "the resource store works from a store.Store or an external source: it must not reach the control plane's server, the registry, the VIP allocator, the join tokens, the signers, a store backend or the data plane",
 	},
@@ -113,7 +121,7 @@ var rules = []rule{
 		from: []string{"internal/controlplane/tokens/..."},
 		banned: []string{
 			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/resstore/...",
-			"internal/meshca/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/...",
+			"internal/meshca/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...",
 		},
 		why: "the join-token service works from the token authority and its records: it must not reach the control plane's server, the registry, the VIP allocator, the resource store, the CA signer, a store backend or the data plane",
 	},
@@ -280,7 +288,8 @@ func short(p string) string { return strings.TrimPrefix(p, module+"/") }
 // TestSidecarBuildLeavesKubernetesOut: the sidecar build of the binary
 // (-tags trellis_nokube, make build-proxy) links no Kubernetes library and
 // no package of Kubernetes mode; client-go and the API types would add
-// 5-15 MB to every proxy's resident memory.
+// 5-15 MB to every proxy's resident memory. Nor does it link the etcd
+// store backend and its client (trellis control --store etcd://).
 func TestSidecarBuildLeavesKubernetesOut(t *testing.T) {
 	cmd := exec.Command(goTool(), "list", "-deps", "-tags", "trellis_nokube", module+"/cmd/trellis")
 	var stderr bytes.Buffer
@@ -293,6 +302,9 @@ func TestSidecarBuildLeavesKubernetesOut(t *testing.T) {
 		p = strings.TrimSpace(p)
 		if strings.HasPrefix(p, "k8s.io/") || match("internal/kube/...", p) {
 			t.Errorf("the sidecar build links %s: keep Kubernetes mode behind the trellis_nokube build tag (internal/cli/kube.go)", p)
+		}
+		if strings.HasPrefix(p, "go.etcd.io/etcd/") || match("internal/store/etcd/...", p) {
+			t.Errorf("the sidecar build links %s: keep the etcd store backend behind the trellis_nokube build tag (internal/cli/store_etcd.go)", p)
 		}
 	}
 }

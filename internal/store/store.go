@@ -25,6 +25,8 @@ var (
 	ErrCompacted = errors.New("store: revision compacted")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable: the backend cannot reach a quorum; retry later.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // KV is one stored key. Values returned to callers are copies the caller owns.
