@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,6 +27,7 @@ func newControlCmd() *cobra.Command {
 	var lf logFlags
 	var kf kubeFlags
 	var sf storeFlags
+	var shf sharedFlags
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the control plane (store, CA, join tokens, admin API)",
@@ -34,7 +36,7 @@ func newControlCmd() *cobra.Command {
 			if !cmd.Flags().Changed("trust-domain") {
 				cfg.TrustDomain = ""
 			}
-			return runControl(cmd, cfg, lf, kf, sf)
+			return runControl(cmd, cfg, lf, kf, sf, shf)
 		}),
 	}
 	f := cmd.Flags()
@@ -53,13 +55,14 @@ func newControlCmd() *cobra.Command {
 	f.BoolVar(&cfg.MetricsRequireToken, "metrics-require-token", false, "serve /metrics only with the admin token (Authorization: Bearer), like /api/; by default it needs none")
 	f.TextVar(&cfg.VIPRange, "vip-range", controlplane.DefaultVIPRange, "prefix services' stable virtual IPs (mesh DNS names) are assigned from; kept forever, so leave room to grow")
 	sf.register(cmd)
+	shf.register(cmd)
 	lf.register(cmd)
 	kf.register(cmd)
 	return cmd
 }
 
 // runControl runs a control plane until the command's context ends.
-func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kubeFlags, sf storeFlags) error {
+func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kubeFlags, sf storeFlags, shf sharedFlags) error {
 	log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
 	if err != nil {
 		return userError("%v", err)
@@ -73,6 +76,19 @@ func runControl(cmd *cobra.Command, cfg controlplane.Config, lf logFlags, kf kub
 		return userError("control: %v", err)
 	}
 	cfg.Store = st
+	shared := strings.HasPrefix(sf.store, etcdScheme)
+	if shared {
+		if err := shareCA(ctx, &cfg, st, shf, log); err != nil {
+			_ = st.Close()
+			if errors.Is(err, store.ErrUnavailable) {
+				return fmt.Errorf("control: %w", err)
+			}
+			return userError("control: %v", err)
+		}
+	} else if shf.kekFile != "" || shf.replica != "" {
+		_ = st.Close()
+		return userError("control: --ca-kek-file and --replica-id are for replicas sharing a store (--store %sHOST:PORT,...)", etcdScheme)
+	}
 	startKube, err := kubeMode(ctx, &cfg, kf, log)
 	if err != nil {
 		_ = st.Close()

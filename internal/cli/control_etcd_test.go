@@ -34,6 +34,7 @@ func TestControlEtcdStore(t *testing.T) {
 		"control", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--log-level", "error",
 		"--store", "etcd://" + strings.Join(c.Endpoints(), ","),
 		"--etcd-ca-file", c.CAFile, "--etcd-cert-file", c.CertFile, "--etcd-key-file", c.KeyFile,
+		"--ca-kek-file", kekFile(t),
 	}
 	token := filepath.Join(dir, controlplane.AdminTokenFile)
 
