@@ -17,6 +17,7 @@ import (
 	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/store"
 )
 
 // maxBodyBytes bounds admin API request bodies.
@@ -307,6 +308,10 @@ func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
 			Error:   msg,
 			Details: []adminapi.ErrorDetail{{Index: ae.Index, Resource: ae.Resource, Message: ae.Err.Error()}},
 		})
+	case errors.Is(err, store.ErrUnavailable):
+		// A quorum-less etcd: the proxies keep their config; writes wait.
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, fmt.Errorf("the control plane's store is unavailable, so the request may or may not have been carried out; check with trellis get once it is back, then retry: %w", err))
 	default:
 		code := statusFor(err)
 		if code == http.StatusInternalServerError {

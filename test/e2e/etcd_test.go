@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/testutil/etcdtest"
+)
+
+// TestEtcdQuorumLost: a control plane on a 3-member etcd cluster (TLS) with
+// three proxies and callers. One member killed: no effect, writes go on.
+// Two killed (quorum lost): the proxies keep their config and not one call
+// fails; `trellis apply` fails with a clear 503 naming the store; status
+// still answers. The members back: writes resume and reach the proxies.
+func TestEtcdQuorumLost(t *testing.T) {
+	skipIfShort(t)
+	c := etcdtest.Start(t, 3)
+	dir := t.TempDir()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kek := filepath.Join(dir, "kek")
+	if err := os.WriteFile(kek, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "control")
+	cp := startControl(t, data, "", "--store", "etcd://"+strings.Join(c.Endpoints(), ","), "--ca-kek-file", kek,
+		"--etcd-ca-file", c.CAFile, "--etcd-cert-file", c.CertFile, "--etcd-key-file", c.KeyFile)
+	cp.AwaitReady(t)
+	env := cp.env()
+	m := startTrafficMesh(t, cp, dir)
+	loop := m.startTraffic(t, 5*time.Millisecond)
+	policy := func(name, path string) string {
+		return "apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: " + name + ", namespace: shop}\n" +
+			"spec: {selector: {service: catalog}, action: DENY, rules: [{to: [{paths: [" + path + "]}]}]}\n"
+	}
+
+	down := []int{c.Leader()}
+	c.Kill(down[0])
+	awaitCond(t, 15*time.Second, "a write with one member down", func() bool {
+		return runBinary(t, env, policy("one-down", "/one-down"), "apply", "-f", "-").code == 0
+	})
+
+	// Quorum lost: two of three down.
+	other := (down[0] + 1) % 3
+	c.Kill(other)
+	down = append(down, other)
+	before := loop.calls.Load()
+	r := runBinary(t, env, policy("no-quorum", "/no-quorum"), "apply", "-f", "-")
+	if r.code == 0 || !strings.Contains(r.stderr, "503") && !strings.Contains(r.stderr, "store is unavailable") {
+		t.Errorf("apply without a quorum: %v; want a clear 503 naming the store", r)
+	}
+	t.Logf("apply without a quorum: exit %d: %s", r.code, strings.TrimSpace(r.stderr))
+	if st := runBinary(t, env, "", "status"); st.code != 0 && st.code != 4 {
+		t.Errorf("status without a quorum: %v", st)
+	}
+	time.Sleep(3 * time.Second)
+	during := loop.calls.Load() - before
+
+	// Back: writes resume and reach the proxies.
+	for _, i := range down {
+		c.StartMember(i)
+	}
+	c.WaitHealthy()
+	awaitCond(t, 30*time.Second, "a write after the quorum is back", func() bool {
+		return runBinary(t, env, policy("back", "/admin"), "apply", "-f", "-").code == 0
+	})
+	awaitCond(t, 15*time.Second, "the policy applied after the outage reaches the proxies", func() bool {
+		resp, err := m.hc.Get("http://" + m.httpUp + "/admin")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 403
+	})
+	loop.Stop()
+	t.Logf("%d calls (%d without a quorum), %d failed", loop.calls.Load(), during, loop.failures.Load())
+	if during < 100 {
+		t.Errorf("only %d calls without a quorum: the callers stalled", during)
+	}
+	if f := loop.failures.Load(); f != 0 {
+		t.Errorf("%d of %d calls failed (first: %v); none may fail while etcd has no quorum", f, loop.calls.Load(), loop.firstErr.Load())
+	}
+}
