@@ -33,7 +33,8 @@ func (s *sharedFlags) register(cmd *cobra.Command) {
 // shareCA makes replicas on one store share the CA, the join tokens' key
 // and the admin token (internal/controlplane/sharedca): the first replica
 // creates them, every replica writes them into its data dir, and
-// cfg.CAShare carries root rotations between replicas.
+// cfg.CAShare carries root rotations between replicas. cfg.ReplicaID
+// shares the proxy registries.
 func shareCA(ctx context.Context, cfg *controlplane.Config, st store.Store, sf sharedFlags, log *slog.Logger) error {
 	if sf.kekFile == "" {
 		return fmt.Errorf("a shared store needs --ca-kek-file: the CA keys are kept in it sealed with that key (create one: head -c 32 /dev/urandom > kek && chmod 600 kek, and give every replica the same file)")
@@ -73,5 +74,6 @@ func shareCA(ctx context.Context, cfg *controlplane.Config, st store.Store, sf s
 	if !external {
 		cfg.CAShare = sharedca.New(st, kek, cfg.DataDir, replica, log)
 	}
+	cfg.ReplicaID = replica // the registry is shared too
 	return nil
 }

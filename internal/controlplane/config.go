@@ -96,6 +96,10 @@ type Config struct {
 	// elsewhere is reloaded, and retiring a root checks every replica's
 	// proxies.
 	CAShare CAShare
+	// ReplicaID, when set, names this replica among control planes sharing
+	// Store (etcd): its registry is written for the others under this name,
+	// and theirs join its snapshots (peers.go).
+	ReplicaID string
 	// Workloads, when set, gives the mesh's workloads and their virtual
 	// IPs instead of the registry of connected proxies (Kubernetes mode:
 	// EndpointSlices and Pods; ClusterIPs are the virtual IPs). Config

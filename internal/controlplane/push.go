@@ -69,6 +69,8 @@ type pusher struct {
 	// workloads, when set, gives the workloads and virtual IPs instead
 	// of the registry and vips (Config.Workloads).
 	workloads WorkloadSource
+	// peers, when set, adds the other replicas' workloads (Config.ReplicaID).
+	peers *peers
 
 	changed chan struct{} // something changed for possibly every proxy
 	joined  chan struct{} // a stream waits for its first snapshot
@@ -299,6 +301,9 @@ func (p *pusher) trust() ([][]byte, string) {
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*snapshot.View, error) {
 	ws, idle, regGen := p.reg.View()
+	if p.peers != nil {
+		ws, idle, regGen = p.peers.merge(ws, idle, regGen)
+	}
 	var vipOf map[snapshot.ServiceKey]string
 	if p.workloads != nil {
 		var err error

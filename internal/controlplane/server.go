@@ -139,7 +139,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		endpointGrace: cfg.EndpointGracePeriod, ackTimeout: cfg.AckTimeout, drift: cfg.DriftGrace,
 		collectorAddr: cfg.CollectorAddr, clock: cfg.Clock, log: cfg.Logger, metrics: s.metrics,
 	})
-	if ws, err := registry.Load(ctx, st); err != nil {
+	load := registry.Load
+	if cfg.ReplicaID != "" {
+		load = func(ctx context.Context, st store.Store) (registry.Saved, error) {
+			return registry.LoadShared(ctx, st, cfg.ReplicaID)
+		}
+		s.push.peers = &peers{st: st, self: cfg.ReplicaID, stale: cfg.EndpointGracePeriod, clock: cfg.Clock, log: cfg.Logger, kick: s.push.kick, shared: map[string]registry.Shared{}}
+	}
+	if ws, err := load(ctx, st); err != nil {
 		cfg.Logger.Warn("saved proxy registry unreadable; relearning it from reconnecting proxies", "err", err)
 	} else if n := s.push.reg.Restore(ws); n > 0 {
 		cfg.Logger.Info("restored registered workloads (state RESTORED); they stay endpoints until their proxies reconnect, for at most the restore grace period",
@@ -225,6 +232,11 @@ func (s *Server) Start() error {
 	}
 	go func() {
 		defer s.wg.Done()
+		if s.cfg.ReplicaID != "" {
+			s.wg.Go(func() { s.push.peers.follow(pushCtx) })
+			s.push.reg.PersistShared(pushCtx, s.store, s.cfg.ReplicaID, registryHeartbeat, s.log)
+			return
+		}
 		s.push.reg.Persist(pushCtx, s.store, s.log)
 	}()
 	go func() {
