@@ -138,3 +138,15 @@ func StartTCPEcho(t testing.TB) string {
 	}()
 	return l.Addr().String()
 }
+
+// FreePort is a loopback TCP port that was free a moment ago, for a
+// server process the test starts on it.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}

@@ -34,6 +34,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/kubetest"
 )
 
@@ -52,7 +53,7 @@ type Cluster struct {
 	t       testing.TB
 	bin     string
 	dir     string
-	pki     pki
+	pki     testutil.PKI
 	members []*member
 
 	clientOnce sync.Once
@@ -102,8 +103,8 @@ func Start(t testing.TB, n int) *Cluster {
 	}
 	bin := Require(t)
 	dir := t.TempDir()
-	c := &Cluster{t: t, bin: bin, dir: dir, pki: newPKI(t, dir)}
-	c.CAFile, c.CertFile, c.KeyFile = c.pki.caFile, c.pki.clientCert, c.pki.clientKey
+	c := &Cluster{t: t, bin: bin, dir: dir, pki: testutil.NewPKI(t, dir, testutil.PKIOptions{CAName: "trellis etcdtest CA", ServerName: "etcd", ClientName: "trellis-control", ServerAlsoClient: true})}
+	c.CAFile, c.CertFile, c.KeyFile = c.pki.CAFile, c.pki.ClientCert, c.pki.ClientKey
 	t.Cleanup(func() {
 		if t.Failed() {
 			c.dumpLogs()
@@ -114,8 +115,8 @@ func Start(t testing.TB, n int) *Cluster {
 	for i := range n {
 		m := &member{
 			name:       "m" + strconv.Itoa(i),
-			clientPort: freePort(t),
-			peerPort:   freePort(t),
+			clientPort: testutil.FreePort(t),
+			peerPort:   testutil.FreePort(t),
 			dataDir:    filepath.Join(dir, "m"+strconv.Itoa(i)),
 			logPath:    filepath.Join(dir, "m"+strconv.Itoa(i)+".log"),
 		}
@@ -133,8 +134,8 @@ func Start(t testing.TB, n int) *Cluster {
 			"--listen-peer-urls=" + peerURL, "--initial-advertise-peer-urls=" + peerURL,
 			"--initial-cluster=" + strings.Join(peers, ","),
 			"--initial-cluster-state=new", "--initial-cluster-token=" + token,
-			"--client-cert-auth", "--trusted-ca-file=" + c.pki.caFile,
-			"--cert-file=" + c.pki.serverCert, "--key-file=" + c.pki.serverKey,
+			"--client-cert-auth", "--trusted-ca-file=" + c.pki.CAFile,
+			"--cert-file=" + c.pki.ServerCert, "--key-file=" + c.pki.ServerKey,
 			"--unsafe-no-fsync", "--log-level=warn",
 		}
 		c.start(m)
@@ -163,7 +164,7 @@ func (c *Cluster) Endpoint(i int) string {
 
 // ClientTLS is a new client TLS configuration the members accept: the
 // client certificate, and the test CA as the only root.
-func (c *Cluster) ClientTLS() *tls.Config { return c.pki.clientTLS(c.t) }
+func (c *Cluster) ClientTLS() *tls.Config { return c.pki.ClientTLS(c.t) }
 
 // Kill stops member i with SIGKILL and waits for it to exit.
 func (c *Cluster) Kill(i int) {
@@ -378,16 +379,6 @@ func (c *Cluster) dumpLogs() {
 		}
 		c.t.Logf("etcdtest: last of %s's log:\n%s", m.name, b)
 	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func randomToken(t testing.TB) string {

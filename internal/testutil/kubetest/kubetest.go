@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/kube/crd"
+	"github.com/trellismesh/trellis/internal/testutil"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -144,7 +145,7 @@ func Start(t testing.TB) *Cluster {
 	token := randomToken(t)
 	tokens := filepath.Join(dir, "tokens.csv")
 	writeFile(t, tokens, []byte(token+",admin,admin-uid,system:masters\n"), 0o600)
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	args := []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
@@ -186,7 +187,7 @@ func Start(t testing.TB) *Cluster {
 }
 
 func (c *Cluster) startEtcd(t testing.TB, bin string) string {
-	client, peer := freePort(t), freePort(t)
+	client, peer := testutil.FreePort(t), testutil.FreePort(t)
 	clientURL := "http://127.0.0.1:" + strconv.Itoa(client)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peer)
 	c.start(t, "etcd", bin,
@@ -364,16 +365,6 @@ func kubeconfig(url string, caPEM []byte, token string) []byte {
 	fmt.Fprintf(&b, "users:\n- name: admin\n  user:\n    token: %s\n", token)
 	b.WriteString("contexts:\n- name: kubetest\n  context:\n    cluster: kubetest\n    user: admin\ncurrent-context: kubetest\n")
 	return []byte(b.String())
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func randomToken(t testing.TB) string {
