@@ -21,12 +21,7 @@ func TestEtcdQuorumLost(t *testing.T) {
 	skipIfShort(t)
 	c := etcdtest.Start(t, 3)
 	dir := t.TempDir()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	kek := filepath.Join(dir, "kek")
-	if err := os.WriteFile(kek, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kek := writeKEK(t, dir)
 	data := filepath.Join(dir, "control")
 	cp := startControl(t, data, "", "--store", "etcd://"+strings.Join(c.Endpoints(), ","), "--ca-kek-file", kek,
 		"--etcd-ca-file", c.CAFile, "--etcd-cert-file", c.CertFile, "--etcd-key-file", c.KeyFile)
@@ -98,12 +93,7 @@ func TestEtcdReplicaFailover(t *testing.T) {
 	skipIfShort(t)
 	c := etcdtest.Start(t, 3)
 	dir := t.TempDir()
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	kek := filepath.Join(dir, "kek")
-	if err := os.WriteFile(kek, key, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	kek := writeKEK(t, dir)
 	replica := func(name string) *controlProcess {
 		p := startControl(t, filepath.Join(dir, name), "", "--store", "etcd://"+strings.Join(c.Endpoints(), ","), "--ca-kek-file", kek,
 			"--replica-id", name, "--etcd-ca-file", c.CAFile, "--etcd-cert-file", c.CertFile, "--etcd-key-file", c.KeyFile)
@@ -150,4 +140,16 @@ func TestEtcdReplicaFailover(t *testing.T) {
 	if f := loop.failures.Load(); f != 0 {
 		t.Errorf("%d of %d calls failed (first: %v); none may fail when a replica dies", f, loop.calls.Load(), loop.firstErr.Load())
 	}
+}
+
+// writeKEK writes a fresh 32-byte key-encryption key into dir, mode 0600.
+func writeKEK(t *testing.T, dir string) string {
+	t.Helper()
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kek := filepath.Join(dir, "kek")
+	if err := os.WriteFile(kek, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return kek
 }
