@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,5 +106,29 @@ func TestReplicasShareCAOnEtcd(t *testing.T) {
 	alone := run(t, "", "control", "--data-dir", filepath.Join(t.TempDir(), "x"), "--api-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--ca-kek-file", kek)
 	if alone.code != cli.ExitUser || !strings.Contains(alone.stderr, "are for replicas sharing a store") {
 		t.Errorf("--ca-kek-file without a shared store: %v", alone)
+	}
+}
+
+// An apply larger than etcd takes in one transaction (its --max-txn-ops,
+// 128 by default) is refused whole with a message saying what to do, and
+// nothing of it is written.
+func TestApplyTooLargeForEtcd(t *testing.T) {
+	clearEnv(t)
+	c := etcdtest.Start(t, 1)
+	dir := filepath.Join(t.TempDir(), "cp")
+	api, _ := startControl(t, []string{"control", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--log-level", "error",
+		"--store", "etcd://" + strings.Join(c.Endpoints(), ","), "--ca-kek-file", kekFile(t),
+		"--etcd-ca-file", c.CAFile, "--etcd-cert-file", c.CertFile, "--etcd-key-file", c.KeyFile})
+	var docs []string
+	for i := range 200 {
+		docs = append(docs, fmt.Sprintf("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p%d, namespace: shop}\nspec: {selector: {service: catalog}, rules: [{to: [{methods: [GET]}]}]}\n", i))
+	}
+	token := filepath.Join(dir, controlplane.AdminTokenFile)
+	r := run(t, strings.Join(docs, "---\n"), "--api", api, "--token-file", token, "apply", "-f", "-")
+	if r.code == cli.ExitOK || !strings.Contains(r.stderr, "--max-txn-ops") || !strings.Contains(r.stderr, "nothing was applied") {
+		t.Errorf("apply of 200 objects on etcd: %v", r)
+	}
+	if got := run(t, "", "--api", api, "--token-file", token, "get", "authz", "-n", "shop"); strings.Contains(got.stdout, "p0") {
+		t.Errorf("part of the refused apply was written: %v", got)
 	}
 }

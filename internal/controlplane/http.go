@@ -308,6 +308,8 @@ func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
 			Error:   msg,
 			Details: []adminapi.ErrorDetail{{Index: ae.Index, Resource: ae.Resource, Message: ae.Err.Error()}},
 		})
+	case errors.Is(err, store.ErrTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Errorf("nothing was applied: %w", err))
 	case errors.Is(err, store.ErrUnavailable):
 		// A quorum-less etcd: the proxies keep their config; writes wait.
 		w.Header().Set("Retry-After", "5")

@@ -25,6 +25,9 @@ var (
 	ErrCompacted = errors.New("store: revision compacted")
 	// ErrClosed: the store has been closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrTooLarge: the backend refuses a transaction this large (etcd's
+	// --max-txn-ops and --max-request-bytes); nothing was written.
+	ErrTooLarge = errors.New("store: transaction too large")
 	// ErrUnavailable: the backend cannot reach a quorum; retry later.
 	ErrUnavailable = errors.New("store: unavailable")
 )

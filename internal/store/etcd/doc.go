@@ -32,7 +32,8 @@
 //     writes (deletes of missing keys) consumes no revision in etcd either;
 //     one with no ops does not reach etcd and returns the current revision.
 //     etcd refuses more than --max-txn-ops (default 128) ops per
-//     transaction and requests over --max-request-bytes (default 1.5 MiB).
+//     transaction and requests over --max-request-bytes (default 1.5 MiB):
+//     such a Txn fails whole with store.ErrTooLarge.
 //   - Watch asks etcd for the events after fromRevision (WithRev, WithPrefix,
 //     WithPrevKV, so a delete event carries the deleted value, with
 //     ModRevision the deleting revision; should etcd have compacted the

@@ -27,6 +27,8 @@ func (s *Store) wrap(ctx context.Context, what string, err error) error {
 		return fmt.Errorf("%s: %w", what, err)
 	case unavailable(err):
 		return s.unavailableErr(what, err)
+	case errors.Is(err, rpctypes.ErrTooManyOps) || errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return fmt.Errorf("%s: %w: etcd refused it (%v): write less at once, or raise --max-txn-ops / --max-request-bytes on every etcd member", what, store.ErrTooLarge, err)
 	default:
 		return fmt.Errorf("%s: %w", what, err)
 	}
