@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/controlplane/sharedca"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/store"
@@ -25,14 +23,7 @@ import (
 
 var td = spiffeid.RequireTrustDomainFromString("trellis.test")
 
-func newCA(dir string) error {
-	if _, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{}); err != nil {
-		return err
-	}
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	return os.WriteFile(filepath.Join(dir, "admin.token"), []byte(hex.EncodeToString(tok)+"\n"), 0o600)
-}
+var newCA = testutil.NewSharedFiles(td)
 
 func openStore(t *testing.T) store.Store {
 	t.Helper()
@@ -142,43 +133,7 @@ func TestShareSerializesChanges(t *testing.T) {
 		rs[i] = r
 	}
 	a, b := rs[0], rs[1]
-	if err := a.ca.Rotate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.share.Publish(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, "b takes a's rotation", func() bool { return b.ca.IssuerID() == a.ca.IssuerID() && len(b.ca.Roots()) == 2 })
-
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, r := range rs {
-		wg.Go(func() {
-			if _, err := r.ca.RetireOld(); err != nil {
-				errs[i] = err
-				return
-			}
-			errs[i] = r.share.Publish(ctx)
-		})
-	}
-	wg.Wait()
-	wins, conflicts := 0, 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			wins++
-		case errors.Is(err, adminapi.ErrConflict):
-			conflicts++
-		default:
-			t.Fatalf("publish: %v", err)
-		}
-	}
-	if wins != 1 || conflicts != 1 {
-		t.Fatalf("concurrent publishes: %v; want one win and one conflict", errs)
-	}
-	testutil.Eventually(t, "both replicas on the winner's CA", func() bool {
-		return a.ca.IssuerID() == b.ca.IssuerID() && len(a.ca.Roots()) == 1 && len(b.ca.Roots()) == 1 && a.ca.RootIDs()[0] == b.ca.RootIDs()[0]
-	})
+	testutil.RotateThenRace(t, ctx, testutil.SharedReplica{CA: a.ca, Publish: a.share.Publish}, testutil.SharedReplica{CA: b.ca, Publish: b.share.Publish})
 
 	if err := a.share.Report(ctx, []meshca.ProxyCert{{Instance: "p-a", Connected: true}}); err != nil {
 		t.Fatal(err)

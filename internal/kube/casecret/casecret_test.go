@@ -2,8 +2,6 @@ package casecret_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"sync"
@@ -15,19 +13,13 @@ import (
 
 	"github.com/trellismesh/trellis/internal/kube/casecret"
 	"github.com/trellismesh/trellis/internal/meshca"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/kubetest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("trellis.test")
 
-func newCA(dir string) error {
-	if _, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{}); err != nil {
-		return err
-	}
-	tok := make([]byte, 16)
-	_, _ = rand.Read(tok)
-	return os.WriteFile(filepath.Join(dir, casecret.AdminTokenFile), []byte(hex.EncodeToString(tok)+"\n"), 0o600)
-}
+var newCA = testutil.NewSharedFiles(td)
 
 // Eight replicas starting together on a real API server end with one CA:
 // exactly one created it, every data dir loads the same root and

@@ -2,14 +2,11 @@ package casecret_test
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/kube/casecret"
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -60,46 +57,7 @@ func TestShareSerializesRotations(t *testing.T) {
 		t.Fatal("the replicas start on different CAs")
 	}
 
-	// a rotates and publishes; b follows.
-	if err := a.ca.Rotate(); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.share.Publish(ctx); err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, "b takes a's rotation", func() bool { return b.ca.IssuerID() == a.ca.IssuerID() && len(b.ca.Roots()) == 2 })
-
-	// Both retire at once from that version: one wins.
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, r := range rs {
-		wg.Go(func() {
-			if _, err := r.ca.RetireOld(); err != nil {
-				errs[i] = err
-				return
-			}
-			errs[i] = r.share.Publish(ctx)
-		})
-	}
-	wg.Wait()
-	wins, conflicts := 0, 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			wins++
-		case errors.Is(err, adminapi.ErrConflict):
-			conflicts++
-		default:
-			t.Fatalf("publish: %v", err)
-		}
-	}
-	if wins != 1 || conflicts != 1 {
-		t.Fatalf("concurrent publishes: %v; want one win and one conflict", errs)
-	}
-	testutil.Eventually(t, "both replicas on the winner's CA", func() bool {
-		return a.ca.IssuerID() == b.ca.IssuerID() && len(a.ca.Roots()) == 1 && len(b.ca.Roots()) == 1 &&
-			a.ca.RootIDs()[0] == b.ca.RootIDs()[0]
-	})
+	testutil.RotateThenRace(t, ctx, testutil.SharedReplica{CA: a.ca, Publish: a.share.Publish}, testutil.SharedReplica{CA: b.ca, Publish: b.share.Publish})
 
 	// Reports: each sees the other's proxies, not its own.
 	if err := a.share.Report(ctx, []byte(`[{"Instance":"p-a"}]`)); err != nil {
