@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -95,6 +96,13 @@ type Client struct {
 	Log       *slog.Logger
 	// Clock times reconnect waits and reports; nil is the system clock.
 	Clock clock.Clock
+	// Wanted, when set, gives each Hello's services_wanted: the services
+	// the proxy calls whatever its policies say (explicit upstreams, and
+	// those it discovered).
+	Wanted func() []string
+
+	discoverOnce sync.Once
+	discover     chan *pb.Discover // to the current (or next) stream
 
 	// bundle is the trust bundle of the last snapshot applied (owned by
 	// the stream goroutine): a change is reported at once.
@@ -157,6 +165,24 @@ func (c *Client) Run(ctx context.Context) {
 	}
 }
 
+// Discover asks the control plane for services the config lacks
+// (pb.Discover) on the current stream, or the next one. It never blocks:
+// false means too many asks are queued, and the caller's bounded wait
+// ends without an answer.
+func (c *Client) Discover(d *pb.Discover) bool {
+	select {
+	case c.discoverChan() <- d:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Client) discoverChan() chan *pb.Discover {
+	c.discoverOnce.Do(func() { c.discover = make(chan *pb.Discover, 64) })
+	return c.discover
+}
+
 func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -166,6 +192,9 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 	}
 	hello := proto.Clone(c.Hello).(*pb.Hello)
 	hello.RunningVersion, hello.RunningHash = c.Target.Running()
+	if c.Wanted != nil {
+		hello.ServicesWanted = c.Wanted()
+	}
 	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
@@ -184,6 +213,7 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 	out := make(chan *pb.ProxyMessage, 4)
 	reportDue := make(chan struct{}, 1)
 	errc := make(chan error, 1)
+	discover := c.discoverChan()
 	go func() {
 		for {
 			var m *pb.ProxyMessage
@@ -191,6 +221,8 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 			case <-sctx.Done():
 				return
 			case m = <-out:
+			case d := <-discover:
+				m = &pb.ProxyMessage{Message: &pb.ProxyMessage_Discover{Discover: d}}
 			case <-reportDue:
 				m = c.reportMessage()
 			}

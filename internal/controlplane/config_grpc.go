@@ -158,10 +158,14 @@ func (s *configServer) receive(stream pb.Config_StreamServer, instance string, p
 				return status.Errorf(codes.InvalidArgument, "report: %v", err)
 			}
 			reg.Report(instance, ps, m.Report)
+		case *pb.ProxyMessage_Discover:
+			if err := s.discover(instance, ps, m.Discover); err != nil {
+				return err
+			}
 		case *pb.ProxyMessage_Hello:
 			return status.Error(codes.InvalidArgument, "hello may only be the first message; open a new stream to register again")
 		default:
-			return status.Error(codes.InvalidArgument, "empty proxy message: send ack, nack or report")
+			return status.Error(codes.InvalidArgument, "empty proxy message: send ack, nack, report or discover")
 		}
 	}
 }
@@ -200,6 +204,8 @@ func messageKind(m *pb.ProxyMessage) string {
 		return "nack"
 	case *pb.ProxyMessage_Report:
 		return "report"
+	case *pb.ProxyMessage_Discover:
+		return "discover"
 	default:
 		return "an empty message"
 	}

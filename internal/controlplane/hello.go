@@ -84,7 +84,12 @@ func checkHello(h *pb.Hello, spiffeID, certNS string) (workload, error) {
 	if len(h.GetProxyVersion()) > maxProxyVersionLen {
 		return bad("proxy_version is longer than %d bytes", maxProxyVersionLen)
 	}
+	wants, err := wantedKeys("hello.services_wanted", h.GetServicesWanted())
+	if err != nil {
+		return workload{}, err
+	}
 	return workload{
+		Wants:         wants,
 		Instance:      h.GetInstance(),
 		SPIFFEID:      spiffeID,
 		Service:       h.GetService(),

@@ -21,6 +21,7 @@ type metrics struct {
 
 	connectedProxies prometheus.Gauge
 	snapshotPushes   prometheus.Counter
+	discovered       prometheus.Counter
 	acks             prometheus.Counter
 	nacks            prometheus.Counter
 	pushDuration     prometheus.Histogram
@@ -69,6 +70,10 @@ func newMetrics() *metrics {
 			Name: "trellis_control_connected_proxies",
 			Help: "Proxies with an open config stream.",
 		}),
+		discovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_discovered_services_total",
+			Help: "Services added to a proxy's scope because it asked for them (Hello.services_wanted excluded).",
+		}),
 		snapshotPushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trellis_control_snapshot_pushes_total",
 			Help: "Config snapshots sent to proxies.",
@@ -110,7 +115,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.certsIssued, m.certifyFailures, m.apiRequests, m.applied, m.tokensIssued, m.tokensRevoked, m.intermediateExp,
-		m.connectedProxies, m.snapshotPushes, m.acks, m.nacks, m.pushDuration, m.streamErrors,
+		m.connectedProxies, m.snapshotPushes, m.discovered, m.acks, m.nacks, m.pushDuration, m.streamErrors,
 		m.convergence, m.convergenceAbandoned, m.driftRepairs, m.inconsistentSnapshots,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -74,7 +75,15 @@ type pusher struct {
 
 	changed chan struct{} // something changed for possibly every proxy
 	joined  chan struct{} // a stream waits for its first snapshot
-	conv    *convergence
+	wanted  chan struct{} // a proxy asked for services (wantedBy)
+
+	wantMu   sync.Mutex
+	wantedBy map[string]bool // instances whose Wants grew since their last build
+	conv     *convergence
+
+	// shared is the latest view, for stream goroutines (serviceByVIP).
+	viewMu sync.Mutex
+	shared *snapshot.View
 
 	// Owned by run.
 	view             *snapshot.View
@@ -141,6 +150,8 @@ func newPusher(ps pushSettings) *pusher {
 		metrics:    m,
 		changed:    make(chan struct{}, 1),
 		joined:     make(chan struct{}, 1),
+		wanted:     make(chan struct{}, 1),
+		wantedBy:   map[string]bool{},
 		conv: &convergence{
 			observe: func(d time.Duration) { m.convergence.Observe(d.Seconds()) },
 			abandon: m.convergenceAbandoned.Inc,
@@ -159,6 +170,16 @@ func (p *pusher) kick() { notify(p.changed) }
 
 // kickJoined asks for the first snapshot of new streams at once.
 func (p *pusher) kickJoined() { notify(p.joined) }
+
+// kickWanted asks for a snapshot of instance at once, without waiting for
+// the debounce: its proxy holds a first request until the services it
+// asked for arrive (Discover).
+func (p *pusher) kickWanted(instance string) {
+	p.wantMu.Lock()
+	p.wantedBy[instance] = true
+	p.wantMu.Unlock()
+	notify(p.wanted)
+}
 
 func notify(c chan struct{}) {
 	select {
@@ -187,6 +208,12 @@ func (p *pusher) run(ctx context.Context) {
 			return
 		case <-p.joined:
 			p.round(true, time.Time{})
+		case <-p.wanted:
+			p.wantMu.Lock()
+			instances := p.wantedBy
+			p.wantedBy = map[string]bool{}
+			p.wantMu.Unlock()
+			p.roundFor(instances)
 		case <-p.changed:
 			if !pending {
 				pending, changedAt = true, time.Now()
@@ -240,6 +267,30 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	if sent > 0 {
 		p.metrics.pushDuration.Observe(time.Since(start).Seconds())
 		p.log.Debug("config push", "proxies", len(targets), "changed", sent, "initial_only", initialOnly, "took", time.Since(start))
+	}
+}
+
+// roundFor builds and offers the snapshots of the given connected
+// instances only (their own scope changed, nothing shared did).
+func (p *pusher) roundFor(instances map[string]bool) {
+	v, err := p.currentView()
+	if err != nil {
+		p.buildFailed("", err)
+		return
+	}
+	for inst := range instances {
+		t, ok := p.reg.Target(inst)
+		if !ok {
+			continue
+		}
+		snap, err := snapshot.Build(v, &t.Workload)
+		if err != nil {
+			p.buildFailed(inst, err)
+			continue
+		}
+		if p.reg.Offer(inst, t.Stream, snap) {
+			t.Stream.offer(snap)
+		}
 	}
 }
 
@@ -297,6 +348,15 @@ func (p *pusher) trust() ([][]byte, string) {
 	return p.roots(), issuer
 }
 
+// vipRanges are where virtual IPs come from: the allocator's range, or
+// around those the workload source assigned.
+func (p *pusher) vipRanges(vipOf map[snapshot.ServiceKey]string) []netip.Prefix {
+	if p.vips != nil && p.workloads == nil {
+		return []netip.Prefix{p.vips.Range()}
+	}
+	return vips.Covering(vipOf)
+}
+
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*snapshot.View, error) {
@@ -330,7 +390,9 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
 		VIPs:           vipOf,
+		VIPRanges:      p.vipRanges(vipOf),
 		TrustDomain:    p.trustDomain,
+		Previous:       p.view,
 	})
 	if err != nil {
 		return nil, err
@@ -340,5 +402,20 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		return nil, err
 	}
 	p.view, p.viewReg, p.viewRes = v, regGen, resGen
+	p.viewMu.Lock()
+	p.shared = v
+	p.viewMu.Unlock()
 	return v, nil
+}
+
+// serviceByVIP returns the service a virtual IP belongs to in the current
+// view. Called from stream goroutines, so it reads the view under viewMu.
+func (p *pusher) serviceByVIP(ip string) (snapshot.ServiceKey, bool) {
+	p.viewMu.Lock()
+	v := p.shared
+	p.viewMu.Unlock()
+	if v == nil {
+		return snapshot.ServiceKey{}, false
+	}
+	return v.ServiceByVIP(ip)
 }

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,12 @@ type DataPlaneConfig struct {
 	// NewBalancer builds the endpoint picker of one service for one
 	// snapshot. Nil means round robin.
 	NewBalancer func(svc *meshconfig.Service, eps []*PeerEndpoint) Balancer
+	// Discover, when set, asks the control plane for a service the
+	// config does not list: the key "name.namespace", or with vip valid
+	// the service of that virtual IP. It waits, bounded (about 100 ms),
+	// and reports whether the newest config lists it. Nil: a service the
+	// config lacks is unknown.
+	Discover func(key string, vip netip.Addr) bool
 }
 
 // Defaults of DataPlaneConfig's zero values.

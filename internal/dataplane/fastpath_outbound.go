@@ -32,17 +32,16 @@ func newFastPeerPool(e *PeerEndpoint) *upstream.Pool {
 func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	start := time.Now()
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
-	t := o.routes()
+	t, rt := o.lookup(key)
 	if t == nil {
 		ew := newErrorResponse()
 		o.refuse(ew, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
 		return answer(ew, false)
 	}
-	rt := t.routes[key]
 	switch {
 	case rt == nil:
 		ew := newErrorResponse()
-		o.refuse(ew, key, nil, failUnknown, http.StatusServiceUnavailable, "unknown mesh service; want SERVICE.NAMESPACE of a service this workload may call")
+		o.refuse(ew, key, nil, failUnknown, http.StatusServiceUnavailable, unknownMessage)
 		return answer(ew, false)
 	case rt.tcp:
 		ew := newErrorResponse()

@@ -54,14 +54,13 @@ func (o *Outbound) badHost(w http.ResponseWriter, host string) {
 // connect serves CONNECT SERVICE.NAMESPACE:port. The peer is dialed before
 // answering, so an unreachable service is still an HTTP error.
 func (o *Outbound) connect(w http.ResponseWriter, r *http.Request, key string) {
-	t := o.routes()
+	t, rt := o.lookup(key)
 	if t == nil {
 		o.refuse(w, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
 		return
 	}
-	rt := t.routes[key]
 	if rt == nil {
-		o.refuse(w, key, nil, failUnknown, http.StatusBadGateway, "unknown mesh service; want SERVICE.NAMESPACE of a service this workload may call")
+		o.refuse(w, key, nil, failUnknown, http.StatusBadGateway, unknownMessage)
 		return
 	}
 	e, tc, reason, err := o.dialTunnel(rt)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,6 +153,28 @@ func (o *Outbound) route(key string) *route {
 	return nil
 }
 
+// unknownMessage answers a service the control plane did not name.
+const unknownMessage = "unknown mesh service (the control plane did not answer for it within 100 ms, or knows no such service); want SERVICE.NAMESPACE of a service this workload may call"
+
+// lookup returns the routing table and key's route in it, asking the
+// control plane for a service the config lacks (DataPlaneConfig.Discover)
+// and waiting for it, bounded. The table is nil before the first config;
+// the route nil when the service is still unknown.
+func (o *Outbound) lookup(key string) (*routeTable, *route) {
+	t := o.routes()
+	if t == nil {
+		return nil, nil
+	}
+	if rt := t.routes[key]; rt != nil || o.cfg.Discover == nil {
+		return t, rt
+	}
+	if !o.cfg.Discover(key, netip.Addr{}) {
+		return t, nil
+	}
+	t = o.routes()
+	return t, t.routes[key]
+}
+
 // ServeUpstream serves a plain local listener for one mesh service
 // ("name.namespace"): an HTTP/1.1 and h2c server for HTTP services, a TCP
 // tunnel per connection for tcp ones. The protocol is looked up per
@@ -174,7 +197,7 @@ func (o *Outbound) ServeUpstream(l net.Listener, serviceKey string) error {
 			}
 			go func() {
 				defer o.conns.Remove(c)
-				if rt := o.route(serviceKey); rt != nil && rt.tcp {
+				if _, rt := o.lookup(serviceKey); rt != nil && rt.tcp {
 					o.serveTCP(c, rt)
 					return
 				}
@@ -232,15 +255,14 @@ func (h upstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // where the app chose the name).
 func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string, unknownCode int) {
 	start := time.Now()
-	t := o.routes()
+	t, rt := o.lookup(key)
 	if t == nil {
 		o.refuse(w, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
 		return
 	}
-	rt := t.routes[key]
 	switch {
 	case rt == nil:
-		o.refuse(w, key, nil, failUnknown, unknownCode, "unknown mesh service; want SERVICE.NAMESPACE of a service this workload may call")
+		o.refuse(w, key, nil, failUnknown, unknownCode, unknownMessage)
 		return
 	case rt.tcp:
 		o.refuse(w, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")

@@ -122,7 +122,13 @@ func (cp *captureLoop) handle(c net.Conn) {
 		cp.refuse(c, capture.ResultError, "no mesh configuration yet", dst, nil)
 		return
 	}
-	if key, ok := t.snap.ServiceByVIP[dst.Addr()]; ok {
+	key, ok := t.snap.ServiceByVIP[dst.Addr()]
+	if !ok && o.cfg.Discover != nil && t.snap.InVIPRange(dst.Addr()) && o.cfg.Discover("", dst.Addr()) {
+		// A virtual IP the scoped config lacks: asked for and pushed.
+		t = o.routes()
+		key, ok = t.snap.ServiceByVIP[dst.Addr()]
+	}
+	if ok {
 		rt := t.routes[key]
 		if rt == nil {
 			cp.refuse(c, capture.ResultError, "virtual IP of "+key+", which is not in the routing table", dst, nil)
@@ -130,6 +136,10 @@ func (cp *captureLoop) handle(c net.Conn) {
 		}
 		cp.metrics.Captured(capture.ResultMesh)
 		cp.serveMesh(c, dst, rt)
+		return
+	}
+	if t.snap.InVIPRange(dst.Addr()) {
+		cp.refuse(c, capture.ResultError, "virtual IP the control plane named no service for (asked; no answer within 100 ms)", dst, nil)
 		return
 	}
 	if t.snap.OutboundMode == meshconfig.OutboundBlock {

@@ -105,6 +105,20 @@ type Snapshot struct {
 	// ServiceByVIP is the reverse of VIPs: the "name.namespace" a
 	// connection captured to a virtual IP is for.
 	ServiceByVIP map[netip.Addr]string
+	// VIPRanges are where virtual IPs come from: a captured connection to
+	// an address in them that ServiceByVIP lacks is for a service to ask
+	// the control plane for, not passthrough.
+	VIPRanges []netip.Prefix
+}
+
+// InVIPRange reports whether ip lies in a virtual IP range.
+func (s *Snapshot) InVIPRange(ip netip.Addr) bool {
+	for _, p := range s.VIPRanges {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // Service is a mesh service this proxy may call.
@@ -214,6 +228,13 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	if err := compileVIPs(out, s); err != nil {
 		return nil, err
 	}
+	for i, r := range s.GetMesh().GetVirtualIpRanges() {
+		p, err := netip.ParsePrefix(r)
+		if err != nil {
+			return nil, fmt.Errorf("compile snapshot %s: mesh.virtual_ip_ranges[%d] %q: not a CIDR prefix", s.GetVersion(), i, r)
+		}
+		out.VIPRanges = append(out.VIPRanges, p.Masked())
+	}
 	for i, raw := range s.GetPolicies() {
 		var o resource.Object
 		if err := json.Unmarshal(raw, &o); err != nil {
@@ -248,6 +269,10 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		for _, id := range svc.GetClientIds() {
 			claim(id, svc.GetName())
 		}
+	}
+	// Callers outside the scope that the policies name.
+	for _, p := range s.GetPeers() {
+		claim(p.GetSpiffeId(), p.GetService())
 	}
 	for k := range ambiguous {
 		delete(out.ServiceOf, k)

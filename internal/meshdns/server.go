@@ -53,6 +53,7 @@ const (
 // Serve; Shutdown (or Close, when Serve never ran) releases it.
 type Server struct {
 	snapshot  func() *meshconfig.Snapshot
+	discover  func(string, netip.Addr) bool // nil: none
 	namespace string
 	upstreams []string // IP:PORT
 	dialer    *net.Dialer
@@ -78,6 +79,10 @@ type Options struct {
 	Log  *slog.Logger
 	// Registerer takes the server's metrics.
 	Registerer prometheus.Registerer
+	// Discover, when set, asks the control plane for a service the
+	// config does not list ("name.namespace") and waits, bounded; it
+	// reports whether the newest config lists it.
+	Discover func(key string, vip netip.Addr) bool
 }
 
 // New prepares a server answering from snapshot.
@@ -85,6 +90,7 @@ func New(opts Options, snapshot func() *meshconfig.Snapshot) *Server {
 	cfg, log, reg := opts, opts.Log, opts.Registerer
 	d := &Server{
 		snapshot:  snapshot,
+		discover:  cfg.Discover,
 		namespace: strings.ToLower(cfg.Namespace),
 		dialer:    &net.Dialer{Timeout: dnsForwardTimeout},
 		log:       log.With("component", "dns"),
@@ -273,6 +279,9 @@ func (d *Server) answerMesh(r *dns.Msg, name string) (*dns.Msg, string) {
 		key = meshconfig.ServiceKey(labels[0], d.namespace)
 	case 3:
 		key = meshconfig.ServiceKey(labels[0], labels[1])
+	}
+	if _, ok := snap.Services[key]; !ok && key != "" && d.discover != nil && d.discover(key, netip.Addr{}) {
+		snap = d.snapshot()
 	}
 	if _, ok := snap.Services[key]; !ok {
 		m.Ns = []dns.RR{meshSOA()}

@@ -46,6 +46,7 @@ type Proxy struct {
 	certs         *workloadcert.Manager
 	controlRoots  []byte
 	snap          atomic.Pointer[meshconfig.Snapshot]
+	disc          *discovery // asks for services the scoped config lacks
 	connected     atomic.Bool
 	draining      atomic.Bool
 	ready         chan struct{}
@@ -112,6 +113,11 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1), control: controlDialTarget(cfg.ControlAddrs)}
 	p.certs = workloadcert.New(id, p.control, pool, cfg.Token, p.log, cfg.Clock)
+	var upstreams []string
+	for _, u := range cfg.Upstreams {
+		upstreams = append(upstreams, meshconfig.ServiceKey(u.Service, u.Namespace))
+	}
+	p.disc = newDiscovery(p.snapshot, upstreams)
 	if serviceAccountToken && cfg.TokenFile != "" {
 		p.certs.RenewToken = func() (string, error) {
 			b, err := os.ReadFile(cfg.TokenFile)
@@ -268,6 +274,21 @@ func (p *Proxy) Start(ctx context.Context) error {
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.certs.Run(rctx) }()
 
+	cc := &controlclient.Client{
+		Addr:  p.control,
+		Certs: p.certs,
+		Hello: &pb.Hello{
+			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
+			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: p.instance,
+		},
+		Dial:      p.cfg.contextDialer(), // transparent mode
+		Wanted:    p.disc.wanted,
+		Target:    controlTarget{p},
+		ReportNow: p.reportNow,
+		Log:       p.log,
+		Clock:     p.cfg.Clock,
+	}
+	p.disc.send = cc.Discover
 	dp := dataplane.DataPlaneConfig{
 		Identity:            p.Identity(),
 		Snapshot:            p.snapshot,
@@ -283,6 +304,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		AccessLogSampleRate: p.cfg.AccessLogSampleRate,
 		Limits:              p.cfg.Limits,
 		Control:             p.cfg.socketControl(), // transparent mode
+		Discover:            p.disc.Discover,
 	}
 	p.inbound = dataplane.NewInbound(dp)
 	p.outbound = dataplane.NewOutbound(dp)
@@ -304,19 +326,6 @@ func (p *Proxy) Start(ctx context.Context) error {
 		p.dns.Serve()
 	}
 
-	cc := &controlclient.Client{
-		Addr:  p.control,
-		Certs: p.certs,
-		Hello: &pb.Hello{
-			Service: p.cfg.Service, Namespace: p.cfg.Namespace, AdvertiseAddr: p.advertiseAddr, Protocol: p.cfg.Protocol,
-			Labels: p.cfg.Labels, ProxyVersion: version.String(), Instance: p.instance,
-		},
-		Dial:      p.cfg.contextDialer(), // transparent mode
-		Target:    controlTarget{p},
-		ReportNow: p.reportNow,
-		Log:       p.log,
-		Clock:     p.cfg.Clock,
-	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); cc.Run(rctx) }()
 	p.log.Info("proxy started", "service", p.cfg.Service, "namespace", p.cfg.Namespace, "protocol", p.cfg.Protocol,
@@ -365,7 +374,7 @@ func (p *Proxy) listen() error {
 		}
 	}
 	if p.cfg.DNSAddr != "" {
-		p.dns = meshdns.New(meshdns.Options{Namespace: p.cfg.Namespace, Upstreams: p.cfg.DNSUpstreams, Mark: p.cfg.Transparent, Log: p.log, Registerer: p.metrics.Registry()}, p.snapshot)
+		p.dns = meshdns.New(meshdns.Options{Namespace: p.cfg.Namespace, Upstreams: p.cfg.DNSUpstreams, Mark: p.cfg.Transparent, Log: p.log, Registerer: p.metrics.Registry(), Discover: p.disc.Discover}, p.snapshot)
 		if err := p.dns.Listen(p.cfg.DNSAddr); err != nil {
 			return fmt.Errorf("--dns-addr %s: %w", p.cfg.DNSAddr, err)
 		}
@@ -402,6 +411,7 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 		return err
 	}
 	p.snap.Store(snap)
+	p.disc.notify()
 	p.certs.FollowCA(snap.Roots, snap.Issuer) // after a CA rotation: trust the new root, renew now
 	p.readyOnce.Do(func() { close(p.ready) })
 	return nil

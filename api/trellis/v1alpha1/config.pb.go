@@ -37,6 +37,7 @@ type ProxyMessage struct {
 	//	*ProxyMessage_Ack
 	//	*ProxyMessage_Nack
 	//	*ProxyMessage_Report
+	//	*ProxyMessage_Discover
 	Message       isProxyMessage_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -115,6 +116,15 @@ func (x *ProxyMessage) GetReport() *Report {
 	return nil
 }
 
+func (x *ProxyMessage) GetDiscover() *Discover {
+	if x != nil {
+		if x, ok := x.Message.(*ProxyMessage_Discover); ok {
+			return x.Discover
+		}
+	}
+	return nil
+}
+
 type isProxyMessage_Message interface {
 	isProxyMessage_Message()
 }
@@ -135,6 +145,10 @@ type ProxyMessage_Report struct {
 	Report *Report `protobuf:"bytes,4,opt,name=report,proto3,oneof"`
 }
 
+type ProxyMessage_Discover struct {
+	Discover *Discover `protobuf:"bytes,5,opt,name=discover,proto3,oneof"`
+}
+
 func (*ProxyMessage_Hello) isProxyMessage_Message() {}
 
 func (*ProxyMessage_Ack) isProxyMessage_Message() {}
@@ -142,6 +156,69 @@ func (*ProxyMessage_Ack) isProxyMessage_Message() {}
 func (*ProxyMessage_Nack) isProxyMessage_Message() {}
 
 func (*ProxyMessage_Report) isProxyMessage_Message() {}
+
+func (*ProxyMessage_Discover) isProxyMessage_Message() {}
+
+// Discover asks for services a proxy was not sent but is about to call:
+// a name from the HTTP proxy port or mesh DNS, or a virtual IP a captured
+// connection went to. The control plane adds each one it knows to the
+// proxy's scope for the rest of the stream and pushes a new snapshot at
+// once; a name it does not know is remembered, and pushed when the service
+// appears. An unknown virtual IP is ignored. At most 64 entries per
+// message and 1,024 per stream (RESOURCE_EXHAUSTED beyond).
+type Discover struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Services as "name.namespace".
+	Services []string `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	// Virtual IPs, within MeshConfig.virtual_ip_ranges.
+	VirtualIps    []string `protobuf:"bytes,2,rep,name=virtual_ips,json=virtualIps,proto3" json:"virtual_ips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Discover) Reset() {
+	*x = Discover{}
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Discover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Discover) ProtoMessage() {}
+
+func (x *Discover) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Discover.ProtoReflect.Descriptor instead.
+func (*Discover) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Discover) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *Discover) GetVirtualIps() []string {
+	if x != nil {
+		return x.VirtualIps
+	}
+	return nil
+}
 
 type ControlMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -155,7 +232,7 @@ type ControlMessage struct {
 
 func (x *ControlMessage) Reset() {
 	*x = ControlMessage{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[1]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +244,7 @@ func (x *ControlMessage) String() string {
 func (*ControlMessage) ProtoMessage() {}
 
 func (x *ControlMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[1]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +257,7 @@ func (x *ControlMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlMessage.ProtoReflect.Descriptor instead.
 func (*ControlMessage) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{1}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ControlMessage) GetMessage() isControlMessage_Message {
@@ -233,14 +310,19 @@ type Hello struct {
 	// Instance identifies this proxy process across reconnects: a random
 	// value the proxy generates at start and keeps until it exits. A new
 	// stream with the same instance replaces the older stream. Required.
-	Instance      string `protobuf:"bytes,9,opt,name=instance,proto3" json:"instance,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Instance string `protobuf:"bytes,9,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Services the proxy will call whatever policies say, as
+	// "name.namespace": its explicit upstreams and the services it
+	// discovered on an earlier stream (see Discover). They are in its
+	// scope from the first snapshot. At most 1,024.
+	ServicesWanted []string `protobuf:"bytes,10,rep,name=services_wanted,json=servicesWanted,proto3" json:"services_wanted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[2]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +334,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[2]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +347,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{2}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetService() string {
@@ -331,6 +413,13 @@ func (x *Hello) GetInstance() string {
 	return ""
 }
 
+func (x *Hello) GetServicesWanted() []string {
+	if x != nil {
+		return x.ServicesWanted
+	}
+	return nil
+}
+
 // Ack says the proxy applied this snapshot version.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -342,7 +431,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +443,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +456,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{3}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Ack) GetVersion() string {
@@ -396,7 +485,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +497,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +510,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{4}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Nack) GetVersion() string {
@@ -460,7 +549,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +561,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +574,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{5}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Report) GetRunningVersion() string {
@@ -535,7 +624,8 @@ type Snapshot struct {
 	// DER-encoded trust anchors. Empty means "unchanged" is NOT implied: an
 	// empty list is invalid and MUST be NACKed.
 	TrustBundle [][]byte `protobuf:"bytes,4,rep,name=trust_bundle,json=trustBundle,proto3" json:"trust_bundle,omitempty"`
-	// Services this proxy may call, with their endpoints.
+	// Services this proxy may call (its scope; see Stream), with their
+	// endpoints.
 	Services []*Service `protobuf:"bytes,5,rep,name=services,proto3" json:"services,omitempty"`
 	// Authorization policies that select this proxy's workload, as canonical
 	// JSON of trellis.dev/v1alpha1 AuthorizationPolicy resources (the same
@@ -548,14 +638,20 @@ type Snapshot struct {
 	// certificates now. When it differs from the issuer of the proxy's
 	// current certificate (after a CA rotation), the proxy MUST renew its
 	// certificate at once rather than at half its life. Empty: no opinion.
-	Issuer        string `protobuf:"bytes,8,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Issuer string `protobuf:"bytes,8,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// Identities of workloads outside `services` that the proxy's policies
+	// name by service (services and notServices) or admit by name, with
+	// their service: the inbound side needs a caller's service to evaluate
+	// those conditions and to name the source of its metrics. An identity
+	// serving two services is left out (as with endpoints).
+	Peers         []*PeerIdentity `protobuf:"bytes,9,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +663,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +676,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{6}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Snapshot) GetVersion() string {
@@ -639,6 +735,66 @@ func (x *Snapshot) GetIssuer() string {
 	return ""
 }
 
+func (x *Snapshot) GetPeers() []*PeerIdentity {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+type PeerIdentity struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// The service name (in the identity's namespace).
+	Service       string `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerIdentity) Reset() {
+	*x = PeerIdentity{}
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerIdentity) ProtoMessage() {}
+
+func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
+func (*PeerIdentity) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PeerIdentity) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *PeerIdentity) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
 type MeshConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "STRICT" or "PERMISSIVE".
@@ -665,14 +821,18 @@ type MeshConfig struct {
 	// Caller-supplied header names inbound proxies remove before
 	// authorization, lower case, "prefix*" allowed, '_' read as '-'. Empty
 	// means the proxy's default list.
-	StripHeaders  []string `protobuf:"bytes,8,rep,name=strip_headers,json=stripHeaders,proto3" json:"strip_headers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StripHeaders []string `protobuf:"bytes,8,rep,name=strip_headers,json=stripHeaders,proto3" json:"strip_headers,omitempty"`
+	// Address ranges (CIDR) services' virtual IPs come from. A captured
+	// connection to an address in them that the snapshot does not list is
+	// for a service the proxy must ask for (Discover), not passthrough.
+	VirtualIpRanges []string `protobuf:"bytes,9,rep,name=virtual_ip_ranges,json=virtualIpRanges,proto3" json:"virtual_ip_ranges,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
 	*x = MeshConfig{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +844,7 @@ func (x *MeshConfig) String() string {
 func (*MeshConfig) ProtoMessage() {}
 
 func (x *MeshConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +857,7 @@ func (x *MeshConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshConfig.ProtoReflect.Descriptor instead.
 func (*MeshConfig) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{7}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MeshConfig) GetMtlsMode() string {
@@ -756,6 +916,13 @@ func (x *MeshConfig) GetStripHeaders() []string {
 	return nil
 }
 
+func (x *MeshConfig) GetVirtualIpRanges() []string {
+	if x != nil {
+		return x.VirtualIpRanges
+	}
+	return nil
+}
+
 type Service struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -779,7 +946,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +958,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +971,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{8}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Service) GetName() string {
@@ -862,7 +1029,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1041,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1054,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{9}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -915,16 +1082,21 @@ var File_trellis_v1alpha1_config_proto protoreflect.FileDescriptor
 
 const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x1dtrellis/v1alpha1/config.proto\x12\x10trellis.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n" +
+	"\x1dtrellis/v1alpha1/config.proto\x12\x10trellis.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x02\n" +
 	"\fProxyMessage\x12/\n" +
 	"\x05hello\x18\x01 \x01(\v2\x17.trellis.v1alpha1.HelloH\x00R\x05hello\x12)\n" +
 	"\x03ack\x18\x02 \x01(\v2\x15.trellis.v1alpha1.AckH\x00R\x03ack\x12,\n" +
 	"\x04nack\x18\x03 \x01(\v2\x16.trellis.v1alpha1.NackH\x00R\x04nack\x122\n" +
-	"\x06report\x18\x04 \x01(\v2\x18.trellis.v1alpha1.ReportH\x00R\x06reportB\t\n" +
-	"\amessage\"U\n" +
+	"\x06report\x18\x04 \x01(\v2\x18.trellis.v1alpha1.ReportH\x00R\x06report\x128\n" +
+	"\bdiscover\x18\x05 \x01(\v2\x1a.trellis.v1alpha1.DiscoverH\x00R\bdiscoverB\t\n" +
+	"\amessage\"G\n" +
+	"\bDiscover\x12\x1a\n" +
+	"\bservices\x18\x01 \x03(\tR\bservices\x12\x1f\n" +
+	"\vvirtual_ips\x18\x02 \x03(\tR\n" +
+	"virtualIps\"U\n" +
 	"\x0eControlMessage\x128\n" +
 	"\bsnapshot\x18\x01 \x01(\v2\x1a.trellis.v1alpha1.SnapshotH\x00R\bsnapshotB\t\n" +
-	"\amessage\"\x87\x03\n" +
+	"\amessage\"\xb0\x03\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12%\n" +
@@ -934,7 +1106,9 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x0frunning_version\x18\x06 \x01(\tR\x0erunningVersion\x12!\n" +
 	"\frunning_hash\x18\a \x01(\tR\vrunningHash\x12#\n" +
 	"\rproxy_version\x18\b \x01(\tR\fproxyVersion\x12\x1a\n" +
-	"\binstance\x18\t \x01(\tR\binstance\x1a9\n" +
+	"\binstance\x18\t \x01(\tR\binstance\x12'\n" +
+	"\x0fservices_wanted\x18\n" +
+	" \x03(\tR\x0eservicesWanted\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
@@ -951,7 +1125,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\xb0\x02\n" +
+	"trustRoots\"\xe6\x02\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -960,7 +1134,11 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\bservices\x18\x05 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12\x1a\n" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
 	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\x12\x16\n" +
-	"\x06issuer\x18\b \x01(\tR\x06issuer\"\xd0\x02\n" +
+	"\x06issuer\x18\b \x01(\tR\x06issuer\x124\n" +
+	"\x05peers\x18\t \x03(\v2\x1e.trellis.v1alpha1.PeerIdentityR\x05peers\"E\n" +
+	"\fPeerIdentity\x12\x1b\n" +
+	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\xfc\x02\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
@@ -971,7 +1149,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\routbound_mode\x18\x05 \x01(\tR\foutboundMode\x12-\n" +
 	"\x12path_normalization\x18\x06 \x01(\tR\x11pathNormalization\x12)\n" +
 	"\x10allowed_upgrades\x18\a \x03(\tR\x0fallowedUpgrades\x12#\n" +
-	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\"\xcf\x01\n" +
+	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\x12*\n" +
+	"\x11virtual_ip_ranges\x18\t \x03(\tR\x0fvirtualIpRanges\"\xcf\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -1003,41 +1182,45 @@ func file_trellis_v1alpha1_config_proto_rawDescGZIP() []byte {
 	return file_trellis_v1alpha1_config_proto_rawDescData
 }
 
-var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_trellis_v1alpha1_config_proto_goTypes = []any{
 	(*ProxyMessage)(nil),          // 0: trellis.v1alpha1.ProxyMessage
-	(*ControlMessage)(nil),        // 1: trellis.v1alpha1.ControlMessage
-	(*Hello)(nil),                 // 2: trellis.v1alpha1.Hello
-	(*Ack)(nil),                   // 3: trellis.v1alpha1.Ack
-	(*Nack)(nil),                  // 4: trellis.v1alpha1.Nack
-	(*Report)(nil),                // 5: trellis.v1alpha1.Report
-	(*Snapshot)(nil),              // 6: trellis.v1alpha1.Snapshot
-	(*MeshConfig)(nil),            // 7: trellis.v1alpha1.MeshConfig
-	(*Service)(nil),               // 8: trellis.v1alpha1.Service
-	(*Endpoint)(nil),              // 9: trellis.v1alpha1.Endpoint
-	nil,                           // 10: trellis.v1alpha1.Hello.LabelsEntry
-	nil,                           // 11: trellis.v1alpha1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*Discover)(nil),              // 1: trellis.v1alpha1.Discover
+	(*ControlMessage)(nil),        // 2: trellis.v1alpha1.ControlMessage
+	(*Hello)(nil),                 // 3: trellis.v1alpha1.Hello
+	(*Ack)(nil),                   // 4: trellis.v1alpha1.Ack
+	(*Nack)(nil),                  // 5: trellis.v1alpha1.Nack
+	(*Report)(nil),                // 6: trellis.v1alpha1.Report
+	(*Snapshot)(nil),              // 7: trellis.v1alpha1.Snapshot
+	(*PeerIdentity)(nil),          // 8: trellis.v1alpha1.PeerIdentity
+	(*MeshConfig)(nil),            // 9: trellis.v1alpha1.MeshConfig
+	(*Service)(nil),               // 10: trellis.v1alpha1.Service
+	(*Endpoint)(nil),              // 11: trellis.v1alpha1.Endpoint
+	nil,                           // 12: trellis.v1alpha1.Hello.LabelsEntry
+	nil,                           // 13: trellis.v1alpha1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
-	2,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
-	3,  // 1: trellis.v1alpha1.ProxyMessage.ack:type_name -> trellis.v1alpha1.Ack
-	4,  // 2: trellis.v1alpha1.ProxyMessage.nack:type_name -> trellis.v1alpha1.Nack
-	5,  // 3: trellis.v1alpha1.ProxyMessage.report:type_name -> trellis.v1alpha1.Report
-	6,  // 4: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
-	10, // 5: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
-	12, // 6: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
-	7,  // 7: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
-	8,  // 8: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
-	9,  // 9: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
-	11, // 10: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
-	0,  // 11: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
-	1,  // 12: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
-	12, // [12:13] is the sub-list for method output_type
-	11, // [11:12] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
+	4,  // 1: trellis.v1alpha1.ProxyMessage.ack:type_name -> trellis.v1alpha1.Ack
+	5,  // 2: trellis.v1alpha1.ProxyMessage.nack:type_name -> trellis.v1alpha1.Nack
+	6,  // 3: trellis.v1alpha1.ProxyMessage.report:type_name -> trellis.v1alpha1.Report
+	1,  // 4: trellis.v1alpha1.ProxyMessage.discover:type_name -> trellis.v1alpha1.Discover
+	7,  // 5: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
+	12, // 6: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
+	14, // 7: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
+	9,  // 8: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
+	10, // 9: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
+	8,  // 10: trellis.v1alpha1.Snapshot.peers:type_name -> trellis.v1alpha1.PeerIdentity
+	11, // 11: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
+	13, // 12: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
+	0,  // 13: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
+	2,  // 14: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_config_proto_init() }
@@ -1050,8 +1233,9 @@ func file_trellis_v1alpha1_config_proto_init() {
 		(*ProxyMessage_Ack)(nil),
 		(*ProxyMessage_Nack)(nil),
 		(*ProxyMessage_Report)(nil),
+		(*ProxyMessage_Discover)(nil),
 	}
-	file_trellis_v1alpha1_config_proto_msgTypes[1].OneofWrappers = []any{
+	file_trellis_v1alpha1_config_proto_msgTypes[2].OneofWrappers = []any{
 		(*ControlMessage_Snapshot)(nil),
 	}
 	type x struct{}
@@ -1060,7 +1244,7 @@ func file_trellis_v1alpha1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trellis_v1alpha1_config_proto_rawDesc), len(file_trellis_v1alpha1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,11 @@ type ConfigClient interface {
 	//  2. The control plane registers the workload and sends a Snapshot. It
 	//     sends a new Snapshot whenever anything the proxy needs changes;
 	//     snapshots are complete (never deltas) and immutable once sent.
+	//     A snapshot is scoped: it lists the services the proxy may call
+	//     (those some ALLOW policy admits its identity to, in a mesh whose
+	//     default is allow also every service no enforced ALLOW policy
+	//     protects), the services its Hello and Discover messages named, and
+	//     never the rest of the mesh.
 	//  3. For every Snapshot, the proxy MUST answer with exactly one `ack`
 	//     (the version was compiled and swapped in) or `nack` (it failed to
 	//     compile; the proxy keeps serving the last good version). A proxy MAY
@@ -102,6 +107,11 @@ type ConfigServer interface {
 	//  2. The control plane registers the workload and sends a Snapshot. It
 	//     sends a new Snapshot whenever anything the proxy needs changes;
 	//     snapshots are complete (never deltas) and immutable once sent.
+	//     A snapshot is scoped: it lists the services the proxy may call
+	//     (those some ALLOW policy admits its identity to, in a mesh whose
+	//     default is allow also every service no enforced ALLOW policy
+	//     protects), the services its Hello and Discover messages named, and
+	//     never the rest of the mesh.
 	//  3. For every Snapshot, the proxy MUST answer with exactly one `ack`
 	//     (the version was compiled and swapped in) or `nack` (it failed to
 	//     compile; the proxy keeps serving the last good version). A proxy MAY

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -41,6 +42,11 @@ type Policy struct {
 	// problem says why a proxy would refuse JSON ("" when it compiles);
 	// a snapshot carrying the policy is not published.
 	problem string
+	// action and enforced are the spec's; reach its caller side (nil for
+	// a policy not decoded by PolicyFromObject: it scopes nothing).
+	action   string
+	enforced bool
+	reach    *authz.Reach
 }
 
 // policyFromObject decodes a stored AuthorizationPolicy. The JSON sent to
@@ -65,7 +71,8 @@ func PolicyFromObject(o *resource.Object) (Policy, error) {
 	if err != nil {
 		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
 	}
-	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out, problem: policyProblem(out)}, nil
+	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out, problem: policyProblem(out),
+		action: spec.Action, enforced: spec.Enforcement == resource.EnforcementEnforce, reach: authz.CompileReach(&spec)}, nil
 }
 
 // selects reports whether p applies to w's inbound side, by the policy
@@ -97,6 +104,12 @@ type Input struct {
 	// TrustDomain is the one every endpoint's and client-only proxy's
 	// SPIFFE ID must be in (see meshView.consistent).
 	TrustDomain spiffeid.TrustDomain
+	// VIPRanges are where virtual IPs come from (MeshConfig.virtual_ip_ranges).
+	VIPRanges []netip.Prefix
+	// Previous is the view this one replaces (nil: none); its scope index
+	// is reused when policies and services are unchanged but for
+	// endpoints.
+	Previous *View
 }
 
 // meshView is the part of every proxy's snapshot that all proxies share,
@@ -107,13 +120,15 @@ type View struct {
 	mesh        *pb.MeshConfig
 	trustBundle [][]byte
 	services    []*pb.Service
+	byKey       map[ServiceKey]*pb.Service
+	idx         *scopeIndex
 	policies    []Policy // sorted by namespace, name
 	reportSecs  uint32
 	issuer      string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
-	// marshaling writes fields in number order, and mesh (3), trust_bundle
-	// (4) and services (5) come before the per-proxy policies (6), so a
-	// proxy's hash only costs its own policies, not the service list.
+	// marshaling writes fields in number order, and mesh (3) and
+	// trust_bundle (4) come before the per-proxy services (5), policies
+	// (6) and the rest, so a proxy's hash only costs its own fields.
 	prefix hash.Cloner
 	// shared holds the shared fields' encoding when SHA-256 state cannot
 	// be cloned (GOFIPS140=v1.0.0).
@@ -127,7 +142,8 @@ type View struct {
 func NewView(in Input) (*View, error) {
 	v := &View{
 		mesh: &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode,
-			PathNormalization: in.Mesh.HTTP.PathNormalization, AllowedUpgrades: in.Mesh.HTTP.AllowedUpgrades, StripHeaders: in.Mesh.HTTP.StripHeaders},
+			PathNormalization: in.Mesh.HTTP.PathNormalization, AllowedUpgrades: in.Mesh.HTTP.AllowedUpgrades, StripHeaders: in.Mesh.HTTP.StripHeaders,
+			VirtualIpRanges: prefixStrings(in.VIPRanges)},
 		trustBundle: in.TrustBundle,
 		services:    WithVIPs(ServicesOf(in.Workloads, in.Idle), in.VIPs),
 		policies:    slices.Clone(in.Policies),
@@ -138,7 +154,16 @@ func NewView(in Input) (*View, error) {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	v.problems = sharedProblems(&in, v)
-	shared, err := deterministic.Marshal(&pb.Snapshot{Mesh: v.mesh, TrustBundle: v.trustBundle, Services: v.services})
+	v.byKey = make(map[ServiceKey]*pb.Service, len(v.services))
+	for _, svc := range v.services {
+		v.byKey[ServiceKey{svc.GetNamespace(), svc.GetName()}] = svc
+	}
+	var prev *scopeIndex
+	if in.Previous != nil {
+		prev = in.Previous.idx
+	}
+	v.idx = newScopeIndex(prev, in.Mesh.Authorization.Default == "allow", summarize(in.Workloads, in.Idle), v.policies)
+	shared, err := deterministic.Marshal(&pb.Snapshot{Mesh: v.mesh, TrustBundle: v.trustBundle})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot: %w", err)
 	}
@@ -156,21 +181,25 @@ func reportSeconds(d time.Duration) uint32 {
 	return uint32(max(s, 1))
 }
 
-// buildSnapshot builds w's snapshot from v, with its hash set and version
-// empty (the registry assigns versions). It does not modify v. A policy a
-// proxy would refuse makes it fail with an *inconsistentError; v's own
-// consistency is the caller's to check, once (meshView.consistent).
+// Build builds w's snapshot from v, with its hash set and version empty
+// (the registry assigns versions). It does not modify v. Its services are
+// w's scope: those its identity may call (scopeIndex.scope) and those it
+// asked for (Workload.Wants). A policy a proxy would refuse makes it fail
+// with an *InconsistentError; v's own consistency is the caller's to
+// check, once (View.Consistent).
 func Build(v *View, w *Workload) (*pb.Snapshot, error) {
 	snap := &pb.Snapshot{
 		Mesh:                  v.mesh,
 		TrustBundle:           v.trustBundle,
-		Services:              v.services,
+		Services:              v.scopedServices(w),
 		ReportIntervalSeconds: v.reportSecs,
 		Issuer:                v.issuer,
 	}
 	var problems []string
+	var selected []int
 	for i := range v.policies {
 		if p := &v.policies[i]; Selects(p, w) {
+			selected = append(selected, i)
 			snap.Policies = append(snap.Policies, p.JSON)
 			if p.problem != "" {
 				problems = append(problems, fmt.Sprintf("policy %s/%s: %s", p.Namespace, p.Name, p.problem))
@@ -180,7 +209,8 @@ func Build(v *View, w *Workload) (*pb.Snapshot, error) {
 	if problems != nil {
 		return nil, &InconsistentError{Problems: problems}
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer})
+	snap.Peers = v.peers(selected)
+	own, err := deterministic.Marshal(&pb.Snapshot{Services: snap.Services, Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
@@ -188,6 +218,61 @@ func Build(v *View, w *Workload) (*pb.Snapshot, error) {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
 	return snap, nil
+}
+
+// scopedServices lists the services of w's scope that v knows, sorted.
+func (v *View) scopedServices(w *Workload) []*pb.Service {
+	keys := v.idx.scope(authz.Caller{Principal: w.SPIFFEID, Namespace: w.Namespace, Service: w.Service})
+	if len(w.Wants) > 0 {
+		keys = append(slices.Clone(keys), w.Wants...)
+		slices.SortFunc(keys, CompareKeys)
+		keys = slices.Compact(keys)
+	}
+	out := make([]*pb.Service, 0, len(keys))
+	for _, k := range keys {
+		if svc := v.byKey[k]; svc != nil {
+			out = append(out, svc)
+		}
+	}
+	return out
+}
+
+// peers merges the identities the selected policies need (peersOf),
+// sorted and distinct.
+func (v *View) peers(selected []int) []*pb.PeerIdentity {
+	var out []*pb.PeerIdentity
+	for _, i := range selected {
+		p := v.idx.peersOf(i)
+		if out == nil {
+			out = p
+			continue
+		}
+		out = append(slices.Clone(out), p...)
+		slices.SortFunc(out, func(a, b *pb.PeerIdentity) int { return cmp.Compare(a.GetSpiffeId(), b.GetSpiffeId()) })
+		out = slices.CompactFunc(out, func(a, b *pb.PeerIdentity) bool { return a.GetSpiffeId() == b.GetSpiffeId() })
+	}
+	return out
+}
+
+// Has reports whether v lists the service.
+func (v *View) Has(k ServiceKey) bool { return v.byKey[k] != nil }
+
+// ServiceByVIP returns the service a virtual IP belongs to.
+func (v *View) ServiceByVIP(ip string) (ServiceKey, bool) {
+	for k, svc := range v.byKey {
+		if svc.GetVirtualIp() == ip {
+			return k, true
+		}
+	}
+	return ServiceKey{}, false
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
 }
 
 // hash finishes the snapshot hash from the shared prefix and one proxy's
@@ -322,6 +407,10 @@ type Workload struct {
 	Labels        map[string]string
 	Connected     bool
 	ConnectedAt   time.Time
+	// Wants are services the proxy asked for (Hello.services_wanted and
+	// Discover), in its scope whatever policies say. Sorted; never
+	// modified once set (a new request replaces the slice).
+	Wants []ServiceKey
 }
 
 // IdleService is a service with no registered instance, still listed in

@@ -371,3 +371,34 @@ func ValidateRange(p netip.Prefix) error {
 	}
 	return nil
 }
+
+// Range returns the prefix the allocator hands addresses out of.
+func (a *Allocator) Range() netip.Prefix { return a.rng.prefix }
+
+// Covering returns, per address family, the longest prefix holding every
+// address in vips (values that are no address are skipped): where
+// virtual IPs are when something else (Kubernetes) assigns them.
+func Covering(vips map[serviceKey]string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, v4 := range []bool{true, false} {
+		var p netip.Prefix
+		for _, s := range vips {
+			a, err := netip.ParseAddr(s)
+			if err != nil || a.Unmap().Is4() != v4 {
+				continue
+			}
+			a = a.Unmap()
+			if !p.IsValid() {
+				p = netip.PrefixFrom(a, a.BitLen())
+				continue
+			}
+			for !p.Contains(a) {
+				p, _ = p.Addr().Prefix(p.Bits() - 1)
+			}
+		}
+		if p.IsValid() {
+			out = append(out, p.Masked())
+		}
+	}
+	return out
+}
