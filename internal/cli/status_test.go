@@ -72,7 +72,9 @@ func startStuckProxy(t *testing.T, cp *meshtest.ControlPlane, instance, service,
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stream.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: &pb.Hello{Instance: instance, Service: service, Namespace: namespace, AdvertiseAddr: addr}}}); err != nil {
+	if err := stream.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: &pb.Hello{Instance: instance, Service: service, Namespace: namespace, AdvertiseAddr: addr,
+		// Its own service, so another instance joining changes its snapshot.
+		ServicesWanted: []string{service + "." + namespace}}}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &stuckProxy{stream: stream, snaps: make(chan *pb.Snapshot, 16)}

@@ -75,7 +75,7 @@ func TestConfigStreamFirstSnapshot(t *testing.T) {
 	// An ack timeout no test run reaches: unanswered means SYNCING here.
 	cp := cptest.StartControlPlane(t, controlplane.Config{AckTimeout: time.Hour})
 	cert := workloadCert(t, cp, "shop", "frontend")
-	p, snap := connect(t, cp, cert, &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16006", ProxyVersion: "test"})
+	p, snap := connect(t, cp, cert, &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16006", ProxyVersion: "test", ServicesWanted: []string{"frontend.shop"}})
 
 	if snap.GetVersion() != "1" || len(snap.GetHash()) != 64 {
 		t.Errorf("version %q hash %q, want 1 and a hex SHA-256", snap.GetVersion(), snap.GetHash())
@@ -122,8 +122,8 @@ func TestConfigStreamFirstSnapshot(t *testing.T) {
 func TestConfigStreamServicesPoliciesAndMesh(t *testing.T) {
 	cp := cptest.StartControlPlane(t, controlplane.Config{})
 	ctx := context.Background()
-	front, fs := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001"})
-	cat, cs := connect(t, cp, workloadCert(t, cp, "shop", "catalog"), &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002", Labels: map[string]string{"version": "v1"}})
+	front, fs := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001", ServicesWanted: []string{"catalog.shop"}})
+	cat, cs := connect(t, cp, workloadCert(t, cp, "shop", "catalog"), &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002", Labels: map[string]string{"version": "v1"}, ServicesWanted: []string{"frontend.shop"}})
 
 	wantFront := []string{"127.0.0.1:16001=spiffe://trellis.local/ns/shop/sa/frontend"}
 	wantCat := []string{"127.0.0.1:16002=spiffe://trellis.local/ns/shop/sa/catalog"}
@@ -287,7 +287,7 @@ func TestConfigStreamGracePeriod(t *testing.T) {
 	const grace = 300 * time.Millisecond
 	cp := cptest.StartControlPlane(t, controlplane.Config{EndpointGracePeriod: grace})
 	ctx := context.Background()
-	front, _ := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001"})
+	front, _ := connect(t, cp, workloadCert(t, cp, "shop", "frontend"), &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16001", ServicesWanted: []string{"catalog.shop"}})
 	catCert := workloadCert(t, cp, "shop", "catalog")
 	catHello := &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002"}
 	cat, cs := connect(t, cp, catCert, catHello)

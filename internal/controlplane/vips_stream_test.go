@@ -28,7 +28,7 @@ func TestVIPsInSnapshotsSurviveRestart(t *testing.T) {
 	cp := cptest.StartControlPlane(t, controlplane.Config{DataDir: dir, VIPRange: vipRange})
 	catalogCert := workloadCert(t, cp, "shop", "catalog")
 	ledgerCert := workloadCert(t, cp, "shop", "ledger")
-	catalog, _ := connect(t, cp, catalogCert, &pb.Hello{Instance: "catalog-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:1"})
+	catalog, _ := connect(t, cp, catalogCert, &pb.Hello{Instance: "catalog-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:1", ServicesWanted: []string{"catalog.shop", "ledger.shop"}})
 	ledger, _ := connect(t, cp, ledgerCert, &pb.Hello{Instance: "ledger-1", Service: "ledger", Namespace: "shop", AdvertiseAddr: "127.0.0.1:2"})
 	var before map[string]string
 	eventually(t, "both services with VIPs in catalog's snapshot", func() (bool, string) {
@@ -52,7 +52,7 @@ func TestVIPsInSnapshotsSurviveRestart(t *testing.T) {
 	cp.Stop(t)
 
 	cp = cptest.StartControlPlane(t, controlplane.Config{DataDir: dir, VIPRange: vipRange})
-	_, s := connect(t, cp, catalogCert, &pb.Hello{Instance: "catalog-2", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:3"})
+	_, s := connect(t, cp, catalogCert, &pb.Hello{Instance: "catalog-2", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:3", ServicesWanted: []string{"catalog.shop", "ledger.shop"}})
 	if got := vips(s); got["catalog.shop"] != before["catalog.shop"] || got["ledger.shop"] != before["ledger.shop"] {
 		t.Errorf("after a restart: VIPs %v, want %v", got, before)
 	}
