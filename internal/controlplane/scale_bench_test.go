@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,8 +42,16 @@ type simProxy struct {
 	// the marker (a path in the benchmark's policy).
 	mu    sync.Mutex
 	acked map[string]time.Time
-	first chan struct{}
+	// addrs[a] is when the proxy acked the first snapshot listing
+	// endpoint address a.
+	addrs  map[string]time.Time
+	first  chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 }
+
+// received counts the bytes every simulated proxy received.
+var received atomic.Int64
 
 // BenchmarkConvergence connects many simulated proxies (config streams in
 // this process, instancesPerService per service, the instances of one
@@ -57,6 +66,16 @@ type simProxy struct {
 // the simulated proxies' own memory too, so it bounds the control plane's
 // share from above. TRELLIS_BENCH_PROXIES (default 1000) sets the scale;
 // TRELLIS_BENCH_NO_ENDPOINTS=1 leaves endpoints out (see below).
+//
+// TRELLIS_BENCH_CALLS (default 5) is how many services each service may
+// call: one ALLOW policy per service admits the next 5 services' identity,
+// under the default deny, so snapshots are scoped to 5 services.
+// TRELLIS_BENCH_CALLS=all is the full mesh instead (default allow, no
+// policies: every proxy is sent every service). The churn_100_per_s shape
+// replaces 100 proxies a second (a new instance at a new address, the old
+// one disconnecting) and times each until every proxy that may call its
+// service has acked a snapshot listing the new address. bytes/change is
+// what the simulated proxies received per change.
 func BenchmarkConvergence(b *testing.B) {
 	n := 1000
 	if v := os.Getenv("TRELLIS_BENCH_PROXIES"); v != "" {
@@ -70,6 +89,15 @@ func BenchmarkConvergence(b *testing.B) {
 	// 1,000 services instead of one endpoint per proxy): it isolates the
 	// control plane's per-round cost from the size of full-mesh snapshots.
 	noEndpoints := os.Getenv("TRELLIS_BENCH_NO_ENDPOINTS") == "1"
+	calls := 5
+	if v := os.Getenv("TRELLIS_BENCH_CALLS"); v == "all" {
+		calls = 0
+	} else if v != "" {
+		var err error
+		if calls, err = strconv.Atoi(v); err != nil || calls < 1 {
+			b.Fatalf("TRELLIS_BENCH_CALLS=%q: want a number >= 1 or all", v)
+		}
+	}
 	const instancesPerService = 10
 	services := (n + instancesPerService - 1) / instancesPerService
 	cp := cptest.StartControlPlane(b, controlplane.Config{Logger: slog.New(slog.DiscardHandler)})
@@ -80,7 +108,21 @@ func BenchmarkConvergence(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	apply(decodeOne(b, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n"))
+	if calls == 0 {
+		apply(decodeOne(b, "apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: {name: default}\nspec: {authorization: {default: allow}}\n"))
+	} else {
+		var pols []resource.Object
+		for s := range services {
+			var from []string
+			for k := 1; k <= calls; k++ {
+				from = append(from, fmt.Sprintf("svc-%04d", (s+k)%services))
+			}
+			pols = append(pols, decodeOne(b, fmt.Sprintf("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n"+
+				"metadata: {name: allow-svc-%04d, namespace: default}\nspec: {selector: {service: svc-%04d}, rules: [{from: [{services: [%s]}]}]}\n",
+				s, s, strings.Join(from, ", "))))
+		}
+		apply(pols...)
+	}
 
 	runtime.GC()
 	runtime.GC()
@@ -88,9 +130,11 @@ func BenchmarkConvergence(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	start := time.Now()
 	proxies := make([]*simProxy, 0, n)
+	conns := map[string]*grpc.ClientConn{}
 	for s := range services {
 		svc := fmt.Sprintf("svc-%04d", s)
 		conn := dialAs(b, cp, certFor(b, cp, client, svc))
+		conns[svc] = conn
 		for i := range instancesPerService {
 			if len(proxies) == n {
 				break
@@ -105,7 +149,8 @@ func BenchmarkConvergence(b *testing.B) {
 	for _, p := range proxies {
 		<-p.first
 	}
-	b.Logf("%d proxies (%d services) connected and configured in %s", n, services, time.Since(start).Round(time.Millisecond))
+	b.Logf("%d proxies (%d services, each calling %d) connected and configured in %s, %d MB received", n, services, calls,
+		time.Since(start).Round(time.Millisecond), received.Load()>>20)
 	// Let the join-time push rounds settle before measuring memory.
 	time.Sleep(time.Second)
 	// Twice: sync.Pool keeps buffers (gRPC's encode buffers) through one GC.
@@ -135,9 +180,10 @@ func BenchmarkConvergence(b *testing.B) {
 		{"mesh_wide", identity.ControlPlaneNamespace, "{}", func(int) bool { return true }},
 	} {
 		b.Run(fmt.Sprintf("proxies=%d/%s", n, shape.name), func(b *testing.B) {
-			var p50s, p99s, maxes []float64
+			var p50s, p99s, maxes, bytesPer []float64
 			iter := 0
 			for b.Loop() {
+				rx := received.Load()
 				iter++
 				marker := fmt.Sprintf("/%s/%d", shape.name, iter)
 				pol := decodeOne(b, fmt.Sprintf("apiVersion: trellis.dev/v1alpha1\nkind: AuthorizationPolicy\n"+
@@ -161,13 +207,82 @@ func BenchmarkConvergence(b *testing.B) {
 				p50s = append(p50s, lat[len(lat)/2])
 				p99s = append(p99s, lat[min(len(lat)-1, len(lat)*99/100)])
 				maxes = append(maxes, lat[len(lat)-1])
+				bytesPer = append(bytesPer, float64(received.Load()-rx))
 			}
 			b.ReportMetric(median(p50s), "p50-ms")
 			b.ReportMetric(median(p99s), "p99-ms")
 			b.ReportMetric(median(maxes), "max-ms")
+			b.ReportMetric(median(bytesPer), "bytes/change")
 			b.ReportMetric(perProxy, "heap-MB/proxy")
 		})
 	}
+	if calls > 0 && !noEndpoints {
+		b.Run(fmt.Sprintf("proxies=%d/churn_100_per_s", n), func(b *testing.B) {
+			benchChurn(b, proxies, services, calls, instancesPerService, func(svc string) *grpc.ClientConn { return conns[svc] })
+		})
+	}
+}
+
+// benchChurn replaces 100 proxies a second for 5 s per iteration: each
+// replacement is a new instance of the same service at a new address (the
+// old stream closes), timed until every proxy of the calls services that
+// may call it has acked a snapshot listing the new address.
+func benchChurn(b *testing.B, proxies []*simProxy, services, calls, perService int, conn func(svc string) *grpc.ClientConn) {
+	const rate, seconds = 100, 5
+	var p50s, p99s, maxes, bytesPer []float64
+	gen := 0
+	for b.Loop() {
+		rx := received.Load()
+		type change struct {
+			at      time.Time
+			addr    string
+			callers []*simProxy
+		}
+		var changes []change
+		tick := time.NewTicker(time.Second / rate)
+		for i := range rate * seconds {
+			<-tick.C
+			gen++
+			k := (gen * 7919) % len(proxies) // spread over services
+			s := k / perService
+			svc := fmt.Sprintf("svc-%04d", s)
+			addr := fmt.Sprintf("10.%d.%d.%d:%d", s/250, s%250, k%perService, 16000+gen)
+			old := proxies[k]
+			var callers []*simProxy
+			for c := 1; c <= calls; c++ {
+				cs := (s + c) % services // the policy of s admits the next calls services
+				callers = append(callers, proxies[cs*perService:min(len(proxies), (cs+1)*perService)]...)
+			}
+			changes = append(changes, change{at: time.Now(), addr: addr, callers: callers})
+			proxies[k] = startSim(b, conn(svc), svc, fmt.Sprintf("%s-r%d", svc, gen), addr)
+			old.cancel()
+			_ = i
+		}
+		tick.Stop()
+		var lat []float64
+		deadline := time.Now().Add(2 * time.Minute)
+		for _, c := range changes {
+			for _, p := range c.callers {
+				if p.ctx.Err() != nil {
+					continue // replaced since: its successor's join is no push
+				}
+				at, ok := p.awaitAddr(c.addr, deadline)
+				if !ok {
+					b.Fatalf("a caller never acked a snapshot listing %s", c.addr)
+				}
+				lat = append(lat, at.Sub(c.at).Seconds()*1000)
+			}
+		}
+		slices.Sort(lat)
+		p50s = append(p50s, lat[len(lat)/2])
+		p99s = append(p99s, lat[min(len(lat)-1, len(lat)*99/100)])
+		maxes = append(maxes, lat[len(lat)-1])
+		bytesPer = append(bytesPer, float64(received.Load()-rx)/float64(len(changes)))
+	}
+	b.ReportMetric(median(p50s), "p50-ms")
+	b.ReportMetric(median(p99s), "p99-ms")
+	b.ReportMetric(median(maxes), "max-ms")
+	b.ReportMetric(median(bytesPer), "bytes/change")
 }
 
 func decodeOne(b testing.TB, yaml string) resource.Object {
@@ -236,7 +351,7 @@ func startSim(b testing.TB, conn *grpc.ClientConn, svc, instance, addr string) *
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := &simProxy{stream: st, acked: map[string]time.Time{}, first: make(chan struct{})}
+	p := &simProxy{stream: st, acked: map[string]time.Time{}, addrs: map[string]time.Time{}, first: make(chan struct{}), ctx: ctx, cancel: cancel}
 	hello := &pb.Hello{Service: svc, Namespace: "default", AdvertiseAddr: addr, Protocol: "http", Instance: instance}
 	if err := st.SendMsg(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		b.Fatal(err)
@@ -262,6 +377,11 @@ func startSim(b testing.TB, conn *grpc.ClientConn, svc, instance, addr string) *
 					p.acked[mk] = now
 				}
 			}
+			for _, a := range snap.addrs {
+				if _, ok := p.addrs[a]; !ok {
+					p.addrs[a] = now
+				}
+			}
 			p.mu.Unlock()
 			once.Do(func() { close(p.first) })
 		}
@@ -274,6 +394,22 @@ func (p *simProxy) await(marker string, deadline time.Time) (time.Time, bool) {
 	for {
 		p.mu.Lock()
 		at, ok := p.acked[marker]
+		p.mu.Unlock()
+		if ok {
+			return at, true
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, false
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// awaitAddr returns when the proxy acked a snapshot listing addr.
+func (p *simProxy) awaitAddr(addr string, deadline time.Time) (time.Time, bool) {
+	for {
+		p.mu.Lock()
+		at, ok := p.addrs[addr]
 		p.mu.Unlock()
 		if ok {
 			return at, true
@@ -315,6 +451,7 @@ func policyPaths(policies [][]byte) []string {
 type lazySnapshot struct {
 	version, hash string
 	policies      [][]byte
+	addrs         []string // endpoint addresses
 }
 
 // simCodec marshals requests as protobuf and reads a ControlMessage's
@@ -326,6 +463,7 @@ func (simCodec) Name() string { return "proto" }
 func (simCodec) Marshal(v any) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
 
 func (simCodec) Unmarshal(data []byte, v any) error {
+	received.Add(int64(len(data)))
 	out := v.(*lazySnapshot)
 	for len(data) > 0 {
 		num, typ, n := protowire.ConsumeTag(data)
@@ -363,6 +501,8 @@ func (simCodec) Unmarshal(data []byte, v any) error {
 					out.version = string(b)
 				case 2:
 					out.hash = string(b)
+				case 5:
+					out.addrs = appendAddrs(out.addrs, b)
 				case 6:
 					out.policies = append(out.policies, bytes.Clone(b))
 				}
@@ -376,4 +516,48 @@ func (simCodec) Unmarshal(data []byte, v any) error {
 		data = data[n:]
 	}
 	return nil
+}
+
+// appendAddrs adds the endpoint addresses of one encoded Service.
+func appendAddrs(out []string, svc []byte) []string {
+	for len(svc) > 0 {
+		f, t, n := protowire.ConsumeTag(svc)
+		if n < 0 {
+			return out
+		}
+		svc = svc[n:]
+		if f != 4 || t != protowire.BytesType { // Service.endpoints
+			if n = protowire.ConsumeFieldValue(f, t, svc); n < 0 {
+				return out
+			}
+			svc = svc[n:]
+			continue
+		}
+		ep, n := protowire.ConsumeBytes(svc)
+		if n < 0 {
+			return out
+		}
+		svc = svc[n:]
+		for len(ep) > 0 {
+			f, t, n := protowire.ConsumeTag(ep)
+			if n < 0 {
+				return out
+			}
+			ep = ep[n:]
+			if f == 1 && t == protowire.BytesType { // Endpoint.address
+				a, n := protowire.ConsumeBytes(ep)
+				if n < 0 {
+					return out
+				}
+				out = append(out, string(a))
+				ep = ep[n:]
+				continue
+			}
+			if n = protowire.ConsumeFieldValue(f, t, ep); n < 0 {
+				return out
+			}
+			ep = ep[n:]
+		}
+	}
+	return out
 }

@@ -107,7 +107,9 @@ func TestDiscoveryOnFirstUse(t *testing.T) {
 	waitScoped(t, front)
 	viaProxy := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(mustURL(t, "http://"+front.HTTPProxyAddr())), MaxIdleConnsPerHost: 16}}
 
-	denied := func(code int, body string) bool { return code == http.StatusForbidden && strings.Contains(body, "RBAC: access denied") }
+	denied := func(code int, body string) bool {
+		return code == http.StatusForbidden && strings.Contains(body, "RBAC: access denied")
+	}
 	if bad := hammer(400, func() (int, string, error) { return do(viaProxy, "http://ledger.shop/x") }, denied); len(bad) > 0 {
 		t.Fatalf("%d of 400 calls to ledger.shop (outside the scope) were not denied by ledger's proxy; first: %s", len(bad), bad[0])
 	}
@@ -153,7 +155,9 @@ func TestDiscoveryByVirtualIP(t *testing.T) {
 		t.Fatalf("ledger's virtual IP: %v %v", vip, err)
 	}
 	dst := netip.AddrPortFrom(vip, 8080)
-	denied := func(code int, body string) bool { return code == http.StatusForbidden && strings.Contains(body, "RBAC: access denied") }
+	denied := func(code int, body string) bool {
+		return code == http.StatusForbidden && strings.Contains(body, "RBAC: access denied")
+	}
 	call := func() (int, string, error) {
 		c := r.Client(t, front.CaptureAddr(), dst, false)
 		c.Transport.(*http.Transport).DisableKeepAlives = true // a new captured connection each time
