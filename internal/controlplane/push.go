@@ -250,7 +250,7 @@ func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	sent := 0
 	for i := range targets {
 		t := &targets[i]
-		snap, err := snapshot.Build(v, &t.Workload)
+		snap, err := snapshot.BuildFrom(v, &t.Workload, t.Desired)
 		if err != nil {
 			p.buildFailed(t.Workload.Instance, err)
 			continue
@@ -283,7 +283,7 @@ func (p *pusher) roundFor(instances map[string]bool) {
 		if !ok {
 			continue
 		}
-		snap, err := snapshot.Build(v, &t.Workload)
+		snap, err := snapshot.BuildFrom(v, &t.Workload, t.Desired)
 		if err != nil {
 			p.buildFailed(inst, err)
 			continue

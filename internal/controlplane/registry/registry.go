@@ -376,6 +376,9 @@ func (r *Registry[S]) View() ([]workload, []idleService, uint64) {
 type Target[S Stream] struct {
 	Workload workload
 	Stream   S
+	// Desired is the snapshot last offered to the proxy (nil: none), so
+	// a build can reuse it when nothing of the proxy's changed.
+	Desired *pb.Snapshot
 	// Initial: the stream has not been offered a snapshot yet.
 	Initial bool
 }
@@ -389,7 +392,7 @@ func (r *Registry[S]) Targets(initialOnly bool) []Target[S] {
 	out := make([]Target[S], 0, len(r.entries))
 	for _, e := range r.entries {
 		if e.stream != none && (e.initial || !initialOnly) {
-			out = append(out, Target[S]{Workload: e.w, Stream: e.stream, Initial: e.initial})
+			out = append(out, Target[S]{Workload: e.w, Stream: e.stream, Initial: e.initial, Desired: e.desiredSnap})
 		}
 	}
 	return out

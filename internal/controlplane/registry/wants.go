@@ -56,5 +56,5 @@ func (r *Registry[S]) Target(instance string) (Target[S], bool) {
 	if e == nil || e.stream == none {
 		return Target[S]{}, false
 	}
-	return Target[S]{Workload: e.w, Stream: e.stream, Initial: e.initial}, true
+	return Target[S]{Workload: e.w, Stream: e.stream, Initial: e.initial, Desired: e.desiredSnap}, true
 }

@@ -19,6 +19,7 @@ import (
 	"hash"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -122,7 +123,10 @@ type View struct {
 	services    []*pb.Service
 	byKey       map[ServiceKey]*pb.Service
 	idx         *scopeIndex
-	policies    []Policy // sorted by namespace, name
+	selIndex    selectorIndex
+	scopeMu     sync.Mutex
+	scopes      map[*ServiceKey]*scope // by scopeID
+	policies    []Policy               // sorted by namespace, name
 	reportSecs  uint32
 	issuer      string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
@@ -155,13 +159,29 @@ func NewView(in Input) (*View, error) {
 	})
 	v.problems = sharedProblems(&in, v)
 	v.byKey = make(map[ServiceKey]*pb.Service, len(v.services))
+	var prev *scopeIndex
+	if pv := in.Previous; pv != nil {
+		prev = pv.idx
+		// Unchanged parts keep their messages, so that a proxy whose
+		// parts are all unchanged keeps its snapshot without a marshal
+		// (BuildFrom).
+		for i, svc := range v.services {
+			if old := pv.byKey[ServiceKey{svc.GetNamespace(), svc.GetName()}]; old != nil && proto.Equal(old, svc) {
+				v.services[i] = old
+			}
+		}
+		if proto.Equal(pv.mesh, v.mesh) {
+			v.mesh = pv.mesh
+		}
+		if slices.EqualFunc(pv.trustBundle, v.trustBundle, bytes.Equal) {
+			v.trustBundle = pv.trustBundle
+		}
+	}
 	for _, svc := range v.services {
 		v.byKey[ServiceKey{svc.GetNamespace(), svc.GetName()}] = svc
 	}
-	var prev *scopeIndex
-	if in.Previous != nil {
-		prev = in.Previous.idx
-	}
+	v.selIndex = indexSelectors(v.policies)
+	v.scopes = map[*ServiceKey]*scope{}
 	v.idx = newScopeIndex(prev, in.Mesh.Authorization.Default == "allow", summarize(in.Workloads, in.Idle), v.policies)
 	shared, err := deterministic.Marshal(&pb.Snapshot{Mesh: v.mesh, TrustBundle: v.trustBundle})
 	if err != nil {
@@ -187,17 +207,26 @@ func reportSeconds(d time.Duration) uint32 {
 // asked for (Workload.Wants). A policy a proxy would refuse makes it fail
 // with an *InconsistentError; v's own consistency is the caller's to
 // check, once (View.Consistent).
-func Build(v *View, w *Workload) (*pb.Snapshot, error) {
+func Build(v *View, w *Workload) (*pb.Snapshot, error) { return BuildFrom(v, w, nil) }
+
+// BuildFrom is Build given the snapshot last built for w (nil: none):
+// when every part of w's is the same message as prev's, the result is a
+// copy of prev (version cleared) without marshaling or hashing again.
+func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
+	sc, err := v.scoped(w)
+	if err != nil {
+		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
+	}
 	snap := &pb.Snapshot{
 		Mesh:                  v.mesh,
 		TrustBundle:           v.trustBundle,
-		Services:              v.scopedServices(w),
+		Services:              sc.services,
 		ReportIntervalSeconds: v.reportSecs,
 		Issuer:                v.issuer,
 	}
 	var problems []string
 	var selected []int
-	for i := range v.policies {
+	for _, i := range v.selIndex.candidates(w) {
 		if p := &v.policies[i]; Selects(p, w) {
 			selected = append(selected, i)
 			snap.Policies = append(snap.Policies, p.JSON)
@@ -210,31 +239,75 @@ func Build(v *View, w *Workload) (*pb.Snapshot, error) {
 		return nil, &InconsistentError{Problems: problems}
 	}
 	snap.Peers = v.peers(selected)
-	own, err := deterministic.Marshal(&pb.Snapshot{Services: snap.Services, Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers})
+	if prev != nil && sameParts(prev, snap) {
+		snap.Hash = prev.GetHash()
+		return snap, nil
+	}
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
-	if snap.Hash, err = v.hash(own); err != nil {
+	if snap.Hash, err = v.hash(sc, own); err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
 	return snap, nil
 }
 
-// scopedServices lists the services of w's scope that v knows, sorted.
-func (v *View) scopedServices(w *Workload) []*pb.Service {
+// scope is one distinct scope of a view: its services and the hash state
+// after the shared fields and them, shared by every proxy with that scope.
+type scope struct {
+	services []*pb.Service
+	state    hash.Cloner // nil when SHA-256 state cannot be cloned
+	encoded  []byte      // the services' encoding, when state is nil
+}
+
+// scoped returns w's scope: the services its identity may call and those
+// it asked for that v knows.
+func (v *View) scoped(w *Workload) (*scope, error) {
 	keys := v.idx.scope(authz.Caller{Principal: w.SPIFFEID, Namespace: w.Namespace, Service: w.Service})
 	if len(w.Wants) > 0 {
-		keys = append(slices.Clone(keys), w.Wants...)
-		slices.SortFunc(keys, CompareKeys)
-		keys = slices.Compact(keys)
+		merged := append(slices.Clone(keys), w.Wants...)
+		slices.SortFunc(merged, CompareKeys)
+		merged = slices.Compact(merged)
+		merged = slices.DeleteFunc(merged, func(k ServiceKey) bool { return v.byKey[k] == nil })
+		keys = v.idx.intern(merged)
 	}
-	out := make([]*pb.Service, 0, len(keys))
+	v.scopeMu.Lock()
+	defer v.scopeMu.Unlock()
+	id := scopeID(keys)
+	if sc, ok := v.scopes[id]; ok {
+		return sc, nil
+	}
+	sc := &scope{services: make([]*pb.Service, 0, len(keys))}
 	for _, k := range keys {
 		if svc := v.byKey[k]; svc != nil {
-			out = append(out, svc)
+			sc.services = append(sc.services, svc)
 		}
 	}
-	return out
+	enc, err := deterministic.Marshal(&pb.Snapshot{Services: sc.services})
+	if err != nil {
+		return nil, err
+	}
+	if v.prefix != nil {
+		c, err := v.prefix.Clone()
+		if err != nil {
+			return nil, err
+		}
+		c.Write(enc)
+		sc.state = c.(hash.Cloner)
+	} else {
+		sc.encoded = enc
+	}
+	v.scopes[id] = sc
+	return sc, nil
+}
+
+// scopeID identifies an interned key list by its first element's address.
+func scopeID(keys []ServiceKey) *ServiceKey {
+	if len(keys) == 0 {
+		return nil
+	}
+	return &keys[0]
 }
 
 // peers merges the identities the selected policies need (peersOf),
@@ -242,7 +315,7 @@ func (v *View) scopedServices(w *Workload) []*pb.Service {
 func (v *View) peers(selected []int) []*pb.PeerIdentity {
 	var out []*pb.PeerIdentity
 	for _, i := range selected {
-		p := v.idx.peersOf(i)
+		p := v.idx.peersOf(&v.policies[i])
 		if out == nil {
 			out = p
 			continue
@@ -275,12 +348,12 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
-// hash finishes the snapshot hash from the shared prefix and one proxy's
-// own fields.
-func (v *View) hash(own []byte) (string, error) {
+// hash finishes the snapshot hash from the state after the shared fields
+// and the scope's services, and one proxy's own fields.
+func (v *View) hash(sc *scope, own []byte) (string, error) {
 	var h hash.Hash
-	if v.prefix != nil {
-		c, err := v.prefix.Clone()
+	if sc.state != nil {
+		c, err := sc.state.Clone()
 		if err != nil {
 			return "", err
 		}
@@ -288,6 +361,7 @@ func (v *View) hash(own []byte) (string, error) {
 	} else {
 		h = sha256.New()
 		h.Write(v.shared)
+		h.Write(sc.encoded)
 	}
 	h.Write(own)
 	return hex.EncodeToString(h.Sum(nil)), nil
@@ -441,4 +515,48 @@ func WithVIPs(svcs []*pb.Service, vips map[ServiceKey]string) []*pb.Service {
 		s.VirtualIp = vips[ServiceKey{s.GetNamespace(), s.GetName()}]
 	}
 	return svcs
+}
+
+// sameParts reports whether a and b are built of the same messages (the
+// view reuses unchanged ones), so they hash alike.
+func sameParts(a, b *pb.Snapshot) bool {
+	return a.GetHash() != "" && a.Mesh == b.Mesh && a.ReportIntervalSeconds == b.ReportIntervalSeconds && a.Issuer == b.Issuer &&
+		len(a.TrustBundle) > 0 && len(a.TrustBundle) == len(b.TrustBundle) && &a.TrustBundle[0] == &b.TrustBundle[0] &&
+		slices.Equal(a.Services, b.Services) &&
+		slices.EqualFunc(a.Policies, b.Policies, bytes.Equal) &&
+		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {
+			return x.GetSpiffeId() == y.GetSpiffeId() && x.GetService() == y.GetService()
+		})
+}
+
+// selectorIndex finds the policies that may select a workload by their
+// namespace and selector service, in policy order.
+type selectorIndex struct {
+	meshWide []int
+	byKey    map[ServiceKey][]int // Name "": any service of the namespace
+}
+
+func indexSelectors(policies []Policy) selectorIndex {
+	x := selectorIndex{byKey: map[ServiceKey][]int{}}
+	for i := range policies {
+		p := &policies[i]
+		if p.Namespace == authz.MeshNamespace && p.Selector.Service == "" && len(p.Selector.MatchLabels) == 0 {
+			x.meshWide = append(x.meshWide, i)
+			continue
+		}
+		k := ServiceKey{Namespace: p.Namespace, Name: p.Selector.Service}
+		x.byKey[k] = append(x.byKey[k], i)
+	}
+	return x
+}
+
+// candidates lists, sorted, the policies that may select w.
+func (x *selectorIndex) candidates(w *Workload) []int {
+	a, b := x.byKey[ServiceKey{Namespace: w.Namespace}], x.byKey[ServiceKey{Namespace: w.Namespace, Name: w.Service}]
+	if len(x.meshWide) == 0 && len(a) == 0 {
+		return b
+	}
+	out := slices.Concat(x.meshWide, a, b)
+	slices.Sort(out)
+	return out
 }

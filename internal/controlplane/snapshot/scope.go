@@ -38,11 +38,15 @@ type scopeIndex struct {
 	ambiguous                                                map[string]bool
 	callersByPrincipal, callersByService, callersByNamespace map[string][]int
 
-	policies []Policy // the view's, sorted
+	// svcFP identifies the services alone: peers stay valid while it does.
+	svcFP [32]byte
 
 	mu     sync.Mutex
 	scopes map[authz.Caller][]ServiceKey
-	peers  map[int][]*pb.PeerIdentity // by index into policies
+	// interned holds one slice per distinct scope (by its keys), so
+	// callers with equal scopes share it and what views derive from it.
+	interned map[string][]ServiceKey
+	peers    map[string][]*pb.PeerIdentity // by policy JSON
 }
 
 type allowEntry struct {
@@ -112,8 +116,10 @@ func CompareKeys(a, b ServiceKey) int {
 	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 }
 
-// fingerprint identifies the inputs of a scope index.
-func fingerprint(defaultAllow bool, svcs []serviceSummary, policies []Policy) [32]byte {
+// fingerprint identifies the inputs of a scope index: the services, and
+// with policies the mesh default and the ALLOW policies (a DENY policy
+// changes no scope; the peers it names are cached by its content).
+func fingerprint(defaultAllow bool, svcs []serviceSummary, policies []Policy, withPolicies bool) [32]byte {
 	h := sha256.New()
 	var n [8]byte
 	put := func(s string) {
@@ -121,7 +127,7 @@ func fingerprint(defaultAllow bool, svcs []serviceSummary, policies []Policy) [3
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	if defaultAllow {
+	if withPolicies && defaultAllow {
 		put("allow")
 	}
 	for i := range svcs {
@@ -138,7 +144,9 @@ func fingerprint(defaultAllow bool, svcs []serviceSummary, policies []Policy) [3
 		put("")
 	}
 	for i := range policies {
-		put(string(policies[i].JSON))
+		if withPolicies && policies[i].action == resource.ActionAllow {
+			put(string(policies[i].JSON))
+		}
 	}
 	var out [32]byte
 	h.Sum(out[:0])
@@ -148,12 +156,20 @@ func fingerprint(defaultAllow bool, svcs []serviceSummary, policies []Policy) [3
 // newScopeIndex builds the index, or returns prev when its inputs are the
 // same.
 func newScopeIndex(prev *scopeIndex, defaultAllow bool, svcs []serviceSummary, policies []Policy) *scopeIndex {
-	fp := fingerprint(defaultAllow, svcs, policies)
+	fp := fingerprint(defaultAllow, svcs, policies, true)
 	if prev != nil && prev.fp == fp {
 		return prev
 	}
+	svcFP := fingerprint(defaultAllow, svcs, nil, false)
+	peers := map[string][]*pb.PeerIdentity{}
+	if prev != nil && prev.svcFP == svcFP && len(prev.peers) <= 2*len(policies)+16 {
+		prev.mu.Lock()
+		peers = maps.Clone(prev.peers)
+		prev.mu.Unlock()
+	}
 	x := &scopeIndex{
 		fp:                 fp,
+		svcFP:              svcFP,
 		byPrincipal:        map[string][]int{},
 		byService:          map[string][]int{},
 		byNamespace:        map[string][]int{},
@@ -161,9 +177,9 @@ func newScopeIndex(prev *scopeIndex, defaultAllow bool, svcs []serviceSummary, p
 		callersByPrincipal: map[string][]int{},
 		callersByService:   map[string][]int{},
 		callersByNamespace: map[string][]int{},
-		policies:           policies,
 		scopes:             map[authz.Caller][]ServiceKey{},
-		peers:              map[int][]*pb.PeerIdentity{},
+		interned:           map[string][]ServiceKey{},
+		peers:              peers,
 	}
 	protected := map[ServiceKey]bool{}
 	for i := range policies {
@@ -274,20 +290,41 @@ func (x *scopeIndex) scope(c authz.Caller) []ServiceKey {
 		}
 	}
 	slices.SortFunc(out, CompareKeys)
-	out = slices.Compact(out)
+	out = x.internLocked(slices.Compact(out))
 	x.scopes[c] = out
 	return out
 }
 
-// peersOf returns the identities policy i names or admits by name, with
-// their services, sorted by SPIFFE ID. The slice is shared.
-func (x *scopeIndex) peersOf(i int) []*pb.PeerIdentity {
+// intern returns the shared slice with keys' content (sorted, distinct).
+func (x *scopeIndex) intern(keys []ServiceKey) []ServiceKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if p, ok := x.peers[i]; ok {
-		return p
+	return x.internLocked(keys)
+}
+
+func (x *scopeIndex) internLocked(keys []ServiceKey) []ServiceKey {
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k.Namespace)
+		b.WriteByte('/')
+		b.WriteString(k.Name)
+		b.WriteByte(0)
 	}
-	p := &x.policies[i]
+	if s, ok := x.interned[b.String()]; ok {
+		return s
+	}
+	x.interned[b.String()] = keys
+	return keys
+}
+
+// peersOf returns the identities policy p names or admits by name, with
+// their services, sorted by SPIFFE ID. The slice is shared.
+func (x *scopeIndex) peersOf(p *Policy) []*pb.PeerIdentity {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if out, ok := x.peers[string(p.JSON)]; ok {
+		return out
+	}
 	var out []*pb.PeerIdentity
 	if p.reach != nil {
 		allow := p.action == resource.ActionAllow
@@ -303,7 +340,7 @@ func (x *scopeIndex) peersOf(i int) []*pb.PeerIdentity {
 	}
 	slices.SortFunc(out, func(a, b *pb.PeerIdentity) int { return cmp.Compare(a.GetSpiffeId(), b.GetSpiffeId()) })
 	out = slices.CompactFunc(out, func(a, b *pb.PeerIdentity) bool { return a.GetSpiffeId() == b.GetSpiffeId() })
-	x.peers[i] = out
+	x.peers[string(p.JSON)] = out
 	return out
 }
 

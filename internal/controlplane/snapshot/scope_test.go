@@ -244,6 +244,25 @@ spec:
 		t.Fatal(err)
 	}
 	front2, evil2 := build(v2, "frontend"), build(v2, "evil")
+	// BuildFrom reuses the last snapshot only when nothing of it changed,
+	// and always agrees with Build and with the hash's definition.
+	for _, c := range []struct {
+		svc         string
+		prev, fresh *pb.Snapshot
+	}{{"frontend", front1, front2}, {"evil", evil1, evil2}} {
+		for _, w := range in.Workloads {
+			if w.Service != c.svc {
+				continue
+			}
+			got, err := snapshot.BuildFrom(v2, &w, c.prev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ref, _ := snapshot.Hash(got); got.GetHash() != c.fresh.GetHash() || ref != got.GetHash() {
+				t.Errorf("%s: BuildFrom hash %s, Build %s, content %s: want all equal", c.svc, got.GetHash(), c.fresh.GetHash(), ref)
+			}
+		}
+	}
 	if front1.GetHash() == front2.GetHash() {
 		t.Error("frontend's snapshot did not change when catalog's endpoint moved")
 	}
