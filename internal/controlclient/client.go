@@ -107,6 +107,9 @@ type Client struct {
 	// bundle is the trust bundle of the last snapshot applied (owned by
 	// the stream goroutine): a change is reported at once.
 	bundle [][]byte
+	// last is the last snapshot applied, whole (owned by the stream
+	// goroutine): the base of the next SnapshotDelta.
+	last *pb.Snapshot
 }
 
 // Run keeps the stream up until ctx ends.
@@ -195,6 +198,7 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 	if c.Wanted != nil {
 		hello.ServicesWanted = c.Wanted()
 	}
+	hello.AcceptsDeltas = true
 	if err := st.Send(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		return fmt.Errorf("send hello: %w", err)
 	}
@@ -271,6 +275,12 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 			return err
 		}
 		snap := msg.GetSnapshot()
+		var deltaErr error
+		if d := msg.GetDelta(); d != nil {
+			if snap, deltaErr = applyDelta(c.last, d); deltaErr != nil {
+				snap = &pb.Snapshot{Version: d.GetVersion()}
+			}
+		}
 		if snap == nil {
 			continue
 		}
@@ -282,12 +292,17 @@ func (c *Client) stream(ctx context.Context, client pb.ConfigClient) error {
 			}
 		}
 		var reply *pb.ProxyMessage
-		if err := c.Target.Apply(snap); err != nil {
+		err = deltaErr
+		if err == nil {
+			err = c.Target.Apply(snap)
+		}
+		if err != nil {
 			c.Log.Error("config rejected; keeping the last good config", "version", snap.GetVersion(), "err", err)
 			reply = &pb.ProxyMessage{Message: &pb.ProxyMessage_Nack{Nack: &pb.Nack{Version: snap.GetVersion(), Error: err.Error()}}}
 		} else {
 			c.Log.Info("config applied", "version", snap.GetVersion(), "hash", short(snap.GetHash()), "services", len(snap.GetServices()), "policies", len(snap.GetPolicies()))
 			reply = &pb.ProxyMessage{Message: &pb.ProxyMessage_Ack{Ack: &pb.Ack{Version: snap.GetVersion(), Hash: snap.GetHash()}}}
+			c.last = snap
 		}
 		select {
 		case out <- reply:

@@ -103,15 +103,31 @@ func (s *configServer) stream(stream pb.Config_StreamServer) error {
 	// returns, gRPC ends the stream and the pending Recv returns.
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- s.receive(stream, w.Instance, ps, log) }()
+	ds := deltaSender{enabled: hello.GetAcceptsDeltas()}
 	for {
 		select {
 		case snap := <-ps.slot:
+			msg := ds.message(snap)
+			if err := stream.Send(msg); err != nil {
+				log.Info("proxy disconnected", "err", err)
+				return err
+			}
+			s.metrics.snapshotPushes.Inc()
+			if msg.GetDelta() != nil {
+				s.metrics.deltaPushes.Inc()
+			}
+			log.Debug("snapshot sent", "version", snap.GetVersion(), "hash", snap.GetHash(), "delta", msg.GetDelta() != nil)
+		case v := <-ps.resync:
+			snap := ds.resync(v)
+			if snap == nil {
+				continue
+			}
 			if err := stream.Send(&pb.ControlMessage{Message: &pb.ControlMessage_Snapshot{Snapshot: snap}}); err != nil {
 				log.Info("proxy disconnected", "err", err)
 				return err
 			}
 			s.metrics.snapshotPushes.Inc()
-			log.Debug("snapshot sent", "version", snap.GetVersion(), "hash", snap.GetHash())
+			log.Info("delta refused by the proxy; sent the whole snapshot", "version", v)
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
 				log.Info("proxy disconnected")
@@ -152,6 +168,7 @@ func (s *configServer) receive(stream pb.Config_StreamServer, instance string, p
 		case *pb.ProxyMessage_Nack:
 			s.metrics.nacks.Inc()
 			reg.Nack(instance, ps, m.Nack)
+			ps.askResync(m.Nack.GetVersion())
 			log.Warn("snapshot rejected by proxy", "version", m.Nack.GetVersion(), "error", m.Nack.GetError())
 		case *pb.ProxyMessage_Report:
 			if err := registry.CheckReport(m.Report); err != nil {

@@ -52,6 +52,7 @@ type testProxy struct {
 	stream pb.Config_StreamClient
 	cancel context.CancelFunc
 	msgs   chan *pb.Snapshot
+	deltas chan *pb.SnapshotDelta // only with Hello.accepts_deltas
 	done   chan struct{}
 	err    error // set before done closes
 }
@@ -65,7 +66,7 @@ func openStream(t *testing.T, client pb.ConfigClient, first *pb.ProxyMessage) *t
 		cancel()
 		t.Fatal(err)
 	}
-	p := &testProxy{stream: stream, cancel: cancel, msgs: make(chan *pb.Snapshot, 100), done: make(chan struct{})}
+	p := &testProxy{stream: stream, cancel: cancel, msgs: make(chan *pb.Snapshot, 100), deltas: make(chan *pb.SnapshotDelta, 100), done: make(chan struct{})}
 	t.Cleanup(p.close)
 	// io.EOF: the server already ended the stream; Recv tells why.
 	if err := stream.Send(first); err != nil && !errors.Is(err, io.EOF) {
@@ -78,6 +79,10 @@ func openStream(t *testing.T, client pb.ConfigClient, first *pb.ProxyMessage) *t
 			if err != nil {
 				p.err = err
 				return
+			}
+			if d := m.GetDelta(); d != nil {
+				p.deltas <- d
+				continue
 			}
 			p.msgs <- m.GetSnapshot()
 		}

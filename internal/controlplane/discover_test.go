@@ -96,3 +96,81 @@ spec:
 		t.Errorf("malformed discover: %v, want InvalidArgument", err)
 	}
 }
+
+func (p *testProxy) nextDelta(t *testing.T) *pb.SnapshotDelta {
+	t.Helper()
+	select {
+	case d := <-p.deltas:
+		return d
+	case s := <-p.msgs:
+		t.Fatalf("got a whole snapshot (version %s), want a delta", s.GetVersion())
+	case <-time.After(waitFor):
+		t.Fatal("no delta")
+	}
+	return nil
+}
+
+// A proxy that accepts deltas is sent only the services that changed,
+// versioned and hashed as the whole snapshot; anything else changing, a
+// NACK of a delta, and every new stream get the whole snapshot.
+func TestDeltasOverStream(t *testing.T) {
+	cp := cptest.StartControlPlane(t, controlplane.Config{AckTimeout: time.Hour})
+	catCert := workloadCert(t, cp, "shop", "catalog")
+	connect(t, cp, catCert, &pb.Hello{Instance: "c-1", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16002"})
+	connect(t, cp, workloadCert(t, cp, "shop", "ledger"), &pb.Hello{Instance: "l-1", Service: "ledger", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16003"})
+	hello := &pb.Hello{Instance: "f-1", Service: "frontend", Namespace: "shop", AcceptsDeltas: true, ServicesWanted: []string{"catalog.shop", "ledger.shop"}}
+	frontCert := workloadCert(t, cp, "shop", "frontend")
+	front, first := connect(t, cp, frontCert, hello)
+	if got := serviceNames(first); !slices.Equal(got, []string{"catalog.shop", "ledger.shop"}) {
+		t.Fatalf("first snapshot (whole) lists %v", got)
+	}
+	desiredHash := func() string {
+		info, _ := proxyInfo(t, cp, "f-1")
+		return info.Desired.Hash
+	}
+
+	// A second catalog instance: a delta carrying catalog alone.
+	connect(t, cp, catCert, &pb.Hello{Instance: "c-2", Service: "catalog", Namespace: "shop", AdvertiseAddr: "127.0.0.1:16012"})
+	d := front.nextDelta(t)
+	if d.GetBaseVersion() != first.GetVersion() || len(d.GetServices()) != 1 || d.GetServices()[0].GetName() != "catalog" || len(d.GetServices()[0].GetEndpoints()) != 2 || len(d.GetRemovedServices()) != 0 {
+		t.Errorf("delta %v: want catalog with 2 endpoints on version %s", d, first.GetVersion())
+	}
+	if d.GetHash() != desiredHash() {
+		t.Errorf("delta hash %s, want the desired snapshot's %s", d.GetHash(), desiredHash())
+	}
+
+	// The proxy cannot apply it: NACK, and the same version comes whole.
+	front.nack(t, &pb.Snapshot{Version: d.GetVersion()}, "delta on another base")
+	whole := front.next(t)
+	if whole.GetVersion() != d.GetVersion() || whole.GetHash() != d.GetHash() || len(endpoints(whole, "catalog", "shop")) != 2 {
+		t.Errorf("after the NACK: version %s hash %.12s, want %s %.12s with both catalog endpoints", whole.GetVersion(), whole.GetHash(), d.GetVersion(), d.GetHash())
+	}
+	front.ack(t, whole)
+
+	// A policy selecting frontend changes more than services: whole.
+	if _, err := cp.Client(t).Apply(t.Context(), decode(t, `
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: frontend, namespace: shop}
+spec:
+  selector: {service: frontend}
+  action: DENY
+  rules:
+  - to: [{paths: ["/admin"]}]
+`), false); err != nil {
+		t.Fatal(err)
+	}
+	if s := front.next(t); len(s.GetPolicies()) != 1 {
+		t.Errorf("after the policy: %d policies, want 1", len(s.GetPolicies()))
+	}
+
+	// A reconnect starts whole again.
+	front.close()
+	hello.RunningVersion, hello.RunningHash = whole.GetVersion(), whole.GetHash()
+	if _, s := connect(t, cp, frontCert, hello); s == nil || len(s.GetServices()) != 2 {
+		t.Errorf("first message of a new stream: %v, want the whole snapshot", s)
+	}
+	if got := controlMetric(t, cp, "trellis_control_snapshot_deltas_total"); got != 1 {
+		t.Errorf("trellis_control_snapshot_deltas_total %v, want 1", got)
+	}
+}

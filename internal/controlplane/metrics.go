@@ -22,6 +22,7 @@ type metrics struct {
 	connectedProxies prometheus.Gauge
 	snapshotPushes   prometheus.Counter
 	discovered       prometheus.Counter
+	deltaPushes      prometheus.Counter
 	acks             prometheus.Counter
 	nacks            prometheus.Counter
 	pushDuration     prometheus.Histogram
@@ -70,6 +71,10 @@ func newMetrics() *metrics {
 			Name: "trellis_control_connected_proxies",
 			Help: "Proxies with an open config stream.",
 		}),
+		deltaPushes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "trellis_control_snapshot_deltas_total",
+			Help: "Snapshots sent as deltas (only services changed; counted in trellis_control_snapshot_pushes_total too).",
+		}),
 		discovered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trellis_control_discovered_services_total",
 			Help: "Services added to a proxy's scope because it asked for them (Hello.services_wanted excluded).",
@@ -115,7 +120,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.certsIssued, m.certifyFailures, m.apiRequests, m.applied, m.tokensIssued, m.tokensRevoked, m.intermediateExp,
-		m.connectedProxies, m.snapshotPushes, m.discovered, m.acks, m.nacks, m.pushDuration, m.streamErrors,
+		m.connectedProxies, m.snapshotPushes, m.discovered, m.deltaPushes, m.acks, m.nacks, m.pushDuration, m.streamErrors,
 		m.convergence, m.convergenceAbandoned, m.driftRepairs, m.inconsistentSnapshots,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

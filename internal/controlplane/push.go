@@ -25,13 +25,24 @@ import (
 // falls behind to the latest content and never holds up the push loop.
 type proxyStream struct {
 	slot   chan *pb.Snapshot
+	resync chan string // versions the proxy NACKed (delta.go)
 	cancel context.CancelCauseFunc
 
 	mu sync.Mutex // makes offer's drain-and-put one step
 }
 
 func newProxyStream(cancel context.CancelCauseFunc) *proxyStream {
-	return &proxyStream{slot: make(chan *pb.Snapshot, 1), cancel: cancel}
+	return &proxyStream{slot: make(chan *pb.Snapshot, 1), resync: make(chan string, 4), cancel: cancel}
+}
+
+// askResync passes a NACKed version to the send loop, which sends it whole
+// if it went as a delta. It never blocks; a full queue drops it (the
+// drift repair re-sends the desired snapshot later).
+func (s *proxyStream) askResync(version string) {
+	select {
+	case s.resync <- version:
+	default:
+	}
 }
 
 // offer queues snap, replacing an unsent older one. It never blocks.

@@ -75,7 +75,9 @@ var received atomic.Int64
 // replaces 100 proxies a second (a new instance at a new address, the old
 // one disconnecting) and times each until every proxy that may call its
 // service has acked a snapshot listing the new address. bytes/change is
-// what the simulated proxies received per change.
+// what the simulated proxies received per change. The simulated proxies
+// accept deltas (endpoint changes as SnapshotDelta) unless
+// TRELLIS_BENCH_NO_DELTAS=1.
 func BenchmarkConvergence(b *testing.B) {
 	n := 1000
 	if v := os.Getenv("TRELLIS_BENCH_PROXIES"); v != "" {
@@ -352,7 +354,8 @@ func startSim(b testing.TB, conn *grpc.ClientConn, svc, instance, addr string) *
 		b.Fatal(err)
 	}
 	p := &simProxy{stream: st, acked: map[string]time.Time{}, addrs: map[string]time.Time{}, first: make(chan struct{}), ctx: ctx, cancel: cancel}
-	hello := &pb.Hello{Service: svc, Namespace: "default", AdvertiseAddr: addr, Protocol: "http", Instance: instance}
+	hello := &pb.Hello{Service: svc, Namespace: "default", AdvertiseAddr: addr, Protocol: "http", Instance: instance,
+		AcceptsDeltas: os.Getenv("TRELLIS_BENCH_NO_DELTAS") != "1"}
 	if err := st.SendMsg(&pb.ProxyMessage{Message: &pb.ProxyMessage_Hello{Hello: hello}}); err != nil {
 		b.Fatal(err)
 	}
@@ -471,7 +474,8 @@ func (simCodec) Unmarshal(data []byte, v any) error {
 			return protowire.ParseError(n)
 		}
 		data = data[n:]
-		if num == 1 && typ == protowire.BytesType { // ControlMessage.snapshot
+		if (num == 1 || num == 2) && typ == protowire.BytesType { // ControlMessage.snapshot or .delta
+			delta := num == 2
 			snap, n := protowire.ConsumeBytes(data)
 			if n < 0 {
 				return protowire.ParseError(n)
@@ -496,14 +500,14 @@ func (simCodec) Unmarshal(data []byte, v any) error {
 					return protowire.ParseError(n)
 				}
 				snap = snap[n:]
-				switch f {
-				case 1:
+				switch {
+				case f == 1:
 					out.version = string(b)
-				case 2:
+				case f == 2:
 					out.hash = string(b)
-				case 5:
+				case f == 5 && !delta, f == 4 && delta: // services
 					out.addrs = appendAddrs(out.addrs, b)
-				case 6:
+				case f == 6 && !delta:
 					out.policies = append(out.policies, bytes.Clone(b))
 				}
 			}

@@ -225,6 +225,7 @@ type ControlMessage struct {
 	// Types that are valid to be assigned to Message:
 	//
 	//	*ControlMessage_Snapshot
+	//	*ControlMessage_Delta
 	Message       isControlMessage_Message `protobuf_oneof:"message"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -276,6 +277,15 @@ func (x *ControlMessage) GetSnapshot() *Snapshot {
 	return nil
 }
 
+func (x *ControlMessage) GetDelta() *SnapshotDelta {
+	if x != nil {
+		if x, ok := x.Message.(*ControlMessage_Delta); ok {
+			return x.Delta
+		}
+	}
+	return nil
+}
+
 type isControlMessage_Message interface {
 	isControlMessage_Message()
 }
@@ -284,7 +294,99 @@ type ControlMessage_Snapshot struct {
 	Snapshot *Snapshot `protobuf:"bytes,1,opt,name=snapshot,proto3,oneof"`
 }
 
+type ControlMessage_Delta struct {
+	// Only to a proxy whose Hello set accepts_deltas.
+	Delta *SnapshotDelta `protobuf:"bytes,2,opt,name=delta,proto3,oneof"`
+}
+
 func (*ControlMessage_Snapshot) isControlMessage_Message() {}
+
+func (*ControlMessage_Delta) isControlMessage_Message() {}
+
+// SnapshotDelta turns the snapshot of base_version into a new version
+// whose only change is in services; every other field is the base's. The
+// proxy applies it only on top of base_version (the version it runs),
+// and only when the result's hash is `hash`; otherwise it NACKs the
+// version and the control plane sends that version whole. A stream's
+// first snapshot, and any that changes more than services, is whole.
+type SnapshotDelta struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Version string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Snapshot.hash of the whole resulting snapshot.
+	Hash        string `protobuf:"bytes,2,opt,name=hash,proto3" json:"hash,omitempty"`
+	BaseVersion string `protobuf:"bytes,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	// Services added or changed, each whole (all its endpoints).
+	Services []*Service `protobuf:"bytes,4,rep,name=services,proto3" json:"services,omitempty"`
+	// Services no longer in the snapshot, as "name.namespace".
+	RemovedServices []string `protobuf:"bytes,5,rep,name=removed_services,json=removedServices,proto3" json:"removed_services,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *SnapshotDelta) Reset() {
+	*x = SnapshotDelta{}
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotDelta) ProtoMessage() {}
+
+func (x *SnapshotDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotDelta.ProtoReflect.Descriptor instead.
+func (*SnapshotDelta) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SnapshotDelta) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SnapshotDelta) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *SnapshotDelta) GetBaseVersion() string {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return ""
+}
+
+func (x *SnapshotDelta) GetServices() []*Service {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *SnapshotDelta) GetRemovedServices() []string {
+	if x != nil {
+		return x.RemovedServices
+	}
+	return nil
+}
 
 // Hello registers the workload behind the proxy.
 type Hello struct {
@@ -316,13 +418,16 @@ type Hello struct {
 	// discovered on an earlier stream (see Discover). They are in its
 	// scope from the first snapshot. At most 1,024.
 	ServicesWanted []string `protobuf:"bytes,10,rep,name=services_wanted,json=servicesWanted,proto3" json:"services_wanted,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The proxy applies SnapshotDelta messages: endpoint changes are then
+	// sent as deltas instead of whole snapshots.
+	AcceptsDeltas bool `protobuf:"varint,11,opt,name=accepts_deltas,json=acceptsDeltas,proto3" json:"accepts_deltas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -334,7 +439,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[3]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -347,7 +452,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{3}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Hello) GetService() string {
@@ -420,6 +525,13 @@ func (x *Hello) GetServicesWanted() []string {
 	return nil
 }
 
+func (x *Hello) GetAcceptsDeltas() bool {
+	if x != nil {
+		return x.AcceptsDeltas
+	}
+	return false
+}
+
 // Ack says the proxy applied this snapshot version.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -431,7 +543,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +555,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[4]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +568,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{4}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Ack) GetVersion() string {
@@ -485,7 +597,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +609,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[5]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +622,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{5}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Nack) GetVersion() string {
@@ -549,7 +661,7 @@ type Report struct {
 
 func (x *Report) Reset() {
 	*x = Report{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +673,7 @@ func (x *Report) String() string {
 func (*Report) ProtoMessage() {}
 
 func (x *Report) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[6]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +686,7 @@ func (x *Report) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Report.ProtoReflect.Descriptor instead.
 func (*Report) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{6}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Report) GetRunningVersion() string {
@@ -651,7 +763,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -663,7 +775,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[7]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -676,7 +788,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{7}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Snapshot) GetVersion() string {
@@ -753,7 +865,7 @@ type PeerIdentity struct {
 
 func (x *PeerIdentity) Reset() {
 	*x = PeerIdentity{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +877,7 @@ func (x *PeerIdentity) String() string {
 func (*PeerIdentity) ProtoMessage() {}
 
 func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[8]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +890,7 @@ func (x *PeerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerIdentity.ProtoReflect.Descriptor instead.
 func (*PeerIdentity) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{8}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PeerIdentity) GetSpiffeId() string {
@@ -832,7 +944,7 @@ type MeshConfig struct {
 
 func (x *MeshConfig) Reset() {
 	*x = MeshConfig{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +956,7 @@ func (x *MeshConfig) String() string {
 func (*MeshConfig) ProtoMessage() {}
 
 func (x *MeshConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[9]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +969,7 @@ func (x *MeshConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshConfig.ProtoReflect.Descriptor instead.
 func (*MeshConfig) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{9}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MeshConfig) GetMtlsMode() string {
@@ -946,7 +1058,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[10]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1070,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[10]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1083,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{10}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Service) GetName() string {
@@ -1029,7 +1141,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1153,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1166,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1093,10 +1205,17 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\bDiscover\x12\x1a\n" +
 	"\bservices\x18\x01 \x03(\tR\bservices\x12\x1f\n" +
 	"\vvirtual_ips\x18\x02 \x03(\tR\n" +
-	"virtualIps\"U\n" +
+	"virtualIps\"\x8e\x01\n" +
 	"\x0eControlMessage\x128\n" +
-	"\bsnapshot\x18\x01 \x01(\v2\x1a.trellis.v1alpha1.SnapshotH\x00R\bsnapshotB\t\n" +
-	"\amessage\"\xb0\x03\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x1a.trellis.v1alpha1.SnapshotH\x00R\bsnapshot\x127\n" +
+	"\x05delta\x18\x02 \x01(\v2\x1f.trellis.v1alpha1.SnapshotDeltaH\x00R\x05deltaB\t\n" +
+	"\amessage\"\xc2\x01\n" +
+	"\rSnapshotDelta\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
+	"\x04hash\x18\x02 \x01(\tR\x04hash\x12!\n" +
+	"\fbase_version\x18\x03 \x01(\tR\vbaseVersion\x125\n" +
+	"\bservices\x18\x04 \x03(\v2\x19.trellis.v1alpha1.ServiceR\bservices\x12)\n" +
+	"\x10removed_services\x18\x05 \x03(\tR\x0fremovedServices\"\xd7\x03\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12%\n" +
@@ -1108,7 +1227,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\rproxy_version\x18\b \x01(\tR\fproxyVersion\x12\x1a\n" +
 	"\binstance\x18\t \x01(\tR\binstance\x12'\n" +
 	"\x0fservices_wanted\x18\n" +
-	" \x03(\tR\x0eservicesWanted\x1a9\n" +
+	" \x03(\tR\x0eservicesWanted\x12%\n" +
+	"\x0eaccepts_deltas\x18\v \x01(\bR\racceptsDeltas\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"3\n" +
@@ -1182,45 +1302,48 @@ func file_trellis_v1alpha1_config_proto_rawDescGZIP() []byte {
 	return file_trellis_v1alpha1_config_proto_rawDescData
 }
 
-var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_trellis_v1alpha1_config_proto_goTypes = []any{
 	(*ProxyMessage)(nil),          // 0: trellis.v1alpha1.ProxyMessage
 	(*Discover)(nil),              // 1: trellis.v1alpha1.Discover
 	(*ControlMessage)(nil),        // 2: trellis.v1alpha1.ControlMessage
-	(*Hello)(nil),                 // 3: trellis.v1alpha1.Hello
-	(*Ack)(nil),                   // 4: trellis.v1alpha1.Ack
-	(*Nack)(nil),                  // 5: trellis.v1alpha1.Nack
-	(*Report)(nil),                // 6: trellis.v1alpha1.Report
-	(*Snapshot)(nil),              // 7: trellis.v1alpha1.Snapshot
-	(*PeerIdentity)(nil),          // 8: trellis.v1alpha1.PeerIdentity
-	(*MeshConfig)(nil),            // 9: trellis.v1alpha1.MeshConfig
-	(*Service)(nil),               // 10: trellis.v1alpha1.Service
-	(*Endpoint)(nil),              // 11: trellis.v1alpha1.Endpoint
-	nil,                           // 12: trellis.v1alpha1.Hello.LabelsEntry
-	nil,                           // 13: trellis.v1alpha1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*SnapshotDelta)(nil),         // 3: trellis.v1alpha1.SnapshotDelta
+	(*Hello)(nil),                 // 4: trellis.v1alpha1.Hello
+	(*Ack)(nil),                   // 5: trellis.v1alpha1.Ack
+	(*Nack)(nil),                  // 6: trellis.v1alpha1.Nack
+	(*Report)(nil),                // 7: trellis.v1alpha1.Report
+	(*Snapshot)(nil),              // 8: trellis.v1alpha1.Snapshot
+	(*PeerIdentity)(nil),          // 9: trellis.v1alpha1.PeerIdentity
+	(*MeshConfig)(nil),            // 10: trellis.v1alpha1.MeshConfig
+	(*Service)(nil),               // 11: trellis.v1alpha1.Service
+	(*Endpoint)(nil),              // 12: trellis.v1alpha1.Endpoint
+	nil,                           // 13: trellis.v1alpha1.Hello.LabelsEntry
+	nil,                           // 14: trellis.v1alpha1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
-	3,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
-	4,  // 1: trellis.v1alpha1.ProxyMessage.ack:type_name -> trellis.v1alpha1.Ack
-	5,  // 2: trellis.v1alpha1.ProxyMessage.nack:type_name -> trellis.v1alpha1.Nack
-	6,  // 3: trellis.v1alpha1.ProxyMessage.report:type_name -> trellis.v1alpha1.Report
+	4,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
+	5,  // 1: trellis.v1alpha1.ProxyMessage.ack:type_name -> trellis.v1alpha1.Ack
+	6,  // 2: trellis.v1alpha1.ProxyMessage.nack:type_name -> trellis.v1alpha1.Nack
+	7,  // 3: trellis.v1alpha1.ProxyMessage.report:type_name -> trellis.v1alpha1.Report
 	1,  // 4: trellis.v1alpha1.ProxyMessage.discover:type_name -> trellis.v1alpha1.Discover
-	7,  // 5: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
-	12, // 6: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
-	14, // 7: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
-	9,  // 8: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
-	10, // 9: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
-	8,  // 10: trellis.v1alpha1.Snapshot.peers:type_name -> trellis.v1alpha1.PeerIdentity
-	11, // 11: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
-	13, // 12: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
-	0,  // 13: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
-	2,  // 14: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	8,  // 5: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
+	3,  // 6: trellis.v1alpha1.ControlMessage.delta:type_name -> trellis.v1alpha1.SnapshotDelta
+	11, // 7: trellis.v1alpha1.SnapshotDelta.services:type_name -> trellis.v1alpha1.Service
+	13, // 8: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
+	15, // 9: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
+	10, // 10: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
+	11, // 11: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
+	9,  // 12: trellis.v1alpha1.Snapshot.peers:type_name -> trellis.v1alpha1.PeerIdentity
+	12, // 13: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
+	14, // 14: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
+	0,  // 15: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
+	2,  // 16: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_config_proto_init() }
@@ -1237,6 +1360,7 @@ func file_trellis_v1alpha1_config_proto_init() {
 	}
 	file_trellis_v1alpha1_config_proto_msgTypes[2].OneofWrappers = []any{
 		(*ControlMessage_Snapshot)(nil),
+		(*ControlMessage_Delta)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1244,7 +1368,7 @@ func file_trellis_v1alpha1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trellis_v1alpha1_config_proto_rawDesc), len(file_trellis_v1alpha1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

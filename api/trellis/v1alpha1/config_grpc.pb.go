@@ -42,13 +42,15 @@ type ConfigClient interface {
 	//     first message ends the stream with INVALID_ARGUMENT.
 	//  2. The control plane registers the workload and sends a Snapshot. It
 	//     sends a new Snapshot whenever anything the proxy needs changes;
-	//     snapshots are complete (never deltas) and immutable once sent.
+	//     snapshots are complete and immutable once sent, except that a
+	//     proxy whose Hello set accepts_deltas is sent a SnapshotDelta when
+	//     only services changed.
 	//     A snapshot is scoped: it lists the services the proxy may call
 	//     (those some ALLOW policy admits its identity to, in a mesh whose
 	//     default is allow also every service no enforced ALLOW policy
 	//     protects), the services its Hello and Discover messages named, and
 	//     never the rest of the mesh.
-	//  3. For every Snapshot, the proxy MUST answer with exactly one `ack`
+	//  3. For every Snapshot (or SnapshotDelta), the proxy MUST answer with exactly one `ack`
 	//     (the version was compiled and swapped in) or `nack` (it failed to
 	//     compile; the proxy keeps serving the last good version). A proxy MAY
 	//     skip acknowledging a version that a newer Snapshot superseded before
@@ -106,13 +108,15 @@ type ConfigServer interface {
 	//     first message ends the stream with INVALID_ARGUMENT.
 	//  2. The control plane registers the workload and sends a Snapshot. It
 	//     sends a new Snapshot whenever anything the proxy needs changes;
-	//     snapshots are complete (never deltas) and immutable once sent.
+	//     snapshots are complete and immutable once sent, except that a
+	//     proxy whose Hello set accepts_deltas is sent a SnapshotDelta when
+	//     only services changed.
 	//     A snapshot is scoped: it lists the services the proxy may call
 	//     (those some ALLOW policy admits its identity to, in a mesh whose
 	//     default is allow also every service no enforced ALLOW policy
 	//     protects), the services its Hello and Discover messages named, and
 	//     never the rest of the mesh.
-	//  3. For every Snapshot, the proxy MUST answer with exactly one `ack`
+	//  3. For every Snapshot (or SnapshotDelta), the proxy MUST answer with exactly one `ack`
 	//     (the version was compiled and swapped in) or `nack` (it failed to
 	//     compile; the proxy keeps serving the last good version). A proxy MAY
 	//     skip acknowledging a version that a newer Snapshot superseded before

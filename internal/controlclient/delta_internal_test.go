@@ -1,0 +1,53 @@
+package controlclient
+
+import (
+	"strings"
+	"testing"
+
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+)
+
+func svc(name, addr string) *pb.Service {
+	return &pb.Service{Name: name, Namespace: "shop", Endpoints: []*pb.Endpoint{{Address: addr, SpiffeId: "spiffe://trellis.local/ns/shop/sa/" + name}}}
+}
+
+func withHash(t *testing.T, s *pb.Snapshot) *pb.Snapshot {
+	t.Helper()
+	h, err := contentHash(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Hash = h
+	return s
+}
+
+func TestApplyDelta(t *testing.T) {
+	base := withHash(t, &pb.Snapshot{Version: "4", Mesh: &pb.MeshConfig{MtlsMode: "STRICT"}, TrustBundle: [][]byte{{1}},
+		Services: []*pb.Service{svc("catalog", "10.0.0.1:1"), svc("ledger", "10.0.0.2:1")}, Policies: [][]byte{[]byte(`{}`)}})
+	want := withHash(t, &pb.Snapshot{Version: "5", Mesh: base.Mesh, TrustBundle: base.TrustBundle, Policies: base.Policies,
+		Services: []*pb.Service{svc("catalog", "10.0.0.9:1"), svc("payments", "10.0.0.3:1")}})
+	d := &pb.SnapshotDelta{Version: "5", Hash: want.Hash, BaseVersion: "4",
+		Services: []*pb.Service{svc("payments", "10.0.0.3:1"), svc("catalog", "10.0.0.9:1")}, RemovedServices: []string{"ledger.shop"}}
+	got, err := applyDelta(base, d)
+	if err != nil {
+		t.Fatalf("applyDelta: %v", err)
+	}
+	if h, _ := contentHash(got); h != want.Hash || got.GetVersion() != "5" || len(got.GetServices()) != 2 || got.GetServices()[0].GetName() != "catalog" {
+		t.Errorf("applied delta: %v, want %v", got, want)
+	}
+
+	for _, tc := range []struct {
+		name string
+		base *pb.Snapshot
+		d    *pb.SnapshotDelta
+		want string
+	}{
+		{"nothing running", nil, d, "no config is running"},
+		{"another base", base, &pb.SnapshotDelta{Version: "6", Hash: want.Hash, BaseVersion: "3"}, "version 4 is running"},
+		{"content that does not hash to the delta's hash", base, &pb.SnapshotDelta{Version: "5", Hash: want.Hash, BaseVersion: "4", Services: []*pb.Service{svc("payments", "10.0.0.3:1")}}, "gives content with hash"},
+	} {
+		if _, err := applyDelta(tc.base, tc.d); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "send the whole snapshot") {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
