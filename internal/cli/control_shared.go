@@ -75,5 +75,8 @@ func shareCA(ctx context.Context, cfg *controlplane.Config, st store.Store, sf s
 		cfg.CAShare = sharedca.New(st, kek, cfg.DataDir, replica, log)
 	}
 	cfg.ReplicaID = replica // the registry is shared too
+	if el, ok := st.(controlplane.Elector); ok {
+		cfg.Elector = el // singletons under a lease election
+	}
 	return nil
 }

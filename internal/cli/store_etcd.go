@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/store"
+	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/store/etcd"
 )
 
@@ -110,3 +111,7 @@ func (e etcdFlags) tlsConfig() (*tls.Config, error) {
 	}
 	return cfg, nil
 }
+
+// The etcd store elects the replica that runs the control plane's
+// singletons.
+var _ controlplane.Elector = (*etcd.Store)(nil)

@@ -100,6 +100,11 @@ type Config struct {
 	// Store (etcd): its registry is written for the others under this name,
 	// and theirs join its snapshots (peers.go).
 	ReplicaID string
+	// Elector, when set with ReplicaID, elects the one replica that runs
+	// the singletons (singletons.go): collecting gone replicas' records,
+	// and with CollectorAddr forwarding the audit outbox. The etcd store
+	// is one.
+	Elector Elector
 	// Workloads, when set, gives the mesh's workloads and their virtual
 	// IPs instead of the registry of connected proxies (Kubernetes mode:
 	// EndpointSlices and Pods; ClusterIPs are the virtual IPs). Config

@@ -23,6 +23,7 @@ type metrics struct {
 	snapshotPushes   prometheus.Counter
 	discovered       prometheus.Counter
 	deltaPushes      prometheus.Counter
+	leader           prometheus.Gauge
 	acks             prometheus.Counter
 	nacks            prometheus.Counter
 	pushDuration     prometheus.Histogram
@@ -70,6 +71,10 @@ func newMetrics() *metrics {
 		connectedProxies: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "trellis_control_connected_proxies",
 			Help: "Proxies with an open config stream.",
+		}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "trellis_control_leader",
+			Help: "1 while this replica holds the singletons' election (replicas on etcd), else 0.",
 		}),
 		deltaPushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "trellis_control_snapshot_deltas_total",
@@ -120,7 +125,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.certsIssued, m.certifyFailures, m.apiRequests, m.applied, m.tokensIssued, m.tokensRevoked, m.intermediateExp,
-		m.connectedProxies, m.snapshotPushes, m.discovered, m.deltaPushes, m.acks, m.nacks, m.pushDuration, m.streamErrors,
+		m.connectedProxies, m.snapshotPushes, m.discovered, m.deltaPushes, m.leader, m.acks, m.nacks, m.pushDuration, m.streamErrors,
 		m.convergence, m.convergenceAbandoned, m.driftRepairs, m.inconsistentSnapshots,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -40,6 +40,7 @@ type Server struct {
 	cfg        Config
 	log        *slog.Logger
 	store      store.Store
+	outbox     *outbox // with replicas on etcd and an external collector
 	ca         *meshca.CA
 	rollout    *meshca.Rollout
 	res        *resstore.Resources
@@ -165,6 +166,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.metrics.reg.MustRegister(s.audit.pipe)
 	} else {
 		s.metrics.reg.MustRegister(s.audit.events)
+		if cfg.Elector != nil && cfg.ReplicaID != "" {
+			s.outbox = newOutbox(st, cfg.ReplicaID, s.audit.events, cfg.Logger, cfg.Clock)
+			s.audit.outbox = s.outbox
+		}
 	}
 	return s, nil
 }
@@ -234,6 +239,9 @@ func (s *Server) Start() error {
 		defer s.wg.Done()
 		if s.cfg.ReplicaID != "" {
 			s.wg.Go(func() { s.push.peers.follow(pushCtx) })
+			if s.cfg.Elector != nil {
+				s.wg.Go(func() { s.lead(pushCtx) })
+			}
 			s.push.reg.PersistShared(pushCtx, s.store, s.cfg.ReplicaID, registryHeartbeat, s.log)
 			return
 		}

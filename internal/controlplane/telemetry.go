@@ -41,6 +41,9 @@ type audit struct {
 	wg     sync.WaitGroup
 	// self is the control plane's identity, the reporter of its events.
 	self spiffeid.ID
+	// outbox, with replicas on etcd and an external collector, takes the
+	// events first (outbox.go).
+	outbox *outbox
 }
 
 // openAudit opens the embedded collector, or with cfg.CollectorAddr the
@@ -143,6 +146,9 @@ func (a *audit) record(ev *pb.Event) {
 	}
 	if ev.Time == nil {
 		ev.Time = timestamppb.New(a.clock.Now())
+	}
+	if a.outbox != nil && a.outbox.put(ev) {
+		return
 	}
 	if a.events != nil {
 		// The collector sets the reporter from this stream's certificate.
