@@ -15,8 +15,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/store"
 	"github.com/trellismesh/trellis/internal/store/etcd"
 )
 
