@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -24,13 +25,20 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/controlplane/sharedca"
 	"github.com/trellismesh/trellis/internal/identity"
+	"github.com/trellismesh/trellis/internal/jointoken"
+	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/store/etcd"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
+	"github.com/trellismesh/trellis/internal/testutil/etcdtest"
 )
 
 // simProxy is one lightweight simulated proxy: a config stream that acks
@@ -78,6 +86,12 @@ var received atomic.Int64
 // what the simulated proxies received per change. The simulated proxies
 // accept deltas (endpoint changes as SnapshotDelta) unless
 // TRELLIS_BENCH_NO_DELTAS=1.
+//
+// TRELLIS_BENCH_REPLICAS=3 runs three control planes in this process on a
+// three-member etcd cluster (etcdtest: real etcd processes on loopback,
+// TLS), sharing the CA and the registry as `trellis control --store
+// etcd://` replicas do; each service's proxies connect to replica
+// service%3, and changes are applied through the first.
 func BenchmarkConvergence(b *testing.B) {
 	n := 1000
 	if v := os.Getenv("TRELLIS_BENCH_PROXIES"); v != "" {
@@ -102,7 +116,8 @@ func BenchmarkConvergence(b *testing.B) {
 	}
 	const instancesPerService = 10
 	services := (n + instancesPerService - 1) / instancesPerService
-	cp := cptest.StartControlPlane(b, controlplane.Config{Logger: slog.New(slog.DiscardHandler)})
+	replicas := startReplicas(b)
+	cp := replicas[0]
 	client := cp.Client(b)
 	ctx := context.Background()
 	apply := func(objs ...resource.Object) {
@@ -135,7 +150,7 @@ func BenchmarkConvergence(b *testing.B) {
 	conns := map[string]*grpc.ClientConn{}
 	for s := range services {
 		svc := fmt.Sprintf("svc-%04d", s)
-		conn := dialAs(b, cp, certFor(b, cp, client, svc))
+		conn := dialAs(b, replicas[s%len(replicas)], certFor(b, cp, client, svc))
 		conns[svc] = conn
 		for i := range instancesPerService {
 			if len(proxies) == n {
@@ -151,7 +166,7 @@ func BenchmarkConvergence(b *testing.B) {
 	for _, p := range proxies {
 		<-p.first
 	}
-	b.Logf("%d proxies (%d services, each calling %d) connected and configured in %s, %d MB received", n, services, calls,
+	b.Logf("%d proxies (%d services, each calling %d) on %d replicas connected and configured in %s, %d MB received", n, services, calls, len(replicas),
 		time.Since(start).Round(time.Millisecond), received.Load()>>20)
 	// Let the join-time push rounds settle before measuring memory.
 	time.Sleep(time.Second)
@@ -285,6 +300,55 @@ func benchChurn(b *testing.B, proxies []*simProxy, services, calls, perService i
 	b.ReportMetric(median(p99s), "p99-ms")
 	b.ReportMetric(median(maxes), "max-ms")
 	b.ReportMetric(median(bytesPer), "bytes/change")
+}
+
+// startReplicas starts the control planes of BenchmarkConvergence: one
+// on bolt, or TRELLIS_BENCH_REPLICAS on a shared etcd cluster.
+func startReplicas(b *testing.B) []*cptest.ControlPlane {
+	quiet := slog.New(slog.DiscardHandler)
+	n := 1
+	if v := os.Getenv("TRELLIS_BENCH_REPLICAS"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			b.Fatalf("TRELLIS_BENCH_REPLICAS=%q: want a number >= 1", v)
+		}
+	}
+	if n == 1 {
+		return []*cptest.ControlPlane{cptest.StartControlPlane(b, controlplane.Config{Logger: quiet})}
+	}
+	cluster := etcdtest.Start(b, 3)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	kek, err := sharedca.NewKEK(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	td := spiffeid.RequireTrustDomainFromString(controlplane.DefaultTrustDomain)
+	var out []*cptest.ControlPlane
+	for i := range n {
+		st, err := etcd.Open(context.Background(), etcd.Config{Endpoints: cluster.Endpoints(), TLS: cluster.ClientTLS()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { st.Close() })
+		dir := b.TempDir()
+		if _, err := sharedca.Ensure(context.Background(), st, kek, dir, func(dir string) error {
+			if _, _, err := meshca.LoadOrCreate(dir, td, meshca.Options{}); err != nil {
+				return err
+			}
+			if _, err := jointoken.LoadOrCreate(dir, td, jointoken.Options{}); err != nil {
+				return err
+			}
+			_, err := adminhttp.LoadOrCreate(dir)
+			return err
+		}); err != nil {
+			b.Fatal(err)
+		}
+		name := fmt.Sprintf("cp-%d", i)
+		out = append(out, cptest.StartControlPlane(b, controlplane.Config{Logger: quiet, DataDir: dir, Store: st, ReplicaID: name,
+			CAShare: sharedca.New(st, kek, dir, name, quiet), Elector: st}))
+	}
+	return out
 }
 
 func decodeOne(b testing.TB, yaml string) resource.Object {
