@@ -138,7 +138,10 @@ func BenchmarkConvergence(b *testing.B) {
 				"metadata: {name: allow-svc-%04d, namespace: default}\nspec: {selector: {service: svc-%04d}, rules: [{from: [{services: [%s]}]}]}\n",
 				s, s, strings.Join(from, ", "))))
 		}
-		apply(pols...)
+		// In batches: etcd refuses transactions over 128 operations.
+		for batch := range slices.Chunk(pols, 100) {
+			apply(batch...)
+		}
 	}
 
 	runtime.GC()

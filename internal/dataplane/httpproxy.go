@@ -60,7 +60,7 @@ func (o *Outbound) connect(w http.ResponseWriter, r *http.Request, key string) {
 		return
 	}
 	if rt == nil {
-		o.refuse(w, key, nil, failUnknown, http.StatusBadGateway, unknownMessage)
+		o.refuse(w, key, nil, failUnknown, o.unknownCode(http.StatusBadGateway), unknownMessage)
 		return
 	}
 	e, tc, reason, err := o.dialTunnel(rt)

@@ -156,6 +156,17 @@ func (o *Outbound) route(key string) *route {
 // unknownMessage answers a service the control plane did not name.
 const unknownMessage = "unknown mesh service (the control plane did not answer for it within 100 ms, or knows no such service); want SERVICE.NAMESPACE of a service this workload may call"
 
+// unknownCode is what answers a service the config lacks: 503 once the
+// control plane was asked and did not name it in time (it may yet: the
+// ask is remembered), else code (502 on the HTTP proxy, where the app
+// chose the name).
+func (o *Outbound) unknownCode(code int) int {
+	if o.cfg.Discover != nil {
+		return http.StatusServiceUnavailable
+	}
+	return code
+}
+
 // lookup returns the routing table and key's route in it, asking the
 // control plane for a service the config lacks (DataPlaneConfig.Discover)
 // and waiting for it, bounded. The table is nil before the first config;
@@ -262,7 +273,7 @@ func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string,
 	}
 	switch {
 	case rt == nil:
-		o.refuse(w, key, nil, failUnknown, unknownCode, unknownMessage)
+		o.refuse(w, key, nil, failUnknown, o.unknownCode(unknownCode), unknownMessage)
 		return
 	case rt.tcp:
 		o.refuse(w, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")

@@ -99,7 +99,7 @@ func do(c *http.Client, url string) (int, string, error) {
 // name through the HTTP proxy port, is asked for on first use and the
 // calls reach it (ledger's own proxy denies them by policy, as it should:
 // the denial is made and audited where the policy lives), every one of
-// hundreds sent at once from a cold start. A name nobody serves is a 502
+// hundreds sent at once from a cold start. A name nobody serves is a 503
 // naming the wait; when a proxy for it joins, the remembered ask brings it.
 func TestDiscoveryOnFirstUse(t *testing.T) {
 	cp := discoveryMesh(t)
@@ -118,8 +118,8 @@ func TestDiscoveryOnFirstUse(t *testing.T) {
 	}
 
 	code, body, err := do(viaProxy, "http://nosuch.shop/x")
-	if err != nil || code != http.StatusBadGateway || !strings.Contains(body, "unknown mesh service (the control plane did not answer for it within 100 ms") {
-		t.Errorf("nosuch.shop: %d %q %v, want 502 naming the bounded wait", code, body, err)
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "unknown mesh service (the control plane did not answer for it within 100 ms") {
+		t.Errorf("nosuch.shop: %d %q %v, want 503 naming the bounded wait", code, body, err)
 	}
 	meshtest.StartProxy(t, cp, proxy.Config{Service: "nosuch", AppAddr: startApp(t, testutil.EchoApp())})
 	testutil.Eventually(t, "nosuch pushed to frontend once it joined", func() bool {

@@ -88,6 +88,7 @@ func (r *Registry[S]) Restore(saved Saved) int {
 			AdvertiseAddr: s.AdvertiseAddr, Protocol: s.Protocol, Labels: s.Labels,
 		}
 		r.entries[s.Instance] = e
+		r.perID[s.SPIFFEID]++
 		n++
 	}
 	registered := map[serviceKey]bool{}

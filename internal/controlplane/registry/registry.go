@@ -169,6 +169,7 @@ type Registry[S Stream] struct {
 
 	mu        sync.Mutex
 	entries   map[string]*proxyEntry[S]  // by instance
+	perID     map[string]int             // entries per SPIFFE ID
 	idle      map[serviceKey]idleService // services with no instance left
 	gen       uint64                     // bumped on every change to the workload set
 	versions  uint64                     // bumped when a version number is handed out (saved with the registry)
@@ -204,7 +205,7 @@ func New[S Stream](o Options) *Registry[S] {
 	return &Registry[S]{clock: clk, now: clk.Now, grace: o.Grace, restoreGrace: max(o.Grace, restoreGracePeriod), retention: serviceRetention,
 		ackTimeout: cmp.Or(o.AckTimeout, DefaultAckTimeout), driftGrace: cmp.Or(o.DriftGrace, DefaultDriftGrace),
 		changed: o.Changed, connectedGauge: o.ConnectedGauge, onAck: o.OnAck,
-		entries: map[string]*proxyEntry[S]{}, idle: map[serviceKey]idleService{}}
+		entries: map[string]*proxyEntry[S]{}, perID: map[string]int{}, idle: map[serviceKey]idleService{}}
 }
 
 // RestoreGrace is the grace period of workloads restored after a control
@@ -227,18 +228,13 @@ func (r *Registry[S]) Connect(w workload, proxyVersion, runningVersion, runningH
 	if e == nil {
 		// One identity may run many replicas, but not flood every proxy's
 		// snapshot: cap its registered instances (live or in grace).
-		n := 0
-		for _, other := range r.entries {
-			if other.w.SPIFFEID == w.SPIFFEID {
-				n++
-			}
-		}
-		if n >= maxInstancesPerIdentity {
+		if n := r.perID[w.SPIFFEID]; n >= maxInstancesPerIdentity {
 			r.mu.Unlock()
 			return fmt.Errorf("%w: %s already has %d registered instances", ErrTooManyInstances, w.SPIFFEID, n)
 		}
 		e = &proxyEntry[S]{}
 		r.entries[w.Instance] = e
+		r.perID[w.SPIFFEID]++
 	}
 	var none S
 	old := e.stream
@@ -314,6 +310,9 @@ func (r *Registry[S]) Expire() bool {
 		}
 		if e.stream == none && now.Sub(e.disconnectedAt) >= grace {
 			delete(r.entries, id)
+			if r.perID[e.w.SPIFFEID]--; r.perID[e.w.SPIFFEID] <= 0 {
+				delete(r.perID, e.w.SPIFFEID)
+			}
 			if left == nil {
 				left = map[serviceKey]string{}
 			}

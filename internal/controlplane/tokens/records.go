@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/store"
@@ -36,7 +38,9 @@ type Records interface {
 }
 
 // storeRecords keeps the records in the control plane's store under
-// /tokens/<id>: hosts mode, one store per control plane.
+// /tokens/<id>, with an index /token-ids/<escaped SPIFFE ID>/<id> so that
+// a stream's Hello reads its identity's records and not every one
+// (a store from before the index gets it built once, on first use).
 type storeRecords struct{ st store.Store }
 
 var _ Records = storeRecords{}
@@ -46,11 +50,22 @@ func (r storeRecords) Create(ctx context.Context, info adminapi.TokenInfo) error
 	if err != nil {
 		return err
 	}
-	_, err = r.st.Txn(ctx, store.Op{Type: store.OpPut, Key: tokenPrefix + info.ID, Value: val, IfModRevision: 0})
+	_, err = r.st.Txn(ctx, store.Op{Type: store.OpPut, Key: tokenPrefix + info.ID, Value: val, IfModRevision: 0},
+		store.Op{Type: store.OpPut, Key: indexKey(info.SPIFFEID, info.ID), Value: []byte{}, IfModRevision: store.AnyRevision})
 	if errors.Is(err, store.ErrConflict) {
 		return fmt.Errorf("%w: token %q is already recorded: %w", errConflict, info.ID, err)
 	}
 	return err
+}
+
+// The identity index of token records.
+const (
+	indexPrefix = "/token-ids/"
+	indexBuilt  = "/token-ids-built"
+)
+
+func indexKey(spiffeID, id string) string {
+	return indexPrefix + url.PathEscape(spiffeID) + "/" + id
 }
 
 func (r storeRecords) Get(ctx context.Context, id string) (adminapi.TokenInfo, string, error) {
@@ -101,15 +116,59 @@ func (r storeRecords) List(ctx context.Context) ([]adminapi.TokenInfo, error) {
 }
 
 func (r storeRecords) ForIdentity(ctx context.Context, spiffeID string) ([]adminapi.TokenInfo, error) {
-	all, err := r.List(ctx)
+	if err := r.buildIndex(ctx); err != nil {
+		return nil, err
+	}
+	kvs, _, err := r.st.List(ctx, indexPrefix+url.PathEscape(spiffeID)+"/")
 	if err != nil {
 		return nil, err
 	}
 	var out []adminapi.TokenInfo
-	for _, info := range all {
+	for _, kv := range kvs {
+		id := kv.Key[strings.LastIndexByte(kv.Key, '/')+1:]
+		info, _, err := r.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
 		if info.SPIFFEID == spiffeID {
 			out = append(out, info)
 		}
 	}
 	return out, nil
+}
+
+// buildIndex indexes the records of a store written before the index
+// existed, once (the marker says it was done).
+func (r storeRecords) buildIndex(ctx context.Context) error {
+	if _, err := r.st.Get(ctx, indexBuilt); err == nil {
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	all, err := r.List(ctx)
+	if err != nil {
+		return err
+	}
+	ops := make([]store.Op, 0, 100)
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		_, err := r.st.Txn(ctx, ops...)
+		ops = ops[:0]
+		return err
+	}
+	for _, info := range all {
+		ops = append(ops, store.Op{Type: store.OpPut, Key: indexKey(info.SPIFFEID, info.ID), Value: []byte{}, IfModRevision: store.AnyRevision})
+		if len(ops) == cap(ops) {
+			if err := flush(); err != nil {
+				return fmt.Errorf("index token records: %w", err)
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return fmt.Errorf("index token records: %w", err)
+	}
+	_, err = r.st.Txn(ctx, store.Op{Type: store.OpPut, Key: indexBuilt, Value: []byte("1"), IfModRevision: store.AnyRevision})
+	return err
 }
