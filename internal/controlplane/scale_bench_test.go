@@ -461,25 +461,19 @@ func startSim(b testing.TB, conn *grpc.ClientConn, svc, instance, addr string) *
 
 // await returns when the proxy acked the snapshot carrying marker.
 func (p *simProxy) await(marker string, deadline time.Time) (time.Time, bool) {
-	for {
-		p.mu.Lock()
-		at, ok := p.acked[marker]
-		p.mu.Unlock()
-		if ok {
-			return at, true
-		}
-		if time.Now().After(deadline) {
-			return time.Time{}, false
-		}
-		time.Sleep(time.Millisecond)
-	}
+	return p.awaitIn(p.acked, marker, deadline)
 }
 
 // awaitAddr returns when the proxy acked a snapshot listing addr.
 func (p *simProxy) awaitAddr(addr string, deadline time.Time) (time.Time, bool) {
+	return p.awaitIn(p.addrs, addr, deadline)
+}
+
+// awaitIn returns when key is in m (one of p's ack maps, under p.mu).
+func (p *simProxy) awaitIn(m map[string]time.Time, key string, deadline time.Time) (time.Time, bool) {
 	for {
 		p.mu.Lock()
-		at, ok := p.addrs[addr]
+		at, ok := m[key]
 		p.mu.Unlock()
 		if ok {
 			return at, true

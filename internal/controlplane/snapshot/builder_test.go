@@ -20,7 +20,7 @@ import (
 // flow mapping, "{}" for empty) and rules allowing GET.
 func testPolicy(t testing.TB, ns, name, selector string) snapshot.Policy {
 	t.Helper()
-	objs, err := resource.Decode([]byte(fmt.Sprintf(`
+	return policyYAML(t, fmt.Sprintf(`
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: %s, namespace: %s}
@@ -28,18 +28,7 @@ spec:
   selector: %s
   rules:
   - to: [{methods: [GET]}]
-`, name, ns, selector)), "test.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := resource.Validate(&objs[0]); err != nil {
-		t.Fatal(err)
-	}
-	p, err := snapshot.PolicyFromObject(&objs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+`, name, ns, selector))
 }
 
 func TestPolicySelection(t *testing.T) {
