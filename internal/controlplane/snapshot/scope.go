@@ -182,13 +182,35 @@ func newScopeIndex(prev *scopeIndex, defaultAllow bool, svcs []serviceSummary, p
 		peers:              peers,
 	}
 	protected := map[ServiceKey]bool{}
+	byKey := make(map[ServiceKey]int, len(svcs))
+	byNS := map[string][]int{}
+	for j := range svcs {
+		byKey[svcs[j].key] = j
+		byNS[svcs[j].key.Namespace] = append(byNS[svcs[j].key.Namespace], j)
+	}
+	all := make([]int, len(svcs))
+	for j := range all {
+		all[j] = j
+	}
 	for i := range policies {
 		p := &policies[i]
 		if p.reach == nil || p.action != resource.ActionAllow {
 			continue
 		}
 		e := allowEntry{reach: p.reach}
-		for j := range svcs {
+		// The services p may select: one by name, its namespace's, or
+		// (mesh-wide) all; protects decides among them.
+		cand := byNS[p.Namespace]
+		switch {
+		case p.Namespace == authz.MeshNamespace && p.Selector.Service == "" && len(p.Selector.MatchLabels) == 0:
+			cand = all
+		case p.Selector.Service != "":
+			cand = nil
+			if j, ok := byKey[ServiceKey{Namespace: p.Namespace, Name: p.Selector.Service}]; ok {
+				cand = []int{j}
+			}
+		}
+		for _, j := range cand {
 			if protects(p, &svcs[j]) {
 				e.services = append(e.services, svcs[j].key)
 				if p.enforced {
