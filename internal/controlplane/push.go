@@ -99,7 +99,8 @@ type pusher struct {
 	// Owned by run.
 	view             *snapshot.View
 	viewReg, viewRes uint64
-	rounds           uint64 // debounced rounds so far
+	viewAt           time.Time // when view was built (real time)
+	rounds           uint64    // debounced rounds so far
 }
 
 // WorkloadSource gives the mesh's workloads and their services' virtual
@@ -213,6 +214,21 @@ func (p *pusher) run(ctx context.Context) {
 	// The first change of the pending round, in real time: the
 	// convergence metric measures the latency proxies see.
 	var changedAt time.Time
+	// Under load a round may take longer than the debounce: the next one
+	// then waits as long as the last took (real time, cooldown), so the
+	// loop batches more changes per round instead of rebuilding
+	// back-to-back and starving the streams it feeds.
+	var readyAt time.Time
+	cooldown := time.NewTimer(time.Hour)
+	cooldown.Stop()
+	defer cooldown.Stop()
+	debounced := func() {
+		start := time.Now()
+		p.round(false, changedAt)
+		if d := time.Since(start); d > p.debounce {
+			readyAt = time.Now().Add(d)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -231,8 +247,15 @@ func (p *pusher) run(ctx context.Context) {
 				debounce.Reset(p.debounce)
 			}
 		case <-debounce.C():
+			if wait := time.Until(readyAt); wait > 0 {
+				cooldown.Reset(wait)
+				continue
+			}
 			pending = false
-			p.round(false, changedAt)
+			debounced()
+		case <-cooldown.C:
+			pending = false
+			debounced()
 		case <-sweep.C():
 			p.reg.Expire()
 			p.repairDrift()
@@ -246,7 +269,7 @@ func (p *pusher) run(ctx context.Context) {
 // convergence metric from changedAt.
 func (p *pusher) round(initialOnly bool, changedAt time.Time) {
 	start := time.Now()
-	v, err := p.currentView()
+	v, err := p.joinView(initialOnly)
 	if err != nil {
 		p.buildFailed("", err)
 		return
@@ -368,6 +391,28 @@ func (p *pusher) vipRanges(vipOf map[snapshot.ServiceKey]string) []netip.Prefix 
 	return vips.Covering(vipOf)
 }
 
+// Join storms: with more than joinStormProxies connected, a round of first
+// snapshots may use a view up to joinViewAge old when only the registry
+// changed since (proxies joined): rebuilding the whole view for every
+// batch of joins would cost more than the joins. The registry change
+// kicked a debounced round, which sends the current view to everyone.
+const (
+	joinStormProxies = 1000
+	joinViewAge      = 250 * time.Millisecond
+)
+
+// joinView is currentView, or for a round of first snapshots during a
+// join storm the last view (see joinStormProxies).
+func (p *pusher) joinView(initialOnly bool) (*snapshot.View, error) {
+	if initialOnly && p.view != nil && time.Since(p.viewAt) < joinViewAge && p.reg.Connected() > joinStormProxies {
+		_, _, resGen := p.res.State()
+		if roots, issuer := p.trust(); resGen == p.viewRes && p.view.SameTrust(roots, issuer) {
+			return p.view, nil
+		}
+	}
+	return p.currentView()
+}
+
 // currentView returns the shared part of snapshots, rebuilt only when the
 // registry or the resources changed since the last build.
 func (p *pusher) currentView() (*snapshot.View, error) {
@@ -412,7 +457,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 	if err := v.Consistent(); err != nil {
 		return nil, err
 	}
-	p.view, p.viewReg, p.viewRes = v, regGen, resGen
+	p.view, p.viewReg, p.viewRes, p.viewAt = v, regGen, resGen, time.Now()
 	p.viewMu.Lock()
 	p.shared = v
 	p.viewMu.Unlock()

@@ -58,3 +58,10 @@ func (r *Registry[S]) Target(instance string) (Target[S], bool) {
 	}
 	return Target[S]{Workload: e.w, Stream: e.stream, Initial: e.initial, Desired: e.desiredSnap}, true
 }
+
+// Connected returns the number of open streams.
+func (r *Registry[S]) Connected() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.connected
+}
