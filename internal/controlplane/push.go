@@ -449,6 +449,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		VIPRanges:      p.vipRanges(vipOf),
 		TrustDomain:    p.trustDomain,
 		Previous:       p.view,
+		WorkloadsGen:   regGen,
 	})
 	if err != nil {
 		return nil, err

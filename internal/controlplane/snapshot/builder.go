@@ -111,6 +111,10 @@ type Input struct {
 	// is reused when policies and services are unchanged but for
 	// endpoints.
 	Previous *View
+	// WorkloadsGen is the generation of Workloads, Idle and VIPs (0:
+	// unknown): a view with the previous one's generation reuses its
+	// services instead of building them again.
+	WorkloadsGen uint64
 }
 
 // meshView is the part of every proxy's snapshot that all proxies share,
@@ -122,13 +126,19 @@ type View struct {
 	trustBundle [][]byte
 	services    []*pb.Service
 	byKey       map[ServiceKey]*pb.Service
-	idx         *scopeIndex
-	selIndex    selectorIndex
-	scopeMu     sync.Mutex
-	scopes      map[*ServiceKey]*scope // by scopeID
-	policies    []Policy               // sorted by namespace, name
-	reportSecs  uint32
-	issuer      string
+	// summaries and svcProblems are derived from the services alone, and
+	// workloadsGen is Input.WorkloadsGen: reused with them.
+	summaries    []serviceSummary
+	svcProblems  []string
+	workloadsGen uint64
+	idx          *scopeIndex
+	selIndex     selectorIndex
+	scopeMu      sync.Mutex
+	scopes       map[*ServiceKey]*scope // by scopeID
+	prevScopes   map[*ServiceKey]*scope // the previous view's, when reusable (read only)
+	policies     []Policy               // sorted by namespace, name
+	reportSecs   uint32
+	issuer       string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
 	// marshaling writes fields in number order, and mesh (3) and
 	// trust_bundle (4) come before the per-proxy services (5), policies
@@ -138,7 +148,7 @@ type View struct {
 	// be cloned (GOFIPS140=v1.0.0).
 	shared []byte
 	// problems make every snapshot built from the view inconsistent
-	// (sharedProblems); the pusher publishes none of them.
+	// (check.go); the pusher publishes none of them.
 	problems []string
 }
 
@@ -148,20 +158,28 @@ func NewView(in Input) (*View, error) {
 		mesh: &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode,
 			PathNormalization: in.Mesh.HTTP.PathNormalization, AllowedUpgrades: in.Mesh.HTTP.AllowedUpgrades, StripHeaders: in.Mesh.HTTP.StripHeaders,
 			VirtualIpRanges: prefixStrings(in.VIPRanges)},
-		trustBundle: in.TrustBundle,
-		services:    WithVIPs(ServicesOf(in.Workloads, in.Idle), in.VIPs),
-		policies:    slices.Clone(in.Policies),
-		reportSecs:  reportSeconds(in.ReportInterval),
-		issuer:      in.Issuer,
+		trustBundle:  in.TrustBundle,
+		policies:     slices.Clone(in.Policies),
+		reportSecs:   reportSeconds(in.ReportInterval),
+		issuer:       in.Issuer,
+		workloadsGen: in.WorkloadsGen,
 	}
 	slices.SortFunc(v.policies, func(a, b Policy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	v.problems = sharedProblems(&in, v)
-	v.byKey = make(map[ServiceKey]*pb.Service, len(v.services))
+	pv := in.Previous
+	if pv != nil && in.WorkloadsGen != 0 && pv.workloadsGen == in.WorkloadsGen {
+		// Only resources or trust changed: the services are the
+		// previous view's (built from the same workloads and VIPs).
+		v.services, v.byKey, v.summaries, v.svcProblems = pv.services, pv.byKey, pv.summaries, pv.svcProblems
+	} else {
+		v.services = WithVIPs(ServicesOf(in.Workloads, in.Idle), in.VIPs)
+		v.summaries = summarize(in.Workloads, in.Idle)
+		v.svcProblems = servicesProblems(&in, v.services)
+	}
+	v.problems = append(otherProblems(v), v.svcProblems...)
 	var prev *scopeIndex
-	if pv := in.Previous; pv != nil {
-		prev = pv.idx
+	if pv != nil && v.byKey == nil {
 		// Unchanged parts keep their messages, so that a proxy whose
 		// parts are all unchanged keeps its snapshot without a marshal
 		// (BuildFrom).
@@ -170,6 +188,9 @@ func NewView(in Input) (*View, error) {
 				v.services[i] = old
 			}
 		}
+	}
+	if pv != nil {
+		prev = pv.idx
 		if proto.Equal(pv.mesh, v.mesh) {
 			v.mesh = pv.mesh
 		}
@@ -177,12 +198,23 @@ func NewView(in Input) (*View, error) {
 			v.trustBundle = pv.trustBundle
 		}
 	}
-	for _, svc := range v.services {
-		v.byKey[ServiceKey{svc.GetNamespace(), svc.GetName()}] = svc
+	if v.byKey == nil {
+		v.byKey = make(map[ServiceKey]*pb.Service, len(v.services))
+		for _, svc := range v.services {
+			v.byKey[ServiceKey{svc.GetNamespace(), svc.GetName()}] = svc
+		}
 	}
 	v.selIndex = indexSelectors(v.policies)
 	v.scopes = map[*ServiceKey]*scope{}
-	v.idx = newScopeIndex(prev, in.Mesh.Authorization.Default == "allow", summarize(in.Workloads, in.Idle), v.policies)
+	if pv := in.Previous; pv != nil && pv.idx == v.idx && pv.mesh == v.mesh && sameSlice(pv.trustBundle, v.trustBundle) {
+		// Same index (so the same interned scopes) and the same shared
+		// prefix: a scope whose services are all unchanged keeps its
+		// encoding and hash state (scoped checks).
+		pv.scopeMu.Lock()
+		v.prevScopes = pv.scopes
+		pv.scopeMu.Unlock()
+	}
+	v.idx = newScopeIndex(prev, in.Mesh.Authorization.Default == "allow", v.summaries, v.policies)
 	shared, err := deterministic.Marshal(&pb.Snapshot{Mesh: v.mesh, TrustBundle: v.trustBundle})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot: %w", err)
@@ -283,6 +315,10 @@ func (v *View) scoped(w *Workload) (*scope, error) {
 		if svc := v.byKey[k]; svc != nil {
 			sc.services = append(sc.services, svc)
 		}
+	}
+	if old, ok := v.prevScopes[id]; ok && slices.Equal(old.services, sc.services) {
+		v.scopes[id] = old
+		return old, nil
 	}
 	enc, err := deterministic.Marshal(&pb.Snapshot{Services: sc.services})
 	if err != nil {
@@ -559,4 +595,9 @@ func (x *selectorIndex) candidates(w *Workload) []int {
 	out := slices.Concat(x.meshWide, a, b)
 	slices.Sort(out)
 	return out
+}
+
+// sameSlice reports whether a and b are the same slice (not just equal).
+func sameSlice(a, b [][]byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }

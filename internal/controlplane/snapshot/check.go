@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -47,21 +48,21 @@ func (v *View) Consistent() error {
 	return &InconsistentError{Problems: v.problems}
 }
 
-// sharedProblems lists what is wrong with v, built from in: an empty trust
+// The consistency checks list what is wrong with a view, built from in: an empty trust
 // bundle; a service without a name, or listed twice; an endpoint without an
 // address, listed twice, or whose SPIFFE ID (or a client-only proxy's) is
 // not one in in.TrustDomain; a virtual IP that is not an address, is given
 // to two services, or names a service the snapshot does not list; a policy
 // listed twice. All of these make a proxy NACK or misroute, and none can
 // come from the builder's inputs when they agree.
-func sharedProblems(in *Input, v *View) []string {
+//
+// servicesProblems checks the services (built from the workloads and
+// VIPs, so reused with them); otherProblems the rest.
+func servicesProblems(in *Input, services []*pb.Service) []string {
 	var out []string
-	if len(v.trustBundle) == 0 {
-		out = append(out, "empty trust bundle")
-	}
-	listed := make(map[ServiceKey]bool, len(v.services))
+	listed := make(map[ServiceKey]bool, len(services))
 	vipOwner := map[netip.Addr]ServiceKey{}
-	for _, svc := range v.services {
+	for _, svc := range services {
 		k := ServiceKey{svc.GetNamespace(), svc.GetName()}
 		if k.Namespace == "" || k.Name == "" {
 			out = append(out, fmt.Sprintf("service %q without a name or namespace", k.String()))
@@ -104,6 +105,14 @@ func sharedProblems(in *Input, v *View) []string {
 		if !listed[k] {
 			out = append(out, fmt.Sprintf("virtual IP %s given to service %s, which the snapshot does not list", ip, k))
 		}
+	}
+	return out
+}
+
+func otherProblems(v *View) []string {
+	var out []string
+	if len(v.trustBundle) == 0 {
+		out = append(out, "empty trust bundle")
 	}
 	for i := 1; i < len(v.policies); i++ {
 		if a, b := &v.policies[i-1], &v.policies[i]; a.Namespace == b.Namespace && a.Name == b.Name {
