@@ -1,11 +1,13 @@
 package sharedca
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -37,7 +39,10 @@ type Share struct {
 	log     *slog.Logger
 
 	mu      sync.Mutex
-	version int64    // the version the data dir holds
+	version int64 // the version the data dir holds
+	// taken is what take last wrote into the data dir (another
+	// replica's files; nil after this replica's own publish).
+	taken   map[string][]byte
 	subs    []func() // run after the data dir took a new version
 	reports map[string]report
 	mine    report // the last written
@@ -177,6 +182,7 @@ func (s *Share) take(ctx context.Context, version int64) {
 		return
 	}
 	s.version = got
+	s.taken = files
 	s.notifyLocked()
 }
 
@@ -197,6 +203,12 @@ func (s *Share) Publish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("sharedca: %w", err)
 	}
+	if s.taken != nil && maps.EqualFunc(files, s.taken, bytes.Equal) {
+		// Another replica's change arrived while this one's was made,
+		// and took its place in the data dir: this change is lost.
+		s.notifyLocked()
+		return s.conflictErr()
+	}
 	kvs, _, err := s.st.List(ctx, filesPrefix)
 	if err != nil {
 		return fmt.Errorf("sharedca: read the CA: %w", err)
@@ -216,16 +228,20 @@ func (s *Share) Publish(ctx context.Context) error {
 		if rerr != nil {
 			return fmt.Errorf("sharedca: another replica changed the CA meanwhile, and putting its version back failed: %w", rerr)
 		}
-		s.version = version
+		s.version, s.taken = version, got
 		s.notifyLocked()
-		return fmt.Errorf("%w: another control-plane replica changed the CA in %s meanwhile; nothing changed here: see trellis ca status, then retry", adminapi.ErrConflict, s.Where())
+		return s.conflictErr()
 	}
 	if err != nil {
 		return fmt.Errorf("sharedca: store the CA: %w", err)
 	}
-	s.version = rev
+	s.version, s.taken = rev, nil
 	s.notifyLocked()
 	return nil
+}
+
+func (s *Share) conflictErr() error {
+	return fmt.Errorf("%w: another control-plane replica changed the CA in %s meanwhile; nothing changed here: see trellis ca status, then retry", adminapi.ErrConflict, s.Where())
 }
 
 // Report stores this replica's proxies' reports when they changed, or

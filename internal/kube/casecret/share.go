@@ -1,9 +1,11 @@
 package casecret
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -30,9 +32,12 @@ type Share struct {
 	ns, name, dataDir, who string
 	log                    *slog.Logger
 
-	mu   sync.Mutex
-	rv   string   // the Secret's resourceVersion the data dir holds
-	subs []func() // called after the data dir took a new version
+	mu sync.Mutex
+	rv string // the Secret's resourceVersion the data dir holds
+	// taken is the Secret data take last wrote into the data dir
+	// (another replica's; nil after this replica's own publish).
+	taken map[string][]byte
+	subs  []func() // called after the data dir took a new version
 
 	reports cache.Store // other replicas' reports (reports.go)
 }
@@ -98,7 +103,7 @@ func (s *Share) take(sec *corev1.Secret) {
 		s.log.Error("CA from its Secret not written into the data dir; this replica keeps its CA", "secret", s.ns+"/"+s.name, "err", err)
 		return
 	}
-	s.rv = sec.ResourceVersion
+	s.rv, s.taken = sec.ResourceVersion, sec.Data
 	s.notifyLocked()
 	s.mu.Unlock()
 }
@@ -129,6 +134,11 @@ func (s *Share) Publish(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.taken != nil && maps.EqualFunc(data, s.taken, bytes.Equal) {
+		// Another replica's change arrived while this one's was made,
+		// and took its place in the data dir: this change is lost.
+		return s.revertLocked(sec)
+	}
 	sec = sec.DeepCopy()
 	sec.Data = data
 	out, err := secrets.Update(ctx, sec, metav1.UpdateOptions{})
@@ -141,7 +151,7 @@ func (s *Share) Publish(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("casecret: write %s: %w", s.Where(), err)
 	}
-	s.rv = out.ResourceVersion
+	s.rv, s.taken = out.ResourceVersion, nil
 	s.notifyLocked()
 	return nil
 }
@@ -152,7 +162,7 @@ func (s *Share) revertLocked(sec *corev1.Secret) error {
 	if err := materialize(sec, s.dataDir); err != nil {
 		return fmt.Errorf("casecret: another replica changed the CA meanwhile, and putting its version back failed: %w", err)
 	}
-	s.rv = sec.ResourceVersion
+	s.rv, s.taken = sec.ResourceVersion, sec.Data
 	s.notifyLocked()
 	return fmt.Errorf("%w: another control-plane replica changed the CA in %s meanwhile; nothing changed here: see trellis ca status, then retry", adminapi.ErrConflict, s.Where())
 }
