@@ -111,6 +111,39 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 	})
 
+	t.Cleanup(c.stopAll)
+	// Free ports are found by binding and closing, so another test
+	// process may take one before etcd binds it: start again on new ports
+	// (a few times) when a member says so.
+	for attempt := 1; ; attempt++ {
+		c.launch(n, filepath.Join(dir, "attempt"+strconv.Itoa(attempt)))
+		var err error
+		for i := range c.members {
+			if err = c.awaitHealthy(i); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			return c
+		}
+		if attempt < 3 && c.portTaken() {
+			t.Logf("etcdtest: a port was taken before etcd bound it; starting again on others")
+			c.stopAll()
+			c.resetClient()
+			continue
+		}
+		t.Fatalf("etcdtest: %v (its log is shown below)", err)
+	}
+}
+
+// launch starts n fresh members in dir, on free ports.
+func (c *Cluster) launch(n int, dir string) {
+	t := c.t
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	c.members = nil
 	var peers []string
 	for i := range n {
 		m := &member{
@@ -140,11 +173,25 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 		c.start(m)
 	}
-	t.Cleanup(c.stopAll)
-	for i := range c.members {
-		c.waitHealthy(i)
+}
+
+// portTaken reports whether a member's log says one of its ports was
+// taken.
+func (c *Cluster) portTaken() bool {
+	for _, m := range c.members {
+		if b, err := os.ReadFile(m.logPath); err == nil && strings.Contains(string(b), "address already in use") {
+			return true
+		}
 	}
-	return c
+	return false
+}
+
+// resetClient drops the cluster client of an abandoned start.
+func (c *Cluster) resetClient() {
+	if c.client != nil {
+		c.client.Close()
+	}
+	c.client, c.clientOnce = nil, sync.Once{}
 }
 
 // Endpoints are the members' client addresses, 127.0.0.1:PORT, in member
@@ -332,6 +379,13 @@ func (c *Cluster) stopAll() {
 // reports no alarm.
 func (c *Cluster) waitHealthy(i int) {
 	c.t.Helper()
+	if err := c.awaitHealthy(i); err != nil {
+		c.t.Fatalf("etcdtest: %v (its log is shown below)", err)
+	}
+}
+
+// awaitHealthy is waitHealthy returning what went wrong.
+func (c *Cluster) awaitHealthy(i int) error {
 	m := c.members[i]
 	cl := c.Client()
 	deadline := time.Now().Add(startTimeout)
@@ -339,7 +393,7 @@ func (c *Cluster) waitHealthy(i int) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-m.proc.done:
-			c.t.Fatalf("etcdtest: %s exited: %v (its log is shown below)", m.name, m.proc.cmd.ProcessState)
+			return fmt.Errorf("%s exited: %v", m.name, m.proc.cmd.ProcessState)
 		default:
 		}
 		// gRPC waits a second before it dials again: dial first.
@@ -361,11 +415,11 @@ func (c *Cluster) waitHealthy(i int) {
 		case len(st.Errors) > 0:
 			last = fmt.Errorf("errors %q", st.Errors)
 		default:
-			return
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.t.Fatalf("etcdtest: %s not healthy after %v: %v", m.name, startTimeout, last)
+	return fmt.Errorf("%s not healthy after %v: %v", m.name, startTimeout, last)
 }
 
 func (c *Cluster) dumpLogs() {
