@@ -85,10 +85,11 @@ func TestEtcdQuorumLost(t *testing.T) {
 // TestEtcdReplicaFailover: two control-plane replicas on a 3-member etcd
 // cluster, sharing the CA, tokens, resources and their proxy registries.
 // Three proxies given both addresses (`--control A,B`) join A; callers
-// call an HTTP and a TCP service through them. A is killed with SIGKILL:
+// call an HTTP and a TCP service through them. A, which also leads the
+// singletons' election, is killed with SIGKILL:
 // the proxies reconnect to B and are SYNCED there within 5 s, a policy
 // applied through B during the failover reaches them, and not one call
-// fails.
+// fails; B takes the election over.
 func TestEtcdReplicaFailover(t *testing.T) {
 	skipIfShort(t)
 	c := etcdtest.Start(t, 3)
@@ -101,6 +102,8 @@ func TestEtcdReplicaFailover(t *testing.T) {
 		return p
 	}
 	a := replica("cp-a")
+	// The replica killed below is the leader of the singletons too.
+	awaitCond(t, 15*time.Second, "cp-a leads the singletons", func() bool { return scrapeControl(t, a, "trellis_control_leader") == 1 })
 	b := replica("cp-b")
 	both := &controlProcess{GRPCAddr: a.GRPCAddr + "," + b.GRPCAddr, DataDir: a.DataDir, APIURL: a.APIURL}
 	m := startTrafficMesh(t, both, dir)
@@ -128,6 +131,7 @@ func TestEtcdReplicaFailover(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 403
 	})
+	awaitCond(t, 30*time.Second, "cp-b takes the singletons over", func() bool { return scrapeControl(t, b, "trellis_control_leader") == 1 })
 	time.Sleep(3 * time.Second) // calls on B alone
 	loop.Stop()
 	t.Logf("%d calls (%d after the kill -9), %d failed; all three proxies SYNCED on B %.1fs after the kill", loop.calls.Load(), loop.calls.Load()-before, loop.failures.Load(), synced.Seconds())
