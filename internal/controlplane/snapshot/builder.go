@@ -363,9 +363,6 @@ func (v *View) peers(selected []int) []*pb.PeerIdentity {
 	return out
 }
 
-// Has reports whether v lists the service.
-func (v *View) Has(k ServiceKey) bool { return v.byKey[k] != nil }
-
 // ServiceByVIP returns the service a virtual IP belongs to.
 func (v *View) ServiceByVIP(ip string) (ServiceKey, bool) {
 	for k, svc := range v.byKey {
@@ -557,7 +554,7 @@ func WithVIPs(svcs []*pb.Service, vips map[ServiceKey]string) []*pb.Service {
 // view reuses unchanged ones), so they hash alike.
 func sameParts(a, b *pb.Snapshot) bool {
 	return a.GetHash() != "" && a.Mesh == b.Mesh && a.ReportIntervalSeconds == b.ReportIntervalSeconds && a.Issuer == b.Issuer &&
-		len(a.TrustBundle) > 0 && len(a.TrustBundle) == len(b.TrustBundle) && &a.TrustBundle[0] == &b.TrustBundle[0] &&
+		len(a.TrustBundle) > 0 && sameSlice(a.TrustBundle, b.TrustBundle) &&
 		slices.Equal(a.Services, b.Services) &&
 		slices.EqualFunc(a.Policies, b.Policies, bytes.Equal) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
 
@@ -60,21 +59,4 @@ func (s *Store) leadOnce(ctx context.Context, name, id string, secs int, log *sl
 	rctx, rcancel := context.WithTimeout(context.Background(), time.Second)
 	defer rcancel()
 	_ = e.Resign(rctx)
-}
-
-// Leader returns the current leader's id of the named election ("" when
-// there is none).
-func (s *Store) Leader(ctx context.Context, name string) (string, error) {
-	resp, err := s.cl.Get(ctx, s.cfg.Prefix+"/election/"+name+"/", clientFirstCreate()...)
-	if err != nil {
-		return "", s.wrap(ctx, "election leader", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
-	}
-	return string(resp.Kvs[0].Value), nil
-}
-
-func clientFirstCreate() []clientv3.OpOption {
-	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1)}
 }
