@@ -16,7 +16,16 @@ func (o *Outbound) newUpstreamFast(key string, ul *upstreamListener) *fastServer
 		handle:      func(fc *fastConn, req *h1.Head) bool { return o.serveFast(fc, req, key) },
 		idleTimeout: o.cfg.IdleTimeout,
 		conns:       &o.conns,
-		handoff:     func(c net.Conn, _ *peer) bool { return ul.deliver(c) },
+		handoff: func(c net.Conn, _ *peer) bool {
+			// A prior-knowledge h2c caller goes to the HTTP/2 relay;
+			// anything else the fast path does not take, to net/http.
+			if rc, ok := c.(*replayConn); ok && isH2Preface(rc.r) {
+				_ = c.SetReadDeadline(time.Time{})
+				serveRelay(&o.h2conns, c, o.h2cfg, &outboundH2{o: o, key: key})
+				return false
+			}
+			return ul.deliver(c)
+		},
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/cowmap"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/connset"
+	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
@@ -37,6 +38,11 @@ type Inbound struct {
 	appH1   *http.Transport
 	appH2   *http.Transport     // h2c, for http2 and grpc apps
 	app     *upstream.AppClient // fast path for bodyless requests to HTTP/1.1 apps
+	// h2app pools the h2c connections to an HTTP/2 or gRPC app for the
+	// HTTP/2 relay (h2path.go); h2conns are its downstream connections.
+	h2app   *h2relay.Pool
+	h2cfg   *h2relay.Config
+	h2conns h2Conns
 	// fast serves HTTP/1.1 callers of HTTP/1.1 apps (fastpath.go); nil
 	// for other app protocols. fastApp pools the HTTP/1.1 connections to
 	// the app, for the fast path and app.
@@ -78,6 +84,8 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	}
 	in.appH1 = appTransport(in.dialer, false)
 	in.appH2 = appTransport(in.dialer, true)
+	in.h2cfg = h2Config(cfg)
+	in.h2app = h2relay.NewPool(in.h2cfg, in.dialApp)
 	in.dest = cfg.Metrics.Dest(metrics.Inbound, cfg.Service, cfg.Namespace, "", "", "")
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
@@ -239,6 +247,10 @@ func (in *Inbound) handleConn(c net.Conn) {
 		in.serveTCP(conn, p, snap)
 		return
 	}
+	if alpn == mtls.ALPNH2 && in.relaysH2() {
+		serveRelay(&in.h2conns, conn, in.h2cfg, &inboundH2{in: in, p: p})
+		return
+	}
 	if in.fast != nil && alpn != mtls.ALPNH2 && alpn != mtls.ALPNTCP {
 		in.fast.serve(conn, p)
 		return
@@ -338,6 +350,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, in.cfg.DrainTimeout)
 		defer cancel()
 	}
+	in.h2conns.drain()
 	connsDone := make(chan error, 1)
 	go func() { connsDone <- in.conns.Shutdown(ctx) }()
 	err := in.srv.Shutdown(ctx)
@@ -348,6 +361,7 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.appH1.CloseIdleConnections()
 	in.appH2.CloseIdleConnections()
 	in.fastApp.CloseIdle(true)
+	in.h2app.CloseIdle(true)
 	if err != nil {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}

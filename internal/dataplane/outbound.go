@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/connset"
+	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -39,7 +40,10 @@ type Outbound struct {
 	mu    sync.Mutex
 	pool  map[string]*PeerEndpoint // by endpointKey
 
-	conns   connset.Set // TCP tunnels and upgraded connections
+	conns connset.Set // TCP tunnels and upgraded connections
+	// h2conns are the app connections on the HTTP/2 relay (h2path.go).
+	h2cfg   *h2relay.Config
+	h2conns h2Conns
 	srvMu   sync.Mutex
 	servers map[*http.Server]struct{}
 	closed  bool
@@ -69,6 +73,7 @@ func NewOutbound(cfg DataPlaneConfig) *Outbound {
 		pool:    make(map[string]*PeerEndpoint),
 		servers: make(map[*http.Server]struct{}),
 	}
+	o.h2cfg = h2Config(cfg)
 	if cfg.Identity != nil {
 		if id := cfg.Identity.ID(); !id.IsZero() {
 			o.principal, o.namespace = id.String(), namespaceOf(id)
@@ -515,6 +520,7 @@ func (o *Outbound) Shutdown(ctx context.Context) error {
 		servers = append(servers, s)
 	}
 	o.srvMu.Unlock()
+	o.h2conns.drain()
 	if o.cfg.DrainTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.cfg.DrainTimeout)

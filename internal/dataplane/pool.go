@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 )
@@ -32,8 +33,10 @@ type PeerEndpoint struct {
 	identity mtls.Identity
 
 	h2Conf, h1Conf, tcpConf *tls.Config
-	// h2 multiplexes HTTP requests over one connection.
-	h2 *http.Transport
+	// h2 multiplexes HTTP requests over one connection (net/http's
+	// path); h2p pools the HTTP/2 relay's connections (h2path.go).
+	h2  *http.Transport
+	h2p *h2relay.Pool
 	// fast carries the HTTP/1.1 fast path's requests (fastpath.go).
 	fast *upstream.Pool
 	// h1 carries Upgrade requests only; made on first use.
@@ -106,6 +109,9 @@ func newPeerEndpoint(cfg DataPlaneConfig, addr string, want map[spiffeid.ID]bool
 	e.h1Conf = mtls.ClientConfig(cfg.Identity, mtls.ALPNHTTP1, addr, want, e.wantList)
 	e.tcpConf = mtls.ClientConfig(cfg.Identity, mtls.ALPNTCP, addr, want, e.wantList)
 	e.fast = newFastPeerPool(e)
+	e.h2p = h2relay.NewPool(h2Config(cfg), func(ctx context.Context) (net.Conn, error) {
+		return e.dialTLS(ctx, e.h2Conf)
+	})
 	var p http.Protocols
 	p.SetHTTP2(true)
 	e.h2 = &http.Transport{
@@ -153,6 +159,7 @@ func (e *PeerEndpoint) upgradeTransport() *http.Transport {
 func (e *PeerEndpoint) retire() {
 	e.fast.CloseIdle(true)
 	e.h2.CloseIdleConnections()
+	e.h2p.CloseIdle(true)
 	if t := e.h1; t != nil {
 		t.CloseIdleConnections()
 	}

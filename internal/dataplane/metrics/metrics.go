@@ -47,6 +47,7 @@ type Metrics struct {
 	rejected         *prometheus.CounterVec
 	refused          *prometheus.CounterVec
 	upstreamFailures *prometheus.CounterVec
+	grpcStatus       *prometheus.CounterVec
 
 	dests    cowmap.Map[destKey, *Dest]
 	sources  cowmap.Map[sourceKey, *Source]
@@ -94,8 +95,12 @@ func New() *Metrics {
 			Name: "trellis_upstream_failures_total",
 			Help: "Outbound calls that could not reach a destination, by reason.",
 		}, []string{"destination_service", "destination_namespace", "reason"}),
+		grpcStatus: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_grpc_responses_total",
+			Help: "gRPC responses relayed by the HTTP/2 path, by grpc-status.",
+		}, []string{"direction", "destination_service", "destination_namespace", "grpc_status"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
+	m.reg.MustRegister(m.grpcStatus, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
 		// go_* and process_*, as on the control plane and collector: a
 		// sidecar's memory, CPU, goroutines and file descriptors.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -132,6 +137,7 @@ type Dest struct {
 	tcpConns    prometheus.Counter
 	tcpSent     prometheus.Counter
 	tcpReceived prometheus.Counter
+	grpc        *codeCounters
 }
 
 // Dest returns the cached children for a destination. srcNamespace and
@@ -148,6 +154,9 @@ func (m *Metrics) Dest(direction, service, namespace, srcService, srcNamespace, 
 			tcpConns:    m.tcpConns.WithLabelValues(direction, service, namespace),
 			tcpSent:     m.tcpSent.WithLabelValues(direction, service, namespace),
 			tcpReceived: m.tcpReceived.WithLabelValues(direction, service, namespace),
+			grpc: newCodeCounters(m.grpcStatus.MustCurryWith(prometheus.Labels{
+				"direction": direction, "destination_service": service, "destination_namespace": namespace,
+			})),
 		}
 		if direction == Outbound {
 			d.requests = newCodeCounters(m.requests.MustCurryWith(prometheus.Labels{
@@ -204,6 +213,14 @@ func (d *Dest) OutboundRequest(code int, start time.Time) {
 	}
 	d.requests.inc(code)
 	d.duration.Observe(time.Since(start).Seconds())
+}
+
+// GRPCStatus counts one gRPC response by its grpc-status.
+func (d *Dest) GRPCStatus(code int) {
+	if d == nil {
+		return
+	}
+	d.grpc.inc(code)
 }
 
 // TCPConn counts one tunneled connection.

@@ -1,0 +1,50 @@
+package admission
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
+	"github.com/trellismesh/trellis/internal/meshconfig"
+)
+
+// H2View is a request on the HTTP/2 frame relay (internal/dataplane/h2relay)
+// as admission sees it.
+type H2View struct{ Req *h2relay.Request }
+
+func (v *H2View) Method() string { return v.Req.Method }
+func (v *H2View) RawPath() string {
+	p, _, _ := strings.Cut(v.Req.Path, "?")
+	return p
+}
+func (v *H2View) Host() string                { return v.Req.Authority }
+func (v *H2View) HTTP11() bool                { return false }
+func (v *H2View) Get(name string) string      { return v.Req.Get(name) }
+func (v *H2View) Values(name string) []string { return v.Req.Values(name) }
+
+func (v *H2View) Header() (http.Header, func(string) string) { return nil, v.Req.Get }
+
+// SetPath rewrites :path, keeping the query.
+func (v *H2View) SetPath(path string) {
+	if _, q, ok := strings.Cut(v.Req.Path, "?"); ok {
+		path += "?" + q
+	}
+	v.Req.Path = path
+}
+
+// Filter needs no Connection pass: HTTP/2 has no Connection field (the
+// relay drops connection-specific fields).
+func (v *H2View) Filter(strip *meshconfig.HeaderStrip) *Refusal {
+	kept := v.Req.Fields[:0]
+	for _, f := range v.Req.Fields {
+		keep, rf := screenField(f.Name, strip)
+		if rf != nil {
+			return rf
+		}
+		if keep {
+			kept = append(kept, f)
+		}
+	}
+	v.Req.Fields = kept
+	return nil
+}

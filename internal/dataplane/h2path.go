@@ -1,0 +1,286 @@
+package dataplane
+
+import (
+	"bufio"
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/trellismesh/trellis/internal/dataplane/admission"
+	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
+	"github.com/trellismesh/trellis/internal/meshconfig"
+)
+
+// The HTTP/2 path. HTTP/2 callers of HTTP/2 and gRPC services (prior
+// knowledge h2c on an explicit upstream listener; h2 over mTLS from peer
+// proxies to an h2c or gRPC app) are relayed frame by frame by
+// internal/dataplane/h2relay, the way the HTTP/1.1 fast path relays
+// HTTP/1.1: the connection's own goroutine reads, authorizes and writes,
+// with pooled multiplexed connections to the peer proxies and to the app.
+// Everything else over HTTP/2 (an HTTP/1.1 app behind the inbound, the
+// HTTP proxy port, transparent capture, plaintext callers) stays on
+// net/http.
+
+// h2Config are the relay's limits on both sides.
+func h2Config(cfg DataPlaneConfig) *h2relay.Config {
+	return &h2relay.Config{
+		MaxHeaderListSize: uint32(cfg.Limits.MaxHeaderBytes),
+		IdleTimeout:       cfg.IdleTimeout,
+	}
+}
+
+// h2Conns are the downstream relay connections of one side, drained with
+// a GOAWAY on shutdown.
+type h2Conns struct {
+	mu     sync.Mutex
+	conns  map[*h2relay.Conn]struct{}
+	closed bool
+}
+
+func (s *h2Conns) add(c *h2relay.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*h2relay.Conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *h2Conns) remove(c *h2relay.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// drain sends every connection a GOAWAY; each closes when its streams
+// end (the side's connset waits for that, up to the drain timeout).
+func (s *h2Conns) drain() {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*h2relay.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Drain()
+	}
+}
+
+// serveRelay runs one downstream relay connection, tracked in set.
+func serveRelay(set *h2Conns, nc net.Conn, cfg *h2relay.Config, h h2relay.Handler) {
+	c := h2relay.NewServerConn(nc, cfg, h)
+	if !set.add(c) {
+		closeQuietly(nc)
+		return
+	}
+	defer set.remove(c)
+	_ = c.Run()
+}
+
+// isH2Preface reports whether a handed-off connection starts with the
+// HTTP/2 client preface (a prior-knowledge h2c caller).
+func isH2Preface(br *bufio.Reader) bool {
+	b, err := br.Peek(len(http2.ClientPreface))
+	return err == nil && string(b) == http2.ClientPreface
+}
+
+// localResponse turns a proxy-made answer into the relay's form.
+func localResponse(ew *errorResponse) *h2relay.Response {
+	r := &h2relay.Response{Status: ew.code, Body: ew.body.String()}
+	if r.Status == 0 {
+		r.Status = http.StatusOK
+	}
+	for k, vv := range ew.h {
+		k = strings.ToLower(k)
+		if k == "connection" || k == "content-type" || k == "content-length" {
+			continue
+		}
+		for _, v := range vv {
+			r.Header = append(r.Header, hpack.HeaderField{Name: k, Value: v})
+		}
+	}
+	return r
+}
+
+// outboundH2 routes the streams of one app connection on an upstream
+// listener for key.
+type outboundH2 struct {
+	o   *Outbound
+	key string
+}
+
+type outboundCall struct {
+	rt *route
+	e  *PeerEndpoint
+}
+
+func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
+	o := h.o
+	t, rt := o.lookup(h.key)
+	ew := newErrorResponse()
+	switch {
+	case t == nil:
+		o.refuse(ew, h.key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
+		return nil, localResponse(ew), nil
+	case rt == nil:
+		o.refuse(ew, h.key, nil, failUnknown, http.StatusServiceUnavailable, unknownMessage)
+		return nil, localResponse(ew), nil
+	case rt.tcp:
+		o.refuse(ew, h.key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
+		return nil, localResponse(ew), nil
+	}
+	call := &outboundCall{rt: rt}
+	e := rt.bal.Pick(nil)
+	if e == nil {
+		o.noEndpoints(ew, rt)
+		return nil, localResponse(ew), call
+	}
+	up, err := e.h2p.Get(context.Background())
+	if err != nil {
+		// Nothing reached this endpoint; another may be up.
+		if e2 := rt.bal.Pick(e); e2 != nil {
+			o.logFailure(rt, e, err)
+			e = e2
+			up, err = e.h2p.Get(context.Background())
+		}
+	}
+	if err != nil {
+		o.upstreamFailedFor(ew, rt, e, err)
+		return nil, localResponse(ew), call
+	}
+	e.inflight.Add(1)
+	call.e = e
+	req.Scheme = "https"
+	return up, nil, call
+}
+
+func (h *outboundH2) Done(r *h2relay.Result) {
+	call, _ := r.Tag.(*outboundCall)
+	if call == nil {
+		return
+	}
+	if call.e != nil {
+		call.e.inflight.Add(-1)
+	}
+	code := r.Status
+	if r.Reset && !r.Local && code == 0 {
+		code = statusClientClosed
+		if !r.ResetByCaller {
+			code = http.StatusBadGateway
+			call.rt.dest.UpstreamFailure(failUpstream)
+		}
+	}
+	call.rt.dest.OutboundRequest(code, r.Start)
+	if r.GRPCStatus >= 0 {
+		call.rt.dest.GRPCStatus(r.GRPCStatus)
+	}
+}
+
+// inboundH2 admits and routes the streams of one peer connection to an
+// HTTP/2 or gRPC app.
+type inboundH2 struct {
+	in *Inbound
+	p  *peer
+}
+
+type inboundCall struct {
+	snap  *meshconfig.Snapshot
+	v     admission.Verdict
+	gated bool
+}
+
+// noWait makes the app gate answer at once instead of queueing: a queued
+// stream would hold up every stream of its connection.
+var noWait = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
+	in, p := h.in, h.p
+	call := &inboundCall{snap: in.cfg.Snapshot()}
+	in.chain.Admit(&admission.H2View{Req: req}, p.admission(), call.snap, &call.v)
+	if rf := call.v.Refused; rf != nil {
+		r := &h2relay.Response{Status: rf.Code, Body: rf.Msg}
+		if rf.DeniedBy != "" {
+			r.Header = append(r.Header, hpack.HeaderField{Name: "x-trellis-denied-by", Value: rf.DeniedBy})
+		}
+		return nil, r, call
+	}
+	if len(p.xfcc) > 0 {
+		req.Fields = append(req.Fields, hpack.HeaderField{Name: "x-forwarded-client-cert", Value: p.xfcc[0]})
+	}
+	if rf := in.gate.Acquire(noWait, p.principal); rf != nil {
+		return nil, &h2relay.Response{Status: rf.Code, Body: rf.Msg}, call
+	}
+	call.gated = true
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.DialTimeout)
+	up, err := in.h2app.Get(ctx)
+	cancel()
+	if err != nil {
+		ew := newErrorResponse()
+		in.appFailedFor(ew, req.Method, call.v.Path, &net.OpError{Op: "dial", Net: "tcp", Err: err})
+		return nil, localResponse(ew), call
+	}
+	req.Scheme = "http"
+	return up, nil, call
+}
+
+func (h *inboundH2) Done(r *h2relay.Result) {
+	in, p := h.in, h.p
+	call, _ := r.Tag.(*inboundCall)
+	if call == nil {
+		// Refused by the relay before admission (a malformed head).
+		in.dest.Request(p.sourceFor(in.cfg.Snapshot(), in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace), r.Status, false, r.Start)
+		return
+	}
+	if call.gated {
+		in.gate.Release(p.principal)
+	}
+	code := r.Status
+	if r.Reset && !r.Local && code == 0 {
+		code = statusClientClosed
+		if !r.ResetByCaller {
+			code = http.StatusBadGateway
+		}
+	}
+	o := outcome{code: code, authorized: call.v.Authorized, dec: call.v.Decision}
+	src := p.sourceFor(call.snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
+	in.dest.Request(src, code, o.authorized && !o.dec.Allow, r.Start)
+	if r.GRPCStatus >= 0 {
+		in.dest.GRPCStatus(r.GRPCStatus)
+	}
+	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
+		path := call.v.Path
+		if path == "" {
+			path, _, _ = strings.Cut(r.Path, "?")
+		}
+		in.accessEvent(r.Method, path, admission.TraceID(r.Req.Get), p, call.snap, &o, r.Start)
+	}
+}
+
+// dialApp opens an h2c connection to the local app.
+func (in *Inbound) dialApp(ctx context.Context) (net.Conn, error) {
+	c, err := in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
+	if err != nil {
+		return nil, err
+	}
+	return rawIO(c), nil
+}
+
+// relaysH2 says whether the inbound relays h2 callers frame by frame.
+func (in *Inbound) relaysH2() bool {
+	return in.cfg.Protocol == meshconfig.ProtocolHTTP2 || in.cfg.Protocol == meshconfig.ProtocolGRPC
+}

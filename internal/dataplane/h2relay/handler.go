@@ -1,0 +1,167 @@
+package h2relay
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2/hpack"
+)
+
+// Handler decides where each downstream stream goes. Its methods are
+// called from the downstream connection's reader and should not block
+// for long: every stream of that connection waits.
+type Handler interface {
+	// Route takes a new stream's request. It returns the upstream
+	// connection to send it to, or the answer to give instead (exactly
+	// one is non-nil); tag is handed back in Done. It may change req's
+	// fields and pseudo-headers.
+	Route(req *Request) (up *Conn, local *Response, tag any)
+	// Done reports a finished stream (answered, reset or failed).
+	Done(r *Result)
+}
+
+// Request is a stream's request head as the Handler sees it.
+type Request struct {
+	Method, Scheme, Authority, Path string
+	// Fields are the regular header fields, names in lowercase.
+	Fields []hpack.HeaderField
+	// EndStream: the request has no body.
+	EndStream bool
+	// Conn is the downstream connection it arrived on.
+	Conn *Conn
+}
+
+// Get returns the first value of a field (name in any case).
+func (r *Request) Get(name string) string {
+	for i := range r.Fields {
+		if strings.EqualFold(r.Fields[i].Name, name) {
+			return r.Fields[i].Value
+		}
+	}
+	return ""
+}
+
+// Values returns every value of a field (name in any case).
+func (r *Request) Values(name string) []string {
+	var out []string
+	for i := range r.Fields {
+		if strings.EqualFold(r.Fields[i].Name, name) {
+			out = append(out, r.Fields[i].Value)
+		}
+	}
+	return out
+}
+
+// Set replaces every value of a field (name in lowercase) with one.
+func (r *Request) Set(name, value string) {
+	r.Del(name)
+	r.Fields = append(r.Fields, hpack.HeaderField{Name: name, Value: value})
+}
+
+// Del removes a field (name in lowercase).
+func (r *Request) Del(name string) {
+	kept := r.Fields[:0]
+	for _, f := range r.Fields {
+		if f.Name != name {
+			kept = append(kept, f)
+		}
+	}
+	r.Fields = kept
+}
+
+// Response is an answer the Handler gives instead of forwarding.
+type Response struct {
+	Status int
+	// Header are extra fields, names in lowercase.
+	Header []hpack.HeaderField
+	Body   string
+}
+
+// Result is how a stream ended.
+type Result struct {
+	Tag          any
+	Method, Path string
+	Start        time.Time
+	// Status is the response's :status, 0 when none came (the stream was
+	// reset first).
+	Status int
+	// GRPCStatus is the grpc-status of the response, -1 without one.
+	GRPCStatus int
+	// Reset says the stream was reset (by either side or the proxy)
+	// before its response ended; ResetByCaller when the caller did it.
+	Reset, ResetByCaller bool
+	// Local: the proxy answered itself (Handler.Route's Response).
+	Local bool
+	// Authority is the request's :authority.
+	Authority string
+	// Req is the request head as it was routed.
+	Req *Request
+}
+
+// hopFields are connection-specific fields HTTP/2 forbids; they are
+// dropped rather than forwarded.
+func hopField(name string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+		return true
+	}
+	return false
+}
+
+// requestFields builds the upstream HEADERS of a routed request.
+func requestFields(req *Request, buf []hpack.HeaderField) []hpack.HeaderField {
+	buf = append(buf,
+		hpack.HeaderField{Name: ":method", Value: req.Method},
+		hpack.HeaderField{Name: ":scheme", Value: req.Scheme},
+		hpack.HeaderField{Name: ":authority", Value: req.Authority},
+	)
+	if req.Path != "" {
+		buf = append(buf, hpack.HeaderField{Name: ":path", Value: req.Path})
+	}
+	for _, f := range req.Fields {
+		if hopField(f.Name) || (f.Name == "te" && f.Value != "trailers") {
+			continue
+		}
+		buf = append(buf, f)
+	}
+	return buf
+}
+
+// filterFields drops hop-by-hop fields from a response head or trailers
+// in place.
+func filterFields(fields []hpack.HeaderField) []hpack.HeaderField {
+	kept := fields[:0]
+	for _, f := range fields {
+		if hopField(f.Name) {
+			continue
+		}
+		kept = append(kept, f)
+	}
+	return kept
+}
+
+// localFields is the head of a proxy-made answer.
+func localFields(r *Response) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, 3+len(r.Header))
+	out = append(out,
+		hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.Status)},
+		hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
+		hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(r.Body))},
+	)
+	return append(out, r.Header...)
+}
+
+// grpcStatus parses a grpc-status field; -1 when fields have none.
+func grpcStatus(fields []hpack.HeaderField) int {
+	for _, f := range fields {
+		if f.Name == "grpc-status" {
+			n, err := strconv.Atoi(f.Value)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
+}

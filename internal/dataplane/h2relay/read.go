@@ -1,0 +1,636 @@
+package h2relay
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"strconv"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// Serve relays the streams of a downstream connection whose next bytes
+// are the HTTP/2 client preface, until the connection ends. nc may
+// replay bytes already read. The caller closes nothing: Serve closes nc.
+func Serve(nc net.Conn, cfg *Config, h Handler) error {
+	c := newConn(nc, cfg, sideDown)
+	c.h = h
+	return c.serve()
+}
+
+// NewServerConn prepares a downstream connection for Run (so the caller
+// can track it before it runs).
+func NewServerConn(nc net.Conn, cfg *Config, h Handler) *Conn {
+	c := newConn(nc, cfg, sideDown)
+	c.h = h
+	return c
+}
+
+// Run is Serve for a connection from NewServerConn.
+func (c *Conn) Run() error { return c.serve() }
+
+// connErr ends the connection with a GOAWAY carrying code.
+type connErr struct {
+	code http2.ErrCode
+	msg  string
+}
+
+func (e *connErr) Error() string { return "h2relay: " + e.code.String() + ": " + e.msg }
+
+func (c *Conn) serve() (err error) {
+	defer c.teardown()
+	if c.side == sideDown {
+		if err := readPreface(c.br); err != nil {
+			return err
+		}
+		if err := c.start(); err != nil {
+			return err
+		}
+	}
+	c.watchIdle()
+	for {
+		if c.br.Buffered() == 0 {
+			c.flushDirty()
+		}
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			var se http2.StreamError
+			if errors.As(err, &se) {
+				c.streamError(se.StreamID, se.Code)
+				continue
+			}
+			var ce http2.ConnectionError
+			if errors.As(err, &ce) {
+				c.goAway(http2.ErrCode(ce), "")
+			}
+			c.flushDirty()
+			return err
+		}
+		if err := c.handle(f); err != nil {
+			var ce *connErr
+			if errors.As(err, &ce) {
+				c.goAway(ce.code, ce.msg)
+			}
+			c.flushDirty()
+			return err
+		}
+	}
+}
+
+func (c *Conn) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.MetaHeadersFrame:
+		if c.side == sideDown {
+			return c.onRequestHeaders(f)
+		}
+		return c.onResponseHeaders(f)
+	case *http2.DataFrame:
+		return c.onData(f)
+	case *http2.RSTStreamFrame:
+		return c.onRST(f)
+	case *http2.SettingsFrame:
+		return c.onSettings(f)
+	case *http2.WindowUpdateFrame:
+		return c.onWindowUpdate(f)
+	case *http2.PingFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := c.guard.control(); err != nil {
+			return err
+		}
+		c.wmu.Lock()
+		if !c.wdead {
+			c.checkLocked(c.fr.WritePing(true, f.Data))
+		}
+		c.wmu.Unlock()
+		c.markDirty(c)
+	case *http2.GoAwayFrame:
+		c.onGoAway(f)
+	case *http2.PriorityFrame:
+		return c.guard.control()
+	case *http2.PushPromiseFrame:
+		return &connErr{http2.ErrCodeProtocol, "push is disabled"}
+	}
+	return nil
+}
+
+func (c *Conn) lookup(id uint32) *stream {
+	c.smu.Lock()
+	st := c.streams[id]
+	c.smu.Unlock()
+	return st
+}
+
+// streamError resets one stream after a frame error on it.
+func (c *Conn) streamError(id uint32, code http2.ErrCode) {
+	if st := c.lookup(id); st != nil {
+		c.resetBoth(st, -1, code, false)
+		return
+	}
+	c.smu.Lock()
+	if c.side == sideDown && id > c.lastPeerID {
+		c.lastPeerID = id
+	}
+	c.smu.Unlock()
+	c.wmu.Lock()
+	c.writeRSTLocked(id, code)
+	c.wmu.Unlock()
+	c.markDirty(c)
+}
+
+// refuse resets a new stream the connection does not take.
+func (c *Conn) refuse(id uint32, code http2.ErrCode) {
+	c.wmu.Lock()
+	c.writeRSTLocked(id, code)
+	c.wmu.Unlock()
+	c.markDirty(c)
+}
+
+func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	if st := c.lookup(id); st != nil {
+		// Request trailers: they end the stream.
+		if !f.StreamEnded() {
+			c.resetBoth(st, -1, http2.ErrCodeProtocol, false)
+			return nil
+		}
+		d := &st.ends[sideDown]
+		if d.recvEnded.Load() {
+			c.resetBoth(st, -1, http2.ErrCodeStreamClosed, false)
+			return nil
+		}
+		d.recvEnded.Store(true)
+		if st.local {
+			return nil
+		}
+		c.forwardHeaders(st, &st.ends[sideUp], filterFields(f.RegularFields()), true)
+		return nil
+	}
+	c.smu.Lock()
+	if id%2 == 0 || id <= c.lastPeerID {
+		c.smu.Unlock()
+		if id%2 == 0 {
+			return &connErr{http2.ErrCodeProtocol, "even stream id from a client"}
+		}
+		return nil // a stream already closed; frames in flight are ignored
+	}
+	c.lastPeerID = id
+	full := uint32(c.active) >= c.cfg.MaxConcurrentStreams
+	c.smu.Unlock()
+	c.wmu.Lock()
+	draining := c.goAwaySent
+	c.wmu.Unlock()
+	if draining || full {
+		c.refuse(id, http2.ErrCodeRefusedStream)
+		if full {
+			return c.guard.control()
+		}
+		return nil
+	}
+	if err := c.guard.opened(); err != nil {
+		return err
+	}
+	st := newStream(c, id, c.h)
+	d := &st.ends[sideDown]
+	d.recvEnded.Store(f.StreamEnded())
+	c.smu.Lock()
+	c.streams[id] = st
+	c.active++
+	c.smu.Unlock()
+
+	req := &Request{Conn: c, EndStream: f.StreamEnded()}
+	for _, hf := range f.Fields {
+		switch hf.Name {
+		case ":method":
+			req.Method = hf.Value
+		case ":scheme":
+			req.Scheme = hf.Value
+		case ":authority":
+			req.Authority = hf.Value
+		case ":path":
+			req.Path = hf.Value
+		}
+	}
+	req.Fields = f.RegularFields()
+	if req.Authority == "" {
+		req.Authority = req.Get("host")
+	}
+	req.Del("host")
+	st.res.Method, st.res.Path, st.res.Authority, st.res.Req = req.Method, req.Path, req.Authority, req
+	switch {
+	case f.Truncated:
+		c.answer(st, &Response{Status: 431, Body: "trellis: request header fields too large\n"})
+		return nil
+	case req.Method == "CONNECT":
+		c.answer(st, &Response{Status: 501, Body: "trellis: CONNECT over HTTP/2 is not supported\n"})
+		return nil
+	case req.Method == "" || req.Scheme == "" || req.Path == "" || (req.Path[0] != '/' && !(req.Method == "OPTIONS" && req.Path == "*")):
+		c.answer(st, &Response{Status: 400, Body: "trellis: malformed request pseudo-header fields\n"})
+		return nil
+	}
+	up, local, tag := c.h.Route(req)
+	st.res.Tag = tag
+	st.res.Method, st.res.Path, st.res.Authority = req.Method, req.Path, req.Authority
+	if local != nil || up == nil {
+		if local == nil {
+			local = &Response{Status: 502, Body: "trellis: no upstream\n"}
+		}
+		c.answer(st, local)
+		return nil
+	}
+	if !up.open(st, req) {
+		c.answer(st, &Response{Status: 503, Body: "trellis: the upstream connection closed; retry\n"})
+		return nil
+	}
+	c.markDirty(up)
+	return nil
+}
+
+// open starts st's upstream end on c (upstream) with req's head; false
+// means c no longer takes streams.
+func (c *Conn) open(st *stream, req *Request) bool {
+	u := &st.ends[sideUp]
+	u.st, u.c = st, c
+	u.recvWin.Store(c.cfg.StreamWindow)
+	var buf [24]hpack.HeaderField
+	fields := requestFields(req, buf[:0])
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wdead || c.goingAway.Load() || c.nextID >= 1<<31-1 {
+		u.c = nil
+		return false
+	}
+	u.id = c.nextID
+	c.nextID += 2
+	u.sendWin = int64(c.peerInitWin)
+	c.smu.Lock()
+	c.streams[u.id] = st
+	c.active++
+	c.smu.Unlock()
+	end := st.ends[sideDown].recvEnded.Load()
+	c.writeHeadersLocked(u.id, fields, end)
+	if end {
+		u.sentEnd = true
+	}
+	return true
+}
+
+// answer gives a stream the proxy's own response and ends it.
+func (c *Conn) answer(st *stream, r *Response) {
+	st.local = true
+	st.res.Local = true
+	st.res.Status = r.Status
+	d := &st.ends[sideDown]
+	c.wmu.Lock()
+	c.writeHeadersLocked(d.id, localFields(r), r.Body == "")
+	if r.Body != "" && !c.wdead {
+		c.checkLocked(c.fr.WriteData(d.id, true, []byte(r.Body)))
+	}
+	d.sentEnd = true
+	if !d.recvEnded.Load() {
+		// The rest of the request is not wanted.
+		c.writeRSTLocked(d.id, http2.ErrCodeNo)
+		d.reset = true
+	}
+	c.wmu.Unlock()
+	c.markDirty(c)
+	st.finish(false, false)
+}
+
+func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
+	st := c.lookup(f.StreamID)
+	if st == nil {
+		return nil
+	}
+	u := &st.ends[sideUp]
+	end := f.StreamEnded()
+	if end {
+		u.recvEnded.Store(true)
+	}
+	fields := f.Fields
+	if !u.gotHeaders {
+		code, err := strconv.Atoi(f.PseudoValue("status"))
+		if err != nil || code < 100 || code > 999 {
+			c.resetBoth(st, -1, http2.ErrCodeProtocol, false)
+			return nil
+		}
+		if code >= 200 {
+			u.gotHeaders = true
+			st.mu.Lock()
+			st.res.Status = code
+			st.mu.Unlock()
+		} else if end {
+			c.resetBoth(st, -1, http2.ErrCodeProtocol, false)
+			return nil
+		}
+	} else {
+		if !end {
+			c.resetBoth(st, -1, http2.ErrCodeProtocol, false)
+			return nil
+		}
+		fields = f.RegularFields()
+	}
+	if end {
+		if g := grpcStatus(fields); g >= 0 {
+			st.res.GRPCStatus = g
+		}
+	}
+	c.forwardHeaders(st, &st.ends[sideDown], filterFields(fields), end)
+	return nil
+}
+
+// forwardHeaders sends a head or trailers to e, after any data queued for
+// it.
+func (c *Conn) forwardHeaders(st *stream, e *end, fields []hpack.HeaderField, endStream bool) {
+	ec := e.c
+	ec.wmu.Lock()
+	if e.reset || e.sentEnd || ec.wdead {
+		ec.wmu.Unlock()
+		return
+	}
+	ended := false
+	if endStream && (len(e.pend) > 0 || e.queued) {
+		e.pendTrailers, e.pendEnd = fields, true
+	} else {
+		ec.writeHeadersLocked(e.id, fields, endStream)
+		if endStream {
+			e.sentEnd, ended = true, true
+		}
+	}
+	ec.wmu.Unlock()
+	c.markDirty(ec)
+	if ended {
+		st.sentEnd()
+	}
+}
+
+func (c *Conn) onData(f *http2.DataFrame) error {
+	length := int(f.Length)
+	if c.recvConnWin.Add(-int64(length)) < 0 {
+		return &connErr{http2.ErrCodeFlowControl, "data beyond the connection window"}
+	}
+	data := f.Data()
+	st := c.lookup(f.StreamID)
+	if st == nil {
+		c.smu.Lock()
+		idle := (c.side == sideDown && f.StreamID > c.lastPeerID)
+		c.smu.Unlock()
+		if idle {
+			return &connErr{http2.ErrCodeProtocol, "data on an idle stream"}
+		}
+		c.credit(nil, length)
+		c.markDirty(c)
+		return nil
+	}
+	e := &st.ends[c.side]
+	if e.recvEnded.Load() {
+		c.credit(nil, length)
+		c.markDirty(c)
+		c.resetBoth(st, -1, http2.ErrCodeStreamClosed, false)
+		return nil
+	}
+	if e.recvWin.Add(-int32(length)) < 0 {
+		c.credit(nil, length)
+		c.markDirty(c)
+		c.resetBoth(st, -1, http2.ErrCodeFlowControl, false)
+		return nil
+	}
+	if length == 0 && !f.StreamEnded() {
+		if err := c.guard.control(); err != nil {
+			return err
+		}
+	}
+	end := f.StreamEnded()
+	if end {
+		e.recvEnded.Store(true)
+	}
+	credit := length - len(data) // padding is not forwarded
+	o := e.other()
+	var ended bool
+	if st.local || o.c == nil {
+		credit = length
+	} else {
+		o.c.wmu.Lock()
+		sent, ok := o.sendDataLocked(data, end)
+		o.c.wmu.Unlock()
+		c.markDirty(o.c)
+		credit += sent
+		ended = ok
+	}
+	if credit > 0 {
+		c.credit(e, credit)
+		c.markDirty(c)
+	}
+	if ended {
+		st.sentEnd()
+	}
+	return nil
+}
+
+func (c *Conn) onRST(f *http2.RSTStreamFrame) error {
+	st := c.lookup(f.StreamID)
+	if st == nil {
+		return nil
+	}
+	e := &st.ends[c.side]
+	c.wmu.Lock()
+	e.reset = true
+	c.wmu.Unlock()
+	byCaller := c.side == sideDown
+	if byCaller {
+		st.mu.Lock()
+		started := st.res.Status != 0
+		st.mu.Unlock()
+		if err := c.guard.reset(!started); err != nil {
+			c.resetBoth(st, c.side, f.ErrCode, true)
+			return err
+		}
+	}
+	c.resetBoth(st, c.side, f.ErrCode, byCaller)
+	return nil
+}
+
+func (c *Conn) onSettings(f *http2.SettingsFrame) error {
+	if f.IsAck() {
+		return nil
+	}
+	if err := c.guard.control(); err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var bad error
+	var delta int64
+	_ = f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			if s.Val > 1<<31-1 {
+				bad = &connErr{http2.ErrCodeFlowControl, "initial window too large"}
+				return nil
+			}
+			delta = int64(s.Val) - int64(c.peerInitWin)
+			c.peerInitWin = int32(s.Val)
+		case http2.SettingMaxFrameSize:
+			if s.Val < 16384 || s.Val > 1<<24-1 {
+				bad = &connErr{http2.ErrCodeProtocol, "bad max frame size"}
+				return nil
+			}
+			c.peerMaxFrame = s.Val
+		case http2.SettingMaxConcurrentStreams:
+			c.peerMaxConc.Store(s.Val)
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(min(s.Val, 4096))
+		}
+		return nil
+	})
+	if bad != nil {
+		return bad
+	}
+	if delta != 0 {
+		c.smu.Lock()
+		for _, st := range c.streams {
+			st.ends[c.side].sendWin += delta
+		}
+		c.smu.Unlock()
+	}
+	if !c.wdead {
+		c.checkLocked(c.fr.WriteSettingsAck())
+	}
+	c.markDirty(c)
+	if delta > 0 {
+		moved := c.drainLocked(nil)
+		if len(moved) > 0 {
+			c.wmu.Unlock()
+			c.afterMoved(moved)
+			c.wmu.Lock()
+		}
+	}
+	return nil
+}
+
+func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
+	inc := int64(f.Increment)
+	c.wmu.Lock()
+	if f.StreamID == 0 {
+		c.sendWin += inc
+		if c.sendWin > 1<<31-1 {
+			c.wmu.Unlock()
+			return &connErr{http2.ErrCodeFlowControl, "connection window overflow"}
+		}
+		c.unacked = max(c.unacked-inc, 0)
+	} else {
+		st := c.lookup(f.StreamID)
+		if st == nil {
+			c.wmu.Unlock()
+			return nil
+		}
+		st.ends[c.side].sendWin += inc
+	}
+	var moved []movedData
+	if len(c.blocked) > 0 {
+		moved = c.drainLocked(nil)
+	}
+	c.wmu.Unlock()
+	if len(moved) > 0 {
+		c.markDirty(c)
+		c.afterMoved(moved)
+	}
+	return nil
+}
+
+func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
+	c.goingAway.Store(true)
+	if c.side == sideUp {
+		// Streams past the last one the peer took never ran there: they
+		// are refused downstream, so clients retry them elsewhere.
+		c.smu.Lock()
+		var refused []*stream
+		for id, st := range c.streams {
+			if id > f.LastStreamID {
+				refused = append(refused, st)
+			}
+		}
+		c.smu.Unlock()
+		for _, st := range refused {
+			c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
+		}
+	}
+	c.closeIfDrained()
+}
+
+// teardown ends every stream of a connection whose reader stopped.
+func (c *Conn) teardown() {
+	c.closed.Store(true)
+	if c.idle != nil {
+		c.idle.Stop()
+	}
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wdead = true
+	c.wmu.Unlock()
+	_ = c.nc.Close()
+	c.smu.Lock()
+	left := make([]*stream, 0, len(c.streams))
+	for _, st := range c.streams {
+		left = append(left, st)
+	}
+	c.smu.Unlock()
+	for _, st := range left {
+		if c.side == sideUp && st.res.Status == 0 && !st.ends[sideDown].sentEnd {
+			// Nothing of the response came: a 502 says so.
+			c.upstreamLost(st)
+			continue
+		}
+		code := http2.ErrCodeCancel
+		if c.side == sideUp {
+			code = http2.ErrCodeInternal
+		}
+		c.resetBoth(st, c.side, code, c.side == sideDown)
+	}
+	c.flushDirty()
+	if c.pool != nil {
+		c.pool.remove(c)
+	}
+	close(c.done)
+}
+
+// upstreamLost answers a stream whose upstream connection died before its
+// response began.
+func (c *Conn) upstreamLost(st *stream) {
+	d := &st.ends[sideDown]
+	dc := d.c
+	dc.wmu.Lock()
+	if !d.reset && !d.sentEnd {
+		st.res.Status = 502
+		body := "trellis: the upstream connection broke before a response\n"
+		dc.writeHeadersLocked(d.id, localFields(&Response{Status: 502, Body: body}), false)
+		if !dc.wdead {
+			dc.checkLocked(dc.fr.WriteData(d.id, true, []byte(body)))
+		}
+		d.sentEnd = true
+		if !d.recvEnded.Load() {
+			dc.writeRSTLocked(d.id, http2.ErrCodeNo)
+		}
+		d.reset = true
+	}
+	dc.wmu.Unlock()
+	c.markDirty(dc)
+	u := &st.ends[sideUp]
+	c.wmu.Lock()
+	u.reset = true
+	c.wmu.Unlock()
+	st.finish(true, false)
+}
+
+// NewReader is a helper for callers that hold buffered bytes: it returns
+// a net.Conn whose reads drain br first.
+func NewReader(nc net.Conn, br *bufio.Reader) net.Conn { return &replayConn{Conn: nc, r: br} }
+
+type replayConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -1,0 +1,269 @@
+package h2relay
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// stream is one relayed exchange: its end on the downstream connection
+// and its end on the upstream one.
+type stream struct {
+	ends [2]end
+	h    Handler
+	res  Result
+
+	mu       sync.Mutex // guards the fields below
+	finished bool
+	local    bool // answered by the proxy: no upstream end
+}
+
+// end is a stream's presence on one connection.
+type end struct {
+	st *stream
+	c  *Conn
+	id uint32
+	// recvWin is the window granted to the peer for this stream, left
+	// (reader and crediting goroutines).
+	recvWin atomic.Int32
+
+	// Under c.wmu: what is sent to this end.
+	sendWin      int64
+	pend         []byte
+	pendEnd      bool
+	pendTrailers []hpack.HeaderField
+	queued       bool // in c.blocked
+	sentEnd      bool // END_STREAM went out to this end
+	reset        bool // a RST_STREAM went out or came in
+	credit       int32
+	// recvEnded: this end sent END_STREAM (reader of c).
+	recvEnded atomic.Bool
+	// gotHeaders: the response head came (upstream end; reader of c).
+	gotHeaders bool
+}
+
+// other is the far end.
+func (e *end) other() *end { return &e.st.ends[1-e.c.side] }
+
+// sendDataLocked sends as much of data as the windows allow to e and
+// queues the rest (with the end of stream). It returns the bytes sent and
+// whether END_STREAM went out. c.wmu is held.
+func (e *end) sendDataLocked(data []byte, endStream bool) (sent int, ended bool) {
+	c := e.c
+	if e.reset || e.sentEnd || c.wdead {
+		return len(data), false
+	}
+	if len(e.pend) == 0 && !e.pendEnd {
+		n := c.sendableLocked(e, len(data))
+		for n > 0 || (endStream && len(data) == 0) {
+			chunk := min(n, int(c.peerMaxFrame))
+			last := endStream && chunk == len(data)
+			if err := c.fr.WriteData(e.id, last, data[:chunk]); err != nil {
+				c.writeFailedLocked(err)
+				return len(data) + sent, false
+			}
+			c.sendWin -= int64(chunk)
+			c.unacked += int64(chunk)
+			e.sendWin -= int64(chunk)
+			data = data[chunk:]
+			sent += chunk
+			n -= chunk
+			if last {
+				e.sentEnd = true
+				return sent, true
+			}
+		}
+	}
+	if len(data) > 0 || endStream {
+		e.pend = append(e.pend, data...)
+		e.pendEnd = e.pendEnd || endStream
+		if !e.queued {
+			e.queued = true
+			c.blocked = append(c.blocked, e)
+		}
+	}
+	return sent, false
+}
+
+// sendableLocked is how many bytes e may be sent now.
+func (c *Conn) sendableLocked(e *end, want int) int {
+	n := int64(want)
+	n = min(n, e.sendWin, c.sendWin)
+	if c.side == sideDown {
+		n = min(n, int64(c.cfg.MaxUnacked)-c.unacked)
+	}
+	return int(max(n, 0))
+}
+
+// drainLocked sends queued data the windows now allow. It returns the
+// ends whose source must be credited (with the bytes) and those that
+// ended.
+func (c *Conn) drainLocked(moved []movedData) []movedData {
+	kept := c.blocked[:0]
+	for _, e := range c.blocked {
+		if e.reset || c.wdead {
+			e.queued, e.pend, e.pendTrailers = false, nil, nil
+			continue
+		}
+		data, endStream, trailers := e.pend, e.pendEnd, e.pendTrailers
+		e.pend, e.pendEnd, e.pendTrailers, e.queued = nil, false, nil, false
+		dataEnd := endStream && trailers == nil
+		sent, ended := e.sendDataLocked(data, dataEnd)
+		if trailers != nil {
+			if e.queued {
+				e.pendTrailers, e.pendEnd = trailers, true
+			} else {
+				c.writeHeadersLocked(e.id, trailers, true)
+				e.sentEnd, ended = true, true
+			}
+		}
+		if e.queued {
+			kept = append(kept, e)
+		}
+		if sent > 0 || ended {
+			moved = append(moved, movedData{e: e, n: sent, ended: ended})
+		}
+	}
+	clear(c.blocked[len(kept):])
+	c.blocked = kept
+	return moved
+}
+
+// movedData is queued data that went out to e.
+type movedData struct {
+	e     *end
+	n     int
+	ended bool
+}
+
+// afterMoved credits the sources of moved data and finishes ended
+// streams; no lock held. rc is the running reader.
+func (rc *Conn) afterMoved(moved []movedData) {
+	for _, m := range moved {
+		src := m.e.other()
+		if m.n > 0 {
+			src.c.credit(src, m.n)
+			rc.markDirty(src.c)
+		}
+		if m.ended {
+			m.e.st.sentEnd()
+		}
+	}
+}
+
+// credit returns n bytes of window to the peer of e's connection, once
+// enough has gathered (a quarter of the window), so small messages do not
+// each cost a WINDOW_UPDATE.
+func (c *Conn) credit(e *end, n int) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wdead {
+		return
+	}
+	c.connCredit += int32(n)
+	if c.connCredit >= c.cfg.ConnWindow/4 {
+		c.checkLocked(c.fr.WriteWindowUpdate(0, uint32(c.connCredit)))
+		c.recvConnWin.Add(int64(c.connCredit))
+		c.connCredit = 0
+	}
+	if e == nil || e.recvEnded.Load() || e.reset {
+		return
+	}
+	e.credit += int32(n)
+	if e.credit >= c.cfg.StreamWindow/4 {
+		c.checkLocked(c.fr.WriteWindowUpdate(e.id, uint32(e.credit)))
+		e.recvWin.Add(e.credit)
+		e.credit = 0
+	}
+}
+
+// sentEnd notes an END_STREAM sent on one end: the stream is done when
+// both ends have had theirs.
+func (st *stream) sentEnd() {
+	down, up := &st.ends[sideDown], &st.ends[sideUp]
+	down.c.wmu.Lock()
+	d := down.sentEnd || down.reset
+	down.c.wmu.Unlock()
+	u := true
+	if !st.local {
+		up.c.wmu.Lock()
+		u = up.sentEnd || up.reset
+		up.c.wmu.Unlock()
+	}
+	if d && u {
+		st.finish(false, false)
+	}
+}
+
+// finish removes the stream from its connections and reports it, once.
+func (st *stream) finish(reset, byCaller bool) {
+	st.mu.Lock()
+	if st.finished {
+		st.mu.Unlock()
+		return
+	}
+	st.finished = true
+	st.mu.Unlock()
+	st.res.Reset, st.res.ResetByCaller = reset, byCaller
+	for i := range st.ends {
+		e := &st.ends[i]
+		if e.c == nil {
+			continue
+		}
+		e.c.smu.Lock()
+		if e.c.streams[e.id] == st {
+			delete(e.c.streams, e.id)
+			e.c.active--
+		}
+		e.c.smu.Unlock()
+		e.c.touch()
+	}
+	if st.h != nil {
+		st.h.Done(&st.res)
+	}
+	for i := range st.ends {
+		if c := st.ends[i].c; c != nil {
+			c.closeIfDrained()
+		}
+	}
+}
+
+// resetBoth resets the stream on both connections with code (the end
+// that was reset by its peer is skipped) and finishes it. rc is the
+// running reader.
+func (rc *Conn) resetBoth(st *stream, from int, code http2.ErrCode, byCaller bool) {
+	for i := range st.ends {
+		e := &st.ends[i]
+		if e.c == nil {
+			continue
+		}
+		e.c.wmu.Lock()
+		if !e.reset {
+			e.reset = true
+			e.pend, e.pendTrailers = nil, nil
+			if i != from && !(e.sentEnd && e.recvEnded.Load()) {
+				e.c.writeRSTLocked(e.id, code)
+				rc.markDirty(e.c)
+			}
+		}
+		e.c.wmu.Unlock()
+	}
+	st.finish(true, byCaller)
+}
+
+// newStream is a stream opened by the downstream peer.
+func newStream(down *Conn, id uint32, h Handler) *stream {
+	st := &stream{h: h}
+	st.res.GRPCStatus = -1
+	st.res.Start = time.Now()
+	d := &st.ends[sideDown]
+	d.st, d.c, d.id = st, down, id
+	d.recvWin.Store(down.cfg.StreamWindow)
+	down.wmu.Lock()
+	d.sendWin = int64(down.peerInitWin)
+	down.wmu.Unlock()
+	return st
+}
