@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
 	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
 )
@@ -21,7 +22,8 @@ func (o *Outbound) newUpstreamFast(key string, ul *upstreamListener) *fastServer
 			// anything else the fast path does not take, to net/http.
 			if rc, ok := c.(*replayConn); ok && isH2Preface(rc.r) {
 				_ = c.SetReadDeadline(time.Time{})
-				serveRelay(&o.h2conns, c, o.h2cfg, &outboundH2{o: o, key: key})
+				sp := h2relay.NewSpill(rc.Conn)
+				serveRelay(&o.h2conns, c, sp, sp, o.h2cfg, &outboundH2{o: o, key: key})
 				return false
 			}
 			return ul.deliver(c)

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bufio"
 	"context"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -29,10 +30,11 @@ import (
 
 // h2Config are the relay's limits on both sides.
 func h2Config(cfg DataPlaneConfig) *h2relay.Config {
-	return &h2relay.Config{
+	c := h2relay.Config{
 		MaxHeaderListSize: uint32(cfg.Limits.MaxHeaderBytes),
 		IdleTimeout:       cfg.IdleTimeout,
 	}
+	return c.WithDefaults()
 }
 
 // h2Conns are the downstream relay connections of one side, drained with
@@ -77,9 +79,13 @@ func (s *h2Conns) drain() {
 	}
 }
 
-// serveRelay runs one downstream relay connection, tracked in set.
-func serveRelay(set *h2Conns, nc net.Conn, cfg *h2relay.Config, h h2relay.Handler) {
-	c := h2relay.NewServerConn(nc, cfg, h)
+// serveRelay runs one downstream relay connection, tracked in set. Its
+// writes go to w: a Spill that sp enables, or (under TLS) nc writing into
+// that Spill.
+func serveRelay(set *h2Conns, nc net.Conn, w io.Writer, sp *h2relay.Spill, cfg *h2relay.Config, h h2relay.Handler) {
+	sp.Enable(cfg.MaxSpill, cfg.WriteTimeout)
+	c := h2relay.NewServerConn(nc, w, cfg, h)
+	c.UseSpill(sp)
 	if !set.add(c) {
 		closeQuietly(nc)
 		return

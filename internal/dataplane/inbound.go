@@ -85,6 +85,10 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in.appH1 = appTransport(in.dialer, false)
 	in.appH2 = appTransport(in.dialer, true)
 	in.h2cfg = h2Config(cfg)
+	// A peer proxy's connection carries the cancellations of all its
+	// apps' callers (each app connection is held to 100 a second by its
+	// own proxy): a higher bar before it counts as an attack.
+	in.h2cfg.RapidResets = 1000
 	in.h2app = h2relay.NewPool(in.h2cfg, in.dialApp)
 	in.dest = cfg.Metrics.Dest(metrics.Inbound, cfg.Service, cfg.Namespace, "", "", "")
 	if cfg.Events != nil {
@@ -202,7 +206,15 @@ func (in *Inbound) handleConn(c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Now().Add(in.cfg.HandshakeTimeout))
-	first, pc, err := peekByte(rawIO(c))
+	raw := rawIO(c)
+	var spill *h2relay.SpillConn
+	if in.relaysH2() {
+		// The HTTP/2 relay spills what a caller does not read (h2relay.Spill);
+		// until it takes the connection, writes go straight through.
+		spill = h2relay.NewSpillConn(raw)
+		raw = spill
+	}
+	first, pc, err := peekByte(raw)
 	if err != nil {
 		// Port probes and health checks connect and close; not worth a
 		// metric.
@@ -248,7 +260,7 @@ func (in *Inbound) handleConn(c net.Conn) {
 		return
 	}
 	if alpn == mtls.ALPNH2 && in.relaysH2() {
-		serveRelay(&in.h2conns, conn, in.h2cfg, &inboundH2{in: in, p: p})
+		serveRelay(&in.h2conns, conn, conn, spill.S, in.h2cfg, &inboundH2{in: in, p: p})
 		return
 	}
 	if in.fast != nil && alpn != mtls.ALPNH2 && alpn != mtls.ALPNTCP {

@@ -28,6 +28,7 @@ type rawIOConn struct {
 	// travel in these fields, under the direction's lock.
 	readMu, writeMu sync.Mutex
 	readFn, writeFn func(fd uintptr) bool
+	tryFn           func(fd uintptr) bool
 	rbuf, wbuf      []byte
 	rn, wn          int
 	rerr, werr      syscall.Errno
@@ -45,7 +46,7 @@ func rawIO(c net.Conn) net.Conn {
 		return c
 	}
 	r := &rawIOConn{TCPConn: tc, rc: rc}
-	r.readFn, r.writeFn = r.doRead, r.doWrite
+	r.readFn, r.writeFn, r.tryFn = r.doRead, r.doWrite, r.doTry
 	return r
 }
 
@@ -125,4 +126,31 @@ func (c *rawIOConn) Write(p []byte) (int, error) {
 
 func (c *rawIOConn) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+}
+
+// TryWrite writes what the socket takes at once, without waiting
+// (h2relay.TryWriter).
+func (c *rawIOConn) TryWrite(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.writeMu.Lock()
+	c.wbuf, c.wn, c.werr = p, 0, 0
+	err := c.rc.Write(c.tryFn)
+	nn, errno := c.wn, c.werr
+	c.wbuf = nil
+	c.writeMu.Unlock()
+	switch {
+	case err != nil:
+		return nn, c.opError("write", err)
+	case errno != 0:
+		return nn, c.opError("write", os.NewSyscallError("write", errno))
+	}
+	return nn, nil
+}
+
+// doTry is doWrite that gives up at EAGAIN instead of waiting.
+func (c *rawIOConn) doTry(fd uintptr) bool {
+	c.doWrite(fd)
+	return true
 }

@@ -25,15 +25,18 @@ type Config struct {
 	ConnWindow   int32
 	// MaxHeaderListSize bounds a decoded header list (64 KiB).
 	MaxHeaderListSize uint32
-	// MaxUnacked caps the DATA bytes sent to a downstream caller and not
-	// yet acknowledged by a WINDOW_UPDATE (512 KiB), whatever window it
-	// grants.
-	MaxUnacked int32
+	// MaxSpill is the most a downstream caller may leave unread beyond
+	// its socket's buffers before it is cut off (4 MiB; see Spill).
+	MaxSpill int
 	// IdleTimeout closes a connection without streams for this long (5 min).
 	IdleTimeout time.Duration
 	// WriteTimeout ends a connection whose socket accepts nothing for this
 	// long (10 s).
 	WriteTimeout time.Duration
+	// RapidResets is the number of streams a caller may reset before
+	// their response within a second (and half of those it opened) before
+	// its connection ends as a rapid-reset attack (100; see guard.go).
+	RapidResets int
 	// MaxConns is the size of a Pool (4); SoftStreams is the number of
 	// streams on a pooled connection past which the pool dials another
 	// (100).
@@ -41,6 +44,13 @@ type Config struct {
 	SoftStreams int
 
 	defaulted bool
+}
+
+// WithDefaults returns a copy of c with zero fields set to the defaults.
+func (c Config) WithDefaults() *Config {
+	d := c.withDefaults()
+	d.defaulted = true
+	return &d
 }
 
 func (c Config) withDefaults() Config {
@@ -56,14 +66,17 @@ func (c Config) withDefaults() Config {
 	if c.MaxHeaderListSize == 0 {
 		c.MaxHeaderListSize = 64 << 10
 	}
-	if c.MaxUnacked == 0 {
-		c.MaxUnacked = 512 << 10
+	if c.MaxSpill == 0 {
+		c.MaxSpill = 4 << 20
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = 5 * time.Minute
 	}
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.RapidResets == 0 {
+		c.RapidResets = defaultRapidResets
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = 4
@@ -103,7 +116,6 @@ type Conn struct {
 	henc         *hpack.Encoder
 	hbuf         bytes.Buffer
 	sendWin      int64 // the peer's connection window
-	unacked      int64 // DATA sent and not yet acknowledged
 	peerInitWin  int32
 	peerMaxFrame uint32
 	nextID       uint32 // upstream: the next stream id
@@ -132,10 +144,15 @@ type Conn struct {
 	// flush (reader goroutine only).
 	dirty []*Conn
 	pool  *Pool // upstream: the pool it belongs to
-	idle  *time.Timer
+	// spill is where a downstream connection's writes wait (nil when they
+	// block); deferred are the stream credits held back while it holds
+	// bytes (under wmu).
+	spill    *Spill
+	deferred []deferredCredit
+	idle     *time.Timer
 }
 
-func newConn(nc net.Conn, cfg *Config, side int) *Conn {
+func newConn(nc net.Conn, w io.Writer, cfg *Config, side int) *Conn {
 	if !cfg.defaulted {
 		d := cfg.withDefaults()
 		d.defaulted = true
@@ -153,8 +170,13 @@ func newConn(nc net.Conn, cfg *Config, side int) *Conn {
 		nextID:       1,
 	}
 	c.peerMaxConc.Store(100)
+	c.guard.rapid = cfg.RapidResets
+	c.guard.off = side == sideUp
 	c.br = bufio.NewReaderSize(nc, 32<<10)
-	c.bw = bufio.NewWriterSize(deadlineWriter{c}, 32<<10)
+	if w == nil {
+		w = deadlineWriter{c}
+	}
+	c.bw = bufio.NewWriterSize(w, 32<<10)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = cfg.MaxHeaderListSize

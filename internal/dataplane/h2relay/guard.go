@@ -12,29 +12,50 @@ import (
 // concurrency; a legitimate client sends a handful a second.
 const (
 	maxControlPerSecond = 1000
-	// A connection whose callers reset at least half of its streams
-	// before their response began, after resetMinStreams streams, is a
-	// rapid-reset attack (CVE-2023-44487), as Envoy counts it.
-	resetMinStreams = 100
+	// PINGs get a higher bar: grpc-go sends one per burst of data it
+	// receives to estimate the bandwidth-delay product, so a busy
+	// legitimate client can send thousands a second. Each costs the
+	// proxy one small write, which the Spill bounds.
+	maxPingsPerSecond = 10000
+	// A connection whose callers reset at least half of the streams
+	// they opened within a second, and at least Config.RapidResets, before
+	// their response began, is a rapid-reset attack (CVE-2023-44487).
+	// Counting per second, not over the connection's life, keeps a
+	// long-lived connection from a peer proxy (which carries many
+	// callers' cancellations) from adding up to a false alarm.
+	defaultRapidResets = 100
 )
 
 // guard counts one connection's cheap frames and early resets (reader
 // goroutine only).
 type guard struct {
-	second    int64
-	controls  int
+	// rapid is Config.RapidResets.
+	rapid    int
+	second   int64
+	controls int
+	pings    int
+	// off: an upstream connection (the proxy chose its peer), never
+	// limited.
+	off       bool
 	streams   int
 	premature int
+}
+
+// tick starts a new second's counts when the second changed.
+func (g *guard) tick() {
+	if now := time.Now().Unix(); now != g.second {
+		g.second, g.controls, g.pings, g.streams, g.premature = now, 0, 0, 0, 0
+	}
 }
 
 var errCalm = &connErr{http2.ErrCodeEnhanceYourCalm, "too many control frames or early resets"}
 
 // control counts a control frame; an error ends the connection.
 func (g *guard) control() error {
-	now := time.Now().Unix()
-	if now != g.second {
-		g.second, g.controls = now, 0
+	if g.off {
+		return nil
 	}
+	g.tick()
 	g.controls++
 	if g.controls > maxControlPerSecond {
 		return errCalm
@@ -42,8 +63,22 @@ func (g *guard) control() error {
 	return nil
 }
 
+// ping counts a PING.
+func (g *guard) ping() error {
+	if g.off {
+		return nil
+	}
+	g.tick()
+	g.pings++
+	if g.pings > maxPingsPerSecond {
+		return errCalm
+	}
+	return nil
+}
+
 // opened counts a new stream.
 func (g *guard) opened() error {
+	g.tick()
 	g.streams++
 	return nil
 }
@@ -54,8 +89,9 @@ func (g *guard) reset(early bool) error {
 	if !early {
 		return nil
 	}
+	g.tick()
 	g.premature++
-	if g.streams >= resetMinStreams && 2*g.premature >= g.streams {
+	if g.premature >= g.rapid && 2*g.premature >= g.streams {
 		return errCalm
 	}
 	return nil

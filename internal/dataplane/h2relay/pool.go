@@ -53,7 +53,7 @@ func (p *Pool) Get(ctx context.Context) (*Conn, error) {
 		}
 		return nil, err
 	}
-	uc := newConn(nc, p.cfg, sideUp)
+	uc := newConn(nc, nil, p.cfg, sideUp)
 	uc.pool = p
 	if err := uc.start(); err != nil {
 		_ = nc.Close()

@@ -3,31 +3,35 @@ package h2relay
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net"
 	"strconv"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
 
-// Serve relays the streams of a downstream connection whose next bytes
-// are the HTTP/2 client preface, until the connection ends. nc may
-// replay bytes already read. The caller closes nothing: Serve closes nc.
-func Serve(nc net.Conn, cfg *Config, h Handler) error {
-	c := newConn(nc, cfg, sideDown)
-	c.h = h
-	return c.serve()
-}
-
-// NewServerConn prepares a downstream connection for Run (so the caller
-// can track it before it runs).
-func NewServerConn(nc net.Conn, cfg *Config, h Handler) *Conn {
-	c := newConn(nc, cfg, sideDown)
+// NewServerConn prepares a downstream connection whose next bytes are
+// the HTTP/2 client preface; Run serves it. nc may replay bytes already
+// read. Writes go to w, or to nc when w is nil; w is an enabled Spill (or
+// nc writes into one, under TLS) when the caller is untrusted: see Spill.
+func NewServerConn(nc net.Conn, w io.Writer, cfg *Config, h Handler) *Conn {
+	c := newConn(nc, w, cfg, sideDown)
 	c.h = h
 	return c
 }
 
-// Run is Serve for a connection from NewServerConn.
+// UseSpill tells the connection that its writes wait in sp: while sp
+// holds bytes, the stream windows of the data sent here are returned to
+// its sources only once sp has drained, so a caller that does not read
+// holds its streams' windows, not more.
+func (c *Conn) UseSpill(sp *Spill) {
+	c.spill = sp
+	sp.OnDrained(c.releaseDeferred)
+}
+
+// Run relays the connection's streams until it ends, and closes it.
 func (c *Conn) Run() error { return c.serve() }
 
 // connErr ends the connection with a GOAWAY carrying code.
@@ -63,6 +67,8 @@ func (c *Conn) serve() (err error) {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				c.goAway(http2.ErrCode(ce), "")
+				c.flushDirty()
+				c.lingerAfterGoAway()
 			}
 			c.flushDirty()
 			return err
@@ -71,6 +77,8 @@ func (c *Conn) serve() (err error) {
 			var ce *connErr
 			if errors.As(err, &ce) {
 				c.goAway(ce.code, ce.msg)
+				c.flushDirty()
+				c.lingerAfterGoAway()
 			}
 			c.flushDirty()
 			return err
@@ -97,7 +105,7 @@ func (c *Conn) handle(f http2.Frame) error {
 		if f.IsAck() {
 			return nil
 		}
-		if err := c.guard.control(); err != nil {
+		if err := c.guard.ping(); err != nil {
 			return err
 		}
 		c.wmu.Lock()
@@ -280,8 +288,10 @@ func (c *Conn) open(st *stream, req *Request) bool {
 // answer gives a stream the proxy's own response and ends it.
 func (c *Conn) answer(st *stream, r *Response) {
 	st.local = true
+	st.mu.Lock()
 	st.res.Local = true
 	st.res.Status = r.Status
+	st.mu.Unlock()
 	d := &st.ends[sideDown]
 	c.wmu.Lock()
 	c.writeHeadersLocked(d.id, localFields(r), r.Body == "")
@@ -334,7 +344,9 @@ func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if end {
 		if g := grpcStatus(fields); g >= 0 {
+			st.mu.Lock()
 			st.res.GRPCStatus = g
+			st.mu.Unlock()
 		}
 	}
 	c.forwardHeaders(st, &st.ends[sideDown], filterFields(fields), end)
@@ -371,6 +383,10 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	if c.recvConnWin.Add(-int64(length)) < 0 {
 		return &connErr{http2.ErrCodeFlowControl, "data beyond the connection window"}
 	}
+	if length > 0 {
+		c.creditConn(length)
+		c.markDirty(c)
+	}
 	data := f.Data()
 	st := c.lookup(f.StreamID)
 	if st == nil {
@@ -380,20 +396,14 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 		if idle {
 			return &connErr{http2.ErrCodeProtocol, "data on an idle stream"}
 		}
-		c.credit(nil, length)
-		c.markDirty(c)
 		return nil
 	}
 	e := &st.ends[c.side]
 	if e.recvEnded.Load() {
-		c.credit(nil, length)
-		c.markDirty(c)
 		c.resetBoth(st, -1, http2.ErrCodeStreamClosed, false)
 		return nil
 	}
 	if e.recvWin.Add(-int32(length)) < 0 {
-		c.credit(nil, length)
-		c.markDirty(c)
 		c.resetBoth(st, -1, http2.ErrCodeFlowControl, false)
 		return nil
 	}
@@ -414,13 +424,19 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	} else {
 		o.c.wmu.Lock()
 		sent, ok := o.sendDataLocked(data, end)
+		if sent > 0 && o.c.spill.Spilled() && !o.reset {
+			// The caller is behind: the stream's window comes back when
+			// it has read what waits.
+			o.c.deferred = append(o.c.deferred, deferredCredit{e: e, n: sent})
+			sent = 0
+		}
 		o.c.wmu.Unlock()
 		c.markDirty(o.c)
 		credit += sent
 		ended = ok
 	}
 	if credit > 0 {
-		c.credit(e, credit)
+		c.creditStream(e, credit)
 		c.markDirty(c)
 	}
 	if ended {
@@ -519,7 +535,6 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			c.wmu.Unlock()
 			return &connErr{http2.ErrCodeFlowControl, "connection window overflow"}
 		}
-		c.unacked = max(c.unacked-inc, 0)
 	} else {
 		st := c.lookup(f.StreamID)
 		if st == nil {
@@ -558,6 +573,19 @@ func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
 		}
 	}
 	c.closeIfDrained()
+}
+
+// lingerAfterGoAway half-closes a connection ended with an error GOAWAY
+// and reads what the peer still sends for a moment (a bounded amount):
+// closing with unread bytes would reset the connection, and the peer
+// could lose the GOAWAY that says why.
+func (c *Conn) lingerAfterGoAway() {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.nc.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.CopyN(io.Discard, c.br, 4<<20)
 }
 
 // teardown ends every stream of a connection whose reader stopped.
@@ -603,7 +631,9 @@ func (c *Conn) upstreamLost(st *stream) {
 	dc := d.c
 	dc.wmu.Lock()
 	if !d.reset && !d.sentEnd {
+		st.mu.Lock()
 		st.res.Status = 502
+		st.mu.Unlock()
 		body := "trellis: the upstream connection broke before a response\n"
 		dc.writeHeadersLocked(d.id, localFields(&Response{Status: 502, Body: body}), false)
 		if !dc.wdead {

@@ -66,7 +66,6 @@ func (e *end) sendDataLocked(data []byte, endStream bool) (sent int, ended bool)
 				return len(data) + sent, false
 			}
 			c.sendWin -= int64(chunk)
-			c.unacked += int64(chunk)
 			e.sendWin -= int64(chunk)
 			data = data[chunk:]
 			sent += chunk
@@ -92,9 +91,6 @@ func (e *end) sendDataLocked(data []byte, endStream bool) (sent int, ended bool)
 func (c *Conn) sendableLocked(e *end, want int) int {
 	n := int64(want)
 	n = min(n, e.sendWin, c.sendWin)
-	if c.side == sideDown {
-		n = min(n, int64(c.cfg.MaxUnacked)-c.unacked)
-	}
 	return int(max(n, 0))
 }
 
@@ -139,13 +135,13 @@ type movedData struct {
 	ended bool
 }
 
-// afterMoved credits the sources of moved data and finishes ended
+// afterMoved returns the stream windows of the sources of moved data and finishes ended
 // streams; no lock held. rc is the running reader.
 func (rc *Conn) afterMoved(moved []movedData) {
 	for _, m := range moved {
 		src := m.e.other()
 		if m.n > 0 {
-			src.c.credit(src, m.n)
+			src.c.creditStream(src, m.n)
 			rc.markDirty(src.c)
 		}
 		if m.ended {
@@ -154,10 +150,53 @@ func (rc *Conn) afterMoved(moved []movedData) {
 	}
 }
 
-// credit returns n bytes of window to the peer of e's connection, once
-// enough has gathered (a quarter of the window), so small messages do not
-// each cost a WINDOW_UPDATE.
-func (c *Conn) credit(e *end, n int) {
+// deferredCredit is a stream window held back while the data sits in a
+// spill.
+type deferredCredit struct {
+	e *end
+	n int
+}
+
+// releaseDeferred returns the stream windows held back for a spilled
+// connection, once it drained (called by the Spill's goroutine).
+func (c *Conn) releaseDeferred() {
+	c.wmu.Lock()
+	list := c.deferred
+	c.deferred = nil
+	c.wmu.Unlock()
+	for _, d := range list {
+		src := d.e.c
+		src.creditStream(d.e, d.n)
+		src.wmu.Lock()
+		src.flushLocked()
+		src.wmu.Unlock()
+	}
+}
+
+// creditStream returns n bytes of e's stream window, once a quarter of
+// the window has gathered; it is returned as the data leaves on the other
+// side, so a slow consumer holds at most one window of the stream.
+func (c *Conn) creditStream(e *end, n int) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wdead || e.recvEnded.Load() || e.reset {
+		return
+	}
+	e.credit += int32(n)
+	if e.credit >= c.cfg.StreamWindow/4 {
+		c.checkLocked(c.fr.WriteWindowUpdate(e.id, uint32(e.credit)))
+		e.recvWin.Add(e.credit)
+		e.credit = 0
+	}
+}
+
+// creditConn returns n bytes of connection window to the peer, once a
+// quarter of the window has gathered (so small messages do not each cost
+// a WINDOW_UPDATE). The connection window is returned as soon as data is
+// read, whether it could be forwarded or waits: a stream whose consumer
+// is slow holds its own window, never the window other streams of the
+// connection share.
+func (c *Conn) creditConn(n int) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wdead {
@@ -168,15 +207,6 @@ func (c *Conn) credit(e *end, n int) {
 		c.checkLocked(c.fr.WriteWindowUpdate(0, uint32(c.connCredit)))
 		c.recvConnWin.Add(int64(c.connCredit))
 		c.connCredit = 0
-	}
-	if e == nil || e.recvEnded.Load() || e.reset {
-		return
-	}
-	e.credit += int32(n)
-	if e.credit >= c.cfg.StreamWindow/4 {
-		c.checkLocked(c.fr.WriteWindowUpdate(e.id, uint32(e.credit)))
-		e.recvWin.Add(e.credit)
-		e.credit = 0
 	}
 }
 
@@ -206,8 +236,9 @@ func (st *stream) finish(reset, byCaller bool) {
 		return
 	}
 	st.finished = true
-	st.mu.Unlock()
 	st.res.Reset, st.res.ResetByCaller = reset, byCaller
+	res := st.res
+	st.mu.Unlock()
 	for i := range st.ends {
 		e := &st.ends[i]
 		if e.c == nil {
@@ -222,7 +253,7 @@ func (st *stream) finish(reset, byCaller bool) {
 		e.c.touch()
 	}
 	if st.h != nil {
-		st.h.Done(&st.res)
+		st.h.Done(&res)
 	}
 	for i := range st.ends {
 		if c := st.ends[i].c; c != nil {
