@@ -7,6 +7,7 @@
 #   $TRELLIS_K8S_CACHE/v$K8S_VERSION/kubectl      (the walkthrough test in test/e2e)
 #   $TRELLIS_K8S_CACHE/etcd-v$ETCD_VERSION/etcd
 #   $TRELLIS_K8S_CACHE/helm-v$HELM_VERSION/helm   (renders deploy/helm/trellis in its golden test)
+#   $TRELLIS_K8S_CACHE/h2spec-v$H2SPEC_VERSION/h2spec   (HTTP/2 conformance of the proxy's relay)
 #
 # The Kubernetes-mode tests (internal/testutil/kubetest) run them on
 # loopback. A cold build of all four took 8 minutes on 2 cores (about 2.4 GB
@@ -27,6 +28,8 @@ GO=${GO:-go}
 k8s_dir=$CACHE/v$K8S_VERSION
 etcd_dir=$CACHE/etcd-v$ETCD_VERSION
 helm_dir=$CACHE/helm-v$HELM_VERSION
+H2SPEC_VERSION=${H2SPEC_VERSION:-2.2.1}
+h2spec_dir=$CACHE/h2spec-v$H2SPEC_VERSION
 staging=v0.${K8S_VERSION#1.}
 
 mkdir -p "$CACHE"
@@ -68,6 +71,17 @@ build_k8s() {
 		CGO_ENABLED=0 $GO build -trimpath -ldflags "-s -w $ld" -o "$k8s_dir/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" >&2
 	)
 	mv "$k8s_dir/$cmd.tmp" "$k8s_dir/$cmd"
+}
+
+# h2spec runs its HTTP/2 conformance cases against the proxy's HTTP/2
+# relay (internal/dataplane/h2spec_test.go); it is not Kubernetes, but
+# it is a test binary built the same way.
+build_h2spec() {
+	echo "k8s-bins: building h2spec v$H2SPEC_VERSION (seconds)" >&2
+	mkdir -p "$h2spec_dir.tmp"
+	(cd "$h2spec_dir.tmp" && GOBIN="$h2spec_dir.tmp" CGO_ENABLED=0 $GO install -trimpath -ldflags "-s -w" "github.com/summerwind/h2spec/cmd/h2spec@v$H2SPEC_VERSION+incompatible" >&2)
+	rm -rf "$h2spec_dir"
+	mv "$h2spec_dir.tmp" "$h2spec_dir"
 }
 
 build_helm() {
@@ -114,5 +128,6 @@ EOF
 [ -x "$etcd_dir/etcd" ] || build_etcd
 [ -x "$k8s_dir/kube-apiserver" ] || build_k8s kube-apiserver
 [ -x "$helm_dir/helm" ] || build_helm
+[ -x "$h2spec_dir/h2spec" ] || build_h2spec
 [ -x "$k8s_dir/kubectl" ] || build_k8s kubectl
 echo "$CACHE"

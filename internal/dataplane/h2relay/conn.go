@@ -136,8 +136,12 @@ type Conn struct {
 	smu        sync.Mutex
 	streams    map[uint32]*stream
 	lastPeerID uint32 // downstream: the highest stream id the peer opened
-	active     int
-	done       chan struct{}
+	// resetIDs are the downstream streams the proxy reset lately: frames
+	// the peer sent before it saw the reset are ignored, not errors.
+	resetIDs [32]uint32
+	resetPos int
+	active   int
+	done     chan struct{}
 
 	guard guard
 	// dirty are the connections this reader wrote to since its last
@@ -179,6 +183,9 @@ func newConn(nc net.Conn, w io.Writer, cfg *Config, side int) *Conn {
 	c.bw = bufio.NewWriterSize(w, 32<<10)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetReuseFrames()
+	// The proxy advertises the default SETTINGS_MAX_FRAME_SIZE: a larger
+	// frame is a FRAME_SIZE_ERROR.
+	c.fr.SetMaxReadFrameSize(16384)
 	c.fr.MaxHeaderListSize = cfg.MaxHeaderListSize
 	c.hdec = hpack.NewDecoder(4096, nil)
 	c.hdec.SetMaxStringLength(int(cfg.MaxHeaderListSize))
@@ -318,9 +325,25 @@ func (c *Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStre
 
 // writeRSTLocked resets a stream.
 func (c *Conn) writeRSTLocked(id uint32, code http2.ErrCode) {
+	if c.side == sideDown {
+		c.smu.Lock()
+		c.resetIDs[c.resetPos%len(c.resetIDs)] = id
+		c.resetPos++
+		c.smu.Unlock()
+	}
 	if !c.wdead {
 		c.checkLocked(c.fr.WriteRSTStream(id, code))
 	}
+}
+
+// resetLately reports whether the proxy reset stream id lately (smu held).
+func (c *Conn) resetLately(id uint32) bool {
+	for _, x := range c.resetIDs {
+		if x == id {
+			return true
+		}
+	}
+	return false
 }
 
 // goAway sends GOAWAY with the last stream the connection will serve and

@@ -65,6 +65,10 @@ func (c *Conn) serve() (err error) {
 				continue
 			}
 			var ce http2.ConnectionError
+			if errors.Is(err, http2.ErrFrameTooLarge) {
+				ce = http2.ConnectionError(http2.ErrCodeFrameSize)
+				err = ce
+			}
 			if errors.As(err, &ce) {
 				c.goAway(http2.ErrCode(ce), "")
 				c.flushDirty()
@@ -117,6 +121,9 @@ func (c *Conn) handle(f http2.Frame) error {
 	case *http2.GoAwayFrame:
 		c.onGoAway(f)
 	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			c.streamError(f.StreamID, http2.ErrCodeProtocol)
+		}
 		return c.guard.control()
 	case *http2.PushPromiseFrame:
 		return &connErr{http2.ErrCodeProtocol, "push is disabled"}
@@ -129,6 +136,43 @@ func (c *Conn) lookup(id uint32) *stream {
 	st := c.streams[id]
 	c.smu.Unlock()
 	return st
+}
+
+// checkIdle is a connection error for a frame on a stream the peer never
+// opened (downstream).
+func (c *Conn) checkIdle(id uint32) error {
+	if c.side == sideUp {
+		return nil
+	}
+	c.smu.Lock()
+	idle := id > c.lastPeerID
+	c.smu.Unlock()
+	if idle {
+		return &connErr{http2.ErrCodeProtocol, "frame on an idle stream"}
+	}
+	return nil
+}
+
+// wellFormed checks a request head the Framer let through: the
+// pseudo-header fields a request needs, and no connection-specific field
+// (RFC 9113, 8.2.2 and 8.3.1).
+func wellFormed(f *http2.MetaHeadersFrame) bool {
+	if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
+		return false
+	}
+	method := f.PseudoValue("method")
+	if method == "" {
+		return false
+	}
+	if method != "CONNECT" && (f.PseudoValue("scheme") == "" || f.PseudoValue("path") == "") {
+		return false
+	}
+	for _, hf := range f.RegularFields() {
+		if hopField(hf.Name) || (hf.Name == "te" && hf.Value != "trailers") {
+			return false
+		}
+	}
+	return true
 }
 
 // streamError resets one stream after a frame error on it.
@@ -178,11 +222,17 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	c.smu.Lock()
 	if id%2 == 0 || id <= c.lastPeerID {
+		last, ours := c.lastPeerID, c.resetLately(id)
 		c.smu.Unlock()
-		if id%2 == 0 {
+		switch {
+		case id%2 == 0:
 			return &connErr{http2.ErrCodeProtocol, "even stream id from a client"}
+		case ours:
+			return nil // sent before the peer saw the proxy's reset
+		case id == last:
+			return &connErr{http2.ErrCodeStreamClosed, "headers on a closed stream"}
 		}
-		return nil // a stream already closed; frames in flight are ignored
+		return &connErr{http2.ErrCodeProtocol, "stream id lower than one already used"}
 	}
 	c.lastPeerID = id
 	full := uint32(c.active) >= c.cfg.MaxConcurrentStreams
@@ -199,6 +249,11 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	}
 	if err := c.guard.opened(); err != nil {
 		return err
+	}
+	if !wellFormed(f) {
+		// A malformed request is a stream error (RFC 9113, 8.1.1).
+		c.refuse(id, http2.ErrCodeProtocol)
+		return nil
 	}
 	st := newStream(c, id, c.h)
 	d := &st.ends[sideDown]
@@ -234,8 +289,8 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	case req.Method == "CONNECT":
 		c.answer(st, &Response{Status: 501, Body: "trellis: CONNECT over HTTP/2 is not supported\n"})
 		return nil
-	case req.Method == "" || req.Scheme == "" || req.Path == "" || (req.Path[0] != '/' && !(req.Method == "OPTIONS" && req.Path == "*")):
-		c.answer(st, &Response{Status: 400, Body: "trellis: malformed request pseudo-header fields\n"})
+	case req.Path[0] != '/' && !(req.Method == "OPTIONS" && req.Path == "*"):
+		c.answer(st, &Response{Status: 400, Body: "trellis: the request path must start with /\n"})
 		return nil
 	}
 	up, local, tag := c.h.Route(req)
@@ -390,11 +445,17 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	data := f.Data()
 	st := c.lookup(f.StreamID)
 	if st == nil {
+		if c.side == sideUp {
+			return nil // reset here; frames in flight
+		}
 		c.smu.Lock()
-		idle := (c.side == sideDown && f.StreamID > c.lastPeerID)
+		idle, ours := f.StreamID > c.lastPeerID, c.resetLately(f.StreamID)
 		c.smu.Unlock()
-		if idle {
+		switch {
+		case idle:
 			return &connErr{http2.ErrCodeProtocol, "data on an idle stream"}
+		case !ours:
+			c.refuse(f.StreamID, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	}
@@ -448,7 +509,7 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 func (c *Conn) onRST(f *http2.RSTStreamFrame) error {
 	st := c.lookup(f.StreamID)
 	if st == nil {
-		return nil
+		return c.checkIdle(f.StreamID)
 	}
 	e := &st.ends[c.side]
 	c.wmu.Lock()
@@ -480,6 +541,12 @@ func (c *Conn) onSettings(f *http2.SettingsFrame) error {
 	var bad error
 	var delta int64
 	_ = f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			var ce http2.ConnectionError
+			errors.As(err, &ce)
+			bad = &connErr{http2.ErrCode(ce), "invalid setting " + s.String()}
+			return nil
+		}
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
 			if s.Val > 1<<31-1 {
@@ -539,9 +606,15 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		st := c.lookup(f.StreamID)
 		if st == nil {
 			c.wmu.Unlock()
+			return c.checkIdle(f.StreamID)
+		}
+		e := &st.ends[c.side]
+		if e.sendWin+inc > 1<<31-1 {
+			c.wmu.Unlock()
+			c.resetBoth(st, -1, http2.ErrCodeFlowControl, false)
 			return nil
 		}
-		st.ends[c.side].sendWin += inc
+		e.sendWin += inc
 	}
 	var moved []movedData
 	if len(c.blocked) > 0 {
