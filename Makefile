@@ -79,14 +79,18 @@ benchstat:
 	GO=$(GO) bench/gobench.sh compare "$(OLD)" "$(NEW)"
 
 # The data plane beside nginx and HAProxy pairs on loopback (docs/benchmarks.md):
-# installs nginx and haproxy when missing (as root). bench takes ~17 minutes,
-# bench-quick under 3.
-.PHONY: bench bench-quick
+# installs nginx and haproxy when missing (as root), and fortio for the gRPC
+# part (go install). bench takes ~30 minutes (its gRPC part ~5 of them),
+# bench-quick under 3 (no gRPC part), bench-grpc only the gRPC part, ~5.
+.PHONY: bench bench-quick bench-grpc
 bench: build-proxy
 	$(GO) run ./bench/cmd/meshbench -trellis $(BIN_PROXY) -o bench/results/latest.md
 
 bench-quick: build-proxy
 	$(GO) run ./bench/cmd/meshbench -trellis $(BIN_PROXY) -quick -o bench/results/quick.md
+
+bench-grpc: build-proxy
+	$(GO) run ./bench/cmd/meshbench -trellis $(BIN_PROXY) -grpc-only -o bench/results/grpc.md
 
 # Every fuzzer of untrusted input, 30 s each (FUZZTIME=2m make fuzz for longer).
 FUZZTIME ?= 30s
@@ -103,6 +107,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./internal/h1/
 	$(GO) test -run '^$$' -fuzz '^FuzzCopyChunked$$' -fuzztime $(FUZZTIME) ./internal/h1/
 	$(GO) test -run '^$$' -fuzz '^FuzzCanonicalPath$$' -fuzztime $(FUZZTIME) ./internal/policy/
+	$(GO) test -run '^$$' -fuzz '^FuzzRelay$$' -fuzztime $(FUZZTIME) ./internal/dataplane/h2relay/
 	$(GO) test -run '^$$' -fuzz '^FuzzFastVsNetHTTP$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME) ./internal/kube/webhook/
 
