@@ -84,14 +84,19 @@ var rules = []rule{
 		why:    "the proxy's parts below the role (the data plane, its compiled config, mesh DNS, the control-plane client) must not reach back into it",
 	},
 	{
+		from:   []string{"internal/dataplane/h2relay/..."},
+		banned: []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/meshconfig/...", "internal/policy/..."},
+		why:    "the HTTP/2 relay is protocol machinery: routing, admission, metrics and config reach it only through its Handler",
+	},
+	{
 		from:   []string{"internal/controlplane/snapshot/..."},
 		banned: []string{"internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/..."},
 		why:    "the snapshot builder is pure: its input is given, it does no I/O and holds no state",
 	},
 	{
-		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/dataplane/relay/...", "internal/dataplane/connset/...", "internal/dataplane/mtls/...", "internal/dataplane/upstream/...", "internal/dataplane/capture/...", "internal/dataplane/limits/..."},
+		from:   []string{"internal/dataplane/admission/...", "internal/dataplane/metrics/...", "internal/dataplane/relay/...", "internal/dataplane/connset/...", "internal/dataplane/mtls/...", "internal/dataplane/upstream/...", "internal/dataplane/capture/...", "internal/dataplane/limits/...", "internal/dataplane/h2relay/..."},
 		banned: []string{"internal/dataplane", "internal/controlclient/...", "internal/meshdns/..."},
-		why:    "the data path's parts (admission chain, metrics, relays, connection sets, mTLS, upstream pools, capture, limits) never import its transports (internal/dataplane), the control client or mesh DNS",
+		why:    "the data path's parts (admission chain, metrics, relays, connection sets, mTLS, upstream pools, capture, limits, the HTTP/2 relay) never import its transports (internal/dataplane), the control client or mesh DNS",
 	},
 	{
 		from: []string{"internal/controlplane/registry/..."},

@@ -13,12 +13,13 @@
 // read costs one write on each connection it touched, and no frame
 // changes goroutine on its way through.
 //
-// Flow control is end to end: the window a side grants is returned only
-// as the bytes it sent leave on the other side, so a slow reader holds at
-// most one window of data per stream (and one per connection) in the
-// proxy. Data sent to a peer is also capped by what that peer has not yet
-// acknowledged (Config.MaxUnacked), so a peer that stops reading its
-// socket cannot block the reader that serves the other callers.
+// Flow control is end to end: a stream's window is returned only as the
+// bytes it sent leave on the other side, so a slow reader holds at most
+// one window of data per stream in the proxy; a connection's window is
+// returned as data is read, so a slow stream never holds the window other
+// streams share. Writes to a downstream connection go through a Spill and
+// never wait, so a caller that stops reading its socket cannot block the
+// readers that serve other callers.
 //
 // Abuse is bounded here, since the path does not inherit net/http's
 // mitigations: concurrent streams beyond the advertised limit are
