@@ -2,12 +2,19 @@ package dataplane_test
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // The inbound admission chain (internal/dataplane/admission) runs for every inbound
@@ -68,6 +75,19 @@ func rawRequest(t *testing.T, addr, line string, fields []string) (*http.Respons
 func TestAdmissionOverEveryPath(t *testing.T) {
 	app := &screenApp{}
 	m := newMesh(t, meshOptions{app: app, authorizer: &pathAuthorizer{}})
+	runAdmissionCases(t, m, app, admissionVias)
+}
+
+// TestAdmissionOverTheHTTP2Relay runs the same cases over the HTTP/2
+// relay: an h2c caller of the client proxy's upstream listener, relayed
+// over mTLS h2 to the server proxy of an HTTP/2 app.
+func TestAdmissionOverTheHTTP2Relay(t *testing.T) {
+	app := &screenApp{}
+	m := newMesh(t, meshOptions{app: app, appH2C: true, protocol: meshconfig.ProtocolHTTP2, authorizer: &pathAuthorizer{}})
+	runAdmissionCases(t, m, app, []admissionVia{{"HTTP/2 relay", h2Request}})
+}
+
+func runAdmissionCases(t *testing.T, m *mesh, app *screenApp, vias []admissionVia) {
 	wantXFCC := `["By=spiffe://trellis.test/ns/shop/sa/catalog;URI=spiffe://trellis.test/ns/shop/sa/frontend"]`
 	for _, tc := range []struct {
 		name         string
@@ -95,7 +115,7 @@ func TestAdmissionOverEveryPath(t *testing.T) {
 		{name: "framing look-alike", method: "GET", path: "/items", fields: []string{"Transfer_Encoding: chunked"}, code: 400, body: "framing"},
 		{name: "strip list", method: "GET", path: "/items", fields: []string{"X-Spiffe-Id: spiffe://trellis.test/ns/shop/sa/admin"}, code: 200, appXFCC: wantXFCC},
 	} {
-		for _, via := range admissionVias {
+		for _, via := range vias {
 			for range 10 {
 				resp, body := via.send(t, m, tc.method, tc.path, tc.fields)
 				if resp.StatusCode != tc.code || !strings.Contains(body, tc.body) || resp.Header.Get("X-Trellis-Denied-By") != tc.deniedBy {
@@ -131,4 +151,75 @@ func TestAdmissionOverEveryPath(t *testing.T) {
 			}
 		}
 	}
+}
+
+// h2Request sends one request as an h2c caller with prior knowledge,
+// field names lowercased as HTTP/2 wants them, and reads the answer.
+func h2Request(t *testing.T, m *mesh, method, path string, fields []string) (*http.Response, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", m.upstreamAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	fr := http2.NewFramer(c, c)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range append([]hpack.HeaderField{{Name: ":method", Value: method}, {Name: ":scheme", Value: "http"}, {Name: ":path", Value: path}, {Name: ":authority", Value: "catalog.shop"}}, h2Fields(fields)...) {
+		_ = enc.WriteField(f)
+	}
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	_ = fr.WriteSettings()
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	resp := &http.Response{Header: http.Header{}}
+	var body bytes.Buffer
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("%s %s over h2: %v", method, path, err)
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			if s := f.PseudoValue("status"); s != "" {
+				resp.StatusCode, _ = strconv.Atoi(s)
+			}
+			for _, hf := range f.RegularFields() {
+				resp.Header.Add(hf.Name, hf.Value)
+			}
+			if f.StreamEnded() {
+				return resp, body.String()
+			}
+		case *http2.DataFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			body.Write(f.Data())
+			if f.StreamEnded() {
+				return resp, body.String()
+			}
+		case *http2.RSTStreamFrame:
+			t.Fatalf("%s %s over h2: stream reset %v", method, path, f.ErrCode)
+		case *http2.GoAwayFrame:
+			t.Fatalf("%s %s over h2: GOAWAY %v", method, path, f.ErrCode)
+		}
+	}
+}
+
+// h2Fields turns "Name: value" lines into HTTP/2 fields.
+func h2Fields(lines []string) []hpack.HeaderField {
+	var out []hpack.HeaderField
+	for _, l := range lines {
+		name, value, _ := strings.Cut(l, ": ")
+		out = append(out, hpack.HeaderField{Name: strings.ToLower(name), Value: value})
+	}
+	return out
 }
