@@ -514,3 +514,33 @@ func TestGRPCDrainUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d calls, %d after the drain", calls.Load(), calls.Load()-atDrain)
 }
+
+// BenchmarkGRPCDirect and BenchmarkGRPCThroughProxies are a unary gRPC
+// call (64 B each way) straight to the app and through the pair on the
+// HTTP/2 relay; their difference is the relay's cost.
+func BenchmarkGRPCDirect(b *testing.B) {
+	appAddr, _ := startConfApp(b)
+	benchGRPC(b, appAddr)
+}
+
+func BenchmarkGRPCThroughProxies(b *testing.B) {
+	appAddr, _ := startConfApp(b)
+	m := newMesh(b, meshOptions{protocol: meshconfig.ProtocolGRPC, appAddr: appAddr})
+	benchGRPC(b, m.upstreamAddr)
+}
+
+func benchGRPC(b *testing.B, addr string) {
+	cc := confClient(b, addr)
+	ctx := context.Background()
+	msg := bytes.Repeat([]byte{'x'}, 64)
+	if _, err := echo(ctx, cc, msg); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := echo(ctx, cc, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

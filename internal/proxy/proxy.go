@@ -225,6 +225,32 @@ func (p *Proxy) collectorAddr() string {
 	}
 }
 
+// trimAfterStartup drops the binary's resident pages that startup
+// touched (see trimText) once the proxy has been ready for a while.
+func (p *Proxy) trimAfterStartup(ctx context.Context) {
+	select {
+	case <-p.ready:
+	case <-ctx.Done():
+		return
+	}
+	t := time.NewTimer(trimDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return
+	}
+	n, err := trimText()
+	if err != nil {
+		p.log.Debug("could not release the binary's startup pages", "err", err)
+		return
+	}
+	p.log.Debug("released the binary's startup pages", "mapped_bytes", n)
+}
+
+// trimDelay is how long after readiness the startup pages are released.
+const trimDelay = 10 * time.Second
+
 // Ready is closed once the proxy has a certificate and a first config.
 func (p *Proxy) Ready() <-chan struct{} { return p.ready }
 
@@ -273,6 +299,8 @@ func (p *Proxy) Start(ctx context.Context) error {
 	}
 	p.wg.Add(1)
 	go func() { defer p.wg.Done(); p.certs.Run(rctx) }()
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); p.trimAfterStartup(rctx) }()
 
 	cc := &controlclient.Client{
 		Addr:  p.control,
