@@ -4,8 +4,11 @@
 // certificates), interleaved round by round, and prints a markdown table
 // of latency percentiles, rate, CPU and memory. A gRPC unary load runs
 // the same way directly (direct-grpc) and through a second Trellis pair
-// (trellis-grpc) in the same rounds. docs/benchmarks.md describes the
-// method; `make bench` and `make bench-quick` run it.
+// (trellis-grpc) in the same rounds. After the rounds, the gRPC part
+// (-grpc-only runs it alone) puts fortio's gRPC ping through no proxy, a
+// Trellis, an nginx and an HAProxy pair (grpcpairs.go). docs/benchmarks.md
+// describes the method; `make bench`, `make bench-quick` and `make
+// bench-grpc` run it.
 //
 // It re-executes itself for the load generator (`meshbench load`) and the
 // upstream (`meshbench upstream`), so that they can be pinned to a CPU.
@@ -15,8 +18,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -68,6 +73,14 @@ type options struct {
 	noPin   bool
 	keep    bool
 	only    []string
+
+	// The gRPC part (grpcpairs.go).
+	grpcPart     bool          // run it (after the rounds, if any)
+	grpcOnly     bool          // run nothing else
+	grpcPairs    []string      // its pairs, report order
+	grpcPayloads []int         // bytes, each way
+	grpcT        time.Duration // fortio's -t per run
+	grpcRounds   int
 }
 
 func benchMain(args []string) error {
@@ -77,7 +90,7 @@ func benchMain(args []string) error {
 	fs.BoolVar(&o.quick, "quick", false, "quick variant: 5 s x 3 rounds (gRPC 2 s) at 1000 rps and max only")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds (default 5, quick 3)")
 	fs.DurationVar(&o.dur, "d", 0, "measurement window per run (default 15s, quick 5s)")
-	fs.DurationVar(&o.grpcDur, "grpc-d", 0, "measurement window of the gRPC runs (default: -d; quick 2s)")
+	fs.DurationVar(&o.grpcDur, "grpc-d", 0, "measurement window of the rounds' gRPC runs, direct-grpc and trellis-grpc (default: -d; quick 2s)")
 	fs.DurationVar(&o.warmup, "warmup", 0, "warmup before each run's window (default 1s, quick 500ms)")
 	fs.IntVar(&o.conns, "c", 16, "connections")
 	fs.StringVar(&levels, "levels", "", "comma-separated rates, max = closed loop (default 1000,5000,max; quick 1000,max)")
@@ -86,6 +99,13 @@ func benchMain(args []string) error {
 	fs.BoolVar(&o.noPin, "no-pin", false, "do not pin processes to CPUs with taskset")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs)")
 	fs.StringVar(&only, "only", "", "comma-separated topologies to run (default all: "+strings.Join(allTopologies, ",")+")")
+	var grpcPairs, grpcPayloads string
+	fs.BoolVar(&o.grpcOnly, "grpc-only", false, "run only the gRPC part: fortio's gRPC ping through the -grpc-pairs (about 5 minutes)")
+	fs.StringVar(&grpcPairs, "grpc-pairs", "", "comma-separated pairs of the gRPC part (default all: "+strings.Join(grpcPairNames, ",")+
+		"), or none; the part runs with -grpc-only, and after the rounds of a full run without -only")
+	fs.StringVar(&grpcPayloads, "grpc-payloads", "64,1024,65536", "payload sizes of the gRPC part, bytes (each way)")
+	fs.DurationVar(&o.grpcT, "grpc-t", 0, "fortio's run time per pair, load and payload in the gRPC part (default 6s, quick 3s)")
+	fs.IntVar(&o.grpcRounds, "grpc-rounds", 1, "rounds of the gRPC part")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,6 +134,26 @@ func benchMain(args []string) error {
 	}
 	if o.only, err = parseOnly(only); err != nil {
 		return err
+	}
+	if o.grpcOnly && len(o.only) > 0 {
+		return errors.New("-only selects the rounds, which -grpc-only skips: choose the gRPC part's pairs with -grpc-pairs")
+	}
+	if o.grpcPairs, err = parseGRPCPairs(grpcPairs); err != nil {
+		return err
+	}
+	if o.grpcPayloads, err = parsePayloads(grpcPayloads); err != nil {
+		return err
+	}
+	if o.grpcT == 0 {
+		o.grpcT = pick(full, 6*time.Second, 3*time.Second)
+	}
+	if o.grpcRounds < 1 {
+		return errors.New("-grpc-rounds: at least 1")
+	}
+	// The quick variant and A/B runs (-only) leave the gRPC part out.
+	o.grpcPart = len(o.grpcPairs) > 0 && (o.grpcOnly || (full && len(o.only) == 0))
+	if o.grpcOnly && !o.grpcPart {
+		return errors.New("-grpc-only with -grpc-pairs none: nothing to run")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -162,8 +202,20 @@ func pick[T any](full bool, ifFull, ifQuick T) T {
 }
 
 func run(ctx context.Context, o options) error {
-	if err := ensureTools(); err != nil {
-		return err
+	rounds := !o.grpcOnly
+	want := func(name string) bool { return rounds && (len(o.only) == 0 || slices.Contains(o.only, name)) }
+	grpcWant := func(name string) bool { return o.grpcPart && slices.Contains(o.grpcPairs, name) }
+	if want("nginx") || want("haproxy") || grpcWant("nginx") || grpcWant("haproxy") {
+		if err := ensureTools(); err != nil {
+			return err
+		}
+	}
+	var fortio string
+	if o.grpcPart {
+		var err error
+		if fortio, err = ensureFortio(); err != nil {
+			return err
+		}
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -190,7 +242,7 @@ func run(ctx context.Context, o options) error {
 	} else {
 		defer os.RemoveAll(dir)
 	}
-	e := &env{dir: dir, self: self, trellis: o.trellis}
+	e := &env{dir: dir, self: self, trellis: o.trellis, fortio: fortio}
 	_, tasksetErr := exec.LookPath("taskset")
 	e.pin = !o.noPin && tasksetErr == nil && runtime.NumCPU() >= 2
 	if e.pin {
@@ -203,18 +255,57 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	want := func(name string) bool { return len(o.only) == 0 || slices.Contains(o.only, name) }
+	var parts []string
+	if rounds {
+		md, err := e.runRounds(ctx, o, pc, want)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, md)
+	}
+	// A failed gRPC part still leaves the rounds' report behind.
+	var grpcErr error
+	if o.grpcPart {
+		md, err := e.runGRPCPairs(ctx, o, pc)
+		if err != nil && len(parts) == 0 {
+			return err
+		}
+		if err != nil {
+			grpcErr = fmt.Errorf("gRPC part: %w", err)
+			o.grpcPart = false // not in the report's header
+		} else {
+			parts = append(parts, md)
+		}
+	}
+	report := machineInfo(e, o) + strings.Join(parts, "")
+	fmt.Print(report)
+	if o.out != "" {
+		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
+			return err
+		}
+	}
+	return grpcErr
+}
+
+// runRounds starts the topologies of the rounds that want selects and
+// runs the rounds: every topology at every level, in an order that
+// rotates. It returns their part of the report.
+func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func(string) bool) (string, error) {
+	var err error
 	wantHTTP := want("direct") || want("trellis") || want("nginx") || want("haproxy")
 	wantGRPC := want("direct-grpc") || want("trellis-grpc")
 	var upstream, grpcUpstream string
 	if wantHTTP {
 		if upstream, err = e.startUpstream(false); err != nil {
-			return fmt.Errorf("upstream: %w", err)
+			return "", fmt.Errorf("upstream: %w", err)
 		}
 	}
 	if wantGRPC {
 		if grpcUpstream, err = e.startUpstream(true); err != nil {
-			return fmt.Errorf("gRPC upstream: %w", err)
+			return "", fmt.Errorf("gRPC upstream: %w", err)
 		}
 	}
 	var topos []*topology
@@ -224,7 +315,7 @@ func run(ctx context.Context, o options) error {
 	if want("trellis") || want("trellis-grpc") {
 		tt, err := e.startTrellis(ctx, upstream, grpcUpstream, want("trellis"), want("trellis-grpc"))
 		if err != nil {
-			return err
+			return "", err
 		}
 		topos = append(topos, tt...)
 	}
@@ -241,7 +332,7 @@ func run(ctx context.Context, o options) error {
 		}
 		t, err := s.start()
 		if err != nil {
-			return err
+			return "", err
 		}
 		topos = append(topos, t)
 	}
@@ -264,11 +355,11 @@ func run(ctx context.Context, o options) error {
 				t := topos[(i+r)%len(topos)]
 				n++
 				if err := ctx.Err(); err != nil {
-					return err
+					return "", err
 				}
 				rr, err := e.measure(ctx, t, l, o)
 				if err != nil {
-					return fmt.Errorf("round %d, %s at %s: %w", r+1, t.name, l.name, err)
+					return "", fmt.Errorf("round %d, %s at %s: %w", r+1, t.name, l.name, err)
 				}
 				fmt.Fprintf(os.Stderr, "meshbench: [%d/%d] round %d %-12s %-5s p50 %.3f p99 %.3f ms, %.0f rps, cpu %.0f%%, errors %d\n",
 					n, total, r+1, t.name, l.name, rr.P50, rr.P99, rr.Rate, rr.CPUPct, rr.Errors)
@@ -276,17 +367,7 @@ func run(ctx context.Context, o options) error {
 			}
 		}
 	}
-	report := res.markdown(machineInfo(e.pin, o))
-	fmt.Print(report)
-	if o.out != "" {
-		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(o.out, []byte(report), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return res.markdown(""), nil
 }
 
 // runResult is one run of one topology at one level.
@@ -309,84 +390,132 @@ func (e *env) measure(ctx context.Context, t *topology, l level, o options) (run
 	if t.grpc {
 		argv = append(argv, "-grpc")
 	}
+	lr, err := e.sample(ctx, "load", t, argv, false, func(line string) bool { return line == measuringLine })
+	if err != nil {
+		return runResult{}, err
+	}
+	rr := runResult{CPUPct: lr.cpuPct, RSS: lr.rss, Anon: lr.anon}
+	// The result is the last line.
+	lines := strings.Split(strings.TrimSpace(lr.stdout), "\n")
+	last := lines[len(lines)-1]
+	if err := json.Unmarshal([]byte(last), &rr.loadResult); err != nil {
+		return runResult{}, fmt.Errorf("load: bad result %q: %w", last, err)
+	}
+	return rr, nil
+}
+
+// loadRun is one run of a load generator: its output, and the proxies'
+// CPU and peak RSS over its measurement window.
+type loadRun struct {
+	stdout, stderr string
+	cpuPct         float64   // proxy pair, % of one core
+	rss, anon      []float64 // peak VmRSS and RssAnon per proxy, MB
+}
+
+// sample runs the load generator argv (pinned with the upstream,
+// GOMAXPROCS 1) against t, and samples the CPU and RSS of t's proxies from
+// the output line for which started is true (a line of stdout, or of
+// stderr with onStderr) until the generator exits. name prefixes errors.
+func (e *env) sample(ctx context.Context, name string, t *topology, argv []string, onStderr bool, started func(string) bool) (loadRun, error) {
 	if e.pin {
 		argv = append([]string{"taskset", "-c", loadCPU}, argv...)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
+	var other, scanned strings.Builder
+	var pipe io.ReadCloser
+	var err error
+	if onStderr {
+		cmd.Stdout = &other
+		pipe, err = cmd.StderrPipe()
+	} else {
+		cmd.Stderr = &other
+		pipe, err = cmd.StdoutPipe()
+	}
 	if err != nil {
-		return runResult{}, err
+		return loadRun{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return runResult{}, err
+		return loadRun{}, fmt.Errorf("%s: %w", name, err)
 	}
 	var pids []int
 	for _, p := range t.proxies {
 		pids = append(pids, p.pid())
 	}
-	var rr runResult
-	rr.RSS = make([]float64, len(pids))
-	rr.Anon = make([]float64, len(pids))
+	lr := loadRun{rss: make([]float64, len(pids)), anon: make([]float64, len(pids))}
 	var cpu0 float64
 	var t0 time.Time
 	stopRSS := make(chan struct{})
 	rssDone := make(chan struct{})
-	sc := bufio.NewScanner(out)
-	var last string
+	sc := bufio.NewScanner(pipe)
+	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if line == measuringLine {
-			cpu0, t0 = treeCPU(pids), time.Now()
-			go func() {
-				defer close(rssDone)
-				tick := time.NewTicker(100 * time.Millisecond)
-				defer tick.Stop()
-				for {
-					for i, p := range pids {
-						rss, anon := treeRSS(p)
-						rr.RSS[i], rr.Anon[i] = max(rr.RSS[i], rss), max(rr.Anon[i], anon)
-					}
-					select {
-					case <-stopRSS:
-						return
-					case <-tick.C:
-					}
-				}
-			}()
+		scanned.WriteString(line + "\n")
+		if !t0.IsZero() || !started(line) {
 			continue
 		}
-		last = line
+		cpu0, t0 = treeCPU(pids), time.Now()
+		go func() {
+			defer close(rssDone)
+			tick := time.NewTicker(100 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				for i, p := range pids {
+					rss, anon := treeRSS(p)
+					lr.rss[i], lr.anon[i] = max(lr.rss[i], rss), max(lr.anon[i], anon)
+				}
+				select {
+				case <-stopRSS:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
 	}
-	if err := cmd.Wait(); err != nil {
-		return runResult{}, fmt.Errorf("load: %w: %s", err, stderr.String())
+	io.Copy(io.Discard, pipe) // after a scan error: let the generator finish
+	// Wait first: until it returns, the other stream may still be copied.
+	err = cmd.Wait()
+	lr.stdout, lr.stderr = scanned.String(), other.String()
+	if onStderr {
+		lr.stdout, lr.stderr = lr.stderr, lr.stdout
+	}
+	if err != nil {
+		if !t0.IsZero() {
+			close(stopRSS)
+			<-rssDone
+		}
+		return loadRun{}, fmt.Errorf("%s: %w: %s", name, err, tail(lr.stderr))
 	}
 	if t0.IsZero() {
-		return runResult{}, fmt.Errorf("load: no measurement window: %s", stderr.String())
+		return loadRun{}, fmt.Errorf("%s: no measurement window: %s", name, tail(lr.stderr))
 	}
 	// The window ended when the last request was sent; the scan above
 	// returned when the generator exited, a few ms later at most.
 	cpu1, t1 := treeCPU(pids), time.Now()
 	close(stopRSS)
 	<-rssDone
-	if err := json.Unmarshal([]byte(last), &rr.loadResult); err != nil {
-		return runResult{}, fmt.Errorf("load: bad result %q: %w", last, err)
-	}
 	if len(pids) > 0 {
-		rr.CPUPct = 100 * (cpu1 - cpu0) / t1.Sub(t0).Seconds()
+		lr.cpuPct = 100 * (cpu1 - cpu0) / t1.Sub(t0).Seconds()
 	}
 	for _, p := range t.proxies {
 		if p.exited() {
-			return rr, fmt.Errorf("%s exited during the run: %s", p.name, p.logTail())
+			return lr, fmt.Errorf("%s exited during the run: %s", p.name, p.logTail())
 		}
 	}
-	return rr, nil
+	return lr, nil
 }
 
-// machineInfo describes what the run was on, for the report.
-func machineInfo(pinned bool, o options) string {
+// tail is the end of a generator's stderr, for errors.
+func tail(s string) string {
+	if len(s) > 2000 {
+		s = s[len(s)-2000:]
+	}
+	return s
+}
+
+// machineInfo describes what ran on what, for the report.
+func machineInfo(e *env, o options) string {
 	var b strings.Builder
 	model := "unknown CPU"
 	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -410,22 +539,41 @@ func machineInfo(pinned bool, o options) string {
 	if o.quick {
 		variant = "quick"
 	}
-	fmt.Fprintf(&b, "Run %s UTC, %s variant: %d rounds x %s per topology and level (after %s warmup), %d connections, HTTP/1.1, 1 kB responses.",
-		time.Now().UTC().Format("2006-01-02 15:04"), variant, o.rounds, o.dur, o.warmup, o.conns)
-	if len(o.only) == 0 || slices.Contains(o.only, "direct-grpc") || slices.Contains(o.only, "trellis-grpc") {
-		fmt.Fprintf(&b, " gRPC unary runs (direct-grpc, trellis-grpc) in the same rounds: %s windows", o.grpcDur)
-		if o.grpcDur != o.dur {
-			b.WriteString(" (shorter, to keep the variant's time budget)")
+	now := time.Now().UTC().Format("2006-01-02 15:04")
+	if !o.grpcOnly {
+		fmt.Fprintf(&b, "Run %s UTC, %s variant: %d rounds x %s per topology and level (after %s warmup), %d connections, HTTP/1.1, 1 kB responses.",
+			now, variant, o.rounds, o.dur, o.warmup, o.conns)
+		if len(o.only) == 0 || slices.Contains(o.only, "direct-grpc") || slices.Contains(o.only, "trellis-grpc") {
+			fmt.Fprintf(&b, " gRPC unary runs (direct-grpc, trellis-grpc) in the same rounds: %s windows", o.grpcDur)
+			if o.grpcDur != o.dur {
+				b.WriteString(" (shorter, to keep the variant's time budget)")
+			}
+			fmt.Fprintf(&b, ", %d HTTP/2 connections with one call in flight each, 1 kB request and response payloads.", o.conns)
 		}
-		fmt.Fprintf(&b, ", %d HTTP/2 connections with one call in flight each, 1 kB request and response payloads.", o.conns)
-	}
-	b.WriteString("\n\n")
-	fmt.Fprintf(&b, "Machine: %s, %d CPUs, Linux %s, %s; %s; %s.\n\n", model, runtime.NumCPU(), strings.TrimSpace(string(kernel)),
-		runtime.Version(), version("nginx", "-v"), version("haproxy", "-v"))
-	if pinned {
-		b.WriteString("Pinning (taskset): both proxies of a pair on CPU 0; load generator, upstream, control plane and this harness on CPU 1.\n\n")
+		b.WriteString("\n\n")
 	} else {
-		b.WriteString("Pinning: none (taskset missing, one CPU, or -no-pin).\n\n")
+		fmt.Fprintf(&b, "Run %s UTC, gRPC part only (-grpc-only).\n\n", now)
 	}
+	if o.grpcPart {
+		b.WriteString(grpcPartInfo(o))
+	}
+	fmt.Fprintf(&b, "Machine: %s, %d CPUs, Linux %s, %s; %s; %s", model, runtime.NumCPU(), strings.TrimSpace(string(kernel)),
+		runtime.Version(), version("nginx", "-v"), version("haproxy", "-v"))
+	if o.grpcPart {
+		fmt.Fprintf(&b, "; fortio %s", version(e.fortio, "version"))
+	}
+	b.WriteString(".\n\n")
+	if !e.pin {
+		b.WriteString("Pinning: none (taskset missing, one CPU, or -no-pin).\n\n")
+		return b.String()
+	}
+	rest := "load generator, upstream, control plane and this harness"
+	switch {
+	case o.grpcOnly:
+		rest = "fortio load, fortio server, control plane and this harness"
+	case o.grpcPart:
+		rest = "load generators (meshbench load, fortio load), upstreams (meshbench upstream, fortio server), control plane and this harness"
+	}
+	fmt.Fprintf(&b, "Pinning (taskset): both proxies of a pair on CPU %s; %s on CPU %s.\n\n", proxyCPU, rest, loadCPU)
 	return b.String()
 }

@@ -12,6 +12,8 @@ type results struct {
 	topos  []string
 	levels []level
 	runs   map[string]map[string][]runResult // level -> topology -> rounds
+	titles map[string]string                 // level -> heading, when not the rate's
+	calls  bool                              // gRPC part: calls/s and CPU per call (µs)
 }
 
 func newResults(o options, topos []*topology) *results {
@@ -145,6 +147,12 @@ func (r *results) markdown(header string) string {
 		"RSS: peak VmRSS sampled every 100 ms during the window, client-side / server-side proxy, MB " +
 		"(nginx: master plus worker, so the ~7 MB of binary and libraries they share count twice); anon RSS: the same for RssAnon " +
 		"(heap and stacks, no file-backed pages).\n\n")
+	r.tables(&b)
+	return b.String()
+}
+
+// tables writes every family's tables, level by level.
+func (r *results) tables(b *strings.Builder) {
 	for fi := range families {
 		f := &families[fi]
 		var topos []string
@@ -157,10 +165,9 @@ func (r *results) markdown(header string) string {
 			continue
 		}
 		for _, l := range r.levels {
-			r.table(&b, f, topos, l)
+			r.table(b, f, topos, l)
 		}
 	}
-	return b.String()
 }
 
 // table writes one family's table at one level, and its comparisons.
@@ -170,8 +177,16 @@ func (r *results) table(b *strings.Builder, f *family, topos []string, l level) 
 	if l.rate == 0 {
 		title = fmt.Sprintf("maximum rate, %d connections (closed loop)", r.o.conns)
 	}
+	if t, ok := r.titles[l.name]; ok {
+		title = t
+	}
 	fmt.Fprintf(b, "### %s%s\n\n", f.title, title)
-	b.WriteString("| topology | p50 | p90 | p99 | p99.9 | rate (rps) | errors | CPU % | CPU/1k (ms) | RSS (MB) | anon RSS (MB) |\n")
+	if r.calls {
+		// CPU per call in µs is CPU per 1,000 calls in ms.
+		b.WriteString("| topology | p50 | p90 | p99 | p99.9 | rate (calls/s) | errors | CPU % | CPU/call (µs) | RSS (MB) | anon RSS (MB) |\n")
+	} else {
+		b.WriteString("| topology | p50 | p90 | p99 | p99.9 | rate (rps) | errors | CPU % | CPU/1k (ms) | RSS (MB) | anon RSS (MB) |\n")
+	}
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, t := range topos {
 		rs := runs[t]
@@ -272,12 +287,16 @@ func (r *results) rateComparison(b *strings.Builder, f *family, l level) {
 	}
 	rate := func(t string) float64 { return collect(runs[t], func(x runResult) float64 { return x.Rate }).med }
 	cpuK := func(t string) float64 { return collect(runs[t], cpuPer1k).med }
+	unit := "request"
+	if r.calls {
+		unit = "call"
+	}
 	var lines []string
 	for _, o := range f.others {
 		if _, ok := runs[o.name]; !ok {
 			continue
 		}
-		s := fmt.Sprintf("CPU per request %.2fx %s", cpuK(f.subject)/cpuK(o.name), o.label)
+		s := fmt.Sprintf("CPU per %s %.2fx %s", unit, cpuK(f.subject)/cpuK(o.name), o.label)
 		if l.rate == 0 {
 			s = fmt.Sprintf("rate %.2fx %s, ", rate(f.subject)/rate(o.name), o.label) + s
 		}

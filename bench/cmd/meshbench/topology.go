@@ -31,8 +31,10 @@ type env struct {
 	dir     string
 	self    string // this binary, re-executed for `load` and `upstream`
 	trellis string
+	fortio  string // the fortio binary, for the gRPC part
 	pin     bool
 	procs   []*proc
+	tp      *trellisPairs // the control plane, once started
 }
 
 // proc is one started process; its output goes to dir/NAME.log.
@@ -208,12 +210,44 @@ func (e *env) startUpstream(useGRPC bool) (string, error) {
 	return addr, awaitOK(context.Background(), addr, 1024, 10*time.Second, p)
 }
 
-// startTrellis runs a control plane (pinned with the load generator),
-// applies a Mesh with default allow, and starts the proxy pairs asked for:
+// startTrellis starts the proxy pairs asked for against the control plane:
 // "trellis" (HTTP service "upstream" in front of upstream, called by
 // service "client") and "trellis-grpc" (service "upstream-grpc" with
 // protocol grpc in front of grpcUpstream, called by "client-grpc").
 func (e *env) startTrellis(ctx context.Context, upstream, grpcUpstream string, wantHTTP, wantGRPC bool) ([]*topology, error) {
+	tp, err := e.control(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*topology
+	if wantHTTP {
+		t, err := tp.start(ctx, "trellis", "upstream", "client", "http", upstream, func(front string, ps ...*proc) error {
+			return awaitOK(ctx, front, 1024, 20*time.Second, ps...)
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	if wantGRPC {
+		t, err := tp.start(ctx, "trellis-grpc", "upstream-grpc", "client-grpc", "grpc", grpcUpstream, func(front string, ps ...*proc) error {
+			return awaitGRPC(ctx, front, 1024, 20*time.Second, ps...)
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// control runs a control plane (pinned with the load generator) and
+// applies a Mesh with default allow, the first time it is called; the
+// rounds and the gRPC part share it.
+func (e *env) control(ctx context.Context) (*trellisPairs, error) {
+	if e.tp != nil {
+		return e.tp, nil
+	}
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -233,23 +267,8 @@ func (e *env) startTrellis(ctx context.Context, upstream, grpcUpstream string, w
 	if _, err := e.runCLI(cli, mesh, "apply", "-f", "-"); err != nil {
 		return nil, err
 	}
-	tp := &trellisPairs{e: e, cp: cp, cli: cli, data: data, control: grpcAddr}
-	var out []*topology
-	if wantHTTP {
-		t, err := tp.start(ctx, "trellis", "upstream", "client", "http", upstream)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	if wantGRPC {
-		t, err := tp.start(ctx, "trellis-grpc", "upstream-grpc", "client-grpc", "grpc", grpcUpstream)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, t)
-	}
-	return out, nil
+	e.tp = &trellisPairs{e: e, cp: cp, cli: cli, data: data, control: grpcAddr}
+	return e.tp, nil
 }
 
 // trellisPairs starts proxy pairs against one control plane.
@@ -263,8 +282,10 @@ type trellisPairs struct {
 
 // start registers service (with protocol) through a server proxy in front
 // of app, and a client proxy for service client with an explicit
-// --upstream listener for it, the load generator's front.
-func (tp *trellisPairs) start(ctx context.Context, name, service, client, protocol, app string) (*topology, error) {
+// --upstream listener for it, the load generator's front; ready waits
+// until a call through front succeeds, or one of ps exits.
+func (tp *trellisPairs) start(ctx context.Context, name, service, client, protocol, app string,
+	ready func(front string, ps ...*proc) error) (*topology, error) {
 	e := tp.e
 	ports, err := freePorts(5)
 	if err != nil {
@@ -308,12 +329,7 @@ func (tp *trellisPairs) start(ctx context.Context, name, service, client, protoc
 			return nil, fmt.Errorf("%s proxy: %w", name, err)
 		}
 	}
-	if protocol == "grpc" {
-		err = awaitGRPC(ctx, front, 1024, 20*time.Second, srv, cl, tp.cp)
-	} else {
-		err = awaitOK(ctx, front, 1024, 20*time.Second, srv, cl, tp.cp)
-	}
-	if err != nil {
+	if err := ready(front, srv, cl, tp.cp); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &topology{name: name, front: front, proxies: []*proc{cl, srv}, grpc: protocol == "grpc"}, nil
