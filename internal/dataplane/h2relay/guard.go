@@ -12,11 +12,12 @@ import (
 // concurrency; a legitimate client sends a handful a second.
 const (
 	maxControlPerSecond = 1000
-	// PINGs get a higher bar: grpc-go sends one per burst of data it
-	// receives to estimate the bandwidth-delay product, so a busy
-	// legitimate client can send thousands a second. Each costs the
-	// proxy one small write, which the Spill bounds.
-	maxPingsPerSecond = 10000
+	// A PING counts only when no HEADERS or DATA came since the previous
+	// one (grpc-go's "ping strike" rule): grpc-go sends a PING with
+	// every burst of data it receives to estimate the bandwidth-delay
+	// product, thousands a second on a busy connection, and those never
+	// count. Pure PINGs are limited like the other control frames.
+	maxPingsPerSecond = maxControlPerSecond
 	// A connection whose callers reset at least half of the streams
 	// they opened within a second, and at least Config.RapidResets, before
 	// their response began, is a rapid-reset attack (CVE-2023-44487).
@@ -34,6 +35,8 @@ type guard struct {
 	second   int64
 	controls int
 	pings    int
+	// traffic: HEADERS or DATA arrived since the last PING.
+	traffic bool
 	// off: an upstream connection (the proxy chose its peer), never
 	// limited.
 	off       bool
@@ -63,9 +66,16 @@ func (g *guard) control() error {
 	return nil
 }
 
-// ping counts a PING.
+// sawTraffic notes a HEADERS or DATA frame.
+func (g *guard) sawTraffic() { g.traffic = true }
+
+// ping counts a PING that follows no traffic.
 func (g *guard) ping() error {
 	if g.off {
+		return nil
+	}
+	if g.traffic {
+		g.traffic = false
 		return nil
 	}
 	g.tick()

@@ -93,11 +93,15 @@ func (c *Conn) serve() (err error) {
 func (c *Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
+		c.guard.sawTraffic()
 		if c.side == sideDown {
 			return c.onRequestHeaders(f)
 		}
 		return c.onResponseHeaders(f)
 	case *http2.DataFrame:
+		if f.Length > 0 {
+			c.guard.sawTraffic()
+		}
 		return c.onData(f)
 	case *http2.RSTStreamFrame:
 		return c.onRST(f)
