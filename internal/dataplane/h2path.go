@@ -232,9 +232,7 @@ func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respons
 		return nil, &h2relay.Response{Status: rf.Code, Body: rf.Msg}, call
 	}
 	call.gated = true
-	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.DialTimeout)
-	up, err := in.h2app.Get(ctx)
-	cancel()
+	up, err := in.h2app.Get(context.Background())
 	if err != nil {
 		ew := newErrorResponse()
 		in.appFailedFor(ew, req.Method, call.v.Path, &net.OpError{Op: "dial", Net: "tcp", Err: err})
@@ -277,8 +275,11 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 	}
 }
 
-// dialApp opens an h2c connection to the local app.
+// dialApp opens an h2c connection to the local app, within the dial
+// timeout.
 func (in *Inbound) dialApp(ctx context.Context) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
+	defer cancel()
 	c, err := in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
 	if err != nil {
 		return nil, err

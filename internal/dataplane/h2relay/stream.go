@@ -18,6 +18,8 @@ type stream struct {
 
 	mu       sync.Mutex // guards the fields below
 	finished bool
+	// final is res as Done sees it, copied once when the stream ends.
+	final Result
 	local    bool // answered by the proxy: no upstream end
 }
 
@@ -237,7 +239,7 @@ func (st *stream) finish(reset, byCaller bool) {
 	}
 	st.finished = true
 	st.res.Reset, st.res.ResetByCaller = reset, byCaller
-	res := st.res
+	st.final = st.res
 	st.mu.Unlock()
 	for i := range st.ends {
 		e := &st.ends[i]
@@ -253,7 +255,7 @@ func (st *stream) finish(reset, byCaller bool) {
 		e.c.touch()
 	}
 	if st.h != nil {
-		st.h.Done(&res)
+		st.h.Done(&st.final)
 	}
 	for i := range st.ends {
 		if c := st.ends[i].c; c != nil {
