@@ -19,15 +19,7 @@ import (
 // the inbound side's HTTP/1.1 fast path (HTTP/1.1 apps only; http2 and
 // grpc apps take net/http, which speaks h2c to them).
 func (in *Inbound) newInboundFast() {
-	in.fastApp = upstream.NewPool(func(ctx context.Context) (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
-		defer cancel()
-		c, err := in.dialer.DialContext(ctx, "tcp", in.cfg.AppAddr)
-		if err != nil {
-			return nil, err
-		}
-		return rawIO(c), nil
-	}, 256, 30*time.Second)
+	in.fastApp = upstream.NewPool(in.dialApp, 256, 30*time.Second)
 	if in.cfg.Protocol != meshconfig.ProtocolHTTP {
 		return
 	}

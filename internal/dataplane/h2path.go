@@ -275,8 +275,8 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 	}
 }
 
-// dialApp opens an h2c connection to the local app, within the dial
-// timeout.
+// dialApp opens a connection to the local app (HTTP/1.1 for the fast
+// path, h2c for the HTTP/2 relay), within the dial timeout.
 func (in *Inbound) dialApp(ctx context.Context) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
 	defer cancel()

@@ -105,13 +105,17 @@ func (c *rawIOConn) doWrite(fd uintptr) bool {
 	return true
 }
 
-func (c *rawIOConn) Write(p []byte) (int, error) {
+func (c *rawIOConn) Write(p []byte) (int, error) { return c.write(p, c.writeFn) }
+
+// write runs fn (doWrite, which waits in the netpoller while the socket
+// is full, or doTry, which does not) over p.
+func (c *rawIOConn) write(p []byte, fn func(fd uintptr) bool) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	c.writeMu.Lock()
 	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.writeFn)
+	err := c.rc.Write(fn)
 	nn, errno := c.wn, c.werr
 	c.wbuf = nil
 	c.writeMu.Unlock()
@@ -130,24 +134,7 @@ func (c *rawIOConn) opError(op string, err error) error {
 
 // TryWrite writes what the socket takes at once, without waiting
 // (h2relay.TryWriter).
-func (c *rawIOConn) TryWrite(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	c.writeMu.Lock()
-	c.wbuf, c.wn, c.werr = p, 0, 0
-	err := c.rc.Write(c.tryFn)
-	nn, errno := c.wn, c.werr
-	c.wbuf = nil
-	c.writeMu.Unlock()
-	switch {
-	case err != nil:
-		return nn, c.opError("write", err)
-	case errno != 0:
-		return nn, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return nn, nil
-}
+func (c *rawIOConn) TryWrite(p []byte) (int, error) { return c.write(p, c.tryFn) }
 
 // doTry is doWrite that gives up at EAGAIN instead of waiting.
 func (c *rawIOConn) doTry(fd uintptr) bool {

@@ -78,27 +78,36 @@ func (v *H1View) Header() (http.Header, func(string) string) { return nil, v.Req
 
 // SetPath rewrites the target. The fast path takes only canonical paths
 // (the inbound hands other forms to net/http), so this does not happen there today.
-func (v *H1View) SetPath(path string) {
-	_, q, ok := strings.Cut(v.Req.Target, "?")
-	if ok {
-		path += "?" + q
-	}
-	v.Req.Target = path
-}
+func (v *H1View) SetPath(path string) { v.Req.Target = withQuery(path, v.Req.Target) }
 
 // Filter needs no Connection pass: a request whose Connection field
 // names fields never takes the fast path.
 func (v *H1View) Filter(strip *meshconfig.HeaderStrip) *Refusal {
-	kept := v.Req.Fields[:0]
-	for _, f := range v.Req.Fields {
-		keep, rf := screenField(f.Name, strip)
+	var rf *Refusal
+	v.Req.Fields, rf = screenEach(v.Req.Fields, func(f h1.Field) string { return f.Name }, strip)
+	return rf
+}
+
+// screenEach runs screenField over fields in place, keeping those it
+// keeps; it stops at the first refusal.
+func screenEach[F any](fields []F, name func(F) string, strip *meshconfig.HeaderStrip) ([]F, *Refusal) {
+	kept := fields[:0]
+	for _, f := range fields {
+		keep, rf := screenField(name(f), strip)
 		if rf != nil {
-			return rf
+			return fields, rf
 		}
 		if keep {
 			kept = append(kept, f)
 		}
 	}
-	v.Req.Fields = kept
-	return nil
+	return kept, nil
+}
+
+// withQuery is path with the query of target, if it has one.
+func withQuery(path, target string) string {
+	if _, q, ok := strings.Cut(target, "?"); ok {
+		return path + "?" + q
+	}
+	return path
 }

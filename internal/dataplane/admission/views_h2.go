@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 
+	"golang.org/x/net/http2/hpack"
+
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -25,26 +27,12 @@ func (v *H2View) Values(name string) []string { return v.Req.Values(name) }
 func (v *H2View) Header() (http.Header, func(string) string) { return nil, v.Req.Get }
 
 // SetPath rewrites :path, keeping the query.
-func (v *H2View) SetPath(path string) {
-	if _, q, ok := strings.Cut(v.Req.Path, "?"); ok {
-		path += "?" + q
-	}
-	v.Req.Path = path
-}
+func (v *H2View) SetPath(path string) { v.Req.Path = withQuery(path, v.Req.Path) }
 
 // Filter needs no Connection pass: HTTP/2 has no Connection field (the
-// relay drops connection-specific fields).
+// relay refuses connection-specific fields).
 func (v *H2View) Filter(strip *meshconfig.HeaderStrip) *Refusal {
-	kept := v.Req.Fields[:0]
-	for _, f := range v.Req.Fields {
-		keep, rf := screenField(f.Name, strip)
-		if rf != nil {
-			return rf
-		}
-		if keep {
-			kept = append(kept, f)
-		}
-	}
-	v.Req.Fields = kept
-	return nil
+	var rf *Refusal
+	v.Req.Fields, rf = screenEach(v.Req.Fields, func(f hpack.HeaderField) string { return f.Name }, strip)
+	return rf
 }

@@ -1,7 +1,6 @@
 package h2relay
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -353,19 +352,25 @@ func (c *Conn) answer(st *stream, r *Response) {
 	st.mu.Unlock()
 	d := &st.ends[sideDown]
 	c.wmu.Lock()
+	c.respondLocked(d, r)
+	c.wmu.Unlock()
+	c.markDirty(c)
+	st.finish(false, false)
+}
+
+// respondLocked writes r to the downstream end d and ends the stream
+// there; the rest of a request still coming is refused with
+// RST_STREAM(NO_ERROR). c.wmu is held.
+func (c *Conn) respondLocked(d *end, r *Response) {
 	c.writeHeadersLocked(d.id, localFields(r), r.Body == "")
 	if r.Body != "" && !c.wdead {
 		c.checkLocked(c.fr.WriteData(d.id, true, []byte(r.Body)))
 	}
 	d.sentEnd = true
 	if !d.recvEnded.Load() {
-		// The rest of the request is not wanted.
 		c.writeRSTLocked(d.id, http2.ErrCodeNo)
 		d.reset = true
 	}
-	c.wmu.Unlock()
-	c.markDirty(c)
-	st.finish(false, false)
 }
 
 func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
@@ -711,15 +716,7 @@ func (c *Conn) upstreamLost(st *stream) {
 		st.mu.Lock()
 		st.res.Status = 502
 		st.mu.Unlock()
-		body := "trellis: the upstream connection broke before a response\n"
-		dc.writeHeadersLocked(d.id, localFields(&Response{Status: 502, Body: body}), false)
-		if !dc.wdead {
-			dc.checkLocked(dc.fr.WriteData(d.id, true, []byte(body)))
-		}
-		d.sentEnd = true
-		if !d.recvEnded.Load() {
-			dc.writeRSTLocked(d.id, http2.ErrCodeNo)
-		}
+		dc.respondLocked(d, &Response{Status: 502, Body: "trellis: the upstream connection broke before a response\n"})
 		d.reset = true
 	}
 	dc.wmu.Unlock()
@@ -730,14 +727,3 @@ func (c *Conn) upstreamLost(st *stream) {
 	c.wmu.Unlock()
 	st.finish(true, false)
 }
-
-// NewReader is a helper for callers that hold buffered bytes: it returns
-// a net.Conn whose reads drain br first.
-func NewReader(nc net.Conn, br *bufio.Reader) net.Conn { return &replayConn{Conn: nc, r: br} }
-
-type replayConn struct {
-	net.Conn
-	r *bufio.Reader
-}
-
-func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -20,7 +20,7 @@ type stream struct {
 	finished bool
 	// final is res as Done sees it, copied once when the stream ends.
 	final Result
-	local    bool // answered by the proxy: no upstream end
+	local bool // answered by the proxy: no upstream end
 }
 
 // end is a stream's presence on one connection.
