@@ -122,23 +122,9 @@ func ping(ctx context.Context, addr string, size int) error {
 // awaitPing waits until a ping through addr with a size-byte payload
 // succeeds, or one of ps exits.
 func awaitPing(ctx context.Context, addr string, size int, timeout time.Duration, ps ...*proc) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		for _, p := range ps {
-			if p.exited() {
-				return fmt.Errorf("%s exited: %s", p.name, p.logTail())
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if last = ping(ctx, addr, size); last == nil {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("grpc ping %s not answered after %s: %v", addr, timeout, last)
+	return await(ctx, timeout, ps, func() error { return ping(ctx, addr, size) }, func(last error) error {
+		return fmt.Errorf("grpc ping %s not answered after %s: %v", addr, timeout, last)
+	})
 }
 
 // fortioArgs is `fortio load` for run g against addr for d. The unary run

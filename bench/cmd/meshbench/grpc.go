@@ -134,27 +134,14 @@ func serveGRPC(addr string, body []byte) error {
 // awaitGRPC waits until a unary call to addr succeeds with a response of
 // size bytes, or one of ps exits.
 func awaitGRPC(ctx context.Context, addr string, size int, timeout time.Duration, ps ...*proc) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		for _, p := range ps {
-			if p.exited() {
-				return fmt.Errorf("%s exited: %s", p.name, p.logTail())
-			}
-		}
-		if err := ctx.Err(); err != nil {
+	return await(ctx, timeout, ps, func() error {
+		g, err := dialGRPC(addr, size, size, 2*time.Second)
+		if err != nil {
 			return err
 		}
-		g, err := dialGRPC(addr, size, size, 2*time.Second)
-		if err == nil {
-			err = g.do()
-			g.close()
-			if err == nil {
-				return nil
-			}
-		}
-		last = err
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("grpc %s not serving after %s: %v", addr, timeout, last)
+		defer g.close()
+		return g.do()
+	}, func(last error) error {
+		return fmt.Errorf("grpc %s not serving after %s: %v", addr, timeout, last)
+	})
 }

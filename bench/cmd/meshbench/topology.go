@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -155,6 +156,26 @@ func freePorts(n int) ([]string, error) {
 // bytes, or p (any of them) exits.
 func awaitOK(ctx context.Context, addr string, size int, timeout time.Duration, ps ...*proc) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
+	return await(ctx, timeout, ps, func() error {
+		resp, err := hc.Get("http://" + addr + "/")
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK && len(b) == size {
+			return nil
+		}
+		return fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(b))
+	}, func(last error) error {
+		return fmt.Errorf("%s not serving after %s: %v", addr, timeout, last)
+	})
+}
+
+// await calls try every 100 ms until it returns nil, and then returns
+// nil. It gives up when one of ps exits or ctx ends, and once timeout has
+// passed with expired(try's last error).
+func await(ctx context.Context, timeout time.Duration, ps []*proc, try func() error, expired func(last error) error) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -166,19 +187,12 @@ func awaitOK(ctx context.Context, addr string, size int, timeout time.Duration, 
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		resp, err := hc.Get("http://" + addr + "/")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && len(b) == size {
-				return nil
-			}
-			err = fmt.Errorf("status %d, %d bytes", resp.StatusCode, len(b))
+		if last = try(); last == nil {
+			return nil
 		}
-		last = err
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not serving after %s: %v", addr, timeout, last)
+	return expired(last)
 }
 
 // topology is one path from the load generator to the upstream.
@@ -349,37 +363,45 @@ func (e *env) runCLI(environ []string, stdin string, args ...string) (string, er
 
 func awaitStatus(ctx context.Context, url string, timeout time.Duration, ps ...*proc) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		for _, p := range ps {
-			if p.exited() {
-				return fmt.Errorf("%s exited: %s", p.name, p.logTail())
-			}
-		}
-		if err := ctx.Err(); err != nil {
+	return await(ctx, timeout, ps, func() error {
+		resp, err := hc.Get(url)
+		if err != nil {
 			return err
 		}
-		if resp, err := hc.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not 200 after %s", url, timeout)
+		return nil
+	}, func(error) error {
+		return fmt.Errorf("%s not 200 after %s", url, timeout)
+	})
 }
 
-const nginxClientConf = `worker_processes 1;
+// nginxHead opens every nginx configuration: one worker in the
+// foreground, with its pid, error log and temporary files under dir,
+// named after the process ({{name}}).
+const nginxHead = `worker_processes 1;
 daemon off;
 user root;
-pid {{dir}}/nginx-client.pid;
-error_log {{dir}}/nginx-client.error.log warn;
+pid {{dir}}/{{name}}.pid;
+error_log {{dir}}/{{name}}.error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path {{dir}}/nginx-client-tmp;
-  proxy_temp_path {{dir}}/nginx-client-tmp;
+  client_body_temp_path {{dir}}/{{name}}-tmp;
+`
+
+// nginxServerTLS is the server side's mutual TLS: TLS 1.3, the client's
+// certificate verified against the CA.
+const nginxServerTLS = `    ssl_certificate {{cert}};
+    ssl_certificate_key {{key}};
+    ssl_protocols TLSv1.3;
+    ssl_client_certificate {{ca}};
+    ssl_verify_client on;
+`
+
+const nginxClientConf = nginxHead + `  proxy_temp_path {{dir}}/{{name}}-tmp;
   upstream peer {
     server {{peer}};
     keepalive 64;
@@ -404,16 +426,7 @@ http {
 }
 `
 
-const nginxServerConf = `worker_processes 1;
-daemon off;
-user root;
-pid {{dir}}/nginx-server.pid;
-error_log {{dir}}/nginx-server.error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path {{dir}}/nginx-server-tmp;
-  proxy_temp_path {{dir}}/nginx-server-tmp;
+const nginxServerConf = nginxHead + `  proxy_temp_path {{dir}}/{{name}}-tmp;
   upstream app {
     server {{upstream}};
     keepalive 64;
@@ -422,12 +435,7 @@ http {
   server {
     listen {{listen}} ssl;
     keepalive_requests 1000000;
-    ssl_certificate {{cert}};
-    ssl_certificate_key {{key}};
-    ssl_protocols TLSv1.3;
-    ssl_client_certificate {{ca}};
-    ssl_verify_client on;
-    location / {
+` + nginxServerTLS + `    location / {
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -436,7 +444,9 @@ http {
 }
 `
 
-const haproxyClientConf = `global
+// haproxyHead opens every HAProxy configuration: one thread, HTTP mode,
+// server connections shared between client connections.
+const haproxyHead = `global
   nbthread 1
   maxconn 4096
 defaults
@@ -445,23 +455,16 @@ defaults
   timeout client 60s
   timeout server 60s
   http-reuse always
-frontend plain
+`
+
+const haproxyClientConf = haproxyHead + `frontend plain
   bind {{listen}}
   default_backend peer
 backend peer
   server b {{peer}} ssl verify required ca-file {{ca}} crt {{pem}} ssl-min-ver TLSv1.3
 `
 
-const haproxyServerConf = `global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
-frontend mtls
+const haproxyServerConf = haproxyHead + `frontend mtls
   bind {{listen}} ssl crt {{pem}} ca-file {{ca}} verify required ssl-min-ver TLSv1.3
   default_backend app
 backend app
@@ -480,64 +483,96 @@ func (e *env) writeConf(name, text string) (string, error) {
 	return path, os.WriteFile(path, []byte(text), 0o644)
 }
 
-func (e *env) startNginx(ctx context.Context, upstream string, pc *peerCerts) (*topology, error) {
+// proxyPair is one nginx or HAProxy pair: a server-side proxy that
+// terminates mutual TLS in front of the app, and a client-side one that
+// takes the load generator's connections (the front) and passes them to
+// the server side.
+type proxyPair struct {
+	// name names the processes NAME-server and NAME-client and their
+	// configurations NAME-server.EXT and NAME-client.EXT in dir.
+	name, ext string
+	// The configuration templates and what to expand in them besides
+	// name (the process's), listen (the server side's port, the front)
+	// and, for the client side, peer (the server side's port).
+	srvTmpl, cliTmpl string
+	srvVars, cliVars map[string]string
+	tmpDirs          bool                       // make NAME-client-tmp and NAME-server-tmp in dir first
+	argv             func(conf string) []string // runs the program on a configuration
+}
+
+// nginxPair is the nginx pair name in front of app, with the given
+// templates.
+func (e *env) nginxPair(name, srvTmpl, cliTmpl, app string, pc *peerCerts) proxyPair {
+	return proxyPair{name: name, ext: ".conf", srvTmpl: srvTmpl, cliTmpl: cliTmpl, tmpDirs: true,
+		srvVars: map[string]string{"dir": e.dir, "upstream": app, "cert": pc.ServerCert, "key": pc.ServerKey, "ca": pc.CA},
+		cliVars: map[string]string{"dir": e.dir, "cert": pc.ClientCert, "key": pc.ClientKey, "ca": pc.CA, "servername": pc.ServerName},
+		argv:    func(conf string) []string { return []string{"nginx", "-p", e.dir, "-c", conf} }}
+}
+
+// haproxyPair is the HAProxy pair name in front of app, with the given
+// templates.
+func haproxyPair(name, srvTmpl, cliTmpl, app string, pc *peerCerts) proxyPair {
+	return proxyPair{name: name, ext: ".cfg", srvTmpl: srvTmpl, cliTmpl: cliTmpl,
+		srvVars: map[string]string{"upstream": app, "pem": pc.ServerPEM, "ca": pc.CA},
+		cliVars: map[string]string{"pem": pc.ClientPEM, "ca": pc.CA},
+		argv:    func(conf string) []string { return []string{"haproxy", "-db", "-f", conf} }}
+}
+
+// startPair writes the pair's configurations and starts its server side,
+// then its client side, on proxyCPU. It returns the front and both
+// processes; the caller waits until they serve.
+func (e *env) startPair(pp proxyPair) (front string, srv, cl *proc, err error) {
 	ports, err := freePorts(2)
 	if err != nil {
-		return nil, err
+		return "", nil, nil, err
 	}
 	front, peer := ports[0], ports[1]
-	for _, d := range []string{"nginx-client-tmp", "nginx-server-tmp"} {
-		if err := os.MkdirAll(filepath.Join(e.dir, d), 0o755); err != nil {
-			return nil, err
+	if pp.tmpDirs {
+		for _, d := range []string{pp.name + "-client-tmp", pp.name + "-server-tmp"} {
+			if err := os.MkdirAll(filepath.Join(e.dir, d), 0o755); err != nil {
+				return "", nil, nil, err
+			}
 		}
 	}
-	srvConf, err := e.writeConf("nginx-server.conf", expand(nginxServerConf, map[string]string{
-		"dir": e.dir, "listen": peer, "upstream": upstream, "cert": pc.ServerCert, "key": pc.ServerKey, "ca": pc.CA}))
+	srvVars, cliVars := maps.Clone(pp.srvVars), maps.Clone(pp.cliVars)
+	srvVars["name"], srvVars["listen"] = pp.name+"-server", peer
+	cliVars["name"], cliVars["listen"], cliVars["peer"] = pp.name+"-client", front, peer
+	srvConf, err := e.writeConf(pp.name+"-server"+pp.ext, expand(pp.srvTmpl, srvVars))
 	if err != nil {
-		return nil, err
+		return "", nil, nil, err
 	}
-	cliConf, err := e.writeConf("nginx-client.conf", expand(nginxClientConf, map[string]string{
-		"dir": e.dir, "listen": front, "peer": peer, "cert": pc.ClientCert, "key": pc.ClientKey, "ca": pc.CA,
-		"servername": pc.ServerName}))
+	cliConf, err := e.writeConf(pp.name+"-client"+pp.ext, expand(pp.cliTmpl, cliVars))
 	if err != nil {
-		return nil, err
+		return "", nil, nil, err
 	}
-	srv, err := e.start("nginx-server", proxyCPU, []string{"nginx", "-p", e.dir, "-c", srvConf}, nil)
-	if err != nil {
-		return nil, err
+	if srv, err = e.start(pp.name+"-server", proxyCPU, pp.argv(srvConf), nil); err != nil {
+		return "", nil, nil, err
 	}
-	cl, err := e.start("nginx-client", proxyCPU, []string{"nginx", "-p", e.dir, "-c", cliConf}, nil)
+	if cl, err = e.start(pp.name+"-client", proxyCPU, pp.argv(cliConf), nil); err != nil {
+		return "", nil, nil, err
+	}
+	return front, srv, cl, nil
+}
+
+// nginxErrorLog is what the nginx process name wrote to its error log.
+func (e *env) nginxErrorLog(name string) []byte {
+	b, _ := os.ReadFile(filepath.Join(e.dir, name+".error.log"))
+	return b
+}
+
+func (e *env) startNginx(ctx context.Context, upstream string, pc *peerCerts) (*topology, error) {
+	front, srv, cl, err := e.startPair(e.nginxPair("nginx", nginxServerConf, nginxClientConf, upstream, pc))
 	if err != nil {
 		return nil, err
 	}
 	if err := awaitOK(ctx, front, 1024, 10*time.Second, srv, cl); err != nil {
-		b, _ := os.ReadFile(filepath.Join(e.dir, "nginx-client.error.log"))
-		return nil, fmt.Errorf("nginx: %w\n%s", err, b)
+		return nil, fmt.Errorf("nginx: %w\n%s", err, e.nginxErrorLog("nginx-client"))
 	}
 	return &topology{name: "nginx", front: front, proxies: []*proc{cl, srv}}, nil
 }
 
 func (e *env) startHAProxy(ctx context.Context, upstream string, pc *peerCerts) (*topology, error) {
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, err
-	}
-	front, peer := ports[0], ports[1]
-	srvConf, err := e.writeConf("haproxy-server.cfg", expand(haproxyServerConf, map[string]string{
-		"listen": peer, "upstream": upstream, "pem": pc.ServerPEM, "ca": pc.CA}))
-	if err != nil {
-		return nil, err
-	}
-	cliConf, err := e.writeConf("haproxy-client.cfg", expand(haproxyClientConf, map[string]string{
-		"listen": front, "peer": peer, "pem": pc.ClientPEM, "ca": pc.CA}))
-	if err != nil {
-		return nil, err
-	}
-	srv, err := e.start("haproxy-server", proxyCPU, []string{"haproxy", "-db", "-f", srvConf}, nil)
-	if err != nil {
-		return nil, err
-	}
-	cl, err := e.start("haproxy-client", proxyCPU, []string{"haproxy", "-db", "-f", cliConf}, nil)
+	front, srv, cl, err := e.startPair(haproxyPair("haproxy", haproxyServerConf, haproxyClientConf, upstream, pc))
 	if err != nil {
 		return nil, err
 	}
