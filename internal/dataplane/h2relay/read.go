@@ -638,21 +638,25 @@ func (c *Conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 }
 
 func (c *Conn) onGoAway(f *http2.GoAwayFrame) {
+	if c.side == sideDown {
+		// A caller that will open no more streams: the connection stays
+		// up for the ones it has and closes when the caller closes it
+		// (or idles out), as net/http's server does.
+		return
+	}
 	c.goingAway.Store(true)
-	if c.side == sideUp {
-		// Streams past the last one the peer took never ran there: they
-		// are refused downstream, so clients retry them elsewhere.
-		c.smu.Lock()
-		var refused []*stream
-		for id, st := range c.streams {
-			if id > f.LastStreamID {
-				refused = append(refused, st)
-			}
+	// Streams past the last one the peer took never ran there: they are
+	// refused downstream, so clients retry them elsewhere.
+	c.smu.Lock()
+	var refused []*stream
+	for id, st := range c.streams {
+		if id > f.LastStreamID {
+			refused = append(refused, st)
 		}
-		c.smu.Unlock()
-		for _, st := range refused {
-			c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
-		}
+	}
+	c.smu.Unlock()
+	for _, st := range refused {
+		c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
 	}
 	c.closeIfDrained()
 }
