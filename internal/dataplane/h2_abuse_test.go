@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // HTTP/2 abuse against both relay listeners (the client proxy's h2c
@@ -326,13 +327,13 @@ func TestHTTP2Abuse(t *testing.T) {
 						break
 					}
 				}
-				waitFor(t, "50 refused streams", func() bool { return r.refused.Load() >= 50 })
+				testutil.Eventually(t, "50 refused streams", func() bool { return r.refused.Load() >= 50 })
 				if max := r.maxStream.Load(); max == 0 || max > 250 {
 					t.Errorf("advertised MAX_CONCURRENT_STREAMS %d", max)
 				}
 				_ = r.c.Close()
 				// The 250 taken reach the app, which sees each cancelled.
-				waitFor(t, "the app to see the streams end", func() bool { return app.cancelled.Load()-before >= 250 })
+				testutil.Eventually(t, "the app to see the streams end", func() bool { return app.cancelled.Load()-before >= 250 })
 				done()
 			})
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // The HTTP/2 and gRPC conformance table: every kind of call a gRPC user
@@ -338,7 +339,7 @@ func TestGRPCConformance(t *testing.T) {
 				t.Fatalf("got %v, want DeadlineExceeded", err)
 			}
 		}
-		waitFor(t, "the app to see 20 deadlines", func() bool { return app.cancelled.Load()-before == 20 })
+		testutil.Eventually(t, "the app to see 20 deadlines", func() bool { return app.cancelled.Load()-before == 20 })
 	})
 
 	t.Run("cancellation reaches the app", func(t *testing.T) {
@@ -357,7 +358,7 @@ func TestGRPCConformance(t *testing.T) {
 				t.Errorf("after cancel: %v", err)
 			}
 		}
-		waitFor(t, "the app to see 20 cancellations", func() bool { return app.cancelled.Load()-before == 20 })
+		testutil.Eventually(t, "the app to see 20 cancellations", func() bool { return app.cancelled.Load()-before == 20 })
 	})
 
 	t.Run("400 concurrent streams on one connection", func(t *testing.T) {
@@ -443,17 +444,6 @@ func TestGRPCConformance(t *testing.T) {
 	})
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestGRPCDrainUnderLoad drains one of two server proxies while calls run:
 // its callers get a GOAWAY, finish what is in flight there, and move to
 // the other endpoint; no call fails.
@@ -503,10 +493,10 @@ func TestGRPCDrainUnderLoad(t *testing.T) {
 			}()
 		}
 	}
-	waitFor(t, "calls on both endpoints", func() bool { return calls.Load() > 400 })
+	testutil.Eventually(t, "calls on both endpoints", func() bool { return calls.Load() > 400 })
 	shutdown(t, m.in.Shutdown)
 	atDrain := calls.Load()
-	waitFor(t, "calls after the drain", func() bool { return calls.Load() > atDrain+400 })
+	testutil.Eventually(t, "calls after the drain", func() bool { return calls.Load() > atDrain+400 })
 	close(stop)
 	wg.Wait()
 	if n := failed.Load(); n != 0 {
