@@ -143,10 +143,27 @@ func StartTCPEcho(t testing.TB) string {
 // server process the test starts on it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		// The kernel may hand a port just closed out again; two calls in
+		// a row must not return the same one (a process given one port
+		// for two listeners fails to start).
+		freePortsMu.Lock()
+		seen := freePorts[port]
+		freePorts[port] = true
+		freePortsMu.Unlock()
+		if !seen {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
+
+var (
+	freePortsMu sync.Mutex
+	freePorts   = map[int]bool{}
+)

@@ -107,13 +107,30 @@ func cleanEnv(env ...string) []string {
 // freeAddr returns host:port with a port that was free a moment ago.
 func freeAddr(t *testing.T, host string) string {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		// The kernel may hand a port just closed out again: two calls in
+		// a row once gave a control plane the same port for --grpc-addr
+		// and --api-addr. No port is handed out twice in one run.
+		handedOutMu.Lock()
+		seen := handedOut[port]
+		handedOut[port] = true
+		handedOutMu.Unlock()
+		if !seen {
+			return net.JoinHostPort(host, strconv.Itoa(port))
+		}
 	}
-	defer l.Close()
-	return net.JoinHostPort(host, strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
 }
+
+var (
+	handedOutMu sync.Mutex
+	handedOut   = map[int]bool{}
+)
 
 // syncBuffer is a bytes.Buffer safe for a subprocess to write while the
 // test reads.
