@@ -123,8 +123,6 @@ type Conn struct {
 	connCredit   int32  // received bytes released and not yet granted back
 	wdead        bool   // a write failed: nothing more is written
 	goAwaySent   bool   // downstream: a GOAWAY went out
-	lastGoAway   uint32 // downstream: its last stream id
-	writeErr     error  // the failed write's error
 	deadlineSet  time.Time
 	recvConnWin  atomic.Int64 // the window granted to the peer, left
 	peerMaxConc  atomic.Uint32
@@ -167,7 +165,6 @@ func newConn(nc net.Conn, w io.Writer, cfg *Config, side int) *Conn {
 		cfg:          cfg,
 		side:         side,
 		streams:      make(map[uint32]*stream),
-		done:         make(chan struct{}),
 		sendWin:      initialWindow,
 		peerInitWin:  initialWindow,
 		peerMaxFrame: 16384,
@@ -269,24 +266,24 @@ func (c *Conn) flushLocked() {
 		return
 	}
 	if err := c.bw.Flush(); err != nil {
-		c.writeFailedLocked(err)
+		c.writeFailedLocked()
 	}
 }
 
 // writeFailedLocked marks the connection dead after a failed write; its
 // reader ends when the socket closes.
-func (c *Conn) writeFailedLocked(err error) {
+func (c *Conn) writeFailedLocked() {
 	if c.wdead {
 		return
 	}
-	c.wdead, c.writeErr = true, err
+	c.wdead = true
 	_ = c.nc.Close()
 }
 
-// failed reports a write error left by the Framer's calls.
+// checkLocked marks the connection dead after a failed Framer write.
 func (c *Conn) checkLocked(err error) {
 	if err != nil {
-		c.writeFailedLocked(err)
+		c.writeFailedLocked()
 	}
 }
 
@@ -317,7 +314,7 @@ func (c *Conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, endStre
 			err = c.fr.WriteContinuation(id, len(block) == 0, frag)
 		}
 		if err != nil {
-			c.writeFailedLocked(err)
+			c.writeFailedLocked()
 			return
 		}
 	}
@@ -354,7 +351,7 @@ func (c *Conn) goAway(code http2.ErrCode, debug string) {
 	c.smu.Unlock()
 	c.wmu.Lock()
 	if !c.wdead && !c.goAwaySent {
-		c.goAwaySent, c.lastGoAway = true, last
+		c.goAwaySent = true
 		c.checkLocked(c.fr.WriteGoAway(last, code, []byte(debug)))
 		c.flushLocked()
 	}
@@ -363,9 +360,6 @@ func (c *Conn) goAway(code http2.ErrCode, debug string) {
 
 // Close closes the connection at once; its streams are reset.
 func (c *Conn) Close() error { return c.nc.Close() }
-
-// Done is closed when the connection's reader has ended.
-func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Active is the number of open streams.
 func (c *Conn) Active() int {

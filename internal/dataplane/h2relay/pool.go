@@ -106,13 +106,6 @@ func (p *Pool) remove(c *Conn) {
 	}
 }
 
-// Len is the number of pooled connections.
-func (p *Pool) Len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns)
-}
-
 // CloseIdle drains every connection: each closes once its streams end.
 // With closing, the pool takes no new connections.
 func (p *Pool) CloseIdle(closing bool) {

@@ -707,7 +707,6 @@ func (c *Conn) teardown() {
 	if c.pool != nil {
 		c.pool.remove(c)
 	}
-	close(c.done)
 }
 
 // upstreamLost answers a stream whose upstream connection died before its

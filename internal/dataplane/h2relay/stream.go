@@ -64,7 +64,7 @@ func (e *end) sendDataLocked(data []byte, endStream bool) (sent int, ended bool)
 			chunk := min(n, int(c.peerMaxFrame))
 			last := endStream && chunk == len(data)
 			if err := c.fr.WriteData(e.id, last, data[:chunk]); err != nil {
-				c.writeFailedLocked(err)
+				c.writeFailedLocked()
 				return len(data) + sent, false
 			}
 			c.sendWin -= int64(chunk)
