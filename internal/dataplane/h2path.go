@@ -15,6 +15,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
+	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -254,7 +255,11 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 		in.gate.Release(p.principal)
 	}
 	code := r.Status
-	if r.Reset && !r.Local && code == 0 {
+	switch {
+	case r.BodyIdle:
+		code = http.StatusRequestTimeout
+		in.cfg.Metrics.RefusedRequest(limits.ReasonBodyIdle)
+	case r.Reset && !r.Local && code == 0:
 		code = statusClientClosed
 		if !r.ResetByCaller {
 			code = http.StatusBadGateway

@@ -89,6 +89,8 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	// apps' callers (each app connection is held to 100 a second by its
 	// own proxy): a higher bar before it counts as an attack.
 	in.h2cfg.RapidResets = 1000
+	in.h2cfg.BodyIdleTimeout = cfg.Limits.BodyIdleTimeout
+	in.h2cfg.BodyIdleMessage = bodyIdleMessage(cfg.Limits.BodyIdleTimeout)
 	in.h2app = h2relay.NewPool(in.h2cfg, in.dialApp)
 	in.dest = cfg.Metrics.Dest(metrics.Inbound, cfg.Service, cfg.Namespace, "", "", "")
 	if cfg.Events != nil {

@@ -184,8 +184,14 @@ func (b *idleBody) Read(p []byte) (int, error) {
 func (in *Inbound) bodyIdle(w http.ResponseWriter) int {
 	in.cfg.Metrics.RefusedRequest(limits.ReasonBodyIdle)
 	w.Header()["Connection"] = []string{"close"}
-	relay.PlainError(w, http.StatusRequestTimeout, "trellis: the request body made no progress for "+in.cfg.Limits.BodyIdleTimeout.String()+" (--body-idle-timeout)\n")
+	relay.PlainError(w, http.StatusRequestTimeout, bodyIdleMessage(in.cfg.Limits.BodyIdleTimeout))
 	return http.StatusRequestTimeout
+}
+
+// bodyIdleMessage is the body of every path's 408 for a stalled request
+// body.
+func bodyIdleMessage(d time.Duration) string {
+	return "trellis: the request body made no progress for " + d.String() + " (--body-idle-timeout)\n"
 }
 
 // appFailed answers a request the app could not take: 503 "local app

@@ -30,6 +30,14 @@ type Config struct {
 	MaxSpill int
 	// IdleTimeout closes a connection without streams for this long (5 min).
 	IdleTimeout time.Duration
+	// BodyIdleTimeout ends a downstream stream whose request body makes
+	// no progress for this long before its response begins: the caller
+	// gets 408 with BodyIdleMessage and the upstream stream is reset. A
+	// stream whose response has begun is the upstream's to keep, however
+	// quiet (a gRPC bidi stream waiting for events). Zero: never.
+	BodyIdleTimeout time.Duration
+	// BodyIdleMessage is the body of that 408.
+	BodyIdleMessage string
 	// WriteTimeout ends a connection whose socket accepts nothing for this
 	// long (10 s).
 	WriteTimeout time.Duration
@@ -83,6 +91,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SoftStreams == 0 {
 		c.SoftStreams = 100
+	}
+	if c.BodyIdleMessage == "" {
+		c.BodyIdleMessage = "trellis: the request body made no progress\n"
 	}
 	return c
 }
@@ -152,6 +163,7 @@ type Conn struct {
 	spill    *Spill
 	deferred []deferredCredit
 	idle     *time.Timer
+	bodies   *time.Timer // see watchBodies
 }
 
 func newConn(nc net.Conn, w io.Writer, cfg *Config, side int) *Conn {

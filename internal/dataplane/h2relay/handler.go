@@ -93,6 +93,9 @@ type Result struct {
 	Reset, ResetByCaller bool
 	// Local: the proxy answered itself (Handler.Route's Response).
 	Local bool
+	// BodyIdle: the proxy ended the stream with 408 because the request
+	// body made no progress (Config.BodyIdleTimeout).
+	BodyIdle bool
 	// Authority is the request's :authority.
 	Authority string
 	// Req is the request head as it was routed.

@@ -52,6 +52,7 @@ func (c *Conn) serve() (err error) {
 		}
 	}
 	c.watchIdle()
+	c.watchBodies()
 	for {
 		if c.br.Buffered() == 0 {
 			c.flushDirty()
@@ -220,7 +221,7 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 		if st.local {
 			return nil
 		}
-		c.forwardHeaders(st, &st.ends[sideUp], filterFields(f.RegularFields()), true)
+		c.forwardHeaders(st, &st.ends[sideUp], filterFields(f.RegularFields()), true, false)
 		return nil
 	}
 	c.smu.Lock()
@@ -310,6 +311,9 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 		c.answer(st, &Response{Status: 503, Body: "trellis: the upstream connection closed; retry\n"})
 		return nil
 	}
+	st.mu.Lock()
+	st.routed = true
+	st.mu.Unlock()
 	c.markDirty(up)
 	return nil
 }
@@ -384,6 +388,7 @@ func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 		u.recvEnded.Store(true)
 	}
 	fields := f.Fields
+	head := false
 	if !u.gotHeaders {
 		code, err := strconv.Atoi(f.PseudoValue("status"))
 		if err != nil || code < 100 || code > 999 {
@@ -391,7 +396,7 @@ func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 			return nil
 		}
 		if code >= 200 {
-			u.gotHeaders = true
+			u.gotHeaders, head = true, true
 			st.mu.Lock()
 			st.res.Status = code
 			st.mu.Unlock()
@@ -413,13 +418,13 @@ func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 			st.mu.Unlock()
 		}
 	}
-	c.forwardHeaders(st, &st.ends[sideDown], filterFields(fields), end)
+	c.forwardHeaders(st, &st.ends[sideDown], filterFields(fields), end, head)
 	return nil
 }
 
 // forwardHeaders sends a head or trailers to e, after any data queued for
-// it.
-func (c *Conn) forwardHeaders(st *stream, e *end, fields []hpack.HeaderField, endStream bool) {
+// it; head says it is a final response head.
+func (c *Conn) forwardHeaders(st *stream, e *end, fields []hpack.HeaderField, endStream, head bool) {
 	ec := e.c
 	ec.wmu.Lock()
 	if e.reset || e.sentEnd || ec.wdead {
@@ -427,6 +432,7 @@ func (c *Conn) forwardHeaders(st *stream, e *end, fields []hpack.HeaderField, en
 		return
 	}
 	ended := false
+	e.headSent = e.headSent || head
 	if endStream && (len(e.pend) > 0 || e.queued) {
 		e.pendTrailers, e.pendEnd = fields, true
 	} else {
@@ -485,6 +491,9 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	end := f.StreamEnded()
 	if end {
 		e.recvEnded.Store(true)
+	}
+	if c.side == sideDown && length > 0 {
+		st.bodyMoves.Add(1)
 	}
 	credit := length - len(data) // padding is not forwarded
 	o := e.other()
@@ -679,6 +688,9 @@ func (c *Conn) teardown() {
 	c.closed.Store(true)
 	if c.idle != nil {
 		c.idle.Stop()
+	}
+	if c.bodies != nil {
+		c.bodies.Stop()
 	}
 	c.wmu.Lock()
 	c.flushLocked()

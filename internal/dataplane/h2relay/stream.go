@@ -21,6 +21,15 @@ type stream struct {
 	// final is res as Done sees it, copied once when the stream ends.
 	final Result
 	local bool // answered by the proxy: no upstream end
+	// routed: the stream went upstream (its upstream end is set).
+	routed bool
+
+	// bodyMoves counts the DATA frames with bytes the caller sent; the
+	// body sweep (watchBodies) alone reads it and keeps seenMoves and
+	// seenAt, when it last saw the count change.
+	bodyMoves atomic.Uint32
+	seenMoves uint32
+	seenAt    time.Time
 }
 
 // end is a stream's presence on one connection.
@@ -45,6 +54,9 @@ type end struct {
 	recvEnded atomic.Bool
 	// gotHeaders: the response head came (upstream end; reader of c).
 	gotHeaders bool
+	// headSent: a final response head went out to this end (downstream
+	// end; under c.wmu).
+	headSent bool
 }
 
 // other is the far end.
@@ -292,6 +304,7 @@ func newStream(down *Conn, id uint32, h Handler) *stream {
 	st := &stream{h: h}
 	st.res.GRPCStatus = -1
 	st.res.Start = time.Now()
+	st.seenAt = st.res.Start
 	d := &st.ends[sideDown]
 	d.st, d.c, d.id = st, down, id
 	d.recvWin.Store(down.cfg.StreamWindow)
