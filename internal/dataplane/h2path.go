@@ -135,7 +135,10 @@ type outboundCall struct {
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	o := h.o
 	t, rt := o.lookup(h.key)
-	ew := newErrorResponse()
+	var ew *errorResponse
+	if t == nil || rt == nil || rt.tcp {
+		ew = newErrorResponse()
+	}
 	switch {
 	case t == nil:
 		o.refuse(ew, h.key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
@@ -150,6 +153,7 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 	call := &outboundCall{rt: rt}
 	e := rt.bal.Pick(nil)
 	if e == nil {
+		ew = newErrorResponse()
 		o.noEndpoints(ew, rt)
 		return nil, localResponse(ew), call
 	}
@@ -163,6 +167,7 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		}
 	}
 	if err != nil {
+		ew = newErrorResponse()
 		o.upstreamFailedFor(ew, rt, e, err)
 		return nil, localResponse(ew), call
 	}
@@ -205,6 +210,7 @@ type inboundCall struct {
 	snap  *meshconfig.Snapshot
 	v     admission.Verdict
 	gated bool
+	trace string // the trace id, when access events are sampled
 }
 
 // noWait makes the app gate answer at once instead of queueing: a queued
@@ -218,6 +224,9 @@ var noWait = func() context.Context {
 func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	in, p := h.in, h.p
 	call := &inboundCall{snap: in.cfg.Snapshot()}
+	if in.accessRate > 0 {
+		call.trace = admission.TraceID(req.Get)
+	}
 	in.chain.Admit(&admission.H2View{Req: req}, p.admission(), call.snap, &call.v)
 	if rf := call.v.Refused; rf != nil {
 		r := &h2relay.Response{Status: rf.Code, Body: rf.Msg}
@@ -276,7 +285,7 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 		if path == "" {
 			path, _, _ = strings.Cut(r.Path, "?")
 		}
-		in.accessEvent(r.Method, path, admission.TraceID(r.Req.Get), p, call.snap, &o, r.Start)
+		in.accessEvent(r.Method, path, call.trace, p, call.snap, &o, r.Start)
 	}
 }
 

@@ -118,6 +118,8 @@ type Conn struct {
 	br   *bufio.Reader
 	fr   *http2.Framer
 	hdec *hpack.Decoder
+	hd   head    // the last header block read (reader only)
+	req  Request // the request being routed (reader only)
 
 	// wmu guards everything that is sent on the connection: the buffer,
 	// the HPACK encoder, the peer's windows, queued data and the stream
@@ -196,9 +198,8 @@ func newConn(nc net.Conn, w io.Writer, cfg *Config, side int) *Conn {
 	// frame is a FRAME_SIZE_ERROR.
 	c.fr.SetMaxReadFrameSize(16384)
 	c.fr.MaxHeaderListSize = cfg.MaxHeaderListSize
-	c.hdec = hpack.NewDecoder(4096, nil)
+	c.hdec = hpack.NewDecoder(4096, c.emit)
 	c.hdec.SetMaxStringLength(int(cfg.MaxHeaderListSize))
-	c.fr.ReadMetaHeaders = c.hdec
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.recvConnWin.Store(int64(cfg.ConnWindow))
 	c.touch()

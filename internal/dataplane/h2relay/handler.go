@@ -21,7 +21,9 @@ type Handler interface {
 	Done(r *Result)
 }
 
-// Request is a stream's request head as the Handler sees it.
+// Request is a stream's request head as the Handler sees it, valid only
+// during Route (the connection reuses it and its Fields): the Handler
+// copies what it needs later.
 type Request struct {
 	Method, Scheme, Authority, Path string
 	// Fields are the regular header fields, names in lowercase.
@@ -98,8 +100,6 @@ type Result struct {
 	BodyIdle bool
 	// Authority is the request's :authority.
 	Authority string
-	// Req is the request head as it was routed.
-	Req *Request
 }
 
 // hopFields are connection-specific fields HTTP/2 forbids; they are

@@ -58,6 +58,9 @@ func (c *Conn) serve() (err error) {
 			c.flushDirty()
 		}
 		f, err := c.fr.ReadFrame()
+		if hf, ok := f.(*http2.HeadersFrame); ok && err == nil {
+			f, err = c.readHead(hf)
+		}
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -92,7 +95,7 @@ func (c *Conn) serve() (err error) {
 
 func (c *Conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.MetaHeadersFrame:
+	case *head:
 		c.guard.sawTraffic()
 		if c.side == sideDown {
 			return c.onRequestHeaders(f)
@@ -160,7 +163,7 @@ func (c *Conn) checkIdle(id uint32) error {
 // wellFormed checks a request head the Framer let through: the
 // pseudo-header fields a request needs, and no connection-specific field
 // (RFC 9113, 8.2.2 and 8.3.1).
-func wellFormed(f *http2.MetaHeadersFrame) bool {
+func wellFormed(f *head) bool {
 	if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
 		return false
 	}
@@ -204,7 +207,7 @@ func (c *Conn) refuse(id uint32, code http2.ErrCode) {
 	c.markDirty(c)
 }
 
-func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
+func (c *Conn) onRequestHeaders(f *head) error {
 	id := f.StreamID
 	if st := c.lookup(id); st != nil {
 		// Request trailers: they end the stream.
@@ -267,7 +270,8 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	c.active++
 	c.smu.Unlock()
 
-	req := &Request{Conn: c, EndStream: f.StreamEnded()}
+	req := &c.req
+	*req = Request{Conn: c, EndStream: f.StreamEnded()}
 	for _, hf := range f.Fields {
 		switch hf.Name {
 		case ":method":
@@ -285,7 +289,7 @@ func (c *Conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 		req.Authority = req.Get("host")
 	}
 	req.Del("host")
-	st.res.Method, st.res.Path, st.res.Authority, st.res.Req = req.Method, req.Path, req.Authority, req
+	st.res.Method, st.res.Path, st.res.Authority = req.Method, req.Path, req.Authority
 	switch {
 	case f.Truncated:
 		c.answer(st, &Response{Status: 431, Body: "trellis: request header fields too large\n"})
@@ -377,7 +381,7 @@ func (c *Conn) respondLocked(d *end, r *Response) {
 	}
 }
 
-func (c *Conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
+func (c *Conn) onResponseHeaders(f *head) error {
 	st := c.lookup(f.StreamID)
 	if st == nil {
 		return nil
@@ -434,7 +438,8 @@ func (c *Conn) forwardHeaders(st *stream, e *end, fields []hpack.HeaderField, en
 	ended := false
 	e.headSent = e.headSent || head
 	if endStream && (len(e.pend) > 0 || e.queued) {
-		e.pendTrailers, e.pendEnd = fields, true
+		// They wait for the data: a copy, as fields are the reader's.
+		e.pendTrailers, e.pendEnd = append([]hpack.HeaderField(nil), fields...), true
 	} else {
 		ec.writeHeadersLocked(e.id, fields, endStream)
 		if endStream {
