@@ -202,9 +202,14 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 // inboundH2 admits and routes the streams of one peer connection to an
 // HTTP/2 or gRPC app.
 type inboundH2 struct {
-	in *Inbound
-	p  *peer
+	in   *Inbound
+	p    *peer
+	view admission.H2View // Route's, for every stream of the connection
 }
+
+// inboundCalls recycles the records of inbound streams: Done is the last
+// to use one.
+var inboundCalls = sync.Pool{New: func() any { return new(inboundCall) }}
 
 type inboundCall struct {
 	snap  *meshconfig.Snapshot
@@ -223,11 +228,13 @@ var noWait = func() context.Context {
 
 func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	in, p := h.in, h.p
-	call := &inboundCall{snap: in.cfg.Snapshot()}
+	call := inboundCalls.Get().(*inboundCall)
+	call.snap = in.cfg.Snapshot()
 	if in.accessRate > 0 {
 		call.trace = admission.TraceID(req.Get)
 	}
-	in.chain.Admit(&admission.H2View{Req: req}, p.admission(), call.snap, &call.v)
+	h.view.Req = req
+	in.chain.Admit(&h.view, p.admission(), call.snap, &call.v)
 	if rf := call.v.Refused; rf != nil {
 		r := &h2relay.Response{Status: rf.Code, Body: rf.Msg}
 		if rf.DeniedBy != "" {
@@ -287,6 +294,8 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 		}
 		in.accessEvent(r.Method, path, call.trace, p, call.snap, &o, r.Start)
 	}
+	*call = inboundCall{}
+	inboundCalls.Put(call)
 }
 
 // dialApp opens a connection to the local app (HTTP/1.1 for the fast

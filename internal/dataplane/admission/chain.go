@@ -94,6 +94,10 @@ type Verdict struct {
 	// Authorized says authorization ran; Decision is then its outcome.
 	Authorized bool
 	Decision   Decision
+
+	// authz is the request handed to the Authorizer, kept here so that
+	// a Verdict reused per connection allocates none per request.
+	authz Request
 }
 
 // step is one check; false stops the chain with v.Refused set.
@@ -203,10 +207,12 @@ func screenUpgrade(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdi
 // naming the policy unless the mesh hides it.
 func authorize(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
 	h, get := r.Header()
-	dec := c.Authorizer.Authorize(snap, &Request{
+	v.authz = Request{
 		Source: p.ID, Principal: p.Principal, Protocol: c.Protocol,
 		Method: r.Method(), Path: v.Path, Host: r.Host(), Header: h, GetHeader: get,
-	})
+	}
+	dec := c.Authorizer.Authorize(snap, &v.authz)
+	v.authz = Request{}
 	if c.Recorder != nil {
 		c.Recorder.Decided(dec)
 	}

@@ -11,8 +11,11 @@ import (
 )
 
 // H2View is a request on the HTTP/2 frame relay (internal/dataplane/h2relay)
-// as admission sees it.
-type H2View struct{ Req *h2relay.Request }
+// as admission sees it. One can serve every request of a connection.
+type H2View struct {
+	Req *h2relay.Request
+	get func(string) string // v.Get, made once
+}
 
 func (v *H2View) Method() string { return v.Req.Method }
 func (v *H2View) RawPath() string {
@@ -24,7 +27,12 @@ func (v *H2View) HTTP11() bool                { return false }
 func (v *H2View) Get(name string) string      { return v.Req.Get(name) }
 func (v *H2View) Values(name string) []string { return v.Req.Values(name) }
 
-func (v *H2View) Header() (http.Header, func(string) string) { return nil, v.Req.Get }
+func (v *H2View) Header() (http.Header, func(string) string) {
+	if v.get == nil {
+		v.get = v.Get
+	}
+	return nil, v.get
+}
 
 // SetPath rewrites :path, keeping the query.
 func (v *H2View) SetPath(path string) { v.Req.Path = withQuery(path, v.Req.Path) }

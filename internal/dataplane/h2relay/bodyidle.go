@@ -44,10 +44,10 @@ func (c *Conn) sweepBodies(now time.Time, d time.Duration) {
 			continue
 		}
 		if n := st.bodyMoves.Load(); n != st.seenMoves {
-			st.seenMoves, st.seenAt = n, now
+			st.seenMoves, st.seenAt = n, now.UnixNano()
 			continue
 		}
-		if now.Sub(st.seenAt) >= d {
+		if now.UnixNano()-st.seenAt >= int64(d) {
 			stale = append(stale, st)
 		}
 	}
@@ -74,6 +74,11 @@ func (c *Conn) expireBody(st *stream) {
 		return
 	}
 	st.mu.Lock()
+	if st.finished {
+		st.mu.Unlock()
+		c.wmu.Unlock()
+		return
+	}
 	st.res.Status = 408
 	st.res.BodyIdle = true
 	st.mu.Unlock()

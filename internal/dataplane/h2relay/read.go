@@ -353,8 +353,8 @@ func (c *Conn) open(st *stream, req *Request) bool {
 
 // answer gives a stream the proxy's own response and ends it.
 func (c *Conn) answer(st *stream, r *Response) {
-	st.local = true
 	st.mu.Lock()
+	st.local = true
 	st.res.Local = true
 	st.res.Status = r.Status
 	st.mu.Unlock()
@@ -402,7 +402,9 @@ func (c *Conn) onResponseHeaders(f *head) error {
 		if code >= 200 {
 			u.gotHeaders, head = true, true
 			st.mu.Lock()
-			st.res.Status = code
+			if !st.finished {
+				st.res.Status = code
+			}
 			st.mu.Unlock()
 		} else if end {
 			c.resetBoth(st, -1, http2.ErrCodeProtocol, false)
@@ -418,7 +420,9 @@ func (c *Conn) onResponseHeaders(f *head) error {
 	if end {
 		if g := grpcStatus(fields); g >= 0 {
 			st.mu.Lock()
-			st.res.GRPCStatus = g
+			if !st.finished {
+				st.res.GRPCStatus = g
+			}
 			st.mu.Unlock()
 		}
 	}
@@ -709,7 +713,10 @@ func (c *Conn) teardown() {
 	}
 	c.smu.Unlock()
 	for _, st := range left {
-		if c.side == sideUp && st.res.Status == 0 && !st.ends[sideDown].sentEnd {
+		st.mu.Lock()
+		started := st.res.Status != 0
+		st.mu.Unlock()
+		if c.side == sideUp && !started && !st.ends[sideDown].sentEnd {
 			// Nothing of the response came: a 502 says so.
 			c.upstreamLost(st)
 			continue
@@ -734,7 +741,9 @@ func (c *Conn) upstreamLost(st *stream) {
 	dc.wmu.Lock()
 	if !d.reset && !d.sentEnd {
 		st.mu.Lock()
-		st.res.Status = 502
+		if !st.finished {
+			st.res.Status = 502
+		}
 		st.mu.Unlock()
 		dc.respondLocked(d, &Response{Status: 502, Body: "trellis: the upstream connection broke before a response\n"})
 		d.reset = true

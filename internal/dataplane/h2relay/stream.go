@@ -16,11 +16,12 @@ type stream struct {
 	h    Handler
 	res  Result
 
-	mu       sync.Mutex // guards the fields below
+	// mu guards the fields below, and res once the stream is routed:
+	// res is frozen when finished is set (writers check it), so Done
+	// reads it without the lock.
+	mu       sync.Mutex
 	finished bool
-	// final is res as Done sees it, copied once when the stream ends.
-	final Result
-	local bool // answered by the proxy: no upstream end
+	local    bool // answered by the proxy: no upstream end
 	// routed: the stream went upstream (its upstream end is set).
 	routed bool
 
@@ -29,7 +30,7 @@ type stream struct {
 	// seenAt, when it last saw the count change.
 	bodyMoves atomic.Uint32
 	seenMoves uint32
-	seenAt    time.Time
+	seenAt    int64 // unix nanoseconds
 }
 
 // end is a stream's presence on one connection.
@@ -251,7 +252,6 @@ func (st *stream) finish(reset, byCaller bool) {
 	}
 	st.finished = true
 	st.res.Reset, st.res.ResetByCaller = reset, byCaller
-	st.final = st.res
 	st.mu.Unlock()
 	for i := range st.ends {
 		e := &st.ends[i]
@@ -267,7 +267,7 @@ func (st *stream) finish(reset, byCaller bool) {
 		e.c.touch()
 	}
 	if st.h != nil {
-		st.h.Done(&st.final)
+		st.h.Done(&st.res)
 	}
 	for i := range st.ends {
 		if c := st.ends[i].c; c != nil {
@@ -304,7 +304,7 @@ func newStream(down *Conn, id uint32, h Handler) *stream {
 	st := &stream{h: h}
 	st.res.GRPCStatus = -1
 	st.res.Start = time.Now()
-	st.seenAt = st.res.Start
+	st.seenAt = st.res.Start.UnixNano()
 	d := &st.ends[sideDown]
 	d.st, d.c, d.id = st, down, id
 	d.recvWin.Store(down.cfg.StreamWindow)
