@@ -79,6 +79,8 @@ type fastConn struct {
 	// streaming: a request body is being read from c by another
 	// goroutine, so data on the socket says nothing about the caller.
 	streaming atomic.Bool
+	// bodyOpen: that goroutine has not finished the body yet.
+	bodyOpen atomic.Bool
 	// bodyIdle is set while a request body is read: every read from c
 	// then waits at most this long (see Read).
 	bodyIdle time.Duration

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
@@ -70,8 +71,10 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, 
 		}
 		bodyDone = make(chan error, 1)
 		fc.streaming.Store(true)
+		fc.bodyOpen.Store(true)
 		go func() {
 			err := h1.CopyBody(uc.BW, fc.br, kind, req.ContentLength, false)
+			fc.bodyOpen.Store(false)
 			bodyDone <- err
 			var re *h1.ReadError
 			if errors.As(err, &re) {
@@ -102,14 +105,44 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, 
 			// connection can carry another exchange.
 			closeQuietly(uc.C)
 			_ = fc.bw.Flush()
-			closeQuietly(fc.c)
-			<-bodyDone
+			lingerClose(fc, bodyDone)
 			res.upReusable, res.downKeep = false, false
 		}
 		fc.streaming.Store(false)
 	}
 	return res
 }
+
+// lingerTimeout is how long a caller whose body is still arriving after
+// its response may go on sending before its connection closes (net/http's
+// rstAvoidanceDelay).
+const lingerTimeout = 500 * time.Millisecond
+
+// lingerClose closes the connection of a caller still sending a request
+// body its response no longer needs. Closing a socket with unread bytes
+// resets it, and a reset can destroy the response on its way (the peer's
+// stack drops what it has not yet handed to the caller). So the response
+// is followed by a half-close, the body's goroutine (which fails on the
+// closed app connection) is waited for, and what the caller still sends
+// is read and dropped for up to lingerTimeout before the close.
+func lingerClose(fc *fastConn, bodyDone <-chan error) {
+	relay.CloseWrite(fc.c)
+	deadline := time.Now().Add(lingerTimeout)
+	t := time.NewTimer(lingerTimeout)
+	defer t.Stop()
+	select {
+	case <-bodyDone:
+		_ = fc.c.SetReadDeadline(deadline)
+		_, _ = io.CopyN(io.Discard, fc.c, lingerMax)
+		closeQuietly(fc.c)
+	case <-t.C:
+		closeQuietly(fc.c)
+		<-bodyDone
+	}
+}
+
+// lingerMax bounds what lingerClose reads and drops.
+const lingerMax = 16 << 20
 
 // errBodyIdle: the caller's request body made no progress for the body
 // idle timeout; the caller gets 408.
@@ -152,7 +185,12 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upstream.Conn, resp *h1
 	}
 	kind := resp.ResponseBody(req.Method)
 	var extra []h1.Field
-	if req.Close || fc.closing() {
+	if req.Close || fc.closing() || (resp.Close && fc.bodyOpen.Load()) {
+		// An upstream that closes before the end of the request body
+		// will not read the rest of it: neither can this connection
+		// carry another request, and a caller that kept it (a peer
+		// proxy's pool) would meet it closed and answer 502. (A full
+		// duplex answer without close keeps both.)
 		extra = connectionClose
 	}
 	h1.WriteResponseHead(fc.bw, resp, kind, extra)
