@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 
@@ -16,8 +18,9 @@ import (
 // itself. It calls itself "proto" so that the content-type on the wire is
 // the usual application/grpc+proto.
 const (
-	grpcService = "meshbench.Bench"
-	grpcMethod  = "/" + grpcService + "/Unary"
+	grpcService      = "meshbench.Bench"
+	grpcMethod       = "/" + grpcService + "/Unary"
+	grpcStreamMethod = "/" + grpcService + "/Stream"
 )
 
 // rawCodec marshals a *[]byte as its bytes.
@@ -44,7 +47,8 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 func (rawCodec) Name() string { return "proto" }
 
 // newGRPCUpstream is a gRPC server whose Unary method reads a request of
-// any size and answers with body.
+// any size and answers with body, and whose bidirectional Stream method
+// answers each message with the same message.
 func newGRPCUpstream(body []byte) *grpc.Server {
 	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
 	srv.RegisterService(&grpc.ServiceDesc{
@@ -60,8 +64,106 @@ func newGRPCUpstream(body []byte) *grpc.Server {
 				return &body, nil
 			},
 		}},
+		Streams: []grpc.StreamDesc{{
+			StreamName:    "Stream",
+			ServerStreams: true,
+			ClientStreams: true,
+			Handler: func(_ any, st grpc.ServerStream) error {
+				var msg []byte
+				for {
+					if err := st.RecvMsg(&msg); err != nil {
+						if errors.Is(err, io.EOF) {
+							return nil
+						}
+						return err
+					}
+					if err := st.SendMsg(&msg); err != nil {
+						return err
+					}
+				}
+			},
+		}},
 	}, struct{}{})
 	return srv
+}
+
+// grpcStream is one long-lived bidirectional stream on its own connection:
+// each do sends a message and waits for its echo.
+type grpcStream struct {
+	g      *grpcConn
+	st     grpc.ClientStream
+	cancel context.CancelFunc
+}
+
+// dialGRPCStream connects to addr and opens the stream.
+func dialGRPCStream(addr string, size int, timeout time.Duration) (*grpcStream, error) {
+	g, err := dialGRPC(addr, size, size, timeout)
+	if err != nil {
+		return nil, err
+	}
+	s := &grpcStream{g: g}
+	if err := s.open(); err != nil {
+		g.close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *grpcStream) open() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := s.g.cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, grpcStreamMethod)
+	if err != nil {
+		cancel()
+		return err
+	}
+	s.st, s.cancel = st, cancel
+	return nil
+}
+
+// do exchanges one message; after a failure the next do opens a new
+// stream.
+func (s *grpcStream) do() error {
+	if s.st == nil {
+		if err := s.open(); err != nil {
+			return err
+		}
+	}
+	err := s.st.SendMsg(&s.g.req)
+	if err == nil {
+		s.g.resp = s.g.resp[:0]
+		err = s.st.RecvMsg(&s.g.resp)
+	}
+	if err == nil && len(s.g.resp) != s.g.body {
+		err = fmt.Errorf("grpc stream: %d bytes, want %d", len(s.g.resp), s.g.body)
+	}
+	if err != nil {
+		s.cancel()
+		s.st = nil
+	}
+	return err
+}
+
+func (s *grpcStream) close() {
+	if s.st != nil {
+		_ = s.st.CloseSend()
+		s.cancel()
+	}
+	s.g.close()
+}
+
+// awaitStream waits until a message of size bytes comes back on a stream
+// to addr, or one of ps exits.
+func awaitStream(ctx context.Context, addr string, size int, timeout time.Duration, ps ...*proc) error {
+	return await(ctx, timeout, ps, func() error {
+		s, err := dialGRPCStream(addr, size, 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		return s.do()
+	}, func(last error) error {
+		return fmt.Errorf("grpc stream %s not echoed after %s: %v", addr, timeout, last)
+	})
 }
 
 // payload is n bytes of a-z, the body of every request and response.

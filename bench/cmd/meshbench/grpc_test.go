@@ -69,3 +69,42 @@ func TestGRPCUpstream(t *testing.T) {
 		t.Errorf("closed loop over gRPC: %d calls, %d errors", len(w.lat), w.errors)
 	}
 }
+
+// TestGRPCStreamUpstream exchanges messages the way `meshbench load
+// -grpc-stream` does on the upstream's bidirectional Stream method.
+func TestGRPCStreamUpstream(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newGRPCUpstream(payload(10))
+	go srv.Serve(l)
+	defer srv.Stop()
+
+	s, err := dialGRPCStream(l.Addr().String(), 300, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	for i := range 300 {
+		if err := s.do(); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(s.g.resp, s.g.req) {
+			t.Fatalf("message %d: echo %q..., want the message", i, s.g.resp[:min(len(s.g.resp), 16)])
+		}
+	}
+	// A wrong size counts as an error, and the next message goes on a
+	// new stream.
+	s.g.body = 299
+	if err := s.do(); err == nil {
+		t.Error("an echo of the wrong size did not count as an error")
+	}
+	s.g.body = 300
+	w := &loadWorker{conn: s}
+	now := time.Now()
+	w.runClosed(now, now, now.Add(100*time.Millisecond))
+	if len(w.lat) == 0 || w.errors != 0 {
+		t.Errorf("closed loop on a stream: %d messages, %d errors", len(w.lat), w.errors)
+	}
+}

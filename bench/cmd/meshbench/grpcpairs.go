@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -32,7 +33,7 @@ const grpcRate = 1000
 // connections with streams calls in flight on each, qps calls per second
 // in all (0: as fast as they go).
 type grpcRun struct {
-	kind                         string // "1000", "max" or "streams"
+	kind                         string // "1000", "max", "streams" or "bidi"
 	payload, conns, streams, qps int
 }
 
@@ -43,6 +44,8 @@ func (g grpcRun) name() string { return sizeLabel(g.payload) + "/" + g.kind }
 func (g grpcRun) title() string {
 	load := fmt.Sprintf("%s calls/s, %d connections (open loop)", thousands(g.qps), g.conns)
 	switch {
+	case g.kind == "bidi":
+		return fmt.Sprintf("gRPC, %s messages: a bidirectional stream on each of %d connections, one message and its echo at a time (closed loop)", sizeLabel(g.payload), g.conns)
 	case g.qps == 0 && g.streams > 1:
 		load = fmt.Sprintf("maximum rate, %d connections x %d streams (closed loop)", g.conns, g.streams)
 	case g.qps == 0:
@@ -52,15 +55,18 @@ func (g grpcRun) title() string {
 }
 
 // grpcRuns are the loads of the gRPC part for each payload: unary calls
-// (one in flight per connection) at grpcRate and at the maximum, and the
-// maximum with grpcStreams calls in flight per connection.
+// (one in flight per connection) at grpcRate and at the maximum, the
+// maximum with grpcStreams calls in flight per connection, and messages
+// on long-lived bidirectional streams at the maximum (meshbench's own
+// client and app: fortio's ping has no streaming mode).
 func grpcRuns(o options) []grpcRun {
 	var out []grpcRun
 	for _, p := range o.grpcPayloads {
 		out = append(out,
 			grpcRun{kind: "1000", payload: p, conns: o.conns, streams: 1, qps: grpcRate},
 			grpcRun{kind: "max", payload: p, conns: o.conns, streams: 1},
-			grpcRun{kind: "streams", payload: p, conns: max(1, o.conns/grpcStreams), streams: grpcStreams})
+			grpcRun{kind: "streams", payload: p, conns: max(1, o.conns/grpcStreams), streams: grpcStreams},
+			grpcRun{kind: "bidi", payload: p, conns: o.conns, streams: 1})
 	}
 	return out
 }
@@ -151,6 +157,13 @@ func (e *env) runGRPCPairs(ctx context.Context, o options, pc *peerCerts) (strin
 		topos = append(topos, t)
 	}
 
+	// The streaming runs have their own app (meshbench's gRPC upstream,
+	// whose Stream method echoes) and pairs in front of it.
+	streams, err := e.startStreamPairs(ctx, o, pc, size)
+	if err != nil {
+		return "", err
+	}
+
 	runs := grpcRuns(o)
 	ro := options{conns: o.conns}
 	titles := map[string]string{}
@@ -172,7 +185,13 @@ func (e *env) runGRPCPairs(ctx context.Context, o options, pc *peerCerts) (strin
 				if err := ctx.Err(); err != nil {
 					return "", err
 				}
-				rr, err := e.measureFortio(ctx, t, g, o)
+				var rr runResult
+				var err error
+				if g.kind == "bidi" {
+					rr, err = e.measureStream(ctx, streams[t.name], g, o)
+				} else {
+					rr, err = e.measureFortio(ctx, t, g, o)
+				}
 				if err != nil {
 					return "", fmt.Errorf("gRPC round %d, %s at %s: %w", r+1, t.name, g.name(), err)
 				}
@@ -187,4 +206,59 @@ func (e *env) runGRPCPairs(ctx context.Context, o options, pc *peerCerts) (strin
 	res.tables(&b)
 	res.grpcSummary(&b, runs, o)
 	return b.String(), nil
+}
+
+// startStreamPairs starts meshbench's gRPC upstream and, in front of it,
+// the gRPC part's pairs again, for the streaming runs; keyed by pair name.
+func (e *env) startStreamPairs(ctx context.Context, o options, pc *peerCerts, size int) (map[string]*topology, error) {
+	app, err := e.startUpstream(true)
+	if err != nil {
+		return nil, fmt.Errorf("gRPC stream upstream: %w", err)
+	}
+	ready := func(front string, ps ...*proc) error { return awaitStream(ctx, front, size, 20*time.Second, ps...) }
+	out := map[string]*topology{}
+	for _, name := range o.grpcPairs {
+		var t *topology
+		var err error
+		switch name {
+		case "direct":
+			t = &topology{name: "direct", front: app}
+		case "trellis":
+			var tp *trellisPairs
+			if tp, err = e.control(ctx); err != nil {
+				return nil, err
+			}
+			t, err = tp.start(ctx, "trellis-stream", "stream", "client-stream", "grpc", app, ready)
+			if t != nil {
+				t.name = "trellis"
+			}
+		case "nginx":
+			t, err = e.startNginxGRPCFor(ctx, "nginx-grpc-stream", app, pc, ready)
+		case "haproxy":
+			t, err = e.startHAProxyGRPCFor(ctx, "haproxy-grpc-stream", app, pc, ready)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[name] = t
+	}
+	return out, nil
+}
+
+// measureStream runs `meshbench load -grpc-stream` for run g against t,
+// after a warmup that is not recorded.
+func (e *env) measureStream(ctx context.Context, t *topology, g grpcRun, o options) (runResult, error) {
+	argv := []string{e.self, "load", "-grpc-stream", "-addr", t.front, "-c", strconv.Itoa(g.conns),
+		"-req", strconv.Itoa(g.payload), "-body", strconv.Itoa(g.payload), "-d", o.grpcT.String(), "-warmup", o.warmup.String()}
+	lr, err := e.sample(ctx, "load", t, argv, false, func(line string) bool { return line == measuringLine })
+	if err != nil {
+		return runResult{}, err
+	}
+	rr := runResult{CPUPct: lr.cpuPct, RSS: lr.rss, Anon: lr.anon}
+	lines := strings.Split(strings.TrimSpace(lr.stdout), "\n")
+	last := lines[len(lines)-1]
+	if err := json.Unmarshal([]byte(last), &rr.loadResult); err != nil {
+		return runResult{}, fmt.Errorf("load -grpc-stream: bad result %q: %w", last, err)
+	}
+	return rr, nil
 }

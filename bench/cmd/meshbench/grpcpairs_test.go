@@ -42,9 +42,11 @@ func TestGRPCRuns(t *testing.T) {
 		"64 B/1000: gRPC, 64 B payload: 1,000 calls/s, 16 connections (open loop)",
 		"64 B/max: gRPC, 64 B payload: maximum rate, 16 connections (closed loop)",
 		"64 B/streams: gRPC, 64 B payload: maximum rate, 2 connections x 8 streams (closed loop)",
+		"64 B/bidi: gRPC, 64 B messages: a bidirectional stream on each of 16 connections, one message and its echo at a time (closed loop)",
 		"64 kB/1000: gRPC, 64 kB payload: 1,000 calls/s, 16 connections (open loop)",
 		"64 kB/max: gRPC, 64 kB payload: maximum rate, 16 connections (closed loop)",
 		"64 kB/streams: gRPC, 64 kB payload: maximum rate, 2 connections x 8 streams (closed loop)",
+		"64 kB/bidi: gRPC, 64 kB messages: a bidirectional stream on each of 16 connections, one message and its echo at a time (closed loop)",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("grpcRuns:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -137,7 +139,7 @@ func TestGRPCSummary(t *testing.T) {
 		r.add("trellis", "1 kB/1000", fakeRun(0.3, 1000, 10))
 		r.add("nginx", "1 kB/1000", fakeRun(0.5, 1000, 20))
 		r.add("haproxy", "1 kB/1000", fakeRun(0.4, 1000, 15))
-		for _, k := range []string{"1 kB/max", "1 kB/streams"} {
+		for _, k := range []string{"1 kB/max", "1 kB/streams", "1 kB/bidi"} {
 			r.add("direct", k, fakeRun(1, 20000, 0))
 			r.add("trellis", k, fakeRun(1, 15000, 60))
 			r.add("nginx", k, fakeRun(1, 12000, 90))
@@ -152,11 +154,11 @@ func TestGRPCSummary(t *testing.T) {
 	md := b.String()
 	for _, want := range []string{
 		"| payload | topology | added p50 at 1,000/s (ms) | added p99 at 1,000/s (ms) | max calls/s, unary | max calls/s, 2 x 8 streams |",
-		"| 1 kB | direct | - | - | 20000 | 20000 | - | - | - | 0 |",
-		"| 1 kB | trellis | 0.200 | 0.200 | 15000 | 15000 | 100.0 | 40.0 | 40.0 | 7 |",
-		"| 1 kB | nginx | 0.400 | 0.400 | 12000 | 12000 | 200.0 | 75.0 | 75.0 | 0 |",
+		"| 1 kB | direct | - | - | 20000 | 20000 | - | - | - | 20000 | - | 0 |",
+		"| 1 kB | trellis | 0.200 | 0.200 | 15000 | 15000 | 100.0 | 40.0 | 40.0 | 15000 | 40.0 | 7 |",
+		"| 1 kB | nginx | 0.400 | 0.400 | 12000 | 12000 | 200.0 | 75.0 | 75.0 | 12000 | 75.0 | 0 |",
 		// Latency and CPU against the lower peer, rate against the higher.
-		"| 1 kB | **trellis / best peer** | 0.67x (haproxy) | 0.67x (haproxy) | 0.83x (haproxy) | 0.83x (haproxy) | 0.67x (haproxy) | 1.20x (haproxy) | 1.20x (haproxy) | |",
+		"| 1 kB | **trellis / best peer** | 0.67x (haproxy) | 0.67x (haproxy) | 0.83x (haproxy) | 0.83x (haproxy) | 0.67x (haproxy) | 1.20x (haproxy) | 1.20x (haproxy) | 0.83x (haproxy) | 1.20x (haproxy) | |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("summary lacks %q:\n%s", want, md)

@@ -74,12 +74,20 @@ backend app
 // startNginxGRPC starts the gRPC nginx pair in front of app and waits
 // until a ping with a size-byte payload goes through.
 func (e *env) startNginxGRPC(ctx context.Context, app string, size int, pc *peerCerts) (*topology, error) {
-	front, srv, cl, err := e.startPair(e.nginxPair("nginx-grpc", nginxGRPCServerConf, nginxGRPCClientConf, app, pc))
+	return e.startNginxGRPCFor(ctx, "nginx-grpc", app, pc, func(front string, ps ...*proc) error {
+		return awaitPing(ctx, front, size, 10*time.Second, ps...)
+	})
+}
+
+// startNginxGRPCFor starts a gRPC nginx pair called name in front of app
+// and waits until ready says it serves.
+func (e *env) startNginxGRPCFor(ctx context.Context, name, app string, pc *peerCerts, ready func(front string, ps ...*proc) error) (*topology, error) {
+	front, srv, cl, err := e.startPair(e.nginxPair(name, nginxGRPCServerConf, nginxGRPCClientConf, app, pc))
 	if err != nil {
 		return nil, err
 	}
-	if err := awaitPing(ctx, front, size, 10*time.Second, srv, cl); err != nil {
-		return nil, fmt.Errorf("nginx gRPC pair: %w\n%s", err, e.nginxErrorLog("nginx-grpc-client"))
+	if err := ready(front, srv, cl); err != nil {
+		return nil, fmt.Errorf("nginx gRPC pair: %w\n%s", err, e.nginxErrorLog(name+"-client"))
 	}
 	return &topology{name: "nginx", front: front, proxies: []*proc{cl, srv}}, nil
 }
@@ -87,11 +95,19 @@ func (e *env) startNginxGRPC(ctx context.Context, app string, size int, pc *peer
 // startHAProxyGRPC starts the gRPC HAProxy pair in front of app and waits
 // until a ping with a size-byte payload goes through.
 func (e *env) startHAProxyGRPC(ctx context.Context, app string, size int, pc *peerCerts) (*topology, error) {
-	front, srv, cl, err := e.startPair(haproxyPair("haproxy-grpc", haproxyGRPCServerConf, haproxyGRPCClientConf, app, pc))
+	return e.startHAProxyGRPCFor(ctx, "haproxy-grpc", app, pc, func(front string, ps ...*proc) error {
+		return awaitPing(ctx, front, size, 10*time.Second, ps...)
+	})
+}
+
+// startHAProxyGRPCFor starts a gRPC HAProxy pair called name in front of
+// app and waits until ready says it serves.
+func (e *env) startHAProxyGRPCFor(ctx context.Context, name, app string, pc *peerCerts, ready func(front string, ps ...*proc) error) (*topology, error) {
+	front, srv, cl, err := e.startPair(haproxyPair(name, haproxyGRPCServerConf, haproxyGRPCClientConf, app, pc))
 	if err != nil {
 		return nil, err
 	}
-	if err := awaitPing(ctx, front, size, 10*time.Second, srv, cl); err != nil {
+	if err := ready(front, srv, cl); err != nil {
 		return nil, fmt.Errorf("haproxy gRPC pair: %w", err)
 	}
 	return &topology{name: "haproxy", front: front, proxies: []*proc{cl, srv}}, nil

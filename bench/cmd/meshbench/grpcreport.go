@@ -32,10 +32,12 @@ func grpcPartInfo(o options) string {
 	return fmt.Sprintf("gRPC part: `fortio load -grpc -ping` against `fortio server`'s gRPC ping, which echoes the payload "+
 		"(request and response both carry it), through %s; mutual TLS 1.3 between the two proxies of a pair, h2c before and after. "+
 		"Payloads %s. Per payload: %s calls/s (`-uniform`) and maximum rate on %d connections with one call in flight each, "+
-		"and maximum rate on %d connections x %d streams (`-s %d`). %s x %s per pair, load and payload, each after a %s warmup run "+
-		"that is not recorded.\n\n",
+		"and maximum rate on %d connections x %d streams (`-s %d`). Streaming: `meshbench load -grpc-stream` (its own grpc-go client; "+
+		"fortio's ping has no streaming mode), one bidirectional stream on each of %d connections sending a message and waiting for its echo, "+
+		"as fast as they go, against meshbench's gRPC upstream through a second set of the same pairs; its latencies are exact. "+
+		"%s x %s per pair, load and payload, each after a %s warmup run that is not recorded.\n\n",
 		strings.Join(pairs, ", "), strings.Join(sizes, ", "), thousands(grpcRate), o.conns,
-		max(1, o.conns/grpcStreams), grpcStreams, grpcStreams, rounds, o.grpcT, o.warmup)
+		max(1, o.conns/grpcStreams), grpcStreams, grpcStreams, o.conns, rounds, o.grpcT, o.warmup)
 }
 
 const grpcLegend = "gRPC part: latencies in ms as fortio measures them: percentiles interpolated in its histogram's buckets " +
@@ -89,6 +91,8 @@ func (r *results) grpcSummary(b *strings.Builder, runs []grpcRun, o options) {
 		{head: "CPU/call at " + thousands(grpcRate) + "/s (µs)", kind: "1000", get: cpu, prec: 1},
 		{head: "CPU/call at max (µs)", kind: "max", get: cpu, prec: 1},
 		{head: "CPU/call at max, " + mux + " (µs)", kind: "streams", get: cpu, prec: 1},
+		{head: "messages/s, bidi stream", kind: "bidi", get: rate, base: true, higher: true},
+		{head: "CPU/message, bidi stream (µs)", kind: "bidi", get: cpu, prec: 1},
 	}
 	f := &families[0]
 	b.WriteString("### gRPC summary\n\n")

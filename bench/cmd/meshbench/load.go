@@ -56,6 +56,7 @@ func loadMain(args []string) error {
 	bodySize := fs.Int("body", 1024, "expected response body size; other sizes count as errors")
 	useGRPC := fs.Bool("grpc", false, "gRPC unary calls (meshbench.Bench/Unary) instead of HTTP/1.1 GET /")
 	reqSize := fs.Int("req", 1024, "with -grpc: request payload size")
+	useStream := fs.Bool("grpc-stream", false, "one bidirectional gRPC stream per connection (meshbench.Bench/Stream): each request is a -req byte message and its echo")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -69,7 +70,13 @@ func loadMain(args []string) error {
 	workers := make([]*loadWorker, *conns)
 	for i := range workers {
 		var c requester
-		if *useGRPC {
+		if *useStream {
+			s, err := dialGRPCStream(*addr, *reqSize, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("load: %w", err)
+			}
+			c = s
+		} else if *useGRPC {
 			g, err := dialGRPC(*addr, *reqSize, *bodySize, 5*time.Second)
 			if err != nil {
 				return fmt.Errorf("load: %w", err)
