@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -128,40 +127,25 @@ func (e *env) runGRPCPairs(ctx context.Context, o options, pc *peerCerts) (strin
 	}
 	// Every pair must pass the largest payload before the runs start.
 	size := slices.Max(o.grpcPayloads)
-	var topos []*topology
-	for _, name := range o.grpcPairs {
-		var t *topology
-		var err error
-		switch name {
-		case "direct":
-			t = &topology{name: "direct", front: app}
-		case "trellis":
-			var tp *trellisPairs
-			if tp, err = e.control(ctx); err != nil {
-				return "", err
-			}
-			t, err = tp.start(ctx, "trellis-ping", "ping", "client-ping", "grpc", app, func(front string, ps ...*proc) error {
-				return awaitPing(ctx, front, size, 20*time.Second, ps...)
-			})
-			if t != nil {
-				t.name = "trellis"
-			}
-		case "nginx":
-			t, err = e.startNginxGRPC(ctx, app, size, pc)
-		case "haproxy":
-			t, err = e.startHAProxyGRPC(ctx, app, size, pc)
-		}
-		if err != nil {
-			return "", err
-		}
-		topos = append(topos, t)
-	}
-
-	// The streaming runs have their own app (meshbench's gRPC upstream,
-	// whose Stream method echoes) and pairs in front of it.
-	streams, err := e.startStreamPairs(ctx, o, pc, size)
+	topos, err := e.startGRPCPairSet(ctx, o, pc, app, grpcPairSet{suffix: "", service: "ping",
+		ready: func(front string, ps ...*proc) error { return awaitPing(ctx, front, size, 20*time.Second, ps...) }})
 	if err != nil {
 		return "", err
+	}
+	// The streaming runs have their own app (meshbench's gRPC upstream,
+	// whose Stream method echoes) and pairs in front of it.
+	streamApp, err := e.startUpstreamNamed("upstream-grpc-stream", true)
+	if err != nil {
+		return "", fmt.Errorf("gRPC stream upstream: %w", err)
+	}
+	streamTopos, err := e.startGRPCPairSet(ctx, o, pc, streamApp, grpcPairSet{suffix: "-stream", service: "stream",
+		ready: func(front string, ps ...*proc) error { return awaitStream(ctx, front, size, 20*time.Second, ps...) }})
+	if err != nil {
+		return "", err
+	}
+	streams := map[string]*topology{}
+	for _, t := range streamTopos {
+		streams[t.name] = t
 	}
 
 	runs := grpcRuns(o)
@@ -208,15 +192,18 @@ func (e *env) runGRPCPairs(ctx context.Context, o options, pc *peerCerts) (strin
 	return b.String(), nil
 }
 
-// startStreamPairs starts meshbench's gRPC upstream and, in front of it,
-// the gRPC part's pairs again, for the streaming runs; keyed by pair name.
-func (e *env) startStreamPairs(ctx context.Context, o options, pc *peerCerts, size int) (map[string]*topology, error) {
-	app, err := e.startUpstream(true)
-	if err != nil {
-		return nil, fmt.Errorf("gRPC stream upstream: %w", err)
-	}
-	ready := func(front string, ps ...*proc) error { return awaitStream(ctx, front, size, 20*time.Second, ps...) }
-	out := map[string]*topology{}
+// grpcPairSet is one set of the gRPC part's pairs: names end in suffix,
+// the Trellis pair's services are service and "client-"+service, and
+// ready says when a pair serves.
+type grpcPairSet struct {
+	suffix, service string
+	ready           func(front string, ps ...*proc) error
+}
+
+// startGRPCPairSet starts the pairs o.grpcPairs names in front of app,
+// in report order.
+func (e *env) startGRPCPairSet(ctx context.Context, o options, pc *peerCerts, app string, set grpcPairSet) ([]*topology, error) {
+	var topos []*topology
 	for _, name := range o.grpcPairs {
 		var t *topology
 		var err error
@@ -228,37 +215,26 @@ func (e *env) startStreamPairs(ctx context.Context, o options, pc *peerCerts, si
 			if tp, err = e.control(ctx); err != nil {
 				return nil, err
 			}
-			t, err = tp.start(ctx, "trellis-stream", "stream", "client-stream", "grpc", app, ready)
+			t, err = tp.start(ctx, "trellis-"+set.service, set.service, "client-"+set.service, "grpc", app, set.ready)
 			if t != nil {
 				t.name = "trellis"
 			}
 		case "nginx":
-			t, err = e.startNginxGRPCFor(ctx, "nginx-grpc-stream", app, pc, ready)
+			t, err = e.startNginxGRPC(ctx, "nginx-grpc"+set.suffix, app, pc, set.ready)
 		case "haproxy":
-			t, err = e.startHAProxyGRPCFor(ctx, "haproxy-grpc-stream", app, pc, ready)
+			t, err = e.startHAProxyGRPC(ctx, "haproxy-grpc"+set.suffix, app, pc, set.ready)
 		}
 		if err != nil {
 			return nil, err
 		}
-		out[name] = t
+		topos = append(topos, t)
 	}
-	return out, nil
+	return topos, nil
 }
 
 // measureStream runs `meshbench load -grpc-stream` for run g against t,
 // after a warmup that is not recorded.
 func (e *env) measureStream(ctx context.Context, t *topology, g grpcRun, o options) (runResult, error) {
-	argv := []string{e.self, "load", "-grpc-stream", "-addr", t.front, "-c", strconv.Itoa(g.conns),
-		"-req", strconv.Itoa(g.payload), "-body", strconv.Itoa(g.payload), "-d", o.grpcT.String(), "-warmup", o.warmup.String()}
-	lr, err := e.sample(ctx, "load", t, argv, false, func(line string) bool { return line == measuringLine })
-	if err != nil {
-		return runResult{}, err
-	}
-	rr := runResult{CPUPct: lr.cpuPct, RSS: lr.rss, Anon: lr.anon}
-	lines := strings.Split(strings.TrimSpace(lr.stdout), "\n")
-	last := lines[len(lines)-1]
-	if err := json.Unmarshal([]byte(last), &rr.loadResult); err != nil {
-		return runResult{}, fmt.Errorf("load -grpc-stream: bad result %q: %w", last, err)
-	}
-	return rr, nil
+	return e.runLoad(ctx, t, []string{e.self, "load", "-grpc-stream", "-addr", t.front, "-c", strconv.Itoa(g.conns),
+		"-req", strconv.Itoa(g.payload), "-body", strconv.Itoa(g.payload), "-d", o.grpcT.String(), "-warmup", o.warmup.String()})
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // The nginx and HAProxy pairs of the gRPC part: h2c from the load
@@ -71,17 +70,9 @@ backend app
   server app {{upstream}} proto h2
 `
 
-// startNginxGRPC starts the gRPC nginx pair in front of app and waits
-// until a ping with a size-byte payload goes through.
-func (e *env) startNginxGRPC(ctx context.Context, app string, size int, pc *peerCerts) (*topology, error) {
-	return e.startNginxGRPCFor(ctx, "nginx-grpc", app, pc, func(front string, ps ...*proc) error {
-		return awaitPing(ctx, front, size, 10*time.Second, ps...)
-	})
-}
-
-// startNginxGRPCFor starts a gRPC nginx pair called name in front of app
+// startNginxGRPC starts a gRPC nginx pair called name in front of app
 // and waits until ready says it serves.
-func (e *env) startNginxGRPCFor(ctx context.Context, name, app string, pc *peerCerts, ready func(front string, ps ...*proc) error) (*topology, error) {
+func (e *env) startNginxGRPC(ctx context.Context, name, app string, pc *peerCerts, ready func(front string, ps ...*proc) error) (*topology, error) {
 	front, srv, cl, err := e.startPair(e.nginxPair(name, nginxGRPCServerConf, nginxGRPCClientConf, app, pc))
 	if err != nil {
 		return nil, err
@@ -92,17 +83,9 @@ func (e *env) startNginxGRPCFor(ctx context.Context, name, app string, pc *peerC
 	return &topology{name: "nginx", front: front, proxies: []*proc{cl, srv}}, nil
 }
 
-// startHAProxyGRPC starts the gRPC HAProxy pair in front of app and waits
-// until a ping with a size-byte payload goes through.
-func (e *env) startHAProxyGRPC(ctx context.Context, app string, size int, pc *peerCerts) (*topology, error) {
-	return e.startHAProxyGRPCFor(ctx, "haproxy-grpc", app, pc, func(front string, ps ...*proc) error {
-		return awaitPing(ctx, front, size, 10*time.Second, ps...)
-	})
-}
-
-// startHAProxyGRPCFor starts a gRPC HAProxy pair called name in front of
+// startHAProxyGRPC starts a gRPC HAProxy pair called name in front of
 // app and waits until ready says it serves.
-func (e *env) startHAProxyGRPCFor(ctx context.Context, name, app string, pc *peerCerts, ready func(front string, ps ...*proc) error) (*topology, error) {
+func (e *env) startHAProxyGRPC(ctx context.Context, name, app string, pc *peerCerts, ready func(front string, ps ...*proc) error) (*topology, error) {
 	front, srv, cl, err := e.startPair(haproxyPair(name, haproxyGRPCServerConf, haproxyGRPCClientConf, app, pc))
 	if err != nil {
 		return nil, err

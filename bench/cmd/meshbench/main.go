@@ -390,6 +390,12 @@ func (e *env) measure(ctx context.Context, t *topology, l level, o options) (run
 	if t.grpc {
 		argv = append(argv, "-grpc")
 	}
+	return e.runLoad(ctx, t, argv)
+}
+
+// runLoad runs `meshbench load` argv against t, samples its proxies over
+// the measurement window and reads the result (the last line of output).
+func (e *env) runLoad(ctx context.Context, t *topology, argv []string) (runResult, error) {
 	lr, err := e.sample(ctx, "load", t, argv, false, func(line string) bool { return line == measuringLine })
 	if err != nil {
 		return runResult{}, err

@@ -206,13 +206,23 @@ type topology struct {
 // startUpstream runs `meshbench upstream` (with -grpc: the gRPC one)
 // pinned with the load generator.
 func (e *env) startUpstream(useGRPC bool) (string, error) {
+	name := "upstream"
+	if useGRPC {
+		name = "upstream-grpc"
+	}
+	return e.startUpstreamNamed(name, useGRPC)
+}
+
+// startUpstreamNamed is startUpstream with the process (and its log)
+// called name.
+func (e *env) startUpstreamNamed(name string, useGRPC bool) (string, error) {
 	addr, err := freePort()
 	if err != nil {
 		return "", err
 	}
-	name, argv := "upstream", []string{e.self, "upstream", "-addr", addr}
+	argv := []string{e.self, "upstream", "-addr", addr}
 	if useGRPC {
-		name, argv = "upstream-grpc", append(argv, "-grpc")
+		argv = append(argv, "-grpc")
 	}
 	p, err := e.start(name, loadCPU, argv, []string{"GOMAXPROCS=1"})
 	if err != nil {
