@@ -81,7 +81,7 @@ benchstat:
 # The data plane beside nginx and HAProxy pairs on loopback (docs/benchmarks.md):
 # installs nginx and haproxy when missing (as root), and fortio for the gRPC
 # part (go install). bench takes ~30 minutes (its gRPC part ~5 of them),
-# bench-quick under 3 (no gRPC part), bench-grpc only the gRPC part, ~5.
+# bench-quick under 3 (no gRPC part), bench-grpc only the gRPC part, ~6.
 .PHONY: bench bench-quick bench-grpc
 bench: build-proxy
 	$(GO) run ./bench/cmd/meshbench -trellis $(BIN_PROXY) -o bench/results/latest.md
