@@ -46,6 +46,9 @@ type ApplyResult struct {
 	// the stored version the apply replaced (or, in a dry run, would
 	// replace), in schema order. Empty for created and unchanged objects.
 	Changes []resource.FieldChange `json:"changes,omitempty"`
+	// Warnings are accepted things the caller should know about, such as
+	// an Intent that calls a service no workload has registered.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ApplyResponse lists results in request order.

@@ -72,9 +72,39 @@ func tableColumns(kind resource.KindInfo) []column {
 			{"ENFORCEMENT", func(o *resource.Object) string { return spec(o).Enforcement }},
 			{"SELECTOR", func(o *resource.Object) string { return selectorString(spec(o).Selector) }},
 			{"RULES", func(o *resource.Object) string { return strconv.Itoa(len(spec(o).Rules)) }},
+			{"FROM-INTENTS", func(o *resource.Object) string { return intentsOf(o) }},
+		}
+	case "Intent":
+		spec := func(o *resource.Object) resource.IntentSpec { s, _ := resource.IntentSpecOf(o); return s }
+		return []column{
+			{"CLIENT", func(o *resource.Object) string { return spec(o).Client.Service }},
+			{"ENFORCEMENT", func(o *resource.Object) string { return spec(o).Enforcement }},
+			{"CALLS", func(o *resource.Object) string {
+				var out []string
+				for _, c := range spec(o).Calls {
+					out = append(out, c.Service)
+				}
+				return strings.Join(out, ",")
+			}},
 		}
 	}
 	return nil
+}
+
+// intentsOf lists, for a policy generated from Intents, the Intents
+// behind its rules (each once, in rule order); "-" for any other policy.
+func intentsOf(o *resource.Object) string {
+	src := resource.RuleSources(o)
+	if len(src) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, s := range src {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, ",")
 }
 
 func selectorString(sel resource.Selector) string {

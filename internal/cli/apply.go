@@ -41,6 +41,7 @@ func newApplyCmd(g *globals) *cobra.Command {
 			}
 			printResults(cmd.OutOrStdout(), resp.Results, func(r adminapi.ApplyResult) string { return r.Result + suffix })
 			warnSecuritySettings(cmd.ErrOrStderr(), objs, written, resp.Results)
+			printWarnings(cmd.ErrOrStderr(), resp.Results)
 			return nil
 		}),
 	}
@@ -189,4 +190,18 @@ func decodeFiles(op string, names []string, stdin io.Reader) ([]resource.Object,
 		return nil, userError("%s: no resources found in %s", op, strings.Join(names, ", "))
 	}
 	return objs, nil
+}
+
+// printWarnings writes the control plane's warnings about accepted
+// objects, one line each.
+func printWarnings(w io.Writer, results []adminapi.ApplyResult) {
+	for _, r := range results {
+		ref := r.Kind + " " + r.Name
+		if r.Namespace != "" {
+			ref = r.Kind + " " + r.Namespace + "/" + r.Name
+		}
+		for _, msg := range r.Warnings {
+			fmt.Fprintf(w, "warning: %s: %s\n", ref, msg)
+		}
+	}
 }

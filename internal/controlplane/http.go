@@ -137,6 +137,7 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 		s.writeResourceError(w, err)
 		return
 	}
+	s.warnUnknownServices(req.Objects, results)
 	if !req.DryRun {
 		for _, res := range results {
 			s.metrics.applied.WithLabelValues(res.Kind, res.Result).Inc()

@@ -42,6 +42,15 @@ var kinds = []kind{
 		},
 		spec: func(errs *errorList, raw json.RawMessage) any { return authorizationPolicySpec(errs, raw) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:       KindIntent,
+			Plural:     "intents",
+			Aliases:    []string{"intent"},
+			Namespaced: true,
+		},
+		spec: func(errs *errorList, raw json.RawMessage) any { return intentSpec(errs, raw) },
+	},
 }
 
 // Kinds returns every kind Trellis knows, in a stable order. The caller owns

@@ -60,6 +60,7 @@ func TestKinds(t *testing.T) {
 	want := []KindInfo{
 		{Kind: "Mesh", Plural: "meshes", Aliases: []string{"mesh"}, Namespaced: false},
 		{Kind: "AuthorizationPolicy", Plural: "authorizationpolicies", Aliases: []string{"authorizationpolicy", "authz", "authzpolicy", "ap"}, Namespaced: true},
+		{Kind: "Intent", Plural: "intents", Aliases: []string{"intent"}, Namespaced: true},
 	}
 	if !slices.EqualFunc(got, want, func(a, b KindInfo) bool {
 		return a.Kind == b.Kind && a.Plural == b.Plural && a.Namespaced == b.Namespaced && slices.Equal(a.Aliases, b.Aliases)

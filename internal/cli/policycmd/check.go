@@ -288,7 +288,11 @@ func printCheck(w io.Writer, res *analysis.Result) error {
 	case policy.CauseMeshDefault.String():
 		line("policy:", "mesh default")
 	case policy.CauseDeny.String(), policy.CauseAllow.String():
-		line("policy:", "%s rule %d", res.Policy, res.Rule)
+		if res.Intent != "" {
+			line("policy:", "%s rule %d (from Intent %s)", res.Policy, res.Rule, res.Intent)
+		} else {
+			line("policy:", "%s rule %d", res.Policy, res.Rule)
+		}
 	default:
 		line("policy:", "none")
 	}
@@ -334,6 +338,9 @@ func printCheck(w io.Writer, res *analysis.Result) error {
 		rule := ""
 		if a.Rule >= 0 {
 			rule = fmt.Sprintf(", rule %d", a.Rule)
+		}
+		if a.Intent != "" {
+			rule += ", from Intent " + a.Intent
 		}
 		line(key, "%s would %s (%s%s)", a.Policy, a.Decision, a.Reason, rule)
 	}

@@ -141,6 +141,11 @@ func (r *Resources) Mesh(ctx context.Context) (resource.MeshSpec, error) {
 // reports what it would do. Objects carrying a resourceVersion must still
 // be at that version (optimistic concurrency).
 func (r *Resources) Apply(ctx context.Context, objs []resource.Object, dryRun bool) ([]adminapi.ApplyResult, error) {
+	for i := range objs {
+		if objs[i].Kind == resource.KindAuthorizationPolicy && resource.IsGeneratedPolicyName(objs[i].Metadata.Name) {
+			return nil, &adminapi.ObjectError{Index: i, Resource: objs[i].Ref(), Err: errGenerated(objs[i].Metadata.Name)}
+		}
+	}
 	if r.external != nil {
 		if w, ok := r.src.(Writer); ok {
 			return w.Apply(ctx, objs, dryRun)
@@ -262,7 +267,7 @@ func sameContent(a, b *resource.Object) bool {
 
 // Get returns one resource.
 func (r *Resources) Get(ctx context.Context, kind resource.KindInfo, namespace, name string) (resource.Object, error) {
-	if r.src != nil {
+	if r.src != nil || (kind.Kind == resource.KindAuthorizationPolicy && resource.IsGeneratedPolicyName(name)) {
 		objs, err := r.List(ctx, kind, namespace)
 		if err != nil {
 			return resource.Object{}, err
@@ -285,7 +290,26 @@ func (r *Resources) Get(ctx context.Context, kind resource.KindInfo, namespace, 
 }
 
 // List returns a kind's resources; namespace "" means all namespaces.
+// AuthorizationPolicies include those compiled from Intents.
 func (r *Resources) List(ctx context.Context, kind resource.KindInfo, namespace string) ([]resource.Object, error) {
+	out, err := r.list(ctx, kind, namespace)
+	if err != nil || kind.Kind != resource.KindAuthorizationPolicy {
+		return out, err
+	}
+	intentKind, _ := resource.LookupKind(resource.KindIntent)
+	intents, err := r.list(ctx, intentKind, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range resource.CompileIntents(intents) {
+		if namespace == "" || o.Metadata.Namespace == namespace {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func (r *Resources) list(ctx context.Context, kind resource.KindInfo, namespace string) ([]resource.Object, error) {
 	if r.src != nil {
 		all, _ := r.src.Accepted()
 		var out []resource.Object
@@ -321,6 +345,9 @@ func (r *Resources) Delete(ctx context.Context, kind resource.KindInfo, namespac
 	if kind.Kind == "Mesh" {
 		return fmt.Errorf("%w: the Mesh %q always exists; apply a changed Mesh instead of deleting it", errForbidden, name)
 	}
+	if kind.Kind == resource.KindAuthorizationPolicy && resource.IsGeneratedPolicyName(name) {
+		return errGenerated(name)
+	}
 	if r.external != nil {
 		if w, ok := r.src.(Writer); ok {
 			return w.Delete(ctx, kind, namespace, name)
@@ -342,6 +369,11 @@ func (r *Resources) Delete(ctx context.Context, kind resource.KindInfo, namespac
 		return fmt.Errorf("delete %s: %w", ref, err)
 	}
 	return nil
+}
+
+// errGenerated refuses a user's write of a policy compiled from Intents.
+func errGenerated(name string) error {
+	return fmt.Errorf("%w: AuthorizationPolicy names starting with %q are generated from Intents and cannot be applied or deleted; change or delete the Intents that call the service instead (trellis get intents), or name your own policy differently", errForbidden, resource.GeneratedPolicyPrefix)
 }
 
 func refString(kind resource.KindInfo, namespace, name string) string {

@@ -19,6 +19,7 @@ import (
 var (
 	meshKey        = resourcePrefix + "meshes/default"
 	policiesPrefix = resourcePrefix + "authorizationpolicies/"
+	intentsPrefix  = resourcePrefix + "intents/"
 )
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -33,12 +34,16 @@ type Cache struct {
 	gen      uint64
 	mesh     resource.MeshSpec
 	policies map[string]snapshot.Policy // by store key
+	intents  map[string]resource.Object // by store key
+	// generated are the policies compiled from intents, as of genAt.
+	generated []snapshot.Policy
+	genAt     uint64
 }
 
 // NewCache returns a cache holding the default Mesh and no policies. clk
 // times the retry after a store error; nil means the real clock.
 func NewCache(log *slog.Logger, clk clock.Clock) *Cache {
-	c := &Cache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}}
+	c := &Cache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}, intents: map[string]resource.Object{}}
 	c.mesh = defaultMeshSpec()
 	return c
 }
@@ -57,11 +62,37 @@ func defaultMeshSpec() resource.MeshSpec {
 func (c *Cache) State() (resource.MeshSpec, []snapshot.Policy, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ps := make([]snapshot.Policy, 0, len(c.policies))
+	if c.genAt != c.gen {
+		c.generated = c.compileIntentsLocked()
+		c.genAt = c.gen
+	}
+	ps := make([]snapshot.Policy, 0, len(c.policies)+len(c.generated))
 	for _, p := range c.policies {
 		ps = append(ps, p)
 	}
+	ps = append(ps, c.generated...)
 	return c.mesh, ps, c.gen
+}
+
+// compileIntentsLocked compiles the cached Intents into their policies.
+func (c *Cache) compileIntentsLocked() []snapshot.Policy {
+	if len(c.intents) == 0 {
+		return nil
+	}
+	objs := make([]resource.Object, 0, len(c.intents))
+	for _, o := range c.intents {
+		objs = append(objs, o)
+	}
+	var out []snapshot.Policy
+	for _, o := range resource.CompileIntents(objs) {
+		p, err := snapshot.PolicyFromObject(&o)
+		if err != nil {
+			c.log.Error("config push: policy generated from intents ignored", "policy", o.Ref(), "err", err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Load lists the resources and replaces the cache with them. It returns the
@@ -75,6 +106,7 @@ func (c *Cache) Load(ctx context.Context, st store.Store) (int64, error) {
 	defer c.mu.Unlock()
 	c.mesh = defaultMeshSpec()
 	clear(c.policies)
+	clear(c.intents)
 	for _, kv := range kvs {
 		c.putLocked(kv)
 	}
@@ -89,6 +121,7 @@ func (c *Cache) Replace(objs []resource.Object) {
 	defer c.mu.Unlock()
 	c.mesh = defaultMeshSpec()
 	clear(c.policies)
+	clear(c.intents)
 	for i := range objs {
 		o := &objs[i]
 		kind, ok := resource.LookupKind(o.Kind)
@@ -109,6 +142,8 @@ func (c *Cache) Replace(objs []resource.Object) {
 			} else {
 				c.log.Error("config push: policy ignored", "key", key, "err", err)
 			}
+		case strings.HasPrefix(key, intentsPrefix):
+			c.intents[key] = *o
 		}
 	}
 	c.gen++
@@ -149,6 +184,8 @@ func (c *Cache) apply(ev store.Event) {
 			c.mesh = defaultMeshSpec()
 		case strings.HasPrefix(ev.KV.Key, policiesPrefix):
 			delete(c.policies, ev.KV.Key)
+		case strings.HasPrefix(ev.KV.Key, intentsPrefix):
+			delete(c.intents, ev.KV.Key)
 		}
 	}
 	c.gen++
@@ -180,6 +217,14 @@ func (c *Cache) putLocked(kv store.KV) {
 		}
 		delete(c.policies, kv.Key)
 		c.log.Error("config push: stored policy ignored", "key", kv.Key, "err", err)
+	case strings.HasPrefix(kv.Key, intentsPrefix):
+		o, err := decodeStored(kv)
+		if err != nil {
+			delete(c.intents, kv.Key)
+			c.log.Error("config push: stored intent ignored", "key", kv.Key, "err", err)
+			return
+		}
+		c.intents[kv.Key] = o
 	}
 }
 

@@ -41,6 +41,7 @@ const ConditionAccepted = "Accepted"
 var specTypes = map[string]reflect.Type{
 	resource.KindMesh:                reflect.TypeFor[resource.MeshSpec](),
 	resource.KindAuthorizationPolicy: reflect.TypeFor[resource.AuthorizationPolicySpec](),
+	resource.KindIntent:              reflect.TypeFor[resource.IntentSpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -54,6 +55,10 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 		{Name: "Action", Type: "string", JSONPath: ".spec.action"},
 		{Name: "Enforcement", Type: "string", JSONPath: ".spec.enforcement"},
 		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
+	},
+	resource.KindIntent: {
+		{Name: "Client", Type: "string", JSONPath: ".spec.client.service"},
+		{Name: "Enforcement", Type: "string", JSONPath: ".spec.enforcement"},
 	},
 }
 

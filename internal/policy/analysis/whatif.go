@@ -37,9 +37,12 @@ type Query struct {
 // policy check -o json`: Decision, Policy, Rule and Reason are an interface
 // scripts rely on.
 type Result struct {
-	Decision    string         `json:"decision"` // ALLOW or DENY
-	Policy      string         `json:"policy"`   // namespace/name, or ""
-	Rule        int            `json:"rule"`     // index into the policy's spec.rules, or -1
+	Decision string `json:"decision"` // ALLOW or DENY
+	Policy   string `json:"policy"`   // namespace/name, or ""
+	Rule     int    `json:"rule"`     // index into the policy's spec.rules, or -1
+	// Intent is the Intent (namespace/name) that produced the deciding
+	// rule, when the policy was generated from Intents.
+	Intent      string         `json:"intent,omitempty"`
 	Reason      string         `json:"reason"`
 	Cause       string         `json:"cause"` // policy.Cause.String, or CauseMTLSRequired
 	Audit       []Audit        `json:"audit"`
@@ -64,6 +67,7 @@ type Audit struct {
 	Policy     string `json:"policy"`
 	Action     string `json:"action"` // ALLOW or DENY
 	Rule       int    `json:"rule"`
+	Intent     string `json:"intent,omitempty"` // as in Result
 	Matched    bool   `json:"matched"`
 	WouldAllow bool   `json:"wouldAllow"`
 	Decision   string `json:"decision"` // would-be decision, ALLOW or DENY
@@ -223,10 +227,11 @@ func WhatIf(m *Mesh, q *Query, trustDomain string) (*Result, error) {
 		if a.Deny {
 			action = "DENY"
 		}
-		res.Audit = append(res.Audit, Audit{Policy: a.Policy, Action: action, Rule: a.Rule, Matched: a.Matched,
-			WouldAllow: a.WouldAllow, Decision: verdict(a.WouldAllow), Reason: a.Reason})
+		res.Audit = append(res.Audit, Audit{Policy: a.Policy, Action: action, Rule: a.Rule, Intent: intentOf(m.Policies, a.Policy, a.Rule),
+			Matched: a.Matched, WouldAllow: a.WouldAllow, Decision: verdict(a.WouldAllow), Reason: a.Reason})
 	})
 	res.Decision, res.Policy, res.Rule, res.Reason, res.Cause = verdict(d.Allow), d.Policy, d.Rule, d.Reason, d.Cause.String()
+	res.Intent = intentOf(m.Policies, d.Policy, d.Rule)
 	mtlsRequired := q.Plaintext && strict
 	if mtlsRequired {
 		// The proxy closes a plaintext connection under STRICT before any
@@ -298,4 +303,23 @@ func portPolicies(policies []resource.Object, refs []string) []string {
 		}
 	}
 	return out
+}
+
+// intentOf names the Intent behind rule of the policy called ref
+// ("namespace/name"), when that policy was generated from Intents.
+func intentOf(policies []resource.Object, ref string, rule int) string {
+	if ref == "" || rule < 0 {
+		return ""
+	}
+	for i := range policies {
+		o := &policies[i]
+		if o.Metadata.Namespace+"/"+o.Metadata.Name != ref {
+			continue
+		}
+		if src := resource.RuleSources(o); rule < len(src) {
+			return src[rule]
+		}
+		return ""
+	}
+	return ""
 }
