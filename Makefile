@@ -110,6 +110,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRelay$$' -fuzztime $(FUZZTIME) ./internal/dataplane/h2relay/
 	$(GO) test -run '^$$' -fuzz '^FuzzFastVsNetHTTP$$' -fuzztime $(FUZZTIME) ./internal/dataplane/
 	$(GO) test -run '^$$' -fuzz '^FuzzReview$$' -fuzztime $(FUZZTIME) ./internal/kube/webhook/
+	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./internal/pathtemplate/
 
 clean:
 	rm -rf bin .trellis
