@@ -15,6 +15,7 @@ const (
 	PathProxies  = "/api/v1/proxies"   // ?namespace=NS; /{instance} for one
 	PathServices = "/api/v1/services"  // ?namespace=NS
 	PathGraph    = "/api/v1/graph"     // ?window=1m
+	PathShapes   = "/api/v1/shapes"    // ?namespace=NS
 	PathHealthz  = "/healthz"
 	PathReadyz   = "/readyz"
 	PathMetrics  = "/metrics"

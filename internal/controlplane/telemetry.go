@@ -98,6 +98,17 @@ func (s *Server) graphHandler() http.Handler {
 	})
 }
 
+// shapesHandler serves the learned request shapes from the embedded
+// collector, or says where the external one is.
+func (s *Server) shapesHandler() http.Handler {
+	if s.audit.pipe != nil {
+		return s.audit.pipe.ShapesHandler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no learned request shapes here: telemetry goes to the collector at %s (--collector-addr); ask its admin API (--api http://COLLECTOR_API_ADDR --token-file COLLECTOR_DATA_DIR/admin.token)", s.cfg.CollectorAddr))
+	})
+}
+
 // auditVerifyHandler checks the embedded collector's event log, or says
 // where the external collector is.
 func (s *Server) auditVerifyHandler() http.Handler {

@@ -66,9 +66,9 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 	o, keep := in.exchangeFast(fc, req, p, snap, resp)
 	fastHeads.Put(resp)
 	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
-	in.dest.Request(src, o.code, o.authorized && !o.dec.Allow, start)
+	path, _, _ := strings.Cut(req.Target, "?") // canonical: fastAccepts
+	in.dest.Request(src, req.Method, path, o.code, o.authorized && !o.dec.Allow, start)
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
-		path, _, _ := strings.Cut(req.Target, "?")
 		in.accessEvent(req.Method, path, admission.TraceID(req.Get), p, snap, &o, start)
 	}
 	return keep

@@ -264,7 +264,7 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 	call, _ := r.Tag.(*inboundCall)
 	if call == nil {
 		// Refused by the relay before admission (a malformed head).
-		in.dest.Request(p.sourceFor(in.cfg.Snapshot(), in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace), r.Status, false, r.Start)
+		in.dest.Request(p.sourceFor(in.cfg.Snapshot(), in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace), "", "", r.Status, false, r.Start)
 		return
 	}
 	if call.gated {
@@ -283,15 +283,15 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 	}
 	o := outcome{code: code, authorized: call.v.Authorized, dec: call.v.Decision}
 	src := p.sourceFor(call.snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
-	in.dest.Request(src, code, o.authorized && !o.dec.Allow, r.Start)
+	path := call.v.Path
+	if path == "" {
+		path, _, _ = strings.Cut(r.Path, "?")
+	}
+	in.dest.Request(src, r.Method, path, code, o.authorized && !o.dec.Allow, r.Start)
 	if r.GRPCStatus >= 0 {
 		in.dest.GRPCStatus(r.GRPCStatus)
 	}
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
-		path := call.v.Path
-		if path == "" {
-			path, _, _ = strings.Cut(r.Path, "?")
-		}
 		in.accessEvent(r.Method, path, call.trace, p, call.snap, &o, r.Start)
 	}
 	*call = inboundCall{}

@@ -35,7 +35,7 @@ func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	snap := in.cfg.Snapshot()
 	o := in.serveHTTP(w, r, p, snap)
 	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
-	in.dest.Request(src, o.code, o.authorized && !o.dec.Allow, start)
+	in.dest.Request(src, r.Method, r.URL.Path, o.code, o.authorized && !o.dec.Allow, start)
 	// Off (rate 0, the default), this is one predictable branch.
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
 		in.accessEvent(r.Method, r.URL.Path, admission.TraceID(r.Header.Get), p, snap, &o, start)

@@ -32,7 +32,7 @@ func BenchmarkMetricsPerRequest(b *testing.B) {
 		start := time.Now()
 		record := func() {
 			m.Decided(dec)
-			d.Request(p.sourceFor(snap, m, "catalog", "shop"), 200, false, start)
+			d.Request(p.sourceFor(snap, m, "catalog", "shop"), "GET", "/items/42", 200, false, start)
 		}
 		record() // creates the counter children
 		b.ReportAllocs()

@@ -27,7 +27,7 @@ func TestPeerRebindsAfterCacheStartsOver(t *testing.T) {
 	if cur == old {
 		t.Fatal("peer kept its entry from before the start-over")
 	}
-	m.Dest(metrics.Inbound, "catalog", "shop", "", "", "").Request(cur, 200, false, time.Now())
+	m.Dest(metrics.Inbound, "catalog", "shop", "", "", "").Request(cur, "GET", "/", 200, false, time.Now())
 	found := false
 	for _, e := range m.TrafficStats("catalog", "shop", time.Now().Add(-time.Hour)).GetEdges() {
 		found = found || e.GetSourceService() == "frontend" && e.GetRequests() == 1

@@ -201,8 +201,14 @@ type EdgeStats struct {
 	// Requests per latency bucket (not cumulative): one count per bound,
 	// then the +Inf bucket.
 	LatencyCounts []uint64 `protobuf:"varint,9,rep,packed,name=latency_counts,json=latencyCounts,proto3" json:"latency_counts,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The request shapes seen on this edge (method and path template,
+	// package pathtemplate), cumulative like the counters above; a proxy
+	// keeps a bounded number per caller.
+	Shapes []*PathShape `protobuf:"bytes,10,rep,name=shapes,proto3" json:"shapes,omitempty"`
+	// Requests whose shape did not fit in the proxy's bounded table.
+	ShapesOverflow uint64 `protobuf:"varint,11,opt,name=shapes_overflow,json=shapesOverflow,proto3" json:"shapes_overflow,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EdgeStats) Reset() {
@@ -298,6 +304,117 @@ func (x *EdgeStats) GetLatencyCounts() []uint64 {
 	return nil
 }
 
+func (x *EdgeStats) GetShapes() []*PathShape {
+	if x != nil {
+		return x.Shapes
+	}
+	return nil
+}
+
+func (x *EdgeStats) GetShapesOverflow() uint64 {
+	if x != nil {
+		return x.ShapesOverflow
+	}
+	return 0
+}
+
+// PathShape is one request shape of an edge and its cumulative counters.
+type PathShape struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Method string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// The path as a template: /items/{id}.
+	PathTemplate string `protobuf:"bytes,2,opt,name=path_template,json=pathTemplate,proto3" json:"path_template,omitempty"`
+	Requests     uint64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Requests refused by authorization (403 from the proxy).
+	Denied uint64 `protobuf:"varint,4,opt,name=denied,proto3" json:"denied,omitempty"`
+	// Requests answered 5xx.
+	Failures uint64 `protobuf:"varint,5,opt,name=failures,proto3" json:"failures,omitempty"`
+	// When the proxy first and last counted this shape.
+	FirstSeen     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=first_seen,json=firstSeen,proto3" json:"first_seen,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathShape) Reset() {
+	*x = PathShape{}
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathShape) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathShape) ProtoMessage() {}
+
+func (x *PathShape) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathShape.ProtoReflect.Descriptor instead.
+func (*PathShape) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PathShape) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *PathShape) GetPathTemplate() string {
+	if x != nil {
+		return x.PathTemplate
+	}
+	return ""
+}
+
+func (x *PathShape) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *PathShape) GetDenied() uint64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *PathShape) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *PathShape) GetFirstSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FirstSeen
+	}
+	return nil
+}
+
+func (x *PathShape) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
 type EventAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every event with seq <= through is durable in the collector's log.
@@ -308,7 +425,7 @@ type EventAck struct {
 
 func (x *EventAck) Reset() {
 	*x = EventAck{}
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[3]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +437,7 @@ func (x *EventAck) String() string {
 func (*EventAck) ProtoMessage() {}
 
 func (x *EventAck) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[3]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +450,7 @@ func (x *EventAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EventAck.ProtoReflect.Descriptor instead.
 func (*EventAck) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{3}
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EventAck) GetThrough() uint64 {
@@ -388,7 +505,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[4]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +517,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[4]
+	mi := &file_trellis_v1alpha1_telemetry_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +530,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{4}
+	return file_trellis_v1alpha1_telemetry_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -585,7 +702,7 @@ const file_trellis_v1alpha1_telemetry_proto_rawDesc = "" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12A\n" +
 	"\x0ecounters_since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rcountersSince\x124\n" +
 	"\x16latency_bounds_seconds\x18\x04 \x03(\x01R\x14latencyBoundsSeconds\x121\n" +
-	"\x05edges\x18\x05 \x03(\v2\x1b.trellis.v1alpha1.EdgeStatsR\x05edges\"\xdf\x02\n" +
+	"\x05edges\x18\x05 \x03(\v2\x1b.trellis.v1alpha1.EdgeStatsR\x05edges\"\xbd\x03\n" +
 	"\tEdgeStats\x12%\n" +
 	"\x0esource_service\x18\x01 \x01(\tR\rsourceService\x12)\n" +
 	"\x10source_namespace\x18\x02 \x01(\tR\x0fsourceNamespace\x12/\n" +
@@ -595,7 +712,19 @@ const file_trellis_v1alpha1_telemetry_proto_rawDesc = "" +
 	"\bfailures\x18\x06 \x01(\x04R\bfailures\x12#\n" +
 	"\rmtls_requests\x18\a \x01(\x04R\fmtlsRequests\x12\x16\n" +
 	"\x06denied\x18\b \x01(\x04R\x06denied\x12%\n" +
-	"\x0elatency_counts\x18\t \x03(\x04R\rlatencyCounts\"$\n" +
+	"\x0elatency_counts\x18\t \x03(\x04R\rlatencyCounts\x123\n" +
+	"\x06shapes\x18\n" +
+	" \x03(\v2\x1b.trellis.v1alpha1.PathShapeR\x06shapes\x12'\n" +
+	"\x0fshapes_overflow\x18\v \x01(\x04R\x0eshapesOverflow\"\x8c\x02\n" +
+	"\tPathShape\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12#\n" +
+	"\rpath_template\x18\x02 \x01(\tR\fpathTemplate\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06denied\x18\x04 \x01(\x04R\x06denied\x12\x1a\n" +
+	"\bfailures\x18\x05 \x01(\x04R\bfailures\x129\n" +
+	"\n" +
+	"first_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tfirstSeen\x127\n" +
+	"\tlast_seen\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"$\n" +
 	"\bEventAck\x12\x18\n" +
 	"\athrough\x18\x01 \x01(\x04R\athrough\"\xaa\x06\n" +
 	"\x05Event\x12\x10\n" +
@@ -642,30 +771,34 @@ func file_trellis_v1alpha1_telemetry_proto_rawDescGZIP() []byte {
 	return file_trellis_v1alpha1_telemetry_proto_rawDescData
 }
 
-var file_trellis_v1alpha1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_trellis_v1alpha1_telemetry_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_trellis_v1alpha1_telemetry_proto_goTypes = []any{
 	(*EventBatch)(nil),            // 0: trellis.v1alpha1.EventBatch
 	(*TrafficStats)(nil),          // 1: trellis.v1alpha1.TrafficStats
 	(*EdgeStats)(nil),             // 2: trellis.v1alpha1.EdgeStats
-	(*EventAck)(nil),              // 3: trellis.v1alpha1.EventAck
-	(*Event)(nil),                 // 4: trellis.v1alpha1.Event
-	nil,                           // 5: trellis.v1alpha1.Event.AttributesEntry
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*PathShape)(nil),             // 3: trellis.v1alpha1.PathShape
+	(*EventAck)(nil),              // 4: trellis.v1alpha1.EventAck
+	(*Event)(nil),                 // 5: trellis.v1alpha1.Event
+	nil,                           // 6: trellis.v1alpha1.Event.AttributesEntry
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_telemetry_proto_depIdxs = []int32{
-	4, // 0: trellis.v1alpha1.EventBatch.events:type_name -> trellis.v1alpha1.Event
-	1, // 1: trellis.v1alpha1.EventBatch.stats:type_name -> trellis.v1alpha1.TrafficStats
-	6, // 2: trellis.v1alpha1.TrafficStats.counters_since:type_name -> google.protobuf.Timestamp
-	2, // 3: trellis.v1alpha1.TrafficStats.edges:type_name -> trellis.v1alpha1.EdgeStats
-	6, // 4: trellis.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
-	5, // 5: trellis.v1alpha1.Event.attributes:type_name -> trellis.v1alpha1.Event.AttributesEntry
-	0, // 6: trellis.v1alpha1.Telemetry.Stream:input_type -> trellis.v1alpha1.EventBatch
-	3, // 7: trellis.v1alpha1.Telemetry.Stream:output_type -> trellis.v1alpha1.EventAck
-	7, // [7:8] is the sub-list for method output_type
-	6, // [6:7] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5,  // 0: trellis.v1alpha1.EventBatch.events:type_name -> trellis.v1alpha1.Event
+	1,  // 1: trellis.v1alpha1.EventBatch.stats:type_name -> trellis.v1alpha1.TrafficStats
+	7,  // 2: trellis.v1alpha1.TrafficStats.counters_since:type_name -> google.protobuf.Timestamp
+	2,  // 3: trellis.v1alpha1.TrafficStats.edges:type_name -> trellis.v1alpha1.EdgeStats
+	3,  // 4: trellis.v1alpha1.EdgeStats.shapes:type_name -> trellis.v1alpha1.PathShape
+	7,  // 5: trellis.v1alpha1.PathShape.first_seen:type_name -> google.protobuf.Timestamp
+	7,  // 6: trellis.v1alpha1.PathShape.last_seen:type_name -> google.protobuf.Timestamp
+	7,  // 7: trellis.v1alpha1.Event.time:type_name -> google.protobuf.Timestamp
+	6,  // 8: trellis.v1alpha1.Event.attributes:type_name -> trellis.v1alpha1.Event.AttributesEntry
+	0,  // 9: trellis.v1alpha1.Telemetry.Stream:input_type -> trellis.v1alpha1.EventBatch
+	4,  // 10: trellis.v1alpha1.Telemetry.Stream:output_type -> trellis.v1alpha1.EventAck
+	10, // [10:11] is the sub-list for method output_type
+	9,  // [9:10] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_telemetry_proto_init() }
@@ -679,7 +812,7 @@ func file_trellis_v1alpha1_telemetry_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trellis_v1alpha1_telemetry_proto_rawDesc), len(file_trellis_v1alpha1_telemetry_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,8 +22,9 @@ import (
 // Source is what the inbound side records per caller (one cache
 // entry of Metrics.sources, held by the caller's peer).
 type Source struct {
-	codes *codeCounters // trellis_requests_total children
-	edge  edgeCounters
+	codes  *codeCounters // trellis_requests_total children
+	edge   edgeCounters
+	shapes shapeTable
 }
 
 // edgeCounters are one caller's cumulative counters. Requests are not
@@ -129,8 +130,10 @@ func (m *Metrics) TrafficStats(service, namespace string, since time.Time) *pb.T
 		for i, n := range counts {
 			e.LatencyCounts[i] += n
 		}
+		s.shapes.addTo(e)
 	}
 	for _, e := range edges {
+		sortShapes(e)
 		out.Edges = append(out.Edges, e)
 	}
 	slices.SortFunc(out.Edges, func(a, b *pb.EdgeStats) int {

@@ -104,8 +104,8 @@ func TestRecordAllocatesNothing(t *testing.T) {
 	d := m.Dest(Inbound, "catalog", "shop", "", "", "")
 	s := m.ForSource("frontend", "spiffe://td/ns/shop/sa/frontend", "shop", true, "catalog", "shop")
 	start := time.Now()
-	d.Request(s, 200, false, start) // creates the code's counter child
-	if n := testing.AllocsPerRun(1000, func() { d.Request(s, 200, false, start) }); n != 0 {
+	d.Request(s, "GET", "/items/42", 200, false, start) // creates the code's counter child
+	if n := testing.AllocsPerRun(1000, func() { d.Request(s, "GET", "/items/42", 200, false, start) }); n != 0 {
 		t.Errorf("recording a request: %v allocations, want 0", n)
 	}
 }
@@ -118,7 +118,7 @@ func BenchmarkRecordRequest(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			d.Request(s, 200, false, start)
+			d.Request(s, "GET", "/items/42", 200, false, start)
 		}
 	})
 }

@@ -193,8 +193,9 @@ func (m *Metrics) ForSource(srcService, principal, namespace string, mtls bool, 
 }
 
 // Request records one finished inbound HTTP request from caller s; denied
-// says the proxy's authorization refused it.
-func (d *Dest) Request(s *Source, code int, denied bool, start time.Time) {
+// says the proxy's authorization refused it. method and path (without
+// its query; "" when the request never had one) give its shape.
+func (d *Dest) Request(s *Source, method, path string, code int, denied bool, start time.Time) {
 	if d == nil {
 		return
 	}
@@ -202,6 +203,9 @@ func (d *Dest) Request(s *Source, code int, denied bool, start time.Time) {
 	if s != nil {
 		s.codes.inc(code)
 		s.edge.record(code, denied, elapsed)
+		if method != "" {
+			s.shapes.record(method, path, code, denied, start.Unix())
+		}
 	}
 	d.duration.Observe(elapsed.Seconds())
 }

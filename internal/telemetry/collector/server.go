@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry"
 	"github.com/trellismesh/trellis/internal/telemetry/graph"
+	"github.com/trellismesh/trellis/internal/telemetry/shapes"
 )
 
 // minStatsGap is the shortest interval between two stats reports of one
@@ -47,6 +49,8 @@ type Server struct {
 	marks    *highWater
 	metrics  *metrics
 	graph    *graph.Graph
+	shapes   *shapes.Store
+	saved    chan struct{} // closed when the shapes saver has stopped
 
 	// base ends every stream on Shutdown; handlers counts running ones.
 	base     context.Context
@@ -88,7 +92,45 @@ func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, er
 		return nil, err
 	}
 	s.marks = marks
+	if s.shapes, err = shapes.Open(filepath.Join(stateDir, shapesFile), nil); err != nil {
+		return nil, err
+	}
+	s.saved = make(chan struct{})
+	go s.saveShapes()
 	return s, nil
+}
+
+// shapesFile holds the learned request shapes in the state dir.
+const shapesFile = "shapes.json"
+
+// shapesSaveEvery is how often changed shapes are written to disk; the
+// last ones are written on Close.
+const shapesSaveEvery = 10 * time.Second
+
+// saveShapes writes the shapes every shapesSaveEvery until Shutdown, then
+// once more.
+func (s *Server) saveShapes() {
+	defer close(s.saved)
+	t := time.NewTicker(shapesSaveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-s.base.Done():
+			if err := s.shapes.Save(); err != nil {
+				s.log.Error("cannot save the learned request shapes", "err", err)
+			}
+			return
+		}
+		if err := s.shapes.Save(); err != nil {
+			s.log.Error("cannot save the learned request shapes; they are kept in memory and retried", "err", err)
+		}
+	}
+}
+
+// Shapes returns the request shapes learned from the proxies' reports.
+func (s *Server) Shapes() *shapes.Store {
+	return s.shapes
 }
 
 // Graph returns the service graph the proxies' traffic counters feed.
@@ -126,6 +168,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.Shutdown()
 		s.handlers.Wait()
+		<-s.saved
 		s.closeErr = s.marks.close()
 	})
 	return s.closeErr
@@ -306,6 +349,7 @@ func (s *Server) recordStats(ctx context.Context, reporter, instance string, sta
 		err = s.graph.Record(reporter, instance, stats)
 	}
 	if err == nil {
+		s.shapes.Record(instance, stats)
 		s.metrics.statsReports.Inc()
 		return
 	}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 )
 
@@ -28,5 +29,14 @@ func (p *Pipeline) GraphHandler() http.Handler {
 			window = d
 		}
 		adminhttp.WriteJSON(w, http.StatusOK, p.Collector.Graph().Snapshot(window))
+	})
+}
+
+// ShapesHandler serves GET /api/v1/shapes?namespace=NS: the request shapes
+// learned per edge, as adminapi.ShapeList JSON.
+func (p *Pipeline) ShapesHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ns := r.URL.Query().Get("namespace")
+		adminhttp.WriteJSON(w, http.StatusOK, adminapi.ShapeList{Edges: p.Collector.Shapes().Edges(ns)})
 	})
 }
