@@ -17,7 +17,7 @@ func TestOf(t *testing.T) {
 		{"/blobs/9f86d081884c7d65", "/blobs/{id}"},
 		{"/blobs/deadbeef", "/blobs/deadbeef"}, // all letters: a word, not an id
 		{"/t/01HGW8ZK6Q3T9X2V5N7M4B8C1D", "/t/{id}"},
-		{"/v1/items", "/v1/items"},     // short with a digit: a version, kept
+		{"/v1/items", "/v1/items"}, // short with a digit: a version, kept
 		{"/api/v2beta1/x", "/api/v2beta1/x"},
 		{"/static/app.js", "/static/app.js"},
 		{"/a//b", "/a//b"},

@@ -290,7 +290,9 @@ func (s *Store) edgesLocked(keep func(EdgeKey) bool) []Edge {
 		for _, sh := range ed.shapes {
 			e.Shapes = append(e.Shapes, *sh)
 		}
-		slices.SortFunc(e.Shapes, func(a, b Shape) int { return cmp.Or(cmp.Compare(a.Template, b.Template), cmp.Compare(a.Method, b.Method)) })
+		slices.SortFunc(e.Shapes, func(a, b Shape) int {
+			return cmp.Or(cmp.Compare(a.Template, b.Template), cmp.Compare(a.Method, b.Method))
+		})
 		out = append(out, e)
 	}
 	slices.SortFunc(out, func(a, b Edge) int {
