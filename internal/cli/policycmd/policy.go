@@ -54,14 +54,14 @@ func New(env Env) *cobra.Command {
 			if len(args) == 0 {
 				return cmd.Help()
 			}
-			hint := "use check or lint"
+			hint := "use check, lint, suggest, coverage or promote"
 			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 				hint = fmt.Sprintf("did you mean %q?", s[0])
 			}
 			return exitcode.UserError("policy: unknown subcommand %q; %s", args[0], hint)
 		},
 	}
-	cmd.AddCommand(newCheckCmd(env), newLintCmd(env))
+	cmd.AddCommand(newCheckCmd(env), newLintCmd(env), newSuggestCmd(env), newCoverageCmd(env), newPromoteCmd(env))
 	return cmd
 }
 
