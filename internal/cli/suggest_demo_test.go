@@ -1,0 +1,82 @@
+package cli_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/cli"
+	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/demo"
+	"github.com/trellismesh/trellis/internal/resource"
+	"github.com/trellismesh/trellis/internal/testutil"
+)
+
+// On the demo mesh, whose traffic generator calls catalog and payments
+// through frontend, policy suggest proposes what the demo's hand-written
+// policies allow, or less: frontend calls catalog GET /items and payments
+// POST /charge (the demo's policies also allow /items/*, which nobody
+// called); and the hand-written policies allow every suggested call.
+func TestSuggestOnTheDemoIsNarrowerThanItsPolicies(t *testing.T) {
+	clearEnv(t)
+	var m *demo.Mesh
+	var err error
+	for range 5 {
+		m, err = demo.Start(context.Background(), demo.Options{BasePort: 20000 + rand.IntN(400)*100, TrafficInterval: 50 * time.Millisecond, Logger: testutil.Logger(t)})
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("start demo: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		m.Stop(ctx)
+	})
+	api := []string{"--api", m.Control.APIURL(), "--token-file", filepath.Join(m.DataDir, controlplane.AdminTokenFile)}
+
+	var calls []string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := run(t, "", append(api, "policy", "suggest", "-n", "shop", "-o", "yaml")...)
+		if r.code != cli.ExitOK {
+			t.Fatalf("suggest: %v", r)
+		}
+		objs, err := resource.Decode([]byte(r.stdout), "suggest")
+		if err != nil {
+			t.Fatalf("suggest output: %v\n%s", err, r.stdout)
+		}
+		calls = nil
+		for i := range objs {
+			spec, err := resource.IntentSpecOf(&objs[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range spec.Calls {
+				calls = append(calls, spec.Client.Service+" -> "+c.Service+" "+strings.Join(c.Methods, ",")+" "+strings.Join(c.Paths, ","))
+			}
+		}
+		if len(calls) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("suggest on the demo after 30s:\n%s", r.stdout)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	want := []string{"frontend -> catalog.shop GET /items", "frontend -> payments.shop POST /charge"}
+	if strings.Join(calls, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("suggested calls:\n%s\nwant:\n%s", strings.Join(calls, "\n"), strings.Join(want, "\n"))
+	}
+	for _, c := range [][]string{{"catalog.shop", "GET", "/items"}, {"payments.shop", "POST", "/charge"}} {
+		r := run(t, "", append(api, "policy", "check", "--from", "frontend.shop", "--to", c[0], "--method", c[1], "--path", c[2])...)
+		if r.code != cli.ExitOK || !strings.Contains(r.stdout, "ALLOW") || !strings.Contains(r.stdout, "frontend-") {
+			t.Errorf("the demo's own policies on the suggested %v: %v", c, r)
+		}
+	}
+}
