@@ -34,6 +34,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/kube/crd"
 	"github.com/trellismesh/trellis/internal/kube/inject"
+	meshresource "github.com/trellismesh/trellis/internal/resource"
 )
 
 // Names of the installed objects.
@@ -142,9 +143,13 @@ func RBACRules() (cluster, namespaced []rbacv1.PolicyRule) {
 // clusterRules: what the control plane reads and writes across namespaces
 // (docs/kubernetes.md explains each).
 func clusterRules() []rbacv1.PolicyRule {
+	var kinds, status []string
+	for _, k := range meshresource.Kinds() {
+		kinds, status = append(kinds, k.Plural), append(status, k.Plural+"/status")
+	}
 	return []rbacv1.PolicyRule{
-		{APIGroups: []string{crd.Group}, Resources: []string{"meshes", "authorizationpolicies"}, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
-		{APIGroups: []string{crd.Group}, Resources: []string{"meshes/status", "authorizationpolicies/status"}, Verbs: []string{"update"}},
+		{APIGroups: []string{crd.Group}, Resources: kinds, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
+		{APIGroups: []string{crd.Group}, Resources: status, Verbs: []string{"update"}},
 		{APIGroups: []string{""}, Resources: []string{"pods", "services"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
