@@ -74,6 +74,9 @@ func (e *Engine) fire(now time.Time, a Alert) {
 	if len(e.alerts) > maxAlerts {
 		e.alerts = e.alerts[len(e.alerts)-maxAlerts:]
 	}
+	if len(e.pending) < maxAlerts {
+		e.pending = append(e.pending, a)
+	}
 	if e.notify != nil {
 		e.notify(a)
 	}

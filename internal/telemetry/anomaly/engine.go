@@ -26,6 +26,7 @@ type Engine struct {
 	instances map[string]*instTrack
 	episodes  map[episodeKey]*episode
 	alerts    []Alert
+	pending   []Alert // raised since the last Drain
 }
 
 // New returns an engine with cfg's thresholds (defaults filled in) that
@@ -41,7 +42,30 @@ func New(cfg Config, notify func(Alert)) *Engine {
 }
 
 // Config returns the engine's thresholds.
-func (e *Engine) Config() Config { return e.cfg }
+func (e *Engine) Config() Config {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cfg
+}
+
+// SetConfig changes the thresholds (defaults filled in), keeping every
+// baseline and episode.
+func (e *Engine) SetConfig(cfg Config) {
+	cfg = cfg.Defaults()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg, e.a = cfg, alpha(cfg.Interval, cfg.HalfLife)
+}
+
+// Drain returns the alerts raised since the previous Drain, for the
+// caller to deliver outside the engine's lock.
+func (e *Engine) Drain() []Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := e.pending
+	e.pending = nil
+	return out
+}
 
 type edgeKey struct{ src, srcNS, dst, dstNS string }
 
@@ -71,6 +95,10 @@ type callerState struct {
 	targets   map[string]time.Time // services called, first seen
 	newTarget []stamped
 	newPaths  []stamped
+	// held are the new-edge and new-path alerts of the current interval:
+	// raised at its end, unless they are part of a fan-out, which
+	// raises one alert for them all.
+	held []Alert
 }
 
 type stamped struct {
@@ -167,9 +195,27 @@ func (e *Engine) Record(instance string, st *pb.TrafficStats, now time.Time) {
 		s.instances[instance] = now
 	}
 	learned := e.learned(now)
+	// One report has one EdgeStats per caller; should a report repeat
+	// one, its counters add up (as the graph's validation would refuse
+	// it, this only keeps a bad report from looking like resets).
+	sums := map[edgeKey][]uint64{}
 	for _, es := range st.GetEdges() {
 		k := edgeKey{es.GetSourceService(), es.GetSourceNamespace(), es.GetDestinationService(), es.GetDestinationNamespace()}
 		cur := append([]uint64{es.GetRequests(), es.GetFailures(), es.GetDenied(), es.GetShapesOverflow()}, es.GetLatencyCounts()...)
+		if prev, ok := sums[k]; ok && len(prev) == len(cur) {
+			for i := range cur {
+				cur[i] += prev[i]
+			}
+		}
+		sums[k] = cur
+	}
+	for _, es := range st.GetEdges() {
+		k := edgeKey{es.GetSourceService(), es.GetSourceNamespace(), es.GetDestinationService(), es.GetDestinationNamespace()}
+		cur, ok := sums[k]
+		if !ok {
+			continue // a repeat, counted with the first
+		}
+		delete(sums, k)
 		ek := k.principal() + ">" + k.service()
 		d := growth(tr.last[ek], cur)
 		tr.last[ek] = cur
@@ -180,7 +226,7 @@ func (e *Engine) Record(instance string, st *pb.TrafficStats, now time.Time) {
 		if !known {
 			ed = e.edge(k, now)
 			if learned {
-				e.fire(now, Alert{Detector: DetectorNewEdge, Severity: SeverityMedium, Principal: k.principal(), Service: k.service(),
+				e.caller(k.principal()).held = append(e.caller(k.principal()).held, Alert{Detector: DetectorNewEdge, Severity: SeverityMedium, Principal: k.principal(), Service: k.service(),
 					Explanation: explain("%s called %s for the first time (%d requests), after the learning window of %s", k.principal(), k.service(), d[0], e.cfg.LearningWindow),
 					Baseline:    0, Observed: float64(d[0]), Threshold: 0})
 			}
@@ -249,7 +295,7 @@ func (e *Engine) recordShapes(tr *instTrack, k edgeKey, ed *edgeState, c *caller
 		if sensitivePath(sh.GetPathTemplate()) {
 			sev, why = SeverityHigh, why+", and the path looks administrative"
 		}
-		e.fire(now, Alert{Detector: DetectorNewPath, Severity: sev, Principal: k.principal(), Service: k.service(), Detail: key,
+		c.held = append(c.held, Alert{Detector: DetectorNewPath, Severity: sev, Principal: k.principal(), Service: k.service(), Detail: key,
 			Explanation: explain("%s called %s on %s for the first time (%d requests%s); the edge is known since %s and neither side rolled out in the last %s",
 				k.principal(), key, k.service(), d[0], why, ed.first.UTC().Format(time.RFC3339), e.cfg.RolloutGrace),
 			Observed: float64(d[0])})

@@ -50,13 +50,15 @@ func TestNewEdgeAndPathAfterLearningOnceAnEpisode(t *testing.T) {
 		now = now.Add(time.Minute)
 	}
 	if len(got) != 1 || got[0].Detector != DetectorNewEdge || got[0].Principal != "batch.shop" || got[0].Service != "catalog.shop" ||
-		!strings.Contains(got[0].Explanation, "first time") || !got[0].Started.Equal(now.Add(-5*time.Minute)) {
+		!strings.Contains(got[0].Explanation, "first time") || !got[0].Started.Equal(now.Add(-4*time.Minute-time.Millisecond)) {
 		t.Fatalf("alerts %+v, want one new_edge from batch.shop", got)
 	}
 	// frontend calls an admin path on its known edge, denied.
-	e.Record("i1", stats(t0, edgeFrom("frontend", n+10, 0, "GET /items/{id}"), &pb.EdgeStats{SourceService: "frontend", SourceNamespace: "shop",
-		DestinationService: "catalog", DestinationNamespace: "shop", Requests: n + 12, Denied: 2,
-		Shapes: []*pb.PathShape{{Method: "GET", PathTemplate: "/admin/users", Requests: 2, Denied: 2}}}), now)
+	fe := edgeFrom("frontend", n+12, 2, "GET /items/{id}")
+	fe.Shapes[0].Requests, fe.Shapes[0].Denied = n+10, 0
+	fe.Shapes = append(fe.Shapes, &pb.PathShape{Method: "GET", PathTemplate: "/admin/users", Requests: 2, Denied: 2})
+	e.Record("i1", stats(t0, fe, edgeFrom("batch", m, 0, "GET /report")), now)
+	e.Tick(now.Add(time.Minute - time.Millisecond))
 	if len(got) != 2 || got[1].Detector != DetectorNewPath || got[1].Severity != SeverityHigh || got[1].Detail != "GET /admin/users" {
 		t.Fatalf("alerts %+v, want a high new_path for GET /admin/users", got)
 	}

@@ -183,7 +183,8 @@ func (e *Engine) tickCaller(p string, c *callerState, now time.Time, learned boo
 	x := c.denied
 	z := c.deniedB.z(x)
 	burst := c.deniedB.n >= 6 && x >= cfg.DenyBurstMin && z >= cfg.DenyBurstZ
-	if burst {
+	scanning := e.fanOutCaller(p, c, now, learned)
+	if burst && !scanning {
 		e.fire(now, Alert{Detector: DetectorDenyBurst, Severity: SeverityHigh, Principal: p,
 			Explanation: explain("%s was denied %.0f times in %s; usually %.1f (robust z %.1f >= %.0f)", p, x, cfg.Interval, c.deniedB.mean, z, cfg.DenyBurstZ),
 			Baseline:    c.deniedB.mean, Observed: x, Threshold: max(cfg.DenyBurstMin, c.deniedB.mean+cfg.DenyBurstZ*(1.4826*c.deniedB.dev+math1(c.deniedB.mean)))})
@@ -191,26 +192,50 @@ func (e *Engine) tickCaller(p string, c *callerState, now time.Time, learned boo
 	c.deniedB.update(x, e.a, burst)
 	c.denied = 0
 
+	// The new edges and paths of the interval: one alert each, unless
+	// the caller is scanning (then the fan-out alert covers them).
+	held := c.held
+	c.held = nil
+	if !scanning {
+		for _, a := range held {
+			e.fire(now, a)
+		}
+	}
+}
+
+// fanOutCaller judges one caller's reach over FanOutWindow: many services
+// or paths it never called before is a scan, raised once per episode. It
+// reports whether the caller is scanning (this interval or in an
+// episode under way), so that the scan's parts (new edges, new paths,
+// denials) do not alert one by one.
+func (e *Engine) fanOutCaller(p string, c *callerState, now time.Time, learned bool) bool {
+	cfg := &e.cfg
 	cut := now.Add(-cfg.FanOutWindow)
 	c.newTarget = slices.DeleteFunc(c.newTarget, func(s stamped) bool { return s.at.Before(cut) })
 	c.newPaths = slices.DeleteFunc(c.newPaths, func(s stamped) bool { return s.at.Before(cut) })
 	if !learned {
-		return
+		return false
 	}
+	scanning := false
 	if len(c.newTarget) >= cfg.FanOut {
 		var ts []string
 		for _, s := range c.newTarget {
 			ts = append(ts, s.what)
 		}
-		e.fire(now, Alert{Detector: DetectorFanOut, Severity: SeverityHigh, Principal: p, Detail: "services",
+		scanning = true
+		e.fire(now, Alert{Detector: DetectorFanOut, Severity: SeverityHigh, Principal: p, Detail: "scan",
 			Explanation: explain("%s called %d services it never called before within %s: %s", p, len(ts), cfg.FanOutWindow, strings.Join(ts, ", ")),
 			Observed:    float64(len(ts)), Threshold: float64(cfg.FanOut)})
-	}
-	if len(c.newPaths) >= cfg.FanOutPaths {
-		e.fire(now, Alert{Detector: DetectorFanOut, Severity: SeverityHigh, Principal: p, Detail: "paths",
+	} else if len(c.newPaths) >= cfg.FanOutPaths {
+		scanning = true
+		e.fire(now, Alert{Detector: DetectorFanOut, Severity: SeverityHigh, Principal: p, Detail: "scan",
 			Explanation: explain("%s called %d path shapes it never called before within %s, e.g. %s", p, len(c.newPaths), cfg.FanOutWindow, c.newPaths[0].what),
 			Observed:    float64(len(c.newPaths)), Threshold: float64(cfg.FanOutPaths)})
 	}
+	if ep := e.episodes[episodeKey{DetectorFanOut, p, "", "scan"}]; ep != nil && now.Sub(ep.lastSeen) <= cfg.Cooldown {
+		scanning = true
+	}
+	return scanning
 }
 
 // math1 is the Poisson-like floor of a spread.

@@ -2,6 +2,8 @@ package collector
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/trellismesh/trellis/internal/telemetry/anomaly"
+	"slices"
 )
 
 // kinds are the event kinds of telemetry.proto. The kind label takes only
@@ -34,6 +36,7 @@ type metrics struct {
 	streams       prometheus.Gauge
 	statsReports  prometheus.Counter
 	statsRejected *prometheus.CounterVec
+	anomalies     *prometheus.CounterVec
 
 	// Children per kind, resolved once: the per-event path does a map
 	// lookup, not a label hash.
@@ -82,12 +85,23 @@ func newMetrics() *metrics {
 			Name: "trellis_collector_stats_rejected_total",
 			Help: "Traffic counter reports refused, by reason: invalid (a proxy breaking the rules of TrafficStats), too_many_instances (more proxy instances than the collector tracks).",
 		}, []string{"reason"}),
+		anomalies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "trellis_anomalies_total",
+			Help: "Anomaly alerts raised, one per episode, by detector (docs/learning.md).",
+		}, []string{"detector"}),
 		byKind: make(map[string]*kindCounters, len(kinds)+1),
+	}
+	for _, d := range anomaly.Detectors {
+		m.anomalies.WithLabelValues(d)
 	}
 	for _, r := range []string{rejectInvalid, rejectTooManyInstances, rejectTooFrequent} {
 		m.statsRejected.WithLabelValues(r)
 	}
-	for _, k := range append(kinds, otherKind) {
+	all := append(slices.Clone(kinds), otherKind)
+	for _, d := range anomaly.Detectors {
+		all = append(all, "anomaly."+d)
+	}
+	for _, k := range all {
 		m.byKind[k] = &kindCounters{
 			received:   m.received.WithLabelValues(k),
 			appended:   m.appended.WithLabelValues(k),
@@ -105,5 +119,5 @@ func (m *metrics) kind(k string) *kindCounters {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.gaps, m.appendErrors, m.refused, m.streams, m.statsReports, m.statsRejected}
+	return []prometheus.Collector{m.received, m.appended, m.duplicates, m.gaps, m.appendErrors, m.refused, m.streams, m.statsReports, m.statsRejected, m.anomalies}
 }

@@ -25,6 +25,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry"
+	"github.com/trellismesh/trellis/internal/telemetry/anomaly"
 	"github.com/trellismesh/trellis/internal/telemetry/graph"
 	"github.com/trellismesh/trellis/internal/telemetry/shapes"
 )
@@ -51,6 +52,10 @@ type Server struct {
 	graph    *graph.Graph
 	shapes   *shapes.Store
 	saved    chan struct{} // closed when the shapes saver has stopped
+	anomaly  *anomaly.Engine
+	ticked   chan struct{} // closed when the anomaly ticker has stopped
+	// localReporter names the collector's own events (SetLocalReporter).
+	localReporter string
 
 	// base ends every stream on Shutdown; handlers counts running ones.
 	base     context.Context
@@ -97,6 +102,10 @@ func New(app telemetry.Appender, stateDir string, log *slog.Logger) (*Server, er
 	}
 	s.saved = make(chan struct{})
 	go s.saveShapes()
+	s.anomaly = anomaly.New(anomaly.Config{}, nil)
+	s.seedAnomalies()
+	s.ticked = make(chan struct{})
+	go s.tickAnomalies()
 	return s, nil
 }
 
@@ -169,6 +178,7 @@ func (s *Server) Close() error {
 		s.Shutdown()
 		s.handlers.Wait()
 		<-s.saved
+		<-s.ticked
 		s.closeErr = s.marks.close()
 	})
 	return s.closeErr
@@ -204,6 +214,7 @@ func (s *Server) AppendLocal(reporter spiffeid.ID, events ...*pb.Event) error {
 	for _, ev := range evs {
 		s.metrics.kind(ev.GetKind()).appended.Inc()
 	}
+	s.observeEvents(evs)
 	return nil
 }
 
@@ -350,6 +361,8 @@ func (s *Server) recordStats(ctx context.Context, reporter, instance string, sta
 	}
 	if err == nil {
 		s.shapes.Record(instance, stats)
+		s.anomaly.Record(instance, stats, time.Now())
+		s.deliverAlerts()
 		s.metrics.statsReports.Inc()
 		return
 	}
@@ -421,6 +434,7 @@ func (s *Server) appendBatch(st *instanceState, reporter, instance string, event
 	for _, ev := range keep {
 		s.metrics.kind(ev.GetKind()).appended.Inc()
 	}
+	s.observeEvents(keep)
 	return last, nil
 }
 

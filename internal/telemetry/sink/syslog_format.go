@@ -16,6 +16,7 @@ const (
 	sdAttrID = "trellis-attr@32473"
 
 	facilityAuthpriv = 10
+	severityError    = 3
 	severityWarning  = 4
 	severityNotice   = 5
 
@@ -129,10 +130,14 @@ func (f *syslogFormat) appendMessage(b []byte, rec telemetry.Record, maxValue in
 }
 
 // severity is warning for denials, including audit-mode would-deny, and
-// notice for everything else.
+// for anomaly alerts (error for high-severity ones), notice for
+// everything else.
 func severity(rec telemetry.Record) int {
 	e := rec.Event
-	if e.GetDecision() == "deny" || e.GetKind() == "authz.deny" || e.GetKind() == "authz.audit_would_deny" {
+	switch {
+	case strings.HasPrefix(e.GetKind(), "anomaly.") && e.GetAttributes()["severity"] == "high":
+		return severityError
+	case e.GetDecision() == "deny" || e.GetKind() == "authz.deny" || e.GetKind() == "authz.audit_would_deny" || strings.HasPrefix(e.GetKind(), "anomaly."):
 		return severityWarning
 	}
 	return severityNotice

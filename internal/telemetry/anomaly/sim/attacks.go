@@ -64,7 +64,7 @@ func (m *mesh) attackStep(a *attack, r *rand.Rand, eng *anomaly.Engine, now time
 			if d == a.src || a.src.callsTo(d) != nil {
 				continue
 			}
-			e := &edge{src: a.src, dst: d, errRate: 0.3}
+			e := m.attackEdge(a.src, d, 0.3)
 			for j := range 3 {
 				m.add(e, r, 2, 2, fmt.Sprintf("GET /%s", []string{"admin", "api/v1/users", "debug/vars", ".env", "internal/config"}[(j+r.IntN(5))%5]))
 			}
@@ -74,7 +74,7 @@ func (m *mesh) attackStep(a *attack, r *rand.Rand, eng *anomaly.Engine, now time
 		n := 40 + r.IntN(40)
 		m.add(e, r, n, n, e.paths[0])
 	case AttackLateral:
-		e := &edge{src: a.src, dst: a.dst, errRate: 0.01, paths: []string{a.dst.paths[0]}}
+		e := m.attackEdge(a.src, a.dst, 0.01)
 		m.add(e, r, 2+r.IntN(4), 0, "")
 	case AttackAdminPath:
 		e := a.src.callsTo(a.dst)

@@ -13,8 +13,25 @@ import (
 type mesh struct {
 	services []*service
 	nextID   int
-	// attack edges, reported like any other while they carry traffic
-	extra []*edge
+	// attack edges by caller and callee: one edge each, as a proxy
+	// reports one EdgeStats per caller service
+	extra map[[2]*service]*edge
+}
+
+// attackEdge is the edge an attack uses from src to dst.
+func (m *mesh) attackEdge(src, dst *service, errRate float64) *edge {
+	if e := src.callsTo(dst); e != nil {
+		return e
+	}
+	if m.extra == nil {
+		m.extra = map[[2]*service]*edge{}
+	}
+	e := m.extra[[2]*service{src, dst}]
+	if e == nil {
+		e = &edge{src: src, dst: dst, errRate: errRate, paths: []string{dst.paths[0]}}
+		m.extra[[2]*service{src, dst}] = e
+	}
+	return e
 }
 
 func newMesh(o Options, r *rand.Rand) *mesh {

@@ -142,6 +142,7 @@ type Result struct {
 	// Missed describes the attacks no alert detected.
 	Missed  []string
 	Alerts  int
+	Attacks []*attack
 	Elapsed time.Duration
 }
 
@@ -194,7 +195,7 @@ func Run(o Options) Result {
 }
 
 func score(o Options, attacks []*attack, alerts []anomaly.Alert, t0, end time.Time, elapsed time.Duration) Result {
-	res := Result{Options: o, Days: end.Sub(t0.Add(o.LearningWindow)).Hours() / 24, Alerts: len(alerts), Elapsed: elapsed}
+	res := Result{Options: o, Days: end.Sub(t0.Add(o.LearningWindow)).Hours() / 24, Alerts: len(alerts), Elapsed: elapsed, Attacks: attacks}
 	trueBy := map[string]int{}
 	countBy := map[string]int{}
 	falses := 0
