@@ -16,6 +16,7 @@ const (
 	PathServices = "/api/v1/services"  // ?namespace=NS
 	PathGraph    = "/api/v1/graph"     // ?window=1m
 	PathShapes   = "/api/v1/shapes"    // ?namespace=NS
+	PathAlerts   = "/api/v1/alerts"    // ?since=RFC3339
 	PathHealthz  = "/healthz"
 	PathReadyz   = "/readyz"
 	PathMetrics  = "/metrics"

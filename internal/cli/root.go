@@ -96,6 +96,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		}),
 		newAuditCmd(g),
 		newTopCmd(g),
+		newAlertsCmd(g),
 		newCheckCmd(g),
 		newStatusCmd(g),
 		newVersionCmd(),

@@ -101,6 +101,7 @@ func New(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	s.pipe.Collector.SetLocalReporter(s.id.String())
 	defer func() {
 		if err != nil {
 			s.pipe.Close()
@@ -213,9 +214,10 @@ func (s *Server) routes() http.Handler {
 	api := http.NewServeMux()
 	api.Handle("GET "+adminapi.PathGraph, s.pipe.GraphHandler())
 	api.Handle("GET "+adminapi.PathShapes, s.pipe.ShapesHandler())
+	api.Handle("GET "+adminapi.PathAlerts, s.pipe.AlertsHandler())
 	api.Handle("GET "+adminapi.PathAuditVerify, s.pipe.AuditVerifyHandler())
 	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		adminhttp.WriteError(w, http.StatusNotFound, fmt.Errorf("no such endpoint on a collector: %s %s (it serves GET %s, GET %s and GET %s)", r.Method, r.URL.Path, adminapi.PathGraph, adminapi.PathShapes, adminapi.PathAuditVerify))
+		adminhttp.WriteError(w, http.StatusNotFound, fmt.Errorf("no such endpoint on a collector: %s %s (it serves GET %s, GET %s, GET %s and GET %s)", r.Method, r.URL.Path, adminapi.PathGraph, adminapi.PathShapes, adminapi.PathAlerts, adminapi.PathAuditVerify))
 	})
 	authed := s.token.Require("collector", api)
 	metrics := promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})

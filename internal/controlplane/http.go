@@ -41,6 +41,7 @@ func (s *Server) routes() http.Handler {
 	api.HandleFunc("GET "+adminapi.PathServices, s.handleListServices)
 	api.Handle("GET "+adminapi.PathGraph, s.graphHandler())
 	api.Handle("GET "+adminapi.PathShapes, s.shapesHandler())
+	api.Handle("GET "+adminapi.PathAlerts, s.alertsHandler())
 	api.Handle("GET "+adminapi.PathAuditVerify, s.auditVerifyHandler())
 	s.statusRoutes(api)
 	s.caRoutes(api)

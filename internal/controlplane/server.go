@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/trellismesh/trellis/internal/telemetry/anomaly"
 	"log/slog"
 	"net"
 	"net/http"
@@ -63,6 +64,10 @@ type Server struct {
 	closeMu  sync.Mutex
 	closed   bool
 	serveErr chan error
+	// anomalyCfg is the detectors' configuration last given to the
+	// embedded collector (applyAnomalyConfig).
+	anomalyMu  sync.Mutex
+	anomalyCfg *anomaly.Config
 }
 
 // New prepares a control plane on cfg.Store: data dir, trust domain, CA,
@@ -177,6 +182,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 // Start listens on the gRPC and admin addresses and serves in the
 // background. It returns once both listeners are bound.
 func (s *Server) Start() error {
+	s.applyAnomalyConfig()
 	grpcLis, err := net.Listen("tcp", s.cfg.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr %s: %w", s.cfg.GRPCAddr, err)
@@ -250,10 +256,10 @@ func (s *Server) Start() error {
 	go func() {
 		defer s.wg.Done()
 		if s.cfg.Resources != nil {
-			s.resCache.Follow(pushCtx, s.cfg.Resources, s.push.kick)
+			s.resCache.Follow(pushCtx, s.cfg.Resources, s.resourcesChanged)
 			return
 		}
-		s.resCache.Watch(pushCtx, s.store, s.resRev, s.push.kick)
+		s.resCache.Watch(pushCtx, s.store, s.resRev, s.resourcesChanged)
 	}()
 	go func() {
 		defer s.wg.Done()

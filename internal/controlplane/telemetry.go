@@ -76,6 +76,7 @@ func openAudit(cfg Config, self spiffeid.ID, roots func() *x509.CertPool, cert f
 		return nil, err
 	}
 	a.pipe = p
+	p.Collector.SetLocalReporter(self.String())
 	return a, nil
 }
 
@@ -106,6 +107,17 @@ func (s *Server) shapesHandler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no learned request shapes here: telemetry goes to the collector at %s (--collector-addr); ask its admin API (--api http://COLLECTOR_API_ADDR --token-file COLLECTOR_DATA_DIR/admin.token)", s.cfg.CollectorAddr))
+	})
+}
+
+// alertsHandler serves the anomaly alerts of the embedded collector, or
+// says where the external one is.
+func (s *Server) alertsHandler() http.Handler {
+	if s.audit.pipe != nil {
+		return s.audit.pipe.AlertsHandler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no anomaly alerts here: telemetry goes to the collector at %s (--collector-addr); ask its admin API (--api http://COLLECTOR_API_ADDR --token-file COLLECTOR_DATA_DIR/admin.token)", s.cfg.CollectorAddr))
 	})
 }
 

@@ -34,6 +34,47 @@ type MeshSpec struct {
 	Certificates  MeshCertificates  `json:"certificates"`
 	Outbound      MeshOutbound      `json:"outbound"`
 	HTTP          MeshHTTP          `json:"http"`
+	// Anomaly holds the thresholds of the collector's anomaly detectors
+	// (docs/learning.md); a zero field means its default.
+	Anomaly MeshAnomaly `json:"anomaly,omitzero"`
+}
+
+// MeshAnomaly holds the anomaly detectors' thresholds. Zero means the
+// default given with each field.
+type MeshAnomaly struct {
+	// LearningWindow: new edges and paths are baseline until this long
+	// after the first traffic (default 24h).
+	LearningWindow Duration `json:"learningWindow,omitzero"`
+	// Cooldown ends an alert's episode once its condition is absent this
+	// long (default 30m).
+	Cooldown Duration `json:"cooldown,omitzero"`
+	// RolloutGrace: paths first seen this soon after a rollout of either
+	// side are the rollout's (default 30m).
+	RolloutGrace Duration `json:"rolloutGrace,omitzero"`
+	// DenyBurstZ and DenyBurstMin: a caller's denials in one interval
+	// alert at this robust z-score and count (defaults 6 and 10).
+	DenyBurstZ   int `json:"denyBurstZ,omitempty"`
+	DenyBurstMin int `json:"denyBurstMin,omitempty"`
+	// ErrorRatioPercent: an edge's 5xx share alerts above this (default
+	// 20), and above 4 times its usual share.
+	ErrorRatioPercent int `json:"errorRatioPercent,omitempty"`
+	// LatencyFactor: an edge's p99 alerts at this multiple of its usual
+	// (default 4).
+	LatencyFactor int `json:"latencyFactor,omitempty"`
+	// VolumeZ and VolumeFactor: an edge's requests in one interval alert
+	// at this robust z-score and multiple of its usual (defaults 8 and
+	// 4).
+	VolumeZ      int `json:"volumeZ,omitempty"`
+	VolumeFactor int `json:"volumeFactor,omitempty"`
+	// RisePercent: an edge's last hour alerts at this percentage of the
+	// same time of day on previous days (default 180).
+	RisePercent int `json:"risePercent,omitempty"`
+	// FanOut and FanOutPaths: one caller reaching this many services, or
+	// path shapes, it never called before within FanOutWindow is a scan
+	// (defaults 3, 8 and 10m).
+	FanOut       int      `json:"fanOut,omitempty"`
+	FanOutPaths  int      `json:"fanOutPaths,omitempty"`
+	FanOutWindow Duration `json:"fanOutWindow,omitzero"`
 }
 
 // Path modes of MeshHTTP.PathNormalization (see policy.PathMode).
@@ -166,6 +207,7 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 			s.HTTP.StripHeaders[i] = strings.ToLower(h)
 		}
 	}
+	checkAnomaly(errs, &s.Anomaly)
 	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
 		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",
 			formatDuration(MinWorkloadTTL), formatDuration(MaxWorkloadTTL), formatDuration(ttl))
@@ -186,4 +228,38 @@ func canonicalEnum(errs *errorList, field string, v *string, allowed ...string) 
 		}
 	}
 	errs.add(field, "must be one of %s (in any case), got %s", strings.Join(allowed, ", "), quote(*v))
+}
+
+// checkAnomaly checks the detectors' thresholds: durations from 1s to
+// 30 days, counts and factors from 1 (percentages from 1 to 100 for the
+// error ratio, above 100 for the rise).
+func checkAnomaly(errs *errorList, a *MeshAnomaly) {
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{{"learningWindow", a.LearningWindow}, {"cooldown", a.Cooldown}, {"rolloutGrace", a.RolloutGrace}, {"fanOutWindow", a.FanOutWindow}} {
+		if d.v.Duration != 0 && (d.v.Duration < time.Second || d.v.Duration > 30*24*time.Hour) {
+			errs.add("spec.anomaly."+d.field, "must be from 1s to 720h (30 days), got %s", formatDuration(d.v.Duration))
+		}
+	}
+	for _, n := range []struct {
+		field    string
+		v        int
+		min, max int
+		what     string
+	}{
+		{"denyBurstZ", a.DenyBurstZ, 1, 1000, "a robust z-score such as 6"},
+		{"denyBurstMin", a.DenyBurstMin, 1, 1 << 30, "a count of denials such as 10"},
+		{"errorRatioPercent", a.ErrorRatioPercent, 1, 100, "a percentage such as 20"},
+		{"latencyFactor", a.LatencyFactor, 2, 1000, "a factor such as 4"},
+		{"volumeZ", a.VolumeZ, 1, 1000, "a robust z-score such as 8"},
+		{"volumeFactor", a.VolumeFactor, 2, 1000, "a factor such as 4"},
+		{"risePercent", a.RisePercent, 101, 100000, "a percentage above 100 such as 180"},
+		{"fanOut", a.FanOut, 1, 1 << 20, "a count of services such as 3"},
+		{"fanOutPaths", a.FanOutPaths, 1, 1 << 20, "a count of path shapes such as 8"},
+	} {
+		if n.v != 0 && (n.v < n.min || n.v > n.max) {
+			errs.add("spec.anomaly."+n.field, "must be %s, from %d to %d; got %d (0 or absent for the default)", n.what, n.min, n.max, n.v)
+		}
+	}
 }

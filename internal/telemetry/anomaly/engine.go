@@ -99,6 +99,8 @@ type callerState struct {
 	// raised at its end, unless they are part of a fan-out, which
 	// raises one alert for them all.
 	held []Alert
+	// heldTicks counts, per held alert, the interval ends it waited.
+	heldTicks []int
 }
 
 type stamped struct {
@@ -226,7 +228,9 @@ func (e *Engine) Record(instance string, st *pb.TrafficStats, now time.Time) {
 		if !known {
 			ed = e.edge(k, now)
 			if learned {
-				e.caller(k.principal()).held = append(e.caller(k.principal()).held, Alert{Detector: DetectorNewEdge, Severity: SeverityMedium, Principal: k.principal(), Service: k.service(),
+				c := e.caller(k.principal())
+				c.heldTicks = append(c.heldTicks, 0)
+				c.held = append(c.held, Alert{Detector: DetectorNewEdge, Severity: SeverityMedium, Principal: k.principal(), Service: k.service(),
 					Explanation: explain("%s called %s for the first time (%d requests), after the learning window of %s", k.principal(), k.service(), d[0], e.cfg.LearningWindow),
 					Baseline:    0, Observed: float64(d[0]), Threshold: 0})
 			}
@@ -295,6 +299,7 @@ func (e *Engine) recordShapes(tr *instTrack, k edgeKey, ed *edgeState, c *caller
 		if sensitivePath(sh.GetPathTemplate()) {
 			sev, why = SeverityHigh, why+", and the path looks administrative"
 		}
+		c.heldTicks = append(c.heldTicks, 0)
 		c.held = append(c.held, Alert{Detector: DetectorNewPath, Severity: sev, Principal: k.principal(), Service: k.service(), Detail: key,
 			Explanation: explain("%s called %s on %s for the first time (%d requests%s); the edge is known since %s and neither side rolled out in the last %s",
 				k.principal(), key, k.service(), d[0], why, ed.first.UTC().Format(time.RFC3339), e.cfg.RolloutGrace),

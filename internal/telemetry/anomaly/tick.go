@@ -192,15 +192,23 @@ func (e *Engine) tickCaller(p string, c *callerState, now time.Time, learned boo
 	c.deniedB.update(x, e.a, burst)
 	c.denied = 0
 
-	// The new edges and paths of the interval: one alert each, unless
-	// the caller is scanning (then the fan-out alert covers them).
-	held := c.held
-	c.held = nil
-	if !scanning {
-		for _, a := range held {
-			e.fire(now, a)
-		}
+	// The new edges and paths: one alert each after they waited one more
+	// interval end (a scan's parts reach the collector over more than one
+	// interval), unless the caller is scanning: then the fan-out alert
+	// covers them.
+	if scanning {
+		c.held, c.heldTicks = nil, nil
+		return
 	}
+	keep, keepTicks := c.held[:0], c.heldTicks[:0]
+	for i, a := range c.held {
+		if c.heldTicks[i] >= 1 {
+			e.fire(now, a)
+			continue
+		}
+		keep, keepTicks = append(keep, a), append(keepTicks, c.heldTicks[i]+1)
+	}
+	c.held, c.heldTicks = keep, keepTicks
 }
 
 // fanOutCaller judges one caller's reach over FanOutWindow: many services
