@@ -55,11 +55,7 @@ default), denied, would be denied by an audit-mode policy, or unknown
 			if err != nil {
 				return err
 			}
-			live, err := fetchLive(cmd.Context(), c, false)
-			if err != nil {
-				return fmt.Errorf("%s: %w", op, err)
-			}
-			td, err := TrustDomain(op, spiffeIDs(live), trustDomain, cmd.Flags().Changed("trust-domain"))
+			live, td, err := liveMesh(cmd, c, op, trustDomain)
 			if err != nil {
 				return err
 			}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/pathtemplate"
 	"github.com/trellismesh/trellis/internal/policy"
@@ -89,4 +91,18 @@ func fetchObserved(ctx context.Context, c *adminapi.Client, live *analysis.Mesh,
 		}
 	}
 	return out, nil
+}
+
+// liveMesh reads the live mesh and its trust domain for the command op
+// (the --trust-domain flag given as td, used only without proxies).
+func liveMesh(cmd *cobra.Command, c *adminapi.Client, op, td string) (*analysis.Mesh, string, error) {
+	live, err := fetchLive(cmd.Context(), c, false)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", op, err)
+	}
+	td, err = TrustDomain(op, spiffeIDs(live), td, cmd.Flags().Changed("trust-domain"))
+	if err != nil {
+		return nil, "", err
+	}
+	return live, td, nil
 }

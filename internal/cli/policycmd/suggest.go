@@ -62,11 +62,7 @@ func newSuggestCmd(env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			live, err := fetchLive(cmd.Context(), c, false)
-			if err != nil {
-				return fmt.Errorf("%s: %w", op, err)
-			}
-			td, err := TrustDomain(op, spiffeIDs(live), f.trustDomain, cmd.Flags().Changed("trust-domain"))
+			live, td, err := liveMesh(cmd, c, op, f.trustDomain)
 			if err != nil {
 				return err
 			}
