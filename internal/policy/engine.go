@@ -53,6 +53,13 @@ type Request struct {
 	// http.Header.Get can serve it without allocating. Nil means no
 	// headers.
 	Header func(name string) string
+	// RequestPrincipal is the end user's verified token, "ISSUER/SUBJECT"
+	// (JWTAuthentication); "" without one.
+	RequestPrincipal string
+	// Claim returns the values of a claim of that token (a list claim's
+	// elements; a string or number claim as one value), nil when absent.
+	// Nil means no claims.
+	Claim func(name string) []string
 }
 
 // Cause says what decided a request.

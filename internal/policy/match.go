@@ -183,6 +183,33 @@ func (c *cond) match(v string, present, deny bool) bool {
 	return len(c.neg.all) == 0 || !c.neg.match(v)
 }
 
+// matchAny evaluates c against a multi-valued attribute (a list claim):
+// present when it has values; the positive list holds when any value is
+// in it, the not-list when none is.
+func (c *cond) matchAny(vs []string, deny bool) bool {
+	if len(vs) == 0 {
+		return c.match("", false, deny)
+	}
+	if len(c.pos.all) > 0 {
+		hit := false
+		for _, v := range vs {
+			if c.pos.match(v) {
+				hit = true
+				break
+			}
+		}
+		if !hit {
+			return false
+		}
+	}
+	for _, v := range vs {
+		if len(c.neg.all) > 0 && c.neg.match(v) {
+			return false
+		}
+	}
+	return true
+}
+
 // portCond is the condition of ports and notPorts. Port 0 is "unknown".
 type portCond struct {
 	pos, neg []uint16
@@ -222,7 +249,7 @@ func containsPort(list []uint16, port int) bool {
 
 // source is a compiled Source: who may call.
 type source struct {
-	principal, namespace, service cond
+	principal, namespace, service, requestPrincipal cond
 }
 
 // operation is a compiled Operation: what is called.
@@ -235,6 +262,7 @@ type operation struct {
 // condition is a compiled when entry.
 type condition struct {
 	header string // canonical MIME header name, as net/http stores keys
+	claim  string // the claim name of a request.auth.claims[NAME] key
 	key    string // as written, for Lint
 	cond   cond
 }
@@ -253,9 +281,10 @@ func compileRule(r *resource.Rule, deny bool) rule {
 	for i := range r.From {
 		s := &r.From[i]
 		out.from = append(out.from, source{
-			principal: compileCond(s.Principals, s.NotPrincipals, false),
-			namespace: compileCond(s.Namespaces, s.NotNamespaces, false),
-			service:   compileCond(s.Services, s.NotServices, false),
+			principal:        compileCond(s.Principals, s.NotPrincipals, false),
+			namespace:        compileCond(s.Namespaces, s.NotNamespaces, false),
+			service:          compileCond(s.Services, s.NotServices, false),
+			requestPrincipal: compileCond(s.RequestPrincipals, s.NotRequestPrincipals, false),
 		})
 	}
 	for i := range r.To {
@@ -270,12 +299,13 @@ func compileRule(r *resource.Rule, deny bool) rule {
 		out.to = append(out.to, op)
 	}
 	for _, c := range r.When {
-		name := strings.TrimSuffix(strings.TrimPrefix(c.Key, "request.headers["), "]")
-		out.when = append(out.when, condition{
-			header: textproto.CanonicalMIMEHeaderKey(name),
-			key:    c.Key,
-			cond:   compileExactCond(c.Values, c.NotValues),
-		})
+		cd := condition{key: c.Key, cond: compileExactCond(c.Values, c.NotValues)}
+		if claim, ok := strings.CutPrefix(c.Key, resource.ClaimKeyPrefix); ok {
+			cd.claim = strings.TrimSuffix(claim, "]")
+		} else {
+			cd.header = textproto.CanonicalMIMEHeaderKey(strings.TrimSuffix(strings.TrimPrefix(c.Key, "request.headers["), "]"))
+		}
+		out.when = append(out.when, cd)
 	}
 	return out
 }
@@ -291,6 +321,8 @@ type attrs struct {
 	path      string
 	host      string
 	header    func(string) string
+	reqPrin   string
+	claim     func(string) []string
 }
 
 func (a *attrs) init(r *Request, trustDomain string) {
@@ -306,6 +338,7 @@ func (a *attrs) init(r *Request, trustDomain string) {
 	}
 	if r.HTTP {
 		a.method, a.host, a.header = r.Method, r.Host, r.Header
+		a.reqPrin, a.claim = r.RequestPrincipal, r.Claim
 		a.path = r.Path
 		if i := strings.IndexAny(a.path, "?#"); i >= 0 {
 			a.path = a.path[:i]
@@ -349,6 +382,16 @@ func (r *rule) match(a *attrs) bool {
 		}
 		for i := range r.when {
 			c := &r.when[i]
+			if c.claim != "" {
+				var vs []string
+				if a.claim != nil {
+					vs = a.claim(c.claim)
+				}
+				if !c.cond.matchAny(vs, r.deny) {
+					return false
+				}
+				continue
+			}
 			v := ""
 			if a.header != nil {
 				v = a.header(c.header)
@@ -366,7 +409,8 @@ func (r *rule) matchFrom(a *attrs) bool {
 		s := &r.from[i]
 		if s.principal.match(a.principal, a.principal != "", r.deny) &&
 			s.namespace.match(a.namespace, a.namespace != "", r.deny) &&
-			s.service.match(a.service, a.service != "", r.deny) {
+			s.service.match(a.service, a.service != "", r.deny) &&
+			(s.requestPrincipal.none() || s.requestPrincipal.match(a.reqPrin, a.reqPrin != "", r.deny)) {
 			return true
 		}
 	}

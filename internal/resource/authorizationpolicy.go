@@ -53,6 +53,11 @@ type Source struct {
 	NotNamespaces []string `json:"notNamespaces,omitempty"`
 	Services      []string `json:"services,omitempty"`
 	NotServices   []string `json:"notServices,omitempty"`
+	// RequestPrincipals match the end user's verified token,
+	// "ISSUER/SUBJECT" (JWTAuthentication; docs/end-user-auth.md): a
+	// request without one matches no entry, not even "*".
+	RequestPrincipals    []string `json:"requestPrincipals,omitempty"`
+	NotRequestPrincipals []string `json:"notRequestPrincipals,omitempty"`
 }
 
 // Operation matches what is called, with the list semantics of Source.
@@ -73,8 +78,9 @@ type Operation struct {
 }
 
 // Condition matches a request attribute named by Key against Values (any
-// matches) and NotValues (none matches). The only key form is
-// "request.headers[NAME]".
+// matches) and NotValues (none matches). Keys are "request.headers[NAME]"
+// and "request.auth.claims[NAME]", a claim of the end user's verified
+// token (a list claim matches when any element does).
 type Condition struct {
 	Key       string   `json:"key"`
 	Values    []string `json:"values,omitempty"`
@@ -122,6 +128,8 @@ func authorizationPolicySpec(errs *errorList, raw json.RawMessage) Authorization
 			checkStrings(errs, f+".notNamespaces", src.NotNamespaces, checkDNSLabelPattern)
 			checkStrings(errs, f+".services", src.Services, checkDNSLabelPattern)
 			checkStrings(errs, f+".notServices", src.NotServices, checkDNSLabelPattern)
+			checkStrings(errs, f+".requestPrincipals", src.RequestPrincipals, checkRequestPrincipal)
+			checkStrings(errs, f+".notRequestPrincipals", src.NotRequestPrincipals, checkRequestPrincipal)
 		}
 		for j, op := range r.To {
 			f := fmt.Sprintf("%s.to[%d]", rule, j)
@@ -145,19 +153,41 @@ func authorizationPolicySpec(errs *errorList, raw json.RawMessage) Authorization
 	return s
 }
 
-const headerKeyPrefix = "request.headers["
+// Condition key forms.
+const (
+	headerKeyPrefix = "request.headers["
+	ClaimKeyPrefix  = "request.auth.claims["
+)
 
 func checkConditionKey(errs *errorList, field, key string) {
+	if claim, ok := strings.CutPrefix(key, ClaimKeyPrefix); ok {
+		claim, ok = strings.CutSuffix(claim, "]")
+		if !ok || claim == "" || strings.ContainsAny(claim, "[] \t\r\n") {
+			errs.add(field, "claim key %s: write request.auth.claims[NAME] with one claim name, such as request.auth.claims[groups]", quote(key))
+		}
+		return
+	}
 	name, ok := strings.CutPrefix(key, headerKeyPrefix)
 	if ok {
 		name, ok = strings.CutSuffix(name, "]")
 	}
 	switch {
 	case key == "":
-		errs.add(field, "required; write request.headers[NAME]")
+		errs.add(field, "required; write request.headers[NAME] or request.auth.claims[NAME]")
 	case !ok:
-		errs.add(field, "unsupported key %s: the only supported form is request.headers[NAME]", quote(key))
+		errs.add(field, "unsupported key %s: the supported forms are request.headers[NAME] and request.auth.claims[NAME]", quote(key))
 	case !names.IsHTTPToken(name):
 		errs.add(field, "header name %s is not a valid HTTP header name (letters, digits and !#$%%&'*+-.^_`|~)", quote(name))
 	}
+}
+
+// checkRequestPrincipal accepts ISSUER/SUBJECT or a pattern over it.
+func checkRequestPrincipal(s string) string {
+	if hasSpaceOrControl(s) {
+		return noSpace(s)
+	}
+	if _, _, msg := parsePattern(s); msg != "" {
+		return quote(s) + ": " + msg
+	}
+	return ""
 }

@@ -46,7 +46,8 @@ policy decided), "rule" (-1 unless a rule decided) and "reason" are stable.`
 type checkFlags struct {
 	from, to, method, path, host, trustDomain, output string
 	port                                              int
-	headers, labels                                   []string
+	headers, labels, claims                           []string
+	requestPrincipal                                  string
 	tcp                                               bool
 }
 
@@ -59,7 +60,8 @@ func newCheckCmd(env Env) *cobra.Command {
 		Example: `  trellis policy check --from frontend.shop --to catalog.shop --method GET --path /items/42
   trellis policy check --from spiffe://trellis.local/ns/shop/sa/frontend --to catalog.shop --header x-tenant=a -o json
   trellis policy check --from billing.pay --to db.shop --tcp --port 5432
-  trellis policy check --from plaintext --to catalog.shop --path /health`,
+  trellis policy check --from plaintext --to catalog.shop --path /health
+  trellis policy check --from frontend.shop --to catalog.shop --request-principal https://id.example.com/alice --claim groups=admin`,
 		Args: exitcode.NoArgs,
 		RunE: exitcode.RunE(func(cmd *cobra.Command, _ []string) error {
 			q, err := parseCheck(&f, cmd.Flags().Changed)
@@ -108,6 +110,8 @@ func newCheckCmd(env Env) *cobra.Command {
 	fl.StringArrayVar(&f.headers, "header", nil, "HTTP request header NAME=VALUE; repeatable")
 	fl.BoolVar(&f.tcp, "tcp", false, "an opaque TCP connection instead of an HTTP request")
 	fl.StringArrayVar(&f.labels, "label", nil, "workload label KEY=VALUE of the --to service, instead of its proxies' labels; repeatable")
+	fl.StringVar(&f.requestPrincipal, "request-principal", "", "simulate an end user's verified token: ISSUER/SUBJECT (docs/end-user-auth.md)")
+	fl.StringArrayVar(&f.claims, "claim", nil, "a claim of the simulated token, NAME=VALUE; repeat a name for a list claim; needs --request-principal")
 	fl.StringVarP(&f.output, "output", "o", "text", "output format: text or json")
 	addTrustDomainFlag(cmd, &f.trustDomain)
 	return cmd
@@ -175,6 +179,28 @@ func parseCheck(f *checkFlags, changed func(string) bool) (*analysis.Query, erro
 			return nil, exitcode.UserError("%s: --header %q: an empty value is the same as no header; drop the flag or give a value", op, h)
 		}
 		q.Header.Add(name, value)
+	}
+	if len(f.claims) > 0 && f.requestPrincipal == "" {
+		return nil, exitcode.UserError("%s: --claim needs --request-principal ISSUER/SUBJECT: claims come only with a verified token", op)
+	}
+	if f.requestPrincipal != "" {
+		if f.tcp {
+			return nil, exitcode.UserError("%s: --request-principal: a TCP connection carries no end-user token", op)
+		}
+		if !strings.Contains(f.requestPrincipal, "/") {
+			return nil, exitcode.UserError("%s: --request-principal %q: want ISSUER/SUBJECT, e.g. https://id.example.com/alice", op, f.requestPrincipal)
+		}
+		q.RequestPrincipal = f.requestPrincipal
+	}
+	for _, c := range f.claims {
+		name, value, ok := strings.Cut(c, "=")
+		if !ok || name == "" {
+			return nil, exitcode.UserError("%s: --claim %q: want NAME=VALUE, e.g. --claim groups=admin", op, c)
+		}
+		if q.Claims == nil {
+			q.Claims = map[string][]string{}
+		}
+		q.Claims[name] = append(q.Claims[name], value)
 	}
 	return q, parseLabels(op, f.labels, q)
 }
@@ -323,6 +349,12 @@ func printCheck(w io.Writer, res *analysis.Result) error {
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Headers)) {
 		desc += " header " + k + "=" + r.Headers[k]
+	}
+	if r.RequestPrincipal != "" {
+		desc += " user " + r.RequestPrincipal
+		for _, k := range slices.Sorted(maps.Keys(r.Claims)) {
+			desc += " claim " + k + "=" + strings.Join(r.Claims[k], ",")
+		}
 	}
 	line("request:", "%s", desc)
 	if len(res.Selecting) == 0 {

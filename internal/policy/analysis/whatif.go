@@ -31,6 +31,10 @@ type Query struct {
 	// canonicalized as the mesh's proxies do.
 	Request policy.Request
 	Header  http.Header
+	// RequestPrincipal and Claims simulate an end user's verified token
+	// ("ISSUER/SUBJECT" and its claims).
+	RequestPrincipal string
+	Claims           map[string][]string
 }
 
 // Result is what WhatIf decided. Its JSON form is the output of `trellis
@@ -82,6 +86,9 @@ type RequestSummary struct {
 	Path     string            `json:"path,omitempty"` // canonical
 	Host     string            `json:"host,omitempty"`
 	Headers  map[string]string `json:"headers,omitempty"` // lower-case names
+	// RequestPrincipal and Claims are the simulated end-user token's.
+	RequestPrincipal string              `json:"requestPrincipal,omitempty"`
+	Claims           map[string][]string `json:"claims,omitempty"`
 }
 
 // Caveats are the assumptions behind a Result that its user may want to
@@ -135,6 +142,10 @@ func WhatIf(m *Mesh, q *Query, trustDomain string) (*Result, error) {
 	req.Principal, req.SourceService, req.Header = "", "", nil
 	if req.HTTP {
 		req.Header = q.Header.Get
+		req.RequestPrincipal = q.RequestPrincipal
+		if len(q.Claims) > 0 {
+			req.Claim = func(n string) []string { return q.Claims[n] }
+		}
 	}
 	to := q.ToService + "." + q.ToNamespace
 	res := &Result{To: to, Audit: []Audit{}}
@@ -247,7 +258,8 @@ func WhatIf(m *Mesh, q *Query, trustDomain string) (*Result, error) {
 	}
 	res.Request = RequestSummary{Protocol: "TCP", Port: req.Port}
 	if req.HTTP {
-		res.Request = RequestSummary{Protocol: "HTTP", Port: req.Port, Method: req.Method, Path: req.Path, Host: req.Host}
+		res.Request = RequestSummary{Protocol: "HTTP", Port: req.Port, Method: req.Method, Path: req.Path, Host: req.Host,
+			RequestPrincipal: q.RequestPrincipal, Claims: q.Claims}
 		for k := range q.Header {
 			if res.Request.Headers == nil {
 				res.Request.Headers = map[string]string{}
