@@ -51,6 +51,15 @@ var kinds = []kind{
 		},
 		spec: func(errs *errorList, raw json.RawMessage) any { return intentSpec(errs, raw) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:       KindJWTAuthentication,
+			Plural:     "jwtauthentications",
+			Aliases:    []string{"jwtauthentication", "jwtauthn", "jwt"},
+			Namespaced: true,
+		},
+		spec: func(errs *errorList, raw json.RawMessage) any { return jwtAuthenticationSpec(errs, raw) },
+	},
 }
 
 // Kinds returns every kind Trellis knows, in a stable order. The caller owns

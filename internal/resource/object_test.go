@@ -61,6 +61,7 @@ func TestKinds(t *testing.T) {
 		{Kind: "Mesh", Plural: "meshes", Aliases: []string{"mesh"}, Namespaced: false},
 		{Kind: "AuthorizationPolicy", Plural: "authorizationpolicies", Aliases: []string{"authorizationpolicy", "authz", "authzpolicy", "ap"}, Namespaced: true},
 		{Kind: "Intent", Plural: "intents", Aliases: []string{"intent"}, Namespaced: true},
+		{Kind: "JWTAuthentication", Plural: "jwtauthentications", Aliases: []string{"jwtauthentication", "jwtauthn", "jwt"}, Namespaced: true},
 	}
 	if !slices.EqualFunc(got, want, func(a, b KindInfo) bool {
 		return a.Kind == b.Kind && a.Plural == b.Plural && a.Namespaced == b.Namespaced && slices.Equal(a.Aliases, b.Aliases)

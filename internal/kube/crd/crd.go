@@ -42,6 +42,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindMesh:                reflect.TypeFor[resource.MeshSpec](),
 	resource.KindAuthorizationPolicy: reflect.TypeFor[resource.AuthorizationPolicySpec](),
 	resource.KindIntent:              reflect.TypeFor[resource.IntentSpec](),
+	resource.KindJWTAuthentication:   reflect.TypeFor[resource.JWTAuthenticationSpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -59,6 +60,9 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 	resource.KindIntent: {
 		{Name: "Client", Type: "string", JSONPath: ".spec.client.service"},
 		{Name: "Enforcement", Type: "string", JSONPath: ".spec.enforcement"},
+	},
+	resource.KindJWTAuthentication: {
+		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
 	},
 }
 
