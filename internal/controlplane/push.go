@@ -443,6 +443,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		Workloads:      ws,
 		Idle:           idle,
 		Policies:       policies,
+		JWTAuthns:      p.res.JWTAuthns(),
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
 		VIPs:           vipOf,

@@ -756,9 +756,14 @@ type Snapshot struct {
 	// their service: the inbound side needs a caller's service to evaluate
 	// those conditions and to name the source of its metrics. An identity
 	// serving two services is left out (as with endpoints).
-	Peers         []*PeerIdentity `protobuf:"bytes,9,rep,name=peers,proto3" json:"peers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Peers []*PeerIdentity `protobuf:"bytes,9,rep,name=peers,proto3" json:"peers,omitempty"`
+	// End-user token verification for this proxy's workload: canonical JSON
+	// of the trellis.dev/v1alpha1 JWTAuthentication resources that select
+	// it (docs/end-user-auth.md). Empty: tokens are not verified, and no
+	// request has a request principal or claims.
+	JwtAuthentications [][]byte `protobuf:"bytes,10,rep,name=jwt_authentications,json=jwtAuthentications,proto3" json:"jwt_authentications,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -850,6 +855,13 @@ func (x *Snapshot) GetIssuer() string {
 func (x *Snapshot) GetPeers() []*PeerIdentity {
 	if x != nil {
 		return x.Peers
+	}
+	return nil
+}
+
+func (x *Snapshot) GetJwtAuthentications() [][]byte {
+	if x != nil {
+		return x.JwtAuthentications
 	}
 	return nil
 }
@@ -1245,7 +1257,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\xe6\x02\n" +
+	"trustRoots\"\x97\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -1255,7 +1267,9 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\bpolicies\x18\x06 \x03(\fR\bpolicies\x126\n" +
 	"\x17report_interval_seconds\x18\a \x01(\rR\x15reportIntervalSeconds\x12\x16\n" +
 	"\x06issuer\x18\b \x01(\tR\x06issuer\x124\n" +
-	"\x05peers\x18\t \x03(\v2\x1e.trellis.v1alpha1.PeerIdentityR\x05peers\"E\n" +
+	"\x05peers\x18\t \x03(\v2\x1e.trellis.v1alpha1.PeerIdentityR\x05peers\x12/\n" +
+	"\x13jwt_authentications\x18\n" +
+	" \x03(\fR\x12jwtAuthentications\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xfc\x02\n" +

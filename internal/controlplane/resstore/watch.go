@@ -20,6 +20,7 @@ var (
 	meshKey        = resourcePrefix + "meshes/default"
 	policiesPrefix = resourcePrefix + "authorizationpolicies/"
 	intentsPrefix  = resourcePrefix + "intents/"
+	jwtPrefix      = resourcePrefix + "jwtauthentications/"
 )
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -35,6 +36,7 @@ type Cache struct {
 	mesh     resource.MeshSpec
 	policies map[string]snapshot.Policy // by store key
 	intents  map[string]resource.Object // by store key
+	jwt      map[string]snapshot.Policy // JWTAuthentications, by store key
 	// generated are the policies compiled from intents, as of genAt.
 	generated []snapshot.Policy
 	genAt     uint64
@@ -43,7 +45,7 @@ type Cache struct {
 // NewCache returns a cache holding the default Mesh and no policies. clk
 // times the retry after a store error; nil means the real clock.
 func NewCache(log *slog.Logger, clk clock.Clock) *Cache {
-	c := &Cache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}, intents: map[string]resource.Object{}}
+	c := &Cache{log: log, clock: clock.Or(clk), policies: map[string]snapshot.Policy{}, intents: map[string]resource.Object{}, jwt: map[string]snapshot.Policy{}}
 	c.mesh = defaultMeshSpec()
 	return c
 }
@@ -72,6 +74,17 @@ func (c *Cache) State() (resource.MeshSpec, []snapshot.Policy, uint64) {
 	}
 	ps = append(ps, c.generated...)
 	return c.mesh, ps, c.gen
+}
+
+// JWTAuthns returns the JWTAuthentication resources, in no order.
+func (c *Cache) JWTAuthns() []snapshot.Policy {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]snapshot.Policy, 0, len(c.jwt))
+	for _, p := range c.jwt {
+		out = append(out, p)
+	}
+	return out
 }
 
 // compileIntentsLocked compiles the cached Intents into their policies.
@@ -107,6 +120,7 @@ func (c *Cache) Load(ctx context.Context, st store.Store) (int64, error) {
 	c.mesh = defaultMeshSpec()
 	clear(c.policies)
 	clear(c.intents)
+	clear(c.jwt)
 	for _, kv := range kvs {
 		c.putLocked(kv)
 	}
@@ -122,6 +136,7 @@ func (c *Cache) Replace(objs []resource.Object) {
 	c.mesh = defaultMeshSpec()
 	clear(c.policies)
 	clear(c.intents)
+	clear(c.jwt)
 	for i := range objs {
 		o := &objs[i]
 		kind, ok := resource.LookupKind(o.Kind)
@@ -144,6 +159,12 @@ func (c *Cache) Replace(objs []resource.Object) {
 			}
 		case strings.HasPrefix(key, intentsPrefix):
 			c.intents[key] = *o
+		case strings.HasPrefix(key, jwtPrefix):
+			if p, err := snapshot.JWTAuthnFromObject(o); err == nil {
+				c.jwt[key] = p
+			} else {
+				c.log.Error("config push: JWTAuthentication ignored", "key", key, "err", err)
+			}
 		}
 	}
 	c.gen++
@@ -186,6 +207,8 @@ func (c *Cache) apply(ev store.Event) {
 			delete(c.policies, ev.KV.Key)
 		case strings.HasPrefix(ev.KV.Key, intentsPrefix):
 			delete(c.intents, ev.KV.Key)
+		case strings.HasPrefix(ev.KV.Key, jwtPrefix):
+			delete(c.jwt, ev.KV.Key)
 		}
 	}
 	c.gen++
@@ -225,6 +248,18 @@ func (c *Cache) putLocked(kv store.KV) {
 			return
 		}
 		c.intents[kv.Key] = o
+	case strings.HasPrefix(kv.Key, jwtPrefix):
+		o, err := decodeStored(kv)
+		var p snapshot.Policy
+		if err == nil {
+			p, err = snapshot.JWTAuthnFromObject(&o)
+		}
+		if err != nil {
+			delete(c.jwt, kv.Key)
+			c.log.Error("config push: stored JWTAuthentication ignored", "key", kv.Key, "err", err)
+			return
+		}
+		c.jwt[kv.Key] = p
 	}
 }
 

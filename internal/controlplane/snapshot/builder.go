@@ -76,6 +76,30 @@ func PolicyFromObject(o *resource.Object) (Policy, error) {
 		action: spec.Action, enforced: spec.Enforcement == resource.EnforcementEnforce, reach: authz.CompileReach(&spec)}, nil
 }
 
+// JWTAuthnFromObject decodes a stored JWTAuthentication into what proxies
+// receive: its canonical JSON without labels, annotations, uid or
+// timestamps (as for policies), and its selector.
+func JWTAuthnFromObject(o *resource.Object) (Policy, error) {
+	spec, err := resource.JWTAuthenticationSpecOf(o)
+	if err != nil {
+		return Policy{}, err
+	}
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+	}
+	out, err := json.Marshal(resource.Object{
+		APIVersion: resource.APIVersion,
+		Kind:       resource.KindJWTAuthentication,
+		Metadata:   resource.Metadata{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace},
+		Spec:       specJSON,
+	})
+	if err != nil {
+		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+	}
+	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+}
+
 // selects reports whether p applies to w's inbound side, by the policy
 // engine's own selection rules (one definition for the whole mesh).
 func Selects(p *Policy, w *Workload) bool {
@@ -93,6 +117,8 @@ type Input struct {
 	// endpoints.
 	Idle     []IdleService
 	Policies []Policy
+	// JWTAuthns are the JWTAuthentication resources (JWTAuthnFromObject).
+	JWTAuthns []Policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
@@ -137,6 +163,7 @@ type View struct {
 	scopes       map[*ServiceKey]*scope // by scopeID
 	prevScopes   map[*ServiceKey]*scope // the previous view's, when reusable (read only)
 	policies     []Policy               // sorted by namespace, name
+	jwtAuthns    []Policy               // JWTAuthentications, sorted by namespace, name
 	reportSecs   uint32
 	issuer       string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
@@ -160,13 +187,16 @@ func NewView(in Input) (*View, error) {
 			VirtualIpRanges: prefixStrings(in.VIPRanges)},
 		trustBundle:  in.TrustBundle,
 		policies:     slices.Clone(in.Policies),
+		jwtAuthns:    slices.Clone(in.JWTAuthns),
 		reportSecs:   reportSeconds(in.ReportInterval),
 		issuer:       in.Issuer,
 		workloadsGen: in.WorkloadsGen,
 	}
-	slices.SortFunc(v.policies, func(a, b Policy) int {
+	byRef := func(a, b Policy) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	}
+	slices.SortFunc(v.policies, byRef)
+	slices.SortFunc(v.jwtAuthns, byRef)
 	pv := in.Previous
 	if pv != nil && in.WorkloadsGen != 0 && pv.workloadsGen == in.WorkloadsGen {
 		// Only resources or trust changed: the services are the
@@ -267,6 +297,11 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 			}
 		}
 	}
+	for i := range v.jwtAuthns {
+		if p := &v.jwtAuthns[i]; Selects(p, w) {
+			snap.JwtAuthentications = append(snap.JwtAuthentications, p.JSON)
+		}
+	}
 	if problems != nil {
 		return nil, &InconsistentError{Problems: problems}
 	}
@@ -275,7 +310,7 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 		snap.Hash = prev.GetHash()
 		return snap, nil
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers})
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
@@ -557,6 +592,7 @@ func sameParts(a, b *pb.Snapshot) bool {
 		len(a.TrustBundle) > 0 && sameSlice(a.TrustBundle, b.TrustBundle) &&
 		slices.Equal(a.Services, b.Services) &&
 		slices.EqualFunc(a.Policies, b.Policies, bytes.Equal) &&
+		slices.EqualFunc(a.JwtAuthentications, b.JwtAuthentications, bytes.Equal) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {
 			return x.GetSpiffeId() == y.GetSpiffeId() && x.GetService() == y.GetService()
 		})
