@@ -84,6 +84,7 @@ func newProxyCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.Var(control, "control", "control plane gRPC address, HOST:PORT; for several control planes sharing one CA and state, repeat the flag or separate addresses with commas: the proxy uses the first that answers and fails over in order")
 	f.StringVar(&cfg.CAFile, "ca-file", "", "the mesh root (the control plane's DATA_DIR/ca.crt), to verify the control plane")
+	f.StringVar(&cfg.JWKSCAFile, "jwks-ca-file", "", "extra roots (PEM) for fetching the JWKS of JWTAuthentication issuers, besides the system's")
 	f.StringVar(&tokenFile, "token-file", "", "file holding the join token (trellis token create)")
 	f.StringVar(&cfg.Service, "service", "", "service name (required)")
 	f.StringVar(&cfg.Namespace, "namespace", "default", "namespace")

@@ -240,6 +240,9 @@ func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respons
 		if rf.DeniedBy != "" {
 			r.Header = append(r.Header, hpack.HeaderField{Name: "x-trellis-denied-by", Value: rf.DeniedBy})
 		}
+		if rf.Challenge != "" {
+			r.Header = append(r.Header, hpack.HeaderField{Name: "www-authenticate", Value: rf.Challenge})
+		}
 		return nil, r, call
 	}
 	if len(p.xfcc) > 0 {

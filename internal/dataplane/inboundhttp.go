@@ -99,6 +99,9 @@ func writeRefusal(w http.ResponseWriter, rf *admission.Refusal) int {
 	if rf.DeniedBy != "" {
 		w.Header()[deniedByHeader] = []string{rf.DeniedBy}
 	}
+	if rf.Challenge != "" {
+		w.Header()["Www-Authenticate"] = []string{rf.Challenge}
+	}
 	relay.PlainError(w, rf.Code, rf.Msg)
 	return rf.Code
 }

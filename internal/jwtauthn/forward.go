@@ -7,16 +7,52 @@ import (
 	"strings"
 )
 
+// Editor is the request header access Forward needs: an http.Header
+// (HeaderEditor) or the proxy's admission view of a request.
+type Editor interface {
+	Values(name string) []string
+	SetHeader(name, value string)
+	DelHeader(name string)
+}
+
+// HeaderEditor edits an http.Header.
+type HeaderEditor http.Header
+
+func (h HeaderEditor) Values(name string) []string  { return http.Header(h).Values(name) }
+func (h HeaderEditor) SetHeader(name, value string) { http.Header(h).Set(name, value) }
+func (h HeaderEditor) DelHeader(name string)        { http.Header(h).Del(name) }
+
+// ClaimHeaders are the headers any issuer forwards claims in: a caller's
+// own values of them must never reach the app (the proxy strips them
+// before admission).
+func (a *Authenticator) ClaimHeaders() []string {
+	if a == nil {
+		return nil
+	}
+	var out []string
+	for _, is := range a.issuers {
+		for _, name := range is.cfg.ForwardClaims {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // Prepare sets up the request headers the app gets: every claim header
 // any issuer forwards is removed first (a caller cannot forge one), then
 // r's issuer's claims are set, and the token is removed from where it was
 // found unless the issuer forwards it. r may be nil (no token).
 func (a *Authenticator) Prepare(h http.Header, r *Result) {
-	for _, is := range a.issuers {
-		for _, name := range is.cfg.ForwardClaims {
-			h.Del(name)
-		}
+	for _, name := range a.ClaimHeaders() {
+		h.Del(name)
 	}
+	a.Forward(HeaderEditor(h), r)
+}
+
+// Forward sets r's claims as headers and removes the token unless its
+// issuer forwards it; nil r does nothing. The caller has removed any
+// claim headers the request came with.
+func (a *Authenticator) Forward(e Editor, r *Result) {
 	if r == nil {
 		return
 	}
@@ -26,18 +62,41 @@ func (a *Authenticator) Prepare(h http.Header, r *Result) {
 		}
 		for claim, name := range is.cfg.ForwardClaims {
 			if v, ok := claimString(r.Claims[claim]); ok {
-				h.Set(name, v)
+				e.SetHeader(name, v)
 			}
 		}
 		if !is.cfg.ForwardOriginalToken {
 			if r.source.header != "" {
-				h.Del(r.source.header)
+				e.DelHeader(r.source.header)
 			}
 			if r.source.cookie != "" {
-				dropCookie(h, r.source.cookie)
+				dropCookie(e, r.source.cookie)
 			}
 		}
 	}
+}
+
+// Values returns the values of a list claim, or the claim itself as one
+// value (strings, numbers, booleans), for claim conditions; nil when
+// absent or an object.
+func (r *Result) Values(claim string) []string {
+	switch x := r.Claims[claim].(type) {
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := claimString(e); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	case nil:
+		return nil
+	default:
+		if s, ok := claimString(x); ok {
+			return []string{s}
+		}
+	}
+	return nil
 }
 
 // claimString renders a claim for a header: strings as they are, numbers
@@ -69,9 +128,9 @@ func claimString(v any) (string, bool) {
 }
 
 // dropCookie removes one cookie from the request's Cookie headers.
-func dropCookie(h http.Header, name string) {
+func dropCookie(e Editor, name string) {
 	var keep []string
-	for _, line := range h.Values("Cookie") {
+	for _, line := range e.Values("Cookie") {
 		var parts []string
 		for _, p := range strings.Split(line, ";") {
 			if n, _, _ := strings.Cut(strings.TrimSpace(p), "="); n != name {
@@ -82,9 +141,9 @@ func dropCookie(h http.Header, name string) {
 			keep = append(keep, strings.Join(parts, "; "))
 		}
 	}
-	h.Del("Cookie")
-	for _, k := range keep {
-		h.Add("Cookie", k)
+	e.DelHeader("Cookie")
+	if len(keep) > 0 {
+		e.SetHeader("Cookie", strings.Join(keep, "; "))
 	}
 }
 

@@ -173,7 +173,13 @@ func New(issuers []Issuer, o Options) (*Authenticator, error) {
 // Authenticate finds and verifies the request's token. It returns nil
 // and no error when no configured location holds a token.
 func (a *Authenticator) Authenticate(ctx context.Context, h http.Header) (*Result, error) {
-	token, src := a.find(h)
+	return a.AuthenticateValues(ctx, h.Values)
+}
+
+// AuthenticateValues is Authenticate over a header lookup (the proxy's
+// views of a request).
+func (a *Authenticator) AuthenticateValues(ctx context.Context, values func(name string) []string) (*Result, error) {
+	token, src := a.find(values)
 	if token == "" {
 		return nil, nil
 	}
@@ -215,13 +221,14 @@ func (a *Authenticator) Authenticate(ctx context.Context, h http.Header) (*Resul
 }
 
 // find returns the first token of any issuer's locations.
-func (a *Authenticator) find(h http.Header) (string, tokenSource) {
+func (a *Authenticator) find(values func(string) []string) (string, tokenSource) {
 	for _, is := range a.issuers {
 		for _, hs := range is.cfg.FromHeaders {
-			v := h.Get(hs.Name)
-			if v == "" {
+			vs := values(hs.Name)
+			if len(vs) == 0 || vs[0] == "" {
 				continue
 			}
+			v := vs[0]
 			if t, ok := strings.CutPrefix(v, hs.Prefix); ok || hs.Prefix == "" {
 				if t = strings.TrimSpace(t); t != "" {
 					return t, tokenSource{header: hs.Name}
@@ -229,7 +236,7 @@ func (a *Authenticator) find(h http.Header) (string, tokenSource) {
 			}
 		}
 		for _, c := range is.cfg.FromCookies {
-			for _, ck := range (&http.Request{Header: http.Header{"Cookie": h.Values("Cookie")}}).Cookies() {
+			for _, ck := range (&http.Request{Header: http.Header{"Cookie": values("Cookie")}}).Cookies() {
 				if ck.Name == c && ck.Value != "" {
 					return ck.Value, tokenSource{cookie: c}
 				}

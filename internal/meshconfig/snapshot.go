@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/jwtauthn"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -96,6 +97,9 @@ type Snapshot struct {
 	// Engine decides inbound requests: Policies compiled with the mesh
 	// default.
 	Engine *policy.Engine
+	// Authn verifies end users' tokens (the JWTAuthentications that
+	// select the workload); nil when none do.
+	Authn *jwtauthn.Authenticator
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
@@ -250,6 +254,13 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	out.Engine = engine
+	if out.Authn, err = compileJWT(s.GetJwtAuthentications()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if claims := out.Authn.ClaimHeaders(); len(claims) > 0 {
+		out.StripHeaders = withClaimHeaders(out.StripHeaders, claims)
+		out.strip = NewHeaderStrip(out.StripHeaders)
+	}
 	out.ServiceOf = map[string]string{}
 	ambiguous := map[string]bool{}
 	claim := func(k, svc string) {

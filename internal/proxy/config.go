@@ -69,7 +69,11 @@ type Config struct {
 	// ControlAddrs is empty; default 127.0.0.1:15012.
 	ControlAddr string
 	CAFile      string // --ca-file: the control plane's ca.crt
-	Token       string // contents of --token-file
+	// JWKSCAFile (--jwks-ca-file) adds roots, PEM, for fetching the JWKS
+	// of JWTAuthentications' issuers (a private identity provider); the
+	// system roots are always trusted.
+	JWKSCAFile string
+	Token      string // contents of --token-file
 	// TokenFile is --token-file's path: with a Kubernetes ServiceAccount
 	// token, every renewal reads it again (the kubelet rotates it).
 	TokenFile string

@@ -88,6 +88,13 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.JWKSCAFile != "" {
+		c, err := jwksClient(cfg.JWKSCAFile)
+		if err != nil {
+			return nil, err
+		}
+		meshconfig.SetJWKSClient(c)
+	}
 	id, serviceAccountToken, err := workloadIDFromToken(cfg.Token, cfg.TrustDomain)
 	if err != nil {
 		return nil, err

@@ -27,6 +27,10 @@ type Request struct {
 	// path's parsed fields). Either is valid during Authorize only; use
 	// HeaderValue.
 	GetHeader func(name string) string
+	// RequestPrincipal ("ISSUER/SUBJECT") and Claim are the end user's
+	// verified token's (the authenticate step); empty without one.
+	RequestPrincipal string
+	Claim            func(name string) []string
 }
 
 // HeaderValue returns the first value of a request header, from Header

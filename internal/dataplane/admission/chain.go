@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/jwtauthn"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
 )
@@ -40,6 +41,10 @@ type View interface {
 	Filter(strip *meshconfig.HeaderStrip) *Refusal
 	// SetPath replaces the path the app receives (the query stays).
 	SetPath(path string)
+	// SetHeader replaces a field's values with value; DelHeader removes
+	// a field (the authenticate step's forwarded claims and token).
+	SetHeader(name, value string)
+	DelHeader(name string)
 	// Header is the view for the authorizer: the fields as an
 	// http.Header, or else a lookup (see Request).
 	Header() (http.Header, func(string) string)
@@ -94,6 +99,8 @@ type Verdict struct {
 	// Authorized says authorization ran; Decision is then its outcome.
 	Authorized bool
 	Decision   Decision
+	// User is the end user's verified token, nil without one.
+	User *jwtauthn.Result
 
 	// authz is the request handed to the Authorizer, kept here so that
 	// a Verdict reused per connection allocates none per request.
@@ -111,6 +118,7 @@ var steps = []step{
 	screenFields,
 	canonicalizePath,
 	screenUpgrade,
+	authenticate,
 	authorize,
 }
 
@@ -203,6 +211,32 @@ func screenUpgrade(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdi
 	return true
 }
 
+// ReasonInvalidToken is the Recorder reason of a refused end-user token
+// (401).
+const ReasonInvalidToken = "invalid_token"
+
+// authenticate verifies the end user's token when JWTAuthentications
+// select the workload: a token that fails is 401 with a challenge; a
+// missing one passes (policies requiring a request principal deny it); a
+// valid one gives the request its principal and claims, and the app the
+// forwarded claim headers (the screen already removed the caller's own).
+func authenticate(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	a := snap.Authn
+	if a == nil {
+		return true
+	}
+	user, err := a.AuthenticateValues(context.Background(), r.Values)
+	if err != nil {
+		c.refused(ReasonInvalidToken)
+		return v.refuse(&Refusal{Code: http.StatusUnauthorized, Msg: "trellis: invalid token: " + err.Error() + "\n", Challenge: jwtauthn.WWWAuthenticate(err)})
+	}
+	if user != nil {
+		a.Forward(r, user)
+		v.User = user
+	}
+	return true
+}
+
 // authorize asks the Authorizer and records its decision; a denial is 403
 // naming the policy unless the mesh hides it.
 func authorize(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
@@ -210,6 +244,9 @@ func authorize(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) 
 	v.authz = Request{
 		Source: p.ID, Principal: p.Principal, Protocol: c.Protocol,
 		Method: r.Method(), Path: v.Path, Host: r.Host(), Header: h, GetHeader: get,
+	}
+	if v.User != nil {
+		v.authz.RequestPrincipal, v.authz.Claim = v.User.Principal, v.User.Values
 	}
 	dec := c.Authorizer.Authorize(snap, &v.authz)
 	v.authz = Request{}

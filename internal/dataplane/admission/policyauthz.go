@@ -61,6 +61,7 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 	} else {
 		pr.Header = req.GetHeader
 	}
+	pr.RequestPrincipal, pr.Claim = req.RequestPrincipal, req.Claim
 	var audit func(policy.AuditResult)
 	if snap.Engine.Len() > 0 {
 		audit = func(ar policy.AuditResult) {

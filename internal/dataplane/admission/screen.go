@@ -25,6 +25,9 @@ type Refusal struct {
 	Close bool
 	// DeniedBy names the denying policy (X-Trellis-Denied-By) on a 403.
 	DeniedBy string
+	// Challenge is the WWW-Authenticate value of a 401 (an invalid
+	// end-user token).
+	Challenge string
 }
 
 // BadRequest is the screen's 400 with msg (without "trellis: " and the

@@ -23,6 +23,9 @@ func (v HTTPView) Header() (http.Header, func(string) string) { return v.R.Heade
 
 func (v HTTPView) SetPath(path string) { v.R.URL.Path, v.R.URL.RawPath = path, "" }
 
+func (v HTTPView) SetHeader(name, value string) { v.R.Header.Set(name, value) }
+func (v HTTPView) DelHeader(name string)        { v.R.Header.Del(name) }
+
 // Filter also drops Connection tokens naming X-Forwarded-Client-Cert:
 // the hop-by-hop pass would otherwise delete the proxy's own header after
 // it is set.
@@ -79,6 +82,21 @@ func (v *H1View) Header() (http.Header, func(string) string) { return nil, v.Req
 // SetPath rewrites the target. The fast path takes only canonical paths
 // (the inbound hands other forms to net/http), so this does not happen there today.
 func (v *H1View) SetPath(path string) { v.Req.Target = withQuery(path, v.Req.Target) }
+
+// SetHeader drops the field's values and appends one.
+func (v *H1View) SetHeader(name, value string) {
+	v.DelHeader(name)
+	v.Req.Fields = append(v.Req.Fields, h1.Field{Name: name, Value: value})
+}
+
+// DelHeader drops every value of a field from what is forwarded.
+func (v *H1View) DelHeader(name string) {
+	for i := range v.Req.Fields {
+		if strings.EqualFold(v.Req.Fields[i].Name, name) {
+			v.Req.Fields[i].Drop = true
+		}
+	}
+}
 
 // Filter needs no Connection pass: a request whose Connection field
 // names fields never takes the fast path.

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"golang.org/x/net/http2/hpack"
@@ -36,6 +37,18 @@ func (v *H2View) Header() (http.Header, func(string) string) {
 
 // SetPath rewrites :path, keeping the query.
 func (v *H2View) SetPath(path string) { v.Req.Path = withQuery(path, v.Req.Path) }
+
+// SetHeader replaces a field's values with one (names in lowercase, as
+// HTTP/2 requires).
+func (v *H2View) SetHeader(name, value string) {
+	v.DelHeader(name)
+	v.Req.Fields = append(v.Req.Fields, hpack.HeaderField{Name: strings.ToLower(name), Value: value})
+}
+
+// DelHeader removes every value of a field.
+func (v *H2View) DelHeader(name string) {
+	v.Req.Fields = slices.DeleteFunc(v.Req.Fields, func(f hpack.HeaderField) bool { return strings.EqualFold(f.Name, name) })
+}
 
 // Filter needs no Connection pass: HTTP/2 has no Connection field (the
 // relay refuses connection-specific fields).
