@@ -59,18 +59,9 @@ func PolicyFromObject(o *resource.Object) (Policy, error) {
 	if err != nil {
 		return Policy{}, err
 	}
-	specJSON, err := json.Marshal(spec)
+	out, err := canonicalJSON(o, spec)
 	if err != nil {
-		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
-	}
-	out, err := json.Marshal(resource.Object{
-		APIVersion: resource.APIVersion,
-		Kind:       resource.KindAuthorizationPolicy,
-		Metadata:   resource.Metadata{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace},
-		Spec:       specJSON,
-	})
-	if err != nil {
-		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+		return Policy{}, err
 	}
 	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out, problem: policyProblem(out),
 		action: spec.Action, enforced: spec.Enforcement == resource.EnforcementEnforce, reach: authz.CompileReach(&spec)}, nil
@@ -84,20 +75,30 @@ func JWTAuthnFromObject(o *resource.Object) (Policy, error) {
 	if err != nil {
 		return Policy{}, err
 	}
+	out, err := canonicalJSON(o, spec)
+	if err != nil {
+		return Policy{}, err
+	}
+	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+}
+
+// canonicalJSON is o as proxies receive it: apiVersion, kind, name,
+// namespace and the decoded, defaulted spec.
+func canonicalJSON(o *resource.Object, spec any) ([]byte, error) {
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
-		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+		return nil, fmt.Errorf("encode %s: %w", o.Ref(), err)
 	}
 	out, err := json.Marshal(resource.Object{
 		APIVersion: resource.APIVersion,
-		Kind:       resource.KindJWTAuthentication,
+		Kind:       o.Kind,
 		Metadata:   resource.Metadata{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace},
 		Spec:       specJSON,
 	})
 	if err != nil {
-		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+		return nil, fmt.Errorf("encode %s: %w", o.Ref(), err)
 	}
-	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+	return out, nil
 }
 
 // selects reports whether p applies to w's inbound side, by the policy
