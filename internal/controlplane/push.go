@@ -444,6 +444,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		Idle:           idle,
 		Policies:       policies,
 		JWTAuthns:      p.res.JWTAuthns(),
+		RateLimits:     p.res.RateLimits(),
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
 		VIPs:           vipOf,

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -242,6 +243,9 @@ func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respons
 		}
 		if rf.Challenge != "" {
 			r.Header = append(r.Header, hpack.HeaderField{Name: "www-authenticate", Value: rf.Challenge})
+		}
+		if rf.RetryAfter > 0 {
+			r.Header = append(r.Header, hpack.HeaderField{Name: "retry-after", Value: strconv.Itoa(rf.RetryAfter)})
 		}
 		return nil, r, call
 	}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -101,6 +102,9 @@ func writeRefusal(w http.ResponseWriter, rf *admission.Refusal) int {
 	}
 	if rf.Challenge != "" {
 		w.Header()["Www-Authenticate"] = []string{rf.Challenge}
+	}
+	if rf.RetryAfter > 0 {
+		w.Header()["Retry-After"] = []string{strconv.Itoa(rf.RetryAfter)}
 	}
 	relay.PlainError(w, rf.Code, rf.Msg)
 	return rf.Code

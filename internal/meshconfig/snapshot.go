@@ -100,6 +100,9 @@ type Snapshot struct {
 	// Authn verifies end users' tokens (the JWTAuthentications that
 	// select the workload); nil when none do.
 	Authn *jwtauthn.Authenticator
+	// RateLimits are the RateLimits that select the workload; a request
+	// passes when every one has a token for it.
+	RateLimits []RateLimit
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
@@ -255,6 +258,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	}
 	out.Engine = engine
 	if out.Authn, err = compileJWT(s.GetJwtAuthentications()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if out.RateLimits, err = compileRateLimits(s.GetRateLimits()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if claims := out.Authn.ClaimHeaders(); len(claims) > 0 {

@@ -60,6 +60,15 @@ var kinds = []kind{
 		},
 		spec: func(errs *errorList, raw json.RawMessage) any { return jwtAuthenticationSpec(errs, raw) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:       KindRateLimit,
+			Plural:     "ratelimits",
+			Aliases:    []string{"ratelimit", "rl"},
+			Namespaced: true,
+		},
+		spec: func(errs *errorList, raw json.RawMessage) any { return rateLimitSpec(errs, raw) },
+	},
 }
 
 // Kinds returns every kind Trellis knows, in a stable order. The caller owns

@@ -762,8 +762,11 @@ type Snapshot struct {
 	// it (docs/end-user-auth.md). Empty: tokens are not verified, and no
 	// request has a request principal or claims.
 	JwtAuthentications [][]byte `protobuf:"bytes,10,rep,name=jwt_authentications,json=jwtAuthentications,proto3" json:"jwt_authentications,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Local rate limits on this proxy's inbound side: canonical JSON of the
+	// trellis.dev/v1alpha1 RateLimit resources that select its workload.
+	RateLimits    [][]byte `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -862,6 +865,13 @@ func (x *Snapshot) GetPeers() []*PeerIdentity {
 func (x *Snapshot) GetJwtAuthentications() [][]byte {
 	if x != nil {
 		return x.JwtAuthentications
+	}
+	return nil
+}
+
+func (x *Snapshot) GetRateLimits() [][]byte {
+	if x != nil {
+		return x.RateLimits
 	}
 	return nil
 }
@@ -1257,7 +1267,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\x97\x03\n" +
+	"trustRoots\"\xb8\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -1269,7 +1279,9 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x06issuer\x18\b \x01(\tR\x06issuer\x124\n" +
 	"\x05peers\x18\t \x03(\v2\x1e.trellis.v1alpha1.PeerIdentityR\x05peers\x12/\n" +
 	"\x13jwt_authentications\x18\n" +
-	" \x03(\fR\x12jwtAuthentications\"E\n" +
+	" \x03(\fR\x12jwtAuthentications\x12\x1f\n" +
+	"\vrate_limits\x18\v \x03(\fR\n" +
+	"rateLimits\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xfc\x02\n" +

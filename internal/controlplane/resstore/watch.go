@@ -21,7 +21,15 @@ var (
 	policiesPrefix = resourcePrefix + "authorizationpolicies/"
 	intentsPrefix  = resourcePrefix + "intents/"
 	jwtPrefix      = resourcePrefix + "jwtauthentications/"
+	rlPrefix       = resourcePrefix + "ratelimits/"
 )
+
+// selected are the kinds proxies get the objects of that select them,
+// decoded for snapshots, by store prefix.
+var selected = map[string]func(*resource.Object) (snapshot.Policy, error){
+	jwtPrefix: snapshot.JWTAuthnFromObject,
+	rlPrefix:  snapshot.RateLimitFromObject,
+}
 
 // Cache is the decoded view of the resources snapshots are built from,
 // kept current by Watch (the store) or Follow (an external Source).
@@ -36,7 +44,7 @@ type Cache struct {
 	mesh     resource.MeshSpec
 	policies map[string]snapshot.Policy // by store key
 	intents  map[string]resource.Object // by store key
-	jwt      map[string]snapshot.Policy // JWTAuthentications, by store key
+	jwt      map[string]snapshot.Policy // JWTAuthentications and RateLimits, by store key
 	// generated are the policies compiled from intents, as of genAt.
 	generated []snapshot.Policy
 	genAt     uint64
@@ -77,14 +85,31 @@ func (c *Cache) State() (resource.MeshSpec, []snapshot.Policy, uint64) {
 }
 
 // JWTAuthns returns the JWTAuthentication resources, in no order.
-func (c *Cache) JWTAuthns() []snapshot.Policy {
+func (c *Cache) JWTAuthns() []snapshot.Policy { return c.selectedUnder(jwtPrefix) }
+
+// RateLimits returns the RateLimit resources, in no order.
+func (c *Cache) RateLimits() []snapshot.Policy { return c.selectedUnder(rlPrefix) }
+
+func (c *Cache) selectedUnder(prefix string) []snapshot.Policy {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]snapshot.Policy, 0, len(c.jwt))
-	for _, p := range c.jwt {
-		out = append(out, p)
+	var out []snapshot.Policy
+	for k, p := range c.jwt {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, p)
+		}
 	}
 	return out
+}
+
+// selectedPrefix is the prefix of selected under which key lies, or "".
+func selectedPrefix(key string) string {
+	for p := range selected {
+		if strings.HasPrefix(key, p) {
+			return p
+		}
+	}
+	return ""
 }
 
 // compileIntentsLocked compiles the cached Intents into their policies.
@@ -159,11 +184,11 @@ func (c *Cache) Replace(objs []resource.Object) {
 			}
 		case strings.HasPrefix(key, intentsPrefix):
 			c.intents[key] = *o
-		case strings.HasPrefix(key, jwtPrefix):
-			if p, err := snapshot.JWTAuthnFromObject(o); err == nil {
+		case selectedPrefix(key) != "":
+			if p, err := selected[selectedPrefix(key)](o); err == nil {
 				c.jwt[key] = p
 			} else {
-				c.log.Error("config push: JWTAuthentication ignored", "key", key, "err", err)
+				c.log.Error("config push: resource ignored", "key", key, "err", err)
 			}
 		}
 	}
@@ -207,7 +232,7 @@ func (c *Cache) apply(ev store.Event) {
 			delete(c.policies, ev.KV.Key)
 		case strings.HasPrefix(ev.KV.Key, intentsPrefix):
 			delete(c.intents, ev.KV.Key)
-		case strings.HasPrefix(ev.KV.Key, jwtPrefix):
+		case selectedPrefix(ev.KV.Key) != "":
 			delete(c.jwt, ev.KV.Key)
 		}
 	}
@@ -248,15 +273,15 @@ func (c *Cache) putLocked(kv store.KV) {
 			return
 		}
 		c.intents[kv.Key] = o
-	case strings.HasPrefix(kv.Key, jwtPrefix):
+	case selectedPrefix(kv.Key) != "":
 		o, err := decodeStored(kv)
 		var p snapshot.Policy
 		if err == nil {
-			p, err = snapshot.JWTAuthnFromObject(&o)
+			p, err = selected[selectedPrefix(kv.Key)](&o)
 		}
 		if err != nil {
 			delete(c.jwt, kv.Key)
-			c.log.Error("config push: stored JWTAuthentication ignored", "key", kv.Key, "err", err)
+			c.log.Error("config push: stored resource ignored", "key", kv.Key, "err", err)
 			return
 		}
 		c.jwt[kv.Key] = p

@@ -82,6 +82,19 @@ func JWTAuthnFromObject(o *resource.Object) (Policy, error) {
 	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
 }
 
+// RateLimitFromObject decodes a stored RateLimit for proxies.
+func RateLimitFromObject(o *resource.Object) (Policy, error) {
+	spec, err := resource.RateLimitSpecOf(o)
+	if err != nil {
+		return Policy{}, err
+	}
+	out, err := canonicalJSON(o, spec)
+	if err != nil {
+		return Policy{}, err
+	}
+	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+}
+
 // canonicalJSON is o as proxies receive it: apiVersion, kind, name,
 // namespace and the decoded, defaulted spec.
 func canonicalJSON(o *resource.Object, spec any) ([]byte, error) {
@@ -120,6 +133,8 @@ type Input struct {
 	Policies []Policy
 	// JWTAuthns are the JWTAuthentication resources (JWTAuthnFromObject).
 	JWTAuthns []Policy
+	// RateLimits are the RateLimit resources (RateLimitFromObject).
+	RateLimits []Policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
@@ -165,6 +180,7 @@ type View struct {
 	prevScopes   map[*ServiceKey]*scope // the previous view's, when reusable (read only)
 	policies     []Policy               // sorted by namespace, name
 	jwtAuthns    []Policy               // JWTAuthentications, sorted by namespace, name
+	rateLimits   []Policy               // RateLimits, sorted by namespace, name
 	reportSecs   uint32
 	issuer       string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
@@ -189,6 +205,7 @@ func NewView(in Input) (*View, error) {
 		trustBundle:  in.TrustBundle,
 		policies:     slices.Clone(in.Policies),
 		jwtAuthns:    slices.Clone(in.JWTAuthns),
+		rateLimits:   slices.Clone(in.RateLimits),
 		reportSecs:   reportSeconds(in.ReportInterval),
 		issuer:       in.Issuer,
 		workloadsGen: in.WorkloadsGen,
@@ -198,6 +215,7 @@ func NewView(in Input) (*View, error) {
 	}
 	slices.SortFunc(v.policies, byRef)
 	slices.SortFunc(v.jwtAuthns, byRef)
+	slices.SortFunc(v.rateLimits, byRef)
 	pv := in.Previous
 	if pv != nil && in.WorkloadsGen != 0 && pv.workloadsGen == in.WorkloadsGen {
 		// Only resources or trust changed: the services are the
@@ -303,6 +321,11 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 			snap.JwtAuthentications = append(snap.JwtAuthentications, p.JSON)
 		}
 	}
+	for i := range v.rateLimits {
+		if p := &v.rateLimits[i]; Selects(p, w) {
+			snap.RateLimits = append(snap.RateLimits, p.JSON)
+		}
+	}
 	if problems != nil {
 		return nil, &InconsistentError{Problems: problems}
 	}
@@ -311,7 +334,7 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 		snap.Hash = prev.GetHash()
 		return snap, nil
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications})
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
@@ -594,6 +617,7 @@ func sameParts(a, b *pb.Snapshot) bool {
 		slices.Equal(a.Services, b.Services) &&
 		slices.EqualFunc(a.Policies, b.Policies, bytes.Equal) &&
 		slices.EqualFunc(a.JwtAuthentications, b.JwtAuthentications, bytes.Equal) &&
+		slices.EqualFunc(a.RateLimits, b.RateLimits, bytes.Equal) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {
 			return x.GetSpiffeId() == y.GetSpiffeId() && x.GetService() == y.GetService()
 		})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -120,6 +121,7 @@ var steps = []step{
 	screenUpgrade,
 	authenticate,
 	authorize,
+	rateLimit,
 }
 
 // Admit runs the admission chain for one request into v. The caller owns
@@ -208,6 +210,34 @@ func screenUpgrade(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdi
 		return v.refuse(rf)
 	}
 	v.Upgrade = up
+	return true
+}
+
+// ReasonRateLimited is the Recorder reason of a request over a RateLimit
+// (429).
+const ReasonRateLimited = "rate_limited"
+
+// rateLimit takes a token of every RateLimit selecting the workload, per
+// caller identity (the SPIFFE ID, or the address-less "plaintext" bucket)
+// or one for all; over a limit is 429 with Retry-After.
+func rateLimit(c *Chain, _ View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	if len(snap.RateLimits) == 0 {
+		return true
+	}
+	now := time.Now()
+	for i := range snap.RateLimits {
+		rl := &snap.RateLimits[i]
+		key := ""
+		if rl.PerCall {
+			key = cmp.Or(p.Principal, "plaintext")
+		}
+		ok, wait := rl.Limiter.Allow(key, now)
+		if !ok {
+			c.refused(ReasonRateLimited)
+			secs := int((wait + time.Second - 1) / time.Second)
+			return v.refuse(&Refusal{Code: http.StatusTooManyRequests, Msg: "trellis: rate limited by " + rl.Ref + "\n", RetryAfter: max(secs, 1)})
+		}
+	}
 	return true
 }
 

@@ -28,6 +28,8 @@ type Refusal struct {
 	// Challenge is the WWW-Authenticate value of a 401 (an invalid
 	// end-user token).
 	Challenge string
+	// RetryAfter is the Retry-After of a 429, in seconds.
+	RetryAfter int
 }
 
 // BadRequest is the screen's 400 with msg (without "trellis: " and the

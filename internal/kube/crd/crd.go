@@ -43,6 +43,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindAuthorizationPolicy: reflect.TypeFor[resource.AuthorizationPolicySpec](),
 	resource.KindIntent:              reflect.TypeFor[resource.IntentSpec](),
 	resource.KindJWTAuthentication:   reflect.TypeFor[resource.JWTAuthenticationSpec](),
+	resource.KindRateLimit:           reflect.TypeFor[resource.RateLimitSpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -63,6 +64,11 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 	},
 	resource.KindJWTAuthentication: {
 		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
+	},
+	resource.KindRateLimit: {
+		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
+		{Name: "RPS", Type: "integer", JSONPath: ".spec.requestsPerSecond"},
+		{Name: "Per", Type: "string", JSONPath: ".spec.per"},
 	},
 }
 
