@@ -72,27 +72,26 @@ func PolicyFromObject(o *resource.Object) (Policy, error) {
 // timestamps (as for policies), and its selector.
 func JWTAuthnFromObject(o *resource.Object) (Policy, error) {
 	spec, err := resource.JWTAuthenticationSpecOf(o)
-	if err != nil {
-		return Policy{}, err
-	}
-	out, err := canonicalJSON(o, spec)
-	if err != nil {
-		return Policy{}, err
-	}
-	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+	return selectedPolicy(o, spec, spec.Selector, err)
 }
 
 // RateLimitFromObject decodes a stored RateLimit for proxies.
 func RateLimitFromObject(o *resource.Object) (Policy, error) {
 	spec, err := resource.RateLimitSpecOf(o)
-	if err != nil {
-		return Policy{}, err
+	return selectedPolicy(o, spec, spec.Selector, err)
+}
+
+// selectedPolicy is a resource proxies get when its selector picks their
+// workload: its canonical JSON and selector (decodeErr from its spec).
+func selectedPolicy(o *resource.Object, spec any, sel resource.Selector, decodeErr error) (Policy, error) {
+	if decodeErr != nil {
+		return Policy{}, decodeErr
 	}
 	out, err := canonicalJSON(o, spec)
 	if err != nil {
 		return Policy{}, err
 	}
-	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: spec.Selector, JSON: out}, nil
+	return Policy{Namespace: o.Metadata.Namespace, Name: o.Metadata.Name, Selector: sel, JSON: out}, nil
 }
 
 // canonicalJSON is o as proxies receive it: apiVersion, kind, name,

@@ -77,7 +77,19 @@ func (v *H1View) Values(name string) []string {
 	return out
 }
 
-func (v *H1View) Header() (http.Header, func(string) string) { return nil, v.Req.Get }
+// Header gives the authorizer the fields that are forwarded: one the
+// authenticate step removed (the token) is gone for policies too, as on
+// the other paths.
+func (v *H1View) Header() (http.Header, func(string) string) { return nil, v.forwarded }
+
+func (v *H1View) forwarded(name string) string {
+	for i := range v.Req.Fields {
+		if f := &v.Req.Fields[i]; !f.Drop && strings.EqualFold(f.Name, name) {
+			return f.Value
+		}
+	}
+	return ""
+}
 
 // SetPath rewrites the target. The fast path takes only canonical paths
 // (the inbound hands other forms to net/http), so this does not happen there today.

@@ -32,6 +32,10 @@ func TestViewsEditHeaders(t *testing.T) {
 			t.Errorf("%s: an unrelated field changed", name)
 		}
 	}
+	// Policies see what is forwarded.
+	if _, get := views["h1"].Header(); get("Authorization") != "" || get("X-User-Id") != "alice" {
+		t.Errorf("h1 authorizer view: Authorization %q, X-User-Id %q", get("Authorization"), get("X-User-Id"))
+	}
 	// The fast path forwards the fields not marked Drop.
 	var fwd []string
 	for _, f := range h1req.Fields {
