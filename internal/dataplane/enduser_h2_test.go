@@ -71,8 +71,10 @@ func TestEndUserAndRateLimitOverTheHTTP2Relay(t *testing.T) {
 
 	// A limit of 5 a second, per caller: past the burst, 429 with
 	// Retry-After.
-	snap.RateLimits = []meshconfig.RateLimit{{Ref: "shop/rl", PerCall: true, Limiter: ratelimit.New(5, 5), RPS: 5}}
-	m.snap.set(&snap)
+	// A new snapshot: a published one is never changed.
+	limited := snap
+	limited.RateLimits = []meshconfig.RateLimit{{Ref: "shop/rl", PerCall: true, Limiter: ratelimit.New(5, 5), RPS: 5}}
+	m.snap.set(&limited)
 	codes := map[int]int{}
 	began := time.Now()
 	for range 100 {
