@@ -83,6 +83,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newCollectorCmd(),
 		newUpCmd(),
 		newProxyCmd(),
+		newGatewayCmd(),
 		newIPTablesCmd(),
 		newApplyCmd(g),
 		newImportCmd(g),

@@ -148,6 +148,7 @@ type peer struct {
 	principal string   // id.String(), "" for plaintext
 	namespace string   // from /ns/<namespace>/..., "" when unknown
 	xfcc      []string // X-Forwarded-Client-Cert value; nil for plaintext
+	addr      string   // a gateway client's IP address; "" elsewhere
 	// source is the caller's metrics entry for the service the config
 	// names it by; see sourceFor.
 	source atomic.Pointer[sourceBinding]
@@ -155,7 +156,7 @@ type peer struct {
 
 // admission is the peer as the admission chain sees it.
 func (p *peer) admission() admission.Peer {
-	return admission.Peer{ID: p.id, Principal: p.principal, MTLS: p.mtls}
+	return admission.Peer{ID: p.id, Principal: p.principal, MTLS: p.mtls, Addr: p.addr}
 }
 
 // sourceBinding ties a caller's metrics entry to the snapshot that named

@@ -147,7 +147,9 @@ type Config struct {
 	// and sending audit events to its collector. A caller's Authorizer is
 	// used as given: the proxy never modifies it.
 	Authorizer admission.Authorizer
-	Logger     *slog.Logger
+	// Gateway, when set, makes the proxy an ingress gateway (gateway.go).
+	Gateway *GatewayConfig
+	Logger  *slog.Logger
 	// Clock times certificate renewal and reports; nil is the system
 	// clock.
 	Clock clock.Clock
@@ -174,6 +176,7 @@ func (c *Config) setDefaults() {
 	if c.Protocol == "" {
 		c.Protocol = meshconfig.ProtocolHTTP
 	}
+	c.setGatewayDefaults()
 	if c.InboundAddr == "" {
 		c.InboundAddr = DefaultInboundAddr
 	}
@@ -298,6 +301,9 @@ func (c *Config) validate() error {
 	}
 	if c.StatsInterval < MinStatsInterval {
 		return fmt.Errorf("--stats-interval %v: want at least %v", c.StatsInterval, MinStatsInterval)
+	}
+	if err := c.validateGateway(); err != nil {
+		return err
 	}
 	return c.validateTransparent()
 }

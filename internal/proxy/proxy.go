@@ -33,6 +33,7 @@ import (
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
+	"github.com/trellismesh/trellis/internal/servingcert"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
 	"github.com/trellismesh/trellis/internal/version"
 	"github.com/trellismesh/trellis/internal/workloadcert"
@@ -77,6 +78,12 @@ type Proxy struct {
 	captureLis net.Listener
 	origDst    func(net.Conn) (netip.AddrPort, error)
 
+	// Gateway mode (gateway.go): its listeners and certificates.
+	gwHTTPSLis, gwHTTPLis net.Listener
+	certStore             *servingcert.Store
+
+	// runCtx lives until Shutdown (cancel ends it).
+	runCtx context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -288,7 +295,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		return err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
+	p.runCtx, p.cancel = rctx, cancel
 	p.registerGauges()
 	p.admin = &http.Server{Handler: p.adminHandler(p.metrics.Registry()), ReadHeaderTimeout: 10 * time.Second}
 	p.goServe("admin", func() error { return p.admin.Serve(p.adminLis) })
@@ -352,6 +359,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 	if p.httpProxyLis != nil {
 		p.goServe("http proxy", func() error { return p.outbound.ServeHTTPProxy(p.httpProxyLis) })
 	}
+	p.startGateway()
 	if p.captureLis != nil {
 		cc := capture.Config{DetectTimeout: p.cfg.ProtocolDetectTimeout, OriginalDst: p.origDst}
 		p.goServe("outbound capture", func() error { return p.outbound.ServeCapture(p.captureLis, cc) })
@@ -408,6 +416,9 @@ func (p *Proxy) listen() error {
 			return fmt.Errorf("--outbound-capture-addr %s: %w", p.cfg.OutboundCaptureAddr, err)
 		}
 	}
+	if err := p.gatewayListeners(); err != nil {
+		return err
+	}
 	if p.cfg.DNSAddr != "" {
 		p.dns = meshdns.New(meshdns.Options{Namespace: p.cfg.Namespace, Upstreams: p.cfg.DNSUpstreams, Mark: p.cfg.Transparent, Log: p.log, Registerer: p.metrics.Registry(), Discover: p.disc.Discover}, p.snapshot)
 		if err := p.dns.Listen(p.cfg.DNSAddr); err != nil {
@@ -418,7 +429,7 @@ func (p *Proxy) listen() error {
 }
 
 func (p *Proxy) closeListeners() {
-	for _, l := range append([]net.Listener{p.adminLis, p.healthLis, p.inboundLis, p.httpProxyLis, p.captureLis}, p.upstreamLis...) {
+	for _, l := range append([]net.Listener{p.adminLis, p.healthLis, p.inboundLis, p.httpProxyLis, p.captureLis, p.gwHTTPSLis, p.gwHTTPLis}, p.upstreamLis...) {
 		if l != nil {
 			l.Close()
 		}
@@ -447,6 +458,13 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 	}
 	p.snap.Store(snap)
 	p.disc.notify()
+	for _, key := range snap.Gateway.Services() {
+		if snap.Services[key] == nil {
+			// A gateway asks for its routes' services before the first
+			// request does.
+			go p.disc.Discover(key, netip.Addr{})
+		}
+	}
 	p.certs.FollowCA(snap.Roots, snap.Issuer) // after a CA rotation: trust the new root, renew now
 	p.readyOnce.Do(func() { close(p.ready) })
 	return nil

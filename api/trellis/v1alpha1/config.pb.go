@@ -764,7 +764,11 @@ type Snapshot struct {
 	JwtAuthentications [][]byte `protobuf:"bytes,10,rep,name=jwt_authentications,json=jwtAuthentications,proto3" json:"jwt_authentications,omitempty"`
 	// Local rate limits on this proxy's inbound side: canonical JSON of the
 	// trellis.dev/v1alpha1 RateLimit resources that select its workload.
-	RateLimits    [][]byte `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	RateLimits [][]byte `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	// Routes of an ingress gateway (a workload labelled trellis.dev/role:
+	// gateway): canonical JSON of the trellis.dev/v1alpha1 GatewayRoute
+	// resources for it (docs/gateway.md). Empty for sidecars.
+	GatewayRoutes [][]byte `protobuf:"bytes,12,rep,name=gateway_routes,json=gatewayRoutes,proto3" json:"gateway_routes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -872,6 +876,13 @@ func (x *Snapshot) GetJwtAuthentications() [][]byte {
 func (x *Snapshot) GetRateLimits() [][]byte {
 	if x != nil {
 		return x.RateLimits
+	}
+	return nil
+}
+
+func (x *Snapshot) GetGatewayRoutes() [][]byte {
+	if x != nil {
+		return x.GatewayRoutes
 	}
 	return nil
 }
@@ -1267,7 +1278,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\xb8\x03\n" +
+	"trustRoots\"\xdf\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -1281,7 +1292,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x13jwt_authentications\x18\n" +
 	" \x03(\fR\x12jwtAuthentications\x12\x1f\n" +
 	"\vrate_limits\x18\v \x03(\fR\n" +
-	"rateLimits\"E\n" +
+	"rateLimits\x12%\n" +
+	"\x0egateway_routes\x18\f \x03(\fR\rgatewayRoutes\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xfc\x02\n" +

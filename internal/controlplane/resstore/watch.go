@@ -22,6 +22,7 @@ var (
 	intentsPrefix  = resourcePrefix + "intents/"
 	jwtPrefix      = resourcePrefix + "jwtauthentications/"
 	rlPrefix       = resourcePrefix + "ratelimits/"
+	grPrefix       = resourcePrefix + "gatewayroutes/"
 )
 
 // selected are the kinds proxies get the objects of that select them,
@@ -29,6 +30,7 @@ var (
 var selected = map[string]func(*resource.Object) (snapshot.Policy, error){
 	jwtPrefix: snapshot.JWTAuthnFromObject,
 	rlPrefix:  snapshot.RateLimitFromObject,
+	grPrefix:  snapshot.GatewayRouteFromObject,
 }
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -44,7 +46,7 @@ type Cache struct {
 	mesh     resource.MeshSpec
 	policies map[string]snapshot.Policy // by store key
 	intents  map[string]resource.Object // by store key
-	jwt      map[string]snapshot.Policy // JWTAuthentications and RateLimits, by store key
+	jwt      map[string]snapshot.Policy // JWTAuthentications, RateLimits and GatewayRoutes, by store key
 	// generated are the policies compiled from intents, as of genAt.
 	generated []snapshot.Policy
 	genAt     uint64
@@ -89,6 +91,9 @@ func (c *Cache) JWTAuthns() []snapshot.Policy { return c.selectedUnder(jwtPrefix
 
 // RateLimits returns the RateLimit resources, in no order.
 func (c *Cache) RateLimits() []snapshot.Policy { return c.selectedUnder(rlPrefix) }
+
+// GatewayRoutes returns the GatewayRoute resources, in no order.
+func (c *Cache) GatewayRoutes() []snapshot.Policy { return c.selectedUnder(grPrefix) }
 
 func (c *Cache) selectedUnder(prefix string) []snapshot.Policy {
 	c.mu.Lock()

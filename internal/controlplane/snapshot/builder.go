@@ -48,6 +48,8 @@ type Policy struct {
 	action   string
 	enforced bool
 	reach    *authz.Reach
+	// gateways is a GatewayRoute's spec.gateways.
+	gateways []string
 }
 
 // policyFromObject decodes a stored AuthorizationPolicy. The JSON sent to
@@ -79,6 +81,25 @@ func JWTAuthnFromObject(o *resource.Object) (Policy, error) {
 func RateLimitFromObject(o *resource.Object) (Policy, error) {
 	spec, err := resource.RateLimitSpecOf(o)
 	return selectedPolicy(o, spec, spec.Selector, err)
+}
+
+// GatewayRouteFromObject decodes a stored GatewayRoute for gateways. Its
+// Selector is empty: gateways are chosen by their role label and the
+// route's spec.gateways (routesGateway).
+func GatewayRouteFromObject(o *resource.Object) (Policy, error) {
+	spec, err := resource.GatewayRouteSpecOf(o)
+	p, err := selectedPolicy(o, spec, resource.Selector{}, err)
+	p.gateways = spec.Gateways
+	return p, err
+}
+
+// routesGateway reports whether the GatewayRoute p applies to w: w is a
+// gateway, and p names no gateways or names w's service.
+func routesGateway(p *Policy, w *Workload) bool {
+	if w.Labels[resource.GatewayRoleLabel] != resource.GatewayRoleValue {
+		return false
+	}
+	return len(p.gateways) == 0 || slices.Contains(p.gateways, w.Service+"."+w.Namespace)
 }
 
 // selectedPolicy is a resource proxies get when its selector picks their
@@ -134,6 +155,9 @@ type Input struct {
 	JWTAuthns []Policy
 	// RateLimits are the RateLimit resources (RateLimitFromObject).
 	RateLimits []Policy
+	// GatewayRoutes are the GatewayRoute resources
+	// (GatewayRouteFromObject).
+	GatewayRoutes []Policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
@@ -180,6 +204,7 @@ type View struct {
 	policies     []Policy               // sorted by namespace, name
 	jwtAuthns    []Policy               // JWTAuthentications, sorted by namespace, name
 	rateLimits   []Policy               // RateLimits, sorted by namespace, name
+	gwRoutes     []Policy               // GatewayRoutes, sorted by namespace, name
 	reportSecs   uint32
 	issuer       string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
@@ -205,6 +230,7 @@ func NewView(in Input) (*View, error) {
 		policies:     slices.Clone(in.Policies),
 		jwtAuthns:    slices.Clone(in.JWTAuthns),
 		rateLimits:   slices.Clone(in.RateLimits),
+		gwRoutes:     slices.Clone(in.GatewayRoutes),
 		reportSecs:   reportSeconds(in.ReportInterval),
 		issuer:       in.Issuer,
 		workloadsGen: in.WorkloadsGen,
@@ -215,6 +241,7 @@ func NewView(in Input) (*View, error) {
 	slices.SortFunc(v.policies, byRef)
 	slices.SortFunc(v.jwtAuthns, byRef)
 	slices.SortFunc(v.rateLimits, byRef)
+	slices.SortFunc(v.gwRoutes, byRef)
 	pv := in.Previous
 	if pv != nil && in.WorkloadsGen != 0 && pv.workloadsGen == in.WorkloadsGen {
 		// Only resources or trust changed: the services are the
@@ -325,6 +352,11 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 			snap.RateLimits = append(snap.RateLimits, p.JSON)
 		}
 	}
+	for i := range v.gwRoutes {
+		if p := &v.gwRoutes[i]; routesGateway(p, w) {
+			snap.GatewayRoutes = append(snap.GatewayRoutes, p.JSON)
+		}
+	}
 	if problems != nil {
 		return nil, &InconsistentError{Problems: problems}
 	}
@@ -333,7 +365,7 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 		snap.Hash = prev.GetHash()
 		return snap, nil
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits})
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits, GatewayRoutes: snap.GatewayRoutes})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
@@ -617,6 +649,7 @@ func sameParts(a, b *pb.Snapshot) bool {
 		slices.EqualFunc(a.Policies, b.Policies, bytes.Equal) &&
 		slices.EqualFunc(a.JwtAuthentications, b.JwtAuthentications, bytes.Equal) &&
 		slices.EqualFunc(a.RateLimits, b.RateLimits, bytes.Equal) &&
+		slices.EqualFunc(a.GatewayRoutes, b.GatewayRoutes, bytes.Equal) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {
 			return x.GetSpiffeId() == y.GetSpiffeId() && x.GetService() == y.GetService()
 		})

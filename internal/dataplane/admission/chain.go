@@ -12,6 +12,7 @@ import (
 	"github.com/trellismesh/trellis/internal/jwtauthn"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
+	"github.com/trellismesh/trellis/internal/ratelimit"
 )
 
 // The inbound admission chain: the checks every inbound HTTP request
@@ -60,6 +61,9 @@ type Peer struct {
 	Principal string
 	// MTLS: the connection is mutual TLS.
 	MTLS bool
+	// Addr is a client's IP address at an ingress gateway (the per-caller
+	// rate limit key of callers without a token); "" on sidecars.
+	Addr string
 }
 
 // Recorder counts what admission decides (the data path's metrics). It
@@ -86,6 +90,9 @@ type Chain struct {
 	Recorder Recorder
 	// Log gets a debug line per denial; nil means slog.Default.
 	Log *slog.Logger
+	// Ingress is an ingress gateway's chain: its clients are outside the
+	// mesh, so plaintext (or server-only TLS) is expected, not refused.
+	Ingress bool
 }
 
 // Verdict is how admission ended.
@@ -158,8 +165,8 @@ func requireSnapshot(_ *Chain, _ View, _ Peer, snap *meshconfig.Snapshot, v *Ver
 
 // requireMTLS: a plaintext connection accepted while PERMISSIVE outlives
 // a switch to STRICT; its requests stop here, and the connection closes.
-func requireMTLS(_ *Chain, _ View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
-	if !p.MTLS && snap.MTLSMode != "PERMISSIVE" {
+func requireMTLS(c *Chain, _ View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
+	if !p.MTLS && snap.MTLSMode != "PERMISSIVE" && !c.Ingress {
 		return v.refuse(&Refusal{Code: http.StatusForbidden, Msg: "trellis: mutual TLS required\n", Close: true})
 	}
 	return true
@@ -218,8 +225,8 @@ func screenUpgrade(c *Chain, r View, _ Peer, snap *meshconfig.Snapshot, v *Verdi
 const ReasonRateLimited = "rate_limited"
 
 // rateLimit takes a token of every RateLimit selecting the workload, per
-// caller identity (the SPIFFE ID, or the address-less "plaintext" bucket)
-// or one for all; over a limit is 429 with Retry-After.
+// caller (CallerKey) or one for all; over a limit is 429 with
+// Retry-After.
 func rateLimit(c *Chain, _ View, p Peer, snap *meshconfig.Snapshot, v *Verdict) bool {
 	if len(snap.RateLimits) == 0 {
 		return true
@@ -229,16 +236,39 @@ func rateLimit(c *Chain, _ View, p Peer, snap *meshconfig.Snapshot, v *Verdict) 
 		rl := &snap.RateLimits[i]
 		key := ""
 		if rl.PerCall {
-			key = cmp.Or(p.Principal, "plaintext")
+			key = v.CallerKey(p)
 		}
-		ok, wait := rl.Limiter.Allow(key, now)
-		if !ok {
-			c.refused(ReasonRateLimited)
-			secs := int((wait + time.Second - 1) / time.Second)
-			return v.refuse(&Refusal{Code: http.StatusTooManyRequests, Msg: "trellis: rate limited by " + rl.Ref + "\n", RetryAfter: max(secs, 1)})
+		if rf := c.Take(rl.Limiter, key, rl.Ref, now); rf != nil {
+			return v.refuse(rf)
 		}
 	}
 	return true
+}
+
+// CallerKey is the caller as per-caller rate limits count it: its SPIFFE
+// ID; without one (plaintext, or a gateway's client) the end user's
+// request principal, else the client's address, else the shared
+// "plaintext" bucket.
+func (v *Verdict) CallerKey(p Peer) string {
+	if p.Principal != "" {
+		return p.Principal
+	}
+	if v.User != nil {
+		return v.User.Principal
+	}
+	return cmp.Or(p.Addr, "plaintext")
+}
+
+// Take takes a token from l's bucket key; without one it counts the
+// refusal and returns the 429 naming ref.
+func (c *Chain) Take(l *ratelimit.Limiter, key, ref string, now time.Time) *Refusal {
+	ok, wait := l.Allow(key, now)
+	if ok {
+		return nil
+	}
+	c.refused(ReasonRateLimited)
+	secs := int((wait + time.Second - 1) / time.Second)
+	return &Refusal{Code: http.StatusTooManyRequests, Msg: "trellis: rate limited by " + ref + "\n", RetryAfter: max(secs, 1)}
 }
 
 // ReasonInvalidToken is the Recorder reason of a refused end-user token

@@ -36,6 +36,12 @@ type PolicyAuthorizer struct {
 	Metrics AuditRecorder
 	// Audits counts audit-mode would-deny events.
 	Audits atomic.Int64
+	// Ingress decides for an ingress gateway: where only the mesh default
+	// would decide (no policy denied the request, and none of the
+	// gateway's requires an ALLOW match), the gateway's routes already
+	// did, and the request is allowed. DENY policies and ALLOW policies
+	// selecting the gateway apply as anywhere.
+	Ingress bool
 }
 
 // Authorize implements Authorizer.
@@ -79,6 +85,9 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 		}
 	}
 	d := snap.Engine.DecideAudit(&a.Workload, &pr, audit)
+	if a.Ingress && d.Cause == policy.CauseMeshDefault {
+		d.Allow, d.Reason = true, "ingress: routed by a GatewayRoute, no policy denies"
+	}
 	if !d.Allow {
 		a.emit("authz.deny", principal, pr.SourceService, req, d.Policy, d.Rule, d.Reason)
 		a.Log.Debug("authorization denied", "event", "authz.deny", "policy", d.Policy, "rule", d.Rule, "reason", d.Reason,

@@ -44,6 +44,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindIntent:              reflect.TypeFor[resource.IntentSpec](),
 	resource.KindJWTAuthentication:   reflect.TypeFor[resource.JWTAuthenticationSpec](),
 	resource.KindRateLimit:           reflect.TypeFor[resource.RateLimitSpec](),
+	resource.KindGatewayRoute:        reflect.TypeFor[resource.GatewayRouteSpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -69,6 +70,9 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
 		{Name: "RPS", Type: "integer", JSONPath: ".spec.requestsPerSecond"},
 		{Name: "Per", Type: "string", JSONPath: ".spec.per"},
+	},
+	resource.KindGatewayRoute: {
+		{Name: "Hosts", Type: "string", JSONPath: ".spec.hosts"},
 	},
 }
 

@@ -1,0 +1,262 @@
+package cli_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/servingcert"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
+)
+
+// whoApp answers with what a service behind the gateway sees.
+func whoApp(t *testing.T, name string) string {
+	t.Helper()
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s host=%s path=%s proto=%s xff=%s xfcc=%s user=%s", name, r.Host, r.URL.RequestURI(),
+			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Client-Cert"), r.Header.Get("X-User-Id"))
+	}))
+	t.Cleanup(app.Close)
+	return strings.TrimPrefix(app.URL, "http://")
+}
+
+// gatewayClient dials addr whatever the URL's host, verifying the
+// gateway's certificate for that host against pool; h2 offers HTTP/2.
+func gatewayClient(addr string, tlsConf *tls.Config, h2 bool) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if tlsConf != nil {
+		// The transport adds its ALPN protocols to its configuration.
+		tlsConf = tlsConf.Clone()
+	}
+	tr := &http.Transport{
+		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) },
+		TLSClientConfig:     tlsConf,
+		ForceAttemptHTTP2:   h2,
+		MaxIdleConnsPerHost: 16,
+	}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func getBody(t *testing.T, c *http.Client, url string, hdr map[string]string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// The ingress gateway with real parts: a web PKI's certificates chosen by
+// SNI, GatewayRoutes by host and path prefix, services behind real
+// sidecars that see the gateway's SPIFFE ID, hundreds of requests over
+// HTTP/1.1 (the fast path), HTTP/2 and plain HTTP without a failure, curl,
+// a per-route rate limit, a certificate replaced on disk while requests
+// run, and a second gateway redirecting plain HTTP to https.
+func TestGatewayRoutesToMeshServices(t *testing.T) {
+	m := startMesh(t)
+	pki := testutil.NewServingPKI(t, t.TempDir())
+	shopCert, shopKey, _ := pki.Issue(t, "shop", "shop.example.com", "www.shop.example.com")
+	apiCert, apiKey, apiSerial := pki.Issue(t, "api", "api.example.com")
+	m.mustRun(t, `apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: shop-public, namespace: shop}
+spec:
+  hosts: [shop.example.com, "*.shop.example.com"]
+  rules:
+  - match: {pathPrefix: /api/}
+    service: frontend
+  - match: {pathPrefix: /limited}
+    service: frontend
+    rateLimit: {requestsPerSecond: 1, burst: 3}
+  - service: catalog
+---
+apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: api, namespace: shop}
+spec:
+  hosts: [api.example.com]
+  gateways: [public.ingress]
+  rules:
+  - service: catalog
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: from-ingress, namespace: shop}
+spec:
+  rules:
+  - from: [{namespaces: [ingress]}]
+`, "apply", "-f", "-")
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend")})
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "catalog", AppAddr: whoApp(t, "catalog")})
+	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off", Gateway: &proxy.GatewayConfig{
+		ListenHTTPS: "127.0.0.1:0", ListenHTTP: "127.0.0.1:0", CertReloadInterval: 100 * time.Millisecond,
+		Certs: []servingcert.Pair{{CertFile: shopCert, KeyFile: shopKey}, {CertFile: apiCert, KeyFile: apiKey}},
+	}})
+	gwID := gw.Identity().ID().String()
+	tlsConf := &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}
+	h1 := gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, false)
+	h2 := gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, true)
+	plain := gatewayClient(gw.GatewayHTTPAddr(), nil, false)
+	_, httpsPort, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+	shop := "https://shop.example.com:" + httpsPort
+	api := "https://api.example.com:" + httpsPort
+
+	testutil.EventuallyWithin(t, 15*time.Second, "the gateway routes to frontend", func() bool {
+		code, _, _ := getBody(t, h1, shop+"/api/items", nil)
+		return code == http.StatusOK
+	})
+	want := func(what string, code int, body string, wantCode int, parts ...string) {
+		t.Helper()
+		if code != wantCode {
+			t.Fatalf("%s: %d %q, want %d", what, code, body, wantCode)
+		}
+		for _, p := range parts {
+			if !strings.Contains(body, p) {
+				t.Fatalf("%s: body %q lacks %q", what, body, p)
+			}
+		}
+	}
+	for i := range 300 {
+		code, body, _ := getBody(t, h1, shop+"/api/items?i="+strconv.Itoa(i), map[string]string{"X-Forwarded-Client-Cert": "URI=spiffe://forged"})
+		want(fmt.Sprintf("h1 request %d", i), code, body, 200, "frontend host=shop.example.com:"+httpsPort, "path=/api/items?i="+strconv.Itoa(i), "proto=https", "xff=127.0.0.1", "URI="+gwID)
+		if strings.Contains(body, "forged") {
+			t.Fatalf("h1 request %d: the client's X-Forwarded-Client-Cert reached the service: %q", i, body)
+		}
+		code, body, _ = getBody(t, h2, api+"/items/"+strconv.Itoa(i), nil)
+		want(fmt.Sprintf("h2 request %d", i), code, body, 200, "catalog ", "path=/items/"+strconv.Itoa(i), "proto=https", "URI="+gwID)
+		code, body, _ = getBody(t, plain, "http://m.shop.example.com/api/x", map[string]string{"X-Forwarded-For": "10.9.9.9"})
+		want(fmt.Sprintf("plain request %d", i), code, body, 200, "frontend ", "proto=http ", "xff=10.9.9.9, 127.0.0.1")
+		code, body, _ = getBody(t, h1, shop+"/apis", nil) // not /api/: the catch-all
+		want(fmt.Sprintf("h1 request %d to /apis", i), code, body, 200, "catalog ")
+	}
+	// No route: 404 naming host and path, from the gateway itself.
+	code, body, _ := getBody(t, plain, "http://nope.example.com/x", nil)
+	want("unknown host", code, body, 404, `no GatewayRoute for host "nope.example.com" and path "/x"`)
+
+	// SNI picks the certificate.
+	for host, serial := range map[string]int64{"api.example.com": apiSerial} {
+		c, err := tls.Dial("tcp", gw.GatewayHTTPSAddr(), &tls.Config{RootCAs: pki.Pool, ServerName: host})
+		if err != nil {
+			t.Fatalf("TLS to %s: %v", host, err)
+		}
+		if got := c.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != serial {
+			t.Errorf("SNI %s got certificate serial %d, want %d", host, got, serial)
+		}
+		if v := c.ConnectionState().Version; v < tls.VersionTLS12 {
+			t.Errorf("TLS version %x", v)
+		}
+		c.Close()
+	}
+	if _, err := tls.Dial("tcp", gw.GatewayHTTPSAddr(), &tls.Config{RootCAs: pki.Pool, ServerName: "shop.example.com", MaxVersion: tls.VersionTLS11}); err == nil {
+		t.Error("the gateway accepted TLS 1.1")
+	}
+
+	// curl, over HTTP/2 and HTTP/1.1.
+	for i := range 10 {
+		for _, ver := range []string{"--http2", "--http1.1"} {
+			out, err := exec.Command("curl", "-sS", ver, "--cacert", pki.CAFile, "--resolve", "shop.example.com:"+httpsPort+":127.0.0.1",
+				"-w", " code=%{http_code}", shop+"/api/curl").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "code=200") || !strings.Contains(string(out), "URI="+gwID) {
+				t.Fatalf("curl %s %d: %v: %s", ver, i, err, out)
+			}
+		}
+	}
+
+	// The route's own bucket: 3, then 429 with Retry-After.
+	for i := range 3 {
+		code, body, _ := getBody(t, h1, shop+"/limited", nil)
+		want(fmt.Sprintf("limited %d", i), code, body, 200, "frontend ")
+	}
+	code, body, hdr := getBody(t, h1, shop+"/limited", nil)
+	want("over the route's limit", code, body, 429, "rate limited by GatewayRoute shop/shop-public rule 1")
+	if hdr.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+
+	// Replace the shop certificate on disk while requests run: every
+	// request succeeds, and new handshakes get the new certificate.
+	var wg sync.WaitGroup
+	errs := make(chan string, 1)
+	stop := make(chan struct{})
+	wg.Go(func() {
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c := gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, n%2 == 0)
+			code, body, _ := getBody(t, c, shop+"/api/reload", nil)
+			c.CloseIdleConnections()
+			if code != 200 {
+				select {
+				case errs <- fmt.Sprintf("during reload: %d %q", code, body):
+				default:
+				}
+			}
+		}
+	})
+	before := gw.CertReloads()
+	_, _, newSerial := pki.Issue(t, "shop", "shop.example.com", "www.shop.example.com")
+	testutil.EventuallyWithin(t, 10*time.Second, "the gateway presents the new certificate", func() bool {
+		c, err := tls.Dial("tcp", gw.GatewayHTTPSAddr(), &tls.Config{RootCAs: pki.Pool, ServerName: "shop.example.com"})
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.Int64() == newSerial
+	})
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	select {
+	case e := <-errs:
+		t.Fatal(e)
+	default:
+	}
+	if gw.CertReloads() <= before {
+		t.Errorf("reloads %d, want more than %d", gw.CertReloads(), before)
+	}
+
+	// A gateway redirecting plain HTTP.
+	redir := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off", Gateway: &proxy.GatewayConfig{
+		ListenHTTPS: "127.0.0.1:0", ListenHTTP: "127.0.0.1:0", RedirectHTTP: true,
+		Certs: []servingcert.Pair{{CertFile: shopCert, KeyFile: shopKey}},
+	}})
+	_, rport, _ := net.SplitHostPort(redir.GatewayHTTPSAddr())
+	rc := gatewayClient(redir.GatewayHTTPAddr(), nil, false)
+	for i := range 100 {
+		path := "/api/a?b=" + strconv.Itoa(i)
+		if i%2 == 1 {
+			path = "/api/%61?b=" + strconv.Itoa(i) // net/http's path
+		}
+		code, _, hdr := getBody(t, rc, "http://shop.example.com"+path, nil)
+		if code != http.StatusPermanentRedirect || hdr.Get("Location") != "https://shop.example.com:"+rport+path {
+			t.Fatalf("redirect %d: %d Location %q", i, code, hdr.Get("Location"))
+		}
+	}
+}
