@@ -260,3 +260,114 @@ spec:
 		}
 	}
 }
+
+// The README's request: curl with an end user's JWT through the gateway
+// to a service whose policy requires a claim. The gateway verifies the
+// token too (a JWTAuthentication selecting it: a bad token stops at the
+// edge with 401), forwards it, and frontend's proxy verifies it again
+// and decides on its own claims: the binding rule (docs/end-user-auth.md).
+func TestGatewayEndUserJWT(t *testing.T) {
+	m := startMesh(t)
+	iss := startIssuer(t)
+	pki := testutil.NewServingPKI(t, t.TempDir())
+	cert, key, _ := pki.Issue(t, "shop", "shop.example.com")
+	m.mustRun(t, fmt.Sprintf(`apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: shop-public, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  rules:
+  - match: {pathPrefix: /api/}
+    service: frontend
+---
+apiVersion: trellis.dev/v1alpha1
+kind: JWTAuthentication
+metadata: {name: at-the-edge, namespace: ingress}
+spec:
+  selector: {service: public}
+  issuers:
+  - {issuer: %[1]s, audiences: [shop], jwksURI: %[2]s/jwks.json, forwardOriginalToken: true}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: JWTAuthentication
+metadata: {name: shop-users, namespace: shop}
+spec:
+  selector: {service: frontend}
+  issuers:
+  - issuer: %[1]s
+    audiences: [shop]
+    jwksURI: %[2]s/jwks.json
+    forwardClaims: {sub: x-user-id}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: admins-via-gateway, namespace: shop}
+spec:
+  selector: {service: frontend}
+  rules:
+  - from: [{namespaces: [ingress], requestPrincipals: ["%[1]s/*"]}]
+    when: [{key: "request.auth.claims[groups]", values: [admin]}]
+`, iss.issuer, iss.url), "apply", "-f", "-")
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend"), JWKSCAFile: iss.caFile})
+	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off", JWKSCAFile: iss.caFile,
+		Gateway: &proxy.GatewayConfig{ListenHTTPS: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}}}})
+	_, port, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+	url := "https://shop.example.com:" + port + "/api/orders"
+	admin := iss.sign(t, "alice", []string{"admin"}, time.Hour)
+	user := iss.sign(t, "bob", []string{"ops"}, time.Hour)
+	expired := iss.sign(t, "carol", []string{"admin"}, -time.Hour)
+	curl := func(token string, extra ...string) (code, body, challenge string) {
+		args := []string{"-sS", "--cacert", pki.CAFile, "--resolve", "shop.example.com:" + port + ":127.0.0.1", "-D", "-", "-w", "\ncode=%{http_code}", url}
+		if token != "" {
+			args = append(args, "-H", "Authorization: Bearer "+token)
+		}
+		out, err := exec.Command("curl", append(args, extra...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+		s := string(out)
+		i := strings.LastIndex(s, "code=")
+		for _, l := range strings.Split(s, "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.EqualFold(k, "www-authenticate") {
+				challenge = strings.TrimSpace(v)
+			}
+		}
+		return strings.TrimSpace(s[i+5:]), s[:i], challenge
+	}
+	testutil.EventuallyWithin(t, 15*time.Second, "an admin's request passes", func() bool {
+		code, _, _ := curl(admin)
+		return code == "200"
+	})
+	for i := range 10 {
+		if code, body, _ := curl(admin, "-H", "X-User-Id: mallory"); code != "200" || !strings.Contains(body, "user=alice") {
+			t.Fatalf("admin %d: %s %q", i, code, body)
+		}
+		if code, body, _ := curl(user); code != "403" {
+			t.Fatalf("user without the claim %d: %s %q", i, code, body)
+		}
+		if code, body, _ := curl(""); code != "403" {
+			t.Fatalf("no token %d: %s %q", i, code, body)
+		}
+		code, body, challenge := curl(expired)
+		if code != "401" || !strings.Contains(challenge, `error="invalid_token"`) || !strings.Contains(body, "invalid token") {
+			t.Fatalf("expired token %d: %s %q %q", i, code, body, challenge)
+		}
+	}
+	// Hundreds more through Go's client, HTTP/1.1 (the fast path) and h2.
+	tlsConf := &tls.Config{RootCAs: pki.Pool}
+	for _, h2 := range []bool{false, true} {
+		c := gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, h2)
+		for i := range 150 {
+			code, body, _ := getBody(t, c, url, map[string]string{"Authorization": "Bearer " + admin, "X-User-Id": "mallory"})
+			if code != 200 || !strings.HasSuffix(body, " user=alice") {
+				t.Fatalf("h2=%v admin %d: %d %q", h2, i, code, body)
+			}
+			if code, body, hdr := getBody(t, c, url, map[string]string{"Authorization": "Bearer " + expired}); code != 401 || hdr.Get("Www-Authenticate") == "" {
+				t.Fatalf("h2=%v expired %d: %d %q", h2, i, code, body)
+			}
+			if code, body, _ := getBody(t, c, url, map[string]string{"Authorization": "Bearer " + user}); code != 403 {
+				t.Fatalf("h2=%v user %d: %d %q", h2, i, code, body)
+			}
+		}
+	}
+}

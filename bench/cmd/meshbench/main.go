@@ -161,7 +161,7 @@ func benchMain(args []string) error {
 }
 
 // allTopologies in report order.
-var allTopologies = []string{"direct", "trellis", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
+var allTopologies = []string{"direct", "trellis", "trellis-gateway", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
 
 // parseLevels reads -levels: rates and "max" (closed loop).
 func parseLevels(s string) ([]level, error) {
@@ -295,7 +295,7 @@ func run(ctx context.Context, o options) error {
 // rotates. It returns their part of the report.
 func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func(string) bool) (string, error) {
 	var err error
-	wantHTTP := want("direct") || want("trellis") || want("nginx") || want("haproxy")
+	wantHTTP := want("direct") || want("trellis") || want("trellis-gateway") || want("nginx") || want("haproxy")
 	wantGRPC := want("direct-grpc") || want("trellis-grpc")
 	var upstream, grpcUpstream string
 	if wantHTTP {
@@ -323,6 +323,7 @@ func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func
 		name  string
 		start func() (*topology, error)
 	}{
+		{"trellis-gateway", func() (*topology, error) { return e.startGateway(ctx, upstream) }},
 		{"nginx", func() (*topology, error) { return e.startNginx(ctx, upstream, pc) }},
 		{"haproxy", func() (*topology, error) { return e.startHAProxy(ctx, upstream, pc) }},
 	}

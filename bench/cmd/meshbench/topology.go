@@ -316,19 +316,11 @@ func (tp *trellisPairs) start(ctx context.Context, name, service, client, protoc
 		return nil, err
 	}
 	srvIn, srvAdmin, cliIn, cliAdmin, front := ports[0], ports[1], ports[2], ports[3], ports[4]
-	token := func(service string) (string, error) {
-		tok, err := e.runCLI(tp.cli, "", "token", "create", "--service", service, "--namespace", "bench")
-		if err != nil {
-			return "", err
-		}
-		path := filepath.Join(e.dir, service+".token")
-		return path, os.WriteFile(path, []byte(tok), 0o600)
-	}
-	srvTok, err := token(service)
+	srvTok, err := tp.token(service)
 	if err != nil {
 		return nil, err
 	}
-	cliTok, err := token(client)
+	cliTok, err := tp.token(client)
 	if err != nil {
 		return nil, err
 	}
