@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
 	"sort"
 	"time"
@@ -22,7 +23,8 @@ func newUpCmd() *cobra.Command {
 		Short: "Run a demo mesh on this machine until Ctrl-C",
 		Long: "up runs a whole demo mesh in one process: a control plane on a temporary data dir, three demo\n" +
 			"services (frontend calling catalog and payments in namespace shop), a sidecar proxy beside each,\n" +
-			"the policies for exactly those calls, and a light traffic generator.",
+			"the policies for exactly those calls, an ingress gateway for https://shop.example.com with a demo\n" +
+			"identity provider and users' tokens, and a light traffic generator.",
 		Args: noArgs,
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(cmd.ErrOrStderr(), lf.level, lf.format)
@@ -60,6 +62,7 @@ func printBanner(cmd *cobra.Command, m *demo.Mesh) {
 	token := filepath.Join(m.DataDir, controlplane.AdminTokenFile)
 	fmt.Fprintf(out, "Trellis demo mesh is up (trust domain %s).\n\n", m.Control.TrustDomain())
 	fmt.Fprintf(out, "  control plane   gRPC %s   admin API %s\n", m.Control.GRPCAddr(), m.Control.APIURL())
+	fmt.Fprintf(out, "  data dir        %s\n", m.DataDir)
 	names := make([]string, 0, len(m.Proxies))
 	for n := range m.Proxies {
 		names = append(names, n)
@@ -70,6 +73,12 @@ func printBanner(cmd *cobra.Command, m *demo.Mesh) {
 		fmt.Fprintf(out, "  %-9s proxy   inbound %s   admin http://%s\n", n, p.InboundAddr(), p.AdminAddr())
 	}
 	fmt.Fprintf(out, "\nThe frontend (calls catalog and payments through its sidecar, mTLS on the wire):\n  curl %s\n\n", m.Frontend)
+	if e := m.Edge; e != nil {
+		_, port, _ := net.SplitHostPort(e.Addr)
+		fmt.Fprintf(out, "The gateway (https://%s, certificate from a demo CA; frontend lets in only admins, by their JWT):\n", demo.DemoHost)
+		fmt.Fprintf(out, "  curl --cacert %s --resolve %s:%s:127.0.0.1 \\\n    -H \"Authorization: Bearer $(cat %s)\" %s\n", e.CAFile, demo.DemoHost, port, e.AdminToken, e.URL)
+		fmt.Fprintf(out, "  (with %s, a user without the admin claim: 403; without a token: 403)\n\n", e.UserToken)
+	}
 	fmt.Fprintf(out, "Look around, in another shell:\n")
 	fmt.Fprintf(out, "  export TRELLIS_API=%s TRELLIS_TOKEN_FILE=%s\n", m.Control.APIURL(), token)
 	fmt.Fprintf(out, "  bin/trellis get authz -n shop              # the policies that let exactly these calls through\n")

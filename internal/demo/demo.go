@@ -51,6 +51,8 @@ type Mesh struct {
 	store    store.Store // the control plane's; closed by Stop after it
 	Proxies  map[string]*proxy.Proxy
 	Frontend string // URL of the frontend application
+	// Edge is the ingress gateway and what calling through it takes.
+	Edge *Edge
 	servers  []*http.Server
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -134,6 +136,9 @@ func Start(ctx context.Context, opts Options) (_ *Mesh, err error) {
 		if err := m.startWorkload(ctx, client, w); err != nil {
 			return nil, err
 		}
+	}
+	if err := m.startEdge(ctx, client); err != nil {
+		return nil, err
 	}
 	for name, p := range m.Proxies {
 		select {

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +107,44 @@ func TestDemoMesh(t *testing.T) {
 		resp.Body.Close()
 		if !strings.Contains(string(b), "trellis_certificate_expiry_timestamp_seconds") {
 			t.Errorf("%s metrics lack the certificate expiry", name)
+		}
+	}
+}
+
+// The demo's edge: curl through the gateway with the admin's token gets
+// frontend's answer; the user's token and none get 403.
+func TestDemoGatewayWithJWT(t *testing.T) {
+	m := startDemo(t)
+	e := m.Edge
+	if e == nil {
+		t.Fatal("the demo has no gateway")
+	}
+	_, port, _ := net.SplitHostPort(e.Addr)
+	curl := func(tokenFile string) string {
+		args := []string{"-sS", "--cacert", e.CAFile, "--resolve", DemoHost + ":" + port + ":127.0.0.1", "-o", "/dev/null", "-w", "%{http_code}", e.URL}
+		if tokenFile != "" {
+			tok, err := os.ReadFile(tokenFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "-H", "Authorization: Bearer "+strings.TrimSpace(string(tok)))
+		}
+		out, err := exec.Command("curl", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	testutil.EventuallyWithin(t, 15*time.Second, "the admin's request through the gateway passes", func() bool { return curl(e.AdminToken) == "200" })
+	for i := range 20 {
+		if got := curl(e.AdminToken); got != "200" {
+			t.Fatalf("admin %d: %s", i, got)
+		}
+		if got := curl(e.UserToken); got != "403" {
+			t.Fatalf("user %d: %s", i, got)
+		}
+		if got := curl(""); got != "403" {
+			t.Fatalf("no token %d: %s", i, got)
 		}
 	}
 }
