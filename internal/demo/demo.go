@@ -52,11 +52,11 @@ type Mesh struct {
 	Proxies  map[string]*proxy.Proxy
 	Frontend string // URL of the frontend application
 	// Edge is the ingress gateway and what calling through it takes.
-	Edge *Edge
-	servers  []*http.Server
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	tmpDir   string
+	Edge    *Edge
+	servers []*http.Server
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	tmpDir  string
 
 	mu       sync.Mutex
 	ok, fail int

@@ -161,7 +161,7 @@ func (m *Mesh) startEdge(ctx context.Context, client *adminapi.Client) error {
 		ControlAddr: m.Control.GRPCAddr(), CAFile: filepath.Join(m.DataDir, identity.RootCertFile), Token: tok.Token,
 		Service: "public", Namespace: "ingress", JWKSCAFile: m.Edge.CAFile,
 		InboundAddr: m.port(406), AdminAddr: m.port(410), HTTPProxyAddr: "off", DrainTimeout: 3 * time.Second, StatsInterval: 2 * time.Second,
-		Logger: m.opts.Logger.With("component", "gateway"),
+		Logger:  m.opts.Logger.With("component", "gateway"),
 		Gateway: &proxy.GatewayConfig{ListenHTTPS: m.port(443), Certs: []servingcert.Pair{{CertFile: certFile, KeyFile: keyFile}}},
 	})
 	if err != nil {
