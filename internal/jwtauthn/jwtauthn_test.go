@@ -285,10 +285,15 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 	}
 }
 
-// BenchmarkAuthenticateUncached verifies a new token every time.
+// BenchmarkAuthenticateUncached verifies a new token every time, with
+// the issuer's keys cached: ES256 and RS256 (2048-bit).
 func BenchmarkAuthenticateUncached(b *testing.B) {
+	b.Run("ES256", func(b *testing.B) { benchUncached(b, newECKey(&testing.T{}, "k")) })
+	b.Run("RS256", func(b *testing.B) { benchUncached(b, newRSAKey(&testing.T{}, "k")) })
+}
+
+func benchUncached(b *testing.B, k signingKey) {
 	t := &testing.T{}
-	k := newECKey(t, "k")
 	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{k.pub}})
 	a, _ := New([]Issuer{{Issuer: iss, JWKS: string(set)}}, Options{CacheSize: 1})
 	toks := make([]http.Header, 64)

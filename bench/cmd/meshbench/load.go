@@ -56,6 +56,7 @@ func loadMain(args []string) error {
 	bodySize := fs.Int("body", 1024, "expected response body size; other sizes count as errors")
 	useGRPC := fs.Bool("grpc", false, "gRPC unary calls (meshbench.Bench/Unary) instead of HTTP/1.1 GET /")
 	reqSize := fs.Int("req", 1024, "with -grpc: request payload size")
+	header := fs.String("header", "", "an extra request header line, NAME: VALUE (HTTP/1.1 only)")
 	useStream := fs.Bool("grpc-stream", false, "one bidirectional gRPC stream per connection (meshbench.Bench/Stream): each request is a -req byte message and its echo")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -83,7 +84,7 @@ func loadMain(args []string) error {
 			}
 			c = g
 		} else {
-			h := &httpConn{addr: *addr, body: *bodySize}
+			h := &httpConn{addr: *addr, body: *bodySize, req: requestWith(*header)}
 			if err := h.dial(); err != nil {
 				return fmt.Errorf("load: %w", err)
 			}
@@ -156,11 +157,21 @@ type loadWorker struct {
 type httpConn struct {
 	addr string
 	body int
+	req  []byte // the request bytes
 	conn net.Conn
 	br   *bufio.Reader
 }
 
 var request = []byte("GET / HTTP/1.1\r\nHost: upstream.bench\r\nUser-Agent: meshbench\r\n\r\n")
+
+// requestWith is request with one more header line ("" adds none).
+func requestWith(header string) []byte {
+	if header == "" {
+		return request
+	}
+	head := request[:len(request)-2]
+	return append(append(append([]byte(nil), head...), header+"\r\n"...), "\r\n"...)
+}
 
 func (w *httpConn) dial() error {
 	c, err := net.DialTimeout("tcp", w.addr, 5*time.Second)
@@ -187,7 +198,7 @@ func (w *httpConn) do() error {
 		}
 	}
 	w.conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := w.conn.Write(request); err != nil {
+	if _, err := w.conn.Write(w.req); err != nil {
 		return w.fail(err)
 	}
 	resp, err := http.ReadResponse(w.br, nil)

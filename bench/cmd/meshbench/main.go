@@ -161,7 +161,7 @@ func benchMain(args []string) error {
 }
 
 // allTopologies in report order.
-var allTopologies = []string{"direct", "trellis", "trellis-gateway", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
+var allTopologies = []string{"direct", "trellis", "trellis-gateway", "trellis-gateway-jwt", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
 
 // parseLevels reads -levels: rates and "max" (closed loop).
 func parseLevels(s string) ([]level, error) {
@@ -295,7 +295,7 @@ func run(ctx context.Context, o options) error {
 // rotates. It returns their part of the report.
 func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func(string) bool) (string, error) {
 	var err error
-	wantHTTP := want("direct") || want("trellis") || want("trellis-gateway") || want("nginx") || want("haproxy")
+	wantHTTP := want("direct") || want("trellis") || want("trellis-gateway") || want("trellis-gateway-jwt") || want("nginx") || want("haproxy")
 	wantGRPC := want("direct-grpc") || want("trellis-grpc")
 	var upstream, grpcUpstream string
 	if wantHTTP {
@@ -323,7 +323,8 @@ func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func
 		name  string
 		start func() (*topology, error)
 	}{
-		{"trellis-gateway", func() (*topology, error) { return e.startGateway(ctx, upstream) }},
+		{"trellis-gateway", func() (*topology, error) { return e.startGateway(ctx, upstream, false) }},
+		{"trellis-gateway-jwt", func() (*topology, error) { return e.startGateway(ctx, upstream, true) }},
 		{"nginx", func() (*topology, error) { return e.startNginx(ctx, upstream, pc) }},
 		{"haproxy", func() (*topology, error) { return e.startHAProxy(ctx, upstream, pc) }},
 	}
@@ -390,6 +391,9 @@ func (e *env) measure(ctx context.Context, t *topology, l level, o options) (run
 		"-d", dur.String(), "-warmup", o.warmup.String()}
 	if t.grpc {
 		argv = append(argv, "-grpc")
+	}
+	if t.header != "" {
+		argv = append(argv, "-header", t.header)
 	}
 	return e.runLoad(ctx, t, argv)
 }

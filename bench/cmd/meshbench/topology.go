@@ -201,6 +201,7 @@ type topology struct {
 	front   string  // where the load generator connects
 	proxies []*proc // the proxy pair (client side first); none for direct
 	grpc    bool    // gRPC unary load instead of HTTP/1.1
+	header  string  // an extra request header line for HTTP/1.1 load
 }
 
 // startUpstream runs `meshbench upstream` (with -grpc: the gRPC one)
