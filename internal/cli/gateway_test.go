@@ -371,3 +371,87 @@ spec:
 		}
 	}
 }
+
+// One of two frontend instances stops (its proxy drains) while clients
+// send requests through the gateway over HTTP/1.1 and h2: none fails.
+func TestGatewayAcrossAnEndpointRestart(t *testing.T) {
+	m := startMesh(t)
+	pki := testutil.NewServingPKI(t, t.TempDir())
+	cert, key, _ := pki.Issue(t, "shop", "shop.example.com")
+	m.mustRun(t, `apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: shop-public, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  rules:
+  - service: frontend
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: from-ingress, namespace: shop}
+spec:
+  rules:
+  - from: [{namespaces: [ingress]}]
+`, "apply", "-f", "-")
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend-a")})
+	second := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend-b")})
+	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off",
+		Gateway: &proxy.GatewayConfig{ListenHTTPS: "127.0.0.1:0", ListenHTTP: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}}}})
+	_, port, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+	url := "https://shop.example.com:" + port + "/x"
+	tlsConf := &tls.Config{RootCAs: pki.Pool}
+	clients := []*http.Client{gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, false), gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, true),
+		gatewayClient(gw.GatewayHTTPAddr(), nil, false)}
+	urls := []string{url, url, "http://shop.example.com/x"}
+	seen := map[string]bool{}
+	testutil.EventuallyWithin(t, 15*time.Second, "both frontends answer through the gateway", func() bool {
+		if code, body, _ := getBody(t, clients[0], url, nil); code == 200 {
+			seen[strings.Fields(body)[0]] = true
+		}
+		return seen["frontend-a"] && seen["frontend-b"]
+	})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var fails []string
+	var sent int
+	stop := make(chan struct{})
+	for i, c := range clients {
+		for range 2 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					resp, err := c.Get(urls[i])
+					mu.Lock()
+					sent++
+					if err != nil {
+						fails = append(fails, err.Error())
+					} else {
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							fails = append(fails, fmt.Sprintf("client %d: %s %q", i, resp.Status, b))
+						}
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := second.Shutdown(ctx); err != nil {
+		t.Errorf("stop the second frontend: %v", err)
+	}
+	cancel()
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	if sent < 600 || len(fails) > 0 {
+		t.Fatalf("%d requests, %d failed: %v", sent, len(fails), fails[:min(len(fails), 10)])
+	}
+	t.Logf("%d requests across the restart, none failed", sent)
+}

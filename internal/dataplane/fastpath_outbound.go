@@ -39,6 +39,10 @@ func newFastPeerPool(e *PeerEndpoint) *upstream.Pool {
 	}, 256, 2*time.Minute)
 }
 
+// maxFastAttempts bounds the tries of one request on the outbound fast
+// path (see forwardFast).
+const maxFastAttempts = 3
+
 // serveFast is Outbound.serveHTTP for the fast path.
 func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	start := time.Now()
@@ -77,18 +81,30 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 	bodyless := req.RequestBody() == h1.BodyNone
 	resp := fastHeads.Get().(*h1.Head)
 	defer fastHeads.Put(resp)
+	// An exchange that sent nothing the endpoint acted on moves, once, to
+	// another endpoint: its proxy may be down or draining (it closes its
+	// idle connections, and a request can meet one closing).
+	switched := false
+	moveOn := func(err error) bool {
+		if switched {
+			return false
+		}
+		e2 := rt.bal.Pick(e)
+		if e2 == nil {
+			return false
+		}
+		o.logFailure(rt, e, err)
+		e.inflight.Add(-1)
+		e, switched = e2, true
+		e.inflight.Add(1)
+		return true
+	}
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := e.fast.Get(context.Background())
 		if err != nil {
 			// Nothing reached this endpoint; another may be up.
-			if bodyless && attempt == 0 {
-				if e2 := rt.bal.Pick(e); e2 != nil {
-					o.logFailure(rt, e, err)
-					e.inflight.Add(-1)
-					e = e2
-					e.inflight.Add(1)
-					continue
-				}
+			if bodyless && attempt < maxFastAttempts && moveOn(err) {
+				continue
 			}
 			ew := newErrorResponse()
 			code := o.upstreamFailedFor(ew, rt, e, err)
@@ -105,7 +121,12 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			return res.code, res.downKeep
 		case fwdNoResponse:
 			closeQuietly(uc.C)
-			if reused && res.nothingRead && attempt < 2 && replayableH1(req) {
+			// No answer, nothing read: a pooled connection may have been
+			// closed under the request (try again, elsewhere when there
+			// is another endpoint); a new one closing at once is an
+			// endpoint going away (only elsewhere). Only requests safe to
+			// send twice.
+			if res.nothingRead && attempt < maxFastAttempts && replayableH1(req) && (moveOn(res.err) || reused) {
 				continue
 			}
 			ew := newErrorResponse()

@@ -310,7 +310,7 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 	}
 	relay.EnableFullDuplex(w, r)
 	var body *trackedBody
-	if r.Body != nil && r.Body != http.NoBody {
+	if !relay.Bodyless(r) {
 		body = &trackedBody{ReadCloser: r.Body}
 		r.Body = body
 	}

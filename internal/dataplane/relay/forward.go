@@ -90,6 +90,12 @@ func NewOutRequest(r *http.Request, scheme, host string) *http.Request {
 	o.req.RequestURI = ""
 	o.req.Close = false
 	o.req.TransferEncoding = nil
+	if o.req.ContentLength == 0 {
+		// Known empty (an HTTP/2 request ends with its HEADERS but
+		// still has a Body): say so, and the transport may send it
+		// again after a GOAWAY.
+		o.req.Body, o.req.GetBody = http.NoBody, noBody
+	}
 	if o.req.Header == nil {
 		o.req.Header = make(http.Header)
 	}
@@ -99,6 +105,8 @@ func NewOutRequest(r *http.Request, scheme, host string) *http.Request {
 	delete(o.req.Header, "Host")
 	return &o.req
 }
+
+func noBody() (io.ReadCloser, error) { return http.NoBody, nil }
 
 // ErrClientGone: CopyResponse (and the fast path) could not write to the
 // caller, who went away; the handler records it and writes nothing more.
