@@ -103,6 +103,9 @@ type Snapshot struct {
 	// RateLimits are the RateLimits that select the workload; a request
 	// passes when every one has a token for it.
 	RateLimits []RateLimit
+	// ExtAuthz are the Mesh's external authorization providers by name
+	// (nil without any); CUSTOM policies name them.
+	ExtAuthz map[string]*ExtAuthzProvider
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
@@ -261,6 +264,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if out.RateLimits, err = compileRateLimits(s.GetRateLimits()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if out.ExtAuthz, err = compileExtAuthz(s.GetMesh().GetExtAuthzProviders()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if claims := out.Authn.ClaimHeaders(); len(claims) > 0 {
