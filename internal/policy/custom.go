@@ -48,3 +48,22 @@ func (e *Engine) AppendCustom(dst []CustomMatch, w *Workload, r *Request) []Cust
 	}
 	return dst
 }
+
+// reasonCustomTCP: external authorization decides HTTP requests; a TCP
+// connection that a CUSTOM policy matches is denied rather than let in
+// unasked.
+const reasonCustomTCP = "a CUSTOM policy matches a TCP connection, and external authorization decides HTTP requests only"
+
+// customTCP denies an allowed TCP connection that a CUSTOM policy
+// matches (as a DENY rule would: HTTP conditions hold on TCP).
+func customTCP(b *bucket, w *Workload, a *attrs, d Decision) Decision {
+	for _, p := range b.custom {
+		if !p.selects(w) {
+			continue
+		}
+		if i := p.match(a); i >= 0 {
+			return Decision{Allow: false, Cause: CauseDeny, Policy: p.ref, Rule: i, Reason: reasonCustomTCP}
+		}
+	}
+	return d
+}

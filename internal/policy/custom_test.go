@@ -50,6 +50,18 @@ func TestCustomPolicies(t *testing.T) {
 			}
 		})
 	}
+	open, err := Compile(pols, Options{TrustDomain: "trellis.local", DefaultAllow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := Request{Principal: frontend}
+	if d := open.Decide(&cart, &tcp); d.Allow || d.Policy != "shop/b-ext-all" {
+		t.Errorf("TCP matched by a CUSTOM policy: got %+v, want denied by it", d)
+	}
+	robot := Request{Principal: "spiffe://trellis.local/ns/shop/sa/robot"}
+	if d := open.Decide(&cart, &robot); !d.Allow {
+		t.Errorf("TCP no CUSTOM policy matches: got %+v, want the mesh default", d)
+	}
 	if got := e.Selecting(&cart); !slices.Equal(got, []string{"shop/b-ext-all"}) {
 		t.Errorf("Selecting: got %q, want the CUSTOM policy", got)
 	}

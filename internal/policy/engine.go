@@ -382,6 +382,9 @@ func (e *Engine) DecideAudit(w *Workload, r *Request, audit func(AuditResult)) D
 	a.init(r, e.opts.TrustDomain)
 
 	d := e.decide(b, w, &a)
+	if d.Allow && !r.HTTP && len(b.custom) > 0 {
+		d = customTCP(b, w, &a, d)
+	}
 	if audit == nil {
 		return d
 	}
