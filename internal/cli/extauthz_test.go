@@ -57,7 +57,8 @@ spec:
 // External authorization through real proxies and a real ext_authz
 // server (extauthztest: Envoy's API only), on the HTTP/1.1 fast path and
 // on net/http (a percent-encoded path): 400 requests allowed (the app
-// sees the provider's x-ext-user, never its unlisted header) or denied
+// sees the provider's x-ext-user, never its unlisted header nor the
+// caller's own x-ext-user) or denied
 // with the provider's 401, body and listed header; the provider stopped,
 // 200 requests fail closed with 403 saying it is unavailable; failOpen,
 // 200 pass. Nothing unexpected in 800.
@@ -80,6 +81,7 @@ func TestExtAuthzThroughProxies(t *testing.T) {
 	call := func(path string) answer {
 		req, _ := http.NewRequest("GET", "http://"+front.UpstreamAddr(0)+path, nil)
 		req.Header.Set("X-Tenant", "acme")
+		req.Header.Set("X-Ext-User", "mallory") // the provider's to set: stripped
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatalf("GET %s: %v", path, err)
@@ -120,8 +122,8 @@ func TestExtAuthzThroughProxies(t *testing.T) {
 	if got := srv.Last().GetAttributes().GetRequest().GetHttp().GetHeaders()["x-tenant"]; got != "acme" {
 		t.Errorf("x-tenant in the check: got %q, want acme", got)
 	}
-	if got := call("/health"); got.code != 200 {
-		t.Errorf("a path no CUSTOM rule matches: got %+v, want 200", got)
+	if got := call("/health"); got != (answer{200, "user= secret=", "", ""}) {
+		t.Errorf("a path no CUSTOM rule matches: got %+v, want 200 without the caller's x-ext-user", got)
 	}
 
 	srv.Stop()

@@ -2,7 +2,9 @@ package meshconfig
 
 import (
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"time"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
@@ -62,4 +64,14 @@ func compileExtAuthz(ps []*pb.ExtAuthzProvider) (map[string]*ExtAuthzProvider, e
 		}
 	}
 	return out, nil
+}
+
+// extAuthzUpstreamHeaders are the headers providers may set on allowed
+// requests, sorted: the inbound strips callers' values of them.
+func extAuthzUpstreamHeaders(ps map[string]*ExtAuthzProvider) []string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(ps)) {
+		out = append(out, ps[name].UpstreamHeaders...)
+	}
+	return out
 }

@@ -269,8 +269,11 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	if out.ExtAuthz, err = compileExtAuthz(s.GetMesh().GetExtAuthzProviders()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
-	if claims := out.Authn.ClaimHeaders(); len(claims) > 0 {
-		out.StripHeaders = withClaimHeaders(out.StripHeaders, claims)
+	// Headers only the proxy may set: forwarded claims, and what
+	// external authorization providers set on allowed requests (the app
+	// must not take a caller's value for the provider's).
+	if set := append(out.Authn.ClaimHeaders(), extAuthzUpstreamHeaders(out.ExtAuthz)...); len(set) > 0 {
+		out.StripHeaders = withClaimHeaders(out.StripHeaders, set)
 		out.strip = NewHeaderStrip(out.StripHeaders)
 	}
 	out.ServiceOf = map[string]string{}

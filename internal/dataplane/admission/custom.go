@@ -24,9 +24,12 @@ const (
 // CustomLister is an Authorizer that also knows the CUSTOM policies
 // (PolicyAuthorizer): AppendCustom appends to dst those selecting the
 // workload whose rules match req, in evaluation order, allocating only
-// to grow dst. Same concurrency rules as Authorize.
+// to grow dst; CustomDenied records a request a provider denied (or
+// failed closed on), as Authorize records its denials. Same concurrency
+// rules as Authorize.
 type CustomLister interface {
 	AppendCustom(dst []policy.CustomMatch, snap *meshconfig.Snapshot, req *Request) []policy.CustomMatch
+	CustomDenied(req *Request, d Decision)
 }
 
 // custom asks the provider of every CUSTOM policy matching a request
@@ -51,10 +54,11 @@ func custom(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) boo
 		v.authz.RequestPrincipal, v.authz.Claim = v.User.Principal, v.User.Values
 	}
 	matches := cl.AppendCustom(v.custom[:0], snap, &v.authz)
-	v.authz = Request{}
 	if len(matches) == 0 {
+		v.authz = Request{}
 		return true
 	}
+	defer func() { v.authz = Request{} }()
 	if h != nil {
 		get = h.Get
 	}
@@ -71,7 +75,9 @@ func custom(c *Chain, r View, p Peer, snap *meshconfig.Snapshot, v *Verdict) boo
 			c.Recorder.Decided(Decision{Allow: res.Allow, Policy: m.Policy, Rule: m.Rule})
 		}
 		if !res.Allow {
-			return v.refuse(c.customRefusal(snap, p, r, v, m, &res))
+			rf := c.customRefusal(snap, p, r, v, m, &res)
+			cl.CustomDenied(&v.authz, v.Decision)
+			return v.refuse(rf)
 		}
 		if res.Err != nil {
 			c.log().Debug("external authorization failed open", "provider", m.Provider, "policy", m.Policy, "err", res.Err)

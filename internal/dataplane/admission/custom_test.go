@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/extauthz"
@@ -77,6 +78,10 @@ func TestCustomStep(t *testing.T) {
 	snap := snapshot(t, prov)
 	m := metrics.New()
 	c := chain(t, m, pool)
+	var denials []string
+	c.Authorizer.(*admission.PolicyAuthorizer).Events = func(e *pb.Event) {
+		denials = append(denials, e.GetKind()+" "+e.GetPolicy()+" "+e.GetPath())
+	}
 	peer := admission.Peer{ID: caller, Principal: caller.String(), MTLS: true}
 	admit := func(path string) (*admission.Verdict, *h1.Head) {
 		req := get(path)
@@ -110,6 +115,9 @@ func TestCustomStep(t *testing.T) {
 	}
 	if v.Decision.Allow || v.Decision.Policy != "shop/ext" {
 		t.Errorf("denied decision: got %+v", v.Decision)
+	}
+	if want := []string{"authz.deny shop/ext /deny/x"}; len(denials) != 1 || denials[0] != want[0] {
+		t.Errorf("audit events: got %q, want %q", denials, want)
 	}
 
 	for _, tc := range []struct{ name, path, reason string }{

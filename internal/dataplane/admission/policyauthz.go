@@ -80,6 +80,16 @@ func (a *PolicyAuthorizer) AppendCustom(dst []policy.CustomMatch, snap *meshconf
 	return snap.Engine.AppendCustom(dst, &a.Workload, &pr)
 }
 
+// CustomDenied implements CustomLister: an audit event like a local
+// denial's.
+func (a *PolicyAuthorizer) CustomDenied(req *Request, d Decision) {
+	principal := req.Principal
+	if principal == "" && !req.Source.IsZero() {
+		principal = req.Source.String()
+	}
+	a.emit("authz.deny", principal, "", req, d.Policy, d.Rule, d.Reason)
+}
+
 // request is req as the policy engine sees it.
 func (a *PolicyAuthorizer) request(snap *meshconfig.Snapshot, req *Request) policy.Request {
 	principal := req.Principal
