@@ -18,6 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/servingcert"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/extauthztest"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
@@ -454,4 +455,85 @@ spec:
 		t.Fatalf("%d requests, %d failed: %v", sent, len(fails), fails[:min(len(fails), 10)])
 	}
 	t.Logf("%d requests across the restart, none failed", sent)
+}
+
+// External authorization at the gateway: a CUSTOM policy selecting the
+// gateway's service asks a real ext_authz server (extauthztest) for every
+// request, over HTTP/1.1 and h2: allowed ones reach frontend, denied ones
+// get the provider's 401 and body from the gateway, and with the server
+// stopped every request fails closed with 403 saying so.
+func TestGatewayExtAuthz(t *testing.T) {
+	m := startMesh(t)
+	srv := extauthztest.Start(t, &extauthztest.Server{})
+	pki := testutil.NewServingPKI(t, t.TempDir())
+	cert, key, _ := pki.Issue(t, "shop", "shop.example.com")
+	host, port, _ := net.SplitHostPort(srv.Addr())
+	m.mustRun(t, fmt.Sprintf(`apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: {name: default}
+spec:
+  extensionProviders:
+  - name: ext
+    envoyExtAuthzGrpc: {service: %s, port: %s, timeout: 2s, headersToDownstreamOnDeny: [x-ext-reason]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: ext-at-the-edge, namespace: ingress}
+spec:
+  selector: {service: public}
+  action: CUSTOM
+  provider: {name: ext}
+  rules: [{}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: shop-public, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  rules:
+  - service: frontend
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: from-ingress, namespace: shop}
+spec:
+  rules:
+  - from: [{namespaces: [ingress]}]
+`, host, port), "apply", "-f", "-")
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend")})
+	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off",
+		Gateway: &proxy.GatewayConfig{ListenHTTPS: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}}}})
+	_, gport, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+	base := "https://shop.example.com:" + gport
+	tlsConf := &tls.Config{RootCAs: pki.Pool}
+	h1, h2 := gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, false), gatewayClient(gw.GatewayHTTPSAddr(), tlsConf, true)
+	testutil.EventuallyWithin(t, 15*time.Second, "the CUSTOM policy takes effect at the gateway", func() bool {
+		code, _, _ := getBody(t, h1, base+extauthztest.DenyPrefix, nil)
+		return code == http.StatusUnauthorized
+	})
+	checks := srv.Checks()
+	for i := range 100 {
+		for _, c := range []*http.Client{h1, h2} {
+			code, body, _ := getBody(t, c, base+"/items/"+strconv.Itoa(i), nil)
+			if code != 200 || !strings.HasPrefix(body, "frontend ") {
+				t.Fatalf("allowed request %d: %d %q", i, code, body)
+			}
+			code, body, hdr := getBody(t, c, base+extauthztest.DenyPrefix+"/"+strconv.Itoa(i), nil)
+			if code != http.StatusUnauthorized || body != extauthztest.DenyBody || hdr.Get("X-Ext-Reason") != "path" {
+				t.Fatalf("denied request %d: %d %q %v", i, code, body, hdr)
+			}
+		}
+	}
+	if got := srv.Checks() - checks; got != 400 {
+		t.Errorf("checks for 400 requests: %d (decisions are not cached)", got)
+	}
+	srv.Stop()
+	for i := range 100 {
+		for _, c := range []*http.Client{h1, h2} {
+			code, body, _ := getBody(t, c, base+"/items/"+strconv.Itoa(i), nil)
+			if code != http.StatusForbidden || !strings.Contains(body, "external authorization service ext unavailable") {
+				t.Fatalf("provider down, request %d: %d %q, want 403 saying so", i, code, body)
+			}
+		}
+	}
 }

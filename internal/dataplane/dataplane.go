@@ -17,6 +17,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
+	"github.com/trellismesh/trellis/internal/extauthz"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -51,6 +52,10 @@ type DataPlaneConfig struct {
 	// Authorizer decides inbound requests; nil means
 	// admission.MeshDefaultAuthorizer.
 	Authorizer admission.Authorizer
+	// ExtAuthz asks the external authorization providers of CUSTOM
+	// policies; the caller owns it (Retain on new snapshots, Close).
+	// Nil means a pool of the inbound's own, closed by Shutdown.
+	ExtAuthz *extauthz.Pool
 	// Service, Namespace and Protocol describe this workload; Protocol is
 	// http (default), http2, grpc or tcp.
 	Service, Namespace, Protocol string

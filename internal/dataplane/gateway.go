@@ -61,7 +61,10 @@ func NewGateway(o *Outbound, cfg GatewayConfig) *Gateway {
 	if authz == nil {
 		authz = o.cfg.Authorizer
 	}
-	g.chain = admission.Chain{Authorizer: authz, Protocol: meshconfig.ProtocolHTTP, Recorder: o.cfg.Metrics, Log: o.log, Ingress: true}
+	// CUSTOM policies selecting the gateway ask their providers through
+	// the proxy's pool (DataPlaneConfig.ExtAuthz; nil fails them closed).
+	g.chain = admission.Chain{Authorizer: authz, Protocol: meshconfig.ProtocolHTTP, Recorder: o.cfg.Metrics, Log: o.log, Ingress: true,
+		ExtAuthz: o.cfg.ExtAuthz, Self: idString(o.cfg.Identity.ID())}
 	g.fast = &fastServer{
 		accept:      g.fastAccepts,
 		handle:      g.serveFast,

@@ -247,6 +247,9 @@ func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respons
 		if rf.RetryAfter > 0 {
 			r.Header = append(r.Header, hpack.HeaderField{Name: "retry-after", Value: strconv.Itoa(rf.RetryAfter)})
 		}
+		for _, f := range rf.Header {
+			r.Header = append(r.Header, hpack.HeaderField{Name: strings.ToLower(f.Name), Value: f.Value})
+		}
 		return nil, r, call
 	}
 	if len(p.xfcc) > 0 {

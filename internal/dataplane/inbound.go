@@ -22,6 +22,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/dataplane/upstream"
+	"github.com/trellismesh/trellis/internal/extauthz"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
@@ -50,6 +51,9 @@ type Inbound struct {
 	fastApp *upstream.Pool
 	// chain admits each HTTP request (internal/dataplane/admission).
 	chain admission.Chain
+	// ownExtAuthz: chain.ExtAuthz is the inbound's own, closed by
+	// Shutdown.
+	ownExtAuthz bool
 	// gate caps the requests in flight to the app (limits.go).
 	gate    *limits.Gate
 	srv     *http.Server
@@ -69,6 +73,14 @@ type Inbound struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	closed    bool
+}
+
+// idString is id as a string, "" for the zero ID.
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
 }
 
 // NewInbound prepares an inbound side; Serve starts it.
@@ -96,7 +108,11 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}
-	in.chain = admission.Chain{Authorizer: cfg.Authorizer, Protocol: cfg.Protocol, Recorder: cfg.Metrics, Log: in.log}
+	if in.ownExtAuthz = cfg.ExtAuthz == nil; in.ownExtAuthz {
+		cfg.ExtAuthz = extauthz.NewPool()
+	}
+	in.chain = admission.Chain{Authorizer: cfg.Authorizer, Protocol: cfg.Protocol, Recorder: cfg.Metrics, Log: in.log,
+		ExtAuthz: cfg.ExtAuthz, Self: idString(cfg.Identity.ID())}
 	in.gate = limits.NewGate(cfg.Limits, cfg.Metrics)
 	in.newInboundFast()
 	in.app = upstream.NewAppClient(in.fastApp, in.appH1)
@@ -376,6 +392,9 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.appH2.CloseIdleConnections()
 	in.fastApp.CloseIdle(true)
 	in.h2app.CloseIdle(true)
+	if in.ownExtAuthz {
+		in.chain.ExtAuthz.Close()
+	}
 	if err != nil {
 		return fmt.Errorf("inbound shutdown: %w", err)
 	}

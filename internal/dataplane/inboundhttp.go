@@ -106,6 +106,9 @@ func writeRefusal(w http.ResponseWriter, rf *admission.Refusal) int {
 	if rf.RetryAfter > 0 {
 		w.Header()["Retry-After"] = []string{strconv.Itoa(rf.RetryAfter)}
 	}
+	for _, f := range rf.Header {
+		w.Header().Set(f.Name, f.Value)
+	}
 	relay.PlainError(w, rf.Code, rf.Msg)
 	return rf.Code
 }

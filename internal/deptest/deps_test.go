@@ -156,6 +156,11 @@ var rules = []rule{
 		why:    "the token reviewer and the workload source read the API server alone (the workload source hands the pure snapshot builder its input): no control plane server, registry, store, signer or data plane",
 	},
 	{
+		from:   []string{"internal/extauthz/..."},
+		banned: []string{"internal/dataplane/...", "internal/proxy/...", "internal/controlplane/...", "internal/store/..."},
+		why:    "the ext_authz client speaks Envoy's API for the admission chain: it must not reach the data path, the proxy, the control plane or the store",
+	},
+	{
 		from:   []string{"internal/collectord/..."},
 		banned: []string{"internal/proxy/...", "internal/meshca/...", "internal/jointoken/..."},
 		why:    "the collector shares the workload certificate manager (internal/workloadcert), not the proxy, and never signs",

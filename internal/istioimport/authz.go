@@ -36,7 +36,7 @@ func (c *converter) authorizationPolicy(d *document) {
 		c.dropResource(d, "spec.action", "Istio's AUDIT only marks requests for logging; Trellis's audit mode (spec.enforcement: audit) tries out a whole ALLOW or DENY policy instead")
 		return
 	case "CUSTOM":
-		c.dropResource(d, "spec.action", "CUSTOM hands the decision to an external authorizer, which Trellis does not call")
+		c.dropResource(d, "spec.action", "CUSTOM's provider is defined in Istio's MeshConfig, which import does not read; define it in the Mesh's spec.extensionProviders and write the policy with action CUSTOM (docs/policy.md, External authorization)")
 		return
 	default:
 		c.dropResource(d, "spec.action", fmt.Sprintf("unknown action %v: want ALLOW or DENY", a))

@@ -182,7 +182,7 @@ func TestAuthorizationPolicy(t *testing.T) {
 		{
 			name:    "CUSTOM",
 			spec:    `{action: CUSTOM, provider: {name: opa}, rules: [{}]}`,
-			dropped: []string{"spec.action: CUSTOM hands the decision to an external authorizer, which Trellis does not call (the resource is left out)"},
+			dropped: []string{"spec.action: CUSTOM's provider is defined in Istio's MeshConfig, which import does not read; define it in the Mesh's spec.extensionProviders and write the policy with action CUSTOM (docs/policy.md, External authorization) (the resource is left out)"},
 		},
 		{
 			name:    "AUDIT",

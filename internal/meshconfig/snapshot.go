@@ -106,6 +106,9 @@ type Snapshot struct {
 	// Gateway routes an ingress gateway's requests (GatewayRoutes); nil
 	// for sidecars.
 	Gateway *GatewayTable
+	// ExtAuthz are the Mesh's external authorization providers by name
+	// (nil without any); CUSTOM policies name them.
+	ExtAuthz map[string]*ExtAuthzProvider
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
@@ -269,8 +272,14 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	if out.Gateway, err = compileGatewayRoutes(s.GetGatewayRoutes()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
-	if claims := out.Authn.ClaimHeaders(); len(claims) > 0 {
-		out.StripHeaders = withClaimHeaders(out.StripHeaders, claims)
+	if out.ExtAuthz, err = compileExtAuthz(s.GetMesh().GetExtAuthzProviders()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	// Headers only the proxy may set: forwarded claims, and what
+	// external authorization providers set on allowed requests (the app
+	// must not take a caller's value for the provider's).
+	if set := append(out.Authn.ClaimHeaders(), extAuthzUpstreamHeaders(out.ExtAuthz)...); len(set) > 0 {
+		out.StripHeaders = withClaimHeaders(out.StripHeaders, set)
 		out.strip = NewHeaderStrip(out.StripHeaders)
 	}
 	out.ServiceOf = map[string]string{}

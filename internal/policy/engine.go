@@ -165,6 +165,8 @@ type Engine struct {
 	bySvc    map[svcKey]*bucket
 	byNS     map[string]*bucket
 	mesh     bucket
+	// custom: a CUSTOM policy was compiled (AppendCustom has work).
+	custom bool
 }
 
 type svcKey struct{ namespace, service string }
@@ -173,7 +175,7 @@ type svcKey struct{ namespace, service string }
 // (namespace, service) or of one namespace, each list in evaluation order.
 // Only matchLabels remains to be checked against a workload.
 type bucket struct {
-	deny, allow, audit []*compiled
+	deny, allow, audit, custom []*compiled
 }
 
 // compiled is one compiled policy.
@@ -184,10 +186,14 @@ type compiled struct {
 	spec      resource.AuthorizationPolicySpec
 	deny      bool
 	audit     bool
-	meshWide  bool
-	service   string
-	labels    []label // matchLabels, sorted by key
-	rules     []rule
+	// custom: action CUSTOM, which asks provider; it takes no part in
+	// the local decision.
+	custom   bool
+	provider string
+	meshWide bool
+	service  string
+	labels   []label // matchLabels, sorted by key
+	rules    []rule
 }
 
 type label struct{ key, value string }
@@ -213,6 +219,7 @@ func Compile(policies []resource.Object, opts Options) (*Engine, error) {
 		}
 		seen[p.ref] = true
 		e.policies = append(e.policies, p)
+		e.custom = e.custom || p.custom
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("policy.Compile: %w", errors.Join(errs...))
@@ -243,7 +250,11 @@ func compilePolicy(o *resource.Object) (*compiled, error) {
 		spec:      spec,
 		deny:      spec.Action == resource.ActionDeny,
 		audit:     spec.Enforcement == resource.EnforcementAudit,
+		custom:    spec.Action == resource.ActionCustom,
 		service:   spec.Selector.Service,
+	}
+	if p.custom {
+		p.provider = spec.Provider.Name
 	}
 	for k, v := range spec.Selector.MatchLabels {
 		p.labels = append(p.labels, label{k, v})
@@ -251,7 +262,10 @@ func compilePolicy(o *resource.Object) (*compiled, error) {
 	slices.SortFunc(p.labels, func(a, b label) int { return cmp.Compare(a.key, b.key) })
 	p.meshWide = ns == MeshNamespace && p.service == "" && len(p.labels) == 0
 	for i := range spec.Rules {
-		p.rules = append(p.rules, compileRule(&spec.Rules[i], p.deny))
+		// A CUSTOM rule matches as a DENY rule does (a not-list on a
+		// missing attribute holds): matching asks the provider, so in
+		// doubt it is asked.
+		p.rules = append(p.rules, compileRule(&spec.Rules[i], p.deny || p.custom))
 	}
 	return p, nil
 }
@@ -302,6 +316,8 @@ func newBucket(ps []*compiled) bucket {
 	var b bucket
 	for _, p := range ps {
 		switch {
+		case p.custom:
+			b.custom = append(b.custom, p)
 		case p.audit:
 			b.audit = append(b.audit, p)
 		case p.deny:
@@ -366,6 +382,9 @@ func (e *Engine) DecideAudit(w *Workload, r *Request, audit func(AuditResult)) D
 	a.init(r, e.opts.TrustDomain)
 
 	d := e.decide(b, w, &a)
+	if d.Allow && !r.HTTP && len(b.custom) > 0 {
+		d = customTCP(b, w, &a, d)
+	}
 	if audit == nil {
 		return d
 	}
@@ -427,7 +446,7 @@ func (e *Engine) decide(b *bucket, w *Workload, a *attrs) Decision {
 func (e *Engine) Selecting(w *Workload) []string {
 	b := e.bucketFor(w)
 	var out []*compiled
-	for _, list := range [][]*compiled{b.deny, b.allow, b.audit} {
+	for _, list := range [][]*compiled{b.deny, b.allow, b.audit, b.custom} {
 		for _, p := range list {
 			if p.selects(w) {
 				out = append(out, p)

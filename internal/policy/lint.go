@@ -115,6 +115,9 @@ func Lint(policies []resource.Object, known []Workload, now time.Time, trustDoma
 		out = append(out, lintPolicy(p, since[p], known, now, trustDomain)...)
 		// Broader policies can only be mesh-wide or in p's namespace.
 		others := slices.Concat(mesh, byNS[p.namespace])
+		if p.custom {
+			continue // its provider decides: coverage says nothing
+		}
 		for i := range p.rules {
 			out = append(out, lintCoverage(p, i, others)...)
 		}
@@ -208,7 +211,7 @@ func lintCoverage(p *compiled, i int, others []*compiled) []Finding {
 	small := &p.rules[i]
 	found := map[string]bool{}
 	for _, q := range others {
-		if !scopeCovers(q, p) || q.audit && !p.audit {
+		if q.custom || !scopeCovers(q, p) || q.audit && !p.audit {
 			// q does not select all p selects, or is in audit
 			// while p is enforced, so q decides nothing p does.
 			continue

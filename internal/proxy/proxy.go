@@ -30,6 +30,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/capture"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
+	"github.com/trellismesh/trellis/internal/extauthz"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/meshdns"
@@ -41,12 +42,15 @@ import (
 
 // Proxy is one sidecar. Create with New, then Start; Shutdown drains it.
 type Proxy struct {
-	cfg           Config
-	log           *slog.Logger
-	control       string // the control plane's gRPC target (controlDialTarget)
-	certs         *workloadcert.Manager
-	controlRoots  []byte
-	snap          atomic.Pointer[meshconfig.Snapshot]
+	cfg          Config
+	log          *slog.Logger
+	control      string // the control plane's gRPC target (controlDialTarget)
+	certs        *workloadcert.Manager
+	controlRoots []byte
+	snap         atomic.Pointer[meshconfig.Snapshot]
+	// extAuthz holds the connections to external authorization
+	// providers, kept across snapshots while their address stays.
+	extAuthz      *extauthz.Pool
 	disc          *discovery // asks for services the scoped config lacks
 	connected     atomic.Bool
 	draining      atomic.Bool
@@ -124,7 +128,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("--ca-file %s: %w", cfg.CAFile, err)
 	}
 	pool := poolOf(roots)
-	p := &Proxy{cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
+	p := &Proxy{extAuthz: extauthz.NewPool(), cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1), control: controlDialTarget(cfg.ControlAddrs)}
 	p.certs = workloadcert.New(id, p.control, pool, cfg.Token, p.log, cfg.Clock)
 	var upstreams []string
@@ -335,6 +339,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		Identity:            p.Identity(),
 		Snapshot:            p.snapshot,
 		Authorizer:          p.authz,
+		ExtAuthz:            p.extAuthz,
 		Service:             p.cfg.Service,
 		Namespace:           p.cfg.Namespace,
 		Protocol:            p.cfg.Protocol,
@@ -457,6 +462,7 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 		return err
 	}
 	p.snap.Store(snap)
+	p.extAuthz.Retain(snap.ExtAuthz) // close providers the new config dropped
 	p.disc.notify()
 	for _, key := range snap.Gateway.Services() {
 		if snap.Services[key] == nil {
@@ -602,6 +608,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	p.closeListeners()
 	p.wg.Wait()
+	p.extAuthz.Close()
 	// Unacknowledged audit events go to the spool (or are counted lost).
 	errs = append(errs, p.events.Close())
 	p.log.Info("proxy stopped")

@@ -12,6 +12,10 @@ import (
 const (
 	ActionAllow = "ALLOW"
 	ActionDeny  = "DENY"
+	// ActionCustom hands a matching request to the external authorization
+	// provider named in spec.provider (docs/policy.md, "External
+	// authorization").
+	ActionCustom = "CUSTOM"
 
 	EnforcementEnforce = "enforce" // decisions are applied
 	EnforcementAudit   = "audit"   // decisions are evaluated and reported, not applied
@@ -23,9 +27,19 @@ const (
 // ALLOW policy without rules allows nothing.
 type AuthorizationPolicySpec struct {
 	Selector    Selector `json:"selector"`
-	Action      string   `json:"action,omitempty"`      // ActionAllow (default) or ActionDeny
+	Action      string   `json:"action,omitempty"`      // ActionAllow (default), ActionDeny or ActionCustom
 	Enforcement string   `json:"enforcement,omitempty"` // EnforcementEnforce (default) or EnforcementAudit
-	Rules       []Rule   `json:"rules,omitempty"`
+	// Provider names the Mesh's extension provider that decides requests
+	// matching the rules of a CUSTOM policy; it is required with
+	// ActionCustom and refused with the other actions.
+	Provider *ProviderRef `json:"provider,omitempty"`
+	Rules    []Rule       `json:"rules,omitempty"`
+}
+
+// ProviderRef names an extension provider (Mesh
+// spec.extensionProviders[].name), as Istio's ExtensionProvider does.
+type ProviderRef struct {
+	Name string `json:"name"`
 }
 
 // Selector picks the workloads a policy protects, in the policy's namespace.
@@ -116,8 +130,9 @@ func authorizationPolicySpec(errs *errorList, raw json.RawMessage) Authorization
 		errs.add("spec.selector.service", "%s %s", quote(sv), names.DNSLabelRule)
 	}
 	checkLabels(errs, "spec.selector.matchLabels", s.Selector.MatchLabels)
-	canonicalEnum(errs, "spec.action", &s.Action, ActionAllow, ActionDeny)
+	canonicalEnum(errs, "spec.action", &s.Action, ActionAllow, ActionDeny, ActionCustom)
 	canonicalEnum(errs, "spec.enforcement", &s.Enforcement, EnforcementEnforce, EnforcementAudit)
+	checkProvider(errs, &s)
 	for i, r := range s.Rules {
 		rule := fmt.Sprintf("spec.rules[%d]", i)
 		for j, src := range r.From {
@@ -151,6 +166,23 @@ func authorizationPolicySpec(errs *errorList, raw json.RawMessage) Authorization
 		}
 	}
 	return s
+}
+
+// checkProvider: CUSTOM needs a provider, the other actions refuse one;
+// a CUSTOM policy is enforced (its provider's answer cannot be audited
+// offline).
+func checkProvider(errs *errorList, s *AuthorizationPolicySpec) {
+	switch {
+	case s.Action == ActionCustom && s.Provider == nil:
+		errs.add("spec.provider", "required with action CUSTOM: name the Mesh's extension provider, as in provider: {name: my-ext-authz}")
+	case s.Action == ActionCustom && !names.IsDNSSubdomain(s.Provider.Name):
+		errs.add("spec.provider.name", "%s is not a provider name (a DNS subdomain, as in Mesh spec.extensionProviders[].name)", quote(s.Provider.Name))
+	case s.Action != ActionCustom && s.Provider != nil && !errs.failedAt("spec.action"):
+		errs.add("spec.provider", "only with action CUSTOM; remove it, or set action: CUSTOM")
+	}
+	if s.Action == ActionCustom && s.Enforcement == EnforcementAudit {
+		errs.add("spec.enforcement", "a CUSTOM policy cannot be in audit mode: what its provider would answer is not known until it is asked; use enforce")
+	}
 }
 
 // Condition key forms.

@@ -34,6 +34,9 @@ type MeshSpec struct {
 	Certificates  MeshCertificates  `json:"certificates"`
 	Outbound      MeshOutbound      `json:"outbound"`
 	HTTP          MeshHTTP          `json:"http"`
+	// ExtensionProviders are the external services policies with action
+	// CUSTOM call (docs/policy.md, "External authorization").
+	ExtensionProviders []ExtensionProvider `json:"extensionProviders,omitempty"`
 	// Anomaly holds the thresholds of the collector's anomaly detectors
 	// (docs/learning.md); a zero field means its default.
 	Anomaly MeshAnomaly `json:"anomaly,omitzero"`
@@ -207,6 +210,7 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 			s.HTTP.StripHeaders[i] = strings.ToLower(h)
 		}
 	}
+	checkExtensionProviders(errs, s.ExtensionProviders)
 	checkAnomaly(errs, &s.Anomaly)
 	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
 		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",

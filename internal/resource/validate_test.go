@@ -121,8 +121,21 @@ func TestValidateErrors(t *testing.T) {
 		{name: "workloadTTL long", in: mesh("{certificates: {workloadTTL: 721h}}"), field: "spec.certificates.workloadTTL", msg: "must be from 5m to 720h (30 days), got 721h"},
 		{name: "workloadTTL negative", in: mesh("{certificates: {workloadTTL: -1h}}"), field: "spec.certificates.workloadTTL", msg: "got -1h"},
 
+		// External authorization.
+		{name: "provider without CUSTOM", in: policy("{provider: {name: opa}}"), field: "spec.provider", msg: "only with action CUSTOM"},
+		{name: "CUSTOM without provider", in: policy("{action: CUSTOM}"), field: "spec.provider", msg: "required with action CUSTOM"},
+		{name: "CUSTOM provider name", in: policy("{action: custom, provider: {name: 'Opa Server'}}"), field: "spec.provider.name", msg: `"Opa Server" is not a provider name`},
+		{name: "CUSTOM audit", in: policy("{action: CUSTOM, enforcement: audit, provider: {name: opa}}"), field: "spec.enforcement", msg: "cannot be in audit mode"},
+		{name: "provider without kind", in: mesh("{extensionProviders: [{name: opa}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc", msg: "required"},
+		{name: "provider without name", in: mesh("{extensionProviders: [{envoyExtAuthzGrpc: {service: opa, port: 9191}}]}"), field: "spec.extensionProviders[0].name", msg: "required"},
+		{name: "provider twice", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: opa, port: 9191}}, {name: a, envoyExtAuthzGrpc: {service: opa, port: 9191}}]}"), field: "spec.extensionProviders[1].name", msg: "names must be unique"},
+		{name: "provider host with port", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: 'opa:9191', port: 9191}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.service", msg: "the port goes in port"},
+		{name: "provider port", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: opa}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.port", msg: "from 1 to 65535, got 0"},
+		{name: "provider timeout", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: 10.0.0.1, port: 1, timeout: 2m}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.timeout", msg: "must be from 1ms to 1m, got 2m"},
+		{name: "provider header", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: opa, port: 1, headersToUpstreamOnAllow: ['x user']}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.headersToUpstreamOnAllow[0]", msg: "is not a header name"},
+
 		// AuthorizationPolicy semantics.
-		{name: "action", in: policy("{action: permit}"), field: "spec.action", msg: `must be one of ALLOW, DENY (in any case), got "permit"`},
+		{name: "action", in: policy("{action: permit}"), field: "spec.action", msg: `must be one of ALLOW, DENY, CUSTOM (in any case), got "permit"`},
 		{name: "enforcement", in: policy("{enforcement: dryrun}"), field: "spec.enforcement", msg: `must be one of enforce, audit (in any case), got "dryrun"`},
 		{name: "selector service", in: policy("{selector: {service: Catalog}}"), field: "spec.selector.service", msg: `"Catalog" must be a DNS label`},
 		{name: "selector label key", in: policy("{selector: {matchLabels: {'a b': x}}}"), field: "spec.selector.matchLabels[a b]", msg: "invalid label key"},
@@ -448,7 +461,7 @@ func TestSpecOf(t *testing.T) {
 	bad := policy("{action: permit}")
 	bad.Source = "p.yaml#3"
 	_, err = AuthorizationPolicySpecOf(&bad)
-	if got, want := errString(err), `p.yaml#3: AuthorizationPolicy shop/p: spec.action: must be one of ALLOW, DENY (in any case), got "permit"`; got != want {
+	if got, want := errString(err), `p.yaml#3: AuthorizationPolicy shop/p: spec.action: must be one of ALLOW, DENY, CUSTOM (in any case), got "permit"`; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 

@@ -971,8 +971,13 @@ type MeshConfig struct {
 	// connection to an address in them that the snapshot does not list is
 	// for a service the proxy must ask for (Discover), not passthrough.
 	VirtualIpRanges []string `protobuf:"bytes,9,rep,name=virtual_ip_ranges,json=virtualIpRanges,proto3" json:"virtual_ip_ranges,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// External authorization services (Mesh spec.extensionProviders) that
+	// AuthorizationPolicies with action CUSTOM name, sorted by name. A
+	// proxy MUST deny a request that a CUSTOM policy hands to a provider
+	// not listed here.
+	ExtAuthzProviders []*ExtAuthzProvider `protobuf:"bytes,10,rep,name=ext_authz_providers,json=extAuthzProviders,proto3" json:"ext_authz_providers,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
@@ -1068,6 +1073,119 @@ func (x *MeshConfig) GetVirtualIpRanges() []string {
 	return nil
 }
 
+func (x *MeshConfig) GetExtAuthzProviders() []*ExtAuthzProvider {
+	if x != nil {
+		return x.ExtAuthzProviders
+	}
+	return nil
+}
+
+// An Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization).
+// Proxies call Check for every request a CUSTOM policy naming it
+// matches, after the local policies allowed it, and MUST NOT cache the
+// answers.
+type ExtAuthzProvider struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// host:port proxies dial, over plaintext gRPC.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// Bound of each Check, in milliseconds; 0 means 200.
+	TimeoutMs uint32 `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	// When true, a request whose Check fails (no answer, timeout, error
+	// status) is admitted; when false (default) it is denied with 403.
+	FailOpen bool `protobuf:"varint,4,opt,name=fail_open,json=failOpen,proto3" json:"fail_open,omitempty"`
+	// Lower-case request header names sent in the CheckRequest (besides
+	// method, path and host); empty sends none.
+	IncludeRequestHeadersInCheck []string `protobuf:"bytes,5,rep,name=include_request_headers_in_check,json=includeRequestHeadersInCheck,proto3" json:"include_request_headers_in_check,omitempty"`
+	// Lower-case header names of an OK answer set on the request the app
+	// receives; others are ignored.
+	HeadersToUpstreamOnAllow []string `protobuf:"bytes,6,rep,name=headers_to_upstream_on_allow,json=headersToUpstreamOnAllow,proto3" json:"headers_to_upstream_on_allow,omitempty"`
+	// Lower-case header names of a denied answer that reach the caller;
+	// others are ignored.
+	HeadersToDownstreamOnDeny []string `protobuf:"bytes,7,rep,name=headers_to_downstream_on_deny,json=headersToDownstreamOnDeny,proto3" json:"headers_to_downstream_on_deny,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *ExtAuthzProvider) Reset() {
+	*x = ExtAuthzProvider{}
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtAuthzProvider) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtAuthzProvider) ProtoMessage() {}
+
+func (x *ExtAuthzProvider) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtAuthzProvider.ProtoReflect.Descriptor instead.
+func (*ExtAuthzProvider) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExtAuthzProvider) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExtAuthzProvider) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ExtAuthzProvider) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *ExtAuthzProvider) GetFailOpen() bool {
+	if x != nil {
+		return x.FailOpen
+	}
+	return false
+}
+
+func (x *ExtAuthzProvider) GetIncludeRequestHeadersInCheck() []string {
+	if x != nil {
+		return x.IncludeRequestHeadersInCheck
+	}
+	return nil
+}
+
+func (x *ExtAuthzProvider) GetHeadersToUpstreamOnAllow() []string {
+	if x != nil {
+		return x.HeadersToUpstreamOnAllow
+	}
+	return nil
+}
+
+func (x *ExtAuthzProvider) GetHeadersToDownstreamOnDeny() []string {
+	if x != nil {
+		return x.HeadersToDownstreamOnDeny
+	}
+	return nil
+}
+
 type Service struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1091,7 +1209,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1221,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1234,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Service) GetName() string {
@@ -1174,7 +1292,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1304,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1317,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{12}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1296,7 +1414,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x0egateway_routes\x18\f \x03(\fR\rgatewayRoutes\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
-	"\aservice\x18\x02 \x01(\tR\aservice\"\xfc\x02\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\xd0\x03\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
@@ -1308,7 +1426,18 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x12path_normalization\x18\x06 \x01(\tR\x11pathNormalization\x12)\n" +
 	"\x10allowed_upgrades\x18\a \x03(\tR\x0fallowedUpgrades\x12#\n" +
 	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\x12*\n" +
-	"\x11virtual_ip_ranges\x18\t \x03(\tR\x0fvirtualIpRanges\"\xcf\x01\n" +
+	"\x11virtual_ip_ranges\x18\t \x03(\tR\x0fvirtualIpRanges\x12R\n" +
+	"\x13ext_authz_providers\x18\n" +
+	" \x03(\v2\".trellis.v1alpha1.ExtAuthzProviderR\x11extAuthzProviders\"\xc6\x02\n" +
+	"\x10ExtAuthzProvider\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x03 \x01(\rR\ttimeoutMs\x12\x1b\n" +
+	"\tfail_open\x18\x04 \x01(\bR\bfailOpen\x12F\n" +
+	" include_request_headers_in_check\x18\x05 \x03(\tR\x1cincludeRequestHeadersInCheck\x12>\n" +
+	"\x1cheaders_to_upstream_on_allow\x18\x06 \x03(\tR\x18headersToUpstreamOnAllow\x12@\n" +
+	"\x1dheaders_to_downstream_on_deny\x18\a \x03(\tR\x19headersToDownstreamOnDeny\"\xcf\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -1340,7 +1469,7 @@ func file_trellis_v1alpha1_config_proto_rawDescGZIP() []byte {
 	return file_trellis_v1alpha1_config_proto_rawDescData
 }
 
-var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_trellis_v1alpha1_config_proto_goTypes = []any{
 	(*ProxyMessage)(nil),          // 0: trellis.v1alpha1.ProxyMessage
 	(*Discover)(nil),              // 1: trellis.v1alpha1.Discover
@@ -1353,11 +1482,12 @@ var file_trellis_v1alpha1_config_proto_goTypes = []any{
 	(*Snapshot)(nil),              // 8: trellis.v1alpha1.Snapshot
 	(*PeerIdentity)(nil),          // 9: trellis.v1alpha1.PeerIdentity
 	(*MeshConfig)(nil),            // 10: trellis.v1alpha1.MeshConfig
-	(*Service)(nil),               // 11: trellis.v1alpha1.Service
-	(*Endpoint)(nil),              // 12: trellis.v1alpha1.Endpoint
-	nil,                           // 13: trellis.v1alpha1.Hello.LabelsEntry
-	nil,                           // 14: trellis.v1alpha1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*ExtAuthzProvider)(nil),      // 11: trellis.v1alpha1.ExtAuthzProvider
+	(*Service)(nil),               // 12: trellis.v1alpha1.Service
+	(*Endpoint)(nil),              // 13: trellis.v1alpha1.Endpoint
+	nil,                           // 14: trellis.v1alpha1.Hello.LabelsEntry
+	nil,                           // 15: trellis.v1alpha1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
 	4,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
@@ -1367,21 +1497,22 @@ var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
 	1,  // 4: trellis.v1alpha1.ProxyMessage.discover:type_name -> trellis.v1alpha1.Discover
 	8,  // 5: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
 	3,  // 6: trellis.v1alpha1.ControlMessage.delta:type_name -> trellis.v1alpha1.SnapshotDelta
-	11, // 7: trellis.v1alpha1.SnapshotDelta.services:type_name -> trellis.v1alpha1.Service
-	13, // 8: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
-	15, // 9: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
+	12, // 7: trellis.v1alpha1.SnapshotDelta.services:type_name -> trellis.v1alpha1.Service
+	14, // 8: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
+	16, // 9: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
 	10, // 10: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
-	11, // 11: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
+	12, // 11: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
 	9,  // 12: trellis.v1alpha1.Snapshot.peers:type_name -> trellis.v1alpha1.PeerIdentity
-	12, // 13: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
-	14, // 14: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
-	0,  // 15: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
-	2,  // 16: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	11, // 13: trellis.v1alpha1.MeshConfig.ext_authz_providers:type_name -> trellis.v1alpha1.ExtAuthzProvider
+	13, // 14: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
+	15, // 15: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
+	0,  // 16: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
+	2,  // 17: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_config_proto_init() }
@@ -1406,7 +1537,7 @@ func file_trellis_v1alpha1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trellis_v1alpha1_config_proto_rawDesc), len(file_trellis_v1alpha1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

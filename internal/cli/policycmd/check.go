@@ -41,7 +41,12 @@ The request is HTTP (GET / unless --method or --path say otherwise), or with
 
 Exit status: 0 whatever the decision; 1 for bad flags; 2 when the control
 plane cannot be reached. In -o json, "decision", "policy" ("" unless one
-policy decided), "rule" (-1 unless a rule decided) and "reason" are stable.`
+policy decided), "rule" (-1 unless a rule decided) and "reason" are stable.
+
+When the local policies allow an HTTP request, CUSTOM policies matching it
+hand it to their external authorization provider, which cannot be asked
+offline: "custom" (in -o json, [{policy, rule, provider, defined}]) lists
+the providers that would be asked, and the decision shown is the local one.`
 
 type checkFlags struct {
 	from, to, method, path, host, trustDomain, output string
@@ -361,6 +366,17 @@ func printCheck(w io.Writer, res *analysis.Result) error {
 		line("selecting:", "no policy")
 	} else {
 		line("selecting:", "%s", strings.Join(res.Selecting, ", "))
+	}
+	for i, c := range res.Custom {
+		key := ""
+		if i == 0 {
+			key = "custom:"
+		}
+		if c.Defined {
+			line(key, "%s rule %d: provider %s would be asked; its answer cannot be simulated offline (it denies, or allows)", c.Policy, c.Rule, c.Provider)
+		} else {
+			line(key, "%s rule %d: provider %s is not in the Mesh's spec.extensionProviders: the proxy denies (403)", c.Policy, c.Rule, c.Provider)
+		}
 	}
 	for i, a := range res.Audit {
 		key := ""

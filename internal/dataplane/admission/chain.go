@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/trellismesh/trellis/internal/extauthz"
 	"github.com/trellismesh/trellis/internal/jwtauthn"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
@@ -30,6 +31,10 @@ type View interface {
 	// RawPath is the request target's path as received, still
 	// percent-encoded, without the query.
 	RawPath() string
+	// RawQuery is the request target's query, without '?'.
+	RawQuery() string
+	// Proto is "HTTP/1.1", "HTTP/1.0" or "HTTP/2".
+	Proto() string
 	Host() string
 	// HTTP11 is true for an HTTP/1.1 request (false for HTTP/1.0 and
 	// HTTP/2), the only version an Upgrade is taken on.
@@ -93,6 +98,12 @@ type Chain struct {
 	// Ingress is an ingress gateway's chain: its clients are outside the
 	// mesh, so plaintext (or server-only TLS) is expected, not refused.
 	Ingress bool
+	// ExtAuthz asks the providers of CUSTOM policies; nil fails those
+	// requests closed.
+	ExtAuthz *extauthz.Pool
+	// Self is the workload's SPIFFE ID, the destination principal sent
+	// to providers.
+	Self string
 }
 
 // Verdict is how admission ended.
@@ -111,8 +122,10 @@ type Verdict struct {
 	User *jwtauthn.Result
 
 	// authz is the request handed to the Authorizer, kept here so that
-	// a Verdict reused per connection allocates none per request.
-	authz Request
+	// a Verdict reused per connection allocates none per request;
+	// custom, likewise, holds the matching CUSTOM policies.
+	authz  Request
+	custom [2]policy.CustomMatch
 }
 
 // step is one check; false stops the chain with v.Refused set.
@@ -128,6 +141,7 @@ var steps = []step{
 	screenUpgrade,
 	authenticate,
 	authorize,
+	custom,
 	rateLimit,
 }
 

@@ -49,25 +49,8 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 	if snap == nil || snap.Engine == nil {
 		return Decision{Allow: false, Rule: -1, Reason: "no configuration"}
 	}
-	principal := req.Principal
-	if principal == "" && !req.Source.IsZero() {
-		principal = req.Source.String()
-	}
-	pr := policy.Request{
-		Principal:     principal,
-		SourceService: snap.ServiceOf[principal],
-		HTTP:          req.Protocol != meshconfig.ProtocolTCP,
-		Port:          a.Port,
-		Method:        req.Method, // exact: checkMethod refused other spellings
-		Path:          req.Path,
-		Host:          req.Host,
-	}
-	if req.Header != nil {
-		pr.Header = req.Header.Get
-	} else {
-		pr.Header = req.GetHeader
-	}
-	pr.RequestPrincipal, pr.Claim = req.RequestPrincipal, req.Claim
+	pr := a.request(snap, req)
+	principal := pr.Principal
 	var audit func(policy.AuditResult)
 	if snap.Engine.Len() > 0 {
 		audit = func(ar policy.AuditResult) {
@@ -95,6 +78,49 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 			"protocol", req.Protocol, "method", req.Method, "path", req.Path)
 	}
 	return Decision{Allow: d.Allow, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason}
+}
+
+// AppendCustom implements CustomLister.
+func (a *PolicyAuthorizer) AppendCustom(dst []policy.CustomMatch, snap *meshconfig.Snapshot, req *Request) []policy.CustomMatch {
+	if snap == nil || snap.Engine == nil {
+		return dst
+	}
+	pr := a.request(snap, req)
+	return snap.Engine.AppendCustom(dst, &a.Workload, &pr)
+}
+
+// CustomDenied implements CustomLister: an audit event like a local
+// denial's.
+func (a *PolicyAuthorizer) CustomDenied(req *Request, d Decision) {
+	principal := req.Principal
+	if principal == "" && !req.Source.IsZero() {
+		principal = req.Source.String()
+	}
+	a.emit("authz.deny", principal, "", req, d.Policy, d.Rule, d.Reason)
+}
+
+// request is req as the policy engine sees it.
+func (a *PolicyAuthorizer) request(snap *meshconfig.Snapshot, req *Request) policy.Request {
+	principal := req.Principal
+	if principal == "" && !req.Source.IsZero() {
+		principal = req.Source.String()
+	}
+	pr := policy.Request{
+		Principal:     principal,
+		SourceService: snap.ServiceOf[principal],
+		HTTP:          req.Protocol != meshconfig.ProtocolTCP,
+		Port:          a.Port,
+		Method:        req.Method, // exact: checkMethod refused other spellings
+		Path:          req.Path,
+		Host:          req.Host,
+	}
+	if req.Header != nil {
+		pr.Header = req.Header.Get
+	} else {
+		pr.Header = req.GetHeader
+	}
+	pr.RequestPrincipal, pr.Claim = req.RequestPrincipal, req.Claim
+	return pr
 }
 
 func (a *PolicyAuthorizer) emit(kind, principal, sourceService string, req *Request, policy string, rule int, reason string) {

@@ -30,7 +30,13 @@ type Refusal struct {
 	Challenge string
 	// RetryAfter is the Retry-After of a 429, in seconds.
 	RetryAfter int
+	// Header are more fields of the answer (an external authorization
+	// provider's, on its denial).
+	Header []Field
 }
+
+// Field is one header field.
+type Field struct{ Name, Value string }
 
 // BadRequest is the screen's 400 with msg (without "trellis: " and the
 // newline); the connection closes after it.

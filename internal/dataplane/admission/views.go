@@ -14,6 +14,8 @@ type HTTPView struct{ R *http.Request }
 
 func (v HTTPView) Method() string           { return v.R.Method }
 func (v HTTPView) RawPath() string          { return RequestPath(v.R) }
+func (v HTTPView) RawQuery() string         { return v.R.URL.RawQuery }
+func (v HTTPView) Proto() string            { return v.R.Proto }
 func (v HTTPView) Host() string             { return v.R.Host }
 func (v HTTPView) HTTP11() bool             { return v.R.ProtoMajor == 1 && v.R.ProtoMinor == 1 }
 func (v HTTPView) Get(name string) string   { return v.R.Header.Get(name) }
@@ -56,12 +58,25 @@ func RequestPath(r *http.Request) string {
 
 // H1View is a request on the HTTP/1.1 fast path as admission sees it. A
 // fast path connection holds one, so admission allocates nothing per request.
-type H1View struct{ Req *h1.Head }
+type H1View struct {
+	Req *h1.Head
+	get func(string) string // v.forwarded, made once
+}
 
 func (v *H1View) Method() string { return v.Req.Method }
 func (v *H1View) RawPath() string {
 	p, _, _ := strings.Cut(v.Req.Target, "?")
 	return p
+}
+func (v *H1View) RawQuery() string {
+	_, q, _ := strings.Cut(v.Req.Target, "?")
+	return q
+}
+func (v *H1View) Proto() string {
+	if v.Req.Minor == 1 {
+		return "HTTP/1.1"
+	}
+	return "HTTP/1.0"
 }
 func (v *H1View) Host() string           { return v.Req.Host }
 func (v *H1View) HTTP11() bool           { return v.Req.Minor == 1 }
@@ -80,7 +95,14 @@ func (v *H1View) Values(name string) []string {
 // Header gives the authorizer the fields that are forwarded: one the
 // authenticate step removed (the token) is gone for policies too, as on
 // the other paths.
-func (v *H1View) Header() (http.Header, func(string) string) { return nil, v.forwarded }
+// The method value is made once: made per call, it is an allocation
+// per request.
+func (v *H1View) Header() (http.Header, func(string) string) {
+	if v.get == nil {
+		v.get = v.forwarded
+	}
+	return nil, v.get
+}
 
 func (v *H1View) forwarded(name string) string {
 	for i := range v.Req.Fields {

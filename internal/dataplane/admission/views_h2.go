@@ -23,6 +23,11 @@ func (v *H2View) RawPath() string {
 	p, _, _ := strings.Cut(v.Req.Path, "?")
 	return p
 }
+func (v *H2View) RawQuery() string {
+	_, q, _ := strings.Cut(v.Req.Path, "?")
+	return q
+}
+func (v *H2View) Proto() string               { return "HTTP/2" }
 func (v *H2View) Host() string                { return v.Req.Authority }
 func (v *H2View) HTTP11() bool                { return false }
 func (v *H2View) Get(name string) string      { return v.Req.Get(name) }

@@ -89,7 +89,7 @@ func New() *Metrics {
 		}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_inbound_refused_requests_total",
-			Help: "Inbound requests answered by the proxy before the app, by reason: bad_request (400 from the request screen), app_busy and caller_busy (503 from the app limits), body_idle (408), header_limit (431), invalid_token (401: an end-user token failed verification), rate_limited (429: over a RateLimit).",
+			Help: "Inbound requests answered by the proxy before the app, by reason: bad_request (400 from the request screen), app_busy and caller_busy (503 from the app limits), body_idle (408), header_limit (431), invalid_token (401: an end-user token failed verification), rate_limited (429: over a RateLimit), ext_authz_denied (an external authorization provider denied: its status), ext_authz_error (403: the provider could not answer and fails closed).",
 		}, []string{"reason"}),
 		upstreamFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "trellis_upstream_failures_total",

@@ -57,6 +57,10 @@ type Result struct {
 	Labels      Labels         `json:"labels"`                // the called workload's labels decided with
 	Selecting   []string       `json:"selecting"`             // policies selecting the called workload
 	Request     RequestSummary `json:"request"`
+	// Custom are the CUSTOM policies whose providers the proxy would ask
+	// after the local ALLOW (in order; any denial denies): their answers
+	// cannot be simulated offline. Empty when the local decision denies.
+	Custom []CustomCheck `json:"custom"`
 	// Caveats are the assumptions the decision rests on.
 	Caveats Caveats `json:"-"`
 }
@@ -268,6 +272,7 @@ func WhatIf(m *Mesh, q *Query, trustDomain string) (*Result, error) {
 		}
 	}
 
+	res.Custom = customChecks(e, m, &w, &req, d.Allow && !mtlsRequired)
 	if mtlsRequired {
 		return res, nil
 	}
