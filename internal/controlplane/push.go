@@ -445,6 +445,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		Policies:       policies,
 		JWTAuthns:      p.res.JWTAuthns(),
 		RateLimits:     p.res.RateLimits(),
+		EgressPolicies: p.res.EgressPolicies(),
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
 		VIPs:           vipOf,

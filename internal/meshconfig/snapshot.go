@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/egress"
 	"github.com/trellismesh/trellis/internal/jwtauthn"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -103,6 +104,11 @@ type Snapshot struct {
 	// RateLimits are the RateLimits that select the workload; a request
 	// passes when every one has a token for it.
 	RateLimits []RateLimit
+	// Egress are the EgressPolicies that select the workload: when not
+	// empty, a captured connection to no mesh service passes only to a
+	// host they allow (docs/egress.md); nil when none do, and OutboundMode
+	// decides.
+	Egress *egress.Rules
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
@@ -261,6 +267,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if out.RateLimits, err = compileRateLimits(s.GetRateLimits()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if out.Egress, err = compileEgress(s.GetEgressPolicies()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if claims := out.Authn.ClaimHeaders(); len(claims) > 0 {

@@ -764,9 +764,18 @@ type Snapshot struct {
 	JwtAuthentications [][]byte `protobuf:"bytes,10,rep,name=jwt_authentications,json=jwtAuthentications,proto3" json:"jwt_authentications,omitempty"`
 	// Local rate limits on this proxy's inbound side: canonical JSON of the
 	// trellis.dev/v1alpha1 RateLimit resources that select its workload.
-	RateLimits    [][]byte `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RateLimits [][]byte `protobuf:"bytes,11,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	// Hosts outside the mesh this proxy's workload may reach in transparent
+	// mode: canonical JSON of the trellis.dev/v1alpha1 EgressPolicy
+	// resources that select its workload (selector, and principals matching
+	// its SPIFFE ID). Empty: no policy selects it, and mesh.outbound_mode
+	// decides. Non-empty: a captured connection to a destination that is no
+	// mesh service MUST be refused unless an entry of one of them matches
+	// its TLS SNI or HTTP Host (or destination address) and port
+	// (docs/egress.md).
+	EgressPolicies [][]byte `protobuf:"bytes,13,rep,name=egress_policies,json=egressPolicies,proto3" json:"egress_policies,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -872,6 +881,13 @@ func (x *Snapshot) GetJwtAuthentications() [][]byte {
 func (x *Snapshot) GetRateLimits() [][]byte {
 	if x != nil {
 		return x.RateLimits
+	}
+	return nil
+}
+
+func (x *Snapshot) GetEgressPolicies() [][]byte {
+	if x != nil {
+		return x.EgressPolicies
 	}
 	return nil
 }
@@ -1267,7 +1283,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\xb8\x03\n" +
+	"trustRoots\"\xe1\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -1281,7 +1297,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x13jwt_authentications\x18\n" +
 	" \x03(\fR\x12jwtAuthentications\x12\x1f\n" +
 	"\vrate_limits\x18\v \x03(\fR\n" +
-	"rateLimits\"E\n" +
+	"rateLimits\x12'\n" +
+	"\x0fegress_policies\x18\r \x03(\fR\x0eegressPolicies\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xfc\x02\n" +

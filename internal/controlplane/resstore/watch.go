@@ -22,13 +22,15 @@ var (
 	intentsPrefix  = resourcePrefix + "intents/"
 	jwtPrefix      = resourcePrefix + "jwtauthentications/"
 	rlPrefix       = resourcePrefix + "ratelimits/"
+	egressPrefix   = resourcePrefix + "egresspolicies/"
 )
 
 // selected are the kinds proxies get the objects of that select them,
 // decoded for snapshots, by store prefix.
 var selected = map[string]func(*resource.Object) (snapshot.Policy, error){
-	jwtPrefix: snapshot.JWTAuthnFromObject,
-	rlPrefix:  snapshot.RateLimitFromObject,
+	jwtPrefix:    snapshot.JWTAuthnFromObject,
+	rlPrefix:     snapshot.RateLimitFromObject,
+	egressPrefix: snapshot.EgressPolicyFromObject,
 }
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -44,7 +46,7 @@ type Cache struct {
 	mesh     resource.MeshSpec
 	policies map[string]snapshot.Policy // by store key
 	intents  map[string]resource.Object // by store key
-	jwt      map[string]snapshot.Policy // JWTAuthentications and RateLimits, by store key
+	jwt      map[string]snapshot.Policy // JWTAuthentications, RateLimits and EgressPolicies, by store key
 	// generated are the policies compiled from intents, as of genAt.
 	generated []snapshot.Policy
 	genAt     uint64
@@ -89,6 +91,9 @@ func (c *Cache) JWTAuthns() []snapshot.Policy { return c.selectedUnder(jwtPrefix
 
 // RateLimits returns the RateLimit resources, in no order.
 func (c *Cache) RateLimits() []snapshot.Policy { return c.selectedUnder(rlPrefix) }
+
+// EgressPolicies returns the EgressPolicy resources, in no order.
+func (c *Cache) EgressPolicies() []snapshot.Policy { return c.selectedUnder(egressPrefix) }
 
 func (c *Cache) selectedUnder(prefix string) []snapshot.Policy {
 	c.mu.Lock()

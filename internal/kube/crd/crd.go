@@ -44,6 +44,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindIntent:              reflect.TypeFor[resource.IntentSpec](),
 	resource.KindJWTAuthentication:   reflect.TypeFor[resource.JWTAuthenticationSpec](),
 	resource.KindRateLimit:           reflect.TypeFor[resource.RateLimitSpec](),
+	resource.KindEgressPolicy:        reflect.TypeFor[resource.EgressPolicySpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -69,6 +70,10 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
 		{Name: "RPS", Type: "integer", JSONPath: ".spec.requestsPerSecond"},
 		{Name: "Per", Type: "string", JSONPath: ".spec.per"},
+	},
+	resource.KindEgressPolicy: {
+		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
+		{Name: "Host", Type: "string", JSONPath: ".spec.hosts[0].name"},
 	},
 }
 
