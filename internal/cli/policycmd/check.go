@@ -52,10 +52,10 @@ policy decided), "rule" (-1 unless a rule decided) and "reason" are stable.`
 
 type checkFlags struct {
 	from, to, toHost, method, path, host, trustDomain, output string
-	port                                              int
-	headers, labels, claims                           []string
-	requestPrincipal                                  string
-	tcp                                               bool
+	port                                                      int
+	headers, labels, claims                                   []string
+	requestPrincipal                                          string
+	tcp                                                       bool
 }
 
 func newCheckCmd(env Env) *cobra.Command {
