@@ -205,7 +205,7 @@ func NormalizeHost(s string) string {
 			return ""
 		}
 	}
-	if strings.HasPrefix(s, ".") || strings.Contains(s, "..") {
+	if strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") || strings.Contains(s, "..") {
 		return ""
 	}
 	return s

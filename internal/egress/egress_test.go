@@ -2,6 +2,7 @@ package egress
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/trellismesh/trellis/internal/policy"
@@ -57,6 +58,8 @@ func TestNormalizeHost(t *testing.T) {
 		"[fe80::1%eth0]":         "",
 		".example":               "",
 		"a..example":             "",
+		"0..":                    "",
+		"api.example..":          "",
 		"api.example:443:443":    "",
 		"host/path":              "",
 		"user@api.psp.example":   "",
@@ -135,4 +138,29 @@ func TestSelects(t *testing.T) {
 			t.Errorf("%s %s: got %v, want %v", tc.ns, tc.spec, got, tc.want)
 		}
 	}
+}
+
+// FuzzNormalizeHost: whatever a client sends as SNI or Host, the result
+// is empty or a normalized host that normalizes to itself, matches
+// itself as an exact entry, and never matches a wildcard it does not end
+// with.
+func FuzzNormalizeHost(f *testing.F) {
+	for _, s := range []string{"API.psp.example:443", "[2001:db8::1]:80", "a..b", "x.s3.example.", "203.0.113.7"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h := NormalizeHost(s)
+		if h == "" {
+			return
+		}
+		if again := NormalizeHost(h); again != h {
+			t.Fatalf("NormalizeHost(%q) = %q, but NormalizeHost(%q) = %q", s, h, h, again)
+		}
+		if _, err := netip.ParseAddr(h); err != nil && !MatchHost(h, h, netip.Addr{}) {
+			t.Fatalf("%q does not match itself", h)
+		}
+		if MatchHost("*.s3.example", h, netip.Addr{}) && !strings.HasSuffix(h, ".s3.example") {
+			t.Fatalf("%q matched *.s3.example", h)
+		}
+	})
 }
