@@ -121,6 +121,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAppend$$' -fuzztime $(FUZZTIME) ./internal/pathtemplate/
 	$(GO) test -run '^$$' -fuzz '^FuzzRecord$$' -fuzztime $(FUZZTIME) ./internal/telemetry/shapes/
 	$(GO) test -run '^$$' -fuzz '^FuzzAuthenticate$$' -fuzztime $(FUZZTIME) ./internal/jwtauthn/
+	$(GO) test -run '^$$' -fuzz '^FuzzSniffHost$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/dataplane/capture/
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeHost$$' -fuzztime $(FUZZTIME) ./internal/egress/
 
 clean:
 	rm -rf bin .trellis

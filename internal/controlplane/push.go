@@ -446,6 +446,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		JWTAuthns:      p.res.JWTAuthns(),
 		RateLimits:     p.res.RateLimits(),
 		GatewayRoutes:  p.res.GatewayRoutes(),
+		EgressPolicies: p.res.EgressPolicies(),
 		ReportInterval: p.reportInterval,
 		CollectorAddr:  p.collectorAddr,
 		VIPs:           vipOf,

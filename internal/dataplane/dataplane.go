@@ -32,7 +32,7 @@ import (
 //	    -> app (HTTP/1.1 keep-alive pool, or h2c for http2/grpc; TCP)
 //
 // Files: inbound.go and inboundhttp.go (the server side), outbound.go,
-// httpproxy.go and transparent.go (the client side), fastpath*.go (the
+// httpproxy.go, transparent.go and egress.go (the client side), fastpath*.go (the
 // HTTP/1.1 fast path), pool.go and balancer.go (peer endpoints). Its parts
 // are packages below it: admission (the inbound chain and authorizers),
 // mtls, upstream (keep-alive pools, the app client), relay (moving HTTP and

@@ -163,6 +163,8 @@ type meshOptions struct {
 	// accessLogRate of its requests.
 	events        func(*pb.Event)
 	accessLogRate float64
+	// clientEvents receives the client proxy's events (egress.denied).
+	clientEvents func(*pb.Event)
 	// pki issues the default identities and is the trust bundle; a new
 	// one when nil.
 	pki *pki
@@ -241,7 +243,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 		Identity: o.clientIdent, Snapshot: m.snap.get,
 		Service: "frontend", Namespace: "shop", Protocol: meshconfig.ProtocolHTTP, AppAddr: "127.0.0.1:1",
 		Logger: m.logs.Logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
-		Limits: o.limits,
+		Limits: o.limits, Events: o.clientEvents,
 	})
 	upL := listen(t)
 	m.upstreamAddr = upL.Addr().String()

@@ -24,6 +24,8 @@ import (
 //	original destination is a service VIP -> that service, as an explicit
 //	    upstream listener would (HTTP detected from the first bytes, else
 //	    an opaque tunnel)
+//	anything else, when EgressPolicies select the workload -> passed
+//	    through only to a host they allow (egress.go)
 //	anything else -> MeshConfig.outbound_mode: passthrough (dial the
 //	    original destination) or block (reset)
 //
@@ -140,6 +142,10 @@ func (cp *captureLoop) handle(c net.Conn) {
 	}
 	if t.snap.InVIPRange(dst.Addr()) {
 		cp.refuse(c, capture.ResultError, "virtual IP the control plane named no service for (asked; no answer within 100 ms)", dst, nil)
+		return
+	}
+	if !t.snap.Egress.Empty() {
+		cp.serveEgress(c, dst, t.snap)
 		return
 	}
 	if t.snap.OutboundMode == meshconfig.OutboundBlock {

@@ -69,6 +69,11 @@ var rules = []rule{
 		why:    "identity (which every role imports) and cowmap stand on the standard library and go-spiffe alone",
 	},
 	{
+		from:   []string{"internal/egress/..."},
+		banned: []string{"internal/dataplane/...", "internal/proxy/...", "internal/controlplane/...", "internal/store/...", "internal/meshca/...", "internal/jointoken/...", "internal/kube/...", "k8s.io/...", "internal/identity/..."},
+		why:    "egress selection and matching is shared by the proxy, the snapshot builder and the CLI: it stands on internal/resource and internal/policy alone",
+	},
+	{
 		from:   []string{"internal/policy/..."},
 		banned: []string{"internal/identity/..."},
 		why:    "the policy engine depends only on internal/resource",

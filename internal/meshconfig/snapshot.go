@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/egress"
 	"github.com/trellismesh/trellis/internal/jwtauthn"
 	"github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -109,6 +110,11 @@ type Snapshot struct {
 	// ExtAuthz are the Mesh's external authorization providers by name
 	// (nil without any); CUSTOM policies name them.
 	ExtAuthz map[string]*ExtAuthzProvider
+	// Egress are the EgressPolicies that select the workload: when not
+	// empty, a captured connection to no mesh service passes only to a
+	// host they allow (docs/egress.md); nil when none do, and OutboundMode
+	// decides.
+	Egress *egress.Rules
 	// ServiceOf maps a caller's SPIFFE ID to its service when the ID
 	// serves exactly one service (for policies' `services` condition).
 	ServiceOf map[string]string
@@ -270,6 +276,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if out.Gateway, err = compileGatewayRoutes(s.GetGatewayRoutes()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if out.Egress, err = compileEgress(s.GetEgressPolicies()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if out.ExtAuthz, err = compileExtAuthz(s.GetMesh().GetExtAuthzProviders()); err != nil {

@@ -78,6 +78,15 @@ var kinds = []kind{
 		},
 		spec: func(errs *errorList, raw json.RawMessage) any { return gatewayRouteSpec(errs, raw) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:       KindEgressPolicy,
+			Plural:     "egresspolicies",
+			Aliases:    []string{"egresspolicy", "egress"},
+			Namespaced: true,
+		},
+		spec: func(errs *errorList, raw json.RawMessage) any { return egressPolicySpec(errs, raw) },
+	},
 }
 
 // Kinds returns every kind Trellis knows, in a stable order. The caller owns

@@ -64,6 +64,7 @@ func TestKinds(t *testing.T) {
 		{Kind: "JWTAuthentication", Plural: "jwtauthentications", Aliases: []string{"jwtauthentication", "jwtauthn", "jwt"}, Namespaced: true},
 		{Kind: "RateLimit", Plural: "ratelimits", Aliases: []string{"ratelimit", "rl"}, Namespaced: true},
 		{Kind: "GatewayRoute", Plural: "gatewayroutes", Aliases: []string{"gatewayroute", "gwroute", "gr"}, Namespaced: true},
+		{Kind: "EgressPolicy", Plural: "egresspolicies", Aliases: []string{"egresspolicy", "egress"}, Namespaced: true},
 	}
 	if !slices.EqualFunc(got, want, func(a, b KindInfo) bool {
 		return a.Kind == b.Kind && a.Plural == b.Plural && a.Namespaced == b.Namespaced && slices.Equal(a.Aliases, b.Aliases)

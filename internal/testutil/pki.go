@@ -28,6 +28,9 @@ type PKI struct {
 type PKIOptions struct {
 	CAName, ServerName, ClientName string
 	ServerAlsoClient               bool
+	// ServerDNSNames are more names for the server certificate, besides
+	// localhost (external hosts in egress tests).
+	ServerDNSNames []string
 }
 
 // NewPKI writes a fresh PKI into dir.
@@ -74,7 +77,7 @@ func NewPKI(t testing.TB, dir string, o PKIOptions) PKI {
 	}
 	p.ServerCert, p.ServerKey = leaf("server", 2, &x509.Certificate{
 		Subject: pkix.Name{CommonName: o.ServerName}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames: []string{"localhost"}, ExtKeyUsage: serverUse,
+		DNSNames: append([]string{"localhost"}, o.ServerDNSNames...), ExtKeyUsage: serverUse,
 	})
 	p.ClientCert, p.ClientKey = leaf("client", 3, &x509.Certificate{
 		Subject: pkix.Name{CommonName: o.ClientName}, DNSNames: []string{o.ClientName},

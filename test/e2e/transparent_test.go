@@ -21,7 +21,8 @@ type meshLab struct {
 	dataDir string
 }
 
-func newMeshLab(t *testing.T) *meshLab {
+// newMeshLab starts the control plane with controlArgs added.
+func newMeshLab(t *testing.T, controlArgs ...string) *meshLab {
 	t.Helper()
 	lab := newNetLab(t)
 	m := &meshLab{netLab: lab, dir: t.TempDir()}
@@ -29,7 +30,7 @@ func newMeshLab(t *testing.T) *meshLab {
 	m.dataDir = filepath.Join(m.dir, "control")
 	m.grpc = m.cp.IP + ":15012"
 	m.caFile = filepath.Join(m.dataDir, "ca.crt")
-	m.cp.Start(t, nil, trellisBin, "control", "--data-dir", m.dataDir, "--grpc-addr", m.grpc, "--api-addr", "127.0.0.1:15014", "--log-format", "json")
+	m.cp.Start(t, nil, trellisBin, append([]string{"control", "--data-dir", m.dataDir, "--grpc-addr", m.grpc, "--api-addr", "127.0.0.1:15014", "--log-format", "json"}, controlArgs...)...)
 	m.cpEnv = []string{"TRELLIS_API=http://127.0.0.1:15014", "TRELLIS_TOKEN_FILE=" + filepath.Join(m.dataDir, "admin.token")}
 	m.eventually(t, "control plane ready", func() (bool, string) {
 		out, err := m.cli("get", "mesh")

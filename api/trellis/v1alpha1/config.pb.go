@@ -769,8 +769,17 @@ type Snapshot struct {
 	// gateway): canonical JSON of the trellis.dev/v1alpha1 GatewayRoute
 	// resources for it (docs/gateway.md). Empty for sidecars.
 	GatewayRoutes [][]byte `protobuf:"bytes,12,rep,name=gateway_routes,json=gatewayRoutes,proto3" json:"gateway_routes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Hosts outside the mesh this proxy's workload may reach in transparent
+	// mode: canonical JSON of the trellis.dev/v1alpha1 EgressPolicy
+	// resources that select its workload (selector, and principals matching
+	// its SPIFFE ID). Empty: no policy selects it, and mesh.outbound_mode
+	// decides. Non-empty: a captured connection to a destination that is no
+	// mesh service MUST be refused unless an entry of one of them matches
+	// its TLS SNI or HTTP Host (or destination address) and port
+	// (docs/egress.md).
+	EgressPolicies [][]byte `protobuf:"bytes,13,rep,name=egress_policies,json=egressPolicies,proto3" json:"egress_policies,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -883,6 +892,13 @@ func (x *Snapshot) GetRateLimits() [][]byte {
 func (x *Snapshot) GetGatewayRoutes() [][]byte {
 	if x != nil {
 		return x.GatewayRoutes
+	}
+	return nil
+}
+
+func (x *Snapshot) GetEgressPolicies() [][]byte {
+	if x != nil {
+		return x.EgressPolicies
 	}
 	return nil
 }
@@ -1396,7 +1412,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\xdf\x03\n" +
+	"trustRoots\"\x88\x04\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -1411,7 +1427,8 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	" \x03(\fR\x12jwtAuthentications\x12\x1f\n" +
 	"\vrate_limits\x18\v \x03(\fR\n" +
 	"rateLimits\x12%\n" +
-	"\x0egateway_routes\x18\f \x03(\fR\rgatewayRoutes\"E\n" +
+	"\x0egateway_routes\x18\f \x03(\fR\rgatewayRoutes\x12'\n" +
+	"\x0fegress_policies\x18\r \x03(\fR\x0eegressPolicies\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xd0\x03\n" +

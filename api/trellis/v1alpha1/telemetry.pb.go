@@ -469,8 +469,10 @@ type Event struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
 	// Kind: "authz.deny", "authz.audit_would_deny", "cert.issued",
 	// "cert.renewed", "access", "resource.applied", "resource.deleted",
-	// "token.created", "token.revoked", "ca.rotated", and the collector's
-	// "anomaly.<detector>" alerts.
+	// "token.created", "token.revoked", "ca.rotated", "egress.denied" (a
+	// transparent proxy refused a connection outside the mesh: source_id is
+	// the caller, attributes host, port and destination say where it went),
+	// and the collector's "anomaly.<detector>" alerts.
 	Kind string `protobuf:"bytes,3,opt,name=kind,proto3" json:"kind,omitempty"`
 	// Who reported it: the proxy's SPIFFE ID (set by the collector from the
 	// stream's certificate), or the control plane's.

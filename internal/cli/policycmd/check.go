@@ -39,6 +39,13 @@ The request is HTTP (GET / unless --method or --path say otherwise), or with
 --tcp an opaque TCP connection, which HTTP conditions never let in. Give
 --port when policies name ports: a request without a port matches no port.
 
+--to-host HOST --port N asks instead about a connection the caller's
+transparent proxy captures to a host outside the mesh: allowed when an
+EgressPolicy selecting the caller lists the host (exact, *.domain, * or
+the IP address) and port, refused when EgressPolicies select it but none
+lists them, and decided by the Mesh's outbound mode when none selects it
+(docs/egress.md).
+
 Exit status: 0 whatever the decision; 1 for bad flags; 2 when the control
 plane cannot be reached. In -o json, "decision", "policy" ("" unless one
 policy decided), "rule" (-1 unless a rule decided) and "reason" are stable.
@@ -49,26 +56,30 @@ offline: "custom" (in -o json, [{policy, rule, provider, defined}]) lists
 the providers that would be asked, and the decision shown is the local one.`
 
 type checkFlags struct {
-	from, to, method, path, host, trustDomain, output string
-	port                                              int
-	headers, labels, claims                           []string
-	requestPrincipal                                  string
-	tcp                                               bool
+	from, to, toHost, method, path, host, trustDomain, output string
+	port                                                      int
+	headers, labels, claims                                   []string
+	requestPrincipal                                          string
+	tcp                                                       bool
 }
 
 func newCheckCmd(env Env) *cobra.Command {
 	var f checkFlags
 	cmd := &cobra.Command{
-		Use:   "check --from SPIFFE_ID|SERVICE.NS|plaintext --to SERVICE.NS [--port N] [--method M] [--path P] [--header k=v]... [--tcp] [-o text|json]",
+		Use:   "check --from SPIFFE_ID|SERVICE.NS|plaintext --to SERVICE.NS|--to-host HOST [--port N] [--method M] [--path P] [--header k=v]... [--tcp] [-o text|json]",
 		Short: "Show what the live policies decide for one request (ALLOW or DENY, by which policy and rule)",
 		Long:  policyCheckHelp,
 		Example: `  trellis policy check --from frontend.shop --to catalog.shop --method GET --path /items/42
   trellis policy check --from spiffe://trellis.local/ns/shop/sa/frontend --to catalog.shop --header x-tenant=a -o json
   trellis policy check --from billing.pay --to db.shop --tcp --port 5432
   trellis policy check --from plaintext --to catalog.shop --path /health
-  trellis policy check --from frontend.shop --to catalog.shop --request-principal https://id.example.com/alice --claim groups=admin`,
+  trellis policy check --from frontend.shop --to catalog.shop --request-principal https://id.example.com/alice --claim groups=admin
+  trellis policy check --from payments.shop --to-host api.psp.example --port 443`,
 		Args: exitcode.NoArgs,
 		RunE: exitcode.RunE(func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("to-host") {
+				return runEgressCheck(cmd, env, &f)
+			}
 			q, err := parseCheck(&f, cmd.Flags().Changed)
 			if err != nil {
 				return err
@@ -108,6 +119,7 @@ func newCheckCmd(env Env) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.from, "from", "", "caller: SPIFFE ID (spiffe://TD/ns/NS/sa/SA), SERVICE.NAMESPACE, or plaintext for a caller without mTLS")
 	fl.StringVar(&f.to, "to", "", "called service: SERVICE.NAMESPACE")
+	fl.StringVar(&f.toHost, "to-host", "", "a host outside the mesh (TLS SNI or HTTP Host, or an IP address) instead of --to: decided by the caller's EgressPolicies; needs --port")
 	fl.IntVar(&f.port, "port", 0, "destination port the caller dials")
 	fl.StringVar(&f.method, "method", "", "HTTP method (default GET)")
 	fl.StringVar(&f.path, "path", "", "HTTP path (default /); the query is ignored, dot segments are resolved as the proxy does")

@@ -23,14 +23,16 @@ var (
 	jwtPrefix      = resourcePrefix + "jwtauthentications/"
 	rlPrefix       = resourcePrefix + "ratelimits/"
 	grPrefix       = resourcePrefix + "gatewayroutes/"
+	egressPrefix   = resourcePrefix + "egresspolicies/"
 )
 
 // selected are the kinds proxies get the objects of that select them,
 // decoded for snapshots, by store prefix.
 var selected = map[string]func(*resource.Object) (snapshot.Policy, error){
-	jwtPrefix: snapshot.JWTAuthnFromObject,
-	rlPrefix:  snapshot.RateLimitFromObject,
-	grPrefix:  snapshot.GatewayRouteFromObject,
+	jwtPrefix:    snapshot.JWTAuthnFromObject,
+	rlPrefix:     snapshot.RateLimitFromObject,
+	grPrefix:     snapshot.GatewayRouteFromObject,
+	egressPrefix: snapshot.EgressPolicyFromObject,
 }
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -46,7 +48,7 @@ type Cache struct {
 	mesh     resource.MeshSpec
 	policies map[string]snapshot.Policy // by store key
 	intents  map[string]resource.Object // by store key
-	jwt      map[string]snapshot.Policy // JWTAuthentications, RateLimits and GatewayRoutes, by store key
+	jwt      map[string]snapshot.Policy // JWTAuthentications, RateLimits, GatewayRoutes and EgressPolicies, by store key
 	// generated are the policies compiled from intents, as of genAt.
 	generated []snapshot.Policy
 	genAt     uint64
@@ -94,6 +96,9 @@ func (c *Cache) RateLimits() []snapshot.Policy { return c.selectedUnder(rlPrefix
 
 // GatewayRoutes returns the GatewayRoute resources, in no order.
 func (c *Cache) GatewayRoutes() []snapshot.Policy { return c.selectedUnder(grPrefix) }
+
+// EgressPolicies returns the EgressPolicy resources, in no order.
+func (c *Cache) EgressPolicies() []snapshot.Policy { return c.selectedUnder(egressPrefix) }
 
 func (c *Cache) selectedUnder(prefix string) []snapshot.Policy {
 	c.mu.Lock()

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/egress"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -40,6 +41,9 @@ type Policy struct {
 	Selector  resource.Selector
 	// JSON is what proxies receive: canonical JSON of the resource.
 	JSON []byte
+	// principals narrow an EgressPolicy to these SPIFFE IDs (nil for
+	// every other kind; empty for an EgressPolicy listing none).
+	principals []string
 	// problem says why a proxy would refuse JSON ("" when it compiles);
 	// a snapshot carrying the policy is not published.
 	problem string
@@ -102,6 +106,19 @@ func routesGateway(p *Policy, w *Workload) bool {
 	return len(p.gateways) == 0 || slices.Contains(p.gateways, w.Service+"."+w.Namespace)
 }
 
+// EgressPolicyFromObject decodes a stored EgressPolicy for proxies; it
+// selects a workload by its selector and, when it lists principals, the
+// workload's SPIFFE ID (Selects).
+func EgressPolicyFromObject(o *resource.Object) (Policy, error) {
+	spec, err := resource.EgressPolicySpecOf(o)
+	p, err := selectedPolicy(o, spec, spec.Selector, err)
+	if err != nil {
+		return Policy{}, err
+	}
+	p.principals = spec.Principals
+	return p, nil
+}
+
 // selectedPolicy is a resource proxies get when its selector picks their
 // workload: its canonical JSON and selector (decodeErr from its spec).
 func selectedPolicy(o *resource.Object, spec any, sel resource.Selector, decodeErr error) (Policy, error) {
@@ -134,10 +151,12 @@ func canonicalJSON(o *resource.Object, spec any) ([]byte, error) {
 	return out, nil
 }
 
-// selects reports whether p applies to w's inbound side, by the policy
-// engine's own selection rules (one definition for the whole mesh).
+// Selects reports whether p applies to w, by the policy engine's own
+// selection rules (one definition for the whole mesh) and, for an
+// EgressPolicy listing principals, w's SPIFFE ID.
 func Selects(p *Policy, w *Workload) bool {
-	return authz.Selects(p.Namespace, p.Selector, &authz.Workload{Namespace: w.Namespace, Service: w.Service, Labels: w.Labels})
+	return authz.Selects(p.Namespace, p.Selector, &authz.Workload{Namespace: w.Namespace, Service: w.Service, Labels: w.Labels}) &&
+		egress.MatchPrincipals(p.principals, w.SPIFFEID)
 }
 
 // Input is everything snapshots are built from at one moment.
@@ -158,6 +177,9 @@ type Input struct {
 	// GatewayRoutes are the GatewayRoute resources
 	// (GatewayRouteFromObject).
 	GatewayRoutes []Policy
+	// EgressPolicies are the EgressPolicy resources
+	// (EgressPolicyFromObject).
+	EgressPolicies []Policy
 	// ReportInterval is rounded up to whole seconds, at least one.
 	ReportInterval time.Duration
 	// CollectorAddr is an external collector's address ("" when embedded).
@@ -205,6 +227,7 @@ type View struct {
 	jwtAuthns    []Policy               // JWTAuthentications, sorted by namespace, name
 	rateLimits   []Policy               // RateLimits, sorted by namespace, name
 	gwRoutes     []Policy               // GatewayRoutes, sorted by namespace, name
+	egress       []Policy               // EgressPolicies, sorted by namespace, name
 	reportSecs   uint32
 	issuer       string
 	// prefix is the SHA-256 state after the shared fields. Deterministic
@@ -231,6 +254,7 @@ func NewView(in Input) (*View, error) {
 		jwtAuthns:    slices.Clone(in.JWTAuthns),
 		rateLimits:   slices.Clone(in.RateLimits),
 		gwRoutes:     slices.Clone(in.GatewayRoutes),
+		egress:       slices.Clone(in.EgressPolicies),
 		reportSecs:   reportSeconds(in.ReportInterval),
 		issuer:       in.Issuer,
 		workloadsGen: in.WorkloadsGen,
@@ -242,6 +266,7 @@ func NewView(in Input) (*View, error) {
 	slices.SortFunc(v.jwtAuthns, byRef)
 	slices.SortFunc(v.rateLimits, byRef)
 	slices.SortFunc(v.gwRoutes, byRef)
+	slices.SortFunc(v.egress, byRef)
 	pv := in.Previous
 	if pv != nil && in.WorkloadsGen != 0 && pv.workloadsGen == in.WorkloadsGen {
 		// Only resources or trust changed: the services are the
@@ -357,6 +382,11 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 			snap.GatewayRoutes = append(snap.GatewayRoutes, p.JSON)
 		}
 	}
+	for i := range v.egress {
+		if p := &v.egress[i]; Selects(p, w) {
+			snap.EgressPolicies = append(snap.EgressPolicies, p.JSON)
+		}
+	}
 	if problems != nil {
 		return nil, &InconsistentError{Problems: problems}
 	}
@@ -365,7 +395,7 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 		snap.Hash = prev.GetHash()
 		return snap, nil
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits, GatewayRoutes: snap.GatewayRoutes})
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits, GatewayRoutes: snap.GatewayRoutes, EgressPolicies: snap.EgressPolicies})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
@@ -650,6 +680,7 @@ func sameParts(a, b *pb.Snapshot) bool {
 		slices.EqualFunc(a.JwtAuthentications, b.JwtAuthentications, bytes.Equal) &&
 		slices.EqualFunc(a.RateLimits, b.RateLimits, bytes.Equal) &&
 		slices.EqualFunc(a.GatewayRoutes, b.GatewayRoutes, bytes.Equal) &&
+		slices.EqualFunc(a.EgressPolicies, b.EgressPolicies, bytes.Equal) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {
 			return x.GetSpiffeId() == y.GetSpiffeId() && x.GetService() == y.GetService()
 		})

@@ -26,6 +26,11 @@ const (
 	ResultPassthrough = "passthrough"
 	ResultBlocked     = "blocked"
 	ResultError       = "error"
+	// ResultEgressAllowed and ResultEgressDenied are connections to no
+	// mesh service from a workload EgressPolicies select: passed through
+	// to an allowed host, or refused.
+	ResultEgressAllowed = "egress_allowed"
+	ResultEgressDenied  = "egress_denied"
 )
 
 // serverFirstPorts are well-known ports of protocols where the server
@@ -239,13 +244,27 @@ func (c *peekedConn) NetConn() net.Conn { return c.Conn }
 // bytes both ways until both end. An error means the dial failed and c is
 // still the caller's.
 func Passthrough(c net.Conn, dst netip.AddrPort, dialer *net.Dialer, m *Metrics) error {
+	return PassthroughPrefix(c, nil, dst, dialer, m, ResultPassthrough)
+}
+
+// PassthroughPrefix is Passthrough for a connection whose first bytes,
+// prefix, were already read from c (SniffHost): they are sent to dst
+// first, unchanged. The connection is counted as result once dialed.
+func PassthroughPrefix(c net.Conn, prefix []byte, dst netip.AddrPort, dialer *net.Dialer, m *Metrics, result string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), PassthroughDialTimeout)
 	d, err := dialer.DialContext(ctx, "tcp", dst.String())
 	cancel()
 	if err != nil {
 		return err
 	}
-	m.Captured(ResultPassthrough)
+	m.Captured(result)
+	if len(prefix) > 0 {
+		if _, err := d.Write(prefix); err != nil {
+			closeQuietly(d)
+			closeQuietly(c)
+			return nil
+		}
+	}
 	splice(c, d)
 	return nil
 }
@@ -279,7 +298,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	captured := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "trellis_outbound_captured_total",
-		Help: "Outbound connections captured in transparent mode, by result: mesh (to a service's virtual IP), passthrough (to a destination outside the mesh), blocked (outbound mode block), error (original destination unknown or unreachable, no config yet, or a direct connection to the capture port).",
+		Help: "Outbound connections captured in transparent mode, by result: mesh (to a service's virtual IP), passthrough (to a destination outside the mesh), blocked (outbound mode block), egress_allowed and egress_denied (to a destination outside the mesh, by the EgressPolicies that select the workload), error (original destination unknown or unreachable, no config yet, or a direct connection to the capture port).",
 	}, []string{"result"})
 	timeouts := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "trellis_protocol_detect_timeouts_total",
@@ -290,14 +309,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		timeouts = registerOnce(reg, timeouts)
 	}
 	cm := &Metrics{captured: map[string]prometheus.Counter{}, detectTimeouts: timeouts}
-	for _, r := range []string{ResultMesh, ResultPassthrough, ResultBlocked, ResultError} {
+	for _, r := range []string{ResultMesh, ResultPassthrough, ResultBlocked, ResultError, ResultEgressAllowed, ResultEgressDenied} {
 		cm.captured[r] = captured.WithLabelValues(r)
 	}
 	return cm
 }
 
-// Captured counts a captured connection by result (ResultMesh,
-// ResultPassthrough, ResultBlocked, ResultError).
+// Captured counts a captured connection by result (the Result
+// constants).
 func (m *Metrics) Captured(result string) { m.captured[result].Inc() }
 
 // registerOnce registers c on reg, or returns the collector registered

@@ -3,8 +3,10 @@
 // outbound TCP to the capture listener, and this package recovers each
 // connection's original destination, refuses connections to the listener
 // itself, detects HTTP from the first bytes (or a server-first port),
-// relays connections to destinations outside the mesh (passthrough) and
-// counts the results. The data path (internal/dataplane) routes what it
+// reads the host a connection names (SniffHost: a TLS ClientHello's SNI,
+// an HTTP request's Host) for egress control, relays connections to
+// destinations outside the mesh (passthrough, replaying bytes already
+// read) and counts the results. The data path (internal/dataplane) routes what it
 // classifies: a service's virtual IP to that service, anything else by
 // the mesh's outbound mode.
 //

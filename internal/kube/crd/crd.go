@@ -45,6 +45,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindJWTAuthentication:   reflect.TypeFor[resource.JWTAuthenticationSpec](),
 	resource.KindRateLimit:           reflect.TypeFor[resource.RateLimitSpec](),
 	resource.KindGatewayRoute:        reflect.TypeFor[resource.GatewayRouteSpec](),
+	resource.KindEgressPolicy:        reflect.TypeFor[resource.EgressPolicySpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -73,6 +74,10 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 	},
 	resource.KindGatewayRoute: {
 		{Name: "Hosts", Type: "string", JSONPath: ".spec.hosts"},
+	},
+	resource.KindEgressPolicy: {
+		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
+		{Name: "Host", Type: "string", JSONPath: ".spec.hosts[0].name"},
 	},
 }
 

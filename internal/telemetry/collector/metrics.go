@@ -12,6 +12,7 @@ import (
 var kinds = []string{
 	"authz.deny", "authz.audit_would_deny", "cert.issued", "cert.renewed", "access",
 	"resource.applied", "resource.deleted", "token.created", "token.revoked", "ca.rotated",
+	"egress.denied",
 }
 
 const otherKind = "other"
