@@ -1,17 +1,10 @@
 package cli_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,18 +24,8 @@ import (
 // on the HTTP/1.1 fast path and on net/http (a percent-encoded path).
 func TestEndUserJWTThroughProxies(t *testing.T) {
 	m := startMesh(t)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwk := jose.JSONWebKey{Key: &key.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}
-	idp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
-	}))
-	t.Cleanup(idp.Close)
-	caFile := filepath.Join(t.TempDir(), "idp-ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: idp.Certificate().Raw}), 0o600)
-	const iss = "https://id.example.com"
+	idp := startIssuer(t)
+	key, caFile, iss := idp.key, idp.caFile, idp.issuer
 	m.mustRun(t, fmt.Sprintf(`apiVersion: trellis.dev/v1alpha1
 kind: JWTAuthentication
 metadata: {name: shop-users, namespace: shop}
@@ -62,7 +45,7 @@ spec:
   rules:
   - from: [{requestPrincipals: ["%s/*"]}]
     when: [{key: "request.auth.claims[groups]", values: [admin]}]
-`, iss, idp.URL, iss), "apply", "-f", "-")
+`, iss, idp.url, iss), "apply", "-f", "-")
 
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "user=%s groups=%s authz=%q", r.Header.Get("X-User-Id"), r.Header.Get("X-User-Groups"), r.Header.Get("Authorization"))

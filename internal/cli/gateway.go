@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"os"
-	"strings"
-
 	"github.com/spf13/cobra"
 
 	"github.com/trellismesh/trellis/internal/identity"
@@ -40,12 +37,8 @@ the gateway's SPIFFE ID. See docs/gateway.md.`,
 			}
 			cfg.Logger = log
 			cfg.ControlAddrs = control.addrs
-			if tokenFile != "" {
-				data, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return userError("--token-file: %v", err)
-				}
-				cfg.Token, cfg.TokenFile = strings.TrimSpace(string(data)), tokenFile
+			if err := readTokenFile(&cfg, tokenFile); err != nil {
+				return err
 			}
 			if len(certs) != len(keys) {
 				return userError("--tls-cert given %d times and --tls-key %d times: give them in pairs, one key per certificate, in the same order", len(certs), len(keys))
@@ -53,15 +46,8 @@ the gateway's SPIFFE ID. See docs/gateway.md.`,
 			for i := range certs {
 				gw.Certs = append(gw.Certs, servingcert.Pair{CertFile: certs[i], KeyFile: keys[i]})
 			}
-			if len(labels) > 0 {
-				cfg.Labels = map[string]string{}
-				for _, l := range labels {
-					k, v, ok := strings.Cut(l, "=")
-					if !ok || k == "" {
-						return userError("--label %q: want KEY=VALUE", l)
-					}
-					cfg.Labels[k] = v
-				}
+			if cfg.Labels, err = parseLabels(labels); err != nil {
+				return err
 			}
 			cfg.Gateway = gw
 			cfg.HTTPProxyAddr = "off"

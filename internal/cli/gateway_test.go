@@ -22,6 +22,25 @@ import (
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
+// shopThroughGateway routes shop.example.com to frontend, which lets the
+// ingress namespace in.
+const shopThroughGateway = `---
+apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: shop-public, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  rules:
+  - service: frontend
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: from-ingress, namespace: shop}
+spec:
+  rules:
+  - from: [{namespaces: [ingress]}]
+`
+
 // whoApp answers with what a service behind the gateway sees.
 func whoApp(t *testing.T, name string) string {
 	t.Helper()
@@ -379,21 +398,7 @@ func TestGatewayAcrossAnEndpointRestart(t *testing.T) {
 	m := startMesh(t)
 	pki := testutil.NewServingPKI(t, t.TempDir())
 	cert, key, _ := pki.Issue(t, "shop", "shop.example.com")
-	m.mustRun(t, `apiVersion: trellis.dev/v1alpha1
-kind: GatewayRoute
-metadata: {name: shop-public, namespace: shop}
-spec:
-  hosts: [shop.example.com]
-  rules:
-  - service: frontend
----
-apiVersion: trellis.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: from-ingress, namespace: shop}
-spec:
-  rules:
-  - from: [{namespaces: [ingress]}]
-`, "apply", "-f", "-")
+	m.mustRun(t, shopThroughGateway, "apply", "-f", "-")
 	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend-a")})
 	second := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend-b")})
 	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off",
@@ -484,22 +489,7 @@ spec:
   action: CUSTOM
   provider: {name: ext}
   rules: [{}]
----
-apiVersion: trellis.dev/v1alpha1
-kind: GatewayRoute
-metadata: {name: shop-public, namespace: shop}
-spec:
-  hosts: [shop.example.com]
-  rules:
-  - service: frontend
----
-apiVersion: trellis.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: from-ingress, namespace: shop}
-spec:
-  rules:
-  - from: [{namespaces: [ingress]}]
-`, host, port), "apply", "-f", "-")
+`, host, port)+shopThroughGateway, "apply", "-f", "-")
 	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend", AppAddr: whoApp(t, "frontend")})
 	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off",
 		Gateway: &proxy.GatewayConfig{ListenHTTPS: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}}}})

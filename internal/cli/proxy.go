@@ -38,12 +38,8 @@ func newProxyCmd() *cobra.Command {
 			}
 			cfg.Logger = log
 			cfg.ControlAddrs = control.addrs
-			if tokenFile != "" {
-				data, err := os.ReadFile(tokenFile)
-				if err != nil {
-					return userError("--token-file: %v", err)
-				}
-				cfg.Token, cfg.TokenFile = strings.TrimSpace(string(data)), tokenFile
+			if err := readTokenFile(&cfg, tokenFile); err != nil {
+				return err
 			}
 			for _, u := range upstreams {
 				up, err := proxy.ParseUpstream(u)
@@ -52,15 +48,8 @@ func newProxyCmd() *cobra.Command {
 				}
 				cfg.Upstreams = append(cfg.Upstreams, up)
 			}
-			if len(labels) > 0 {
-				cfg.Labels = map[string]string{}
-				for _, l := range labels {
-					k, v, ok := strings.Cut(l, "=")
-					if !ok || k == "" {
-						return userError("--label %q: want KEY=VALUE", l)
-					}
-					cfg.Labels[k] = v
-				}
+			if cfg.Labels, err = parseLabels(labels); err != nil {
+				return err
 			}
 			if cfg.Transparent && !cmd.Flags().Changed("dns-addr") {
 				cfg.DNSAddr = proxy.DefaultTransparentDNSAddr
@@ -118,6 +107,36 @@ func newProxyCmd() *cobra.Command {
 	f.IntVar(&cfg.Limits.MaxHeaderFields, "max-header-fields", limits.DefaultMaxHeaderFields, "request header fields limit on the net/http path (431 beyond)")
 	lf.register(cmd)
 	return cmd
+}
+
+// readTokenFile sets cfg's token from --token-file's path ("" leaves it
+// unset, for validation to name).
+func readTokenFile(cfg *proxy.Config, path string) error {
+	if path == "" {
+		return nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return userError("--token-file: %v", err)
+	}
+	cfg.Token, cfg.TokenFile = strings.TrimSpace(string(data)), path
+	return nil
+}
+
+// parseLabels reads --label KEY=VALUE values; none gives nil.
+func parseLabels(labels []string) (map[string]string, error) {
+	if len(labels) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, l := range labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, userError("--label %q: want KEY=VALUE", l)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // addrList is --control's value: repeatable, each value one address or

@@ -167,6 +167,38 @@ func (e *env) measureFortio(ctx context.Context, t *topology, g grpcRun, o optio
 	return runResult{loadResult: res, CPUPct: lr.cpuPct, RSS: lr.rss, Anon: lr.anon}, nil
 }
 
+// measureFortioHTTP runs fortio's HTTP/1.1 load against t at level l
+// (keep-alive connections, the load generator's Host and path), after an
+// unrecorded warmup, sampling the proxies from fortio's start of timing.
+func (e *env) measureFortioHTTP(ctx context.Context, t *topology, l level, o options) (runResult, error) {
+	args := func(d time.Duration) []string {
+		argv := []string{e.fortio, "load", "-c", strconv.Itoa(o.conns), "-qps", strconv.Itoa(l.rate), "-t", d.String(),
+			"-r", "0.00001", "-p", "50,90,99,99.9", "-loglevel", "Warning", "-json", "-", "-H", "Host: upstream.bench"}
+		if t.header != "" {
+			argv = append(argv, "-H", t.header)
+		}
+		if l.rate > 0 {
+			argv = append(argv, "-uniform")
+		}
+		return append(argv, "http://"+t.front+"/")
+	}
+	if _, err := e.sample(ctx, "fortio warmup", t, args(o.warmup), true, fortioStarted); err != nil {
+		return runResult{}, err
+	}
+	lr, err := e.sample(ctx, "fortio", t, args(o.dur), true, fortioStarted)
+	if err != nil {
+		return runResult{}, err
+	}
+	res, err := parseFortioAs([]byte(lr.stdout), "200")
+	if err != nil {
+		return runResult{}, err
+	}
+	if res.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "meshbench: %s, %s: %d failed requests; fortio's first error: %s\n", t.name, l.name, res.Errors, firstError(lr.stderr))
+	}
+	return runResult{loadResult: res, CPUPct: lr.cpuPct, RSS: lr.rss, Anon: lr.anon}, nil
+}
+
 // firstError is the first warning or error line fortio logged.
 func firstError(stderr string) string {
 	for _, line := range strings.Split(stderr, "\n") {
@@ -191,9 +223,13 @@ type fortioResult struct {
 // fortioOK is the RetCodes key of a successful ping.
 const fortioOK = "SERVING"
 
-// parseFortio reads fortio's JSON result: successful calls, errors (every
-// other RetCodes key) and latencies in ms.
-func parseFortio(data []byte) (loadResult, error) {
+// parseFortio reads fortio's JSON result of gRPC pings: successful calls,
+// errors (every other RetCodes key) and latencies in ms.
+func parseFortio(data []byte) (loadResult, error) { return parseFortioAs(data, fortioOK) }
+
+// parseFortioAs is parseFortio with ok the RetCodes key of success ("200"
+// for HTTP).
+func parseFortioAs(data []byte, ok string) (loadResult, error) {
 	var fr fortioResult
 	if err := json.Unmarshal(data, &fr); err != nil {
 		return loadResult{}, fmt.Errorf("fortio: bad result: %w", err)
@@ -203,7 +239,7 @@ func parseFortio(data []byte) (loadResult, error) {
 	}
 	var res loadResult
 	for code, n := range fr.RetCodes {
-		if code == fortioOK {
+		if code == ok {
 			res.Requests += n
 		} else {
 			res.Errors += n

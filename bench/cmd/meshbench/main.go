@@ -73,6 +73,9 @@ type options struct {
 	noPin   bool
 	keep    bool
 	only    []string
+	// httpFortio loads the HTTP/1.1 topologies with fortio instead of
+	// `meshbench load` (an independent client).
+	httpFortio bool
 
 	// The gRPC part (grpcpairs.go).
 	grpcPart     bool          // run it (after the rounds, if any)
@@ -97,6 +100,7 @@ func benchMain(args []string) error {
 	fs.StringVar(&o.out, "o", "", "also write the markdown report to this file")
 	fs.StringVar(&o.trellis, "trellis", "", "trellis binary (default: go build -o bin/trellis ./cmd/trellis)")
 	fs.BoolVar(&o.noPin, "no-pin", false, "do not pin processes to CPUs with taskset")
+	fs.BoolVar(&o.httpFortio, "http-fortio", false, "load the HTTP/1.1 topologies with fortio (installed when missing) instead of meshbench's own generator: an independent client's view")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs)")
 	fs.StringVar(&only, "only", "", "comma-separated topologies to run (default all: "+strings.Join(allTopologies, ",")+")")
 	var grpcPairs, grpcPayloads string
@@ -211,7 +215,7 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 	var fortio string
-	if o.grpcPart {
+	if o.grpcPart || o.httpFortio {
 		var err error
 		if fortio, err = ensureFortio(); err != nil {
 			return err
@@ -387,6 +391,9 @@ func (e *env) measure(ctx context.Context, t *topology, l level, o options) (run
 	if t.grpc {
 		dur = o.grpcDur
 	}
+	if o.httpFortio && !t.grpc {
+		return e.measureFortioHTTP(ctx, t, l, o)
+	}
 	argv := []string{e.self, "load", "-addr", t.front, "-rate", strconv.Itoa(l.rate), "-c", strconv.Itoa(o.conns),
 		"-d", dur.String(), "-warmup", o.warmup.String()}
 	if t.grpc {
@@ -554,6 +561,9 @@ func machineInfo(e *env, o options) string {
 	if !o.grpcOnly {
 		fmt.Fprintf(&b, "Run %s UTC, %s variant: %d rounds x %s per topology and level (after %s warmup), %d connections, HTTP/1.1, 1 kB responses.",
 			now, variant, o.rounds, o.dur, o.warmup, o.conns)
+		if o.httpFortio {
+			b.WriteString(" HTTP/1.1 load by fortio (`fortio load`, keep-alive, -uniform at a fixed rate; percentiles interpolated in its 10 µs histogram buckets), not meshbench's own generator.")
+		}
 		if len(o.only) == 0 || slices.Contains(o.only, "direct-grpc") || slices.Contains(o.only, "trellis-grpc") {
 			fmt.Fprintf(&b, " gRPC unary runs (direct-grpc, trellis-grpc) in the same rounds: %s windows", o.grpcDur)
 			if o.grpcDur != o.dur {
