@@ -148,6 +148,9 @@ type Service struct {
 	Endpoints []Endpoint
 	// IDs are the SPIFFE IDs allowed to serve the service (secure naming).
 	IDs map[spiffeid.ID]bool
+	// Traffic is how this proxy calls the service (its TrafficPolicy, or
+	// its namespace's default); nil: the defaults.
+	Traffic *TrafficPolicy
 }
 
 // Key is "name.namespace".
@@ -246,6 +249,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 	}
 	if err := compileVIPs(out, s); err != nil {
 		return nil, err
+	}
+	if err := compileTraffic(out, s.GetTrafficPolicies()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	for i, r := range s.GetMesh().GetVirtualIpRanges() {
 		p, err := netip.ParsePrefix(r)

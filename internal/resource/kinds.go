@@ -87,6 +87,15 @@ var kinds = []kind{
 		},
 		spec: func(errs *errorList, raw json.RawMessage) any { return egressPolicySpec(errs, raw) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:       KindTrafficPolicy,
+			Plural:     "trafficpolicies",
+			Aliases:    []string{"trafficpolicy", "tp"},
+			Namespaced: true,
+		},
+		spec: func(errs *errorList, raw json.RawMessage) any { return trafficPolicySpec(errs, raw) },
+	},
 }
 
 // Kinds returns every kind Trellis knows, in a stable order. The caller owns

@@ -65,6 +65,7 @@ func TestKinds(t *testing.T) {
 		{Kind: "RateLimit", Plural: "ratelimits", Aliases: []string{"ratelimit", "rl"}, Namespaced: true},
 		{Kind: "GatewayRoute", Plural: "gatewayroutes", Aliases: []string{"gatewayroute", "gwroute", "gr"}, Namespaced: true},
 		{Kind: "EgressPolicy", Plural: "egresspolicies", Aliases: []string{"egresspolicy", "egress"}, Namespaced: true},
+		{Kind: "TrafficPolicy", Plural: "trafficpolicies", Aliases: []string{"trafficpolicy", "tp"}, Namespaced: true},
 	}
 	if !slices.EqualFunc(got, want, func(a, b KindInfo) bool {
 		return a.Kind == b.Kind && a.Plural == b.Plural && a.Namespaced == b.Namespaced && slices.Equal(a.Aliases, b.Aliases)

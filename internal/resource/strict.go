@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -183,6 +184,18 @@ func decodeStrict(errs *errorList, path string, v any, dst reflect.Value, nullOK
 			return
 		}
 		dst.SetUint(u)
+	case reflect.Float32, reflect.Float64:
+		n, ok := v.(json.Number)
+		if !ok {
+			errs.decodeFailed(path, "must be a number, got %s", describe(v))
+			return
+		}
+		f, err := strconv.ParseFloat(string(n), 64)
+		if err != nil || math.IsInf(f, 0) || math.IsNaN(f) || dst.OverflowFloat(f) {
+			errs.decodeFailed(path, "must be a number in range, got %s", n)
+			return
+		}
+		dst.SetFloat(f)
 	case reflect.Interface:
 		dst.Set(reflect.ValueOf(v))
 	default:

@@ -778,8 +778,17 @@ type Snapshot struct {
 	// its TLS SNI or HTTP Host (or destination address) and port
 	// (docs/egress.md).
 	EgressPolicies [][]byte `protobuf:"bytes,13,rep,name=egress_policies,json=egressPolicies,proto3" json:"egress_policies,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How this proxy calls the services in its config: canonical JSON of
+	// the trellis.dev/v1alpha1 TrafficPolicy resources whose destination
+	// (selector.service, or the whole namespace) is one of them
+	// (docs/traffic.md).
+	TrafficPolicies [][]byte `protobuf:"bytes,14,rep,name=traffic_policies,json=trafficPolicies,proto3" json:"traffic_policies,omitempty"`
+	// Routes of the services in its config: canonical JSON of the
+	// trellis.dev/v1alpha1 Route resources whose spec.service is one of
+	// them (docs/traffic.md).
+	Routes        [][]byte `protobuf:"bytes,15,rep,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -899,6 +908,20 @@ func (x *Snapshot) GetGatewayRoutes() [][]byte {
 func (x *Snapshot) GetEgressPolicies() [][]byte {
 	if x != nil {
 		return x.EgressPolicies
+	}
+	return nil
+}
+
+func (x *Snapshot) GetTrafficPolicies() [][]byte {
+	if x != nil {
+		return x.TrafficPolicies
+	}
+	return nil
+}
+
+func (x *Snapshot) GetRoutes() [][]byte {
+	if x != nil {
+		return x.Routes
 	}
 	return nil
 }
@@ -1412,7 +1435,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vcert_issuer\x18\x04 \x01(\tR\n" +
 	"certIssuer\x12\x1f\n" +
 	"\vtrust_roots\x18\x05 \x03(\tR\n" +
-	"trustRoots\"\x88\x04\n" +
+	"trustRoots\"\xcb\x04\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04hash\x18\x02 \x01(\tR\x04hash\x120\n" +
@@ -1428,7 +1451,9 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\vrate_limits\x18\v \x03(\fR\n" +
 	"rateLimits\x12%\n" +
 	"\x0egateway_routes\x18\f \x03(\fR\rgatewayRoutes\x12'\n" +
-	"\x0fegress_policies\x18\r \x03(\fR\x0eegressPolicies\"E\n" +
+	"\x0fegress_policies\x18\r \x03(\fR\x0eegressPolicies\x12)\n" +
+	"\x10traffic_policies\x18\x0e \x03(\fR\x0ftrafficPolicies\x12\x16\n" +
+	"\x06routes\x18\x0f \x03(\fR\x06routes\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\"\xd0\x03\n" +

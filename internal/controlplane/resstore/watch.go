@@ -24,15 +24,17 @@ var (
 	rlPrefix       = resourcePrefix + "ratelimits/"
 	grPrefix       = resourcePrefix + "gatewayroutes/"
 	egressPrefix   = resourcePrefix + "egresspolicies/"
+	trafficPrefix  = resourcePrefix + "trafficpolicies/"
 )
 
 // selected are the kinds proxies get the objects of that select them,
 // decoded for snapshots, by store prefix.
 var selected = map[string]func(*resource.Object) (snapshot.Policy, error){
-	jwtPrefix:    snapshot.JWTAuthnFromObject,
-	rlPrefix:     snapshot.RateLimitFromObject,
-	grPrefix:     snapshot.GatewayRouteFromObject,
-	egressPrefix: snapshot.EgressPolicyFromObject,
+	jwtPrefix:     snapshot.JWTAuthnFromObject,
+	rlPrefix:      snapshot.RateLimitFromObject,
+	grPrefix:      snapshot.GatewayRouteFromObject,
+	egressPrefix:  snapshot.EgressPolicyFromObject,
+	trafficPrefix: snapshot.TrafficPolicyFromObject,
 }
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -96,6 +98,9 @@ func (c *Cache) RateLimits() []snapshot.Policy { return c.selectedUnder(rlPrefix
 
 // GatewayRoutes returns the GatewayRoute resources, in no order.
 func (c *Cache) GatewayRoutes() []snapshot.Policy { return c.selectedUnder(grPrefix) }
+
+// TrafficPolicies returns the TrafficPolicy resources, in no order.
+func (c *Cache) TrafficPolicies() []snapshot.Policy { return c.selectedUnder(trafficPrefix) }
 
 // EgressPolicies returns the EgressPolicy resources, in no order.
 func (c *Cache) EgressPolicies() []snapshot.Policy { return c.selectedUnder(egressPrefix) }

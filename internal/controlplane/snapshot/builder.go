@@ -97,6 +97,25 @@ func GatewayRouteFromObject(o *resource.Object) (Policy, error) {
 	return p, err
 }
 
+// TrafficPolicyFromObject decodes a stored TrafficPolicy for the proxies
+// that call its destination (callsInto).
+func TrafficPolicyFromObject(o *resource.Object) (Policy, error) {
+	spec, err := resource.TrafficPolicySpecOf(o)
+	return selectedPolicy(o, spec, spec.Selector, err)
+}
+
+// callsInto reports whether the client-side resource p (a TrafficPolicy,
+// or a Route with its service in Selector) is about a service of svcs:
+// in p's namespace, p's service or, without one, any.
+func callsInto(p *Policy, svcs []*pb.Service) bool {
+	for _, s := range svcs {
+		if s.GetNamespace() == p.Namespace && (p.Selector.Service == "" || p.Selector.Service == s.GetName()) {
+			return true
+		}
+	}
+	return false
+}
+
 // routesGateway reports whether the GatewayRoute p applies to w: w is a
 // gateway, and p names no gateways or names w's service.
 func routesGateway(p *Policy, w *Workload) bool {
@@ -177,6 +196,10 @@ type Input struct {
 	// GatewayRoutes are the GatewayRoute resources
 	// (GatewayRouteFromObject).
 	GatewayRoutes []Policy
+	// TrafficPolicies and Routes are the client-side traffic resources
+	// (TrafficPolicyFromObject, RouteFromObject).
+	TrafficPolicies []Policy
+	Routes          []Policy
 	// EgressPolicies are the EgressPolicy resources
 	// (EgressPolicyFromObject).
 	EgressPolicies []Policy
@@ -227,6 +250,8 @@ type View struct {
 	jwtAuthns    []Policy               // JWTAuthentications, sorted by namespace, name
 	rateLimits   []Policy               // RateLimits, sorted by namespace, name
 	gwRoutes     []Policy               // GatewayRoutes, sorted by namespace, name
+	traffic      []Policy               // TrafficPolicies, sorted by namespace, name
+	routes       []Policy               // Routes, sorted by namespace, name
 	egress       []Policy               // EgressPolicies, sorted by namespace, name
 	reportSecs   uint32
 	issuer       string
@@ -254,6 +279,8 @@ func NewView(in Input) (*View, error) {
 		jwtAuthns:    slices.Clone(in.JWTAuthns),
 		rateLimits:   slices.Clone(in.RateLimits),
 		gwRoutes:     slices.Clone(in.GatewayRoutes),
+		traffic:      slices.Clone(in.TrafficPolicies),
+		routes:       slices.Clone(in.Routes),
 		egress:       slices.Clone(in.EgressPolicies),
 		reportSecs:   reportSeconds(in.ReportInterval),
 		issuer:       in.Issuer,
@@ -266,6 +293,8 @@ func NewView(in Input) (*View, error) {
 	slices.SortFunc(v.jwtAuthns, byRef)
 	slices.SortFunc(v.rateLimits, byRef)
 	slices.SortFunc(v.gwRoutes, byRef)
+	slices.SortFunc(v.traffic, byRef)
+	slices.SortFunc(v.routes, byRef)
 	slices.SortFunc(v.egress, byRef)
 	pv := in.Previous
 	if pv != nil && in.WorkloadsGen != 0 && pv.workloadsGen == in.WorkloadsGen {
@@ -377,6 +406,16 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 			snap.RateLimits = append(snap.RateLimits, p.JSON)
 		}
 	}
+	for i := range v.traffic {
+		if p := &v.traffic[i]; callsInto(p, sc.services) {
+			snap.TrafficPolicies = append(snap.TrafficPolicies, p.JSON)
+		}
+	}
+	for i := range v.routes {
+		if p := &v.routes[i]; callsInto(p, sc.services) {
+			snap.Routes = append(snap.Routes, p.JSON)
+		}
+	}
 	for i := range v.gwRoutes {
 		if p := &v.gwRoutes[i]; routesGateway(p, w) {
 			snap.GatewayRoutes = append(snap.GatewayRoutes, p.JSON)
@@ -395,7 +434,8 @@ func BuildFrom(v *View, w *Workload, prev *pb.Snapshot) (*pb.Snapshot, error) {
 		snap.Hash = prev.GetHash()
 		return snap, nil
 	}
-	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits, GatewayRoutes: snap.GatewayRoutes, EgressPolicies: snap.EgressPolicies})
+	own, err := deterministic.Marshal(&pb.Snapshot{Policies: snap.Policies, ReportIntervalSeconds: snap.ReportIntervalSeconds, Issuer: snap.Issuer, Peers: snap.Peers, JwtAuthentications: snap.JwtAuthentications, RateLimits: snap.RateLimits, GatewayRoutes: snap.GatewayRoutes, EgressPolicies: snap.EgressPolicies,
+		TrafficPolicies: snap.TrafficPolicies, Routes: snap.Routes})
 	if err != nil {
 		return nil, fmt.Errorf("build snapshot for %s: %w", w.Instance, err)
 	}
@@ -680,6 +720,8 @@ func sameParts(a, b *pb.Snapshot) bool {
 		slices.EqualFunc(a.JwtAuthentications, b.JwtAuthentications, bytes.Equal) &&
 		slices.EqualFunc(a.RateLimits, b.RateLimits, bytes.Equal) &&
 		slices.EqualFunc(a.GatewayRoutes, b.GatewayRoutes, bytes.Equal) &&
+		slices.EqualFunc(a.TrafficPolicies, b.TrafficPolicies, bytes.Equal) &&
+		slices.EqualFunc(a.Routes, b.Routes, bytes.Equal) &&
 		slices.EqualFunc(a.EgressPolicies, b.EgressPolicies, bytes.Equal) &&
 		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool {
 			return x.GetSpiffeId() == y.GetSpiffeId() && x.GetService() == y.GetService()

@@ -46,6 +46,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindRateLimit:           reflect.TypeFor[resource.RateLimitSpec](),
 	resource.KindGatewayRoute:        reflect.TypeFor[resource.GatewayRouteSpec](),
 	resource.KindEgressPolicy:        reflect.TypeFor[resource.EgressPolicySpec](),
+	resource.KindTrafficPolicy:       reflect.TypeFor[resource.TrafficPolicySpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -78,6 +79,11 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 	resource.KindEgressPolicy: {
 		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
 		{Name: "Host", Type: "string", JSONPath: ".spec.hosts[0].name"},
+	},
+	resource.KindTrafficPolicy: {
+		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
+		{Name: "Timeout", Type: "string", JSONPath: ".spec.timeout"},
+		{Name: "LB", Type: "string", JSONPath: ".spec.loadBalancer.policy"},
 	},
 }
 
