@@ -17,7 +17,7 @@ func TestCompileTraffic(t *testing.T) {
 			`"timeout":"2s","retries":{"attempts":3,"on":["5xx","unavailable"]},"outlierDetection":{"consecutive5xx":5}}}`)
 	}
 	snap, err := Compile(&pb.Snapshot{Version: "1", Mesh: &pb.MeshConfig{MtlsMode: "STRICT", AuthorizationDefault: "deny"}, TrustBundle: [][]byte{ca.Roots()[0].Raw},
-		Services: []*pb.Service{{Name: "catalog", Namespace: "shop"}, {Name: "payments", Namespace: "shop"}, {Name: "catalog", Namespace: "ops"}},
+		Services:        []*pb.Service{{Name: "catalog", Namespace: "shop"}, {Name: "payments", Namespace: "shop"}, {Name: "catalog", Namespace: "ops"}},
 		TrafficPolicies: [][]byte{tp("catalog", `"selector":{"service":"catalog"},`), tp("default", "")}})
 	if err != nil {
 		t.Fatal(err)

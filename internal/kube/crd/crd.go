@@ -205,6 +205,8 @@ func schemaOf(t reflect.Type, path string) (apiextensionsv1.JSONSchemaProps, err
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 		return apiextensionsv1.JSONSchemaProps{Type: "integer"}, nil
+	case reflect.Float32, reflect.Float64:
+		return apiextensionsv1.JSONSchemaProps{Type: "number"}, nil
 	case reflect.Slice:
 		items, err := schemaOf(t.Elem(), path+"[]")
 		if err != nil {
