@@ -128,7 +128,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 				switched = true
 				continue
 			}
-			if tr.retry(meshconfig.RetryConnectFailure) {
+			if tr.retryUnsent() {
 				moveOn(err)
 				continue
 			}

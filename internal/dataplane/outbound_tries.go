@@ -76,12 +76,8 @@ func (o *Outbound) forwardTries(w http.ResponseWriter, r *http.Request, rt *rout
 				}
 				return o.timedOut(w, &tr, perTry), false
 			}
-			cond := meshconfig.RetryReset
 			var de *dialError
-			if errors.As(err, &de) {
-				cond = meshconfig.RetryConnectFailure
-			}
-			if tr.retry(cond) {
+			if dial := errors.As(err, &de); dial && tr.retryUnsent() || !dial && tr.retry(meshconfig.RetryReset) {
 				moveOn(err)
 				continue
 			}

@@ -77,16 +77,16 @@ func (t *tries) overdue(now time.Time) bool {
 // timeout, not the request's.
 func (t *tries) perTryExpired(now time.Time) bool { return !t.overdue(now) }
 
-// canRetry: a condition of the policy held and the request may go again
-// (cheap; no budget taken).
-func (t *tries) canRetry(cond meshconfig.RetryOn) bool {
-	return t.left > 0 && t.replayable && t.rp.On&cond != 0 && !t.overdue(time.Now())
-}
-
 // retry decides a retry for cond, taking it from the budget; false: the
 // failure is answered.
-func (t *tries) retry(cond meshconfig.RetryOn) bool {
-	if !t.canRetry(cond) {
+func (t *tries) retry(cond meshconfig.RetryOn) bool { return t.retryWhen(cond, t.replayable) }
+
+// retryUnsent is retry for a try that sent nothing (its connection could
+// not be had): any method may go again.
+func (t *tries) retryUnsent() bool { return t.retryWhen(meshconfig.RetryConnectFailure, true) }
+
+func (t *tries) retryWhen(cond meshconfig.RetryOn, replayable bool) bool {
+	if t.left == 0 || !replayable || t.rp.On&cond == 0 || t.overdue(time.Now()) {
 		return false
 	}
 	if b := t.rt.budget; b != nil && !b.withdraw(time.Now()) {
