@@ -31,6 +31,9 @@ const (
 	fwdUpstreamBroke
 	// fwdDownstreamGone: writing downstream failed.
 	fwdDownstreamGone
+	// fwdRetry: the response head met a retry condition (tries.retryStatus
+	// decided, budget taken); nothing was written downstream.
+	fwdRetry
 )
 
 // fwdResult is how one exchange went.
@@ -48,11 +51,18 @@ type fwdResult struct {
 
 // forwardH1 sends req (its head parsed, its body still in fc.br) with the
 // extra fields over uc and copies the response to fc. resp is scratch
-// space for the response head.
-func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, resp *h1.Head) fwdResult {
+// space for the response head. tr, nil on the inbound side, is the
+// request's TrafficPolicy state: its try's deadline bounds the reads, a
+// response it would retry is not copied (fwdRetry), and a replayable
+// inline body stays in fc.br for the next try (the caller discards it).
+func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, resp *h1.Head, tr *tries) fwdResult {
 	// One deadline per exchange: it rolls on in watchedConn while the
 	// exchange waits; the pool clears it when the connection comes back.
-	uc.Watch(fc)
+	if tr != nil {
+		uc.WatchUntil(fc, tr.tryUntil)
+	} else {
+		uc.Watch(fc)
+	}
 	kind := req.RequestBody()
 	h1.WriteRequestHead(uc.BW, req, extra)
 	var bodyDone chan error
@@ -62,7 +72,9 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, 
 		n := int(req.ContentLength)
 		b, _ := fc.br.Peek(n)
 		_, _ = uc.BW.Write(b)
-		_, _ = fc.br.Discard(n)
+		if tr == nil || !tr.replayable {
+			_, _ = fc.br.Discard(n)
+		}
 	default:
 		// Stream the body while the response is read: an app may answer
 		// (or stream back) before it has read everything.
@@ -90,7 +102,7 @@ func forwardH1(fc *fastConn, req *h1.Head, uc *upstream.Conn, extra []h1.Field, 
 			return fwdResult{stage: fwdNoResponse, err: err, nothingRead: true}
 		}
 	}
-	res := readAndCopyResponse(fc, req, uc, resp)
+	res := readAndCopyResponse(fc, req, uc, resp, tr)
 	if bodyDone != nil {
 		select {
 		case err := <-bodyDone:
@@ -156,7 +168,7 @@ const max1xx = 5
 // the caller's connection after it.
 var connectionClose = []h1.Field{{Name: "Connection", Value: "close"}}
 
-func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upstream.Conn, resp *h1.Head) fwdResult {
+func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upstream.Conn, resp *h1.Head, tr *tries) fwdResult {
 	for n := 0; ; n++ {
 		if _, err := uc.BR.Peek(1); err != nil {
 			if errors.Is(err, relay.ErrClientGone) {
@@ -184,6 +196,9 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upstream.Conn, resp *h1
 		break
 	}
 	kind := resp.ResponseBody(req.Method)
+	if tr != nil && tr.left > 0 && !fc.bodyOpen.Load() && tr.retryStatus(resp.Status) {
+		return fwdResult{stage: fwdRetry, code: resp.Status, upReusable: skipSmallBody(uc, resp, kind)}
+	}
 	var extra []h1.Field
 	if req.Close || fc.closing() || (resp.Close && fc.bodyOpen.Load()) {
 		// An upstream that closes before the end of the request body
@@ -210,6 +225,22 @@ func readAndCopyResponse(fc *fastConn, req *h1.Head, uc *upstream.Conn, resp *h1
 		res.stage, res.err = fwdUpstreamBroke, err
 	}
 	return res
+}
+
+// skipSmallBody reads and drops the small body of a response that is not
+// passed on, so its connection can carry another exchange; false when it
+// cannot (the connection is closed instead).
+func skipSmallBody(uc *upstream.Conn, resp *h1.Head, kind h1.BodyKind) bool {
+	switch {
+	case resp.Close:
+		return false
+	case kind == h1.BodyNone:
+		return true
+	case kind == h1.BodyLength && resp.ContentLength <= 4<<10:
+		_, err := uc.BR.Discard(int(resp.ContentLength))
+		return err == nil
+	}
+	return false
 }
 
 // parseResponseHead parses a response head; one too large for the fast

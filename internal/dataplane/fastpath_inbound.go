@@ -106,7 +106,7 @@ func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshc
 			o.code = in.appFailedFor(ew, req.Method, path, err)
 			return o, answer(ew, false)
 		}
-		res := forwardH1(fc, req, uc, extra, resp)
+		res := forwardH1(fc, req, uc, extra, resp, nil)
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {

@@ -2,13 +2,16 @@ package dataplane
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // newUpstreamFast is the fast path of one explicit upstream listener.
@@ -68,7 +71,9 @@ func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	return keep
 }
 
-// forwardFast is forwardHTTP for the fast path.
+// forwardFast is forwardHTTP for the fast path. Each pass of its loop is
+// one try: pick (the first, or another endpoint), exchange, then either
+// return or decide to try again.
 func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer func(*errorResponse, bool) bool) (int, bool) {
 	e := rt.bal.Pick(nil)
 	if e == nil {
@@ -81,36 +86,57 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 	bodyless := req.RequestBody() == h1.BodyNone
 	resp := fastHeads.Get().(*h1.Head)
 	defer fastHeads.Put(resp)
-	// An exchange that sent nothing the endpoint acted on moves, once, to
-	// another endpoint: its proxy may be down or draining (it closes its
-	// idle connections, and a request can meet one closing).
-	switched := false
+	// tr is the TrafficPolicy's state; trp is nil without a policy, so
+	// that the exchange costs nothing more.
+	var tr tries
+	var trp *tries
+	if rt.traffic != nil {
+		trp = &tr
+		tr.start(rt, req.Method, bodyless || inlineReplay(fc, req), time.Now())
+	}
+	// moveOn switches to another endpoint, when there is one.
 	moveOn := func(err error) bool {
-		if switched {
-			return false
-		}
 		e2 := rt.bal.Pick(e)
 		if e2 == nil {
 			return false
 		}
-		o.logFailure(rt, e, err)
+		if err != nil {
+			o.logFailure(rt, e, err)
+		}
 		e.inflight.Add(-1)
-		e, switched = e2, true
+		e = e2
 		e.inflight.Add(1)
 		return true
 	}
+	// An exchange that sent nothing the endpoint acted on moves, once, to
+	// another endpoint: its proxy may be down or draining (it closes its
+	// idle connections, and a request can meet one closing). That needs
+	// no TrafficPolicy and takes nothing from a retry budget.
+	switched := false
 	for attempt := 0; ; attempt++ {
+		if trp != nil {
+			if now := time.Now(); tr.overdue(now) {
+				return http.StatusGatewayTimeout, o.answerTimeout(answer, &tr, false, !bodyless)
+			} else {
+				tr.next(now)
+			}
+		}
 		uc, reused, err := e.fast.Get(context.Background())
 		if err != nil {
 			// Nothing reached this endpoint; another may be up.
-			if bodyless && attempt < maxFastAttempts && moveOn(err) {
+			if bodyless && attempt < maxFastAttempts && !switched && moveOn(err) {
+				switched = true
+				continue
+			}
+			if tr.retryUnsent() {
+				moveOn(err)
 				continue
 			}
 			ew := newErrorResponse()
 			code := o.upstreamFailedFor(ew, rt, e, err)
 			return code, answer(ew, false)
 		}
-		res := forwardH1(fc, req, uc, nil, resp)
+		res := forwardH1(fc, req, uc, nil, resp, trp)
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {
@@ -118,15 +144,45 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			} else {
 				closeQuietly(uc.C)
 			}
+			if tr.replayable && !bodyless && res.downKeep {
+				res.downKeep = discardBody(fc, req)
+			}
 			return res.code, res.downKeep
+		case fwdRetry:
+			if res.upReusable {
+				e.fast.Put(uc)
+			} else {
+				closeQuietly(uc.C)
+			}
+			moveOn(nil)
+			continue
 		case fwdNoResponse:
 			closeQuietly(uc.C)
+			if errors.Is(res.err, upstream.ErrTimeout) {
+				perTry := tr.perTryExpired(time.Now())
+				if perTry && tr.retry(timeoutCondition) {
+					rt.dest.Timeout(metrics.TimeoutPerTry)
+					moveOn(nil)
+					continue
+				}
+				return http.StatusGatewayTimeout, o.answerTimeout(answer, &tr, perTry, !bodyless)
+			}
 			// No answer, nothing read: a pooled connection may have been
 			// closed under the request (try again, elsewhere when there
 			// is another endpoint); a new one closing at once is an
 			// endpoint going away (only elsewhere). Only requests safe to
 			// send twice.
-			if res.nothingRead && attempt < maxFastAttempts && replayableH1(req) && (moveOn(res.err) || reused) {
+			if res.nothingRead && attempt < maxFastAttempts && !switched && replayableH1(req) {
+				if moveOn(res.err) {
+					switched = true
+					continue
+				}
+				if reused {
+					continue
+				}
+			}
+			if tr.retry(meshconfig.RetryReset) {
+				moveOn(res.err)
 				continue
 			}
 			ew := newErrorResponse()
@@ -141,4 +197,18 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			return res.code, false
 		}
 	}
+}
+
+// answerTimeout answers a request whose timeout expired; a body that was
+// not kept for a retry is gone, so the connection closes after it.
+func (o *Outbound) answerTimeout(answer func(*errorResponse, bool) bool, tr *tries, perTry, hasBody bool) bool {
+	ew := newErrorResponse()
+	o.timedOut(ew, tr, perTry)
+	return answer(ew, hasBody && !tr.replayable)
+}
+
+// inlineReplay: req's body is small and arrived whole with its head, so
+// forwardH1 writes it in one piece and it can be sent again.
+func inlineReplay(fc *fastConn, req *h1.Head) bool {
+	return req.RequestBody() == h1.BodyLength && req.ContentLength <= inlineBody && int64(fc.br.Buffered()) >= req.ContentLength
 }

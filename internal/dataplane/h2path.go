@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -17,6 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/admission"
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
@@ -131,6 +133,10 @@ type outboundH2 struct {
 type outboundCall struct {
 	rt *route
 	e  *PeerEndpoint
+	// tr is the TrafficPolicy's state (h2path_tries.go), unused without
+	// one; grpc: the call is gRPC.
+	tr   tries
+	grpc bool
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
@@ -158,12 +164,22 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		o.noEndpoints(ew, rt)
 		return nil, localResponse(ew), call
 	}
+	if rt.traffic != nil {
+		h.startTries(call, req, time.Now())
+	}
 	up, err := e.h2p.Get(context.Background())
 	if err != nil {
 		// Nothing reached this endpoint; another may be up.
 		if e2 := rt.bal.Pick(e); e2 != nil {
 			o.logFailure(rt, e, err)
 			e = e2
+			up, err = e.h2p.Get(context.Background())
+		}
+		// A TrafficPolicy may try more (connect-failure: nothing sent).
+		for err != nil && call.tr.retryUnsent() {
+			if e2 := rt.bal.Pick(e); e2 != nil {
+				e = e2
+			}
 			up, err = e.h2p.Get(context.Background())
 		}
 	}
@@ -187,6 +203,12 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 		call.e.inflight.Add(-1)
 	}
 	code := r.Status
+	if r.TimedOut {
+		call.rt.dest.Timeout(metrics.TimeoutRequest)
+		if code == 0 || r.Reset {
+			code = http.StatusGatewayTimeout
+		}
+	}
 	if r.Reset && !r.Local && code == 0 {
 		code = statusClientClosed
 		if !r.ResetByCaller {

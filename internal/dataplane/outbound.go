@@ -39,6 +39,9 @@ type Outbound struct {
 	table atomic.Pointer[routeTable]
 	mu    sync.Mutex
 	pool  map[string]*PeerEndpoint // by endpointKey
+	// budgets are the retry budgets of services with retries, by
+	// service key: they outlive snapshots (under mu).
+	budgets map[string]*retryBudget
 
 	conns connset.Set // TCP tunnels and upgraded connections
 	// h2conns are the app connections on the HTTP/2 relay (h2path.go).
@@ -61,6 +64,10 @@ type route struct {
 	tcp  bool
 	bal  Balancer
 	dest *metrics.Dest
+	// traffic is the service's TrafficPolicy, nil without one; budget
+	// its retry budget, nil without retries.
+	traffic *meshconfig.TrafficPolicy
+	budget  *retryBudget
 }
 
 // NewOutbound prepares an outbound side; ServeUpstream and ServeHTTPProxy
@@ -106,6 +113,7 @@ func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 	}
 	t := &routeTable{snap: snap, routes: make(map[string]*route, len(snap.Services))}
 	pool := make(map[string]*PeerEndpoint, len(o.pool))
+	budgets := make(map[string]*retryBudget)
 	for key, svc := range snap.Services {
 		ids := sortedIDs(svc.IDs)
 		eps := make([]*PeerEndpoint, 0, len(svc.Endpoints))
@@ -127,10 +135,21 @@ func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 		}
 		t.routes[key] = &route{
 			key: key, svc: svc, tcp: svc.Protocol == meshconfig.ProtocolTCP,
-			bal:  o.cfg.NewBalancer(svc, eps),
-			dest: o.cfg.Metrics.Dest(metrics.Outbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
+			bal:     o.cfg.NewBalancer(svc, eps),
+			dest:    o.cfg.Metrics.Dest(metrics.Outbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
+			traffic: svc.Traffic,
+		}
+		if tp := svc.Traffic; tp != nil && tp.Retry != nil {
+			b := o.budgets[key]
+			if b == nil {
+				b = new(retryBudget)
+			}
+			b.set(tp.Retry.BudgetRatio, tp.Retry.BudgetMinPerSecond)
+			budgets[key] = b
+			t.routes[key].budget = b
 		}
 	}
+	o.budgets = budgets
 	for k, e := range o.pool {
 		if pool[k] == nil {
 			e.retire()
@@ -309,6 +328,9 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		return code, false
 	}
 	relay.EnableFullDuplex(w, r)
+	if rt.traffic != nil {
+		return o.forwardTries(w, r, rt, e)
+	}
 	var body *trackedBody
 	if !relay.Bodyless(r) {
 		body = &trackedBody{ReadCloser: r.Body}
@@ -330,6 +352,12 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 	if err != nil {
 		return o.upstreamFailed(w, r, rt, e, err), false
 	}
+	return o.copyResponse(w, r, rt, resp, body)
+}
+
+// copyResponse copies the response of a forwarded request; body tracks
+// the request body (nil when there is none or it was buffered).
+func (o *Outbound) copyResponse(w http.ResponseWriter, r *http.Request, rt *route, resp *http.Response, body *trackedBody) (code int, abort bool) {
 	defer resp.Body.Close()
 	early := body != nil && !body.done.Load()
 	if early {

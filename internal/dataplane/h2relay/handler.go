@@ -32,6 +32,29 @@ type Request struct {
 	EndStream bool
 	// Conn is the downstream connection it arrived on.
 	Conn *Conn
+	// Deadline, when Route sets it, ends the stream then: the caller
+	// gets Expired if its response has not begun (else the stream is
+	// reset with CANCEL), and the upstream stream RST_STREAM(CANCEL).
+	Deadline time.Time
+	Expired  *Response
+	// Hold, when Route sets it and the Handler is a Retrier, keeps the
+	// request until its END_STREAM (up to MaxHold bytes of body; past
+	// that it goes on without retries) before it goes upstream, so that
+	// it can be sent again.
+	Hold bool
+}
+
+// MaxHold is the most request body a held stream keeps (Request.Hold).
+const MaxHold = 64 << 10
+
+// Retrier is a Handler that may send a held request again. Retry is
+// called from the upstream connection's reader when a final response
+// head comes for a held stream whose request was complete, before any of
+// it goes downstream; grpcStatus is the head's grpc-status (-1 without
+// one: not trailers-only). It returns the connection for the next try,
+// or nil to pass the response on.
+type Retrier interface {
+	Retry(tag any, status, grpcStatus int) *Conn
 }
 
 // Get returns the first value of a field (name in any case).
@@ -75,6 +98,9 @@ func (r *Request) Del(name string) {
 // Response is an answer the Handler gives instead of forwarding.
 type Response struct {
 	Status int
+	// ContentType replaces text/plain; with an empty Body the answer is
+	// one HEADERS frame (a gRPC trailers-only response).
+	ContentType string
 	// Header are extra fields, names in lowercase.
 	Header []hpack.HeaderField
 	Body   string
@@ -100,6 +126,8 @@ type Result struct {
 	BodyIdle bool
 	// Authority is the request's :authority.
 	Authority string
+	// TimedOut: Request.Deadline ended the stream.
+	TimedOut bool
 }
 
 // hopFields are connection-specific fields HTTP/2 forbids; they are
@@ -147,11 +175,17 @@ func filterFields(fields []hpack.HeaderField) []hpack.HeaderField {
 // localFields is the head of a proxy-made answer.
 func localFields(r *Response) []hpack.HeaderField {
 	out := make([]hpack.HeaderField, 0, 3+len(r.Header))
+	ct := r.ContentType
+	if ct == "" {
+		ct = "text/plain; charset=utf-8"
+	}
 	out = append(out,
 		hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.Status)},
-		hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
-		hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(r.Body))},
+		hpack.HeaderField{Name: "content-type", Value: ct},
 	)
+	if r.ContentType == "" || r.Body != "" {
+		out = append(out, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(r.Body))})
+	}
 	return append(out, r.Header...)
 }
 

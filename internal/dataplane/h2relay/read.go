@@ -224,6 +224,14 @@ func (c *Conn) onRequestHeaders(f *head) error {
 		if st.local {
 			return nil
 		}
+		if h := st.hold; h != nil && !h.opened {
+			// Trailers end a held request: it goes on without retries.
+			h.opened = true
+			if _, ok := h.up.openHeld(c, st); !ok {
+				c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
+				return nil
+			}
+		}
 		c.forwardHeaders(st, &st.ends[sideUp], filterFields(f.RegularFields()), true, false)
 		return nil
 	}
@@ -311,6 +319,13 @@ func (c *Conn) onRequestHeaders(f *head) error {
 		c.answer(st, local)
 		return nil
 	}
+	if !req.Deadline.IsZero() && req.Expired != nil {
+		c.setDeadline(st, req.Deadline, req.Expired)
+	}
+	if _, ok := c.h.(Retrier); ok && req.Hold {
+		c.hold(st, req, up)
+		return nil
+	}
 	if !up.open(st, req) {
 		c.answer(st, &Response{Status: 503, Body: "trellis: the upstream connection closed; retry\n"})
 		return nil
@@ -325,11 +340,16 @@ func (c *Conn) onRequestHeaders(f *head) error {
 // open starts st's upstream end on c (upstream) with req's head; false
 // means c no longer takes streams.
 func (c *Conn) open(st *stream, req *Request) bool {
+	var buf [24]hpack.HeaderField
+	return c.openWith(st, requestFields(req, buf[:0]), st.ends[sideDown].recvEnded.Load())
+}
+
+// openWith starts st's upstream end on c with the request head fields,
+// ending the stream with them when end is set.
+func (c *Conn) openWith(st *stream, fields []hpack.HeaderField, end bool) bool {
 	u := &st.ends[sideUp]
 	u.st, u.c = st, c
 	u.recvWin.Store(c.cfg.StreamWindow)
-	var buf [24]hpack.HeaderField
-	fields := requestFields(req, buf[:0])
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wdead || c.goingAway.Load() || c.nextID >= 1<<31-1 {
@@ -343,7 +363,6 @@ func (c *Conn) open(st *stream, req *Request) bool {
 	c.streams[u.id] = st
 	c.active++
 	c.smu.Unlock()
-	end := st.ends[sideDown].recvEnded.Load()
 	c.writeHeadersLocked(u.id, fields, end)
 	if end {
 		u.sentEnd = true
@@ -387,6 +406,9 @@ func (c *Conn) onResponseHeaders(f *head) error {
 		return nil
 	}
 	u := &st.ends[sideUp]
+	if h := st.hold; h != nil && h.complete && !u.gotHeaders && c.retryHead(st, f) {
+		return nil
+	}
 	end := f.StreamEnded()
 	if end {
 		u.recvEnded.Store(true)
@@ -503,6 +525,10 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	}
 	if c.side == sideDown && length > 0 {
 		st.bodyMoves.Add(1)
+	}
+	if h := st.hold; h != nil && !h.opened && c.side == sideDown {
+		c.holdData(st, h, data, end, length-len(data))
+		return nil
 	}
 	credit := length - len(data) // padding is not forwarded
 	o := e.other()

@@ -25,6 +25,13 @@ type stream struct {
 	// routed: the stream went upstream (its upstream end is set).
 	routed bool
 
+	// hold is the request kept for another try (Request.Hold), nil
+	// otherwise; the downstream reader fills it, and once complete only
+	// the reader of the upstream connection in use touches it.
+	hold *held
+	// deadline ends the stream at Request.Deadline (deadline.go).
+	deadline *time.Timer
+
 	// bodyMoves counts the DATA frames with bytes the caller sent; the
 	// body sweep (watchBodies) alone reads it and keeps seenMoves and
 	// seenAt, when it last saw the count change.
@@ -253,6 +260,9 @@ func (st *stream) finish(reset, byCaller bool) {
 	st.finished = true
 	st.res.Reset, st.res.ResetByCaller = reset, byCaller
 	st.mu.Unlock()
+	if st.deadline != nil {
+		st.deadline.Stop()
+	}
 	for i := range st.ends {
 		e := &st.ends[i]
 		if e.c == nil {

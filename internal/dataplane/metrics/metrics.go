@@ -48,6 +48,7 @@ type Metrics struct {
 	refused          *prometheus.CounterVec
 	upstreamFailures *prometheus.CounterVec
 	grpcStatus       *prometheus.CounterVec
+	traffic          trafficVecs
 
 	dests    cowmap.Map[destKey, *Dest]
 	sources  cowmap.Map[sourceKey, *Source]
@@ -100,6 +101,8 @@ func New() *Metrics {
 			Help: "gRPC responses relayed by the HTTP/2 path, by grpc-status.",
 		}, []string{"direction", "destination_service", "destination_namespace", "grpc_status"}),
 	}
+	m.traffic = newTrafficVecs()
+	m.reg.MustRegister(m.traffic.retries, m.traffic.skipped, m.traffic.timeouts)
 	m.reg.MustRegister(m.grpcStatus, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
 		// go_* and process_*, as on the control plane and collector: a
 		// sidecar's memory, CPU, goroutines and file descriptors.
@@ -138,6 +141,7 @@ type Dest struct {
 	tcpSent     prometheus.Counter
 	tcpReceived prometheus.Counter
 	grpc        *codeCounters
+	traffic     *destTraffic // outbound only
 }
 
 // Dest returns the cached children for a destination. srcNamespace and
@@ -163,6 +167,7 @@ func (m *Metrics) Dest(direction, service, namespace, srcService, srcNamespace, 
 				"direction": direction, "source_service": srcService, "source_namespace": srcNamespace, "source_principal": srcPrincipal,
 				"destination_service": service, "destination_namespace": namespace, "mtls": "true",
 			}))
+			d.traffic = m.traffic.forDest(service, namespace)
 		}
 		return d
 	})

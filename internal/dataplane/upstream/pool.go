@@ -52,7 +52,15 @@ type Caller interface {
 // Watch starts an exchange for caller: until the connection is put back,
 // a read that waits longer than watchInterval checks caller and gives up
 // with relay.ErrClientGone when it is gone.
-func (uc *Conn) Watch(caller Caller) { uc.wc.watch(caller) }
+func (uc *Conn) Watch(caller Caller) { uc.wc.watch(caller, time.Time{}) }
+
+// WatchUntil is Watch with a deadline: a read still waiting at until
+// gives up with ErrTimeout (a TrafficPolicy's timeouts). A zero until is
+// Watch.
+func (uc *Conn) WatchUntil(caller Caller, until time.Time) { uc.wc.watch(caller, until) }
+
+// ErrTimeout is a read cut off by WatchUntil's deadline.
+var ErrTimeout = errors.New("upstream: response timed out")
 
 // Pool keeps idle upstream connections, most recently used last.
 type Pool struct {
@@ -161,19 +169,30 @@ type watchedConn struct {
 	caller Caller
 	// armed: a watch deadline is set (see watch).
 	armed bool
+	// until is the exchange's deadline, zero for none.
+	until time.Time
 }
 
 // watch starts an exchange for caller: reads roll a deadline on and give
 // up when caller is gone.
-func (w *watchedConn) watch(caller Caller) {
-	w.caller, w.armed = caller, true
-	_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
+func (w *watchedConn) watch(caller Caller, until time.Time) {
+	w.caller, w.armed, w.until = caller, true, until
+	_ = w.Conn.SetReadDeadline(w.next(time.Now()))
+}
+
+// next is the read deadline of a wait starting at now.
+func (w *watchedConn) next(now time.Time) time.Time {
+	d := now.Add(watchInterval)
+	if !w.until.IsZero() && w.until.Before(d) {
+		return w.until
+	}
+	return d
 }
 
 // disarm ends the watch: no caller, no read deadline. False when the
 // deadline cannot be cleared (the connection is broken).
 func (w *watchedConn) disarm() bool {
-	w.caller = nil
+	w.caller, w.until = nil, time.Time{}
 	if !w.armed {
 		return true
 	}
@@ -193,7 +212,11 @@ func (w *watchedConn) Read(p []byte) (int, error) {
 		if c := w.caller; c == nil || c.Gone() {
 			return 0, relay.ErrClientGone
 		}
-		_ = w.Conn.SetReadDeadline(time.Now().Add(watchInterval))
+		now := time.Now()
+		if !w.until.IsZero() && !now.Before(w.until) {
+			return 0, ErrTimeout
+		}
+		_ = w.Conn.SetReadDeadline(w.next(now))
 	}
 }
 
