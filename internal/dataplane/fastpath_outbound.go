@@ -63,14 +63,21 @@ func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return answer(ew, false)
 	}
+	if limit := rt.brk.acquire(nil); limit != "" {
+		ew := newErrorResponse()
+		o.overflow(ew, rt, limit)
+		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		return answer(ew, false)
+	}
 	code, keep := o.forwardFast(fc, req, rt, answer)
+	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
 	return keep
 }
 
 // forwardFast is forwardHTTP for the fast path.
 func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer func(*errorResponse, bool) bool) (int, bool) {
-	e := rt.bal.Pick(nil)
+	e := rt.pickH1(req)
 	if e == nil {
 		ew := newErrorResponse()
 		o.noEndpoints(ew, rt)
@@ -100,6 +107,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 		return true
 	}
 	for attempt := 0; ; attempt++ {
+		try := time.Now()
 		uc, reused, err := e.fast.Get(context.Background())
 		if err != nil {
 			// Nothing reached this endpoint; another may be up.
@@ -111,6 +119,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			return code, answer(ew, false)
 		}
 		res := forwardH1(fc, req, uc, nil, resp)
+		rt.observe(e, res.code, res.err, try)
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {

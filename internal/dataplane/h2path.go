@@ -131,6 +131,8 @@ type outboundH2 struct {
 type outboundCall struct {
 	rt *route
 	e  *PeerEndpoint
+	// held: the call holds a slot of rt's circuit breaker.
+	held bool
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
@@ -152,7 +154,13 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		return nil, localResponse(ew), nil
 	}
 	call := &outboundCall{rt: rt}
-	e := rt.bal.Pick(nil)
+	if limit := rt.brk.tryAcquire(); limit != "" {
+		ew = newErrorResponse()
+		o.overflow(ew, rt, limit)
+		return nil, localResponse(ew), call
+	}
+	call.held = true
+	e := rt.pickH2(req)
 	if e == nil {
 		ew = newErrorResponse()
 		o.noEndpoints(ew, rt)
@@ -186,6 +194,9 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 	if call.e != nil {
 		call.e.inflight.Add(-1)
 	}
+	if call.held {
+		call.rt.brk.release()
+	}
 	code := r.Status
 	if r.Reset && !r.Local && code == 0 {
 		code = statusClientClosed
@@ -193,6 +204,9 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 			code = http.StatusBadGateway
 			call.rt.dest.UpstreamFailure(failUpstream)
 		}
+	}
+	if !r.Local {
+		call.rt.observe(call.e, grpcAsHTTP(code, r.GRPCStatus), nil, r.Start)
 	}
 	call.rt.dest.OutboundRequest(code, r.Start)
 	if r.GRPCStatus >= 0 {
