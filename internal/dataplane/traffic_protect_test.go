@@ -1,0 +1,145 @@
+package dataplane_test
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/testutil"
+)
+
+func TestOutlierEjection(t *testing.T) {
+	good, bad := &namedApp{name: "good"}, &namedApp{name: "bad"}
+	m := newMesh(t, meshOptions{app: good})
+	badAddr := m.addServer(startHTTPApp(t, bad, false))
+	const consecutive, conc, base = 3, 4, 400 * time.Millisecond
+	tp := &meshconfig.TrafficPolicy{Ref: "shop/catalog", Outlier: &meshconfig.OutlierPolicy{
+		Consecutive5xx: consecutive, BaseEjectionTime: base, MaxEjectionTime: 10 * base, MaxEjectedPercent: 50,
+	}}
+	m.setCatalog(tp, m.inboundAddr, badAddr)
+	c := testutil.HTTPClient(t)
+	// Both endpoints serve; then bad answers 503. Peak-EWMA favours it
+	// (its 503s are fast), so this is the hard case.
+	if outs := load(100, conc, func(int) outcome { return get(t, c, m.url("/")) }); byEndpoint(outs)["bad"] == 0 {
+		t.Fatalf("before failing: per endpoint %v, want both used", byEndpoint(outs))
+	}
+	bad.fail.Store(http.StatusServiceUnavailable)
+	before := bad.hits.Load()
+	outs := load(300, conc, func(int) outcome { return get(t, c, m.url("/")) })
+	failed := 0
+	for i, o := range outs {
+		switch {
+		case o.err != nil:
+			t.Fatalf("request %d: %v", i, o.err)
+		case o.code == http.StatusServiceUnavailable && o.endpoint == "bad":
+			failed++
+		case o.code != http.StatusOK:
+			t.Errorf("request %d: %d from %q, want 200 or bad's 503", i, o.code, o.endpoint)
+		}
+	}
+	// The third 503 ejects it; at most conc-1 more requests were already
+	// on their way to it.
+	got := bad.hits.Load() - before
+	t.Logf("300 requests, concurrency %d: the failing endpoint got %d (%d answered 503 to the caller)", conc, got, failed)
+	if got > consecutive+conc-1 {
+		t.Errorf("failing endpoint got %d requests after it started failing, want at most %d", got, consecutive+conc-1)
+	}
+	if n := metric(t, m.clientMetrics, "trellis_outbound_ejections_total", map[string]string{"destination_service": "catalog", "result": "ejected"}); n != 1 {
+		t.Errorf("ejections: %v, want 1", n)
+	}
+	if n := metric(t, m.clientMetrics, "trellis_outbound_ejected_endpoints", map[string]string{"destination_service": "catalog"}); n != 1 {
+		t.Errorf("ejected endpoints gauge: %v, want 1", n)
+	}
+	// It recovers; after the back-off it gets traffic again.
+	bad.fail.Store(0)
+	time.Sleep(base + 100*time.Millisecond)
+	before = bad.hits.Load()
+	outs = load(300, conc, func(int) outcome { return get(t, c, m.url("/")) })
+	for i, o := range outs {
+		if o.err != nil || o.code != http.StatusOK {
+			t.Fatalf("after recovery: request %d: %d %v", i, o.code, o.err)
+		}
+	}
+	if got := bad.hits.Load() - before; got == 0 {
+		t.Errorf("after the back-off: per endpoint %v, want the recovered endpoint used again", byEndpoint(outs))
+	}
+	if n := metric(t, m.clientMetrics, "trellis_outbound_ejected_endpoints", map[string]string{"destination_service": "catalog"}); n != 0 {
+		t.Errorf("ejected endpoints gauge after recovery: %v, want 0", n)
+	}
+}
+
+func TestOutlierMaxEjectedPercent(t *testing.T) {
+	apps := []*namedApp{{name: "a"}, {name: "b"}, {name: "c"}}
+	for _, a := range apps {
+		a.fail.Store(http.StatusInternalServerError)
+	}
+	m := newMesh(t, meshOptions{app: apps[0]})
+	addrs := []string{m.inboundAddr, m.addServer(startHTTPApp(t, apps[1], false)), m.addServer(startHTTPApp(t, apps[2], false))}
+	// 34% of 3 is one endpoint.
+	m.setCatalog(&meshconfig.TrafficPolicy{Ref: "shop/catalog", Outlier: &meshconfig.OutlierPolicy{
+		Consecutive5xx: 2, BaseEjectionTime: time.Minute, MaxEjectionTime: time.Hour, MaxEjectedPercent: 34,
+	}}, addrs...)
+	c := testutil.HTTPClient(t)
+	outs := load(300, 4, func(int) outcome { return get(t, c, m.url("/")) })
+	for i, o := range outs {
+		if o.err != nil || o.code != http.StatusInternalServerError {
+			t.Fatalf("request %d: %d %v, want the apps' 500", i, o.code, o.err)
+		}
+	}
+	late := byEndpoint(outs[200:])
+	t.Logf("300 requests to 3 failing endpoints: per endpoint %v, the last 100: %v", byEndpoint(outs), late)
+	if len(late) != 2 {
+		t.Errorf("last 100 requests per endpoint %v, want exactly one endpoint ejected", late)
+	}
+	if n := metric(t, m.clientMetrics, "trellis_outbound_ejected_endpoints", nil); n != 1 {
+		t.Errorf("ejected endpoints gauge: %v, want 1", n)
+	}
+	if n := metric(t, m.clientMetrics, "trellis_outbound_ejections_total", map[string]string{"result": "skipped"}); n == 0 {
+		t.Errorf("skipped ejections: %v, want some", n)
+	}
+}
+
+func TestCircuitBreaker(t *testing.T) {
+	app := &namedApp{name: "slow", delay: 150 * time.Millisecond}
+	m := newMesh(t, meshOptions{app: app})
+	m.setCatalog(&meshconfig.TrafficPolicy{Ref: "shop/catalog", MaxConnections: 2, MaxPendingRequests: 2}, m.inboundAddr)
+	c := testutil.HTTPClient(t)
+	const rounds, burst = 20, 10
+	ok, refused := 0, 0
+	for r := range rounds {
+		// A burst at once: 2 go through, 2 wait, the rest are refused.
+		var wg sync.WaitGroup
+		outs := make([]outcome, burst)
+		for i := range burst {
+			wg.Add(1)
+			go func() { defer wg.Done(); outs[i] = get(t, c, m.url("/")) }()
+		}
+		wg.Wait()
+		for i, o := range outs {
+			switch {
+			case o.err != nil:
+				t.Fatalf("round %d, request %d: %v", r, i, o.err)
+			case o.code == http.StatusOK:
+				ok++
+			case o.code == http.StatusServiceUnavailable && strings.HasPrefix(o.body, "trellis: circuit breaker of TrafficPolicy shop/catalog open: "):
+				refused++
+			default:
+				t.Errorf("round %d, request %d: %d %q, want 200 or the circuit breaker's 503", r, i, o.code, o.body)
+			}
+		}
+	}
+	t.Logf("%d requests in bursts of %d: %d served, %d refused by the circuit breaker; the app had at most %d at once",
+		rounds*burst, burst, ok, refused, app.mostBusy.Load())
+	if most := app.mostBusy.Load(); most > 2 {
+		t.Errorf("the app had %d requests at once, want at most maxConnections 2", most)
+	}
+	if ok < rounds*2 || refused < rounds*(burst-4) {
+		t.Errorf("served %d, refused %d; want at least %d served and %d refused", ok, refused, rounds*2, rounds*(burst-4))
+	}
+	if n := metric(t, m.clientMetrics, "trellis_circuit_breaker_overflows_total", map[string]string{"policy": "shop/catalog"}); int(n) != refused {
+		t.Errorf("overflow metric %v, want %d", n, refused)
+	}
+}
