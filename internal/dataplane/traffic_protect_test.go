@@ -1,12 +1,20 @@
 package dataplane_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/trellismesh/trellis/internal/dataplane"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -141,5 +149,103 @@ func TestCircuitBreaker(t *testing.T) {
 	}
 	if n := metric(t, m.clientMetrics, "trellis_circuit_breaker_overflows_total", map[string]string{"policy": "shop/catalog"}); int(n) != refused {
 		t.Errorf("overflow metric %v, want %d", n, refused)
+	}
+}
+
+// toggleGRPC is a gRPC app whose Latency/Call answers its name, or
+// UNAVAILABLE while fail is set; it counts calls.
+type toggleGRPC struct {
+	name string
+	fail atomic.Bool
+	hits atomic.Int64
+}
+
+func (a *toggleGRPC) start(t *testing.T) string {
+	l := listen(t)
+	srv := grpc.NewServer()
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "trellis.test.Latency",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			a.hits.Add(1)
+			if err := dec(new(wrapperspb.StringValue)); err != nil {
+				return nil, err
+			}
+			if a.fail.Load() {
+				return nil, status.Error(codes.Unavailable, a.name+" is failing")
+			}
+			return wrapperspb.String(a.name), nil
+		}}},
+	}, struct{}{})
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	return l.Addr().String()
+}
+
+// Over the HTTP/2 relay, a grpc-status UNAVAILABLE counts as a gateway
+// error: the failing endpoint is ejected.
+func TestOutlierEjectionGRPC(t *testing.T) {
+	good, bad := &toggleGRPC{name: "good"}, &toggleGRPC{name: "bad"}
+	m := newMesh(t, meshOptions{protocol: meshconfig.ProtocolGRPC, appAddr: good.start(t)})
+	badAddr := m.addServer(bad.start(t))
+	const consecutive, conc = 3, 4
+	m.setCatalog(&meshconfig.TrafficPolicy{Ref: "shop/catalog", Outlier: &meshconfig.OutlierPolicy{
+		ConsecutiveGatewayErrors: consecutive, BaseEjectionTime: time.Minute, MaxEjectionTime: time.Hour, MaxEjectedPercent: 50,
+	}}, m.inboundAddr, badAddr)
+	cc := grpcClient(t, m.upstreamAddr)
+	call := func(int) outcome {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out := new(wrapperspb.StringValue)
+		if err := cc.Invoke(ctx, "/trellis.test.Latency/Call", wrapperspb.String("hi"), out); err != nil {
+			return outcome{err: err}
+		}
+		return outcome{code: http.StatusOK, endpoint: out.Value}
+	}
+	if outs := load(100, conc, call); byEndpoint(outs)["bad"] == 0 {
+		t.Fatalf("before failing: per endpoint %v, want both used", byEndpoint(outs))
+	}
+	bad.fail.Store(true)
+	before := bad.hits.Load()
+	unavailable := 0
+	for i, o := range load(300, conc, call) {
+		switch {
+		case status.Code(o.err) == codes.Unavailable && strings.Contains(o.err.Error(), "bad is failing"):
+			unavailable++
+		case o.err != nil:
+			t.Errorf("call %d: %v", i, o.err)
+		}
+	}
+	got := bad.hits.Load() - before
+	t.Logf("300 calls, concurrency %d: the failing endpoint got %d (%d UNAVAILABLE to the caller)", conc, got, unavailable)
+	if got > consecutive+conc-1 {
+		t.Errorf("failing endpoint got %d calls after it started failing, want at most %d", got, consecutive+conc-1)
+	}
+	if n := metric(t, m.clientMetrics, "trellis_outbound_ejections_total", map[string]string{"reason": "consecutive_gateway_errors", "result": "ejected"}); n != 1 {
+		t.Errorf("ejections: %v, want 1", n)
+	}
+}
+
+// maxRequestsPerConnection closes a pooled HTTP/1.1 connection to the
+// peer after that many requests.
+func TestMaxRequestsPerConnection(t *testing.T) {
+	m := newMesh(t, meshOptions{})
+	inner := listen(t)
+	cl := &countingListener{Listener: inner}
+	in := dataplane.NewInbound(dataplane.DataPlaneConfig{
+		Identity: m.pki.identity(catalogID), Snapshot: m.snap.get,
+		Service: "catalog", Namespace: "shop", AppAddr: m.appAddr, Logger: m.logs.Logger,
+	})
+	serve(t, "counted inbound", func() error { return in.Serve(cl) })
+	t.Cleanup(func() { shutdown(t, in.Shutdown) })
+	m.setCatalog(&meshconfig.TrafficPolicy{Ref: "shop/catalog", MaxRequestsPerConnection: 10}, inner.Addr().String())
+	c := testutil.HTTPClient(t)
+	for i := range 200 {
+		if o := get(t, c, m.url("/")); o.err != nil || o.code != http.StatusOK {
+			t.Fatalf("request %d: %d %v", i, o.code, o.err)
+		}
+	}
+	if n := cl.n.Load(); n < 20 || n > 21 {
+		t.Errorf("200 sequential requests opened %d connections, want 20 (10 requests each)", n)
 	}
 }
