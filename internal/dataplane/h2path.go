@@ -206,7 +206,9 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 		}
 	}
 	if !r.Local {
-		call.rt.observe(call.e, grpcAsHTTP(code, r.GRPCStatus), nil, r.Start)
+		// Latency to the response head: a stream's length says nothing
+		// of the endpoint.
+		call.rt.observeTook(call.e, grpcAsHTTP(code, r.GRPCStatus), nil, r.Head.Sub(r.Start))
 	}
 	call.rt.dest.OutboundRequest(code, r.Start)
 	if r.GRPCStatus >= 0 {

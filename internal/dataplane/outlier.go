@@ -36,12 +36,18 @@ const (
 // what broke the exchange (nil when it ended cleanly), start when the try
 // began. Call it once per try, right after it; it does not allocate.
 func (rt *route) observe(e *PeerEndpoint, code int, err error, start time.Time) {
+	rt.observeTook(e, code, err, time.Since(start))
+}
+
+// observeTook is observe with the try's latency (0 or less: none to
+// record).
+func (rt *route) observeTook(e *PeerEndpoint, code int, err error, took time.Duration) {
 	if e == nil || code == statusClientClosed || (err != nil && callerGone(err)) {
 		return
 	}
 	now := time.Now()
-	if code != 0 {
-		e.lat.observe(now.Sub(start), now.UnixNano())
+	if code != 0 && took > 0 {
+		e.lat.observe(took, now.UnixNano())
 	}
 	op := rt.outlierPolicy()
 	if op == nil {
