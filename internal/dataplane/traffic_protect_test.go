@@ -110,45 +110,60 @@ func TestOutlierMaxEjectedPercent(t *testing.T) {
 	}
 }
 
+// The circuit breaker on the fast path (upstream listener) and on the
+// net/http path (the HTTP proxy listener, HTTP/2 to the peer).
 func TestCircuitBreaker(t *testing.T) {
 	app := &namedApp{name: "slow", delay: 150 * time.Millisecond}
 	m := newMesh(t, meshOptions{app: app})
 	m.setCatalog(&meshconfig.TrafficPolicy{Ref: "shop/catalog", MaxConnections: 2, MaxPendingRequests: 2}, m.inboundAddr)
-	c := testutil.HTTPClient(t)
-	const rounds, burst = 20, 10
-	ok, refused := 0, 0
-	for r := range rounds {
-		// A burst at once: 2 go through, 2 wait, the rest are refused.
-		var wg sync.WaitGroup
-		outs := make([]outcome, burst)
-		for i := range burst {
-			wg.Add(1)
-			go func() { defer wg.Done(); outs[i] = get(t, c, m.url("/")) }()
-		}
-		wg.Wait()
-		for i, o := range outs {
-			switch {
-			case o.err != nil:
-				t.Fatalf("round %d, request %d: %v", r, i, o.err)
-			case o.code == http.StatusOK:
-				ok++
-			case o.code == http.StatusServiceUnavailable && strings.HasPrefix(o.body, "trellis: circuit breaker of TrafficPolicy shop/catalog open: "):
-				refused++
-			default:
-				t.Errorf("round %d, request %d: %d %q, want 200 or the circuit breaker's 503", r, i, o.code, o.body)
+	viaProxy := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, Proxy: http.ProxyURL(mustParseURL(t, "http://"+m.proxyAddr))}}
+	t.Cleanup(viaProxy.CloseIdleConnections)
+	allRefused := 0
+	for _, path := range []struct {
+		name string
+		c    *http.Client
+		url  string
+	}{
+		{"fast path", testutil.HTTPClient(t), m.url("/")},
+		{"net/http path", viaProxy, "http://catalog.shop/"},
+	} {
+		app.mostBusy.Store(0)
+		const rounds, burst = 10, 10
+		ok, refused := 0, 0
+		for r := range rounds {
+			// A burst at once: 2 go through, 2 wait, the rest are refused.
+			var wg sync.WaitGroup
+			outs := make([]outcome, burst)
+			for i := range burst {
+				wg.Add(1)
+				go func() { defer wg.Done(); outs[i] = get(t, path.c, path.url) }()
+			}
+			wg.Wait()
+			for i, o := range outs {
+				switch {
+				case o.err != nil:
+					t.Fatalf("%s: round %d, request %d: %v", path.name, r, i, o.err)
+				case o.code == http.StatusOK:
+					ok++
+				case o.code == http.StatusServiceUnavailable && strings.HasPrefix(o.body, "trellis: circuit breaker of TrafficPolicy shop/catalog open: "):
+					refused++
+				default:
+					t.Errorf("%s: round %d, request %d: %d %q, want 200 or the circuit breaker's 503", path.name, r, i, o.code, o.body)
+				}
 			}
 		}
+		t.Logf("%s: %d requests in bursts of %d: %d served, %d refused by the circuit breaker; the app had at most %d at once",
+			path.name, rounds*burst, burst, ok, refused, app.mostBusy.Load())
+		allRefused += refused
+		if most := app.mostBusy.Load(); most > 2 {
+			t.Errorf("%s: the app had %d requests at once, want at most maxConnections 2", path.name, most)
+		}
+		if ok < rounds*2 || refused < rounds*(burst-4) {
+			t.Errorf("%s: served %d, refused %d; want at least %d served and %d refused", path.name, ok, refused, rounds*2, rounds*(burst-4))
+		}
 	}
-	t.Logf("%d requests in bursts of %d: %d served, %d refused by the circuit breaker; the app had at most %d at once",
-		rounds*burst, burst, ok, refused, app.mostBusy.Load())
-	if most := app.mostBusy.Load(); most > 2 {
-		t.Errorf("the app had %d requests at once, want at most maxConnections 2", most)
-	}
-	if ok < rounds*2 || refused < rounds*(burst-4) {
-		t.Errorf("served %d, refused %d; want at least %d served and %d refused", ok, refused, rounds*2, rounds*(burst-4))
-	}
-	if n := metric(t, m.clientMetrics, "trellis_circuit_breaker_overflows_total", map[string]string{"policy": "shop/catalog"}); int(n) != refused {
-		t.Errorf("overflow metric %v, want %d", n, refused)
+	if n := metric(t, m.clientMetrics, "trellis_circuit_breaker_overflows_total", map[string]string{"policy": "shop/catalog"}); int(n) != allRefused {
+		t.Errorf("overflow metric %v, want %d", n, allRefused)
 	}
 }
 
