@@ -264,3 +264,63 @@ func TestMaxRequestsPerConnection(t *testing.T) {
 		t.Errorf("200 sequential requests opened %d connections, want 20 (10 requests each)", n)
 	}
 }
+
+// On the HTTP/2 relay a stream past maxConnections is refused at once
+// (it cannot wait without stalling its connection): gRPC callers see
+// UNAVAILABLE, and the app never has more than maxConnections calls.
+func TestCircuitBreakerGRPC(t *testing.T) {
+	var busy, most atomic.Int64
+	l := listen(t)
+	srv := grpc.NewServer()
+	srv.RegisterService(&grpc.ServiceDesc{
+		ServiceName: "trellis.test.Latency",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			n := busy.Add(1)
+			defer busy.Add(-1)
+			for old := most.Load(); n > old && !most.CompareAndSwap(old, n); old = most.Load() {
+			}
+			if err := dec(new(wrapperspb.StringValue)); err != nil {
+				return nil, err
+			}
+			time.Sleep(100 * time.Millisecond)
+			return wrapperspb.String("ok"), nil
+		}}},
+	}, struct{}{})
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(srv.Stop)
+	m := newMesh(t, meshOptions{protocol: meshconfig.ProtocolGRPC, appAddr: l.Addr().String()})
+	m.setCatalog(&meshconfig.TrafficPolicy{Ref: "shop/catalog", MaxConnections: 2, MaxPendingRequests: 2}, m.inboundAddr)
+	cc := grpcClient(t, m.upstreamAddr)
+	const rounds, burst = 10, 10
+	ok, refused := 0, 0
+	for r := range rounds {
+		errs := make([]error, burst)
+		var wg sync.WaitGroup
+		for i := range burst {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				errs[i] = cc.Invoke(ctx, "/trellis.test.Latency/Call", wrapperspb.String("hi"), new(wrapperspb.StringValue))
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				ok++
+			case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), "503"):
+				refused++
+			default:
+				t.Errorf("round %d, call %d: %v, want OK or UNAVAILABLE (503)", r, i, err)
+			}
+		}
+	}
+	t.Logf("%d calls in bursts of %d: %d served, %d refused; the app had at most %d at once", rounds*burst, burst, ok, refused, most.Load())
+	if most.Load() > 2 || ok < rounds*2 || refused < rounds*(burst-4) {
+		t.Errorf("served %d, refused %d, at most %d at the app; want at least %d served, %d refused, at most 2 at once",
+			ok, refused, most.Load(), rounds*2, rounds*(burst-4))
+	}
+}
