@@ -92,7 +92,8 @@ type DataPlaneConfig struct {
 	// (limits.go); zero values mean the defaults.
 	Limits limits.Limits
 	// NewBalancer builds the endpoint picker of one service for one
-	// snapshot. Nil means round robin.
+	// snapshot. Nil means NewPolicyBalancer: the service's TrafficPolicy
+	// load balancer, peak-EWMA by default.
 	NewBalancer func(svc *meshconfig.Service, eps []*PeerEndpoint) Balancer
 	// Discover, when set, asks the control plane for a service the
 	// config does not list: the key "name.namespace", or with vip valid
@@ -135,7 +136,7 @@ func (c DataPlaneConfig) withDefaults() DataPlaneConfig {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.NewBalancer == nil {
-		c.NewBalancer = func(_ *meshconfig.Service, eps []*PeerEndpoint) Balancer { return NewRoundRobin(eps) }
+		c.NewBalancer = NewPolicyBalancer
 	}
 	c.Limits = c.Limits.WithDefaults()
 	return c

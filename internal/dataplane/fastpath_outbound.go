@@ -66,7 +66,14 @@ func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return answer(ew, false)
 	}
+	if limit := rt.brk.acquire(nil); limit != "" {
+		ew := newErrorResponse()
+		o.overflow(ew, rt, limit)
+		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		return answer(ew, false)
+	}
 	code, keep := o.forwardFast(fc, req, rt, answer)
+	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
 	return keep
 }
@@ -75,7 +82,7 @@ func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 // one try: pick (the first, or another endpoint), exchange, then either
 // return or decide to try again.
 func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer func(*errorResponse, bool) bool) (int, bool) {
-	e := rt.bal.Pick(nil)
+	e := rt.pickH1(req)
 	if e == nil {
 		ew := newErrorResponse()
 		o.noEndpoints(ew, rt)
@@ -114,12 +121,12 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 	// no TrafficPolicy and takes nothing from a retry budget.
 	switched := false
 	for attempt := 0; ; attempt++ {
+		try := time.Now()
 		if trp != nil {
-			if now := time.Now(); tr.overdue(now) {
+			if tr.overdue(try) {
 				return http.StatusGatewayTimeout, o.answerTimeout(answer, &tr, false, !bodyless)
-			} else {
-				tr.next(now)
 			}
+			tr.next(try)
 		}
 		uc, reused, err := e.fast.Get(context.Background())
 		if err != nil {
@@ -137,6 +144,7 @@ func (o *Outbound) forwardFast(fc *fastConn, req *h1.Head, rt *route, answer fun
 			return code, answer(ew, false)
 		}
 		res := forwardH1(fc, req, uc, nil, resp, trp)
+		rt.observe(e, res.code, res.err, try)
 		switch res.stage {
 		case fwdDone:
 			if res.upReusable {

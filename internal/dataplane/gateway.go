@@ -220,7 +220,14 @@ func (g *Gateway) serveFast(fc *fastConn, req *h1.Head) bool {
 		g.unroutable(ew, rule, rt)
 		return answer(ew, false)
 	}
+	if limit := rt.brk.acquire(nil); limit != "" {
+		ew := newErrorResponse()
+		g.o.overflow(ew, rt, limit)
+		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		return answer(ew, false)
+	}
 	code, keep := g.o.forwardFast(fc, req, rt, answer)
+	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
 	return keep
 }
@@ -341,7 +348,13 @@ func (h gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.unroutable(w, rule, rt)
 		return
 	}
+	if limit := rt.brk.acquire(r.Context().Done()); limit != "" {
+		g.o.overflow(w, rt, limit)
+		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		return
+	}
 	code, abort := g.o.forwardHTTP(w, r, rt)
+	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
 	if abort {
 		panic(http.ErrAbortHandler)

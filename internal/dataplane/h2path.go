@@ -137,6 +137,8 @@ type outboundCall struct {
 	// one; grpc: the call is gRPC.
 	tr   tries
 	grpc bool
+	// held: the call holds a slot of rt's circuit breaker.
+	held bool
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
@@ -158,7 +160,13 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		return nil, localResponse(ew), nil
 	}
 	call := &outboundCall{rt: rt}
-	e := rt.bal.Pick(nil)
+	if limit := rt.brk.tryAcquire(); limit != "" {
+		ew = newErrorResponse()
+		o.overflow(ew, rt, limit)
+		return nil, localResponse(ew), call
+	}
+	call.held = true
+	e := rt.pickH2(req)
 	if e == nil {
 		ew = newErrorResponse()
 		o.noEndpoints(ew, rt)
@@ -202,6 +210,9 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 	if call.e != nil {
 		call.e.inflight.Add(-1)
 	}
+	if call.held {
+		call.rt.brk.release()
+	}
 	code := r.Status
 	if r.TimedOut {
 		call.rt.dest.Timeout(metrics.TimeoutRequest)
@@ -215,6 +226,11 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 			code = http.StatusBadGateway
 			call.rt.dest.UpstreamFailure(failUpstream)
 		}
+	}
+	if !r.Local {
+		// Latency to the response head: a stream's length says nothing
+		// of the endpoint.
+		call.rt.observeTook(call.e, grpcAsHTTP(code, r.GRPCStatus), nil, r.Head.Sub(r.Start))
 	}
 	call.rt.dest.OutboundRequest(code, r.Start)
 	if r.GRPCStatus >= 0 {

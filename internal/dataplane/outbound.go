@@ -42,6 +42,9 @@ type Outbound struct {
 	// budgets are the retry budgets of services with retries, by
 	// service key: they outlive snapshots (under mu).
 	budgets map[string]*retryBudget
+	// breakers are the services' circuit breakers, kept across
+	// snapshots while their bounds stay the same (breaker.go).
+	breakers map[string]*breaker
 
 	conns connset.Set // TCP tunnels and upgraded connections
 	// h2conns are the app connections on the HTTP/2 relay (h2path.go).
@@ -59,15 +62,25 @@ type routeTable struct {
 
 // route is one destination service within one snapshot.
 type route struct {
+	o    *Outbound
 	key  string
 	svc  *meshconfig.Service
 	tcp  bool
+	eps  []*PeerEndpoint
 	bal  Balancer
 	dest *metrics.Dest
 	// traffic is the service's TrafficPolicy, nil without one; budget
 	// its retry budget, nil without retries.
 	traffic *meshconfig.TrafficPolicy
 	budget  *retryBudget
+	// keyed is bal when it hashes requests on hashHeader (canonical) or
+	// hashCookie (balancer_hash.go); nil otherwise.
+	keyed                  KeyedBalancer
+	hashHeader, hashCookie string
+	// brk is the circuit breaker; nil without bounds.
+	brk *breaker
+	// ejectMu serializes ejections, which count the ejected endpoints.
+	ejectMu sync.Mutex
 }
 
 // NewOutbound prepares an outbound side; ServeUpstream and ServeHTTPProxy
@@ -114,6 +127,7 @@ func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 	t := &routeTable{snap: snap, routes: make(map[string]*route, len(snap.Services))}
 	pool := make(map[string]*PeerEndpoint, len(o.pool))
 	budgets := make(map[string]*retryBudget)
+	breakers := make(map[string]*breaker)
 	for key, svc := range snap.Services {
 		ids := sortedIDs(svc.IDs)
 		eps := make([]*PeerEndpoint, 0, len(svc.Endpoints))
@@ -133,8 +147,8 @@ func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 				eps = append(eps, e)
 			}
 		}
-		t.routes[key] = &route{
-			key: key, svc: svc, tcp: svc.Protocol == meshconfig.ProtocolTCP,
+		rt := &route{
+			o: o, key: key, svc: svc, tcp: svc.Protocol == meshconfig.ProtocolTCP, eps: eps,
 			bal:     o.cfg.NewBalancer(svc, eps),
 			dest:    o.cfg.Metrics.Dest(metrics.Outbound, svc.Name, svc.Namespace, o.cfg.Service, o.namespace, o.principal),
 			traffic: svc.Traffic,
@@ -146,10 +160,13 @@ func (o *Outbound) rebuild(snap *meshconfig.Snapshot) *routeTable {
 			}
 			b.set(tp.Retry.BudgetRatio, tp.Retry.BudgetMinPerSecond)
 			budgets[key] = b
-			t.routes[key].budget = b
+			rt.budget = b
 		}
+		o.applyTraffic(rt, breakers)
+		t.routes[key] = rt
 	}
 	o.budgets = budgets
+	o.breakers = breakers
 	for k, e := range o.pool {
 		if pool[k] == nil {
 			e.retire()
@@ -303,7 +320,13 @@ func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string,
 		o.refuse(w, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return
 	}
+	if limit := rt.brk.acquire(r.Context().Done()); limit != "" {
+		o.overflow(w, rt, limit)
+		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		return
+	}
 	code, abort := o.forwardHTTP(w, r, rt)
+	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
 	if abort {
 		panic(http.ErrAbortHandler)
@@ -313,7 +336,7 @@ func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string,
 // forwardHTTP sends r to an endpoint of rt over HTTP/2 (or HTTP/1.1 for
 // an Upgrade) and copies the response back.
 func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route) (code int, abort bool) {
-	e := rt.bal.Pick(nil)
+	e := rt.pickHTTP(r)
 	if e == nil {
 		o.noEndpoints(w, rt)
 		return http.StatusServiceUnavailable, false
@@ -337,7 +360,9 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 		r.Body = body
 	}
 	e.inflight.Add(1)
+	try := time.Now()
 	resp, err := e.h2.RoundTrip(relay.NewOutRequest(r, "https", e.addr))
+	rt.observe(e, statusOf(resp), err, try)
 	if err != nil && retryable(r, err) {
 		// Nothing reached the first endpoint; another may be up.
 		if e2 := rt.bal.Pick(e); e2 != nil {
@@ -345,7 +370,9 @@ func (o *Outbound) forwardHTTP(w http.ResponseWriter, r *http.Request, rt *route
 			e.inflight.Add(-1)
 			e = e2
 			e.inflight.Add(1)
+			try = time.Now()
 			resp, err = e.h2.RoundTrip(relay.NewOutRequest(r, "https", e.addr))
+			rt.observe(e, statusOf(resp), err, try)
 		}
 	}
 	defer e.inflight.Add(-1)

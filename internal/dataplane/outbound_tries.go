@@ -62,6 +62,7 @@ func (o *Outbound) forwardTries(w http.ResponseWriter, r *http.Request, rt *rout
 			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(replay)), int64(len(replay))
 		}
 		resp, err := e.h2.RoundTrip(out)
+		rt.observe(e, statusOf(resp), err, now)
 		if err != nil {
 			cancel()
 			if r.Context().Err() != nil {

@@ -52,6 +52,11 @@ type PeerEndpoint struct {
 	// to dials attempted within failFastWindow of it.
 	lastFail atomic.Int64
 	lastErr  atomic.Pointer[dialError]
+
+	// lat is the peak-EWMA latency estimate (balancer_ewma.go).
+	lat latencyEWMA
+	// outlier is the outlier detection's state (outlier.go).
+	outlier outlierState
 }
 
 // failFastWindow: dials this soon after a failed one fail the same way
@@ -65,10 +70,19 @@ func (e *PeerEndpoint) Addr() string { return e.addr }
 // InFlight is the number of requests and tunnels using the endpoint now.
 func (e *PeerEndpoint) InFlight() int64 { return e.inflight.Load() }
 
-// Healthy is false while the endpoint is ejected after failed dials.
+// Healthy is false while the endpoint is ejected after failed dials or
+// by outlier detection.
 func (e *PeerEndpoint) Healthy() bool {
-	d := e.downUntil.Load()
-	return d == 0 || time.Now().UnixNano() >= d
+	if e.downUntil.Load() == 0 && e.outlier.until.Load() == 0 {
+		return true
+	}
+	return e.healthyAt(time.Now().UnixNano())
+}
+
+// healthyAt is Healthy at now (Unix ns).
+func (e *PeerEndpoint) healthyAt(now int64) bool {
+	d, u := e.downUntil.Load(), e.outlier.until.Load()
+	return (d == 0 || now >= d) && (u == 0 || now >= u)
 }
 
 // Ejection after consecutive dial failures grows from ejectBase to ejectMax.

@@ -82,7 +82,7 @@ func paths(t *testing.T, m *mesh) []struct {
 
 // load sends n requests from workers goroutines; it returns the status
 // counts.
-func load(t *testing.T, c *http.Client, n, workers int, mk func() *http.Request) map[int]int {
+func retryLoad(t *testing.T, c *http.Client, n, workers int, mk func() *http.Request) map[int]int {
 	var mu sync.Mutex
 	codes := map[int]int{}
 	var next atomic.Int64
@@ -109,7 +109,7 @@ func load(t *testing.T, c *http.Client, n, workers int, mk func() *http.Request)
 	return codes
 }
 
-func get(url string) func() *http.Request {
+func retryGet(url string) func() *http.Request {
 	return func() *http.Request { r, _ := http.NewRequest(http.MethodGet, url, nil); return r }
 }
 
@@ -123,7 +123,7 @@ func TestRetriesHide503Endpoint(t *testing.T) {
 	for _, p := range paths(t, m) {
 		t.Run(p.name, func(t *testing.T) {
 			before := bad.Load()
-			codes := load(t, p.c, 300, 8, get(p.url))
+			codes := retryLoad(t, p.c, 300, 8, retryGet(p.url))
 			if codes[200] != 300 {
 				t.Errorf("got %v, want 300 × 200", codes)
 			}
@@ -240,7 +240,7 @@ func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
 	setTraffic(m, tp, slow, m.inboundAddr)
 	for _, p := range paths(t, m) {
 		t.Run(p.name, func(t *testing.T) {
-			codes := load(t, p.c, 200, 16, get(p.url))
+			codes := retryLoad(t, p.c, 200, 16, retryGet(p.url))
 			if codes[200] != 200 {
 				t.Errorf("got %v, want 200 × 200", codes)
 			}
@@ -261,7 +261,7 @@ func TestRetryNotForPOST(t *testing.T) {
 		for _, p := range paths(t, m) {
 			before := hits.Load()
 			const n = 50
-			codes := load(t, p.c, n, 4, func() *http.Request {
+			codes := retryLoad(t, p.c, n, 4, func() *http.Request {
 				r, _ := http.NewRequest(http.MethodPost, p.url, strings.NewReader("order=1"))
 				return r
 			})

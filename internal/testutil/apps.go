@@ -138,8 +138,8 @@ func EchoThrough(t testing.TB, c net.Conn, msg []byte) []byte {
 }
 
 // Metric returns the value of the series name{labels} gathered from g (0
-// when absent), summed over series that also carry other labels; counters
-// and histograms (sample count) alike.
+// when absent), summed over series that also carry other labels; counters,
+// gauges and histograms (sample count) alike.
 func Metric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
 	fams, err := g.Gather()
@@ -169,6 +169,8 @@ func Metric(t testing.TB, g prometheus.Gatherer, name string, labels map[string]
 				sum += c.GetValue()
 			} else if h := s.GetHistogram(); h != nil {
 				sum += float64(h.GetSampleCount())
+			} else if g := s.GetGauge(); g != nil {
+				sum += g.GetValue()
 			}
 		}
 	}

@@ -112,8 +112,9 @@ type Result struct {
 	Method, Path string
 	Start        time.Time
 	// Status is the response's :status, 0 when none came (the stream was
-	// reset first).
+	// reset first); Head is when it came.
 	Status int
+	Head   time.Time
 	// GRPCStatus is the grpc-status of the response, -1 without one.
 	GRPCStatus int
 	// Reset says the stream was reset (by either side or the proxy)

@@ -425,7 +425,7 @@ func (c *Conn) onResponseHeaders(f *head) error {
 			u.gotHeaders, head = true, true
 			st.mu.Lock()
 			if !st.finished {
-				st.res.Status = code
+				st.res.Status, st.res.Head = code, time.Now()
 			}
 			st.mu.Unlock()
 		} else if end {

@@ -49,6 +49,7 @@ type Metrics struct {
 	upstreamFailures *prometheus.CounterVec
 	grpcStatus       *prometheus.CounterVec
 	traffic          trafficVecs
+	protection       trafficCollectors
 
 	dests    cowmap.Map[destKey, *Dest]
 	sources  cowmap.Map[sourceKey, *Source]
@@ -100,9 +101,11 @@ func New() *Metrics {
 			Name: "trellis_grpc_responses_total",
 			Help: "gRPC responses relayed by the HTTP/2 path, by grpc-status.",
 		}, []string{"direction", "destination_service", "destination_namespace", "grpc_status"}),
+		protection: newTrafficCollectors(),
 	}
 	m.traffic = newTrafficVecs()
 	m.reg.MustRegister(m.traffic.retries, m.traffic.skipped, m.traffic.timeouts)
+	m.reg.MustRegister(m.protection.collectors()...)
 	m.reg.MustRegister(m.grpcStatus, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
 		// go_* and process_*, as on the control plane and collector: a
 		// sidecar's memory, CPU, goroutines and file descriptors.

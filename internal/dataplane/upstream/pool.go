@@ -39,6 +39,8 @@ type Conn struct {
 	// wc is the reader under BR.
 	wc        *watchedConn
 	idleSince time.Time
+	// uses counts the exchanges that ended cleanly on the connection.
+	uses int
 }
 
 // Caller is the downstream side of an exchange, which a waiting read
@@ -65,10 +67,12 @@ var ErrTimeout = errors.New("upstream: response timed out")
 // Pool keeps idle upstream connections, most recently used last.
 type Pool struct {
 	dial        func(ctx context.Context) (net.Conn, error)
+	mu          sync.Mutex
 	maxIdle     int
 	idleTimeout time.Duration
+	// maxUses closes a connection after that many exchanges; 0: never.
+	maxUses int
 
-	mu     sync.Mutex
 	idle   []*Conn
 	closed bool
 }
@@ -79,11 +83,22 @@ func NewPool(dial func(ctx context.Context) (net.Conn, error), maxIdle int, idle
 	return &Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout}
 }
 
+// Configure changes the pool's bounds: at most maxIdle idle connections,
+// each for at most idleTimeout, and (maxUses > 0) none used for more than
+// maxUses exchanges. Safe to call while the pool is in use; idle
+// connections over a new bound go at their next Get or Put.
+func (p *Pool) Configure(maxIdle int, idleTimeout time.Duration, maxUses int) {
+	p.mu.Lock()
+	p.maxIdle, p.idleTimeout, p.maxUses = maxIdle, idleTimeout, maxUses
+	p.mu.Unlock()
+}
+
 // Get returns an idle connection (reused) or dials one.
 func (p *Pool) Get(ctx context.Context) (uc *Conn, reused bool, err error) {
 	now := time.Now()
 	for {
 		p.mu.Lock()
+		idleTimeout := p.idleTimeout
 		n := len(p.idle)
 		if n == 0 {
 			p.mu.Unlock()
@@ -97,7 +112,7 @@ func (p *Pool) Get(ctx context.Context) (uc *Conn, reused bool, err error) {
 		if idle < checkIdleAfter {
 			return uc, true, nil
 		}
-		if idle < p.idleTimeout {
+		if idle < idleTimeout {
 			// (The last exchange's watch deadline has passed by now;
 			// connAlive peeks past it.)
 			raw := uc.C
@@ -133,8 +148,9 @@ func (p *Pool) Put(uc *Conn) {
 		return
 	}
 	uc.idleSince = time.Now()
+	uc.uses++
 	p.mu.Lock()
-	if !p.closed && len(p.idle) < p.maxIdle {
+	if !p.closed && len(p.idle) < p.maxIdle && (p.maxUses <= 0 || uc.uses < p.maxUses) {
 		p.idle = append(p.idle, uc)
 		p.mu.Unlock()
 		return
