@@ -214,7 +214,15 @@ func (g *Gateway) serveFast(fc *fastConn, req *h1.Head) bool {
 	}
 	g.forwardedFor(&fc.view, fc.peer.addr, fc.isTLS)
 	fc.view.Req = nil
-	t, rt := g.o.lookup(rule.Service)
+	svc, rr := g.o.routeRequest(rule.Service, req.Method, req.Target, req)
+	if rr != nil {
+		rewriteH1(req, rr.Request)
+		if answered, keep := g.o.faultFast(fc, req, rr); answered {
+			return keep
+		}
+		g.o.mirrorFast(fc, req, rr)
+	}
+	t, rt := g.o.lookup(svc)
 	if t == nil || rt == nil || rt.tcp {
 		ew := newErrorResponse()
 		g.unroutable(ew, rule, rt)
@@ -336,7 +344,11 @@ func (h gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forwardedFor(view, gc.addr, gc.tls)
-	t, rt := g.o.lookup(rule.Service)
+	svc, w, done := g.o.routeHTTP(w, r, rule.Service)
+	if done {
+		return
+	}
+	t, rt := g.o.lookup(svc)
 	if t == nil || rt == nil || rt.tcp {
 		g.unroutable(w, rule, rt)
 		return

@@ -47,6 +47,8 @@ type Outbound struct {
 	srvMu   sync.Mutex
 	servers map[*http.Server]struct{}
 	closed  bool
+
+	routeStats routeStats // what Routes did (route.go)
 }
 
 type routeTable struct {
@@ -271,6 +273,10 @@ func (h upstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // where the app chose the name).
 func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string, unknownCode int) {
 	start := time.Now()
+	key, w, done := o.routeHTTP(w, r, key)
+	if done {
+		return
+	}
 	t, rt := o.lookup(key)
 	if t == nil {
 		o.refuse(w, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")

@@ -1,6 +1,7 @@
 package h2relay
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -147,11 +148,13 @@ func filterFields(fields []hpack.HeaderField) []hpack.HeaderField {
 // localFields is the head of a proxy-made answer.
 func localFields(r *Response) []hpack.HeaderField {
 	out := make([]hpack.HeaderField, 0, 3+len(r.Header))
-	out = append(out,
-		hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.Status)},
-		hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
-		hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(r.Body))},
-	)
+	out = append(out, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.Status)})
+	// A Header with its own content-type (a gRPC trailers-only answer)
+	// replaces the plain-text one.
+	if !slices.ContainsFunc(r.Header, func(f hpack.HeaderField) bool { return f.Name == "content-type" }) {
+		out = append(out, hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"})
+	}
+	out = append(out, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(r.Body))})
 	return append(out, r.Header...)
 }
 
