@@ -1,0 +1,327 @@
+package cli_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/testutil/meshtest"
+)
+
+// routeMesh is a control plane with catalog, catalog-v2 and a slow
+// catalog-shadow (each app answers its name), and frontend calling
+// catalog.
+type routeMesh struct {
+	*mesh
+	front    *proxy.Proxy
+	client   *http.Client
+	shadowed atomic.Int64 // requests catalog-shadow received
+}
+
+func startRouteMesh(t *testing.T) *routeMesh {
+	m := &routeMesh{mesh: startMesh(t)}
+	m.mustApply(t, "testdata/policy/mesh-allow.yaml")
+	app := func(name string, delay time.Duration) string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if delay > 0 {
+				m.shadowed.Add(1)
+				time.Sleep(delay)
+			}
+			w.Header().Set("Server", "app")
+			io.WriteString(w, name)
+		}))
+		t.Cleanup(s.Close)
+		return strings.TrimPrefix(s.URL, "http://")
+	}
+	for _, svc := range []struct {
+		name  string
+		delay time.Duration
+	}{{"catalog", 0}, {"catalog-v2", 0}, {"catalog-shadow", time.Second}} {
+		meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: svc.name, AppAddr: app(svc.name, svc.delay)})
+	}
+	m.front = meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend",
+		Upstreams: []proxy.Upstream{{Service: "catalog", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	m.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	return m
+}
+
+// get calls catalog through frontend: status, body, response header.
+func (m *routeMesh) get(t *testing.T, path string, h http.Header) (int, string, http.Header) {
+	req, _ := http.NewRequest("GET", "http://"+m.front.UpstreamAddr(0)+path, nil)
+	if h != nil {
+		req.Header = h
+	}
+	resp, err := m.client.Do(req)
+	if err != nil {
+		t.Error(err)
+		return 0, "", nil
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// apply applies a Route and waits until a call to path says want.
+func (m *routeMesh) apply(t *testing.T, route, path, want string) {
+	t.Helper()
+	m.mustRun(t, route, "apply", "-f", "-")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, body, _ := m.get(t, path, nil); body == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Route never took effect: %s does not answer %q", path, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+const routeSplit = `apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: catalog-canary, namespace: shop}
+spec:
+  service: catalog
+  rules:
+  - matches: [{path: {prefix: /items}, headers: {x-canary: "1"}}]
+    backends: [{service: catalog-v2, weight: 100}]
+  - matches: [{path: {exact: /probe}}]
+    backends: [{service: catalog-v2}]
+  - matches: [{path: {prefix: /flaky}}]
+    fault: {abort: {status: 503, percent: 20}}
+  - matches: [{path: {prefix: /slow}}]
+    fault: {delay: {fixed: 40ms, percent: 100}}
+  - matches: [{path: {prefix: /rewrite}}]
+    headers: {request: {set: {x-route: canary}}, response: {set: {x-routed: "yes"}, remove: [server]}}
+  - backends: [{service: catalog, weight: 90}, {service: catalog-v2, weight: 10}]
+`
+
+// The issue's Route through real proxies over HTTP/1.1: a 90/10 split,
+// a header match, fault abort and delay, and a slow mirror that costs
+// the caller nothing.
+func TestRouteThroughProxies(t *testing.T) {
+	m := startRouteMesh(t)
+	m.apply(t, routeSplit, "/probe", "catalog-v2")
+
+	// 90/10 over 10,000 requests from 8 callers.
+	const n = 10000
+	var v2, failed atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				code, body, _ := m.get(t, "/items/1", nil)
+				switch {
+				case code != 200:
+					failed.Add(1)
+				case body == "catalog-v2":
+					v2.Add(1)
+				case body != "catalog":
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	pct := float64(v2.Load()) * 100 / n
+	t.Logf("split: %d requests, catalog-v2 %.2f%%, failures %d", n, pct, failed.Load())
+	if failed.Load() != 0 || pct < 8 || pct > 12 {
+		t.Errorf("%d requests: %.2f%% to catalog-v2 (want 10 ± 2), %d failures (want 0)", n, pct, failed.Load())
+	}
+
+	// x-canary: 1 on /items always goes to v2.
+	for range 500 {
+		if code, body, _ := m.get(t, "/items/7", http.Header{"X-Canary": {"1"}}); code != 200 || body != "catalog-v2" {
+			t.Fatalf("x-canary: 1: %d %q, want 200 catalog-v2", code, body)
+		}
+	}
+
+	// Abort 20% with 503: binomial(2000, 0.2) is 400 ± 18; allow 5 sd.
+	aborted := 0
+	for range 2000 {
+		code, body, h := m.get(t, "/flaky", nil)
+		switch {
+		case code == 503 && h.Get("X-Trellis-Fault") == "abort":
+			aborted++
+		case code != 200 || (body != "catalog" && body != "catalog-v2"):
+			t.Fatalf("/flaky: %d %q", code, body)
+		}
+	}
+	t.Logf("abort: %d of 2000 aborted (20%% configured)", aborted)
+	if aborted < 310 || aborted > 490 {
+		t.Errorf("abort 20%%: %d of 2000, want 310 to 490", aborted)
+	}
+
+	// A 40 ms delay on every /slow request.
+	for range 10 {
+		began := time.Now()
+		if code, _, _ := m.get(t, "/slow", nil); code != 200 {
+			t.Fatalf("/slow: %d", code)
+		}
+		if d := time.Since(began); d < 40*time.Millisecond {
+			t.Errorf("/slow took %s, want at least the 40ms delay", d)
+		}
+	}
+
+	// Header rewrites both ways (net/http serves this Route's requests).
+	if code, _, h := m.get(t, "/rewrite", nil); code != 200 || h.Get("X-Routed") != "yes" || h.Get("Server") != "" {
+		t.Errorf("/rewrite: %d, header %v: want X-Routed: yes and no Server", code, h)
+	}
+}
+
+// latencies measures n sequential calls: p50 and p99.
+func (m *routeMesh) latencies(t *testing.T, n int) (p50, p99 time.Duration) {
+	ds := make([]time.Duration, n)
+	for i := range ds {
+		began := time.Now()
+		if code, _, _ := m.get(t, "/items/1", nil); code != 200 {
+			t.Fatalf("call %d: %d", i, code)
+		}
+		ds[i] = time.Since(began)
+	}
+	slices.Sort(ds)
+	return ds[n/2], ds[n*99/100]
+}
+
+// A mirror whose target takes 1 s does not slow the caller, and gets its
+// copies (as many as the in-flight bound lets out).
+func TestRouteMirrorThroughProxies(t *testing.T) {
+	m := startRouteMesh(t)
+	m.apply(t, routeSplit, "/probe", "catalog-v2")
+	const n = 400
+	p50, p99 := m.latencies(t, n)
+	mirrored := strings.Replace(routeSplit, "  - backends: [{service: catalog, weight: 90}, {service: catalog-v2, weight: 10}]\n",
+		"  - backends: [{service: catalog, weight: 90}, {service: catalog-v2, weight: 10}]\n    mirror: {service: catalog-shadow, percent: 100}\n", 1)
+	mirrored = strings.Replace(mirrored, "exact: /probe", "exact: /probe2", 1)
+	m.apply(t, mirrored, "/probe2", "catalog-v2")
+	deadline := time.Now().Add(10 * time.Second)
+	for m.shadowed.Load() == 0 {
+		m.get(t, "/items/1", nil)
+		if time.Now().After(deadline) {
+			t.Fatal("catalog-shadow got no copy within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(1100 * time.Millisecond) // the first copies end
+	before := m.shadowed.Load()
+	mp50, mp99 := m.latencies(t, n)
+	t.Logf("%d calls each: without mirror p50 %s p99 %s; with a 1 s mirror p50 %s p99 %s", n, p50, p99, mp50, mp99)
+	if mp50 > p50+2*time.Millisecond+p50/2 || mp99 > p99+10*time.Millisecond+p99/2 {
+		t.Errorf("the mirror slowed the caller: p50 %s → %s, p99 %s → %s", p50, mp50, p99, mp99)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	got := m.shadowed.Load() - before
+	t.Logf("catalog-shadow received %d copies of %d calls (at most 64 in flight)", got, n)
+	if got < 32 || got > n {
+		t.Errorf("catalog-shadow received %d copies of %d calls, want 32 to %d", got, n, n)
+	}
+}
+
+// The same split and an injected gRPC abort for a gRPC service.
+func TestRouteGRPCThroughProxies(t *testing.T) {
+	m := startMesh(t)
+	m.mustApply(t, "testdata/policy/mesh-allow.yaml")
+	grpcApp := func(st healthpb.HealthCheckResponse_ServingStatus) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		hs := health.NewServer()
+		hs.SetServingStatus("", st)
+		healthpb.RegisterHealthServer(srv, hs)
+		go func() { _ = srv.Serve(l) }()
+		t.Cleanup(srv.Stop)
+		return l.Addr().String()
+	}
+	// v1 says SERVING, v2 NOT_SERVING: the answer tells who served.
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "orders", Protocol: "grpc", AppAddr: grpcApp(healthpb.HealthCheckResponse_SERVING)})
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "orders-v2", Protocol: "grpc", AppAddr: grpcApp(healthpb.HealthCheckResponse_NOT_SERVING)})
+	front := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "frontend",
+		Upstreams: []proxy.Upstream{{Service: "orders", Namespace: "shop", Listen: "127.0.0.1:0"}}})
+	m.mustRun(t, `apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: orders-canary, namespace: shop}
+spec:
+  service: orders
+  rules:
+  - matches: [{grpc: {service: grpc.health.v1.Health, method: Check}, headers: {x-fault: "1"}}]
+    fault: {abort: {grpcStatus: 14, percent: 100}}
+  - matches: [{grpc: {service: grpc.health.v1.Health}, headers: {x-canary: "1"}}]
+    backends: [{service: orders-v2}]
+  - backends: [{service: orders, weight: 90}, {service: orders-v2, weight: 10}]
+`, "apply", "-f", "-")
+	cc, err := grpc.NewClient("passthrough:///"+front.UpstreamAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	hc := healthpb.NewHealthClient(cc)
+	check := func(md ...string) (healthpb.HealthCheckResponse_ServingStatus, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := hc.Check(metadata.AppendToOutgoingContext(ctx, md...), &healthpb.HealthCheckRequest{})
+		return resp.GetStatus(), err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if st, err := check("x-canary", "1"); err == nil && st == healthpb.HealthCheckResponse_NOT_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Route never took effect for gRPC")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	const n = 10000
+	var v2, failed atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				st, err := check()
+				switch {
+				case err != nil:
+					failed.Add(1)
+				case st == healthpb.HealthCheckResponse_NOT_SERVING:
+					v2.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	pct := float64(v2.Load()) * 100 / n
+	t.Logf("gRPC split: %d calls, orders-v2 %.2f%%, failures %d", n, pct, failed.Load())
+	if failed.Load() != 0 || pct < 8 || pct > 12 {
+		t.Errorf("%d calls: %.2f%% to orders-v2 (want 10 ± 2), %d failures (want 0)", n, pct, failed.Load())
+	}
+	for range 200 {
+		if st, err := check("x-canary", "1"); err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Fatalf("x-canary: 1: %v %v, want NOT_SERVING from orders-v2", st, err)
+		}
+	}
+	if _, err := check("x-fault", "1"); status.Code(err) != codes.Unavailable {
+		t.Errorf("injected abort: %v, want UNAVAILABLE", err)
+	}
+}
