@@ -325,3 +325,69 @@ spec:
 		t.Errorf("injected abort: %v, want UNAVAILABLE", err)
 	}
 }
+
+// trellis route check against the live Routes and TrafficPolicies.
+func TestRouteCheck(t *testing.T) {
+	m := startMesh(t)
+	m.mustRun(t, routeSplit+`---
+apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: orders-faults, namespace: shop}
+spec:
+  service: orders
+  rules:
+  - matches: [{grpc: {service: shop.Orders, method: Create}}]
+    backends: [{service: orders, weight: 90}, {service: orders-v2, weight: 10}]
+    mirror: {service: orders-shadow, percent: 50}
+    fault: {delay: {fixed: 100ms, percent: 5}, abort: {status: 503, grpcStatus: 14, percent: 1}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: catalog-v2, namespace: shop}
+spec: {selector: {service: catalog-v2}, timeout: 2s, retries: {attempts: 3, on: [5xx]}, outlierDetection: {consecutive5xx: 5}, loadBalancer: {policy: round-robin}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: default, namespace: shop}
+spec: {timeout: 10s}
+`, "apply", "-f", "-")
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--from", "frontend.shop", "--to", "catalog.shop", "--path", "/items/1"}, []string{
+			"frontend.shop → catalog.shop: GET /items/1",
+			"route:    shop/catalog-canary rule 5",
+			"  catalog.shop                 weight 90    90.00%",
+			"    traffic policy: shop/default",
+			"    timeout 10s, no retries, lb peak-ewma",
+			"  catalog-v2.shop              weight 10    10.00%",
+			"    traffic policy: shop/catalog-v2",
+			"    timeout 2s, retries 3 on 5xx budget 20%+10/s, outlier detection 5×5xx/0×gateway, eject 30s (max 50%), lb round-robin",
+		}},
+		{[]string{"--to", "catalog.shop", "--path", "/items/1", "-H", "x-canary=1"}, []string{
+			"any caller → catalog.shop: GET /items/1", "route:    shop/catalog-canary rule 0", "catalog-v2.shop              weight 100  100.00%"}},
+		{[]string{"--to", "catalog.shop", "--path", "/flaky"}, []string{"rule 2", "abort:    503, 20% of requests", "catalog.shop                 weight 1    100.00%"}},
+		{[]string{"--to", "catalog.shop", "--path", "/rewrite"}, []string{"request headers:  set x-route: canary", "response headers: set x-routed: yes; remove server"}},
+		{[]string{"--to", "orders.shop", "--method", "post", "--path", "/shop.Orders/Create"}, []string{
+			"route:    shop/orders-faults rule 0", "mirror:   orders-shadow.shop, 50% of requests", "delay:    100ms, 5% of requests", "abort:    503 (gRPC status 14), 1% of requests"}},
+		{[]string{"--to", "orders.shop", "--path", "/shop.Orders/List"}, []string{"route:    shop/orders-faults, no rule matches (the service itself)", "orders.shop"}},
+		{[]string{"--to", "payments.shop"}, []string{"route:    none (the service itself)", "traffic policy: shop/default"}},
+	} {
+		out := m.mustRun(t, "", append([]string{"route", "check"}, tc.args...)...)
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("route check %v: output lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+	}
+	out := m.mustRun(t, "", "route", "check", "--to", "catalog.shop", "--path", "/items", "-o", "json")
+	for _, w := range []string{`"route": "shop/catalog-canary"`, `"rule": 5`, `"percent": 90`, `"trafficPolicy": "shop/catalog-v2"`} {
+		if !strings.Contains(out, w) {
+			t.Errorf("route check -o json lacks %q:\n%s", w, out)
+		}
+	}
+	if r := m.run(t, "", "route", "check", "--to", "catalog"); r.code == 0 || !strings.Contains(r.stderr, "want SERVICE.NAMESPACE") {
+		t.Errorf("--to catalog: %v", r)
+	}
+}
