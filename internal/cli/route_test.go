@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,27 @@ spec:
   - backends: [{service: catalog, weight: 90}, {service: catalog-v2, weight: 10}]
 `
 
+// routeEvents sums frontend's trellis_route_events_total lines that hold
+// every one of labels (such as `event="aborted"`).
+func (m *routeMesh) routeEvents(t *testing.T, labels ...string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + m.front.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "trellis_route_events_total{") || slices.ContainsFunc(labels, func(s string) bool { return !strings.Contains(l, s) }) {
+			continue
+		}
+		v, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+		n += int(v)
+	}
+	return n
+}
+
 // The issue's Route through real proxies over HTTP/1.1: a 90/10 split,
 // a header match, fault abort and delay, and a slow mirror that costs
 // the caller nothing.
@@ -169,6 +191,12 @@ func TestRouteThroughProxies(t *testing.T) {
 	t.Logf("abort: %d of 2000 aborted (20%% configured)", aborted)
 	if aborted < 310 || aborted > 490 {
 		t.Errorf("abort 20%%: %d of 2000, want 310 to 490", aborted)
+	}
+	if got := m.routeEvents(t, `event="aborted"`, `route="shop/catalog-canary"`, `rule="2"`, `destination_service="catalog"`); got != aborted {
+		t.Errorf("trellis_route_events_total aborted: %d, want %d", got, aborted)
+	}
+	if got := m.routeEvents(t, `event="hit"`, `rule="2"`); got != 2000 {
+		t.Errorf("trellis_route_events_total hits of rule 2: %d, want 2000", got)
 	}
 
 	// A 40 ms delay on every /slow request.
@@ -233,6 +261,12 @@ func TestRouteMirrorThroughProxies(t *testing.T) {
 	t.Logf("catalog-shadow received %d copies of %d calls (at most 64 in flight)", got, n)
 	if got < 32 || got > n {
 		t.Errorf("catalog-shadow received %d copies of %d calls, want 32 to %d", got, n, n)
+	}
+	// Every copy sent arrived; the rest were skipped and counted.
+	sent, skipped := m.routeEvents(t, `event="mirrored"`), m.routeEvents(t, `event="mirror_skipped"`)
+	t.Logf("mirrored %d, skipped %d (counters); received %d in all", sent, skipped, m.shadowed.Load())
+	if int64(sent) != m.shadowed.Load() {
+		t.Errorf("trellis_route_events_total mirrored %d, but catalog-shadow received %d", sent, m.shadowed.Load())
 	}
 }
 

@@ -50,13 +50,13 @@ const maxFastAttempts = 3
 func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	start := time.Now()
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
-	key, rule := o.routeRequest(key, req.Method, req.Target, req)
-	if rule != nil {
-		rewriteH1(req, rule.Request)
-		if answered, keep := o.faultFast(fc, req, rule); answered {
+	key, rd := o.routeRequest(key, req.Method, req.Target, req)
+	if rd.rule != nil {
+		rewriteH1(req, rd.rule.Request)
+		if answered, keep := o.faultFast(fc, req, rd); answered {
 			return keep
 		}
-		o.mirrorFast(fc, req, rule)
+		o.mirrorFast(fc, req, rd)
 	}
 	t, rt := o.lookup(key)
 	if t == nil {

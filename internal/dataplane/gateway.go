@@ -214,13 +214,13 @@ func (g *Gateway) serveFast(fc *fastConn, req *h1.Head) bool {
 	}
 	g.forwardedFor(&fc.view, fc.peer.addr, fc.isTLS)
 	fc.view.Req = nil
-	svc, rr := g.o.routeRequest(rule.Service, req.Method, req.Target, req)
-	if rr != nil {
-		rewriteH1(req, rr.Request)
-		if answered, keep := g.o.faultFast(fc, req, rr); answered {
+	svc, rd := g.o.routeRequest(rule.Service, req.Method, req.Target, req)
+	if rd.rule != nil {
+		rewriteH1(req, rd.rule.Request)
+		if answered, keep := g.o.faultFast(fc, req, rd); answered {
 			return keep
 		}
-		g.o.mirrorFast(fc, req, rr)
+		g.o.mirrorFast(fc, req, rd)
 	}
 	t, rt := g.o.lookup(svc)
 	if t == nil || rt == nil || rt.tcp {

@@ -48,7 +48,7 @@ type Outbound struct {
 	servers map[*http.Server]struct{}
 	closed  bool
 
-	routeStats routeStats // what Routes did (route.go)
+	mirrorsInFlight atomic.Int32 // Routes' mirrored copies (route.go)
 }
 
 type routeTable struct {

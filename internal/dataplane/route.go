@@ -7,10 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
+	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"golang.org/x/net/http2/hpack"
@@ -32,30 +32,32 @@ const (
 // routeRequest applies the Route of the addressed service key, if any:
 // the rule that takes the request (nil: none) and the service key to
 // send it to.
-func (o *Outbound) routeRequest(key, method, path string, h meshconfig.Headers) (string, *meshconfig.RouteRule) {
+func (o *Outbound) routeRequest(key, method, path string, h meshconfig.Headers) (string, routed) {
 	t := o.routes()
 	if t == nil {
-		return key, nil
+		return key, routed{}
 	}
 	r := t.snap.Routes[key]
 	if r == nil {
-		return key, nil
+		return key, routed{}
 	}
 	rule := r.Match(method, path, h)
 	if rule == nil {
-		return key, nil
+		return key, routed{}
 	}
-	o.routeStats.hits.Add(1)
+	rd := routed{rule: rule, c: o.cfg.Metrics.Route(r.Name, r.Namespace, r.Ref, rule.Index)}
+	rd.c.Inc(metrics.RouteHit)
 	if b := rule.Pick(); b != "" {
-		return b, rule
+		return b, rd
 	}
-	return key, rule
+	return key, rd
 }
 
-// routeStats count what Routes did on this Outbound.
-type routeStats struct {
-	hits, aborts, delays, mirrored, mirrorSkipped atomic.Int64
-	mirrorsInFlight                               atomic.Int32
+// routed is the rule of a Route that took a request, and its counters;
+// rule is nil when none did.
+type routed struct {
+	rule *meshconfig.RouteRule
+	c    *metrics.RouteCounters
 }
 
 // abortMessage is the body of an injected fault's answer.
@@ -63,13 +65,14 @@ const abortMessage = "trellis: fault injected by a Route\n"
 
 // faultFast applies rule's fault to a fast-path request: true with the
 // answer already written when it aborts.
-func (o *Outbound) faultFast(fc *fastConn, req *h1.Head, rule *meshconfig.RouteRule) (answered, keep bool) {
+func (o *Outbound) faultFast(fc *fastConn, req *h1.Head, rd routed) (answered, keep bool) {
+	rule := rd.rule
 	if rule.Delay.Delays() {
-		o.routeStats.delays.Add(1)
+		rd.c.Inc(metrics.RouteDelayed)
 		time.Sleep(rule.Delay.Fixed)
 	}
 	if rule.Abort.Aborts() {
-		o.routeStats.aborts.Add(1)
+		rd.c.Inc(metrics.RouteAborted)
 		ew := newErrorResponse()
 		ew.Header().Set("X-Trellis-Fault", "abort")
 		ew.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -106,7 +109,8 @@ func rewriteH1(req *h1.Head, w *meshconfig.HeaderRewrite) {
 
 // mirrorFast copies a fast-path request to the rule's mirror: bodyless
 // ones, and small bodies already buffered.
-func (o *Outbound) mirrorFast(fc *fastConn, req *h1.Head, rule *meshconfig.RouteRule) {
+func (o *Outbound) mirrorFast(fc *fastConn, req *h1.Head, rd routed) {
+	rule := rd.rule
 	if !rule.Mirror.Mirrors() {
 		return
 	}
@@ -116,13 +120,13 @@ func (o *Outbound) mirrorFast(fc *fastConn, req *h1.Head, rule *meshconfig.Route
 	case h1.BodyLength:
 		n := int(req.ContentLength)
 		if n > maxMirrorBody || fc.br.Buffered() < n {
-			o.routeStats.mirrorSkipped.Add(1)
+			rd.c.Inc(metrics.RouteMirrorSkipped)
 			return
 		}
 		b, _ := fc.br.Peek(n)
 		body = bytes.Clone(b)
 	default:
-		o.routeStats.mirrorSkipped.Add(1)
+		rd.c.Inc(metrics.RouteMirrorSkipped)
 		return
 	}
 	h := make(http.Header, len(req.Fields))
@@ -131,21 +135,21 @@ func (o *Outbound) mirrorFast(fc *fastConn, req *h1.Head, rule *meshconfig.Route
 			h.Add(f.Name, f.Value)
 		}
 	}
-	o.mirror(rule.Mirror.Key, req.Method, req.Target, req.Host, h, body)
+	o.mirror(rd.c, rule.Mirror.Key, req.Method, req.Target, req.Host, h, body)
 }
 
 // mirror sends a copy of a request to the service key in the background
 // and drops the answer; it skips the copy when maxMirrorsInFlight are
 // out.
-func (o *Outbound) mirror(key, method, target, host string, h http.Header, body []byte) {
-	if o.routeStats.mirrorsInFlight.Add(1) > maxMirrorsInFlight {
-		o.routeStats.mirrorsInFlight.Add(-1)
-		o.routeStats.mirrorSkipped.Add(1)
+func (o *Outbound) mirror(c *metrics.RouteCounters, key, method, target, host string, h http.Header, body []byte) {
+	if o.mirrorsInFlight.Add(1) > maxMirrorsInFlight {
+		o.mirrorsInFlight.Add(-1)
+		c.Inc(metrics.RouteMirrorSkipped)
 		return
 	}
-	o.routeStats.mirrored.Add(1)
+	c.Inc(metrics.RouteMirrored)
 	go func() {
-		defer o.routeStats.mirrorsInFlight.Add(-1)
+		defer o.mirrorsInFlight.Add(-1)
 		ctx, cancel := context.WithTimeout(context.Background(), mirrorTimeout)
 		defer cancel()
 		r, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
@@ -179,13 +183,14 @@ func (d discardWriter) WriteHeader(int)             {}
 // key to forward to, the writer to answer with (response rewrites), and
 // done when the request was answered (a fault) or ended.
 func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string) (string, http.ResponseWriter, bool) {
-	target, rule := o.routeRequest(key, r.Method, r.URL.Path, r.Header)
+	target, rd := o.routeRequest(key, r.Method, r.URL.Path, r.Header)
+	rule := rd.rule
 	if rule == nil {
 		return target, w, false
 	}
 	rule.Request.Apply(r.Header)
 	if rule.Delay.Delays() {
-		o.routeStats.delays.Add(1)
+		rd.c.Inc(metrics.RouteDelayed)
 		t := time.NewTimer(rule.Delay.Fixed)
 		select {
 		case <-t.C:
@@ -195,12 +200,12 @@ func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string)
 		}
 	}
 	if rule.Abort.Aborts() {
-		o.routeStats.aborts.Add(1)
+		rd.c.Inc(metrics.RouteAborted)
 		abortHTTP(w, r, rule.Abort)
 		return target, w, true
 	}
 	if rule.Mirror.Mirrors() {
-		o.mirrorHTTP(r, rule.Mirror.Key)
+		o.mirrorHTTP(rd.c, r, rule.Mirror.Key)
 	}
 	if rule.Response != nil {
 		w = &rewriteWriter{ResponseWriter: w, rw: rule.Response}
@@ -210,22 +215,25 @@ func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string)
 
 // mirrorHTTP copies a net/http request, buffering a small body (the
 // caller's body is replaced by the buffer).
-func (o *Outbound) mirrorHTTP(r *http.Request, key string) {
+func (o *Outbound) mirrorHTTP(c *metrics.RouteCounters, r *http.Request, key string) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		if r.ContentLength < 0 || r.ContentLength > maxMirrorBody {
-			o.routeStats.mirrorSkipped.Add(1)
+			c.Inc(metrics.RouteMirrorSkipped)
 			return
 		}
 		b, err := io.ReadAll(io.LimitReader(r.Body, maxMirrorBody+1))
-		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(b), r.Body))
+		r.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(bytes.NewReader(b), r.Body), r.Body}
 		if err != nil || len(b) > maxMirrorBody {
-			o.routeStats.mirrorSkipped.Add(1)
+			c.Inc(metrics.RouteMirrorSkipped)
 			return
 		}
 		body = b
 	}
-	o.mirror(key, r.Method, r.URL.RequestURI(), r.Host, r.Header.Clone(), body)
+	o.mirror(c, key, r.Method, r.URL.RequestURI(), r.Host, r.Header.Clone(), body)
 }
 
 // abortHTTP answers an injected abort: a gRPC call with a trailers-only
@@ -305,7 +313,8 @@ func (w *rewriteWriter) Flush() {
 // connection), nor response rewrites; requests with bodies (every gRPC
 // call) are not mirrored.
 func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response) {
-	target, rule := o.routeRequest(key, req.Method, req.Path, req)
+	target, rd := o.routeRequest(key, req.Method, req.Path, req)
+	rule := rd.rule
 	if rule == nil {
 		return target, nil
 	}
@@ -321,7 +330,7 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 		}
 	}
 	if rule.Abort.Aborts() {
-		o.routeStats.aborts.Add(1)
+		rd.c.Inc(metrics.RouteAborted)
 		if strings.HasPrefix(req.Get("content-type"), "application/grpc") {
 			return target, &h2relay.Response{Status: http.StatusOK, Header: []hpack.HeaderField{
 				{Name: "content-type", Value: "application/grpc"},
@@ -338,7 +347,7 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 		for _, f := range req.Fields {
 			h.Add(f.Name, f.Value)
 		}
-		o.mirror(rule.Mirror.Key, req.Method, req.Path, req.Authority, h, nil)
+		o.mirror(rd.c, rule.Mirror.Key, req.Method, req.Path, req.Authority, h, nil)
 	}
 	return target, nil
 }

@@ -19,9 +19,11 @@ import (
 type Route struct {
 	// Ref is "namespace/name".
 	Ref string
-	// Service is the key ("name.namespace") callers address.
-	Service string
-	Rules   []*RouteRule
+	// Service is the key ("name.namespace") callers address; Name and
+	// Namespace its parts.
+	Service         string
+	Name, Namespace string
+	Rules           []*RouteRule
 	// ResponseRewrites: some rule rewrites response headers (the HTTP/1.1
 	// fast path leaves such services' requests to net/http).
 	ResponseRewrites bool
@@ -242,7 +244,7 @@ func compileRoutes(out *Snapshot, raws [][]byte) error {
 
 // RouteOf compiles a checked Route spec of namespace ns.
 func RouteOf(ref, ns string, spec *resource.RouteSpec) *Route {
-	r := &Route{Ref: ref, Service: ServiceKey(spec.Service, ns)}
+	r := &Route{Ref: ref, Service: ServiceKey(spec.Service, ns), Name: spec.Service, Namespace: ns}
 	for i, sr := range spec.Rules {
 		rule := &RouteRule{Index: i}
 		for _, sm := range sr.Matches {

@@ -48,7 +48,9 @@ type Metrics struct {
 	refused          *prometheus.CounterVec
 	upstreamFailures *prometheus.CounterVec
 	grpcStatus       *prometheus.CounterVec
+	routeEvents      *prometheus.CounterVec // routes.go
 
+	routes   cowmap.Map[routeKey, *RouteCounters]
 	dests    cowmap.Map[destKey, *Dest]
 	sources  cowmap.Map[sourceKey, *Source]
 	policies cowmap.Map[string, *[2]prometheus.Counter] // [deny, allow]
@@ -99,8 +101,9 @@ func New() *Metrics {
 			Name: "trellis_grpc_responses_total",
 			Help: "gRPC responses relayed by the HTTP/2 path, by grpc-status.",
 		}, []string{"direction", "destination_service", "destination_namespace", "grpc_status"}),
+		routeEvents: newRouteEvents(),
 	}
-	m.reg.MustRegister(m.grpcStatus, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
+	m.reg.MustRegister(m.grpcStatus, m.routeEvents, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
 		// go_* and process_*, as on the control plane and collector: a
 		// sidecar's memory, CPU, goroutines and file descriptors.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
