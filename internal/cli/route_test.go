@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/servingcert"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
@@ -423,5 +426,76 @@ spec: {timeout: 10s}
 	}
 	if r := m.run(t, "", "route", "check", "--to", "catalog"); r.code == 0 || !strings.Contains(r.stderr, "want SERVICE.NAMESPACE") {
 		t.Errorf("--to catalog: %v", r)
+	}
+}
+
+// A service the gateway routes to keeps its Route: on the gateway's
+// HTTP/1.1 fast path and on its net/http path (HTTP/2 clients).
+func TestRouteThroughGateway(t *testing.T) {
+	m := startMesh(t)
+	pki := testutil.NewServingPKI(t, t.TempDir())
+	cert, key, _ := pki.Issue(t, "catalog", "catalog.example.com")
+	m.mustRun(t, shopThroughGateway+`---
+apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: catalog-public, namespace: shop}
+spec:
+  hosts: [catalog.example.com]
+  rules:
+  - service: catalog
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: catalog-split, namespace: shop}
+spec:
+  service: catalog
+  rules:
+  - matches: [{headers: {x-canary: "1"}}]
+    backends: [{service: catalog-v2}]
+  - matches: [{path: {prefix: /flaky}}]
+    fault: {abort: {status: 418, percent: 100}}
+  - backends: [{service: catalog, weight: 80}, {service: catalog-v2, weight: 20}]
+`, "apply", "-f", "-")
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "catalog", AppAddr: whoApp(t, "catalog")})
+	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "catalog-v2", AppAddr: whoApp(t, "catalog-v2")})
+	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off", Gateway: &proxy.GatewayConfig{
+		ListenHTTPS: "127.0.0.1:0", ListenHTTP: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}},
+	}})
+	plain := gatewayClient(gw.GatewayHTTPAddr(), nil, false)
+	h2 := gatewayClient(gw.GatewayHTTPSAddr(), &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}, true)
+	_, httpsPort, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+	testutil.EventuallyWithin(t, 15*time.Second, "the Route applies at the gateway", func() bool {
+		code, body, _ := getBody(t, plain, "http://catalog.example.com/x", map[string]string{"X-Canary": "1"})
+		return code == 200 && strings.HasPrefix(body, "catalog-v2 ")
+	})
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		url    string
+	}{{"h1 fast path", plain, "http://catalog.example.com"}, {"h2 net/http", h2, "https://catalog.example.com:" + httpsPort}} {
+		const n = 2000
+		v2 := 0
+		for range n {
+			code, body, _ := getBody(t, c.client, c.url+"/items", nil)
+			if code != 200 {
+				t.Fatalf("%s: %d %q", c.name, code, body)
+			}
+			if strings.HasPrefix(body, "catalog-v2 ") {
+				v2++
+			}
+		}
+		pct := float64(v2) * 100 / n
+		t.Logf("%s: %d requests, catalog-v2 %.2f%%", c.name, n, pct)
+		if pct < 16 || pct > 24 { // 20% ± 4.5 sd
+			t.Errorf("%s: %.2f%% to catalog-v2, want 20 ± 4", c.name, pct)
+		}
+		for range 50 {
+			if code, body, _ := getBody(t, c.client, c.url+"/items", map[string]string{"X-Canary": "1"}); code != 200 || !strings.HasPrefix(body, "catalog-v2 ") {
+				t.Fatalf("%s x-canary: %d %q", c.name, code, body)
+			}
+		}
+		if code, _, h := getBody(t, c.client, c.url+"/flaky", nil); code != 418 || h.Get("X-Trellis-Fault") != "abort" {
+			t.Errorf("%s /flaky: %d, want the injected 418", c.name, code)
+		}
 	}
 }
