@@ -37,6 +37,7 @@ type routeMesh struct {
 	front    *proxy.Proxy
 	client   *http.Client
 	shadowed atomic.Int64 // requests catalog-shadow received
+	payloads atomic.Int64 // of them, POSTs with the body "payload"
 }
 
 func startRouteMesh(t *testing.T) *routeMesh {
@@ -46,6 +47,9 @@ func startRouteMesh(t *testing.T) *routeMesh {
 		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if delay > 0 {
 				m.shadowed.Add(1)
+				if b, _ := io.ReadAll(r.Body); r.Method == "POST" && string(b) == "payload" {
+					m.payloads.Add(1)
+				}
 				time.Sleep(delay)
 			}
 			w.Header().Set("Server", "app")
@@ -114,6 +118,7 @@ spec:
     fault: {delay: {fixed: 40ms, percent: 100}}
   - matches: [{path: {prefix: /rewrite}}]
     headers: {request: {set: {x-route: canary}}, response: {set: {x-routed: "yes"}, remove: [server]}}
+    fault: {delay: {fixed: 40ms, percent: 100}}
   - backends: [{service: catalog, weight: 90}, {service: catalog-v2, weight: 10}]
 `
 
@@ -213,9 +218,14 @@ func TestRouteThroughProxies(t *testing.T) {
 		}
 	}
 
-	// Header rewrites both ways (net/http serves this Route's requests).
+	// Header rewrites both ways and a delay (net/http serves this
+	// Route's requests).
+	began := time.Now()
 	if code, _, h := m.get(t, "/rewrite", nil); code != 200 || h.Get("X-Routed") != "yes" || h.Get("Server") != "" {
 		t.Errorf("/rewrite: %d, header %v: want X-Routed: yes and no Server", code, h)
+	}
+	if d := time.Since(began); d < 40*time.Millisecond {
+		t.Errorf("/rewrite took %s, want at least the 40ms delay", d)
 	}
 }
 
@@ -265,6 +275,21 @@ func TestRouteMirrorThroughProxies(t *testing.T) {
 	if got < 32 || got > n {
 		t.Errorf("catalog-shadow received %d copies of %d calls, want 32 to %d", got, n, n)
 	}
+	// Small bodies are copied too (a Content-Length body that arrived
+	// with the head).
+	for range 5 {
+		resp, err := m.client.Post("http://"+m.front.UpstreamAddr(0)+"/items/1", "text/plain", strings.NewReader("payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(string(b), "catalog") {
+			t.Fatalf("POST: %d %q", resp.StatusCode, b)
+		}
+	}
+	testutil.EventuallyWithin(t, 5*time.Second, "catalog-shadow gets the POST bodies", func() bool { return m.payloads.Load() == 5 })
+	time.Sleep(1100 * time.Millisecond)
 	// Every copy sent arrived; the rest were skipped and counted.
 	sent, skipped := m.routeEvents(t, `event="mirrored"`), m.routeEvents(t, `event="mirror_skipped"`)
 	t.Logf("mirrored %d, skipped %d (counters); received %d in all", sent, skipped, m.shadowed.Load())
