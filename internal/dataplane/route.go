@@ -69,7 +69,9 @@ func (o *Outbound) faultFast(fc *fastConn, req *h1.Head, rd routed) (answered, k
 	rule := rd.rule
 	if rule.Delay.Delays() {
 		rd.c.Inc(metrics.RouteDelayed)
-		time.Sleep(rule.Delay.Fixed)
+		if !delayFast(fc, rule.Delay.Fixed) {
+			return true, false // the caller left: no answer, close
+		}
 	}
 	if rule.Abort.Aborts() {
 		rd.c.Inc(metrics.RouteAborted)
@@ -81,6 +83,25 @@ func (o *Outbound) faultFast(fc *fastConn, req *h1.Head, rd routed) (answered, k
 		return true, fc.answer(req, ew, false)
 	}
 	return false, false
+}
+
+// delayStep is how often a delayed fast-path request looks whether its
+// caller is still there (the fast path has no request context).
+const delayStep = 20 * time.Millisecond
+
+// delayFast waits d, or less when the caller goes away (then false).
+func delayFast(fc *fastConn, d time.Duration) bool {
+	end := time.Now().Add(d)
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			return true
+		}
+		time.Sleep(min(left, delayStep))
+		if fc.Gone() {
+			return false
+		}
+	}
 }
 
 // rewriteH1 applies a request header rewrite to a fast-path head.
