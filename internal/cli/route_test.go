@@ -330,6 +330,7 @@ spec:
     fault: {abort: {grpcStatus: 14, percent: 100}}
   - matches: [{grpc: {service: grpc.health.v1.Health}, headers: {x-canary: "1"}}]
     backends: [{service: orders-v2}]
+    headers: {response: {set: {x-routed: v2}}}
   - backends: [{service: orders, weight: 90}, {service: orders-v2, weight: 10}]
 `, "apply", "-f", "-")
 	cc, err := grpc.NewClient("passthrough:///"+front.UpstreamAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -382,6 +383,13 @@ spec:
 		if st, err := check("x-canary", "1"); err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
 			t.Fatalf("x-canary: 1: %v %v, want NOT_SERVING from orders-v2", st, err)
 		}
+	}
+	// The response rewrite on the HTTP/2 relay.
+	var hdr metadata.MD
+	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-canary", "1"), 5*time.Second)
+	defer cancel()
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&hdr)); err != nil || len(hdr.Get("x-routed")) != 1 || hdr.Get("x-routed")[0] != "v2" {
+		t.Errorf("response rewrite: header %v, err %v: want x-routed: v2", hdr, err)
 	}
 	if _, err := check("x-fault", "1"); status.Code(err) != codes.Unavailable {
 		t.Errorf("injected abort: %v, want UNAVAILABLE", err)
@@ -479,6 +487,8 @@ spec:
     backends: [{service: catalog-v2}]
   - matches: [{path: {prefix: /flaky}}]
     fault: {abort: {status: 418, percent: 100}}
+  - matches: [{path: {prefix: /rewrite}}]
+    headers: {response: {set: {x-routed: "yes"}}}
   - backends: [{service: catalog, weight: 80}, {service: catalog-v2, weight: 20}]
 `, "apply", "-f", "-")
 	meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "catalog", AppAddr: whoApp(t, "catalog")})
@@ -521,6 +531,9 @@ spec:
 		}
 		if code, _, h := getBody(t, c.client, c.url+"/flaky", nil); code != 418 || h.Get("X-Trellis-Fault") != "abort" {
 			t.Errorf("%s /flaky: %d, want the injected 418", c.name, code)
+		}
+		if code, _, h := getBody(t, c.client, c.url+"/rewrite", nil); code != 200 || h.Get("X-Routed") != "yes" {
+			t.Errorf("%s /rewrite: %d, header %v: want X-Routed: yes", c.name, code, h)
 		}
 	}
 }

@@ -181,7 +181,17 @@ func (g *Gateway) fastAccepts(req *h1.Head) bool {
 		mode = snap.PathMode
 	}
 	canon, err := policy.CanonicalPath(path, mode)
-	return err == nil && canon == path
+	if err != nil || canon != path {
+		return false
+	}
+	// A Route that rewrites response headers leaves the requests of its
+	// service to net/http, as on the outbound side.
+	if snap := g.o.cfg.Snapshot(); snap != nil && len(snap.Routes) > 0 {
+		if rule := snap.Gateway.Match(req.Host, path); rule != nil && g.o.rewritesResponses(rule.Service) {
+			return false
+		}
+	}
+	return true
 }
 
 // serveFast serves one HTTP/1.1 request on the fast path.

@@ -131,11 +131,12 @@ type outboundH2 struct {
 type outboundCall struct {
 	rt *route
 	e  *PeerEndpoint
+	rw *meshconfig.HeaderRewrite // a Route's response rewrite (route.go)
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	o := h.o
-	key, local := o.routeH2(req, h.key)
+	key, local, rw := o.routeH2(req, h.key)
 	if local != nil {
 		return nil, local, nil
 	}
@@ -155,7 +156,7 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return nil, localResponse(ew), nil
 	}
-	call := &outboundCall{rt: rt}
+	call := &outboundCall{rt: rt, rw: rw}
 	e := rt.bal.Pick(nil)
 	if e == nil {
 		ew = newErrorResponse()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -329,15 +330,15 @@ func (w *rewriteWriter) Flush() {
 }
 
 // routeH2 applies a Route on the HTTP/2 relay: the service key to send
-// the stream to, or the answer of an injected abort. Delays are not
-// injected here (the relay's reader would hold every stream of the
-// connection), nor response rewrites; requests with bodies (every gRPC
-// call) are not mirrored.
-func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response) {
+// the stream to and the response rewrite (outboundCall.RewriteResponse),
+// or the answer of an injected abort. Delays are not injected here (the
+// relay's reader would hold every stream of the connection); requests
+// with bodies (every gRPC call) are not mirrored.
+func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response, *meshconfig.HeaderRewrite) {
 	target, rd := o.routeRequest(key, req.Method, req.Path, req)
 	rule := rd.rule
 	if rule == nil {
-		return target, nil
+		return target, nil, nil
 	}
 	if w := rule.Request; w != nil {
 		for _, k := range w.RemoveLower {
@@ -358,10 +359,10 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 				{Name: "grpc-status", Value: strconv.Itoa(grpcCodeOf(rule.Abort))},
 				{Name: "grpc-message", Value: "fault injected by a Route"},
 				{Name: "x-trellis-fault", Value: "abort"},
-			}}
+			}}, nil
 		}
 		return target, &h2relay.Response{Status: rule.Abort.Status, Body: abortMessage,
-			Header: []hpack.HeaderField{{Name: "x-trellis-fault", Value: "abort"}}}
+			Header: []hpack.HeaderField{{Name: "x-trellis-fault", Value: "abort"}}}, nil
 	}
 	if req.EndStream && rule.Mirror.Mirrors() {
 		h := make(http.Header, len(req.Fields))
@@ -370,7 +371,30 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 		}
 		o.mirror(rd.c, rule.Mirror.Key, req.Method, req.Path, req.Authority, h, nil)
 	}
-	return target, nil
+	return target, nil, rule.Response
+}
+
+// RewriteResponse applies the call's Route response rewrite to a
+// response head on the HTTP/2 relay (h2relay.ResponseRewriter).
+func (call *outboundCall) RewriteResponse(fields []hpack.HeaderField) []hpack.HeaderField {
+	w := call.rw
+	if w == nil {
+		return fields
+	}
+	out := make([]hpack.HeaderField, 0, len(fields)+len(w.Set)+len(w.Add))
+	for _, f := range fields {
+		if slices.Contains(w.RemoveLower, f.Name) || slices.ContainsFunc(w.Set, func(s meshconfig.HeaderValue) bool { return s.Lower == f.Name }) {
+			continue
+		}
+		out = append(out, f)
+	}
+	for _, f := range w.Set {
+		out = append(out, hpack.HeaderField{Name: f.Lower, Value: f.Value})
+	}
+	for _, f := range w.Add {
+		out = append(out, hpack.HeaderField{Name: f.Lower, Value: f.Value})
+	}
+	return out
 }
 
 // rewritesResponses reports whether key's Route rewrites response

@@ -22,6 +22,14 @@ type Handler interface {
 	Done(r *Result)
 }
 
+// ResponseRewriter is an optional interface of the tag Handler.Route
+// returns with an upstream: the relay hands it each routed response's
+// head (pseudo-headers included, names in lowercase, valid only during
+// the call) before forwarding it, and forwards the fields it returns.
+type ResponseRewriter interface {
+	RewriteResponse(fields []hpack.HeaderField) []hpack.HeaderField
+}
+
 // Request is a stream's request head as the Handler sees it, valid only
 // during Route (the connection reuses it and its Fields): the Handler
 // copies what it needs later.
