@@ -104,6 +104,11 @@ func newRouteCheckCmd(g *globals) *cobra.Command {
 			if !ok || !names.IsDNSLabel(svc) || !names.IsDNSLabel(ns) {
 				return userError("route check: --to %q: want SERVICE.NAMESPACE, e.g. catalog.shop", f.to)
 			}
+			if f.from != "" {
+				if fs, fns, ok := strings.Cut(f.from, "."); !ok || !names.IsDNSLabel(fs) || !names.IsDNSLabel(fns) {
+					return userError("route check: --from %q: want SERVICE.NAMESPACE, e.g. frontend.shop", f.from)
+				}
+			}
 			if f.output != "text" && f.output != "json" {
 				return userError("route check: -o %q: want text or json", f.output)
 			}

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/servingcert"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -457,8 +458,10 @@ spec: {timeout: 10s}
 			t.Errorf("route check -o json lacks %q:\n%s", w, out)
 		}
 	}
-	if r := m.run(t, "", "route", "check", "--to", "catalog"); r.code == 0 || !strings.Contains(r.stderr, "want SERVICE.NAMESPACE") {
-		t.Errorf("--to catalog: %v", r)
+	for _, args := range [][]string{{"--to", "catalog"}, {"--to", "catalog.shop", "--from", "frontend"}, {"--to", "catalog.shop", "-H", "x"}, {"--to", "catalog.shop", "-o", "yaml"}, {"--to", "catalog.shop", "--path", "items"}} {
+		if r := m.run(t, "", append([]string{"route", "check"}, args...)...); r.code != cli.ExitUser || !strings.Contains(r.stderr, "route check: ") {
+			t.Errorf("route check %v: %v, want a usage error", args, r)
+		}
 	}
 }
 
