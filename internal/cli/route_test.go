@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -216,6 +217,22 @@ func TestRouteThroughProxies(t *testing.T) {
 		}
 		if d := time.Since(began); d < 40*time.Millisecond {
 			t.Errorf("/slow took %s, want at least the 40ms delay", d)
+		}
+	}
+
+	// The HTTP forward proxy (net/http) applies the Route too.
+	viaProxy := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(&url.URL{Scheme: "http", Host: m.front.HTTPProxyAddr()})}}
+	for range 100 {
+		req, _ := http.NewRequest("GET", "http://catalog.shop/items/3", nil)
+		req.Header.Set("X-Canary", "1")
+		resp, err := viaProxy.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "catalog-v2" {
+			t.Fatalf("through the HTTP proxy with x-canary: 1: %d %q, want catalog-v2", resp.StatusCode, b)
 		}
 	}
 
