@@ -95,6 +95,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		policycmd.New(policycmd.Env{
 			Stdin: g.stdin, Client: g.client, TokenConfigured: g.tokenConfigured, ReadObjects: readObjects,
 		}),
+		newRouteCmd(g),
 		newAuditCmd(g),
 		newTopCmd(g),
 		newAlertsCmd(g),

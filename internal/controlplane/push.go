@@ -448,6 +448,7 @@ func (p *pusher) currentView() (*snapshot.View, error) {
 		GatewayRoutes:   p.res.GatewayRoutes(),
 		EgressPolicies:  p.res.EgressPolicies(),
 		TrafficPolicies: p.res.TrafficPolicies(),
+		Routes:          p.res.Routes(),
 		ReportInterval:  p.reportInterval,
 		CollectorAddr:   p.collectorAddr,
 		VIPs:            vipOf,

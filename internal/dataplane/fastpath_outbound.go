@@ -17,6 +17,9 @@ import (
 // newUpstreamFast is the fast path of one explicit upstream listener.
 func (o *Outbound) newUpstreamFast(key string, ul *upstreamListener) *fastServer {
 	return &fastServer{
+		// A Route that rewrites response headers leaves its requests to
+		// net/http (forwardH1 writes response heads as they come).
+		accept:      func(*h1.Head) bool { return !o.rewritesResponses(key) },
 		handle:      func(fc *fastConn, req *h1.Head) bool { return o.serveFast(fc, req, key) },
 		idleTimeout: o.cfg.IdleTimeout,
 		conns:       &o.conns,
@@ -50,6 +53,14 @@ const maxFastAttempts = 3
 func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 	start := time.Now()
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
+	key, rd := o.routeRequest(key, req.Method, req.Target, req)
+	if rd.rule != nil {
+		rewriteH1(req, rd.rule.Request)
+		if answered, keep := o.faultFast(fc, req, rd); answered {
+			return keep
+		}
+		o.mirrorFast(fc, req, rd)
+	}
 	t, rt := o.lookup(key)
 	if t == nil {
 		ew := newErrorResponse()

@@ -181,7 +181,17 @@ func (g *Gateway) fastAccepts(req *h1.Head) bool {
 		mode = snap.PathMode
 	}
 	canon, err := policy.CanonicalPath(path, mode)
-	return err == nil && canon == path
+	if err != nil || canon != path {
+		return false
+	}
+	// A Route that rewrites response headers leaves the requests of its
+	// service to net/http, as on the outbound side.
+	if snap := g.o.cfg.Snapshot(); snap != nil && len(snap.Routes) > 0 {
+		if rule := snap.Gateway.Match(req.Host, path); rule != nil && g.o.rewritesResponses(rule.Service) {
+			return false
+		}
+	}
+	return true
 }
 
 // serveFast serves one HTTP/1.1 request on the fast path.
@@ -214,7 +224,15 @@ func (g *Gateway) serveFast(fc *fastConn, req *h1.Head) bool {
 	}
 	g.forwardedFor(&fc.view, fc.peer.addr, fc.isTLS)
 	fc.view.Req = nil
-	t, rt := g.o.lookup(rule.Service)
+	svc, rd := g.o.routeRequest(rule.Service, req.Method, req.Target, req)
+	if rd.rule != nil {
+		rewriteH1(req, rd.rule.Request)
+		if answered, keep := g.o.faultFast(fc, req, rd); answered {
+			return keep
+		}
+		g.o.mirrorFast(fc, req, rd)
+	}
+	t, rt := g.o.lookup(svc)
 	if t == nil || rt == nil || rt.tcp {
 		ew := newErrorResponse()
 		g.unroutable(ew, rule, rt)
@@ -343,7 +361,11 @@ func (h gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forwardedFor(view, gc.addr, gc.tls)
-	t, rt := g.o.lookup(rule.Service)
+	svc, w, done := g.o.routeHTTP(w, r, rule.Service)
+	if done {
+		return
+	}
+	t, rt := g.o.lookup(svc)
 	if t == nil || rt == nil || rt.tcp {
 		g.unroutable(w, rule, rt)
 		return

@@ -139,27 +139,32 @@ type outboundCall struct {
 	grpc bool
 	// held: the call holds a slot of rt's circuit breaker.
 	held bool
+	rw *meshconfig.HeaderRewrite // a Route's response rewrite (route.go)
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	o := h.o
-	t, rt := o.lookup(h.key)
+	key, local, rw := o.routeH2(req, h.key)
+	if local != nil {
+		return nil, local, nil
+	}
+	t, rt := o.lookup(key)
 	var ew *errorResponse
 	if t == nil || rt == nil || rt.tcp {
 		ew = newErrorResponse()
 	}
 	switch {
 	case t == nil:
-		o.refuse(ew, h.key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
+		o.refuse(ew, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")
 		return nil, localResponse(ew), nil
 	case rt == nil:
-		o.refuse(ew, h.key, nil, failUnknown, http.StatusServiceUnavailable, unknownMessage)
+		o.refuse(ew, key, nil, failUnknown, http.StatusServiceUnavailable, unknownMessage)
 		return nil, localResponse(ew), nil
 	case rt.tcp:
-		o.refuse(ew, h.key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
+		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return nil, localResponse(ew), nil
 	}
-	call := &outboundCall{rt: rt}
+	call := &outboundCall{rt: rt, rw: rw}
 	if limit := rt.brk.tryAcquire(); limit != "" {
 		ew = newErrorResponse()
 		o.overflow(ew, rt, limit)

@@ -53,6 +53,8 @@ type Outbound struct {
 	srvMu   sync.Mutex
 	servers map[*http.Server]struct{}
 	closed  bool
+
+	mirrorsInFlight atomic.Int32 // Routes' mirrored copies (route.go)
 }
 
 type routeTable struct {
@@ -307,6 +309,10 @@ func (h upstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // where the app chose the name).
 func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string, unknownCode int) {
 	start := time.Now()
+	key, w, done := o.routeHTTP(w, r, key)
+	if done {
+		return
+	}
 	t, rt := o.lookup(key)
 	if t == nil {
 		o.refuse(w, key, nil, failNoConfig, http.StatusServiceUnavailable, "no mesh configuration yet")

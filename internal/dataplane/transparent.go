@@ -179,6 +179,7 @@ func (cp *captureLoop) serveMesh(c net.Conn, dst netip.AddrPort, rt *route) {
 	// HTTP/1.1 takes the fast path (fastpath.go); it hands anything else
 	// (h2c, upgrades, ...) to the capture's HTTP server.
 	fast := &fastServer{
+		accept:      func(*h1.Head) bool { return !cp.o.rewritesResponses(rt.key) }, // as newUpstreamFast
 		handle:      func(fc *fastConn, req *h1.Head) bool { return cp.o.serveFast(fc, req, rt.key) },
 		idleTimeout: cp.o.cfg.IdleTimeout,
 		conns:       &cp.o.conns,

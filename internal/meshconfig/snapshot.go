@@ -128,6 +128,9 @@ type Snapshot struct {
 	// an address in them that ServiceByVIP lacks is for a service to ask
 	// the control plane for, not passthrough.
 	VIPRanges []netip.Prefix
+	// Routes are the Routes of the services this proxy calls, by the
+	// addressed service's key; nil without any.
+	Routes map[string]*Route
 }
 
 // InVIPRange reports whether ip lies in a virtual IP range.
@@ -251,6 +254,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, err
 	}
 	if err := compileTraffic(out, s.GetTrafficPolicies()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if err := compileRoutes(out, s.GetRoutes()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	for i, r := range s.GetMesh().GetVirtualIpRanges() {

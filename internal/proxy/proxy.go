@@ -464,10 +464,11 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 	p.snap.Store(snap)
 	p.extAuthz.Retain(snap.ExtAuthz) // close providers the new config dropped
 	p.disc.notify()
-	for _, key := range snap.Gateway.Services() {
+	for _, key := range append(snap.Gateway.Services(), snap.RouteServices()...) {
 		if snap.Services[key] == nil {
-			// A gateway asks for its routes' services before the first
-			// request does.
+			// A gateway asks for its routes' services, and a proxy for
+			// its Routes' backends and mirrors, before the first request
+			// does.
 			go p.disc.Discover(key, netip.Addr{})
 		}
 	}

@@ -96,6 +96,15 @@ var kinds = []kind{
 		},
 		spec: func(errs *errorList, raw json.RawMessage) any { return trafficPolicySpec(errs, raw) },
 	},
+	{
+		KindInfo: KindInfo{
+			Kind:       KindRoute,
+			Plural:     "routes",
+			Aliases:    []string{"route", "rt"},
+			Namespaced: true,
+		},
+		spec: func(errs *errorList, raw json.RawMessage) any { return routeSpec(errs, raw) },
+	},
 }
 
 // Kinds returns every kind Trellis knows, in a stable order. The caller owns

@@ -14,8 +14,9 @@ func TestRef(t *testing.T) {
 		{Object{Kind: KindAuthorizationPolicy, Metadata: Metadata{Name: "a"}}, "AuthorizationPolicy default/a"},
 		{Object{Kind: KindMesh, Metadata: Metadata{Name: "default"}}, "Mesh default"},
 		{Object{Kind: KindMesh, Metadata: Metadata{Name: "default", Namespace: "shop"}}, "Mesh default"},
-		{Object{Kind: "Route", Metadata: Metadata{Name: "r", Namespace: "shop"}}, "Route shop/r"},
-		{Object{Kind: "Route", Metadata: Metadata{Name: "r"}}, "Route r"},
+		{Object{Kind: "VirtualService", Metadata: Metadata{Name: "r", Namespace: "shop"}}, "VirtualService shop/r"},
+		{Object{Kind: KindRoute, Metadata: Metadata{Name: "r"}}, "Route default/r"},
+		{Object{Kind: "VirtualService", Metadata: Metadata{Name: "r"}}, "VirtualService r"},
 		{Object{Kind: KindAuthorizationPolicy, Metadata: Metadata{Namespace: "shop"}}, "AuthorizationPolicy shop/<unnamed>"},
 		{Object{Metadata: Metadata{Name: "x"}}, "x"},
 	}
@@ -66,6 +67,7 @@ func TestKinds(t *testing.T) {
 		{Kind: "GatewayRoute", Plural: "gatewayroutes", Aliases: []string{"gatewayroute", "gwroute", "gr"}, Namespaced: true},
 		{Kind: "EgressPolicy", Plural: "egresspolicies", Aliases: []string{"egresspolicy", "egress"}, Namespaced: true},
 		{Kind: "TrafficPolicy", Plural: "trafficpolicies", Aliases: []string{"trafficpolicy", "tp"}, Namespaced: true},
+		{Kind: "Route", Plural: "routes", Aliases: []string{"route", "rt"}, Namespaced: true},
 	}
 	if !slices.EqualFunc(got, want, func(a, b KindInfo) bool {
 		return a.Kind == b.Kind && a.Plural == b.Plural && a.Namespaced == b.Namespaced && slices.Equal(a.Aliases, b.Aliases)

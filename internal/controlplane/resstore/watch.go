@@ -25,6 +25,7 @@ var (
 	grPrefix       = resourcePrefix + "gatewayroutes/"
 	egressPrefix   = resourcePrefix + "egresspolicies/"
 	trafficPrefix  = resourcePrefix + "trafficpolicies/"
+	routePrefix    = resourcePrefix + "routes/"
 )
 
 // selected are the kinds proxies get the objects of that select them,
@@ -35,6 +36,7 @@ var selected = map[string]func(*resource.Object) (snapshot.Policy, error){
 	grPrefix:      snapshot.GatewayRouteFromObject,
 	egressPrefix:  snapshot.EgressPolicyFromObject,
 	trafficPrefix: snapshot.TrafficPolicyFromObject,
+	routePrefix:   snapshot.RouteFromObject,
 }
 
 // Cache is the decoded view of the resources snapshots are built from,
@@ -101,6 +103,9 @@ func (c *Cache) GatewayRoutes() []snapshot.Policy { return c.selectedUnder(grPre
 
 // TrafficPolicies returns the TrafficPolicy resources, in no order.
 func (c *Cache) TrafficPolicies() []snapshot.Policy { return c.selectedUnder(trafficPrefix) }
+
+// Routes returns the Route resources, in no order.
+func (c *Cache) Routes() []snapshot.Policy { return c.selectedUnder(routePrefix) }
 
 // EgressPolicies returns the EgressPolicy resources, in no order.
 func (c *Cache) EgressPolicies() []snapshot.Policy { return c.selectedUnder(egressPrefix) }

@@ -104,6 +104,13 @@ func TrafficPolicyFromObject(o *resource.Object) (Policy, error) {
 	return selectedPolicy(o, spec, spec.Selector, err)
 }
 
+// RouteFromObject decodes a stored Route for the proxies that call its
+// spec.service (callsInto: Selector.Service is that service).
+func RouteFromObject(o *resource.Object) (Policy, error) {
+	spec, err := resource.RouteSpecOf(o)
+	return selectedPolicy(o, spec, resource.Selector{Service: spec.Service}, err)
+}
+
 // callsInto reports whether the client-side resource p (a TrafficPolicy,
 // or a Route with its service in Selector) is about a service of svcs:
 // in p's namespace, p's service or, without one, any.

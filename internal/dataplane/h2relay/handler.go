@@ -1,6 +1,7 @@
 package h2relay
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +20,14 @@ type Handler interface {
 	Route(req *Request) (up *Conn, local *Response, tag any)
 	// Done reports a finished stream (answered, reset or failed).
 	Done(r *Result)
+}
+
+// ResponseRewriter is an optional interface of the tag Handler.Route
+// returns with an upstream: the relay hands it each routed response's
+// head (pseudo-headers included, names in lowercase, valid only during
+// the call) before forwarding it, and forwards the fields it returns.
+type ResponseRewriter interface {
+	RewriteResponse(fields []hpack.HeaderField) []hpack.HeaderField
 }
 
 // Request is a stream's request head as the Handler sees it, valid only
@@ -177,13 +186,15 @@ func filterFields(fields []hpack.HeaderField) []hpack.HeaderField {
 func localFields(r *Response) []hpack.HeaderField {
 	out := make([]hpack.HeaderField, 0, 3+len(r.Header))
 	ct := r.ContentType
-	if ct == "" {
+	if ct == "" && !slices.ContainsFunc(r.Header, func(f hpack.HeaderField) bool { return f.Name == "content-type" }) {
+		// A Header with its own content-type (a gRPC trailers-only
+		// answer) replaces the plain-text one.
 		ct = "text/plain; charset=utf-8"
 	}
-	out = append(out,
-		hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.Status)},
-		hpack.HeaderField{Name: "content-type", Value: ct},
-	)
+	out = append(out, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(r.Status)})
+	if ct != "" {
+		out = append(out, hpack.HeaderField{Name: "content-type", Value: ct})
+	}
 	if r.ContentType == "" || r.Body != "" {
 		out = append(out, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(r.Body))})
 	}

@@ -448,6 +448,9 @@ func (c *Conn) onResponseHeaders(f *head) error {
 			st.mu.Unlock()
 		}
 	}
+	if rw, ok := st.res.Tag.(ResponseRewriter); ok && head {
+		fields = rw.RewriteResponse(fields)
+	}
 	c.forwardHeaders(st, &st.ends[sideDown], filterFields(fields), end, head)
 	return nil
 }

@@ -50,7 +50,9 @@ type Metrics struct {
 	grpcStatus       *prometheus.CounterVec
 	traffic          trafficVecs
 	protection       trafficCollectors
+	routeEvents      *prometheus.CounterVec // routes.go
 
+	routes   cowmap.Map[routeKey, *RouteCounters]
 	dests    cowmap.Map[destKey, *Dest]
 	sources  cowmap.Map[sourceKey, *Source]
 	policies cowmap.Map[string, *[2]prometheus.Counter] // [deny, allow]
@@ -101,12 +103,13 @@ func New() *Metrics {
 			Name: "trellis_grpc_responses_total",
 			Help: "gRPC responses relayed by the HTTP/2 path, by grpc-status.",
 		}, []string{"direction", "destination_service", "destination_namespace", "grpc_status"}),
-		protection: newTrafficCollectors(),
+		protection:  newTrafficCollectors(),
+		routeEvents: newRouteEvents(),
 	}
 	m.traffic = newTrafficVecs()
 	m.reg.MustRegister(m.traffic.retries, m.traffic.skipped, m.traffic.timeouts)
 	m.reg.MustRegister(m.protection.collectors()...)
-	m.reg.MustRegister(m.grpcStatus, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
+	m.reg.MustRegister(m.grpcStatus, m.routeEvents, m.requests, m.duration, m.tcpConns, m.tcpSent, m.tcpReceived, m.authz, m.rejected, m.refused, m.upstreamFailures,
 		// go_* and process_*, as on the control plane and collector: a
 		// sidecar's memory, CPU, goroutines and file descriptors.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

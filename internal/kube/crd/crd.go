@@ -47,6 +47,7 @@ var specTypes = map[string]reflect.Type{
 	resource.KindGatewayRoute:        reflect.TypeFor[resource.GatewayRouteSpec](),
 	resource.KindEgressPolicy:        reflect.TypeFor[resource.EgressPolicySpec](),
 	resource.KindTrafficPolicy:       reflect.TypeFor[resource.TrafficPolicySpec](),
+	resource.KindRoute:               reflect.TypeFor[resource.RouteSpec](),
 }
 
 // columns are each kind's printer columns (kubectl get), before the
@@ -84,6 +85,9 @@ var columns = map[string][]apiextensionsv1.CustomResourceColumnDefinition{
 		{Name: "Service", Type: "string", JSONPath: ".spec.selector.service"},
 		{Name: "Timeout", Type: "string", JSONPath: ".spec.timeout"},
 		{Name: "LB", Type: "string", JSONPath: ".spec.loadBalancer.policy"},
+	},
+	resource.KindRoute: {
+		{Name: "Service", Type: "string", JSONPath: ".spec.service"},
 	},
 }
 
