@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
@@ -33,11 +34,19 @@ func applyDelta(base *pb.Snapshot, d *pb.SnapshotDelta) (*pb.Snapshot, error) {
 	for _, s := range d.GetServices() {
 		byKey[s.GetName()+"."+s.GetNamespace()] = s
 	}
-	out := &pb.Snapshot{
-		Version: d.GetVersion(), Hash: d.GetHash(),
-		Mesh: base.GetMesh(), TrustBundle: base.GetTrustBundle(), Policies: base.GetPolicies(),
-		ReportIntervalSeconds: base.GetReportIntervalSeconds(), Issuer: base.GetIssuer(), Peers: base.GetPeers(),
-	}
+	// Every field but the services comes from base (by reflection, so a
+	// field added to Snapshot is carried too).
+	out := &pb.Snapshot{}
+	or := out.ProtoReflect()
+	base.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch fd.Name() {
+		case "services", "version", "hash":
+		default:
+			or.Set(fd, v)
+		}
+		return true
+	})
+	out.Version, out.Hash = d.GetVersion(), d.GetHash()
 	for _, s := range byKey {
 		out.Services = append(out.Services, s)
 	}

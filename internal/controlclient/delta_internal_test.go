@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
 
@@ -49,5 +51,35 @@ func TestApplyDelta(t *testing.T) {
 		if _, err := applyDelta(tc.base, tc.d); err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "send the whole snapshot") {
 			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// A delta carries every field of the running snapshot but its services:
+// each per-workload list (JWTAuthentications, RateLimits, GatewayRoutes,
+// EgressPolicies, TrafficPolicies, Routes...) stays, and the result
+// hashes as the control plane's whole snapshot would. Every field of
+// Snapshot is set here, so a field added later is covered or this fails.
+func TestApplyDeltaCarriesEveryField(t *testing.T) {
+	base := &pb.Snapshot{Version: "4", Mesh: &pb.MeshConfig{MtlsMode: "STRICT"}, TrustBundle: [][]byte{{1}}, ReportIntervalSeconds: 10, Issuer: "ca-1",
+		Services: []*pb.Service{svc("catalog", "10.0.0.1:1")}, Peers: []*pb.PeerIdentity{{SpiffeId: "spiffe://x/ns/a/sa/b", Service: "b"}}}
+	raw := [][]byte{[]byte(`{"k":1}`)}
+	base.Policies, base.JwtAuthentications, base.RateLimits, base.GatewayRoutes = raw, raw, raw, raw
+	base.EgressPolicies, base.TrafficPolicies, base.Routes = raw, raw, raw
+	fields := base.ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		if fd := fields.Get(i); fd.Name() != "version" && fd.Name() != "hash" && !base.ProtoReflect().Has(fd) {
+			t.Fatalf("Snapshot field %s is not set in this test: set it, so that deltas are known to carry it", fd.Name())
+		}
+	}
+	withHash(t, base)
+	want := proto.CloneOf(base)
+	want.Version, want.Services = "5", []*pb.Service{svc("catalog", "10.0.0.9:1")}
+	withHash(t, want)
+	got, err := applyDelta(base, &pb.SnapshotDelta{Version: "5", Hash: want.Hash, BaseVersion: "4", Services: []*pb.Service{svc("catalog", "10.0.0.9:1")}})
+	if err != nil {
+		t.Fatalf("applyDelta: %v", err)
+	}
+	if !proto.Equal(got, want) {
+		t.Errorf("applied delta:\n%v\nwant\n%v", got, want)
 	}
 }

@@ -1,10 +1,10 @@
 package controlplane
 
 import (
-	"bytes"
 	"slices"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 )
@@ -64,11 +64,34 @@ func (d *deltaSender) resync(version string) *pb.Snapshot {
 	return d.last
 }
 
-// onlyServicesDiffer reports whether a and b differ in services alone.
+// onlyServicesDiffer reports whether a and b differ in services alone:
+// every other field of the snapshot (the mesh, trust, policies, and each
+// per-workload list added since) compares equal. Fields are found by
+// reflection, so a field added to Snapshot is never left out of deltas.
 func onlyServicesDiffer(a, b *pb.Snapshot) bool {
-	return (a.Mesh == b.Mesh || proto.Equal(a.Mesh, b.Mesh)) &&
-		slices.EqualFunc(a.TrustBundle, b.TrustBundle, bytes.Equal) &&
-		slices.EqualFunc(a.Policies, b.Policies, bytes.Equal) &&
-		a.ReportIntervalSeconds == b.ReportIntervalSeconds && a.Issuer == b.Issuer &&
-		slices.EqualFunc(a.Peers, b.Peers, func(x, y *pb.PeerIdentity) bool { return proto.Equal(x, y) })
+	if a.Mesh != b.Mesh && !proto.Equal(a.Mesh, b.Mesh) {
+		return false
+	}
+	ar, br := a.ProtoReflect(), b.ProtoReflect()
+	fields := ar.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if !carried(fd) || fd.Name() == "mesh" {
+			continue
+		}
+		if ar.Has(fd) != br.Has(fd) || ar.Has(fd) && !ar.Get(fd).Equal(br.Get(fd)) {
+			return false
+		}
+	}
+	return true
+}
+
+// carried reports whether a delta leaves the Snapshot field fd as the
+// proxy runs it: everything but the services and the version and hash.
+func carried(fd protoreflect.FieldDescriptor) bool {
+	switch fd.Name() {
+	case "services", "version", "hash":
+		return false
+	}
+	return true
 }
