@@ -139,7 +139,7 @@ type outboundCall struct {
 	grpc bool
 	// held: the call holds a slot of rt's circuit breaker.
 	held bool
-	rw *meshconfig.HeaderRewrite // a Route's response rewrite (route.go)
+	rw   *meshconfig.HeaderRewrite // a Route's response rewrite (route.go)
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
