@@ -17,7 +17,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// Routes (kind Route, docs/traffic-routes.md) act at the outbound entry
+// Routes (kind Route, docs/traffic.md) act at the outbound entry
 // points, before the forward loops: match the request, choose a backend
 // by weight, rewrite request headers, inject faults, mirror a copy, then
 // forward to the backend's route as if the app had called it.

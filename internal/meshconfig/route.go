@@ -14,7 +14,7 @@ import (
 )
 
 // Route is one Route compiled: how this proxy steers the requests its
-// app addresses to one service (docs/traffic-routes.md). Immutable once
+// app addresses to one service (docs/traffic.md). Immutable once
 // built; matching and choosing allocate nothing.
 type Route struct {
 	// Ref is "namespace/name".

@@ -12,7 +12,7 @@ import (
 )
 
 // KindRoute splits, steers, mirrors and fault-injects the requests
-// callers address to one service (docs/traffic-routes.md). Like a
+// callers address to one service (docs/traffic.md). Like a
 // TrafficPolicy it applies on the caller's side, in every proxy that
 // calls spec.service.
 const KindRoute = "Route"
