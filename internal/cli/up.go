@@ -23,6 +23,8 @@ func newUpCmd() *cobra.Command {
 		Short: "Run a demo mesh on this machine until Ctrl-C",
 		Long: "up runs a whole demo mesh in one process: a control plane on a temporary data dir, three demo\n" +
 			"services (frontend calling catalog and payments in namespace shop), a sidecar proxy beside each,\n" +
+			"a canary catalog-v2 taking 10% of catalog's requests (a Route), retries of catalog's flaky 503s\n" +
+			"within a budget (a TrafficPolicy),\n" +
 			"the policies for exactly those calls, an ingress gateway for https://shop.example.com with a demo\n" +
 			"identity provider and users' tokens, and a light traffic generator.",
 		Args: noArgs,
@@ -83,10 +85,12 @@ func printBanner(cmd *cobra.Command, m *demo.Mesh) {
 	fmt.Fprintf(out, "  export TRELLIS_API=%s TRELLIS_TOKEN_FILE=%s\n", m.Control.APIURL(), token)
 	fmt.Fprintf(out, "  bin/trellis get authz -n shop              # the policies that let exactly these calls through\n")
 	fmt.Fprintf(out, "  bin/trellis get mesh\n")
-	fmt.Fprintf(out, "  bin/trellis top --watch 2s                 # live traffic per service and per edge\n")
+	fmt.Fprintf(out, "  bin/trellis top --watch 2s                 # live traffic per edge: frontend->catalog-v2 is the 10%% canary\n")
+	fmt.Fprintf(out, "  bin/trellis route check --from frontend.shop --to catalog.shop --path /items   # the split, and catalog's retries and budget\n")
 	if p, ok := m.Proxies["frontend"]; ok {
 		fmt.Fprintf(out, "  curl http://%s/config                 # what the frontend's proxy knows\n", p.AdminAddr())
 		fmt.Fprintf(out, "  curl -s http://%s/metrics | grep trellis_requests_total\n", p.AdminAddr())
+		fmt.Fprintf(out, "  curl -s http://%s/metrics | grep trellis_retries   # catalog's 503s, retried within the budget\n", p.AdminAddr())
 		if a := p.HTTPProxyAddr(); a != "" {
 			fmt.Fprintf(out, "  curl -x http://%s http://catalog.shop/items   # through the frontend's HTTP proxy port\n", a)
 		}

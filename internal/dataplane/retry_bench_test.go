@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/resource"
 )
 
 // BenchmarkThroughProxiesWithTrafficPolicy is BenchmarkThroughProxies
@@ -19,6 +20,36 @@ func BenchmarkThroughProxiesWithTrafficPolicy(b *testing.B) {
 	svc := *m.svc
 	svc.Traffic = tp
 	snap.Services = map[string]*meshconfig.Service{svc.Key(): &svc}
+	m.snap.set(&snap)
+	c := benchClient(b)
+	req := benchRequest(b, m.url("/bench"))
+	benchGet(b, c, req)
+	b.ReportAllocs()
+	cpu := startCPU()
+	for b.Loop() {
+		benchGet(b, c, req)
+	}
+	cpu.report(b)
+}
+
+// BenchmarkThroughProxiesWithTrafficPolicyAndRoute adds a canary Route to
+// BenchmarkThroughProxiesWithTrafficPolicy: a header-matched rule the
+// request does not match, then a weighted rule back to the service.
+func BenchmarkThroughProxiesWithTrafficPolicyAndRoute(b *testing.B) {
+	m := newMesh(b, meshOptions{app: benchApp()})
+	tp := &meshconfig.TrafficPolicy{Ref: "shop/catalog", Timeout: 5 * time.Second, Retry: &meshconfig.RetryPolicy{
+		Attempts: 2, PerTryTimeout: time.Second, On: meshconfig.Retry5xx | meshconfig.RetryReset, BudgetRatio: 0.2, BudgetMinPerSecond: 10,
+	}}
+	snap := *m.snap.get()
+	svc := *m.svc
+	svc.Traffic = tp
+	snap.Services = map[string]*meshconfig.Service{svc.Key(): &svc}
+	w := 100
+	spec := &resource.RouteSpec{Service: svc.Name, Rules: []resource.RouteRule{
+		{Matches: []resource.RouteMatch{{Headers: map[string]string{"x-canary": "1"}}}, Backends: []resource.RouteBackend{{Service: "catalog-v2", Weight: &w}}},
+		{Backends: []resource.RouteBackend{{Service: svc.Name, Weight: &w}}},
+	}}
+	snap.Routes = map[string]*meshconfig.Route{svc.Key(): meshconfig.RouteOf(svc.Namespace+"/canary", svc.Namespace, spec)}
 	m.snap.set(&snap)
 	c := benchClient(b)
 	req := benchRequest(b, m.url("/bench"))

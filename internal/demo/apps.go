@@ -6,16 +6,26 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
-// catalogApp lists items; it shows who called it, as the mesh told it.
-func catalogApp() http.Handler {
+// catalogApp lists items; it shows who called it, as the mesh told it,
+// and which version answered. failEvery > 0 answers every failEvery-th
+// request 503 (the demo's flaky catalog, whose TrafficPolicy retries hide
+// it from the frontend).
+func catalogApp(version string, failEvery int64) http.Handler {
+	var n atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /items", func(w http.ResponseWriter, r *http.Request) {
+		if failEvery > 0 && n.Add(1)%failEvery == 0 {
+			http.Error(w, "catalog: a flaky moment", http.StatusServiceUnavailable)
+			return
+		}
 		writeJSON(w, map[string]any{
-			"items":  []map[string]any{{"id": 1, "name": "trellis", "price": 1200}, {"id": 2, "name": "vine", "price": 300}},
-			"caller": callerOf(r),
+			"items":   []map[string]any{{"id": 1, "name": "trellis", "price": 1200}, {"id": 2, "name": "vine", "price": 300}},
+			"caller":  callerOf(r),
+			"version": version,
 		})
 	})
 	return mux

@@ -124,7 +124,8 @@ func Start(ctx context.Context, opts Options) (_ *Mesh, err error) {
 	}
 
 	workloads := []workload{
-		{name: "catalog", offset: 200, handler: func(*Mesh) http.Handler { return catalogApp() }},
+		{name: "catalog", offset: 200, handler: func(*Mesh) http.Handler { return catalogApp("v1", 10) }},
+		{name: "catalog-v2", offset: 500, handler: func(*Mesh) http.Handler { return catalogApp("v2", 0) }},
 		{name: "payments", offset: 300, handler: func(*Mesh) http.Handler { return paymentsApp() }},
 		{name: "frontend", offset: 100, upstreams: []string{"catalog", "payments"}, handler: func(m *Mesh) http.Handler {
 			return frontendApp("http://"+m.port(102), "http://"+m.port(103))
@@ -278,8 +279,10 @@ func (m *Mesh) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// demoPolicies let exactly frontend -> catalog (GET) and frontend ->
-// payments (POST /charge) through.
+// demoPolicies let exactly frontend -> catalog (GET), its canary
+// catalog-v2 (GET) and payments (POST /charge) through; a Route sends 10%
+// of catalog's requests to catalog-v2, and a TrafficPolicy retries
+// catalog's flaky 503s within a budget.
 const demoPolicies = `
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -290,6 +293,34 @@ spec:
   rules:
   - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
     to:   [{methods: [GET], paths: ["/items", "/items/*"]}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: frontend-reads-catalog-v2, namespace: shop}
+spec:
+  selector: {service: catalog-v2}
+  action: ALLOW
+  rules:
+  - from: [{principals: ["spiffe://trellis.local/ns/shop/sa/frontend"]}]
+    to:   [{methods: [GET], paths: ["/items", "/items/*"]}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: catalog-canary, namespace: shop}
+spec:
+  service: catalog
+  rules:
+  - matches: [{headers: {x-canary: "1"}}]
+    backends: [{service: catalog-v2}]
+  - backends: [{service: catalog, weight: 90}, {service: catalog-v2, weight: 10}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: catalog, namespace: shop}
+spec:
+  selector: {service: catalog}
+  timeout: 2s
+  retries: {attempts: 2, on: [5xx, reset, connect-failure], budget: {ratio: 0.2, minPerSecond: 10}}
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: AuthorizationPolicy

@@ -89,13 +89,28 @@ func TestDemoMesh(t *testing.T) {
 		for _, e := range g.Edges {
 			edges[e.Source.Service+"->"+e.Destination.Service] = e.Requests
 		}
-		if edges["frontend->catalog"] > 0 && edges["frontend->payments"] > 0 {
+		// catalog-v2 gets the canary's 10% (the Route catalog-canary).
+		if edges["frontend->catalog"] > 0 && edges["frontend->payments"] > 0 && edges["frontend->catalog-v2"] > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("service graph after 10s has edges %v, want frontend->catalog and frontend->payments", edges)
+			t.Fatalf("service graph after 10s has edges %v, want frontend->catalog, frontend->catalog-v2 and frontend->payments", edges)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// catalog answers every 10th request 503; the frontend's proxy
+	// retried them (TrafficPolicy catalog), so the generator saw none.
+	testutil.EventuallyWithin(t, 10*time.Second, "the frontend's proxy retried catalog's 503s", func() bool {
+		resp, err := http.Get("http://" + m.Proxies["frontend"].AdminAddr() + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(b), `trellis_retries_total{destination_namespace="shop",destination_service="catalog"}`)
+	})
+	if ok, fail := m.Traffic(); fail > 0 {
+		t.Errorf("traffic generator: %d ok, %d failed: retries should hide catalog's 503s", ok, fail)
 	}
 	// Every proxy serves /ready and metrics.
 	for name, p := range m.Proxies {

@@ -165,7 +165,7 @@ func benchMain(args []string) error {
 }
 
 // allTopologies in report order.
-var allTopologies = []string{"direct", "trellis", "trellis-gateway", "trellis-gateway-jwt", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
+var allTopologies = []string{"direct", "trellis", "trellis-traffic", "trellis-gateway", "trellis-gateway-jwt", "nginx", "haproxy", "direct-grpc", "trellis-grpc"}
 
 // parseLevels reads -levels: rates and "max" (closed loop).
 func parseLevels(s string) ([]level, error) {
@@ -299,7 +299,7 @@ func run(ctx context.Context, o options) error {
 // rotates. It returns their part of the report.
 func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func(string) bool) (string, error) {
 	var err error
-	wantHTTP := want("direct") || want("trellis") || want("trellis-gateway") || want("trellis-gateway-jwt") || want("nginx") || want("haproxy")
+	wantHTTP := want("direct") || want("trellis") || want("trellis-traffic") || want("trellis-gateway") || want("trellis-gateway-jwt") || want("nginx") || want("haproxy")
 	wantGRPC := want("direct-grpc") || want("trellis-grpc")
 	var upstream, grpcUpstream string
 	if wantHTTP {
@@ -327,6 +327,7 @@ func (e *env) runRounds(ctx context.Context, o options, pc *peerCerts, want func
 		name  string
 		start func() (*topology, error)
 	}{
+		{"trellis-traffic", func() (*topology, error) { return e.startTraffic(ctx, upstream) }},
 		{"trellis-gateway", func() (*topology, error) { return e.startGateway(ctx, upstream, false) }},
 		{"trellis-gateway-jwt", func() (*topology, error) { return e.startGateway(ctx, upstream, true) }},
 		{"nginx", func() (*topology, error) { return e.startNginx(ctx, upstream, pc) }},
