@@ -78,7 +78,12 @@ func BenchmarkDirect(b *testing.B) {
 }
 
 func BenchmarkThroughProxies(b *testing.B) {
-	m := newMesh(b, meshOptions{app: benchApp()})
+	benchThrough(b, newMesh(b, meshOptions{app: benchApp()}))
+}
+
+// benchThrough times GET /bench through m's proxies, one at a time,
+// reporting allocations and CPU per request.
+func benchThrough(b *testing.B, m *mesh) {
 	c := benchClient(b)
 	req := benchRequest(b, m.url("/bench"))
 	benchGet(b, c, req)
