@@ -23,8 +23,9 @@ import (
 // An HTTPRoute with a Service parent and a 90/10 split, created through
 // the API server with the Gateway API's own CRDs, becomes a Trellis Route
 // of the source, and its status.parents says Accepted=True; an unsupported
-// filter gives Accepted=False (UnsupportedValue) and takes the Route away;
-// a GRPCRoute is converted too.
+// filter gives Accepted=False (UnsupportedValue) and makes no Route; a
+// missing backend Service gives ResolvedRefs=False (BackendNotFound) until
+// it is created; a GRPCRoute is converted too.
 func TestGatewayAPIRoutesOnARealAPIServer(t *testing.T) {
 	c := kubetest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -94,7 +95,7 @@ spec:
 		got.Rules[0].Backends[1].Service != "catalog-v2" || got.Rules[0].Backends[1].WeightOf() != 10 {
 		t.Fatalf("routes at start: %+v, want shop/httproute.canary.catalog splitting catalog 90/10 to catalog-v1 and catalog-v2", routes())
 	}
-	status := func(name string) (accepted metav1.Condition, gen int64) {
+	condition := func(name, typ string) (cond metav1.Condition, gen int64) {
 		u, err := httpRoutes.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -108,13 +109,14 @@ spec:
 				continue
 			}
 			for _, c := range p.Conditions {
-				if c.Type == gatewayapi.ConditionAccepted {
+				if c.Type == typ {
 					return c, hr.Generation
 				}
 			}
 		}
 		return metav1.Condition{}, hr.Generation
 	}
+	status := func(name string) (metav1.Condition, int64) { return condition(name, gatewayapi.ConditionAccepted) }
 	testutil.Eventually(t, "canary Accepted=True in status.parents", func() bool {
 		a, gen := status("canary")
 		return a.Status == metav1.ConditionTrue && a.Reason == gatewayapi.ReasonAccepted && a.ObservedGeneration == gen
@@ -138,6 +140,32 @@ spec:
 	if _, ok := routes()["shop/httproute.rewrite.catalog-v2"]; ok {
 		t.Error("the refused HTTPRoute made a Route")
 	}
+
+	// A backend Service missing: ResolvedRefs=False until it is created.
+	create(`apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: early, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: catalog-v1}]
+  rules:
+  - backendRefs: [{name: catalog-v3, port: 8080}]
+`)
+	testutil.Eventually(t, "early ResolvedRefs=False BackendNotFound", func() bool {
+		r, _ := condition("early", gatewayapi.ConditionResolvedRefs)
+		a, _ := status("early")
+		return r.Status == metav1.ConditionFalse && r.Reason == gatewayapi.ReasonBackendNotFound && a.Status == metav1.ConditionTrue
+	})
+	if _, err := client.CoreV1().Services("shop").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "catalog-v3", Namespace: "shop"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "early ResolvedRefs=True once catalog-v3 exists", func() bool {
+		r, _ := condition("early", gatewayapi.ConditionResolvedRefs)
+		e := routes()["shop/httproute.early.catalog-v1"]
+		return r.Status == metav1.ConditionTrue && len(e.Rules) == 1 && len(e.Rules[0].Backends) == 1 && e.Rules[0].Fault == nil
+	})
 
 	// A GRPCRoute; then deleting the HTTPRoute takes its Route away.
 	if _, err := dyn.Resource(resources.GRPCRoutes).Namespace("shop").Create(ctx, kubetest.Object(t, `apiVersion: gateway.networking.k8s.io/v1
