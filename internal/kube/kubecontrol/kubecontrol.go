@@ -145,14 +145,9 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	res := resources.New(dyn, log)
 	// The Gateway API's mesh routes, when their CRDs are installed (read
 	// at start: installing them later needs a restart).
-	gwapi, err := resources.GatewayAPIServed(client.Discovery())
-	if err != nil {
+	if err := watchGatewayAPI(ctx, client, res, log); err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}
-	if gwapi {
-		res.WatchGatewayAPI()
-	}
-	log.Info("Gateway API mesh routes", "watched", gwapi)
 	if err := res.Start(ctx, 2); err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}
