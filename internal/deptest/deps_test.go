@@ -51,7 +51,7 @@ var rules = []rule{
 		banned: []string{
 			"internal/meshca/...", "internal/jointoken/...",
 			"internal/store/...", "go.etcd.io/bbolt/...", "go.etcd.io/etcd/...",
-			"internal/controlplane/...", "k8s.io/...", "internal/kube/...",
+			"internal/controlplane/...", "k8s.io/...", "internal/kube/...", "sigs.k8s.io/gateway-api/...",
 		},
 		why: "the data plane must not link the CA or token signer, the store or its etcd client, the control plane or the Kubernetes libraries (client-go alone adds 5-15 MB to a process's RSS)",
 	},
@@ -315,7 +315,7 @@ func TestSidecarBuildLeavesKubernetesOut(t *testing.T) {
 	}
 	for p := range strings.Lines(string(out)) {
 		p = strings.TrimSpace(p)
-		if strings.HasPrefix(p, "k8s.io/") || match("internal/kube/...", p) {
+		if strings.HasPrefix(p, "k8s.io/") || strings.HasPrefix(p, "sigs.k8s.io/gateway-api/") || match("internal/kube/...", p) {
 			t.Errorf("the sidecar build links %s: keep Kubernetes mode behind the trellis_nokube build tag (internal/cli/kube.go)", p)
 		}
 		if strings.HasPrefix(p, "go.etcd.io/etcd/") || match("internal/store/etcd/...", p) {

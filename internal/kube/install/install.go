@@ -150,6 +150,10 @@ func clusterRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{crd.Group}, Resources: kinds, Verbs: []string{"get", "list", "watch", "create", "update", "delete"}},
 		{APIGroups: []string{crd.Group}, Resources: status, Verbs: []string{"update"}},
+		// The Gateway API's mesh routes (GAMMA), read when their CRDs are
+		// installed, and their status.parents.
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status", "grpcroutes/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{""}, Resources: []string{"pods", "services"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},

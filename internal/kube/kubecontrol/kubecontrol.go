@@ -143,6 +143,11 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	}
 	log.Info("mesh CA and admin token from their Secret", "secret", k.Namespace+"/"+CASecret, "created", created, "ca_from_files", external)
 	res := resources.New(dyn, log)
+	// The Gateway API's mesh routes, when their CRDs are installed (read
+	// at start: installing them later needs a restart).
+	if err := watchGatewayAPI(ctx, client, res, log); err != nil {
+		return nil, fmt.Errorf("--kubernetes: %w", err)
+	}
 	if err := res.Start(ctx, 2); err != nil {
 		return nil, fmt.Errorf("--kubernetes: %w", err)
 	}

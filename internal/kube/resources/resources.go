@@ -6,7 +6,10 @@
 // the validating webhook was bypassed); the mesh's configuration takes the
 // last accepted version of each object, so proxies keep it until a valid
 // one replaces it. With several replicas, only the Lease holder writes
-// status (FollowLease, Lead).
+// status (FollowLease, Lead). With WatchGatewayAPI it also reads the
+// Gateway API's HTTPRoutes and GRPCRoutes of the mesh (GAMMA), adds the
+// Trellis Routes internal/kube/gatewayapi makes of them, and writes their
+// status.parents.
 //
 // It must not depend on the control plane's server, the store, the signers,
 // the proxy or the data plane.
@@ -55,6 +58,10 @@ type Source struct {
 
 	mu       sync.Mutex
 	accepted map[key]resource.Object
+	// routes: the Trellis Routes made of each Gateway API route
+	// (gatewayapi.go); services: their Services, when watched.
+	routes   map[key][]resource.Object
+	services cache.SharedIndexInformer
 	seen     map[key]string // the resourceVersion last judged, for writes to wait on
 	gen      atomic.Uint64
 	changed  chan struct{}
@@ -67,6 +74,7 @@ type Source struct {
 type kindInfo struct {
 	gvr      schema.GroupVersionResource
 	informer cache.SharedIndexInformer
+	gateway  bool // a Gateway API route (gatewayapi.go)
 }
 
 // key names one object: its resource (plural) and namespace/name.
@@ -91,27 +99,32 @@ func New(dyn dynamic.Interface, log *slog.Logger) *Source {
 		kinds:    map[string]kindInfo{},
 		queue:    workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[key]()),
 		accepted: map[key]resource.Object{},
+		routes:   map[key][]resource.Object{},
 		seen:     map[key]string{},
 		changed:  make(chan struct{}, 1),
 	}
 	for _, k := range resource.Kinds() {
-		gvr := schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: k.Plural}
-		inf := s.factory.ForResource(gvr).Informer()
-		plural := k.Plural
-		enqueue := func(obj any) {
-			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-				obj = d.Obj
-			}
-			if m, err := meta.Accessor(obj); err == nil {
-				s.queue.Add(key{plural, m.GetNamespace(), m.GetName()})
-			}
-		}
-		_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue,
-		})
-		s.kinds[plural] = kindInfo{gvr: gvr, informer: inf}
+		s.addKind(schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: k.Plural}, false)
 	}
 	return s
+}
+
+// addKind watches the resource gvr; gateway: a Gateway API route.
+func (s *Source) addKind(gvr schema.GroupVersionResource, gateway bool) {
+	inf := s.factory.ForResource(gvr).Informer()
+	plural := gvr.Resource
+	enqueue := func(obj any) {
+		if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = d.Obj
+		}
+		if m, err := meta.Accessor(obj); err == nil {
+			s.queue.Add(key{plural, m.GetNamespace(), m.GetName()})
+		}
+	}
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: enqueue, UpdateFunc: func(_, n any) { enqueue(n) }, DeleteFunc: enqueue,
+	})
+	s.kinds[plural] = kindInfo{gvr: gvr, informer: inf, gateway: gateway}
 }
 
 // Start runs the informers and workers until ctx ends; it returns once
@@ -175,6 +188,9 @@ func (s *Source) Accepted() ([]resource.Object, uint64) {
 	for _, o := range s.accepted {
 		out = append(out, o)
 	}
+	for _, rs := range s.routes {
+		out = append(out, rs...)
+	}
 	slices.SortFunc(out, func(a, b resource.Object) int {
 		return strings.Compare(a.Kind+"/"+a.Metadata.Namespace+"/"+a.Metadata.Name, b.Kind+"/"+b.Metadata.Namespace+"/"+b.Metadata.Name)
 	})
@@ -210,11 +226,15 @@ func (s *Source) judge(ctx context.Context, k key) error {
 	}
 	if !exists {
 		s.setAccepted(k, nil)
+		s.setRoutes(k, nil)
 		s.setSeen(k, "")
 		return nil
 	}
 	u := item.(*unstructured.Unstructured)
 	defer s.setSeen(k, u.GetResourceVersion())
+	if ki.gateway {
+		return s.judgeRoute(ctx, k, ki, u)
+	}
 	raw, err := json.Marshal(u.Object)
 	if err != nil {
 		return err
