@@ -96,20 +96,26 @@ func TestTrafficPolicyBalancingThroughProxies(t *testing.T) {
 		}
 	}
 	// The proxy gets the TrafficPolicy in the same push as the endpoints
-	// or a later one: wait for a key to stay put.
+	// or a later one: wait until each of 10 keys stays put and the keys
+	// use both instances. One key staying put proves nothing: peak-EWMA
+	// alone keeps sending to the faster instance.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		_, a := get("probe")
-		same := true
-		for range 10 {
-			if _, b := get("probe"); b != a {
-				same = false
+		hashed, used := true, map[string]bool{}
+		for k := range 10 {
+			key := "probe-" + strconv.Itoa(k)
+			_, a := get(key)
+			used[a] = true
+			for range 4 {
+				if _, b := get(key); b != a {
+					hashed = false
+				}
 			}
 		}
-		if same {
+		if hashed && len(used) == 2 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("requests with one x-user never stuck to one instance")
+			t.Fatal("requests with one x-user never stuck to one instance while keys used both")
 		}
 	}
 	where := map[string]string{}
