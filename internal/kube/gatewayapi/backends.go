@@ -138,3 +138,25 @@ func rewrite(rule *resource.RouteRule, request, response *gwapiv1.HTTPHeaderFilt
 		rule.Headers.Response = h
 	}
 }
+
+// filter maps one rule filter, HTTPRoute's or GRPCRoute's (their filter
+// types share names and payloads), onto rule.
+func (r *route) filter(at, typ string, req, resp *gwapiv1.HTTPHeaderFilter, mirror *gwapiv1.HTTPRequestMirrorFilter, services Services, rule *resource.RouteRule) {
+	switch typ {
+	case string(gwapiv1.HTTPRouteFilterRequestHeaderModifier):
+		rewrite(rule, req, nil)
+	case string(gwapiv1.HTTPRouteFilterResponseHeaderModifier):
+		rewrite(rule, nil, resp)
+	case string(gwapiv1.HTTPRouteFilterRequestMirror):
+		r.mirror(at, mirror, services, rule)
+	default:
+		r.unsupportedf("%s: filter %s is not supported (Trellis takes RequestHeaderModifier, ResponseHeaderModifier and RequestMirror)", at, typ)
+	}
+}
+
+// noBackendFilters refuses filters on backend j of the rule at at.
+func (r *route) noBackendFilters(at string, j, filters int) {
+	if filters > 0 {
+		r.unsupportedf("%s.backendRefs[%d].filters: filters on a backend are not supported; put them on the rule", at, j)
+	}
+}

@@ -19,23 +19,11 @@ func HTTPRoute(hr *gwapiv1.HTTPRoute, services Services) Result {
 			rule.Matches = append(rule.Matches, r.httpMatch(fmt.Sprintf("%s.matches[%d]", at, j), m))
 		}
 		for j, f := range sr.Filters {
-			fat := fmt.Sprintf("%s.filters[%d]", at, j)
-			switch f.Type {
-			case gwapiv1.HTTPRouteFilterRequestHeaderModifier:
-				rewrite(&rule, f.RequestHeaderModifier, nil)
-			case gwapiv1.HTTPRouteFilterResponseHeaderModifier:
-				rewrite(&rule, nil, f.ResponseHeaderModifier)
-			case gwapiv1.HTTPRouteFilterRequestMirror:
-				r.mirror(fat, f.RequestMirror, services, &rule)
-			default:
-				r.unsupportedf("%s: filter %s is not supported (Trellis takes RequestHeaderModifier, ResponseHeaderModifier and RequestMirror)", fat, f.Type)
-			}
+			r.filter(fmt.Sprintf("%s.filters[%d]", at, j), string(f.Type), f.RequestHeaderModifier, f.ResponseHeaderModifier, f.RequestMirror, services, &rule)
 		}
 		refs := make([]gwapiv1.BackendRef, 0, len(sr.BackendRefs))
 		for j, b := range sr.BackendRefs {
-			if len(b.Filters) > 0 {
-				r.unsupportedf("%s.backendRefs[%d].filters: filters on a backend are not supported; put them on the rule", at, j)
-			}
+			r.noBackendFilters(at, j, len(b.Filters))
 			refs = append(refs, b.BackendRef)
 		}
 		r.backends(at, refs, services, &rule)
