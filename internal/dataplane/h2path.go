@@ -140,11 +140,14 @@ type outboundCall struct {
 	// held: the call holds a slot of rt's circuit breaker.
 	held bool
 	rw   *meshconfig.HeaderRewrite // a Route's response rewrite (route.go)
+	// mirror waits for the request's body (route.go), with o to send it.
+	mirror *h2Mirror
+	o      *Outbound
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	o := h.o
-	key, local, rw := o.routeH2(req, h.key)
+	key, local, rw, mirror := o.routeH2(req, h.key)
 	if local != nil {
 		return nil, local, nil
 	}
@@ -164,7 +167,7 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return nil, localResponse(ew), nil
 	}
-	call := &outboundCall{rt: rt, rw: rw}
+	call := &outboundCall{rt: rt, rw: rw, mirror: mirror, o: o}
 	if limit := rt.brk.tryAcquire(); limit != "" {
 		ew = newErrorResponse()
 		o.overflow(ew, rt, limit)

@@ -9,14 +9,16 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 )
 
 // TrafficPolicy on the HTTP/2 relay's outbound side: the request's
 // deadline (the policy's timeout or the caller's grpc-timeout, the
 // earlier) ends the stream with DEADLINE_EXCEEDED (gRPC) or 504, and a
 // held request (h2relay.Request.Hold) is retried on a response head that
-// meets a retry condition. Per-try timeouts, and retries of streams the
-// upstream reset or whose connection broke, are not applied here.
+// meets a retry condition, or (condition reset) when the upstream reset
+// the stream or its connection broke before a response head. Per-try
+// timeouts are not applied here.
 
 // startTries sets up call's TrafficPolicy state for req.
 func (h *outboundH2) startTries(call *outboundCall, req *h2relay.Request, now time.Time) {
@@ -76,7 +78,9 @@ func (h *outboundH2) Retry(tag any, status, grpcStatus int) *h2relay.Conn {
 	}
 	tr := &call.tr
 	retry := false
-	if call.grpc && grpcStatus >= 0 {
+	if status == 0 {
+		retry = tr.retry(meshconfig.RetryReset)
+	} else if call.grpc && grpcStatus >= 0 {
 		retry = tr.retryGRPC(grpcStatus)
 	} else {
 		retry = tr.retryStatus(status)

@@ -2,6 +2,7 @@ package dataplane_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -157,5 +158,49 @@ func TestGRPCTimeoutIsDeadlineExceeded(t *testing.T) {
 	}
 	if n != 20 {
 		t.Errorf("timeouts counted: %v, want 20", n)
+	}
+}
+
+// startResetting starts an h2c app that resets every stream
+// (RST_STREAM, no response head), counting them.
+func startResetting(t *testing.T, n *atomic.Int64) string {
+	t.Helper()
+	l := listen(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		n.Add(1)
+		panic(http.ErrAbortHandler)
+	})}
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+// An endpoint that resets streams before any response is hidden by
+// retries on reset (the HTTP/2 relay offers the reset try to the
+// policy), and without reset among the conditions the caller sees it.
+func TestGRPCRetriesHideResetStreams(t *testing.T) {
+	m, client := grpcMesh(t)
+	var resets atomic.Int64
+	badAddr := addEndpointAt(t, m, startResetting(t, &resets))
+	for _, on := range []meshconfig.RetryOn{meshconfig.RetryReset, meshconfig.RetryUnavailable} {
+		tp := retryPolicy(2, on, 1, 10)
+		tp.Retry.NonIdempotent = true
+		setTraffic(m, tp, badAddr, m.inboundAddr)
+		before := resets.Load()
+		const n = 300
+		got := grpcLoad(t, client, n, 8)
+		hits := resets.Load() - before
+		t.Logf("on=%v: %d calls, %d reset by the bad endpoint; codes %v", on, n, hits, got)
+		if hits == 0 {
+			t.Fatalf("no call reached the resetting endpoint")
+		}
+		if on == meshconfig.RetryReset && got[codes.OK] != n {
+			t.Errorf("retry on reset: codes %v, want %d OK", got, n)
+		}
+		if on != meshconfig.RetryReset && got[codes.OK] != n-int(hits) {
+			t.Errorf("without reset: codes %v with %d resets, want those %d to fail", got, hits, hits)
+		}
 	}
 }

@@ -330,15 +330,15 @@ func (w *rewriteWriter) Flush() {
 }
 
 // routeH2 applies a Route on the HTTP/2 relay: the service key to send
-// the stream to and the response rewrite (outboundCall.RewriteResponse),
-// or the answer of an injected abort. Delays are not injected here (the
-// relay's reader would hold every stream of the connection); requests
-// with bodies (every gRPC call) are not mirrored.
-func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response, *meshconfig.HeaderRewrite) {
+// the stream to, the response rewrite (outboundCall.RewriteResponse) and
+// the mirror a body is copied for (outboundCall.Copied), or the answer of
+// an injected abort. A delay is the relay's (Request.Delay): the stream
+// waits, not the connection's reader.
+func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response, *meshconfig.HeaderRewrite, *h2Mirror) {
 	target, rd := o.routeRequest(key, req.Method, req.Path, req)
 	rule := rd.rule
 	if rule == nil {
-		return target, nil, nil
+		return target, nil, nil, nil
 	}
 	if w := rule.Request; w != nil {
 		for _, k := range w.RemoveLower {
@@ -359,19 +359,54 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 				{Name: "grpc-status", Value: strconv.Itoa(grpcCodeOf(rule.Abort))},
 				{Name: "grpc-message", Value: "fault injected by a Route"},
 				{Name: "x-trellis-fault", Value: "abort"},
-			}}, nil
+			}}, nil, nil
 		}
 		return target, &h2relay.Response{Status: rule.Abort.Status, Body: abortMessage,
-			Header: []hpack.HeaderField{{Name: "x-trellis-fault", Value: "abort"}}}, nil
+			Header: []hpack.HeaderField{{Name: "x-trellis-fault", Value: "abort"}}}, nil, nil
 	}
-	if req.EndStream && rule.Mirror.Mirrors() {
-		h := make(http.Header, len(req.Fields))
-		for _, f := range req.Fields {
-			h.Add(f.Name, f.Value)
-		}
+	if rule.Delay.Delays() {
+		rd.c.Inc(metrics.RouteDelayed)
+		req.Delay = rule.Delay.Fixed
+	}
+	if !rule.Mirror.Mirrors() {
+		return target, nil, rule.Response, nil
+	}
+	h := make(http.Header, len(req.Fields))
+	for _, f := range req.Fields {
+		h.Add(f.Name, f.Value)
+	}
+	if req.EndStream {
 		o.mirror(rd.c, rule.Mirror.Key, req.Method, req.Path, req.Authority, h, nil)
+		return target, nil, rule.Response, nil
 	}
-	return target, nil, rule.Response
+	// The body is copied as it passes (h2relay.Request.Copy) and the copy
+	// goes once the request has ended.
+	req.Copy = true
+	return target, nil, rule.Response, &h2Mirror{c: rd.c, key: rule.Mirror.Key, method: req.Method, path: req.Path, host: req.Authority, h: h}
+}
+
+// h2Mirror is a mirror copy on the HTTP/2 relay waiting for the request's
+// body.
+type h2Mirror struct {
+	c                       *metrics.RouteCounters
+	key, method, path, host string
+	h                       http.Header
+}
+
+// Copied is h2relay.Copier: the body of a request to mirror has all come
+// (the copy goes, with its trailers dropped), or was too large or had
+// trailers (skipped).
+func (call *outboundCall) Copied(body []byte, ok bool) {
+	m := call.mirror
+	if m == nil {
+		return
+	}
+	call.mirror = nil
+	if !ok {
+		m.c.Inc(metrics.RouteMirrorSkipped)
+		return
+	}
+	call.o.mirror(m.c, m.key, m.method, m.path, m.host, m.h, bytes.Clone(body))
 }
 
 // RewriteResponse applies the call's Route response rewrite to a

@@ -51,6 +51,25 @@ type Request struct {
 	// that it goes on without retries) before it goes upstream, so that
 	// it can be sent again.
 	Hold bool
+	// Delay, when Route sets it, holds the request that long before it
+	// goes upstream (a Route's fault delay). What the caller sends
+	// meanwhile waits in the proxy, within the stream's window.
+	Delay time.Duration
+	// Copy, when Route sets it and its tag is a Copier, copies the
+	// request's body as it passes (up to MaxHold bytes) and hands it to
+	// Copied once the request has ended. A request without a body is not
+	// copied: Route has all of it.
+	Copy bool
+}
+
+// Copier is an optional interface of the tag Handler.Route returns with
+// an upstream: it takes the copy of the request body (Request.Copy).
+// Copied is called from the downstream connection's reader when the
+// request ended: body is all of it, valid only during the call; ok is
+// false, and body nil, when the request had more than MaxHold bytes or
+// trailers.
+type Copier interface {
+	Copied(body []byte, ok bool)
 }
 
 // MaxHold is the most request body a held stream keeps (Request.Hold).
@@ -60,8 +79,9 @@ const MaxHold = 64 << 10
 // called from the upstream connection's reader when a final response
 // head comes for a held stream whose request was complete, before any of
 // it goes downstream; grpcStatus is the head's grpc-status (-1 without
-// one: not trailers-only). It returns the connection for the next try,
-// or nil to pass the response on.
+// one: not trailers-only). Status 0 means no head came: the upstream
+// reset the stream or its connection broke. It returns the connection
+// for the next try, or nil to pass the response (or failure) on.
 type Retrier interface {
 	Retry(tag any, status, grpcStatus int) *Conn
 }

@@ -224,13 +224,12 @@ func (c *Conn) onRequestHeaders(f *head) error {
 		if st.local {
 			return nil
 		}
-		if h := st.hold; h != nil && !h.opened {
+		if st.copying {
+			c.copyEnd(st, false) // a request with trailers is not copied
+		}
+		if h := st.hold; h != nil && c.holdTrailers(st, h, filterFields(f.RegularFields())) {
 			// Trailers end a held request: it goes on without retries.
-			h.opened = true
-			if _, ok := h.up.openHeld(c, st); !ok {
-				c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
-				return nil
-			}
+			return nil
 		}
 		c.forwardHeaders(st, &st.ends[sideUp], filterFields(f.RegularFields()), true, false)
 		return nil
@@ -322,8 +321,13 @@ func (c *Conn) onRequestHeaders(f *head) error {
 	if !req.Deadline.IsZero() && req.Expired != nil {
 		c.setDeadline(st, req.Deadline, req.Expired)
 	}
-	if _, ok := c.h.(Retrier); ok && req.Hold {
-		c.hold(st, req, up)
+	if req.Copy && req.EndStream {
+		req.Copy = false
+	}
+	st.copying = req.Copy
+	_, retrier := c.h.(Retrier)
+	if retry := retrier && req.Hold; retry || req.Delay > 0 {
+		c.hold(st, req, up, retry)
 		return nil
 	}
 	if !up.open(st, req) {
@@ -348,21 +352,28 @@ func (c *Conn) open(st *stream, req *Request) bool {
 // ending the stream with them when end is set.
 func (c *Conn) openWith(st *stream, fields []hpack.HeaderField, end bool) bool {
 	u := &st.ends[sideUp]
-	u.st, u.c = st, c
-	u.recvWin.Store(c.cfg.StreamWindow)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.wdead || c.goingAway.Load() || c.nextID >= 1<<31-1 {
-		u.c = nil
 		return false
 	}
-	u.id = c.nextID
-	c.nextID += 2
+	// The end is set and the stream registered under st.mu, so that a
+	// stream finished meanwhile (a held one, on another goroutine) is
+	// never opened, and finish always sees where it went.
+	st.mu.Lock()
+	if st.finished {
+		st.mu.Unlock()
+		return false
+	}
+	u.st, u.c, u.id = st, c, c.nextID
+	u.recvWin.Store(c.cfg.StreamWindow)
 	u.sendWin = int64(c.peerInitWin)
 	c.smu.Lock()
 	c.streams[u.id] = st
 	c.active++
 	c.smu.Unlock()
+	st.mu.Unlock()
+	c.nextID += 2
 	c.writeHeadersLocked(u.id, fields, end)
 	if end {
 		u.sentEnd = true
@@ -406,7 +417,7 @@ func (c *Conn) onResponseHeaders(f *head) error {
 		return nil
 	}
 	u := &st.ends[sideUp]
-	if h := st.hold; h != nil && h.complete && !u.gotHeaders && c.retryHead(st, f) {
+	if c.mayRetry(st) && c.retryHead(st, f) {
 		return nil
 	}
 	end := f.StreamEnded()
@@ -529,8 +540,10 @@ func (c *Conn) onData(f *http2.DataFrame) error {
 	if c.side == sideDown && length > 0 {
 		st.bodyMoves.Add(1)
 	}
-	if h := st.hold; h != nil && !h.opened && c.side == sideDown {
-		c.holdData(st, h, data, end, length-len(data))
+	if st.copying && c.side == sideDown {
+		c.copyData(st, data, end)
+	}
+	if h := st.hold; h != nil && c.side == sideDown && c.holdData(st, h, data, end, length-len(data)) {
 		return nil
 	}
 	credit := length - len(data) // padding is not forwarded
@@ -571,6 +584,9 @@ func (c *Conn) onRST(f *http2.RSTStreamFrame) error {
 	c.wmu.Lock()
 	e.reset = true
 	c.wmu.Unlock()
+	if c.side == sideUp && c.mayRetry(st) && c.retryReset(st) {
+		return nil
+	}
 	byCaller := c.side == sideDown
 	if byCaller {
 		st.mu.Lock()
@@ -735,6 +751,10 @@ func (c *Conn) teardown() {
 	c.wdead = true
 	c.wmu.Unlock()
 	_ = c.nc.Close()
+	if c.pool != nil {
+		// Before the streams end: a retry must not come back here.
+		c.pool.remove(c)
+	}
 	c.smu.Lock()
 	left := make([]*stream, 0, len(c.streams))
 	for _, st := range c.streams {
@@ -746,8 +766,11 @@ func (c *Conn) teardown() {
 		started := st.res.Status != 0
 		st.mu.Unlock()
 		if c.side == sideUp && !started && !st.ends[sideDown].sentEnd {
-			// Nothing of the response came: a 502 says so.
-			c.upstreamLost(st)
+			// Nothing of the response came: the request goes again
+			// when a policy lets it, else a 502 says so.
+			if !c.mayRetry(st) || !c.retryReset(st) {
+				c.upstreamLost(st)
+			}
 			continue
 		}
 		code := http2.ErrCodeCancel
@@ -757,9 +780,6 @@ func (c *Conn) teardown() {
 		c.resetBoth(st, c.side, code, c.side == sideDown)
 	}
 	c.flushDirty()
-	if c.pool != nil {
-		c.pool.remove(c)
-	}
 }
 
 // upstreamLost answers a stream whose upstream connection died before its

@@ -29,6 +29,10 @@ type stream struct {
 	// otherwise; the downstream reader fills it, and once complete only
 	// the reader of the upstream connection in use touches it.
 	hold *held
+	// copying: the request body is copied for the Copier (Request.Copy)
+	// into copy; the downstream reader alone touches both.
+	copying bool
+	copy    []byte
 	// deadline ends the stream at Request.Deadline (deadline.go).
 	deadline *time.Timer
 
@@ -65,6 +69,25 @@ type end struct {
 	// headSent: a final response head went out to this end (downstream
 	// end; under c.wmu).
 	headSent bool
+}
+
+// clear takes the end off its connection, for another try (c.wmu and
+// e.st.mu are held).
+func (e *end) clear() {
+	e.c, e.id = nil, 0
+	e.recvWin.Store(0)
+	e.sendWin, e.pend, e.pendEnd, e.pendTrailers = 0, nil, false, nil
+	e.queued, e.sentEnd, e.reset, e.credit = false, false, false, 0
+	e.recvEnded.Store(false)
+	e.gotHeaders, e.headSent = false, false
+}
+
+// conn is the end's connection and stream id: they change when a held
+// stream is tried again, under st.mu (which this takes).
+func (st *stream) conn(i int) (*Conn, uint32) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.ends[i].c, st.ends[i].id
 }
 
 // other is the far end.
@@ -240,10 +263,10 @@ func (st *stream) sentEnd() {
 	d := down.sentEnd || down.reset
 	down.c.wmu.Unlock()
 	u := true
-	if !st.local {
-		up.c.wmu.Lock()
+	if uc, _ := st.conn(sideUp); !st.local && uc != nil {
+		uc.wmu.Lock()
 		u = up.sentEnd || up.reset
-		up.c.wmu.Unlock()
+		uc.wmu.Unlock()
 	}
 	if d && u {
 		st.finish(false, false)
@@ -259,28 +282,39 @@ func (st *stream) finish(reset, byCaller bool) {
 	}
 	st.finished = true
 	st.res.Reset, st.res.ResetByCaller = reset, byCaller
+	var conns [2]*Conn
+	var ids [2]uint32
+	for i := range st.ends {
+		conns[i], ids[i] = st.ends[i].c, st.ends[i].id
+	}
 	st.mu.Unlock()
 	if st.deadline != nil {
 		st.deadline.Stop()
 	}
-	for i := range st.ends {
-		e := &st.ends[i]
-		if e.c == nil {
+	if h := st.hold; h != nil {
+		h.mu.Lock()
+		if h.timer != nil {
+			h.timer.Stop()
+		}
+		h.mu.Unlock()
+	}
+	for i, c := range conns {
+		if c == nil {
 			continue
 		}
-		e.c.smu.Lock()
-		if e.c.streams[e.id] == st {
-			delete(e.c.streams, e.id)
-			e.c.active--
+		c.smu.Lock()
+		if c.streams[ids[i]] == st {
+			delete(c.streams, ids[i])
+			c.active--
 		}
-		e.c.smu.Unlock()
-		e.c.touch()
+		c.smu.Unlock()
+		c.touch()
 	}
 	if st.h != nil {
 		st.h.Done(&st.res)
 	}
-	for i := range st.ends {
-		if c := st.ends[i].c; c != nil {
+	for _, c := range conns {
+		if c != nil {
 			c.closeIfDrained()
 		}
 	}
@@ -292,19 +326,22 @@ func (st *stream) finish(reset, byCaller bool) {
 func (rc *Conn) resetBoth(st *stream, from int, code http2.ErrCode, byCaller bool) {
 	for i := range st.ends {
 		e := &st.ends[i]
-		if e.c == nil {
+		ec, _ := st.conn(i)
+		if ec == nil {
 			continue
 		}
-		e.c.wmu.Lock()
-		if !e.reset {
+		ec.wmu.Lock()
+		if now, _ := st.conn(i); now == ec && !e.reset {
+			// (A retry may have moved the end meanwhile: it is then
+			// reset where it went, or not opened once finished.)
 			e.reset = true
 			e.pend, e.pendTrailers = nil, nil
 			if i != from && !(e.sentEnd && e.recvEnded.Load()) {
-				e.c.writeRSTLocked(e.id, code)
-				rc.markDirty(e.c)
+				ec.writeRSTLocked(e.id, code)
+				rc.markDirty(ec)
 			}
 		}
-		e.c.wmu.Unlock()
+		ec.wmu.Unlock()
 	}
 	st.finish(true, byCaller)
 }
