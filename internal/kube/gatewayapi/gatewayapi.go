@@ -14,11 +14,13 @@ package gatewayapi
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -47,7 +49,10 @@ type Services func(namespace, name string) bool
 type Result struct {
 	// Routes holds one Trellis Route per accepted Service parent, named
 	// "httproute.NAME.SERVICE" or "grpcroute.NAME.SERVICE" in the route's
-	// namespace, valid for resource.Validate.
+	// namespace, valid for resource.Validate, labelled with
+	// meshconfig.LabelGatewayAPIKind (the proxies merge the Routes of
+	// one Service so labelled) and answering 404 to the requests no rule
+	// takes.
 	Routes []resource.Object
 	// Parents holds the status of every parentRef Trellis answers for:
 	// Service parents and parents of kinds no other controller takes.
@@ -142,7 +147,9 @@ func (r *route) result(services Services) Result {
 
 // object is the Trellis Route for the parent Service svc.
 func (r *route) object(svc string) (resource.Object, error) {
-	spec, err := json.Marshal(resource.RouteSpec{Service: svc, Rules: r.rules})
+	// A request no rule takes gets a 404 (gRPC: 12 UNIMPLEMENTED), as
+	// the Gateway API asks.
+	spec, err := json.Marshal(resource.RouteSpec{Service: svc, Rules: r.rules, Unmatched: &resource.RouteUnmatched{Status: http.StatusNotFound}})
 	if err != nil {
 		return resource.Object{}, fmt.Errorf("gatewayapi: %w", err)
 	}
@@ -152,7 +159,8 @@ func (r *route) object(svc string) (resource.Object, error) {
 		Metadata: resource.Metadata{
 			Name:        strings.ToLower(r.kind) + "." + r.name + "." + svc,
 			Namespace:   r.namespace,
-			Annotations: map[string]string{"trellis.dev/from": r.kind + " " + r.namespace + "/" + r.name},
+			Labels:      map[string]string{meshconfig.LabelGatewayAPIKind: r.kind},
+			Annotations: map[string]string{meshconfig.AnnotationFrom: r.kind + " " + r.namespace + "/" + r.name},
 		},
 		Spec: spec,
 	}
