@@ -4,12 +4,14 @@ package cli_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,8 @@ import (
 
 	"github.com/trellismesh/trellis/internal/kube/gatewayapi"
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/servingcert"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 )
 
@@ -270,4 +274,118 @@ func healthApp(t *testing.T, st healthpb.HealthCheckResponse_ServingStatus) stri
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(srv.Stop)
 	return l.Addr().String()
+}
+
+// The gateway applies the merged Routes of the service it routes to, on
+// its HTTP/1.1 fast path and its net/http path (HTTP/2 clients): 300
+// requests each, a 404 for the paths no rule takes.
+func TestGatewayAPIRoutesThroughGateway(t *testing.T) {
+	m := startMesh(t)
+	pki := testutil.NewServingPKI(t, t.TempDir())
+	cert, key, _ := pki.Issue(t, "catalog", "catalog.example.com")
+	m.mustRun(t, shopThroughGateway+`---
+apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: catalog-public, namespace: shop}
+spec:
+  hosts: [catalog.example.com]
+  rules:
+  - service: catalog
+---
+`+gammaRoutes(t,
+		gammaHTTPRoute("items", "catalog", map[string]string{"/items": "catalog-items"}),
+		gammaHTTPRoute("cart", "catalog", map[string]string{"/cart": "catalog-cart"}),
+	), "apply", "-f", "-")
+	for _, svc := range []string{"catalog", "catalog-items", "catalog-cart"} {
+		meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: svc, AppAddr: whoApp(t, svc)})
+	}
+	gw := meshtest.StartProxy(t, m.ControlPlane, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off", Gateway: &proxy.GatewayConfig{
+		ListenHTTPS: "127.0.0.1:0", ListenHTTP: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}},
+	}})
+	plain := gatewayClient(gw.GatewayHTTPAddr(), nil, false)
+	h2 := gatewayClient(gw.GatewayHTTPSAddr(), &tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}, true)
+	_, httpsPort, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+	// answer is who served, or "unmatched" for the proxy's 404.
+	answer := func(c *http.Client, url string) string {
+		code, body, h := getBody(t, c, url, nil)
+		if code == 404 && h.Get("X-Trellis-Route") == "unmatched" {
+			return "unmatched"
+		}
+		name, _, _ := strings.Cut(body, " ")
+		return strconv.Itoa(code) + " " + name
+	}
+	testutil.EventuallyWithin(t, 15*time.Second, "the merged Routes apply at the gateway", func() bool {
+		return answer(plain, "http://catalog.example.com/cart/1") == "200 catalog-cart" && answer(plain, "http://catalog.example.com/items/1") == "200 catalog-items" &&
+			answer(plain, "http://catalog.example.com/other") == "unmatched"
+	})
+	cases := []struct{ path, want string }{{"/items/1", "200 catalog-items"}, {"/cart/1", "200 catalog-cart"}, {"/other", "unmatched"}}
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+		url    string
+	}{{"h1 fast path", plain, "http://catalog.example.com"}, {"h2 net/http", h2, "https://catalog.example.com:" + httpsPort}} {
+		const n = 300
+		got := map[string]int{}
+		wrong := 0
+		for i := range n {
+			tc := cases[i%len(cases)]
+			a := answer(c.client, c.url+tc.path)
+			got[a]++
+			if a != tc.want {
+				wrong++
+				if wrong <= 3 {
+					t.Errorf("%s: GET %s: got %q, want %q", c.name, tc.path, a, tc.want)
+				}
+			}
+		}
+		t.Logf("%s: %d requests: %v", c.name, n, got)
+		if wrong != 0 || got["200 catalog-items"] != n/3 || got["200 catalog-cart"] != n/3 || got["unmatched"] != n/3 {
+			t.Errorf("%s: %d wrong answers of %d; got %v, want %d of each", c.name, wrong, n, got, n/3)
+		}
+	}
+}
+
+// trellis route check explains merged Routes and the 404.
+func TestRouteCheckGatewayAPIRoutes(t *testing.T) {
+	m := startMesh(t)
+	m.mustRun(t, gammaRoutes(t,
+		gammaHTTPRoute("items", "catalog", map[string]string{"/items": "catalog-items"}),
+		gammaHTTPRoute("cart", "catalog", map[string]string{"/items/cart": "catalog-cart"}),
+	)+`---
+apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: orders, namespace: shop}
+spec:
+  service: orders
+  rules: [{matches: [{path: {prefix: /a}}], backends: [{service: orders-v2}]}]
+`+"---\n"+gammaRoutes(t, gammaHTTPRoute("orders", "orders", map[string]string{"/b": "orders-v3"})), "apply", "-f", "-")
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--to", "catalog.shop", "--path", "/items/cart/1"}, []string{
+			"route:    shop/httproute.cart.catalog rule 0",
+			"merged:   ", "shop/httproute.cart.catalog", "shop/httproute.items.catalog",
+			"catalog-cart.shop            weight 1    100.00%"}},
+		{[]string{"--to", "catalog.shop", "--path", "/other"}, []string{
+			", no rule matches\n",
+			"answer:   404 (gRPC calls: status 12) from the caller's proxy: the Route answers requests no rule takes"}},
+		{[]string{"--to", "orders.shop", "--path", "/b"}, []string{
+			"route:    shop/orders, no rule matches (the service itself)",
+			"ignored:  shop/httproute.orders.orders (another Route for the service applies",
+			"orders.shop"}},
+	} {
+		out := m.mustRun(t, "", append([]string{"route", "check"}, tc.args...)...)
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("route check %v: output lacks %q:\n%s", tc.args, w, out)
+			}
+		}
+	}
+	out := m.mustRun(t, "", "route", "check", "--to", "catalog.shop", "--path", "/other", "-o", "json")
+	for _, w := range []string{`"rule": -1`, `"unmatched": {`, `"status": 404`, `"grpcStatus": 12`, `"backends": []`} {
+		if !strings.Contains(out, w) {
+			t.Errorf("route check -o json lacks %q:\n%s", w, out)
+		}
+	}
 }
