@@ -39,6 +39,10 @@ const (
 	ReasonBackendNotFound  = string(gwapiv1.RouteReasonBackendNotFound)
 	ReasonInvalidKind      = string(gwapiv1.RouteReasonInvalidKind)
 	ReasonRefNotPermitted  = string(gwapiv1.RouteReasonRefNotPermitted)
+	// ReasonConflicted is GEP-1426's reason for a route of one type
+	// whose Service also has a route of a type that takes precedence
+	// (not a constant of the v1.6.3 API types).
+	ReasonConflicted = "Conflicted"
 )
 
 // Services says whether the Service namespace/name exists. The resource
@@ -143,6 +147,32 @@ func (r *route) result(services Services) Result {
 		})
 	}
 	return out
+}
+
+// MarkConflicts refuses (Accepted=False, Conflicted) the Service parents
+// of an HTTPRoute's result that a GRPCRoute also has: one route type per
+// Service, and GRPCRoutes take precedence (GEP-1426). grpcRouteOf names
+// a GRPCRoute of the route's namespace whose Route is for the Service
+// ("" when none). The Routes stay in res: the proxies leave them out
+// (meshconfig.CompileRoutes) whatever order the routes are judged in.
+func MarkConflicts(res *Result, grpcRouteOf func(service string) string) {
+	for i := range res.Parents {
+		p := &res.Parents[i]
+		ref := p.ParentRef
+		if ref.Group == nil || *ref.Group != "" || ref.Kind == nil || *ref.Kind != "Service" {
+			continue
+		}
+		g := grpcRouteOf(string(ref.Name))
+		if g == "" {
+			continue
+		}
+		for j := range p.Conditions {
+			if c := &p.Conditions[j]; c.Type == ConditionAccepted && c.Status == metav1.ConditionTrue {
+				c.Status, c.Reason = metav1.ConditionFalse, ReasonConflicted
+				c.Message = fmt.Sprintf("%s also has Service %s as parent: a Service takes one route type, and GRPCRoutes come first (GEP-1426); the mesh applies the GRPCRoute", g, ref.Name)
+			}
+		}
+	}
 }
 
 // object is the Trellis Route for the parent Service svc.

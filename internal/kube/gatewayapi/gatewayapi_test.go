@@ -374,3 +374,29 @@ func TestSeveralRoutesOfOneService(t *testing.T) {
 		}
 	}
 }
+
+// An HTTPRoute whose Service also has a GRPCRoute is not accepted there
+// (GEP-1426: GRPCRoutes take precedence); its other parents are.
+func TestMarkConflicts(t *testing.T) {
+	hr := httpRoute(gwapiv1.HTTPRouteRule{BackendRefs: []gwapiv1.HTTPBackendRef{backend("catalog-v1", 1)}})
+	hr.Spec.ParentRefs = append(hr.Spec.ParentRefs, serviceParent("audit"))
+	res := gatewayapi.HTTPRoute(hr, services)
+	gatewayapi.MarkConflicts(&res, func(svc string) string {
+		if svc == "catalog" {
+			return "GRPCRoute shop/rpc"
+		}
+		return ""
+	})
+	if len(res.Routes) != 2 || len(res.Parents) != 2 {
+		t.Fatalf("%d Routes, %d parents; want 2 and 2", len(res.Routes), len(res.Parents))
+	}
+	for i, want := range []string{gatewayapi.ReasonConflicted, gatewayapi.ReasonAccepted} {
+		c := res.Parents[i].Conditions[0]
+		if c.Type != gatewayapi.ConditionAccepted || c.Reason != want || (want == gatewayapi.ReasonConflicted) != (c.Status == metav1.ConditionFalse) {
+			t.Errorf("parent %s: %+v, want Accepted reason %s", res.Parents[i].ParentRef.Name, c, want)
+		}
+	}
+	if msg := res.Parents[0].Conditions[0].Message; !strings.Contains(msg, "GRPCRoute shop/rpc") || !strings.Contains(msg, "GEP-1426") {
+		t.Errorf("message %q: want the GRPCRoute named and GEP-1426", msg)
+	}
+}
