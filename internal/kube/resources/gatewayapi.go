@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -125,7 +124,8 @@ func (s *Source) grpcRouteOf(ns, svc string) string {
 			continue
 		}
 		for _, o := range objs {
-			if strings.HasSuffix(o.Metadata.Name, "."+svc) { // grpcroute.NAME.SERVICE
+			var spec struct{ Service string }
+			if json.Unmarshal(o.Spec, &spec) == nil && spec.Service == svc {
 				return "GRPCRoute " + ns + "/" + k.name
 			}
 		}
