@@ -336,10 +336,10 @@ func compileRoutes(out *Snapshot, raws [][]byte) error {
 //     rules (one match each) are ordered by precedence (MatchPrecedence
 //     or GRPCMatchPrecedence), then the older route first, then by the
 //     Gateway API route's "namespace/name" (RouteInput.Origin), then in
-//     written order. When both kinds attach
-//     to a service, the GRPCRoutes apply and the HTTPRoutes do not
-//     (GEP-1426: one route type per Service, GRPCRoute first). The
-//     merged Route's Unmatched is its first route's spec.unmatched.
+//     written order. When both kinds attach to a service, the GRPCRoutes
+//     apply and the HTTPRoutes do not (GEP-1426: one route type per
+//     Service, GRPCRoute first). The merged Route's Unmatched is its
+//     first route's spec.unmatched.
 //
 // The Routes not applied are listed in the winner's Shadowed.
 func CompileRoutes(ins []RouteInput) map[string]*Route {
