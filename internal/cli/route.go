@@ -47,16 +47,25 @@ type routeCheckFlags struct {
 
 // RouteCheck is trellis route check's answer (-o json).
 type RouteCheck struct {
-	From    string              `json:"from,omitempty"`
-	To      string              `json:"to"`
-	Method  string              `json:"method"`
-	Path    string              `json:"path"`
-	Route   string              `json:"route"` // "namespace/name", "" when none
-	Rule    int                 `json:"rule"`  // index in spec.rules, -1 when none took the request
-	Backend []RouteCheckBackend `json:"backends"`
-	Mirror  *RouteCheckMirror   `json:"mirror,omitempty"`
-	Delay   *RouteCheckDelay    `json:"delay,omitempty"`
-	Abort   *RouteCheckAbort    `json:"abort,omitempty"`
+	From   string `json:"from,omitempty"`
+	To     string `json:"to"`
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Route  string `json:"route"` // "namespace/name" of the rule's Route, "" when none
+	Rule   int    `json:"rule"`  // index in spec.rules, -1 when none took the request
+	// Merged lists the Routes merged for the service (Routes made of
+	// Gateway API routes), when more than one; Shadowed the Routes for it
+	// that do not apply.
+	Merged   []string `json:"merged,omitempty"`
+	Shadowed []string `json:"shadowed,omitempty"`
+	// Unmatched is the answer when no rule took the request and the
+	// Route says so (spec.unmatched; its grpcStatus is the one gRPC
+	// calls get); Backend is then empty.
+	Unmatched *RouteCheckAbort    `json:"unmatched,omitempty"`
+	Backend   []RouteCheckBackend `json:"backends"`
+	Mirror    *RouteCheckMirror   `json:"mirror,omitempty"`
+	Delay     *RouteCheckDelay    `json:"delay,omitempty"`
+	Abort     *RouteCheckAbort    `json:"abort,omitempty"`
 	// RequestHeaders and ResponseHeaders are the rule's rewrites.
 	RequestHeaders  *resource.HeaderRewrite `json:"requestHeaders,omitempty"`
 	ResponseHeaders *resource.HeaderRewrite `json:"responseHeaders,omitempty"`
@@ -161,29 +170,40 @@ func routeCheck(cmd *cobra.Command, c *adminapi.Client, f *routeCheckFlags, svc,
 		return nil, fmt.Errorf("route check: %w", err)
 	}
 	res := &RouteCheck{From: f.from, To: f.to, Method: strings.ToUpper(f.method), Path: f.path, Rule: -1}
-	// As the proxies compile them: two Routes for one service, the first
-	// by name wins.
-	slices.SortFunc(routes, func(a, b resource.Object) int { return strings.Compare(a.Metadata.Name, b.Metadata.Name) })
-	var rule *meshconfig.RouteRule
-	var spec resource.RouteSpec
+	// As the proxies compile them (meshconfig.CompileRoutes): a Trellis
+	// Route alone, the first by name; else the Routes made of Gateway API
+	// routes, merged.
+	var ins []meshconfig.RouteInput
+	specs := map[string]resource.RouteSpec{}
 	for i := range routes {
-		s, err := resource.RouteSpecOf(&routes[i])
-		if err != nil || s.Service != svc {
+		in, err := meshconfig.RouteInputOf(&routes[i])
+		if err != nil || in.Spec.Service != svc {
 			continue
 		}
-		spec = s
-		r := meshconfig.RouteOf(ns+"/"+routes[i].Metadata.Name, ns, &s)
-		res.Route = r.Ref
+		ins = append(ins, in)
+		specs[in.Ref] = in.Spec
+	}
+	var rule *meshconfig.RouteRule
+	if r := meshconfig.CompileRoutes(ins)[meshconfig.ServiceKey(svc, ns)]; r != nil {
+		res.Route, res.Shadowed = r.Ref, r.Shadowed
+		if len(r.Merged) > 1 {
+			res.Merged = r.Merged
+		}
 		rule = r.Match(res.Method, res.Path, h)
-		break
 	}
 	backends := []meshconfig.RouteBackend{{Key: meshconfig.ServiceKey(svc, ns), Weight: 1}}
-	if rule != nil {
-		res.Rule = rule.Index
+	switch {
+	case rule != nil && rule.Index < 0:
+		res.Route = rule.Ref
+		a := rule.Abort
+		res.Unmatched = &RouteCheckAbort{Status: a.Status, GRPCStatus: a.GRPCCode(), Percent: 100}
+		backends = nil
+	case rule != nil:
+		res.Route, res.Rule = rule.Ref, rule.Index
 		if len(rule.Backends) > 0 {
 			backends = rule.Backends
 		}
-		sr := spec.Rules[rule.Index]
+		sr := specs[rule.Ref].Rules[rule.Index]
 		if sr.Headers != nil {
 			res.RequestHeaders, res.ResponseHeaders = sr.Headers.Request, sr.Headers.Response
 		}
@@ -197,6 +217,7 @@ func routeCheck(cmd *cobra.Command, c *adminapi.Client, f *routeCheckFlags, svc,
 			res.Abort = &RouteCheckAbort{Status: a.Status, GRPCStatus: a.GRPCStatus, Percent: a.Percent}
 		}
 	}
+	res.Backend = []RouteCheckBackend{}
 	sum := 0
 	for _, b := range backends {
 		sum += b.Weight
@@ -251,10 +272,22 @@ func printRouteCheck(w io.Writer, r *RouteCheck) {
 	switch {
 	case r.Route == "":
 		fmt.Fprintln(w, "route:    none (the service itself)")
+	case r.Unmatched != nil:
+		fmt.Fprintf(w, "route:    %s, no rule matches\n", r.Route)
 	case r.Rule < 0:
 		fmt.Fprintf(w, "route:    %s, no rule matches (the service itself)\n", r.Route)
 	default:
 		fmt.Fprintf(w, "route:    %s rule %d\n", r.Route, r.Rule)
+	}
+	if len(r.Merged) > 0 {
+		fmt.Fprintf(w, "merged:   %s (Gateway API routes of one service, rules in precedence order)\n", strings.Join(r.Merged, ", "))
+	}
+	if len(r.Shadowed) > 0 {
+		fmt.Fprintf(w, "ignored:  %s (another Route for the service applies: a Trellis Route before Gateway API routes, GRPCRoutes before HTTPRoutes, else the first by name)\n", strings.Join(r.Shadowed, ", "))
+	}
+	if u := r.Unmatched; u != nil {
+		fmt.Fprintf(w, "answer:   %d (gRPC calls: status %d) from the caller's proxy: the Route answers requests no rule takes (spec.unmatched; Gateway API routes answer 404)\n", u.Status, u.GRPCStatus)
+		return
 	}
 	fmt.Fprintln(w, "backends:")
 	for _, b := range r.Backend {

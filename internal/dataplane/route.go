@@ -46,7 +46,7 @@ func (o *Outbound) routeRequest(key, method, path string, h meshconfig.Headers) 
 	if rule == nil {
 		return key, routed{}
 	}
-	rd := routed{rule: rule, c: o.cfg.Metrics.Route(r.Name, r.Namespace, r.Ref, rule.Index)}
+	rd := routed{rule: rule, c: o.cfg.Metrics.Route(r.Name, r.Namespace, rule.Ref, rule.Index)}
 	rd.c.Inc(metrics.RouteHit)
 	if b := rule.Pick(); b != "" {
 		return b, rd
@@ -64,6 +64,20 @@ type routed struct {
 // abortMessage is the body of an injected fault's answer.
 const abortMessage = "trellis: fault injected by a Route\n"
 
+// unmatchedMessage is the body of the answer to a request no rule of a
+// Route took, when the Route says so (spec.unmatched: Gateway API
+// routes answer 404).
+const unmatchedMessage = "trellis: no rule of the Route matches the request\n"
+
+// abortMarks are how an abort's answer says what it is: the header
+// field (lower case), its value, the body and the grpc-message.
+func abortMarks(a *meshconfig.RouteAbort) (field, value, body, grpcMessage string) {
+	if a.Unmatched {
+		return "x-trellis-route", "unmatched", unmatchedMessage, "no rule of the Route matches the method"
+	}
+	return "x-trellis-fault", "abort", abortMessage, "fault injected by a Route"
+}
+
 // faultFast applies rule's fault to a fast-path request: true with the
 // answer already written when it aborts.
 func (o *Outbound) faultFast(fc *fastConn, req *h1.Head, rd routed) (answered, keep bool) {
@@ -76,11 +90,12 @@ func (o *Outbound) faultFast(fc *fastConn, req *h1.Head, rd routed) (answered, k
 	}
 	if rule.Abort.Aborts() {
 		rd.c.Inc(metrics.RouteAborted)
+		field, value, body, _ := abortMarks(rule.Abort)
 		ew := newErrorResponse()
-		ew.Header().Set("X-Trellis-Fault", "abort")
+		ew.Header().Set(field, value)
 		ew.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		ew.WriteHeader(rule.Abort.Status)
-		_, _ = io.WriteString(ew, abortMessage)
+		_, _ = io.WriteString(ew, body)
 		return true, fc.answer(req, ew, false)
 	}
 	return false, false
@@ -258,40 +273,23 @@ func (o *Outbound) mirrorHTTP(c *metrics.RouteCounters, r *http.Request, key str
 	o.mirror(c, key, r.Method, r.URL.RequestURI(), r.Host, r.Header.Clone(), body)
 }
 
-// abortHTTP answers an injected abort: a gRPC call with a trailers-only
-// status, anything else with the HTTP status.
+// abortHTTP answers an injected abort (or an unmatched request): a gRPC
+// call with a trailers-only status, anything else with the HTTP status.
 func abortHTTP(w http.ResponseWriter, r *http.Request, a *meshconfig.RouteAbort) {
-	w.Header().Set("X-Trellis-Fault", "abort")
+	field, value, body, grpcMessage := abortMarks(a)
+	w.Header().Set(field, value)
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		w.Header().Set("Content-Type", "application/grpc")
 		w.Header().Set("Grpc-Status", strconv.Itoa(grpcCodeOf(a)))
-		w.Header().Set("Grpc-Message", "fault injected by a Route")
+		w.Header().Set("Grpc-Message", grpcMessage)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	http.Error(w, strings.TrimSuffix(abortMessage, "\n"), a.Status)
+	http.Error(w, strings.TrimSuffix(body, "\n"), a.Status)
 }
 
-// grpcCodeOf is the gRPC status of an abort: its own, or its HTTP
-// status mapped as gRPC maps HTTP errors.
-func grpcCodeOf(a *meshconfig.RouteAbort) int {
-	if a.GRPCStatus >= 0 {
-		return a.GRPCStatus
-	}
-	switch a.Status {
-	case http.StatusBadRequest:
-		return 13 // INTERNAL
-	case http.StatusUnauthorized:
-		return 16 // UNAUTHENTICATED
-	case http.StatusForbidden:
-		return 7 // PERMISSION_DENIED
-	case http.StatusNotFound:
-		return 12 // UNIMPLEMENTED
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return 14 // UNAVAILABLE
-	}
-	return 2 // UNKNOWN
-}
+// grpcCodeOf is the gRPC status of an abort.
+func grpcCodeOf(a *meshconfig.RouteAbort) int { return a.GRPCCode() }
 
 // rewriteWriter applies a response header rewrite as the head is
 // written.
@@ -353,16 +351,17 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 	}
 	if rule.Abort.Aborts() {
 		rd.c.Inc(metrics.RouteAborted)
+		field, value, body, grpcMessage := abortMarks(rule.Abort)
 		if strings.HasPrefix(req.Get("content-type"), "application/grpc") {
 			return target, &h2relay.Response{Status: http.StatusOK, Header: []hpack.HeaderField{
 				{Name: "content-type", Value: "application/grpc"},
 				{Name: "grpc-status", Value: strconv.Itoa(grpcCodeOf(rule.Abort))},
-				{Name: "grpc-message", Value: "fault injected by a Route"},
-				{Name: "x-trellis-fault", Value: "abort"},
+				{Name: "grpc-message", Value: grpcMessage},
+				{Name: field, Value: value},
 			}}, nil, nil
 		}
-		return target, &h2relay.Response{Status: rule.Abort.Status, Body: abortMessage,
-			Header: []hpack.HeaderField{{Name: "x-trellis-fault", Value: "abort"}}}, nil, nil
+		return target, &h2relay.Response{Status: rule.Abort.Status, Body: body,
+			Header: []hpack.HeaderField{{Name: field, Value: value}}}, nil, nil
 	}
 	if rule.Delay.Delays() {
 		rd.c.Inc(metrics.RouteDelayed)

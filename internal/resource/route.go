@@ -24,8 +24,22 @@ type RouteSpec struct {
 	// Required.
 	Service string `json:"service"`
 	// Rules are tried in order; the first whose matches match takes the
-	// request. A request no rule takes goes to Service itself.
+	// request. A request no rule takes goes to Service itself, unless
+	// Unmatched is set.
 	Rules []RouteRule `json:"rules"`
+	// Unmatched answers the requests no rule takes, instead of sending
+	// them to Service (the Routes made of Gateway API routes set
+	// {status: 404}, as the Gateway API asks).
+	Unmatched *RouteUnmatched `json:"unmatched,omitempty"`
+}
+
+// RouteUnmatched is the answer to a request no rule of a Route takes:
+// HTTP requests get Status, gRPC calls a trailers-only answer with
+// GRPCStatus (when set; else Status mapped as gRPC maps HTTP, 404 to 12
+// UNIMPLEMENTED).
+type RouteUnmatched struct {
+	Status     int  `json:"status"`
+	GRPCStatus *int `json:"grpcStatus,omitempty"`
 }
 
 // RouteRule is where matching requests go and what happens on the way.
@@ -171,6 +185,14 @@ func routeSpec(errs *errorList, raw json.RawMessage) RouteSpec {
 	}
 	for i := range s.Rules {
 		checkRouteRule(errs, fmt.Sprintf("spec.rules[%d]", i), &s.Rules[i])
+	}
+	if u := s.Unmatched; u != nil {
+		if u.Status < 400 || u.Status > 599 {
+			errs.add("spec.unmatched.status", "must be an HTTP error status from 400 to 599, got %d (e.g. {status: 404})", u.Status)
+		}
+		if g := u.GRPCStatus; g != nil && (*g < 1 || *g > 16) {
+			errs.add("spec.unmatched.grpcStatus", "must be a gRPC status code from 1 to 16, got %d", *g)
+		}
 	}
 	return s
 }

@@ -24,6 +24,10 @@ func TestRouteValidation(t *testing.T) {
 	if err := Validate(&ok); err != nil {
 		t.Fatal(err)
 	}
+	withUnmatched := mk(`{service: catalog, rules: [{backends: [{service: a}]}], unmatched: {status: 404, grpcStatus: 12}}`)
+	if err := Validate(&withUnmatched); err != nil {
+		t.Fatal(err)
+	}
 	spec, _ := RouteSpecOf(&ok)
 	if spec.Rules[2].Matches[0].Method != "POST" || spec.Rules[1].Mirror.PercentOf() != 100 || spec.Rules[0].Backends[0].WeightOf() != 100 {
 		t.Errorf("canonical values and defaults: %+v", spec)
@@ -44,6 +48,8 @@ func TestRouteValidation(t *testing.T) {
 		{`{service: catalog, rules: [{fault: {abort: {grpcStatus: 17, percent: 1}}}]}`, "spec.rules[0].fault.abort.grpcStatus", "1 to 16"},
 		{`{service: catalog, rules: [{fault: {delay: {fixed: 2m, percent: 1}}}]}`, "spec.rules[0].fault.delay.fixed", "1ms to 1m"},
 		{`{service: catalog, rules: [{headers: {request: {set: {host: x}}}}]}`, "spec.rules[0].headers.request", "may write"},
+		{`{service: catalog, rules: [{}], unmatched: {status: 200}}`, "spec.unmatched.status", "400 to 599"},
+		{`{service: catalog, rules: [{}], unmatched: {status: 404, grpcStatus: 0}}`, "spec.unmatched.grpcStatus", "1 to 16"},
 	} {
 		o := mk(tc.spec)
 		if err := Validate(&o); err == nil || !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), tc.msg) {

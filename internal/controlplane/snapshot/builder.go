@@ -27,6 +27,7 @@ import (
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/egress"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	authz "github.com/trellismesh/trellis/internal/policy"
 	"github.com/trellismesh/trellis/internal/resource"
 )
@@ -108,7 +109,30 @@ func TrafficPolicyFromObject(o *resource.Object) (Policy, error) {
 // spec.service (callsInto: Selector.Service is that service).
 func RouteFromObject(o *resource.Object) (Policy, error) {
 	spec, err := resource.RouteSpecOf(o)
-	return selectedPolicy(o, spec, resource.Selector{Service: spec.Service}, err)
+	p, err := selectedPolicy(o, spec, resource.Selector{Service: spec.Service}, err)
+	if err != nil {
+		return Policy{}, err
+	}
+	kind := o.Metadata.Labels[meshconfig.LabelGatewayAPIKind]
+	if kind == "" {
+		return p, nil
+	}
+	// A Route made of a Gateway API route keeps what the proxies merge
+	// it by (meshconfig.CompileRoutes): its kind, the route it was made
+	// of and that route's age.
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+	}
+	md := resource.Metadata{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace,
+		Labels: map[string]string{meshconfig.LabelGatewayAPIKind: kind}, CreationTimestamp: o.Metadata.CreationTimestamp}
+	if from := o.Metadata.Annotations[meshconfig.AnnotationFrom]; from != "" {
+		md.Annotations = map[string]string{meshconfig.AnnotationFrom: from}
+	}
+	if p.JSON, err = json.Marshal(resource.Object{APIVersion: resource.APIVersion, Kind: o.Kind, Metadata: md, Spec: specJSON}); err != nil {
+		return Policy{}, fmt.Errorf("encode %s: %w", o.Ref(), err)
+	}
+	return p, nil
 }
 
 // callsInto reports whether the client-side resource p (a TrafficPolicy,

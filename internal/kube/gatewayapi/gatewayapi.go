@@ -14,11 +14,13 @@ package gatewayapi
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -37,6 +39,10 @@ const (
 	ReasonBackendNotFound  = string(gwapiv1.RouteReasonBackendNotFound)
 	ReasonInvalidKind      = string(gwapiv1.RouteReasonInvalidKind)
 	ReasonRefNotPermitted  = string(gwapiv1.RouteReasonRefNotPermitted)
+	// ReasonConflicted is GEP-1426's reason for a route of one type
+	// whose Service also has a route of a type that takes precedence
+	// (not a constant of the v1.6.3 API types).
+	ReasonConflicted = "Conflicted"
 )
 
 // Services says whether the Service namespace/name exists. The resource
@@ -47,7 +53,10 @@ type Services func(namespace, name string) bool
 type Result struct {
 	// Routes holds one Trellis Route per accepted Service parent, named
 	// "httproute.NAME.SERVICE" or "grpcroute.NAME.SERVICE" in the route's
-	// namespace, valid for resource.Validate.
+	// namespace, valid for resource.Validate, labelled with
+	// meshconfig.LabelGatewayAPIKind (the proxies merge the Routes of
+	// one Service so labelled) and answering 404 to the requests no rule
+	// takes.
 	Routes []resource.Object
 	// Parents holds the status of every parentRef Trellis answers for:
 	// Service parents and parents of kinds no other controller takes.
@@ -140,9 +149,37 @@ func (r *route) result(services Services) Result {
 	return out
 }
 
+// MarkConflicts refuses (Accepted=False, Conflicted) the Service parents
+// of an HTTPRoute's result that a GRPCRoute also has: one route type per
+// Service, and GRPCRoutes take precedence (GEP-1426). grpcRouteOf names
+// a GRPCRoute of the route's namespace whose Route is for the Service
+// ("" when none). The Routes stay in res: the proxies leave them out
+// (meshconfig.CompileRoutes) whatever order the routes are judged in.
+func MarkConflicts(res *Result, grpcRouteOf func(service string) string) {
+	for i := range res.Parents {
+		p := &res.Parents[i]
+		ref := p.ParentRef
+		if ref.Group == nil || *ref.Group != "" || ref.Kind == nil || *ref.Kind != "Service" {
+			continue
+		}
+		g := grpcRouteOf(string(ref.Name))
+		if g == "" {
+			continue
+		}
+		for j := range p.Conditions {
+			if c := &p.Conditions[j]; c.Type == ConditionAccepted && c.Status == metav1.ConditionTrue {
+				c.Status, c.Reason = metav1.ConditionFalse, ReasonConflicted
+				c.Message = fmt.Sprintf("%s also has Service %s as parent: a Service takes one route type, and GRPCRoutes come first (GEP-1426); the mesh applies the GRPCRoute", g, ref.Name)
+			}
+		}
+	}
+}
+
 // object is the Trellis Route for the parent Service svc.
 func (r *route) object(svc string) (resource.Object, error) {
-	spec, err := json.Marshal(resource.RouteSpec{Service: svc, Rules: r.rules})
+	// A request no rule takes gets a 404 (gRPC: 12 UNIMPLEMENTED), as
+	// the Gateway API asks.
+	spec, err := json.Marshal(resource.RouteSpec{Service: svc, Rules: r.rules, Unmatched: &resource.RouteUnmatched{Status: http.StatusNotFound}})
 	if err != nil {
 		return resource.Object{}, fmt.Errorf("gatewayapi: %w", err)
 	}
@@ -152,7 +189,8 @@ func (r *route) object(svc string) (resource.Object, error) {
 		Metadata: resource.Metadata{
 			Name:        strings.ToLower(r.kind) + "." + r.name + "." + svc,
 			Namespace:   r.namespace,
-			Annotations: map[string]string{"trellis.dev/from": r.kind + " " + r.namespace + "/" + r.name},
+			Labels:      map[string]string{meshconfig.LabelGatewayAPIKind: r.kind},
+			Annotations: map[string]string{meshconfig.AnnotationFrom: r.kind + " " + r.namespace + "/" + r.name},
 		},
 		Spec: spec,
 	}

@@ -2,14 +2,18 @@ package gatewayapi_test
 
 import (
 	"encoding/json"
+	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/trellismesh/trellis/internal/kube/gatewayapi"
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
@@ -311,5 +315,88 @@ func TestGRPCRoute(t *testing.T) {
 			res := gatewayapi.GRPCRoute(tt.in, services)
 			checkResult(t, res, "grpcroute.split.catalog", tt.want, tt.accepted, tt.resolved, tt.reason)
 		})
+	}
+}
+
+// Two HTTPRoutes of one Service, as the proxies compile their Routes:
+// merged in the Gateway API's precedence (the longest prefix, then the
+// older route), and a 404 for what neither takes.
+func TestSeveralRoutesOfOneService(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	prefix := func(p, to string) gwapiv1.HTTPRouteRule {
+		return gwapiv1.HTTPRouteRule{
+			Matches:     []gwapiv1.HTTPRouteMatch{{Path: &gwapiv1.HTTPPathMatch{Type: new(gwapiv1.PathMatchPathPrefix), Value: new(p)}}},
+			BackendRefs: []gwapiv1.HTTPBackendRef{backend(to, 1)},
+		}
+	}
+	items := httpRoute(prefix("/items", "catalog-v1"))
+	items.Name, items.CreationTimestamp = "items", metav1.NewTime(t0.Add(time.Minute))
+	cart := httpRoute(prefix("/items", "audit"), prefix("/items/cart", "catalog-v2"))
+	cart.Name, cart.CreationTimestamp = "cart", metav1.NewTime(t0)
+	var ins []meshconfig.RouteInput
+	for _, hr := range []*gwapiv1.HTTPRoute{items, cart} {
+		res := gatewayapi.HTTPRoute(hr, services)
+		if len(res.Routes) != 1 {
+			t.Fatalf("%s: %d Routes, want 1", hr.Name, len(res.Routes))
+		}
+		o := res.Routes[0]
+		o.Metadata.CreationTimestamp = &hr.CreationTimestamp.Time // as the resource source does
+		if o.Metadata.Labels[meshconfig.LabelGatewayAPIKind] != "HTTPRoute" {
+			t.Errorf("%s: labels %v, want %s: HTTPRoute", o.Metadata.Name, o.Metadata.Labels, meshconfig.LabelGatewayAPIKind)
+		}
+		in, err := meshconfig.RouteInputOf(&o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u := in.Spec.Unmatched; u == nil || u.Status != 404 {
+			t.Errorf("%s: spec.unmatched %+v, want {status: 404}", o.Metadata.Name, u)
+		}
+		ins = append(ins, in)
+	}
+	r := meshconfig.CompileRoutes(ins)["catalog.shop"]
+	for _, tc := range []struct{ path, want string }{
+		{"/items/cart/1", "catalog-v2.shop"},
+		{"/items/1", "audit.shop"},
+		{"/items", "audit.shop"},
+		{"/cart", "404"},
+	} {
+		rule := r.Match("GET", tc.path, http.Header{})
+		got := "the service"
+		switch {
+		case rule == nil:
+		case rule.Index < 0:
+			got = strconv.Itoa(rule.Abort.Status)
+		default:
+			got = rule.Pick()
+		}
+		if got != tc.want {
+			t.Errorf("GET %s: got %s, want %s", tc.path, got, tc.want)
+		}
+	}
+}
+
+// An HTTPRoute whose Service also has a GRPCRoute is not accepted there
+// (GEP-1426: GRPCRoutes take precedence); its other parents are.
+func TestMarkConflicts(t *testing.T) {
+	hr := httpRoute(gwapiv1.HTTPRouteRule{BackendRefs: []gwapiv1.HTTPBackendRef{backend("catalog-v1", 1)}})
+	hr.Spec.ParentRefs = append(hr.Spec.ParentRefs, serviceParent("audit"))
+	res := gatewayapi.HTTPRoute(hr, services)
+	gatewayapi.MarkConflicts(&res, func(svc string) string {
+		if svc == "catalog" {
+			return "GRPCRoute shop/rpc"
+		}
+		return ""
+	})
+	if len(res.Routes) != 2 || len(res.Parents) != 2 {
+		t.Fatalf("%d Routes, %d parents; want 2 and 2", len(res.Routes), len(res.Parents))
+	}
+	for i, want := range []string{gatewayapi.ReasonConflicted, gatewayapi.ReasonAccepted} {
+		c := res.Parents[i].Conditions[0]
+		if c.Type != gatewayapi.ConditionAccepted || c.Reason != want || (want == gatewayapi.ReasonConflicted) != (c.Status == metav1.ConditionFalse) {
+			t.Errorf("parent %s: %+v, want Accepted reason %s", res.Parents[i].ParentRef.Name, c, want)
+		}
+	}
+	if msg := res.Parents[0].Conditions[0].Message; !strings.Contains(msg, "GRPCRoute shop/rpc") || !strings.Contains(msg, "GEP-1426") {
+		t.Errorf("message %q: want the GRPCRoute named and GEP-1426", msg)
 	}
 }

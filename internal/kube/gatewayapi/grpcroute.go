@@ -5,12 +5,13 @@ import (
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
 // GRPCRoute maps a GRPCRoute onto Trellis Routes, one per Service parent.
 func GRPCRoute(gr *gwapiv1.GRPCRoute, services Services) Result {
-	r := &route{kind: "GRPCRoute", namespace: gr.Namespace, name: gr.Name, generation: gr.Generation, parents: gr.Spec.ParentRefs}
+	r := &route{kind: meshconfig.KindGRPCRoute, namespace: gr.Namespace, name: gr.Name, generation: gr.Generation, parents: gr.Spec.ParentRefs}
 	for i, sr := range gr.Spec.Rules {
 		at := fmt.Sprintf("spec.rules[%d]", i)
 		var rule resource.RouteRule

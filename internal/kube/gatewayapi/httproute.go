@@ -6,12 +6,13 @@ import (
 
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/resource"
 )
 
 // HTTPRoute maps an HTTPRoute onto Trellis Routes, one per Service parent.
 func HTTPRoute(hr *gwapiv1.HTTPRoute, services Services) Result {
-	r := &route{kind: "HTTPRoute", namespace: hr.Namespace, name: hr.Name, generation: hr.Generation, parents: hr.Spec.ParentRefs}
+	r := &route{kind: meshconfig.KindHTTPRoute, namespace: hr.Namespace, name: hr.Name, generation: hr.Generation, parents: hr.Spec.ParentRefs}
 	for i, sr := range hr.Spec.Rules {
 		at := fmt.Sprintf("spec.rules[%d]", i)
 		var rule resource.RouteRule

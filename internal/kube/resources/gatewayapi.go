@@ -92,6 +92,7 @@ func (s *Source) judgeRoute(ctx context.Context, k key, ki kindInfo, u *unstruct
 			return fmt.Errorf("resources: %s: %w", k, err)
 		}
 		res = gatewayapi.HTTPRoute(&hr, s.serviceExists)
+		gatewayapi.MarkConflicts(&res, func(svc string) string { return s.grpcRouteOf(k.namespace, svc) })
 	default:
 		var gr gwapiv1.GRPCRoute
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &gr); err != nil {
@@ -111,6 +112,25 @@ func (s *Source) judgeRoute(ctx context.Context, k key, ki kindInfo, u *unstruct
 		return nil // the Lease holder writes status
 	}
 	return s.writeParents(ctx, ki.gvr, u, res.Parents)
+}
+
+// grpcRouteOf names a GRPCRoute of namespace ns with a Route for the
+// Service svc, "" when none.
+func (s *Source) grpcRouteOf(ns, svc string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, objs := range s.routes {
+		if k.resource != GRPCRoutes.Resource || k.namespace != ns {
+			continue
+		}
+		for _, o := range objs {
+			var spec struct{ Service string }
+			if json.Unmarshal(o.Spec, &spec) == nil && spec.Service == svc {
+				return "GRPCRoute " + ns + "/" + k.name
+			}
+		}
+	}
+	return ""
 }
 
 // setRoutes replaces the Routes made of the route k.
@@ -139,6 +159,16 @@ func (s *Source) setRoutes(k key, objs []resource.Object) {
 	select {
 	case s.changed <- struct{}{}:
 	default:
+	}
+	if k.resource == GRPCRoutes.Resource {
+		// Their HTTPRoutes' Conflicted conditions (MarkConflicts).
+		if ki, ok := s.kinds[HTTPRoutes.Resource]; ok {
+			for _, name := range ki.informer.GetStore().ListKeys() {
+				if ns, n, _ := cache.SplitMetaNamespaceKey(name); ns == k.namespace {
+					s.queue.Add(key{HTTPRoutes.Resource, ns, n})
+				}
+			}
+		}
 	}
 }
 
