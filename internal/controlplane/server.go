@@ -21,6 +21,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/atomicfile"
+	"github.com/trellismesh/trellis/internal/controlplane/admintokens"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/resstore"
 	"github.com/trellismesh/trellis/internal/controlplane/tokens"
@@ -47,13 +48,16 @@ type Server struct {
 	res        *resstore.Resources
 	tokens     *tokens.Service
 	adminToken adminhttp.Token
-	metrics    *metrics
-	serving    *meshca.ServingCert
-	audit      *audit
-	push       *pusher
-	resCache   *resstore.Cache
-	resRev     int64 // store revision resCache was loaded at
-	stopPush   context.CancelFunc
+	// adminTokens are the tokens with roles (admin-token create); the
+	// bootstrap adminToken is root.
+	adminTokens *admintokens.Service
+	metrics     *metrics
+	serving     *meshca.ServingCert
+	audit       *audit
+	push        *pusher
+	resCache    *resstore.Cache
+	resRev      int64 // store revision resCache was loaded at
+	stopPush    context.CancelFunc
 
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
@@ -114,15 +118,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Authority: auth, Records: cfg.TokenRecords, Store: st, Now: cfg.Clock.Now, ServiceAccounts: cfg.WorkloadTokens != nil,
 	})
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		store:      st,
-		ca:         ca,
-		res:        resstore.New(st, cfg.Clock.Now),
-		tokens:     toks,
-		adminToken: at,
-		metrics:    newMetrics(),
-		serveErr:   make(chan error, 2),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		store:       st,
+		ca:          ca,
+		res:         resstore.New(st, cfg.Clock.Now),
+		tokens:      toks,
+		adminToken:  at,
+		adminTokens: admintokens.New(st, cfg.Clock.Now),
+		metrics:     newMetrics(),
+		serveErr:    make(chan error, 2),
 	}
 	if err := s.res.EnsureDefaultMesh(ctx); err != nil {
 		return nil, err
