@@ -107,16 +107,22 @@ const RootName = "root"
 // RootPrincipal is the holder of the bootstrap admin.token.
 func RootPrincipal() Principal { return Principal{Name: RootName, Role: Root} }
 
+// MeshNamespace is the namespace whose resources may act mesh-wide (a
+// policy there with an empty selector protects every workload; the same
+// as policy.MeshNamespace). Acting in it is cluster-scoped: no token
+// limited to namespaces may, and none is limited to it.
+const MeshNamespace = "trellis-system"
+
 // Scoped reports whether p is limited to namespaces.
 func (p Principal) Scoped() bool { return len(p.Namespaces) > 0 }
 
-// InNamespace reports whether p may act in namespace ns ("" is
-// cluster-scoped: only an unscoped principal may).
+// InNamespace reports whether p may act in namespace ns ("" and
+// MeshNamespace are cluster-scoped: only an unscoped principal may).
 func (p Principal) InNamespace(ns string) bool {
 	if !p.Scoped() {
 		return true
 	}
-	return ns != "" && slices.Contains(p.Namespaces, ns)
+	return ns != "" && ns != MeshNamespace && slices.Contains(p.Namespaces, ns)
 }
 
 // ForbiddenError is a refusal: it names the principal and what it lacks.
@@ -142,8 +148,8 @@ func (e *ForbiddenError) Error() string {
 	case e.Detail != "":
 		return fmt.Sprintf("forbidden: %s %s", who, e.Detail)
 	case e.Cluster:
-		return fmt.Sprintf("forbidden: token %q is limited to namespaces %s; permission %s on cluster-scoped things needs a token for all namespaces",
-			e.Principal.Name, strings.Join(e.Principal.Namespaces, ","), e.Permission)
+		return fmt.Sprintf("forbidden: token %q is limited to namespaces %s; permission %s on cluster-scoped things (and in %s, whose resources act mesh-wide) needs a token for all namespaces",
+			e.Principal.Name, strings.Join(e.Principal.Namespaces, ","), e.Permission, MeshNamespace)
 	case e.Namespace != "":
 		return fmt.Sprintf("forbidden: %s lacks permission %s in namespace %s", who, e.Permission, e.Namespace)
 	default:
@@ -169,7 +175,7 @@ func Authorize(p Principal, perm Permission, ns string, cluster bool) error {
 	switch {
 	case !p.Scoped():
 		return nil
-	case cluster:
+	case cluster || ns == MeshNamespace:
 		return &ForbiddenError{Principal: p, Permission: perm, Cluster: true}
 	case ns != "" && !slices.Contains(p.Namespaces, ns):
 		return &ForbiddenError{Principal: p, Permission: perm, Namespace: ns}

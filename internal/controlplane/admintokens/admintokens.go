@@ -81,6 +81,9 @@ func (s *Service) Create(ctx context.Context, req adminapi.CreateAdminTokenReque
 			if !names.IsDNSLabel(ns) {
 				return adminapi.CreateAdminTokenResponse{}, &FieldError{Field: "namespaces", Msg: fmt.Sprintf("%q %s", ns, names.DNSLabelRule)}
 			}
+			if ns == adminauth.MeshNamespace {
+				return adminapi.CreateAdminTokenResponse{}, &FieldError{Field: "namespaces", Msg: fmt.Sprintf("%s holds mesh-wide resources, so acting in it needs a token for all namespaces", ns)}
+			}
 			if !slices.Contains(nss, ns) {
 				nss = append(nss, ns)
 			}
