@@ -190,7 +190,7 @@ func (p Principal) Covers(q Principal) error {
 	for _, perm := range q.Role.Permissions() {
 		if !p.Role.Has(perm) {
 			return &ForbiddenError{Principal: p, Permission: perm,
-				Detail: fmt.Sprintf("may not create a token of role %s: it lacks permission %s, which that role has", q.Role, perm)}
+				Detail: fmt.Sprintf("lacks permission %s, which role %s has, so it may not create a token of that role", perm, q.Role)}
 		}
 	}
 	if !p.Scoped() {
@@ -198,12 +198,11 @@ func (p Principal) Covers(q Principal) error {
 	}
 	if !q.Scoped() {
 		return &ForbiddenError{Principal: p, Permission: AdminTokensWrite,
-			Detail: "may not create a token for all namespaces: give --namespace with some of its own"}
+			Detail: "lacks permission admintokens.write for all namespaces: give --namespace with some of its own"}
 	}
 	for _, ns := range q.Namespaces {
-		if !slices.Contains(p.Namespaces, ns) {
-			return &ForbiddenError{Principal: p, Permission: AdminTokensWrite,
-				Detail: fmt.Sprintf("may not create a token for namespace %s, which it is not limited to", ns)}
+		if !p.InNamespace(ns) {
+			return &ForbiddenError{Principal: p, Permission: AdminTokensWrite, Namespace: ns}
 		}
 	}
 	return nil

@@ -169,7 +169,7 @@ func (s *Server) namespaceQueryRequired(next http.Handler) http.Handler {
 		ns := r.URL.Query().Get("namespace")
 		if p.Scoped() && ns == "" {
 			s.forbid(w, r, &adminauth.ForbiddenError{Principal: p, Permission: adminauth.StatusRead,
-				Detail: "is limited to namespaces: add ?namespace= with one of them (trellis ... -n NS)"})
+				Detail: "lacks permission status.read in all namespaces: ask for one of its own with ?namespace= (-n NS)"})
 			return
 		}
 		if !s.listNamespace(w, r, adminauth.StatusRead, ns) {
@@ -294,7 +294,7 @@ func (s *Server) handleRevokeAdminToken(w http.ResponseWriter, r *http.Request) 
 		}
 		if !adminTokenVisible(p, info) {
 			s.forbid(w, r, &adminauth.ForbiddenError{Principal: p, Permission: adminauth.AdminTokensWrite,
-				Detail: fmt.Sprintf("may not revoke admin token %q: it is not limited to namespaces of its own", name)})
+				Detail: fmt.Sprintf("lacks permission admintokens.write on admin token %q, which is not limited to namespaces of its own", name)})
 			return
 		}
 	}

@@ -251,6 +251,9 @@ func TestNamespacedToken(t *testing.T) {
 		{"delete mesh", op.Delete(ctx, mk, "", "default"), http.StatusForbidden, "cluster-scoped"},
 		{"delete own", op.Delete(ctx, ap, "shop", "new"), http.StatusOK, ""},
 		{"proxies of other namespace", second(op.ListProxies(ctx, "ops")), http.StatusForbidden, "status.read in namespace ops"},
+		{"shapes of every namespace", second(op.Shapes(ctx, "")), http.StatusForbidden, "lacks permission status.read in all namespaces"},
+		{"shapes of another namespace", second(op.Shapes(ctx, "ops")), http.StatusForbidden, "status.read in namespace ops"},
+		{"apply in trellis-system", second(op.Apply(ctx, policyIn(t, "trellis-system", "all"), false)), http.StatusForbidden, "whose resources act mesh-wide"},
 		{"graph (mesh-wide)", second(op.Graph(ctx, time.Minute)), http.StatusForbidden, "cluster-scoped"},
 	} {
 		if got := statusOf(tc.err); got != tc.want || (tc.wantMsg != "" && !strings.Contains(fmt.Sprint(tc.err), tc.wantMsg)) {
