@@ -9,20 +9,21 @@ import (
 
 // Paths of the admin API. Every path under /api/ needs a bearer token.
 const (
-	PathApply  = "/api/v1/apply"
-	PathTokens = "/api/v1/tokens"
-	// PathAdminTokens is the admin tokens' collection; /{name} for one.
-	PathAdminTokens = "/api/v1/admin-tokens"
-	PathResource    = "/api/v1/resources" // /{plural}[/{namespace}]/{name}
-	PathProxies     = "/api/v1/proxies"   // ?namespace=NS; /{instance} for one
-	PathServices    = "/api/v1/services"  // ?namespace=NS
-	PathGraph       = "/api/v1/graph"     // ?window=1m
-	PathShapes      = "/api/v1/shapes"    // ?namespace=NS
-	PathAlerts      = "/api/v1/alerts"    // ?since=RFC3339
-	PathHealthz     = "/healthz"
-	PathReadyz      = "/readyz"
-	PathMetrics     = "/metrics"
+	PathApply    = "/api/v1/apply"
+	PathTokens   = "/api/v1/tokens"
+	PathResource = "/api/v1/resources" // /{plural}[/{namespace}]/{name}
+	PathProxies  = "/api/v1/proxies"   // ?namespace=NS; /{instance} for one
+	PathServices = "/api/v1/services"  // ?namespace=NS
+	PathGraph    = "/api/v1/graph"     // ?window=1m
+	PathShapes   = "/api/v1/shapes"    // ?namespace=NS
+	PathAlerts   = "/api/v1/alerts"    // ?since=RFC3339
+	PathHealthz  = "/healthz"
+	PathReadyz   = "/readyz"
+	PathMetrics  = "/metrics"
 )
+
+// PathAdminTokens is the admin tokens' collection; /{name} for one.
+const PathAdminTokens = "/api/v1/admin-tokens"
 
 // ApplyRequest creates or updates a batch of resources atomically: either
 // every object is stored or none is.

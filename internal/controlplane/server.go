@@ -48,16 +48,13 @@ type Server struct {
 	res        *resstore.Resources
 	tokens     *tokens.Service
 	adminToken adminhttp.Token
-	// adminTokens are the tokens with roles (admin-token create); the
-	// bootstrap adminToken is root.
-	adminTokens *admintokens.Service
-	metrics     *metrics
-	serving     *meshca.ServingCert
-	audit       *audit
-	push        *pusher
-	resCache    *resstore.Cache
-	resRev      int64 // store revision resCache was loaded at
-	stopPush    context.CancelFunc
+	metrics    *metrics
+	serving    *meshca.ServingCert
+	audit      *audit
+	push       *pusher
+	resCache   *resstore.Cache
+	resRev     int64 // store revision resCache was loaded at
+	stopPush   context.CancelFunc
 
 	grpcSrv  *grpc.Server
 	httpSrv  *http.Server
@@ -72,6 +69,10 @@ type Server struct {
 	// embedded collector (applyAnomalyConfig).
 	anomalyMu  sync.Mutex
 	anomalyCfg *anomaly.Config
+
+	// adminTokens are the tokens with roles (trellis admin-token); the
+	// bootstrap adminToken is root.
+	adminTokens *admintokens.Service
 }
 
 // New prepares a control plane on cfg.Store: data dir, trust domain, CA,
@@ -118,17 +119,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Authority: auth, Records: cfg.TokenRecords, Store: st, Now: cfg.Clock.Now, ServiceAccounts: cfg.WorkloadTokens != nil,
 	})
 	s := &Server{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		store:       st,
-		ca:          ca,
-		res:         resstore.New(st, cfg.Clock.Now),
-		tokens:      toks,
-		adminToken:  at,
-		adminTokens: admintokens.New(st, cfg.Clock.Now),
-		metrics:     newMetrics(),
-		serveErr:    make(chan error, 2),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		store:      st,
+		ca:         ca,
+		res:        resstore.New(st, cfg.Clock.Now),
+		tokens:     toks,
+		adminToken: at,
+		metrics:    newMetrics(),
+		serveErr:   make(chan error, 2),
 	}
+	s.adminTokens = admintokens.New(st, cfg.Clock.Now)
 	if err := s.res.EnsureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}
