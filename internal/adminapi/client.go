@@ -195,6 +195,27 @@ func (c *Client) ListTokens(ctx context.Context) ([]TokenInfo, error) {
 	return out.Items, err
 }
 
+// CreateAdminToken creates an admin token; the answer holds its secret.
+func (c *Client) CreateAdminToken(ctx context.Context, req CreateAdminTokenRequest) (CreateAdminTokenResponse, error) {
+	var out CreateAdminTokenResponse
+	err := c.do(ctx, http.MethodPost, PathAdminTokens, req, &out)
+	return out, err
+}
+
+// ListAdminTokens lists admin tokens (never their secrets).
+func (c *Client) ListAdminTokens(ctx context.Context) ([]AdminTokenInfo, error) {
+	var out AdminTokenListResponse
+	err := c.do(ctx, http.MethodGet, PathAdminTokens, nil, &out)
+	return out.Items, err
+}
+
+// RevokeAdminToken revokes an admin token by name.
+func (c *Client) RevokeAdminToken(ctx context.Context, name string) (AdminTokenInfo, error) {
+	var out AdminTokenInfo
+	err := c.do(ctx, http.MethodDelete, PathAdminTokens+"/"+url.PathEscape(name), nil, &out)
+	return out, err
+}
+
 // namespaceQuery is "?namespace=NS", or "" for all namespaces.
 func namespaceQuery(namespace string) string {
 	if namespace == "" {

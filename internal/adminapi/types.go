@@ -22,6 +22,9 @@ const (
 	PathMetrics  = "/metrics"
 )
 
+// PathAdminTokens is the admin tokens' collection; /{name} for one.
+const PathAdminTokens = "/api/v1/admin-tokens"
+
 // ApplyRequest creates or updates a batch of resources atomically: either
 // every object is stored or none is.
 type ApplyRequest struct {
@@ -254,4 +257,42 @@ type ServiceInfo struct {
 // ServiceListResponse lists services by namespace and name.
 type ServiceListResponse struct {
 	Items []ServiceInfo `json:"items"`
+}
+
+// CreateAdminTokenRequest asks for an admin token (POST
+// /api/v1/admin-tokens). Role is viewer, operator or security-admin;
+// Namespaces, when set, limits the token to them; Name defaults to the
+// role and a random suffix, TTL to 720h.
+type CreateAdminTokenRequest struct {
+	Name       string   `json:"name,omitempty"`
+	Role       string   `json:"role"`
+	Namespaces []string `json:"namespaces,omitempty"`
+	TTL        string   `json:"ttl,omitempty"`
+}
+
+// AdminTokenInfo describes an admin token, never its secret.
+type AdminTokenInfo struct {
+	Name       string   `json:"name"`
+	Role       string   `json:"role"`
+	Namespaces []string `json:"namespaces,omitempty"`
+	// CreatedBy is the name of the token that created it ("root" for the
+	// bootstrap admin.token).
+	CreatedBy string     `json:"createdBy"`
+	CreatedAt time.Time  `json:"createdAt"`
+	ExpiresAt time.Time  `json:"expiresAt"`
+	RevokedAt *time.Time `json:"revokedAt,omitempty"`
+	// LastUsed is when this control plane replica last authenticated a
+	// call with the token since it started (not stored).
+	LastUsed *time.Time `json:"lastUsed,omitempty"`
+}
+
+// CreateAdminTokenResponse carries the token's secret, shown once.
+type CreateAdminTokenResponse struct {
+	Token string         `json:"token"`
+	Info  AdminTokenInfo `json:"info"`
+}
+
+// AdminTokenListResponse lists admin tokens.
+type AdminTokenListResponse struct {
+	Items []AdminTokenInfo `json:"items"`
 }

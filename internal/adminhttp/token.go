@@ -64,7 +64,7 @@ func LoadOrCreate(dir string) (Token, error) {
 func (t Token) Require(who string, next http.Handler) http.Handler {
 	msg := errors.New("unauthorized: send Authorization: Bearer <token> with the token from the " + who + "'s DATA_DIR/admin.token")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := bearerToken(r.Header.Get("Authorization"))
+		tok, ok := BearerToken(r.Header.Get("Authorization"))
 		if !ok || !t.Matches(tok) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="trellis"`)
 			WriteError(w, http.StatusUnauthorized, msg)
@@ -74,10 +74,10 @@ func (t Token) Require(who string, next http.Handler) http.Handler {
 	})
 }
 
-// bearerToken returns the credentials of an Authorization header with the
+// BearerToken returns the credentials of an Authorization header with the
 // Bearer scheme. Auth schemes are case-insensitive (RFC 7235 section 2.1):
 // "bearer" and "BEARER" are Bearer too.
-func bearerToken(header string) (string, bool) {
+func BearerToken(header string) (string, bool) {
 	scheme, tok, ok := strings.Cut(strings.TrimSpace(header), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return "", false

@@ -37,7 +37,8 @@ func kekFile(t *testing.T) string {
 // share what replicas must: the CA (sealed in etcd with --ca-kek-file,
 // never in the clear), the admin token (A's works on B), the resources
 // (applied through A, read through B), the join tokens (made on A, listed
-// on B) and a root rotation (made on A, taken by B). A replica given
+// on B), the admin tokens (made on A, used on B, revoked on B and refused
+// by A) and a root rotation (made on A, taken by B). A replica given
 // another key-encryption key refuses to start, saying why; the flags
 // without a shared store are refused.
 func TestReplicasShareCAOnEtcd(t *testing.T) {
@@ -75,6 +76,32 @@ func TestReplicasShareCAOnEtcd(t *testing.T) {
 	}
 	if r := on(apiB, "token", "list"); r.code != cli.ExitOK || !strings.Contains(r.stdout, "vm-billing") {
 		t.Errorf("B lists A's join token: %v", r)
+	}
+
+	// An admin token made on A works on B; revoked on B, A refuses it at once.
+	r := on(apiA, "admin-token", "create", "--role", "viewer", "--name", "shared-viewer")
+	if r.code != cli.ExitOK {
+		t.Fatalf("admin-token create on A: %v", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	viewer := filepath.Join(t.TempDir(), "viewer.token")
+	if err := os.WriteFile(viewer, []byte(lines[len(lines)-1]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	asViewer := func(api string, args ...string) result {
+		return run(t, "", append([]string{"--api", api, "--token-file", viewer}, args...)...)
+	}
+	if r := asViewer(apiB, "get", "authz", "-A"); r.code != cli.ExitOK {
+		t.Errorf("A's viewer token on B: %v", r)
+	}
+	if r := asViewer(apiB, "apply", "-f", "testdata/mesh-and-policies.yaml"); r.code != cli.ExitUser || !strings.Contains(r.stderr, "lacks permission resources.write") {
+		t.Errorf("A's viewer token applies on B: %v", r)
+	}
+	if r := on(apiB, "admin-token", "revoke", "shared-viewer"); r.code != cli.ExitOK {
+		t.Fatalf("admin-token revoke on B: %v", r)
+	}
+	if r := asViewer(apiA, "get", "authz", "-A"); r.code != cli.ExitUser || !strings.Contains(r.stderr, "revoked") {
+		t.Errorf("the token revoked on B, used on A: %v", r)
 	}
 
 	// Nothing of the CA in the clear in etcd.

@@ -91,6 +91,7 @@ func newRoot(stdin io.Reader) *cobra.Command {
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newTokenCmd(g),
+		newAdminTokenCmd(g),
 		newCACmd(g),
 		policycmd.New(policycmd.Env{
 			Stdin: g.stdin, Client: g.client, TokenConfigured: g.tokenConfigured, ReadObjects: readObjects,

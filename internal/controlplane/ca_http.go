@@ -8,19 +8,21 @@ import (
 	"github.com/trellismesh/trellis/internal/meshca"
 )
 
-// caRoutes adds the CA lifecycle endpoints (trellis ca rotate|retire-old|status).
-func (s *Server) caRoutes(api *http.ServeMux) {
-	api.HandleFunc("GET "+adminapi.PathCA, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.rollout.Status())
-	})
-	api.HandleFunc("POST "+adminapi.PathCARotate, func(w http.ResponseWriter, r *http.Request) {
-		ch, err := s.rotateCA(r)
-		s.writeCAChange(w, ch, err)
-	})
-	api.HandleFunc("POST "+adminapi.PathCARetireOld, func(w http.ResponseWriter, r *http.Request) {
-		ch, err := s.retireOldCA(r)
-		s.writeCAChange(w, ch, err)
-	})
+// handleCAStatus answers GET /api/v1/ca (trellis ca status).
+func (s *Server) handleCAStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.rollout.Status())
+}
+
+// handleCARotate answers POST /api/v1/ca/rotate (trellis ca rotate).
+func (s *Server) handleCARotate(w http.ResponseWriter, r *http.Request) {
+	ch, err := s.rotateCA(r)
+	s.writeCAChange(w, ch, err)
+}
+
+// handleCARetireOld answers POST /api/v1/ca/retire-old (trellis ca retire-old).
+func (s *Server) handleCARetireOld(w http.ResponseWriter, r *http.Request) {
+	ch, err := s.retireOldCA(r)
+	s.writeCAChange(w, ch, err)
 }
 
 func (s *Server) writeCAChange(w http.ResponseWriter, ch meshca.Change, err error) {

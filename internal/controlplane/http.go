@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminauth"
 	"github.com/trellismesh/trellis/internal/adminhttp"
+	"github.com/trellismesh/trellis/internal/controlplane/admintokens"
 	"github.com/trellismesh/trellis/internal/controlplane/resstore"
 	"github.com/trellismesh/trellis/internal/controlplane/tokens"
 	authz "github.com/trellismesh/trellis/internal/policy"
@@ -24,30 +27,12 @@ import (
 const maxBodyBytes = 8 << 20
 
 // routes builds the admin API handler. Every path under /api/ (and any
-// unknown path) requires the bearer token; /healthz and /readyz do not, nor
-// does /metrics unless Config.MetricsRequireToken.
+// unknown path) requires a bearer token (admin.token or an admin token),
+// and each endpoint the permission adminRoutes gives it; /healthz and
+// /readyz do not, nor does /metrics unless Config.MetricsRequireToken
+// (then any token with status.read).
 func (s *Server) routes() http.Handler {
-	api := http.NewServeMux()
-	api.HandleFunc("POST "+adminapi.PathApply, s.handleApply)
-	api.HandleFunc("GET "+adminapi.PathResource+"/{plural}", s.handleList)
-	api.HandleFunc("GET "+adminapi.PathResource+"/{plural}/{name}", s.handleGet)
-	api.HandleFunc("GET "+adminapi.PathResource+"/{plural}/{namespace}/{name}", s.handleGet)
-	api.HandleFunc("DELETE "+adminapi.PathResource+"/{plural}/{name}", s.handleDelete)
-	api.HandleFunc("DELETE "+adminapi.PathResource+"/{plural}/{namespace}/{name}", s.handleDelete)
-	api.HandleFunc("POST "+adminapi.PathTokens, s.handleCreateToken)
-	api.HandleFunc("GET "+adminapi.PathTokens, s.handleListTokens)
-	api.HandleFunc("DELETE "+adminapi.PathTokens+"/{id}", s.handleRevokeToken)
-	api.HandleFunc("GET "+adminapi.PathProxies, s.handleListProxies)
-	api.HandleFunc("GET "+adminapi.PathServices, s.handleListServices)
-	api.Handle("GET "+adminapi.PathGraph, s.graphHandler())
-	api.Handle("GET "+adminapi.PathShapes, s.shapesHandler())
-	api.Handle("GET "+adminapi.PathAlerts, s.alertsHandler())
-	api.Handle("GET "+adminapi.PathAuditVerify, s.auditVerifyHandler())
-	s.statusRoutes(api)
-	s.caRoutes(api)
-	api.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	api := s.apiMux()
 
 	open := http.NewServeMux()
 	open.HandleFunc("GET "+adminapi.PathHealthz, func(w http.ResponseWriter, r *http.Request) {
@@ -56,10 +41,10 @@ func (s *Server) routes() http.Handler {
 	open.HandleFunc("GET "+adminapi.PathReadyz, s.handleReadyz)
 	open.Handle("GET "+adminapi.PathMetrics, s.metricsHandler())
 
-	authed := s.adminToken.Require("control plane", api)
+	authed := s.authenticate(api)
 	metrics := http.Handler(open)
 	if s.cfg.MetricsRequireToken {
-		metrics = s.adminToken.Require("control plane", open)
+		metrics = s.authenticate(s.permitted(adminRoute{pattern: "GET " + adminapi.PathMetrics, perm: adminauth.StatusRead, handler: open}))
 	}
 	return s.countRequests(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -134,6 +119,13 @@ func (s *Server) handleApply(w http.ResponseWriter, r *http.Request) {
 		})
 		return
 	}
+	for i := range req.Objects {
+		o := &req.Objects[i]
+		kind, _ := resource.LookupKind(o.Kind)
+		if !s.authorizeIn(w, r, adminauth.ResourcesWrite, o.Metadata.Namespace, !kind.Namespaced) {
+			return
+		}
+	}
 	results, err := s.res.Apply(r.Context(), req.Objects, req.DryRun)
 	if err != nil {
 		s.writeResourceError(w, err)
@@ -196,10 +188,22 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	items, err := s.res.List(r.Context(), kind, r.URL.Query().Get("namespace"))
+	s.listResources(w, r, kind, r.URL.Query().Get("namespace"))
+}
+
+// listResources lists a kind in ns ("" for all), only the namespaces the
+// caller's token sees.
+func (s *Server) listResources(w http.ResponseWriter, r *http.Request, kind resource.KindInfo, ns string) {
+	if kind.Namespaced && !s.listNamespace(w, r, adminauth.ResourcesRead, ns) {
+		return
+	}
+	items, err := s.res.List(r.Context(), kind, ns)
 	if err != nil {
 		s.writeResourceError(w, err)
 		return
+	}
+	if kind.Namespaced {
+		items = slices.DeleteFunc(items, func(o resource.Object) bool { return !visible(r, o.Metadata.Namespace) })
 	}
 	writeJSON(w, http.StatusOK, adminapi.ListResponse{Items: items})
 }
@@ -211,16 +215,16 @@ func (s *Server) handleGet(w http.ResponseWriter, r *http.Request) {
 	}
 	// GET /resources/{plural}/{namespace} on a namespaced kind lists a namespace.
 	if kind.Namespaced && r.PathValue("namespace") == "" {
-		items, err := s.res.List(r.Context(), kind, r.PathValue("name"))
-		if err != nil {
-			s.writeResourceError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, adminapi.ListResponse{Items: items})
+		s.listResources(w, r, kind, r.PathValue("name"))
 		return
 	}
 	ns, ok := pathNamespace(w, r, kind)
 	if !ok {
+		return
+	}
+	// Cluster-scoped resources (the Mesh) are read by every token with
+	// resources.read: they govern every namespace.
+	if kind.Namespaced && !s.authorizeIn(w, r, adminauth.ResourcesRead, ns, false) {
 		return
 	}
 	o, err := s.res.Get(r.Context(), kind, ns, r.PathValue("name"))
@@ -241,6 +245,9 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if !s.authorizeIn(w, r, adminauth.ResourcesWrite, ns, !kind.Namespaced) {
+		return
+	}
 	if err := s.res.Delete(r.Context(), kind, ns, name); err != nil {
 		s.writeResourceError(w, err)
 		return
@@ -260,6 +267,12 @@ func (s *Server) handleCreateToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
+	if req.Namespace == "" {
+		req.Namespace = "default"
+	}
+	if !s.authorizeIn(w, r, adminauth.JoinTokensWrite, req.Namespace, false) {
+		return
+	}
 	resp, err := s.tokens.Create(r.Context(), req)
 	if err != nil {
 		s.writeResourceError(w, err)
@@ -277,10 +290,21 @@ func (s *Server) handleListTokens(w http.ResponseWriter, r *http.Request) {
 		s.writeResourceError(w, err)
 		return
 	}
+	items = slices.DeleteFunc(items, func(t adminapi.TokenInfo) bool { return !visible(r, t.Namespace) })
 	writeJSON(w, http.StatusOK, adminapi.TokenListResponse{Items: items})
 }
 
 func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
+	if principalOf(r).Scoped() {
+		info, err := s.tokens.Info(r.Context(), r.PathValue("id"))
+		if err != nil {
+			s.writeResourceError(w, err)
+			return
+		}
+		if !s.authorizeIn(w, r, adminauth.JoinTokensWrite, info.Namespace, false) {
+			return
+		}
+	}
 	info, err := s.tokens.Revoke(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeResourceError(w, err)
@@ -295,9 +319,12 @@ func (s *Server) handleRevokeToken(w http.ResponseWriter, r *http.Request) {
 func (s *Server) writeResourceError(w http.ResponseWriter, err error) {
 	var ae *adminapi.ObjectError
 	var fe *tokens.FieldError
+	var afe *admintokens.FieldError
 	switch {
 	case errors.As(err, &fe):
 		writeJSON(w, http.StatusBadRequest, adminapi.ErrorBody{Error: err.Error(), Details: []adminapi.ErrorDetail{{Index: -1, Field: fe.Field, Message: fe.Msg}}})
+	case errors.As(err, &afe):
+		writeJSON(w, http.StatusBadRequest, adminapi.ErrorBody{Error: err.Error(), Details: []adminapi.ErrorDetail{{Index: -1, Field: afe.Field, Message: afe.Msg}}})
 	case errors.As(err, &ae):
 		msg := "apply: nothing was applied: " + err.Error()
 		if len(ae.Applied) > 0 {
@@ -373,11 +400,16 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// adminEvent is an audit event for a change made through the admin API.
-// The admin bearer token is the only credential, so the actor is "admin"
-// and the caller's address is recorded with it.
+// adminEvent is an audit event for a change made through the admin API:
+// the actor is the name of the caller's token ("root" for admin.token),
+// with its role and the caller's address.
 func adminEvent(r *http.Request, kind string, attrs map[string]string) *pb.Event {
-	attrs["actor"] = "admin"
+	p := principalOf(r)
+	attrs["actor"] = p.Name
+	attrs["actor_role"] = string(p.Role)
+	if p.Scoped() {
+		attrs["actor_namespaces"] = strings.Join(p.Namespaces, ",")
+	}
 	attrs["remote_addr"] = r.RemoteAddr
 	return &pb.Event{Kind: kind, Attributes: attrs}
 }

@@ -3,20 +3,31 @@ package controlplane
 import (
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/adminauth"
 	"github.com/trellismesh/trellis/internal/controlplane/snapshot"
 )
 
 // handleListProxies answers GET /api/v1/proxies[?namespace=NS]: every
 // proxy the registry holds with its sync state.
 func (s *Server) handleListProxies(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, adminapi.ProxyListResponse{Items: s.push.reg.Proxies(r.URL.Query().Get("namespace"))})
+	ns := r.URL.Query().Get("namespace")
+	if !s.listNamespace(w, r, adminauth.StatusRead, ns) {
+		return
+	}
+	items := slices.DeleteFunc(s.push.reg.Proxies(ns), func(p adminapi.ProxyInfo) bool { return !visible(r, p.Namespace) })
+	writeJSON(w, http.StatusOK, adminapi.ProxyListResponse{Items: items})
 }
 
 // handleListServices answers GET /api/v1/services[?namespace=NS]: the
 // services proxies see, counted the way their snapshots list them.
 func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
+	ns := r.URL.Query().Get("namespace")
+	if !s.listNamespace(w, r, adminauth.StatusRead, ns) {
+		return
+	}
 	ws, idle, _ := s.push.reg.View()
 	var vipOf map[snapshot.ServiceKey]string
 	if s.cfg.Workloads != nil {
@@ -27,7 +38,7 @@ func (s *Server) handleListServices(w http.ResponseWriter, r *http.Request) {
 		}
 		idle = nil
 	}
-	items := serviceInfos(ws, idle, r.URL.Query().Get("namespace"))
+	items := slices.DeleteFunc(serviceInfos(ws, idle, ns), func(i adminapi.ServiceInfo) bool { return !visible(r, i.Namespace) })
 	for i := range items {
 		k := snapshot.ServiceKey{Namespace: items[i].Namespace, Name: items[i].Name}
 		if vipOf != nil {

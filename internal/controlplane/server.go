@@ -21,6 +21,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/atomicfile"
+	"github.com/trellismesh/trellis/internal/controlplane/admintokens"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/resstore"
 	"github.com/trellismesh/trellis/internal/controlplane/tokens"
@@ -68,6 +69,10 @@ type Server struct {
 	// embedded collector (applyAnomalyConfig).
 	anomalyMu  sync.Mutex
 	anomalyCfg *anomaly.Config
+
+	// adminTokens are the tokens with roles (trellis admin-token); the
+	// bootstrap adminToken is root.
+	adminTokens *admintokens.Service
 }
 
 // New prepares a control plane on cfg.Store: data dir, trust domain, CA,
@@ -124,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		metrics:    newMetrics(),
 		serveErr:   make(chan error, 2),
 	}
+	s.adminTokens = admintokens.New(st, cfg.Clock.Now)
 	if err := s.res.EnsureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}

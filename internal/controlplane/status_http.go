@@ -9,17 +9,16 @@ import (
 	"github.com/trellismesh/trellis/internal/linediff"
 )
 
-// statusRoutes adds the proxy status endpoints (trellis status).
-func (s *Server) statusRoutes(api *http.ServeMux) {
-	api.HandleFunc("GET "+adminapi.PathProxies+"/{instance}", s.handleGetProxy)
-}
-
 // handleGetProxy answers GET /api/v1/proxies/{instance}: the proxy's
 // ProxyInfo, its desired and last acknowledged configs rendered as JSON,
 // and a line diff from the acknowledged to the desired one.
 func (s *Server) handleGetProxy(w http.ResponseWriter, r *http.Request) {
 	instance := r.PathValue("instance")
 	info, desired, acked, ok := s.push.reg.Proxy(instance)
+	if ok && !visible(r, info.Namespace) {
+		// A namespaced token learns nothing of proxies elsewhere.
+		ok = false
+	}
 	if !ok {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no proxy instance %q is registered (it may have left after its grace period); `trellis status` lists them", instance))
 		return

@@ -136,6 +136,19 @@ var rules = []rule{
 		why: "the join-token service works from the token authority and its records: it must not reach the control plane's server, the registry, the VIP allocator, the resource store, the CA signer, a store backend or the data plane",
 	},
 	{
+		from: []string{"internal/controlplane/admintokens/..."},
+		banned: []string{
+			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/resstore/...", "internal/controlplane/tokens/...",
+			"internal/meshca/...", "internal/jointoken/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...",
+		},
+		why: "the admin-token service works from a store.Store: it must not reach the control plane's server, the registry, the VIP allocator, the resources, the join tokens, the signers, a store backend or the data plane",
+	},
+	{
+		from:   []string{"internal/adminauth/..."},
+		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/...", "internal/adminapi/..."},
+		why:    "the permission check decides from the principal and the action it is given, for the admin API and any other front end: it must not link the control plane, the store, the signers, the proxy or the admin API's wire types",
+	},
+	{
 		from:   []string{"internal/meshca/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/proxy/...", "internal/dataplane/..."},
 		why:    "the CA, signing and rotation are given what they need (a data dir, the proxies' certificate reports): they must not reach the control plane, its registry, the store or the data plane",

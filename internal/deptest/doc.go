@@ -21,6 +21,11 @@
 //     the control plane, the store, the signers, the proxy or the data plane;
 //   - the admin API's text views (internal/adminview) depend on the
 //     control plane, the store, the signers, the proxy or the data plane;
+//   - the admin-token service (internal/controlplane/admintokens) depends
+//     on the control plane package itself, its other subpackages, the
+//     signers, a store backend or the data plane;
+//   - the permission check (internal/adminauth) depends on the control
+//     plane, the store, the signers, the proxy or the admin API types;
 //   - the collector role (internal/collectord) depends on the proxy, the CA
 //     or the join-token signer;
 //   - any role package (controlplane, proxy, collectord, gateway) depends

@@ -107,6 +107,12 @@ func (t *Service) Create(ctx context.Context, req adminapi.CreateTokenRequest) (
 	return adminapi.CreateTokenResponse{Token: tok, Info: info}, nil
 }
 
+// Info returns the record of token id (never the token).
+func (t *Service) Info(ctx context.Context, id string) (adminapi.TokenInfo, error) {
+	info, _, err := t.rec.Get(ctx, id)
+	return info, err
+}
+
 func (t *Service) info(ctx context.Context, id string) (adminapi.TokenInfo, string, error) {
 	return t.rec.Get(ctx, id)
 }
