@@ -431,12 +431,18 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// retryable: a dial failure of a request without a body (the transport
-// consumed nothing, and there is nothing to replay).
+// retryable: a request without a body (there is nothing to replay) that
+// reached no endpoint: its dial failed, or the new connection it was
+// given closed before its first request (x/net/http2's
+// errClientConnNotEstablished, unexported: an endpoint restarting).
 func retryable(r *http.Request, err error) bool {
 	var de *dialError
-	return relay.Bodyless(r) && errors.As(err, &de)
+	return relay.Bodyless(r) && (errors.As(err, &de) || strings.Contains(err.Error(), connNotEstablished))
 }
+
+// connNotEstablished is the text of x/net/http2's error for a request
+// that was the first on a connection that closed before it was sent.
+const connNotEstablished = "http2: client conn could not be established"
 
 // upstreamFailed answers a request no endpoint took: 503 when the peer
 // could not be reached or proved the wrong identity, 502 when it broke the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
@@ -78,7 +79,7 @@ func (o *Outbound) forwardTries(w http.ResponseWriter, r *http.Request, rt *rout
 				return o.timedOut(w, &tr, perTry), false
 			}
 			var de *dialError
-			if dial := errors.As(err, &de); dial && tr.retryUnsent() || !dial && tr.retry(meshconfig.RetryReset) {
+			if dial := errors.As(err, &de) || strings.Contains(err.Error(), connNotEstablished); dial && tr.retryUnsent() || !dial && tr.retry(meshconfig.RetryReset) {
 				moveOn(err)
 				continue
 			}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/atomicfile"
 	"github.com/trellismesh/trellis/internal/identity"
 )
@@ -203,6 +204,11 @@ func (ca *CA) commit(n int, next *caState, rootKey crypto.Signer) error {
 		}
 	}
 	if err := os.Rename(tmp, filepath.Join(caPath, name)); err != nil {
+		if _, serr := os.Stat(filepath.Join(caPath, name)); serr == nil {
+			// Another replica's change, arriving through the shared
+			// store, wrote this generation meanwhile: this one is lost.
+			return fmt.Errorf("%w: generation %s appeared in %s while this change was made (another control-plane replica's change arrived); nothing changed here: see trellis ca status, then retry", adminapi.ErrConflict, name, caPath)
+		}
 		return fmt.Errorf("write generation: %w", err)
 	}
 	if err := atomicfile.SyncDir(caPath); err != nil {
