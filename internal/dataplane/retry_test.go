@@ -236,7 +236,9 @@ func TestPerTryTimeoutRetriesElsewhere(t *testing.T) {
 		}
 	}), false)
 	tp := retryPolicy(2, meshconfig.Retry5xx, 1, 50)
-	tp.Retry.PerTryTimeout = 100 * time.Millisecond
+	// Well above what the fast endpoint takes on a loaded machine: a try
+	// there that timed out would send the next one back to the slow one.
+	tp.Retry.PerTryTimeout = 300 * time.Millisecond
 	setTraffic(m, tp, slow, m.inboundAddr)
 	for _, p := range paths(t, m) {
 		t.Run(p.name, func(t *testing.T) {

@@ -23,7 +23,7 @@ func TestOutlierEjection(t *testing.T) {
 	good, bad := &namedApp{name: "good"}, &namedApp{name: "bad"}
 	m := newMesh(t, meshOptions{app: good})
 	badAddr := m.addServer(startHTTPApp(t, bad, false))
-	const consecutive, conc, base = 3, 4, 400 * time.Millisecond
+	const consecutive, conc, base = 3, 4, 2 * time.Second // longer than 300 requests take on a loaded machine
 	tp := &meshconfig.TrafficPolicy{Ref: "shop/catalog", Outlier: &meshconfig.OutlierPolicy{
 		Consecutive5xx: consecutive, BaseEjectionTime: base, MaxEjectionTime: 10 * base, MaxEjectedPercent: 50,
 	}}

@@ -237,13 +237,18 @@ func TestCollectorRestartUnderTraffic(t *testing.T) {
 			}
 		}
 	})
-	for _, at := range []int{1500, 3500} {
+	for k, at := range []int{1500, 3500} {
 		for i := range emitted {
 			if i >= at {
 				break
 			}
 		}
 		c = c.Restart(t)
+		// The next restart waits for the proxy to be back on this one
+		// (on a loaded machine both could pass before it reconnects).
+		testutil.Eventually(t, "the proxy reconnects after a collector restart", func() bool {
+			return p.metric(t, "trellis_telemetry_stream_connects_total") >= float64(k+2)
+		})
 	}
 	wg.Wait()
 	p.flush(t)
