@@ -50,6 +50,7 @@ func (s *Server) adminRoutes() []adminRoute {
 		{"GET " + adminapi.PathShapes, adminauth.StatusRead, false, s.namespaceQueryRequired(s.shapesHandler())},
 		{"GET " + adminapi.PathAlerts, adminauth.StatusRead, true, s.alertsHandler()},
 		{"GET " + adminapi.PathAuditVerify, adminauth.AuditRead, true, s.auditVerifyHandler()},
+		{"GET " + adminapi.PathAuditEvents, adminauth.AuditRead, true, s.auditEventsHandler()},
 		{"GET " + adminapi.PathCA, adminauth.StatusRead, false, hf(s.handleCAStatus)},
 		{"POST " + adminapi.PathCARotate, adminauth.CAWrite, true, hf(s.handleCARotate)},
 		{"POST " + adminapi.PathCARetireOld, adminauth.CAWrite, true, hf(s.handleCARetireOld)},

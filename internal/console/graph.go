@@ -1,0 +1,98 @@
+package console
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/trellismesh/trellis/internal/adminapi"
+)
+
+func sqrt(f float64) float64 { return math.Sqrt(f) }
+
+// Layout sizes, in SVG user units.
+const (
+	nodeW, nodeH = 170, 54
+	colGap       = 150
+	rowGap       = 40
+	margin       = 30
+)
+
+// nodeView is a service placed on the graph.
+type nodeView struct {
+	adminapi.GraphNode
+	ID   string
+	X, Y int
+}
+
+// layout places nodes in columns by call depth (a service's column is
+// one more than its deepest caller's; callers in a cycle stop at the
+// number of services), rows sorted by name, and routes each edge as a
+// curve from its source's right side to its destination's left side. It
+// is deterministic: the same graph draws the same picture.
+func layout(nodes []adminapi.GraphNode, edges []edgeView) ([]nodeView, int, int) {
+	ids := map[string]adminapi.GraphNode{}
+	for _, n := range nodes {
+		ids[refString(n.ServiceRef)] = n
+	}
+	// Edges may name a caller that is not a node (unknown).
+	for _, e := range edges {
+		for _, r := range []adminapi.ServiceRef{e.Source, e.Destination} {
+			if _, ok := ids[refString(r)]; !ok {
+				ids[refString(r)] = adminapi.GraphNode{ServiceRef: r}
+			}
+		}
+	}
+	depth := map[string]int{}
+	for range len(ids) {
+		changed := false
+		for _, e := range edges {
+			s, d := refString(e.Source), refString(e.Destination)
+			if s == d {
+				continue
+			}
+			if depth[d] < depth[s]+1 && depth[s]+1 < len(ids) {
+				depth[d] = depth[s] + 1
+				changed = true
+			}
+		}
+		if !changed {
+			break
+		}
+	}
+	order := make([]string, 0, len(ids))
+	for id := range ids {
+		order = append(order, id)
+	}
+	slices.SortFunc(order, func(a, b string) int { return cmp.Or(cmp.Compare(depth[a], depth[b]), cmp.Compare(a, b)) })
+	rows := map[int]int{}
+	pos := map[string]nodeView{}
+	var out []nodeView
+	maxCol, maxRow := 0, 0
+	for _, id := range order {
+		col := depth[id]
+		row := rows[col]
+		rows[col]++
+		nv := nodeView{GraphNode: ids[id], ID: id, X: margin + col*(nodeW+colGap), Y: margin + row*(nodeH+rowGap)}
+		pos[id] = nv
+		out = append(out, nv)
+		maxCol, maxRow = max(maxCol, col), max(maxRow, row)
+	}
+	for i := range edges {
+		e := &edges[i]
+		s, d := pos[refString(e.Source)], pos[refString(e.Destination)]
+		x1, y1 := float64(s.X+nodeW), float64(s.Y+nodeH/2)
+		x2, y2 := float64(d.X), float64(d.Y+nodeH/2)
+		if d.X <= s.X { // a call back to an earlier column: loop under
+			x2 = float64(d.X + nodeW/2)
+			y2 = float64(d.Y + nodeH)
+		}
+		mx := (x1 + x2) / 2
+		e.Path = fmt.Sprintf("M %.0f %.0f C %.0f %.0f, %.0f %.0f, %.0f %.0f", x1, y1, mx, y1, mx, y2, x2-8, y2)
+		e.LabelX, e.LabelY = mx, (y1+y2)/2-6
+	}
+	w := 2*margin + (maxCol+1)*nodeW + maxCol*colGap
+	h := 2*margin + (maxRow+1)*nodeH + maxRow*rowGap
+	return out, w, h
+}
