@@ -250,7 +250,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	ss := c.sessions.create(p)
 	c.cfg.Logger.Info("console login", "token", p.Name, "role", p.Role, "remote_addr", r.RemoteAddr)
-	c.setCookie(w, r, ss.id, int(c.cfg.SessionTTL/time.Second))
+	c.setCookie(w, r, ss.id, int((c.cfg.SessionTTL+time.Second-1)/time.Second))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 

@@ -29,7 +29,7 @@ type CheckInput struct {
 // Check is `trellis policy check -o json` for in, against the live mesh
 // c reads. A 4xx error (bad input) is an exitcode.UserError.
 func Check(ctx context.Context, c *adminapi.Client, in CheckInput) (*analysis.Result, error) {
-	f := checkFlags{from: in.From, to: in.To, method: in.Method, path: in.Path, port: in.Port, tcp: in.TCP}
+	f := checkFlags{from: in.From, to: in.To, method: in.Method, path: in.Path, port: in.Port, tcp: in.TCP, output: "json"}
 	changed := func(name string) bool {
 		switch name {
 		case "from":
