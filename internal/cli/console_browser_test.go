@@ -324,6 +324,24 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// The what-if form answers as policy check does.
+	defer func() {
+		if t.Failed() {
+			return
+		}
+		// "Apply in audit mode" applies the suggested Intent with
+		// enforcement: audit, as policy suggest -o yaml | apply would.
+		const sel = `[data-intent="shop/frontend"] button`
+		browse(t, ctx, "apply the suggestion",
+			chromedp.Navigate(m.ConsoleURL+"anomalies"),
+			chromedp.WaitVisible(chromedp.CSS(sel)),
+			chromedp.Click(chromedp.CSS(sel)),
+			chromedp.WaitVisible(chromedp.CSS(`p.ok[role="status"]`)),
+		)
+		r := run(t, "", append(api, "get", "intent", "frontend", "-n", "shop", "-o", "json")...)
+		if r.code != cli.ExitOK || !strings.Contains(r.stdout, `"enforcement": "audit"`) && !strings.Contains(r.stdout, `"enforcement":"audit"`) {
+			t.Errorf("after apply in audit mode, get intent: %v", r)
+		}
+	}()
 	for _, in := range [][4]string{
 		{"frontend.shop", "catalog.shop", "GET", "/items"},
 		{"frontend.shop", "payments.shop", "POST", "/charge"},

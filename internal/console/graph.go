@@ -14,7 +14,7 @@ func sqrt(f float64) float64 { return math.Sqrt(f) }
 // Layout sizes, in SVG user units.
 const (
 	nodeW, nodeH = 170, 54
-	colGap       = 150
+	colGap       = 290 // room for an edge's label
 	rowGap       = 40
 	margin       = 30
 )
@@ -79,18 +79,32 @@ func layout(nodes []adminapi.GraphNode, edges []edgeView) ([]nodeView, int, int)
 		out = append(out, nv)
 		maxCol, maxRow = max(maxCol, col), max(maxRow, row)
 	}
+	// Each node's outgoing edges leave from, and its incoming edges
+	// arrive at, points spread down its side, in the edges' order.
+	outs, ins := map[string][]int{}, map[string][]int{}
+	for i, e := range edges {
+		outs[refString(e.Source)] = append(outs[refString(e.Source)], i)
+		ins[refString(e.Destination)] = append(ins[refString(e.Destination)], i)
+	}
+	slot := func(list []int, i int) float64 {
+		k := slices.Index(list, i)
+		return float64(nodeH) * float64(k+1) / float64(len(list)+1)
+	}
 	for i := range edges {
 		e := &edges[i]
-		s, d := pos[refString(e.Source)], pos[refString(e.Destination)]
-		x1, y1 := float64(s.X+nodeW), float64(s.Y+nodeH/2)
-		x2, y2 := float64(d.X), float64(d.Y+nodeH/2)
+		sk, dk := refString(e.Source), refString(e.Destination)
+		s, d := pos[sk], pos[dk]
+		x1, y1 := float64(s.X+nodeW), float64(s.Y)+slot(outs[sk], i)
+		x2, y2 := float64(d.X), float64(d.Y)+slot(ins[dk], i)
 		if d.X <= s.X { // a call back to an earlier column: loop under
 			x2 = float64(d.X + nodeW/2)
 			y2 = float64(d.Y + nodeH)
 		}
 		mx := (x1 + x2) / 2
 		e.Path = fmt.Sprintf("M %.0f %.0f C %.0f %.0f, %.0f %.0f, %.0f %.0f", x1, y1, mx, y1, mx, y2, x2-8, y2)
-		e.LabelX, e.LabelY = mx, (y1+y2)/2-6
+		// The label sits above the edge's last stretch, by its
+		// destination, where no other edge's label is.
+		e.LabelX, e.LabelY = x2-14, y2-5
 	}
 	w := 2*margin + (maxCol+1)*nodeW + maxCol*colGap
 	h := 2*margin + (maxRow+1)*nodeH + maxRow*rowGap

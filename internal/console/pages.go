@@ -367,7 +367,7 @@ func (c *Console) certificatesPage(w http.ResponseWriter, r *http.Request, ss *s
 		maxD = max(maxD, scaleOf(it.na.Sub(d.Now)))
 	}
 	for i, it := range items {
-		wd := max(2, 600*scaleOf(it.na.Sub(d.Now))/maxD)
+		wd := max(2, 480*scaleOf(it.na.Sub(d.Now))/maxD)
 		d.Bars = append(d.Bars, bar{Label: it.label, NotAfter: it.na, X: 0, W: wd, Y: 10 + i*26, Class: it.class})
 	}
 	d.Height = 20 + len(items)*26
@@ -382,6 +382,9 @@ func scaleOf(d time.Duration) float64 {
 	// sqrt compresses years against hours without hiding either.
 	return sqrt(h)
 }
+
+// auditShown bounds the audit page's rows.
+const auditShown = 100
 
 type auditData struct {
 	Events                   []adminapi.AuditEvent
@@ -408,7 +411,9 @@ func (c *Console) auditPage(w http.ResponseWriter, r *http.Request, ss *session)
 		if d.Contains != "" && !strings.Contains(strings.ToLower(fmt.Sprint(ev.Source, " ", ev.Destination, " ", ev.Path, " ", ev.Policy, " ", ev.Attributes)), strings.ToLower(d.Contains)) {
 			continue
 		}
-		d.Events = append(d.Events, ev)
+		if len(d.Events) < auditShown {
+			d.Events = append(d.Events, ev)
+		}
 	}
 	d.Kinds = slices.Sorted(maps.Keys(kinds))
 	c.render(w, r, ss, http.StatusOK, "audit", d)
@@ -418,6 +423,8 @@ type suggestionView struct {
 	Ref   string
 	Calls []string
 	Obj   resource.Object
+	// Refused says why the session may not apply it ("" when it may).
+	Refused string
 }
 
 type anomaliesData struct {
@@ -445,6 +452,9 @@ func (c *Console) anomaliesPage(w http.ResponseWriter, r *http.Request, ss *sess
 	}
 	for _, o := range objs {
 		sv := suggestionView{Ref: o.Metadata.Namespace + "/" + o.Metadata.Name, Obj: o}
+		if err := adminauth.Authorize(ss.principal, adminauth.ResourcesWrite, o.Metadata.Namespace, false); err != nil {
+			sv.Refused = err.Error()
+		}
 		if spec, err := resource.IntentSpecOf(&o); err == nil {
 			for _, call := range spec.Calls {
 				m := "any method"
