@@ -27,8 +27,8 @@ type nodeView struct {
 }
 
 // layout places nodes in columns by call depth (a service's column is
-// one more than its deepest caller's; callers in a cycle stop at the
-// number of services), rows sorted by name, and routes each edge as a
+// one more than its deepest caller's, calls that close a cycle left
+// out), rows sorted by name, and routes each edge as a
 // curve from its source's right side to its destination's left side. It
 // is deterministic: the same graph draws the same picture.
 func layout(nodes []adminapi.GraphNode, edges []edgeView) ([]nodeView, int, int) {
@@ -44,23 +44,7 @@ func layout(nodes []adminapi.GraphNode, edges []edgeView) ([]nodeView, int, int)
 			}
 		}
 	}
-	depth := map[string]int{}
-	for range len(ids) {
-		changed := false
-		for _, e := range edges {
-			s, d := refString(e.Source), refString(e.Destination)
-			if s == d {
-				continue
-			}
-			if depth[d] < depth[s]+1 && depth[s]+1 < len(ids) {
-				depth[d] = depth[s] + 1
-				changed = true
-			}
-		}
-		if !changed {
-			break
-		}
-	}
+	depth := depths(ids, edges)
 	order := make([]string, 0, len(ids))
 	for id := range ids {
 		order = append(order, id)
@@ -109,4 +93,76 @@ func layout(nodes []adminapi.GraphNode, edges []edgeView) ([]nodeView, int, int)
 	w := 2*margin + (maxCol+1)*nodeW + maxCol*colGap
 	h := 2*margin + (maxRow+1)*nodeH + maxRow*rowGap
 	return out, w, h
+}
+
+// depths is each node's column: the longest chain of calls leading to
+// it, without the calls that close a cycle (back edges of a depth-first
+// walk from the uncalled services, in name order), so the result does
+// not depend on the order of nodes or edges.
+func depths(ids map[string]adminapi.GraphNode, edges []edgeView) map[string]int {
+	adj := map[string][]string{}
+	called := map[string]bool{}
+	for _, e := range edges {
+		s, d := refString(e.Source), refString(e.Destination)
+		if s != d {
+			adj[s] = append(adj[s], d)
+			called[d] = true
+		}
+	}
+	for k := range adj {
+		slices.Sort(adj[k])
+		adj[k] = slices.Compact(adj[k])
+	}
+	names := make([]string, 0, len(ids))
+	for id := range ids {
+		names = append(names, id)
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		// Uncalled services first: they start the walk.
+		ca, cb := 0, 0
+		if called[a] {
+			ca = 1
+		}
+		if called[b] {
+			cb = 1
+		}
+		return cmp.Or(cmp.Compare(ca, cb), cmp.Compare(a, b))
+	})
+	const (
+		onStack = 1
+		done    = 2
+	)
+	state := map[string]int{}
+	back := map[[2]string]bool{}
+	var post []string
+	var visit func(v string)
+	visit = func(v string) {
+		state[v] = onStack
+		for _, w := range adj[v] {
+			switch state[w] {
+			case 0:
+				visit(w)
+			case onStack:
+				back[[2]string{v, w}] = true
+			}
+		}
+		state[v] = done
+		post = append(post, v)
+	}
+	for _, v := range names {
+		if state[v] == 0 {
+			visit(v)
+		}
+	}
+	// Reverse post-order is a topological order once back edges are out.
+	depth := map[string]int{}
+	for i := len(post) - 1; i >= 0; i-- {
+		v := post[i]
+		for _, w := range adj[v] {
+			if !back[[2]string{v, w}] && depth[w] < depth[v]+1 {
+				depth[w] = depth[v] + 1
+			}
+		}
+	}
+	return depth
 }
