@@ -79,6 +79,12 @@ func startBrowser(t *testing.T) context.Context {
 		defer cancel()
 		buf, err := chromedp.Run(sctx, chromedp.FullScreenshot(90))
 		if err != nil {
+			// A page in the middle of loading has no size yet: the
+			// viewport then.
+			time.Sleep(500 * time.Millisecond)
+			buf, err = chromedp.Run(sctx, chromedp.CaptureScreenshot())
+		}
+		if err != nil {
 			t.Logf("failure screenshot: %v", err)
 			return
 		}
@@ -200,6 +206,24 @@ func clickEdge(t *testing.T, ctx context.Context, id string) {
 	)
 }
 
+// awaitLocation waits until the page's URL contains part.
+func awaitLocation(t *testing.T, ctx context.Context, part string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		loc, err := chromedp.Run(rctx, chromedp.Location())
+		cancel()
+		if err == nil && strings.Contains(loc, part) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page is at %s (%v), want a URL with %s", loc, err, part)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 type checkJSON struct {
 	Decision string `json:"decision"`
 	Policy   string `json:"policy"`
@@ -286,13 +310,14 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	g := awaitGraph(t, ctx, 30*time.Second, "the demo's services with allowed edges frontend -> catalog, catalog-v2 and payments", hasDemoGraph)
 	// The graph shows what the admin API's graph has.
-	apiGraph := run(t, "", append(api, "top", "-o", "json")...)
-	if apiGraph.code == cli.ExitOK {
-		for _, s := range g.Services {
-			svc, _, _ := strings.Cut(s, ".")
-			if !strings.Contains(apiGraph.stdout, `"`+svc+`"`) {
-				t.Errorf("the console shows service %s that trellis top does not:\n%s", s, apiGraph.stdout)
-			}
+	top := run(t, "", append(api, "top", "-o", "json")...)
+	if top.code != cli.ExitOK {
+		t.Fatalf("top -o json: %v", top)
+	}
+	for _, s := range g.Services {
+		svc, _, _ := strings.Cut(s, ".")
+		if !strings.Contains(top.stdout, `"`+svc+`"`) {
+			t.Errorf("the console shows service %s that trellis top does not:\n%s", s, top.stdout)
 		}
 	}
 
@@ -309,6 +334,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	if !strings.Contains(loc, "edge=") {
 		t.Errorf("after clicking the edge the page is %s", loc)
 	}
+
+	// From the keyboard: Tab to an edge (it is a link) and press Enter.
+	const paysEdge = "frontend.shop->payments.shop"
+	browse(t, ctx, "select an edge from the keyboard",
+		chromedp.Focus(chromedp.CSS(fmt.Sprintf(`a.edge[data-edge=%q]`, paysEdge))),
+		chromedp.KeyEvent("\r"),
+	)
+	awaitLocation(t, ctx, "payments.shop") // the edge= parameter, with > escaped
+	browse(t, ctx, "wait for the edge's details", chromedp.WaitVisible(chromedp.ID("edge-allowed-by")))
+	if by := read(t, ctx, "read the edge's details", chromedp.Text(chromedp.ID("edge-allowed-by"))); !strings.Contains(by, "shop/frontend-pays") {
+		t.Errorf("frontend -> payments selected from the keyboard: allowed by %q, want shop/frontend-pays", by)
+	}
+	// The theme toggle switches to the other theme and back.
+	theme := `getComputedStyle(document.body).backgroundColor`
+	before := read(t, ctx, "read the background", chromedp.Evaluate[string](theme))
+	browse(t, ctx, "toggle the theme", chromedp.Click(chromedp.ID("theme")))
+	if after := read(t, ctx, "read the background", chromedp.Evaluate[string](theme)); after == before {
+		t.Errorf("the theme toggle left the background %s", after)
+	}
+	browse(t, ctx, "toggle the theme back", chromedp.Click(chromedp.ID("theme")))
 
 	// DENY with the CLI: the edge turns red within 5 s.
 	if r := run(t, denyCatalog, append(api, "apply", "-f", "-")...); r.code != cli.ExitOK {
