@@ -461,12 +461,17 @@ func TestConsoleScreenshotsForDocs(t *testing.T) {
 		shoot(p.name, p.path, false)
 	}
 	shoot("graph-dark", screenshotPages[0].path, true)
+	// One proxy's page, reached from the proxies table.
+	browse(t, ctx, "open the proxies", chromedp.Navigate(m.ConsoleURL+"proxies"), chromedp.WaitVisible(chromedp.CSS("tbody tr")))
+	href := read(t, ctx, "find frontend's proxy", chromedp.Evaluate[string](`Array.from(document.querySelectorAll('tbody tr'))
+  .find(r => r.querySelector('th').textContent.startsWith('frontend.')).querySelector('a').getAttribute('href')`))
+	shoot("proxy", strings.TrimPrefix(href, "/ui/"), false)
 	if !*updateScreenshots {
 		doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "console.md"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range append(slices.Clone(screenshotPages), struct{ name, path string }{"graph-dark", ""}) {
+		for _, p := range append(slices.Clone(screenshotPages), struct{ name, path string }{"graph-dark", ""}, struct{ name, path string }{"proxy", ""}) {
 			ref := "console/" + p.name + ".png"
 			if !strings.Contains(string(doc), ref) {
 				t.Errorf("docs/console.md does not show %s", ref)

@@ -80,6 +80,7 @@ func (c *Console) routes() []Route {
 		{"GET " + Prefix + "/policies", adminauth.ResourcesRead, false, c.policiesPage},
 		{"GET " + Prefix + "/policies/check", adminauth.ResourcesRead, false, c.checkPage},
 		{"GET " + Prefix + "/proxies", adminauth.StatusRead, false, c.proxiesPage},
+		{"GET " + Prefix + "/proxies/{instance}", adminauth.StatusRead, false, c.proxyPage},
 		{"GET " + Prefix + "/certificates", adminauth.StatusRead, false, c.certificatesPage},
 		{"GET " + Prefix + "/audit", adminauth.AuditRead, true, c.auditPage},
 		{"GET " + Prefix + "/anomalies", adminauth.StatusRead, true, c.anomaliesPage},

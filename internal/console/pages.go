@@ -317,6 +317,44 @@ func (c *Console) proxiesPage(w http.ResponseWriter, r *http.Request, ss *sessio
 	c.render(w, r, ss, http.StatusOK, "proxies", d)
 }
 
+type proxyData struct {
+	Now    time.Time
+	Proxy  adminapi.ProxyStatus
+	InSync bool
+	Lines  []diffLine
+}
+
+// diffLine is a line of the config diff, classed for colour.
+type diffLine struct{ Class, Text string }
+
+// proxyPage is one proxy: its state and the diff from the config it
+// runs to the one it should (trellis status INSTANCE).
+func (c *Console) proxyPage(w http.ResponseWriter, r *http.Request, ss *session) {
+	p, err := c.client(r, ss).GetProxy(r.Context(), r.PathValue("instance"))
+	if err != nil {
+		c.apiError(w, r, ss, err)
+		return
+	}
+	d := proxyData{Now: c.cfg.Now(), Proxy: p}
+	d.InSync = p.Desired != nil && p.Running != nil && p.Desired.Version == p.Running.Version && p.Desired.Hash == p.Running.Hash
+	for _, l := range strings.Split(strings.TrimRight(p.Diff, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		cls := ""
+		switch {
+		case strings.HasPrefix(l, "+"):
+			cls = "add"
+		case strings.HasPrefix(l, "-"):
+			cls = "del"
+		case strings.HasPrefix(l, "@@"):
+			cls = "hunk"
+		}
+		d.Lines = append(d.Lines, diffLine{cls, l})
+	}
+	c.render(w, r, ss, http.StatusOK, "proxy", d)
+}
+
 // bar is one certificate on the expiry timeline.
 type bar struct {
 	Label    string
