@@ -48,6 +48,11 @@ type Config struct {
 	SessionTTL time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Audit, when set, records an audit event of kind for the request,
+	// with p as its actor (the zero Principal before login): logins,
+	// failed logins, logouts and the console's refusals. The admin API
+	// calls a page makes record their own events.
+	Audit func(r *http.Request, p adminauth.Principal, kind string, attrs map[string]string)
 	// Logger defaults to discarding.
 	Logger *slog.Logger
 }
@@ -106,6 +111,9 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Audit == nil {
+		cfg.Audit = func(*http.Request, adminauth.Principal, string, map[string]string) {}
+	}
 	tmpl, err := template.New("").Funcs(funcs).ParseFS(assets, "assets/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: templates: %w", err)
@@ -157,17 +165,27 @@ func (c *Console) withSession(rt Route) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		if post {
 			if !sameOrigin(r) || !ss.csrfOK(csrfOf(r)) {
-				c.cfg.Logger.Info("console csrf refused", "token", ss.principal.Name, "path", r.URL.Path)
-				c.renderError(w, r, ss, http.StatusForbidden, "forbidden: the form's CSRF token is missing or wrong (reload the page and try again)")
+				c.refuse(w, r, ss, "", errCSRF)
 				return
 			}
 		}
 		if err := adminauth.Authorize(ss.principal, rt.Permission, "", rt.Cluster); err != nil {
-			c.renderError(w, r, ss, http.StatusForbidden, err.Error())
+			c.refuse(w, r, ss, rt.Permission, err)
 			return
 		}
 		rt.handler(w, r, ss)
 	})
+}
+
+var errCSRF = errors.New("forbidden: the form's CSRF token is missing or wrong, or it was sent from another site (reload the page and try again)")
+
+// refuse answers 403 with err, logs and audits it (console.refused).
+func (c *Console) refuse(w http.ResponseWriter, r *http.Request, ss *session, perm adminauth.Permission, err error) {
+	c.cfg.Logger.Info("console call refused", "token", ss.principal.Name, "role", ss.principal.Role, "method", r.Method, "path", r.URL.Path, "permission", perm, "reason", err)
+	c.cfg.Audit(r, ss.principal, "console.refused", map[string]string{
+		"method": r.Method, "path": r.URL.Path, "permission": string(perm), "reason": err.Error(),
+	})
+	c.renderError(w, r, ss, http.StatusForbidden, err.Error())
 }
 
 // csrfOf is a POST's CSRF token: the form field or the X-CSRF-Token
@@ -245,12 +263,14 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	p, err := c.cfg.Authenticate(r.Context(), token)
 	if token == "" || err != nil {
 		c.cfg.Logger.Info("console login refused", "remote_addr", r.RemoteAddr)
+		c.cfg.Audit(r, adminauth.Principal{}, "console.login_failed", map[string]string{})
 		c.render(w, r, nil, http.StatusUnauthorized, "login", map[string]any{"Next": next,
 			"Error": "that token is not valid: give the control plane's DATA_DIR/admin.token or a token from trellis admin-token create"})
 		return
 	}
 	ss := c.sessions.create(p)
 	c.cfg.Logger.Info("console login", "token", p.Name, "role", p.Role, "remote_addr", r.RemoteAddr)
+	c.cfg.Audit(r, p, "console.login", map[string]string{})
 	c.setCookie(w, r, ss.id, int((c.cfg.SessionTTL+time.Second-1)/time.Second))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
@@ -258,11 +278,12 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
 	ss, _ := c.session(r)
 	if ss != nil {
-		if !ss.csrfOK(csrfOf(r)) {
-			c.renderError(w, r, ss, http.StatusForbidden, "forbidden: the form's CSRF token is missing or wrong (reload the page and try again)")
+		if !sameOrigin(r) || !ss.csrfOK(csrfOf(r)) {
+			c.refuse(w, r, ss, "", errCSRF)
 			return
 		}
 		c.sessions.delete(ss.id)
+		c.cfg.Audit(r, ss.principal, "console.logout", map[string]string{})
 	}
 	c.setCookie(w, r, "", -1)
 	http.Redirect(w, r, Prefix+"/login?why=logged+out", http.StatusSeeOther)

@@ -523,7 +523,7 @@ func (c *Console) applySuggestion(w http.ResponseWriter, r *http.Request, ss *se
 			continue
 		}
 		if err := adminauth.Authorize(ss.principal, adminauth.ResourcesWrite, o.Metadata.Namespace, false); err != nil {
-			c.renderError(w, r, ss, http.StatusForbidden, err.Error())
+			c.refuse(w, r, ss, adminauth.ResourcesWrite, err)
 			return
 		}
 		if _, err := c.client(r, ss).Apply(r.Context(), []resource.Object{o}, false); err != nil {

@@ -21,6 +21,9 @@ func (s *Server) consoleHandler(api http.Handler) http.Handler {
 		SessionTTL:   s.cfg.ConsoleSessionTTL,
 		Now:          s.cfg.Clock.Now,
 		Logger:       s.log.With("component", "console"),
+		Audit: func(r *http.Request, p adminauth.Principal, kind string, attrs map[string]string) {
+			s.audit.record(adminEvent(r.WithContext(adminauth.WithPrincipal(r.Context(), p)), kind, attrs))
+		},
 	})
 	if err != nil {
 		// The templates are embedded: a failure is a build mistake.

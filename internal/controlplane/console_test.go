@@ -19,6 +19,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminauth"
 	"github.com/trellismesh/trellis/internal/cli/policycmd"
 	"github.com/trellismesh/trellis/internal/controlplane"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/cptest"
 )
 
@@ -268,6 +269,19 @@ func TestConsoleViewerCannotApply(t *testing.T) {
 	if a.code != http.StatusForbidden || !strings.Contains(a.body, "lacks permission resources.write") {
 		t.Fatalf("viewer apply: %d, want 403 naming resources.write\n%s", a.code, a.body)
 	}
+	// The login and the refusal are audit events with the token's name.
+	testutil.EventuallyWithin(t, 10*time.Second, "console.login and console.refused events of looker", func() bool {
+		list, err := cp.Client(t).AuditEvents(t.Context(), 0, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var login, refused bool
+		for _, ev := range list.Events {
+			login = login || ev.Kind == "console.login" && ev.Attributes["actor"] == "looker" && ev.Attributes["actor_role"] == "viewer"
+			refused = refused || ev.Kind == "console.refused" && ev.Attributes["actor"] == "looker" && ev.Attributes["permission"] == "resources.write"
+		}
+		return login && refused
+	})
 	// Revoking the token ends the session at once.
 	if _, err := cp.Client(t).RevokeAdminToken(t.Context(), "looker"); err != nil {
 		t.Fatal(err)
