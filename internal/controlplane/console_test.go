@@ -131,6 +131,20 @@ func TestConsoleLoginAndCookie(t *testing.T) {
 	if g := b.get("/ui/graph"); g.code != http.StatusOK || !strings.Contains(g.body, "Service graph") {
 		t.Fatalf("GET /ui/graph logged in: %d\n%s", g.code, g.body)
 	}
+	// A mesh with nothing in it says so on each page.
+	for path, want := range map[string]string{
+		"/ui/graph":     `id="empty"`,
+		"/ui/proxies":   "No proxies registered",
+		"/ui/policies":  "No AuthorizationPolicies",
+		"/ui/anomalies": "No anomaly alerts",
+	} {
+		if a := b.get(path); a.code != http.StatusOK || !strings.Contains(a.body, want) {
+			t.Errorf("GET %s on an empty mesh: %d, want the empty state %q\n%s", path, a.code, want, a.body)
+		}
+	}
+	if a := b.get("/ui/nope"); a.code != http.StatusNotFound || !strings.Contains(a.body, `id="error-message"`) {
+		t.Errorf("GET /ui/nope: %d, want a 404 error page", a.code)
+	}
 	// Logout needs the CSRF token, then ends the session.
 	if a := b.do("POST", "/ui/logout", url.Values{}); a.code != http.StatusForbidden {
 		t.Fatalf("logout without csrf: %d, want 403", a.code)
