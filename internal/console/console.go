@@ -16,6 +16,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminauth"
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
 )
 
 // Prefix is where the console is served.
@@ -314,15 +315,21 @@ func (t inProcess) RoundTrip(req *http.Request) (*http.Response, error) {
 	return rec.Result(), nil
 }
 
-// apiError renders err from an admin API call: its status (403 naming
-// the missing permission) and message.
+// apiError renders err from an admin API call or a policy command: its
+// status (403 naming the missing permission) and message; bad input is
+// 400.
 func (c *Console) apiError(w http.ResponseWriter, r *http.Request, ss *session, err error) {
 	var se *adminapi.StatusError
-	if errors.As(err, &se) {
+	var ee *exitcode.Error
+	switch {
+	case errors.As(err, &se):
 		c.renderError(w, r, ss, se.Status, se.Error())
-		return
+	case errors.As(err, &ee) && ee.Code == exitcode.User:
+		c.renderError(w, r, ss, http.StatusBadRequest, err.Error())
+	default:
+		c.cfg.Logger.Error("console page failed", "path", r.URL.Path, "err", err)
+		c.renderError(w, r, ss, http.StatusInternalServerError, err.Error())
 	}
-	c.renderError(w, r, ss, http.StatusBadGateway, err.Error())
 }
 
 func (c *Console) renderError(w http.ResponseWriter, r *http.Request, ss *session, code int, msg string) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminauth"
+	"github.com/trellismesh/trellis/internal/cli/exitcode"
 	"github.com/trellismesh/trellis/internal/cli/policycmd"
 	"github.com/trellismesh/trellis/internal/policy/analysis"
 	"github.com/trellismesh/trellis/internal/resource"
@@ -260,14 +261,16 @@ func (c *Console) checkPage(w http.ResponseWriter, r *http.Request, ss *session)
 	if cd.Error == "" {
 		res, err := policycmd.Check(r.Context(), c.client(r, ss), in)
 		var se *adminapi.StatusError
+		var ee *exitcode.Error
 		switch {
-		case errors.As(err, &se):
-			c.apiError(w, r, ss, err)
-			return
-		case err != nil:
+		case err == nil:
+			cd.Result = res
+		case errors.As(err, &ee) && ee.Code == exitcode.User && !errors.As(err, &se):
+			// Bad input: shown by the form, as policy check prints it.
 			cd.Error, code = err.Error(), http.StatusBadRequest
 		default:
-			cd.Result = res
+			c.apiError(w, r, ss, err)
+			return
 		}
 	} else {
 		code = http.StatusBadRequest

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"crypto/tls"
+	"html"
 	"crypto/x509"
 	"io"
 	"net"
@@ -376,6 +377,16 @@ func TestConsoleWhatIfIsPolicyCheck(t *testing.T) {
 		if want.Policy != "" && !strings.Contains(a.body, `id="check-policy">`+want.Policy+`<`) {
 			t.Errorf("%+v: policy check names %s; the console does not", in, want.Policy)
 		}
+	}
+	// Bad input is refused with policy check's message.
+	bad := policycmd.CheckInput{From: "not a service", To: "catalog.shop"}
+	_, want := policycmd.Check(t.Context(), c, bad)
+	if want == nil {
+		t.Fatal("policy check accepted --from 'not a service'")
+	}
+	a := b.get("/ui/policies/check?" + url.Values{"from": {bad.From}, "to": {bad.To}}.Encode())
+	if a.code != http.StatusBadRequest || !strings.Contains(a.body, `id="check-error"`) || !strings.Contains(a.body, html.EscapeString(want.Error())) {
+		t.Errorf("what-if with --from %q: %d, want 400 with %q\n%s", bad.From, a.code, want, a.body)
 	}
 }
 
