@@ -2,8 +2,8 @@ package controlplane_test
 
 import (
 	"crypto/tls"
-	"html"
 	"crypto/x509"
+	"html"
 	"io"
 	"net"
 	"net/http"
