@@ -11,7 +11,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # Debian packages the tests need (prometheus also provides promtool, for
 # the alerting rules of deploy/).
-TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump
+TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump chromium
 
 .PHONY: all build build-proxy test k8s-bins e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
 

@@ -3,6 +3,9 @@ package adminapi
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"strconv"
+	"time"
 )
 
 // PathAuditVerify checks the event log's hash chain on the server (GET).
@@ -45,5 +48,55 @@ func (c *Client) AuditVerify(ctx context.Context) (AuditVerifyResult, error) {
 	}
 	var out AuditVerifyResult
 	err := slow.do(ctx, http.MethodGet, PathAuditVerify, nil, &out)
+	return out, err
+}
+
+// PathAuditEvents reads the newest records of the event log (GET
+// ?after=INDEX&limit=N).
+const PathAuditEvents = "/api/v1/audit/events"
+
+// MaxAuditEvents bounds the records one GET /api/v1/audit/events answers.
+const MaxAuditEvents = 500
+
+// AuditEvent is one record of the event log as GET /api/v1/audit/events
+// answers it.
+type AuditEvent struct {
+	Index       uint64            `json:"index"`
+	Time        time.Time         `json:"time"`
+	Kind        string            `json:"kind"`
+	Reporter    string            `json:"reporter,omitempty"`
+	Source      string            `json:"source,omitempty"`      // service.namespace, or the SPIFFE ID
+	Destination string            `json:"destination,omitempty"` // service.namespace
+	Method      string            `json:"method,omitempty"`
+	Path        string            `json:"path,omitempty"`
+	Decision    string            `json:"decision,omitempty"`
+	Policy      string            `json:"policy,omitempty"`
+	Attributes  map[string]string `json:"attributes,omitempty"`
+}
+
+// AuditEventList answers GET /api/v1/audit/events: the newest records
+// with Index > after, at most limit (default and most MaxAuditEvents),
+// oldest first; Last is the log's last index.
+type AuditEventList struct {
+	Events []AuditEvent `json:"events"`
+	Last   uint64       `json:"last"`
+}
+
+// AuditEvents reads the newest event-log records after index after
+// (0: the newest limit records).
+func (c *Client) AuditEvents(ctx context.Context, after uint64, limit int) (AuditEventList, error) {
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatUint(after, 10))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	p := PathAuditEvents
+	if len(q) > 0 {
+		p += "?" + q.Encode()
+	}
+	var out AuditEventList
+	err := c.do(ctx, http.MethodGet, p, nil, &out)
 	return out, err
 }

@@ -65,6 +65,8 @@ func printBanner(cmd *cobra.Command, m *demo.Mesh) {
 	fmt.Fprintf(out, "Trellis demo mesh is up (trust domain %s).\n\n", m.Control.TrustDomain())
 	fmt.Fprintf(out, "  control plane   gRPC %s   admin API %s\n", m.Control.GRPCAddr(), m.Control.APIURL())
 	fmt.Fprintf(out, "  data dir        %s\n", m.DataDir)
+	fmt.Fprintf(out, "  web console     %s   log in with the viewer token below (or %s for root)\n", m.ConsoleURL, token)
+	fmt.Fprintf(out, "  viewer token    %s\n", m.ViewerToken)
 	names := make([]string, 0, len(m.Proxies))
 	for n := range m.Proxies {
 		names = append(names, n)

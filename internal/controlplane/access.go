@@ -29,7 +29,11 @@ type adminRoute struct {
 }
 
 // adminRoutes is the admin API: each endpoint, its permission and its
-// handler. docs/admin-access.md shows this table.
+// handler. docs/admin-access.md shows this table. The web console's
+// pages under /ui are not here: they take a cookie session, not a bearer
+// token, and have their own table with a permission for each
+// (console.Routes, walked by TestConsoleRoutesHavePermissions); the
+// admin API calls they make go through these routes.
 func (s *Server) adminRoutes() []adminRoute {
 	hf := func(f http.HandlerFunc) http.Handler { return f }
 	res := adminapi.PathResource + "/{plural}"
@@ -50,6 +54,7 @@ func (s *Server) adminRoutes() []adminRoute {
 		{"GET " + adminapi.PathShapes, adminauth.StatusRead, false, s.namespaceQueryRequired(s.shapesHandler())},
 		{"GET " + adminapi.PathAlerts, adminauth.StatusRead, true, s.alertsHandler()},
 		{"GET " + adminapi.PathAuditVerify, adminauth.AuditRead, true, s.auditVerifyHandler()},
+		{"GET " + adminapi.PathAuditEvents, adminauth.AuditRead, true, s.auditEventsHandler()},
 		{"GET " + adminapi.PathCA, adminauth.StatusRead, false, hf(s.handleCAStatus)},
 		{"POST " + adminapi.PathCARotate, adminauth.CAWrite, true, hf(s.handleCARotate)},
 		{"POST " + adminapi.PathCARetireOld, adminauth.CAWrite, true, hf(s.handleCARetireOld)},

@@ -139,6 +139,9 @@ type Config struct {
 	// bearer token like /api/; the default serves it without one, for
 	// scrapers on a trusted network.
 	MetricsRequireToken bool
+	// ConsoleSessionTTL is how long a web console session lasts from
+	// login; 0 means 8h (console.DefaultSessionTTL).
+	ConsoleSessionTTL time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock is the control plane's one clock (certificates, tokens, ACK

@@ -15,6 +15,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminauth"
 	"github.com/trellismesh/trellis/internal/adminhttp"
+	"github.com/trellismesh/trellis/internal/console"
 	"github.com/trellismesh/trellis/internal/controlplane/admintokens"
 	"github.com/trellismesh/trellis/internal/controlplane/resstore"
 	"github.com/trellismesh/trellis/internal/controlplane/tokens"
@@ -42,6 +43,7 @@ func (s *Server) routes() http.Handler {
 	open.Handle("GET "+adminapi.PathMetrics, s.metricsHandler())
 
 	authed := s.authenticate(api)
+	ui := s.consoleHandler(api)
 	metrics := http.Handler(open)
 	if s.cfg.MetricsRequireToken {
 		metrics = s.authenticate(s.permitted(adminRoute{pattern: "GET " + adminapi.PathMetrics, perm: adminauth.StatusRead, handler: open}))
@@ -52,7 +54,13 @@ func (s *Server) routes() http.Handler {
 			open.ServeHTTP(w, r)
 		case adminapi.PathMetrics:
 			metrics.ServeHTTP(w, r)
+		case console.Prefix:
+			ui.ServeHTTP(w, r)
 		default:
+			if strings.HasPrefix(r.URL.Path, console.Prefix+"/") {
+				ui.ServeHTTP(w, r)
+				return
+			}
 			authed.ServeHTTP(w, r)
 		}
 	}))

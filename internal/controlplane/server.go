@@ -21,6 +21,7 @@ import (
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/atomicfile"
+	"github.com/trellismesh/trellis/internal/console"
 	"github.com/trellismesh/trellis/internal/controlplane/admintokens"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/resstore"
@@ -73,6 +74,8 @@ type Server struct {
 	// adminTokens are the tokens with roles (trellis admin-token); the
 	// bootstrap adminToken is root.
 	adminTokens *admintokens.Service
+	// console is the web console at /ui, built with the routes.
+	console *console.Console
 }
 
 // New prepares a control plane on cfg.Store: data dir, trust domain, CA,

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/trellismesh/trellis/api/trellis/v1alpha1"
+	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/clock"
 	"github.com/trellismesh/trellis/internal/identity"
 	"github.com/trellismesh/trellis/internal/telemetry/collector"
@@ -196,4 +198,68 @@ func (a *audit) close() error {
 		return a.events.Close()
 	}
 	return a.pipe.Close()
+}
+
+// auditEventsHandler serves the newest records of the embedded
+// collector's event log (the console's audit stream), or says where the
+// external collector is.
+func (s *Server) auditEventsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.audit.pipe == nil {
+			writeError(w, http.StatusNotFound, fmt.Errorf("no event log here: telemetry goes to the collector at %s (--collector-addr)", s.cfg.CollectorAddr))
+			return
+		}
+		q := r.URL.Query()
+		limit := adminapi.MaxAuditEvents
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("audit events: limit %q: want a positive number", v))
+				return
+			}
+			limit = min(n, adminapi.MaxAuditEvents)
+		}
+		var after uint64
+		if v := q.Get("after"); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Errorf("audit events: after %q: want a record index", v))
+				return
+			}
+			after = n
+		}
+		log := s.audit.pipe.Events
+		last := log.LastIndex()
+		from := after + 1
+		if last >= from && last-from+1 > uint64(limit) {
+			from = last - uint64(limit) + 1
+		}
+		out := adminapi.AuditEventList{Events: []adminapi.AuditEvent{}, Last: last}
+		if from <= last {
+			recs, err := log.Read(from, limit)
+			if err != nil {
+				writeError(w, http.StatusInternalServerError, fmt.Errorf("audit events: %w", err))
+				return
+			}
+			for _, rec := range recs {
+				out.Events = append(out.Events, auditEventOf(rec.Index, rec.Event))
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	})
+}
+
+func auditEventOf(index uint64, ev *pb.Event) adminapi.AuditEvent {
+	ref := func(svc, ns, id string) string {
+		if svc != "" {
+			return svc + "." + ns
+		}
+		return id
+	}
+	return adminapi.AuditEvent{
+		Index: index, Time: ev.GetTime().AsTime(), Kind: ev.GetKind(), Reporter: ev.GetReporter(),
+		Source:      ref(ev.GetSourceService(), ev.GetSourceNamespace(), ev.GetSourceId()),
+		Destination: ref(ev.GetDestinationService(), ev.GetDestinationNamespace(), ev.GetDestinationId()),
+		Method:      ev.GetMethod(), Path: ev.GetPath(), Decision: ev.GetDecision(), Policy: ev.GetPolicy(), Attributes: ev.GetAttributes(),
+	}
 }

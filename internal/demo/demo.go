@@ -51,6 +51,10 @@ type Mesh struct {
 	store    store.Store // the control plane's; closed by Stop after it
 	Proxies  map[string]*proxy.Proxy
 	Frontend string // URL of the frontend application
+	// ConsoleURL is the web console; ViewerToken an admin token of role
+	// viewer to log in to it with (the root token is DATA_DIR/admin.token).
+	ConsoleURL  string
+	ViewerToken string
 	// Edge is the ingress gateway and what calling through it takes.
 	Edge    *Edge
 	servers []*http.Server
@@ -122,6 +126,13 @@ func Start(ctx context.Context, opts Options) (_ *Mesh, err error) {
 	if err := applyPolicies(ctx, client); err != nil {
 		return nil, err
 	}
+	// As trellis admin-token create --role viewer does.
+	viewer, err := client.CreateAdminToken(ctx, adminapi.CreateAdminTokenRequest{Role: "viewer"})
+	if err != nil {
+		return nil, fmt.Errorf("demo: create a viewer admin token: %w", err)
+	}
+	m.ViewerToken = viewer.Token
+	m.ConsoleURL = m.Control.APIURL() + "/ui/"
 
 	workloads := []workload{
 		{name: "catalog", offset: 200, handler: func(*Mesh) http.Handler { return catalogApp("v1", 10) }},

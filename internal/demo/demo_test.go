@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/adminapi"
+	"github.com/trellismesh/trellis/internal/resource"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -111,6 +114,24 @@ func TestDemoMesh(t *testing.T) {
 	})
 	if ok, fail := m.Traffic(); fail > 0 {
 		t.Errorf("traffic generator: %d ok, %d failed: retries should hide catalog's 503s", ok, fail)
+	}
+	// The viewer token the banner prints reads, and may not apply; the
+	// console answers at ConsoleURL.
+	viewer, err := adminapi.NewClient(m.Control.APIURL(), m.ViewerToken, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := viewer.ListProxies(context.Background(), ""); err != nil {
+		t.Errorf("viewer token lists proxies: %v", err)
+	}
+	var se *adminapi.StatusError
+	if _, err := viewer.Apply(context.Background(), []resource.Object{resource.DefaultMesh()}, true); !errors.As(err, &se) || se.Status != http.StatusForbidden {
+		t.Errorf("viewer token applies: %v, want 403", err)
+	}
+	if resp, err := http.Get(m.ConsoleURL + "login"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET %slogin: %v %v", m.ConsoleURL, resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	// Every proxy serves /ready and metrics.
 	for name, p := range m.Proxies {

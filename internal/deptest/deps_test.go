@@ -144,6 +144,14 @@ var rules = []rule{
 		why: "the admin-token service works from a store.Store: it must not reach the control plane's server, the registry, the VIP allocator, the resources, the join tokens, the signers, a store backend or the data plane",
 	},
 	{
+		from: []string{"internal/console/..."},
+		banned: []string{
+			"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "go.etcd.io/etcd/...", "internal/meshca/...", "internal/jointoken/...",
+			"internal/proxy/...", "internal/dataplane/...", "internal/kube/...", "k8s.io/...",
+		},
+		why: "the web console reaches the mesh only through the admin API's handlers it is given and the policy commands' code: it must not link the control plane, the store, the signers, the proxy or Kubernetes mode",
+	},
+	{
 		from:   []string{"internal/adminauth/..."},
 		banned: []string{"internal/controlplane/...", "internal/store/...", "go.etcd.io/bbolt/...", "internal/meshca/...", "internal/jointoken/...", "internal/proxy/...", "internal/dataplane/...", "internal/adminapi/..."},
 		why:    "the permission check decides from the principal and the action it is given, for the admin API and any other front end: it must not link the control plane, the store, the signers, the proxy or the admin API's wire types",

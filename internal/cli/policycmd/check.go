@@ -1,7 +1,6 @@
 package policycmd
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -96,15 +95,8 @@ func newCheckCmd(env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, err := analysis.WhatIf(live, q, td)
-			var pe *policy.PathError
-			var ce *analysis.CompileError
-			switch {
-			case errors.As(err, &pe):
-				return exitcode.UserError("policy check: --path %q: the proxy answers 400 before any policy: %v", q.Request.Path, pe)
-			case errors.As(err, &ce):
-				return fmt.Errorf("policy check: the live policies do not compile: %w", ce.Err)
-			case err != nil:
+			res, err := decide(live, q, td)
+			if err != nil {
 				return err
 			}
 			for _, n := range checkNotes(res) {

@@ -23,10 +23,11 @@ type EdgeCoverage struct {
 	Source    string            `json:"source"`      // service.namespace, or unknown.namespace
 	Target    string            `json:"destination"` // service.namespace
 	Requests  uint64            `json:"requests"`
-	AllowedBy map[string]uint64 `json:"allowedBy"` // policy namespace/name, or "mesh default"
-	Denied    uint64            `json:"denied"`    // requests the live policies deny
-	WouldDeny uint64            `json:"wouldDeny"` // requests an audit-mode policy would deny
-	Unknown   uint64            `json:"unknown"`   // requests from callers without a known service
+	AllowedBy map[string]uint64 `json:"allowedBy"`          // policy namespace/name, or "mesh default"
+	Denied    uint64            `json:"denied"`             // requests the live policies deny
+	DeniedBy  map[string]uint64 `json:"deniedBy,omitempty"` // the denied requests by deciding policy namespace/name, or "mesh default"
+	WouldDeny uint64            `json:"wouldDeny"`          // requests an audit-mode policy would deny
+	Unknown   uint64            `json:"unknown"`            // requests from callers without a known service
 }
 
 // meshDefault is AllowedBy's key for requests no policy decides.
@@ -99,6 +100,14 @@ func coverage(obs []observed, namespace string) []EdgeCoverage {
 			c.Unknown += n
 		case o.res.Decision == "DENY":
 			c.Denied += n
+			by := o.res.Policy
+			if by == "" {
+				by = meshDefault
+			}
+			if c.DeniedBy == nil {
+				c.DeniedBy = map[string]uint64{}
+			}
+			c.DeniedBy[by] += n
 		case o.res.Cause == policy.CauseMeshDefault.String():
 			c.AllowedBy[meshDefault] += n
 		default:
