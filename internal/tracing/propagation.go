@@ -236,14 +236,17 @@ func B3(traceID [16]byte, spanID [8]byte, sampled bool) string {
 	return string(b)
 }
 
-// UnsampledRoot is the traceparent of a request the proxy decided not to
-// trace, with a fresh trace id: the next hops follow the decision
-// instead of making their own (a request is traced at every hop or at
-// none). One allocation.
-func UnsampledRoot() string {
-	var tid [16]byte
+// Unsampled is the traceparent of a request the proxy decided not to
+// trace when the caller p made no decision: p's trace id when it has
+// one, else a fresh one, and a fresh span id. The next hops follow the
+// decision instead of making their own (a request is traced at every
+// hop or at none). One allocation.
+func Unsampled(p *Parent) string {
+	tid := p.TraceID
+	if !p.HasIDs {
+		putRand(tid[:])
+	}
 	var sid [8]byte
-	putRand(tid[:])
 	putRand(sid[:])
 	return Traceparent(tid, sid, false)
 }

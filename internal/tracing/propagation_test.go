@@ -53,7 +53,7 @@ func TestExtract(t *testing.T) {
 }
 
 func TestTraceparentRoundTrip(t *testing.T) {
-	tp := UnsampledRoot()
+	tp := Unsampled(&Parent{})
 	p := Extract(hdr("traceparent", tp))
 	if !p.HasIDs || !p.Decided || p.Sampled {
 		t.Fatalf("UnsampledRoot %s: got %+v", tp, p)
