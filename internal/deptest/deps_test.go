@@ -180,8 +180,8 @@ var rules = []rule{
 	},
 	{
 		from:   []string{"internal/tracing/..."},
-		banned: []string{"internal/dataplane/...", "internal/proxy/...", "internal/controlplane/...", "internal/store/...", "internal/policy/..."},
-		why:    "tracing reads trace headers and exports spans for the data path: it must not reach the data path, the proxy, the control plane, the store or the policy engine",
+		banned: []string{"internal/dataplane/...", "internal/proxy/...", "internal/controlplane/...", "internal/store/...", "k8s.io/..."},
+		why:    "tracing reads trace headers and exports spans for the data path: it must not reach the data path, the proxy, the control plane, the store or the Kubernetes libraries",
 	},
 	{
 		from:   []string{"internal/collectord/..."},
