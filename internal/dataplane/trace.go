@@ -40,7 +40,7 @@ func traceH1(t *tracing.Tracer, kind tracing.Kind, side, svc string, req *h1.Hea
 		}
 		return tracing.Span{}
 	}
-	sp := t.Start(kind, spanName(side, svc), &p, start)
+	sp := t.Start(kind, spanName(side, svc), &p, req, start)
 	for i := range req.Fields {
 		if f := &req.Fields[i]; tracing.IsField(f.Name) {
 			f.Drop = true
@@ -65,7 +65,7 @@ func traceHTTP(t *tracing.Tracer, kind tracing.Kind, side, svc string, h http.He
 		}
 		return tracing.Span{}
 	}
-	sp := t.Start(kind, spanName(side, svc), &p, start)
+	sp := t.Start(kind, spanName(side, svc), &p, h, start)
 	for _, f := range tracing.Fields {
 		h.Del(f)
 	}
@@ -88,7 +88,7 @@ func traceH2(t *tracing.Tracer, kind tracing.Kind, side, svc string, req *h2rela
 		}
 		return tracing.Span{}
 	}
-	sp := t.Start(kind, spanName(side, svc), &p, start)
+	sp := t.Start(kind, spanName(side, svc), &p, req, start)
 	for _, f := range tracing.Fields {
 		req.Del(f)
 	}

@@ -2,10 +2,11 @@ package dataplane_test
 
 import (
 	"context"
-	"sync/atomic"
+	"sync"
 	"testing"
 
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 
 	"github.com/trellismesh/trellis/internal/meshconfig"
@@ -32,22 +33,31 @@ func BenchmarkTracingOverhead(b *testing.B) {
 	}
 }
 
-// otlpReceiver counts the spans it is sent.
+// otlpReceiver keeps the spans it is sent (up to 10,000).
 type otlpReceiver struct {
 	coltrace.UnimplementedTraceServiceServer
 	addr  string
-	spans atomic.Int64
+	mu    sync.Mutex
+	spans []*tracepb.Span
 }
 
 func (r *otlpReceiver) Export(_ context.Context, req *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
-	n := 0
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	for _, rs := range req.GetResourceSpans() {
 		for _, ss := range rs.GetScopeSpans() {
-			n += len(ss.GetSpans())
+			if len(r.spans) < 10000 {
+				r.spans = append(r.spans, ss.GetSpans()...)
+			}
 		}
 	}
-	r.spans.Add(int64(n))
 	return &coltrace.ExportTraceServiceResponse{}, nil
+}
+
+func (r *otlpReceiver) all() []*tracepb.Span {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*tracepb.Span(nil), r.spans...)
 }
 
 func startOTLPReceiver(t testing.TB) *otlpReceiver {

@@ -61,9 +61,10 @@ const (
 )
 
 // Start starts the span of a sampled request (see Sample), child of p
-// when p has ids, a new trace's root otherwise. A nil Tracer gives a
-// zero Span, which does nothing.
-func (t *Tracer) Start(kind Kind, name string, p *Parent, start time.Time) Span {
+// when p has ids, a new trace's root otherwise; h is the request's
+// header (a caller that sent B3 headers gets b3 from the span). A nil
+// Tracer gives a zero Span, which does nothing.
+func (t *Tracer) Start(kind Kind, name string, p *Parent, h Header, start time.Time) Span {
 	if t == nil {
 		return Span{}
 	}
@@ -78,7 +79,8 @@ func (t *Tracer) Start(kind Kind, name string, p *Parent, start time.Time) Span 
 		k = trace.SpanKindServer
 	}
 	_, s := t.tr.Start(ctx, name, trace.WithSpanKind(k), trace.WithTimestamp(start))
-	return Span{s: s, b3: p.Format == FormatB3 || p.Format == FormatB3Multi}
+	b3 := p.Format == FormatB3 || p.Format == FormatB3Multi || h.Get("B3") != "" || h.Get("X-B3-Traceid") != ""
+	return Span{s: s, b3: b3}
 }
 
 // Span is a started span; the zero Span does nothing.
@@ -96,8 +98,8 @@ func (s Span) Traceparent() string {
 	return Traceparent(sc.TraceID(), sc.SpanID(), true)
 }
 
-// B3 is the b3 single header the next hop gets when the caller spoke B3
-// (its multi headers are replaced by it), or "".
+// B3 is the b3 single header the next hop gets when the caller sent B3
+// headers (its multi headers are replaced by it), or "".
 func (s Span) B3() string {
 	if !s.b3 {
 		return ""
