@@ -296,10 +296,16 @@ func TestTracingThroughProxiesToJaeger(t *testing.T) {
 		m.get(t, "/items", "Traceparent", "00-"+tid+"-1234567812345678-01")
 		m.awaitTrace(t, tid, 2)
 		meshtest.MustApply(t, m.cp, m.mesh("100"))
+		jaegertest.Await(t, 10*time.Second, "a sampled root decision at frontend again", func() bool {
+			h, _ := m.get(t, "/items")
+			return strings.HasSuffix(h.Get("Traceparent"), "-01")
+		})
 	})
 
 	t.Run("load", func(t *testing.T) {
-		// A few hundred requests with every one traced: none fails.
+		// A few hundred requests with every one traced: none fails, and
+		// every one is a trace in Jaeger.
+		before := len(m.j.Traces(t, "frontend.shop"))
 		const n, workers = 400, 8
 		var failed, next atomic.Int64
 		var wg sync.WaitGroup
@@ -324,5 +330,8 @@ func TestTracingThroughProxiesToJaeger(t *testing.T) {
 		if f := failed.Load(); f != 0 {
 			t.Errorf("%d of %d requests failed with tracing on", f, n)
 		}
+		jaegertest.Await(t, 20*time.Second, fmt.Sprintf("%d more traces of frontend.shop in jaeger", n), func() bool {
+			return len(m.j.Traces(t, "frontend.shop")) >= before+n
+		})
 	})
 }
