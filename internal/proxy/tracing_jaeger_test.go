@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +22,8 @@ import (
 
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/proxy"
+	"github.com/trellismesh/trellis/internal/servingcert"
+	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/jaegertest"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
 	"github.com/trellismesh/trellis/internal/tracing"
@@ -302,6 +305,83 @@ func TestTracingThroughProxiesToJaeger(t *testing.T) {
 		})
 	})
 
+	t.Run("gateway", func(t *testing.T) {
+		// The gateway is a hop too: its span, then catalog's inbound span
+		// as its child; HTTP/1.1 takes its fast path, h2 net/http.
+		meshtest.MustApply(t, m.cp, `apiVersion: trellis.dev/v1alpha1
+kind: GatewayRoute
+metadata: {name: shop-public, namespace: shop}
+spec:
+  hosts: [shop.example.com]
+  rules:
+  - service: catalog
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: from-ingress, namespace: shop}
+spec:
+  selector: {service: catalog}
+  rules:
+  - from: [{namespaces: [ingress]}]
+`)
+		pki := testutil.NewServingPKI(t, t.TempDir())
+		cert, key, _ := pki.Issue(t, "shop", "shop.example.com")
+		gw := meshtest.StartProxy(t, m.cp, proxy.Config{Service: "public", Namespace: "ingress", HTTPProxyAddr: "off", Gateway: &proxy.GatewayConfig{
+			ListenHTTP: "127.0.0.1:0", ListenHTTPS: "127.0.0.1:0", Certs: []servingcert.Pair{{CertFile: cert, KeyFile: key}}}})
+		_, port, _ := net.SplitHostPort(gw.GatewayHTTPSAddr())
+		for i, c := range []struct {
+			url    string
+			client *http.Client
+		}{
+			{"http://shop.example.com/items", dialingClient(gw.GatewayHTTPAddr(), nil)},
+			{"https://shop.example.com:" + port + "/items", dialingClient(gw.GatewayHTTPSAddr(), &tls.Config{RootCAs: pki.Pool})},
+		} {
+			tid := fmt.Sprintf("dddddddddddddddd%016x", i+1)
+			const sid = "0102030405060708"
+			get := func(traceparent string) int {
+				req, _ := http.NewRequest("GET", c.url, nil)
+				if traceparent != "" {
+					req.Header.Set("Traceparent", traceparent)
+				}
+				resp, err := c.client.Do(req)
+				if err != nil {
+					return 0
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			jaegertest.Await(t, 10*time.Second, "a 200 through the gateway", func() bool { return get("") == 200 })
+			if code := get("00-" + tid + "-" + sid + "-01"); code != 200 {
+				t.Fatalf("%s: got %d, want 200", c.url, code)
+			}
+			tr := m.awaitTrace(t, tid, 2)
+			var gspan, in *jaegertest.Span
+			for k := range tr.Spans {
+				switch sp := &tr.Spans[k]; sp.OperationName {
+				case "gateway catalog.shop":
+					gspan = sp
+				case "inbound catalog.shop":
+					in = sp
+				}
+			}
+			if gspan == nil || in == nil {
+				t.Fatalf("%s: want spans gateway and inbound catalog.shop, got %+v", c.url, tr.Spans)
+			}
+			if gspan.Parent() != sid {
+				t.Errorf("%s: gateway span's parent: got %s, want the caller's %s", c.url, gspan.Parent(), sid)
+			}
+			if got, want := tr.Processes[gspan.ProcessID].ServiceName, "public.ingress"; got != want {
+				t.Errorf("gateway span's service: got %q, want %q", got, want)
+			}
+			if in.Parent() != gspan.SpanID {
+				t.Errorf("%s: inbound span's parent: got %s, want the gateway's %s", c.url, in.Parent(), gspan.SpanID)
+			}
+			if got, _ := in.Tag(tracing.AttrPolicy); got != "shop/from-ingress" {
+				t.Errorf("%s: inbound span's policy: got %q, want shop/from-ingress", c.url, got)
+			}
+		}
+	})
+
 	t.Run("load", func(t *testing.T) {
 		// A few hundred requests with every one traced: none fails, and
 		// every one is a trace in Jaeger.
@@ -334,4 +414,16 @@ func TestTracingThroughProxiesToJaeger(t *testing.T) {
 			return len(m.j.Traces(t, "frontend.shop")) >= before+n
 		})
 	})
+}
+
+// dialingClient dials addr whatever the URL's host (with TLS when
+// tlsConf is set, offering h2).
+func dialingClient(addr string, tlsConf *tls.Config) *http.Client {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	tr := &http.Transport{
+		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) },
+		TLSClientConfig:   tlsConf,
+		ForceAttemptHTTP2: tlsConf != nil,
+	}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
 }
