@@ -305,6 +305,38 @@ func TestTracingThroughProxiesToJaeger(t *testing.T) {
 		})
 	})
 
+	t.Run("route", func(t *testing.T) {
+		meshtest.MustApply(t, m.cp, `apiVersion: trellis.dev/v1alpha1
+kind: Route
+metadata: {name: catalog-routes, namespace: shop}
+spec:
+  service: catalog
+  rules:
+  - matches: [{path: {prefix: /routed}}]
+    backends: [{service: catalog, weight: 100}]
+    headers:
+      request: {set: {x-route: "yes"}}
+`)
+		jaegertest.Await(t, 10*time.Second, "the Route at frontend", func() bool {
+			h, _ := m.get(t, "/routed/1")
+			return h.Get("X-Route") == "yes"
+		})
+		const tid, sid = "eeeeeeeeeeeeeeee1111111111111111", "2222222222222222"
+		m.get(t, "/routed/2", "Traceparent", "00-"+tid+"-"+sid+"-01")
+		tr := m.awaitTrace(t, tid, 2)
+		hop(t, tr, "catalog.shop", catalogID, sid, allow)
+		for _, sp := range tr.Spans {
+			if sp.OperationName != "outbound catalog.shop" {
+				continue
+			}
+			name, _ := sp.Tag(tracing.AttrRoute)
+			rule, _ := sp.Tag(tracing.AttrRouteRule)
+			if name != "shop/catalog-routes" || rule != "0" {
+				t.Errorf("client span's route: got %q rule %q, want shop/catalog-routes rule 0", name, rule)
+			}
+		}
+	})
+
 	t.Run("gateway", func(t *testing.T) {
 		// The gateway is a hop too: its span, then catalog's inbound span
 		// as its child; HTTP/1.1 takes its fast path, h2 net/http.
