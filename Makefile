@@ -13,7 +13,7 @@ LDFLAGS := -X github.com/trellismesh/trellis/internal/version.Version=$(VERSION)
 # the alerting rules of deploy/).
 TEST_PACKAGES := protobuf-compiler rsyslog rsyslog-gnutls prometheus iptables tcpdump chromium
 
-.PHONY: all build build-proxy test k8s-bins e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
+.PHONY: all build build-proxy test k8s-bins jaeger-bin e2e-clean test-short demo generate generate-check lint deps bench-go benchstat fuzz clean
 
 all: build
 
@@ -38,7 +38,7 @@ deps:
 
 # TRELLIS_REQUIRE_ALL turns "tool missing" skips into failures: under
 # make test everything must run.
-test: deps build build-proxy k8s-bins
+test: deps build build-proxy k8s-bins jaeger-bin
 	gofmt -l . | (! grep .) || (echo "gofmt: files above need formatting"; exit 1)
 	$(GO) vet ./...
 	$(GO) vet -tags trellis_nokube ./cmd/... ./internal/cli/...
@@ -58,6 +58,11 @@ test-short:
 # ~/.cache/trellis/k8s, keyed by version; later runs take no time.
 k8s-bins:
 	./scripts/k8s-bins.sh
+
+# jaeger-bin builds the Jaeger all-in-one the tracing tests export to, from
+# tools/jaeger (its own module), once, cached in ~/.cache/trellis/k8s.
+jaeger-bin:
+	./scripts/jaeger-bin.sh
 
 demo: build
 	./$(BIN) up

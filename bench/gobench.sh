@@ -21,7 +21,7 @@ DIR=bench/results/go
 # 2-core CI machine. BenchmarkConvergence and the other slow benchmarks are
 # left out on purpose.
 BENCHES=(
-	"./internal/dataplane/ 1s ^(BenchmarkDirect|BenchmarkThroughProxies)(Parallel)?$|^BenchmarkTelemetryOverhead$|^BenchmarkMetricsPerRequest$|^BenchmarkRecordRequest$"
+	"./internal/dataplane/ 1s ^(BenchmarkDirect|BenchmarkThroughProxies)(Parallel)?$|^BenchmarkTelemetryOverhead$|^BenchmarkTracingOverhead$|^BenchmarkMetricsPerRequest$|^BenchmarkRecordRequest$"
 	"./internal/policy/ 1s ^BenchmarkDecide$"
 	"./internal/meshca/ 1s ^BenchmarkSignCSR$"
 	"./internal/controlplane/snapshot/ 1s ^BenchmarkBuildSnapshot1000Services(PerProxy)?$"

@@ -19,6 +19,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/mtls"
 	"github.com/trellismesh/trellis/internal/extauthz"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // The data path, end to end:
@@ -56,6 +57,9 @@ type DataPlaneConfig struct {
 	// policies; the caller owns it (Retain on new snapshots, Close).
 	// Nil means a pool of the inbound's own, closed by Shutdown.
 	ExtAuthz *extauthz.Pool
+	// Tracing makes the spans of the requests the proxy handles
+	// (trace.go); nil, or a Manager without a Tracer, traces nothing.
+	Tracing *tracing.Manager
 	// Service, Namespace and Protocol describe this workload; Protocol is
 	// http (default), http2, grpc or tcp.
 	Service, Namespace, Protocol string

@@ -13,6 +13,7 @@ import (
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // newInboundFast sets up the pool of HTTP/1.1 connections to the app and
@@ -63,24 +64,28 @@ func (in *Inbound) serveFast(fc *fastConn, req *h1.Head) bool {
 	p := fc.peer
 	snap := in.cfg.Snapshot()
 	resp := fastHeads.Get().(*h1.Head)
-	o, keep := in.exchangeFast(fc, req, p, snap, resp)
+	o, keep := in.exchangeFast(fc, req, p, snap, resp, start)
 	fastHeads.Put(resp)
 	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
 	path, _, _ := strings.Cut(req.Target, "?") // canonical: fastAccepts
 	in.dest.Request(src, req.Method, path, o.code, o.authorized && !o.dec.Allow, start)
+	if o.span.Recording() {
+		o.span.End(in.inboundAttrs(p, &o, req.Method, path), time.Now())
+	}
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
 		in.accessEvent(req.Method, path, admission.TraceID(req.Get), p, snap, &o, start)
 	}
 	return keep
 }
 
-func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshconfig.Snapshot, resp *h1.Head) (outcome, bool) {
+func (in *Inbound) exchangeFast(fc *fastConn, req *h1.Head, p *peer, snap *meshconfig.Snapshot, resp *h1.Head, start time.Time) (outcome, bool) {
 	answer := func(ew *errorResponse, forceClose bool) bool { return fc.answer(req, ew, forceClose) }
 	fc.view.Req = req
 	v := &fc.verdict
 	in.chain.Admit(&fc.view, p.admission(), snap, v)
 	fc.view.Req = nil
 	o := outcome{authorized: v.Authorized, dec: v.Decision}
+	o.span = traceH1(in.cfg.tracer(), tracing.Server, "inbound", in.svcKey, req, start)
 	if rf := v.Refused; rf != nil {
 		ew := newErrorResponse()
 		o.code = writeRefusal(ew, rf)

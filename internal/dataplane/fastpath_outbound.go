@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/dataplane/h2relay"
@@ -12,6 +13,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/upstream"
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // newUpstreamFast is the fast path of one explicit upstream listener.
@@ -77,16 +79,27 @@ func (o *Outbound) serveFast(fc *fastConn, req *h1.Head, key string) bool {
 		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return answer(ew, false)
 	}
+	sp := traceH1(o.cfg.tracer(), tracing.Client, "outbound", rt.key, req, start)
 	if limit := rt.brk.acquire(nil); limit != "" {
 		ew := newErrorResponse()
 		o.overflow(ew, rt, limit)
 		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		o.endSpanH1(sp, rt, rd.rule, req, http.StatusServiceUnavailable)
 		return answer(ew, false)
 	}
 	code, keep := o.forwardFast(fc, req, rt, answer)
 	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
+	o.endSpanH1(sp, rt, rd.rule, req, code)
 	return keep
+}
+
+// endSpanH1 ends a fast-path request's client span, if it has one.
+func (o *Outbound) endSpanH1(sp tracing.Span, rt *route, rule *meshconfig.RouteRule, req *h1.Head, code int) {
+	if sp.Recording() {
+		path, _, _ := strings.Cut(req.Target, "?")
+		sp.End(o.outboundAttrs(rt, rule, req.Method, path, code), time.Now())
+	}
 }
 
 // forwardFast is forwardHTTP for the fast path. Each pass of its loop is

@@ -16,6 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/h1"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/policy"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // The ingress gateway (`trellis gateway`): clients outside the mesh
@@ -238,16 +239,33 @@ func (g *Gateway) serveFast(fc *fastConn, req *h1.Head) bool {
 		g.unroutable(ew, rule, rt)
 		return answer(ew, false)
 	}
+	sp := traceH1(g.o.cfg.tracer(), tracing.Server, "gateway", rt.key, req, start)
 	if limit := rt.brk.acquire(nil); limit != "" {
 		ew := newErrorResponse()
 		g.o.overflow(ew, rt, limit)
 		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		g.endSpan(sp, rt, rd.rule, v, req.Method, path, http.StatusServiceUnavailable)
 		return answer(ew, false)
 	}
 	code, keep := g.o.forwardFast(fc, req, rt, answer)
 	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
+	g.endSpan(sp, rt, rd.rule, v, req.Method, path, code)
 	return keep
+}
+
+// endSpan ends a gateway request's span, if it has one: the gateway's
+// authorization and the Route rule that took the request.
+func (g *Gateway) endSpan(sp tracing.Span, rt *route, rule *meshconfig.RouteRule, v *admission.Verdict, method, path string, code int) {
+	if !sp.Recording() {
+		return
+	}
+	a := g.o.outboundAttrs(rt, rule, method, path, code)
+	a.Source = ""
+	if v.Authorized {
+		a.Authorized, a.Allow, a.Policy, a.AuditDenied = true, v.Decision.Allow, v.Decision.Policy, v.Decision.AuditDenied
+	}
+	sp.End(a, time.Now())
 }
 
 // route finds the request's rule, or the answer without one.
@@ -361,7 +379,7 @@ func (h gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forwardedFor(view, gc.addr, gc.tls)
-	svc, w, done := g.o.routeHTTP(w, r, rule.Service)
+	svc, w, rrule, done := g.o.routeHTTP(w, r, rule.Service)
 	if done {
 		return
 	}
@@ -370,14 +388,17 @@ func (h gatewayHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.unroutable(w, rule, rt)
 		return
 	}
+	sp := traceHTTP(g.o.cfg.tracer(), tracing.Server, "gateway", rt.key, r.Header, start)
 	if limit := rt.brk.acquire(r.Context().Done()); limit != "" {
 		g.o.overflow(w, rt, limit)
 		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		g.endSpan(sp, rt, rrule, &v, r.Method, path, http.StatusServiceUnavailable)
 		return
 	}
 	code, abort := g.o.forwardHTTP(w, r, rt)
 	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
+	g.endSpan(sp, rt, rrule, &v, r.Method, path, code)
 	if abort {
 		panic(http.ErrAbortHandler)
 	}

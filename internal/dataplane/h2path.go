@@ -20,6 +20,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // The HTTP/2 path. HTTP/2 callers of HTTP/2 and gRPC services (prior
@@ -143,13 +144,22 @@ type outboundCall struct {
 	// mirror waits for the request's body (route.go), with o to send it.
 	mirror *h2Mirror
 	o      *Outbound
+	// span is the call's client span (zero when not traced), rule the
+	// Route rule that took it.
+	span tracing.Span
+	rule *meshconfig.RouteRule
 }
 
 func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Response, any) {
 	o := h.o
-	key, local, rw, mirror := o.routeH2(req, h.key)
+	start := time.Now()
+	key, local, rule, mirror := o.routeH2(req, h.key)
 	if local != nil {
 		return nil, local, nil
+	}
+	var rw *meshconfig.HeaderRewrite
+	if rule != nil {
+		rw = rule.Response
 	}
 	t, rt := o.lookup(key)
 	var ew *errorResponse
@@ -167,7 +177,8 @@ func (h *outboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respon
 		o.refuse(ew, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return nil, localResponse(ew), nil
 	}
-	call := &outboundCall{rt: rt, rw: rw, mirror: mirror, o: o}
+	call := &outboundCall{rt: rt, rw: rw, mirror: mirror, o: o, rule: rule}
+	call.span = traceH2(o.cfg.tracer(), tracing.Client, "outbound", rt.key, req, start)
 	if limit := rt.brk.tryAcquire(); limit != "" {
 		ew = newErrorResponse()
 		o.overflow(ew, rt, limit)
@@ -244,6 +255,12 @@ func (h *outboundH2) Done(r *h2relay.Result) {
 	if r.GRPCStatus >= 0 {
 		call.rt.dest.GRPCStatus(r.GRPCStatus)
 	}
+	if call.span.Recording() {
+		path, _, _ := strings.Cut(r.Path, "?")
+		a := call.o.outboundAttrs(call.rt, call.rule, r.Method, path, code)
+		a.GRPCStatus = r.GRPCStatus
+		call.span.End(a, time.Now())
+	}
 }
 
 // inboundH2 admits and routes the streams of one peer connection to an
@@ -263,6 +280,7 @@ type inboundCall struct {
 	v     admission.Verdict
 	gated bool
 	trace string // the trace id, when access events are sampled
+	span  tracing.Span
 }
 
 // noWait makes the app gate answer at once instead of queueing: a queued
@@ -282,6 +300,7 @@ func (h *inboundH2) Route(req *h2relay.Request) (*h2relay.Conn, *h2relay.Respons
 	}
 	h.view.Req = req
 	in.chain.Admit(&h.view, p.admission(), call.snap, &call.v)
+	call.span = traceH2(in.cfg.tracer(), tracing.Server, "inbound", in.svcKey, req, time.Now())
 	if rf := call.v.Refused; rf != nil {
 		r := &h2relay.Response{Status: rf.Code, Body: rf.Msg}
 		if rf.DeniedBy != "" {
@@ -349,6 +368,11 @@ func (h *inboundH2) Done(r *h2relay.Result) {
 	}
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
 		in.accessEvent(r.Method, path, call.trace, p, call.snap, &o, r.Start)
+	}
+	if call.span.Recording() {
+		a := in.inboundAttrs(p, &o, r.Method, path)
+		a.GRPCStatus = r.GRPCStatus
+		call.span.End(a, time.Now())
 	}
 	*call = inboundCall{}
 	inboundCalls.Put(call)

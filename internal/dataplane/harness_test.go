@@ -23,6 +23,7 @@ import (
 	"github.com/trellismesh/trellis/internal/meshca"
 	"github.com/trellismesh/trellis/internal/meshconfig"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // The data path tests run a client proxy (outbound) and a server proxy
@@ -170,6 +171,9 @@ type meshOptions struct {
 	pki *pki
 	// limits are both proxies' Limits (zero: the defaults).
 	limits limits.Limits
+	// tracing, when set, is both proxies' tracing (each its own
+	// tracing.Manager).
+	tracing *meshconfig.Tracing
 }
 
 // mesh is a client proxy and a server proxy for service catalog.shop.
@@ -230,11 +234,24 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 	snap.ServiceOf = o.serviceOf
 	m.snap.set(snap)
 
+	var inTracing, outTracing *tracing.Manager
+	if o.tracing != nil {
+		inTracing = tracing.NewManager("catalog", "shop", catalogID.String(), m.logs.Logger)
+		outTracing = tracing.NewManager("frontend", "shop", frontendID.String(), m.logs.Logger)
+		inTracing.Apply(o.tracing)
+		outTracing.Apply(o.tracing)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			inTracing.Close(ctx)
+			outTracing.Close(ctx)
+		})
+	}
 	m.in = dataplane.NewInbound(dataplane.DataPlaneConfig{
 		Identity: o.serverIdent, Snapshot: m.snap.get, Authorizer: o.authorizer,
 		Service: "catalog", Namespace: "shop", Protocol: o.protocol, AppAddr: m.appAddr,
 		Logger: m.logs.Logger.With("proxy", "server"), Metrics: m.serverMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
-		Events: o.events, AccessLogSampleRate: o.accessLogRate, Limits: o.limits,
+		Events: o.events, AccessLogSampleRate: o.accessLogRate, Limits: o.limits, Tracing: inTracing,
 	})
 	serve(t, "inbound", func() error { return m.in.Serve(inL) })
 	t.Cleanup(func() { shutdown(t, m.in.Shutdown) })
@@ -243,7 +260,7 @@ func newMesh(t testing.TB, o meshOptions) *mesh {
 		Identity: o.clientIdent, Snapshot: m.snap.get,
 		Service: "frontend", Namespace: "shop", Protocol: meshconfig.ProtocolHTTP, AppAddr: "127.0.0.1:1",
 		Logger: m.logs.Logger.With("proxy", "client"), Metrics: m.clientMetrics, DrainTimeout: o.drainTimeout, IdleTimeout: o.idleTimeout,
-		Limits: o.limits, Events: o.clientEvents,
+		Limits: o.limits, Events: o.clientEvents, Tracing: outTracing,
 	})
 	upL := listen(t)
 	m.upstreamAddr = upL.Addr().String()

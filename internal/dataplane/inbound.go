@@ -33,6 +33,7 @@ import (
 // to the local app. Create with NewInbound; it is safe for concurrent use.
 type Inbound struct {
 	cfg     DataPlaneConfig
+	svcKey  string // "service.namespace": spans' names
 	log     *slog.Logger
 	tlsConf *tls.Config
 	dialer  *net.Dialer
@@ -105,6 +106,7 @@ func NewInbound(cfg DataPlaneConfig) *Inbound {
 	in.h2cfg.BodyIdleMessage = bodyIdleMessage(cfg.Limits.BodyIdleTimeout)
 	in.h2app = h2relay.NewPool(in.h2cfg, in.dialApp)
 	in.dest = cfg.Metrics.Dest(metrics.Inbound, cfg.Service, cfg.Namespace, "", "", "")
+	in.svcKey = cfg.Service + "." + cfg.Namespace
 	if cfg.Events != nil {
 		in.accessRate = cfg.AccessLogSampleRate
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/limits"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // inboundHandler is the per-request chain of the inbound side: caller
@@ -34,9 +35,12 @@ func (h inboundHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p = in.plainPeer
 	}
 	snap := in.cfg.Snapshot()
-	o := in.serveHTTP(w, r, p, snap)
+	o := in.serveHTTP(w, r, p, snap, start)
 	src := p.sourceFor(snap, in.cfg.Metrics, in.cfg.Service, in.cfg.Namespace)
 	in.dest.Request(src, r.Method, r.URL.Path, o.code, o.authorized && !o.dec.Allow, start)
+	if o.span.Recording() {
+		o.span.End(in.inboundAttrs(p, &o, r.Method, r.URL.Path), time.Now())
+	}
 	// Off (rate 0, the default), this is one predictable branch.
 	if in.accessRate > 0 && (in.accessRate >= 1 || rand.Float64() < in.accessRate) {
 		in.accessEvent(r.Method, r.URL.Path, admission.TraceID(r.Header.Get), p, snap, &o, start)
@@ -57,6 +61,8 @@ type outcome struct {
 	// and path checks); dec is then its decision.
 	authorized bool
 	dec        admission.Decision
+	// span is the request's server span (zero when not traced).
+	span tracing.Span
 }
 
 // accessEvent emits an "access" event for one finished request.
@@ -116,10 +122,11 @@ func writeRefusal(w http.ResponseWriter, rf *admission.Refusal) int {
 // Status codes recorded for requests that got no upstream response.
 const statusClientClosed = 499
 
-func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *meshconfig.Snapshot) outcome {
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, p *peer, snap *meshconfig.Snapshot, start time.Time) outcome {
 	v := new(admission.Verdict)
 	in.chain.Admit(admission.HTTPView{R: r}, p.admission(), snap, v)
 	o := outcome{authorized: v.Authorized, dec: v.Decision}
+	o.span = traceHTTP(in.cfg.tracer(), tracing.Server, "inbound", in.svcKey, r.Header, start)
 	if rf := v.Refused; rf != nil {
 		if rf.Close {
 			w.Header()["Connection"] = []string{"close"}

@@ -20,6 +20,7 @@ import (
 	"github.com/trellismesh/trellis/internal/dataplane/metrics"
 	"github.com/trellismesh/trellis/internal/dataplane/relay"
 	"github.com/trellismesh/trellis/internal/meshconfig"
+	"github.com/trellismesh/trellis/internal/tracing"
 )
 
 // Outbound carries the app's calls into the mesh: explicit per-service
@@ -309,7 +310,7 @@ func (h upstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // where the app chose the name).
 func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string, unknownCode int) {
 	start := time.Now()
-	key, w, done := o.routeHTTP(w, r, key)
+	key, w, rule, done := o.routeHTTP(w, r, key)
 	if done {
 		return
 	}
@@ -326,14 +327,21 @@ func (o *Outbound) serveHTTP(w http.ResponseWriter, r *http.Request, key string,
 		o.refuse(w, key, rt, failWrongProtocol, http.StatusBadGateway, "is a tcp service; use CONNECT or a tcp upstream listener")
 		return
 	}
+	sp := traceHTTP(o.cfg.tracer(), tracing.Client, "outbound", rt.key, r.Header, start)
 	if limit := rt.brk.acquire(r.Context().Done()); limit != "" {
 		o.overflow(w, rt, limit)
 		rt.dest.OutboundRequest(http.StatusServiceUnavailable, start)
+		if sp.Recording() {
+			sp.End(o.outboundAttrs(rt, rule, r.Method, r.URL.Path, http.StatusServiceUnavailable), time.Now())
+		}
 		return
 	}
 	code, abort := o.forwardHTTP(w, r, rt)
 	rt.brk.release()
 	rt.dest.OutboundRequest(code, start)
+	if sp.Recording() {
+		sp.End(o.outboundAttrs(rt, rule, r.Method, r.URL.Path, code), time.Now())
+	}
 	if abort {
 		panic(http.ErrAbortHandler)
 	}

@@ -218,12 +218,13 @@ func (d discardWriter) WriteHeader(int)             {}
 
 // routeHTTP applies a Route on the net/http path: it returns the service
 // key to forward to, the writer to answer with (response rewrites), and
-// done when the request was answered (a fault) or ended.
-func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string) (string, http.ResponseWriter, bool) {
+// the rule that took it (nil: none), and done when the request was
+// answered (a fault) or ended.
+func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string) (string, http.ResponseWriter, *meshconfig.RouteRule, bool) {
 	target, rd := o.routeRequest(key, r.Method, r.URL.Path, r.Header)
 	rule := rd.rule
 	if rule == nil {
-		return target, w, false
+		return target, w, nil, false
 	}
 	rule.Request.Apply(r.Header)
 	if rule.Delay.Delays() {
@@ -233,13 +234,13 @@ func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string)
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
-			return target, w, true
+			return target, w, rule, true
 		}
 	}
 	if rule.Abort.Aborts() {
 		rd.c.Inc(metrics.RouteAborted)
 		abortHTTP(w, r, rule.Abort)
-		return target, w, true
+		return target, w, rule, true
 	}
 	if rule.Mirror.Mirrors() {
 		o.mirrorHTTP(rd.c, r, rule.Mirror.Key)
@@ -247,7 +248,7 @@ func (o *Outbound) routeHTTP(w http.ResponseWriter, r *http.Request, key string)
 	if rule.Response != nil {
 		w = &rewriteWriter{ResponseWriter: w, rw: rule.Response}
 	}
-	return target, w, false
+	return target, w, rule, false
 }
 
 // mirrorHTTP copies a net/http request, buffering a small body (the
@@ -328,11 +329,12 @@ func (w *rewriteWriter) Flush() {
 }
 
 // routeH2 applies a Route on the HTTP/2 relay: the service key to send
-// the stream to, the response rewrite (outboundCall.RewriteResponse) and
+// the stream to, the rule that took it (its response rewrite is
+// outboundCall.RewriteResponse's), and
 // the mirror a body is copied for (outboundCall.Copied), or the answer of
 // an injected abort. A delay is the relay's (Request.Delay): the stream
 // waits, not the connection's reader.
-func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response, *meshconfig.HeaderRewrite, *h2Mirror) {
+func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.Response, *meshconfig.RouteRule, *h2Mirror) {
 	target, rd := o.routeRequest(key, req.Method, req.Path, req)
 	rule := rd.rule
 	if rule == nil {
@@ -368,7 +370,7 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 		req.Delay = rule.Delay.Fixed
 	}
 	if !rule.Mirror.Mirrors() {
-		return target, nil, rule.Response, nil
+		return target, nil, rule, nil
 	}
 	h := make(http.Header, len(req.Fields))
 	for _, f := range req.Fields {
@@ -376,12 +378,12 @@ func (o *Outbound) routeH2(req *h2relay.Request, key string) (string, *h2relay.R
 	}
 	if req.EndStream {
 		o.mirror(rd.c, rule.Mirror.Key, req.Method, req.Path, req.Authority, h, nil)
-		return target, nil, rule.Response, nil
+		return target, nil, rule, nil
 	}
 	// The body is copied as it passes (h2relay.Request.Copy) and the copy
 	// goes once the request has ended.
 	req.Copy = true
-	return target, nil, rule.Response, &h2Mirror{c: rd.c, key: rule.Mirror.Key, method: req.Method, path: req.Path, host: req.Authority, h: h}
+	return target, nil, rule, &h2Mirror{c: rd.c, key: rule.Mirror.Key, method: req.Method, path: req.Path, host: req.Authority, h: h}
 }
 
 // h2Mirror is a mirror copy on the HTTP/2 relay waiting for the request's

@@ -187,6 +187,11 @@ var rules = []rule{
 		why:    "the ext_authz client speaks Envoy's API for the admission chain: it must not reach the data path, the proxy, the control plane or the store",
 	},
 	{
+		from:   []string{"internal/tracing/..."},
+		banned: []string{"internal/dataplane/...", "internal/proxy/...", "internal/controlplane/...", "internal/store/...", "k8s.io/..."},
+		why:    "tracing reads trace headers and exports spans for the data path: it must not reach the data path, the proxy, the control plane, the store or the Kubernetes libraries",
+	},
+	{
 		from:   []string{"internal/collectord/..."},
 		banned: []string{"internal/proxy/...", "internal/meshca/...", "internal/jointoken/..."},
 		why:    "the collector shares the workload certificate manager (internal/workloadcert), not the proxy, and never signs",

@@ -110,6 +110,9 @@ type Snapshot struct {
 	// ExtAuthz are the Mesh's external authorization providers by name
 	// (nil without any); CUSTOM policies name them.
 	ExtAuthz map[string]*ExtAuthzProvider
+	// Tracing is where spans go and the root sampling rate; nil: no
+	// spans (docs/tracing.md).
+	Tracing *Tracing
 	// Egress are the EgressPolicies that select the workload: when not
 	// empty, a captured connection to no mesh service passes only to a
 	// host they allow (docs/egress.md); nil when none do, and OutboundMode
@@ -294,6 +297,9 @@ func Compile(s *pb.Snapshot) (*Snapshot, error) {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	if out.ExtAuthz, err = compileExtAuthz(s.GetMesh().GetExtAuthzProviders()); err != nil {
+		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
+	}
+	if out.Tracing, err = compileTracing(s.GetMesh().GetTracing()); err != nil {
 		return nil, fmt.Errorf("compile snapshot %s: %w", s.GetVersion(), err)
 	}
 	// Headers only the proxy may set: forwarded claims, and what

@@ -36,6 +36,7 @@ import (
 	"github.com/trellismesh/trellis/internal/meshdns"
 	"github.com/trellismesh/trellis/internal/servingcert"
 	"github.com/trellismesh/trellis/internal/telemetry/emitter"
+	"github.com/trellismesh/trellis/internal/tracing"
 	"github.com/trellismesh/trellis/internal/version"
 	"github.com/trellismesh/trellis/internal/workloadcert"
 )
@@ -50,7 +51,10 @@ type Proxy struct {
 	snap         atomic.Pointer[meshconfig.Snapshot]
 	// extAuthz holds the connections to external authorization
 	// providers, kept across snapshots while their address stays.
-	extAuthz      *extauthz.Pool
+	extAuthz *extauthz.Pool
+	// tracing holds the span exporter of the Mesh's tracing, rebuilt when
+	// a snapshot changes it.
+	tracing       *tracing.Manager
 	disc          *discovery // asks for services the scoped config lacks
 	connected     atomic.Bool
 	draining      atomic.Bool
@@ -131,6 +135,7 @@ func New(cfg Config) (*Proxy, error) {
 	p := &Proxy{extAuthz: extauthz.NewPool(), cfg: cfg, log: cfg.Logger.With("spiffe_id", id.String()), ready: make(chan struct{}), metrics: metrics.New(), controlRoots: rootsPEM, started: cfg.Clock.Now(),
 		reportNow: make(chan struct{}, 1), control: controlDialTarget(cfg.ControlAddrs)}
 	p.certs = workloadcert.New(id, p.control, pool, cfg.Token, p.log, cfg.Clock)
+	p.tracing = tracing.NewManager(cfg.Service, cfg.Namespace, id.String(), p.log)
 	var upstreams []string
 	for _, u := range cfg.Upstreams {
 		upstreams = append(upstreams, meshconfig.ServiceKey(u.Service, u.Namespace))
@@ -340,6 +345,7 @@ func (p *Proxy) Start(ctx context.Context) error {
 		Snapshot:            p.snapshot,
 		Authorizer:          p.authz,
 		ExtAuthz:            p.extAuthz,
+		Tracing:             p.tracing,
 		Service:             p.cfg.Service,
 		Namespace:           p.cfg.Namespace,
 		Protocol:            p.cfg.Protocol,
@@ -463,6 +469,7 @@ func (p *Proxy) apply(s *pb.Snapshot) error {
 	}
 	p.snap.Store(snap)
 	p.extAuthz.Retain(snap.ExtAuthz) // close providers the new config dropped
+	p.tracing.Apply(snap.Tracing)
 	p.disc.notify()
 	for _, key := range append(snap.Gateway.Services(), snap.RouteServices()...) {
 		if snap.Services[key] == nil {
@@ -610,6 +617,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.closeListeners()
 	p.wg.Wait()
 	p.extAuthz.Close()
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	p.tracing.Close(tctx) // export the spans still batched
+	tcancel()
 	// Unacknowledged audit events go to the spool (or are counted lost).
 	errs = append(errs, p.events.Close())
 	p.log.Info("proxy stopped")

@@ -25,6 +25,19 @@ type ExtensionProvider struct {
 	// EnvoyExtAuthzGrpc is an external authorization service speaking
 	// Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization).
 	EnvoyExtAuthzGrpc *EnvoyExtAuthzGrpc `json:"envoyExtAuthzGrpc,omitempty"`
+	// Opentelemetry is an OpenTelemetry collector receiving spans over
+	// OTLP/gRPC (Mesh spec.tracing.provider names it; docs/tracing.md).
+	Opentelemetry *OpenTelemetryProvider `json:"opentelemetry,omitempty"`
+}
+
+// OpenTelemetryProvider says where proxies export their spans: an OTLP
+// gRPC receiver (such as a Jaeger's or an OpenTelemetry Collector's),
+// dialed in plaintext.
+type OpenTelemetryProvider struct {
+	// Service is the host (a DNS name or an IP address); Port its OTLP
+	// gRPC port (commonly 4317).
+	Service string `json:"service"`
+	Port    int    `json:"port"`
 }
 
 // EnvoyExtAuthzGrpc says where an ext_authz gRPC service is and which
@@ -67,18 +80,21 @@ func checkExtensionProviders(errs *errorList, ps []ExtensionProvider) {
 			errs.add(f+".name", "%s is the name of an earlier provider; names must be unique", quote(p.Name))
 		}
 		seen[p.Name] = true
+		if p.EnvoyExtAuthzGrpc != nil && p.Opentelemetry != nil {
+			errs.add(f, "a provider is of one kind: write envoyExtAuthzGrpc or opentelemetry, not both")
+			continue
+		}
+		if o := p.Opentelemetry; o != nil {
+			checkHostPort(errs, f+".opentelemetry", o.Service, o.Port)
+			continue
+		}
 		g := p.EnvoyExtAuthzGrpc
 		if g == nil {
-			errs.add(f+".envoyExtAuthzGrpc", "required: the only provider kind is envoyExtAuthzGrpc (an Envoy ext_authz gRPC service)")
+			errs.add(f+".envoyExtAuthzGrpc", "required: a provider is envoyExtAuthzGrpc (an Envoy ext_authz gRPC service) or opentelemetry (an OTLP/gRPC span collector)")
 			continue
 		}
 		f += ".envoyExtAuthzGrpc"
-		if _, err := netip.ParseAddr(g.Service); err != nil && !names.IsDNSSubdomain(strings.ToLower(g.Service)) {
-			errs.add(f+".service", "%s is not a host name or IP address (write the host alone; the port goes in port)", quote(g.Service))
-		}
-		if g.Port < 1 || g.Port > 65535 {
-			errs.add(f+".port", "must be from 1 to 65535, got %d", g.Port)
-		}
+		checkHostPort(errs, f, g.Service, g.Port)
 		if g.Timeout.Duration == 0 {
 			g.Timeout.Duration = DefaultExtAuthzTimeout
 		}
@@ -88,6 +104,16 @@ func checkExtensionProviders(errs *errorList, ps []ExtensionProvider) {
 		checkHeaderNames(errs, f+".includeRequestHeadersInCheck", g.IncludeRequestHeadersInCheck)
 		checkHeaderNames(errs, f+".headersToUpstreamOnAllow", g.HeadersToUpstreamOnAllow)
 		checkHeaderNames(errs, f+".headersToDownstreamOnDeny", g.HeadersToDownstreamOnDeny)
+	}
+}
+
+// checkHostPort checks a provider's service (host) and port.
+func checkHostPort(errs *errorList, f, host string, port int) {
+	if _, err := netip.ParseAddr(host); err != nil && !names.IsDNSSubdomain(strings.ToLower(host)) {
+		errs.add(f+".service", "%s is not a host name or IP address (write the host alone; the port goes in port)", quote(host))
+	}
+	if port < 1 || port > 65535 {
+		errs.add(f+".port", "must be from 1 to 65535, got %d", port)
 	}
 }
 

@@ -61,3 +61,28 @@ spec:
 		t.Errorf("got action %q provider %+v, want CUSTOM opa", spec.Action, spec.Provider)
 	}
 }
+
+func TestMeshTracing(t *testing.T) {
+	for _, tc := range []struct {
+		pct  string
+		want float64
+	}{{"", DefaultSamplingPercentage}, {"randomSamplingPercentage: 0.5", 0.5}, {"randomSamplingPercentage: 100", 100}, {"randomSamplingPercentage: 0", 0}} {
+		o := mustDecodeOne(t, `
+apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: {name: default}
+spec:
+  extensionProviders:
+  - name: jaeger
+    opentelemetry: {service: jaeger.observability, port: 4317}
+  tracing: {provider: jaeger, `+tc.pct+`}
+`)
+		spec, err := MeshSpecOf(&o)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.pct, err)
+		}
+		if got := *spec.Tracing.RandomSamplingPercentage; got != tc.want {
+			t.Errorf("%q: percentage: got %v, want %v", tc.pct, got, tc.want)
+		}
+	}
+}

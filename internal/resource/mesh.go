@@ -3,6 +3,7 @@ package resource
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,9 +38,28 @@ type MeshSpec struct {
 	// ExtensionProviders are the external services policies with action
 	// CUSTOM call (docs/policy.md, "External authorization").
 	ExtensionProviders []ExtensionProvider `json:"extensionProviders,omitempty"`
+	// Tracing turns on spans at every proxy, exported to an opentelemetry
+	// extension provider (docs/tracing.md); nil: no spans.
+	Tracing *MeshTracing `json:"tracing,omitempty"`
 	// Anomaly holds the thresholds of the collector's anomaly detectors
 	// (docs/learning.md); a zero field means its default.
 	Anomaly MeshAnomaly `json:"anomaly,omitzero"`
+}
+
+// DefaultSamplingPercentage is the share of root requests traced when
+// spec.tracing leaves randomSamplingPercentage out (Istio's default).
+const DefaultSamplingPercentage = 1.0
+
+// MeshTracing says where spans go and how many requests are traced, with
+// the names of Istio's Telemetry API.
+type MeshTracing struct {
+	// Provider names an opentelemetry provider of spec.extensionProviders.
+	Provider string `json:"provider"`
+	// RandomSamplingPercentage is the percentage (0 to 100) of requests
+	// without a sampling decision (no trace context from the caller) that
+	// are traced; a caller's decision is always followed. Nil means
+	// DefaultSamplingPercentage.
+	RandomSamplingPercentage *float64 `json:"randomSamplingPercentage,omitempty"`
 }
 
 // MeshAnomaly holds the anomaly detectors' thresholds. Zero means the
@@ -211,12 +231,37 @@ func meshSpec(errs *errorList, raw json.RawMessage) MeshSpec {
 		}
 	}
 	checkExtensionProviders(errs, s.ExtensionProviders)
+	checkTracing(errs, s.Tracing, s.ExtensionProviders)
 	checkAnomaly(errs, &s.Anomaly)
 	if ttl := s.Certificates.WorkloadTTL.Duration; ttl < MinWorkloadTTL || ttl > MaxWorkloadTTL {
 		errs.add("spec.certificates.workloadTTL", "must be from %s to %s (30 days), got %s",
 			formatDuration(MinWorkloadTTL), formatDuration(MaxWorkloadTTL), formatDuration(ttl))
 	}
 	return s
+}
+
+// checkTracing checks spec.tracing: a provider that is an opentelemetry
+// one, a percentage from 0 to 100 (defaulted).
+func checkTracing(errs *errorList, t *MeshTracing, ps []ExtensionProvider) {
+	if t == nil {
+		return
+	}
+	if t.RandomSamplingPercentage == nil {
+		p := DefaultSamplingPercentage
+		t.RandomSamplingPercentage = &p
+	}
+	if p := *t.RandomSamplingPercentage; !(p >= 0 && p <= 100) {
+		errs.add("spec.tracing.randomSamplingPercentage", "must be from 0 to 100, got %v", p)
+	}
+	i := slices.IndexFunc(ps, func(p ExtensionProvider) bool { return p.Name == t.Provider })
+	switch {
+	case t.Provider == "":
+		errs.add("spec.tracing.provider", "required: name an opentelemetry provider of spec.extensionProviders")
+	case i < 0:
+		errs.add("spec.tracing.provider", "%s is not in spec.extensionProviders: add it there with opentelemetry: {service, port}", quote(t.Provider))
+	case ps[i].Opentelemetry == nil:
+		errs.add("spec.tracing.provider", "%s is not an opentelemetry provider (spec.extensionProviders[%d])", quote(t.Provider), i)
+	}
 }
 
 // canonicalEnum accepts *v if it is one of allowed in any case and rewrites

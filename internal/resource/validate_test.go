@@ -132,6 +132,11 @@ func TestValidateErrors(t *testing.T) {
 		{name: "provider host with port", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: 'opa:9191', port: 9191}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.service", msg: "the port goes in port"},
 		{name: "provider port", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: opa}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.port", msg: "from 1 to 65535, got 0"},
 		{name: "provider timeout", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: 10.0.0.1, port: 1, timeout: 2m}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.timeout", msg: "must be from 1ms to 1m, got 2m"},
+		{name: "tracing provider missing", in: mesh("{tracing: {provider: otel}}"), field: "spec.tracing.provider", msg: "is not in spec.extensionProviders"},
+		{name: "tracing provider kind", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: opa, port: 1}}], tracing: {provider: a}}"), field: "spec.tracing.provider", msg: "is not an opentelemetry provider"},
+		{name: "tracing percentage", in: mesh("{extensionProviders: [{name: otel, opentelemetry: {service: jaeger, port: 4317}}], tracing: {provider: otel, randomSamplingPercentage: 100.5}}"), field: "spec.tracing.randomSamplingPercentage", msg: "must be from 0 to 100, got 100.5"},
+		{name: "otel provider port", in: mesh("{extensionProviders: [{name: otel, opentelemetry: {service: jaeger}}]}"), field: "spec.extensionProviders[0].opentelemetry.port", msg: "from 1 to 65535"},
+		{name: "provider of two kinds", in: mesh("{extensionProviders: [{name: a, opentelemetry: {service: j, port: 1}, envoyExtAuthzGrpc: {service: opa, port: 1}}]}"), field: "spec.extensionProviders[0]", msg: "one kind"},
 		{name: "provider header", in: mesh("{extensionProviders: [{name: a, envoyExtAuthzGrpc: {service: opa, port: 1, headersToUpstreamOnAllow: ['x user']}}]}"), field: "spec.extensionProviders[0].envoyExtAuthzGrpc.headersToUpstreamOnAllow[0]", msg: "is not a header name"},
 
 		// AuthorizationPolicy semantics.

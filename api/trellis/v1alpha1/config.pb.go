@@ -1015,8 +1015,12 @@ type MeshConfig struct {
 	// proxy MUST deny a request that a CUSTOM policy hands to a provider
 	// not listed here.
 	ExtAuthzProviders []*ExtAuthzProvider `protobuf:"bytes,10,rep,name=ext_authz_providers,json=extAuthzProviders,proto3" json:"ext_authz_providers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Tracing (Mesh spec.tracing and the opentelemetry provider it names).
+	// Absent: proxies MUST NOT create spans; they forward the callers'
+	// trace headers unchanged.
+	Tracing       *Tracing `protobuf:"bytes,11,opt,name=tracing,proto3" json:"tracing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
@@ -1119,6 +1123,82 @@ func (x *MeshConfig) GetExtAuthzProviders() []*ExtAuthzProvider {
 	return nil
 }
 
+func (x *MeshConfig) GetTracing() *Tracing {
+	if x != nil {
+		return x.Tracing
+	}
+	return nil
+}
+
+// Where spans go and how many requests are traced (docs/tracing.md).
+// A proxy creates one span per request it handles when the request is
+// sampled: a caller's sampled flag (W3C traceparent, B3) MUST be
+// followed; a request without one is sampled with probability
+// random_sampling_percentage/100, and the decision MUST travel to the
+// next hop in the traceparent the proxy sets.
+type Tracing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Mesh's provider name (spec.tracing.provider).
+	Provider string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	// host:port of the OTLP/gRPC receiver, dialed in plaintext.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// 0 to 100.
+	RandomSamplingPercentage float64 `protobuf:"fixed64,3,opt,name=random_sampling_percentage,json=randomSamplingPercentage,proto3" json:"random_sampling_percentage,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *Tracing) Reset() {
+	*x = Tracing{}
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tracing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tracing) ProtoMessage() {}
+
+func (x *Tracing) ProtoReflect() protoreflect.Message {
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
+func (*Tracing) Descriptor() ([]byte, []int) {
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Tracing) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *Tracing) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Tracing) GetRandomSamplingPercentage() float64 {
+	if x != nil {
+		return x.RandomSamplingPercentage
+	}
+	return 0
+}
+
 // An Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization).
 // Proxies call Check for every request a CUSTOM policy naming it
 // matches, after the local policies allowed it, and MUST NOT cache the
@@ -1148,7 +1228,7 @@ type ExtAuthzProvider struct {
 
 func (x *ExtAuthzProvider) Reset() {
 	*x = ExtAuthzProvider{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1240,7 @@ func (x *ExtAuthzProvider) String() string {
 func (*ExtAuthzProvider) ProtoMessage() {}
 
 func (x *ExtAuthzProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[11]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1253,7 @@ func (x *ExtAuthzProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtAuthzProvider.ProtoReflect.Descriptor instead.
 func (*ExtAuthzProvider) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{11}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExtAuthzProvider) GetName() string {
@@ -1248,7 +1328,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1340,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[12]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1353,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{12}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Service) GetName() string {
@@ -1331,7 +1411,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[13]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1423,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_trellis_v1alpha1_config_proto_msgTypes[13]
+	mi := &file_trellis_v1alpha1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1436,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{13}
+	return file_trellis_v1alpha1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -1456,7 +1536,7 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\x06routes\x18\x0f \x03(\fR\x06routes\"E\n" +
 	"\fPeerIdentity\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x18\n" +
-	"\aservice\x18\x02 \x01(\tR\aservice\"\xd0\x03\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\"\x85\x04\n" +
 	"\n" +
 	"MeshConfig\x12\x1b\n" +
 	"\tmtls_mode\x18\x01 \x01(\tR\bmtlsMode\x123\n" +
@@ -1470,7 +1550,12 @@ const file_trellis_v1alpha1_config_proto_rawDesc = "" +
 	"\rstrip_headers\x18\b \x03(\tR\fstripHeaders\x12*\n" +
 	"\x11virtual_ip_ranges\x18\t \x03(\tR\x0fvirtualIpRanges\x12R\n" +
 	"\x13ext_authz_providers\x18\n" +
-	" \x03(\v2\".trellis.v1alpha1.ExtAuthzProviderR\x11extAuthzProviders\"\xc6\x02\n" +
+	" \x03(\v2\".trellis.v1alpha1.ExtAuthzProviderR\x11extAuthzProviders\x123\n" +
+	"\atracing\x18\v \x01(\v2\x19.trellis.v1alpha1.TracingR\atracing\"}\n" +
+	"\aTracing\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12<\n" +
+	"\x1arandom_sampling_percentage\x18\x03 \x01(\x01R\x18randomSamplingPercentage\"\xc6\x02\n" +
 	"\x10ExtAuthzProvider\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1d\n" +
@@ -1511,7 +1596,7 @@ func file_trellis_v1alpha1_config_proto_rawDescGZIP() []byte {
 	return file_trellis_v1alpha1_config_proto_rawDescData
 }
 
-var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_trellis_v1alpha1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_trellis_v1alpha1_config_proto_goTypes = []any{
 	(*ProxyMessage)(nil),          // 0: trellis.v1alpha1.ProxyMessage
 	(*Discover)(nil),              // 1: trellis.v1alpha1.Discover
@@ -1524,12 +1609,13 @@ var file_trellis_v1alpha1_config_proto_goTypes = []any{
 	(*Snapshot)(nil),              // 8: trellis.v1alpha1.Snapshot
 	(*PeerIdentity)(nil),          // 9: trellis.v1alpha1.PeerIdentity
 	(*MeshConfig)(nil),            // 10: trellis.v1alpha1.MeshConfig
-	(*ExtAuthzProvider)(nil),      // 11: trellis.v1alpha1.ExtAuthzProvider
-	(*Service)(nil),               // 12: trellis.v1alpha1.Service
-	(*Endpoint)(nil),              // 13: trellis.v1alpha1.Endpoint
-	nil,                           // 14: trellis.v1alpha1.Hello.LabelsEntry
-	nil,                           // 15: trellis.v1alpha1.Endpoint.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*Tracing)(nil),               // 11: trellis.v1alpha1.Tracing
+	(*ExtAuthzProvider)(nil),      // 12: trellis.v1alpha1.ExtAuthzProvider
+	(*Service)(nil),               // 13: trellis.v1alpha1.Service
+	(*Endpoint)(nil),              // 14: trellis.v1alpha1.Endpoint
+	nil,                           // 15: trellis.v1alpha1.Hello.LabelsEntry
+	nil,                           // 16: trellis.v1alpha1.Endpoint.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
 	4,  // 0: trellis.v1alpha1.ProxyMessage.hello:type_name -> trellis.v1alpha1.Hello
@@ -1539,22 +1625,23 @@ var file_trellis_v1alpha1_config_proto_depIdxs = []int32{
 	1,  // 4: trellis.v1alpha1.ProxyMessage.discover:type_name -> trellis.v1alpha1.Discover
 	8,  // 5: trellis.v1alpha1.ControlMessage.snapshot:type_name -> trellis.v1alpha1.Snapshot
 	3,  // 6: trellis.v1alpha1.ControlMessage.delta:type_name -> trellis.v1alpha1.SnapshotDelta
-	12, // 7: trellis.v1alpha1.SnapshotDelta.services:type_name -> trellis.v1alpha1.Service
-	14, // 8: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
-	16, // 9: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
+	13, // 7: trellis.v1alpha1.SnapshotDelta.services:type_name -> trellis.v1alpha1.Service
+	15, // 8: trellis.v1alpha1.Hello.labels:type_name -> trellis.v1alpha1.Hello.LabelsEntry
+	17, // 9: trellis.v1alpha1.Report.cert_not_after:type_name -> google.protobuf.Timestamp
 	10, // 10: trellis.v1alpha1.Snapshot.mesh:type_name -> trellis.v1alpha1.MeshConfig
-	12, // 11: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
+	13, // 11: trellis.v1alpha1.Snapshot.services:type_name -> trellis.v1alpha1.Service
 	9,  // 12: trellis.v1alpha1.Snapshot.peers:type_name -> trellis.v1alpha1.PeerIdentity
-	11, // 13: trellis.v1alpha1.MeshConfig.ext_authz_providers:type_name -> trellis.v1alpha1.ExtAuthzProvider
-	13, // 14: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
-	15, // 15: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
-	0,  // 16: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
-	2,  // 17: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
-	17, // [17:18] is the sub-list for method output_type
-	16, // [16:17] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 13: trellis.v1alpha1.MeshConfig.ext_authz_providers:type_name -> trellis.v1alpha1.ExtAuthzProvider
+	11, // 14: trellis.v1alpha1.MeshConfig.tracing:type_name -> trellis.v1alpha1.Tracing
+	14, // 15: trellis.v1alpha1.Service.endpoints:type_name -> trellis.v1alpha1.Endpoint
+	16, // 16: trellis.v1alpha1.Endpoint.labels:type_name -> trellis.v1alpha1.Endpoint.LabelsEntry
+	0,  // 17: trellis.v1alpha1.Config.Stream:input_type -> trellis.v1alpha1.ProxyMessage
+	2,  // 18: trellis.v1alpha1.Config.Stream:output_type -> trellis.v1alpha1.ControlMessage
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_trellis_v1alpha1_config_proto_init() }
@@ -1579,7 +1666,7 @@ func file_trellis_v1alpha1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_trellis_v1alpha1_config_proto_rawDesc), len(file_trellis_v1alpha1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

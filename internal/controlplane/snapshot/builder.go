@@ -304,7 +304,8 @@ func NewView(in Input) (*View, error) {
 	v := &View{
 		mesh: &pb.MeshConfig{MtlsMode: in.Mesh.MTLS.Mode, AuthorizationDefault: in.Mesh.Authorization.Default, HidePolicy: in.Mesh.Authorization.HidePolicy, CollectorAddress: in.CollectorAddr, OutboundMode: in.Mesh.Outbound.Mode,
 			PathNormalization: in.Mesh.HTTP.PathNormalization, AllowedUpgrades: in.Mesh.HTTP.AllowedUpgrades, StripHeaders: in.Mesh.HTTP.StripHeaders,
-			VirtualIpRanges: prefixStrings(in.VIPRanges), ExtAuthzProviders: extAuthzProviders(in.Mesh.ExtensionProviders)},
+			VirtualIpRanges: prefixStrings(in.VIPRanges), ExtAuthzProviders: extAuthzProviders(in.Mesh.ExtensionProviders),
+			Tracing: tracingConfig(in.Mesh.Tracing, in.Mesh.ExtensionProviders)},
 		trustBundle:  in.TrustBundle,
 		policies:     slices.Clone(in.Policies),
 		jwtAuthns:    slices.Clone(in.JWTAuthns),

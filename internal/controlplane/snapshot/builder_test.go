@@ -394,3 +394,27 @@ func TestSnapshotServicesCarryVIPs(t *testing.T) {
 		t.Errorf("virtual IPs %v, want catalog 240.240.0.7 and ledger none", got)
 	}
 }
+
+// The Mesh's tracing reaches proxies with the provider's address, and
+// compiles into the rate.
+func TestSnapshotTracing(t *testing.T) {
+	in := testInput(t, testRoots(t))
+	pct := 2.5
+	in.Mesh.ExtensionProviders = []resource.ExtensionProvider{{Name: "jaeger", Opentelemetry: &resource.OpenTelemetryProvider{Service: "jaeger.observability", Port: 4317}}}
+	in.Mesh.Tracing = &resource.MeshTracing{Provider: "jaeger", RandomSamplingPercentage: &pct}
+	snap, err := buildSnapshot(in, in.Workloads[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := meshconfig.Compile(withVersion(snap))
+	if err != nil {
+		t.Fatalf("compile: %v", err)
+	}
+	want := meshconfig.Tracing{Provider: "jaeger", Address: "jaeger.observability:4317", Rate: 0.025}
+	if c.Tracing == nil || *c.Tracing != want {
+		t.Errorf("tracing: got %+v, want %+v", c.Tracing, want)
+	}
+	if len(snap.GetMesh().GetExtAuthzProviders()) != 0 {
+		t.Errorf("ext_authz providers: got %v, want none (an opentelemetry provider is not one)", snap.GetMesh().GetExtAuthzProviders())
+	}
+}

@@ -33,3 +33,21 @@ func extAuthzProviders(ps []resource.ExtensionProvider) []*pb.ExtAuthzProvider {
 	slices.SortFunc(out, func(a, b *pb.ExtAuthzProvider) int { return cmp.Compare(a.Name, b.Name) })
 	return out
 }
+
+// tracingConfig is the Mesh's spec.tracing as proxies receive it, with
+// the address of the opentelemetry provider it names; nil without one.
+func tracingConfig(t *resource.MeshTracing, ps []resource.ExtensionProvider) *pb.Tracing {
+	if t == nil {
+		return nil
+	}
+	i := slices.IndexFunc(ps, func(p resource.ExtensionProvider) bool { return p.Name == t.Provider })
+	if i < 0 || ps[i].Opentelemetry == nil {
+		return nil // the validator refuses such a Mesh
+	}
+	o := ps[i].Opentelemetry
+	pct := resource.DefaultSamplingPercentage
+	if t.RandomSamplingPercentage != nil {
+		pct = *t.RandomSamplingPercentage
+	}
+	return &pb.Tracing{Provider: t.Provider, Address: net.JoinHostPort(o.Service, strconv.Itoa(o.Port)), RandomSamplingPercentage: pct}
+}

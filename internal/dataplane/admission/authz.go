@@ -54,6 +54,10 @@ type Decision struct {
 	// Rule is the matching rule's index in Policy, or -1.
 	Rule   int
 	Reason string
+	// AuditDenied names the first audit-mode policy ("namespace/name")
+	// that would have denied the request, or "" (spans' decision
+	// "audit").
+	AuditDenied string
 }
 
 // Authorizer decides inbound requests. This is where the policy engine plugs

@@ -52,6 +52,7 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 	pr := a.request(snap, req)
 	principal := pr.Principal
 	var audit func(policy.AuditResult)
+	var auditDenied string
 	if snap.Engine.Len() > 0 {
 		audit = func(ar policy.AuditResult) {
 			if a.Metrics != nil {
@@ -61,6 +62,9 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 				return
 			}
 			a.Audits.Add(1)
+			if auditDenied == "" {
+				auditDenied = ar.Policy
+			}
 			a.emit("authz.audit_would_deny", principal, pr.SourceService, req, ar.Policy, ar.Rule, ar.Reason)
 			a.Log.Debug("audit: would deny", "event", "authz.audit_would_deny", "policy", ar.Policy, "rule", ar.Rule, "reason", ar.Reason,
 				"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
@@ -77,7 +81,7 @@ func (a *PolicyAuthorizer) Authorize(snap *meshconfig.Snapshot, req *Request) De
 			"source", principal, "destination_service", a.Workload.Service, "destination_namespace", a.Workload.Namespace,
 			"protocol", req.Protocol, "method", req.Method, "path", req.Path)
 	}
-	return Decision{Allow: d.Allow, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason}
+	return Decision{Allow: d.Allow, Policy: d.Policy, Rule: d.Rule, Reason: d.Reason, AuditDenied: auditDenied}
 }
 
 // AppendCustom implements CustomLister.

@@ -26,7 +26,7 @@ func customChecks(e *policy.Engine, m *Mesh, w *policy.Workload, req *policy.Req
 		return out
 	}
 	for _, c := range e.AppendCustom(nil, w, req) {
-		defined := slices.ContainsFunc(m.Spec.ExtensionProviders, func(p resource.ExtensionProvider) bool { return p.Name == c.Provider })
+		defined := slices.ContainsFunc(m.Spec.ExtensionProviders, func(p resource.ExtensionProvider) bool { return p.Name == c.Provider && p.EnvoyExtAuthzGrpc != nil })
 		out = append(out, CustomCheck{Policy: c.Policy, Rule: c.Rule, Provider: c.Provider, Defined: defined})
 	}
 	return out
