@@ -3,22 +3,20 @@ package deploy
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/internal/testutil/promtest"
 )
 
-const prometheusPath = "/usr/bin/prometheus"
+const prometheusPath = promtest.Path
 
 // prometheusEvaluates runs a real Prometheus scraping targets (addresses
 // by job) every second with the alerting rules loaded, and checks that
@@ -151,7 +149,6 @@ func promRules(t *testing.T, api string) []ruleGroup {
 // shown if the test failed.
 func startPrometheus(t *testing.T, rules string, targets map[string][]string) string {
 	t.Helper()
-	dir := t.TempDir()
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files: [%q]\nscrape_configs:\n", rules)
 	jobs := make([]string, 0, len(targets))
@@ -163,72 +160,5 @@ func startPrometheus(t *testing.T, rules string, targets map[string][]string) st
 		b, _ := json.Marshal(targets[job])
 		fmt.Fprintf(&conf, "- job_name: %s\n  static_configs:\n  - targets: %s\n", job, b)
 	}
-	confFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(confFile, []byte(conf.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logFile.Close() })
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		cmd := exec.Command(prometheusPath, "--config.file="+confFile, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		stop := func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-		}
-		base := "http://" + addr
-		if promReady(base, exited) {
-			t.Cleanup(func() {
-				stop()
-				if t.Failed() {
-					b, _ := os.ReadFile(logFile.Name())
-					t.Logf("prometheus config:\n%s\nprometheus output:\n%s", conf.String(), b)
-				}
-			})
-			return base
-		}
-		stop() // most likely the port was taken meanwhile: try another
-	}
-	b, _ := os.ReadFile(logFile.Name())
-	t.Fatalf("prometheus did not become ready; its output:\n%s", b)
-	return ""
-}
-
-// promReady waits up to 15s for Prometheus' /-/ready, false if it exited.
-func promReady(base string, exited chan struct{}) bool {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if resp, err := http.Get(base + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return false
+	return promtest.Start(t, conf.String())
 }

@@ -14,20 +14,10 @@ import (
 
 func newAdminTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                        "admin-token",
-		Short:                      "Create, list and revoke admin API tokens with a role (viewer, operator, security-admin)",
-		SuggestionsMinimumDistance: 2,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			hint := "use create, list or revoke"
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				hint = fmt.Sprintf("did you mean %q?", s[0])
-			}
-			return userError("admin-token: unknown subcommand %q; %s", args[0], hint)
-		},
+		Use:   "admin-token",
+		Short: "Create, list and revoke admin API tokens with a role (viewer, operator, security-admin)",
 	}
+	subcommandsOnly(cmd, "use create, list or revoke")
 	cmd.AddCommand(newAdminTokenCreateCmd(g), newAdminTokenListCmd(g), newAdminTokenRevokeCmd(g))
 	return cmd
 }

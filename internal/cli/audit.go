@@ -13,22 +13,10 @@ import (
 
 func newAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                        "audit",
-		Short:                      "Check the collector's audit event log",
-		SuggestionsMinimumDistance: 2,
-		// As for policy: without a RunE a mistyped subcommand would print
-		// help and exit 0.
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			hint := "use verify"
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				hint = fmt.Sprintf("did you mean %q?", s[0])
-			}
-			return userError("audit: unknown subcommand %q; %s", args[0], hint)
-		},
+		Use:   "audit",
+		Short: "Check the collector's audit event log",
 	}
+	subcommandsOnly(cmd, "use verify")
 	cmd.AddCommand(newAuditVerifyCmd(g))
 	return cmd
 }

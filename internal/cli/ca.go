@@ -21,18 +21,8 @@ func newCACmd(g *globals) *cobra.Command {
   trellis ca retire-old   drop the old root once every proxy is done (refused before)
 
 After rotate and after retire-old, copy DATA_DIR/ca.crt to wherever proxies and CLIs read --ca-file.`,
-		SuggestionsMinimumDistance: 2,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			hint := "use rotate, status or retire-old"
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				hint = fmt.Sprintf("did you mean %q?", s[0])
-			}
-			return userError("ca: unknown subcommand %q; %s", args[0], hint)
-		},
 	}
+	subcommandsOnly(cmd, "use rotate, status or retire-old")
 	cmd.AddCommand(newCARotateCmd(g), newCARetireOldCmd(g), newCAStatusCmd(g))
 	return cmd
 }

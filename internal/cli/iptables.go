@@ -21,18 +21,8 @@ func newIPTablesCmd() *cobra.Command {
 its proxy (chains TRELLIS_OUTPUT, TRELLIS_REDIRECT, TRELLIS_PREROUTING,
 TRELLIS_INBOUND). Run it as an init step holding CAP_NET_ADMIN in the pod's
 network namespace, so that the proxy itself can run without it.`,
-		SuggestionsMinimumDistance: 2,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			hint := "use apply or remove"
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				hint = fmt.Sprintf("did you mean %q?", s[0])
-			}
-			return userError("iptables: unknown subcommand %q; %s", args[0], hint)
-		},
 	}
+	subcommandsOnly(cmd, "use apply or remove")
 	cmd.AddCommand(newIPTablesApplyCmd(), newIPTablesRemoveCmd())
 	return cmd
 }

@@ -1,8 +1,6 @@
 package cli_test
 
 import (
-	"context"
-	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,9 +9,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/cli"
 	"github.com/trellismesh/trellis/internal/controlplane"
-	"github.com/trellismesh/trellis/internal/demo"
 	"github.com/trellismesh/trellis/internal/resource"
-	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // On the demo mesh, whose traffic generator calls catalog and payments
@@ -24,23 +20,7 @@ import (
 // catalog-v2, which shows up as its own call once one has landed there;
 // and the hand-written policies allow every suggested call.
 func TestSuggestOnTheDemoIsNarrowerThanItsPolicies(t *testing.T) {
-	clearEnv(t)
-	var m *demo.Mesh
-	var err error
-	for range 5 {
-		m, err = demo.Start(context.Background(), demo.Options{BasePort: 20000 + rand.IntN(400)*100, TrafficInterval: 50 * time.Millisecond, Logger: testutil.Logger(t)})
-		if err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("start demo: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		m.Stop(ctx)
-	})
+	m := startDemo(t)
 	api := []string{"--api", m.Control.APIURL(), "--token-file", filepath.Join(m.DataDir, controlplane.AdminTokenFile)}
 
 	want := []string{"frontend -> catalog.shop GET /items", "frontend -> catalog-v2.shop GET /items", "frontend -> payments.shop POST /charge"}

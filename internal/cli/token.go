@@ -14,22 +14,10 @@ import (
 
 func newTokenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                        "token",
-		Short:                      "Create, list and revoke workload join tokens",
-		SuggestionsMinimumDistance: 2,
-		// Without a RunE cobra would print help and exit 0 for a mistyped
-		// subcommand such as `trellis token craete`.
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return cmd.Help()
-			}
-			hint := "use create, list or revoke"
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				hint = fmt.Sprintf("did you mean %q?", s[0])
-			}
-			return userError("token: unknown subcommand %q; %s", args[0], hint)
-		},
+		Use:   "token",
+		Short: "Create, list and revoke workload join tokens",
 	}
+	subcommandsOnly(cmd, "use create, list or revoke")
 	cmd.AddCommand(newTokenCreateCmd(g), newTokenRevokeCmd(g), newTokenListCmd(g))
 	return cmd
 }

@@ -5,16 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +18,7 @@ import (
 	"github.com/trellismesh/trellis/internal/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/internal/testutil/meshtest"
+	"github.com/trellismesh/trellis/internal/testutil/promtest"
 	"github.com/trellismesh/trellis/internal/testutil/rsyslogtest"
 )
 
@@ -260,7 +257,7 @@ func TestAuditToRsyslogOverTLS(t *testing.T) {
 	awaitAllDenials(t, srv, m, n)
 }
 
-const prometheusPath = "/usr/bin/prometheus"
+const prometheusPath = promtest.Path
 
 // TestPrometheusScrapesProxyAndControlPlane: a real Prometheus scrapes a
 // proxy's admin port and the control plane's API port (with the embedded
@@ -343,7 +340,6 @@ func TestPrometheusScrapesProxyAndControlPlane(t *testing.T) {
 // the test ends; its output is shown if the test failed.
 func startPrometheus(t *testing.T, jobs map[string]string) string {
 	t.Helper()
-	dir := t.TempDir()
 	var conf strings.Builder
 	conf.WriteString("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n")
 	for _, job := range slices.Sorted(func(yield func(string) bool) {
@@ -355,82 +351,7 @@ func startPrometheus(t *testing.T, jobs map[string]string) string {
 	}) {
 		fmt.Fprintf(&conf, "- job_name: %s\n  metrics_path: /metrics\n  static_configs:\n  - targets: [%q]\n", job, jobs[job])
 	}
-	confFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(confFile, []byte(conf.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logFile, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { logFile.Close() })
-	for range 3 {
-		addr := freeAddr(t)
-		cmd := exec.Command(prometheusPath,
-			"--config.file="+confFile,
-			"--storage.tsdb.path="+filepath.Join(dir, "data"),
-			"--web.listen-address="+addr)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		stop := func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(5 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-		}
-		base := "http://" + addr
-		if promReady(base, exited) {
-			t.Cleanup(func() {
-				stop()
-				if t.Failed() {
-					b, _ := os.ReadFile(logFile.Name())
-					t.Logf("prometheus output:\n%s", b)
-				}
-			})
-			return base
-		}
-		stop() // the port was taken meanwhile, most likely: try another
-	}
-	b, _ := os.ReadFile(logFile.Name())
-	t.Fatalf("prometheus did not become ready; its output:\n%s", b)
-	return ""
-}
-
-// promReady waits up to 15s for Prometheus' /-/ready, false if it exited.
-func promReady(base string, exited chan struct{}) bool {
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if resp, err := http.Get(base + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return false
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return promtest.Start(t, conf.String())
 }
 
 // promSample is one series of an instant vector.

@@ -88,20 +88,12 @@ func (c *Conn) holdData(st *stream, h *held, data []byte, end bool, padding int)
 	h.ended = end
 	h.complete = end && len(h.data) <= MaxHold
 	credit := padding
-	if h.ready() {
-		h.opened = true
-		sent, ok := h.up.openHeld(st)
-		h.mu.Unlock()
-		c.markDirty(h.up)
-		if !ok {
-			c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
-			return true
-		}
-		if !end {
-			credit += sent
-		}
-	} else {
-		h.mu.Unlock()
+	opened, sent := c.openIfReady(st, h)
+	if sent < 0 {
+		return true
+	}
+	if opened && !end {
+		credit += sent
 	}
 	if credit > 0 {
 		c.creditStream(&st.ends[sideDown], credit)
@@ -120,18 +112,29 @@ func (c *Conn) holdTrailers(st *stream, h *held, fields []hpack.HeaderField) boo
 	}
 	h.trailers = slices.Clone(fields)
 	h.ended, h.complete = true, false
+	c.openIfReady(st, h)
+	return true
+}
+
+// openIfReady sends a held request upstream when it is ready (downstream
+// reader c; h.mu is held, and released here). sent is the body bytes
+// that went out at once, -1 when the upstream connection no longer took
+// streams (the stream was then reset with REFUSED_STREAM: the caller may
+// send it again).
+func (c *Conn) openIfReady(st *stream, h *held) (opened bool, sent int) {
 	if !h.ready() {
 		h.mu.Unlock()
-		return true
+		return false, 0
 	}
 	h.opened = true
-	_, ok := h.up.openHeld(st)
+	sent, ok := h.up.openHeld(st)
 	h.mu.Unlock()
 	c.markDirty(h.up)
 	if !ok {
 		c.resetBoth(st, -1, http2.ErrCodeRefusedStream, false)
+		return true, -1
 	}
-	return true
+	return true, sent
 }
 
 // delayPassed opens a delayed stream's request when it is ready (the
