@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/internal/clock"
+	"github.com/trellismesh/trellis/internal/controlplane/admintokens"
 	"github.com/trellismesh/trellis/internal/controlplane/registry"
 	"github.com/trellismesh/trellis/internal/controlplane/resstore"
 	"github.com/trellismesh/trellis/internal/controlplane/tokens"
@@ -57,6 +58,10 @@ type ResourceWriter = resstore.Writer
 // TokenRecords keeps join tokens' records where every control-plane
 // replica sees them (Config.TokenRecords): see tokens.Records.
 type TokenRecords = tokens.Records
+
+// AdminTokenRecords keeps admin tokens' records where every control-plane
+// replica sees them (Config.AdminTokenRecords): see admintokens.Records.
+type AdminTokenRecords = admintokens.Records
 
 // DefaultTokenTTL is a join token's lifetime when none is asked for.
 const DefaultTokenTTL = tokens.DefaultTTL
@@ -122,6 +127,13 @@ type Config struct {
 	// issued or revoked through one replica is known to every replica.
 	// Nil means the store, as in hosts mode.
 	TokenRecords TokenRecords
+	// AdminTokenRecords, when set, keeps the admin tokens' records (never
+	// the tokens: their SHA-256) instead of the store (Kubernetes mode:
+	// Secrets in the control plane's namespace,
+	// internal/kube/admintokenrecords), so an admin token created or
+	// revoked through one replica holds on every replica. Nil means the
+	// store, as in hosts mode.
+	AdminTokenRecords AdminTokenRecords
 	// WorkloadTTL, when set, overrides Mesh.spec.certificates.workloadTTL
 	// (whose minimum is 5m): tests use seconds to exercise renewal.
 	WorkloadTTL time.Duration

@@ -132,7 +132,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		metrics:    newMetrics(),
 		serveErr:   make(chan error, 2),
 	}
-	s.adminTokens = admintokens.New(st, cfg.Clock.Now)
+	adminRecords := cfg.AdminTokenRecords
+	if adminRecords == nil {
+		adminRecords = admintokens.StoreRecords(st)
+	}
+	s.adminTokens = admintokens.New(adminRecords, cfg.Clock.Now)
 	if err := s.res.EnsureDefaultMesh(ctx); err != nil {
 		return nil, err
 	}

@@ -140,8 +140,9 @@ var rules = []rule{
 		banned: []string{
 			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/resstore/...", "internal/controlplane/tokens/...",
 			"internal/meshca/...", "internal/jointoken/...", "internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...",
+			"internal/kube/...", "k8s.io/...",
 		},
-		why: "the admin-token service works from a store.Store: it must not reach the control plane's server, the registry, the VIP allocator, the resources, the join tokens, the signers, a store backend or the data plane",
+		why: "the admin-token service works from its Records (a store.Store's by default): it must not reach the control plane's server, the registry, the VIP allocator, the resources, the join tokens, the signers, a store backend, Kubernetes or the data plane",
 	},
 	{
 		from: []string{"internal/console/..."},
@@ -180,6 +181,14 @@ var rules = []rule{
 		from:   []string{"internal/kube/satoken/...", "internal/kube/workloads/...", "internal/kube/resources/...", "internal/kube/leader/...", "internal/kube/casecret/...", "internal/kube/cabundle/...", "internal/kube/install/...", "internal/kube/kubecheck/...", "internal/kube/tokenrecords/..."},
 		banned: []string{"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/store/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/..."},
 		why:    "the token reviewer and the workload source read the API server alone (the workload source hands the pure snapshot builder its input): no control plane server, registry, store, signer or data plane",
+	},
+	{
+		from: []string{"internal/kube/admintokenrecords/..."},
+		banned: []string{
+			"internal/controlplane", "internal/controlplane/registry/...", "internal/controlplane/vips/...", "internal/controlplane/resstore/...", "internal/controlplane/tokens/...",
+			"internal/store/bolt/...", "go.etcd.io/bbolt/...", "internal/store/etcd/...", "go.etcd.io/etcd/...", "internal/proxy/...", "internal/dataplane/...", "internal/meshca/...", "internal/jointoken/...",
+		},
+		why: "the admin tokens' Secrets are read from the API server alone, with the record type of internal/controlplane/admintokens (whose store contract comes along): no control plane server, registry, resources, join tokens, store backend, signer or data plane",
 	},
 	{
 		from:   []string{"internal/extauthz/..."},

@@ -23,7 +23,11 @@
 //     control plane, the store, the signers, the proxy or the data plane;
 //   - the admin-token service (internal/controlplane/admintokens) depends
 //     on the control plane package itself, its other subpackages, the
-//     signers, a store backend or the data plane;
+//     signers, a store backend, Kubernetes or the data plane;
+//   - the admin tokens' Kubernetes records
+//     (internal/kube/admintokenrecords) depend on the control plane's
+//     server or its other subpackages, a store backend, the signers or
+//     the data plane;
 //   - the permission check (internal/adminauth) depends on the control
 //     plane, the store, the signers, the proxy or the admin API types;
 //   - the collector role (internal/collectord) depends on the proxy, the CA

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,11 +16,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminapi"
 	"github.com/trellismesh/trellis/internal/adminauth"
 	"github.com/trellismesh/trellis/internal/names"
-	"github.com/trellismesh/trellis/internal/store"
 )
-
-// Prefix is where the records live in the store.
-const Prefix = "/admin-tokens/"
 
 // secretPrefix starts every admin token, so one is told apart from the
 // bootstrap admin.token (hex) and from join tokens (JWTs) at a glance and
@@ -44,25 +39,20 @@ type FieldError struct{ Field, Msg string }
 
 func (e *FieldError) Error() string { return fmt.Sprintf("admin token: %s: %s", e.Field, e.Msg) }
 
-// record is what the store keeps: the info and the secret's SHA-256.
-type record struct {
-	adminapi.AdminTokenInfo
-	SHA256 string `json:"sha256"`
-}
-
 // Service creates, lists, revokes and authenticates admin tokens. Safe
 // for concurrent use.
 type Service struct {
-	st  store.Store
+	rec Records
 	now func() time.Time
 
 	mu       sync.Mutex
 	lastUsed map[string]time.Time // by name, this replica only
 }
 
-// New returns the service keeping its records in st.
-func New(st store.Store, now func() time.Time) *Service {
-	return &Service{st: st, now: now, lastUsed: map[string]time.Time{}}
+// New returns the service keeping its records in rec (StoreRecords for
+// the control plane's store).
+func New(rec Records, now func() time.Time) *Service {
+	return &Service{rec: rec, now: now, lastUsed: map[string]time.Time{}}
 }
 
 // Create makes a token for req, on behalf of by, who must cover it (hold
@@ -119,45 +109,46 @@ func (s *Service) Create(ctx context.Context, req adminapi.CreateAdminTokenReque
 	now := s.now().UTC().Truncate(time.Second)
 	secret := secretPrefix + name + "." + hex.EncodeToString(raw[:])
 	sum := sha256.Sum256([]byte(secret))
-	rec := record{
+	rec := Record{
 		AdminTokenInfo: adminapi.AdminTokenInfo{Name: name, Role: string(role), Namespaces: nss, CreatedBy: by.Name, CreatedAt: now, ExpiresAt: now.Add(ttl)},
 		SHA256:         hex.EncodeToString(sum[:]),
 	}
-	val, err := json.Marshal(rec)
-	if err != nil {
-		return adminapi.CreateAdminTokenResponse{}, err
-	}
-	cond := int64(0)
-	if old, rev, err := s.get(ctx, name); err == nil {
-		if old.RevokedAt == nil && now.Before(old.ExpiresAt) {
-			return adminapi.CreateAdminTokenResponse{}, fmt.Errorf("%w: admin token %q exists and is valid; revoke it first or choose another --name", adminapi.ErrConflict, name)
+	// A record of the name that is revoked or expired is replaced at its
+	// version; a conflict (created or changed meanwhile, by this replica
+	// or another) reads the record again.
+	for attempt := 0; ; attempt++ {
+		old, version, err := s.get(ctx, name)
+		switch {
+		case err == nil:
+			if old.RevokedAt == nil && now.Before(old.ExpiresAt) {
+				return adminapi.CreateAdminTokenResponse{}, fmt.Errorf("%w: admin token %q exists and is valid; revoke it first or choose another --name", adminapi.ErrConflict, name)
+			}
+			err = s.rec.Update(ctx, rec, version)
+		case errors.Is(err, adminapi.ErrNotFound):
+			err = s.rec.Create(ctx, rec)
+		default:
+			return adminapi.CreateAdminTokenResponse{}, err
 		}
-		cond = rev
-	} else if !errors.Is(err, adminapi.ErrNotFound) {
-		return adminapi.CreateAdminTokenResponse{}, err
-	}
-	if _, err := s.st.Txn(ctx, store.Op{Type: store.OpPut, Key: Prefix + name, Value: val, IfModRevision: cond}); err != nil {
-		if errors.Is(err, store.ErrConflict) {
-			return adminapi.CreateAdminTokenResponse{}, fmt.Errorf("%w: admin token %q was created or changed meanwhile: %w", adminapi.ErrConflict, name, err)
+		if errors.Is(err, adminapi.ErrConflict) && attempt < 5 {
+			continue
 		}
-		return adminapi.CreateAdminTokenResponse{}, fmt.Errorf("record admin token %q: %w", name, err)
+		if err != nil {
+			return adminapi.CreateAdminTokenResponse{}, fmt.Errorf("record admin token %q: %w", name, err)
+		}
+		break
 	}
 	return adminapi.CreateAdminTokenResponse{Token: secret, Info: rec.AdminTokenInfo}, nil
 }
 
-func (s *Service) get(ctx context.Context, name string) (record, int64, error) {
-	kv, err := s.st.Get(ctx, Prefix+name)
-	if errors.Is(err, store.ErrNotFound) {
-		return record{}, 0, fmt.Errorf("%w: admin token %q (trellis admin-token list shows them)", adminapi.ErrNotFound, name)
+func (s *Service) get(ctx context.Context, name string) (Record, string, error) {
+	rec, version, err := s.rec.Get(ctx, name)
+	if errors.Is(err, adminapi.ErrNotFound) {
+		return Record{}, "", fmt.Errorf("%w (trellis admin-token list shows them)", err)
 	}
 	if err != nil {
-		return record{}, 0, fmt.Errorf("read admin token %q: %w", name, err)
+		return Record{}, "", fmt.Errorf("read admin token %q: %w", name, err)
 	}
-	var rec record
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		return record{}, 0, fmt.Errorf("decode admin token %q: %w", name, err)
-	}
-	return rec, kv.ModRevision, nil
+	return rec, version, nil
 }
 
 // Get returns the info of the token name.
@@ -168,16 +159,12 @@ func (s *Service) Get(ctx context.Context, name string) (adminapi.AdminTokenInfo
 
 // List returns every token's info, ordered by name.
 func (s *Service) List(ctx context.Context) ([]adminapi.AdminTokenInfo, error) {
-	kvs, _, err := s.st.List(ctx, Prefix)
+	recs, err := s.rec.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list admin tokens: %w", err)
 	}
-	out := make([]adminapi.AdminTokenInfo, 0, len(kvs))
-	for _, kv := range kvs {
-		var rec record
-		if err := json.Unmarshal(kv.Value, &rec); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
+	out := make([]adminapi.AdminTokenInfo, 0, len(recs))
+	for _, rec := range recs {
 		out = append(out, s.withLastUsed(rec.AdminTokenInfo))
 	}
 	return out, nil
@@ -196,7 +183,7 @@ func (s *Service) withLastUsed(info adminapi.AdminTokenInfo) adminapi.AdminToken
 // Revoking twice is not an error.
 func (s *Service) Revoke(ctx context.Context, name string) (adminapi.AdminTokenInfo, error) {
 	for attempt := 0; ; attempt++ {
-		rec, rev, err := s.get(ctx, name)
+		rec, version, err := s.get(ctx, name)
 		if err != nil {
 			return adminapi.AdminTokenInfo{}, err
 		}
@@ -205,12 +192,8 @@ func (s *Service) Revoke(ctx context.Context, name string) (adminapi.AdminTokenI
 		}
 		now := s.now().UTC()
 		rec.RevokedAt = &now
-		val, err := json.Marshal(rec)
-		if err != nil {
-			return adminapi.AdminTokenInfo{}, err
-		}
-		_, err = s.st.Txn(ctx, store.Op{Type: store.OpPut, Key: Prefix + name, Value: val, IfModRevision: rev})
-		if errors.Is(err, store.ErrConflict) && attempt < 5 {
+		err = s.rec.Update(ctx, rec, version)
+		if errors.Is(err, adminapi.ErrConflict) && attempt < 5 {
 			continue
 		}
 		if err != nil {
@@ -221,9 +204,9 @@ func (s *Service) Revoke(ctx context.Context, name string) (adminapi.AdminTokenI
 }
 
 // Authenticate returns the principal of a presented secret, reading its
-// record from the store each time so that a revocation or expiry holds at
-// once on every replica. An error wraps ErrUnauthenticated unless the
-// store failed.
+// record from its Records each time (no cache) so that a revocation or
+// expiry holds at once on every replica sharing them. An error wraps
+// ErrUnauthenticated unless reading the record failed.
 func (s *Service) Authenticate(ctx context.Context, secret string) (adminauth.Principal, error) {
 	rest, ok := strings.CutPrefix(secret, secretPrefix)
 	if !ok {

@@ -46,7 +46,7 @@ func TestBackends(t *testing.T) {
 			st := tc.open(t)
 			now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 			clock := func() time.Time { return now }
-			a, b := admintokens.New(st, clock), admintokens.New(st, clock)
+			a, b := admintokens.New(admintokens.StoreRecords(st), clock), admintokens.New(admintokens.StoreRecords(st), clock)
 			ctx := t.Context()
 			resp, err := a.Create(ctx, adminapi.CreateAdminTokenRequest{Name: "ci", Role: "operator", Namespaces: []string{"shop,ops", "shop"}, TTL: "1h"}, adminauth.RootPrincipal())
 			if err != nil {

@@ -167,14 +167,16 @@ func clusterRules() []rbacv1.PolicyRule {
 
 // namespaceRules: what the control plane needs in its own namespace: the
 // CA Secret (read, created once by the first replica, followed, and
-// updated by a root rotation), the Lease of the singletons, listing the
-// join tokens' records and following the replicas' proxy certificate
-// reports (ConfigMaps, read and written by name under the cluster rules;
-// gone replicas' reports deleted).
+// updated by a root rotation), the admin tokens' records (Secrets, one per
+// token, read, listed, created and updated by every replica; their names
+// are the tokens', so neither rule can name them), the Lease of the
+// singletons, listing the join tokens' records and following the
+// replicas' proxy certificate reports (ConfigMaps, read and written by
+// name under the cluster rules; gone replicas' reports deleted).
 func namespaceRules() []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{CASecret}, Verbs: []string{"get", "list", "watch", "update"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "create", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, ResourceNames: []string{Name}, Verbs: []string{"get", "update"}},
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}},
 		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list", "watch", "delete"}},

@@ -36,6 +36,7 @@ import (
 	"github.com/trellismesh/trellis/internal/adminhttp"
 	"github.com/trellismesh/trellis/internal/controlplane"
 	"github.com/trellismesh/trellis/internal/jointoken"
+	"github.com/trellismesh/trellis/internal/kube/admintokenrecords"
 	"github.com/trellismesh/trellis/internal/kube/cabundle"
 	"github.com/trellismesh/trellis/internal/kube/casecret"
 	"github.com/trellismesh/trellis/internal/kube/crd"
@@ -159,6 +160,9 @@ func Prepare(ctx context.Context, cfg *controlplane.Config, k Options, log *slog
 	cfg.WorkloadTokens = &satoken.Reviewer{Client: client, TrustDomain: td}
 	// Join tokens' records in ConfigMaps, shared by every replica.
 	cfg.TokenRecords = tokenrecords.New(client, k.Namespace)
+	// Admin tokens' records in Secrets (they hold the tokens' digests),
+	// shared by every replica.
+	cfg.AdminTokenRecords = admintokenrecords.New(client, k.Namespace)
 	res.FollowLease()
 	ca, err := loadCA(cfg, td)
 	if err != nil {
