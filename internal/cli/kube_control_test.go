@@ -145,6 +145,23 @@ func TestControlKubernetes(t *testing.T) {
 		r := run(t, "", cliArgs("get", "authz", "-n", "shop")...)
 		return r.code == cli.ExitOK && strings.Contains(r.stdout, "reads")
 	})
+	// An admin token made in Kubernetes mode is recorded in a Secret in
+	// the control plane's namespace (shared by every replica), and works.
+	r := run(t, "", cliArgs("admin-token", "create", "--role", "viewer", "--name", "kube-viewer")...)
+	if r.code != cli.ExitOK {
+		t.Fatalf("admin-token create in Kubernetes mode: %v", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	viewerToken := filepath.Join(t.TempDir(), "viewer.token")
+	if err := os.WriteFile(viewerToken, []byte(lines[len(lines)-1]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := core.Secrets("trellis-system").Get(ctx, "trellis-admin-token-kube-viewer", metav1.GetOptions{}); err != nil || s.Labels["trellis.dev/admin-token"] != "true" {
+		t.Errorf("the admin token's record is no Secret: %v", err)
+	}
+	if r := run(t, "", "--api", "http://"+api, "--token-file", viewerToken, "get", "authz", "-n", "shop"); r.code != cli.ExitOK || !strings.Contains(r.stdout, "reads") {
+		t.Errorf("get authz with the new viewer token: %v", r)
+	}
 	f := filepath.Join(t.TempDir(), "p.yaml")
 	write := func(body string) {
 		if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
